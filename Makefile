@@ -1,0 +1,43 @@
+# hexlane: `make demo` runs the main job, `make test` the whole suite. Both set up first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.hexlane-installed
+
+.PHONY: setup system-packages venv test lint typecheck layers unit demo bench clean
+
+setup: system-packages venv
+
+system-packages:
+	@bash scripts/setup-system.sh
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+layers: venv
+	$(VENV)/bin/lint-imports --no-cache
+
+unit: venv
+	$(VENV)/bin/pytest -q
+
+test: setup lint typecheck layers unit
+
+demo: setup
+	$(VENV)/bin/hexlane demo
+
+bench: setup
+	@echo "benchmarks: see bench/README.md"; ls bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

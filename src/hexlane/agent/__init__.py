@@ -1,0 +1,1 @@
+"""The per-node daemon: wires reconcilers that program this node's datapath."""

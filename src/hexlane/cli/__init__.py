@@ -1,0 +1,1 @@
+"""The hexlane command line."""

@@ -1,0 +1,62 @@
+"""The `hexlane` command: one sub-command per module `hexlane.cli.cmd_<name>`.
+
+Each command module defines `register(subparsers)` which adds its parser and sets
+`func(args) -> int`. Only modules that exist are registered, so no command that does not
+work is ever offered. User-input errors (`InputError`) are printed as one line per problem
+with file, object and field, and exit 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from hexlane import __version__
+from hexlane.model.errors import InputError
+
+# Order is the order of `hexlane --help`.
+COMMAND_MODULES = (
+    "config", "validate", "ipam", "apiserver", "operator", "agent", "status", "service",
+    "bpf", "l2", "hubble", "lab", "cleanup",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hexlane",
+        description="Kubernetes networking in Python and eBPF, in the spirit of Cilium.",
+    )
+    parser.add_argument("--version", action="version", version=f"hexlane {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        modname = f"hexlane.cli.cmd_{name}"
+        try:
+            module = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name == modname:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except InputError as e:
+        for p in e.problems:
+            print(f"error: {p}" if p.severity == "error" else str(p), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The CNI plugin executable, which hands ADD/DEL/CHECK to the node's agent."""

@@ -1,0 +1,1 @@
+"""The Cilium-Helm-values-compatible configuration: defaults, merging, normalisation (pure)."""

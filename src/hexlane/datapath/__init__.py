@@ -1,0 +1,1 @@
+"""The kernel edge: BPF C programs, the libbpf loader, map writers and netlink."""

@@ -1,0 +1,1 @@
+"""Flow observability: flow reader, store, filters, metrics, API, relay and UI."""

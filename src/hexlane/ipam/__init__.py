@@ -1,0 +1,1 @@
+"""IP address management decisions: LB-IPAM allocator and pod CIDR allocator (pure)."""

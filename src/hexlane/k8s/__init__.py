@@ -1,0 +1,1 @@
+"""The one Kubernetes client layer: informers, status writers, leases, client rate limiting."""

@@ -1,0 +1,1 @@
+"""A whole homelab cluster in network namespaces on one machine."""

@@ -1,0 +1,1 @@
+"""Service load balancing decisions: frontends, backends, Maglev tables, affinity (pure)."""

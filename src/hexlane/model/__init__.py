@@ -1,0 +1,4 @@
+"""Typed, immutable views of Kubernetes and cilium.io objects.
+
+Parsing, validation and label selectors (pure).
+"""

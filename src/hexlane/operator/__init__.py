@@ -1,0 +1,1 @@
+"""The per-cluster daemon: wires cluster-wide controllers (LB-IPAM, pod CIDRs)."""
