@@ -1,0 +1,228 @@
+"""Object metadata and status conditions shared by every kind hexlane reads.
+
+`ObjectMeta.parse` checks what Kubernetes checks on every object: a name (DNS subdomain, or
+for Services and namespaces a DNS label), a namespace that is a DNS label, valid label keys
+and values, owner references with kind and name. Cluster-scoped kinds ignore
+`metadata.namespace` (the seeds put `namespace: kube-system` on cluster-scoped pools).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from hexlane.model.reader import EMPTY, FrozenMap, Reader, format_time
+
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_CONDITION_STATUSES = ("True", "False", "Unknown")
+
+
+def dns_label_problem(name: str) -> str | None:
+    if len(name) > 63 or not _DNS_LABEL_RE.match(name):
+        return (f"invalid name {name!r}: expected a DNS label (at most 63 characters, "
+                "lowercase letters, digits and '-', starting and ending alphanumeric)")
+    return None
+
+
+def dns1035_problem(name: str) -> str | None:
+    if len(name) > 63 or not _DNS1035_RE.match(name):
+        return (f"invalid name {name!r}: expected a DNS-1035 label (at most 63 characters, "
+                "lowercase letters, digits and '-', starting with a letter and ending "
+                "alphanumeric)")
+    return None
+
+
+def subdomain_problem(name: str) -> str | None:
+    if len(name) > 253 or not _SUBDOMAIN_RE.match(name):
+        return (f"invalid name {name!r}: expected a DNS subdomain (at most 253 characters, "
+                "lowercase letters, digits, '-' and '.', starting and ending alphanumeric)")
+    return None
+
+
+NAME_RULES = {"subdomain": subdomain_problem, "label": dns_label_problem,
+              "dns1035": dns1035_problem, "any": lambda _n: None}
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerReference:
+    api_version: str
+    kind: str
+    name: str
+    uid: str = ""
+    controller: bool = False
+    block_owner_deletion: bool = False
+
+    @classmethod
+    def parse_from(cls, r: Reader) -> OwnerReference:
+        return cls(
+            api_version=r.string("apiVersion", required=True),
+            kind=r.string("kind", required=True),
+            name=r.string("name", required=True),
+            uid=r.string("uid"),
+            controller=r.boolean("controller"),
+            block_owner_deletion=r.boolean("blockOwnerDeletion"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"apiVersion": self.api_version, "kind": self.kind,
+                             "name": self.name}
+        if self.uid:
+            d["uid"] = self.uid
+        if self.controller:
+            d["controller"] = True
+        if self.block_owner_deletion:
+            d["blockOwnerDeletion"] = True
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    """The parts of `metadata` hexlane uses; `namespace` is "" for cluster-scoped kinds."""
+
+    name: str
+    namespace: str = ""
+    uid: str = ""
+    resource_version: str = ""
+    generation: int = 0
+    creation_timestamp: datetime | None = None
+    deletion_timestamp: datetime | None = None
+    labels: FrozenMap[str, str] = EMPTY
+    annotations: FrozenMap[str, str] = EMPTY
+    owner_references: tuple[OwnerReference, ...] = ()
+
+    @classmethod
+    def parse_from(cls, parent: Reader, *, namespaced: bool,
+                   name_rule: str = "subdomain") -> ObjectMeta:
+        """Read `metadata` under `parent` (the object), recording problems."""
+        r = parent.mapping("metadata", required=True,
+                           what="an object with at least a name")
+        if r is None:
+            return cls(name="")
+        name = r.string("name", what="a name")
+        if not name:
+            if not r.has("generateName"):
+                r.error("name", "required field is missing: expected the object's name")
+        elif (why := NAME_RULES[name_rule](name)) is not None:
+            r.error("name", why)
+        namespace = ""
+        if namespaced:
+            namespace = r.string("namespace", what="a namespace name")
+            if namespace and (why := dns_label_problem(namespace)) is not None:
+                r.error("namespace", why)
+        else:
+            r.opt_string("namespace")  # type-checked, then ignored: the kind is cluster-scoped
+        rv = r.get("resourceVersion")
+        owners = tuple(OwnerReference.parse_from(o)
+                       for o in r.objects("ownerReferences", what="an owner reference"))
+        return cls(
+            name=name,
+            namespace=namespace,
+            uid=r.string("uid"),
+            resource_version=str(rv) if isinstance(rv, int | str) else r.string(
+                "resourceVersion"),
+            generation=r.integer("generation", lo=0),
+            creation_timestamp=r.opt_time("creationTimestamp"),
+            deletion_timestamp=r.opt_time("deletionTimestamp"),
+            labels=r.labels("labels"),
+            annotations=r.string_map("annotations", what="a map of annotation to string"),
+            owner_references=owners,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        if self.namespace:
+            d["namespace"] = self.namespace
+        if self.uid:
+            d["uid"] = self.uid
+        if self.resource_version:
+            d["resourceVersion"] = self.resource_version
+        if self.generation:
+            d["generation"] = self.generation
+        if self.creation_timestamp is not None:
+            d["creationTimestamp"] = format_time(self.creation_timestamp)
+        if self.deletion_timestamp is not None:
+            d["deletionTimestamp"] = format_time(self.deletion_timestamp)
+        if self.labels:
+            d["labels"] = self.labels.to_dict()
+        if self.annotations:
+            d["annotations"] = self.annotations.to_dict()
+        if self.owner_references:
+            d["ownerReferences"] = [o.to_dict() for o in self.owner_references]
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A `metav1.Condition` (or the older node/pod condition, which has the same core)."""
+
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+    @classmethod
+    def parse_from(cls, r: Reader) -> Condition:
+        return cls(
+            type=r.string("type", required=True, what="a condition type"),
+            status=r.string("status", required=True, choices=_CONDITION_STATUSES,
+                            default="Unknown"),
+            reason=r.string("reason"),
+            message=r.string("message"),
+            last_transition_time=r.opt_time("lastTransitionTime"),
+            observed_generation=r.opt_integer("observedGeneration", lo=0),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type, "status": self.status}
+        if self.reason:
+            d["reason"] = self.reason
+        d["message"] = self.message
+        if self.last_transition_time is not None:
+            d["lastTransitionTime"] = format_time(self.last_transition_time)
+        if self.observed_generation is not None:
+            d["observedGeneration"] = self.observed_generation
+        return d
+
+
+def parse_conditions(parent: Reader | None, key: str = "conditions") -> tuple[Condition, ...]:
+    if parent is None:
+        return ()
+    return tuple(Condition.parse_from(c) for c in parent.objects(key, what="a condition"))
+
+
+def find_condition(conditions: tuple[Condition, ...], type_: str) -> Condition | None:
+    for c in conditions:
+        if c.type == type_:
+            return c
+    return None
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    """`cilium.io/v2alpha1` -> ("cilium.io", "v2alpha1"); `v1` -> ("", "v1")."""
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+def check_type(r: Reader, kind: str, api_versions: tuple[str, ...]) -> str:
+    """The object's apiVersion (the first accepted one when absent), checking kind too.
+
+    A parser called directly may be given an object without apiVersion/kind (tests, API
+    bodies whose type comes from the URL); when they are there they must agree.
+    """
+    got_kind = r.opt_string("kind")
+    if got_kind is not None and got_kind != kind:
+        r.error("kind", f"expected kind {kind!r}, got {got_kind!r}")
+    api_version = r.opt_string("apiVersion")
+    if api_version is None:
+        return api_versions[0]
+    if api_version not in api_versions:
+        r.error("apiVersion", f"unsupported apiVersion {api_version!r} for {kind}: expected "
+                              f"{' or '.join(api_versions)}")
+        return api_versions[0]
+    return api_version

@@ -1,0 +1,360 @@
+"""Reading typed fields out of decoded YAML/JSON, collecting every problem with its path.
+
+Parsers of user objects do not stop at the first mistake: a `Reader` wraps one mapping at a
+field path and hands out typed values, recording a `Problem` (and returning a harmless
+default) for every field of the wrong type or out of range. At the end the parser calls
+`Problems.check()`, which raises one `InputError` listing everything.
+
+`FrozenMap` is the immutable, hashable mapping used for labels and annotations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from hexlane.model.errors import InputError, Problem, join_path
+from hexlane.model.selectors import label_key_problem, label_value_problem
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FrozenMap(Mapping[K, V]):
+    """An immutable, hashable mapping (labels, annotations, selectors of Services)."""
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, data: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
+        self._data: dict[K, V] = dict(data)
+        self._hash: int | None = None
+
+    def __getitem__(self, key: K) -> V:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._data.items()))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+    def to_dict(self) -> dict[K, V]:
+        return dict(self._data)
+
+
+EMPTY: FrozenMap[str, str] = FrozenMap()
+
+
+def describe(value: Any) -> str:
+    """How a decoded YAML/JSON value is named in messages ("a string", "a list", ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})" if len(value) <= 40 else "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
+
+
+class Problems:
+    """Collects problems while a parser walks an object."""
+
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.items.append(Problem(message=message, path=path))
+
+    def warn(self, path: str, message: str) -> None:
+        self.items.append(Problem(message=message, path=path, severity="warning"))
+
+    def absorb(self, err: InputError) -> None:
+        self.items.extend(err.problems)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(p.severity == "error" for p in self.items)
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.items if p.severity != "error")
+
+    def check(self) -> tuple[Problem, ...]:
+        """Raise InputError (errors and warnings) if any error was found; else the warnings."""
+        if self.has_errors:
+            raise InputError(self.items)
+        return self.warnings
+
+
+def parse_time(value: Any) -> datetime:
+    """RFC 3339 time (`2024-01-01T00:00:00Z`, fractions allowed) as an aware datetime."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or "T" not in value.upper():
+        raise ValueError(f"expected an RFC 3339 time such as 2024-01-01T00:00:00Z, "
+                         f"got {describe(value)}")
+    try:
+        dt = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise ValueError(f"expected an RFC 3339 time such as 2024-01-01T00:00:00Z, "
+                         f"got {value!r}") from None
+    if dt.tzinfo is None:
+        raise ValueError(f"expected an RFC 3339 time with a zone (Z or +hh:mm), got {value!r}")
+    return dt
+
+
+def format_time(dt: datetime) -> str:
+    """Kubernetes `Time`: seconds precision, UTC, `Z`."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_micro_time(dt: datetime) -> str:
+    """Kubernetes `MicroTime` (Leases): microseconds, UTC, `Z`."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_MISSING = object()
+
+
+class Reader:
+    """Typed access to one mapping at `path`, recording problems in `problems`."""
+
+    def __init__(self, raw: Mapping[str, Any], path: str, problems: Problems) -> None:
+        self.raw = raw
+        self.path = path
+        self.problems = problems
+
+    @classmethod
+    def root(cls, raw: Any, path: str, problems: Problems,
+             what: str = "an object") -> Reader:
+        """A reader for `raw`, which must be a mapping (else a problem and an empty reader)."""
+        if not isinstance(raw, Mapping):
+            problems.error(path, f"expected {what}, got {describe(raw)}")
+            return cls({}, path, problems)
+        return cls(raw, path, problems)
+
+    def at(self, key: str) -> str:
+        return join_path(self.path, key)
+
+    def has(self, key: str) -> bool:
+        return self.raw.get(key) is not None
+
+    def get(self, key: str) -> Any:
+        return self.raw.get(key)
+
+    def error(self, key: str, message: str) -> None:
+        self.problems.error(self.at(key), message)
+
+    def warn(self, key: str, message: str) -> None:
+        self.problems.warn(self.at(key), message)
+
+    def _missing(self, key: str, required: bool, what: str) -> bool:
+        """True if the field is absent or null; records a problem if it was required."""
+        if self.raw.get(key) is None:
+            if required:
+                self.error(key, f"required field is missing: expected {what}")
+            return True
+        return False
+
+    # --- scalars -----------------------------------------------------------------------
+
+    def opt_string(self, key: str, *, what: str = "a string",
+                   choices: Iterable[str] | None = None) -> str | None:
+        v = self.raw.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, str):
+            hint = ""
+            if isinstance(v, bool):
+                hint = " (YAML reads unquoted yes/no/true/false/on/off as booleans: quote it)"
+            self.error(key, f"expected {what}, got {describe(v)}{hint}")
+            return None
+        if choices is not None:
+            allowed = tuple(choices)
+            if v not in allowed:
+                self.error(key, f"unsupported value {v!r}: expected one of "
+                                f"{', '.join(repr(c) for c in allowed)}")
+                return None
+        return v
+
+    def string(self, key: str, *, required: bool = False, default: str = "",
+               what: str = "a string", choices: Iterable[str] | None = None) -> str:
+        if self._missing(key, required, what):
+            return default
+        v = self.opt_string(key, what=what, choices=choices)
+        return default if v is None else v
+
+    def opt_integer(self, key: str, *, lo: int | None = None, hi: int | None = None,
+                    what: str = "an integer") -> int | None:
+        v = self.raw.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.error(key, f"expected {what}, got {describe(v)}")
+            return None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = (f"between {lo} and {hi}" if lo is not None and hi is not None
+                   else f"at least {lo}" if lo is not None else f"at most {hi}")
+            self.error(key, f"{v} is out of range: expected {what} {rng}")
+            return None
+        return v
+
+    def integer(self, key: str, *, required: bool = False, default: int = 0,
+                lo: int | None = None, hi: int | None = None,
+                what: str = "an integer") -> int:
+        if self._missing(key, required, what):
+            return default
+        v = self.opt_integer(key, lo=lo, hi=hi, what=what)
+        return default if v is None else v
+
+    def opt_boolean(self, key: str) -> bool | None:
+        v = self.raw.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, bool):
+            self.error(key, f"expected a boolean (true or false), got {describe(v)}")
+            return None
+        return v
+
+    def boolean(self, key: str, default: bool = False) -> bool:
+        v = self.opt_boolean(key)
+        return default if v is None else v
+
+    def opt_time(self, key: str) -> datetime | None:
+        v = self.raw.get(key)
+        if v is None:
+            return None
+        try:
+            return parse_time(v)
+        except ValueError as e:
+            self.error(key, str(e))
+            return None
+
+    # --- containers --------------------------------------------------------------------
+
+    def mapping(self, key: str, *, required: bool = False,
+                what: str = "an object") -> Reader | None:
+        """The nested object at key; None when absent, null or not an object."""
+        if self._missing(key, required, what):
+            return None
+        v = self.raw[key]
+        if not isinstance(v, Mapping):
+            self.error(key, f"expected {what}, got {describe(v)}")
+            return None
+        return Reader(v, self.at(key), self.problems)
+
+    def opt_list(self, key: str, *, required: bool = False, nonempty: bool = False,
+                 what: str = "a list") -> list[tuple[Any, str]] | None:
+        """Items of the list at key with their paths; None when absent or not a list."""
+        if self._missing(key, required, what):
+            return None
+        v = self.raw[key]
+        if not isinstance(v, list | tuple):
+            self.error(key, f"expected {what}, got {describe(v)}")
+            return None
+        if nonempty and not v:
+            self.error(key, f"expected {what} with at least one entry, got an empty list")
+        base = self.at(key)
+        return [(item, f"{base}[{i}]") for i, item in enumerate(v)]
+
+    def objects(self, key: str, *, required: bool = False, nonempty: bool = False,
+                what: str = "an object") -> list[Reader]:
+        """Readers for a list of objects; items that are not objects become problems."""
+        items = self.opt_list(key, required=required, nonempty=nonempty,
+                              what=f"a list of {_plural(what)}")
+        out: list[Reader] = []
+        for item, path in items or []:
+            if not isinstance(item, Mapping):
+                self.problems.error(path, f"expected {what}, got {describe(item)}")
+                continue
+            out.append(Reader(item, path, self.problems))
+        return out
+
+    def strings(self, key: str, *, required: bool = False, nonempty: bool = False,
+                what: str = "a string") -> list[tuple[str, str]]:
+        """(value, path) of each string in a list of strings."""
+        items = self.opt_list(key, required=required, nonempty=nonempty,
+                              what=f"a list of {_plural(what)}")
+        out: list[tuple[str, str]] = []
+        for item, path in items or []:
+            if not isinstance(item, str):
+                self.problems.error(path, f"expected {what}, got {describe(item)}")
+                continue
+            out.append((item, path))
+        return out
+
+    def string_map(self, key: str, *, what: str = "a map of string to string"
+                   ) -> FrozenMap[str, str]:
+        v = self.raw.get(key)
+        if v is None:
+            return EMPTY
+        if not isinstance(v, Mapping):
+            self.error(key, f"expected {what}, got {describe(v)}")
+            return EMPTY
+        out: dict[str, str] = {}
+        for k, val in v.items():
+            p = f"{self.at(key)}[{k}]"
+            if not isinstance(k, str):
+                self.problems.error(p, f"expected a string key, got {describe(k)}")
+            elif not isinstance(val, str):
+                hint = (" (quote it: YAML reads unquoted true/false/yes/no/numbers as "
+                        "non-strings)" if isinstance(val, bool | int | float) else "")
+                self.problems.error(p, f"expected a string value, got {describe(val)}{hint}")
+            else:
+                out[k] = val
+        return FrozenMap(out)
+
+    def labels(self, key: str) -> FrozenMap[str, str]:
+        """A label map, keys and values checked as Kubernetes does."""
+        m = self.string_map(key, what="a map of label key to value")
+        good: dict[str, str] = {}
+        for k, val in m.items():
+            p = f"{self.at(key)}[{k}]"
+            why = label_key_problem(k) or label_value_problem(val)
+            if why is not None:
+                self.problems.error(p, why)
+            else:
+                good[k] = val
+        return FrozenMap(good) if len(good) != len(m) else m
+
+    def unknown_fields(self, known: Iterable[str], *, what: str) -> None:
+        """Warn about fields this parser does not know (typos like `block:` for `blocks:`)."""
+        allowed = set(known)
+        for k in self.raw:
+            if k not in allowed:
+                self.problems.warn(self.at(str(k)), f"unknown field {k!r} in {what} "
+                                   f"(known: {', '.join(sorted(allowed))}); it is ignored")
+
+
+def _plural(what: str) -> str:
+    for article in ("an ", "a "):
+        if what.startswith(article):
+            what = what[len(article):]
+            break
+    if what.endswith("ss"):
+        return what + "es"
+    if what.endswith("s"):
+        return what
+    return what + "s"
