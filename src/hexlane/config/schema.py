@@ -1,0 +1,606 @@
+"""Which Helm keys hexlane knows, their types, and how values are normalised (pure).
+
+`SPECS` lists every key hexlane accepts: the ones it acts on (with a type and what it does)
+and the ones it accepts without effect (deployment details such as `rollOutCiliumPods`,
+dashboards, ServiceMonitors, ingress, cgroup, resources). `check_tree` walks an effective
+values tree, normalises what Helm and Cilium accept loosely (`"true"` for true, `"6443"` for
+a port, `strict` for kubeProxyReplacement, a CIDR string for a CIDR list,
+`endpointRoutes: true`), and reports every wrong type or value as a `Problem` naming the
+source file, the key path and what was expected. Unknown keys are kept and reported as
+warnings. Relations between keys are checked in `hexlane.config.values`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hexlane.config.duration import parse_duration
+from hexlane.model.errors import Problem, join_path
+
+# Cilium's Maglev table sizes (pkg/maglev, Documentation/network/kubernetes/kubeproxy-free.rst):
+# primes, so that every backend's permutation visits every slot.
+MAGLEV_TABLE_SIZES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
+# Hubble's ring buffer capacity must be 2^n - 1 (pkg/hubble/container/ring.go), at most 65535.
+_RING_CAPACITIES = frozenset(2**n - 1 for n in range(1, 17))
+_DNS_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+_CLUSTER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One accepted key: its dotted path, kind, and what hexlane does with it.
+
+    `kind` "any" accepts any value and everything below it (used for keys accepted without
+    effect). `acts` is False for keys hexlane accepts but ignores.
+    """
+
+    path: str
+    kind: str
+    effect: str
+    acts: bool = True
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+
+
+class Invalid(ValueError):
+    """A value of the wrong type or out of range; the message says what was expected.
+
+    `at` locates the bad part inside the value (`[1]` for a list item).
+    """
+
+    def __init__(self, message: str, at: str = "") -> None:
+        super().__init__(message)
+        self.at = at
+
+
+Note = tuple[str, str]  # (severity, message) about a value that was accepted
+
+
+def _bool(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if isinstance(value, bool):
+        return value, []
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true", []
+    raise Invalid(f"expected true or false, got {value!r}")
+
+
+def _int(value: Any, spec: KeySpec, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(value, bool):
+        raise Invalid(f"expected an integer, got {value!r}")
+    if isinstance(value, int):
+        out = value
+    elif isinstance(value, float) and value.is_integer():
+        out = int(value)
+    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        out = int(value.strip())
+    else:
+        raise Invalid(f"expected an integer, got {value!r}")
+    if (low is not None and out < low) or (high is not None and out > high):
+        if high is None:
+            raise Invalid(f"expected an integer of at least {low}, got {out}")
+        raise Invalid(f"expected an integer from {low} to {high}, got {out}")
+    return out
+
+
+def _count(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    return _int(value, spec, low=0), []
+
+
+def _positive_int(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    return _int(value, spec, low=1), []
+
+
+def _rate(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if isinstance(value, bool):
+        raise Invalid(f"expected a positive number of requests per second, got {value!r}")
+    if isinstance(value, int | float):
+        out: int | float = value
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        text = value.strip()
+        out = int(text) if _DIGITS.fullmatch(text) else float(text)
+    else:
+        raise Invalid(f"expected a positive number of requests per second, got {value!r}")
+    if out <= 0:
+        raise Invalid(f"expected a positive number of requests per second, got {out}")
+    return out, []
+
+
+def _port(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if value == "" and spec.nullable:
+        return "", []
+    try:
+        return _int(value, spec, low=1, high=65535), []
+    except Invalid:
+        raise Invalid(f"expected a port number from 1 to 65535, got {value!r}") from None
+
+
+def _str(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if isinstance(value, str):
+        return value, []
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # `--set cluster.name=123` arrives as an int; Helm would render it as text.
+        return str(value), []
+    raise Invalid(f"expected a string, got {value!r}")
+
+
+def _enum(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if isinstance(value, str) and value in spec.choices:
+        return value, []
+    raise Invalid(f"expected one of {', '.join(spec.choices)}, got {value!r}")
+
+
+def _duration(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if not isinstance(value, str):
+        raise Invalid(f"expected a duration such as 15s, 200ms or 1m30s, got {value!r}")
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        raise Invalid(str(e)) from None
+    if seconds <= 0:
+        raise Invalid(f"expected a positive duration, got {value!r}")
+    return value, []
+
+
+def _cidr(text: Any) -> ipaddress.IPv4Network:
+    if not isinstance(text, str):
+        raise Invalid(f"expected an IPv4 CIDR such as 10.42.0.0/16, got {text!r}")
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise Invalid(f"expected an IPv4 CIDR such as 10.42.0.0/16, got {text!r}") from None
+    if not isinstance(net, ipaddress.IPv4Network) or "/" not in text:
+        raise Invalid(f"expected an IPv4 CIDR such as 10.42.0.0/16, got {text!r}")
+    return net
+
+
+def _host_bits_note(text: str, net: ipaddress.IPv4Network) -> list[Note]:
+    if str(net) != text.strip():
+        return [("warning", f"{text} has host bits set; it is used as {net}")]
+    return []
+
+
+def _cidr_or_empty(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if value == "":
+        return "", []
+    net = _cidr(value)
+    return value.strip(), _host_bits_note(value, net)
+
+
+def _cidr_list(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if isinstance(value, str):
+        # Cilium's chart joins the list into one space-separated flag, so a single string
+        # (seed 000 writes "10.42.0.0/16") works there too.
+        items: list[Any] = [p for p in re.split(r"[\s,]+", value) if p]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise Invalid(f"expected a list of IPv4 CIDRs, got {value!r}")
+    if not items:
+        raise Invalid("expected at least one IPv4 CIDR")
+    out: list[str] = []
+    notes: list[Note] = []
+    for i, item in enumerate(items):
+        try:
+            net = _cidr(item)
+        except Invalid as e:
+            raise Invalid(str(e), at=f"[{i}]") from None
+        notes += _host_bits_note(item, net)
+        out.append(item.strip())
+    return out, notes
+
+
+def _str_list(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if value is None and spec.nullable:
+        return None, []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise Invalid(f"expected a list of names, got {value!r}")
+    return value, []
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `:port` as (host, port); Invalid when it is not one."""
+    m = re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*):([0-9]+)", text)
+    if not m:
+        raise Invalid(f"expected host:port such as 0.0.0.0:10256, got {text!r}")
+    host, port = m.group(1), int(m.group(2))
+    if not 1 <= port <= 65535:
+        raise Invalid(f"expected a port from 1 to 65535 in {text!r}")
+    bare = host[1:-1] if host.startswith("[") else host
+    if bare:
+        try:
+            ipaddress.ip_address(bare)
+        except ValueError:
+            if host.startswith("[") or not _DNS_NAME.fullmatch(bare):
+                raise Invalid(f"expected an IP address or host name in {text!r}") from None
+    return bare, port
+
+
+def _host_port(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if value == "" and spec.nullable:
+        return "", []
+    if not isinstance(value, str):
+        raise Invalid(f"expected host:port such as 0.0.0.0:10256, got {value!r}")
+    split_host_port(value)
+    return value, []
+
+
+def _host(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    text, _ = _str(value, spec)
+    if text in ("", "auto"):
+        return text, []
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if not _DNS_NAME.fullmatch(text):
+            raise Invalid(f"expected an IP address or host name, got {text!r}") from None
+    return text, []
+
+
+def _kube_proxy_replacement(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    # Cilium 1.14 removed strict/partial/probe/disabled; only true/false remain.
+    if isinstance(value, bool):
+        return value, []
+    if isinstance(value, str):
+        low = value.lower()
+        if low in ("true", "false"):
+            return low == "true", []
+        if low == "strict":
+            return True, [("warning", "'strict' was removed in Cilium 1.14; hexlane reads it "
+                                      "as true (full kube-proxy replacement)")]
+        if low == "disabled":
+            return False, [("warning", "'disabled' was removed in Cilium 1.14; hexlane reads it "
+                                       "as false")]
+        if low in ("partial", "probe"):
+            return False, [("warning", f"{value!r} was removed in Cilium 1.14; hexlane treats "
+                                       "it as false (kube-proxy stays in charge of services)")]
+    raise Invalid(f"expected true or false, got {value!r}")
+
+
+def _table_size(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    size = _int(value, spec)
+    if size not in MAGLEV_TABLE_SIZES:
+        raise Invalid("expected one of Cilium's Maglev table sizes "
+                      f"{', '.join(map(str, MAGLEV_TABLE_SIZES))}, got {size}")
+    return size, []
+
+
+def _hash_seed(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if not isinstance(value, str):
+        raise Invalid(f"expected 12 bytes in base64 (16 characters), got {value!r}")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 12:
+        raise Invalid("expected 12 bytes in base64 (16 characters, e.g. from "
+                      f"`head -c12 /dev/urandom | base64 -w0`), got {value!r}")
+    return value, []
+
+
+def _mask_size(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    return _int(value, spec, low=1, high=30), []
+
+
+def _ring_capacity(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    size = _int(value, spec)
+    if size not in _RING_CAPACITIES:
+        raise Invalid(f"expected 2^n-1 from 1 to 65535 (e.g. 4095), got {size}")
+    return size, []
+
+
+def _cluster_id(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    return _int(value, spec, low=0, high=255), []
+
+
+def _cluster_name(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    text, _ = _str(value, spec)
+    if not _CLUSTER_NAME.fullmatch(text):
+        raise Invalid("expected at most 32 lower-case letters, digits and dashes, starting "
+                      f"and ending with a letter or digit, got {text!r}")
+    return text, []
+
+
+def _listen_address(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if value == "":
+        return "", []
+    if not isinstance(value, str):
+        raise Invalid(f"expected an address such as :4244, got {value!r}")
+    split_host_port(value)
+    return value, []
+
+
+def _routing_mode(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    # The chart allows "" for the default, which is tunnel.
+    if value == "":
+        return "tunnel", []
+    return _enum(value, spec)
+
+
+def _tunnel_protocol(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if value == "":
+        return "vxlan", []
+    if value == "geneve":
+        raise Invalid("Geneve is not available on this kernel; hexlane tunnels with vxlan")
+    return _enum(value, spec)
+
+
+def _acceleration(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    out, _ = _enum(value, spec)
+    if out != "disabled":
+        return out, [("warning", f"XDP acceleration {out!r} is not implemented in hexlane; "
+                                 "services are handled at tc")]
+    return out, []
+
+
+def _ipv4_enabled(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    out, _ = _bool(value, spec)
+    if not out:
+        raise Invalid("hexlane is IPv4-only; ipv4.enabled must be true")
+    return out, []
+
+
+def _ipv6_enabled(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    out, _ = _bool(value, spec)
+    if out:
+        return out, [("warning", "hexlane is IPv4-only; IPv6 is not configured")]
+    return out, []
+
+
+def _any(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    return value, []
+
+
+NORMALISERS: dict[str, Callable[[Any, KeySpec], tuple[Any, list[Note]]]] = {
+    "bool": _bool, "count": _count, "positive_int": _positive_int, "rate": _rate,
+    "port": _port, "str": _str, "enum": _enum, "duration": _duration,
+    "cidr_or_empty": _cidr_or_empty, "cidr_list": _cidr_list, "str_list": _str_list,
+    "host_port": _host_port, "host": _host, "kube_proxy_replacement": _kube_proxy_replacement,
+    "table_size": _table_size, "hash_seed": _hash_seed, "mask_size": _mask_size,
+    "ring_capacity": _ring_capacity, "cluster_id": _cluster_id, "cluster_name": _cluster_name,
+    "listen_address": _listen_address, "routing_mode": _routing_mode,
+    "tunnel_protocol": _tunnel_protocol, "acceleration": _acceleration,
+    "ipv4_enabled": _ipv4_enabled, "ipv6_enabled": _ipv6_enabled, "any": _any,
+}
+
+
+def _acts(path: str, kind: str, effect: str, **kw: Any) -> KeySpec:
+    return KeySpec(path, kind, effect, **kw)
+
+
+def _ignored(path: str, effect: str = "accepted, no effect in hexlane") -> KeySpec:
+    return KeySpec(path, "any", effect, acts=False)
+
+
+_ACTING = (
+    _acts("kubeProxyReplacement", "kube_proxy_replacement",
+          "true: the agent load-balances every Service in eBPF (ClusterIP, NodePort, "
+          "LoadBalancer, externalIPs); no kube-proxy needed. Also accepts the pre-1.14 "
+          "strings (strict = true; disabled, partial, probe = false, with a warning)."),
+    _acts("kubeProxyReplacementHealthzBindAddr", "host_port",
+          "address of the kube-proxy-compatible health server (`/healthz`); empty = off.",
+          nullable=True),
+    _acts("k8sServiceHost", "host",
+          "API server host the agent and operator connect to (k3s 127.0.0.1, Talos "
+          "127.0.0.1 with port 7445); empty = the kubeconfig's server."),
+    _acts("k8sServicePort", "port", "API server port that goes with k8sServiceHost.",
+          nullable=True),
+    _acts("k8sClientRateLimit.qps", "rate",
+          "sustained Kubernetes API requests per second of each agent (and the operator "
+          "unless k8sClientRateLimit.operator.qps is set)."),
+    _acts("k8sClientRateLimit.burst", "positive_int",
+          "burst of Kubernetes API requests above qps."),
+    _acts("k8sClientRateLimit.operator.qps", "rate",
+          "the operator's own qps (null = k8sClientRateLimit.qps).", nullable=True),
+    _acts("k8sClientRateLimit.operator.burst", "positive_int",
+          "the operator's own burst (null = k8sClientRateLimit.burst).", nullable=True),
+    _acts("l2announcements.enabled", "bool",
+          "answer ARP for LoadBalancer and external IPs selected by a "
+          "CiliumL2AnnouncementPolicy; needs kubeProxyReplacement: true."),
+    _acts("l2announcements.leaseDuration", "duration",
+          "lease duration of the per-Service leader election (failover time)."),
+    _acts("l2announcements.leaseRenewDeadline", "duration",
+          "how long the leader keeps retrying to renew before it gives up."),
+    _acts("l2announcements.leaseRetryPeriod", "duration",
+          "wait between lease acquire/renew attempts."),
+    _acts("externalIPs.enabled", "bool",
+          "load-balance Service spec.externalIPs (always on with kubeProxyReplacement)."),
+    _acts("loadBalancer.algorithm", "enum",
+          "backend selection: random, or maglev consistent hashing.",
+          choices=("random", "maglev")),
+    _acts("loadBalancer.mode", "enum",
+          "snat: replies return through the load-balancing node; dsr: backends reply "
+          "directly (needs routingMode native); hybrid: DSR for TCP, SNAT for UDP.",
+          choices=("snat", "dsr", "hybrid")),
+    _acts("loadBalancer.dsrDispatch", "enum",
+          "how DSR carries the service address to the backend node; hexlane implements opt "
+          "(IPv4 option); ipip and geneve need kernel modules this machine lacks.",
+          choices=("opt", "ipip", "geneve")),
+    _acts("loadBalancer.acceleration", "acceleration",
+          "XDP acceleration; only disabled is implemented (others are warned about).",
+          choices=("disabled", "native", "best-effort")),
+    _acts("maglev.tableSize", "table_size",
+          "Maglev lookup table size per service (a prime from Cilium's list)."),
+    _acts("maglev.hashSeed", "hash_seed",
+          "seed of the Maglev hash (12 bytes, base64); same seed = same backend choice "
+          "on every node."),
+    _acts("ipam.mode", "enum",
+          "cluster-pool: the operator hands each node a pod CIDR from "
+          "ipam.operator.clusterPoolIPv4PodCIDRList; kubernetes: use Node spec.podCIDR.",
+          choices=("cluster-pool", "kubernetes")),
+    _acts("ipam.operator.clusterPoolIPv4PodCIDRList", "cidr_list",
+          "IPv4 CIDRs the operator carves node pod CIDRs from (cluster-pool)."),
+    _acts("ipam.operator.clusterPoolIPv4MaskSize", "mask_size",
+          "prefix length of each node's pod CIDR (cluster-pool)."),
+    _acts("routingMode", "routing_mode",
+          "tunnel: pod traffic between nodes in VXLAN; native: routed as is (needs "
+          "ipv4NativeRoutingCIDR while masquerading).", choices=("native", "tunnel")),
+    _acts("tunnelProtocol", "tunnel_protocol",
+          "tunnel encapsulation; vxlan only (no Geneve on this kernel).",
+          choices=("vxlan",)),
+    _acts("tunnelPort", "port", "UDP port of the VXLAN tunnel."),
+    _acts("ipv4NativeRoutingCIDR", "cidr_or_empty",
+          "traffic to this CIDR is routed without masquerading (pod network)."),
+    _acts("autoDirectNodeRoutes", "bool",
+          "install a route to every other node's pod CIDR via that node (native routing, "
+          "nodes on one L2 segment)."),
+    _acts("endpointRoutes.enabled", "bool",
+          "one route per pod instead of one via the host device. `endpointRoutes: true` "
+          "is read as `endpointRoutes.enabled: true`."),
+    _acts("enableIPv4Masquerade", "bool",
+          "masquerade pod traffic leaving the node to its address."),
+    _acts("bpf.masquerade", "bool",
+          "masquerade in eBPF instead of iptables (needs kubeProxyReplacement or "
+          "nodePort.enabled)."),
+    _acts("ipMasqAgent.enabled", "bool",
+          "Cilium's ip-masq-agent; not implemented in hexlane, read only for the "
+          "ipv4NativeRoutingCIDR requirement."),
+    _acts("nodePort.enabled", "bool",
+          "NodePort services without full kube-proxy replacement (implied by "
+          "kubeProxyReplacement: true)."),
+    _acts("ipv4.enabled", "ipv4_enabled", "must be true: hexlane is IPv4-only."),
+    _acts("ipv6.enabled", "ipv6_enabled", "IPv6 is not implemented; true gives a warning."),
+    _acts("hubble.enabled", "bool", "record flows in each agent and serve the Hubble API."),
+    _acts("hubble.socketPath", "str", "UNIX socket of the agent's Hubble API."),
+    _acts("hubble.listenAddress", "listen_address",
+          "TCP address of the agent's Hubble API (relay connects here); empty = none."),
+    _acts("hubble.eventBufferCapacity", "ring_capacity",
+          "flows kept in each agent's ring buffer (2^n-1)."),
+    _acts("hubble.metrics.enabled", "str_list",
+          "Hubble metrics to export (dns, drop, tcp, flow, port-distribution, icmp, http, "
+          "with options after ':'); null = no Hubble metrics.", nullable=True),
+    _acts("hubble.metrics.port", "port", "port of the Hubble metrics endpoint."),
+    _acts("hubble.relay.enabled", "bool", "run hubble relay (flows of all nodes)."),
+    _acts("hubble.relay.listenPort", "port", "port hubble relay listens on."),
+    _acts("hubble.ui.enabled", "bool", "serve the Hubble web UI."),
+    _acts("prometheus.enabled", "bool", "serve agent metrics."),
+    _acts("prometheus.port", "port", "port of the agent metrics endpoint."),
+    _acts("operator.replicas", "count",
+          "operator replicas; they elect a leader, so more than one is a standby."),
+    _acts("operator.prometheus.enabled", "bool", "serve operator metrics."),
+    _acts("operator.prometheus.port", "port", "port of the operator metrics endpoint."),
+    _acts("cluster.name", "cluster_name", "cluster name shown in flows and status."),
+    _acts("cluster.id", "cluster_id", "cluster ID (0-255), shown in status."),
+)
+
+# Deployment details: how Cilium's pods are scheduled, rolled and scraped. hexlane runs its
+# own processes, so these change nothing, but they are valid Cilium keys and stay silent.
+_POD_KEYS = (
+    "rollOutPods", "nodeSelector", "tolerations", "affinity", "resources", "podAnnotations",
+    "podLabels", "annotations", "priorityClassName", "updateStrategy", "securityContext",
+    "podSecurityContext", "extraArgs", "extraEnv", "extraVolumes", "extraVolumeMounts",
+    "image", "podDisruptionBudget", "topologySpreadConstraints", "dashboards",
+)
+_IGNORED = (
+    _ignored("rollOutCiliumPods", "accepted, no effect in hexlane (restart the agent after "
+                                  "changing values)"),
+    _ignored("localRedirectPolicy"),
+    _ignored("cgroup"),
+    _ignored("dashboards"),
+    _ignored("prometheus.serviceMonitor"),
+    _ignored("prometheus.metrics"),
+    _ignored("prometheus.controllerGroupMetrics"),
+    _ignored("operator.prometheus.serviceMonitor"),
+    _ignored("hubble.metrics.serviceMonitor"),
+    _ignored("hubble.metrics.dashboards"),
+    _ignored("hubble.metrics.enableOpenMetrics"),
+    _ignored("hubble.relay.prometheus"),
+    _ignored("hubble.relay.replicas"),
+    _ignored("hubble.ui.ingress"),
+    _ignored("hubble.ui.replicas"),
+    _ignored("hubble.ui.service"),
+    _ignored("hubble.relay.service"),
+    _ignored("hubble.tls"),
+    _ignored("hubble.peerService"),
+    _ignored("loadBalancer.l7"),
+    _ignored("hostPort"),
+    _ignored("socketLB"),
+    _ignored("debug"),
+    *(
+        _ignored(f"{prefix}{key}")
+        for prefix in ("", "operator.", "hubble.relay.", "hubble.ui.")
+        for key in _POD_KEYS
+        if f"{prefix}{key}" not in ("rollOutPods", "dashboards")
+    ),
+)
+
+SPECS: dict[str, KeySpec] = {s.path: s for s in (*_ACTING, *_IGNORED)}
+
+# Every map on the way to a known key: these must be maps, and their unknown children are
+# reported.
+_MAPS: frozenset[str] = frozenset(
+    ".".join(s.path.split(".")[:i]) for s in SPECS.values()
+    for i in range(1, s.path.count(".") + 1)
+)
+
+# Helpful hints for keys people put in the wrong place (seen in the wild).
+_HINTS = {
+    "hubble.serviceMonitor": "Cilium's key is hubble.metrics.serviceMonitor",
+    "hubble.dashboards": "Cilium's key is hubble.metrics.dashboards",
+    "tunnel": "removed in Cilium 1.14; use routingMode and tunnelProtocol",
+    "l2announcements.interfaces": "interfaces are chosen per CiliumL2AnnouncementPolicy",
+}
+
+
+def check_tree(tree: Mapping[str, Any], origin: Callable[[str], str]) -> tuple[dict[str, Any],
+                                                                              list[Problem]]:
+    """The normalised tree and every problem in it; bad values are left as they were.
+
+    `origin(path)` names the source that set `path` (a file name or "--set").
+    """
+    problems: list[Problem] = []
+    out = _walk(tree, "", origin, problems)
+    return out, problems
+
+
+def _walk(node: Mapping[str, Any], prefix: str, origin: Callable[[str], str],
+          problems: list[Problem]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        path = join_path(prefix, str(key))
+        if path == "endpointRoutes" and isinstance(value, bool):
+            # Seed 002 writes `endpointRoutes: true`; Cilium's key is endpointRoutes.enabled.
+            problems.append(Problem(
+                "read as endpointRoutes.enabled: " + str(value).lower() +
+                " (Cilium's key is endpointRoutes.enabled)",
+                path=path, file=origin(path), severity="warning"))
+            value = {"enabled": value}
+        spec = SPECS.get(path)
+        if spec is not None:
+            if value is None and spec.nullable:
+                out[key] = None
+                continue
+            try:
+                out[key], notes = NORMALISERS[spec.kind](value, spec)
+            except Invalid as e:
+                problems.append(Problem(str(e), path=path + e.at, file=origin(path)))
+                out[key] = value
+                continue
+            problems += [Problem(msg, path=path, file=origin(path), severity=sev)
+                         for sev, msg in notes]
+        elif path in _MAPS:
+            if not isinstance(value, Mapping):
+                children = sorted(p[len(path) + 1:].split(".")[0] for p in SPECS
+                                  if p.startswith(path + "."))
+                problems.append(Problem(
+                    f"expected a map (with keys such as {', '.join(dict.fromkeys(children))}), "
+                    f"got {value!r}", path=path, file=origin(path)))
+                out[key] = value
+                continue
+            out[key] = _walk(value, path, origin, problems)
+        else:
+            hint = _HINTS.get(path)
+            problems.append(Problem(
+                "unknown key, kept but not used by hexlane" + (f" ({hint})" if hint else ""),
+                path=path, file=origin(path), severity="warning"))
+            out[key] = value
+    return out

@@ -1,0 +1,456 @@
+"""The effective configuration as an immutable typed view, and the checks across keys (pure).
+
+`resolve_values(documents, set_flags)` does what `helm install -f a.yaml -f b.yaml --set ...`
+does to values (defaults, files in order, then flags; see `hexlane.config.merge` and
+`hexlane.config.strvals`), normalises and validates the result (`hexlane.config.schema`),
+checks the relations Cilium enforces between keys, and returns a `Values` plus every problem,
+each naming the file (or "--set") that set the offending key. Daemons read the typed fields
+(`values.load_balancer.mode`, `values.maglev.table_size`, ...); `values.tree` is the whole
+effective tree, unknown keys included, for output.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from hexlane.config.duration import parse_duration
+from hexlane.config.merge import coalesce, merge_maps
+from hexlane.config.schema import check_tree, split_host_port
+from hexlane.config.strvals import StrvalsError, parse_set_into
+from hexlane.model.errors import Problem, errors_only
+
+SET_SOURCE = "--set"
+DEFAULTS_SOURCE = ""  # problems in hexlane's own defaults name no file
+
+
+@functools.cache
+def _defaults_text() -> str:
+    return resources.files("hexlane.config").joinpath("defaults.yaml").read_text("utf-8")
+
+
+def default_tree() -> dict[str, Any]:
+    """Cilium v1.16's defaults for the keys hexlane knows (a fresh copy)."""
+    return copy.deepcopy(_parsed_defaults())
+
+
+@functools.cache
+def _parsed_defaults() -> dict[str, Any]:
+    data = yaml.safe_load(_defaults_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class K8sClientRateLimit:
+    qps: float
+    burst: int
+    operator_qps: float
+    operator_burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class L2Announcements:
+    enabled: bool
+    lease_duration: float  # seconds, after Cilium's sanitising
+    lease_renew_deadline: float
+    lease_retry_period: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancer:
+    algorithm: str  # "random" | "maglev"
+    mode: str  # "snat" | "dsr" | "hybrid"
+    dsr_dispatch: str  # "opt"
+    acceleration: str
+
+
+@dataclass(frozen=True, slots=True)
+class Maglev:
+    table_size: int
+    hash_seed: str  # base64 of 12 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ipam:
+    mode: str  # "cluster-pool" | "kubernetes"
+    cluster_pool_ipv4_pod_cidrs: tuple[ipaddress.IPv4Network, ...]
+    cluster_pool_ipv4_mask_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hubble:
+    enabled: bool
+    socket_path: str
+    listen_address: str  # "" = no TCP listener
+    event_buffer_capacity: int
+    metrics: tuple[str, ...]  # empty = Hubble metrics off
+    metrics_port: int
+    relay_enabled: bool
+    relay_listen_port: int
+    ui_enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Prometheus:
+    enabled: bool
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    replicas: int
+    prometheus_enabled: bool
+    prometheus_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    name: str
+    id: int
+
+
+@dataclass(frozen=True)
+class Values:
+    """The effective configuration: typed fields for what hexlane acts on, plus the tree."""
+
+    kube_proxy_replacement: bool
+    kube_proxy_replacement_healthz_bind_addr: tuple[str, int] | None
+    k8s_service_host: str | None
+    k8s_service_port: int | None
+    k8s_client_rate_limit: K8sClientRateLimit
+    l2announcements: L2Announcements
+    external_ips_enabled: bool
+    node_port_enabled: bool
+    load_balancer: LoadBalancer
+    maglev: Maglev
+    ipam: Ipam
+    routing_mode: str  # "native" | "tunnel"
+    tunnel_protocol: str
+    tunnel_port: int
+    ipv4_native_routing_cidr: ipaddress.IPv4Network | None
+    auto_direct_node_routes: bool
+    endpoint_routes_enabled: bool
+    enable_ipv4_masquerade: bool
+    bpf_masquerade: bool
+    hubble: Hubble
+    prometheus: Prometheus
+    operator: Operator
+    cluster: Cluster
+    _tree: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def tree(self) -> dict[str, Any]:
+        """The whole effective values tree (normalised, unknown keys kept), as a new dict."""
+        return copy.deepcopy(self._tree)
+
+    def get(self, path: str, default: Any = None) -> Any:
+        """The value at a dotted path (`hubble.relay.enabled`), or `default` when absent."""
+        node: Any = self._tree
+        for part in path.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return default
+            node = node[part]
+        return copy.deepcopy(node)
+
+
+def defaults() -> Values:
+    """The configuration with no values files and no flags."""
+    values, _ = resolve_values([], [])
+    return values
+
+
+def parse_values_document(text: str, source: str) -> tuple[dict[str, Any], list[Problem]]:
+    """One values file's text as a tree; an empty file is `{}` as in Helm."""
+    try:
+        data = yaml.load(text, Loader=_ValuesLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(e, "problem", None) or str(e)
+        return {}, [Problem(f"not valid YAML{where}: {problem}", file=source)]
+    if data is None:
+        return {}, []
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__} ({data!r})"
+        return {}, [Problem(f"a values file must be a map of keys to values, this is {kind}",
+                            file=source)]
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        return {}, [Problem(f"keys must be strings, got {bad_keys[0]!r}", file=source)]
+    return data, []
+
+
+class _ValuesLoader(yaml.SafeLoader):
+    """YAML as Helm reads it, except that dates stay strings (Helm goes through JSON)."""
+
+
+_ValuesLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+class _Origins:
+    """Which source last set each path, so problems name the file that set a bad value."""
+
+    def __init__(self) -> None:
+        self._by_path: dict[str, str] = {}
+
+    def record(self, tree: Mapping[str, Any], source: str, prefix: str = "") -> None:
+        for key, value in tree.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            self._by_path[path] = source
+            if isinstance(value, Mapping):
+                self.record(value, source, path)
+            else:
+                # A scalar or list replaces whatever was below it.
+                below = path + "."
+                for p in [p for p in self._by_path if p.startswith(below)]:
+                    del self._by_path[p]
+
+    def __call__(self, path: str) -> str:
+        probe = path
+        while True:
+            if probe in self._by_path:
+                return self._by_path[probe]
+            cut = max(probe.rfind("."), probe.rfind("["))
+            if cut <= 0:
+                return DEFAULTS_SOURCE
+            probe = probe[:cut]
+
+
+def resolve_values(documents: Sequence[tuple[str, Mapping[str, Any]]],
+                   set_flags: Sequence[str] = ()) -> tuple[Values, list[Problem]]:
+    """Defaults, then each (source name, tree) in order, then `--set` flags, checked and typed.
+
+    Always returns a usable `Values`: where a key is wrong, its default is used and the
+    problem is in the list (the caller decides whether errors stop it).
+    """
+    origins = _Origins()
+    problems: list[Problem] = []
+    user: dict[str, Any] = {}
+    for source, tree in documents:
+        user = merge_maps(user, tree)
+        origins.record(tree, source)
+    for flag in set_flags:
+        trial = copy.deepcopy(user)
+        try:
+            parse_set_into(flag, trial)
+        except StrvalsError as e:
+            problems.append(Problem(f"cannot parse {flag!r}: {e}", file=SET_SOURCE))
+            continue
+        user = trial
+        origins.record(_changed(flag), SET_SOURCE)
+    effective = coalesce(_parsed_defaults(), user)
+    tree, found = check_tree(effective, origins)
+    problems += found
+    # `list[1]` spoils the whole list.
+    bad_paths = {p.path.split("[")[0] for p in errors_only(found)}
+    values, relation_problems = _typed(tree, bad_paths, origins)
+    problems += relation_problems
+    return values, problems
+
+
+def _changed(flag: str) -> dict[str, Any]:
+    """The paths one (valid) flag sets, as a tree, for origin tracking."""
+    tree: dict[str, Any] = {}
+    parse_set_into(flag, tree)
+    return tree
+
+
+class _Reader:
+    """Typed reads of the checked tree; a key with an error (or deleted) reads its default."""
+
+    def __init__(self, tree: Mapping[str, Any], bad: set[str]) -> None:
+        self.tree = tree
+        self.bad = bad
+
+    def __call__(self, path: str) -> Any:
+        if path not in self.bad:
+            found, value = _lookup(self.tree, path)
+            if found:
+                return value
+        _, value = _lookup(_parsed_defaults(), path)
+        return value
+
+
+def _lookup(tree: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    node: Any = tree
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _typed(tree: dict[str, Any], bad: set[str], origin: _Origins) -> tuple[Values, list[Problem]]:
+    # A problem on a map (`l2announcements: yes-please`) spoils every key below it.
+    spoiled = set(bad)
+    spoiled.update(k for k in _all_paths(_parsed_defaults())
+                   for b in bad if k.startswith(b + "."))
+    read = _Reader(tree, spoiled)
+    problems: list[Problem] = []
+
+    def problem(path: str, message: str, severity: str = "error",
+                source_path: str | None = None) -> None:
+        problems.append(Problem(message, path=path, file=origin(source_path or path),
+                                severity=severity))
+
+    kpr = bool(read("kubeProxyReplacement"))
+    host = read("k8sServiceHost") or None
+    port = read("k8sServicePort")
+    healthz = read("kubeProxyReplacementHealthzBindAddr")
+
+    qps = read("k8sClientRateLimit.qps")
+    burst = read("k8sClientRateLimit.burst")
+    op_qps = read("k8sClientRateLimit.operator.qps")
+    op_burst = read("k8sClientRateLimit.operator.burst")
+    rate = K8sClientRateLimit(
+        qps=float(qps), burst=int(burst),
+        operator_qps=float(qps if op_qps is None else op_qps),
+        operator_burst=int(burst if op_burst is None else op_burst))
+
+    l2 = _l2(read, problem)
+    lb = LoadBalancer(algorithm=read("loadBalancer.algorithm"), mode=read("loadBalancer.mode"),
+                      dsr_dispatch=read("loadBalancer.dsrDispatch"),
+                      acceleration=read("loadBalancer.acceleration"))
+    routing_mode = read("routingMode")
+    native_cidr_text = read("ipv4NativeRoutingCIDR")
+    native_cidr = ipaddress.IPv4Network(native_cidr_text, strict=False) if native_cidr_text \
+        else None
+    masquerade = bool(read("enableIPv4Masquerade"))
+    node_port = bool(read("nodePort.enabled")) if _lookup(tree, "nodePort.enabled")[0] else kpr
+
+    ipam = Ipam(
+        mode=read("ipam.mode"),
+        cluster_pool_ipv4_pod_cidrs=tuple(
+            ipaddress.IPv4Network(c, strict=False)
+            for c in read("ipam.operator.clusterPoolIPv4PodCIDRList")),
+        cluster_pool_ipv4_mask_size=int(read("ipam.operator.clusterPoolIPv4MaskSize")))
+
+    # Relations Cilium enforces at agent start (pkg/option/config.go and the KPR init).
+    if lb.mode in ("dsr", "hybrid") and routing_mode == "tunnel":
+        problem("loadBalancer.mode",
+                f"mode {lb.mode} with routingMode tunnel needs Geneve (Cilium carries the DSR "
+                "information in Geneve options), and this kernel has no Geneve: "
+                "use routingMode: native, or loadBalancer.mode: snat")
+    if lb.mode in ("dsr", "hybrid") and lb.dsr_dispatch != "opt":
+        problem("loadBalancer.dsrDispatch",
+                f"dsrDispatch {lb.dsr_dispatch} needs a kernel module this machine lacks "
+                "(no IPIP, no Geneve); hexlane implements opt (IPv4 option)")
+    if lb.mode in ("dsr", "hybrid") and not kpr:
+        problem("loadBalancer.mode",
+                f"mode {lb.mode} needs kubeProxyReplacement: true")
+    if routing_mode == "native" and masquerade and native_cidr is None \
+            and not read("ipMasqAgent.enabled"):
+        problem("ipv4NativeRoutingCIDR",
+                "routingMode native with enableIPv4Masquerade needs ipv4NativeRoutingCIDR "
+                "(the pod network that is routed without masquerading), e.g. the "
+                "cluster's pod CIDR", source_path="routingMode")
+    if routing_mode == "tunnel" and read("autoDirectNodeRoutes"):
+        problem("autoDirectNodeRoutes",
+                "autoDirectNodeRoutes cannot be used with routingMode tunnel (packets "
+                "between nodes go through the tunnel device); use routingMode: native")
+    if l2.enabled and not kpr:
+        problem("l2announcements.enabled",
+                "L2 announcements need kubeProxyReplacement: true (Cilium answers ARP "
+                "only for addresses its kube-proxy replacement serves)")
+    if read("bpf.masquerade") and not (kpr or node_port):
+        problem("bpf.masquerade",
+                "BPF masquerading needs kubeProxyReplacement: true (or nodePort.enabled)")
+    if ipam.mode == "cluster-pool" \
+            and "ipam.operator.clusterPoolIPv4MaskSize" not in read.bad \
+            and "ipam.operator.clusterPoolIPv4PodCIDRList" not in read.bad:
+        for cidr in ipam.cluster_pool_ipv4_pod_cidrs:
+            size = ipam.cluster_pool_ipv4_mask_size
+            if size < cidr.prefixlen or size > cidr.prefixlen + 16:
+                problem("ipam.operator.clusterPoolIPv4MaskSize",
+                        f"mask size /{size} does not fit clusterPoolIPv4PodCIDRList entry "
+                        f"{cidr}: expected /{cidr.prefixlen} to /{min(cidr.prefixlen + 16, 30)}"
+                        " (at most 65536 node CIDRs per entry)")
+
+    metrics = read("hubble.metrics.enabled")
+    values = Values(
+        kube_proxy_replacement=kpr,
+        kube_proxy_replacement_healthz_bind_addr=split_host_port(healthz) if healthz else None,
+        k8s_service_host=host,
+        k8s_service_port=int(port) if port not in ("", None) else None,
+        k8s_client_rate_limit=rate,
+        l2announcements=l2,
+        external_ips_enabled=bool(read("externalIPs.enabled")) or kpr,
+        node_port_enabled=node_port,
+        load_balancer=lb,
+        maglev=Maglev(table_size=int(read("maglev.tableSize")),
+                      hash_seed=read("maglev.hashSeed")),
+        ipam=ipam,
+        routing_mode=routing_mode,
+        tunnel_protocol=read("tunnelProtocol"),
+        tunnel_port=int(read("tunnelPort")),
+        ipv4_native_routing_cidr=native_cidr,
+        auto_direct_node_routes=bool(read("autoDirectNodeRoutes")),
+        endpoint_routes_enabled=bool(read("endpointRoutes.enabled")),
+        enable_ipv4_masquerade=masquerade,
+        bpf_masquerade=bool(read("bpf.masquerade")),
+        hubble=Hubble(
+            enabled=bool(read("hubble.enabled")),
+            socket_path=read("hubble.socketPath"),
+            listen_address=read("hubble.listenAddress"),
+            event_buffer_capacity=int(read("hubble.eventBufferCapacity")),
+            metrics=tuple(metrics or ()),
+            metrics_port=int(read("hubble.metrics.port")),
+            relay_enabled=bool(read("hubble.relay.enabled")),
+            relay_listen_port=int(read("hubble.relay.listenPort")),
+            ui_enabled=bool(read("hubble.ui.enabled"))),
+        prometheus=Prometheus(enabled=bool(read("prometheus.enabled")),
+                              port=int(read("prometheus.port"))),
+        operator=Operator(replicas=int(read("operator.replicas")),
+                          prometheus_enabled=bool(read("operator.prometheus.enabled")),
+                          prometheus_port=int(read("operator.prometheus.port"))),
+        cluster=Cluster(name=read("cluster.name"), id=int(read("cluster.id"))),
+        _tree=tree,
+    )
+    return values, problems
+
+
+def _l2(read: _Reader, problem: Any) -> L2Announcements:
+    """Lease timings after Cilium's sanitising (pkg/l2announcer), with a warning per change."""
+    duration = parse_duration(read("l2announcements.leaseDuration"))
+    renew = parse_duration(read("l2announcements.leaseRenewDeadline"))
+    retry = parse_duration(read("l2announcements.leaseRetryPeriod"))
+    if duration < 1:
+        problem("l2announcements.leaseDuration",
+                f"lease duration {duration:g}s is below 1s; Cilium uses 1s", "warning")
+        duration = 1.0
+    if duration <= renew:
+        problem("l2announcements.leaseRenewDeadline",
+                f"renew deadline {renew:g}s is not below the lease duration {duration:g}s; "
+                f"Cilium uses {duration / 2:g}s", "warning")
+        renew = duration / 2
+    if renew <= 1.2 * retry:
+        problem("l2announcements.leaseRetryPeriod",
+                f"retry period {retry:g}s is not 20% below the renew deadline {renew:g}s; "
+                f"Cilium uses {renew / 2:g}s", "warning")
+        retry = renew / 2
+    return L2Announcements(enabled=bool(read("l2announcements.enabled")),
+                           lease_duration=duration, lease_renew_deadline=renew,
+                           lease_retry_period=retry)
+
+
+def _all_paths(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else key
+        out.append(path)
+        if isinstance(value, Mapping):
+            out += _all_paths(value, path)
+    return out
