@@ -1,0 +1,221 @@
+"""`hexlane validate`: every problem in manifests and Helm values, offline, with file and field.
+
+    hexlane validate -f PATH... [--values F...] [--set k=v ...] [-o json]
+
+`-f` takes files and directories (their *.yaml/*.yml, recursively, sorted). Every document
+is parsed as the kind it declares; kinds hexlane does not read are reported as warnings.
+Across objects it also warns about pools whose blocks overlap (Cilium marks the newer pool
+conflicting) and objects defined twice. Values files and `--set` flags go through the same
+loader the daemons use (`hexlane.config.load_values`).
+
+Each problem is one line: `error: FILE:LINE: Kind/name: field.path: message`.
+Exit status: 0 when there is no error (warnings allowed), 1 when problems were found, 2 when
+input could not be used at all (a file that does not exist or cannot be read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hexlane.model.cilium import LBIPPool
+from hexlane.model.errors import InputError, Problem
+from hexlane.model.manifests import Manifest, expand_paths, read_text, scan_manifests
+from hexlane.model.registry import Unread, object_ref, parse_object
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "validate", help="check manifests and Helm values offline",
+        description="Check Kubernetes/Cilium manifests and Helm values files offline and "
+                    "print every problem with its file, object and field. Exit 0 when "
+                    "there is no error, 1 when there are problems, 2 when input cannot be "
+                    "read.")
+    parser.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+",
+                        default=[], metavar="PATH",
+                        help="manifest file or directory (repeatable; directories are "
+                             "searched for *.yaml and *.yml)")
+    parser.add_argument("--values", dest="values", action="extend", nargs="+", default=[],
+                        metavar="FILE", help="Helm values file (repeatable, later wins)")
+    parser.add_argument("--set", dest="set_flags", action="append", default=[],
+                        metavar="K=V", help="a value in Helm's --set syntax (repeatable)")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                        help="output format (default text)")
+    parser.set_defaults(func=cmd_validate)
+
+
+@dataclass
+class Report:
+    """What validation found: checked objects, problems, and whether input was unusable."""
+
+    files: list[str] = field(default_factory=list)
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    unusable: bool = False
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for p in self.problems if p.severity == "error")
+
+    @property
+    def warnings(self) -> int:
+        return len(self.problems) - self.errors
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.unusable else 1 if self.errors else 0
+
+
+def validate_manifests(report: Report, paths: Sequence[str],
+                       skip: Sequence[str] = ()) -> list[tuple[Manifest, Any]]:
+    """Parse every document of every file into report; the (manifest, typed) pairs parsed.
+
+    Files in `skip` (the values files, when a directory holds both) are left out.
+    """
+    parsed: list[tuple[Manifest, Any]] = []
+    skipped = {os.path.normpath(s) for s in skip}
+    for path in expand_paths(paths):
+        if os.path.normpath(path) in skipped:
+            continue
+        if not os.path.exists(path):
+            report.problems.append(Problem("no such file or directory", file=path))
+            report.unusable = True
+            continue
+        try:
+            text = read_text(path)
+        except InputError as e:
+            report.problems += e.problems
+            report.unusable = True
+            continue
+        report.files.append(path)
+        manifests, problems = scan_manifests(text, path)
+        report.problems += problems
+        for m in manifests:
+            entry: dict[str, Any] = {"file": path, "line": m.line, "document": m.index + 1}
+            if "apiVersion" not in m.obj and "kind" not in m.obj:
+                # Not a Kubernetes object at all: most likely a Helm values file in the same
+                # directory as the manifests. Said once per file, not an error.
+                if not any(p.file.startswith(f"{path}:") and "not a Kubernetes object"
+                           in p.message for p in report.problems):
+                    report.problems.append(Problem(
+                        "not a Kubernetes object (no apiVersion and kind): skipped; a Helm "
+                        "values file is checked with --values FILE", file=m.where(),
+                        severity="warning"))
+                continue
+            try:
+                obj = parse_object(m.obj)
+            except InputError as e:
+                report.problems += [p.located(file=m.where(p.path)) for p in e.problems]
+                entry.update(_ident(m.obj), ok=False)
+                report.objects.append(entry)
+                continue
+            if isinstance(obj, Unread):
+                w = obj.warning
+                report.problems.append(w.located(file=m.where("kind")))
+                entry.update(_ident(m.obj), ok=True, read=False)
+            else:
+                report.problems += [w.located(file=m.where(w.path)) for w in obj.warnings]
+                entry.update(_ident(m.obj), ok=True, read=True)
+                parsed.append((m, obj))
+            report.objects.append(entry)
+    return parsed
+
+
+def cross_checks(report: Report, parsed: list[tuple[Manifest, Any]]) -> None:
+    """Problems between objects: the same object twice, pools whose blocks overlap."""
+    seen: dict[tuple[str, str, str], Manifest] = {}
+    for m, obj in parsed:
+        key = (obj.KIND, getattr(obj.meta, "namespace", ""), obj.meta.name)
+        if key in seen:
+            first = seen[key]
+            report.problems.append(Problem(
+                f"defined again (first at {first.where()}); the later one wins when applied",
+                obj=object_ref(obj.KIND, obj.meta.name), file=m.where(),
+                severity="warning"))
+        else:
+            seen[key] = m
+    pools = [(m, obj) for m, obj in parsed if isinstance(obj, LBIPPool)]
+    for i, (ma, a) in enumerate(pools):
+        for mb, b in pools[i + 1:]:
+            if a.name == b.name:
+                continue
+            for ib, blk_b in enumerate(b.blocks):
+                hit = next((blk_a for blk_a in a.blocks if blk_a.overlaps(blk_b)), None)
+                if hit is not None:
+                    path = f"spec.blocks[{ib}]"
+                    report.problems.append(Problem(
+                        f"range '{blk_b.describe()}' overlaps range '{hit.describe()}' of pool "
+                        f"{a.name!r} ({ma.where()}): Cilium marks the newer pool conflicting "
+                        "and allocates nothing from it", path=path,
+                        obj=object_ref(b.KIND, b.name), file=mb.where(path),
+                        severity="warning"))
+                    break
+
+
+def validate_values(report: Report, values: Sequence[str], set_flags: Sequence[str]) -> None:
+    for path in values:
+        if path == "-":
+            continue
+        try:
+            read_text(path)
+        except InputError as e:
+            report.problems += e.problems
+            report.unusable = True
+            return
+    from hexlane.config import load_values  # the values layer, owned by hexlane.config
+
+    try:
+        _, problems = load_values(values, set_flags)
+    except InputError as e:
+        problems = list(e.problems)
+    report.files += [v for v in values if v not in report.files]
+    report.problems += problems
+
+
+def _ident(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    return {k: v if isinstance(v, str) else "" for k, v in (
+        ("apiVersion", obj.get("apiVersion")), ("kind", obj.get("kind")),
+        ("name", meta.get("name")), ("namespace", meta.get("namespace")))}
+
+
+def render_text(report: Report) -> str:
+    lines = [f"error: {p}" if p.severity == "error" else str(p) for p in report.problems]
+    n_obj = len(report.objects)
+    verdict = "OK" if report.exit_code == 0 else "FAILED"
+    lines.append(f"{verdict}: {len(report.files)} file(s), {n_obj} object(s) checked: "
+                 f"{report.errors} error(s), {report.warnings} warning(s)")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(report: Report) -> str:
+    return json.dumps({
+        "ok": report.exit_code == 0,
+        "exitCode": report.exit_code,
+        "files": report.files,
+        "objects": report.objects,
+        "errors": report.errors,
+        "warnings": report.warnings,
+        "problems": [{"severity": p.severity, "file": p.file, "object": p.obj,
+                      "path": p.path, "message": p.message} for p in report.problems],
+    }, indent=2) + "\n"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    if not args.paths and not args.values and not args.set_flags:
+        raise InputError(Problem("nothing to validate: expected -f PATH (manifests) and/or "
+                                 "--values FILE"))
+    report = Report()
+    parsed = validate_manifests(report, args.paths, skip=args.values)
+    cross_checks(report, parsed)
+    if args.values or args.set_flags:
+        validate_values(report, args.values, args.set_flags)
+    out = render_json(report) if args.output == "json" else render_text(report)
+    sys.stdout.write(out)
+    return report.exit_code
