@@ -1,27 +1,317 @@
-"""Entry point of the `hexlane-cni` executable (the CNI plugin).
+"""Entry point of the `hexlane-cni` executable: the CNI plugin (spec 1.0.0, plus 1.1.0 GC/STATUS).
 
-Only VERSION is answered until the agent's endpoint API exists; every other command returns
-the CNI spec's error 50 ("plugin not available") with a message saying why, as the spec asks
-of a plugin whose daemon cannot be reached.
+The plugin decides nothing: it validates what the runtime gave it (environment and stdin as
+the CNI spec says), hands the call to the node's agent over HTTP on a UNIX socket, and turns
+the answer into the result or error JSON of the version the runtime asked for. It finds its
+node's agent through the abstract socket `@hexlane-agent`, which lives in the network
+namespace the runtime runs the plugin in (the node's), falling back to `$STATE_DIR/agent.sock`.
+The state dir is `$HEXLANE_STATE_DIR`, else the config's `stateDir`, else /var/run/hexlane:
+the environment wins because one config file serves every node of a lab, each with its own.
+
+A DEL while the agent is down is written to `$STATE_DIR/cni-del-queue/` and succeeds; the agent
+carries it out when it starts (the pod's veth dies with its namespace anyway; the IP is freed
+then). Imports are the standard library only, since runtimes start the plugin for every call.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
+import socket
 import sys
+from typing import Any
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+LATEST = "1.1.0"
+DEFAULT_STATE_DIR = "/var/run/hexlane"
+ABSTRACT_NAME = "hexlane-agent"
+DEL_QUEUE_DIR = "cni-del-queue"
+TIMEOUT = 60.0
+
+ERR_INCOMPATIBLE_VERSION = 1
+ERR_UNSUPPORTED_FIELD = 2
+ERR_INVALID_ENV = 4
+ERR_IO = 5
+ERR_DECODE = 6
+ERR_INVALID_CONFIG = 7
+ERR_TRY_AGAIN = 11
+ERR_NOT_AVAILABLE = 50
+
+_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class PluginError(Exception):
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
+
+
+class AgentUnavailable(Exception):
+    """No agent answers on either socket."""
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+# --- talking to the agent ---------------------------------------------------------------------
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, address: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._address)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _netns_id() -> str:
+    try:
+        st = os.stat("/proc/self/ns/net")
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def call_agent(state_dir: str, method: str, path: str, body: dict[str, Any] | None = None,
+               timeout: float = TIMEOUT) -> tuple[int, Any]:
+    """One request to the node's agent: (HTTP status, decoded JSON body)."""
+    payload = None
+    if body is not None:
+        payload = json.dumps({**body, "callerNetns": _netns_id()}).encode()
+    errors = []
+    for address in ("\0" + ABSTRACT_NAME, os.path.join(state_dir, "agent.sock")):
+        conn = _UnixConnection(address, timeout)
+        try:
+            conn.connect()
+        except OSError as err:
+            errors.append(f"{address.replace(chr(0), '@')}: {err.strerror or err}")
+            conn.close()
+            continue
+        try:
+            conn.request(method, path, body=payload,
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            data = response.read()
+        except TimeoutError:
+            raise PluginError(ERR_TRY_AGAIN, "hexlane agent did not answer in time",
+                              f"{method} {path} took over {timeout:.0f}s") from None
+        except (OSError, http.client.HTTPException) as err:
+            raise PluginError(ERR_TRY_AGAIN, "hexlane agent connection failed",
+                              f"{method} {path}: {err}") from None
+        finally:
+            conn.close()
+        try:
+            return response.status, json.loads(data or b"{}")
+        except ValueError:
+            raise PluginError(ERR_IO, "hexlane agent sent a bad answer",
+                              data[:200].decode(errors="replace")) from None
+    raise AgentUnavailable("; ".join(errors))
+
+
+def _raise_agent_error(status: int, answer: Any) -> None:
+    if status < 300:
+        return
+    if isinstance(answer, dict) and isinstance(answer.get("code"), int):
+        raise PluginError(answer["code"], str(answer.get("msg", "agent error")),
+                          str(answer.get("details", "")))
+    raise PluginError(ERR_IO, f"hexlane agent answered HTTP {status}", str(answer)[:200])
+
+
+# --- results in the caller's version ------------------------------------------------------------
+
+
+def convert_result(result: dict[str, Any], version: str) -> dict[str, Any]:
+    """The agent's 1.1.0 result in the shape of `version` (0.3.0 up to 1.1.0)."""
+    out = json.loads(json.dumps(result))
+    out["cniVersion"] = version
+    if _version_tuple(version) < (1, 1, 0):
+        for iface in out.get("interfaces", []):
+            for key in ("mtu", "socketPath", "pciID"):
+                iface.pop(key, None)
+    if _version_tuple(version) < (1, 0, 0):
+        # 0.3.x/0.4.0 name the address family in every IP; 1.0.0 dropped that field.
+        for ip in out.get("ips", []):
+            ip["version"] = "6" if ":" in ip.get("address", "") else "4"
+    return out
+
+
+# --- the plugin ------------------------------------------------------------------------------
+
+
+def parse_cni_args(text: str) -> dict[str, str]:
+    """CNI_ARGS `K=V;K=V` as a dict (`IgnoreUnknown=1;K8S_POD_NAME=x`)."""
+    args: dict[str, str] = {}
+    for part in text.split(";"):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise PluginError(ERR_INVALID_ENV, "invalid CNI_ARGS",
+                              f"want KEY=VALUE pairs separated by ';', got {part!r}")
+        args[key] = value
+    return args
+
+
+def _read_config(stdin: str) -> dict[str, Any]:
+    try:
+        config = json.loads(stdin)
+    except ValueError as err:
+        raise PluginError(ERR_DECODE, "failed to decode network configuration", str(err)) \
+            from None
+    if not isinstance(config, dict):
+        raise PluginError(ERR_DECODE, "network configuration must be a JSON object")
+    version = config.get("cniVersion")
+    if not isinstance(version, str) or not version:
+        raise PluginError(ERR_INVALID_CONFIG, "invalid network configuration",
+                          "cniVersion is required")
+    if version not in SUPPORTED_VERSIONS:
+        raise PluginError(ERR_INCOMPATIBLE_VERSION, "incompatible CNI version",
+                          f"config asks {version}; supported: {', '.join(SUPPORTED_VERSIONS)}")
+    for key in ("name", "type"):
+        if not isinstance(config.get(key), str) or not config[key]:
+            raise PluginError(ERR_INVALID_CONFIG, "invalid network configuration",
+                              f"{key} is required and must be a string")
+    state_dir = config.get("stateDir")
+    if state_dir is not None and (not isinstance(state_dir, str) or not state_dir):
+        raise PluginError(ERR_INVALID_CONFIG, "invalid network configuration",
+                          "stateDir must be a non-empty string")
+    if config.get("ipam"):
+        raise PluginError(ERR_UNSUPPORTED_FIELD, "unsupported field in network configuration",
+                          "ipam: hexlane's agent allocates pod IPs itself; remove the key")
+    return config
+
+
+def _env(name: str, required: bool) -> str:
+    value = os.environ.get(name, "")
+    if required and not value:
+        raise PluginError(ERR_INVALID_ENV, f"{name} is not set",
+                          f"the runtime must set {name} for {os.environ.get('CNI_COMMAND')}")
+    return value
+
+
+def _attachment(command: str, config: dict[str, Any]) -> dict[str, Any]:
+    cid = _env("CNI_CONTAINERID", True)
+    if not _CONTAINER_ID.match(cid):
+        raise PluginError(ERR_INVALID_ENV, "invalid CNI_CONTAINERID",
+                          f"want letters, digits, '_', '.', '-'; got {cid!r}")
+    return {
+        "containerID": cid,
+        "netns": _env("CNI_NETNS", command != "DEL"),
+        "ifname": _env("CNI_IFNAME", True),
+        "args": parse_cni_args(os.environ.get("CNI_ARGS", "")),
+        "network": config["name"],
+    }
+
+
+def _queue_delete(state_dir: str, body: dict[str, Any]) -> None:
+    queue = os.path.join(state_dir, DEL_QUEUE_DIR)
+    name = f"{body['containerID']}.{body['ifname']}.json"
+    try:
+        os.makedirs(queue, exist_ok=True)
+        tmp = os.path.join(queue, f".{name}.{os.getpid()}")
+        with open(tmp, "w") as f:
+            json.dump(body, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(queue, name))
+    except OSError as err:
+        raise PluginError(ERR_TRY_AGAIN, "hexlane agent unavailable and DEL not queued",
+                          f"{queue}: {err}") from None
+
+
+def run(command: str, stdin: str) -> dict[str, Any] | None:
+    """Carry out one CNI command; the JSON to print, or None for no output."""
+    if command == "VERSION":
+        return {"cniVersion": LATEST, "supportedVersions": list(SUPPORTED_VERSIONS)}
+    if command not in ("ADD", "DEL", "CHECK", "GC", "STATUS"):
+        raise PluginError(ERR_INVALID_ENV, "unknown CNI_COMMAND",
+                          f"{command!r}; want ADD, DEL, CHECK, GC, STATUS or VERSION")
+    config = _read_config(stdin)
+    version = config["cniVersion"]
+    state_dir = os.environ.get("HEXLANE_STATE_DIR") or config.get("stateDir") \
+        or DEFAULT_STATE_DIR
+    if command == "CHECK" and _version_tuple(version) < (0, 4, 0):
+        raise PluginError(ERR_INCOMPATIBLE_VERSION, "config version does not allow CHECK",
+                          f"CHECK needs cniVersion 0.4.0 or later, config has {version}")
+    if command in ("GC", "STATUS") and _version_tuple(version) < (1, 1, 0):
+        raise PluginError(ERR_INCOMPATIBLE_VERSION, f"config version does not allow {command}",
+                          f"{command} needs cniVersion 1.1.0, config has {version}")
+    try:
+        if command == "STATUS":
+            status, answer = call_agent(state_dir, "GET", "/v1/cni/status")
+            _raise_agent_error(status, answer)
+            return None
+        if command == "GC":
+            valid = config.get("cni.dev/valid-attachments", [])
+            if not isinstance(valid, list):
+                raise PluginError(ERR_INVALID_CONFIG, "invalid network configuration",
+                                  "cni.dev/valid-attachments must be a list")
+            status, answer = call_agent(state_dir, "POST", "/v1/cni/gc",
+                                        {"network": config["name"], "validAttachments": valid})
+            _raise_agent_error(status, answer)
+            return None
+        body = _attachment(command, config)
+        if command == "CHECK":
+            prev = config.get("prevResult")
+            if not isinstance(prev, dict):
+                raise PluginError(ERR_INVALID_CONFIG, "invalid network configuration",
+                                  "CHECK needs prevResult")
+            body["prevResult"] = prev
+        path = {"ADD": "/v1/cni/add", "DEL": "/v1/cni/del", "CHECK": "/v1/cni/check"}[command]
+        try:
+            status, answer = call_agent(state_dir, "POST", path, body)
+        except AgentUnavailable:
+            if command != "DEL":
+                raise
+            _queue_delete(state_dir, body)
+            return None
+        _raise_agent_error(status, answer)
+        return convert_result(answer, version) if command == "ADD" else None
+    except AgentUnavailable as err:
+        raise PluginError(ERR_NOT_AVAILABLE, "hexlane agent unavailable",
+                          f"no agent on this node's sockets ({err})") from None
 
 
 def main() -> int:
     command = os.environ.get("CNI_COMMAND", "")
-    if command == "VERSION":
-        json.dump({"cniVersion": "1.1.0", "supportedVersions": list(SUPPORTED_VERSIONS)},
-                  sys.stdout)
-        return 0
-    json.dump({"cniVersion": "1.1.0", "code": 50 if command else 4,
-               "msg": "hexlane agent unavailable" if command else "CNI_COMMAND is not set",
-               "details": "the hexlane agent's endpoint API is not reachable on this node"},
-              sys.stdout)
-    return 1
+    # VERSION's stdin is only read when it is not a terminal, so a person can run it by hand.
+    stdin = "" if command == "VERSION" and sys.stdin.isatty() else sys.stdin.read()
+    version = LATEST
+    try:
+        # The error's cniVersion follows the config when it names one we speak.
+        asked = json.loads(stdin).get("cniVersion") if stdin.strip() else None
+        if asked in SUPPORTED_VERSIONS:
+            version = asked
+    except (ValueError, AttributeError):
+        pass
+    try:
+        if not command:
+            raise PluginError(ERR_INVALID_ENV, "CNI_COMMAND is not set",
+                              "the runtime must set CNI_COMMAND")
+        output = run(command, stdin)
+    except PluginError as err:
+        json.dump({"cniVersion": version, "code": err.code, "msg": err.msg,
+                   "details": err.details}, sys.stdout)
+        sys.stdout.write("\n")
+        return 1
+    if output is not None:
+        json.dump(output, sys.stdout)
+        sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

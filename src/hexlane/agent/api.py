@@ -1,0 +1,200 @@
+"""The agent's local API: HTTP/1.1 + JSON on `$STATE_DIR/agent.sock` and `@hexlane-agent`.
+
+The abstract socket belongs to the network namespace the agent runs in, so a CNI plugin or a
+CLI started in a node's namespace reaches that node's agent with no configuration; the socket
+file is the fallback for callers elsewhere. A caller may send `callerNetns` (the "dev:inode"
+of its network namespace): a CNI request from another namespace than the agent's is refused,
+because the pod's host side would land in the wrong node.
+
+Routes (errors are `{code, msg, details}` with CNI error codes, HTTP 4xx/5xx):
+
+- `POST /v1/cni/add|del|check` body `{containerID, ifname, netns, network, args, prevResult}`;
+  add answers the CNI result (1.1.0 shape; the plugin converts it to the caller's version).
+- `POST /v1/cni/gc` body `{network, validAttachments: [{containerID, ifname}]}`.
+- `GET /v1/cni/status`, `GET /v1/endpoints`, `GET /v1/healthz`.
+
+`serve_api(state_dir, manager)` is what the agent daemon wires in; pass `app=` to serve
+further routes (status, services) on the same sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from hexlane.agent.endpoints import (
+    ERR_INVALID_CONFIG,
+    ERR_NOT_AVAILABLE,
+    ERR_SETUP_FAILED,
+    CNIError,
+    CNIRequest,
+    EndpointManager,
+)
+
+log = logging.getLogger("hexlane.agent.api")
+
+SOCKET_NAME = "agent.sock"
+ABSTRACT_NAME = "hexlane-agent"
+
+_MANAGER = web.AppKey("endpoint_manager", EndpointManager)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(err: CNIError) -> web.Response:
+    status = 400 if err.code < 50 else 503 if err.code in (11, 50) else 500
+    return web.json_response(err.to_dict(), status=status)
+
+
+async def _body(request: web.Request, manager: EndpointManager) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CNIError(ERR_INVALID_CONFIG, "request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise CNIError(ERR_INVALID_CONFIG, "request body must be a JSON object")
+    caller = body.get("callerNetns")
+    if caller and manager.netns_id and caller != manager.netns_id:
+        raise CNIError(ERR_NOT_AVAILABLE, "agent of another network namespace",
+                       "this agent serves the node whose network namespace is "
+                       f"{manager.netns_id}; the caller runs in {caller}")
+    return body
+
+
+def _handles_cni_errors(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except CNIError as err:
+            log.info("%s %s: CNI error %s", request.method, request.path, err)
+            return _error(err)
+        except Exception as err:  # an agent bug must still reach the runtime as a CNI error
+            log.exception("%s %s failed", request.method, request.path)
+            return _error(CNIError(ERR_SETUP_FAILED, "hexlane agent failed",
+                                   f"{type(err).__name__}: {err}"))
+    return wrapped
+
+
+@_handles_cni_errors
+async def _add(request: web.Request) -> web.StreamResponse:
+    manager = request.app[_MANAGER]
+    body = await _body(request, manager)
+    result = await manager.add(CNIRequest.from_json(body, need_netns=True))
+    return web.json_response(result)
+
+
+@_handles_cni_errors
+async def _del(request: web.Request) -> web.StreamResponse:
+    manager = request.app[_MANAGER]
+    body = await _body(request, manager)
+    removed = await manager.delete(CNIRequest.from_json(body, need_netns=False))
+    return web.json_response({"removed": removed})
+
+
+@_handles_cni_errors
+async def _check(request: web.Request) -> web.StreamResponse:
+    manager = request.app[_MANAGER]
+    body = await _body(request, manager)
+    await manager.check(CNIRequest.from_json(body, need_netns=True))
+    return web.json_response({})
+
+
+@_handles_cni_errors
+async def _gc(request: web.Request) -> web.StreamResponse:
+    manager = request.app[_MANAGER]
+    body = await _body(request, manager)
+    valid = body.get("validAttachments") or []
+    if not isinstance(valid, list) or not all(isinstance(v, dict) for v in valid):
+        raise CNIError(ERR_INVALID_CONFIG, "validAttachments must be a list of objects")
+    pairs = [(str(v.get("containerID", "")), str(v.get("ifname", ""))) for v in valid]
+    removed = await manager.gc(str(body.get("network") or ""), pairs)
+    return web.json_response({"removed": removed})
+
+
+async def _status(request: web.Request) -> web.StreamResponse:
+    status = request.app[_MANAGER].status()
+    if not status["ready"]:
+        reason = "no free pod IP" if status["freeIPs"] <= 0 else "agent starting"
+        err = CNIError(ERR_NOT_AVAILABLE, "hexlane agent not ready", reason).to_dict()
+        return web.json_response({**err, "status": status}, status=503)
+    return web.json_response(status)
+
+
+async def _endpoints(request: web.Request) -> web.StreamResponse:
+    return web.json_response(request.app[_MANAGER].list_endpoints())
+
+
+async def _healthz(request: web.Request) -> web.StreamResponse:
+    manager = request.app[_MANAGER]
+    ok = manager.started
+    return web.json_response({"status": "ok" if ok else "starting", **manager.status()},
+                             status=200 if ok else 503)
+
+
+def add_routes(app: web.Application, manager: EndpointManager) -> None:
+    """Put the endpoint routes on `app` (the daemon's application, or a fresh one)."""
+    app[_MANAGER] = manager
+    app.router.add_post("/v1/cni/add", _add)
+    app.router.add_post("/v1/cni/del", _del)
+    app.router.add_post("/v1/cni/check", _check)
+    app.router.add_post("/v1/cni/gc", _gc)
+    app.router.add_get("/v1/cni/status", _status)
+    app.router.add_get("/v1/endpoints", _endpoints)
+    app.router.add_get("/v1/healthz", _healthz)
+
+
+class ApiServer:
+    """The running API; `close()` stops serving and removes the socket file."""
+
+    def __init__(self, runner: web.AppRunner, socket_path: Path) -> None:
+        self.runner = runner
+        self.socket_path = socket_path
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+
+def _abstract_socket(name: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind("\0" + name)
+    except OSError as err:
+        sock.close()
+        raise OSError(err.errno, f"abstract socket @{name} is taken in this network namespace "
+                                 "(is another agent running here?)") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve_api(state_dir: Path, manager: EndpointManager, *,
+                    abstract_name: str | None = ABSTRACT_NAME,
+                    app: web.Application | None = None) -> ApiServer:
+    """Serve the endpoint API on `state_dir/agent.sock` and `@abstract_name` (this netns)."""
+    app = app if app is not None else web.Application()
+    add_routes(app, manager)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    path = Path(state_dir) / SOCKET_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if abstract_name:
+            await web.SockSite(runner, _abstract_socket(abstract_name)).start()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a stale socket from an agent that died
+        await web.UnixSite(runner, str(path)).start()
+        os.chmod(path, 0o600)
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return ApiServer(runner, path)

@@ -1,0 +1,535 @@
+"""The agent's endpoint side: pods' interfaces and IPs on this node, for the CNI plugin.
+
+`EndpointManager` carries out CNI ADD/DEL/CHECK/GC/STATUS: it allocates the pod IP from the
+node's pod CIDR (`hexlane.ipam.podcidr`), builds the veth pair through `hexlane.datapath.netlink`,
+and keeps the node's routes converged to `hexlane.ipam.routes.plan_routes`. Every allocation is
+written to `$STATE_DIR/endpoints.json` (temp file, fsync, rename) before the answer leaves, so
+no IP reaches two pods even when the agent dies at any moment. DELs the plugin could not hand
+over while the agent was down wait in `$STATE_DIR/cni-del-queue/` and are carried out by
+`start()` before the API is served.
+
+Addressing (as Cilium): the pod gets `ip/32` with its default route via the node's router IP
+(first address of the pod CIDR, held on `hexlane_host`), reached through a link route and a
+permanent neighbour entry pointing at the host-side veth MAC; the node reaches the pod by a /32
+route on the host-side veth `lxc<hash>`.
+
+Run it alone in a node namespace (tests and experiments; the `hexlane agent` daemon wires the
+same class): `python -m hexlane.agent.endpoints --state-dir D --node-name n1 --node-ip
+10.0.0.11 --pod-cidr 10.42.1.0/24 [--netns /run/netns/X] [--routing-mode native|tunnel]
+[--auto-direct-node-routes] [--peer NAME,IP,CIDR]...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from hexlane.datapath import netlink
+from hexlane.ipam.podcidr import PodIPAllocator, PodIPsExhausted, parse_pod_cidr, router_ip
+from hexlane.ipam.routes import (
+    LocalEndpoint,
+    NodeRouting,
+    RouteSpec,
+    RoutingSettings,
+    endpoint_mac,
+    host_ifname,
+    plan_routes,
+)
+from hexlane.model.errors import InputError
+
+log = logging.getLogger("hexlane.agent.endpoints")
+
+STATE_FORMAT = 1
+STATE_FILE = "endpoints.json"
+DEL_QUEUE_DIR = "cni-del-queue"
+DEFAULT_STATE_DIR = "/var/run/hexlane"
+
+# CNI error codes (spec 1.0/1.1) and hexlane's own (100+, "plugin specific").
+ERR_INCOMPATIBLE_VERSION = 1
+ERR_UNKNOWN_CONTAINER = 3
+ERR_INVALID_ENV = 4
+ERR_IO = 5
+ERR_INVALID_CONFIG = 7
+ERR_TRY_AGAIN = 11
+ERR_NOT_AVAILABLE = 50
+ERR_SETUP_FAILED = 100
+ERR_IPAM_EXHAUSTED = 101
+ERR_CHECK_MISMATCH = 102
+
+_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_IFNAME = re.compile(r"^[^/:\s]{1,15}$")
+
+
+class CNIError(Exception):
+    """An error the CNI plugin passes on to the runtime as `{code, msg, details}`."""
+
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(f"{msg}: {details}" if details else msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "msg": self.msg, "details": self.details}
+
+
+@dataclass(frozen=True)
+class CNIRequest:
+    """One CNI call as the plugin hands it to the agent."""
+
+    container_id: str
+    ifname: str
+    netns: str = ""
+    network: str = ""
+    args: Mapping[str, str] = field(default_factory=dict)
+    prev_result: Mapping[str, Any] | None = None
+
+    @property
+    def owner(self) -> str:
+        return f"{self.container_id}/{self.ifname}"
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any], *, need_netns: bool) -> CNIRequest:
+        """Validate a request body; bad fields are CNI error 4 (invalid environment)."""
+        cid = body.get("containerID")
+        if not isinstance(cid, str) or not _CONTAINER_ID.match(cid):
+            raise CNIError(ERR_INVALID_ENV, "invalid CNI_CONTAINERID",
+                           f"want letters, digits, '_', '.', '-'; got {cid!r}")
+        ifname = body.get("ifname")
+        if not isinstance(ifname, str) or not _IFNAME.match(ifname):
+            raise CNIError(ERR_INVALID_ENV, "invalid CNI_IFNAME",
+                           f"want 1-15 characters without '/', ':' or spaces; got {ifname!r}")
+        netns = body.get("netns") or ""
+        if not isinstance(netns, str) or (need_netns and not netns.startswith("/")):
+            raise CNIError(ERR_INVALID_ENV, "invalid CNI_NETNS",
+                           f"want an absolute path; got {netns!r}")
+        args = body.get("args") or {}
+        if not isinstance(args, Mapping):
+            raise CNIError(ERR_INVALID_ENV, "invalid CNI_ARGS", "want KEY=VALUE pairs")
+        prev = body.get("prevResult")
+        return cls(cid, ifname, netns, str(body.get("network") or ""),
+                   {str(k): str(v) for k, v in args.items()},
+                   prev if isinstance(prev, Mapping) else None)
+
+
+@dataclass
+class Endpoint:
+    """A pod attachment on this node, as recorded in the state file."""
+
+    container_id: str
+    ifname: str
+    netns: str
+    network: str
+    ip: IPv4Address
+    host_ifname: str
+    mac: str
+    host_mac: str = ""
+    pod_namespace: str = ""
+    pod_name: str = ""
+    state: str = "creating"  # creating -> ready
+    created_at: float = 0.0
+
+    @property
+    def owner(self) -> str:
+        return f"{self.container_id}/{self.ifname}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ip"] = str(self.ip)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Endpoint:
+        values = dict(data)
+        values["ip"] = IPv4Address(str(values["ip"]))
+        return cls(**values)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace `path` with `data` as JSON so that a crash leaves the old or the new file whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dirfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+class EndpointManager:
+    """This node's pod endpoints, their IPs, and the routes that reach them and other nodes."""
+
+    def __init__(self, state_dir: Path, local: NodeRouting, settings: RoutingSettings, *,
+                 allow_host_netns: bool = False) -> None:
+        if not local.pod_cidrs:
+            raise ValueError(f"node {local.name} has no pod CIDR")
+        self.state_dir = Path(state_dir)
+        self.local = local
+        self.settings = settings
+        self.allow_host_netns = allow_host_netns
+        self.pod_cidr = local.pod_cidrs[0]
+        self.router_ip = router_ip(self.pod_cidr)
+        self.allocator = PodIPAllocator(self.pod_cidr)
+        self.endpoints: dict[str, Endpoint] = {}
+        self.nodes: tuple[NodeRouting, ...] = ()
+        self.netns_id = ""
+        self.started = False
+        self.last_reconcile: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+        self._ipr: AsyncIPRoute | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Set up the node, reload state, carry out queued DELs and converge the routes."""
+        if not self.allow_host_netns and not netlink.is_named_netns():
+            raise RuntimeError("refusing to set up pod networking outside a named node "
+                               "namespace (/run/netns/*); the agent daemon on a real node "
+                               "allows its own namespace explicitly")
+        self.netns_id = netlink.netns_id()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / DEL_QUEUE_DIR).mkdir(exist_ok=True)
+        self._load()
+        self._ipr = AsyncIPRoute()
+        await self._ipr.__aenter__()
+        netlink.write_sysctl("net.ipv4.ip_forward", "1")
+        await netlink.ensure_host_device(self._ipr, self.router_ip, self.settings.pod_mtu)
+        await self.drain_delete_queue()
+        await self.reconcile()
+        self.started = True
+
+    async def close(self) -> None:
+        if self._ipr is not None:
+            await self._ipr.__aexit__(None, None, None)
+            self._ipr = None
+        self.started = False
+
+    @property
+    def ipr(self) -> AsyncIPRoute:
+        if self._ipr is None:
+            raise CNIError(ERR_NOT_AVAILABLE, "endpoint manager not started")
+        return self._ipr
+
+    # --- persistence ---------------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return
+        if data.get("format") != STATE_FORMAT:
+            raise RuntimeError(f"{self.state_path}: unknown state format {data.get('format')!r}")
+        self.allocator = PodIPAllocator.from_dict(data["allocator"], cidr=self.pod_cidr)
+        for raw in data.get("endpoints", []):
+            ep = Endpoint.from_dict(raw)
+            self.endpoints[ep.owner] = ep
+            # The endpoint's IP is the truth even if the allocator record was lost.
+            self.allocator.claim(ep.owner, ep.ip)
+
+    def _save(self) -> None:
+        write_json_atomic(self.state_path, {
+            "format": STATE_FORMAT,
+            "node": self.local.name,
+            "allocator": self.allocator.to_dict(),
+            "endpoints": [ep.to_dict() for _, ep in sorted(self.endpoints.items())],
+        })
+
+    # --- routes ---------------------------------------------------------------------------------
+
+    async def set_nodes(self, nodes: Iterable[NodeRouting]) -> netlink.ReconcileReport:
+        """Replace the list of other nodes and converge routes to it."""
+        self.nodes = tuple(sorted(nodes))
+        return await self.reconcile()
+
+    async def reconcile(self) -> netlink.ReconcileReport:
+        async with self._lock:
+            return await self._reconcile()
+
+    async def _reconcile(self) -> netlink.ReconcileReport:
+        ready = [LocalEndpoint(ep.ip, ep.host_ifname) for ep in self.endpoints.values()
+                 if ep.state == "ready"]
+        plan = plan_routes(self.local, self.nodes, self.settings, ready)
+        report = await netlink.apply_plan(self.ipr, plan)
+        for problem in plan.problems:
+            log.warning("routing: %s", problem)
+        if report.changed or report.failed:
+            log.info("routes: added %s removed %s failed %s", report.added, report.removed,
+                     report.failed)
+        self.last_reconcile = {"at": time.time(), "added": report.added,
+                               "removed": report.removed, "failed": report.failed,
+                               "problems": [str(p) for p in plan.problems]}
+        return report
+
+    # --- CNI -------------------------------------------------------------------------------------
+
+    def _result(self, ep: Endpoint) -> dict[str, Any]:
+        mtu = self.settings.pod_mtu
+        return {
+            "cniVersion": "1.1.0",
+            "interfaces": [
+                {"name": ep.host_ifname, "mac": ep.host_mac, "mtu": mtu},
+                {"name": ep.ifname, "mac": ep.mac, "mtu": mtu, "sandbox": ep.netns},
+            ],
+            "ips": [{"address": f"{ep.ip}/32", "gateway": str(self.router_ip),
+                     "interface": 1}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": str(self.router_ip)}],
+            "dns": {},
+        }
+
+    async def add(self, req: CNIRequest) -> dict[str, Any]:
+        """CNI ADD. A repeated ADD of the same attachment answers the same result."""
+        if not os.path.exists(req.netns):
+            raise CNIError(ERR_INVALID_ENV, "CNI_NETNS does not exist", req.netns)
+        async with self._lock:
+            existing = self.endpoints.get(req.owner)
+            if existing is not None and existing.netns != req.netns:
+                raise CNIError(ERR_SETUP_FAILED, "attachment exists in another namespace",
+                               f"{req.owner} is attached in {existing.netns}; DEL it first")
+            if existing is not None and existing.state == "ready":
+                facts = await self._inspect(existing)
+                if facts.exists and f"{existing.ip}/32" in facts.addresses:
+                    return self._result(existing)
+            name = host_ifname(req.container_id)
+            for other in self.endpoints.values():
+                if other.host_ifname == name and other.owner != req.owner:
+                    raise CNIError(ERR_SETUP_FAILED, "host interface name in use",
+                                   f"{name} belongs to {other.owner}")
+            try:
+                ip = self.allocator.allocate(req.owner)
+            except PodIPsExhausted as err:
+                raise CNIError(ERR_IPAM_EXHAUSTED, "no free pod IP", str(err)) from None
+            ep = existing or Endpoint(
+                container_id=req.container_id, ifname=req.ifname, netns=req.netns,
+                network=req.network, ip=ip, host_ifname=name,
+                mac=endpoint_mac(req.container_id, req.ifname),
+                pod_namespace=req.args.get("K8S_POD_NAMESPACE", ""),
+                pod_name=req.args.get("K8S_POD_NAME", ""), created_at=time.time())
+            ep.state = "creating"
+            self.endpoints[ep.owner] = ep
+            self._save()  # the IP is taken on disk before any interface exists
+            try:
+                links = await netlink.create_endpoint_links(
+                    self.ipr, host_ifname=ep.host_ifname, netns=ep.netns,
+                    pod_ifname=ep.ifname, pod_mac=ep.mac, ip=ep.ip, router=self.router_ip,
+                    mtu=self.settings.pod_mtu)
+                ep.host_mac = links.host_mac
+                await netlink.install_route(self.ipr, RouteSpec(
+                    IPv4Network(f"{ep.ip}/32"), device=ep.host_ifname, scope_link=True))
+            except (OSError, NetlinkError) as err:
+                await self._forget(ep)
+                raise CNIError(ERR_SETUP_FAILED, "endpoint setup failed", str(err)) from None
+            ep.state = "ready"
+            self._save()
+            log.info("ADD %s: %s on %s (pod %s/%s)", ep.owner, ep.ip, ep.host_ifname,
+                     ep.pod_namespace, ep.pod_name)
+            return self._result(ep)
+
+    async def _forget(self, ep: Endpoint) -> None:
+        await netlink.delete_link(self.ipr, ep.host_ifname)
+        await netlink.remove_route(self.ipr, IPv4Network(f"{ep.ip}/32"))
+        self.endpoints.pop(ep.owner, None)
+        self.allocator.release(ep.owner)
+        self._save()
+
+    async def delete(self, req: CNIRequest) -> bool:
+        """CNI DEL: remove the veth, the route and the IP. Idempotent; False when nothing was."""
+        async with self._lock:
+            ep = self.endpoints.get(req.owner)
+            if ep is None:
+                # An ADD that died before recording leaves at most an unrecorded host link.
+                name = host_ifname(req.container_id)
+                if all(other.host_ifname != name for other in self.endpoints.values()):
+                    await netlink.delete_link(self.ipr, name)
+                if self.allocator.release(req.owner) is not None:
+                    self._save()
+                return False
+            await self._forget(ep)
+            log.info("DEL %s: released %s", ep.owner, ep.ip)
+            return True
+
+    async def _inspect(self, ep: Endpoint) -> netlink.PodInterfaceFacts:
+        try:
+            return await netlink.inspect_pod_interface(ep.netns, ep.ifname)
+        except OSError:
+            return netlink.PodInterfaceFacts(False)
+
+    async def check(self, req: CNIRequest) -> None:
+        """CNI CHECK: the attachment exists and matches what ADD returned."""
+        ep = self.endpoints.get(req.owner)
+        if ep is None:
+            raise CNIError(ERR_UNKNOWN_CONTAINER, "unknown container",
+                           f"no endpoint for {req.owner}")
+        problems = []
+        if ep.state != "ready":
+            problems.append(f"endpoint is {ep.state}")
+        if req.netns and req.netns != ep.netns:
+            problems.append(f"netns is {ep.netns}, not {req.netns}")
+        if await netlink.link_index(self.ipr, ep.host_ifname) is None:
+            problems.append(f"host interface {ep.host_ifname} is missing")
+        facts = await self._inspect(ep)
+        if not facts.exists:
+            problems.append(f"{ep.ifname} is missing in {ep.netns}")
+        else:
+            if f"{ep.ip}/32" not in facts.addresses:
+                problems.append(f"{ep.ifname} lacks {ep.ip}/32 (has {facts.addresses})")
+            if facts.default_gateway != str(self.router_ip):
+                problems.append(f"default route via {facts.default_gateway}, "
+                                f"want {self.router_ip}")
+            if facts.mac != ep.mac:
+                problems.append(f"{ep.ifname} MAC is {facts.mac}, want {ep.mac}")
+        if req.prev_result is not None:
+            prev_ips = {ip.get("address") for ip in req.prev_result.get("ips", [])
+                        if isinstance(ip, Mapping)}
+            if f"{ep.ip}/32" not in prev_ips:
+                problems.append(f"prevResult has {sorted(map(str, prev_ips))}, "
+                                f"endpoint has {ep.ip}/32")
+        if problems:
+            raise CNIError(ERR_CHECK_MISMATCH, "endpoint does not match", "; ".join(problems))
+
+    async def gc(self, network: str, valid: Sequence[tuple[str, str]]) -> list[str]:
+        """CNI GC: forget every attachment of `network` not in `valid` (containerID, ifname)."""
+        keep = {f"{cid}/{ifname}" for cid, ifname in valid}
+        removed = []
+        for owner, ep in list(self.endpoints.items()):
+            if owner not in keep and (not network or ep.network in ("", network)):
+                await self.delete(CNIRequest(ep.container_id, ep.ifname, ep.netns, network))
+                removed.append(owner)
+        return removed
+
+    def status(self) -> dict[str, Any]:
+        free = self.allocator.capacity - sum(
+            1 for ip in self.allocator.allocations.values() if ip in self.pod_cidr)
+        return {
+            "ready": self.started and free > 0,
+            "node": self.local.name,
+            "podCIDR": str(self.pod_cidr),
+            "routerIP": str(self.router_ip),
+            "routingMode": self.settings.mode,
+            "autoDirectNodeRoutes": self.settings.auto_direct_node_routes,
+            "endpoints": len(self.endpoints),
+            "freeIPs": free,
+            "nodes": [n.name for n in self.nodes],
+            "lastReconcile": self.last_reconcile,
+        }
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        return [ep.to_dict() for _, ep in sorted(self.endpoints.items())]
+
+    # --- DELs queued by the plugin while the agent was down -------------------------------------
+
+    async def drain_delete_queue(self) -> int:
+        """Carry out the DELs the plugin queued; returns how many were done."""
+        done = 0
+        for path in sorted((self.state_dir / DEL_QUEUE_DIR).glob("*.json")):
+            try:
+                body = json.loads(path.read_text())
+                await self.delete(CNIRequest.from_json(body, need_netns=False))
+                done += 1
+            except (ValueError, CNIError) as err:
+                log.warning("queued DEL %s dropped: %s", path.name, err)
+            path.unlink(missing_ok=True)
+        if done:
+            log.info("carried out %d queued DEL(s)", done)
+        return done
+
+
+# --- the stand-alone runner ----------------------------------------------------------------------
+
+
+def _parse_peer(text: str) -> NodeRouting:
+    parts = text.split(",")
+    if len(parts) < 3:
+        raise argparse.ArgumentTypeError(f"--peer wants NAME,IP,CIDR[,CIDR...], got {text!r}")
+    try:
+        return NodeRouting(parts[0], IPv4Address(parts[1]),
+                           tuple(parse_pod_cidr(c, "--peer") for c in parts[2:]))
+    except (ValueError, InputError) as err:
+        raise argparse.ArgumentTypeError(f"--peer {text!r}: {err}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m hexlane.agent.endpoints",
+                                description="Serve the agent's endpoint API alone.")
+    p.add_argument("--state-dir", type=Path,
+                   default=Path(os.environ.get("HEXLANE_STATE_DIR", DEFAULT_STATE_DIR)))
+    p.add_argument("--node-name", required=True)
+    p.add_argument("--node-ip", type=IPv4Address, required=True)
+    p.add_argument("--pod-cidr", required=True)
+    p.add_argument("--netns", help="enter this network namespace first (setns)")
+    p.add_argument("--routing-mode", choices=("native", "tunnel"), default="tunnel")
+    p.add_argument("--auto-direct-node-routes", action="store_true")
+    p.add_argument("--lan-mtu", type=int, default=1500)
+    p.add_argument("--peer", type=_parse_peer, action="append", default=[])
+    p.add_argument("--abstract-name", default="hexlane-agent",
+                   help="abstract socket name ('' for none)")
+    return p
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from hexlane.agent.api import serve_api  # the API edge imports aiohttp; keep it here
+
+    local = NodeRouting(args.node_name, args.node_ip,
+                        (parse_pod_cidr(args.pod_cidr, "--pod-cidr"),))
+    settings = RoutingSettings(mode=args.routing_mode,
+                               auto_direct_node_routes=args.auto_direct_node_routes,
+                               lan_mtu=args.lan_mtu)
+    manager = EndpointManager(args.state_dir, local, settings)
+    manager.nodes = tuple(sorted(args.peer))
+    await manager.start()
+    server = await serve_api(args.state_dir, manager, abstract_name=args.abstract_name or None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"hexlane endpoint API ready on {args.state_dir / 'agent.sock'}", flush=True)
+    await stop.wait()
+    await server.close()
+    await manager.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.netns:
+        # Before asyncio starts any thread: the whole process moves, sockets included.
+        netlink.setns(args.netns)
+    try:
+        return asyncio.run(_run(args))
+    except (InputError, RuntimeError, OSError) as err:
+        print(f"hexlane endpoints: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    # Run through the module's import name, so that `hexlane.agent.api` and this runner share
+    # one CNIError class (under -m this file is also loaded as `__main__`).
+    from hexlane.agent.endpoints import main as _main
+
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(_main())

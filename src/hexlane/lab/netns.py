@@ -1,0 +1,109 @@
+"""Network namespace helpers for the lab and the namespace tests.
+
+Named namespaces are made and removed with `ip netns add|del` (a bind mount under
+/run/netns). Commands run in a namespace through `nsenter --net=/run/netns/NAME`, never
+`ip netns exec`: that one remounts /sys, which hides bpffs and cgroups from daemons. Python
+code runs in a namespace on a thread that calls setns(2) (`run_in_netns`), which moves only
+that thread. Every helper refuses names that are not ours to take (`check_name`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hexlane.datapath.netlink import setns
+
+NETNS_DIR = Path("/run/netns")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
+
+T = TypeVar("T")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"network namespace name {name!r}: want [a-z0-9-], at most 41 chars")
+    return name
+
+
+def unique_name(prefix: str) -> str:
+    """`prefix` plus a random suffix, so parallel and leftover runs never collide."""
+    return check_name(f"{prefix}-{secrets.token_hex(3)}")
+
+
+def netns_path(name: str) -> str:
+    return str(NETNS_DIR / check_name(name))
+
+
+def exists(name: str) -> bool:
+    return os.path.exists(netns_path(name))
+
+
+def create(name: str) -> str:
+    """Create the named namespace (with `lo` up); returns its path."""
+    subprocess.run(["ip", "netns", "add", check_name(name)], check=True, capture_output=True,
+                   text=True)
+    run(name, ["ip", "link", "set", "lo", "up"])
+    return netns_path(name)
+
+
+def delete(name: str) -> None:
+    """Remove the named namespace; nothing happens when it is already gone."""
+    if exists(name):
+        subprocess.run(["ip", "netns", "del", check_name(name)], check=False,
+                       capture_output=True)
+
+
+def nsenter(name: str, argv: Sequence[str]) -> list[str]:
+    """The command line running `argv` in the named namespace (keeping the machine's mounts)."""
+    return ["nsenter", f"--net={netns_path(name)}", "--", *argv]
+
+
+def run(name: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30,
+        input: str | None = None, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    """Run a command in the named namespace and wait for it; output captured as text."""
+    result = subprocess.run(nsenter(name, argv), capture_output=True, text=True,
+                            timeout=timeout, input=input, env=env, check=False)
+    if check and result.returncode != 0:
+        raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout,
+                                            result.stderr)
+    return result
+
+
+def popen(name: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """Start a command in the named namespace (the caller owns and stops the process)."""
+    return subprocess.Popen(nsenter(name, argv), **kwargs)
+
+
+def run_in_netns(path: str, fn: Callable[[], T]) -> T:
+    """Call `fn` on a fresh thread that has entered the namespace at `path`; return its value."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            setns(path)
+            result["value"] = fn()
+        except BaseException as err:  # re-raised in the caller's thread
+            result["error"] = err
+
+    thread = threading.Thread(target=target, name=f"netns-{os.path.basename(path)}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
+    """A veth pair with `if_a` in namespace `ns_a` and `if_b` in `ns_b`, both up."""
+    run(ns_a, ["ip", "link", "add", if_a, "type", "veth", "peer", "name", if_b,
+               "netns", check_name(ns_b)])
+    run(ns_a, ["ip", "link", "set", if_a, "up"])
+    run(ns_b, ["ip", "link", "set", if_b, "up"])
