@@ -129,7 +129,11 @@ class _Parser:
             existing = data.get(k, [])
             if not isinstance(existing, list):
                 raise StrvalsError(f"key {k!r} is not a list (it holds {existing!r})")
-            _set(data, k, self.list_item(existing, index, level, k))
+            try:
+                existing = self.list_item(existing, index, level, k)
+            finally:
+                # Set even when the input ends inside the item (`l[0].a=`), as Helm does.
+                _set(data, k, existing)
             return
         if last == "=":
             try:
@@ -158,8 +162,10 @@ class _Parser:
         try:
             self.key(inner, level)
         except _EOF:
+            # `a.b=` ends the input inside the nested key: a legitimate end.
             if inner:
                 _set(data, k, inner)
+                raise
             raise StrvalsError(f"key {k!r} has no value") from None
         if not inner:
             raise StrvalsError(f"key map {k!r} has no value")
@@ -197,8 +203,11 @@ class _Parser:
                 if not isinstance(items[index], list):
                     raise StrvalsError(f"item {name}[{index}] is not a list")
                 current = items[index]
-            nested = self.list_item(current, nested_index, level, f"{name}[{index}]")
-            return _set_index(items, index, nested)
+            try:
+                current = self.list_item(current, nested_index, level, f"{name}[{index}]")
+            finally:
+                _set_index(items, index, current)
+            return items
         # last == "."
         inner: dict[str, Any] = {}
         if len(items) > index:
@@ -210,7 +219,10 @@ class _Parser:
         try:
             self.key(inner, level)
         except _EOF:
-            raise StrvalsError(f"key {name}[{index}] has no value") from None
+            if not inner:
+                raise StrvalsError(f"key {name}[{index}] has no value") from None
+            _set_index(items, index, inner)
+            raise
         return _set_index(items, index, inner)
 
     def value_list(self) -> list[Any]:
