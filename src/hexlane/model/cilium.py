@@ -105,8 +105,8 @@ class IPBlock:
         if bad:
             return None
         if cidr is not None and (start is not None or stop is not None):
-            r.problems.error(r.path, "a block has either cidr or start (with optional stop), "
-                                     "not both")
+            r.problems.error(r.path, "a block has both cidr and start: expected either cidr "
+                                     "or start (with optional stop), not both")
             return None
         if cidr is not None:
             try:

@@ -167,7 +167,8 @@ def _cidr_block(r: Reader, except_key: str, cidr_key: str = "cidr") -> CIDRBlock
         if net is not None and (ex_net.version != net.version
                                 or not ex_net.subnet_of(net)  # type: ignore[arg-type]
                                 or ex_net == net):
-            r.problems.error(expath, f"{ex} must be a strict subnet of {cidr}")
+            r.problems.error(expath, f"{ex} is not inside {cidr}: expected a strict "
+                                     f"subnet of the cidr")
         excepts.append(ex)
     return CIDRBlock(cidr, tuple(excepts)) if cidr else None
 

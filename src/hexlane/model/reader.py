@@ -283,7 +283,7 @@ class Reader:
                 what: str = "an object") -> list[Reader]:
         """Readers for a list of objects; items that are not objects become problems."""
         items = self.opt_list(key, required=required, nonempty=nonempty,
-                              what=f"a list of {_plural(what)}")
+                              what=_list_of(what))
         out: list[Reader] = []
         for item, path in items or []:
             if not isinstance(item, Mapping):
@@ -296,7 +296,7 @@ class Reader:
                 what: str = "a string") -> list[tuple[str, str]]:
         """(value, path) of each string in a list of strings."""
         items = self.opt_list(key, required=required, nonempty=nonempty,
-                              what=f"a list of {_plural(what)}")
+                              what=_list_of(what))
         out: list[tuple[str, str]] = []
         for item, path in items or []:
             if not isinstance(item, str):
@@ -346,6 +346,12 @@ class Reader:
             if k not in allowed:
                 self.problems.warn(self.at(str(k)), f"unknown field {k!r} in {what} "
                                    f"(known: {', '.join(sorted(allowed))}); it is ignored")
+
+
+def _list_of(what: str) -> str:
+    if "(" in what or " or " in what:
+        return f"a list, each entry {what}"
+    return f"a list of {_plural(what)}"
 
 
 def _plural(what: str) -> str:
