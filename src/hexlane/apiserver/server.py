@@ -1,0 +1,878 @@
+"""The HTTP face of the embedded apiserver: Kubernetes' REST paths over aiohttp.
+
+Routing follows Kubernetes: `/api/v1/...` for the core group, `/apis/<group>/<version>/...`
+for the others, `namespaces/<ns>/` before namespaced resources, `/status` subresources, and
+the legacy `/watch/` prefix. Reads (get, list, watch) are served from the store's in-memory
+copy; writes go through `Store.transact` and are answered once durable. Discovery (`/api`,
+`/apis`, resource lists), `/version` (v1.32 so kubectl's dispatcher picks a 1.32 client),
+`/openapi/v3` (just enough for kubectl to see that the server validates fields itself) and
+`/metrics` (request counts by verb) are served beside the resources.
+
+What kubectl and lightkube look at is kept Kubernetes-shaped: `Status` errors with reason and
+code, list metadata (resourceVersion, continue), watch streams of newline-delimited JSON with
+BOOKMARK events and a 410 `Expired` ERROR event for a resourceVersion older than the kept
+history, and `Table` responses when the client asks for `as=Table`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from hexlane.apiserver import bootstrap
+from hexlane.apiserver.objects import DeleteOptions, Rules, Target
+from hexlane.apiserver.resources import CRD_KEY, Registry, ResourceInfo
+from hexlane.apiserver.status import ApiError, bad_request, expired, not_found, status_object
+from hexlane.apiserver.storage import ADDED, DELETED, MODIFIED, Event, Store, Stored, dumps
+from hexlane.model.errors import InputError
+from hexlane.model.selectors import LabelSelector
+
+log = logging.getLogger(__name__)
+
+KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-hexlane",
+                "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                "goVersion": "go1.23.0", "compiler": "gc", "platform": "linux/amd64"}
+JSON = "application/json"
+DEFAULT_WATCH_TIMEOUT = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How one apiserver runs (the CLI fills it from its flags)."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 6443
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    service_cidr: str = "10.43.0.0/16"
+    watch_history: int = 10000
+    bookmark_interval: float = 60.0
+    advertise_address: str | None = None
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "state.db"
+
+
+# --- request parsing ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcePath:
+    info: ResourceInfo
+    namespace: str
+    name: str
+    subresource: str
+    watch_prefix: bool
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRequirement:
+    path: str
+    value: str
+    equal: bool
+
+
+def parse_field_selector(text: str, info: ResourceInfo) -> list[FieldRequirement]:
+    """`metadata.name=x,spec.nodeName!=y` -> requirements; unsupported fields are a 400."""
+    out: list[FieldRequirement] = []
+    for term in (t.strip() for t in text.split(",")):
+        if not term:
+            continue
+        if "!=" in term:
+            path, _, value = term.partition("!=")
+            equal = False
+        elif "==" in term:
+            path, _, value = term.partition("==")
+            equal = True
+        elif "=" in term:
+            path, _, value = term.partition("=")
+            equal = True
+        else:
+            raise bad_request(f"invalid selector: '{text}'; can't understand '{term}'")
+        path = path.strip()
+        if path not in ("metadata.name", "metadata.namespace") and \
+                path not in info.field_labels:
+            raise bad_request(f'field label not supported: {path}')
+        out.append(FieldRequirement(path, value.strip(), equal))
+    return out
+
+
+def _field_value(obj: dict[str, Any], path: str) -> str:
+    cur: Any = obj
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return ""
+        cur = cur.get(part)
+    if cur is None:
+        return ""
+    if isinstance(cur, bool):
+        return "true" if cur else "false"
+    if isinstance(cur, dict):
+        return str(cur.get("component", ""))  # events' `source` selects on the component
+    return str(cur)
+
+
+class Filter:
+    """Namespace, label and field selection of a list or watch."""
+
+    def __init__(self, namespace: str, labels: LabelSelector | None,
+                 fields: list[FieldRequirement]) -> None:
+        self.namespace = namespace
+        self.labels = labels
+        self.fields = fields
+
+    @property
+    def only_namespace(self) -> bool:
+        return self.labels is None and not self.fields
+
+    def matches(self, obj: dict[str, Any]) -> bool:
+        meta = obj.get("metadata") or {}
+        if self.namespace and meta.get("namespace", "") != self.namespace:
+            return False
+        if self.labels is not None and not self.labels.matches(meta.get("labels") or {}):
+            return False
+        return all((_field_value(obj, req.path) == req.value) == req.equal
+                   for req in self.fields)
+
+
+def _filter_from(request: web.Request, info: ResourceInfo, namespace: str) -> Filter:
+    labels = None
+    text = request.query.get("labelSelector", "")
+    if text.strip():
+        try:
+            labels = LabelSelector.parse_string(text)
+        except InputError as e:
+            raise bad_request("; ".join(p.message for p in e.problems)) from e
+    fields = parse_field_selector(request.query.get("fieldSelector", ""), info)
+    return Filter(namespace, labels, fields)
+
+
+def wants_table(accept: str) -> str | None:
+    """The meta.k8s.io version of a Table the client accepts first, or None."""
+    for part in accept.split(","):
+        params = {}
+        for item in part.split(";")[1:]:
+            key, _, value = item.strip().partition("=")
+            params[key.strip()] = value.strip()
+        if params.get("as") == "Table" and params.get("g") == "meta.k8s.io":
+            return params.get("v", "v1")
+        if part.split(";")[0].strip() in (JSON, "*/*", "application/*") and "as" not in params:
+            return None
+    return None
+
+
+def _encode_continue(rv: int, key: tuple[str, str]) -> str:
+    raw = json.dumps({"rv": rv, "start": list(key)}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        return int(data["rv"]), (str(data["start"][0]), str(data["start"][1]))
+    except (binascii.Error, ValueError, KeyError, IndexError, TypeError) as e:
+        raise bad_request(f"invalid continue token: {e}") from e
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "apiserver_request", "API requests by verb, resource and HTTP code",
+            ["verb", "group", "resource", "code"], registry=self.registry)
+        self.watchers = Gauge("apiserver_registered_watchers", "Open watch streams",
+                              registry=self.registry)
+        self.write_seconds = Counter("apiserver_write_seconds",
+                                     "Seconds spent waiting for durable writes",
+                                     registry=self.registry)
+
+
+# --- the server ---------------------------------------------------------------------------
+
+
+class ApiServer:
+    """One apiserver: its store, registry, object rules and aiohttp application."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.store = Store(config.database, history=config.watch_history)
+        self.registry = Registry()
+        self.rules = Rules(service_cidr=config.service_cidr)
+        self.metrics = Metrics()
+        self.app = web.Application(middlewares=[self._middleware], client_max_size=16 << 20)
+        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self.app.on_startup.append(self._on_startup)
+        self.app.on_cleanup.append(self._on_cleanup)
+        self.runner: web.AppRunner | None = None
+        self.bound_port = config.port
+        self._watch_tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _on_startup(self, app: web.Application) -> None:
+        await self.store.start()
+        for stored in list(self.store.objects.get(CRD_KEY, {}).values()):
+            self.registry.set_crd(stored.obj["metadata"]["name"], stored.obj)
+        self.store.listeners.append(self._on_event)
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        self._stopping.set()
+        await self.store.stop()
+
+    def _on_event(self, ev: Event) -> None:
+        if ev.resource == CRD_KEY:
+            self.registry.set_crd(ev.name, None if ev.type == DELETED else ev.obj)
+
+    async def start(self) -> None:
+        """Listen, then bootstrap (namespaces, CRDs, the kubernetes Service)."""
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                    shutdown_timeout=1.0)
+        await self.runner.setup()
+        ssl_ctx = None
+        if self.config.tls_cert and self.config.tls_key:
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_ctx.load_cert_chain(str(self.config.tls_cert), str(self.config.tls_key))
+        site = web.TCPSite(self.runner, self.config.host, self.config.port, ssl_context=ssl_ctx,
+                           backlog=1024, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.bound_port = int(sockets[0].getsockname()[1])
+        await self.store.transact(lambda txn: bootstrap.bootstrap(
+            txn, self.rules, self.registry, advertise=self.advertise_address,
+            port=self.bound_port))
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in list(self._watch_tasks):
+            task.cancel()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    @property
+    def advertise_address(self) -> str:
+        if self.config.advertise_address:
+            return self.config.advertise_address
+        if self.config.host in ("", "0.0.0.0", "::"):
+            return "127.0.0.1"
+        return self.config.host
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.config.tls_cert else "http"
+        host = self.advertise_address if self.config.host in ("", "0.0.0.0", "::") \
+            else self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.bound_port}"
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                          ) -> web.StreamResponse:
+        token = self.config.token
+        if token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return self._json(status_object(401, "Unauthorized", "Unauthorized"), 401)
+        try:
+            return await handler(request)
+        except ApiError as e:
+            return self._json(e.status(), e.code)
+        except web.HTTPException:
+            raise
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # a bug must become a 500 Status, never a dropped connection
+            log.exception("internal error serving %s %s", request.method, request.path)
+            return self._json(status_object(500, "InternalError", f"Internal error: {e}"), 500)
+
+    @staticmethod
+    def _json(body: Any, status: int = 200) -> web.Response:
+        text = body if isinstance(body, str) else dumps(body)
+        return web.Response(text=text, status=status, content_type=JSON)
+
+    def _count(self, verb: str, info: ResourceInfo | None, code: int) -> None:
+        self.metrics.requests.labels(verb, info.group if info else "",
+                                     info.plural if info else "", str(code)).inc()
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
+        segs = [s for s in path.split("/") if s]
+        if path in ("/healthz", "/livez", "/readyz"):
+            return web.Response(text="ok")
+        if path == "/version":
+            return self._json(KUBE_VERSION)
+        if path == "/metrics":
+            return web.Response(body=generate_latest(self.metrics.registry),
+                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+        if segs and segs[0] == "openapi":
+            return self._openapi(request, segs)
+        if segs and segs[0] == "api":
+            if len(segs) == 1:
+                return self._json({"kind": "APIVersions", "versions": ["v1"],
+                                   "serverAddressByClientCIDRs": [{
+                                       "clientCIDR": "0.0.0.0/0",
+                                       "serverAddress": f"{self.advertise_address}:"
+                                                        f"{self.bound_port}"}]})
+            return await self._api(request, "", segs[1], segs[2:])
+        if segs and segs[0] == "apis":
+            if len(segs) == 1:
+                return self._json(self._group_list())
+            if len(segs) == 2:
+                group = self._group(segs[1])
+                if group is None:
+                    raise ApiError(404, "NotFound", "the server could not find the requested "
+                                   "resource")
+                return self._json({"kind": "APIGroup", "apiVersion": "v1", **group})
+            return await self._api(request, segs[1], segs[2], segs[3:])
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    # -- discovery ---------------------------------------------------------------------------
+
+    def _group(self, name: str) -> dict[str, Any] | None:
+        versions = self.registry.group_versions().get(name)
+        if not versions:
+            return None
+        vs = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+        return {"name": name, "versions": vs, "preferredVersion": vs[0]}
+
+    def _group_list(self) -> dict[str, Any]:
+        groups = [g for g in (self._group(n) for n in self.registry.group_versions()) if g]
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+    def _resource_list(self, group: str, version: str) -> dict[str, Any]:
+        infos = self.registry.resources(group, version)
+        if not infos:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        resources = [entry for info in infos for entry in info.discovery()]
+        return {"kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": f"{group}/{version}" if group else version,
+                "resources": resources}
+
+    def _openapi(self, request: web.Request, segs: list[str]) -> web.Response:
+        """OpenAPI v3 as far as kubectl uses it: each group/version lists its resources'
+        PATCH operations with the `fieldValidation` parameter, so kubectl leaves field
+        validation to the server instead of downloading full schemas."""
+        if segs[1:2] != ["v3"]:
+            raise ApiError(404, "NotFound", "the server could not find the requested "
+                           "resource (OpenAPI v2 is not served; see /openapi/v3)")
+        gvs: dict[str, list[ResourceInfo]] = {}
+        for info in self.registry.all():
+            key = f"apis/{info.group}/{info.version}" if info.group else f"api/{info.version}"
+            gvs.setdefault(key, []).append(info)
+        if len(segs) == 2:
+            index = {}
+            for key, infos in gvs.items():
+                digest = abs(hash(tuple(sorted((i.plural, i.kind) for i in infos))))
+                index[key] = {"serverRelativeURL": f"/openapi/v3/{key}?hash={digest:X}"}
+            return self._json({"paths": index})
+        key = "/".join(segs[2:])
+        if key not in gvs:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        paths: dict[str, Any] = {}
+        for info in gvs[key]:
+            prefix = f"/{key}/namespaces/{{namespace}}" if info.namespaced else f"/{key}"
+            gvk = {"group": info.group, "version": info.version, "kind": info.kind}
+            params = [{"name": n, "in": "query", "schema": {"type": "string"}}
+                      for n in ("dryRun", "fieldManager", "fieldValidation", "force")]
+            paths[f"{prefix}/{info.plural}/{{name}}"] = {"patch": {
+                "operationId": f"patch{info.kind}", "parameters": params,
+                "x-kubernetes-action": "patch", "x-kubernetes-group-version-kind": gvk,
+                "responses": {"200": {"description": "OK"}}}}
+        return self._json({"openapi": "3.0.0",
+                           "info": {"title": "Kubernetes", "version": "v1.32.0"},
+                           "paths": paths, "components": {"schemas": {}}})
+
+    # -- resources ---------------------------------------------------------------------------
+
+    def _resolve(self, group: str, version: str, rest: list[str]) -> ResourcePath | None:
+        watch_prefix = bool(rest) and rest[0] == "watch"
+        if watch_prefix:
+            rest = rest[1:]
+        if not rest:
+            return None
+        namespace = ""
+        if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
+            namespace, rest = rest[1], rest[2:]
+        if len(rest) > 3:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        info = self.registry.lookup(group, version, rest[0])
+        if info is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        name = rest[1] if len(rest) > 1 else ""
+        sub = rest[2] if len(rest) > 2 else ""
+        if namespace and not info.namespaced:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if sub and not (sub == "status" and info.has_status) and \
+                not (sub == "finalize" and info.plural == "namespaces"):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return ResourcePath(info, namespace, name, "status" if sub else "", watch_prefix)
+
+    async def _api(self, request: web.Request, group: str, version: str,
+                   rest: list[str]) -> web.StreamResponse:
+        if not rest:
+            if request.method != "GET":
+                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+            return self._json(self._resource_list(group, version))
+        rp = self._resolve(group, version, rest)
+        if rp is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        method = request.method
+        info = rp.info
+        verb = ""
+        code = 500
+        try:
+            if method == "GET":
+                if rp.name and not rp.watch_prefix:
+                    verb = "get"
+                    resp = self._get(request, rp)
+                elif rp.watch_prefix or _truthy(request.query.get("watch")):
+                    verb = "watch"
+                    self._count(verb, info, 200)
+                    return await self._watch(request, rp)
+                else:
+                    verb = "list"
+                    resp = await self._list(request, rp)
+            elif method == "POST" and not rp.name:
+                verb = "create"
+                resp = await self._create(request, rp)
+            elif method == "PUT" and rp.name:
+                verb = "update"
+                resp = await self._update(request, rp)
+            elif method == "PATCH" and rp.name:
+                verb = "patch"
+                resp = await self._patch(request, rp)
+            elif method == "DELETE":
+                verb = "delete" if rp.name else "deletecollection"
+                resp = await (self._delete(request, rp) if rp.name
+                              else self._delete_collection(request, rp))
+            else:
+                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method "
+                               "on the requested resource")
+            code = resp.status
+            return resp
+        except ApiError as e:
+            code = e.code
+            raise
+        finally:
+            if verb != "watch":
+                self._count(verb or method.lower(), info, code)
+
+    def _present(self, rp: ResourcePath, obj: dict[str, Any]) -> dict[str, Any]:
+        """The object as the requested version shows it (custom resources: apiVersion)."""
+        info = rp.info
+        if info.storage_version and obj.get("apiVersion") != info.group_version:
+            return {**obj, "apiVersion": info.group_version}
+        return obj
+
+    def _raw(self, rp: ResourcePath, stored: Stored) -> str:
+        info = rp.info
+        if info.storage_version and stored.obj.get("apiVersion") != info.group_version:
+            return dumps(self._present(rp, stored.obj))
+        return stored.raw
+
+    def _table(self, rp: ResourcePath, objs: list[dict[str, Any]], request: web.Request,
+               version: str) -> dict[str, Any]:
+        from hexlane.apiserver.tables import to_table
+
+        wide = False  # kubectl asks every column and hides priority > 0 unless -o wide
+        table = to_table(rp.info, [self._present(rp, o) for o in objs], wide=wide,
+                         crd_columns=list(rp.info.printer_columns) or None)
+        table["apiVersion"] = f"meta.k8s.io/{version}"
+        include = request.query.get("includeObject", "PartialObjectMetadata")
+        for row, obj in zip(table.get("rows", []), objs, strict=False):
+            if include == "None":
+                row.pop("object", None)
+            elif include == "Object":
+                row["object"] = self._present(rp, obj)
+            else:
+                row["object"] = {"kind": "PartialObjectMetadata",
+                                 "apiVersion": f"meta.k8s.io/{version}",
+                                 "metadata": obj.get("metadata", {})}
+        return table
+
+    def _get(self, request: web.Request, rp: ResourcePath) -> web.Response:
+        stored = self.store.get(rp.info.storage_key, rp.namespace, rp.name)
+        if stored is None:
+            raise not_found(rp.info.group, rp.info.plural, rp.name)
+        table_version = wants_table(request.headers.get("Accept", ""))
+        if table_version:
+            return self._json(self._table(rp, [stored.obj], request, table_version))
+        return self._json(self._raw(rp, stored))
+
+    async def _wait_for_rv(self, rv: int) -> None:
+        deadline = time.monotonic() + 3.0
+        while self.store.rv < rv:
+            if time.monotonic() > deadline:
+                raise ApiError(504, "Timeout", f"Too large resource version: {rv}, current: "
+                               f"{self.store.rv}", {"causes": [{
+                                   "reason": "ResourceVersionTooLarge",
+                                   "message": "Too large resource version"}],
+                                   "retryAfterSeconds": 1})
+            await asyncio.sleep(0.01)
+
+    def _snapshot(self, resource: str, rv: int) -> Iterator[tuple[tuple[str, str], Stored]]:
+        """(key, object) in key order as the resource was at `rv` (current if rv is now)."""
+        objs = self.store.objects.get(resource, {})
+        if rv >= self.store.rv:
+            for key in self.store.sorted_keys(resource):
+                yield key, objs[key]
+            return
+        if rv < self.store.compacted:
+            raise expired(f"too old resource version: {rv} ({self.store.compacted})")
+        overrides = self.store.state_at(resource, rv)
+        keys = sorted(set(self.store.sorted_keys(resource)) | set(overrides))
+        for key in keys:
+            stored = overrides[key] if key in overrides else objs.get(key)
+            if stored is not None:
+                yield key, stored
+
+    async def _list(self, request: web.Request, rp: ResourcePath) -> web.Response:
+        info = rp.info
+        q = request.query
+        filt = _filter_from(request, info, rp.namespace)
+        limit = int(q.get("limit") or 0) if (q.get("limit") or "0").isdigit() else 0
+        token = q.get("continue", "")
+        start: tuple[str, str] | None = None
+        if token:
+            list_rv, start = _decode_continue(token)
+            if list_rv < self.store.compacted:
+                raise expired("The provided continue parameter is too old to display a "
+                              "consistent list result. You can start a new list without the "
+                              "continue parameter.")
+        else:
+            list_rv = self.store.rv
+            rv_param = q.get("resourceVersion", "")
+            if rv_param and rv_param != "0":
+                if not rv_param.isdigit():
+                    raise bad_request(f"invalid resource version: {rv_param}")
+                wanted = int(rv_param)
+                if q.get("resourceVersionMatch") == "Exact":
+                    list_rv = wanted
+                await self._wait_for_rv(wanted)
+        items: list[Stored] = []
+        more = 0
+        next_key: tuple[str, str] | None = None
+        for key, stored in self._snapshot(info.storage_key, list_rv):
+            if start is not None and key <= start:
+                continue
+            if rp.namespace and key[0] != rp.namespace:
+                continue
+            if not filt.only_namespace and not filt.matches(stored.obj):
+                continue
+            if limit and len(items) >= limit:
+                more += 1
+                continue
+            items.append(stored)
+            next_key = key
+        meta: dict[str, Any] = {"resourceVersion": str(list_rv)}
+        if more and next_key is not None:
+            meta["continue"] = _encode_continue(list_rv, next_key)
+            meta["remainingItemCount"] = more
+        table_version = wants_table(request.headers.get("Accept", ""))
+        if table_version:
+            table = self._table(rp, [s.obj for s in items], request, table_version)
+            table["metadata"] = meta
+            return self._json(table)
+        head = dumps({"kind": f"{info.kind}List", "apiVersion": info.group_version,
+                      "metadata": meta})
+        body = head[:-1] + ',"items":[' + ",".join(self._raw(rp, s) for s in items) + "]}"
+        return self._json(body)
+
+    async def _body(self, request: web.Request) -> Any:
+        ctype = request.content_type
+        raw = await request.read()
+        if not raw:
+            return None
+        try:
+            if ctype in ("application/yaml", "application/apply-patch+yaml"):
+                return yaml.safe_load(raw)
+            if "protobuf" in ctype:
+                raise ApiError(415, "UnsupportedMediaType",
+                               "the body of the request was in an unknown format - accepted "
+                               "media types include: application/json, application/yaml")
+            return json.loads(raw)
+        except (ValueError, yaml.YAMLError) as e:
+            raise bad_request(f"the request body is not valid JSON: {e}") from e
+
+    @staticmethod
+    def _dry_run(request: web.Request) -> bool:
+        return "All" in request.query.getall("dryRun", [])
+
+    async def _create(self, request: web.Request, rp: ResourcePath) -> web.Response:
+        body = await self._body(request)
+        target = Target(rp.info, rp.namespace)
+        dry = self._dry_run(request)
+        obj = await self.store.transact(
+            lambda txn: self.rules.create(txn, target, body, dry_run=dry))
+        return self._json(self._present(rp, obj), 201)
+
+    async def _update(self, request: web.Request, rp: ResourcePath) -> web.Response:
+        body = await self._body(request)
+        target = Target(rp.info, rp.namespace, rp.name)
+        dry = self._dry_run(request)
+        obj = await self.store.transact(lambda txn: self.rules.update(
+            txn, target, body, subresource=rp.subresource, dry_run=dry))
+        return self._json(self._present(rp, obj))
+
+    async def _patch(self, request: web.Request, rp: ResourcePath) -> web.Response:
+        ctype = request.headers.get("Content-Type", "")
+        body = await self._body(request)
+        target = Target(rp.info, rp.namespace, rp.name)
+        dry = self._dry_run(request)
+        obj = await self.store.transact(lambda txn: self.rules.patch(
+            txn, target, body, ctype, subresource=rp.subresource, dry_run=dry))
+        return self._json(self._present(rp, obj))
+
+    def _delete_options(self, request: web.Request, body: Any) -> DeleteOptions:
+        opts = body if isinstance(body, dict) else {}
+        grace = opts.get("gracePeriodSeconds", request.query.get("gracePeriodSeconds"))
+        pre = opts.get("preconditions") or {}
+        dry = self._dry_run(request) or "All" in (opts.get("dryRun") or [])
+        try:
+            grace_int = None if grace in (None, "") else int(grace)
+        except (TypeError, ValueError) as e:
+            raise bad_request(f"invalid gracePeriodSeconds: {grace!r}") from e
+        return DeleteOptions(grace_period=grace_int, uid=pre.get("uid"),
+                             resource_version=pre.get("resourceVersion"), dry_run=dry)
+
+    async def _delete(self, request: web.Request, rp: ResourcePath) -> web.Response:
+        opts = self._delete_options(request, await self._body(request))
+        target = Target(rp.info, rp.namespace, rp.name)
+        obj = await self.store.transact(lambda txn: self.rules.delete(txn, target, opts))
+        return self._json(self._present(rp, obj))
+
+    async def _delete_collection(self, request: web.Request, rp: ResourcePath) -> web.Response:
+        opts = self._delete_options(request, await self._body(request))
+        filt = _filter_from(request, rp.info, rp.namespace)
+        names = [key for key, stored in self._snapshot(rp.info.storage_key, self.store.rv)
+                 if (not rp.namespace or key[0] == rp.namespace) and filt.matches(stored.obj)]
+
+        def delete_all(txn: Any) -> list[dict[str, Any]]:
+            out = []
+            for ns, name in names:
+                try:
+                    out.append(self.rules.delete(txn, Target(rp.info, ns, name), opts))
+                except ApiError as e:
+                    if e.code != 404:
+                        raise
+            return out
+
+        objs = await self.store.transact(delete_all)
+        info = rp.info
+        return self._json({"kind": f"{info.kind}List", "apiVersion": info.group_version,
+                           "metadata": {"resourceVersion": str(self.store.rv)},
+                           "items": [self._present(rp, o) for o in objs]})
+
+    # -- watch -------------------------------------------------------------------------------
+
+    async def _watch(self, request: web.Request, rp: ResourcePath) -> web.StreamResponse:
+        info = rp.info
+        q = request.query
+        filt = _filter_from(request, info, rp.namespace)
+        table_version = wants_table(request.headers.get("Accept", ""))
+        bookmarks = _truthy(q.get("allowWatchBookmarks"))
+        timeout = DEFAULT_WATCH_TIMEOUT
+        if q.get("timeoutSeconds"):
+            try:
+                timeout = float(q["timeoutSeconds"])
+            except ValueError as e:
+                raise bad_request(f"invalid timeoutSeconds: {q['timeoutSeconds']}") from e
+        rv_param = q.get("resourceVersion", "")
+        if rv_param and not rv_param.isdigit():
+            raise bad_request(f"invalid resource version: {rv_param}")
+        send_initial = _truthy(q.get("sendInitialEvents"))
+        start_rv = int(rv_param) if rv_param else 0
+        initial = not rv_param or rv_param == "0" or send_initial
+
+        resp = web.StreamResponse(status=200, headers={"Content-Type": JSON,
+                                                       "Transfer-Encoding": "chunked"})
+        await resp.prepare(request)
+
+        if not initial and start_rv < self.store.compacted:
+            err = status_object(410, "Expired", f"too old resource version: {start_rv} "
+                                f"({self.store.compacted})")
+            await resp.write(dumps({"type": "ERROR", "object": err}).encode() + b"\n")
+            await resp.write_eof()
+            return resp
+
+        # Subscribing and taking the starting state happen in one step of the event loop,
+        # so no committed event falls between them.
+        sub = self.store.subscribe(info.storage_key)
+        self.metrics.watchers.inc()
+        task = asyncio.current_task()
+        if task is not None:
+            self._watch_tasks.add(task)
+        try:
+            first: list[bytes] = []
+            if initial:
+                from_rv = self.store.rv
+                for _key, stored in self._snapshot(info.storage_key, from_rv):
+                    if filt.matches(stored.obj):
+                        first.append(self._line(rp, ADDED, stored.obj, stored.raw,
+                                                table_version, request))
+                if send_initial and bookmarks:
+                    first.append(self._bookmark(rp, from_rv, initial_end=True))
+            else:
+                from_rv = start_rv
+                for ev in self.store.events_since(info.storage_key, start_rv):
+                    if (line := self._event_line(rp, ev, filt, table_version, request)):
+                        first.append(line)
+            last_sent = max(from_rv, self.store.rv)
+            if first:
+                await resp.write(b"".join(first))
+            deadline = time.monotonic() + timeout
+            next_bookmark = time.monotonic() + self.config.bookmark_interval
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if now >= deadline or sub.closed:
+                    break
+                wait = deadline - now
+                if bookmarks:
+                    wait = min(wait, max(0.0, next_bookmark - now))
+                try:
+                    ev = await asyncio.wait_for(sub.queue.get(), timeout=wait)
+                except TimeoutError:
+                    if bookmarks and time.monotonic() >= next_bookmark and sub.queue.empty():
+                        last_sent = max(last_sent, self.store.rv)
+                        await resp.write(self._bookmark(rp, last_sent))
+                        next_bookmark = time.monotonic() + self.config.bookmark_interval
+                    continue
+                batch = [ev]
+                while not sub.queue.empty():
+                    batch.append(sub.queue.get_nowait())
+                out = []
+                for item in batch:
+                    if item.rv <= from_rv:
+                        continue
+                    last_sent = item.rv
+                    if (line := self._event_line(rp, item, filt, table_version, request)):
+                        out.append(line)
+                if out:
+                    await resp.write(b"".join(out))
+            await resp.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.store.unsubscribe(sub)
+            self.metrics.watchers.dec()
+            if task is not None:
+                self._watch_tasks.discard(task)
+        return resp
+
+    def _bookmark(self, rp: ResourcePath, rv: int, *, initial_end: bool = False) -> bytes:
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if initial_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        obj = {"kind": rp.info.kind, "apiVersion": rp.info.group_version, "metadata": meta}
+        return dumps({"type": "BOOKMARK", "object": obj}).encode() + b"\n"
+
+    def _line(self, rp: ResourcePath, etype: str, obj: dict[str, Any], raw: str,
+              table_version: str | None, request: web.Request) -> bytes:
+        if table_version:
+            body = dumps(self._table(rp, [obj], request, table_version))
+        elif rp.info.storage_version and obj.get("apiVersion") != rp.info.group_version:
+            body = dumps(self._present(rp, obj))
+        else:
+            body = raw
+        return f'{{"type":"{etype}","object":{body}}}\n'.encode()
+
+    def _event_line(self, rp: ResourcePath, ev: Event, filt: Filter,
+                    table_version: str | None, request: web.Request) -> bytes | None:
+        """The line a watcher with this filter sees for `ev` (None: not its business).
+
+        With selectors, an object that stops matching is DELETED for this watcher and one
+        that starts matching is ADDED, as Kubernetes' watch cache does."""
+        if filt.only_namespace:
+            if filt.namespace and ev.namespace != filt.namespace:
+                return None
+            etype = ev.type
+        else:
+            now = filt.matches(ev.obj)
+            before = ev.old is not None and ev.type != ADDED and filt.matches(ev.old)
+            if ev.type == DELETED:
+                if not before:
+                    return None
+                etype = DELETED
+            elif now and before:
+                etype = MODIFIED
+            elif now:
+                etype = ADDED
+            elif before:
+                etype = DELETED
+            else:
+                return None
+        plain = not table_version and not (
+            rp.info.storage_version and ev.obj.get("apiVersion") != rp.info.group_version)
+        if plain and etype == ev.type:
+            return ev.line()
+        return self._line(rp, etype, ev.obj, ev.raw, table_version, request)
+
+
+def write_kubeconfig(path: Path, *, server: str, token: str | None,
+                     ca_file: Path | None) -> None:
+    """A kubeconfig for the embedded apiserver (context `hexlane`)."""
+    cluster: dict[str, Any] = {"server": server}
+    if ca_file is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(
+            Path(ca_file).read_bytes()).decode()
+    user: dict[str, Any] = {"token": token} if token else {}
+    config = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "hexlane", "cluster": cluster}],
+        "users": [{"name": "hexlane", "user": user}],
+        "contexts": [{"name": "hexlane", "context": {"cluster": "hexlane", "user": "hexlane"}}],
+        "current-context": "hexlane",
+        "preferences": {},
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+async def serve(config: ServerConfig, *, ready: Callable[[ApiServer], None] | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Run an apiserver until `stop` is set (or forever)."""
+    server = ApiServer(config)
+    await server.start()
+    try:
+        if ready is not None:
+            ready(server)
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await server.stop()
+
