@@ -50,7 +50,7 @@ class UnsupportedPatchType(PatchError):
     """The patch content type is not accepted for this kind (HTTP 415)."""
 
 
-# --- where lists merge instead of being replaced -------------------------------------------
+# --- where lists merge instead of being replaced -------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def supports_strategic_merge(kind: str) -> bool:
     return kind in _KIND_STRUCTURE
 
 
-# --- the entry point ------------------------------------------------------------------------
+# --- the entry point -----------------------------------------------------------------------------
 
 
 def media_type(content_type: str) -> str:
@@ -212,7 +212,7 @@ def apply_patch(current: dict, patch: Any, content_type: str, *, kind: str) -> d
     )
 
 
-# --- RFC 7386 JSON merge patch ---------------------------------------------------------------
+# --- RFC 7386 JSON merge patch -------------------------------------------------------------------
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -228,7 +228,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-# --- RFC 6902 JSON patch ----------------------------------------------------------------------
+# --- RFC 6902 JSON patch -------------------------------------------------------------------------
 
 
 def _json_patch(current: dict, patch: Any) -> dict:
@@ -247,7 +247,7 @@ def _json_patch(current: dict, patch: Any) -> dict:
     return result
 
 
-# --- strategic merge patch ---------------------------------------------------------------------
+# --- strategic merge patch -----------------------------------------------------------------------
 
 
 def strategic_merge(current: dict, patch: dict, structure: Struct) -> dict:

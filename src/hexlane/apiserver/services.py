@@ -54,7 +54,7 @@ CLIENT_IP_TIMEOUT_SECONDS = 10800
 _IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-# --- defaulting --------------------------------------------------------------------------------
+# --- defaulting ----------------------------------------------------------------------------------
 
 
 def default_service(obj: dict) -> dict:
@@ -97,7 +97,7 @@ def default_service(obj: dict) -> dict:
     return svc
 
 
-# --- what a Service holds ----------------------------------------------------------------------
+# --- what a Service holds ------------------------------------------------------------------------
 
 
 def service_allocations(obj: dict | None) -> tuple[set[str], set[int]]:
@@ -124,7 +124,7 @@ def kubernetes_service_ip(service_cidr: str) -> str:
     return str(net.network_address + 1)
 
 
-# --- allocation ---------------------------------------------------------------------------------
+# --- allocation ----------------------------------------------------------------------------------
 
 
 def allocate_service_addresses(obj: dict, old: dict | None, *, service_cidr: str,
@@ -457,7 +457,7 @@ def _health_check_node_port(spec: dict, svc_type: str, taken: set[int],
     spec["healthCheckNodePort"] = chosen
 
 
-# --- small helpers -----------------------------------------------------------------------------
+# --- small helpers -------------------------------------------------------------------------------
 
 
 def _needs_cluster_ip(svc_type: str) -> bool:
