@@ -1,0 +1,47 @@
+"""Adapters from `hexlane.model`'s typed objects to the LB-IPAM allocator's inputs.
+
+The allocator (`hexlane.ipam.lbipam`) takes small frozen inputs so it never depends on how a
+manifest or an API object was parsed; parsing and validation (with file, object and field in
+every problem) are the model's job, and this module only carries values across.
+"""
+
+from __future__ import annotations
+
+from hexlane.ipam.lbipam import BlockInput, PoolInput, PortInput, ServiceInput
+from hexlane.model.cilium import LBIPPool
+from hexlane.model.service import Service
+
+
+def pool_input_from_model(pool: LBIPPool, order: int = 0) -> PoolInput:
+    """The allocator's view of a parsed pool; `order` breaks creationTimestamp ties."""
+    return PoolInput(
+        name=pool.name,
+        blocks=tuple(BlockInput(b.first, b.last, b.from_cidr) for b in pool.blocks),
+        created=pool.meta.creation_timestamp,
+        order=order,
+        allow_first_last_ips=pool.allow_first_last_ips or "",
+        service_selector=pool.service_selector,
+        disabled=pool.disabled,
+    )
+
+
+def service_input_from_model(svc: Service, order: int = 0) -> ServiceInput:
+    """The allocator's view of a parsed Service, its current ingress IPs included."""
+    return ServiceInput(
+        namespace=svc.namespace or "default",
+        name=svc.name,
+        uid=svc.meta.uid,
+        created=svc.meta.creation_timestamp,
+        order=order,
+        type=svc.type,
+        load_balancer_class=svc.load_balancer_class,
+        labels=dict(svc.labels),
+        annotations=dict(svc.annotations),
+        ports=tuple(PortInput(p.port, p.protocol) for p in svc.ports),
+        external_traffic_policy=svc.external_traffic_policy,
+        selector=dict(svc.selector or {}),
+        ip_families=svc.ip_families,
+        ip_family_policy=svc.ip_family_policy,
+        load_balancer_ip=svc.load_balancer_ip,
+        current_ingress_ips=svc.ingress_ips,
+    )
