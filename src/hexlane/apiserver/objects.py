@@ -402,6 +402,8 @@ class Rules:
                 obj["status"] = {"phase": "Active"}
         elif key == "core/pods" and cur is None:
             obj["status"] = {"phase": "Pending"}
+        elif key == "core/secrets":
+            obj.setdefault("type", "Opaque")
         elif key == "apps/deployments":
             obj.setdefault("spec", {}).setdefault("replicas", 1)
         elif key == SERVICE_KEY:

@@ -26,6 +26,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from hexlane.apiserver import bootstrap
+from hexlane.apiserver import bootstrap, protobuf
 from hexlane.apiserver.objects import DeleteOptions, Rules, Target
 from hexlane.apiserver.resources import CRD_KEY, Registry, ResourceInfo
 from hexlane.apiserver.status import ApiError, bad_request, expired, not_found, status_object
 from hexlane.apiserver.storage import ADDED, DELETED, MODIFIED, Event, Store, Stored, dumps
+from hexlane.apiserver.tables import to_table
 from hexlane.model.errors import InputError
 from hexlane.model.selectors import LabelSelector
 
@@ -49,6 +51,18 @@ KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-hexlane",
                 "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
                 "goVersion": "go1.23.0", "compiler": "gc", "platform": "linux/amd64"}
 JSON = "application/json"
+
+
+def _pb_string(field_number: int, text: str) -> bytes:
+    """One length-delimited protobuf field (short values only: one-byte length)."""
+    data = text.encode()
+    assert len(data) < 128
+    return bytes([field_number << 3 | 2, len(data)]) + data
+
+
+# gnostic's openapi_v2.Document{swagger: "2.0", info: {title, version}}.
+_INFO = _pb_string(1, "Kubernetes") + _pb_string(2, KUBE_VERSION["gitVersion"])
+OPENAPI_V2_PROTOBUF = _pb_string(1, "2.0") + bytes([2 << 3 | 2, len(_INFO)]) + _INFO
 DEFAULT_WATCH_TIMEOUT = 1800.0
 
 
@@ -386,9 +400,10 @@ class ApiServer:
         """OpenAPI v3 as far as kubectl uses it: each group/version lists its resources'
         PATCH operations with the `fieldValidation` parameter, so kubectl leaves field
         validation to the server instead of downloading full schemas."""
+        if segs[1:] == ["v2"]:
+            return self._openapi_v2(request)
         if segs[1:2] != ["v3"]:
-            raise ApiError(404, "NotFound", "the server could not find the requested "
-                           "resource (OpenAPI v2 is not served; see /openapi/v3)")
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
         gvs: dict[str, list[ResourceInfo]] = {}
         for info in self.registry.all():
             key = f"apis/{info.group}/{info.version}" if info.group else f"api/{info.version}"
@@ -415,6 +430,19 @@ class ApiServer:
         return self._json({"openapi": "3.0.0",
                            "info": {"title": "Kubernetes", "version": "v1.32.0"},
                            "paths": paths, "components": {"schemas": {}}})
+
+    @staticmethod
+    def _openapi_v2(request: web.Request) -> web.Response:
+        """An OpenAPI v2 document without definitions. Older kubectl (1.20) downloads it (as
+        protobuf) to validate manifests and skips kinds it does not describe, so `kubectl
+        apply` works without `--validate=false`."""
+        if "protobuf" in request.headers.get("Accept", ""):
+            return web.Response(body=OPENAPI_V2_PROTOBUF,
+                                content_type="application/com.github.proto-openapi.spec.v2"
+                                             ".v1.0+protobuf")
+        return web.Response(text=dumps({"swagger": "2.0", "info": {
+            "title": "Kubernetes", "version": KUBE_VERSION["gitVersion"]}, "paths": {},
+            "definitions": {}}), content_type=JSON)
 
     # -- resources ---------------------------------------------------------------------------
 
@@ -506,22 +534,17 @@ class ApiServer:
 
     def _table(self, rp: ResourcePath, objs: list[dict[str, Any]], request: web.Request,
                version: str) -> dict[str, Any]:
-        from hexlane.apiserver.tables import to_table
-
-        wide = False  # kubectl asks every column and hides priority > 0 unless -o wide
-        table = to_table(rp.info, [self._present(rp, o) for o in objs], wide=wide,
-                         crd_columns=list(rp.info.printer_columns) or None)
+        # kubectl hides priority columns itself unless -o wide, so always send them all.
+        info = rp.info
+        include = request.query.get("includeObject", "Metadata")
+        table = to_table(info.kind, [self._present(rp, o) for o in objs], wide=True,
+                         crd_columns=list(info.printer_columns) if info.is_custom else None,
+                         now=datetime.now(UTC), include_object=include)
         table["apiVersion"] = f"meta.k8s.io/{version}"
-        include = request.query.get("includeObject", "PartialObjectMetadata")
-        for row, obj in zip(table.get("rows", []), objs, strict=False):
-            if include == "None":
-                row.pop("object", None)
-            elif include == "Object":
-                row["object"] = self._present(rp, obj)
-            else:
-                row["object"] = {"kind": "PartialObjectMetadata",
-                                 "apiVersion": f"meta.k8s.io/{version}",
-                                 "metadata": obj.get("metadata", {})}
+        for row in table.get("rows", []):
+            obj = row.get("object")
+            if isinstance(obj, dict) and obj.get("kind") == "PartialObjectMetadata":
+                obj["apiVersion"] = f"meta.k8s.io/{version}"
         return table
 
     def _get(self, request: web.Request, rp: ResourcePath) -> web.Response:
@@ -621,10 +644,10 @@ class ApiServer:
             if ctype in ("application/yaml", "application/apply-patch+yaml"):
                 return yaml.safe_load(raw)
             if "protobuf" in ctype:
-                raise ApiError(415, "UnsupportedMediaType",
-                               "the body of the request was in an unknown format - accepted "
-                               "media types include: application/json, application/yaml")
+                return protobuf.decode(raw)
             return json.loads(raw)
+        except protobuf.ProtobufError as e:
+            raise ApiError(415, "UnsupportedMediaType", str(e)) from e
         except (ValueError, yaml.YAMLError) as e:
             raise bad_request(f"the request body is not valid JSON: {e}") from e
 

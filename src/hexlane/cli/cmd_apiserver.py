@@ -127,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # A kubeconfig from an earlier run may name another port: it appears again only once
+        # this server listens, so waiting for it is a readiness check.
+        (data_dir / "kubeconfig").unlink(missing_ok=True)
         await server.start()
         write_kubeconfig(data_dir / "kubeconfig", server=server.url, token=config.token,
                          ca_file=config.tls_cert)

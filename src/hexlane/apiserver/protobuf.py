@@ -1,0 +1,146 @@
+"""Reading the few Kubernetes protobuf request bodies kubectl sends, as JSON-shaped dicts.
+
+hexlane always answers JSON, but kubectl's typed commands (`kubectl create namespace`,
+`create configmap`, `create secret generic`, `create serviceaccount`) send their body as
+`application/vnd.kubernetes.protobuf` and client-go has no JSON fallback for it. The wire
+format is Kubernetes' envelope (magic `k8s\\0`, then a `runtime.Unknown` holding apiVersion,
+kind and the raw message) around the generated messages of `k8s.io/api`; this module decodes
+that envelope and the messages of those kinds with a small table of field numbers. Other
+kinds are refused with a message saying so (the server answers 415).
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+MAGIC = b"k8s\x00"
+
+# A message is {field number: (json name, type)}; a type is a scalar name, a nested message,
+# ("map", value type) or ("list", element type).
+Schema = dict[int, tuple[str, Any]]
+
+_TIME: Schema = {1: ("seconds", "int"), 2: ("nanos", "int")}
+_OWNER_REF: Schema = {1: ("kind", "string"), 3: ("name", "string"), 4: ("uid", "string"),
+                      5: ("apiVersion", "string"), 6: ("controller", "bool"),
+                      7: ("blockOwnerDeletion", "bool")}
+_OBJECT_META: Schema = {
+    1: ("name", "string"), 2: ("generateName", "string"), 3: ("namespace", "string"),
+    5: ("uid", "string"), 6: ("resourceVersion", "string"), 7: ("generation", "int"),
+    8: ("creationTimestamp", "time"), 10: ("deletionGracePeriodSeconds", "int"),
+    11: ("labels", ("map", "string")), 12: ("annotations", ("map", "string")),
+    13: ("ownerReferences", ("list", _OWNER_REF)), 14: ("finalizers", ("list", "string")),
+}
+_OBJECT_REF: Schema = {1: ("kind", "string"), 2: ("namespace", "string"),
+                       3: ("name", "string"), 4: ("uid", "string"),
+                       5: ("apiVersion", "string"), 6: ("resourceVersion", "string"),
+                       7: ("fieldPath", "string")}
+KINDS: dict[str, Schema] = {
+    "Namespace": {1: ("metadata", _OBJECT_META),
+                  2: ("spec", {1: ("finalizers", ("list", "string"))}),
+                  3: ("status", {1: ("phase", "string")})},
+    "ConfigMap": {1: ("metadata", _OBJECT_META), 2: ("data", ("map", "string")),
+                  3: ("binaryData", ("map", "bytes")), 4: ("immutable", "bool")},
+    "Secret": {1: ("metadata", _OBJECT_META), 2: ("data", ("map", "bytes")),
+               3: ("type", "string"), 4: ("stringData", ("map", "string")),
+               5: ("immutable", "bool")},
+    "ServiceAccount": {1: ("metadata", _OBJECT_META), 2: ("secrets", ("list", _OBJECT_REF)),
+                       3: ("imagePullSecrets", ("list", {1: ("name", "string")})),
+                       4: ("automountServiceAccountToken", "bool")},
+}
+_ENVELOPE: Schema = {1: ("typeMeta", {1: ("apiVersion", "string"), 2: ("kind", "string")}),
+                     2: ("raw", "raw")}
+
+
+class ProtobufError(ValueError):
+    """A body that is not a Kubernetes protobuf message of a kind hexlane can read."""
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ProtobufError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(data: bytes) -> list[tuple[int, int, Any]]:
+    """(field number, wire type, value) in order; length-delimited values stay bytes."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        value: int | bytes
+        if wire == 0:
+            value, pos = _varint(data, pos)
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            value, pos = data[pos:pos + length], pos + length
+        elif wire == 1:
+            value, pos = int.from_bytes(data[pos:pos + 8], "little"), pos + 8
+        elif wire == 5:
+            value, pos = int.from_bytes(data[pos:pos + 4], "little"), pos + 4
+        else:
+            raise ProtobufError(f"unsupported wire type {wire}")
+        out.append((number, wire, value))
+    return out
+
+
+def _scalar(kind: Any, value: Any) -> Any:
+    if isinstance(kind, dict):
+        return _message(value, kind)
+    if kind == "string":
+        return bytes(value).decode("utf-8")
+    if kind == "bytes":
+        return base64.b64encode(bytes(value)).decode()
+    if kind == "raw":
+        return bytes(value)
+    if kind == "bool":
+        return bool(value)
+    if kind == "int":
+        return value - (1 << 64) if value >= 1 << 63 else value
+    if kind == "time":
+        seconds = _message(value, _TIME).get("seconds", 0)
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    raise ProtobufError(f"unknown field type {kind!r}")
+
+
+def _message(data: bytes, schema: Schema) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for number, _wire, value in _fields(data):
+        if number not in schema:
+            continue  # a field hexlane does not read
+        name, kind = schema[number]
+        if isinstance(kind, tuple) and kind[0] == "map":
+            entry = _message(value, {1: ("key", "string"), 2: ("value", kind[1])})
+            out.setdefault(name, {})[entry.get("key", "")] = entry.get("value", "")
+        elif isinstance(kind, tuple) and kind[0] == "list":
+            out.setdefault(name, []).append(_scalar(kind[1], value))
+        else:
+            decoded = _scalar(kind, value)
+            if decoded != "" or kind != "string":  # Go omits empty strings from JSON
+                out[name] = decoded
+    return out
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """The JSON form of a protobuf-encoded object of one of `KINDS`."""
+    if not body.startswith(MAGIC):
+        raise ProtobufError("not a Kubernetes protobuf message (no k8s magic prefix)")
+    envelope = _message(body[len(MAGIC):], _ENVELOPE)
+    type_meta = envelope.get("typeMeta", {})
+    kind = type_meta.get("kind", "")
+    schema = KINDS.get(kind)
+    if schema is None:
+        raise ProtobufError(f"hexlane reads protobuf bodies only for "
+                            f"{', '.join(sorted(KINDS))}, not {kind or 'this kind'}; send "
+                            "JSON (kubectl apply -f, or kubectl create -f FILE)")
+    obj = _message(envelope.get("raw", b""), schema)
+    return {"apiVersion": type_meta.get("apiVersion", "v1"), "kind": kind, **obj}
