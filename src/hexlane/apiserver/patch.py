@@ -320,7 +320,10 @@ def _merge_map(original: dict, patch: dict, structure: Struct | None, *, path: s
         elif isinstance(value, list) and spec and (spec.merge_key or spec.primitive_set):
             original[key] = _merge_list(current if isinstance(current, list) else [], value,
                                         spec, path=sub)
+        elif isinstance(value, list) and key in original:
+            original[key] = copy.deepcopy(value)  # an atomic list is replaced as sent
         else:
+            # A new value: Kubernetes discards the nulls in it (IgnoreUnmatchedNulls).
             original[key] = _strip_directives(value)
 
     for name, order in orders.items():
