@@ -43,10 +43,9 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """A Go-style duration string for seconds (whole or fractional), e.g. 15s, 1.5s, 200ms."""
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    if seconds < 1:
-        ms = seconds * 1000
-        return f"{int(ms)}ms" if ms == int(ms) else f"{seconds:g}s"
-    return f"{seconds:g}s"
+    """A Go duration string for seconds, exact to the nanosecond: 15s, 1.5s, 200ms."""
+    if 0 < abs(seconds) < 1:
+        ms = f"{seconds * 1000:.6f}".rstrip("0").rstrip(".")
+        return f"{ms}ms"
+    text = f"{seconds:.9f}".rstrip("0").rstrip(".")
+    return f"{text}s"

@@ -485,7 +485,8 @@ _ACTING = (
     _acts("prometheus.enabled", "bool", "serve agent metrics."),
     _acts("prometheus.port", "port", "port of the agent metrics endpoint."),
     _acts("operator.replicas", "count",
-          "operator replicas; they elect a leader, so more than one is a standby."),
+          "operator replicas Cilium would run; informational (the lab starts one "
+          "operator)."),
     _acts("operator.prometheus.enabled", "bool", "serve operator metrics."),
     _acts("operator.prometheus.port", "port", "port of the operator metrics endpoint."),
     _acts("cluster.name", "cluster_name", "cluster name shown in flows and status."),
@@ -498,7 +499,7 @@ _POD_KEYS = (
     "rollOutPods", "nodeSelector", "tolerations", "affinity", "resources", "podAnnotations",
     "podLabels", "annotations", "priorityClassName", "updateStrategy", "securityContext",
     "podSecurityContext", "extraArgs", "extraEnv", "extraVolumes", "extraVolumeMounts",
-    "image", "podDisruptionBudget", "topologySpreadConstraints", "dashboards",
+    "image", "podDisruptionBudget", "topologySpreadConstraints",
 )
 _IGNORED = (
     _ignored("rollOutCiliumPods", "accepted, no effect in hexlane (restart the agent after "
@@ -506,6 +507,7 @@ _IGNORED = (
     _ignored("localRedirectPolicy"),
     _ignored("cgroup"),
     _ignored("dashboards"),
+    _ignored("operator.dashboards"),
     _ignored("prometheus.serviceMonitor"),
     _ignored("prometheus.metrics"),
     _ignored("prometheus.controllerGroupMetrics"),
@@ -529,7 +531,7 @@ _IGNORED = (
         _ignored(f"{prefix}{key}")
         for prefix in ("", "operator.", "hubble.relay.", "hubble.ui.")
         for key in _POD_KEYS
-        if f"{prefix}{key}" not in ("rollOutPods", "dashboards")
+        if f"{prefix}{key}" != "rollOutPods"  # the agent's is rollOutCiliumPods
     ),
 )
 

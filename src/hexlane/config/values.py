@@ -329,7 +329,7 @@ def _typed(tree: dict[str, Any], bad: set[str], origin: _Origins) -> tuple[Value
     native_cidr = ipaddress.IPv4Network(native_cidr_text, strict=False) if native_cidr_text \
         else None
     masquerade = bool(read("enableIPv4Masquerade"))
-    node_port = bool(read("nodePort.enabled")) if _lookup(tree, "nodePort.enabled")[0] else kpr
+    node_port = kpr or bool(read("nodePort.enabled"))
 
     ipam = Ipam(
         mode=read("ipam.mode"),
