@@ -100,11 +100,10 @@ class Node:
                 except ValueError as e:
                     a.error("address", str(e))
             addresses.append(NodeAddress(t, addr))
-        warnings = p.check()
-        return cls(meta=meta, pod_cidr=pod_cidr, pod_cidrs=tuple(pod_cidrs),
+        node = cls(meta=meta, pod_cidr=pod_cidr, pod_cidrs=tuple(pod_cidrs),
                    addresses=tuple(addresses), unschedulable=spec.boolean("unschedulable"),
-                   conditions=parse_conditions(status), api_version=api_version,
-                   warnings=warnings)
+                   conditions=parse_conditions(status), api_version=api_version)
+        return dataclasses.replace(node, warnings=p.check())
 
     def to_dict(self) -> dict[str, Any]:
         spec: dict[str, Any] = {}
@@ -229,12 +228,12 @@ class Pod:
             except ValueError as e:
                 ipr.error("ip", str(e))
             pod_ips.append(ip)
-        warnings = p.check()
-        return cls(meta=meta, node_name=spec.string("nodeName"), containers=tuple(containers),
-                   host_network=spec.boolean("hostNetwork"),
-                   phase=status.string("phase", choices=POD_PHASES), pod_ip=pod_ip,
-                   pod_ips=tuple(pod_ips), conditions=parse_conditions(status),
-                   api_version=api_version, warnings=warnings)
+        pod = cls(meta=meta, node_name=spec.string("nodeName"), containers=tuple(containers),
+                  host_network=spec.boolean("hostNetwork"),
+                  phase=status.string("phase", choices=POD_PHASES), pod_ip=pod_ip,
+                  pod_ips=tuple(pod_ips), conditions=parse_conditions(status),
+                  api_version=api_version)
+        return dataclasses.replace(pod, warnings=p.check())
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,12 +127,12 @@ def parse_time(value: Any) -> datetime:
 
 def format_time(dt: datetime) -> str:
     """Kubernetes `Time`: seconds precision, UTC, `Z`."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def format_micro_time(dt: datetime) -> str:
     """Kubernetes `MicroTime` (Leases): microseconds, UTC, `Z`."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 _MISSING = object()

@@ -9,6 +9,7 @@ reported as warnings, because Kubernetes itself accepts any annotation and Ciliu
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -284,8 +285,7 @@ class Service:
             conditions = parse_conditions(status)
 
         _check_ip_annotations(p, r.at("metadata.annotations"), meta.annotations)
-        warnings = p.check()
-        return cls(
+        svc = cls(
             meta=meta,
             type=svc_type,
             selector=selector,
@@ -310,8 +310,8 @@ class Service:
             ingress=ingress,
             conditions=conditions,
             api_version=api_version,
-            warnings=warnings,
         )
+        return dataclasses.replace(svc, warnings=p.check())
 
     def to_dict(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"type": self.type}
