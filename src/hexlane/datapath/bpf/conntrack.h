@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Connection tracking for the load balancer, in the hl_ct4 LRU map.
+ *
+ * A new flow to a service gets two entries: CT_F_SERVICE keyed by the tuple as the client sent
+ * it (client -> frontend), remembering the backend so later packets keep it; and CT_F_REPLY
+ * keyed by the tuple after DNAT (client -> backend), so a reply (backend -> client) finds the
+ * service's reverse NAT. The LRU evicts idle flows under pressure; the agent expires the rest
+ * by last_seen_ns.
+ */
+#ifndef HEXLANE_CONNTRACK_H
+#define HEXLANE_CONNTRACK_H
+
+#include "common.h"
+#include "hexlane_maps.h"
+#include "parse.h"
+
+static __always_inline void hl_ct_key_forward(struct ct4_key *key, const struct pkt4 *p, __u8 flags)
+{
+	key->saddr = p->saddr;
+	key->daddr = p->daddr;
+	key->sport = p->sport;
+	key->dport = p->dport;
+	key->proto = p->proto;
+	key->flags = flags;
+	key->pad = 0;
+}
+
+/* The CT_F_REPLY key a reply packet (backend -> client) belongs to. */
+static __always_inline void hl_ct_key_reply(struct ct4_key *key, const struct pkt4 *p)
+{
+	key->saddr = p->daddr;
+	key->daddr = p->saddr;
+	key->sport = p->dport;
+	key->dport = p->sport;
+	key->proto = p->proto;
+	key->flags = CT_F_REPLY;
+	key->pad = 0;
+}
+
+static __always_inline void hl_ct_touch(struct ct4_entry *entry, struct __sk_buff *skb)
+{
+	entry->last_seen_ns = bpf_ktime_get_ns();
+	__sync_fetch_and_add(&entry->packets, 1);
+	__sync_fetch_and_add(&entry->bytes, skb->len);
+}
+
+static __always_inline int hl_ct_create(const struct ct4_key *key, struct __sk_buff *skb,
+					__u32 backend_id, __u16 rev_nat_index)
+{
+	struct ct4_entry entry = {
+		.last_seen_ns = bpf_ktime_get_ns(),
+		.packets = 1,
+		.bytes = skb->len,
+		.backend_id = backend_id,
+		.rev_nat_index = rev_nat_index,
+	};
+
+	if (bpf_map_update_elem(&hl_ct4, key, &entry, BPF_ANY) < 0)
+		return -HL_DROP_CT_CREATE;
+	return 0;
+}
+
+#endif /* HEXLANE_CONNTRACK_H */

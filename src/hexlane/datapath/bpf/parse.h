@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Reading an IPv4 TCP/UDP packet's headers, with every bound checked.
+ *
+ * hl_parse_ipv4 fills a struct pkt4 or says why it cannot: not for us (pass it on), or
+ * malformed/truncated (drop it, with the reason). Fragments are passed on untouched: only a
+ * first fragment carries ports, and following ones would need a fragment map (not built yet).
+ */
+#ifndef HEXLANE_PARSE_H
+#define HEXLANE_PARSE_H
+
+#include "common.h"
+#include "hexlane_maps.h"
+
+#define PARSE_OK 0
+#define PARSE_PASS 1 /* not IPv4 TCP/UDP (or a fragment): none of our business */
+
+struct pkt4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad;
+	__u16 l3_off;
+	__u16 l4_off;
+	__u16 csum_off;  /* offset of the L4 checksum field */
+	__u16 csum_flags; /* BPF_F_MARK_MANGLED_0 for UDP, whose checksum 0 means "none" */
+	__u16 pad2;
+};
+
+/* Returns PARSE_OK, PARSE_PASS, or -(enum hl_drop_reason). */
+static __always_inline int hl_parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip4;
+	__u32 ihl_len;
+
+	if ((void *)(eth + 1) > data_end)
+		return -HL_DROP_TRUNCATED;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return PARSE_PASS;
+	ip4 = (void *)(eth + 1);
+	if ((void *)(ip4 + 1) > data_end)
+		return -HL_DROP_TRUNCATED;
+	if (ip4->version != 4 || ip4->ihl < 5)
+		return -HL_DROP_INVALID_IP;
+	ihl_len = (__u32)ip4->ihl * 4;
+	if (bpf_ntohs(ip4->tot_len) < ihl_len)
+		return -HL_DROP_INVALID_IP;
+	if ((void *)ip4 + ihl_len > data_end)
+		return -HL_DROP_TRUNCATED;
+	if (ip4->protocol != IPPROTO_TCP && ip4->protocol != IPPROTO_UDP)
+		return PARSE_PASS;
+	/* MF set or a non-zero offset: a fragment */
+	if (ip4->frag_off & bpf_htons(0x3fff))
+		return PARSE_PASS;
+
+	p->saddr = ip4->saddr;
+	p->daddr = ip4->daddr;
+	p->proto = ip4->protocol;
+	p->l3_off = sizeof(struct ethhdr);
+	p->l4_off = sizeof(struct ethhdr) + ihl_len;
+
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *th = (void *)ip4 + ihl_len;
+
+		if ((void *)(th + 1) > data_end)
+			return -HL_DROP_TRUNCATED;
+		if (th->doff < 5)
+			return -HL_DROP_INVALID_L4;
+		p->sport = th->source;
+		p->dport = th->dest;
+		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
+		p->csum_flags = 0;
+	} else {
+		struct udphdr *uh = (void *)ip4 + ihl_len;
+
+		if ((void *)(uh + 1) > data_end)
+			return -HL_DROP_TRUNCATED;
+		p->sport = uh->source;
+		p->dport = uh->dest;
+		p->csum_off = p->l4_off + offsetof(struct udphdr, check);
+		p->csum_flags = BPF_F_MARK_MANGLED_0;
+	}
+	return PARSE_OK;
+}
+
+#endif /* HEXLANE_PARSE_H */

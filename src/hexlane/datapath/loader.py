@@ -1,0 +1,199 @@
+"""Loading the service load balancer: build, load, pin, and the handles the agent writes through.
+
+`LbDatapath.load(bpf_root, table_size, hash_seed)` compiles ``bpf/lb.c`` for that Maglev table
+size and seed, loads it with every map pinned by name under `bpf_root` (reusing maps already
+pinned there, so conntrack and tables survive an agent restart), and pins the programs beside
+them. Attaching to devices is the caller's (`attach`), in the device's network namespace.
+
+Inspect what is pinned with ``bpftool map dump pinned <bpf_root>/hl_lb4_services``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hexlane.datapath import libbpf
+from hexlane.datapath.build import compile_program
+from hexlane.datapath.maps import (
+    AFFINITY_MAP,
+    BACKENDS_MAP,
+    CT_MAP,
+    DROP_REASON_SLOTS,
+    DROPS_MAP,
+    MAGLEV_MAP,
+    REVNAT_MAP,
+    SERVICES_MAP,
+    Ct4Entry,
+    Ct4Key,
+    DropReason,
+    Lb4AffinityKey,
+    Lb4Backend,
+    Lb4Key,
+    Lb4ReverseNat,
+    Lb4Service,
+    LbAffinityVal,
+    maglev_lut_type,
+)
+from hexlane.lb.maglev import (
+    DEFAULT_HASH_SEED,
+    DEFAULT_TABLE_SIZE,
+    check_table_size,
+    parse_hash_seed,
+)
+
+PROGRAM_FROM_CLIENT = "hl_from_client"
+PROGRAM_TO_CLIENT = "hl_to_client"
+PROGRAMS = (PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT)
+
+
+def is_bpffs(path: str | os.PathLike[str]) -> bool:
+    """Whether a BPF file system is mounted exactly at `path`."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) >= 3 and fields[2] == "bpf" and fields[1] == target:
+                return True
+    return False
+
+
+def build_options(table_size: int, hash_seed: str) -> dict[str, int | str]:
+    """The -D definitions lb.c is built with: Cilium's LB_MAGLEV_LUT_SIZE and HASH_INIT4_SEED."""
+    seeds = parse_hash_seed(hash_seed)
+    return {
+        "LB_MAGLEV_LUT_SIZE": check_table_size(table_size),
+        "HASH_INIT4_SEED": f"{seeds.jhash4:#010x}",
+    }
+
+
+@dataclass
+class LbMaps:
+    """Typed handles on the pinned maps (they belong to the loaded object)."""
+
+    services: libbpf.Map
+    backends: libbpf.Map
+    revnat: libbpf.Map
+    maglev: libbpf.Map
+    ct: libbpf.Map
+    affinity: libbpf.Map
+    drops: libbpf.Map
+
+
+class LbDatapath:
+    """The loaded service load balancer (see the module docstring)."""
+
+    def __init__(self, obj: libbpf.BpfObject, bpf_root: Path, table_size: int) -> None:
+        self.obj = obj
+        self.bpf_root = bpf_root
+        self.table_size = table_size
+        self.maps = LbMaps(
+            services=obj.map(SERVICES_MAP, key_type=Lb4Key, value_type=Lb4Service),
+            backends=obj.map(BACKENDS_MAP, key_type=ctypes.c_uint32, value_type=Lb4Backend),
+            revnat=obj.map(REVNAT_MAP, key_type=ctypes.c_uint16, value_type=Lb4ReverseNat),
+            maglev=obj.map(MAGLEV_MAP, key_type=ctypes.c_uint16, value_type=ctypes.c_uint32),
+            ct=obj.map(CT_MAP, key_type=Ct4Key, value_type=Ct4Entry),
+            affinity=obj.map(AFFINITY_MAP, key_type=Lb4AffinityKey, value_type=LbAffinityVal),
+            drops=obj.map(DROPS_MAP, key_type=ctypes.c_uint32, value_type=ctypes.c_uint64),
+        )
+
+    @classmethod
+    def load(cls, bpf_root: str | os.PathLike[str], *, table_size: int = DEFAULT_TABLE_SIZE,
+             hash_seed: str = DEFAULT_HASH_SEED) -> LbDatapath:
+        root = Path(bpf_root)
+        if not is_bpffs(root) and not _under_bpffs(root):
+            raise libbpf.BpfError(
+                errno.ENODEV,
+                f"{root} is not on a BPF file system (mount one: mount -t bpf bpf /sys/fs/bpf)",
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        path = compile_program("lb.c", build_options(table_size, hash_seed))
+        obj = libbpf.BpfObject(path)
+        try:
+            obj.set_pin_root(root)
+            obj.load()
+            for name in PROGRAMS:
+                pin = root / name
+                # A previous agent's program pin: replace it (attached filters keep their own
+                # reference, so traffic flows on meanwhile).
+                if pin.exists():
+                    pin.unlink()
+                obj.program(name).pin(pin)
+            return cls(obj, root, table_size)
+        except BaseException:
+            obj.close()
+            raise
+
+    def program_fd(self, name: str) -> int:
+        return self.obj.program(name).fd
+
+    def attach(self, ifindex: int, program: str, direction: str = "ingress") -> int:
+        """Attach `program` at tc `direction` of `ifindex` (caller's netns); the prog id."""
+        return libbpf.tc_attach(ifindex, self.program_fd(program), direction)
+
+    def set_maglev_table(self, rev_nat_index: int, table: Sequence[int]) -> None:
+        """Point the service's Maglev entry at a fresh table: an atomic swap for the datapath."""
+        if len(table) != self.table_size:
+            raise ValueError(f"Maglev table has {len(table)} slots, the datapath was built "
+                             f"for {self.table_size}")
+        lut_type = maglev_lut_type(self.table_size)
+        inner = libbpf.create_map(libbpf.BPF_MAP_TYPE_ARRAY, "hl_lb4_maglev_i", 4,
+                                  ctypes.sizeof(lut_type), 1)
+        try:
+            inner.update(ctypes.c_uint32(0), lut_type(*table))
+            self.maps.maglev.update(ctypes.c_uint16(rev_nat_index), ctypes.c_uint32(inner.fd))
+        finally:
+            inner.close()  # the outer map holds its own reference
+
+    def maglev_table(self, rev_nat_index: int) -> list[int] | None:
+        """The table the datapath uses for a service, or None."""
+        inner_id = self.maps.maglev.lookup(ctypes.c_uint16(rev_nat_index))
+        if inner_id is None:
+            return None
+        lut_type = maglev_lut_type(self.table_size)
+        with libbpf.Map.from_id(int(inner_id.value), value_type=lut_type) as inner:
+            lut = inner.lookup(ctypes.c_uint32(0))
+        return list(lut) if lut is not None else None
+
+    def delete_maglev_table(self, rev_nat_index: int) -> bool:
+        return self.maps.maglev.delete(ctypes.c_uint16(rev_nat_index))
+
+    def drop_counts(self) -> dict[DropReason, int]:
+        """Drops so far, by reason (reasons never hit are left out)."""
+        counts: dict[DropReason, int] = {}
+        for reason in DropReason:
+            if reason >= DROP_REASON_SLOTS:
+                continue
+            value = self.maps.drops.lookup(ctypes.c_uint32(reason))
+            if value is not None and value.value:
+                counts[reason] = int(value.value)
+        return counts
+
+    def close(self) -> None:
+        """Close our handles; pinned maps and programs stay for the next agent."""
+        self.obj.close()
+
+    def unpin(self) -> None:
+        """Remove every pin under bpf_root that this datapath made (hexlane cleanup)."""
+        for name in (*PROGRAMS, SERVICES_MAP, BACKENDS_MAP, REVNAT_MAP, MAGLEV_MAP, CT_MAP,
+                     AFFINITY_MAP, DROPS_MAP):
+            pin = self.bpf_root / name
+            if pin.exists():
+                pin.unlink()
+
+
+def _under_bpffs(path: Path) -> bool:
+    """Whether `path` (which may not exist yet) lies inside a mounted BPF file system."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) >= 3 and fields[2] == "bpf":
+                mount_point = fields[1].rstrip("/") + "/"
+                if target.startswith(mount_point):
+                    return True
+    return False

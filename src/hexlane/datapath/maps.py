@@ -1,0 +1,202 @@
+"""ctypes mirrors of the BPF map layouts in ``bpf/hexlane_maps.h``, and their constants.
+
+One class per C struct, same field names, same order, same sizes; tests/datapath compares
+each one's size and field offsets with the compiled object's BTF, so the header stays the one
+place a layout is declared. Addresses and ports are stored in network byte order, as the
+datapath reads them from packets: build them with `ip4` and `port16`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import ipaddress
+import socket
+
+# Map names (and pin names under --bpf-root).
+SERVICES_MAP = "hl_lb4_services"
+BACKENDS_MAP = "hl_lb4_backends"
+REVNAT_MAP = "hl_lb4_revnat"
+MAGLEV_MAP = "hl_lb4_maglev"
+CT_MAP = "hl_ct4"
+AFFINITY_MAP = "hl_lb4_affinity"
+DROPS_MAP = "hl_drops"
+
+# lb4_service.flags / flags2 (Cilium's SVC_FLAG_*)
+SVC_FLAG_EXTERNAL_IP = 1 << 0
+SVC_FLAG_NODEPORT = 1 << 1
+SVC_FLAG_EXT_LOCAL = 1 << 2
+SVC_FLAG_HOSTPORT = 1 << 3
+SVC_FLAG_AFFINITY = 1 << 4
+SVC_FLAG_LOADBALANCER = 1 << 5
+SVC_FLAG_ROUTABLE = 1 << 6
+SVC_FLAG_SOURCE_RANGE = 1 << 7
+SVC_FLAG2_INT_LOCAL = 1 << 4
+SVC_FLAG2_TWO_SCOPES = 1 << 5
+SVC_FLAG2_FWD_MODE_DSR = 1 << 7
+
+LB_ALGORITHM_SHIFT = 24
+AFFINITY_TIMEOUT_MASK = (1 << LB_ALGORITHM_SHIFT) - 1
+LB_SELECTION_RANDOM = 1
+LB_SELECTION_MAGLEV = 2
+
+LB_LOOKUP_SCOPE_EXT = 0
+LB_LOOKUP_SCOPE_INT = 1
+
+BE_STATE_ACTIVE = 0
+BE_STATE_TERMINATING = 1
+BE_STATE_QUARANTINED = 2
+BE_STATE_MAINTENANCE = 3
+
+CT_F_SERVICE = 1
+CT_F_REPLY = 2
+
+IPPROTO_TCP = socket.IPPROTO_TCP
+IPPROTO_UDP = socket.IPPROTO_UDP
+
+
+class DropReason(enum.IntEnum):
+    """enum hl_drop_reason: the index of each counter in the hl_drops map."""
+
+    NONE = 0
+    TRUNCATED = 1
+    INVALID_IP = 2
+    INVALID_L4 = 3
+    NO_BACKEND = 4
+    BACKEND_MISSING = 5
+    WRITE = 6
+    CSUM = 7
+    CT_CREATE = 8
+    REPLY_NAT = 9
+
+
+DROP_REASON_SLOTS = 16  # HL_DROP_MAX
+
+
+def ip4(address: str) -> int:
+    """An IPv4 address as the u32 a BPF map holds: its network-order bytes on this host."""
+    return int.from_bytes(ipaddress.IPv4Address(address).packed, "little")
+
+
+def ip4_str(value: int) -> str:
+    return str(ipaddress.IPv4Address(value.to_bytes(4, "little")))
+
+
+def port16(port: int) -> int:
+    """A port as the u16 a BPF map holds (network order)."""
+    return socket.htons(port)
+
+
+def port_int(value: int) -> int:
+    return socket.ntohs(value)
+
+
+class Lb4Key(ctypes.Structure):
+    _fields_ = [
+        ("address", ctypes.c_uint32),
+        ("dport", ctypes.c_uint16),
+        ("backend_slot", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("scope", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+
+class Lb4Service(ctypes.Structure):
+    _fields_ = [
+        ("backend_id", ctypes.c_uint32),
+        ("count", ctypes.c_uint16),
+        ("rev_nat_index", ctypes.c_uint16),
+        ("flags", ctypes.c_uint8),
+        ("flags2", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class Lb4Backend(ctypes.Structure):
+    _fields_ = [
+        ("address", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("cluster_id", ctypes.c_uint16),
+        ("zone", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
+class Lb4ReverseNat(ctypes.Structure):
+    _fields_ = [
+        ("address", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class Ct4Key(ctypes.Structure):
+    _fields_ = [
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class Ct4Entry(ctypes.Structure):
+    _fields_ = [
+        ("last_seen_ns", ctypes.c_uint64),
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+        ("backend_id", ctypes.c_uint32),
+        ("rev_nat_index", ctypes.c_uint16),
+        ("flags", ctypes.c_uint16),
+    ]
+
+
+class Lb4AffinityKey(ctypes.Structure):
+    _fields_ = [
+        ("client_ip", ctypes.c_uint32),
+        ("rev_nat_id", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class LbAffinityVal(ctypes.Structure):
+    _fields_ = [
+        ("last_used_ns", ctypes.c_uint64),
+        ("backend_id", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+# C struct name -> its mirror, for the layout test and for tools that list maps.
+MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "lb4_key": Lb4Key,
+    "lb4_service": Lb4Service,
+    "lb4_backend": Lb4Backend,
+    "lb4_reverse_nat": Lb4ReverseNat,
+    "ct4_key": Ct4Key,
+    "ct4_entry": Ct4Entry,
+    "lb4_affinity_key": Lb4AffinityKey,
+    "lb_affinity_val": LbAffinityVal,
+}
+
+
+def service_master_value(count: int, rev_nat_index: int, algorithm: int,
+                         affinity_timeout_s: int = 0, flags: int = 0,
+                         flags2: int = 0) -> Lb4Service:
+    """Slot 0 of a service: its backend count, id, algorithm and affinity timeout."""
+    if not 0 <= affinity_timeout_s <= AFFINITY_TIMEOUT_MASK:
+        raise ValueError(f"affinity timeout {affinity_timeout_s}s does not fit in 24 bits")
+    return Lb4Service(
+        backend_id=(algorithm << LB_ALGORITHM_SHIFT) | affinity_timeout_s,
+        count=count, rev_nat_index=rev_nat_index, flags=flags, flags2=flags2,
+    )
+
+
+def maglev_lut_type(table_size: int) -> type[ctypes.Array[ctypes.c_uint32]]:
+    """struct lb4_maglev_lut for a table of `table_size` slots."""
+    return ctypes.c_uint32 * table_size

@@ -1,0 +1,64 @@
+"""Fixtures for datapath tests: a private place to pin BPF objects, and the loaded LB."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hexlane.datapath.loader import LbDatapath, is_bpffs
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (BPF)"
+    if shutil.which("clang") is None:
+        return "needs clang"
+    return None
+
+
+@pytest.fixture(scope="session")
+def bpffs_dir() -> Iterator[Path]:
+    """A unique directory on a BPF file system, removed at the end.
+
+    Below /sys/fs/bpf when a bpffs is mounted there; otherwise on a private bpffs mounted for
+    the session (and unmounted after), so tests never change the machine's mounts.
+    """
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    name = f"hexlane-test-{secrets.token_hex(4)}"
+    mounted: Path | None = None
+    if is_bpffs("/sys/fs/bpf"):
+        root = Path("/sys/fs/bpf") / name
+    else:
+        mounted = Path(tempfile.mkdtemp(prefix="hexlane-bpffs-"))
+        subprocess.run(["mount", "-t", "bpf", "bpf", str(mounted)], check=True)
+        root = mounted / name
+    root.mkdir()
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        if mounted is not None:
+            subprocess.run(["umount", str(mounted)], check=False)
+            mounted.rmdir()
+
+
+@pytest.fixture(scope="module")
+def lb(bpffs_dir: Path, request: pytest.FixtureRequest) -> Iterator[LbDatapath]:
+    """The LB datapath loaded with Cilium's default table size and seed, pinned privately."""
+    root = bpffs_dir / request.module.__name__.rsplit(".", 1)[-1]
+    datapath = LbDatapath.load(root)
+    try:
+        yield datapath
+    finally:
+        datapath.unpin()
+        datapath.close()
+        shutil.rmtree(root, ignore_errors=True)
