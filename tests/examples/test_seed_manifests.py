@@ -1,7 +1,8 @@
 """The seeds' manifests parse with hexlane's model into what their authors wrote.
 
-Pins down: every manifest document in examples/ outside `other/` parses with the model type
-for its kind (Service, CiliumLoadBalancerIPPool, CiliumL2AnnouncementPolicy) without an
+Pins down: every manifest file in examples/ outside `other/` loads with
+`hexlane.model.load_manifests` and every document parses with `parse_object` into the typed
+view of its kind (Service, CiliumLoadBalancerIPPool, CiliumL2AnnouncementPolicy), without an
 error or a warning; the parsed views carry the seeds' pools, interfaces and selectors; and
 seed 004's Service fragments (kept in `other/` because they lack a name and a spec) are
 rejected with problems naming those fields, not a traceback.
@@ -10,21 +11,21 @@ rejected with problems naming those fields, not a traceback.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from hexlane.model import InputError, L2AnnouncementPolicy, LBIPPool, Service
+from hexlane.model.manifests import load_manifests
+from hexlane.model.registry import parse_object
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-PARSERS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
-    "Service": Service.parse,
-    "CiliumLoadBalancerIPPool": LBIPPool.parse,
-    "CiliumL2AnnouncementPolicy": L2AnnouncementPolicy.parse,
+VIEWS: dict[str, type] = {
+    "Service": Service,
+    "CiliumLoadBalancerIPPool": LBIPPool,
+    "CiliumL2AnnouncementPolicy": L2AnnouncementPolicy,
 }
 
 
@@ -35,9 +36,7 @@ def manifest_files() -> list[Path]:
 
 
 def parsed(name: str) -> list[Any]:
-    path = EXAMPLES / name
-    return [PARSERS[doc["kind"]](doc, "")
-            for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))]
+    return [parse_object(m.obj) for m in load_manifests([str(EXAMPLES / name)])]
 
 
 def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -46,15 +45,18 @@ def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 @pytest.mark.parametrize("name", [p.relative_to(EXAMPLES).as_posix() for p in manifest_files()])
 def test_manifest_parses_without_problems(name: str) -> None:
-    docs = list(yaml.safe_load_all((EXAMPLES / name).read_text(encoding="utf-8")))
-    assert docs
-    for i, doc in enumerate(docs):
-        assert doc["kind"] in PARSERS, f"{name} document {i}: no model type for {doc['kind']}"
+    try:
+        manifests = load_manifests([str(EXAMPLES / name)])
+    except InputError as e:
+        pytest.fail(f"{name}: {[str(p) for p in e.problems]}")
+    assert manifests
+    for m in manifests:
         try:
-            view = PARSERS[doc["kind"]](doc, "")
+            view = parse_object(m.obj)
         except InputError as e:
-            pytest.fail(f"{name} document {i}: {[str(p) for p in e.problems]}")
-        assert view.name == doc["metadata"]["name"]
+            pytest.fail(f"{m.where()}: {[str(p) for p in e.problems]}")
+        assert isinstance(view, VIEWS[m.obj["kind"]]), f"{m.where()}: {view!r}"
+        assert view.name == m.obj["metadata"]["name"]
         assert [str(w) for w in view.warnings] == []
 
 
@@ -112,8 +114,8 @@ def test_seed_004_summary_and_in_text_versions() -> None:
 @pytest.mark.parametrize("name", ["seed-004/other/service-metallb-before.yaml",
                                   "seed-004/other/service-cilium-after.yaml"])
 def test_seed_004_service_fragments_are_rejected_with_fields(name: str) -> None:
-    (doc,) = yaml.safe_load_all((EXAMPLES / name).read_text(encoding="utf-8"))
+    (manifest,) = load_manifests([str(EXAMPLES / name)])
     with pytest.raises(InputError) as excinfo:
-        Service.parse(doc, "")
+        parse_object(manifest.obj)
     paths = {p.path for p in excinfo.value.problems}
     assert "metadata.name" in paths
