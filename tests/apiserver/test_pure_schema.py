@@ -16,6 +16,7 @@ from hexlane.apiserver.schema import (
     crd_schema,
     crd_version,
     load_builtin_crds,
+    prepare_custom_resource,
     prune_unknown_fields,
     validate_against_schema,
 )
@@ -35,9 +36,8 @@ def schema_of(kind: str, version: str | None = None) -> dict:
 
 def check(kind: str, obj: dict, version: str | None = None) -> list[tuple[str, str]]:
     """What the server does: prune, default, validate."""
-    schema = schema_of(kind, version)
-    obj = apply_schema_defaults(prune_unknown_fields(obj, schema), schema)
-    return [(p.path, p.message) for p in validate_against_schema(obj, schema)]
+    _, problems = prepare_custom_resource(obj, schema_of(kind, version))
+    return [(p.path, p.message) for p in problems]
 
 
 def pool(spec: dict) -> dict:
@@ -322,6 +322,9 @@ def test_unknown_fields_are_pruned_and_defaults_filled() -> None:
     assert obj["spec"]["colour"] == "blue"  # the input is untouched
     assert apply_schema_defaults(pruned, schema)["spec"]["disabled"] is False
     assert apply_schema_defaults(pool({"disabled": True}), schema)["spec"]["disabled"] is True
+    stored, problems = prepare_custom_resource(obj, schema)
+    assert problems == []
+    assert stored["spec"] == {"blocks": [{"cidr": "10.0.0.0/24"}], "disabled": False}
 
 
 def test_preserve_unknown_fields_and_nulls() -> None:

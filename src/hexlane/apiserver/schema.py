@@ -19,6 +19,8 @@ Kubernetes apiserver does before it stores them.
   `x-kubernetes-validations` (CEL) rules are not evaluated: none of the CRDs hexlane ships
   carries one, and a user CRD's CEL rules are accepted without being enforced.
   Patterns are Go RE2 syntax evaluated with Python's `re`, which agrees on what CRDs use.
+- `prepare_custom_resource(obj, schema)` does all three in Kubernetes' order and returns the
+  object to store with its problems.
 - `cause_reason(problem)` maps a message to the `reason` of a Status cause
   (`FieldValueRequired`, ...).
 - `load_builtin_crds()` reads the CRDs hexlane serves from the start (Cilium v1.16's, in
@@ -112,6 +114,14 @@ def _defaults(value: Any, schema: dict) -> Any:
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [_defaults(item, schema["items"]) for item in value]
     return value
+
+
+def prepare_custom_resource(obj: dict, schema: dict) -> tuple[dict, list[Problem]]:
+    """What the apiserver does to a custom resource before storing it, in its order: prune
+    unknown fields, fill in defaults, validate. Returns the object to store and the problems
+    (non-empty means 422)."""
+    prepared = apply_schema_defaults(prune_unknown_fields(obj, schema), schema)
+    return prepared, validate_against_schema(prepared, schema)
 
 
 # --- validation ----------------------------------------------------------------------------------
