@@ -2,9 +2,10 @@
 
 Pins down: DNAT of TCP and UDP to a service's backend with valid L3/L4 checksums (also with IP
 options and UDP without checksum), reverse NAT of replies, conntrack stickiness, TCP and UDP
-services told apart on one address and port, a service without backends rejected and counted,
-malformed and truncated packets dropped with the right reason counted, unrelated traffic
-passed untouched, and pinned maps surviving a reload.
+services told apart on one address and port, malformed and truncated packets dropped with the
+right reason counted, unrelated traffic passed untouched, and pinned maps surviving a reload.
+A service without backends answers ICMP port unreachable (back out of the device), counted as
+a NO_BACKEND drop.
 """
 
 from __future__ import annotations
@@ -132,11 +133,23 @@ def test_tcp_and_udp_services_on_one_address_and_port(lb: LbDatapath) -> None:
     assert (tcp.dst, udp.dst) == ("10.244.7.1", "10.244.7.2")
 
 
-def test_service_without_backends_is_rejected_and_counted(lb: LbDatapath) -> None:
-    add_service(lb, "10.96.0.17", 80, packets.TCP, 9, [])
+@pytest.mark.parametrize("proto", [packets.TCP, packets.UDP])
+def test_service_without_backends_answers_icmp_unreachable(lb: LbDatapath, proto: int) -> None:
+    add_service(lb, "10.96.0.17", 80, proto, 9, [])
     before = lb.drop_counts().get(DropReason.NO_BACKEND, 0)
-    out = run(lb, PROGRAM_FROM_CLIENT, packets.build(CLIENT, "10.96.0.17", 47000, 80))
-    assert out.retval == libbpf.TC_ACT_SHOT
+    frame = packets.build(CLIENT, "10.96.0.17", 47000, 80, proto, b"payload-bytes")
+    out = run(lb, PROGRAM_FROM_CLIENT, frame)
+    # Sent back out of the device it came in on, as ICMP port unreachable from the frontend.
+    assert out.retval == libbpf.TC_ACT_REDIRECT
+    assert out.data[:6] == frame[6:12] and out.data[6:12] == frame[:6]
+    ip = out.data[packets.ETH_HLEN : packets.ETH_HLEN + 20]
+    assert ip[9] == 1 and ip[12:16] == frame[30:34] and ip[16:20] == frame[26:30]
+    assert packets.inet_checksum(ip) == 0
+    icmp = out.data[packets.ETH_HLEN + 20 :]
+    assert struct.unpack("!HH", ip[2:4] + b"\0\0")[0] == 20 + len(icmp)
+    assert (icmp[0], icmp[1]) == (3, 3)
+    assert packets.inet_checksum(icmp) == 0
+    assert icmp[8:] == frame[packets.ETH_HLEN : packets.ETH_HLEN + 28]
     assert lb.drop_counts()[DropReason.NO_BACKEND] == before + 1
 
 

@@ -4,7 +4,8 @@
  * hl_from_client: a packet to a service frontend (address, port, protocol) gets a backend
  *   (conntrack first, then session affinity, then random or Maglev per service), is DNATed to
  *   it with L3/L4 checksums fixed, and the flow is remembered. A service without backends
- *   rejects the packet: counted as HL_DROP_NO_BACKEND and dropped.
+ *   rejects the packet with ICMP port unreachable sent back out of the device (icmp.h); it
+ *   is counted as HL_DROP_NO_BACKEND, since it never reaches a backend.
  * hl_to_client: a reply from a backend (matched through conntrack) gets its source turned
  *   back into the service frontend.
  * Anything that is not IPv4 TCP/UDP, or not for a service, passes untouched. Malformed or
@@ -17,6 +18,7 @@
 #include "csum.h"
 #include "conntrack.h"
 #include "lb.h"
+#include "icmp.h"
 
 static __always_inline int hl_dnat(struct __sk_buff *skb, const struct pkt4 *p,
 				   const struct lb4_backend *backend)
@@ -68,8 +70,11 @@ int hl_from_client(struct __sk_buff *skb)
 	}
 
 	if (!backend) {
-		if (svc->count == 0)
-			return hl_drop(HL_DROP_NO_BACKEND);
+		if (svc->count == 0) {
+			hl_drop(HL_DROP_NO_BACKEND);
+			ret = hl_icmp_reject(skb, &p);
+			return ret < 0 ? hl_drop(-ret) : ret;
+		}
 		affinity = svc->flags & SVC_FLAG_AFFINITY;
 		backend_id = affinity ? hl_lb4_affinity_backend(svc, p.saddr) : 0;
 		if (backend_id)
