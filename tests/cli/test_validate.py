@@ -164,3 +164,39 @@ def test_subprocess_prints_no_traceback() -> None:
     assert "Traceback" not in proc.stdout + proc.stderr
     for fixture, path, _ in CASES:
         assert any(fixture in ln and path in ln for ln in proc.stdout.splitlines()), fixture
+
+
+def test_list_items_are_checked_where_they_stand(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    f = tmp_path / "list.yaml"
+    f.write_text("""\
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: v1
+    kind: Service
+    metadata: {name: a, namespace: default}
+    spec:
+      ports:
+        - port: 80
+  - apiVersion: v1
+    kind: Service
+    metadata: {name: b, namespace: default}
+    spec:
+      ports:
+        - port: 99999
+""")
+    code, out = run(capsys, "-f", str(f))
+    assert code == 1
+    assert f"error: {f}:15: Service/b: items[1].spec.ports[0].port: 99999 is out of range" in out
+    assert "2 object(s) checked" in out
+
+
+def test_typo_in_a_field_name_is_a_warning(capsys: pytest.CaptureFixture[str],
+                                           tmp_path: Path) -> None:
+    f = tmp_path / "svc.yaml"
+    f.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"
+                 "spec:\n  selecter: {app: web}\n  ports: [{port: 80}]\n")
+    code, out = run(capsys, "-f", str(f))
+    assert code == 0
+    assert f"{f}:5: Service/web: spec.selecter: warning: unknown field 'selecter'" in out

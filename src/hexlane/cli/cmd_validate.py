@@ -96,7 +96,6 @@ def validate_manifests(report: Report, paths: Sequence[str],
         manifests, problems = scan_manifests(text, path)
         report.problems += problems
         for m in manifests:
-            entry: dict[str, Any] = {"file": path, "line": m.line, "document": m.index + 1}
             if "apiVersion" not in m.obj and "kind" not in m.obj:
                 # Not a Kubernetes object at all: most likely a Helm values file in the same
                 # directory as the manifests. Said once per file, not an error.
@@ -107,23 +106,38 @@ def validate_manifests(report: Report, paths: Sequence[str],
                         "values file is checked with --values FILE", file=m.where(),
                         severity="warning"))
                 continue
-            try:
-                obj = parse_object(m.obj)
-            except InputError as e:
-                report.problems += [p.located(file=m.where(p.path)) for p in e.problems]
-                entry.update(_ident(m.obj), ok=False)
-                report.objects.append(entry)
+            items = m.obj.get("items")
+            if m.obj.get("kind") == "List" and isinstance(items, list):
+                # `kubectl get -o yaml` output: check every item where it stands.
+                for i, item in enumerate(items):
+                    check_object(report, parsed, m, item, f"items[{i}]")
                 continue
-            if isinstance(obj, Unread):
-                w = obj.warning
-                report.problems.append(w.located(file=m.where("kind")))
-                entry.update(_ident(m.obj), ok=True, read=False)
-            else:
-                report.problems += [w.located(file=m.where(w.path)) for w in obj.warnings]
-                entry.update(_ident(m.obj), ok=True, read=True)
-                parsed.append((m, obj))
-            report.objects.append(entry)
+            check_object(report, parsed, m, m.obj, "")
     return parsed
+
+
+def check_object(report: Report, parsed: list[tuple[Manifest, Any]], m: Manifest, raw: Any,
+                 path: str) -> None:
+    """Parse one object of manifest m (at `path` inside it) into report and parsed."""
+    entry: dict[str, Any] = {"file": m.file, "line": m.line_of(path) if path else m.line,
+                             "document": m.index + 1}
+    if path:
+        entry["path"] = path
+    ident = _ident(raw if isinstance(raw, dict) else {})
+    try:
+        obj = parse_object(raw, path)
+    except InputError as e:
+        report.problems += [p.located(file=m.where(p.path)) for p in e.problems]
+        report.objects.append(entry | ident | {"ok": False})
+        return
+    if isinstance(obj, Unread):
+        w = obj.warning
+        report.problems.append(w.located(file=m.where(f"{path}.kind" if path else "kind")))
+        report.objects.append(entry | ident | {"ok": True, "read": False})
+        return
+    report.problems += [w.located(file=m.where(w.path)) for w in obj.warnings]
+    report.objects.append(entry | ident | {"ok": True, "read": True})
+    parsed.append((m, obj))
 
 
 def cross_checks(report: Report, parsed: list[tuple[Manifest, Any]]) -> None:

@@ -198,6 +198,8 @@ class LBIPPool:
         r = Reader.root(obj, path, p, what="a CiliumLoadBalancerIPPool object")
         api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
         meta = ObjectMeta.parse_from(r, namespaced=False)
+        r.unknown_fields(("apiVersion", "kind", "metadata", "spec", "status"),
+                         what="a CiliumLoadBalancerIPPool")
         spec = r.mapping("spec", required=True, what="an object with blocks")
         blocks: list[IPBlock] = []
         allow = None
@@ -290,6 +292,8 @@ class L2AnnouncementPolicy:
         r = Reader.root(obj, path, p, what="a CiliumL2AnnouncementPolicy object")
         api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
         meta = ObjectMeta.parse_from(r, namespaced=False)
+        r.unknown_fields(("apiVersion", "kind", "metadata", "spec", "status"),
+                         what="a CiliumL2AnnouncementPolicy")
         spec = r.mapping("spec") or Reader({}, r.at("spec"), p)
         spec.unknown_fields(("nodeSelector", "serviceSelector", "interfaces", "externalIPs",
                              "loadBalancerIPs"), what="an L2 announcement policy spec")

@@ -43,6 +43,11 @@ def subdomain_problem(name: str) -> str | None:
     return None
 
 
+METADATA_FIELDS = ("name", "generateName", "namespace", "uid", "resourceVersion", "generation",
+                   "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+                   "labels", "annotations", "ownerReferences", "finalizers", "managedFields",
+                   "selfLink")
+
 NAME_RULES = {"subdomain": subdomain_problem, "label": dns_label_problem,
               "dns1035": dns1035_problem, "any": lambda _n: None}
 
@@ -102,6 +107,7 @@ class ObjectMeta:
                            what="an object with at least a name")
         if r is None:
             return cls(name="")
+        r.unknown_fields(METADATA_FIELDS, what="metadata")
         name = r.string("name", what="a name")
         if not name:
             if not r.has("generateName"):

@@ -31,6 +31,15 @@ KINDS: dict[str, Any] = {cls.KIND: cls for cls in (
     Service, EndpointSlice, Node, Pod, Lease, LBIPPool, L2AnnouncementPolicy, NetworkPolicy,
     CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy)}
 
+# (apiVersion, kind) -> parser class: what hexlane reads, every version of it.
+REGISTRY: dict[tuple[str, str], Any] = {
+    (version, kind): cls for kind, cls in KINDS.items() for version in cls.API_VERSIONS}
+
+
+def lookup(api_version: str, kind: str) -> Any | None:
+    """The parser class for (apiVersion, kind), or None if hexlane does not read it."""
+    return REGISTRY.get((api_version, kind))
+
 
 @dataclass(frozen=True, slots=True)
 class Unread:

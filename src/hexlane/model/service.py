@@ -36,6 +36,13 @@ DEFAULT_AFFINITY_TIMEOUT = 10800
 IP_ANNOTATIONS = ("lbipam.cilium.io/ips", "io.cilium/lb-ipam-ips",
                   "metallb.universe.tf/loadBalancerIPs")
 
+SPEC_FIELDS = ("type", "selector", "ports", "clusterIP", "clusterIPs", "externalIPs",
+               "loadBalancerIP", "loadBalancerClass", "loadBalancerSourceRanges",
+               "externalTrafficPolicy", "internalTrafficPolicy", "sessionAffinity",
+               "sessionAffinityConfig", "ipFamilies", "ipFamilyPolicy",
+               "allocateLoadBalancerNodePorts", "healthCheckNodePort", "externalName",
+               "publishNotReadyAddresses", "trafficDistribution")
+
 _IANA_SVC_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 
 
@@ -87,6 +94,8 @@ class ServicePort:
 
     @classmethod
     def parse_from(cls, r: Reader) -> ServicePort:
+        r.unknown_fields(("name", "protocol", "port", "targetPort", "nodePort", "appProtocol"),
+                         what="a Service port")
         port = r.integer("port", required=True, lo=1, hi=65535, what="a port number")
         target = read_port_ref(r, "targetPort")
         name = r.string("name")
@@ -204,7 +213,9 @@ class Service:
         r = Reader.root(obj, path, p, what="a Service object")
         api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
         meta = ObjectMeta.parse_from(r, namespaced=True, name_rule="dns1035")
+        r.unknown_fields(("apiVersion", "kind", "metadata", "spec", "status"), what="a Service")
         spec = r.mapping("spec") or Reader({}, r.at("spec"), p)
+        spec.unknown_fields(SPEC_FIELDS, what="a Service spec")
         svc_type = spec.string("type", default="ClusterIP", choices=SERVICE_TYPES)
 
         selector = spec.labels("selector") if spec.has("selector") else None
