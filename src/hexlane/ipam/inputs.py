@@ -7,7 +7,8 @@ every problem) are the model's job, and this module only carries values across.
 
 from __future__ import annotations
 
-from hexlane.ipam.lbipam import BlockInput, PoolInput, PortInput, ServiceInput
+from hexlane.config.values import Values
+from hexlane.ipam.lbipam import BlockInput, Options, PoolInput, PortInput, ServiceInput
 from hexlane.model.cilium import LBIPPool
 from hexlane.model.service import Service
 
@@ -45,3 +46,10 @@ def service_input_from_model(svc: Service, order: int = 0) -> ServiceInput:
         load_balancer_ip=svc.load_balancer_ip,
         current_ingress_ips=svc.ingress_ips,
     )
+
+
+def options_from_values(values: Values) -> Options:
+    """The allocator's settings from Helm values: `ipv4.enabled` and `ipv6.enabled` decide
+    which families a Service without ipFamilies asks for (Cilium's defaults: IPv4 only)."""
+    return Options(ipv4_enabled=bool(values.get("ipv4.enabled", True)),
+                   ipv6_enabled=bool(values.get("ipv6.enabled", False)))

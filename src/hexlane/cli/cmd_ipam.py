@@ -1,0 +1,170 @@
+"""`hexlane ipam plan`: what LB-IPAM will do with these manifests, offline.
+
+    hexlane ipam plan -f PATH... [--values F...] [-o text|json]
+
+`-f` takes files and directories (their *.yaml/*.yml, recursively, sorted). Every
+CiliumLoadBalancerIPPool and Service found is handed to the same pure allocator the operator
+runs (`hexlane.ipam.lbipam.allocate`); other kinds are ignored (`hexlane validate` checks
+them). Objects count in file order: one without creationTimestamp is older than those after
+it, and a Service's `status.loadBalancer.ingress` is taken back as the operator would after a
+restart. `--values` supplies `ipv4.enabled`/`ipv6.enabled`, which decide the address
+families a Service without ipFamilies asks for.
+
+Output: per LoadBalancer Service its IPs and its `cilium.io/IPAMRequestSatisfied` condition,
+per pool its conflict condition and counters. Bad input (an invalid pool CIDR, a malformed
+Service) is reported as problems with file, line, object and field, and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from hexlane.ipam.inputs import options_from_values, pool_input_from_model, service_input_from_model
+from hexlane.ipam.lbipam import LBIPAMPlan, PoolInput, ServiceInput, allocate
+from hexlane.model.cilium import LBIPPool
+from hexlane.model.errors import InputError, Problem
+from hexlane.model.manifests import expand_paths, read_text, scan_manifests
+from hexlane.model.registry import parse_object
+from hexlane.model.service import Service
+
+_KINDS = (LBIPPool.KIND, Service.KIND)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "ipam", help="LB-IPAM tools (offline plan)",
+        description="LB-IPAM: LoadBalancer IPs from CiliumLoadBalancerIPPools.")
+    sub = parser.add_subparsers(dest="ipam_command", metavar="COMMAND")
+    plan = sub.add_parser(
+        "plan", help="what LB-IPAM would give each Service, offline",
+        description="Read pools and Services from manifests and print what LB-IPAM would "
+                    "give each LoadBalancer Service (IPs and condition) and each pool's "
+                    "status, without a cluster.")
+    plan.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+",
+                      default=[], metavar="PATH", required=True,
+                      help="manifest file or directory (repeatable; directories are searched "
+                           "for *.yaml and *.yml)")
+    plan.add_argument("--values", dest="values", action="extend", nargs="+", default=[],
+                      metavar="FILE", help="Helm values file (repeatable, later wins)")
+    plan.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                      help="output format (default text)")
+    plan.set_defaults(func=cmd_plan)
+    parser.set_defaults(func=lambda _args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def read_inputs(paths: list[str], skip: list[str]
+                ) -> tuple[list[PoolInput], list[ServiceInput], list[Problem]]:
+    """Pools and Services from the manifests in file order, and the warnings found.
+
+    Raises InputError carrying every error (with file:line, object and field)."""
+    problems: list[Problem] = []
+    pools: list[PoolInput] = []
+    services: list[ServiceInput] = []
+    skipped = {os.path.normpath(s) for s in skip}
+    order = 0
+    for path in expand_paths(paths):
+        if os.path.normpath(path) in skipped:
+            continue
+        if not os.path.exists(path):
+            problems.append(Problem("no such file or directory", file=path))
+            continue
+        try:
+            manifests, found = scan_manifests(read_text(path), path)
+        except InputError as e:
+            problems += e.problems
+            continue
+        problems += found
+        for m in manifests:
+            if m.obj.get("kind") not in _KINDS:
+                continue  # other kinds, and values files lying beside the manifests
+            try:
+                obj = parse_object(m.obj)
+            except InputError as e:
+                problems += [p.located(file=m.where(p.path)) for p in e.problems]
+                continue
+            if isinstance(obj, LBIPPool):
+                pools.append(pool_input_from_model(obj, order))
+            elif isinstance(obj, Service):
+                services.append(service_input_from_model(obj, order))
+            else:
+                continue
+            problems += [w.located(file=m.where(w.path)) for w in obj.warnings]
+            order += 1
+    if any(p.severity == "error" for p in problems):
+        raise InputError(problems)
+    return pools, services, problems
+
+
+def plan_view(plan: LBIPAMPlan, services: list[ServiceInput]) -> dict[str, Any]:
+    """The JSON document: LoadBalancer Services only (others are not LB-IPAM's business)."""
+    doc = plan.to_dict()
+    lb = {s.key for s in services if s.type == "LoadBalancer"}
+    doc["services"] = {k: v for k, v in doc["services"].items() if k in lb}
+    return doc
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if doc["idle"]:
+        lines.append("No CiliumLoadBalancerIPPool: LB-IPAM stays idle and changes no Service.")
+        return "\n".join(lines) + "\n"
+    rows: list[tuple[str, ...]] = [("SERVICE", "IPS", "CONDITION")]
+    for key, s in doc["services"].items():
+        cond = s["condition"]
+        if not s["handled"]:
+            text = "not handled (loadBalancerClass of another controller)"
+        else:
+            text = f"{cond['status']} {cond['reason']}"
+            if cond["message"]:
+                text += f": {cond['message']}"
+        rows.append((key, ",".join(s["ips"]) or "-", text))
+    lines += _table(rows) if len(rows) > 1 else ["No LoadBalancer Service."]
+    lines.append("")
+    prow: list[tuple[str, ...]] = [("POOL", "CONFLICTING", "IPS TOTAL", "IPS AVAILABLE",
+                                    "IPS USED")]
+    notes = []
+    for name, p in doc["pools"].items():
+        c = p["counters"]
+        prow.append((name, "True" if p["conflicting"] else "False", str(c["total"]),
+                     str(c["available"]), str(c["used"])))
+        if p["conflicting"]:
+            notes.append(f"{name}: {p['conditions'][0]['message']}")
+    lines += _table(prow)
+    lines += notes
+    return "\n".join(lines) + "\n"
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    options = None
+    if args.values:
+        from hexlane.config.loader import load_values
+
+        values, value_problems = load_values(args.values)
+        if any(p.severity == "error" for p in value_problems):
+            raise InputError(value_problems)
+        options = options_from_values(values)
+    pools, services, warnings = read_inputs(args.paths, args.values)
+    for w in warnings:
+        print(str(w) if w.severity != "error" else f"error: {w}", file=sys.stderr)
+    plan = allocate(pools, services, options=options)
+    doc = plan_view(plan, services)
+    if args.output == "json":
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(render_text(doc))
+    return 0
