@@ -198,10 +198,10 @@ def apply_patch(current: dict, patch: Any, content_type: str, *, kind: str) -> d
     if mt == STRATEGIC_MERGE_PATCH:
         structure = _KIND_STRUCTURE.get(kind)
         if structure is None:
+            # Kubernetes' wording for a custom resource (kubectl prefixes the media type).
             raise UnsupportedPatchType(
                 f"the body of the request was in an unknown format - accepted media types "
                 f"include: {JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH}"
-                f" (strategic merge patch is not supported for {kind or 'this kind'})"
             )
         if not isinstance(patch, dict):
             raise PatchError("a strategic merge patch must be a JSON object")
