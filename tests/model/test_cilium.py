@@ -158,3 +158,15 @@ def test_round_trip() -> None:
             L2AnnouncementPolicy
         parsed = cls.parse(obj)
         assert cls.parse(parsed.to_dict()) == parsed
+
+
+@pytest.mark.parametrize(("pattern", "matches", "misses"), [
+    ("^eth[0-9]+\\z", "eth0", "eth0x"),          # RE2's end of text
+    ("^(?<kind>eth|ens)[0-9]", "ens192", "wlan0"),  # RE2/Go 1.22 named group
+    ("enp0s25", "enp0s25", "enp0s2"),
+    ("^(eth|ens)", "ens3", "veth0"),
+])
+def test_re2_spellings_python_lacks_are_translated(pattern: str, matches: str,
+                                                   misses: str) -> None:
+    p = L2AnnouncementPolicy.parse(l2({"interfaces": [pattern], "loadBalancerIPs": True}))
+    assert p.matches_interface(matches) and not p.matches_interface(misses)

@@ -181,6 +181,7 @@ def test_pod() -> None:
     assert p.resolve_port("http") == 8080 and p.resolve_port("dns") is None
     assert p.resolve_port(80) == 80
     assert p.meta.owner_references[0].controller
+    assert Pod.parse(p.to_dict()) == p
     found = errors(Pod, {"metadata": {"name": "p"}, "spec": {"containers": [
         {"name": "c", "ports": [{"containerPort": 0, "protocol": "ICMP"}]}]},
         "status": {"phase": "Dancing"}})

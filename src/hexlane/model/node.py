@@ -235,6 +235,36 @@ class Pod:
                   api_version=api_version)
         return dataclasses.replace(pod, warnings=p.check())
 
+    def to_dict(self) -> dict[str, Any]:
+        containers = []
+        for c in self.containers:
+            cd: dict[str, Any] = {"name": c.name}
+            if c.image:
+                cd["image"] = c.image
+            if c.ports:
+                cd["ports"] = [
+                    {"containerPort": pt.container_port, "protocol": pt.protocol}
+                    | ({"name": pt.name} if pt.name else {})
+                    | ({"hostPort": pt.host_port} if pt.host_port else {})
+                    for pt in c.ports]
+            containers.append(cd)
+        spec: dict[str, Any] = {"containers": containers}
+        if self.node_name:
+            spec["nodeName"] = self.node_name
+        if self.host_network:
+            spec["hostNetwork"] = True
+        status: dict[str, Any] = {}
+        if self.phase:
+            status["phase"] = self.phase
+        if self.pod_ip:
+            status["podIP"] = self.pod_ip
+        if self.pod_ips:
+            status["podIPs"] = [{"ip": ip} for ip in self.pod_ips]
+        if self.conditions:
+            status["conditions"] = [c.to_dict() for c in self.conditions]
+        return {"apiVersion": self.api_version, "kind": self.KIND,
+                "metadata": self.meta.to_dict(), "spec": spec, "status": status}
+
 
 @dataclass(frozen=True, slots=True)
 class Lease:

@@ -4,7 +4,8 @@ Cilium compiles `CiliumL2AnnouncementPolicy.spec.interfaces` with Go's `regexp` 
 matches unanchored. Python's `re` accepts more than RE2 (backreferences, lookaround, atomic
 groups, possessive quantifiers, conditionals), so a pattern that works here could be rejected
 by Cilium: those constructs are refused with a message saying so. The common subset behaves
-the same. (RE2-only syntax such as `\\pL` or `\\z` is reported as invalid by Python's `re`.)
+the same. Two RE2 spellings Python lacks are translated (`\\z` end of text, `(?<name>...)`
+named groups); other RE2-only syntax (`\\pL`, `\\Q...\\E`, `(?U)`) is reported as invalid.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def re2_problem(pattern: str) -> str | None:
     if (why := _unsupported_construct(pattern)) is not None:
         return f"invalid regular expression {pattern!r}: {why}"
     try:
-        re.compile(pattern)
+        re.compile(to_python(pattern))
     except re.error as e:
         return f"invalid regular expression {pattern!r}: {e}"
     return None
@@ -85,7 +86,41 @@ def _unsupported_construct(p: str) -> str | None:
     return None
 
 
+def to_python(pattern: str) -> str:
+    """The RE2 pattern in Python's spelling: `\\z` -> `\\Z`, `(?<name>` -> `(?P<name>`."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            pair = pattern[i:i + 2]
+            out.append("\\Z" if pair == "\\z" and not in_class else pair)
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            out.append(c)
+            i += 1
+            if pattern[i:i + 1] == "^":
+                out.append("^")
+                i += 1
+            if pattern[i:i + 1] == "]":
+                out.append("]")
+                i += 1
+            continue
+        elif pattern.startswith("(?<", i) and pattern[i + 3:i + 4] not in ("=", "!"):
+            out.append("(?P<")
+            i += 3
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 @functools.lru_cache(maxsize=1024)
 def compile_re2(pattern: str) -> re.Pattern[str]:
     """Compile a pattern already checked by `re2_problem` (cached: policies are re-read)."""
-    return re.compile(pattern)
+    return re.compile(to_python(pattern))
