@@ -3,7 +3,8 @@
 Pins down: merging a file with itself changes nothing; the later file wins for every scalar
 it sets; a `--set a.b=X` reads back as X (Helm-typed), also through the whole pipeline; an
 escaped value reads back as the text; merging is associative; coalescing keeps every default
-the user did not touch; Go durations round-trip.
+the user did not touch; Go durations round-trip; and no input at all (any tree of known and
+unknown keys with any values, any `--set` text) raises: it only ever gives problems.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hexlane.config import (
+    SPECS,
     coalesce,
     format_duration,
     merge_maps,
@@ -21,7 +23,7 @@ from hexlane.config import (
     parse_set,
     resolve_values,
 )
-from hexlane.config.strvals import typed_value
+from hexlane.config.strvals import StrvalsError, typed_value
 
 # The suite shares a small machine with other jobs: generation may be slow, never flaky.
 # (A decorator, not a profile: a profile would change every other module's tests too.)
@@ -164,3 +166,48 @@ def test_durations_round_trip(ms: int) -> None:
     seconds = ms / 1000
     assert abs(parse_duration(format_duration(seconds)) - seconds) < 1e-9
     assert abs(parse_duration(f"{ms}ms") - seconds) < 1e-9
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1} as {"a": {"b": 1}}; a later shorter path may replace a map, as YAML could."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = out
+        *parents, last = path.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = value
+    return out
+
+
+KNOWN_PATHS = st.sampled_from(sorted(
+    {*SPECS, *(p.rsplit(".", 1)[0] for p in SPECS if "." in p), "endpointRoutes", "unknown.k"}))
+ANY_VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=2),
+                       st.dictionaries(KEYS, SCALARS, max_size=2),
+                       st.sampled_from(["15s", "0.0.0.0:1", "10.0.0.0/8", "dsr", "native",
+                                        "strict", "", "JLfvgnHc2kaSUFaI", "4095", "-1"]))
+
+
+@relaxed
+@given(st.dictionaries(KNOWN_PATHS, ANY_VALUES, max_size=6), st.lists(
+    st.text("abc.=,{}[]0-9\\", max_size=8), max_size=2))
+def test_any_input_gives_problems_never_an_exception(flat: dict[str, Any],
+                                                     flags: list[str]) -> None:
+    values, problems = resolve_values([("v.yaml", nest(flat))], flags)
+    assert isinstance(values.tree, dict)
+    for p in problems:
+        assert p.severity in ("error", "warning")
+        assert p.file in ("v.yaml", "--set", "")
+
+
+@relaxed
+@given(st.text(alphabet="ab.=,{}[]01-\\ ", max_size=16))
+def test_set_parser_fails_only_with_strvals_error(text: str) -> None:
+    try:
+        tree = parse_set(text)
+    except StrvalsError as e:
+        assert str(e)  # says what is wrong
+    else:
+        assert all(isinstance(k, str) and k for k in tree)

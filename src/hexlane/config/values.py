@@ -365,7 +365,11 @@ def _typed(tree: dict[str, Any], bad: set[str], origin: _Origins) -> tuple[Value
         problem("l2announcements.enabled",
                 "L2 announcements need kubeProxyReplacement: true (Cilium answers ARP "
                 "only for addresses its kube-proxy replacement serves)")
-    if read("bpf.masquerade") and not (kpr or node_port):
+    if read("bpf.masquerade") and not masquerade:
+        problem("bpf.masquerade",
+                "BPF masquerading needs enableIPv4Masquerade: true (there is nothing to "
+                "masquerade otherwise)")
+    elif read("bpf.masquerade") and not node_port:
         problem("bpf.masquerade",
                 "BPF masquerading needs kubeProxyReplacement: true (or nodePort.enabled)")
     if ipam.mode == "cluster-pool" \
