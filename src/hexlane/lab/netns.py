@@ -72,8 +72,10 @@ def run(name: str, argv: Sequence[str], *, check: bool = True, timeout: float = 
     result = subprocess.run(nsenter(name, argv), capture_output=True, text=True,
                             timeout=timeout, input=input, env=env, check=False)
     if check and result.returncode != 0:
-        raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout,
+        err = subprocess.CalledProcessError(result.returncode, result.args, result.stdout,
                                             result.stderr)
+        err.add_note(f"stderr: {result.stderr.strip()}")
+        raise err
     return result
 
 
@@ -107,3 +109,78 @@ def veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
                "netns", check_name(ns_b)])
     run(ns_a, ["ip", "link", "set", if_a, "up"])
     run(ns_b, ["ip", "link", "set", if_b, "up"])
+
+
+class Topology:
+    """The namespaces and processes one test, bench or lab run made; `close()` removes all.
+
+    Names get a random suffix (`unique_name`), processes are stopped by their own pid, and
+    namespaces are deleted in reverse order of creation, also after a failure half-way.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.namespaces: dict[str, str] = {}  # role -> namespace name (the latest one)
+        self.created: list[str] = []  # every namespace made, for close()
+        self.processes: list[subprocess.Popen[Any]] = []
+        self._links = 0
+
+    def __enter__(self) -> Topology:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, role: str) -> str:
+        """A new namespace for `role` (`lan`, `node1`, `pod-a`); returns its name."""
+        name = unique_name(f"{self.prefix}-{role}")
+        self.created.append(name)
+        create(name)
+        self.namespaces[role] = name
+        return name
+
+    def __getitem__(self, role: str) -> str:
+        return self.namespaces[role]
+
+    def lan(self, role: str = "lan", bridge: str = "br0") -> str:
+        """A namespace holding a bridge: the LAN switch."""
+        name = self.add(role)
+        run(name, ["ip", "link", "add", bridge, "type", "bridge"])
+        run(name, ["ip", "link", "set", bridge, "up"])
+        return name
+
+    def plug(self, lan_role: str, role: str, address: str, *, ifname: str = "eth0",
+             bridge: str = "br0", mtu: int = 1500) -> None:
+        """Connect namespace `role` to the LAN bridge with `address` (CIDR) on `ifname`."""
+        self._links += 1
+        port = f"p{self._links}-{secrets.token_hex(2)}"
+        veth(self[lan_role], port, self[role], ifname)
+        run(self[lan_role], ["ip", "link", "set", port, "master", bridge, "mtu", str(mtu)])
+        run(self[role], ["ip", "link", "set", ifname, "mtu", str(mtu)])
+        run(self[role], ["ip", "addr", "add", address, "dev", ifname])
+
+    def start(self, role: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start a process in the namespace of `role`; it is stopped by `close()`."""
+        proc = popen(self[role], argv, **kwargs)
+        self.processes.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in reversed(self.processes):
+            stop_process(proc)
+        self.processes.clear()
+        for name in reversed(self.created):
+            delete(name)
+        self.created.clear()
+        self.namespaces.clear()
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 5) -> None:
+    """SIGTERM, then SIGKILL after `timeout`; only this process, by its pid."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
