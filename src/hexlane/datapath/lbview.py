@@ -1,0 +1,159 @@
+"""Reading back what the load balancer's pinned maps hold, as plain data for listings.
+
+`services(bpf_root)` gives every frontend with its algorithm, flags and backends by slot;
+`maglev_tables(bpf_root)` gives every programmed Maglev table with the backend address in
+each slot. Both open the pins under `bpf_root` read-only in spirit (nothing is written), so
+they work while an agent runs or after it stopped. Used by ``hexlane bpf lb list`` and
+``hexlane bpf lb maglev list``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Any
+
+from hexlane.datapath import libbpf
+from hexlane.datapath.maps import (
+    AFFINITY_TIMEOUT_MASK,
+    BACKENDS_MAP,
+    DROPS_MAP,
+    LB_ALGORITHM_SHIFT,
+    LB_SELECTION_MAGLEV,
+    LB_SELECTION_RANDOM,
+    MAGLEV_MAP,
+    SERVICES_MAP,
+    SVC_FLAG2_FWD_MODE_DSR,
+    SVC_FLAG2_INT_LOCAL,
+    SVC_FLAG_AFFINITY,
+    SVC_FLAG_EXT_LOCAL,
+    SVC_FLAG_EXTERNAL_IP,
+    SVC_FLAG_HOSTPORT,
+    SVC_FLAG_LOADBALANCER,
+    SVC_FLAG_NODEPORT,
+    DropReason,
+    Lb4Backend,
+    Lb4Key,
+    Lb4Service,
+    ip4_str,
+    port_int,
+)
+
+_PROTOS = {6: "TCP", 17: "UDP", 132: "SCTP"}
+_ALGORITHMS = {0: "random", LB_SELECTION_RANDOM: "random", LB_SELECTION_MAGLEV: "maglev"}
+_STATES = {0: "active", 1: "terminating", 2: "quarantined", 3: "maintenance"}
+
+
+def _pin(bpf_root: str | os.PathLike[str], name: str) -> Path:
+    path = Path(bpf_root) / name
+    if not path.exists():
+        raise FileNotFoundError(f"no pinned map {path}: is the datapath loaded with "
+                                f"--bpf-root {bpf_root}?")
+    return path
+
+
+def _addr(address: int, port: int, proto: int) -> str:
+    return f"{ip4_str(address)}:{port_int(port)}/{_PROTOS.get(proto, str(proto))}"
+
+
+def _backends(bpf_root: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
+    with libbpf.Map.from_pin(_pin(bpf_root, BACKENDS_MAP), key_type=ctypes.c_uint32,
+                             value_type=Lb4Backend) as m:
+        return {
+            int(k.value): {
+                "id": int(k.value),
+                "address": _addr(v.address, v.port, v.proto),
+                "state": _STATES.get(v.flags, str(v.flags)),
+            }
+            for k, v in m.iter_items()
+        }
+
+
+def _service_type(svc: Lb4Service) -> str:
+    for flag, name in ((SVC_FLAG_LOADBALANCER, "LoadBalancer"), (SVC_FLAG_NODEPORT, "NodePort"),
+                       (SVC_FLAG_EXTERNAL_IP, "ExternalIPs"), (SVC_FLAG_HOSTPORT, "HostPort")):
+        if svc.flags & flag:
+            return name
+    return "ClusterIP"
+
+
+def services(bpf_root: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every frontend in the services map, sorted, with its backends by slot."""
+    backends = _backends(bpf_root)
+    frontends: dict[tuple[int, int, int, int], dict[str, Any]] = {}
+    slots: dict[tuple[int, int, int, int], dict[int, int]] = {}
+    with libbpf.Map.from_pin(_pin(bpf_root, SERVICES_MAP), key_type=Lb4Key,
+                             value_type=Lb4Service) as m:
+        for key, value in m.iter_items():
+            fe = (key.address, key.dport, key.proto, key.scope)
+            if key.backend_slot == 0:
+                algorithm = value.backend_id >> LB_ALGORITHM_SHIFT
+                flags = []
+                if value.flags & SVC_FLAG_AFFINITY:
+                    flags.append("sessionAffinity")
+                if value.flags & SVC_FLAG_EXT_LOCAL:
+                    flags.append("Local")
+                if value.flags2 & SVC_FLAG2_INT_LOCAL:
+                    flags.append("InternalLocal")
+                if value.flags2 & SVC_FLAG2_FWD_MODE_DSR:
+                    flags.append("dsr")
+                frontends[fe] = {
+                    "frontend": _addr(key.address, key.dport, key.proto),
+                    "scope": "internal" if key.scope else "external",
+                    "rev_nat_index": int(value.rev_nat_index),
+                    "type": _service_type(value),
+                    "algorithm": _ALGORITHMS.get(algorithm, str(algorithm)),
+                    "affinity_timeout_s": int(value.backend_id & AFFINITY_TIMEOUT_MASK),
+                    "flags": flags,
+                    "count": int(value.count),
+                }
+            else:
+                slots.setdefault(fe, {})[int(key.backend_slot)] = int(value.backend_id)
+    rows = []
+    for fe, row in sorted(frontends.items()):
+        by_slot = slots.get(fe, {})
+        row["backends"] = [
+            {"slot": slot, "id": bid,
+             **({k: v for k, v in backends[bid].items() if k != "id"}
+                if bid in backends else {"address": None, "state": "missing"})}
+            for slot, bid in sorted(by_slot.items()) if slot <= row["count"]
+        ]
+        rows.append(row)
+    return rows
+
+
+def maglev_tables(bpf_root: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every Maglev table, by service id, with the backend address of every slot."""
+    backends = _backends(bpf_root)
+    frontend_of = {row["rev_nat_index"]: row["frontend"] for row in services(bpf_root)}
+    rows = []
+    with libbpf.Map.from_pin(_pin(bpf_root, MAGLEV_MAP), key_type=ctypes.c_uint16,
+                             value_type=ctypes.c_uint32) as outer:
+        for key, inner_id in sorted(outer.iter_items(), key=lambda kv: kv[0].value):
+            with libbpf.Map.from_id(int(inner_id.value)) as inner:
+                size = inner.value_size // 4
+                raw = inner.lookup(ctypes.c_uint32(0))
+            ids = list((ctypes.c_uint32 * size).from_buffer_copy(raw)) if raw else []
+            rows.append({
+                "rev_nat_index": int(key.value),
+                "frontend": frontend_of.get(int(key.value)),
+                "table_size": size,
+                "slots": [
+                    backends[i]["address"] if i in backends else None for i in ids
+                ],
+                "backend_ids": ids,
+            })
+    return rows
+
+
+def drops(bpf_root: str | os.PathLike[str]) -> dict[str, int]:
+    """Drops counted by the programs, by reason name."""
+    with libbpf.Map.from_pin(_pin(bpf_root, DROPS_MAP), key_type=ctypes.c_uint32,
+                             value_type=ctypes.c_uint64) as m:
+        out = {}
+        for reason in DropReason:
+            value = m.lookup(ctypes.c_uint32(reason))
+            if value is not None and value.value:
+                out[reason.name.lower()] = int(value.value)
+        return out
