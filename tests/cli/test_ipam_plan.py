@@ -137,3 +137,17 @@ def test_real_command_line() -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["services"]["example/service-blue"]["condition"][
         "reason"] == "no_pool"
+
+
+@pytest.mark.parametrize("args", [["examples/seed-000/"],
+                                  ["tests/ipam/data/pihole-metallb.yaml"]])
+def test_docs_examples_match_real_output(capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         args: list[str]) -> None:
+    doc = (REPO / "docs" / "lb-ipam.md").read_text()
+    marker = f"$ hexlane ipam plan -f {' '.join(args)}\n"
+    assert marker in doc
+    shown = doc.split(marker, 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(REPO)
+    assert main(["ipam", "plan", "-f", *args]) == 0
+    assert capsys.readouterr().out == shown
