@@ -200,3 +200,19 @@ def test_typo_in_a_field_name_is_a_warning(capsys: pytest.CaptureFixture[str],
     code, out = run(capsys, "-f", str(f))
     assert code == 0
     assert f"{f}:5: Service/web: spec.selecter: warning: unknown field 'selecter'" in out
+
+
+def test_nothing_to_validate_is_unusable(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys)
+    assert code == 2 and "nothing to validate" in out
+
+
+def test_standard_input() -> None:
+    exe = Path(sys.executable).parent / "hexlane"
+    proc = subprocess.run([str(exe), "validate", "-f", "-", "-o", "json"],
+                          input=(BAD / "start-after-stop.yaml").read_text(),
+                          capture_output=True, text=True, timeout=60, check=False)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert [(p["file"], p["path"]) for p in report["problems"]] == [("-:9",
+                                                                     "spec.blocks[0].stop")]

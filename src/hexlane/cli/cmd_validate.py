@@ -2,7 +2,8 @@
 
     hexlane validate -f PATH... [--values F...] [--set k=v ...] [-o json]
 
-`-f` takes files and directories (their *.yaml/*.yml, recursively, sorted). Every document
+`-f` takes files and directories (their *.yaml/*.yml, recursively, sorted; `-` is standard
+input), and `kind: List` documents are checked item by item. Every document
 is parsed as the kind it declares; kinds hexlane does not read are reported as warnings.
 Across objects it also warns about pools whose blocks overlap (Cilium marks the newer pool
 conflicting) and objects defined twice. Values files and `--set` flags go through the same
@@ -82,7 +83,7 @@ def validate_manifests(report: Report, paths: Sequence[str],
     for path in expand_paths(paths):
         if os.path.normpath(path) in skipped:
             continue
-        if not os.path.exists(path):
+        if path != "-" and not os.path.exists(path):
             report.problems.append(Problem("no such file or directory", file=path))
             report.unusable = True
             continue
