@@ -66,15 +66,16 @@ def nsenter(name: str, argv: Sequence[str]) -> list[str]:
 
 
 def run(name: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30,
-        input: str | None = None, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    """Run a command in the named namespace and wait for it; output captured as text."""
-    result = subprocess.run(nsenter(name, argv), capture_output=True, text=True,
+        input: str | None = None, env: dict[str, str] | None = None, text: bool = True
+        ) -> subprocess.CompletedProcess[Any]:
+    """Run a command in the named namespace and wait for it; output captured (as text)."""
+    result = subprocess.run(nsenter(name, argv), capture_output=True, text=text,
                             timeout=timeout, input=input, env=env, check=False)
     if check and result.returncode != 0:
         err = subprocess.CalledProcessError(result.returncode, result.args, result.stdout,
                                             result.stderr)
-        err.add_note(f"stderr: {result.stderr.strip()}")
+        stderr = result.stderr if text else result.stderr.decode(errors="replace")
+        err.add_note(f"stderr: {stderr.strip()}")
         raise err
     return result
 
