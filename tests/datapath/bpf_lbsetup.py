@@ -12,6 +12,7 @@ from hexlane.datapath.maps import (
     Lb4Key,
     Lb4ReverseNat,
     Lb4Service,
+    LbAffinityMatch,
     ip4,
     port16,
     service_master_value,
@@ -30,6 +31,8 @@ def add_service(lb: LbDatapath, vip: str, port: int, proto: int, rev_nat: int,
     """Backends (id, address, port) in slots 1..n, then the service's own slot 0."""
     for backend_id, address, bport in backends:
         add_backend(lb, backend_id, address, bport, proto)
+        lb.maps.affinity_match.update(LbAffinityMatch(backend_id=backend_id, rev_nat_id=rev_nat),
+                                      ctypes.c_uint8(1))
     for slot, (backend_id, _, _) in enumerate(backends, start=1):
         lb.maps.services.update(
             Lb4Key(address=ip4(vip), dport=port16(port), backend_slot=slot, proto=proto),

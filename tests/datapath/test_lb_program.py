@@ -3,7 +3,8 @@
 Pins down: DNAT of TCP and UDP to a service's backend with valid L3/L4 checksums (also with IP
 options and UDP without checksum), reverse NAT of replies, conntrack stickiness, TCP and UDP
 services told apart on one address and port, malformed and truncated packets dropped with the
-right reason counted, unrelated traffic passed untouched, and pinned maps surviving a reload.
+right reason counted, unrelated traffic passed untouched, pinned maps surviving a reload, and
+session affinity holding only while its backend belongs to the service.
 A service without backends answers ICMP port unreachable (back out of the device), counted as
 a NO_BACKEND drop.
 """
@@ -24,9 +25,11 @@ from hexlane.datapath.loader import PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, LbDa
 from hexlane.datapath.maps import (
     CT_F_REPLY,
     CT_F_SERVICE,
+    SVC_FLAG_AFFINITY,
     Ct4Key,
     DropReason,
     Lb4Key,
+    LbAffinityMatch,
     ip4,
     port16,
 )
@@ -222,3 +225,29 @@ def test_pinned_maps_survive_a_reload(bpffs_dir: Path) -> None:
     finally:
         second.unpin()
         second.close()
+
+
+def test_session_affinity_sticks_while_the_backend_belongs_to_the_service(
+        lb: LbDatapath) -> None:
+    backends = [(140 + i, f"10.244.14.{i + 1}", 8080) for i in range(3)]
+    add_service(lb, "10.96.0.18", 8000, packets.TCP, 14, backends, affinity_timeout_s=3600,
+                flags=SVC_FLAG_AFFINITY)
+
+    def backend_for(sport: int) -> str:
+        frame = packets.build("10.0.9.9", "10.96.0.18", sport, 8000)
+        return packets.parse(run(lb, PROGRAM_FROM_CLIENT, frame).data).dst
+
+    first = backend_for(50000)
+    assert {backend_for(50001 + i) for i in range(15)} == {first}
+    # The backend leaves the service (it stays in the backend map, e.g. for another service):
+    # the client's affinity no longer counts and its new flows go elsewhere, and stick there.
+    gone = next(b for b in backends if b[1] == first)
+    lb.maps.affinity_match.delete(LbAffinityMatch(backend_id=gone[0], rev_nat_id=14))
+    remaining = [b for b in backends if b is not gone]
+    add_service(lb, "10.96.0.18", 8000, packets.TCP, 14, remaining, affinity_timeout_s=3600,
+                flags=SVC_FLAG_AFFINITY)
+    lb.maps.services.delete(Lb4Key(address=ip4("10.96.0.18"), dport=port16(8000),
+                                   backend_slot=3, proto=packets.TCP))
+    second = backend_for(51000)
+    assert second != first
+    assert {backend_for(51001 + i) for i in range(10)} == {second}

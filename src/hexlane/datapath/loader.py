@@ -21,6 +21,7 @@ from hexlane.datapath import libbpf
 from hexlane.datapath.build import compile_program
 from hexlane.datapath.maps import (
     AFFINITY_MAP,
+    AFFINITY_MATCH_MAP,
     BACKENDS_MAP,
     CT_MAP,
     DROP_REASON_SLOTS,
@@ -36,6 +37,7 @@ from hexlane.datapath.maps import (
     Lb4Key,
     Lb4ReverseNat,
     Lb4Service,
+    LbAffinityMatch,
     LbAffinityVal,
     maglev_lut_type,
 )
@@ -81,6 +83,7 @@ class LbMaps:
     maglev: libbpf.Map
     ct: libbpf.Map
     affinity: libbpf.Map
+    affinity_match: libbpf.Map
     drops: libbpf.Map
 
 
@@ -98,6 +101,8 @@ class LbDatapath:
             maglev=obj.map(MAGLEV_MAP, key_type=ctypes.c_uint16, value_type=ctypes.c_uint32),
             ct=obj.map(CT_MAP, key_type=Ct4Key, value_type=Ct4Entry),
             affinity=obj.map(AFFINITY_MAP, key_type=Lb4AffinityKey, value_type=LbAffinityVal),
+            affinity_match=obj.map(AFFINITY_MATCH_MAP, key_type=LbAffinityMatch,
+                                   value_type=ctypes.c_uint8),
             drops=obj.map(DROPS_MAP, key_type=ctypes.c_uint32, value_type=ctypes.c_uint64),
         )
 
@@ -180,7 +185,7 @@ class LbDatapath:
     def unpin(self) -> None:
         """Remove every pin under bpf_root that this datapath made (hexlane cleanup)."""
         for name in (*PROGRAMS, SERVICES_MAP, BACKENDS_MAP, REVNAT_MAP, MAGLEV_MAP, CT_MAP,
-                     AFFINITY_MAP, DROPS_MAP):
+                     AFFINITY_MAP, AFFINITY_MATCH_MAP, DROPS_MAP):
             pin = self.bpf_root / name
             if pin.exists():
                 pin.unlink()

@@ -20,6 +20,7 @@ REVNAT_MAP = "hl_lb4_revnat"
 MAGLEV_MAP = "hl_lb4_maglev"
 CT_MAP = "hl_ct4"
 AFFINITY_MAP = "hl_lb4_affinity"
+AFFINITY_MATCH_MAP = "hl_lb_aff_match"
 DROPS_MAP = "hl_drops"
 
 # lb4_service.flags / flags2 (Cilium's SVC_FLAG_*)
@@ -172,6 +173,14 @@ class LbAffinityVal(ctypes.Structure):
     ]
 
 
+class LbAffinityMatch(ctypes.Structure):
+    _fields_ = [
+        ("backend_id", ctypes.c_uint32),
+        ("rev_nat_id", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
 # C struct name -> its mirror, for the layout test and for tools that list maps.
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "lb4_key": Lb4Key,
@@ -182,6 +191,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "ct4_entry": Ct4Entry,
     "lb4_affinity_key": Lb4AffinityKey,
     "lb_affinity_val": LbAffinityVal,
+    "lb_affinity_match": LbAffinityMatch,
 }
 
 

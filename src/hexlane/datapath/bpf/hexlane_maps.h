@@ -217,6 +217,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hl_lb4_affinity SEC(".maps");
 
+/* Which backends belong to which service: an affinity entry only counts while its backend is
+ * still one of the service's (Cilium's cilium_lb_affinity_match); the agent keeps it.
+ */
+struct lb_affinity_match {
+	__u32 backend_id;
+	__u16 rev_nat_id;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb_affinity_match);
+	__type(value, __u8);
+	__uint(max_entries, LB_MAP_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hl_lb_aff_match SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);

@@ -84,12 +84,13 @@ static __always_inline __u32 hl_lb4_select_backend(struct lb4_key *key,
 }
 
 /* Session affinity (sessionAffinity: ClientIP): the backend this client used within the
- * service's timeout, or 0.
+ * service's timeout and that still belongs to the service, or 0.
  */
 static __always_inline __u32 hl_lb4_affinity_backend(const struct lb4_service *svc,
 						     __be32 client)
 {
 	struct lb4_affinity_key key = { .client_ip = client, .rev_nat_id = svc->rev_nat_index };
+	struct lb_affinity_match match = {};
 	__u64 timeout_ns = (__u64)(svc->backend_id & AFFINITY_TIMEOUT_MASK) * 1000000000ULL;
 	struct lb_affinity_val *val;
 	__u64 now;
@@ -98,7 +99,10 @@ static __always_inline __u32 hl_lb4_affinity_backend(const struct lb4_service *s
 	if (!val)
 		return 0;
 	now = bpf_ktime_get_ns();
-	if (val->last_used_ns + timeout_ns <= now) {
+	match.backend_id = val->backend_id;
+	match.rev_nat_id = svc->rev_nat_index;
+	if (val->last_used_ns + timeout_ns <= now ||
+	    !bpf_map_lookup_elem(&hl_lb_aff_match, &match)) {
 		bpf_map_delete_elem(&hl_lb4_affinity, &key);
 		return 0;
 	}
