@@ -1,0 +1,202 @@
+"""The asyncio driver of leader election on a coordination.k8s.io/v1 Lease.
+
+`LeaderElector` feeds `hexlane.k8s.election.step` with ticks (every retry period; candidates
+wait a jittered period, as client-go's `JitterUntil` with factor 1.2) and with the outcomes of
+the requests it asks for, and calls `on_started_leading` / `on_stopped_leading` (plain
+functions; start or cancel your own tasks there). Each request is bounded by the renew
+deadline so a hung connection cannot keep a stale leader leading. Cancelling `run()` (or
+`stop()`) releases a held lease before returning.
+
+Usage::
+
+    elector = LeaderElector(client, "cilium-l2announce-default-web", "kube-system",
+                            identity=node_name, timing=LeaseTiming.sanitised(15, 5, 2),
+                            on_started_leading=announce, on_stopped_leading=withdraw)
+    elector.start()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx2
+
+from .client import ApiError, KubeClient
+from .election import (
+    Action,
+    Create,
+    ElectionState,
+    Event,
+    Get,
+    LeaseRecord,
+    LeaseTiming,
+    Observed,
+    ReadFailed,
+    Release,
+    StartedLeading,
+    StoppedLeading,
+    Tick,
+    Update,
+    WriteFailed,
+    Written,
+    step,
+)
+from .resources import Lease, kind_of
+
+log = logging.getLogger(__name__)
+LEASE = kind_of(Lease)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LeaderElector:
+    """One candidate for one Lease."""
+
+    def __init__(self, client: KubeClient, name: str, namespace: str, identity: str,
+                 timing: LeaseTiming, *,
+                 on_started_leading: Callable[[], Any] | None = None,
+                 on_stopped_leading: Callable[[], Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], datetime] = _utcnow,
+                 jitter: float = 1.2, rand: Callable[[], float] = random.random) -> None:
+        self.client = client
+        self.name, self.namespace = name, namespace
+        self.timing = timing
+        self.state = ElectionState(identity)
+        self.on_started_leading = on_started_leading
+        self.on_stopped_leading = on_stopped_leading
+        self.clock, self.wall = clock, wall
+        self.jitter, self.rand = jitter, rand
+        self.starts = 0  # times this candidate started leading
+        self.stops = 0  # ... and stopped
+        self._lease: dict[str, Any] | None = None  # the Lease as last read or written
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        role = "leader" if self.leading else "candidate"
+        return f"<LeaderElector {self.namespace}/{self.name} {self.state.identity} {role}>"
+
+    @property
+    def leading(self) -> bool:
+        return self.state.leading
+
+    @property
+    def identity(self) -> str:
+        return self.state.identity
+
+    def start(self) -> asyncio.Task[None]:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name=repr(self))
+        return self._task
+
+    async def stop(self) -> None:
+        """Stop campaigning, releasing the lease if held."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        """Campaign and renew until cancelled; release on the way out."""
+        try:
+            while True:
+                await self._feed(Tick())
+                period = self.timing.retry_period
+                if not self.leading:
+                    period *= 1.0 + self.jitter * self.rand()
+                await asyncio.sleep(period)
+        finally:
+            # Runs on cancellation too: a bounded release, then (if the release did not get
+            # that far) the stop callback.
+            was_leading, stops = self.leading, self.stops
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._feed(Release()), self.timing.renew_deadline)
+            if was_leading and self.stops == stops:
+                self.state = ElectionState(self.identity)
+                self.stops += 1
+                self._callback(self.on_stopped_leading)
+
+    async def _feed(self, event: Event) -> None:
+        pending: list[Event] = [event]
+        while pending:
+            actions, self.state = step(self.timing, self.state, pending.pop(0), self.clock(),
+                                       self.wall())
+            for action in actions:
+                outcome = await self._perform(action)
+                if outcome is not None:
+                    pending.append(outcome)
+
+    async def _perform(self, action: Action) -> Event | None:
+        if isinstance(action, StartedLeading):
+            self.starts += 1
+            log.info("%s started leading %s/%s", self.identity, self.namespace, self.name)
+            self._callback(self.on_started_leading)
+            return None
+        if isinstance(action, StoppedLeading):
+            self.stops += 1
+            log.info("%s stopped leading %s/%s", self.identity, self.namespace, self.name)
+            self._callback(self.on_stopped_leading)
+            return None
+        try:
+            return await asyncio.wait_for(self._request(action), self.timing.renew_deadline)
+        except ApiError as e:
+            if isinstance(action, Get):
+                return ReadFailed()
+            return WriteFailed(conflict=e.conflict or (isinstance(action, Create)
+                                                       and e.code == 409))
+        except (httpx2.HTTPError, OSError, TimeoutError) as e:
+            log.debug("%r: %s failed: %s", self, type(action).__name__, e)
+            return ReadFailed() if isinstance(action, Get) else WriteFailed()
+
+    async def _request(self, action: Action) -> Event:
+        if isinstance(action, Get):
+            try:
+                lease = await self.client.request(
+                    "GET", LEASE.path(self.namespace, self.name))
+            except ApiError as e:
+                if e.not_found:
+                    self._lease = None
+                    return Observed(None)
+                raise
+            self._lease = lease
+            return Observed(LeaseRecord.from_lease(lease),
+                            str(lease["metadata"].get("resourceVersion") or ""))
+        body: dict[str, Any]
+        if isinstance(action, Create):
+            body = {"apiVersion": LEASE.api_version, "kind": LEASE.kind,
+                    "metadata": {"name": self.name, "namespace": self.namespace},
+                    "spec": action.record.to_spec()}
+            lease = await self.client.request("POST", LEASE.path(self.namespace), body=body)
+        elif isinstance(action, Update):
+            # Keep what others put on the Lease (labels, annotations): replace the spec only.
+            body = copy.deepcopy(self._lease) if self._lease else {
+                "apiVersion": LEASE.api_version, "kind": LEASE.kind,
+                "metadata": {"name": self.name, "namespace": self.namespace}}
+            body["metadata"]["resourceVersion"] = action.resource_version
+            body["spec"] = action.record.to_spec()
+            lease = await self.client.request("PUT", LEASE.path(self.namespace, self.name),
+                                              body=body)
+        else:
+            raise TypeError(f"not a request: {action!r}")
+        self._lease = lease
+        return Written(LeaseRecord.from_lease(lease),
+                       str(lease["metadata"].get("resourceVersion") or ""))
+
+    def _callback(self, func: Callable[[], Any] | None) -> None:
+        if func is None:
+            return
+        try:
+            func()
+        except Exception:  # the elector keeps its own state right even if a callback fails
+            log.exception("%r: leadership callback %r failed", self, func)
