@@ -336,7 +336,9 @@ class ApiServer:
     @staticmethod
     def _json(body: Any, status: int = 200) -> web.Response:
         text = body if isinstance(body, str) else dumps(body)
-        return web.Response(text=text, status=status, content_type=JSON)
+        # body=, not text=: aiohttp would add "; charset=utf-8", and lightkube turns an error into
+        # its ApiError only for exactly "application/json", which is what Kubernetes sends.
+        return web.Response(body=text.encode(), status=status, content_type=JSON)
 
     def _count(self, verb: str, info: ResourceInfo | None, code: int) -> None:
         self.metrics.requests.labels(verb, info.group if info else "",
@@ -779,33 +781,44 @@ class ApiServer:
                 await resp.write(b"".join(first))
             deadline = time.monotonic() + timeout
             next_bookmark = time.monotonic() + self.config.bookmark_interval
-            while not self._stopping.is_set():
-                now = time.monotonic()
-                if now >= deadline or sub.closed:
-                    break
-                wait = deadline - now
-                if bookmarks:
-                    wait = min(wait, max(0.0, next_bookmark - now))
-                try:
-                    ev = await asyncio.wait_for(sub.queue.get(), timeout=wait)
-                except TimeoutError:
-                    if bookmarks and time.monotonic() >= next_bookmark and sub.queue.empty():
-                        last_sent = max(last_sent, self.store.rv)
-                        await resp.write(self._bookmark(rp, last_sent))
-                        next_bookmark = time.monotonic() + self.config.bookmark_interval
-                    continue
-                batch = [ev]
-                while not sub.queue.empty():
-                    batch.append(sub.queue.get_nowait())
-                out = []
-                for item in batch:
-                    if item.rv <= from_rv:
+            # One timer per tick instead of a timeout per event: a tick (None in the queue)
+            # wakes the loop to end the watch or send a bookmark.
+            loop = asyncio.get_running_loop()
+
+            def arm() -> asyncio.TimerHandle:
+                due = min(deadline, next_bookmark) if bookmarks else deadline
+                return loop.call_at(loop.time() + max(0.0, due - time.monotonic()),
+                                    sub.queue.put_nowait, None)
+
+            timer = arm()
+            try:
+                while not self._stopping.is_set() and not sub.closed:
+                    first_item = await sub.queue.get()
+                    batch = [first_item]
+                    while not sub.queue.empty():
+                        batch.append(sub.queue.get_nowait())
+                    out = []
+                    for item in batch:
+                        if item is None or item.rv <= from_rv:
+                            continue
+                        last_sent = item.rv
+                        if (line := self._event_line(rp, item, filt, table_version, request)):
+                            out.append(line)
+                    if out:
+                        await resp.write(b"".join(out))
+                    if None not in batch:
                         continue
-                    last_sent = item.rv
-                    if (line := self._event_line(rp, item, filt, table_version, request)):
-                        out.append(line)
-                if out:
-                    await resp.write(b"".join(out))
+                    now = time.monotonic()
+                    if now >= deadline:
+                        break
+                    if bookmarks and now >= next_bookmark:
+                        if sub.queue.empty():
+                            last_sent = max(last_sent, self.store.rv)
+                            await resp.write(self._bookmark(rp, last_sent))
+                        next_bookmark = now + self.config.bookmark_interval
+                    timer = arm()
+            finally:
+                timer.cancel()
             await resp.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
             pass
