@@ -64,7 +64,8 @@ def test_warnings_to_stderr_exit_zero(tmp_path: Path,
     assert yaml.safe_load(out)["myOwnKey"] == 1
     lines = err.splitlines()
     assert len(lines) == 2
-    assert all(line.startswith(f"{f}: ") and "warning:" in line for line in lines)
+    assert all(line.startswith(f"{f}:") and "warning:" in line for line in lines)
+    assert any(line.startswith(f"{f}:2: myOwnKey: warning: unknown key") for line in lines)
     assert any("kubeProxyReplacement" in line for line in lines)
     assert any("myOwnKey" in line for line in lines)
 
@@ -78,15 +79,15 @@ def test_errors_exit_two_one_line_each(tmp_path: Path,
     assert out == ""
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 3
-    assert f"error: {f}: l2announcements: expected a map" in err
-    assert f"error: {f}: loadBalancer.mode: expected one of snat, dsr, hybrid" in err
+    assert f"error: {f}:1: l2announcements: expected a map" in err
+    assert f"error: {f}:3: loadBalancer.mode: expected one of snat, dsr, hybrid" in err
     assert "error: --set: cannot parse 'a.b'" in err
 
 
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["config", "show", "-f", str(tmp_path / "none.yaml")], capsys)
     assert (code, out) == (2, "")
-    assert "none.yaml: no such file" in err
+    assert "none.yaml: cannot read file" in err
 
 
 def test_values_file_that_is_a_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,7 +95,7 @@ def test_values_file_that_is_a_list(tmp_path: Path, capsys: pytest.CaptureFixtur
     f.write_text("- kubeProxyReplacement: true\n")
     code, _, err = run(["config", "show", "-f", str(f)], capsys)
     assert code == 2
-    assert "must be a map" in err
+    assert "expected a map of Helm values" in err
 
 
 def test_no_input_prints_defaults(capsys: pytest.CaptureFixture[str]) -> None:

@@ -203,31 +203,45 @@ def test_bad_keys_fall_back_to_defaults_in_the_typed_view() -> None:
     assert values.maglev.table_size == 16381
 
 
-@pytest.mark.parametrize("text,fragment", [
-    ("- a\n- b\n", "this is a list"),
-    ("just a string\n", "this is a str"),
-    ("42\n", "this is a int"),
-    ("a: [1, 2\n", "not valid YAML at line"),
-    ("a: 1\n\tb: 2\n", "not valid YAML"),
-    ("1: one\n", "keys must be strings"),
+@pytest.mark.parametrize("text,fragment,file", [
+    ("- a\n- b\n", "the file holds a list: expected a map of Helm values", "v.yaml"),
+    ("just a string\n", "expected a map of Helm values", "v.yaml"),
+    ("42\n", "holds an integer (42): expected a map", "v.yaml"),
+    ("a: [1, 2\n", "invalid YAML at line 2", "v.yaml:2"),
+    ("a: 1\n\tb: 2\n", "invalid YAML at line 2", "v.yaml:2"),
+    ("a: 1\nb: 2\na: 3\n", "'a' appears twice", "v.yaml:3"),
+    ("---\na: 1\n---\nb: 2\n", "invalid YAML", "v.yaml:3"),
+    ("1: one\n", "keys must be strings", "v.yaml"),
 ])
-def test_document_that_is_not_a_map(text: str, fragment: str) -> None:
-    tree, problems = parse_values_document(text, "v.yaml")
-    assert tree == {}
+def test_document_that_is_not_a_map(text: str, fragment: str, file: str) -> None:
+    doc, problems = parse_values_document(text, "v.yaml")
+    assert doc.tree == {}
     [problem] = problems
     assert fragment in problem.message
-    assert problem.file == "v.yaml"
+    assert problem.file == file
 
 
 def test_empty_document_is_empty_map() -> None:
-    assert parse_values_document("", "v.yaml") == ({}, [])
-    assert parse_values_document("# only a comment\n", "v.yaml") == ({}, [])
+    for text in ("", "# only a comment\n"):
+        doc, problems = parse_values_document(text, "v.yaml")
+        assert (doc.tree, problems) == ({}, [])
 
 
 def test_dates_stay_strings() -> None:
-    tree, problems = parse_values_document("custom: 2024-01-02\n", "v.yaml")
-    assert tree == {"custom": "2024-01-02"}
+    doc, problems = parse_values_document("custom: 2024-01-02\n", "v.yaml")
+    assert doc.tree == {"custom": "2024-01-02"}
     assert problems == []
+
+
+def test_problems_point_at_the_line_of_the_key() -> None:
+    text = "hubble:\n  enabled: true\nloadBalancer:\n  algorithm: maglev\n  mode: fast\n" \
+           "ipam:\n  operator:\n    clusterPoolIPv4PodCIDRList:\n    - 10.42.0.0/16\n" \
+           "    - 10.300.0.0/16\n"
+    doc, _ = parse_values_document(text, "v.yaml")
+    _, problems = resolve_values([doc])
+    assert {(p.file, p.path) for p in problems} == {
+        ("v.yaml:5", "loadBalancer.mode"),
+        ("v.yaml:10", "ipam.operator.clusterPoolIPv4PodCIDRList[1]")}
 
 
 @pytest.mark.parametrize("flag", ["a.b", "a,b=c", "list[x]=1", "list={a,b", "a.=x", "a[-1]=x"])

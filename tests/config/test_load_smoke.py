@@ -24,7 +24,7 @@ def test_bad_value_names_the_file_that_set_it(tmp_path: Path) -> None:
     b.write_text("hubble:\n  enabled: true\n")
     _, problems = load_values([str(a), str(b)])
     [err] = errors_only(problems)
-    assert err.file == str(a)
+    assert err.file == f"{a}:2"  # the file that set it, at the key's line
     assert err.path == "loadBalancer.mode"
     assert "snat, dsr, hybrid" in err.message
 
@@ -33,3 +33,4 @@ def test_missing_file_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
     _, problems = load_values([str(tmp_path / "nope.yaml")])
     [err] = errors_only(problems)
     assert err.file.endswith("nope.yaml")
+    assert "cannot read file" in err.message

@@ -8,7 +8,7 @@ Every accepted key, its default and its effect is listed in docs/configuration.m
 """
 
 from hexlane.config.duration import format_duration, parse_duration
-from hexlane.config.loader import load_values, read_values_file
+from hexlane.config.loader import load_values
 from hexlane.config.merge import coalesce, merge_maps
 from hexlane.config.schema import MAGLEV_TABLE_SIZES, SPECS, KeySpec
 from hexlane.config.strvals import StrvalsError, parse_set, parse_set_into
@@ -23,6 +23,7 @@ from hexlane.config.values import (
     Operator,
     Prometheus,
     Values,
+    ValuesDocument,
     default_tree,
     defaults,
     parse_values_document,
@@ -32,7 +33,7 @@ from hexlane.config.values import (
 __all__ = [
     "MAGLEV_TABLE_SIZES", "SPECS", "Cluster", "Hubble", "Ipam", "K8sClientRateLimit", "KeySpec",
     "L2Announcements", "LoadBalancer", "Maglev", "Operator", "Prometheus", "StrvalsError",
-    "Values", "coalesce", "default_tree", "defaults", "format_duration", "load_values",
-    "merge_maps", "parse_duration", "parse_set", "parse_set_into", "parse_values_document",
-    "read_values_file", "resolve_values",
+    "Values", "ValuesDocument", "coalesce", "default_tree", "defaults", "format_duration",
+    "load_values", "merge_maps", "parse_duration", "parse_set", "parse_set_into",
+    "parse_values_document", "resolve_values",
 ]

@@ -584,7 +584,7 @@ def _walk(node: Mapping[str, Any], prefix: str, origin: Callable[[str], str],
             try:
                 out[key], notes = NORMALISERS[spec.kind](value, spec)
             except Invalid as e:
-                problems.append(Problem(str(e), path=path + e.at, file=origin(path)))
+                problems.append(Problem(str(e), path=path + e.at, file=origin(path + e.at)))
                 out[key] = value
                 continue
             problems += [Problem(msg, path=path, file=origin(path), severity=sev)

@@ -25,7 +25,8 @@ from hexlane.config.duration import parse_duration
 from hexlane.config.merge import coalesce, merge_maps
 from hexlane.config.schema import check_tree, split_host_port
 from hexlane.config.strvals import StrvalsError, parse_set_into
-from hexlane.model.errors import Problem, errors_only
+from hexlane.model.errors import InputError, Problem, errors_only
+from hexlane.model.manifests import Manifest, parse_mapping, scan_manifests
 
 SET_SOURCE = "--set"
 DEFAULTS_SOURCE = ""  # problems in hexlane's own defaults name no file
@@ -167,51 +168,57 @@ def defaults() -> Values:
     return values
 
 
-def parse_values_document(text: str, source: str) -> tuple[dict[str, Any], list[Problem]]:
-    """One values file's text as a tree; an empty file is `{}` as in Helm."""
+@dataclass(frozen=True)
+class ValuesDocument:
+    """One values file as read: its name, its tree, and the line of each key (may be empty).
+
+    `where(path)` is `file:line` of the key (or of its nearest parent in this file), the
+    place a problem about that key is shown.
+    """
+
+    source: str
+    tree: Mapping[str, Any]
+    manifest: Manifest | None = None
+
+    def where(self, path: str) -> str:
+        if self.manifest is None:
+            return self.source
+        return self.manifest.where(path)
+
+
+def parse_values_document(text: str, source: str) -> tuple[ValuesDocument, list[Problem]]:
+    """One values file's text as a tree with line numbers; an empty file is `{}` as in Helm.
+
+    YAML is read as the rest of hexlane reads it (`hexlane.model.manifests`: YAML 1.1
+    scalars, dates kept as strings, a repeated key is an error, as in Helm).
+    """
     try:
-        data = yaml.load(text, Loader=_ValuesLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as e:
-        where = ""
-        mark = getattr(e, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(e, "problem", None) or str(e)
-        return {}, [Problem(f"not valid YAML{where}: {problem}", file=source)]
-    if data is None:
-        return {}, []
-    if not isinstance(data, dict):
-        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__} ({data!r})"
-        return {}, [Problem(f"a values file must be a map of keys to values, this is {kind}",
-                            file=source)]
-    bad_keys = [k for k in data if not isinstance(k, str)]
+        tree = parse_mapping(text, source, what="a map of Helm values")
+    except InputError as e:
+        return ValuesDocument(source, {}), list(e.problems)
+    bad_keys = [k for k in tree if not isinstance(k, str)]
     if bad_keys:
-        return {}, [Problem(f"keys must be strings, got {bad_keys[0]!r}", file=source)]
-    return data, []
+        return ValuesDocument(source, {}), [
+            Problem(f"keys must be strings, got {bad_keys[0]!r}", file=source)]
+    manifests, _ = scan_manifests(text, source)
+    return ValuesDocument(source, tree, manifests[0] if manifests else None), []
 
 
-class _ValuesLoader(yaml.SafeLoader):
-    """YAML as Helm reads it, except that dates stay strings (Helm goes through JSON)."""
-
-
-_ValuesLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+_SET_DOCUMENT = ValuesDocument(SET_SOURCE, {})
 
 
 class _Origins:
-    """Which source last set each path, so problems name the file that set a bad value."""
+    """Which document last set each path, so problems name the file (and line) that set it."""
 
     def __init__(self) -> None:
-        self._by_path: dict[str, str] = {}
+        self._by_path: dict[str, ValuesDocument] = {}
 
-    def record(self, tree: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    def record(self, tree: Mapping[str, Any], doc: ValuesDocument, prefix: str = "") -> None:
         for key, value in tree.items():
             path = f"{prefix}.{key}" if prefix else str(key)
-            self._by_path[path] = source
+            self._by_path[path] = doc
             if isinstance(value, Mapping):
-                self.record(value, source, path)
+                self.record(value, doc, path)
             else:
                 # A scalar or list replaces whatever was below it.
                 below = path + "."
@@ -222,16 +229,16 @@ class _Origins:
         probe = path
         while True:
             if probe in self._by_path:
-                return self._by_path[probe]
+                return self._by_path[probe].where(path)
             cut = max(probe.rfind("."), probe.rfind("["))
             if cut <= 0:
                 return DEFAULTS_SOURCE
             probe = probe[:cut]
 
 
-def resolve_values(documents: Sequence[tuple[str, Mapping[str, Any]]],
+def resolve_values(documents: Sequence[ValuesDocument | tuple[str, Mapping[str, Any]]],
                    set_flags: Sequence[str] = ()) -> tuple[Values, list[Problem]]:
-    """Defaults, then each (source name, tree) in order, then `--set` flags, checked and typed.
+    """Defaults, then each document (or (name, tree)) in order, then `--set` flags, checked.
 
     Always returns a usable `Values`: where a key is wrong, its default is used and the
     problem is in the list (the caller decides whether errors stop it).
@@ -239,9 +246,10 @@ def resolve_values(documents: Sequence[tuple[str, Mapping[str, Any]]],
     origins = _Origins()
     problems: list[Problem] = []
     user: dict[str, Any] = {}
-    for source, tree in documents:
-        user = merge_maps(user, tree)
-        origins.record(tree, source)
+    for item in documents:
+        doc = item if isinstance(item, ValuesDocument) else ValuesDocument(*item)
+        user = merge_maps(user, doc.tree)
+        origins.record(doc.tree, doc)
     for flag in set_flags:
         trial = copy.deepcopy(user)
         try:
@@ -250,7 +258,7 @@ def resolve_values(documents: Sequence[tuple[str, Mapping[str, Any]]],
             problems.append(Problem(f"cannot parse {flag!r}: {e}", file=SET_SOURCE))
             continue
         user = trial
-        origins.record(_changed(flag), SET_SOURCE)
+        origins.record(_changed(flag), _SET_DOCUMENT)
     effective = coalesce(_parsed_defaults(), user)
     tree, found = check_tree(effective, origins)
     problems += found
