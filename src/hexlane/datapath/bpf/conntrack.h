@@ -5,7 +5,7 @@
  * it (client -> frontend), remembering the backend so later packets keep it; and CT_F_REPLY
  * keyed by the tuple after DNAT (client -> backend), so a reply (backend -> client) finds the
  * service's reverse NAT. The LRU evicts idle flows under pressure; the agent expires the rest
- * by last_seen_ns.
+ * by last_seen_ns (hexlane.datapath.conntrack), sooner once a FIN or RST marked them closing.
  */
 #ifndef HEXLANE_CONNTRACK_H
 #define HEXLANE_CONNTRACK_H
@@ -37,8 +37,14 @@ static __always_inline void hl_ct_key_reply(struct ct4_key *key, const struct pk
 	key->pad = 0;
 }
 
-static __always_inline void hl_ct_touch(struct ct4_entry *entry, struct __sk_buff *skb)
+#define HL_TCP_FIN 0x01
+#define HL_TCP_RST 0x04
+
+static __always_inline void hl_ct_touch(struct ct4_entry *entry, struct __sk_buff *skb,
+					const struct pkt4 *p)
 {
+	if (p->tcp_flags & (HL_TCP_FIN | HL_TCP_RST))
+		entry->flags |= CT_ENTRY_F_CLOSING;
 	entry->last_seen_ns = bpf_ktime_get_ns();
 	__sync_fetch_and_add(&entry->packets, 1);
 	__sync_fetch_and_add(&entry->bytes, skb->len);
@@ -47,6 +53,7 @@ static __always_inline void hl_ct_touch(struct ct4_entry *entry, struct __sk_buf
 static __always_inline int hl_ct_create(const struct ct4_key *key, struct __sk_buff *skb,
 					__u32 backend_id, __u16 rev_nat_index)
 {
+	/* A new flow: any earlier entry under this key (a reused port) starts over. */
 	struct ct4_entry entry = {
 		.last_seen_ns = bpf_ktime_get_ns(),
 		.packets = 1,

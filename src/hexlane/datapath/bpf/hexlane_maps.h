@@ -67,6 +67,9 @@
 #define CT_F_SERVICE 1 /* client -> frontend: remembers the chosen backend */
 #define CT_F_REPLY   2 /* client -> backend after DNAT: lets replies be reverse-translated */
 
+/* ct4_entry.flags */
+#define CT_ENTRY_F_CLOSING 1 /* a TCP FIN or RST was seen: the agent expires it soon */
+
 /* Why a packet was dropped: index into the drop counter map. */
 enum hl_drop_reason {
 	HL_DROP_NONE = 0,

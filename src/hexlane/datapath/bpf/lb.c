@@ -66,7 +66,7 @@ int hl_from_client(struct __sk_buff *skb)
 		backend_id = ct->backend_id;
 		backend = bpf_map_lookup_elem(&hl_lb4_backends, &backend_id);
 		if (backend)
-			hl_ct_touch(ct, skb);
+			hl_ct_touch(ct, skb, &p);
 	}
 
 	if (!backend) {
@@ -126,7 +126,7 @@ int hl_to_client(struct __sk_buff *skb)
 	ct = bpf_map_lookup_elem(&hl_ct4, &ct_key);
 	if (!ct)
 		return TC_ACT_OK;
-	hl_ct_touch(ct, skb);
+	hl_ct_touch(ct, skb, &p);
 	rev_nat_index = ct->rev_nat_index;
 	nat = bpf_map_lookup_elem(&hl_lb4_revnat, &rev_nat_index);
 	if (!nat)

@@ -20,7 +20,7 @@ struct pkt4 {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 pad;
+	__u8 tcp_flags; /* FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10; 0 for UDP */
 	__u16 l3_off;
 	__u16 l4_off;
 	__u16 csum_off;  /* offset of the L4 checksum field */
@@ -72,6 +72,7 @@ static __always_inline int hl_parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
 			return -HL_DROP_INVALID_L4;
 		p->sport = th->source;
 		p->dport = th->dest;
+		p->tcp_flags = ((__u8 *)th)[13];
 		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
 		p->csum_flags = 0;
 	} else {
@@ -81,6 +82,7 @@ static __always_inline int hl_parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
 			return -HL_DROP_TRUNCATED;
 		p->sport = uh->source;
 		p->dport = uh->dest;
+		p->tcp_flags = 0;
 		p->csum_off = p->l4_off + offsetof(struct udphdr, check);
 		p->csum_flags = BPF_F_MARK_MANGLED_0;
 	}

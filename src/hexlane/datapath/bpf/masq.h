@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The maps of hexlane's IPv4 masquerading (SNAT of pod traffic leaving the node), declared once.
+ *
+ * hexlane/datapath/masq.py mirrors every struct with ctypes; tests/netns checks the mirror
+ * against this header's BTF. Maps are pinned by name under the agent's --bpf-root, so NAT
+ * state outlives an agent restart.
+ */
+#ifndef HEXLANE_MASQ_H
+#define HEXLANE_MASQ_H
+
+#include "common.h"
+
+#ifndef SNAT4_MAP_MAX_ENTRIES
+#define SNAT4_MAP_MAX_ENTRIES 65536
+#endif
+#define MASQ_PORT_TRIES 64 /* ports tried per new flow before giving up */
+
+#define SNAT_DIR_EGRESS  1 /* pod -> world, as the pod sent it: gives node IP and port */
+#define SNAT_DIR_INGRESS 2 /* world -> node, as the reply arrives: gives pod IP and port */
+
+/* The node's masquerading settings: one entry, written by the agent. */
+struct masq4_config {
+	__be32 node_ip;   /* the address pods' traffic leaves with */
+	__be32 pod_net;   /* only sources in this node's pod CIDR are masqueraded */
+	__be32 pod_mask;
+	__u16 port_min;   /* NAT source ports, host order, outside the node's ephemeral range */
+	__u16 port_max;
+	__u32 enabled;
+};
+
+/* Destinations never masqueraded (ipv4NativeRoutingCIDR, pod CIDRs, node IPs): an LPM trie. */
+struct masq4_nonmasq_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+struct snat4_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir; /* SNAT_DIR_* */
+	__u16 pad;
+};
+
+struct snat4_entry {
+	__be32 to_addr; /* egress: the node IP; ingress: the pod IP */
+	__be16 to_port;
+	__u16 pad;
+	__u64 last_seen_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct masq4_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hl_masq4_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct masq4_nonmasq_key);
+	__type(value, __u8);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hl_masq4_nonmasq SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct snat4_key);
+	__type(value, struct snat4_entry);
+	__uint(max_entries, SNAT4_MAP_MAX_ENTRIES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hl_snat4 SEC(".maps");
+
+#endif /* HEXLANE_MASQ_H */

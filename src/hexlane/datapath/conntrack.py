@@ -1,0 +1,81 @@
+"""Expiring the load balancer's conntrack entries (the datapath only ever refreshes them).
+
+Each flow has two entries (see bpf/conntrack.h): the service entry (client -> frontend) and the
+reply entry (client -> backend), refreshed by packets of their own direction. A flow expires
+when both have been idle longer than its timeout, so a flow whose traffic runs one way only
+keeps its way back. Timeouts are Cilium's defaults: TCP 6 h (``bpf-ct-timeout-regular-tcp``),
+10 s once a FIN or RST was seen (``...-tcp-fin``), 60 s for anything else (``...-any``).
+
+`expired` is the pure rule; `gc_conntrack` applies it to the pinned maps. Times are
+CLOCK_MONOTONIC nanoseconds, the clock of ``bpf_ktime_get_ns`` (``time.monotonic_ns()``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from typing import Any
+
+from hexlane.datapath.maps import CT_F_REPLY, CT_F_SERVICE, IPPROTO_TCP, Ct4Entry, Ct4Key
+
+CT_ENTRY_F_CLOSING = 1
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class CtTimeouts:
+    tcp_s: int = 21600
+    tcp_closing_s: int = 10
+    other_s: int = 60
+
+
+def expired(entry: Ct4Entry, proto: int, now_ns: int,
+            timeouts: CtTimeouts = CtTimeouts()) -> bool:
+    """Whether one entry has been idle longer than its protocol's (and state's) timeout."""
+    if proto == IPPROTO_TCP:
+        limit = timeouts.tcp_closing_s if entry.flags & CT_ENTRY_F_CLOSING else timeouts.tcp_s
+    else:
+        limit = timeouts.other_s
+    return now_ns - entry.last_seen_ns > limit * NS
+
+
+def partner_key(key: Ct4Key, entry: Ct4Entry, backends: dict[int, Any],
+                revnat: dict[int, Any]) -> Ct4Key | None:
+    """The other entry of the same flow, when the maps still say where it is."""
+    if key.flags == CT_F_SERVICE:
+        backend = backends.get(entry.backend_id)
+        if backend is None:
+            return None
+        return Ct4Key(saddr=key.saddr, daddr=backend.address, sport=key.sport,
+                      dport=backend.port, proto=key.proto, flags=CT_F_REPLY)
+    if key.flags == CT_F_REPLY:
+        nat = revnat.get(entry.rev_nat_index)
+        if nat is None:
+            return None
+        return Ct4Key(saddr=key.saddr, daddr=nat.address, sport=key.sport, dport=nat.port,
+                      proto=key.proto, flags=CT_F_SERVICE)
+    return None
+
+
+def gc_conntrack(ct: Any, backends_map: Any, revnat_map: Any, now_ns: int,
+                 timeouts: CtTimeouts = CtTimeouts()) -> int:
+    """Delete every flow whose entries are all expired; returns how many entries went.
+
+    `ct`, `backends_map` and `revnat_map` are the typed maps of `LbDatapath.maps`.
+    """
+    entries: dict[bytes, tuple[Ct4Key, Ct4Entry]] = {
+        bytes(k): (k, v) for k, v in ct.iter_items()
+    }
+    backends = {int(k.value): v for k, v in backends_map.iter_items()}
+    revnat = {int(k.value): v for k, v in revnat_map.iter_items()}
+    deleted = 0
+    for raw, (key, entry) in entries.items():
+        if not expired(entry, key.proto, now_ns, timeouts):
+            continue
+        partner = partner_key(key, entry, backends, revnat)
+        other = entries.get(bytes(partner)) if partner is not None else None
+        if other is not None and not expired(other[1], key.proto, now_ns, timeouts):
+            continue
+        if ct.delete(ctypes.create_string_buffer(raw, len(raw)).raw):
+            deleted += 1
+    return deleted
