@@ -55,6 +55,13 @@ def test_gc_on_the_loaded_program(lb: LbDatapath) -> None:
     libbpf.test_run(back, packets.build("10.244.32.1", "10.0.2.2", 5353, 4444, packets.UDP))
     closing = lb.maps.ct.lookup(_key(2222, "10.96.3.1", 80, packets.TCP, CT_F_SERVICE))
     assert closing.flags & CT_ENTRY_F_CLOSING
+    # A new connection reusing a closed tuple is live again.
+    key = _key(5555, "10.96.3.1", 80, packets.TCP, CT_F_SERVICE)
+    for flags in (0x02, 0x04):  # SYN, then RST
+        libbpf.test_run(fwd, packets.build("10.0.2.2", "10.96.3.1", 5555, 80, tcp_flags=flags))
+    assert lb.maps.ct.lookup(key).flags & CT_ENTRY_F_CLOSING
+    libbpf.test_run(fwd, packets.build("10.0.2.2", "10.96.3.1", 5555, 80, tcp_flags=0x02))
+    assert not lb.maps.ct.lookup(key).flags & CT_ENTRY_F_CLOSING
 
     reply_seen = lb.maps.ct.lookup(_key(4444, "10.244.32.1", 5353, packets.UDP, CT_F_REPLY))
     # 60 s after the 4444 requests but not after its reply; 11 s after the FIN.
@@ -63,6 +70,7 @@ def test_gc_on_the_loaded_program(lb: LbDatapath) -> None:
     deleted = gc_conntrack(lb.maps.ct, lb.maps.backends, lb.maps.revnat, now, timeouts)
     remaining = {(k.sport, k.flags) for k in lb.maps.ct.iter_keys() if k.saddr == ip4("10.0.2.2")}
     assert (port16(1111), CT_F_SERVICE) in remaining and (port16(1111), CT_F_REPLY) in remaining
+    assert (port16(5555), CT_F_SERVICE) in remaining
     assert (port16(4444), CT_F_SERVICE) in remaining and (port16(4444), CT_F_REPLY) in remaining
     assert not any(sport in (port16(2222), port16(3333)) for sport, _ in remaining)
     assert deleted == 4

@@ -12,7 +12,6 @@ CLOCK_MONOTONIC nanoseconds, the clock of ``bpf_ktime_get_ns`` (``time.monotonic
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +75,6 @@ def gc_conntrack(ct: Any, backends_map: Any, revnat_map: Any, now_ns: int,
         other = entries.get(bytes(partner)) if partner is not None else None
         if other is not None and not expired(other[1], key.proto, now_ns, timeouts):
             continue
-        if ct.delete(ctypes.create_string_buffer(raw, len(raw)).raw):
+        if ct.delete(raw):
             deleted += 1
     return deleted

@@ -38,13 +38,17 @@ static __always_inline void hl_ct_key_reply(struct ct4_key *key, const struct pk
 }
 
 #define HL_TCP_FIN 0x01
+#define HL_TCP_SYN 0x02
 #define HL_TCP_RST 0x04
+#define HL_TCP_ACK 0x10
 
 static __always_inline void hl_ct_touch(struct ct4_entry *entry, struct __sk_buff *skb,
 					const struct pkt4 *p)
 {
 	if (p->tcp_flags & (HL_TCP_FIN | HL_TCP_RST))
 		entry->flags |= CT_ENTRY_F_CLOSING;
+	else if ((p->tcp_flags & (HL_TCP_SYN | HL_TCP_ACK)) == HL_TCP_SYN)
+		entry->flags &= ~CT_ENTRY_F_CLOSING; /* the tuple reused by a new connection */
 	entry->last_seen_ns = bpf_ktime_get_ns();
 	__sync_fetch_and_add(&entry->packets, 1);
 	__sync_fetch_and_add(&entry->bytes, skb->len);

@@ -9,29 +9,117 @@
  *   in the hl_snat4 LRU.
  * hl_masq_ingress: a reply to the node IP on a NAT port gets its destination turned back into
  *   the pod's address and port before the kernel routes it (to the pod's veth).
- * Everything else passes untouched (also malformed packets: judging them is not ours here).
+ * Everything else passes untouched, also malformed packets and fragments: judging them is not
+ * this program's job.
+ *
+ * Self-contained on purpose: parse.h/csum.h/drop.h pull in hexlane_maps.h, whose pinned maps
+ * (the Maglev map-in-map among them, sized at build time) this object must not create.
  */
 #include "common.h"
-#include "hexlane_maps.h"
-#include "drop.h"
-#include "parse.h"
-#include "csum.h"
 #include "masq.h"
 
-#define L4_SPORT_OFF(p) ((p)->l4_off + offsetof(struct udphdr, source))
-#define L4_DPORT_OFF(p) ((p)->l4_off + offsetof(struct udphdr, dest))
+#define IP_CSUM_OFF   (sizeof(struct ethhdr) + offsetof(struct iphdr, check))
+#define IP_SADDR_OFF  (sizeof(struct ethhdr) + offsetof(struct iphdr, saddr))
+#define IP_DADDR_OFF  (sizeof(struct ethhdr) + offsetof(struct iphdr, daddr))
 
-static __always_inline bool hl_masq_exempt(__be32 daddr)
+struct masq_pkt {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u32 l4_off;
+	__u32 csum_off;
+	__u32 csum_flags;
+	__u8 proto;
+};
+
+static __always_inline void masq_count(__u32 slot)
+{
+	__u64 *count = bpf_map_lookup_elem(&hl_masq4_stats, &slot);
+
+	if (count)
+		__sync_fetch_and_add(count, 1);
+}
+
+/* true when the packet is an unfragmented IPv4 TCP/UDP packet whose headers are all there */
+static __always_inline bool masq_parse(struct __sk_buff *skb, struct masq_pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip4;
+	__u32 ihl_len;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return false;
+	ip4 = (void *)(eth + 1);
+	if ((void *)(ip4 + 1) > data_end || ip4->version != 4 || ip4->ihl < 5)
+		return false;
+	if (ip4->frag_off & bpf_htons(0x3fff))
+		return false;
+	ihl_len = (__u32)ip4->ihl * 4;
+	p->saddr = ip4->saddr;
+	p->daddr = ip4->daddr;
+	p->proto = ip4->protocol;
+	p->l4_off = sizeof(struct ethhdr) + ihl_len;
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *th = (void *)ip4 + ihl_len;
+
+		if ((void *)(th + 1) > data_end)
+			return false;
+		p->sport = th->source;
+		p->dport = th->dest;
+		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
+		p->csum_flags = 0;
+		return true;
+	}
+	if (p->proto == IPPROTO_UDP) {
+		struct udphdr *uh = (void *)ip4 + ihl_len;
+
+		if ((void *)(uh + 1) > data_end)
+			return false;
+		p->sport = uh->source;
+		p->dport = uh->dest;
+		p->csum_off = p->l4_off + offsetof(struct udphdr, check);
+		p->csum_flags = BPF_F_MARK_MANGLED_0; /* UDP checksum 0 means "none": keep it so */
+		return true;
+	}
+	return false;
+}
+
+/* Rewrite an address (and, through the pseudo header, the L4 checksum) and a port. */
+static __always_inline int masq_rewrite(struct __sk_buff *skb, const struct masq_pkt *p,
+					__u32 addr_off, __be32 old_addr, __be32 new_addr,
+					__u32 port_off, __be16 old_port, __be16 new_port)
+{
+	if (bpf_l4_csum_replace(skb, p->csum_off, old_addr, new_addr,
+				p->csum_flags | BPF_F_PSEUDO_HDR | sizeof(new_addr)) < 0)
+		return -1;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0) < 0)
+		return -1;
+	if (old_port == new_port)
+		return 0;
+	if (bpf_l4_csum_replace(skb, p->csum_off, old_port, new_port,
+				p->csum_flags | sizeof(new_port)) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
+		return -1;
+	return 0;
+}
+
+static __always_inline bool masq_exempt(__be32 daddr)
 {
 	struct masq4_nonmasq_key key = { .prefixlen = 32, .addr = daddr };
 
 	return bpf_map_lookup_elem(&hl_masq4_nonmasq, &key) != NULL;
 }
 
-/* The egress entry of a new flow: a free NAT port claimed through its reply entry. */
-static __always_inline struct snat4_entry *hl_snat_new(const struct pkt4 *p,
-							const struct masq4_config *cfg,
-							const struct snat4_key *key)
+/* The egress entry of a new flow: a free NAT port, claimed through its reply entry. */
+static __always_inline struct snat4_entry *masq_new_flow(const struct masq_pkt *p,
+							  const struct masq4_config *cfg,
+							  const struct snat4_key *key)
 {
 	struct snat4_key rkey = {
 		.saddr = p->daddr, .daddr = cfg->node_ip, .sport = p->dport,
@@ -70,16 +158,15 @@ int hl_masq_egress(struct __sk_buff *skb)
 	const struct masq4_config *cfg;
 	struct snat4_entry *nat;
 	struct snat4_key key = {};
-	struct pkt4 p = {};
+	struct masq_pkt p = {};
 	__u32 zero = 0;
-	int ret;
 
-	if (hl_parse_ipv4(skb, &p) != PARSE_OK)
+	if (!masq_parse(skb, &p))
 		return TC_ACT_OK;
 	cfg = bpf_map_lookup_elem(&hl_masq4_config, &zero);
 	if (!cfg || !cfg->enabled)
 		return TC_ACT_OK;
-	if ((p.saddr & cfg->pod_mask) != cfg->pod_net || hl_masq_exempt(p.daddr))
+	if ((p.saddr & cfg->pod_mask) != cfg->pod_net || masq_exempt(p.daddr))
 		return TC_ACT_OK;
 
 	key.saddr = p.saddr;
@@ -90,18 +177,20 @@ int hl_masq_egress(struct __sk_buff *skb)
 	key.dir = SNAT_DIR_EGRESS;
 	nat = bpf_map_lookup_elem(&hl_snat4, &key);
 	if (!nat) {
-		nat = hl_snat_new(&p, cfg, &key);
-		if (!nat)
-			return hl_drop(HL_DROP_CT_CREATE);
+		nat = masq_new_flow(&p, cfg, &key);
+		if (!nat) {
+			masq_count(MASQ_STAT_NO_PORT);
+			return TC_ACT_SHOT;
+		}
 	} else {
 		nat->last_seen_ns = bpf_ktime_get_ns();
 	}
-	ret = hl_rewrite_addr(skb, &p, IP_SADDR_OFF, p.saddr, nat->to_addr);
-	if (ret < 0)
-		return hl_drop(-ret);
-	ret = hl_rewrite_port(skb, &p, L4_SPORT_OFF(&p), p.sport, nat->to_port);
-	if (ret < 0)
-		return hl_drop(-ret);
+	if (masq_rewrite(skb, &p, IP_SADDR_OFF, p.saddr, nat->to_addr,
+			 p.l4_off + offsetof(struct udphdr, source), p.sport, nat->to_port) < 0) {
+		masq_count(MASQ_STAT_REWRITE);
+		return TC_ACT_SHOT;
+	}
+	masq_count(MASQ_STAT_EGRESS);
 	return TC_ACT_OK;
 }
 
@@ -111,11 +200,10 @@ int hl_masq_ingress(struct __sk_buff *skb)
 	const struct masq4_config *cfg;
 	struct snat4_entry *nat;
 	struct snat4_key key = {};
-	struct pkt4 p = {};
+	struct masq_pkt p = {};
 	__u32 zero = 0;
-	int ret;
 
-	if (hl_parse_ipv4(skb, &p) != PARSE_OK)
+	if (!masq_parse(skb, &p))
 		return TC_ACT_OK;
 	cfg = bpf_map_lookup_elem(&hl_masq4_config, &zero);
 	if (!cfg || !cfg->enabled || p.daddr != cfg->node_ip)
@@ -131,12 +219,12 @@ int hl_masq_ingress(struct __sk_buff *skb)
 	if (!nat)
 		return TC_ACT_OK;
 	nat->last_seen_ns = bpf_ktime_get_ns();
-	ret = hl_rewrite_addr(skb, &p, IP_DADDR_OFF, p.daddr, nat->to_addr);
-	if (ret < 0)
-		return hl_drop(-ret);
-	ret = hl_rewrite_port(skb, &p, L4_DPORT_OFF(&p), p.dport, nat->to_port);
-	if (ret < 0)
-		return hl_drop(-ret);
+	if (masq_rewrite(skb, &p, IP_DADDR_OFF, p.daddr, nat->to_addr,
+			 p.l4_off + offsetof(struct udphdr, dest), p.dport, nat->to_port) < 0) {
+		masq_count(MASQ_STAT_REWRITE);
+		return TC_ACT_SHOT;
+	}
+	masq_count(MASQ_STAT_INGRESS);
 	return TC_ACT_OK;
 }
 

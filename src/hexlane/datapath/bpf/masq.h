@@ -15,6 +15,13 @@
 #endif
 #define MASQ_PORT_TRIES 64 /* ports tried per new flow before giving up */
 
+/* hl_masq4_stats slots */
+#define MASQ_STAT_EGRESS      0 /* packets translated on the way out */
+#define MASQ_STAT_INGRESS     1 /* replies translated back */
+#define MASQ_STAT_NO_PORT     2 /* new flows dropped: no free NAT port (or map update failed) */
+#define MASQ_STAT_REWRITE     3 /* packets dropped: rewrite or checksum update failed */
+#define MASQ_STAT_MAX         4
+
 #define SNAT_DIR_EGRESS  1 /* pod -> world, as the pod sent it: gives node IP and port */
 #define SNAT_DIR_INGRESS 2 /* world -> node, as the reply arrives: gives pod IP and port */
 
@@ -75,5 +82,13 @@ struct {
 	__uint(max_entries, SNAT4_MAP_MAX_ENTRIES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hl_snat4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, MASQ_STAT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hl_masq4_stats SEC(".maps");
 
 #endif /* HEXLANE_MASQ_H */
