@@ -412,3 +412,30 @@ plain_objects = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), plain_val
 def test_strategic_merge_without_merge_lists_or_directives_equals_merge_patch(
         doc: dict, patch: dict) -> None:
     assert smp(doc, patch, "ConfigMap") == merge_patch(doc, patch)
+
+
+# --- robustness: a bad body is a PatchError, never another exception ---------------------------
+
+smp_keys = st.sampled_from(["spec", "metadata", "containers", "ports", "name", "port",
+                            "finalizers", "$patch", "$retainKeys", "$setElementOrder/ports",
+                            "$deleteFromPrimitiveList/finalizers", "protocol", "x"])
+smp_junk = st.recursive(
+    st.none() | st.booleans() | st.integers(0, 3)
+    | st.sampled_from(["delete", "replace", "merge", "a", "TCP"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(smp_keys, inner, max_size=4),
+    max_leaves=20)
+
+
+@few
+@given(current=st.dictionaries(smp_keys, smp_junk, max_size=4),
+       patch=st.dictionaries(smp_keys, smp_junk, max_size=4),
+       kind=st.sampled_from(["Service", "Pod", "Deployment", "Node"]))
+def test_any_strategic_patch_gives_a_result_or_a_patch_error(current: dict, patch: dict,
+                                                              kind: str) -> None:
+    try:
+        out = smp(current, patch, kind)
+    except PatchError:
+        return
+    assert isinstance(out, dict)
+    # Directives are obeyed, never stored.
+    assert not any(k.startswith("$") for k in out if k not in current)

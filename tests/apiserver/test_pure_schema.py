@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hexlane.apiserver.schema import (
     apply_schema_defaults,
@@ -431,3 +433,30 @@ def test_cause_reasons() -> None:
     assert list(reasons.values()) == [
         "FieldValueRequired", "FieldValueNotSupported", "FieldValueDuplicate",
         "FieldValueForbidden", "FieldValueTooLong", "FieldValueTooMany", "FieldValueInvalid"]
+
+
+# --- robustness: any JSON body gets problems, never an exception ------------------------------
+
+junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 70000) | st.floats(allow_nan=False)
+    | st.sampled_from(["", "10.0.0.0/24", "Yes", "In", "x" * 70, "EchoRequest", "80"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["blocks", "cidr", "start", "matchLabels", "matchExpressions", "key",
+                         "operator", "ingress", "egress", "toPorts", "ports", "port",
+                         "endpointSelector", "nodeSelector", "conditions", "type", "x"]),
+        inner, max_size=4),
+    max_leaves=15)
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(sorted(CRDS)), spec=junk, status=junk)
+def test_any_body_gives_problems_not_exceptions(kind: str, spec: object,
+                                                status: object) -> None:
+    schema = schema_of(kind)
+    obj = {"apiVersion": "cilium.io/v2", "kind": kind, "metadata": {"name": "x"},
+           "spec": spec, "status": status}
+    stored, problems = prepare_custom_resource(obj, schema)
+    assert all(isinstance(p, Problem) and p.message for p in problems)
+    # Pruning is idempotent and what is stored is pruned.
+    assert prune_unknown_fields(stored, schema) == prune_unknown_fields(
+        prune_unknown_fields(stored, schema), schema)

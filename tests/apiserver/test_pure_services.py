@@ -17,6 +17,7 @@ from hexlane.apiserver.services import (
     default_service,
     kubernetes_service_ip,
     service_allocations,
+    validate_service,
 )
 from hexlane.model.errors import InputError
 
@@ -24,6 +25,12 @@ CIDR = "10.43.0.0/16"
 
 
 def svc(spec: dict, name: str = "web") -> dict:
+    """A Service body; with several ports, unnamed ones get names as Kubernetes requires."""
+    ports = spec.get("ports")
+    if isinstance(ports, list) and len(ports) > 1:
+        spec = {**spec, "ports": [
+            {"name": f"p{p.get('port')}-{p.get('protocol', 'tcp')}".lower(), **p}
+            if isinstance(p, dict) else p for p in ports]}
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "namespace": "default"}, "spec": spec}
 
@@ -31,6 +38,8 @@ def svc(spec: dict, name: str = "web") -> dict:
 def create(spec: dict, *, taken_ips: set[str] | None = None,
            taken_ports: set[int] | None = None, seed: int | None = None,
            cidr: str = CIDR) -> dict:
+    """Create a Service; it gets one port (80) unless the spec lists its own."""
+    spec = {"ports": [{"port": 80}], **spec}
     return allocate_service_addresses(default_service(svc(spec)), None, service_cidr=cidr,
                                       taken_ips=taken_ips or set(),
                                       taken_node_ports=taken_ports or set(), rng_seed=seed)
@@ -38,6 +47,7 @@ def create(spec: dict, *, taken_ips: set[str] | None = None,
 
 def update(old: dict, spec: dict, *, taken_ips: set[str] | None = None,
            taken_ports: set[int] | None = None) -> dict:
+    spec = {"ports": [{"port": 80}], **spec}
     ips, ports = service_allocations(old)
     return allocate_service_addresses(default_service(svc(spec)), old, service_cidr=CIDR,
                                       taken_ips=(taken_ips or set()) | ips,
@@ -97,6 +107,73 @@ def test_defaulting_survives_junk() -> None:
     out = default_service({"spec": {"ports": ["80", None, {"port": 1}]}})
     assert out["spec"]["ports"][2]["protocol"] == "TCP"
     assert default_service({})["spec"]["type"] == "ClusterIP"
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def test_validation_names_every_bad_field_like_kubernetes() -> None:
+    body = default_service({"spec": {
+        "type": "Balanced",
+        "ports": [{"port": 0, "protocol": "tcp"},
+                  {"name": "Web", "port": 80, "targetPort": 70000},
+                  {"name": "dup", "port": 81, "targetPort": "http--x"},
+                  {"name": "dup", "port": 81},
+                  "80"],
+        "sessionAffinity": "Sticky", "externalTrafficPolicy": "Nearest",
+        "externalIPs": ["192.0.2.1", "nope"], "loadBalancerIP": "10.0.0.300",
+        "selector": {"app": 1}, "allocateLoadBalancerNodePorts": "yes"}})
+    got = [(p.path, p.message) for p in validate_service(body)]
+    assert got == [
+        ("spec.type", 'Unsupported value: "Balanced": supported values: "ClusterIP", '
+         '"ExternalName", "LoadBalancer", "NodePort"'),
+        ("spec.ports[0].name", "Required value"),
+        ("spec.ports[0].port", "Invalid value: 0: must be between 1 and 65535, inclusive"),
+        ("spec.ports[0].protocol", 'Unsupported value: "tcp": supported values: "SCTP", "TCP", '
+         '"UDP"'),
+        # targetPort defaults to port, so it is as wrong as port (Kubernetes says both).
+        ("spec.ports[0].targetPort", "Invalid value: 0: must be between 1 and 65535, "
+         "inclusive"),
+        ("spec.ports[1].name", "Invalid value: \"Web\": a lowercase RFC 1123 label must consist "
+         "of lower case alphanumeric characters or '-', and must start and end with an "
+         "alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
+         "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')"),
+        ("spec.ports[1].targetPort", "Invalid value: 70000: must be between 1 and 65535, "
+         "inclusive"),
+        ("spec.ports[2].targetPort", 'Invalid value: "http--x": must be a port number or an '
+         "IANA service name (at most 15 lower case letters, digits and '-', with a letter)"),
+        ("spec.ports[3].name", 'Duplicate value: "dup"'),
+        ("spec.ports[3]", 'Duplicate value: "81/TCP"'),
+        ("spec.ports[4]", 'Invalid value: "80": must be an object'),
+        ("spec.sessionAffinity", 'Unsupported value: "Sticky": supported values: "ClientIP", '
+         '"None"'),
+        ("spec.externalTrafficPolicy", 'Unsupported value: "Nearest": supported values: '
+         '"Cluster", "Local"'),
+        ("spec.externalIPs[1]", 'Invalid value: "nope": must be a valid IP address, (e.g. '
+         "10.9.8.7 or 2001:db8::ffff)"),
+        ("spec.loadBalancerIP", 'Invalid value: "10.0.0.300": must be a valid IP address, '
+         "(e.g. 10.9.8.7 or 2001:db8::ffff)"),
+        ("spec.selector", "Invalid value: {'app': 1}: must be a map of strings"),
+        ("spec.allocateLoadBalancerNodePorts", 'Invalid value: "yes": must be a boolean'),
+    ]
+    with pytest.raises(InputError):
+        allocate_service_addresses(body, None, service_cidr=CIDR, taken_ips=set(),
+                                   taken_node_ports=set())
+
+
+def test_validation_of_ports_presence_external_name_and_affinity() -> None:
+    def paths(spec: dict) -> list[str]:
+        return [p.path for p in validate_service(default_service({"spec": spec}))]
+
+    assert paths({}) == ["spec.ports"]
+    assert paths({"clusterIP": "None"}) == []
+    assert paths({"type": "ExternalName"}) == ["spec.externalName"]
+    assert paths({"ports": [{"port": 80}], "sessionAffinity": "ClientIP",
+                  "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 90000}}}) == [
+        "spec.sessionAffinityConfig.clientIP.timeoutSeconds"]
+    assert paths({"ports": [{"port": 53, "protocol": "TCP", "name": "a"},
+                            {"port": 53, "protocol": "UDP", "name": "b"}]}) == []
+    assert validate_service({"spec": "x"}) == [validate_service({})[0]]
 
 
 # --- ClusterIP ---------------------------------------------------------------------------------
@@ -161,7 +238,7 @@ def test_headless_services() -> None:
     out = create({"clusterIP": "None", "selector": {"app": "db"}})
     assert out["spec"]["clusterIPs"] == ["None"]
     assert out["spec"]["ipFamilyPolicy"] == "SingleStack"
-    bare = create({"clusterIP": "None"})
+    bare = create({"clusterIP": "None", "ports": []})
     assert bare["spec"]["ipFamilyPolicy"] == "RequireDualStack"
     assert bare["spec"]["ipFamilies"] == ["IPv4"]
     assert service_allocations(bare) == (set(), set())
@@ -352,3 +429,31 @@ def test_update_keeps_the_ip_and_the_node_ports_of_kept_ports(
             assert port.get("nodePort") == old_by_port[port["port"]]
     _, held = service_allocations(new)
     assert not held & {30000, 30001}
+
+
+svc_junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-1, 40000)
+    | st.sampled_from(["", "None", "10.43.0.5", "LoadBalancer", "NodePort", "ExternalName",
+                       "Local", "IPv4", "IPv6", "x"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["type", "clusterIP", "clusterIPs", "ports", "port", "nodePort",
+                         "protocol", "ipFamilies", "ipFamilyPolicy", "externalTrafficPolicy",
+                         "healthCheckNodePort", "allocateLoadBalancerNodePorts", "selector"]),
+        inner, max_size=5),
+    max_leaves=20)
+
+
+@few
+@given(spec=svc_junk, old_spec=st.none() | svc_junk)
+def test_any_service_body_is_allocated_or_rejected_with_input_error(spec: object,
+                                                                    old_spec: object) -> None:
+    old = None if old_spec is None else {"spec": old_spec}
+    try:
+        out = allocate_service_addresses(default_service({"spec": spec}), old,
+                                         service_cidr=CIDR, taken_ips={"10.43.0.5"},
+                                         taken_node_ports={30000})
+    except InputError as err:
+        assert err.problems and all(p.path.startswith("spec") for p in err.problems)
+        return
+    ips, _ = service_allocations(out)
+    assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(CIDR) for ip in ips)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hexlane.apiserver.schema import load_builtin_crds
 from hexlane.apiserver.tables import (
@@ -387,3 +389,29 @@ def test_format_label_selector_rejects_unknown_operators() -> None:
     assert format_label_selector({"matchExpressions": [{"key": "a", "operator": "Near"}]}) == \
         "<error>"
     assert format_label_selector(None) == "<none>"
+
+
+junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 5) | st.sampled_from(["", "x", "2026-01-01"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["metadata", "spec", "status", "ports", "conditions", "type", "name",
+                         "containerStatuses", "state", "addresses", "subsets", "endpoints",
+                         "creationTimestamp", "selector", "ingress", "loadBalancer",
+                         "restartCount", "replicas", "template", "containers", "x"]),
+        inner, max_size=4),
+    max_leaves=20)
+top_keys = st.sampled_from(["metadata", "spec", "status", "data", "subsets", "endpoints",
+                            "ports", "involvedObject", "source", "count", "series"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(kind=st.sampled_from(["Service", "Pod", "Node", "Namespace", "Deployment",
+                             "EndpointSlice", "Endpoints", "Lease", "ConfigMap", "Event",
+                             "NetworkPolicy", "Secret", "CiliumLoadBalancerIPPool"]),
+       body=st.dictionaries(top_keys, junk, max_size=4))
+def test_odd_objects_still_render(kind: str, body: dict) -> None:
+    """Stored objects may be oddly shaped; a listing renders them instead of failing."""
+    columns = crd_columns(kind, "v2alpha1") if kind.startswith("Cilium") else None
+    t = table(kind, [body], wide=True, crd_columns=columns)
+    assert len(t["rows"]) == 1
+    assert len(t["rows"][0]["cells"]) == len(t["columnDefinitions"])

@@ -42,6 +42,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import random
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -78,7 +79,7 @@ def default_service(obj: dict) -> dict:
         if client_ip.get("timeoutSeconds") in (None, 0):
             client_ip["timeoutSeconds"] = CLIENT_IP_TIMEOUT_SECONDS
 
-    for port in spec.get("ports") or []:
+    for port in _l(spec.get("ports")):
         if not isinstance(port, dict):
             continue
         if not port.get("protocol"):
@@ -106,11 +107,11 @@ def service_allocations(obj: dict | None) -> tuple[set[str], set[int]]:
     ports: set[int] = set()
     if not obj:
         return ips, ports
-    spec = obj.get("spec") or {}
-    for ip in [spec.get("clusterIP"), *(spec.get("clusterIPs") or [])]:
+    spec = _d(obj.get("spec"))
+    for ip in [spec.get("clusterIP"), *_l(spec.get("clusterIPs"))]:
         if isinstance(ip, str) and ip and ip != "None":
             ips.add(_canonical_ip(ip))
-    for port in spec.get("ports") or []:
+    for port in _l(spec.get("ports")):
         if isinstance(port, dict) and _is_port(port.get("nodePort")):
             ports.add(port["nodePort"])
     if _is_port(spec.get("healthCheckNodePort")):
@@ -135,11 +136,12 @@ def allocate_service_addresses(obj: dict, old: dict | None, *, service_cidr: str
     `taken_ips`/`taken_node_ports` are those held by every Service; whatever `old` (the
     stored version of this Service, on update) holds counts as free for it.
     """
+    invalid = validate_service(obj)
+    if invalid:
+        raise InputError(invalid)
     svc = copy.deepcopy(obj)
-    spec = svc.get("spec")
-    if not isinstance(spec, dict):
-        spec = svc["spec"] = {}
-    old_spec = (old or {}).get("spec") or {}
+    spec = svc["spec"]
+    old_spec = _d(_d(old).get("spec"))
     net = ipaddress.ip_network(service_cidr, strict=False)
     own_ips, own_ports = service_allocations(old)
     ips_taken = {_canonical_ip(ip) for ip in taken_ips} - own_ips
@@ -177,10 +179,10 @@ def _keep_allocated_values(spec: dict, old_spec: dict) -> None:
             spec["clusterIP"] = old_spec["clusterIP"]
         if not spec.get("clusterIPs") and old_spec.get("clusterIPs") \
                 and spec.get("clusterIP") == old_spec.get("clusterIP"):
-            spec["clusterIPs"] = list(old_spec["clusterIPs"])
+            spec["clusterIPs"] = list(_l(old_spec["clusterIPs"]))
     if _needs_node_ports(old_spec) and _needs_node_ports(spec):
-        old_ports = [p for p in old_spec.get("ports") or [] if isinstance(p, dict)]
-        for port in spec.get("ports") or []:
+        old_ports = [p for p in _l(old_spec.get("ports")) if isinstance(p, dict)]
+        for port in _l(spec.get("ports")):
             if not isinstance(port, dict) or port.get("nodePort"):
                 continue
             match = _matching_port(port, old_ports)
@@ -204,9 +206,9 @@ def _drop_type_dependent_fields(spec: dict, old_spec: dict) -> None:
             if spec.get(key) == old_spec.get(key):
                 spec.pop(key, None)
     if _needs_node_ports(old_spec) and not _needs_node_ports(spec):
-        old_node_ports = {p.get("nodePort") for p in old_spec.get("ports") or []
+        old_node_ports = {p.get("nodePort") for p in _l(old_spec.get("ports"))
                           if isinstance(p, dict)}
-        for port in spec.get("ports") or []:
+        for port in _l(spec.get("ports")):
             if isinstance(port, dict) and port.get("nodePort") in old_node_ports:
                 port.pop("nodePort", None)
     if _needs_hc_node_port(old_spec) and not _needs_hc_node_port(spec) \
@@ -457,6 +459,139 @@ def _health_check_node_port(spec: dict, svc_type: str, taken: set[int],
     spec["healthCheckNodePort"] = chosen
 
 
+# --- validation --------------------------------------------------------------------------------
+
+SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
+PROTOCOLS = ("SCTP", "TCP", "UDP")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_IANA_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_DNS_LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
+                  "or '-', and must start and end with an alphanumeric character (e.g. "
+                  "'my-name',  or '123-abc', regex used for validation is "
+                  "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+_IP_MSG = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+
+
+def validate_service(obj: dict) -> list[Problem]:
+    """What Kubernetes' ValidateService rejects in a (defaulted) Service spec, with its
+    paths and messages: type, ports (number, name, protocol, targetPort, duplicates),
+    traffic policies, session affinity, externalName, externalIPs, loadBalancerIP, and
+    fields of the wrong JSON type (which Kubernetes rejects when decoding)."""
+    problems: list[Problem] = []
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [Problem("Required value", "spec")]
+
+    def bad(path: str, message: str) -> None:
+        problems.append(Problem(message, path))
+
+    svc_type = spec.get("type", "ClusterIP")
+    if svc_type not in SERVICE_TYPES:
+        bad("spec.type", f"Unsupported value: {_show(svc_type)}: supported values: "
+                         f"{_quoted(SERVICE_TYPES)}")
+    ports = spec.get("ports")
+    if ports is not None and not isinstance(ports, list):
+        bad("spec.ports", f"Invalid value: {_show(ports)}: must be a list of ports")
+        ports = []
+    ports = ports or []
+    headless = spec.get("clusterIP") == "None"
+    if not ports and not headless and svc_type not in ("ExternalName", None) \
+            and svc_type in SERVICE_TYPES:
+        bad("spec.ports", "Required value")
+    names: set[Any] = set()
+    keys: set[tuple[Any, Any]] = set()
+    for i, port in enumerate(ports):
+        path = f"spec.ports[{i}]"
+        if not isinstance(port, dict):
+            bad(path, f"Invalid value: {_show(port)}: must be an object")
+            continue
+        name = port.get("name")
+        if len(ports) > 1 and not name:
+            bad(f"{path}.name", "Required value")
+        elif name:
+            if not isinstance(name, str) or not _DNS_LABEL_RE.match(name) or len(name) > 63:
+                bad(f"{path}.name", f"Invalid value: {_show(name)}: {_DNS_LABEL_MSG}")
+            elif name in names:
+                bad(f"{path}.name", f"Duplicate value: {_show(name)}")
+            names.add(name)
+        number = port.get("port")
+        if not (isinstance(number, int) and not isinstance(number, bool)
+                and 1 <= number <= 65535):
+            bad(f"{path}.port", f"Invalid value: {_show(number)}: must be between 1 and "
+                                "65535, inclusive")
+        protocol = port.get("protocol", "TCP")
+        if protocol not in PROTOCOLS:
+            bad(f"{path}.protocol", f"Unsupported value: {_show(protocol)}: supported values: "
+                                    f"{_quoted(PROTOCOLS)}")
+        target = port.get("targetPort")
+        if isinstance(target, int) and not isinstance(target, bool):
+            if not 1 <= target <= 65535:
+                bad(f"{path}.targetPort", f"Invalid value: {target}: must be between 1 and "
+                                          "65535, inclusive")
+        elif isinstance(target, str):
+            if len(target) > 15 or not _IANA_NAME_RE.match(target) or "--" in target \
+                    or not any(c.isalpha() for c in target):
+                bad(f"{path}.targetPort", f"Invalid value: {_show(target)}: must be a port "
+                                          "number or an IANA service name (at most 15 lower "
+                                          "case letters, digits and '-', with a letter)")
+        elif target is not None:
+            bad(f"{path}.targetPort", f"Invalid value: {_show(target)}: must be a port number "
+                                      "or a port name")
+        node_port = port.get("nodePort")
+        if node_port is not None and not _is_int(node_port):
+            bad(f"{path}.nodePort", f"Invalid value: {_show(node_port)}: must be an integer")
+        ident = (number, protocol)
+        if ident in keys:
+            bad(path, f'Duplicate value: "{number}/{protocol}"')
+        keys.add(ident)
+
+    for field_name, allowed in (("sessionAffinity", ("ClientIP", "None")),
+                                ("externalTrafficPolicy", ("Cluster", "Local")),
+                                ("internalTrafficPolicy", ("Cluster", "Local"))):
+        value = spec.get(field_name)
+        if value is not None and value not in allowed:
+            bad(f"spec.{field_name}", f"Unsupported value: {_show(value)}: supported values: "
+                                      f"{_quoted(allowed)}")
+    timeout = _d(_d(spec.get("sessionAffinityConfig")).get("clientIP")).get("timeoutSeconds")
+    if spec.get("sessionAffinity") == "ClientIP" and timeout is not None and (
+            not _is_int(timeout) or not 0 < timeout <= 86400):
+        bad("spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+            f"Invalid value: {_show(timeout)}: must be greater than 0 and less than 86400")
+    if svc_type == "ExternalName" and not spec.get("externalName"):
+        bad("spec.externalName", "Required value")
+    external = spec.get("externalIPs")
+    if external is not None and not isinstance(external, list):
+        bad("spec.externalIPs", f"Invalid value: {_show(external)}: must be a list")
+    for i, ip in enumerate(_l(external)):
+        if not _valid_ip(ip):
+            bad(f"spec.externalIPs[{i}]", f"Invalid value: {_show(ip)}: {_IP_MSG}")
+    lb_ip = spec.get("loadBalancerIP")
+    if lb_ip not in (None, "") and not _valid_ip(lb_ip):
+        bad("spec.loadBalancerIP", f"Invalid value: {_show(lb_ip)}: {_IP_MSG}")
+    for key in ("clusterIP", "ipFamilyPolicy", "externalName", "loadBalancerClass"):
+        value = spec.get(key)
+        if value is not None and not isinstance(value, str):
+            bad(f"spec.{key}", f"Invalid value: {_show(value)}: must be a string")
+    for key in ("clusterIPs", "ipFamilies"):
+        value = spec.get(key)
+        if value is not None and (not isinstance(value, list)
+                                  or not all(isinstance(v, str) for v in value)):
+            bad(f"spec.{key}", f"Invalid value: {_show(value)}: must be a list of strings")
+    selector = spec.get("selector")
+    if selector is not None and (not isinstance(selector, dict) or not all(
+            isinstance(v, str) for v in selector.values())):
+        bad("spec.selector", f"Invalid value: {_show(selector)}: must be a map of strings")
+    for key in ("healthCheckNodePort",):
+        value = spec.get(key)
+        if value is not None and not _is_int(value):
+            bad(f"spec.{key}", f"Invalid value: {_show(value)}: must be an integer")
+    value = spec.get("allocateLoadBalancerNodePorts")
+    if value is not None and not isinstance(value, bool):
+        bad("spec.allocateLoadBalancerNodePorts", f"Invalid value: {_show(value)}: must be a "
+                                                  "boolean")
+    return problems
+
+
 # --- small helpers -------------------------------------------------------------------------------
 
 
@@ -487,6 +622,26 @@ def _matching_port(port: dict, candidates: Iterable[dict]) -> dict | None:
             if cand.get("name") == name:
                 return cand
     return None
+
+
+def _d(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _valid_ip(value: Any) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
+def _quoted(values: Iterable[str]) -> str:
+    return ", ".join(f'"{v}"' for v in values)
 
 
 def _is_int(value: Any) -> bool:

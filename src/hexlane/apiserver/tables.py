@@ -114,7 +114,7 @@ def to_table(kind: str, objects: list[dict], *, wide: bool = False,
             row["object"] = obj
         elif include_object != "None":
             row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                             "metadata": obj.get("metadata") or {}}
+                             "metadata": _d(obj.get("metadata"))}
         rows.append(row)
     return {
         "kind": "Table",
@@ -140,24 +140,45 @@ _DEFAULT_COLUMNS = [_NAME_COL, _col("Created At", "date", "CreationTimestamp is 
 
 
 def _default_row(obj: dict, now: datetime) -> list[Any]:
-    meta = obj.get("metadata") or {}
+    meta = _d(obj.get("metadata"))
     when = parse_timestamp(meta.get("creationTimestamp"))
     stamp = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
     return [meta.get("name", ""), stamp]
 
 
+def _d(value: Any) -> dict:
+    """`value` if it is an object, else {}: stored objects may be oddly shaped, and a listing
+    must still render."""
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value: Any) -> list[Any]:
+    """`value` if it is a list, else []."""
+    return value if isinstance(value, list) else []
+
+
+def _ds(value: Any) -> list[dict]:
+    """The objects in `value` if it is a list, else []."""
+    return [item for item in _l(value) if isinstance(item, dict)]
+
+
+def _int(value: Any) -> int:
+    """`value` as an integer, 0 when it is not a number."""
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
 def _name(obj: dict) -> str:
-    return str((obj.get("metadata") or {}).get("name", ""))
+    return str(_d(obj.get("metadata")).get("name", ""))
 
 
 def _age(obj: dict, now: datetime) -> str:
-    return age((obj.get("metadata") or {}).get("creationTimestamp"), now)
+    return age(_d(obj.get("metadata")).get("creationTimestamp"), now)
 
 
 def _row_conditions(kind: str, obj: dict) -> list[dict] | None:
     if kind != "Pod":
         return None
-    phase = (obj.get("status") or {}).get("phase")
+    phase = _d(obj.get("status")).get("phase")
     if phase in ("Succeeded", "Failed"):
         return [{"type": "Completed", "status": "True", "reason": phase,
                  "message": "The pod has completed successfully." if phase == "Succeeded"
@@ -180,13 +201,13 @@ def format_label_selector(selector: Any) -> str:
     if not isinstance(selector, dict):
         return _NONE
     reqs: list[tuple[str, str]] = []
-    for key, value in (selector.get("matchLabels") or {}).items():
+    for key, value in _d(selector.get("matchLabels")).items():
         reqs.append((key, f"{key}={value}"))
-    for expr in selector.get("matchExpressions") or []:
+    for expr in _ds(selector.get("matchExpressions")):
         if not isinstance(expr, dict):
             continue
         key, op = str(expr.get("key", "")), expr.get("operator")
-        values = ",".join(sorted(str(v) for v in expr.get("values") or []))
+        values = ",".join(sorted(str(v) for v in _l(expr.get("values"))))
         text = {"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
                 "Exists": key, "DoesNotExist": f"!{key}"}.get(str(op))
         if text is None:
@@ -202,13 +223,13 @@ def format_label_selector(selector: Any) -> str:
 def service_external_ip(svc: dict) -> str:
     """EXTERNAL-IP as kubectl shows it: ingress IPs/hostnames then externalIPs;
     `<pending>` for a LoadBalancer without any, `<none>` otherwise."""
-    spec = svc.get("spec") or {}
+    spec = _d(svc.get("spec"))
     svc_type = spec.get("type") or "ClusterIP"
-    external = [str(ip) for ip in spec.get("externalIPs") or []]
+    external = [str(ip) for ip in _l(spec.get("externalIPs"))]
     if svc_type in ("ClusterIP", "NodePort"):
         return ",".join(external) if external else _NONE
     if svc_type == "LoadBalancer":
-        ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        ingress = _ds(_d(_d(svc.get("status")).get("loadBalancer")).get("ingress"))
         found = [str(i.get("ip") or i.get("hostname")) for i in ingress
                  if isinstance(i, dict) and (i.get("ip") or i.get("hostname"))]
         found += external
@@ -221,7 +242,7 @@ def service_external_ip(svc: dict) -> str:
 def service_ports(svc: dict) -> str:
     """PORT(S): `80:31234/TCP,53/UDP`, `<none>` without ports."""
     parts = []
-    for port in (svc.get("spec") or {}).get("ports") or []:
+    for port in _ds(_d(svc.get("spec")).get("ports")):
         if not isinstance(port, dict):
             continue
         proto = port.get("protocol") or "TCP"
@@ -233,7 +254,7 @@ def service_ports(svc: dict) -> str:
 
 
 def _service_row(obj: dict, now: datetime) -> list[Any]:
-    spec = obj.get("spec") or {}
+    spec = _d(obj.get("spec"))
     return [_name(obj), spec.get("type") or "ClusterIP", spec.get("clusterIP") or _NONE,
             service_external_ip(obj), service_ports(obj), _age(obj, now),
             format_labels(spec.get("selector"))]
@@ -256,10 +277,10 @@ _SERVICE_COLUMNS = [
 
 
 def _pod_row(obj: dict, now: datetime) -> list[Any]:
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    containers = spec.get("containers") or []
-    init_specs = spec.get("initContainers") or []
+    spec = _d(obj.get("spec"))
+    status = _d(obj.get("status"))
+    containers = _ds(spec.get("containers"))
+    init_specs = _ds(spec.get("initContainers"))
     reason = status.get("reason") or status.get("phase") or ""
     restarts = 0
     ready = 0
@@ -267,16 +288,16 @@ def _pod_row(obj: dict, now: datetime) -> list[Any]:
 
     def note_restart(cs: dict) -> None:
         nonlocal last_restart
-        finished = parse_timestamp(((cs.get("lastState") or {}).get("terminated") or {})
+        finished = parse_timestamp(_d(_d(cs.get("lastState")).get("terminated"))
                                    .get("finishedAt"))
         if finished and (last_restart is None or finished > last_restart):
             last_restart = finished
 
     initializing = False
-    for i, cs in enumerate(status.get("initContainerStatuses") or []):
-        restarts += int(cs.get("restartCount") or 0)
+    for i, cs in enumerate(_ds(status.get("initContainerStatuses"))):
+        restarts += _int(cs.get("restartCount"))
         note_restart(cs)
-        state = cs.get("state") or {}
+        state = _d(cs.get("state"))
         term, wait = state.get("terminated"), state.get("waiting")
         if term and term.get("exitCode", 0) == 0:
             continue
@@ -297,10 +318,10 @@ def _pod_row(obj: dict, now: datetime) -> list[Any]:
         restarts = 0
         last_restart = None
         running = False
-        for cs in reversed(status.get("containerStatuses") or []):
-            restarts += int(cs.get("restartCount") or 0)
+        for cs in reversed(_ds(status.get("containerStatuses"))):
+            restarts += _int(cs.get("restartCount"))
             note_restart(cs)
-            state = cs.get("state") or {}
+            state = _d(cs.get("state"))
             term, wait = state.get("terminated"), state.get("waiting")
             if wait and wait.get("reason"):
                 reason = wait["reason"]
@@ -314,17 +335,17 @@ def _pod_row(obj: dict, now: datetime) -> list[Any]:
                 ready += 1
         if reason == "Completed" and running:
             ready_cond = any(c.get("type") == "Ready" and c.get("status") == "True"
-                             for c in status.get("conditions") or [])
+                             for c in _ds(status.get("conditions")))
             reason = "Running" if ready_cond else "NotReady"
-    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+    if _d(obj.get("metadata")).get("deletionTimestamp"):
         reason = "Unknown" if status.get("reason") == "NodeLost" else "Terminating"
     restarts_text = str(restarts)
     if restarts and last_restart is not None:
         restarts_text = f"{restarts} ({age(last_restart.isoformat(), now)} ago)"
 
-    gates = spec.get("readinessGates") or []
+    gates = _ds(spec.get("readinessGates"))
     if gates:
-        true_types = {c.get("type") for c in status.get("conditions") or []
+        true_types = {c.get("type") for c in _ds(status.get("conditions"))
                       if c.get("status") == "True"}
         passed = sum(1 for g in gates if g.get("conditionType") in true_types)
         gates_text = f"{passed}/{len(gates)}"
@@ -355,27 +376,27 @@ _POD_COLUMNS = [
 
 
 def _node_row(obj: dict, now: datetime) -> list[Any]:
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
+    spec = _d(obj.get("spec"))
+    status = _d(obj.get("status"))
     states = []
-    for cond in status.get("conditions") or []:
+    for cond in _ds(status.get("conditions")):
         if cond.get("type") == "Ready":
             states.append("Ready" if cond.get("status") == "True" else "NotReady")
     if not states:
         states.append("Unknown")
     if spec.get("unschedulable"):
         states.append("SchedulingDisabled")
-    labels = (obj.get("metadata") or {}).get("labels") or {}
+    labels = _d(_d(obj.get("metadata")).get("labels"))
     roles = set()
     for key, value in labels.items():
         if key.startswith("node-role.kubernetes.io/") and key.split("/", 1)[1]:
             roles.add(key.split("/", 1)[1])
         elif key == "kubernetes.io/role" and value:
             roles.add(value)
-    info = status.get("nodeInfo") or {}
+    info = _d(status.get("nodeInfo"))
 
     def address(kind: str) -> str:
-        for addr in status.get("addresses") or []:
+        for addr in _ds(status.get("addresses")):
             if addr.get("type") == kind and addr.get("address"):
                 return str(addr["address"])
         return _NONE
@@ -405,16 +426,16 @@ _NODE_COLUMNS = [
 
 
 def _namespace_row(obj: dict, now: datetime) -> list[Any]:
-    return [_name(obj), (obj.get("status") or {}).get("phase") or "Active", _age(obj, now)]
+    return [_name(obj), _d(obj.get("status")).get("phase") or "Active", _age(obj, now)]
 
 
 def _deployment_row(obj: dict, now: datetime) -> list[Any]:
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
-    replicas = spec.get("replicas", 1)
-    return [_name(obj), f"{status.get('readyReplicas', 0)}/{replicas}",
-            int(status.get("updatedReplicas", 0)), int(status.get("availableReplicas", 0)),
+    spec = _d(obj.get("spec"))
+    status = _d(obj.get("status"))
+    containers = _ds(_d(_d(spec.get("template")).get("spec")).get("containers"))
+    replicas = _int(spec.get("replicas", 1))
+    return [_name(obj), f"{_int(status.get('readyReplicas'))}/{replicas}",
+            _int(status.get("updatedReplicas")), _int(status.get("availableReplicas")),
             _age(obj, now), ",".join(str(c.get("name", "")) for c in containers),
             ",".join(str(c.get("image", "")) for c in containers),
             format_label_selector(spec.get("selector"))]
@@ -430,14 +451,14 @@ def _list_with_more(items: list[str], count: int, limit: int = 3,
 
 def _endpointslice_row(obj: dict, now: datetime) -> list[Any]:
     ports = []
-    for port in obj.get("ports") or []:
+    for port in _ds(obj.get("ports")):
         if port.get("port") is not None:
             ports.append(str(port["port"]))
         elif port.get("name"):
             ports.append(str(port["name"]))
         else:
             ports.append("*")
-    addresses = [str(a) for ep in obj.get("endpoints") or [] for a in ep.get("addresses") or []]
+    addresses = [str(a) for ep in _ds(obj.get("endpoints")) for a in _l(ep.get("addresses"))]
     return [_name(obj), obj.get("addressType", ""), _list_with_more(ports, len(ports)),
             _list_with_more(addresses, len(addresses)), _age(obj, now)]
 
@@ -445,9 +466,9 @@ def _endpointslice_row(obj: dict, now: datetime) -> list[Any]:
 def format_endpoints(endpoints: dict) -> str:
     """ENDPOINTS of an Endpoints object: `ip:port` pairs, three at most, `<none>`."""
     items: list[str] = []
-    for subset in endpoints.get("subsets") or []:
-        addresses = [str(a.get("ip", "")) for a in subset.get("addresses") or []]
-        ports = subset.get("ports") or []
+    for subset in _ds(endpoints.get("subsets")):
+        addresses = [str(a.get("ip", "")) for a in _ds(subset.get("addresses"))]
+        ports = _ds(subset.get("ports"))
         if not ports:
             items.extend(addresses)
             continue
@@ -463,16 +484,16 @@ def _endpoints_row(obj: dict, now: datetime) -> list[Any]:
 
 
 def _lease_row(obj: dict, now: datetime) -> list[Any]:
-    return [_name(obj), (obj.get("spec") or {}).get("holderIdentity") or "", _age(obj, now)]
+    return [_name(obj), _d(obj.get("spec")).get("holderIdentity") or "", _age(obj, now)]
 
 
 def _configmap_row(obj: dict, now: datetime) -> list[Any]:
-    return [_name(obj), len(obj.get("data") or {}) + len(obj.get("binaryData") or {}),
+    return [_name(obj), len(_d(obj.get("data"))) + len(_d(obj.get("binaryData"))),
             _age(obj, now)]
 
 
 def _networkpolicy_row(obj: dict, now: datetime) -> list[Any]:
-    return [_name(obj), format_label_selector((obj.get("spec") or {}).get("podSelector")),
+    return [_name(obj), format_label_selector(_d(obj.get("spec")).get("podSelector")),
             _age(obj, now)]
 
 
@@ -487,11 +508,11 @@ def _event_row(obj: dict, now: datetime) -> list[Any]:
         count = series.get("count") or 0
     elif not count:
         count = 1
-    involved = obj.get("involvedObject") or {}
+    involved = _d(obj.get("involvedObject"))
     target = str(involved.get("kind", "")).lower()
     if involved.get("name"):
         target = f"{target}/{involved['name']}"
-    source = obj.get("source") or {}
+    source = _d(obj.get("source"))
     sources = [source.get("component") or obj.get("reportingComponent")
                or obj.get("reportingController") or ""]
     host = source.get("host") or obj.get("reportingInstance")
@@ -499,7 +520,7 @@ def _event_row(obj: dict, now: datetime) -> list[Any]:
         sources.append(host)
     return [last, obj.get("type", ""), obj.get("reason", ""), target,
             involved.get("fieldPath", ""), ", ".join(s for s in sources if s),
-            str(obj.get("message", "")).strip(), first, int(count), _name(obj)]
+            str(obj.get("message", "")).strip(), first, _int(count), _name(obj)]
 
 
 _PRINTERS: dict[str, tuple[list[dict], _Row]] = {
@@ -567,7 +588,7 @@ def _crd_printer(crd_columns: list[dict]) -> tuple[list[dict], _Row]:
                                    "jsonPath": ".metadata.creationTimestamp"}]
     columns = [_NAME_COL] + [
         _col(str(c.get("name", "")), str(c.get("type", "string")),
-             str(c.get("description", "")), priority=int(c.get("priority") or 0),
+             str(c.get("description", "")), priority=_int(c.get("priority")),
              fmt=str(c.get("format", "")))
         for c in specs]
     paths = [parse_jsonpath(str(c.get("jsonPath", ""))) for c in specs]
