@@ -32,6 +32,11 @@ Allocation (`allocate_service_addresses`, Kubernetes' service REST storage and a
   PUT without clusterIP), clusterIP may not change, and fields that the new type no longer
   uses are dropped when unchanged (LoadBalancer -> ClusterIP releases the NodePorts).
 
+`allocate_service_addresses` first runs `validate_service` (Kubernetes' ValidateService for
+the fields that matter: type, ports and their names, protocols and targetPorts, duplicates,
+traffic policies, session affinity, externalName, externalIPs, loadBalancerIP, wrong JSON
+types), so a bad body is refused before anything is allocated.
+
 Problems are raised together as one `InputError` with Kubernetes' field paths and messages
 (`spec.clusterIPs[0]: Invalid value: "10.43.0.10": failed to allocate IP 10.43.0.10:
 provided IP is already allocated`), which the server returns as a 422 Invalid.
