@@ -121,7 +121,7 @@ def _contains(b: BlockInput, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) 
     return ip.version == b.first.version and int(b.first) <= int(ip) <= int(b.last)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(pools(), services(), options)
 def test_no_ip_given_twice_except_to_compatible_sharers(ps: list[PoolInput],
                                                        ss: list[ServiceInput],
@@ -142,7 +142,7 @@ def test_no_ip_given_twice_except_to_compatible_sharers(ps: list[PoolInput],
                 assert sharing_incompatibility(by_key[a], by_key[b]) is None, (ip, a, b)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(pools(), services(), options)
 def test_every_ip_inside_an_enabled_matching_pool_or_kept(ps: list[PoolInput],
                                                          ss: list[ServiceInput],
@@ -166,7 +166,7 @@ def test_every_ip_inside_an_enabled_matching_pool_or_kept(ps: list[PoolInput],
                 s.key, text)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(pools(), services(), options, st.randoms(use_true_random=False))
 def test_deterministic_under_permutation(ps: list[PoolInput], ss: list[ServiceInput],
                                          opts: Options, rnd: object) -> None:
@@ -177,7 +177,7 @@ def test_deterministic_under_permutation(ps: list[PoolInput], ss: list[ServiceIn
     assert allocate(ps2, ss2, options=opts) == plan
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(pools(), services(), options)
 def test_restart_moves_nothing(ps: list[PoolInput], ss: list[ServiceInput],
                                opts: Options) -> None:
@@ -188,7 +188,7 @@ def test_restart_moves_nothing(ps: list[PoolInput], ss: list[ServiceInput],
     assert allocate(ps, ss, previous=plan, options=opts) == plan
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(pools(), services(), options, st.integers(0, 8))
 def test_removing_a_service_moves_nobody_else(ps: list[PoolInput], ss: list[ServiceInput],
                                               opts: Options, victim: int) -> None:
