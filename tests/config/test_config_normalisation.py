@@ -221,6 +221,14 @@ def test_hubble_metrics_list() -> None:
     assert defaults().hubble.metrics == ()
 
 
+def test_unknown_hubble_metric_warns() -> None:
+    values, problems = resolve({"hubble": {"metrics": {"enabled": ["drop", "latency:x"]}}})
+    assert values.hubble.metrics == ("drop", "latency:x")
+    [warning] = problems
+    assert (warning.path, warning.severity) == ("hubble.metrics.enabled", "warning")
+    assert "'latency:x'" in warning.message
+
+
 def test_values_are_immutable_and_tree_is_a_copy() -> None:
     values = defaults()
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -207,6 +207,20 @@ def _str_list(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
     return value, []
 
 
+# Hubble's metric handlers in Cilium v1.16 (pkg/hubble/metrics/*); options follow a ':'.
+HUBBLE_METRICS = ("dns", "drop", "flow", "flows-to-world", "http", "httpV2", "icmp", "kafka",
+                  "policy", "port-distribution", "tcp")
+
+
+def _hubble_metrics(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    out, _ = _str_list(value, spec)
+    unknown = [m for m in out or () if m.split(":", 1)[0] not in HUBBLE_METRICS]
+    if unknown:
+        return out, [("warning", f"unknown Hubble metric {', '.join(map(repr, unknown))} "
+                                 f"(Cilium has {', '.join(HUBBLE_METRICS)}); it is ignored")]
+    return out, []
+
+
 def split_host_port(text: str) -> tuple[str, int]:
     """`host:port`, `[v6]:port` or `:port` as (host, port); Invalid when it is not one."""
     m = re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*):([0-9]+)", text)
@@ -364,6 +378,7 @@ NORMALISERS: dict[str, Callable[[Any, KeySpec], tuple[Any, list[Note]]]] = {
     "bool": _bool, "count": _count, "positive_int": _positive_int, "rate": _rate,
     "port": _port, "str": _str, "enum": _enum, "duration": _duration,
     "cidr_or_empty": _cidr_or_empty, "cidr_list": _cidr_list, "str_list": _str_list,
+    "hubble_metrics": _hubble_metrics,
     "host_port": _host_port, "host": _host, "kube_proxy_replacement": _kube_proxy_replacement,
     "table_size": _table_size, "hash_seed": _hash_seed, "mask_size": _mask_size,
     "ring_capacity": _ring_capacity, "cluster_id": _cluster_id, "cluster_name": _cluster_name,
@@ -475,7 +490,7 @@ _ACTING = (
           "TCP address of the agent's Hubble API (relay connects here); empty = none."),
     _acts("hubble.eventBufferCapacity", "ring_capacity",
           "flows kept in each agent's ring buffer (2^n-1)."),
-    _acts("hubble.metrics.enabled", "str_list",
+    _acts("hubble.metrics.enabled", "hubble_metrics",
           "Hubble metrics to export (dns, drop, tcp, flow, port-distribution, icmp, http, "
           "with options after ':'); null = no Hubble metrics.", nullable=True),
     _acts("hubble.metrics.port", "port", "port of the Hubble metrics endpoint."),
