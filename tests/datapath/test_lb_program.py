@@ -251,3 +251,24 @@ def test_session_affinity_sticks_while_the_backend_belongs_to_the_service(
     second = backend_for(51000)
     assert second != first
     assert {backend_for(51001 + i) for i in range(10)} == {second}
+
+
+def test_reload_with_another_maglev_table_size(bpffs_dir: Path) -> None:
+    root = bpffs_dir / "resize"
+    small = LbDatapath.load(root, table_size=251)
+    try:
+        small.set_maglev_table(5, [7] * 251)
+        add_service(small, "10.96.2.1", 80, packets.TCP, 5, [(7, "10.244.2.7", 80)])
+    finally:
+        small.close()
+    big = LbDatapath.load(root, table_size=1021)
+    try:
+        # The other size's tables are gone (the agent recomputes them); the rest is kept.
+        assert big.maglev_table(5) is None
+        assert not (root / "hl_lb4_maglev_251").exists()
+        assert big.maps.revnat.lookup(ctypes.c_uint16(5)) is not None
+        big.set_maglev_table(5, [7] * 1021)
+        assert big.maglev_table(5) == [7] * 1021
+    finally:
+        big.unpin()
+        big.close()

@@ -127,8 +127,12 @@ def maglev_tables(bpf_root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every Maglev table, by service id, with the backend address of every slot."""
     backends = _backends(bpf_root)
     frontend_of = {row["rev_nat_index"]: row["frontend"] for row in services(bpf_root)}
-    rows = []
-    with libbpf.Map.from_pin(_pin(bpf_root, MAGLEV_MAP), key_type=ctypes.c_uint16,
+    rows: list[dict[str, Any]] = []
+    pins = sorted(Path(bpf_root).glob(f"{MAGLEV_MAP}_*"))
+    if not pins:
+        raise FileNotFoundError(f"no pinned map {Path(bpf_root) / MAGLEV_MAP}_<tableSize>: is "
+                                f"the datapath loaded with --bpf-root {bpf_root}?")
+    with libbpf.Map.from_pin(pins[-1], key_type=ctypes.c_uint16,
                              value_type=ctypes.c_uint32) as outer:
         for key, inner_id in sorted(outer.iter_items(), key=lambda kv: kv[0].value):
             with libbpf.Map.from_id(int(inner_id.value)) as inner:

@@ -483,6 +483,14 @@ class BpfObject:
             _check(_lib.bpf_map__set_pin_path(p, os.fsencode(os.path.join(root, name))),
                    f"set pin path of map {name} in {self.path}")
 
+    def set_pin_path(self, map_name: str, path: str | os.PathLike[str]) -> None:
+        """Pin one map at `path` instead of under the pin root."""
+        ptr = _lib.bpf_object__find_map_by_name(self._obj(), map_name.encode())
+        if not ptr:
+            raise BpfError(errno_mod.ENOENT, f"map {map_name} in {self.path}")
+        _check(_lib.bpf_map__set_pin_path(ptr, os.fsencode(path)),
+               f"set pin path of map {map_name} in {self.path}")
+
     def load(self) -> None:
         _log_state.lines = []
         try:

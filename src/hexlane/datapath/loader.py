@@ -40,6 +40,7 @@ from hexlane.datapath.maps import (
     LbAffinityMatch,
     LbAffinityVal,
     maglev_lut_type,
+    maglev_pin_name,
 )
 from hexlane.lb.maglev import (
     DEFAULT_HASH_SEED,
@@ -120,7 +121,11 @@ class LbDatapath:
         obj = libbpf.BpfObject(path)
         try:
             obj.set_pin_root(root)
+            obj.set_pin_path(MAGLEV_MAP, root / maglev_pin_name(table_size))
             obj.load()
+            for stale in root.glob(f"{MAGLEV_MAP}_*"):
+                if stale.name != maglev_pin_name(table_size):
+                    stale.unlink()  # tables of another maglev.tableSize
             for name in PROGRAMS:
                 pin = root / name
                 # A previous agent's program pin: replace it (attached filters keep their own
@@ -184,7 +189,8 @@ class LbDatapath:
 
     def unpin(self) -> None:
         """Remove every pin under bpf_root that this datapath made (hexlane cleanup)."""
-        for name in (*PROGRAMS, SERVICES_MAP, BACKENDS_MAP, REVNAT_MAP, MAGLEV_MAP, CT_MAP,
+        for name in (*PROGRAMS, SERVICES_MAP, BACKENDS_MAP, REVNAT_MAP,
+                     maglev_pin_name(self.table_size), CT_MAP,
                      AFFINITY_MAP, AFFINITY_MATCH_MAP, DROPS_MAP):
             pin = self.bpf_root / name
             if pin.exists():

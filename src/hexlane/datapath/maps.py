@@ -207,6 +207,13 @@ def service_master_value(count: int, rev_nat_index: int, algorithm: int,
     )
 
 
+def maglev_pin_name(table_size: int) -> str:
+    """The Maglev map's pin name: per table size, since its inner tables' size is fixed at
+    creation; a datapath loaded with another maglev.tableSize gets a new map (tables are
+    recomputed by the agent anyway)."""
+    return f"{MAGLEV_MAP}_{table_size}"
+
+
 def maglev_lut_type(table_size: int) -> type[ctypes.Array[ctypes.c_uint32]]:
     """struct lb4_maglev_lut for a table of `table_size` slots."""
     return ctypes.c_uint32 * table_size
