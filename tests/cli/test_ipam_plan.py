@@ -151,3 +151,24 @@ def test_docs_examples_match_real_output(capsys: pytest.CaptureFixture[str],
     monkeypatch.chdir(REPO)
     assert main(["ipam", "plan", "-f", *args]) == 0
     assert capsys.readouterr().out == shown
+
+
+def test_objects_without_timestamp_after_a_dump_are_the_newest(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    doc = plan_json(capsys, "-f", str(DATA / "dump"))
+    assert doc["pools"]["existing"]["conflicting"] is False
+    assert doc["pools"]["added"]["conflicting"] is True
+    assert doc["pools"]["added"]["conditions"][0]["message"] == (
+        "Pool conflicts since range '10.0.0.8 - 10.0.0.15' overlaps range "
+        "'10.0.0.0 - 10.0.0.15' from IP Pool 'existing'")
+    assert doc["services"]["default/old"]["ips"] == ["10.0.0.5"]
+    # [0-4] (5 addresses) is smaller than [6-15] (10): Cilium's allocator takes it first.
+    assert doc["services"]["default/new"]["ips"] == ["10.0.0.0"]
+
+
+def test_without_any_timestamp_file_order_decides(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = plan_json(capsys, "-f", str(DATA / "dump" / "2-new.yaml"),
+                    str(DATA / "order" / "pools.yaml"))
+    assert doc["pools"]["added"]["conflicting"] is False
+    assert doc["pools"]["lan"]["conflicting"] is True
+    assert doc["pools"]["lan-high"]["conflicting"] is False

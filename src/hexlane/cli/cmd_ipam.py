@@ -5,10 +5,11 @@
 `-f` takes files and directories (their *.yaml/*.yml, recursively, sorted). Every
 CiliumLoadBalancerIPPool and Service found is handed to the same pure allocator the operator
 runs (`hexlane.ipam.lbipam.allocate`); other kinds are ignored (`hexlane validate` checks
-them). Objects count in file order: one without creationTimestamp is older than those after
-it, and a Service's `status.loadBalancer.ingress` is taken back as the operator would after a
-restart. `--values` supplies `ipv4.enabled`/`ipv6.enabled`, which decide the address
-families a Service without ipFamilies asks for.
+them). Objects count in file order: one without creationTimestamp counts as created right
+after the objects before it (so it is older than those after it, and a new pool added after
+a dump of the cluster is the newest). A Service's `status.loadBalancer.ingress` is taken back
+as the operator would after a restart. `--values` supplies `ipv4.enabled`/`ipv6.enabled`,
+which decide the address families a Service without ipFamilies asks for.
 
 Output: per LoadBalancer Service its IPs and its `cilium.io/IPAMRequestSatisfied` condition,
 per pool its conflict condition and counters. Bad input (an invalid pool CIDR, a malformed
@@ -21,6 +22,8 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from hexlane.ipam.inputs import options_from_values, pool_input_from_model, service_input_from_model
@@ -71,6 +74,11 @@ def read_inputs(paths: list[str], skip: list[str]
     services: list[ServiceInput] = []
     skipped = {os.path.normpath(s) for s in skip}
     order = 0
+    # An object without creationTimestamp counts as created right after the objects before
+    # it in the files: as old as the last timestamp seen, and newer by file order. So a new
+    # pool added after a dump of the cluster is the newest, and with no timestamps at all
+    # file order decides.
+    clock: datetime | None = None
     for path in expand_paths(paths):
         if os.path.normpath(path) in skipped:
             continue
@@ -92,9 +100,13 @@ def read_inputs(paths: list[str], skip: list[str]
                 problems += [p.located(file=m.where(p.path)) for p in e.problems]
                 continue
             if isinstance(obj, LBIPPool):
-                pools.append(pool_input_from_model(obj, order))
+                pool = pool_input_from_model(obj, order)
+                clock = pool.created or clock
+                pools.append(replace(pool, created=pool.created or clock))
             elif isinstance(obj, Service):
-                services.append(service_input_from_model(obj, order))
+                svc = service_input_from_model(obj, order)
+                clock = svc.created or clock
+                services.append(replace(svc, created=svc.created or clock))
             else:
                 continue
             problems += [w.located(file=m.where(w.path)) for w in obj.warnings]
