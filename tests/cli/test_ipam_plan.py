@@ -172,3 +172,17 @@ def test_without_any_timestamp_file_order_decides(capsys: pytest.CaptureFixture[
     assert doc["pools"]["added"]["conflicting"] is False
     assert doc["pools"]["lan"]["conflicting"] is True
     assert doc["pools"]["lan-high"]["conflicting"] is False
+
+
+def test_kubectl_list_output_is_read(capsys: pytest.CaptureFixture[str],
+                                     tmp_path: Path) -> None:
+    text = (DATA / "kubectl-list.yaml").read_text()
+    assert main(["ipam", "plan", "-f", str(DATA / "kubectl-list.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert ":34: Service/broken: items[2].spec.loadBalancerIP: invalid IP address" in err
+    good = tmp_path / "list.yaml"
+    good.write_text(text.split("  - apiVersion: v1\n    kind: Service\n    metadata:\n"
+                               "      name: broken")[0])
+    doc = plan_json(capsys, "-f", str(good))
+    assert doc["services"]["default/web"]["ips"] == ["10.0.0.107"]
+    assert doc["pools"]["lan"]["counters"] == {"total": 11, "available": 10, "used": 1}

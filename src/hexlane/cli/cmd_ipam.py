@@ -92,28 +92,38 @@ def read_inputs(paths: list[str], skip: list[str]
             continue
         problems += found
         for m in manifests:
-            if m.obj.get("kind") not in _KINDS:
-                continue  # other kinds, and values files lying beside the manifests
-            try:
-                obj = parse_object(m.obj)
-            except InputError as e:
-                problems += [p.located(file=m.where(p.path)) for p in e.problems]
-                continue
-            if isinstance(obj, LBIPPool):
-                pool = pool_input_from_model(obj, order)
-                clock = pool.created or clock
-                pools.append(replace(pool, created=pool.created or clock))
-            elif isinstance(obj, Service):
-                svc = service_input_from_model(obj, order)
-                clock = svc.created or clock
-                services.append(replace(svc, created=svc.created or clock))
-            else:
-                continue
-            problems += [w.located(file=m.where(w.path)) for w in obj.warnings]
-            order += 1
+            for prefix, raw in _documents(m.obj):
+                if raw.get("kind") not in _KINDS:
+                    continue  # other kinds, and values files lying beside the manifests
+                try:
+                    obj = parse_object(raw, prefix)
+                except InputError as e:
+                    problems += [p.located(file=m.where(p.path)) for p in e.problems]
+                    continue
+                if isinstance(obj, LBIPPool):
+                    pool = pool_input_from_model(obj, order)
+                    clock = pool.created or clock
+                    pools.append(replace(pool, created=pool.created or clock))
+                elif isinstance(obj, Service):
+                    svc = service_input_from_model(obj, order)
+                    clock = svc.created or clock
+                    services.append(replace(svc, created=svc.created or clock))
+                else:
+                    continue
+                problems += [w.located(file=m.where(w.path)) for w in obj.warnings]
+                order += 1
     if any(p.severity == "error" for p in problems):
         raise InputError(problems)
     return pools, services, problems
+
+
+def _documents(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The object, or the items of a `kind: List` (what `kubectl get -o yaml` prints for
+    several objects), each with its field path prefix."""
+    items = obj.get("items")
+    if obj.get("kind") == "List" and isinstance(items, list):
+        return [(f"items[{i}]", item) for i, item in enumerate(items) if isinstance(item, dict)]
+    return [("", obj)]
 
 
 def plan_view(plan: LBIPAMPlan, services: list[ServiceInput]) -> dict[str, Any]:
