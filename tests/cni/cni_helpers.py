@@ -35,7 +35,7 @@ class Agent:
 
     def __init__(self, topo: Topology, role: str, state_dir: Path, *, node_ip: str,
                  pod_cidr: str, mode: str = "native", peers: Sequence[str] = (),
-                 lan_mtu: int = 1500) -> None:
+                 lan_mtu: int = 1500, extra_args: Sequence[str] = ()) -> None:
         self.topo, self.role, self.state_dir = topo, role, state_dir
         self.argv = [sys.executable, "-m", "hexlane.agent.endpoints",
                      "--state-dir", str(state_dir), "--node-name", role,
@@ -45,6 +45,7 @@ class Agent:
             self.argv.append("--auto-direct-node-routes")
         for peer in peers:
             self.argv += ["--peer", peer]
+        self.argv += extra_args
         self.proc: subprocess.Popen[Any] | None = None
         self.log = state_dir.parent / f"{role}-agent.log"
 

@@ -41,6 +41,7 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from hexlane.datapath import netlink
+from hexlane.datapath.masq import MasqDatapath
 from hexlane.ipam.podcidr import PodIPAllocator, PodIPsExhausted, parse_pod_cidr, router_ip
 from hexlane.ipam.routes import (
     LocalEndpoint,
@@ -49,6 +50,7 @@ from hexlane.ipam.routes import (
     RoutingSettings,
     endpoint_mac,
     host_ifname,
+    plan_masquerade,
     plan_routes,
 )
 from hexlane.model.errors import InputError
@@ -176,10 +178,21 @@ def write_json_atomic(path: Path, data: Any) -> None:
         os.close(dirfd)
 
 
+@dataclass(frozen=True)
+class MasqueradeSettings:
+    """Where and how pods' traffic leaving the cluster is masqueraded (eBPF, `bpf/masq.c`)."""
+
+    device: str  # the node's external (LAN) interface
+    bpf_root: Path
+    native_routing_cidr: IPv4Network | None = None
+    enabled: bool = True
+
+
 class EndpointManager:
     """This node's pod endpoints, their IPs, and the routes that reach them and other nodes."""
 
     def __init__(self, state_dir: Path, local: NodeRouting, settings: RoutingSettings, *,
+                 masquerade: MasqueradeSettings | None = None,
                  allow_host_netns: bool = False) -> None:
         if not local.pod_cidrs:
             raise ValueError(f"node {local.name} has no pod CIDR")
@@ -187,6 +200,8 @@ class EndpointManager:
         self.local = local
         self.settings = settings
         self.allow_host_netns = allow_host_netns
+        self.masquerade = masquerade
+        self._masq: MasqDatapath | None = None
         self.pod_cidr = local.pod_cidrs[0]
         self.router_ip = router_ip(self.pod_cidr)
         self.allocator = PodIPAllocator(self.pod_cidr)
@@ -214,11 +229,32 @@ class EndpointManager:
         await self._ipr.__aenter__()
         netlink.write_sysctl("net.ipv4.ip_forward", "1")
         await netlink.ensure_host_device(self._ipr, self.router_ip, self.settings.pod_mtu)
+        if self.masquerade is not None:
+            await self._start_masquerade(self.masquerade)
         await self.drain_delete_queue()
         await self.reconcile()
         self.started = True
 
+    async def _start_masquerade(self, masq: MasqueradeSettings) -> None:
+        index = await netlink.link_index(self.ipr, masq.device)
+        if index is None:
+            raise RuntimeError(f"masquerade device {masq.device} does not exist on this node")
+        self._masq = MasqDatapath.load(masq.bpf_root)
+        self._configure_masquerade()
+        # tc attaches in the calling thread's namespace: the node's, where the agent runs.
+        self._masq.attach(index)
+
+    def _configure_masquerade(self) -> None:
+        if self._masq is None or self.masquerade is None:
+            return
+        self._masq.configure(plan_masquerade(self.local, self.nodes,
+                                             self.masquerade.native_routing_cidr,
+                                             enabled=self.masquerade.enabled))
+
     async def close(self) -> None:
+        if self._masq is not None:
+            self._masq.close()  # pins and tc filters stay: traffic flows while we are away
+            self._masq = None
         if self._ipr is not None:
             await self._ipr.__aexit__(None, None, None)
             self._ipr = None
@@ -274,6 +310,7 @@ class EndpointManager:
                  if ep.state == "ready"]
         plan = plan_routes(self.local, self.nodes, self.settings, ready)
         report = await netlink.apply_plan(self.ipr, plan)
+        self._configure_masquerade()
         for problem in plan.problems:
             log.warning("routing: %s", problem)
         if report.changed or report.failed:
@@ -434,6 +471,22 @@ class EndpointManager:
             "freeIPs": free,
             "nodes": [n.name for n in self.nodes],
             "lastReconcile": self.last_reconcile,
+            "masquerade": self._masquerade_status(),
+        }
+
+    def _masquerade_status(self) -> dict[str, Any]:
+        if self.masquerade is None or self._masq is None:
+            return {"enabled": False}
+        return {
+            "enabled": self.masquerade.enabled,
+            "mode": "BPF",
+            "device": self.masquerade.device,
+            "nativeRoutingCIDR": str(self.masquerade.native_routing_cidr or ""),
+            "nonMasqueradeCIDRs": sorted(map(str, self._masq.nonmasq_prefixes())),
+            "counters": self._masq.counters(),
+            "translations": [
+                {k: str(v) if isinstance(v, IPv4Address) else v for k, v in asdict(e).items()}
+                for e in self._masq.entries()],
         }
 
     def list_endpoints(self) -> list[dict[str, Any]]:
@@ -484,6 +537,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-direct-node-routes", action="store_true")
     p.add_argument("--lan-mtu", type=int, default=1500)
     p.add_argument("--peer", type=_parse_peer, action="append", default=[])
+    p.add_argument("--masquerade-device",
+                   help="masquerade pods' traffic leaving through this interface (eBPF)")
+    p.add_argument("--bpf-root", type=Path,
+                   default=Path(os.environ.get("HEXLANE_BPF_ROOT", "/sys/fs/bpf/hexlane")))
+    p.add_argument("--native-routing-cidr", type=IPv4Network,
+                   help="ipv4NativeRoutingCIDR: destinations reached without masquerading")
     p.add_argument("--abstract-name", default="hexlane-agent",
                    help="abstract socket name ('' for none)")
     return p
@@ -497,7 +556,11 @@ async def _run(args: argparse.Namespace) -> int:
     settings = RoutingSettings(mode=args.routing_mode,
                                auto_direct_node_routes=args.auto_direct_node_routes,
                                lan_mtu=args.lan_mtu)
-    manager = EndpointManager(args.state_dir, local, settings)
+    masq = None
+    if args.masquerade_device:
+        masq = MasqueradeSettings(args.masquerade_device, args.bpf_root,
+                                  args.native_routing_cidr)
+    manager = EndpointManager(args.state_dir, local, settings, masquerade=masq)
     manager.nodes = tuple(sorted(args.peer))
     await manager.start()
     server = await serve_api(args.state_dir, manager, abstract_name=args.abstract_name or None)

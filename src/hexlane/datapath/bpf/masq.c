@@ -58,6 +58,8 @@ static __always_inline bool masq_parse(struct __sk_buff *skb, struct masq_pkt *p
 	if (ip4->frag_off & bpf_htons(0x3fff))
 		return false;
 	ihl_len = (__u32)ip4->ihl * 4;
+	if ((void *)ip4 + ihl_len > data_end)
+		return false;
 	p->saddr = ip4->saddr;
 	p->daddr = ip4->daddr;
 	p->proto = ip4->protocol;

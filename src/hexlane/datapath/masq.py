@@ -1,0 +1,205 @@
+"""Loading and configuring the eBPF masquerading (`bpf/masq.c`) on a node's external interface.
+
+`MasqDatapath.load(bpf_root)` compiles and loads `masq.c` with its maps pinned by name under
+`bpf_root` (NAT state survives an agent restart); `configure(plan)` writes what
+`hexlane.ipam.routes.plan_masquerade` decided; `attach(ifindex)` puts the programs on tc egress
+and ingress of the interface (in the calling thread's network namespace), after the service
+load balancer's filters (priority 2). Inspect with `bpftool map dump pinned <bpf_root>/hl_snat4`
+and `bpftool net` in the node's namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from hexlane.datapath import libbpf
+from hexlane.datapath.build import compile_program
+from hexlane.datapath.loader import _under_bpffs, is_bpffs
+from hexlane.ipam.routes import MasqPlan
+
+CONFIG_MAP = "hl_masq4_config"
+NONMASQ_MAP = "hl_masq4_nonmasq"
+SNAT_MAP = "hl_snat4"
+STATS_MAP = "hl_masq4_stats"
+STATS = ("egress", "ingress", "no_port", "rewrite_failed")  # hl_masq4_stats slots
+PROGRAM_EGRESS = "hl_masq_egress"
+PROGRAM_INGRESS = "hl_masq_ingress"
+PROGRAMS = (PROGRAM_EGRESS, PROGRAM_INGRESS)
+#: tc filter handle and priority: after the load balancer's (1, 1) on the same device.
+TC_HANDLE = 2
+TC_PRIORITY = 2
+
+SNAT_DIR_EGRESS = 1
+SNAT_DIR_INGRESS = 2
+
+
+class Masq4Config(ctypes.Structure):
+    _fields_ = [
+        ("node_ip", ctypes.c_uint32),
+        ("pod_net", ctypes.c_uint32),
+        ("pod_mask", ctypes.c_uint32),
+        ("port_min", ctypes.c_uint16),
+        ("port_max", ctypes.c_uint16),
+        ("enabled", ctypes.c_uint32),
+    ]
+
+
+class Masq4NonmasqKey(ctypes.Structure):
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("addr", ctypes.c_uint32)]
+
+
+class Snat4Key(ctypes.Structure):
+    _fields_ = [
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("dir", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class Snat4Entry(ctypes.Structure):
+    _fields_ = [
+        ("to_addr", ctypes.c_uint32),
+        ("to_port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+        ("last_seen_ns", ctypes.c_uint64),
+    ]
+
+
+#: C struct name -> ctypes mirror, for the layout test against the object's BTF.
+MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "masq4_config": Masq4Config,
+    "masq4_nonmasq_key": Masq4NonmasqKey,
+    "snat4_key": Snat4Key,
+    "snat4_entry": Snat4Entry,
+}
+
+
+def _be32(ip: IPv4Address) -> int:
+    """An IPv4 address as the u32 whose memory holds it in network order."""
+    return int.from_bytes(ip.packed, "little")
+
+
+def _from_be32(value: int) -> IPv4Address:
+    return IPv4Address(value.to_bytes(4, "little"))
+
+
+def _be16(port: int) -> int:
+    return socket.htons(port)
+
+
+@dataclass(frozen=True)
+class NatEntry:
+    """One translation: a pod flow (pod, remote) and the node port it leaves with."""
+
+    proto: int
+    pod_ip: IPv4Address
+    pod_port: int
+    remote_ip: IPv4Address
+    remote_port: int
+    node_ip: IPv4Address
+    node_port: int
+
+
+class MasqDatapath:
+    """The loaded masquerading programs and their maps (see the module docstring)."""
+
+    def __init__(self, obj: libbpf.BpfObject, bpf_root: Path) -> None:
+        self.obj = obj
+        self.bpf_root = bpf_root
+        self.config = obj.map(CONFIG_MAP, key_type=ctypes.c_uint32, value_type=Masq4Config)
+        self.nonmasq = obj.map(NONMASQ_MAP, key_type=Masq4NonmasqKey, value_type=ctypes.c_uint8)
+        self.snat = obj.map(SNAT_MAP, key_type=Snat4Key, value_type=Snat4Entry)
+        self.stats = obj.map(STATS_MAP, key_type=ctypes.c_uint32, value_type=ctypes.c_uint64)
+
+    @classmethod
+    def load(cls, bpf_root: str | os.PathLike[str]) -> MasqDatapath:
+        root = Path(bpf_root)
+        if not is_bpffs(root) and not _under_bpffs(root):
+            raise libbpf.BpfError(errno.ENODEV, f"{root} is not on a BPF file system")
+        root.mkdir(parents=True, exist_ok=True)
+        obj = libbpf.BpfObject(compile_program("masq.c", {}))
+        try:
+            obj.set_pin_root(root)
+            obj.load()
+            for name in PROGRAMS:
+                pin = root / name
+                if pin.exists():
+                    pin.unlink()  # a previous agent's: attached filters keep their own ref
+                obj.program(name).pin(pin)
+            return cls(obj, root)
+        except BaseException:
+            obj.close()
+            raise
+
+    def configure(self, plan: MasqPlan) -> None:
+        """Write the plan: node IP, pod CIDR, port range, and the non-masquerade prefixes."""
+        desired = {(net.prefixlen, _be32(net.network_address)) for net in plan.nonmasq}
+        for net in plan.nonmasq:
+            self.nonmasq.update(Masq4NonmasqKey(net.prefixlen, _be32(net.network_address)),
+                                ctypes.c_uint8(1))
+        for key in list(self.nonmasq.iter_keys()):
+            if (key.prefixlen, key.addr) not in desired:
+                self.nonmasq.delete(key)
+        self.config.update(ctypes.c_uint32(0), Masq4Config(
+            node_ip=_be32(plan.node_ip), pod_net=_be32(plan.pod_cidr.network_address),
+            pod_mask=_be32(plan.pod_cidr.netmask), port_min=plan.port_min,
+            port_max=plan.port_max, enabled=int(plan.enabled)))
+
+    def nonmasq_prefixes(self) -> set[IPv4Network]:
+        return {IPv4Network(f"{_from_be32(k.addr)}/{k.prefixlen}")
+                for k in self.nonmasq.iter_keys()}
+
+    def attach(self, ifindex: int) -> None:
+        """Attach both programs to `ifindex` (in the calling thread's network namespace)."""
+        for name, direction in ((PROGRAM_EGRESS, "egress"), (PROGRAM_INGRESS, "ingress")):
+            libbpf.tc_attach(ifindex, self.obj.program(name).fd, direction, handle=TC_HANDLE,
+                             priority=TC_PRIORITY)
+
+    def detach(self, ifindex: int) -> None:
+        for direction in ("egress", "ingress"):
+            try:
+                libbpf.tc_detach(ifindex, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
+            except libbpf.BpfError as err:
+                if err.errno not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
+                    raise
+
+    def entries(self) -> list[NatEntry]:
+        """The live translations (from their egress entries), sorted."""
+        out = []
+        for key, value in self.snat.iter_items():
+            if key.dir != SNAT_DIR_EGRESS:
+                continue
+            out.append(NatEntry(key.proto, _from_be32(key.saddr), socket.ntohs(key.sport),
+                                _from_be32(key.daddr), socket.ntohs(key.dport),
+                                _from_be32(value.to_addr), socket.ntohs(value.to_port)))
+        return sorted(out, key=lambda e: (e.pod_ip, e.pod_port, e.remote_ip, e.remote_port))
+
+    def counters(self) -> dict[str, int]:
+        """Packets translated each way, and drops (no free NAT port, failed rewrite)."""
+        out = {}
+        for slot, name in enumerate(STATS):
+            value = self.stats.lookup(ctypes.c_uint32(slot))
+            out[name] = int(value.value) if value is not None else 0
+        return out
+
+    def close(self) -> None:
+        """Close our handles; pins and attached filters stay for the next agent."""
+        self.obj.close()
+
+    def unpin(self) -> None:
+        """Remove every pin this datapath made under bpf_root (hexlane cleanup)."""
+        for name in (*PROGRAMS, CONFIG_MAP, NONMASQ_MAP, SNAT_MAP, STATS_MAP):
+            pin = self.bpf_root / name
+            if pin.exists():
+                pin.unlink()
+
