@@ -25,8 +25,9 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import cycle, islice
 
 from hexlane.lb.hashing import jhash_3words, murmur3_x64_128_cached
 from hexlane.model.errors import InputError, Problem
@@ -163,6 +164,29 @@ def build_table(
     return _fill(offsets, skips, ids, weights, m)
 
 
+def _turn_order(weights: Sequence[int], m: int) -> Iterator[int]:
+    """Whose turn each of the M turns is (indices into the sorted backends).
+
+    Unweighted (integer weightSum / N at most 1, as Cilium tests it): round robin. Weighted:
+    turn n starts at backend n % N and passes on while (n+1)·weight is below the backend's
+    counter, which starts at weight/N and grows by weightSum per turn taken (float64, as Go).
+    """
+    count = len(weights)
+    weight_sum = sum(weights)
+    if weight_sum // count <= 1:
+        return islice(cycle(range(count)), m)
+    counters = [w / count for w in weights]
+    order = []
+    for n in range(m):
+        i = n % count
+        limit = n + 1
+        while limit * weights[i] < int(counters[i]):
+            i = (i + 1) % count
+        counters[i] += weight_sum
+        order.append(i)
+    return iter(order)
+
+
 def _fill(
     offsets: Sequence[int], skips: Sequence[int], ids: Sequence[int],
     weights: Sequence[int], m: int,
@@ -176,27 +200,12 @@ def _fill(
     order: slot e comes at index (e - offset_i)·skip_i⁻¹ mod M (M is prime), and every earlier
     preference is already taken.
     """
-    count = len(ids)
     table = [-1] * m
     taken = bytearray(m)
     pos = list(offsets)
-    weight_sum = sum(weights)
-    # Cilium compares integer weightSum / N with 1: equal weights of 1 take the plain path.
-    weighted = weight_sum // count > 1
-    counters = [w / count for w in weights]
+    turns = _turn_order(weights, m)
     # Probing costs ~M/free steps per turn and scanning costs ~free: switch where they meet.
-    switch_at = m - int(m**0.5)
-    n = 0
-    i = 0
-    while n < switch_at:
-        if weighted:
-            i = n % count
-            limit = n + 1
-            while limit * weights[i] < int(counters[i]):
-                i = (i + 1) % count
-            counters[i] += weight_sum
-        else:
-            i = n % count
+    for i in islice(turns, m - int(m**0.5)):
         c = pos[i]
         s = skips[i]
         while taken[c]:
@@ -209,18 +218,9 @@ def _fill(
         if c >= m:
             c -= m
         pos[i] = c
-        n += 1
     free = [e for e in range(m) if not taken[e]]
     inverses: dict[int, int] = {}
-    while n < m:
-        if weighted:
-            i = n % count
-            limit = n + 1
-            while limit * weights[i] < int(counters[i]):
-                i = (i + 1) % count
-            counters[i] += weight_sum
-        else:
-            i = n % count
+    for i in turns:
         inv = inverses.get(i)
         if inv is None:
             inv = inverses[i] = pow(skips[i], -1, m)
@@ -229,7 +229,6 @@ def _fill(
         table[free[best]] = ids[i]
         free[best] = free[-1]
         free.pop()
-        n += 1
     return table
 
 
