@@ -195,6 +195,12 @@ def test_several_errors_are_all_reported() -> None:
                                         "maglev.tableSize"}
 
 
+def test_no_relation_errors_built_on_a_bad_key() -> None:
+    # routingMode is wrong; "dsr needs native routing" would be noise on top of that error.
+    errors = errors_for({**KPR, "routingMode": "bgp", "loadBalancer": {"mode": "dsr"}})
+    assert [e.path for e in errors] == ["routingMode"]
+
+
 def test_bad_keys_fall_back_to_defaults_in_the_typed_view() -> None:
     values, problems = resolve_values([("v.yaml", {"l2announcements": "yes-please",
                                                    "maglev": {"tableSize": 1000}})])

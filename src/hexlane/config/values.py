@@ -17,7 +17,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -51,6 +51,8 @@ def _parsed_defaults() -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class K8sClientRateLimit:
+    """Kubernetes API client limits; the operator's fall back to the agent's when unset."""
+
     qps: float
     burst: int
     operator_qps: float
@@ -59,6 +61,8 @@ class K8sClientRateLimit:
 
 @dataclass(frozen=True, slots=True)
 class L2Announcements:
+    """L2 announcements and the per-Service lease timings, in seconds."""
+
     enabled: bool
     lease_duration: float  # seconds, after Cilium's sanitising
     lease_renew_deadline: float
@@ -67,6 +71,8 @@ class L2Announcements:
 
 @dataclass(frozen=True, slots=True)
 class LoadBalancer:
+    """How Services are load-balanced (backend choice, return path, DSR encoding)."""
+
     algorithm: str  # "random" | "maglev"
     mode: str  # "snat" | "dsr" | "hybrid"
     dsr_dispatch: str  # "opt"
@@ -75,12 +81,16 @@ class LoadBalancer:
 
 @dataclass(frozen=True, slots=True)
 class Maglev:
+    """Maglev table size (a prime from MAGLEV_TABLE_SIZES) and hash seed."""
+
     table_size: int
     hash_seed: str  # base64 of 12 bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Ipam:
+    """Pod IP address management: where node pod CIDRs come from."""
+
     mode: str  # "cluster-pool" | "kubernetes"
     cluster_pool_ipv4_pod_cidrs: tuple[ipaddress.IPv4Network, ...]
     cluster_pool_ipv4_mask_size: int
@@ -88,6 +98,8 @@ class Ipam:
 
 @dataclass(frozen=True, slots=True)
 class Hubble:
+    """Flow observability: the agent's Hubble server, metrics, relay and UI."""
+
     enabled: bool
     socket_path: str
     listen_address: str  # "" = no TCP listener
@@ -101,12 +113,16 @@ class Hubble:
 
 @dataclass(frozen=True, slots=True)
 class Prometheus:
+    """The agent's metrics endpoint."""
+
     enabled: bool
     port: int
 
 
 @dataclass(frozen=True, slots=True)
 class Operator:
+    """The operator's replicas (informational) and metrics endpoint."""
+
     replicas: int
     prometheus_enabled: bool
     prometheus_port: int
@@ -114,6 +130,8 @@ class Operator:
 
 @dataclass(frozen=True, slots=True)
 class Cluster:
+    """The cluster's name and ID."""
+
     name: str
     id: int
 
@@ -301,6 +319,11 @@ def _lookup(tree: Mapping[str, Any], path: str) -> tuple[bool, Any]:
     return True, node
 
 
+class _Report(Protocol):
+    def __call__(self, path: str, message: str, severity: str = "error",
+                 source_path: str | None = None) -> None: ...
+
+
 def _typed(tree: dict[str, Any], bad: set[str], origin: _Origins) -> tuple[Values, list[Problem]]:
     # A problem on a map (`l2announcements: yes-please`) spoils every key below it.
     spoiled = set(bad)
@@ -309,109 +332,60 @@ def _typed(tree: dict[str, Any], bad: set[str], origin: _Origins) -> tuple[Value
     read = _Reader(tree, spoiled)
     problems: list[Problem] = []
 
-    def problem(path: str, message: str, severity: str = "error",
-                source_path: str | None = None) -> None:
+    def report(path: str, message: str, severity: str = "error",
+               source_path: str | None = None) -> None:
+        # Relation problems are shown where the key they are about was set
+        # (`source_path` when the fix is elsewhere, e.g. routingMode for a missing CIDR).
         problems.append(Problem(message, path=path, file=origin(source_path or path),
                                 severity=severity))
 
+    values = _build(tree, read, report)
+    _check_relations(values, read, report)
+    return values, problems
+
+
+def _build(tree: dict[str, Any], read: _Reader, report: _Report) -> Values:
     kpr = bool(read("kubeProxyReplacement"))
-    host = read("k8sServiceHost") or None
     port = read("k8sServicePort")
     healthz = read("kubeProxyReplacementHealthzBindAddr")
-
     qps = read("k8sClientRateLimit.qps")
     burst = read("k8sClientRateLimit.burst")
     op_qps = read("k8sClientRateLimit.operator.qps")
     op_burst = read("k8sClientRateLimit.operator.burst")
-    rate = K8sClientRateLimit(
-        qps=float(qps), burst=int(burst),
-        operator_qps=float(qps if op_qps is None else op_qps),
-        operator_burst=int(burst if op_burst is None else op_burst))
-
-    l2 = _l2(read, problem)
-    lb = LoadBalancer(algorithm=read("loadBalancer.algorithm"), mode=read("loadBalancer.mode"),
-                      dsr_dispatch=read("loadBalancer.dsrDispatch"),
-                      acceleration=read("loadBalancer.acceleration"))
-    routing_mode = read("routingMode")
-    native_cidr_text = read("ipv4NativeRoutingCIDR")
-    native_cidr = ipaddress.IPv4Network(native_cidr_text, strict=False) if native_cidr_text \
-        else None
-    masquerade = bool(read("enableIPv4Masquerade"))
-    node_port = kpr or bool(read("nodePort.enabled"))
-
-    ipam = Ipam(
-        mode=read("ipam.mode"),
-        cluster_pool_ipv4_pod_cidrs=tuple(
-            ipaddress.IPv4Network(c, strict=False)
-            for c in read("ipam.operator.clusterPoolIPv4PodCIDRList")),
-        cluster_pool_ipv4_mask_size=int(read("ipam.operator.clusterPoolIPv4MaskSize")))
-
-    # Relations Cilium enforces at agent start (pkg/option/config.go and the KPR init).
-    if lb.mode in ("dsr", "hybrid") and routing_mode == "tunnel":
-        problem("loadBalancer.mode",
-                f"mode {lb.mode} with routingMode tunnel needs Geneve (Cilium carries the DSR "
-                "information in Geneve options), and this kernel has no Geneve: "
-                "use routingMode: native, or loadBalancer.mode: snat")
-    if lb.mode in ("dsr", "hybrid") and lb.dsr_dispatch != "opt":
-        problem("loadBalancer.dsrDispatch",
-                f"dsrDispatch {lb.dsr_dispatch} needs a kernel module this machine lacks "
-                "(no IPIP, no Geneve); hexlane implements opt (IPv4 option)")
-    if lb.mode in ("dsr", "hybrid") and not kpr:
-        problem("loadBalancer.mode",
-                f"mode {lb.mode} needs kubeProxyReplacement: true")
-    if routing_mode == "native" and masquerade and native_cidr is None \
-            and not read("ipMasqAgent.enabled"):
-        problem("ipv4NativeRoutingCIDR",
-                "routingMode native with enableIPv4Masquerade needs ipv4NativeRoutingCIDR "
-                "(the pod network that is routed without masquerading), e.g. the "
-                "cluster's pod CIDR", source_path="routingMode")
-    if routing_mode == "tunnel" and read("autoDirectNodeRoutes"):
-        problem("autoDirectNodeRoutes",
-                "autoDirectNodeRoutes cannot be used with routingMode tunnel (packets "
-                "between nodes go through the tunnel device); use routingMode: native")
-    if l2.enabled and not kpr:
-        problem("l2announcements.enabled",
-                "L2 announcements need kubeProxyReplacement: true (Cilium answers ARP "
-                "only for addresses its kube-proxy replacement serves)")
-    if read("bpf.masquerade") and not masquerade:
-        problem("bpf.masquerade",
-                "BPF masquerading needs enableIPv4Masquerade: true (there is nothing to "
-                "masquerade otherwise)")
-    elif read("bpf.masquerade") and not node_port:
-        problem("bpf.masquerade",
-                "BPF masquerading needs kubeProxyReplacement: true (or nodePort.enabled)")
-    if ipam.mode == "cluster-pool" \
-            and "ipam.operator.clusterPoolIPv4MaskSize" not in read.bad \
-            and "ipam.operator.clusterPoolIPv4PodCIDRList" not in read.bad:
-        for cidr in ipam.cluster_pool_ipv4_pod_cidrs:
-            size = ipam.cluster_pool_ipv4_mask_size
-            if size < cidr.prefixlen or size > cidr.prefixlen + 16:
-                problem("ipam.operator.clusterPoolIPv4MaskSize",
-                        f"mask size /{size} does not fit clusterPoolIPv4PodCIDRList entry "
-                        f"{cidr}: expected /{cidr.prefixlen} to /{min(cidr.prefixlen + 16, 30)}"
-                        " (at most 65536 node CIDRs per entry)")
-
+    native_cidr = read("ipv4NativeRoutingCIDR")
     metrics = read("hubble.metrics.enabled")
-    values = Values(
+    return Values(
         kube_proxy_replacement=kpr,
         kube_proxy_replacement_healthz_bind_addr=split_host_port(healthz) if healthz else None,
-        k8s_service_host=host,
+        k8s_service_host=read("k8sServiceHost") or None,
         k8s_service_port=int(port) if port not in ("", None) else None,
-        k8s_client_rate_limit=rate,
-        l2announcements=l2,
+        k8s_client_rate_limit=K8sClientRateLimit(
+            qps=float(qps), burst=int(burst),
+            operator_qps=float(qps if op_qps is None else op_qps),
+            operator_burst=int(burst if op_burst is None else op_burst)),
+        l2announcements=_l2(read, report),
         external_ips_enabled=bool(read("externalIPs.enabled")) or kpr,
-        node_port_enabled=node_port,
-        load_balancer=lb,
+        node_port_enabled=kpr or bool(read("nodePort.enabled")),
+        load_balancer=LoadBalancer(
+            algorithm=read("loadBalancer.algorithm"), mode=read("loadBalancer.mode"),
+            dsr_dispatch=read("loadBalancer.dsrDispatch"),
+            acceleration=read("loadBalancer.acceleration")),
         maglev=Maglev(table_size=int(read("maglev.tableSize")),
                       hash_seed=read("maglev.hashSeed")),
-        ipam=ipam,
-        routing_mode=routing_mode,
+        ipam=Ipam(
+            mode=read("ipam.mode"),
+            cluster_pool_ipv4_pod_cidrs=tuple(
+                ipaddress.IPv4Network(c, strict=False)
+                for c in read("ipam.operator.clusterPoolIPv4PodCIDRList")),
+            cluster_pool_ipv4_mask_size=int(read("ipam.operator.clusterPoolIPv4MaskSize"))),
+        routing_mode=read("routingMode"),
         tunnel_protocol=read("tunnelProtocol"),
         tunnel_port=int(read("tunnelPort")),
-        ipv4_native_routing_cidr=native_cidr,
+        ipv4_native_routing_cidr=(ipaddress.IPv4Network(native_cidr, strict=False)
+                                  if native_cidr else None),
         auto_direct_node_routes=bool(read("autoDirectNodeRoutes")),
         endpoint_routes_enabled=bool(read("endpointRoutes.enabled")),
-        enable_ipv4_masquerade=masquerade,
+        enable_ipv4_masquerade=bool(read("enableIPv4Masquerade")),
         bpf_masquerade=bool(read("bpf.masquerade")),
         hubble=Hubble(
             enabled=bool(read("hubble.enabled")),
@@ -431,27 +405,84 @@ def _typed(tree: dict[str, Any], bad: set[str], origin: _Origins) -> tuple[Value
         cluster=Cluster(name=read("cluster.name"), id=int(read("cluster.id"))),
         _tree=tree,
     )
-    return values, problems
 
 
-def _l2(read: _Reader, problem: Any) -> L2Announcements:
+def _check_relations(v: Values, read: _Reader, report: _Report) -> None:
+    """The relations Cilium enforces at agent start (pkg/option/config.go, KPR and masquerade
+    init in daemon/cmd), plus what this kernel cannot do (no Geneve, no IPIP)."""
+    def valid(*paths: str) -> bool:
+        # A key that already has an error reads its default here; relations built on that
+        # default would only add noise.
+        return not any(p in read.bad for p in paths)
+
+    lb = v.load_balancer
+    dsr = lb.mode in ("dsr", "hybrid") and valid("loadBalancer.mode")
+    if dsr and v.routing_mode == "tunnel" and valid("routingMode"):
+        # Cilium: "Node Port dsr mode cannot be used with vxlan tunneling"; Geneve would do.
+        report("loadBalancer.mode",
+               f"mode {lb.mode} with routingMode tunnel needs Geneve (Cilium carries the DSR "
+               "information in Geneve options), and this kernel has no Geneve: "
+               "use routingMode: native, or loadBalancer.mode: snat")
+    if dsr and lb.dsr_dispatch != "opt" and valid("loadBalancer.dsrDispatch"):
+        report("loadBalancer.dsrDispatch",
+               f"dsrDispatch {lb.dsr_dispatch} needs a kernel module this machine lacks "
+               "(no IPIP, no Geneve); hexlane implements opt (IPv4 option)")
+    if dsr and not v.kube_proxy_replacement and valid("kubeProxyReplacement"):
+        report("loadBalancer.mode", f"mode {lb.mode} needs kubeProxyReplacement: true")
+    if v.routing_mode == "native" and v.enable_ipv4_masquerade \
+            and v.ipv4_native_routing_cidr is None and not read("ipMasqAgent.enabled") \
+            and valid("routingMode", "ipv4NativeRoutingCIDR", "enableIPv4Masquerade"):
+        report("ipv4NativeRoutingCIDR",
+               "routingMode native with enableIPv4Masquerade needs ipv4NativeRoutingCIDR "
+               "(the pod network that is routed without masquerading), e.g. the "
+               "cluster's pod CIDR", source_path="routingMode")
+    if v.routing_mode == "tunnel" and v.auto_direct_node_routes and valid("routingMode"):
+        report("autoDirectNodeRoutes",
+               "autoDirectNodeRoutes cannot be used with routingMode tunnel (packets "
+               "between nodes go through the tunnel device); use routingMode: native")
+    if v.l2announcements.enabled and not v.kube_proxy_replacement \
+            and valid("kubeProxyReplacement"):
+        report("l2announcements.enabled",
+               "L2 announcements need kubeProxyReplacement: true (Cilium answers ARP "
+               "only for addresses its kube-proxy replacement serves)")
+    if v.bpf_masquerade and not v.enable_ipv4_masquerade and valid("enableIPv4Masquerade"):
+        report("bpf.masquerade",
+               "BPF masquerading needs enableIPv4Masquerade: true (there is nothing to "
+               "masquerade otherwise)")
+    elif v.bpf_masquerade and not v.node_port_enabled and valid("kubeProxyReplacement"):
+        report("bpf.masquerade",
+               "BPF masquerading needs kubeProxyReplacement: true (or nodePort.enabled)")
+    mask_key = "ipam.operator.clusterPoolIPv4MaskSize"
+    if v.ipam.mode == "cluster-pool" \
+            and valid("ipam.mode", mask_key, "ipam.operator.clusterPoolIPv4PodCIDRList"):
+        size = v.ipam.cluster_pool_ipv4_mask_size
+        for cidr in v.ipam.cluster_pool_ipv4_pod_cidrs:
+            # Cilium's CIDR allocator (pkg/ipam/cidrset) allows at most 16 more bits.
+            if size < cidr.prefixlen or size > cidr.prefixlen + 16:
+                report(mask_key,
+                       f"mask size /{size} does not fit clusterPoolIPv4PodCIDRList entry "
+                       f"{cidr}: expected /{cidr.prefixlen} to /{min(cidr.prefixlen + 16, 30)}"
+                       " (at most 65536 node CIDRs per entry)")
+
+
+def _l2(read: _Reader, report: _Report) -> L2Announcements:
     """Lease timings after Cilium's sanitising (pkg/l2announcer), with a warning per change."""
     duration = parse_duration(read("l2announcements.leaseDuration"))
     renew = parse_duration(read("l2announcements.leaseRenewDeadline"))
     retry = parse_duration(read("l2announcements.leaseRetryPeriod"))
     if duration < 1:
-        problem("l2announcements.leaseDuration",
-                f"lease duration {duration:g}s is below 1s; Cilium uses 1s", "warning")
+        report("l2announcements.leaseDuration",
+               f"lease duration {duration:g}s is below 1s; Cilium uses 1s", "warning")
         duration = 1.0
     if duration <= renew:
-        problem("l2announcements.leaseRenewDeadline",
-                f"renew deadline {renew:g}s is not below the lease duration {duration:g}s; "
-                f"Cilium uses {duration / 2:g}s", "warning")
+        report("l2announcements.leaseRenewDeadline",
+               f"renew deadline {renew:g}s is not below the lease duration {duration:g}s; "
+               f"Cilium uses {duration / 2:g}s", "warning")
         renew = duration / 2
     if renew <= 1.2 * retry:
-        problem("l2announcements.leaseRetryPeriod",
-                f"retry period {retry:g}s is not 20% below the renew deadline {renew:g}s; "
-                f"Cilium uses {renew / 2:g}s", "warning")
+        report("l2announcements.leaseRetryPeriod",
+               f"retry period {retry:g}s is not 20% below the renew deadline {renew:g}s; "
+               f"Cilium uses {renew / 2:g}s", "warning")
         retry = renew / 2
     return L2Announcements(enabled=bool(read("l2announcements.enabled")),
                            lease_duration=duration, lease_renew_deadline=renew,
