@@ -338,10 +338,11 @@ class Rules:
                            {"name": namespace, "kind": "namespaces"})
 
     def _body(self, t: Target, body: Any) -> dict[str, Any]:
-        """A private copy of a request body, its apiVersion and kind checked and set."""
+        """The request body (freshly decoded, so owned by this request: no copy), its
+        apiVersion and kind checked and set."""
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
-        obj = copy.deepcopy(body)
+        obj = body
         info = t.info
         kind = obj.get("kind")
         if kind not in (None, "", info.kind):

@@ -12,11 +12,11 @@ Layout (one database file, WAL mode, `synchronous=FULL`, so a commit survives po
 
 Every write goes through `transact(fn)`: `fn` runs on the single writer thread with a `Txn`
 (reads and writes in one SQLite transaction). Writes that arrive while a commit is in flight
-are committed together (group commit, each under its own SAVEPOINT so one failure does not
-spoil the others); each caller is answered only after the COMMIT that holds its write returned,
-so an acknowledged write is always on disk. After a commit the event loop applies the changes
-to an in-memory copy (reads, lists and watches are served from it) and publishes them to
-watchers, in resourceVersion order.
+wait, and are then committed together (group commit, each under its own SAVEPOINT so one
+failure does not spoil the others); each caller is answered only after the COMMIT that holds
+its write returned, so an acknowledged write is always on disk. After a commit the event loop
+applies the changes to an in-memory copy (reads, lists and watches are served from it) and
+publishes them to watchers, in resourceVersion order.
 """
 
 from __future__ import annotations
@@ -162,13 +162,14 @@ class Txn:
 
 
 class Subscription:
-    """A watcher's queue of events for one resource; `closed` when it fell too far behind."""
+    """A watcher's queue of events for one resource; `closed` when it fell too far behind.
+    The watcher itself may put None in the queue to wake up (timers)."""
 
     __slots__ = ("closed", "queue", "resource")
 
     def __init__(self, resource: str) -> None:
         self.resource = resource
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self.closed = False
 
 
@@ -195,7 +196,11 @@ class Store:
         self._sorted: dict[str, list[tuple[str, str]]] = {}
         # Writer-side state.
         self._writer_rv = 0
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # Jobs wait on the loop side while the writer commits; the whole waiting list is
+        # handed over at once when it is free, so one thread hand-off per batch, not per job.
+        self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
+        self._pending: list[_Job] = []
+        self._writer_busy = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: sqlite3.Connection | None = None
@@ -251,8 +256,17 @@ class Store:
         """Run `fn` in a write transaction; return its result once durably committed."""
         assert self._loop is not None, "Store.start() first"
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Job(fn, fut))
+        self._pending.append(_Job(fn, fut))
+        if not self._writer_busy:
+            self._hand_over()
         return await fut
+
+    def _hand_over(self) -> None:
+        """Give the waiting jobs (at most MAX_BATCH) to the writer thread."""
+        jobs, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        self._writer_busy = bool(jobs)
+        if jobs:
+            self._jobs.put(jobs)
 
     def _next_rv(self) -> int:
         self._writer_rv += 1
@@ -261,24 +275,8 @@ class Store:
     def _writer(self) -> None:
         conn = self._conn
         assert conn is not None and self._loop is not None
-        while True:
-            first = self._jobs.get()
-            if first is None:
-                return
-            jobs = [first]
-            stop = False
-            while len(jobs) < MAX_BATCH:
-                try:
-                    nxt = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                jobs.append(nxt)
+        while (jobs := self._jobs.get()) is not None:
             self._run_batch(conn, jobs)
-            if stop:
-                return
 
     def _run_batch(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
         start_rv = self._writer_rv
@@ -351,6 +349,7 @@ class Store:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+        self._hand_over()
 
     def get(self, resource: str, namespace: str, name: str) -> Stored | None:
         return self.objects.get(resource, {}).get((namespace, name))

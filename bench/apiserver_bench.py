@@ -1,0 +1,248 @@
+"""Benchmark of the embedded apiserver, side by side with its storage limit, in one run.
+
+1. raw SQLite: durable commits of the same rows the apiserver stores (WAL,
+   synchronous=FULL, one transaction per row) — the limit for durable writes on this disk;
+2. durable creates per second over HTTPS from concurrent clients against `hexlane apiserver`
+   (each acknowledged only once committed), and the ratio to (1) — target >= 0.2;
+3. list latency with 10,000 objects in the namespace (full list, and a 500-item page);
+4. watch delivery latency to 20 watchers while creates run at the rate measured in (2), and
+   again at half that rate: time from sending the create to each watcher reading its ADDED
+   event, p50/p99 — target p99 < 100 ms; also the creates' own latency (send to durable
+   acknowledgement) and delivery relative to the acknowledgement, which tell queueing in
+   the write path apart from the fan-out.
+
+Run: `.venv/bin/python bench/apiserver_bench.py [--objects 10000] [--clients 32]`.
+Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sqlite3
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+DATA = {"key": "x" * 200}
+
+
+def raw_sqlite(path: Path, rows: int) -> float:
+    """Durable single-row commits per second, the same row shape as the apiserver's."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE objects (resource TEXT NOT NULL, namespace TEXT NOT NULL, "
+               "name TEXT NOT NULL, rv INTEGER NOT NULL, data TEXT NOT NULL, "
+               "PRIMARY KEY (resource, namespace, name)) WITHOUT ROWID")
+    start = time.perf_counter()
+    for i in range(rows):
+        obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": f"raw-{i}", "namespace": "bench", "uid": f"{i:032x}",
+            "resourceVersion": str(i + 1), "creationTimestamp": "2026-01-01T00:00:00Z",
+            "generation": 1}, "data": DATA}
+        db.execute("BEGIN")
+        db.execute("INSERT INTO objects VALUES (?,?,?,?,?)",
+                   ("core/configmaps", "bench", f"raw-{i}", i + 1,
+                    json.dumps(obj, separators=(",", ":"))))
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    db.close()
+    return rows / elapsed
+
+
+class Server:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        kubeconfig = data_dir / "kubeconfig"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hexlane.cli.main", "apiserver", "--data-dir", str(data_dir),
+             "--listen", "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not kubeconfig.exists():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit("the apiserver did not start")
+            time.sleep(0.05)
+        config = yaml.safe_load(kubeconfig.read_text())
+        self.url = config["clusters"][0]["cluster"]["server"]
+        self.headers = {"Authorization": f"Bearer {config['users'][0]['user']['token']}",
+                        "Content-Type": "application/json", "Accept": "application/json"}
+        self.ssl = ssl.create_default_context(cafile=str(data_dir / "tls.crt"))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+def _cm(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+            "data": DATA}
+
+
+async def creates(session: aiohttp.ClientSession, server: Server, ns: str, names: list[str],
+                  clients: int) -> float:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for n in names:
+        queue.put_nowait(n)
+    url = f"{server.url}/api/v1/namespaces/{ns}/configmaps"
+
+    async def worker() -> None:
+        while not queue.empty():
+            name = queue.get_nowait()
+            async with session.post(url, json=_cm(name)) as resp:
+                await resp.read()
+                assert resp.status == 201, resp.status
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return len(names) / (time.perf_counter() - start)
+
+
+async def list_latency(session: aiohttp.ClientSession, server: Server, ns: str,
+                       query: str, rounds: int = 5) -> tuple[float, int]:
+    times, count = [], 0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        async with session.get(f"{server.url}/api/v1/namespaces/{ns}/configmaps{query}") as r:
+            body = await r.read()
+        times.append(time.perf_counter() - start)
+        count = len(json.loads(body)["items"])
+    return statistics.median(times) * 1000, count
+
+
+async def watch_latency(session: aiohttp.ClientSession, server: Server, ns: str, rate: float,
+                        watchers: int, seconds: float, clients: int
+                        ) -> tuple[list[float], list[float], list[float]]:
+    """Delivery latencies from each create's send, the creates' own latencies (send to
+    durable acknowledgement), and delivery relative to the acknowledgement (negative when
+    the watcher had the event before the writer had its answer)."""
+    sent: dict[str, float] = {}
+    acked: dict[str, float] = {}
+    received: list[tuple[str, float]] = []
+    latencies: list[float] = []
+    expected = int(rate * seconds)
+    name_re = re.compile(rb'"name":"(lat-\d+)"')
+    ready = asyncio.Event()
+    opened = 0
+    url = f"{server.url}/api/v1/namespaces/{ns}/configmaps"
+
+    async def watcher() -> None:
+        nonlocal opened
+        async with session.get(f"{url}?watch=1&resourceVersion=0&allowWatchBookmarks=true",
+                               timeout=aiohttp.ClientTimeout(total=None)) as resp:
+            opened += 1
+            if opened == watchers:
+                ready.set()
+            seen = 0
+            async for line in resp.content:
+                now = time.perf_counter()
+                m = name_re.search(line)
+                if m and line.startswith(b'{"type":"ADDED"'):
+                    t0 = sent.get(m.group(1).decode())
+                    if t0 is not None:
+                        latencies.append(now - t0)
+                        received.append((m.group(1).decode(), now))
+                        seen += 1
+                        if seen >= expected:
+                            return
+
+    tasks = [asyncio.create_task(watcher()) for _ in range(watchers)]
+    await asyncio.wait_for(ready.wait(), 30)
+    await asyncio.sleep(0.5)  # let the initial state drain
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    sem = asyncio.Semaphore(clients)
+
+    async def one(i: int) -> None:
+        async with sem:
+            name = f"lat-{i}"
+            sent[name] = time.perf_counter()
+            async with session.post(url, json=_cm(name)) as resp:
+                await resp.read()
+            acked[name] = time.perf_counter()
+
+    posts = []
+    for i in range(expected):
+        delay = start + i * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        posts.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*posts)
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    writes = [acked[n] - sent[n] for n in sent]
+    after_ack = [t - acked[n] for n, t in received]
+    return latencies, writes, after_ack
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="hexlane-bench-") as tmp:
+        tmpdir = Path(tmp)
+        raw_rows = min(args.objects, 3000)
+        raw = raw_sqlite(tmpdir / "raw.db", raw_rows)
+        server = Server(tmpdir / "server")
+        try:
+            conn = aiohttp.TCPConnector(ssl=server.ssl, limit=0)
+            async with aiohttp.ClientSession(headers=server.headers, connector=conn) as session:
+                async with session.post(f"{server.url}/api/v1/namespaces",
+                                        json={"metadata": {"name": "bench"}}) as r:
+                    assert r.status == 201
+                names = [f"obj-{i:05d}" for i in range(args.objects)]
+                rate = await creates(session, server, "bench", names, args.clients)
+                full_ms, count = await list_latency(session, server, "bench", "")
+                page_ms, _ = await list_latency(session, server, "bench", "?limit=500")
+                watch_runs = []
+                for fraction in (1.0, 0.5):
+                    ns = f"lat{int(fraction * 100)}"
+                    async with session.post(f"{server.url}/api/v1/namespaces",
+                                            json={"metadata": {"name": ns}}) as r:
+                        assert r.status == 201
+                    watch_runs.append((fraction, await watch_latency(
+                        session, server, ns, rate * fraction, args.watchers, args.seconds,
+                        args.clients)))
+        finally:
+            server.stop()
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"cpus: {os.cpu_count()}, python {sys.version.split()[0]}")
+    print(f"raw SQLite durable commits (WAL, synchronous=FULL, 1 row/commit): "
+          f"{raw:.0f}/s over {raw_rows} rows")
+    print(f"HTTPS durable creates ({args.clients} concurrent clients, {args.objects} objects): "
+          f"{rate:.0f}/s  ratio to raw SQLite: {rate / raw:.2f}x (target >= 0.2x)")
+    print(f"list of {count} objects: {full_ms:.0f} ms (median of 5); page of 500: "
+          f"{page_ms:.1f} ms")
+    for fraction, (lat, writes, after_ack) in watch_runs:
+        print(f"watch delivery to {args.watchers} watchers at {rate * fraction:.0f} creates/s "
+              f"({fraction:.0%} of the measured rate) for {args.seconds:.0f} s ({len(lat)} "
+              f"deliveries): p50 {_pct(lat, 0.5):.1f} ms, p99 {_pct(lat, 0.99):.1f} ms from "
+              "sending the create (target p99 < 100 ms)")
+        print(f"  the create itself (send to durable ack): p50 {_pct(writes, 0.5):.1f} ms, "
+              f"p99 {_pct(writes, 0.99):.1f} ms; delivery minus ack: p50 "
+              f"{_pct(after_ack, 0.5):.1f} ms, p99 {_pct(after_ack, 0.99):.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=10000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--watchers", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
