@@ -1,13 +1,17 @@
-"""Building BPF programs: content-addressed cache, definitions, readable clang errors."""
+"""Building BPF programs (content-addressed cache, definitions, readable clang errors), and
+mounting the BPF file system pins live on."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from hexlane.datapath.build import BpfBuildError, compile_program
+from hexlane.datapath.loader import ensure_bpffs, is_bpffs, on_bpffs
 
 pytestmark = pytest.mark.skipif(shutil.which("clang") is None, reason="needs clang")
 
@@ -35,3 +39,15 @@ def test_clang_errors_are_shown(tmp_path: Path) -> None:
     with pytest.raises(BpfBuildError, match="undefined_thing"):
         compile_program("bad.c", source_dir=tmp_path, out_dir=tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount)")
+def test_ensure_bpffs_mounts_once(tmp_path: Path) -> None:
+    point = tmp_path / "bpf"
+    try:
+        assert ensure_bpffs(point) is True
+        assert is_bpffs(point) and on_bpffs(point / "hexlane" / "x")
+        assert ensure_bpffs(point) is False
+    finally:
+        subprocess.run(["umount", str(point)], check=False)
+    assert not is_bpffs(point) and not on_bpffs(point / "hexlane")

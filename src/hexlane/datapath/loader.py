@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,7 @@ class LbDatapath:
     def load(cls, bpf_root: str | os.PathLike[str], *, table_size: int = DEFAULT_TABLE_SIZE,
              hash_seed: str = DEFAULT_HASH_SEED) -> LbDatapath:
         root = Path(bpf_root)
-        if not is_bpffs(root) and not _under_bpffs(root):
+        if not on_bpffs(root):
             raise libbpf.BpfError(
                 errno.ENODEV,
                 f"{root} is not on a BPF file system (mount one: mount -t bpf bpf /sys/fs/bpf)",
@@ -197,9 +198,9 @@ class LbDatapath:
                 pin.unlink()
 
 
-def _under_bpffs(path: Path) -> bool:
-    """Whether `path` (which may not exist yet) lies inside a mounted BPF file system."""
-    target = os.path.realpath(path)
+def on_bpffs(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` (which may not exist yet) lies on a mounted BPF file system."""
+    target = os.path.realpath(path).rstrip("/") + "/"
     with open("/proc/self/mounts", encoding="utf-8") as mounts:
         for line in mounts:
             fields = line.split()
@@ -208,3 +209,21 @@ def _under_bpffs(path: Path) -> bool:
                 if target.startswith(mount_point):
                     return True
     return False
+
+
+# The name other modules first used for it.
+_under_bpffs = on_bpffs
+
+
+def ensure_bpffs(mount_point: str | os.PathLike[str] = "/sys/fs/bpf") -> bool:
+    """Mount a BPF file system at `mount_point` unless one is there, as Cilium's agent does
+    on nodes whose init system did not (pins need it). True when this call mounted it."""
+    if is_bpffs(mount_point):
+        return False
+    os.makedirs(mount_point, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "bpf", "bpf", os.fspath(mount_point)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise libbpf.BpfError(errno.EPERM, f"mount bpffs at {os.fspath(mount_point)}: "
+                                           f"{proc.stderr.strip()}")
+    return True
