@@ -22,69 +22,61 @@ _C2 = 0x4CF5AD432745937F
 JHASH_INITVAL = 0xDEADBEEF
 
 
-def _rotl64(x: int, r: int) -> int:
-    return ((x << r) | (x >> (64 - r))) & _M64
-
-
-def _fmix64(k: int) -> int:
-    k ^= k >> 33
-    k = (k * 0xFF51AFD7ED558CCD) & _M64
-    k ^= k >> 33
-    k = (k * 0xC4CEB9FE1A85EC53) & _M64
-    k ^= k >> 33
-    return k
-
-
 def murmur3_x64_128(data: bytes, seed: int) -> tuple[int, int]:
     """MurmurHash3 x64_128 of `data` with a 32-bit `seed`: the pair (h1, h2) of 64-bit words.
 
     Blocks are read little-endian, as Cilium's Go code does on the little-endian machines it
     runs on (its comment says results differ on big-endian hosts; little-endian is the one
-    every Cilium node computes, so that is the one reproduced here).
+    every Cilium node computes, so that is the one reproduced here). Rotations and the final
+    mix are written out in place: this runs for every backend of every Maglev table.
     """
+    m64 = _M64
+    c1 = _C1
+    c2 = _C2
     h1 = h2 = seed & _M32
     length = len(data)
-    nblocks = length // 16
+    nblocks = length >> 4
     for i in range(nblocks):
         k1 = int.from_bytes(data[i * 16 : i * 16 + 8], "little")
         k2 = int.from_bytes(data[i * 16 + 8 : i * 16 + 16], "little")
-        k1 = (k1 * _C1) & _M64
-        k1 = _rotl64(k1, 31)
-        k1 = (k1 * _C2) & _M64
-        h1 ^= k1
-        h1 = _rotl64(h1, 27)
-        h1 = (h1 + h2) & _M64
-        h1 = (h1 * 5 + 0x52DCE729) & _M64
-        k2 = (k2 * _C2) & _M64
-        k2 = _rotl64(k2, 33)
-        k2 = (k2 * _C1) & _M64
-        h2 ^= k2
-        h2 = _rotl64(h2, 31)
-        h2 = (h2 + h1) & _M64
-        h2 = (h2 * 5 + 0x38495AB5) & _M64
+        k1 = (k1 * c1) & m64
+        k1 = ((k1 << 31) | (k1 >> 33)) & m64
+        h1 ^= (k1 * c2) & m64
+        h1 = ((h1 << 27) | (h1 >> 37)) & m64
+        h1 = ((h1 + h2) * 5 + 0x52DCE729) & m64
+        k2 = (k2 * c2) & m64
+        k2 = ((k2 << 33) | (k2 >> 31)) & m64
+        h2 ^= (k2 * c1) & m64
+        h2 = ((h2 << 31) | (h2 >> 33)) & m64
+        h2 = ((h2 + h1) * 5 + 0x38495AB5) & m64
 
     tail = data[nblocks * 16 :]
     if len(tail) > 8:
-        k2 = int.from_bytes(tail[8:], "little")
-        k2 = (k2 * _C2) & _M64
-        k2 = _rotl64(k2, 33)
-        k2 = (k2 * _C1) & _M64
-        h2 ^= k2
+        k2 = (int.from_bytes(tail[8:], "little") * c2) & m64
+        k2 = ((k2 << 33) | (k2 >> 31)) & m64
+        h2 ^= (k2 * c1) & m64
     if tail:
-        k1 = int.from_bytes(tail[:8], "little")
-        k1 = (k1 * _C1) & _M64
-        k1 = _rotl64(k1, 31)
-        k1 = (k1 * _C2) & _M64
-        h1 ^= k1
+        k1 = (int.from_bytes(tail[:8], "little") * c1) & m64
+        k1 = ((k1 << 31) | (k1 >> 33)) & m64
+        h1 ^= (k1 * c2) & m64
 
     h1 ^= length
     h2 ^= length
-    h1 = (h1 + h2) & _M64
-    h2 = (h2 + h1) & _M64
-    h1 = _fmix64(h1)
-    h2 = _fmix64(h2)
-    h1 = (h1 + h2) & _M64
-    h2 = (h2 + h1) & _M64
+    h1 = (h1 + h2) & m64
+    h2 = (h2 + h1) & m64
+    # fmix64 of both words
+    h1 ^= h1 >> 33
+    h1 = (h1 * 0xFF51AFD7ED558CCD) & m64
+    h1 ^= h1 >> 33
+    h1 = (h1 * 0xC4CEB9FE1A85EC53) & m64
+    h1 ^= h1 >> 33
+    h2 ^= h2 >> 33
+    h2 = (h2 * 0xFF51AFD7ED558CCD) & m64
+    h2 ^= h2 >> 33
+    h2 = (h2 * 0xC4CEB9FE1A85EC53) & m64
+    h2 ^= h2 >> 33
+    h1 = (h1 + h2) & m64
+    h2 = (h2 + h1) & m64
     return h1, h2
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import cycle, islice
@@ -41,9 +42,8 @@ ALLOWED_TABLE_SIZES: tuple[int, ...] = (
 
 PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 
-# How many preference-list entries one C-level slice scan looks at when a backend's next
-# choice is already taken (long chains happen only as the table fills up).
-_SCAN_CHUNK = 32
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +102,6 @@ class MaglevBackend:
 
         Only active backends are ever put in a table, so the state is always ``active``.
         """
-        try:
-            ip = ipaddress.ip_address(self.address)
-        except ValueError:
-            raise InputError(
-                Problem(f"backend {self.id}: invalid IP address {self.address!r}", "address")
-            ) from None
         proto = self.protocol.upper()
         if proto not in PROTOCOL_NUMBERS:
             raise InputError(Problem(
@@ -116,7 +110,16 @@ class MaglevBackend:
             ))
         if not 0 <= self.port <= 0xFFFF:
             raise InputError(Problem(f"backend {self.id}: port {self.port} out of range", "port"))
-        host = f"[{ip}]" if ip.version == 6 else str(ip)
+        if _CANONICAL_IPV4.fullmatch(self.address):
+            host = self.address  # already as Go prints it; ipaddress is slow for thousands
+        else:
+            try:
+                ip = ipaddress.ip_address(self.address)
+            except ValueError:
+                raise InputError(Problem(
+                    f"backend {self.id}: invalid IP address {self.address!r}", "address"
+                )) from None
+            host = f"[{ip}]" if ip.version == 6 else str(ip)
         return f"[{host}:{self.port}/{proto},State:active]"
 
 
