@@ -31,6 +31,7 @@ Service is satisfied with one family when the other cannot be had.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -362,6 +363,7 @@ class _Svc:
     ports: frozenset[tuple[str, int]]
     etp: str
     held: list[IPAddress] = field(default_factory=list)
+    held_versions: set[int] = field(default_factory=set)
     failure: Condition | None = None
 
     @classmethod
@@ -382,7 +384,7 @@ class _Svc:
         return self.want_v4 if ip.version == 4 else self.want_v6
 
     def holds_family(self, version: int) -> bool:
-        return any(ip.version == version for ip in self.held)
+        return version in self.held_versions
 
     def satisfied(self) -> bool:
         if self.requested:
@@ -549,6 +551,7 @@ class _Allocator:
 
     def hold(self, svc: _Svc, ip: IPAddress) -> None:
         svc.held.append(ip)
+        svc.held_versions.add(ip.version)
         if svc.sharing_key:
             ips = self.sharing_index.setdefault(svc.sharing_key, [])
             if ip not in ips:
@@ -645,14 +648,25 @@ def _age_key(created: datetime | None, order: int) -> tuple[datetime, int]:
     return (created if created is not None else _OLDEST, order)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_ip(text: str) -> IPAddress | None:
+    """Parsing dominates large recomputes (every ingress IP, every run): remember it."""
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _format_ip(ip: IPAddress) -> str:
+    return str(ip)
+
+
 def _parse_ips(texts: Iterable[str]) -> list[IPAddress]:
     out: list[IPAddress] = []
     for t in texts:
-        try:
-            ip = ipaddress.ip_address(t.strip())
-        except ValueError:
-            continue
-        if ip not in out:
+        ip = _parse_ip(t)
+        if ip is not None and ip not in out:
             out.append(ip)
     return out
 
@@ -715,8 +729,8 @@ def allocate(pools: Iterable[PoolInput], services: Iterable[ServiceInput],
         else:
             cond = svc.failure or Condition(SERVICE_CONDITION, "False", REASON_NO_POOL,
                                             MSG_NO_MATCHING_POOL)
-        results[svc.input.key] = ServiceResult(svc.input.key, tuple(str(ip) for ip in svc.held),
-                                               cond)
+        ips = tuple(_format_ip(ip) for ip in svc.held)
+        results[svc.input.key] = ServiceResult(svc.input.key, ips, cond)
 
     statuses: dict[str, PoolStatus] = {}
     for pool in pool_list:
