@@ -6,6 +6,11 @@
  * host would send (quoting the offending IP header and 8 bytes of its payload), addressed from
  * the frontend back to the client, and redirected out of the device it came in on. Clients see
  * ECONNREFUSED (TCP) or a port-unreachable error (UDP) at once.
+ *
+ * A packet a local socket sent through a veth may still carry CHECKSUM_PARTIAL (its L4
+ * checksum left to a NIC); BPF cannot clear that state, so the reply keeps it. That is harmless
+ * where such packets come from, a veth: nothing computes the checksum on the way back and the
+ * receiving stack trusts partial checksums. Packets from a physical NIC are never partial.
  */
 #ifndef HEXLANE_ICMP_H
 #define HEXLANE_ICMP_H
