@@ -2,8 +2,9 @@
 
 - no IP is given to two Services unless they are compatible sharers (same non-empty key,
   permitted namespaces, disjoint (protocol, port) pairs, matching traffic policy);
-- every IP given lies in a range of an enabled, non-conflicting pool selecting the Service,
-  or is one the Service already held (kept from a disabled or conflicting pool);
+- every IP given was requested (or is of a requested family) and lies in a range of an
+  enabled, non-conflicting pool selecting the Service, or is one the Service already held
+  (kept from a disabled or conflicting pool);
 - the answer does not depend on the order of the input lists;
 - restart stability: feeding the answer back as the Services' ingress IPs changes nothing;
 - removing one Service moves nobody else (others keep their IPs; they may only gain).
@@ -27,6 +28,8 @@ from hexlane.ipam.lbipam import (
     PortInput,
     ServiceInput,
     allocate,
+    requested_families,
+    requested_ips,
     selector_labels,
     sharing_incompatibility,
     sharing_key,
@@ -154,8 +157,12 @@ def test_every_ip_inside_an_enabled_matching_pool_or_kept(ps: list[PoolInput],
             assert r is None or (r.ips == () and r.condition is None)
             continue
         labels = selector_labels(s)
+        wanted = requested_ips(s)
+        v4, v6 = requested_families(s, opts)
         for text in r.ips:
             ip = ipaddress.ip_address(text)
+            # Requested, or (with no request) of a requested family.
+            assert ip in wanted if wanted else (v4 if ip.version == 4 else v6), (s.key, text)
             homes = [p for p in ps
                      if any(_contains(b, ip) for b in p.blocks)
                      and (p.service_selector is None or p.service_selector.matches(labels))]
