@@ -256,6 +256,10 @@ def datapath_hash4(
     is the client's port, `dport` the service port. With ``sessionAffinity: ClientIP`` the
     client port counts as 0, so one client always lands on one slot. The destination address
     is not hashed: Cilium leaves it out so a backend is the same across a Service's VIPs.
+
+    This is Cilium's hash since cilium/cilium#37005 and #37353 (January 2025, fixes for
+    session affinity with Maglev). Releases before them, v1.16.0 among them, hashed the port
+    word the other way round, (client_port << 16) | svc_port, and never zeroed the client port.
     """
     number = PROTOCOL_NUMBERS[proto.upper()] if isinstance(proto, str) else proto
     client = 0 if session_affinity else port_word(sport)
