@@ -6,8 +6,9 @@
  * - maglev: the service's table (hl_lb4_maglev[rev_nat_index]) at
  *   jhash_3words(saddr, (svc_port << 16) | client_port, proto, HASH_INIT4_SEED) % M,
  *   with ports and address as loaded from the packet (network order) and the client port 0
- *   under session affinity, exactly as Cilium hashes; hexlane.lb.maglev.maglev_slot is the
- *   Python twin.
+ *   under session affinity, exactly as Cilium hashes (since cilium/cilium#37005 and #37353;
+ *   older releases put the client port in the high half); hexlane.lb.maglev.maglev_slot is
+ *   the Python twin.
  */
 #ifndef HEXLANE_LB_H
 #define HEXLANE_LB_H
