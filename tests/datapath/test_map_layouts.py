@@ -1,7 +1,8 @@
 """The ctypes mirrors in hexlane.datapath.maps match bpf/hexlane_maps.h as compiled.
 
 Pins down, for every mirrored struct, its size and each field's name and byte offset against
-the BTF of the built object (read with bpftool), so the C header stays the single declaration.
+the BTF of the built object (read with bpftool), so the C header stays the single declaration;
+and the drop reasons and flag constants against the header's text.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import subprocess
 
 import pytest
 
-from hexlane.datapath.build import compile_program
+from hexlane.datapath import maps
+from hexlane.datapath.build import BPF_SOURCE_DIR, compile_program
 from hexlane.datapath.loader import build_options
-from hexlane.datapath.maps import MIRRORS
+from hexlane.datapath.maps import DROP_REASON_SLOTS, MIRRORS, DropReason
 
 STRUCT_RE = re.compile(r"^\[\d+\] STRUCT '(\w+)' size=(\d+) vlen=\d+")
 MEMBER_RE = re.compile(r"^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)")
@@ -51,3 +53,23 @@ def test_every_mirror_matches_the_btf() -> None:
         assert ctypes.sizeof(mirror) == size, c_name
         mirrored = [(name, getattr(mirror, name).offset) for name, *_ in mirror._fields_]
         assert mirrored == members, c_name
+
+
+def test_drop_reasons_match_the_header() -> None:
+    header = (BPF_SOURCE_DIR / "hexlane_maps.h").read_text()
+    in_c = {name: int(value) for name, value in
+            re.findall(r"^\s*HL_DROP_(\w+) = (\d+),", header, flags=re.MULTILINE)}
+    slots = in_c.pop("MAX")
+    assert {r.name: int(r) for r in DropReason} == in_c
+    assert slots == DROP_REASON_SLOTS and max(in_c.values()) < slots
+
+
+def test_flag_constants_match_the_header() -> None:
+    header = (BPF_SOURCE_DIR / "hexlane_maps.h").read_text()
+    defines = {name: value for name, value in
+               re.findall(r"^#define (\w+)\s+\(?([0-9x]+(?: << \d+)?)\)?", header,
+                          flags=re.MULTILINE)}
+    for name in ("SVC_FLAG_AFFINITY", "SVC_FLAG_LOADBALANCER", "LB_ALGORITHM_SHIFT",
+                 "LB_SELECTION_MAGLEV", "LB_SELECTION_RANDOM", "CT_F_SERVICE", "CT_F_REPLY"):
+        base, _, shift = defines[name].partition(" << ")
+        assert int(base, 0) << int(shift or 0) == getattr(maps, name), name

@@ -4,6 +4,8 @@ Desired state is plain data computed by pure code (a mapping from key to value, 
 structures or bytes); `reconcile_map` compares it with what the map holds and writes only the
 difference, so it is safe to run after any restart and cheap to run often. Updates go first,
 in the order given, and deletions last, so a service never loses its entry while it changes.
+Maps of maps (the Maglev map) hold map references, not data: use
+`LbDatapath.set_maglev_table` for those.
 """
 
 from __future__ import annotations
