@@ -132,6 +132,10 @@ def test_directories_are_searched_sorted(capsys: pytest.CaptureFixture[str],
     code, out = run(capsys, "-f", str(tmp_path), "-o", "json")
     report = json.loads(out)
     assert code == 0
+    assert [Path(f).name for f in report["files"]] == ["a.yaml"]  # kubectl: no -R, no subdirs
+    code, out = run(capsys, "-R", "-f", str(tmp_path), "-o", "json")
+    report = json.loads(out)
+    assert code == 0
     assert [Path(f).name for f in report["files"]] == ["a.yaml", "z.yml"]
 
 

@@ -44,8 +44,9 @@ def test_readme_command_exits_zero(command: str, monkeypatch: pytest.MonkeyPatch
 
 def test_whole_seed_004_directory_reports_the_fragments(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With -R, like kubectl, subdirectories are read too: other/ holds the fragments."""
     monkeypatch.chdir(REPO)
-    code = main(["validate", "-f", "examples/seed-004/"])
+    code = main(["validate", "-R", "-f", "examples/seed-004/"])
     out, err = capsys.readouterr()
     text = out + err
     assert code == 1, text

@@ -93,8 +93,10 @@ def test_files_and_directories(tmp_path: Path) -> None:
     (tmp_path / "sub" / "b.yml").write_text("kind: B\n")
     (tmp_path / "a.yaml").write_text("kind: A\n---\nkind: A2\n")
     (tmp_path / "c.json").write_text("{}")
-    assert [Path(p).name for p in expand_paths([str(tmp_path)])] == ["a.yaml", "b.yml"]
-    ms = load_manifests([str(tmp_path)])
+    assert [Path(p).name for p in expand_paths([str(tmp_path)])] == ["a.yaml"]
+    assert [Path(p).name for p in expand_paths([str(tmp_path)], recursive=True)] == [
+        "a.yaml", "b.yml"]
+    ms = load_manifests([str(tmp_path)], recursive=True)
     assert [m.obj["kind"] for m in ms] == ["A", "A2", "B"]
     assert load_mapping_file(str(tmp_path / "a.yaml").replace("a.yaml", "sub/b.yml")) == {
         "kind": "B"}

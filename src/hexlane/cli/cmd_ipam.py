@@ -2,7 +2,7 @@
 
     hexlane ipam plan -f PATH... [--values F...] [-o text|json]
 
-`-f` takes files and directories (their *.yaml/*.yml, recursively, sorted). Every
+`-f` takes files and directories (their *.yaml/*.yml, sorted; subdirectories with -R). Every
 CiliumLoadBalancerIPPool and Service found is handed to the same pure allocator the operator
 runs (`hexlane.ipam.lbipam.allocate`); other kinds are ignored (`hexlane validate` checks
 them). Objects count in file order: one without creationTimestamp counts as created right
@@ -51,6 +51,9 @@ def register(subparsers: Any) -> None:
                       default=[], metavar="PATH", required=True,
                       help="manifest file or directory (repeatable; directories are searched "
                            "for *.yaml and *.yml)")
+    plan.add_argument("-R", "--recursive", action="store_true",
+                      help="also read the subdirectories of directories given with -f "
+                           "(like kubectl -R)")
     plan.add_argument("--values", dest="values", action="extend", nargs="+", default=[],
                       metavar="FILE", help="Helm values file (repeatable, later wins)")
     plan.add_argument("-o", "--output", choices=("text", "json"), default="text",
@@ -64,7 +67,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def read_inputs(paths: list[str], skip: list[str]
+def read_inputs(paths: list[str], skip: list[str], *, recursive: bool = False
                 ) -> tuple[list[PoolInput], list[ServiceInput], list[Problem]]:
     """Pools and Services from the manifests in file order, and the warnings found.
 
@@ -79,7 +82,7 @@ def read_inputs(paths: list[str], skip: list[str]
     # pool added after a dump of the cluster is the newest, and with no timestamps at all
     # file order decides.
     clock: datetime | None = None
-    for path in expand_paths(paths):
+    for path in expand_paths(paths, recursive=recursive):
         if os.path.normpath(path) in skipped:
             continue
         if not os.path.exists(path):
@@ -180,7 +183,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if any(p.severity == "error" for p in value_problems):
             raise InputError(value_problems)
         options = options_from_values(values)
-    pools, services, warnings = read_inputs(args.paths, args.values)
+    pools, services, warnings = read_inputs(args.paths, args.values,
+                                             recursive=args.recursive)
     for w in warnings:
         print(str(w) if w.severity != "error" else f"error: {w}", file=sys.stderr)
     plan = allocate(pools, services, options=options)

@@ -2,8 +2,9 @@
 
     hexlane validate -f PATH... [--values F...] [--set k=v ...] [-o json]
 
-`-f` takes files and directories (their *.yaml/*.yml, recursively, sorted; `-` is standard
-input), and `kind: List` documents are checked item by item. Every document
+`-f` takes files and directories (their *.yaml/*.yml, sorted; subdirectories only with -R,
+like kubectl; `-` is standard input), and `kind: List` documents are checked item by item.
+Every document
 is parsed as the kind it declares; kinds hexlane does not read are reported as warnings.
 Across objects it also warns about pools whose blocks overlap (Cilium marks the newer pool
 conflicting) and objects defined twice. Values files and `--set` flags go through the same
@@ -41,6 +42,9 @@ def register(subparsers: Any) -> None:
                         default=[], metavar="PATH",
                         help="manifest file or directory (repeatable; directories are "
                              "searched for *.yaml and *.yml)")
+    parser.add_argument("-R", "--recursive", action="store_true",
+                        help="also read the subdirectories of directories given with -f "
+                             "(like kubectl -R)")
     parser.add_argument("--values", dest="values", action="extend", nargs="+", default=[],
                         metavar="FILE", help="Helm values file (repeatable, later wins)")
     parser.add_argument("--set", dest="set_flags", action="append", default=[],
@@ -72,15 +76,15 @@ class Report:
         return 2 if self.unusable else 1 if self.errors else 0
 
 
-def validate_manifests(report: Report, paths: Sequence[str],
-                       skip: Sequence[str] = ()) -> list[tuple[Manifest, Any]]:
+def validate_manifests(report: Report, paths: Sequence[str], skip: Sequence[str] = (),
+                       *, recursive: bool = False) -> list[tuple[Manifest, Any]]:
     """Parse every document of every file into report; the (manifest, typed) pairs parsed.
 
     Files in `skip` (the values files, when a directory holds both) are left out.
     """
     parsed: list[tuple[Manifest, Any]] = []
     skipped = {os.path.normpath(s) for s in skip}
-    for path in expand_paths(paths):
+    for path in expand_paths(paths, recursive=recursive):
         if os.path.normpath(path) in skipped:
             continue
         if path != "-" and not os.path.exists(path):
@@ -227,7 +231,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise InputError(Problem("nothing to validate: expected -f PATH (manifests) and/or "
                                  "--values FILE"))
     report = Report()
-    parsed = validate_manifests(report, args.paths, skip=args.values)
+    parsed = validate_manifests(report, args.paths, skip=args.values,
+                                recursive=args.recursive)
     cross_checks(report, parsed)
     if args.values or args.set_flags:
         validate_values(report, args.values, args.set_flags)

@@ -186,27 +186,32 @@ def read_text(path: str) -> str:
         raise InputError(Problem(f"cannot read file: {reason}", file=path)) from None
 
 
-def expand_paths(paths: Iterable[str]) -> list[str]:
-    """Files as given; directories replaced by their *.yaml/*.yml files, recursively, sorted."""
+def expand_paths(paths: Iterable[str], *, recursive: bool = False) -> list[str]:
+    """Files as given; a directory is replaced by its *.yaml/*.yml files, sorted.
+
+    Like `kubectl apply -f DIR`, subdirectories are read only when `recursive` (kubectl's -R),
+    so a seed's `other/` folder of kinds hexlane does not serve is left alone by default.
+    """
     out: list[str] = []
     for p in paths:
-        if os.path.isdir(p):
-            found = []
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                found += [os.path.join(root, f) for f in files
-                          if f.endswith(MANIFEST_SUFFIXES)]
-            out += sorted(found)
-        else:
+        if not os.path.isdir(p):
             out.append(p)
+            continue
+        found: list[str] = []
+        for root, dirs, files in os.walk(p):
+            dirs.sort()
+            found += [os.path.join(root, f) for f in files if f.endswith(MANIFEST_SUFFIXES)]
+            if not recursive:
+                break
+        out += sorted(found)
     return out
 
 
-def load_manifests(paths: Sequence[str]) -> list[Manifest]:
+def load_manifests(paths: Sequence[str], *, recursive: bool = False) -> list[Manifest]:
     """Every document of every file (directories expanded); InputError listing all problems."""
     manifests: list[Manifest] = []
     problems: list[Problem] = []
-    for path in expand_paths(paths):
+    for path in expand_paths(paths, recursive=recursive):
         try:
             found, probs = scan_manifests(read_text(path), path)
         except InputError as e:
