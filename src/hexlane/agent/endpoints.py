@@ -63,12 +63,9 @@ DEL_QUEUE_DIR = "cni-del-queue"
 DEFAULT_STATE_DIR = "/var/run/hexlane"
 
 # CNI error codes (spec 1.0/1.1) and hexlane's own (100+, "plugin specific").
-ERR_INCOMPATIBLE_VERSION = 1
 ERR_UNKNOWN_CONTAINER = 3
 ERR_INVALID_ENV = 4
-ERR_IO = 5
 ERR_INVALID_CONFIG = 7
-ERR_TRY_AGAIN = 11
 ERR_NOT_AVAILABLE = 50
 ERR_SETUP_FAILED = 100
 ERR_IPAM_EXHAUSTED = 101

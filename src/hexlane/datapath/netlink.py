@@ -46,12 +46,9 @@ NETLINK_ROUTE = 0
 RT_TABLE_MAIN = 254
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
-RTN_UNICAST = 1
 RTN_UNREACHABLE = 7
 RTNH_F_ONLINK = 4
 NUD_PERMANENT = 0x80
-NTF_SELF = 0x02
-AF_BRIDGE = 7
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -151,9 +148,6 @@ def write_sysctl(name: str, value: str) -> None:
     if current != value:
         path.write_text(value + "\n")
 
-
-def read_sysctl(name: str) -> str:
-    return (Path("/proc/sys") / name.replace(".", "/")).read_text().strip()
 
 
 # --- links ---------------------------------------------------------------------------------
