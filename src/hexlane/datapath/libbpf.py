@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno as errno_mod
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -193,13 +194,25 @@ _libc.vsnprintf.restype = ctypes.c_int
 _log_state = threading.local()
 
 
+_log = logging.getLogger("hexlane.libbpf")
+# enum libbpf_print_level: LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG
+_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+
+
 def _collect(level: int, fmt: bytes | None, args: int | None) -> int:
+    if fmt is None:
+        return 0
     lines: list[str] | None = getattr(_log_state, "lines", None)
-    if lines is None or fmt is None:
+    py_level = _LEVELS.get(level, logging.DEBUG)
+    if lines is None and not _log.isEnabledFor(py_level):
         return 0
     buf = ctypes.create_string_buffer(1 << 18)
     _libc.vsnprintf(buf, len(buf), fmt, args)
-    lines.append(buf.value.decode(errors="replace"))
+    text = buf.value.decode(errors="replace")
+    if lines is not None:
+        lines.append(text)  # shown in the BpfError of a failed load
+    else:
+        _log.log(py_level, "%s", text.rstrip())
     return 0
 
 
