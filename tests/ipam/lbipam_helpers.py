@@ -1,6 +1,6 @@
 """Builders shared by the LB-IPAM tests: pools and Services in a few words, and a runner that
-plays several steps the way the operator lives through them (each step's Services start from
-the ingress IPs the previous step gave them, as written to their status)."""
+plays several steps the way the operator lives through them (each step's Services and pools
+start from the ingress IPs and conflict marks the previous step wrote to their status)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def in_file_order(pools: Sequence[PoolInput], services: Sequence[ServiceInput]
 
 def run(steps: Sequence[Step], options: Options | None = None) -> LBIPAMPlan:
     """Play the steps; a Service without explicit ingress starts each step from the IPs the
-    previous step gave it."""
+    previous step gave it, and a pool from the conflict mark it was given (its status)."""
     plan: LBIPAMPlan | None = None
     for pools, services in steps:
         ps, ss = in_file_order(pools, services)
@@ -107,6 +107,9 @@ def run(steps: Sequence[Step], options: Options | None = None) -> LBIPAMPlan:
             ss = [s if s.current_ingress_ips or s.key not in plan.services
                   else dataclasses.replace(s, current_ingress_ips=plan.services[s.key].ips)
                   for s in ss]
+            ps = [dataclasses.replace(p, conflict=plan.pools[p.name].conflict_message)
+                  if p.name in plan.pools and plan.pools[p.name].conflicting else p
+                  for p in ps]
         plan = allocate(ps, ss, options=options)
     assert plan is not None
     return plan

@@ -69,3 +69,13 @@ def test_options_from_values() -> None:
     values, _ = resolve_values([("v.yaml", {"ipv6": {"enabled": True}})], [])
     opts = options_from_values(values)
     assert (opts.ipv4_enabled, opts.ipv6_enabled) == (True, True)
+
+
+def test_pool_conflict_mark_comes_from_status() -> None:
+    raw = {"apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
+           "metadata": {"name": "p"}, "spec": {"blocks": [{"cidr": "10.0.0.0/30"}]},
+           "status": {"conditions": [{"type": "cilium.io/PoolConflict", "status": "True",
+                                      "reason": "cidr_overlap", "message": "m"}]}}
+    assert pool_input_from_model(LBIPPool.parse(raw)).conflict == "m"
+    raw["status"]["conditions"][0]["status"] = "False"  # type: ignore[index]
+    assert pool_input_from_model(LBIPPool.parse(raw)).conflict is None

@@ -6,7 +6,8 @@
   enabled, non-conflicting pool selecting the Service, or is one the Service already held
   (kept from a disabled or conflicting pool);
 - the answer does not depend on the order of the input lists;
-- restart stability: feeding the answer back as the Services' ingress IPs changes nothing;
+- restart stability: feeding the answer back as the Services' ingress IPs (and the pools'
+  conflict marks) changes nothing;
 - removing one Service moves nobody else (others keep their IPs; they may only gain).
 """
 
@@ -189,8 +190,10 @@ def test_deterministic_under_permutation(ps: list[PoolInput], ss: list[ServiceIn
 def test_restart_moves_nothing(ps: list[PoolInput], ss: list[ServiceInput],
                                opts: Options) -> None:
     plan = allocate(ps, ss, options=opts)
-    again = allocate(ps, fed_back(ss, plan), options=opts)
-    assert again == plan
+    marked = [dataclasses.replace(p, conflict=plan.pools[p.name].conflict_message)
+              if plan.pools.get(p.name) and plan.pools[p.name].conflicting else p for p in ps]
+    assert allocate(ps, fed_back(ss, plan), options=opts) == plan
+    assert allocate(marked, fed_back(ss, plan), options=opts) == plan
     # The operator's own memory (previous plan) gives the same answer as the status.
     assert allocate(ps, ss, previous=plan, options=opts) == plan
 

@@ -8,13 +8,21 @@ every problem) are the model's job, and this module only carries values across.
 from __future__ import annotations
 
 from hexlane.config.values import Values
-from hexlane.ipam.lbipam import BlockInput, Options, PoolInput, PortInput, ServiceInput
+from hexlane.ipam.lbipam import (
+    POOL_CONFLICT_CONDITION,
+    BlockInput,
+    Options,
+    PoolInput,
+    PortInput,
+    ServiceInput,
+)
 from hexlane.model.cilium import LBIPPool
 from hexlane.model.service import Service
 
 
 def pool_input_from_model(pool: LBIPPool, order: int = 0) -> PoolInput:
-    """The allocator's view of a parsed pool; `order` breaks creationTimestamp ties."""
+    """The allocator's view of a parsed pool (its current conflict mark included); `order`
+    breaks creationTimestamp ties."""
     return PoolInput(
         name=pool.name,
         blocks=tuple(BlockInput(b.first, b.last, b.from_cidr) for b in pool.blocks),
@@ -23,6 +31,8 @@ def pool_input_from_model(pool: LBIPPool, order: int = 0) -> PoolInput:
         allow_first_last_ips=pool.allow_first_last_ips or "",
         service_selector=pool.service_selector,
         disabled=pool.disabled,
+        conflict=next((c.message for c in pool.conditions
+                       if c.type == POOL_CONFLICT_CONDITION and c.status == "True"), None),
     )
 
 

@@ -10,8 +10,9 @@ The semantics are Cilium's operator/pkg/lbipam (v1.16), computed from scratch in
 event by event:
 
 1. Pools are ordered oldest first (creationTimestamp, then input order, then name); a pool
-   overlapping an older non-conflicting pool, or overlapping itself, is conflicting and all of
-   its ranges are disabled, as are the ranges of a `disabled` pool.
+   overlapping itself, or the newer of two unmarked overlapping pools, is marked conflicting
+   (a mark stays while the pool overlaps any pool) and all of its ranges are disabled, as
+   are the ranges of a `disabled` pool.
 2. Every handled Service, oldest first, takes back the IPs it holds (the previous plan's, then
    `status.loadBalancer.ingress`) when they are still valid for it: requested (or of a
    requested family), inside a range whose pool selects it, and not held by an incompatible
@@ -139,6 +140,9 @@ class PoolInput:
     allow_first_last_ips: str = ""  # only exactly "No" reserves first and last
     service_selector: LabelSelector | None = None  # None selects every Service
     disabled: bool = False
+    # The message of the pool's current `cilium.io/PoolConflict=True` condition, None when
+    # it is not marked conflicting: the mark is sticky, as in Cilium (see _settle_conflicts).
+    conflict: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,6 +437,9 @@ class _Pool:
     conflicting: bool = False
     conflict_message: str = ""
 
+    def mark(self, message: str) -> None:
+        self.conflicting, self.conflict_message = True, message
+
     def selects(self, svc: _Svc) -> bool:
         sel = self.input.service_selector
         return sel is None or sel.matches(svc.labels)
@@ -474,27 +481,47 @@ def _overlap(a: BlockInput, b: BlockInput) -> bool:
 
 
 def _settle_conflicts(pools: list[_Pool]) -> None:
-    """Mark conflicting pools, oldest first (Cilium's settleConflicts with a fixed order)."""
-    for i, pool in enumerate(pools):
-        ranges = pool.ranges
-        for a in ranges:
-            b = next((b for b in ranges if b is not a and _overlap(a.block, b.block)), None)
-            if b is not None:
-                pool.conflicting = True
-                pool.conflict_message = _conflict_message(a.block, b.block, pool.input.name)
-                break
+    """Cilium's settleConflicts, walking the pools oldest first instead of in map order.
+
+    `pools` come marked as their status says. Marking: an unmarked pool whose blocks overlap
+    each other is marked; otherwise, against each other unmarked pool in turn, the first
+    overlap marks the newer of the two. Unmarking: a marked pool is cleared only when it
+    overlaps nothing at all (a marked pool overlapping only another marked pool stays
+    marked, as in Cilium, so the mark does not flap between two pools).
+    """
+    for pool in pools:
         if pool.conflicting:
             continue
-        for older in pools[:i]:
-            if older.conflicting:
+        internal = _internal_overlap(pool)
+        if internal is not None:
+            pool.mark(_conflict_message(internal[0], internal[1], pool.input.name))
+            continue
+        for other in pools:
+            if other is pool or other.conflicting:
                 continue
-            pair = next(((o, n) for o in older.ranges for n in ranges
-                         if _overlap(o.block, n.block)), None)
-            if pair is not None:
-                pool.conflicting = True
-                pool.conflict_message = _conflict_message(pair[1].block, pair[0].block,
-                                                          older.input.name)
-                break
+            pair = next(((a, b) for a in pool.ranges for b in other.ranges
+                         if _overlap(a.block, b.block)), None)
+            if pair is None:
+                continue
+            if pools.index(pool) < pools.index(other):  # this pool is older
+                other.mark(_conflict_message(pair[1].block, pair[0].block, pool.input.name))
+            else:
+                pool.mark(_conflict_message(pair[0].block, pair[1].block, other.input.name))
+            break
+    for pool in pools:
+        if not pool.conflicting or _internal_overlap(pool) is not None:
+            continue
+        if not any(_overlap(a.block, b.block) for other in pools if other is not pool
+                   for a in pool.ranges for b in other.ranges):
+            pool.conflicting, pool.conflict_message = False, ""
+
+
+def _internal_overlap(pool: _Pool) -> tuple[BlockInput, BlockInput] | None:
+    for a in pool.ranges:
+        for b in pool.ranges:
+            if a is not b and _overlap(a.block, b.block):
+                return a.block, b.block
+    return None
 
 
 def _conflict_message(target: BlockInput, other: BlockInput, other_pool: str) -> str:
@@ -688,7 +715,11 @@ def allocate(pools: Iterable[PoolInput], services: Iterable[ServiceInput],
         if p.name in seen:
             continue
         seen.add(p.name)
-        pool = _Pool(p)
+        mark = p.conflict
+        if previous is not None and p.name in previous.pools:
+            prev_pool = previous.pools[p.name]
+            mark = prev_pool.conflict_message if prev_pool.conflicting else None
+        pool = _Pool(p, conflicting=mark is not None, conflict_message=mark or "")
         pool.ranges = [_Range(pool, b, BlockAllocator(int(b.first), int(b.last)))
                        for b in p.blocks]
         pool_list.append(pool)
