@@ -174,6 +174,10 @@ class Rules:
                 new["status"] = obj["status"]
             else:
                 new.pop("status", None)
+        elif subresource == "finalize":  # namespaces: only spec.finalizers changes
+            new = copy.deepcopy(cur)
+            new.setdefault("spec", {})["finalizers"] = list(
+                (obj.get("spec") or {}).get("finalizers") or [])
         else:
             new = obj
             meta = new["metadata"]

@@ -469,7 +469,7 @@ class ApiServer:
         if sub and not (sub == "status" and info.has_status) and \
                 not (sub == "finalize" and info.plural == "namespaces"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        return ResourcePath(info, namespace, name, "status" if sub else "", watch_prefix)
+        return ResourcePath(info, namespace, name, sub, watch_prefix)
 
     async def _api(self, request: web.Request, group: str, version: str,
                    rest: list[str]) -> web.StreamResponse:
