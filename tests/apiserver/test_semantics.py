@@ -400,3 +400,17 @@ def test_metrics_count_requests_by_verb(server: Any, api: Any) -> None:
     after = server.metrics()
     assert after[("list", "configmaps")] - before.get(("list", "configmaps"), 0) == 2
     assert after[("get", "services")] - before.get(("get", "services"), 0) == 1
+
+
+def test_pod_binding_sets_node_once(api: Any) -> None:
+    ns = _ns(api)
+    pods = f"/api/v1/namespaces/{ns}/pods"
+    api.post(pods, {"metadata": {"name": "p"},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "node1"}}
+    status, body = api.post(f"{pods}/p/binding", binding)
+    assert status == 201 and body["status"] == "Success"
+    assert api.get(f"{pods}/p")[1]["spec"]["nodeName"] == "node1"
+    status, body = api.post(f"{pods}/p/binding", binding)
+    assert status == 409 and body["reason"] == "Conflict"

@@ -226,6 +226,21 @@ class Rules:
         grace = meta.get("deletionGracePeriodSeconds")
         return bool(cur.get("spec", {}).get("nodeName")) and bool(grace)
 
+    def bind(self, txn: Txn, t: Target, binding: Any) -> dict[str, Any]:
+        """Set a Pod's spec.nodeName from a Binding, once (409 if it is already bound)."""
+        node = ((binding or {}).get("target") or {}).get("name") if isinstance(
+            binding, dict) else None
+        if not node:
+            raise invalid("", "Binding", t.name, [Problem("Required value", "target.name")])
+        cur = self._current(txn, t)
+        if cur.get("spec", {}).get("nodeName"):
+            raise conflict("", "pods", t.name, f"pod {t.name} is already assigned to node "
+                           f"\"{cur['spec']['nodeName']}\"")
+        new = copy.deepcopy(cur)
+        new.setdefault("spec", {})["nodeName"] = node
+        txn.put(t.info.storage_key, t.namespace, t.name, new, cur)
+        return new
+
     # -- delete ------------------------------------------------------------------------------
 
     def delete(self, txn: Txn, t: Target, opts: DeleteOptions) -> dict[str, Any]:

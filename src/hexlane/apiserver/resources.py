@@ -72,6 +72,9 @@ class ResourceInfo:
             out.append({"name": f"{self.plural}/status", "singularName": "",
                         "namespaced": self.namespaced, "kind": self.kind,
                         "verbs": list(STATUS_VERBS)})
+        if self.storage_key == "core/pods":
+            out.append({"name": "pods/binding", "singularName": "", "namespaced": True,
+                        "kind": "Binding", "verbs": ["create"]})
         return out
 
 

@@ -467,7 +467,8 @@ class ApiServer:
         if namespace and not info.namespaced:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if sub and not (sub == "status" and info.has_status) and \
-                not (sub == "finalize" and info.plural == "namespaces"):
+                not (sub == "finalize" and info.storage_key == "core/namespaces") and \
+                not (sub == "binding" and info.storage_key == "core/pods"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return ResourcePath(info, namespace, name, sub, watch_prefix)
 
@@ -499,6 +500,9 @@ class ApiServer:
             elif method == "POST" and not rp.name:
                 verb = "create"
                 resp = await self._create(request, rp)
+            elif method == "POST" and rp.subresource == "binding":
+                verb = "create"
+                resp = await self._bind(request, rp)
             elif method == "PUT" and rp.name:
                 verb = "update"
                 resp = await self._update(request, rp)
@@ -664,6 +668,13 @@ class ApiServer:
         obj = await self.store.transact(
             lambda txn: self.rules.create(txn, target, body, dry_run=dry))
         return self._json(self._present(rp, obj), 201)
+
+    async def _bind(self, request: web.Request, rp: ResourcePath) -> web.Response:
+        """POST pods/<name>/binding: what a scheduler does to put a Pod on a node."""
+        body = await self._body(request)
+        target = Target(rp.info, rp.namespace, rp.name)
+        await self.store.transact(lambda txn: self.rules.bind(txn, target, body))
+        return self._json(status_object(201, "", "Success"), 201)
 
     async def _update(self, request: web.Request, rp: ResourcePath) -> web.Response:
         body = await self._body(request)
