@@ -66,6 +66,7 @@ def test_fresh_objects_get_ingress_and_conditions() -> None:
              type="cilium.io/IPsAvailable"),
         cond("Unknown", "noreason", "1", "2024-05-01T12:00:00Z", type="cilium.io/IPsUsed")]}
     assert w["a"].merge_patch == {"status": w["a"].status}
+    assert w["pool-a"].merge_patch == {"status": w["pool-a"].status}
     assert plan.services["default/a"].ips == ("10.0.10.0",)
 
 
@@ -126,6 +127,9 @@ def test_service_leaving_lb_ipam_is_stripped_once() -> None:
     _, writes = reconcile([pool()], [managed, never], NOW)
     w = by_name(writes)
     assert w["a"].status == {"loadBalancer": {}, "conditions": [other]}
+    # A merge patch must say null to remove the ingress list.
+    assert w["a"].merge_patch == {"status": {"loadBalancer": {"ingress": None},
+                                             "conditions": [other]}}
     assert "b" not in w
 
 

@@ -50,8 +50,15 @@ class StatusWrite:
 
     @property
     def merge_patch(self) -> dict[str, Any]:
-        """A JSON merge patch body for `/status` (lists in it are replaced whole)."""
-        return {"status": self.status}
+        """A JSON merge patch body for `/status`: lists are replaced whole, and the fields
+        LB-IPAM owns that the new status lacks are null, so the patch removes them."""
+        status = dict(self.status)
+        if self.kind == "Service":
+            lb = dict(status.get("loadBalancer") or {})
+            lb.setdefault("ingress", None)
+            status["loadBalancer"] = lb
+            status.setdefault("conditions", None)
+        return {"status": status}
 
 
 def set_condition(conditions: Sequence[Condition], want: PlanCondition, generation: int,
