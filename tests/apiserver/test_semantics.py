@@ -7,10 +7,12 @@ label/field selectors, limit/continue, Table output and the request counters in 
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -414,3 +416,20 @@ def test_pod_binding_sets_node_once(api: Any) -> None:
     assert api.get(f"{pods}/p")[1]["spec"]["nodeName"] == "node1"
     status, body = api.post(f"{pods}/p/binding", binding)
     assert status == 409 and body["reason"] == "Conflict"
+
+
+def test_token_file_and_kubeconfig(fresh_server: Any, tmp_path: Any) -> None:
+    token_file = tmp_path / "token.txt"
+    token_file.write_text("s3cret-token\n")
+    server = fresh_server("--token-file", str(token_file))
+    config = yaml.safe_load(server.kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    assert cluster["server"].startswith("https://127.0.0.1:")
+    assert base64.b64decode(cluster["certificate-authority-data"]) == (
+        server.data_dir / "tls.crt").read_bytes()
+    assert config["users"][0]["user"]["token"] == "s3cret-token"
+    assert not (server.data_dir / "token").exists()
+    api = server.api
+    assert api.get("/api/v1/namespaces")[0] == 200
+    api.token = "other"
+    assert api.get("/api/v1/namespaces")[0] == 401
