@@ -416,7 +416,19 @@ async def ensure_vxlan(ipr: AsyncIPRoute, spec: VxlanSpec, report: ReconcileRepo
         report.added.append(f"link {spec.name}")
         index = await link_index(ipr, spec.name)
         assert index is not None
-    await ipr.link("set", index=index, state="up", mtu=spec.mtu, address=spec.mac)
+    info = await link_info(ipr, spec.name)
+    assert info is not None
+    changes: dict[str, Any] = {}
+    # Setting the MAC, even to the same value, flushes the device's neighbour entries
+    # (permanent ones included): only touch what differs.
+    if info["mac"] != spec.mac:
+        changes["address"] = spec.mac
+    if info["mtu"] != spec.mtu:
+        changes["mtu"] = spec.mtu
+    if not info["up"]:
+        changes["state"] = "up"
+    if changes:
+        await ipr.link("set", index=index, **changes)
     return index
 
 
