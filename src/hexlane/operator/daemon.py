@@ -1,0 +1,187 @@
+"""The operator daemon: a short list of parts, wired once (Cilium's operator cells).
+
+    client     one rate-limited API client (`k8sClientRateLimit.operator.qps/burst`)
+    metrics    Prometheus registry + `/metrics` and `/healthz` on the metrics address
+    elector    leader election on Lease kube-system/cilium-operator-resource-lock
+    controllers, run only while leading:
+      lbipam   CiliumLoadBalancerIPPool + Service -> Service and pool status
+      podcidr  Node -> CiliumNode spec.ipam.podCIDRs (only with ipam.mode: cluster-pool)
+
+Only the leader runs controllers, so two replicas never both write. Losing the lease stops
+them (their informers and pending writes go with them); winning it again starts them fresh
+from the API, which is safe because each controller converges from the cluster's state.
+SIGTERM/SIGINT stop the controllers and release the lease, so a standby takes over at its
+next retry instead of waiting out the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hexlane.config import Values
+from hexlane.ipam.inputs import options_from_values
+from hexlane.ipam.podcidr import parse_cluster_pool
+from hexlane.k8s.backoff import Backoff
+from hexlane.k8s.client import KubeClient, make_client
+from hexlane.k8s.election import LeaseTiming
+from hexlane.k8s.elector import LeaderElector
+
+from .lbipam import LBIPAMController
+from .metrics import OperatorMetrics
+from .podcidr import PodCIDRController
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "cilium-operator-resource-lock"
+LEASE_NAMESPACE = "kube-system"
+# Cilium's operator defaults (--leader-election-lease-duration/renew-deadline/retry-period).
+DEFAULT_TIMING = LeaseTiming(15.0, 10.0, 2.0)
+
+
+def default_identity() -> str:
+    """Cilium's operator ID: the host name and a random suffix (two replicas on one host
+    must not share an identity)."""
+    return f"{socket.gethostname()}-{secrets.token_hex(5)}"
+
+
+@dataclass
+class OperatorConfig:
+    values: Values
+    kubeconfig: str | None = None
+    metrics_addr: tuple[str, int] | None = ("0.0.0.0", 9963)
+    identity: str = field(default_factory=default_identity)
+    timing: LeaseTiming = DEFAULT_TIMING
+    lease_namespace: str = LEASE_NAMESPACE
+    lbipam_debounce: float = 0.01
+
+
+class Operator:
+    """The wired daemon: `await run(stop)` until `stop` is set."""
+
+    def __init__(self, config: OperatorConfig, client: KubeClient | None = None) -> None:
+        self.config = config
+        values = config.values
+        self.metrics = OperatorMetrics()
+        self.client = client or make_client(values, config.kubeconfig, component="operator",
+                                            registry=self.metrics.registry)
+        # Checked before anything starts: a bad pool is a startup error naming the key.
+        self.pod_pool = (parse_cluster_pool([str(c) for c in
+                                             values.ipam.cluster_pool_ipv4_pod_cidrs],
+                                            values.ipam.cluster_pool_ipv4_mask_size)
+                         if values.ipam.mode == "cluster-pool" else None)
+        self.elector = LeaderElector(
+            self.client, LEASE_NAME, config.lease_namespace, config.identity, config.timing,
+            on_started_leading=self._started_leading,
+            on_stopped_leading=self._stopped_leading)
+        self.lbipam: LBIPAMController | None = None
+        self.podcidr: PodCIDRController | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.bound_metrics_addr: tuple[str, int] | None = None
+
+    # -- leadership --------------------------------------------------------------------------
+
+    def _started_leading(self) -> None:
+        self.metrics.is_leader.set(1)
+        values = self.config.values
+        self.lbipam = LBIPAMController(self.client, self.metrics,
+                                       options=options_from_values(values),
+                                       debounce=self.config.lbipam_debounce)
+        parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [("lbipam", self.lbipam.run)]
+        if self.pod_pool is not None:
+            self.podcidr = PodCIDRController(self.client, self.metrics, self.pod_pool,
+                                             values.ipam.cluster_pool_ipv4_mask_size)
+            parts.append(("podcidr", self.podcidr.run))
+        self._tasks = [asyncio.create_task(_supervise(name, run), name=name)
+                       for name, run in parts]
+        log.info("%s leads: started %s", self.config.identity,
+                 ", ".join(name for name, _ in parts))
+
+    def _stopped_leading(self) -> None:
+        self.metrics.is_leader.set(0)
+        log.warning("%s lost the lease: controllers stopped", self.config.identity)
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def serve_metrics(self) -> web.AppRunner | None:
+        if self.config.metrics_addr is None:
+            return None
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, port = self.config.metrics_addr
+        site = web.TCPSite(runner, host or None, port)
+        await site.start()
+        bound = runner.addresses[0] if runner.addresses else (host, port)
+        self.bound_metrics_addr = (str(bound[0]), int(bound[1]))
+        log.info("metrics and /healthz on http://%s:%d", *self.bound_metrics_addr)
+        return runner
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        # The operator is healthy when its loop answers; a standby is as healthy as a leader.
+        return web.Response(text="ok")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        runner = await self.serve_metrics()
+        self.elector.start()
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            tasks, self._tasks = self._tasks, []
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.elector.stop()  # releases the lease
+            if runner is not None:
+                await runner.cleanup()
+            await self.client.aclose()
+
+
+async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run a controller; if it fails, log why and start it again after a backoff."""
+    backoff = Backoff()
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            delay = backoff.next_delay()
+            log.exception("controller %s failed; restarting in %.2fs", name, delay)
+            await asyncio.sleep(delay)
+
+
+async def run_operator(config: OperatorConfig) -> int:
+    """Run until SIGTERM or SIGINT; 0 after a clean stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    operator = Operator(config)
+    log.info("hexlane operator %s: lease %s/%s, ipam.mode %s, API %s", config.identity,
+             config.lease_namespace, LEASE_NAME, config.values.ipam.mode,
+             operator.client.server)
+    await operator.run(stop)
+    return 0

@@ -1,0 +1,280 @@
+"""The LB-IPAM controller: pools and Services from informers, the pure allocator, status writes.
+
+Shape (Cilium's operator/pkg/lbipam does the same job event by event; we recompute):
+
+1. two informers, CiliumLoadBalancerIPPool (cilium.io/v2alpha1) and Service; every event only
+   marks the controller dirty;
+2. once both caches are synced, a run starts after a short debounce: the objects are parsed
+   into `hexlane.model` (each object once per resourceVersion: the parse cache), and
+   `hexlane.ipam.status.reconcile` — the allocator plus "which statuses differ" — runs over
+   the whole cache, with the previous plan as memory. Events that arrive during a run make
+   one more run afterwards, so N events cost at most a few runs, never N (10,000 Services
+   created at once are one or two allocations, not 10,000). The run happens in a worker
+   thread so the event loop keeps renewing the leader lease and writing;
+3. the writes go to a `WriteQueue`: a JSON merge patch of `status` (Service
+   `status.loadBalancer.ingress` + the `cilium.io/IPAMRequestSatisfied` condition, pool
+   conditions and counters) through `hexlane.k8s.status.patch_status`, each object retried on
+   its own backoff (250 ms doubling to 5 min). A newer plan replaces a write still waiting.
+
+Correct with events in any order and across restarts because each run starts from the
+cluster's state: a Service's current ingress IPs are taken back first (the allocator's rule),
+so restarting the operator at any moment moves no IP. A write whose echo has not come back
+yet is not repeated (`_echoes`): the cache still shows the old status until the watch event
+arrives, and the plan's memory keeps the IP meanwhile.
+
+Inspect: `hexlane ipam plan` answers offline what this controller writes; the operator's
+metrics (`hexlane_operator_lbipam_*`) count satisfied Services and pool IPs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from hexlane.ipam.lbipam import LBIPAMPlan, Options
+from hexlane.ipam.status import StatusWrite, reconcile
+from hexlane.k8s.cache import Obj, object_key, resource_version
+from hexlane.k8s.client import ApiError, KubeClient
+from hexlane.k8s.informer import Informer
+from hexlane.k8s.resources import CiliumLoadBalancerIPPool, Service, kind_of
+from hexlane.k8s.status import patch_status
+from hexlane.model.cilium import LBIPPool
+from hexlane.model.errors import InputError
+from hexlane.model.service import Service as ServiceModel
+
+from .metrics import OperatorMetrics
+from .writer import WriteQueue
+
+log = logging.getLogger(__name__)
+
+CONTROLLER = "lbipam"
+SERVICE = kind_of(Service)
+POOL = kind_of(CiliumLoadBalancerIPPool)
+DEFAULT_DEBOUNCE = 0.01
+
+T = TypeVar("T")
+WriteKey = tuple[str, str, str]  # (kind, namespace, name)
+
+
+class ParseCache(Generic[T]):
+    """Typed views of API objects, parsed once per resourceVersion.
+
+    An object the model rejects is skipped (logged once per resourceVersion with its field
+    paths): a bad object must not stop the controller, and the apiserver should not have
+    accepted it in the first place."""
+
+    def __init__(self, kind: str, parse: Callable[[Obj], T]) -> None:
+        self.kind = kind
+        self.parse = parse
+        self._entries: dict[str, tuple[str, T | None]] = {}
+        self.invalid = 0
+
+    def models(self, objects: Sequence[Obj]) -> list[T]:
+        out: list[T] = []
+        fresh: dict[str, tuple[str, T | None]] = {}
+        invalid = 0
+        for obj in objects:
+            key, rv = object_key(obj), resource_version(obj)
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != rv or not rv:
+                try:
+                    entry = (rv, self.parse(obj))
+                except InputError as e:
+                    log.warning("skipping %s %s: %s", self.kind, key,
+                                "; ".join(str(p) for p in e.problems))
+                    entry = (rv, None)
+            fresh[key] = entry
+            if entry[1] is None:
+                invalid += 1
+            else:
+                out.append(entry[1])
+        self._entries = fresh
+        self.invalid = invalid
+        return out
+
+
+def _parse_service(obj: Obj) -> ServiceModel:
+    return ServiceModel.parse(obj)
+
+
+def _parse_pool(obj: Obj) -> LBIPPool:
+    return LBIPPool.parse(obj)
+
+
+def status_patch(write: StatusWrite) -> dict[str, Any]:
+    """The merge-patch `status` for a write: lists are replaced whole, and fields the new
+    status lacks are nulled so the patch removes them (a Service that lost its IP)."""
+    status = dict(write.status)
+    if write.kind == SERVICE.kind:
+        lb = dict(status.get("loadBalancer") or {})
+        lb.setdefault("ingress", None)
+        status["loadBalancer"] = lb
+        status.setdefault("conditions", None)
+    return status
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    plan: LBIPAMPlan
+    writes: list[StatusWrite]
+    seconds: float
+
+
+class LBIPAMController:
+    """See the module docstring. `run()` until cancelled."""
+
+    def __init__(self, client: KubeClient, metrics: OperatorMetrics, *,
+                 options: Options | None = None, debounce: float = DEFAULT_DEBOUNCE,
+                 workers: int = 32, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+                 ) -> None:
+        self.client = client
+        self.metrics = metrics
+        self.options = options or Options()
+        self.debounce = debounce
+        self.now = now
+        self.pools = Informer(client, CiliumLoadBalancerIPPool)
+        self.services = Informer(client, Service)
+        self.plan: LBIPAMPlan | None = None
+        self.runs = 0
+        self._pool_parser = ParseCache("CiliumLoadBalancerIPPool", _parse_pool)
+        self._service_parser = ParseCache("Service", _parse_service)
+        self._dirty = asyncio.Event()
+        self._events = 0
+        # key -> (resourceVersion the write was computed from, status written)
+        self._echoes: dict[WriteKey, tuple[str, dict[str, Any]]] = {}
+        self.writer: WriteQueue[WriteKey, StatusWrite] = WriteQueue(
+            self._write, workers=workers,
+            on_change=lambda n: metrics.write_queue.labels(CONTROLLER).set(n))
+        self.pools.add_handler(self._on_change, self._on_update, self._on_pool_delete)
+        self.services.add_handler(self._on_change, self._on_update, self._on_service_delete)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _on_change(self, _obj: Obj) -> None:
+        self._events += 1
+        self._dirty.set()
+
+    def _on_update(self, _old: Obj, new: Obj) -> None:
+        self._on_change(new)
+
+    def _on_pool_delete(self, obj: Obj) -> None:
+        self._on_delete(POOL.kind, obj)
+
+    def _on_service_delete(self, obj: Obj) -> None:
+        self._on_delete(SERVICE.kind, obj)
+
+    def _on_delete(self, kind: str, obj: Obj) -> None:
+        meta = obj.get("metadata") or {}
+        key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        self.writer.discard(key)
+        self._echoes.pop(key, None)
+        self._on_change(obj)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.pools.start()
+        self.services.start()
+        self.writer.start()
+        try:
+            await self.pools.wait_synced()
+            await self.services.wait_synced()
+            self._dirty.set()
+            while True:
+                await self._dirty.wait()
+                await asyncio.sleep(self.debounce)
+                self._dirty.clear()
+                events, self._events = self._events, 0
+                await self.run_once(events)
+        finally:
+            await self.writer.stop()
+            await self.services.stop()
+            await self.pools.stop()
+
+    async def run_once(self, events: int = 0) -> RunResult:
+        """One allocation over the caches as they are now, and its writes queued."""
+        pools = self.pools.cache.objects()
+        services = self.services.cache.objects()
+        result = await asyncio.to_thread(self._compute, pools, services, self.plan)
+        self.plan = result.plan
+        self.runs += 1
+        self.metrics.reconcile_seconds.labels(CONTROLLER).observe(result.seconds)
+        self.metrics.reconcile_batch.labels(CONTROLLER).observe(events)
+        self._prune_echoes()
+        queued = 0
+        for write in result.writes:
+            key = (write.kind, write.namespace, write.name)
+            echo = self._echoes.get(key)
+            if echo is not None and echo == (write.resource_version, write.status):
+                continue  # written already; the cache has not seen the echo yet
+            self.writer.put(key, write)
+            queued += 1
+        self._report(result.plan)
+        if queued or events > 1:
+            log.info("lbipam: run %d over %d pools, %d services (%d events): %d writes in "
+                     "%.3fs", self.runs, len(pools), len(services), events, queued,
+                     result.seconds)
+        return result
+
+    def _prune_echoes(self) -> None:
+        """Forget echoes that came back (or were overtaken by another change)."""
+        for key, (rv, _status) in list(self._echoes.items()):
+            informer = self.services if key[0] == SERVICE.kind else self.pools
+            obj = informer.cache.get(f"{key[1]}/{key[2]}" if key[1] else key[2])
+            if obj is None or resource_version(obj) != rv:
+                del self._echoes[key]
+
+    def _compute(self, pools: Sequence[Obj], services: Sequence[Obj],
+                 previous: LBIPAMPlan | None) -> RunResult:
+        started = time.perf_counter()
+        pool_models = self._pool_parser.models(pools)
+        service_models = self._service_parser.models(services)
+        plan, writes = reconcile(pool_models, service_models, self.now(), previous=previous,
+                                 options=self.options)
+        return RunResult(plan, writes, time.perf_counter() - started)
+
+    def _report(self, plan: LBIPAMPlan) -> None:
+        m = self.metrics
+        m.invalid_objects.labels(CONTROLLER, POOL.kind).set(self._pool_parser.invalid)
+        m.invalid_objects.labels(CONTROLLER, SERVICE.kind).set(self._service_parser.invalid)
+        satisfied = unsatisfied = 0
+        for result in plan.services.values():
+            if not result.handled:
+                continue
+            if result.satisfied:
+                satisfied += 1
+            else:
+                unsatisfied += 1
+        m.services_satisfied.set(satisfied)
+        m.services_unsatisfied.set(unsatisfied)
+        m.pool_ips.clear()
+        m.pool_conflicting.clear()
+        for name, pool in plan.pools.items():
+            m.pool_ips.labels(name, "total").set(pool.total)
+            m.pool_ips.labels(name, "available").set(pool.available)
+            m.pool_ips.labels(name, "used").set(pool.used)
+            m.pool_conflicting.labels(name).set(1 if pool.conflicting else 0)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def _write(self, key: WriteKey, write: StatusWrite) -> None:
+        resource = Service if write.kind == SERVICE.kind else CiliumLoadBalancerIPPool
+        try:
+            await patch_status(self.client, resource, write.name, status_patch(write),
+                               namespace=write.namespace or None)
+        except ApiError as e:
+            if e.not_found:  # deleted meanwhile: its delete event drops the rest
+                self.metrics.writes.labels(CONTROLLER, write.kind, "gone").inc()
+                return
+            self.metrics.writes.labels(CONTROLLER, write.kind, "error").inc()
+            raise
+        except Exception:
+            self.metrics.writes.labels(CONTROLLER, write.kind, "error").inc()
+            raise
+        self.metrics.writes.labels(CONTROLLER, write.kind, "ok").inc()
+        self._echoes[key] = (write.resource_version, write.status)
