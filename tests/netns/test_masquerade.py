@@ -3,7 +3,7 @@
 A LAN with two nodes (agents with `--masquerade-device eth0`, ipv4NativeRoutingCIDR set to the
 pod range) and a client that knows nothing of pod CIDRs. Pins down: a pod's TCP and UDP flows
 to the client leave with the node's IP and a NAT port in 61000-65535, and the replies find
-their way back to the pod; pod to pod across nodes and pod to another node's IP keep the pod's
+their way back to the pod; so do ICMP echos (ping); pod to pod across nodes and pod to another node's IP keep the pod's
 own source address; the NAT state and counters are visible in the agent's status; the programs
 show in `bpftool net` and no iptables/nftables rule exists in the node; masquerading keeps
 working across an agent restart (pinned maps, filters left attached); the ctypes mirrors match
@@ -139,11 +139,14 @@ def test_pod_to_world_leaves_with_the_node_ip(lab: tuple[Topology, dict[str, Age
         addr, port = ask(topo, "a", CLIENT, proto)
         assert addr == "10.79.0.11", proto
         assert 61000 <= port <= 65535, (proto, port)
+    # ICMP echo too: the client has no route to pod CIDRs, so a reply only comes back
+    # through the translation.
+    netns.run(topo["a"], ["busybox", "ping", "-c2", "-W3", CLIENT])
     status = agents["node1"].get("/v1/cni/status")["masquerade"]
     assert status["enabled"] and status["device"] == "eth0"
     assert status["counters"]["egress"] >= 2 and status["counters"]["ingress"] >= 2
     assert {(t["proto"], t["pod_ip"], t["remote_ip"]) for t in status["translations"]} >= {
-        (6, pod_ip, CLIENT), (17, pod_ip, CLIENT)}
+        (6, pod_ip, CLIENT), (17, pod_ip, CLIENT), (1, pod_ip, CLIENT)}
     assert "10.247.0.0/16" in status["nonMasqueradeCIDRs"]
     assert "10.79.0.12/32" in status["nonMasqueradeCIDRs"]
 

@@ -9,6 +9,8 @@
  *   in the hl_snat4 LRU.
  * hl_masq_ingress: a reply to the node IP on a NAT port gets its destination turned back into
  *   the pod's address and port before the kernel routes it (to the pod's veth).
+ * ICMP echo is translated too, its identifier standing for the port (source side on the echo
+ *   request going out, destination side on the reply coming back), so pods can ping out.
  * Everything else passes untouched, also malformed packets and fragments: judging them is not
  * this program's job.
  *
@@ -21,16 +23,28 @@
 #define IP_CSUM_OFF   (sizeof(struct ethhdr) + offsetof(struct iphdr, check))
 #define IP_SADDR_OFF  (sizeof(struct ethhdr) + offsetof(struct iphdr, saddr))
 #define IP_DADDR_OFF  (sizeof(struct ethhdr) + offsetof(struct iphdr, daddr))
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO      8
+
+struct masq_icmp_echo {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be16 id;
+	__be16 seq;
+};
 
 struct masq_pkt {
 	__be32 saddr;
 	__be32 daddr;
-	__be16 sport;
-	__be16 dport;
-	__u32 l4_off;
+	__be16 sport;     /* ICMP echo: the identifier on the request, 0 on the reply */
+	__be16 dport;     /* ICMP echo: 0 on the request, the identifier on the reply */
+	__u32 sport_off;
+	__u32 dport_off;
 	__u32 csum_off;
 	__u32 csum_flags;
 	__u8 proto;
+	__u8 pseudo;      /* the L4 checksum covers the addresses (TCP, UDP; not ICMP) */
 };
 
 static __always_inline void masq_count(__u32 slot)
@@ -41,14 +55,17 @@ static __always_inline void masq_count(__u32 slot)
 		__sync_fetch_and_add(count, 1);
 }
 
-/* true when the packet is an unfragmented IPv4 TCP/UDP packet whose headers are all there */
-static __always_inline bool masq_parse(struct __sk_buff *skb, struct masq_pkt *p)
+/* true when the packet is an unfragmented IPv4 TCP/UDP packet whose headers are all there,
+ * or an ICMP echo of the type `echo_type` (requests go out, replies come in)
+ */
+static __always_inline bool masq_parse(struct __sk_buff *skb, struct masq_pkt *p,
+				       __u8 echo_type)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip4;
-	__u32 ihl_len;
+	__u32 ihl_len, l4_off;
 
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return false;
@@ -63,7 +80,11 @@ static __always_inline bool masq_parse(struct __sk_buff *skb, struct masq_pkt *p
 	p->saddr = ip4->saddr;
 	p->daddr = ip4->daddr;
 	p->proto = ip4->protocol;
-	p->l4_off = sizeof(struct ethhdr) + ihl_len;
+	l4_off = sizeof(struct ethhdr) + ihl_len;
+	/* TCP and UDP both start with source and destination port */
+	p->sport_off = l4_off + offsetof(struct udphdr, source);
+	p->dport_off = l4_off + offsetof(struct udphdr, dest);
+	p->pseudo = 1;
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr *th = (void *)ip4 + ihl_len;
 
@@ -71,7 +92,7 @@ static __always_inline bool masq_parse(struct __sk_buff *skb, struct masq_pkt *p
 			return false;
 		p->sport = th->source;
 		p->dport = th->dest;
-		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
+		p->csum_off = l4_off + offsetof(struct tcphdr, check);
 		p->csum_flags = 0;
 		return true;
 	}
@@ -82,8 +103,21 @@ static __always_inline bool masq_parse(struct __sk_buff *skb, struct masq_pkt *p
 			return false;
 		p->sport = uh->source;
 		p->dport = uh->dest;
-		p->csum_off = p->l4_off + offsetof(struct udphdr, check);
+		p->csum_off = l4_off + offsetof(struct udphdr, check);
 		p->csum_flags = BPF_F_MARK_MANGLED_0; /* UDP checksum 0 means "none": keep it so */
+		return true;
+	}
+	if (p->proto == IPPROTO_ICMP) {
+		struct masq_icmp_echo *echo = (void *)ip4 + ihl_len;
+
+		if ((void *)(echo + 1) > data_end || echo->type != echo_type || echo->code != 0)
+			return false;
+		p->sport = echo_type == ICMP_ECHO ? echo->id : 0;
+		p->dport = echo_type == ICMP_ECHO ? 0 : echo->id;
+		p->sport_off = p->dport_off = l4_off + offsetof(struct masq_icmp_echo, id);
+		p->csum_off = l4_off + offsetof(struct masq_icmp_echo, checksum);
+		p->csum_flags = 0;
+		p->pseudo = 0;
 		return true;
 	}
 	return false;
@@ -94,8 +128,8 @@ static __always_inline int masq_rewrite(struct __sk_buff *skb, const struct masq
 					__u32 addr_off, __be32 old_addr, __be32 new_addr,
 					__u32 port_off, __be16 old_port, __be16 new_port)
 {
-	if (bpf_l4_csum_replace(skb, p->csum_off, old_addr, new_addr,
-				p->csum_flags | BPF_F_PSEUDO_HDR | sizeof(new_addr)) < 0)
+	if (p->pseudo && bpf_l4_csum_replace(skb, p->csum_off, old_addr, new_addr,
+					     p->csum_flags | BPF_F_PSEUDO_HDR | sizeof(new_addr)) < 0)
 		return -1;
 	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)) < 0)
 		return -1;
@@ -163,7 +197,7 @@ int hl_masq_egress(struct __sk_buff *skb)
 	struct masq_pkt p = {};
 	__u32 zero = 0;
 
-	if (!masq_parse(skb, &p))
+	if (!masq_parse(skb, &p, ICMP_ECHO))
 		return TC_ACT_OK;
 	cfg = bpf_map_lookup_elem(&hl_masq4_config, &zero);
 	if (!cfg || !cfg->enabled)
@@ -188,7 +222,7 @@ int hl_masq_egress(struct __sk_buff *skb)
 		nat->last_seen_ns = bpf_ktime_get_ns();
 	}
 	if (masq_rewrite(skb, &p, IP_SADDR_OFF, p.saddr, nat->to_addr,
-			 p.l4_off + offsetof(struct udphdr, source), p.sport, nat->to_port) < 0) {
+			 p.sport_off, p.sport, nat->to_port) < 0) {
 		masq_count(MASQ_STAT_REWRITE);
 		return TC_ACT_SHOT;
 	}
@@ -205,7 +239,7 @@ int hl_masq_ingress(struct __sk_buff *skb)
 	struct masq_pkt p = {};
 	__u32 zero = 0;
 
-	if (!masq_parse(skb, &p))
+	if (!masq_parse(skb, &p, ICMP_ECHOREPLY))
 		return TC_ACT_OK;
 	cfg = bpf_map_lookup_elem(&hl_masq4_config, &zero);
 	if (!cfg || !cfg->enabled || p.daddr != cfg->node_ip)
@@ -222,7 +256,7 @@ int hl_masq_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	nat->last_seen_ns = bpf_ktime_get_ns();
 	if (masq_rewrite(skb, &p, IP_DADDR_OFF, p.daddr, nat->to_addr,
-			 p.l4_off + offsetof(struct udphdr, dest), p.dport, nat->to_port) < 0) {
+			 p.dport_off, p.dport, nat->to_port) < 0) {
 		masq_count(MASQ_STAT_REWRITE);
 		return TC_ACT_SHOT;
 	}
