@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 MAX_BATCH = 256
+CHECKPOINT_SECONDS = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -203,6 +204,8 @@ class Store:
         self._pending: list[_Job] = []
         self._writer_busy = False
         self._thread: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: sqlite3.Connection | None = None
 
@@ -214,6 +217,9 @@ class Store:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # Checkpoints (copying the WAL into the database, with an fsync of its own) run on a
+        # thread of their own, so no commit waits for one.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.executescript(_SCHEMA)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         self.rv = self._writer_rv = int(meta.get("rv", 0))
@@ -245,8 +251,27 @@ class Store:
         self._thread = threading.Thread(target=self._writer, name="hexlane-store-writer",
                                         daemon=True)
         self._thread.start()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop,
+                                              name="hexlane-store-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            while not self._stop_checkpoints.wait(CHECKPOINT_SECONDS):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    continue  # busy or locked now: the next round does it
+        finally:
+            conn.close()
 
     async def stop(self) -> None:
+        self._stop_checkpoints.set()
+        if self._checkpointer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
+            self._checkpointer = None
         if self._thread is not None:
             self._jobs.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
