@@ -1,0 +1,45 @@
+"""Fixtures for the operator's end-to-end tests: an apiserver per test module and a factory of
+operator processes owned by the test (every process is killed at the end, also on failure)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from operator_helpers import Apiserver, OperatorProcess
+
+
+@pytest.fixture(scope="module")
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apiserver]:
+    api = Apiserver(tmp_path_factory.mktemp("operator-apiserver"))
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+OperatorFactory = Callable[..., OperatorProcess]
+
+
+@pytest.fixture(scope="module")
+def operators(apiserver: Apiserver, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[OperatorFactory]:
+    """`operators(identity, *extra_args)` starts an operator against the module's apiserver."""
+    started: list[OperatorProcess] = []
+    log_dir = tmp_path_factory.mktemp("operator-logs")
+
+    def start(identity: str, *extra: str) -> OperatorProcess:
+        op = OperatorProcess(apiserver, log_dir, identity, *extra)
+        started.append(op)
+        return op
+
+    try:
+        yield start
+    finally:
+        for op in started:
+            op.kill()
+
+
+def dump_logs(ops: list[OperatorProcess], path: Path) -> str:
+    return "\n".join(f"--- {op.identity}\n{op.log()[-3000:]}" for op in ops) + str(path)
