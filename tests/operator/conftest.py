@@ -3,11 +3,10 @@ operator processes owned by the test (every process is killed at the end, also o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-from operator_helpers import Apiserver, OperatorProcess
+from operator_helpers import Apiserver, OperatorFactory, OperatorProcess
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +17,6 @@ def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apiserver]:
     finally:
         api.stop()
 
-
-OperatorFactory = Callable[..., OperatorProcess]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +37,3 @@ def operators(apiserver: Apiserver, tmp_path_factory: pytest.TempPathFactory
         for op in started:
             op.kill()
 
-
-def dump_logs(ops: list[OperatorProcess], path: Path) -> str:
-    return "\n".join(f"--- {op.identity}\n{op.log()[-3000:]}" for op in ops) + str(path)

@@ -230,3 +230,6 @@ def lb_service(namespace: str, name: str, *, annotations: dict[str, str] | None 
 def apply(api: Apiserver, *objects: dict[str, Any]) -> None:
     """kubectl apply of manifests given as dicts."""
     api.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
+
+
+OperatorFactory = Callable[..., OperatorProcess]

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import OperatorFactory
 from operator_helpers import (
     SATISFIED,
     Apiserver,
+    OperatorFactory,
     apply,
     condition,
     lb_service,
@@ -41,9 +41,9 @@ def ippool(name: str, case: str, *blocks: dict[str, str], **spec: Any) -> dict[s
 
 
 def satisfied(api: Apiserver, name: str) -> list[str]:
-    ips, reason = wait_for(f"{name} to be satisfied",
-                           lambda: (r := satisfaction(api, NS, name))[1] == "satisfied" and r)
-    return ips
+    wait_for(f"{name} to be satisfied",
+             lambda: satisfaction(api, NS, name)[1] == "satisfied")
+    return satisfaction(api, NS, name)[0]
 
 
 def test_tcp_and_udp_53_share_one_ip(apiserver: Apiserver) -> None:

@@ -9,11 +9,11 @@ name), so the Service that requested an address of the old pool loses it."""
 from __future__ import annotations
 
 import pytest
-from conftest import OperatorFactory
 from operator_helpers import (
     EXAMPLES,
     SATISFIED,
     Apiserver,
+    OperatorFactory,
     apply,
     condition,
     lb_service,
