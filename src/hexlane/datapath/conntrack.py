@@ -15,9 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hexlane.datapath.maps import CT_F_REPLY, CT_F_SERVICE, IPPROTO_TCP, Ct4Entry, Ct4Key
+from hexlane.datapath.maps import (
+    CT_ENTRY_F_CLOSING,
+    CT_ENTRY_F_DSR,
+    CT_ENTRY_F_SNAT,
+    CT_F_REPLY,
+    CT_F_SERVICE,
+    IPPROTO_TCP,
+    Ct4Entry,
+    Ct4Key,
+)
 
-CT_ENTRY_F_CLOSING = 1
 NS = 1_000_000_000
 
 
@@ -40,7 +48,26 @@ def expired(entry: Ct4Entry, proto: int, now_ns: int,
 
 def partner_key(key: Ct4Key, entry: Ct4Entry, backends: dict[int, Any],
                 revnat: dict[int, Any]) -> Ct4Key | None:
-    """The other entry of the same flow, when the maps still say where it is."""
+    """The other entry of the same flow, when the maps still say where it is.
+
+    SNAT flows: the service entry knows the NAT address and port its reply entry is keyed
+    by, and the reply entry the client it came from. DSR entries on a backend's node have
+    no partner (the service entry lives on the node that received the flow).
+    """
+    if entry.flags & CT_ENTRY_F_DSR and key.flags == CT_F_REPLY:
+        return None
+    if key.flags == CT_F_SERVICE and entry.flags & CT_ENTRY_F_SNAT:
+        backend = backends.get(entry.backend_id)
+        if backend is None:
+            return None
+        return Ct4Key(saddr=entry.nat_addr, daddr=backend.address, sport=entry.nat_port,
+                      dport=backend.port, proto=key.proto, flags=CT_F_REPLY)
+    if key.flags == CT_F_REPLY and entry.flags & CT_ENTRY_F_SNAT:
+        nat = revnat.get(entry.rev_nat_index)
+        if nat is None:
+            return None
+        return Ct4Key(saddr=entry.nat_addr, daddr=nat.address, sport=entry.nat_port,
+                      dport=nat.port, proto=key.proto, flags=CT_F_SERVICE)
     if key.flags == CT_F_SERVICE:
         backend = backends.get(entry.backend_id)
         if backend is None:

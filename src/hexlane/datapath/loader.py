@@ -24,6 +24,7 @@ from hexlane.datapath.maps import (
     AFFINITY_MAP,
     AFFINITY_MATCH_MAP,
     BACKENDS_MAP,
+    CONFIG_MAP,
     CT_MAP,
     DROP_REASON_SLOTS,
     DROPS_MAP,
@@ -40,6 +41,8 @@ from hexlane.datapath.maps import (
     Lb4Service,
     LbAffinityMatch,
     LbAffinityVal,
+    LbNodeConfig,
+    ip4,
     maglev_lut_type,
     maglev_pin_name,
 )
@@ -52,7 +55,15 @@ from hexlane.lb.maglev import (
 
 PROGRAM_FROM_CLIENT = "hl_from_client"
 PROGRAM_TO_CLIENT = "hl_to_client"
-PROGRAMS = (PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT)
+PROGRAM_FROM_NETDEV = "hl_from_netdev"  # LAN interface, ingress
+PROGRAM_FROM_POD = "hl_from_pod"  # every pod's host-side veth, ingress
+PROGRAM_FROM_HOST = "hl_from_host"  # hexlane_host, egress (the node's own connections)
+PROGRAMS = (PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, PROGRAM_FROM_NETDEV, PROGRAM_FROM_POD,
+            PROGRAM_FROM_HOST)
+# tc filter handle and priority of every program of ours: before the masquerade's (2, 2) on
+# the LAN interface; our programs hand on what is not theirs (TC_ACT_UNSPEC).
+TC_HANDLE = 1
+TC_PRIORITY = 1
 
 
 def is_bpffs(path: str | os.PathLike[str]) -> bool:
@@ -87,6 +98,7 @@ class LbMaps:
     affinity: libbpf.Map
     affinity_match: libbpf.Map
     drops: libbpf.Map
+    config: libbpf.Map
 
 
 class LbDatapath:
@@ -106,6 +118,7 @@ class LbDatapath:
             affinity_match=obj.map(AFFINITY_MATCH_MAP, key_type=LbAffinityMatch,
                                    value_type=ctypes.c_uint8),
             drops=obj.map(DROPS_MAP, key_type=ctypes.c_uint32, value_type=ctypes.c_uint64),
+            config=obj.map(CONFIG_MAP, key_type=ctypes.c_uint32, value_type=LbNodeConfig),
         )
 
     @classmethod
@@ -145,6 +158,13 @@ class LbDatapath:
     def attach(self, ifindex: int, program: str, direction: str = "ingress") -> int:
         """Attach `program` at tc `direction` of `ifindex` (caller's netns); the prog id."""
         return libbpf.tc_attach(ifindex, self.program_fd(program), direction)
+
+    def set_node_ip(self, address: str | None) -> None:
+        """The node address NodePort SNAT uses as source (None: SNAT impossible, counted)."""
+        value = LbNodeConfig(node_ip=ip4(address) if address else 0)
+        current = self.maps.config.lookup(ctypes.c_uint32(0))
+        if current is None or bytes(current) != bytes(value):
+            self.maps.config.update(ctypes.c_uint32(0), value)
 
     def set_maglev_table(self, rev_nat_index: int, table: Sequence[int]) -> None:
         """Point the service's Maglev entry at a fresh table: an atomic swap for the datapath."""
@@ -192,7 +212,7 @@ class LbDatapath:
         """Remove every pin under bpf_root that this datapath made (hexlane cleanup)."""
         for name in (*PROGRAMS, SERVICES_MAP, BACKENDS_MAP, REVNAT_MAP,
                      maglev_pin_name(self.table_size), CT_MAP,
-                     AFFINITY_MAP, AFFINITY_MATCH_MAP, DROPS_MAP):
+                     AFFINITY_MAP, AFFINITY_MATCH_MAP, DROPS_MAP, CONFIG_MAP):
             pin = self.bpf_root / name
             if pin.exists():
                 pin.unlink()

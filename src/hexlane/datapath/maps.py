@@ -22,6 +22,7 @@ CT_MAP = "hl_ct4"
 AFFINITY_MAP = "hl_lb4_affinity"
 AFFINITY_MATCH_MAP = "hl_lb_aff_match"
 DROPS_MAP = "hl_drops"
+CONFIG_MAP = "hl_lb_config"
 
 # lb4_service.flags / flags2 (Cilium's SVC_FLAG_*)
 SVC_FLAG_EXTERNAL_IP = 1 << 0
@@ -52,6 +53,18 @@ BE_STATE_MAINTENANCE = 3
 CT_F_SERVICE = 1
 CT_F_REPLY = 2
 
+CT_ENTRY_F_CLOSING = 1
+CT_ENTRY_F_SNAT = 2
+CT_ENTRY_F_DSR = 4
+
+BE_NODE_REMOTE = 0
+BE_NODE_LOCAL = 1
+
+DSR_IPV4_OPT_TYPE = 0x9A
+DSR_IPV4_OPT_LEN = 8
+SNAT_PORT_MIN = 32768
+SNAT_PORT_MAX = 60999
+
 IPPROTO_TCP = socket.IPPROTO_TCP
 IPPROTO_UDP = socket.IPPROTO_UDP
 
@@ -69,6 +82,9 @@ class DropReason(enum.IntEnum):
     CSUM = 7
     CT_CREATE = 8
     REPLY_NAT = 9
+    SNAT_PORTS = 10
+    DSR_OPT = 11
+    NO_NODE_IP = 12
 
 
 DROP_REASON_SLOTS = 16  # HL_DROP_MAX
@@ -122,7 +138,7 @@ class Lb4Backend(ctypes.Structure):
         ("flags", ctypes.c_uint8),
         ("cluster_id", ctypes.c_uint16),
         ("zone", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8),
+        ("node_local", ctypes.c_uint8),
     ]
 
 
@@ -154,6 +170,16 @@ class Ct4Entry(ctypes.Structure):
         ("backend_id", ctypes.c_uint32),
         ("rev_nat_index", ctypes.c_uint16),
         ("flags", ctypes.c_uint16),
+        ("nat_addr", ctypes.c_uint32),
+        ("nat_port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class LbNodeConfig(ctypes.Structure):
+    _fields_ = [
+        ("node_ip", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
     ]
 
 
@@ -192,6 +218,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "lb4_affinity_key": Lb4AffinityKey,
     "lb_affinity_val": LbAffinityVal,
     "lb_affinity_match": LbAffinityMatch,
+    "lb_node_config": LbNodeConfig,
 }
 
 

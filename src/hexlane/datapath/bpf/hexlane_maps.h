@@ -26,7 +26,7 @@
 #define LB_MAP_MAX_ENTRIES 65536 /* Cilium's bpf-lb-map-max */
 #endif
 #ifndef LB_MAGLEV_MAP_MAX_ENTRIES
-#define LB_MAGLEV_MAP_MAX_ENTRIES 1024
+#define LB_MAGLEV_MAP_MAX_ENTRIES 65536 /* one table per service id */
 #endif
 #ifndef CT_MAP_MAX_ENTRIES
 #define CT_MAP_MAX_ENTRIES 262144
@@ -69,6 +69,26 @@
 
 /* ct4_entry.flags */
 #define CT_ENTRY_F_CLOSING 1 /* a TCP FIN or RST was seen: the agent expires it soon */
+#define CT_ENTRY_F_SNAT    2 /* NodePort SNAT: the flow left with nat_addr:nat_port as source */
+#define CT_ENTRY_F_DSR     4 /* DSR reply entry on the backend's node: source := nat_addr:port */
+
+/* lb4_backend.node_local */
+#define BE_NODE_REMOTE 0
+#define BE_NODE_LOCAL  1 /* the backend is a pod of this node */
+
+/* The IPv4 option carrying the service address to the backend's node under DSR (Cilium's
+ * "opt" dispatch, DSR_IPV4_OPT_TYPE): type 0x9a (copied, class 0, number 26), length 8,
+ * then the service port and address in network order.
+ */
+#define DSR_IPV4_OPT_TYPE 0x9a
+#define DSR_IPV4_OPT_LEN  8
+
+/* The NAT ports NodePort SNAT picks from (Cilium's NodePort range for SNAT is similar): the
+ * client's own port when it is free for the backend, else a hashed one in this range.
+ */
+#define SNAT_PORT_MIN 32768
+#define SNAT_PORT_MAX 60999
+#define SNAT_PORT_TRIES 8
 
 /* Why a packet was dropped: index into the drop counter map. */
 enum hl_drop_reason {
@@ -82,6 +102,9 @@ enum hl_drop_reason {
 	HL_DROP_CSUM = 7,            /* checksum update failed */
 	HL_DROP_CT_CREATE = 8,       /* conntrack map full or update failed */
 	HL_DROP_REPLY_NAT = 9,       /* reply matched conntrack but its reverse NAT is missing */
+	HL_DROP_SNAT_PORTS = 10,     /* NodePort SNAT found no free NAT port */
+	HL_DROP_DSR_OPT = 11,        /* a DSR option that is malformed or truncated */
+	HL_DROP_NO_NODE_IP = 12,     /* SNAT needed but the agent set no node address */
 	HL_DROP_MAX = 16,
 };
 
@@ -111,7 +134,7 @@ struct lb4_backend {
 	__u8 flags;       /* BE_STATE_* */
 	__u16 cluster_id;
 	__u8 zone;
-	__u8 pad;
+	__u8 node_local;  /* BE_NODE_LOCAL: a pod of this node (no SNAT/DSR needed) */
 };
 
 struct lb4_reverse_nat {
@@ -142,7 +165,17 @@ struct ct4_entry {
 	__u64 bytes;
 	__u32 backend_id;
 	__u16 rev_nat_index;
-	__u16 flags;
+	__u16 flags;      /* CT_ENTRY_F_* */
+	__be32 nat_addr;  /* SNAT: node address (service entry) or client address (reply entry);
+			   * DSR reply entry: the service address */
+	__be16 nat_port;  /* the matching port */
+	__u16 pad;
+};
+
+/* Per-node settings the agent writes (array, one entry). */
+struct lb_node_config {
+	__be32 node_ip; /* the source address of NodePort SNAT */
+	__u32 pad;
 };
 
 struct lb4_affinity_key {
@@ -237,6 +270,14 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hl_lb_aff_match SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_node_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hl_lb_config SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

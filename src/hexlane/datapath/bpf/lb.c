@@ -1,15 +1,26 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* hexlane's IPv4 service load balancer, for tc (clsact) hooks.
  *
- * hl_from_client: a packet to a service frontend (address, port, protocol) gets a backend
- *   (conntrack first, then session affinity, then random or Maglev per service), is DNATed to
- *   it with L3/L4 checksums fixed, and the flow is remembered. A service without backends
- *   rejects the packet with ICMP port unreachable sent back out of the device (icmp.h); it
- *   is counted as HL_DROP_NO_BACKEND, since it never reaches a backend.
- * hl_to_client: a reply from a backend (matched through conntrack) gets its source turned
- *   back into the service frontend.
- * Anything that is not IPv4 TCP/UDP, or not for a service, passes untouched. Malformed or
- * truncated packets are dropped and counted by reason in hl_drops.
+ * One program per attach point (the translations themselves live in nat.h):
+ * hl_from_netdev (ingress of the node's LAN interface): replies of translated flows are turned
+ *   back (SNAT replies to the client, replies from remote backends to pods); a packet
+ *   carrying the DSR option is accepted for a local backend (the option is recorded and
+ *   stripped); a packet to a NodePort, LoadBalancer or external IP frontend (EXT scope) is
+ *   translated: DNAT to a local backend, or for a backend on another node SNAT to the node
+ *   address (loadBalancer.mode snat) or the DSR option (dsr; hybrid: TCP only), then sent
+ *   out by the FIB. Anything else goes on to the next filter (TC_ACT_UNSPEC), so the
+ *   masquerade program behind ours still sees it.
+ * hl_from_pod (ingress of every pod's host-side veth): replies of translated flows (from a
+ *   local backend) are turned back; a packet to any frontend (INT scope) is DNATed and left
+ *   to the kernel's routing.
+ * hl_from_host (egress of hexlane_host, where the node routes the service CIDR): the node's
+ *   own connections to a frontend are DNATed and redirected to the backend by the FIB.
+ * hl_from_client / hl_to_client: the plain pair (every frontend, EXT scope, DNAT only; the
+ *   reverse on the way back), for a node that is just a router between clients and backends.
+ *
+ * A service without backends rejects the packet with ICMP port unreachable (icmp.h), counted
+ * as HL_DROP_NO_BACKEND. Malformed or truncated packets are dropped and counted by reason in
+ * hl_drops.
  */
 #include "common.h"
 #include "hexlane_maps.h"
@@ -19,101 +30,123 @@
 #include "conntrack.h"
 #include "lb.h"
 #include "icmp.h"
+#include "nat.h"
 
-static __always_inline int hl_dnat(struct __sk_buff *skb, const struct pkt4 *p,
-				   const struct lb4_backend *backend)
+#ifndef TC_ACT_UNSPEC
+#define TC_ACT_UNSPEC (-1)
+#endif
+
+/* The shared body: reverse first, then forward. Returns a tc verdict; `pass` is what "none
+ * of ours" returns, `redirect` whether translated packets go out by the FIB.
+ */
+static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, bool external,
+					 bool reverse, bool redirect, int pass)
 {
-	__be32 addr = backend->address;
-	__be16 port = backend->port;
+	const struct lb4_service *svc;
+	struct lb4_key key = {};
+	struct pkt4 p = {};
+	__be32 daddr = 0;
+	int verdict = TC_ACT_OK;
 	int ret;
 
-	ret = hl_rewrite_addr(skb, p, IP_DADDR_OFF, p->daddr, addr);
+	ret = hl_parse_ipv4(skb, &p);
+	if (ret == PARSE_PASS)
+		return pass;
 	if (ret < 0)
-		return ret;
-	return hl_rewrite_port(skb, p, p->l4_off + offsetof(struct udphdr, dest), p->dport, port);
+		return hl_drop(-ret);
+
+	if (reverse) {
+		ret = hl_lb4_reverse(skb, &p);
+		if (ret < 0)
+			return hl_drop(-ret);
+		if (ret > 0)
+			return TC_ACT_OK; /* the kernel routes the reply on */
+	}
+
+	key.address = p.daddr;
+	key.dport = p.dport;
+	key.proto = p.proto;
+	svc = hl_lb4_lookup_scoped(&key, internal);
+	if (!svc || (external && !hl_lb4_is_external(svc)))
+		return pass;
+
+	ret = hl_lb4_translate(skb, &p, &key, svc, external, &daddr, &verdict);
+	if (ret < 0)
+		return hl_drop(-ret);
+	if (ret == HL_REJECTED)
+		return verdict;
+	return redirect ? hl_fib_redirect(skb, daddr, p.proto) : TC_ACT_OK;
+}
+
+SEC("tc")
+int hl_from_netdev(struct __sk_buff *skb)
+{
+	const struct lb4_service *svc;
+	struct lb4_key key = {};
+	struct pkt4 p = {};
+	__be32 daddr = 0, reply_daddr;
+	int verdict = TC_ACT_OK;
+	int ret;
+
+	ret = hl_parse_ipv4(skb, &p);
+	if (ret == PARSE_PASS)
+		return TC_ACT_UNSPEC;
+	if (ret < 0)
+		return hl_drop(-ret);
+
+	ret = hl_lb4_reverse(skb, &p);
+	if (ret < 0)
+		return hl_drop(-ret);
+	if (ret > 0) {
+		/* An SNAT reply now goes to the client; any other to its pod. */
+		if (bpf_skb_load_bytes(skb, IP_DADDR_OFF, &reply_daddr, sizeof(reply_daddr)) < 0)
+			return hl_drop(HL_DROP_TRUNCATED);
+		return hl_fib_redirect(skb, reply_daddr, p.proto);
+	}
+
+	ret = hl_dsr_accept(skb, &p);
+	if (ret < 0)
+		return hl_drop(-ret);
+	if (ret > 0)
+		return TC_ACT_OK;
+
+	key.address = p.daddr;
+	key.dport = p.dport;
+	key.proto = p.proto;
+	svc = hl_lb4_lookup_scoped(&key, false);
+	if (!svc || !hl_lb4_is_external(svc))
+		return TC_ACT_UNSPEC;
+
+	ret = hl_lb4_translate(skb, &p, &key, svc, true, &daddr, &verdict);
+	if (ret < 0)
+		return hl_drop(-ret);
+	if (ret == HL_REJECTED)
+		return verdict;
+	return hl_fib_redirect(skb, daddr, p.proto);
+}
+
+SEC("tc")
+int hl_from_pod(struct __sk_buff *skb)
+{
+	return hl_lb4_handle(skb, true, false, true, false, TC_ACT_UNSPEC);
+}
+
+SEC("tc")
+int hl_from_host(struct __sk_buff *skb)
+{
+	return hl_lb4_handle(skb, true, false, false, true, TC_ACT_UNSPEC);
 }
 
 SEC("tc")
 int hl_from_client(struct __sk_buff *skb)
 {
-	const struct lb4_service *svc;
-	const struct lb4_backend *backend = NULL;
-	struct lb4_key key = {};
-	struct ct4_key ct_key = {};
-	struct ct4_entry *ct;
-	struct pkt4 p = {};
-	__u32 backend_id = 0;
-	bool affinity;
-	int ret;
-
-	ret = hl_parse_ipv4(skb, &p);
-	if (ret == PARSE_PASS)
-		return TC_ACT_OK;
-	if (ret < 0)
-		return hl_drop(-ret);
-
-	key.address = p.daddr;
-	key.dport = p.dport;
-	key.proto = p.proto;
-	svc = hl_lb4_lookup_service(&key);
-	if (!svc)
-		return TC_ACT_OK;
-
-	/* An established flow keeps its backend while that backend exists. */
-	hl_ct_key_forward(&ct_key, &p, CT_F_SERVICE);
-	ct = bpf_map_lookup_elem(&hl_ct4, &ct_key);
-	if (ct) {
-		backend_id = ct->backend_id;
-		backend = bpf_map_lookup_elem(&hl_lb4_backends, &backend_id);
-		if (backend)
-			hl_ct_touch(ct, skb, &p);
-	}
-
-	if (!backend) {
-		if (svc->count == 0) {
-			hl_drop(HL_DROP_NO_BACKEND);
-			ret = hl_icmp_reject(skb, &p);
-			return ret < 0 ? hl_drop(-ret) : ret;
-		}
-		affinity = svc->flags & SVC_FLAG_AFFINITY;
-		backend_id = affinity ? hl_lb4_affinity_backend(svc, p.saddr) : 0;
-		if (backend_id)
-			backend = bpf_map_lookup_elem(&hl_lb4_backends, &backend_id);
-		if (!backend) {
-			backend_id = hl_lb4_select_backend(&key, svc, &p);
-			backend = bpf_map_lookup_elem(&hl_lb4_backends, &backend_id);
-			if (!backend)
-				return hl_drop(HL_DROP_BACKEND_MISSING);
-		}
-		if (affinity)
-			hl_lb4_update_affinity(svc, p.saddr, backend_id);
-
-		ret = hl_ct_create(&ct_key, skb, backend_id, svc->rev_nat_index);
-		if (ret < 0)
-			return hl_drop(-ret);
-		/* The reply entry is keyed by the translated tuple. */
-		ct_key.daddr = backend->address;
-		ct_key.dport = backend->port;
-		ct_key.flags = CT_F_REPLY;
-		ret = hl_ct_create(&ct_key, skb, backend_id, svc->rev_nat_index);
-		if (ret < 0)
-			return hl_drop(-ret);
-	}
-
-	ret = hl_dnat(skb, &p, backend);
-	if (ret < 0)
-		return hl_drop(-ret);
-	return TC_ACT_OK;
+	return hl_lb4_handle(skb, false, false, false, false, TC_ACT_OK);
 }
 
 SEC("tc")
 int hl_to_client(struct __sk_buff *skb)
 {
-	const struct lb4_reverse_nat *nat;
-	struct ct4_key ct_key = {};
-	struct ct4_entry *ct;
 	struct pkt4 p = {};
-	__u16 rev_nat_index;
 	int ret;
 
 	ret = hl_parse_ipv4(skb, &p);
@@ -121,22 +154,7 @@ int hl_to_client(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (ret < 0)
 		return hl_drop(-ret);
-
-	hl_ct_key_reply(&ct_key, &p);
-	ct = bpf_map_lookup_elem(&hl_ct4, &ct_key);
-	if (!ct)
-		return TC_ACT_OK;
-	hl_ct_touch(ct, skb, &p);
-	rev_nat_index = ct->rev_nat_index;
-	nat = bpf_map_lookup_elem(&hl_lb4_revnat, &rev_nat_index);
-	if (!nat)
-		return hl_drop(HL_DROP_REPLY_NAT);
-
-	ret = hl_rewrite_addr(skb, &p, IP_SADDR_OFF, p.saddr, nat->address);
-	if (ret < 0)
-		return hl_drop(-ret);
-	ret = hl_rewrite_port(skb, &p, p.l4_off + offsetof(struct udphdr, source), p.sport,
-			      nat->port);
+	ret = hl_lb4_reverse(skb, &p);
 	if (ret < 0)
 		return hl_drop(-ret);
 	return TC_ACT_OK;

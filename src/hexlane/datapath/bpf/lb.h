@@ -25,6 +25,35 @@ static __always_inline const struct lb4_service *hl_lb4_lookup_service(struct lb
 	return bpf_map_lookup_elem(&hl_lb4_services, key);
 }
 
+/* The frontend a packet uses. Traffic from inside the cluster (pods, the node) takes a
+ * two-scope service's INT entry (internalTrafficPolicy's backends); traffic from outside
+ * takes the EXT entry (externalTrafficPolicy's). `key` keeps the scope it was found under,
+ * since the random selection reads the backend slots under the same key.
+ */
+static __always_inline const struct lb4_service *hl_lb4_lookup_scoped(struct lb4_key *key,
+								      bool internal)
+{
+	const struct lb4_service *svc, *scoped;
+
+	svc = hl_lb4_lookup_service(key);
+	if (!svc || !internal || !(svc->flags2 & SVC_FLAG_TWO_SCOPES))
+		return svc;
+	key->scope = LB_LOOKUP_SCOPE_INT;
+	scoped = bpf_map_lookup_elem(&hl_lb4_services, key);
+	if (scoped)
+		return scoped;
+	key->scope = LB_LOOKUP_SCOPE_EXT;
+	return svc;
+}
+
+/* Frontends that answer traffic arriving from outside the node (ClusterIP does not, as in
+ * Cilium without bpf.lbExternalClusterIP).
+ */
+static __always_inline bool hl_lb4_is_external(const struct lb4_service *svc)
+{
+	return svc->flags & (SVC_FLAG_NODEPORT | SVC_FLAG_LOADBALANCER | SVC_FLAG_EXTERNAL_IP);
+}
+
 static __always_inline __u32 hl_lb4_algorithm(const struct lb4_service *svc)
 {
 	return svc->backend_id >> LB_ALGORITHM_SHIFT;

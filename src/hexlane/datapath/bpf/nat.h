@@ -1,0 +1,394 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The load balancer's translations: service -> backend (with NodePort SNAT or a DSR option
+ * when the backend lives on another node), and the reverse translation of replies.
+ *
+ * Conntrack (conntrack.h) holds per flow a service entry (client -> frontend: the backend,
+ * and for SNAT the NAT address and port) and a reply entry keyed by the tuple after
+ * translation (so the reply finds it by swapping its own addresses): for SNAT that tuple is
+ * node address:NAT port -> backend and the entry remembers the client to translate back to.
+ */
+#ifndef HEXLANE_NAT_H
+#define HEXLANE_NAT_H
+
+#include "common.h"
+#include "hexlane_maps.h"
+#include "drop.h"
+#include "parse.h"
+#include "csum.h"
+#include "conntrack.h"
+#include "lb.h"
+#include "icmp.h"
+
+#define AF_INET 2
+
+/* How a new flow leaves this node (chosen per flow, kept in its service entry). */
+#define HL_FWD_LOCAL 0 /* DNAT only: the backend is local, or the client is inside */
+#define HL_FWD_SNAT  1 /* DNAT and SNAT to the node address: replies come back through us */
+#define HL_FWD_DSR   2 /* DNAT and the service address in an IPv4 option: replies go direct */
+
+/* hl_lb4_translate's results besides -(drop reason) */
+#define HL_XLATED   0
+#define HL_REJECTED 1 /* turned into an ICMP error, to be redirected (verdict in *verdict) */
+
+struct hl_dsr_opt {
+	__u8 type;
+	__u8 len;
+	__be16 port;
+	__be32 addr;
+};
+
+static __always_inline __be32 hl_node_ip(void)
+{
+	__u32 zero = 0;
+	struct lb_node_config *cfg = bpf_map_lookup_elem(&hl_lb_config, &zero);
+
+	return cfg ? cfg->node_ip : 0;
+}
+
+/* Claim a NAT port for client -> backend leaving as node_ip: the client's own port when no
+ * other flow to this backend uses it, else a few hashed ports. The reply entry is created
+ * with BPF_NOEXIST, so two flows never share one.
+ */
+static __always_inline int hl_snat_claim(struct __sk_buff *skb, const struct pkt4 *p,
+					 const struct lb4_backend *backend, __u32 backend_id,
+					 __u16 rev_nat, __be32 node_ip, __be16 *nat_port)
+{
+	struct ct4_key key = {
+		.saddr = node_ip,
+		.daddr = backend->address,
+		.dport = backend->port,
+		.proto = p->proto,
+		.flags = CT_F_REPLY,
+	};
+	struct ct4_entry entry = {
+		.last_seen_ns = bpf_ktime_get_ns(),
+		.packets = 0,
+		.backend_id = backend_id,
+		.rev_nat_index = rev_nat,
+		.flags = CT_ENTRY_F_SNAT,
+		.nat_addr = p->saddr,
+		.nat_port = p->sport,
+	};
+	__u32 hash = hl_jhash_3words(p->saddr, p->sport, p->daddr, 0);
+	int i;
+
+	key.sport = p->sport;
+	if (bpf_map_update_elem(&hl_ct4, &key, &entry, BPF_NOEXIST) == 0) {
+		*nat_port = key.sport;
+		return 0;
+	}
+#pragma unroll
+	for (i = 0; i < SNAT_PORT_TRIES; i++) {
+		__u32 port = SNAT_PORT_MIN + (hash + i * 7919) % (SNAT_PORT_MAX - SNAT_PORT_MIN + 1);
+
+		key.sport = bpf_htons((__u16)port);
+		if (bpf_map_update_elem(&hl_ct4, &key, &entry, BPF_NOEXIST) == 0) {
+			*nat_port = key.sport;
+			return 0;
+		}
+	}
+	return -HL_DROP_SNAT_PORTS;
+}
+
+/* Insert the DSR option after the (option-less) IPv4 header and fix the header checksum;
+ * the L4 checksum is unchanged (its pseudo header counts the L4 length, not the IP one).
+ */
+static __always_inline int hl_dsr_insert(struct __sk_buff *skb, __be32 svc_addr,
+					 __be16 svc_port)
+{
+	struct hl_dsr_opt opt = {
+		.type = DSR_IPV4_OPT_TYPE,
+		.len = DSR_IPV4_OPT_LEN,
+		.port = svc_port,
+		.addr = svc_addr,
+	};
+	__u32 l3 = sizeof(struct ethhdr);
+	__be16 old_word, new_word, old_len, new_len;
+	__s64 sum;
+
+	if (bpf_skb_load_bytes(skb, l3, &old_word, sizeof(old_word)) < 0 ||
+	    bpf_skb_load_bytes(skb, l3 + offsetof(struct iphdr, tot_len), &old_len,
+			       sizeof(old_len)) < 0)
+		return -HL_DROP_TRUNCATED;
+	/* version 4, ihl 5 + 2 words: the first byte of the header */
+	new_word = (old_word & bpf_htons(0x00ff)) | bpf_htons(0x4700);
+	new_len = bpf_htons(bpf_ntohs(old_len) + sizeof(opt));
+	if (bpf_skb_adjust_room(skb, sizeof(opt), BPF_ADJ_ROOM_NET, 0) < 0)
+		return -HL_DROP_WRITE;
+	if (bpf_skb_store_bytes(skb, l3 + sizeof(struct iphdr), &opt, sizeof(opt), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, l3, &new_word, sizeof(new_word), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, l3 + offsetof(struct iphdr, tot_len), &new_len,
+				sizeof(new_len), 0) < 0)
+		return -HL_DROP_WRITE;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_word, new_word, sizeof(new_word)) < 0 ||
+	    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_len, new_len, sizeof(new_len)) < 0)
+		return -HL_DROP_CSUM;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&opt, sizeof(opt), 0);
+	if (sum < 0 || bpf_l3_csum_replace(skb, IP_CSUM_OFF, 0, (__u32)sum, 0) < 0)
+		return -HL_DROP_CSUM;
+	return 0;
+}
+
+/* On the backend's node: a packet whose IPv4 header carries the DSR option. Remember where
+ * the reply must seem to come from, then remove the option (the pod sees a plain packet).
+ * Returns 1 when the option was there and handled, 0 when there is none, or -(reason).
+ */
+static __always_inline int hl_dsr_accept(struct __sk_buff *skb, const struct pkt4 *p)
+{
+	struct hl_dsr_opt opt;
+	struct ct4_key key = {};
+	struct ct4_entry entry = {};
+	__u32 l3 = sizeof(struct ethhdr);
+	__be16 old_word, new_word, old_len, new_len;
+	__u32 ihl_len = p->l4_off - p->l3_off;
+	__s64 sum;
+
+	if (ihl_len < sizeof(struct iphdr) + sizeof(opt))
+		return 0;
+	if (bpf_skb_load_bytes(skb, l3 + sizeof(struct iphdr), &opt, sizeof(opt)) < 0)
+		return -HL_DROP_DSR_OPT;
+	if (opt.type != DSR_IPV4_OPT_TYPE)
+		return 0;
+	if (opt.len != DSR_IPV4_OPT_LEN || opt.addr == 0 || opt.port == 0)
+		return -HL_DROP_DSR_OPT;
+
+	hl_ct_key_forward(&key, p, CT_F_REPLY);
+	entry.last_seen_ns = bpf_ktime_get_ns();
+	entry.packets = 1;
+	entry.bytes = skb->len;
+	entry.flags = CT_ENTRY_F_DSR;
+	entry.nat_addr = opt.addr;
+	entry.nat_port = opt.port;
+	if (bpf_map_update_elem(&hl_ct4, &key, &entry, BPF_ANY) < 0)
+		return -HL_DROP_CT_CREATE;
+
+	/* Only a header of exactly 20 bytes + our option is stripped; with other options too,
+	 * ours is left in place (the kernel ignores unknown options on received packets).
+	 */
+	if (ihl_len != sizeof(struct iphdr) + sizeof(opt))
+		return 1;
+	if (bpf_skb_load_bytes(skb, l3, &old_word, sizeof(old_word)) < 0 ||
+	    bpf_skb_load_bytes(skb, l3 + offsetof(struct iphdr, tot_len), &old_len,
+			       sizeof(old_len)) < 0)
+		return -HL_DROP_TRUNCATED;
+	new_word = (old_word & bpf_htons(0x00ff)) | bpf_htons(0x4500);
+	new_len = bpf_htons(bpf_ntohs(old_len) - sizeof(opt));
+	sum = bpf_csum_diff((__be32 *)&opt, sizeof(opt), NULL, 0, 0);
+	if (sum < 0)
+		return -HL_DROP_CSUM;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_word, new_word, sizeof(new_word)) < 0 ||
+	    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_len, new_len, sizeof(new_len)) < 0 ||
+	    bpf_l3_csum_replace(skb, IP_CSUM_OFF, 0, (__u32)sum, 0) < 0)
+		return -HL_DROP_CSUM;
+	if (bpf_skb_store_bytes(skb, l3, &new_word, sizeof(new_word), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, l3 + offsetof(struct iphdr, tot_len), &new_len,
+				sizeof(new_len), 0) < 0)
+		return -HL_DROP_WRITE;
+	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(opt), BPF_ADJ_ROOM_NET, 0) < 0)
+		return -HL_DROP_WRITE;
+	return 1;
+}
+
+/* A reply of a translated flow (matched through its reply entry): the source becomes the
+ * frontend again (and for SNAT flows the destination the client). Returns 1 when translated,
+ * 0 when the packet is no reply of ours, or -(reason).
+ */
+static __always_inline int hl_lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
+{
+	const struct lb4_reverse_nat *nat;
+	struct ct4_key ct_key = {};
+	struct ct4_entry *ct;
+	__be32 new_saddr, client_addr = 0;
+	__be16 new_sport, client_port = 0;
+	__u16 rev_nat_index;
+	int ret;
+
+	hl_ct_key_reply(&ct_key, p);
+	ct = bpf_map_lookup_elem(&hl_ct4, &ct_key);
+	if (!ct)
+		return 0;
+	hl_ct_touch(ct, skb, p);
+	if (ct->flags & CT_ENTRY_F_DSR) {
+		new_saddr = ct->nat_addr;
+		new_sport = ct->nat_port;
+	} else {
+		rev_nat_index = ct->rev_nat_index;
+		nat = bpf_map_lookup_elem(&hl_lb4_revnat, &rev_nat_index);
+		if (!nat)
+			return -HL_DROP_REPLY_NAT;
+		new_saddr = nat->address;
+		new_sport = nat->port;
+	}
+	if (ct->flags & CT_ENTRY_F_SNAT) {
+		client_addr = ct->nat_addr;
+		client_port = ct->nat_port;
+	}
+
+	if (client_addr) {
+		ret = hl_rewrite_addr(skb, p, IP_DADDR_OFF, p->daddr, client_addr);
+		if (ret < 0)
+			return ret;
+		ret = hl_rewrite_port(skb, p, p->l4_off + offsetof(struct udphdr, dest), p->dport,
+				      client_port);
+		if (ret < 0)
+			return ret;
+	}
+	ret = hl_rewrite_addr(skb, p, IP_SADDR_OFF, p->saddr, new_saddr);
+	if (ret < 0)
+		return ret;
+	ret = hl_rewrite_port(skb, p, p->l4_off + offsetof(struct udphdr, source), p->sport,
+			      new_sport);
+	if (ret < 0)
+		return ret;
+	return 1;
+}
+
+/* Translate a packet to service `svc` (found under `key`): conntrack first (an established
+ * flow keeps its backend while the backend exists), then session affinity, then the
+ * service's algorithm. `external`: it arrived from outside the node, so a backend on another
+ * node needs SNAT or DSR (per the service's forwarding mode). Returns HL_XLATED (with
+ * *daddr_out the new destination, for routing), HL_REJECTED (*verdict set), or -(reason).
+ */
+static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct pkt4 *p,
+					    struct lb4_key *key, const struct lb4_service *svc,
+					    bool external, __be32 *daddr_out, int *verdict)
+{
+	const struct lb4_backend *backend = NULL;
+	struct ct4_key ct_key = {};
+	struct ct4_entry *ct, entry = {};
+	__u32 backend_id = 0;
+	__be32 node_ip = 0;
+	__be16 nat_port = 0;
+	int fwd = HL_FWD_LOCAL;
+	bool affinity;
+	int ret;
+
+	hl_ct_key_forward(&ct_key, p, CT_F_SERVICE);
+	ct = bpf_map_lookup_elem(&hl_ct4, &ct_key);
+	if (ct) {
+		backend_id = ct->backend_id;
+		backend = bpf_map_lookup_elem(&hl_lb4_backends, &backend_id);
+		if (backend) {
+			hl_ct_touch(ct, skb, p);
+			if (ct->flags & CT_ENTRY_F_SNAT) {
+				fwd = HL_FWD_SNAT;
+				node_ip = ct->nat_addr;
+				nat_port = ct->nat_port;
+			} else if (ct->flags & CT_ENTRY_F_DSR) {
+				fwd = HL_FWD_DSR;
+			}
+		}
+	}
+
+	if (!backend) {
+		if (svc->count == 0) {
+			hl_drop(HL_DROP_NO_BACKEND);
+			ret = hl_icmp_reject(skb, p);
+			if (ret < 0)
+				return ret;
+			*verdict = ret;
+			return HL_REJECTED;
+		}
+		affinity = svc->flags & SVC_FLAG_AFFINITY;
+		backend_id = affinity ? hl_lb4_affinity_backend(svc, p->saddr) : 0;
+		if (backend_id)
+			backend = bpf_map_lookup_elem(&hl_lb4_backends, &backend_id);
+		if (!backend) {
+			backend_id = hl_lb4_select_backend(key, svc, p);
+			backend = bpf_map_lookup_elem(&hl_lb4_backends, &backend_id);
+			if (!backend)
+				return -HL_DROP_BACKEND_MISSING;
+		}
+		if (affinity)
+			hl_lb4_update_affinity(svc, p->saddr, backend_id);
+
+		if (external && backend->node_local != BE_NODE_LOCAL) {
+			fwd = (svc->flags2 & SVC_FLAG_FWD_MODE_DSR) ? HL_FWD_DSR : HL_FWD_SNAT;
+			/* Only an option-less header gets the option: else fall back to SNAT. */
+			if (fwd == HL_FWD_DSR && p->l4_off - p->l3_off != sizeof(struct iphdr))
+				fwd = HL_FWD_SNAT;
+		}
+		if (fwd == HL_FWD_SNAT) {
+			node_ip = hl_node_ip();
+			if (!node_ip)
+				return -HL_DROP_NO_NODE_IP;
+			ret = hl_snat_claim(skb, p, backend, backend_id, svc->rev_nat_index,
+					    node_ip, &nat_port);
+			if (ret < 0)
+				return ret;
+		}
+
+		entry.last_seen_ns = bpf_ktime_get_ns();
+		entry.packets = 1;
+		entry.bytes = skb->len;
+		entry.backend_id = backend_id;
+		entry.rev_nat_index = svc->rev_nat_index;
+		if (fwd == HL_FWD_SNAT) {
+			entry.flags = CT_ENTRY_F_SNAT;
+			entry.nat_addr = node_ip;
+			entry.nat_port = nat_port;
+		} else if (fwd == HL_FWD_DSR) {
+			entry.flags = CT_ENTRY_F_DSR;
+		}
+		if (bpf_map_update_elem(&hl_ct4, &ct_key, &entry, BPF_ANY) < 0)
+			return -HL_DROP_CT_CREATE;
+		if (fwd == HL_FWD_LOCAL) {
+			/* The reply entry is keyed by the translated tuple. */
+			ct_key.daddr = backend->address;
+			ct_key.dport = backend->port;
+			ct_key.flags = CT_F_REPLY;
+			ret = hl_ct_create(&ct_key, skb, backend_id, svc->rev_nat_index);
+			if (ret < 0)
+				return ret;
+		}
+	}
+
+	*daddr_out = backend->address;
+	ret = hl_rewrite_addr(skb, p, IP_DADDR_OFF, p->daddr, backend->address);
+	if (ret < 0)
+		return ret;
+	ret = hl_rewrite_port(skb, p, p->l4_off + offsetof(struct udphdr, dest), p->dport,
+			      backend->port);
+	if (ret < 0)
+		return ret;
+	if (fwd == HL_FWD_SNAT) {
+		ret = hl_rewrite_addr(skb, p, IP_SADDR_OFF, p->saddr, node_ip);
+		if (ret < 0)
+			return ret;
+		ret = hl_rewrite_port(skb, p, p->l4_off + offsetof(struct udphdr, source),
+				      p->sport, nat_port);
+		if (ret < 0)
+			return ret;
+	} else if (fwd == HL_FWD_DSR) {
+		ret = hl_dsr_insert(skb, p->daddr, p->dport);
+		if (ret < 0)
+			return ret;
+	}
+	return HL_XLATED;
+}
+
+/* Send a translated packet straight to where the FIB says its destination is (bypassing the
+ * input route check that would reject a packet with our own source address); a local
+ * destination, or no route, goes up the stack as it is.
+ */
+static __always_inline int hl_fib_redirect(struct __sk_buff *skb, __be32 daddr, __u8 proto)
+{
+	struct bpf_fib_lookup fib = {};
+	__be32 saddr;
+	long ret;
+
+	if (bpf_skb_load_bytes(skb, IP_SADDR_OFF, &saddr, sizeof(saddr)) < 0)
+		return TC_ACT_OK;
+	fib.family = AF_INET;
+	fib.l4_protocol = proto;
+	fib.tot_len = skb->len - sizeof(struct ethhdr);
+	fib.ipv4_src = saddr;
+	fib.ipv4_dst = daddr;
+	fib.ifindex = skb->ifindex;
+	ret = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (ret == BPF_FIB_LKUP_RET_SUCCESS || ret == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	return TC_ACT_OK;
+}
+
+#endif /* HEXLANE_NAT_H */
