@@ -1,0 +1,111 @@
+"""The client-side rate limiter (`k8sClientRateLimit.qps/burst`):
+
+- the asyncio shell with an injected clock and sleep: a burst goes through, later requests
+  sleep exactly their token's delay, and every wait is recorded (histogram by method,
+  throttled counter) in the injected registry;
+- against the real apiserver: with qps=5, burst=10 (Cilium's defaults) 20 requests through
+  lightkube and the raw client take at least (20-10)/5 = 2 s, about 10 of them wait, and
+  `hexlane_k8s_client_rate_limiter_*` and `hexlane_k8s_client_api_calls_total` count them
+  (the informer's and elector's requests go through the same transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from k8s_helpers import ServerProcess
+from lightkube.resources.core_v1 import Namespace
+from prometheus_client import CollectorRegistry, generate_latest
+
+from hexlane.config import load_values
+from hexlane.k8s.client import make_client
+from hexlane.k8s.ratelimit import ClientMetrics, RateLimiter
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def test_waits_with_injected_clock_are_counted() -> None:
+    registry = CollectorRegistry()
+    fake = FakeTime()
+    limiter = RateLimiter(5, 10, metrics=ClientMetrics.for_registry(registry),
+                          clock=fake.clock, sleep=fake.sleep)
+    waits = [await limiter.wait("GET") for _ in range(12)]
+    assert waits[:10] == [0.0] * 10
+    # Each sleeper advanced the fake clock, so each later request waits one period.
+    assert waits[10:] == pytest.approx([0.2, 0.2])
+    assert fake.slept == pytest.approx([0.2, 0.2])
+    fake.now += 10  # the bucket refills
+    assert await limiter.wait("PUT") == 0.0
+    assert sample(registry, "hexlane_k8s_client_rate_limiter_throttled_requests_total",
+                  method="GET") == 2
+    assert sample(registry, "hexlane_k8s_client_rate_limiter_wait_seconds_count",
+                  method="GET") == 12
+    assert sample(registry, "hexlane_k8s_client_rate_limiter_wait_seconds_sum",
+                  method="GET") == pytest.approx(0.4)
+    assert sample(registry, "hexlane_k8s_client_rate_limiter_wait_seconds_count",
+                  method="PUT") == 1
+
+
+async def test_concurrent_waiters_queue_in_order() -> None:
+    # All reserve at the same instant (a clock that does not move, a sleep that only
+    # yields): each waits one period longer than the one before it.
+    limiter = RateLimiter(10, 1, clock=lambda: 5.0, sleep=lambda _s: asyncio.sleep(0))
+    waits = await asyncio.gather(*(limiter.wait() for _ in range(5)))
+    assert list(waits) == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+
+
+def test_metrics_are_shared_per_registry() -> None:
+    registry = CollectorRegistry()
+    assert ClientMetrics.for_registry(registry) is ClientMetrics.for_registry(registry)
+    assert ClientMetrics.for_registry(CollectorRegistry()) is not \
+        ClientMetrics.for_registry(registry)
+
+
+@pytest.mark.slow
+def test_qps5_burst10_throttles_real_requests(server: ServerProcess) -> None:
+    values, _ = load_values([], ["k8sClientRateLimit.qps=5", "k8sClientRateLimit.burst=10"])
+    registry = CollectorRegistry()
+
+    async def run() -> float:
+        async with make_client(values, server.kubeconfig, registry=registry) as client:
+            assert (client.limiter.qps, client.limiter.burst) == (5.0, 10)
+            start = time.monotonic()
+            for i in range(20):
+                if i % 2:
+                    await client.request("GET", "/api/v1/namespaces/default")
+                else:
+                    await client.lightkube.get(Namespace, "default")
+            return time.monotonic() - start
+
+    elapsed = asyncio.run(run())
+    assert elapsed >= 1.8, elapsed  # (20 - 10) / 5 s, less what refilled meanwhile
+    throttled = sample(registry, "hexlane_k8s_client_rate_limiter_throttled_requests_total",
+                       method="GET")
+    waited = sample(registry, "hexlane_k8s_client_rate_limiter_wait_seconds_sum",
+                    method="GET")
+    assert 8 <= throttled <= 10, throttled
+    assert 1.5 <= waited <= elapsed, (waited, elapsed)
+    assert sample(registry, "hexlane_k8s_client_rate_limiter_wait_seconds_count",
+                  method="GET") == 20
+    assert sample(registry, "hexlane_k8s_client_api_calls_total", method="GET",
+                  return_code="200") == 20
+    text = generate_latest(registry).decode()
+    assert "hexlane_k8s_client_rate_limiter_wait_seconds_bucket" in text
