@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import logging
@@ -134,14 +135,18 @@ def parse_field_selector(text: str, info: ResourceInfo) -> list[FieldRequirement
     return out
 
 
+# What a field selector sees for a field the object leaves out (Kubernetes' defaults).
+_FIELD_DEFAULTS = {"spec.unschedulable": "false", "spec.hostNetwork": "false"}
+
+
 def _field_value(obj: dict[str, Any], path: str) -> str:
     cur: Any = obj
     for part in path.split("."):
         if not isinstance(cur, dict):
-            return ""
+            return _FIELD_DEFAULTS.get(path, "")
         cur = cur.get(part)
     if cur is None:
-        return ""
+        return _FIELD_DEFAULTS.get(path, "")
     if isinstance(cur, bool):
         return "true" if cur else "false"
     if isinstance(cur, dict):
@@ -413,8 +418,9 @@ class ApiServer:
         if len(segs) == 2:
             index = {}
             for key, infos in gvs.items():
-                digest = abs(hash(tuple(sorted((i.plural, i.kind) for i in infos))))
-                index[key] = {"serverRelativeURL": f"/openapi/v3/{key}?hash={digest:X}"}
+                digest = hashlib.sha256(dumps(sorted((i.plural, i.kind, i.namespaced)
+                                                     for i in infos)).encode()).hexdigest()
+                index[key] = {"serverRelativeURL": f"/openapi/v3/{key}?hash={digest[:32]}"}
             return self._json({"paths": index})
         key = "/".join(segs[2:])
         if key not in gvs:
