@@ -71,11 +71,11 @@ def _duration(text: str, flag: str) -> float:
     return seconds
 
 
-def timing_from_args(args: argparse.Namespace) -> LeaseTiming:
-    duration = _duration(args.leader_election_lease_duration,
-                         "--leader-election-lease-duration")
-    renew = _duration(args.leader_election_renew_deadline, "--leader-election-renew-deadline")
-    retry = _duration(args.leader_election_retry_period, "--leader-election-retry-period")
+def build_timing(lease_duration: str, renew_deadline: str, retry_period: str) -> LeaseTiming:
+    """The lease timing from the three flags' texts, checked as client-go checks them."""
+    duration = _duration(lease_duration, "--leader-election-lease-duration")
+    renew = _duration(renew_deadline, "--leader-election-renew-deadline")
+    retry = _duration(retry_period, "--leader-election-retry-period")
     # client-go refuses these too (NewLeaderElector's checks).
     if renew >= duration:
         raise InputError(Problem("the renew deadline must be shorter than the lease duration",
@@ -103,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
             print(str(p), file=sys.stderr)
     if errors:
         raise InputError(errors)
-    timing = timing_from_args(args)
+    timing = build_timing(args.leader_election_lease_duration,
+                          args.leader_election_renew_deadline,
+                          args.leader_election_retry_period)
     if args.metrics_addr == "off":
         metrics_addr = None
     elif args.metrics_addr:

@@ -1,0 +1,154 @@
+"""The operator's parts without processes: the keyed write queue (latest write wins, per-object
+backoff 250 ms doubling, other objects not held up), the pure CiliumNode plan (stable CIDRs,
+intended CIDRs count as taken, deleted nodes released), the status merge patch (fields a
+Service lost are nulled), the parse cache, and the command line's address and lease flags."""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Network
+from typing import Any
+
+import pytest
+
+from hexlane.cli.cmd_operator import build_timing, parse_addr
+from hexlane.ipam.status import StatusWrite
+from hexlane.k8s.backoff import Backoff
+from hexlane.model.errors import InputError
+from hexlane.operator.lbipam import ParseCache, status_patch
+from hexlane.operator.podcidr import NodeAction, ciliumnode_cidr, plan_ciliumnodes
+from hexlane.operator.writer import WriteQueue
+
+POOL = [IPv4Network("10.42.0.0/16")]
+
+
+async def test_write_queue_retries_with_backoff_and_latest_write_wins() -> None:
+    attempts: list[tuple[str, int, float]] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    fail_a = 2
+
+    async def perform(key: str, value: int) -> None:
+        nonlocal fail_a
+        attempts.append((key, value, loop.time() - start))
+        if key == "a" and fail_a:
+            fail_a -= 1
+            raise RuntimeError("server unavailable")
+
+    queue: WriteQueue[str, int] = WriteQueue(
+        perform, workers=2, backoff=lambda: Backoff(initial=0.05, maximum=1.0))
+    queue.start()
+    try:
+        queue.put("a", 1)
+        queue.put("b", 1)
+        await asyncio.sleep(0.01)
+        queue.put("a", 2)  # replaces the failed write waiting for its retry
+        await asyncio.wait_for(queue.wait_idle(), 5)
+    finally:
+        await queue.stop()
+    a = [(v, t) for k, v, t in attempts if k == "a"]
+    b = [v for k, v, _ in attempts if k == "b"]
+    assert b == [1]  # b was not held up by a's failures
+    assert [v for v, _ in a] == [1, 2, 2]
+    # Backoff between a's attempts: 50 ms, then 100 ms.
+    assert a[1][1] - a[0][1] >= 0.045 and a[2][1] - a[1][1] >= 0.095
+    assert queue.failures == 2 and queue.done == 2
+
+
+async def test_write_queue_discard_drops_a_waiting_write() -> None:
+    done: list[str] = []
+
+    async def perform(key: str, _value: int) -> None:
+        done.append(key)
+        raise RuntimeError("always fails")
+
+    queue: WriteQueue[str, int] = WriteQueue(
+        perform, workers=1, backoff=lambda: Backoff(initial=0.05))
+    queue.start()
+    try:
+        queue.put("gone", 1)
+        await asyncio.sleep(0.02)
+        queue.discard("gone")
+        await asyncio.wait_for(queue.wait_idle(), 1)
+        await asyncio.sleep(0.1)
+    finally:
+        await queue.stop()
+    assert done == ["gone"] and len(queue) == 0
+
+
+def test_plan_creates_patches_and_deletes() -> None:
+    plan = plan_ciliumnodes(POOL, 24, {"a": "uid-a", "b": "uid-b", "c": "uid-c"},
+                            {"b": IPv4Network("10.42.7.0/24"), "c": None, "old": None})
+    assert plan.carve.assignments == {"a": IPv4Network("10.42.0.0/24"),
+                                      "b": IPv4Network("10.42.7.0/24"),
+                                      "c": IPv4Network("10.42.1.0/24")}
+    assert plan.actions == (NodeAction("create", "a", IPv4Network("10.42.0.0/24"), "uid-a"),
+                            NodeAction("patch", "c", IPv4Network("10.42.1.0/24")),
+                            NodeAction("delete", "old"))
+
+
+def test_plan_counts_intended_cidrs_as_taken() -> None:
+    # "b" was asked to take 10.42.0.0/24 and the API has not shown it yet: "a" (earlier by
+    # name, new) must not be given the same one.
+    plan = plan_ciliumnodes(POOL, 24, {"a": "", "b": ""}, {},
+                            intended={"b": IPv4Network("10.42.0.0/24")})
+    assert plan.carve.assignments == {"a": IPv4Network("10.42.1.0/24"),
+                                      "b": IPv4Network("10.42.0.0/24")}
+
+
+def test_plan_of_a_converged_cluster_is_empty() -> None:
+    existing = {"a": IPv4Network("10.42.3.0/24"), "b": IPv4Network("10.42.0.0/24")}
+    assert plan_ciliumnodes(POOL, 24, {"a": "", "b": ""}, existing).actions == ()
+
+
+def test_ciliumnode_cidr_reads_the_first_ipv4_cidr() -> None:
+    assert ciliumnode_cidr({"spec": {"ipam": {"podCIDRs": ["fd00::/64", "10.42.2.0/24"]}}}) \
+        == IPv4Network("10.42.2.0/24")
+    assert ciliumnode_cidr({"spec": {"ipam": {"podCIDRs": ["bogus"]}}}) is None
+    assert ciliumnode_cidr({}) is None
+
+
+def test_status_patch_nulls_what_a_service_lost() -> None:
+    lost = StatusWrite("Service", "ns", "web", "5", {"loadBalancer": {}})
+    assert status_patch(lost) == {"loadBalancer": {"ingress": None}, "conditions": None}
+    kept = StatusWrite("Service", "ns", "web", "5",
+                       {"loadBalancer": {"ingress": [{"ip": "10.0.0.100"}]},
+                        "conditions": [{"type": "t"}]})
+    assert status_patch(kept) == kept.status
+    pool = StatusWrite("CiliumLoadBalancerIPPool", "", "p", "3", {"conditions": []})
+    assert status_patch(pool) == {"conditions": []}
+
+
+def test_parse_cache_parses_once_per_resource_version_and_skips_bad_objects() -> None:
+    calls: list[str] = []
+
+    def parse(obj: dict[str, Any]) -> str:
+        calls.append(obj["metadata"]["name"])
+        if obj["metadata"]["name"] == "bad":
+            raise InputError([])
+        return f"{obj['metadata']['name']}@{obj['metadata']['resourceVersion']}"
+
+    cache = ParseCache("Thing", parse)
+
+    def obj(name: str, rv: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "resourceVersion": rv}}
+
+    assert cache.models([obj("a", "1"), obj("bad", "1")]) == ["a@1"]
+    assert cache.invalid == 1
+    assert cache.models([obj("a", "1"), obj("bad", "1")]) == ["a@1"]
+    assert calls == ["a", "bad"]
+    assert cache.models([obj("a", "2")]) == ["a@2"] and cache.invalid == 0
+
+
+def test_addresses_and_lease_flags() -> None:
+    assert parse_addr("0.0.0.0:9963") == ("0.0.0.0", 9963)
+    assert parse_addr(":9963") == ("", 9963)
+    assert parse_addr("[::1]:9963") == ("::1", 9963)
+    with pytest.raises(InputError):
+        parse_addr("9963")
+    timing = build_timing("15s", "10s", "2s")
+    assert (timing.duration, timing.renew_deadline, timing.retry_period) == (15, 10, 2)
+    with pytest.raises(InputError, match="renew deadline"):
+        build_timing("5s", "10s", "2s")
+    with pytest.raises(InputError, match="not a duration"):
+        build_timing("soon", "10s", "2s")
