@@ -1,0 +1,408 @@
+"""The agent's service side: programs Services into the eBPF load balancer, serves health.
+
+API for the agent daemon (construct once, drive from the informers):
+
+    lb = LbDatapath.load(bpf_root, table_size=values.maglev.table_size,
+                         hash_seed=values.maglev.hash_seed)
+    rec = ServiceReconciler(lb, node_name, values)     # ids recovered from the pinned maps
+    rec.attach(lan_ifnames=["eth0"], service_cidr="10.43.0.0/16")  # in the node's netns
+    report = rec.update(services, slices, nodes)      # sync; call it via asyncio.to_thread
+    ...                                                # again on every change (cheap: diffs)
+    rec.attach_pods()                                  # after a CNI ADD (attaches new lxc*)
+    health = HealthServers(rec, values.kube_proxy_replacement_healthz_bind_addr)
+    await health.start(); await health.sync()          # after each update; await health.stop()
+
+`update` computes `hexlane.lb.services.desired_state` and `apply`s it: new backends, reverse
+NAT entries and Maglev tables first, then the service entries (a service's slots before its
+slot 0), then what became stale (service entries, then backends and tables). It reads the
+maps' actual contents every time, so it converges after any restart; backend and service
+ids are recovered from the pinned maps at construction, so conntrack entries stay valid.
+Closing the agent leaves maps and programs pinned and attached: traffic keeps flowing
+through the last programmed state.
+
+Health: `/healthz` on `kubeProxyReplacementHealthzBindAddr` answers as kube-proxy's does
+(`{"lastUpdated", "currentTime"}`, 200 while the last sync succeeded, else 503), and every
+`externalTrafficPolicy: Local` Service with a `healthCheckNodePort` gets a listener answering
+`{"service":{"namespace","name"},"localEndpoints":N}` with `X-Load-Balancing-Endpoint-Weight`
+(200 when N > 0, else 503).
+
+Standalone (tests, experiments): `python -m hexlane.agent.services --bpf-root DIR --node NAME
+--manifests DIR [--values F] [--lan IFNAME]... [--service-cidr CIDR]` reconciles the YAML
+manifests in DIR (Services, EndpointSlices, Nodes) whenever they change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from hexlane.datapath import libbpf
+from hexlane.datapath.lbstate import MapContents, encode, recover_ids
+from hexlane.datapath.loader import (
+    PROGRAM_FROM_HOST,
+    PROGRAM_FROM_NETDEV,
+    PROGRAM_FROM_POD,
+    TC_HANDLE,
+    TC_PRIORITY,
+    LbDatapath,
+)
+from hexlane.datapath.reconcile import reconcile_map
+from hexlane.lb.services import (
+    DesiredState,
+    HealthCheck,
+    LbSettings,
+    desired_state,
+    node_addresses,
+    settings_from_values,
+)
+from hexlane.model.endpointslice import EndpointSlice
+from hexlane.model.node import Node
+from hexlane.model.service import Service
+
+log = logging.getLogger("hexlane.agent.services")
+
+HOST_DEVICE = "hexlane_host"
+POD_DEVICE_PREFIX = "lxc"
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    services: int
+    backends: int
+    updated: int
+    deleted: int
+    tables_written: int
+    seconds: float
+    problems: tuple[str, ...] = ()
+
+
+def _upsert(target: Any, pairs: Iterable[tuple[Any, Any]]) -> int:
+    """Write the entries that differ, delete nothing (the first half of a reconcile)."""
+    n = 0
+    for key, value in pairs:
+        current = target.lookup(key)
+        if current is None or bytes(current) != bytes(value):
+            target.update(key, value)
+            n += 1
+    return n
+
+
+class ServiceReconciler:
+    """Converges the pinned LB maps to the desired state (see the module docstring)."""
+
+    def __init__(self, datapath: LbDatapath, node_name: str, values: Any = None, *,
+                 settings: LbSettings | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        if settings is None:
+            if values is None:
+                raise ValueError("ServiceReconciler needs values or settings")
+            settings = settings_from_values(values)
+        self.datapath = datapath
+        self.node_name = node_name
+        self.settings = settings
+        self.clock = clock
+        m = datapath.maps
+        self.ids = recover_ids(m.services, m.backends)
+        # Tables written by this process; the first apply writes every one (a swap, harmless).
+        self._tables: dict[int, tuple[int, ...]] = {}
+        self.desired: DesiredState | None = None
+        self.last_updated: float | None = None  # wall clock of the last successful apply
+        self.last_error: str | None = None
+        self._attached_pods: set[int] = set()
+
+    # --- desired state -> maps ---------------------------------------------------------
+
+    def update(self, services: Iterable[Service], slices: Iterable[EndpointSlice],
+               nodes: Iterable[Node]) -> ApplyReport:
+        """Compute the desired state from these objects and apply it."""
+        nodes = list(nodes)
+        try:
+            desired = desired_state(services, slices, nodes, self.node_name, self.settings,
+                                    self.ids)
+            addresses = node_addresses(nodes, self.node_name)
+            self.datapath.set_node_ip(addresses[0] if addresses else None)
+            return self.apply(desired)
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+
+    def apply(self, desired: DesiredState) -> ApplyReport:
+        start = time.monotonic()
+        contents: MapContents = encode(desired)
+        m = self.datapath.maps
+        updated = _upsert(m.backends, contents.backends)
+        updated += _upsert(m.revnat, contents.revnat)
+        updated += _upsert(m.affinity_match, contents.affinity_match)
+        tables = 0
+        for sid, table in contents.maglev.items():
+            if self._tables.get(sid) != table:
+                self.datapath.set_maglev_table(sid, table)
+                self._tables[sid] = table
+                tables += 1
+        result = reconcile_map(m.services, contents.services)
+        updated += result.updated
+        deleted = result.deleted
+        for target, pairs in ((m.affinity_match, contents.affinity_match),
+                              (m.revnat, contents.revnat), (m.backends, contents.backends)):
+            deleted += reconcile_map(target, pairs).deleted
+        for raw in list(m.maglev.raw_keys()):
+            sid = int.from_bytes(raw, "little")
+            if sid not in contents.maglev:
+                m.maglev.delete(raw)
+                self._tables.pop(sid, None)
+                deleted += 1
+        self.ids = desired.ids
+        self.desired = desired
+        self.last_updated = self.clock()
+        self.last_error = None
+        for problem in desired.problems:
+            log.warning("%s", problem)
+        return ApplyReport(services=len(desired.services), backends=len(desired.backends),
+                           updated=updated, deleted=deleted, tables_written=tables,
+                           seconds=time.monotonic() - start, problems=desired.problems)
+
+    @property
+    def healthy(self) -> bool:
+        return self.last_updated is not None and self.last_error is None
+
+    # --- attach points (in the node's network namespace) -------------------------------
+
+    def _attach(self, ifindex: int, program: str, direction: str) -> None:
+        libbpf.tc_attach(ifindex, self.datapath.program_fd(program), direction,
+                         handle=TC_HANDLE, priority=TC_PRIORITY)
+
+    def attach(self, lan_ifnames: Sequence[str], service_cidr: str | None = None) -> list[str]:
+        """Attach to the LAN interfaces, hexlane_host (and route the service CIDR to it),
+        and every pod veth; returns what was attached. Safe to repeat (filters replaced)."""
+        done = []
+        for name in lan_ifnames:
+            self._attach(socket.if_nametoindex(name), PROGRAM_FROM_NETDEV, "ingress")
+            done.append(f"{name}:ingress")
+        try:
+            host = socket.if_nametoindex(HOST_DEVICE)
+        except OSError:
+            log.warning("no %s device: the node's own connections to ClusterIPs are not "
+                        "load-balanced", HOST_DEVICE)
+        else:
+            self._attach(host, PROGRAM_FROM_HOST, "egress")
+            done.append(f"{HOST_DEVICE}:egress")
+            if service_cidr:
+                subprocess.run(["ip", "route", "replace", service_cidr, "dev", HOST_DEVICE],
+                               check=True, capture_output=True)
+        done += self.attach_pods()
+        return done
+
+    def attach_pods(self) -> list[str]:
+        """Attach hl_from_pod to every pod veth (lxc*) not yet done by this process."""
+        done = []
+        for index, name in socket.if_nameindex():
+            if name.startswith(POD_DEVICE_PREFIX) and index not in self._attached_pods:
+                try:
+                    self._attach(index, PROGRAM_FROM_POD, "ingress")
+                except OSError as exc:  # the pod went away meanwhile
+                    log.info("attach to %s: %s", name, exc)
+                    continue
+                self._attached_pods.add(index)
+                done.append(f"{name}:ingress")
+        return done
+
+
+# --- health servers --------------------------------------------------------------------
+
+
+def go_time(ts: float) -> str:
+    """A time as Go's time.Time prints it (kube-proxy's healthz body uses that format)."""
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{dt.microsecond:06d}000 +0000 UTC"
+
+
+def healthz_response(last_updated: float | None, healthy: bool,
+                     now: float) -> tuple[int, dict[str, str]]:
+    """kube-proxy's /healthz answer: status and body."""
+    body = {"lastUpdated": go_time(last_updated) if last_updated else "",
+            "currentTime": go_time(now)}
+    return (200 if healthy else 503), body
+
+
+def node_port_health_response(check: HealthCheck) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The healthCheckNodePort answer: status, body, headers."""
+    body = {"service": {"namespace": check.namespace, "name": check.name},
+            "localEndpoints": check.local_endpoints}
+    headers = {"X-Load-Balancing-Endpoint-Weight": str(check.local_endpoints)}
+    return (200 if check.local_endpoints > 0 else 503), body, headers
+
+
+class HealthServers:
+    """`/healthz` on the configured address and one listener per healthCheckNodePort."""
+
+    def __init__(self, reconciler: ServiceReconciler, healthz: tuple[str, int] | None,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.reconciler = reconciler
+        self.healthz_addr = healthz
+        self.clock = clock
+        self._healthz: web.AppRunner | None = None
+        self._ports: dict[int, tuple[web.AppRunner, HealthCheck]] = {}
+
+    async def _serve(self, handler: Any, host: str, port: int) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        return runner
+
+    async def start(self) -> None:
+        if self.healthz_addr is not None:
+            host, port = self.healthz_addr
+            self._healthz = await self._serve(self._handle_healthz, host or "0.0.0.0", port)
+
+    async def _handle_healthz(self, request: web.Request) -> web.Response:
+        if request.path != "/healthz":
+            return web.Response(status=404, text="404 page not found\n")
+        status, body = healthz_response(self.reconciler.last_updated,
+                                        self.reconciler.healthy, self.clock())
+        return web.json_response(body, status=status)
+
+    async def sync(self) -> None:
+        """Open, update or close the healthCheckNodePort listeners to match the state."""
+        desired = self.reconciler.desired
+        wanted = {h.port: h for h in (desired.health_checks if desired else ())}
+        for port in [p for p in self._ports if p not in wanted]:
+            runner, _ = self._ports.pop(port)
+            await runner.cleanup()
+        for port, check in wanted.items():
+            if port in self._ports:
+                self._ports[port] = (self._ports[port][0], check)
+                continue
+
+            async def handler(_request: web.Request, port: int = port) -> web.Response:
+                status, body, headers = node_port_health_response(self._ports[port][1])
+                return web.json_response(body, status=status, headers=headers)
+
+            try:
+                runner = await self._serve(handler, "0.0.0.0", port)
+            except OSError as exc:
+                log.warning("healthCheckNodePort %d of %s/%s: %s", port, check.namespace,
+                            check.name, exc)
+                continue
+            self._ports[port] = (runner, check)
+
+    @property
+    def ports(self) -> list[int]:
+        return sorted(self._ports)
+
+    async def stop(self) -> None:
+        for runner, _ in self._ports.values():
+            await runner.cleanup()
+        self._ports.clear()
+        if self._healthz is not None:
+            await self._healthz.cleanup()
+            self._healthz = None
+
+
+# --- standalone driver -----------------------------------------------------------------
+
+
+def read_manifests(directory: Path) -> tuple[list[Service], list[EndpointSlice], list[Node]]:
+    """Services, EndpointSlices and Nodes from every *.yaml/*.json file in `directory`."""
+    import yaml  # the driver only; the daemon gets objects from its informers
+
+    services: list[Service] = []
+    slices: list[EndpointSlice] = []
+    nodes: list[Node] = []
+    for path in sorted(directory.iterdir()):
+        if path.suffix not in (".yaml", ".yml", ".json"):
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not isinstance(doc, dict):
+                continue
+            kind = doc.get("kind")
+            if kind == "Service":
+                services.append(Service.parse(doc, str(path)))
+            elif kind == "EndpointSlice":
+                slices.append(EndpointSlice.parse(doc, str(path)))
+            elif kind == "Node":
+                nodes.append(Node.parse(doc, str(path)))
+    return services, slices, nodes
+
+
+def _stamp(directory: Path) -> tuple[tuple[str, int], ...]:
+    return tuple((p.name, p.stat().st_mtime_ns) for p in sorted(directory.iterdir()))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from hexlane.config import load_values
+
+    values, problems = load_values([args.values] if args.values else [])
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        for problem in errors:
+            print(f"error: {problem}", flush=True)
+        return 2
+    lb = LbDatapath.load(args.bpf_root, table_size=values.maglev.table_size,
+                         hash_seed=values.maglev.hash_seed)
+    rec = ServiceReconciler(lb, args.node, values)
+    rec.attach(args.lan, args.service_cidr)
+    health = HealthServers(rec, values.kube_proxy_replacement_healthz_bind_addr)
+    await health.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    manifests = Path(args.manifests)
+    seen: tuple[tuple[str, int], ...] = ()
+    try:
+        while not stop.is_set():
+            stamp = _stamp(manifests)
+            if stamp != seen:
+                seen = stamp
+                try:
+                    report = rec.update(*read_manifests(manifests))
+                    await health.sync()
+                    print(json.dumps({"applied": report.services, "backends": report.backends,
+                                      "updated": report.updated, "deleted": report.deleted,
+                                      "seconds": round(report.seconds, 4)}), flush=True)
+                except Exception as exc:  # bad input: report, keep the last state
+                    print(json.dumps({"error": str(exc)}), flush=True)
+            rec.attach_pods()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+    finally:
+        await health.stop()
+        lb.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hexlane.agent.services",
+                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--bpf-root", default=os.environ.get("HEXLANE_BPF_ROOT",
+                                                             "/sys/fs/bpf/hexlane"))
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--manifests", required=True)
+    parser.add_argument("--values")
+    parser.add_argument("--lan", action="append", default=[])
+    parser.add_argument("--service-cidr")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    return asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,143 @@
+"""The load balancer's desired state as map entries, and reading ids back from the maps.
+
+`encode(desired)` turns `hexlane.lb.services.DesiredState` into the exact key/value pairs of
+every LB map (services with slots 1..n listed before their slot 0, so a reconciler writing
+them in order never lets a service point at a slot not yet written), the Maglev tables by
+service id, and the reverse NAT entries. `recover_ids(maps)` rebuilds the id allocations from
+what is pinned, so a restarted agent keeps every id (and conntrack stays valid).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from typing import Any
+
+from hexlane.datapath.maps import (
+    BE_NODE_LOCAL,
+    BE_NODE_REMOTE,
+    BE_STATE_ACTIVE,
+    BE_STATE_TERMINATING,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    LB_SELECTION_MAGLEV,
+    LB_SELECTION_RANDOM,
+    SVC_FLAG2_FWD_MODE_DSR,
+    SVC_FLAG2_INT_LOCAL,
+    SVC_FLAG2_TWO_SCOPES,
+    SVC_FLAG_AFFINITY,
+    SVC_FLAG_EXT_LOCAL,
+    SVC_FLAG_EXTERNAL_IP,
+    SVC_FLAG_LOADBALANCER,
+    SVC_FLAG_NODEPORT,
+    Lb4Backend,
+    Lb4Key,
+    Lb4ReverseNat,
+    Lb4Service,
+    LbAffinityMatch,
+    ip4,
+    ip4_str,
+    port16,
+    port_int,
+    service_master_value,
+)
+from hexlane.lb.services import (
+    EXTERNAL_IP,
+    LOAD_BALANCER,
+    NODE_PORT,
+    STATE_TERMINATING,
+    BackendKey,
+    DesiredState,
+    FrontendKey,
+    IdAllocations,
+    ServiceEntry,
+)
+
+PROTO_NUMBERS = {"TCP": IPPROTO_TCP, "UDP": IPPROTO_UDP}
+PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
+_TYPE_FLAGS = {NODE_PORT: SVC_FLAG_NODEPORT, LOAD_BALANCER: SVC_FLAG_LOADBALANCER,
+               EXTERNAL_IP: SVC_FLAG_EXTERNAL_IP}
+
+
+@dataclass(frozen=True)
+class MapContents:
+    """Every LB map's desired entries (ctypes keys and values; order matters in `services`)."""
+
+    services: list[tuple[Lb4Key, Lb4Service]]
+    backends: list[tuple[ctypes.c_uint32, Lb4Backend]]
+    revnat: list[tuple[ctypes.c_uint16, Lb4ReverseNat]]
+    affinity_match: list[tuple[LbAffinityMatch, ctypes.c_uint8]]
+    maglev: dict[int, tuple[int, ...]]
+
+
+def service_flags(entry: ServiceEntry) -> tuple[int, int]:
+    flags = _TYPE_FLAGS.get(entry.type, 0)
+    if entry.affinity_timeout_s:
+        flags |= SVC_FLAG_AFFINITY
+    if entry.ext_local and entry.type != "ClusterIP":
+        flags |= SVC_FLAG_EXT_LOCAL
+    flags2 = 0
+    if entry.int_local:
+        flags2 |= SVC_FLAG2_INT_LOCAL
+    if entry.two_scopes:
+        flags2 |= SVC_FLAG2_TWO_SCOPES
+    if entry.dsr:
+        flags2 |= SVC_FLAG2_FWD_MODE_DSR
+    return flags, flags2
+
+
+def lb4_key(fe: FrontendKey, slot: int = 0) -> Lb4Key:
+    return Lb4Key(address=ip4(fe.address), dport=port16(fe.port), backend_slot=slot,
+                  proto=PROTO_NUMBERS[fe.protocol], scope=fe.scope)
+
+
+def encode(desired: DesiredState) -> MapContents:
+    services: list[tuple[Lb4Key, Lb4Service]] = []
+    revnat: list[tuple[ctypes.c_uint16, Lb4ReverseNat]] = []
+    matches: list[tuple[LbAffinityMatch, ctypes.c_uint8]] = []
+    maglev: dict[int, tuple[int, ...]] = {}
+    for entry in desired.services:
+        for slot, bid in enumerate(entry.backend_ids, start=1):
+            services.append((lb4_key(entry.frontend, slot),
+                             Lb4Service(backend_id=bid, rev_nat_index=entry.id)))
+        flags, flags2 = service_flags(entry)
+        algorithm = LB_SELECTION_MAGLEV if entry.algorithm == "maglev" else LB_SELECTION_RANDOM
+        services.append((lb4_key(entry.frontend, 0),
+                         service_master_value(len(entry.backend_ids), entry.id, algorithm,
+                                              entry.affinity_timeout_s, flags, flags2)))
+        revnat.append((ctypes.c_uint16(entry.id),
+                       Lb4ReverseNat(address=ip4(entry.frontend.address),
+                                     port=port16(entry.frontend.port))))
+        if entry.affinity_timeout_s:
+            for bid in entry.backend_ids:
+                matches.append((LbAffinityMatch(backend_id=bid, rev_nat_id=entry.id),
+                                ctypes.c_uint8(1)))
+        if entry.maglev:
+            maglev[entry.id] = entry.maglev
+    backends = [
+        (ctypes.c_uint32(b.id),
+         Lb4Backend(address=ip4(b.address), port=port16(b.port),
+                    proto=PROTO_NUMBERS[b.protocol],
+                    flags=BE_STATE_TERMINATING if b.state == STATE_TERMINATING
+                    else BE_STATE_ACTIVE,
+                    node_local=BE_NODE_LOCAL if b.local else BE_NODE_REMOTE))
+        for b in sorted(desired.backends.values(), key=lambda b: b.id)
+    ]
+    return MapContents(services, backends, revnat, matches, maglev)
+
+
+def recover_ids(services_map: Any, backends_map: Any) -> IdAllocations:
+    """The ids the pinned maps use: frontend scope -> service id, backend -> backend id."""
+    ids = IdAllocations()
+    for key, value in services_map.iter_items():
+        if key.backend_slot != 0 or key.proto not in PROTO_NAMES:
+            continue
+        fe = FrontendKey(ip4_str(key.address), port_int(key.dport), PROTO_NAMES[key.proto],
+                         int(key.scope))
+        ids.services[fe] = int(value.rev_nat_index)
+    for key, value in backends_map.iter_items():
+        if value.proto not in PROTO_NAMES:
+            continue
+        bk = BackendKey(ip4_str(value.address), port_int(value.port), PROTO_NAMES[value.proto])
+        ids.backends[bk] = int(key.value)
+    return ids
