@@ -4,7 +4,8 @@ A real client no one here wrote: Debian's containerd 1.6 (its own root, state an
 temp dir) runs a busybox container from an OCI tarball built here (nothing pulled), with ctr
 inside a node namespace so that ctr's CNI calls wire the host side into that node. Pins down:
 the container gets a pod IP from the node's pod CIDR, reaches a pod on the other node (ping
-and TCP), and removing it (`--rm`) releases the IP through CNI DEL.
+and TCP), and removing it (`--rm`) releases the IP through CNI DEL; with the conflist at
+cniVersion 1.0.0 and at 0.4.0 (podman's CNI backend).
 
 ctr always reads /etc/cni/net.d and /opt/cni/bin: the test installs a uniquely named conflist
 (sorted first) and plugin link there and removes exactly those afterwards.
@@ -88,8 +89,9 @@ def build_busybox_oci(path: Path) -> None:
 class CniInstall:
     """A conflist and plugin link under /etc/cni/net.d and /opt/cni/bin, removed exactly."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: str = "1.0.0") -> None:
         tag = secrets.token_hex(3)
+        self.version = version
         self.plugin_type = f"hexlane-cni-test-{tag}"
         self.conf = CNI_CONF_DIR / f"00-hexlane-test-{tag}.conflist"
         self.link = CNI_BIN_DIR / self.plugin_type
@@ -106,7 +108,7 @@ class CniInstall:
             self.__exit__()
             pytest.skip(f"{CNI_CONF_DIR / first[0]} would be used by ctr instead of ours")
         self.link.symlink_to(PLUGIN)
-        self.conf.write_text(json.dumps({"cniVersion": "1.0.0", "name": "hexlane",
+        self.conf.write_text(json.dumps({"cniVersion": self.version, "name": "hexlane",
                                          "plugins": [{"type": self.plugin_type}]}))
         return self
 
@@ -206,20 +208,23 @@ def test_ctr_run_cni_container_reaches_a_pod_on_another_node(
     build_busybox_oci(image)
     base = tmp_path / "containerd"
     base.mkdir()
-    with CniInstall():
-        ctrd = Containerd(topo, "node1", base)
-        try:
-            ctrd.ctr("images", "import", str(image))
-            script = (f"ip -4 addr show eth0 | grep inet; ping -c1 -W3 {b1} && "
-                      f"printf 'GET /name HTTP/1.0\\r\\n\\r\\n' | nc {b1} 8080")
-            run = ctrd.ctr("run", "--rm", "--cni", IMAGE, "ctr-web-client", "sh", "-c",
-                           script, check=False, timeout=120)
-            assert run.returncode == 0, run.stdout + run.stderr
+    ctrd = Containerd(topo, "node1", base)
+    try:
+        ctrd.ctr("images", "import", str(image))
+        # 1.0.0 as our conflist says, and 0.4.0 as podman's CNI backend writes them.
+        for version in ("1.0.0", "0.4.0"):
+            with CniInstall(version):
+                script = (f"ip -4 addr show eth0 | grep inet; ping -c1 -W3 {b1} && "
+                          f"printf 'GET /name HTTP/1.0\\r\\n\\r\\n' | nc {b1} 8080")
+                run = ctrd.ctr("run", "--rm", "--cni", IMAGE,
+                               f"web-client-{version.replace('.', '-')}", "sh", "-c", script,
+                               check=False, timeout=120)
+            assert run.returncode == 0, (version, run.stdout + run.stderr)
             assert "inet 10.246.1." in run.stdout and "/32" in run.stdout
             assert "1 packets received" in run.stdout
             assert "pod-b1" in run.stdout
             # --rm removed the container: its CNI DEL released the IP and the veth.
             assert agents["node1"].get("/v1/endpoints") == []
             assert "lxc" not in netns.run(topo["node1"], ["ip", "link"]).stdout
-        finally:
-            ctrd.stop()
+    finally:
+        ctrd.stop()
