@@ -62,11 +62,12 @@ def test_one_leader_writes_and_the_other_takes_over(apiserver: Apiserver,
     apiserver.create(f"/api/v1/namespaces/{NS}/services", lb_service(NS, "before"))
     wait_for("before", lambda: satisfaction(apiserver, NS, "before") == (["10.3.0.0"],
                                                                          "satisfied"))
-    cidrs = wait_for("three CiliumNodes", lambda: (c := pod_cidrs(apiserver)) and len(c) == 3
-                     and all(c.values()) and c)
-    nets = [ipaddress.ip_network(v[0]) for v in cidrs.values()]
+    wait_for("three CiliumNodes", lambda: len(c := pod_cidrs(apiserver)) == 3
+             and all(c.values()))
+    cidrs = pod_cidrs(apiserver)
+    nets = [ipaddress.IPv4Network(v[0]) for v in cidrs.values()]
     assert len(set(nets)) == 3
-    assert all(n.prefixlen == 24 and n.subnet_of(ipaddress.ip_network("10.42.0.0/16"))
+    assert all(n.prefixlen == 24 and n.subnet_of(ipaddress.IPv4Network("10.42.0.0/16"))
                for n in nets)
     assert standby.metrics().get("hexlane_operator_is_leader") == 0
     assert writes(leader) > 0 and writes(standby) == 0
@@ -82,7 +83,8 @@ def test_one_leader_writes_and_the_other_takes_over(apiserver: Apiserver,
 
     # The new leader keeps every node's CIDR, gives a new node a free one, frees n2's.
     add_node(apiserver, "n4")
-    now = wait_for("n4's CiliumNode", lambda: (c := pod_cidrs(apiserver)).get("n4") and c)
+    wait_for("n4's CiliumNode", lambda: pod_cidrs(apiserver).get("n4"))
+    now = pod_cidrs(apiserver)
     assert {k: v for k, v in now.items() if k != "n4"} == cidrs
     assert now["n4"][0] not in {v[0] for v in cidrs.values()}
     code, _ = apiserver.request("DELETE", "/api/v1/nodes/n2")

@@ -32,7 +32,7 @@ def test_kill_9_while_creating_moves_no_ip(apiserver: Apiserver,
     wait_for("the operator to lead", lambda: first.metrics().get("hexlane_operator_is_leader"))
 
     names = [f"s{i:02d}" for i in range(COUNT)]
-    seen: dict[str, list[str]] = {}  # every IP list ever observed per Service
+    seen: dict[str, list[list[str]]] = {}  # every IP list ever observed per Service
 
     def observe() -> int:
         done = 0
