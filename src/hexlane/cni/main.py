@@ -15,7 +15,6 @@ then). Imports are the standard library only, since runtimes start the plugin fo
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -61,20 +60,44 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 # --- talking to the agent ---------------------------------------------------------------------
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, address: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._address = address
+def _connect(address: str, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._address)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+
+def _exchange(sock: socket.socket, method: str, path: str, payload: bytes | None
+              ) -> tuple[int, bytes]:
+    """One HTTP/1.1 request with `Connection: close`; the answer is read to the end.
+
+    Hand-written because http.client drags in the email package, which doubles the plugin's
+    start time; the agent's answers are plain JSON with a Content-Length, never chunked.
+    """
+    body = payload or b""
+    head = (f"{method} {path} HTTP/1.1\r\nHost: hexlane-agent\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    sock.sendall(head.encode() + body)
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    header, sep, data = raw.partition(b"\r\n\r\n")
+    status_line = header.split(b"\r\n", 1)[0].split()
+    if not sep or len(status_line) < 2 or not status_line[1].isdigit():
+        raise ValueError(f"not an HTTP response: {raw[:100]!r}")
+    for line in header.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            raise ValueError("chunked answers are not expected from the agent")
+    return int(status_line[1]), data
 
 
 def _netns_id() -> str:
@@ -93,28 +116,23 @@ def call_agent(state_dir: str, method: str, path: str, body: dict[str, Any] | No
         payload = json.dumps({**body, "callerNetns": _netns_id()}).encode()
     errors = []
     for address in ("\0" + ABSTRACT_NAME, os.path.join(state_dir, "agent.sock")):
-        conn = _UnixConnection(address, timeout)
         try:
-            conn.connect()
+            sock = _connect(address, timeout)
         except OSError as err:
             errors.append(f"{address.replace(chr(0), '@')}: {err.strerror or err}")
-            conn.close()
             continue
         try:
-            conn.request(method, path, body=payload,
-                         headers={"Content-Type": "application/json"})
-            response = conn.getresponse()
-            data = response.read()
+            status, data = _exchange(sock, method, path, payload)
         except TimeoutError:
             raise PluginError(ERR_TRY_AGAIN, "hexlane agent did not answer in time",
                               f"{method} {path} took over {timeout:.0f}s") from None
-        except (OSError, http.client.HTTPException) as err:
+        except (OSError, ValueError) as err:
             raise PluginError(ERR_TRY_AGAIN, "hexlane agent connection failed",
                               f"{method} {path}: {err}") from None
         finally:
-            conn.close()
+            sock.close()
         try:
-            return response.status, json.loads(data or b"{}")
+            return status, json.loads(data or b"{}")
         except ValueError:
             raise PluginError(ERR_IO, "hexlane agent sent a bad answer",
                               data[:200].decode(errors="replace")) from None
