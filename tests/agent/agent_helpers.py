@@ -1,0 +1,250 @@
+"""Helpers for agent tests: a small cluster in network namespaces with the real daemons.
+
+`Cluster` is a LAN bridge, a control-plane namespace running `hexlane apiserver` on the LAN
+(so node namespaces reach it as on a real cluster), node namespaces running `hexlane agent`
+through nsenter with their own state dir, bpf root and CNI directories, and a client outside
+the pod range. The test's own API calls go through a socket opened inside the cp namespace:
+nothing is ever added to the machine's own namespace. Everything has a unique name and is
+removed in finalizers, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hexlane.lab import netns
+from hexlane.lab.netns import Topology
+
+HEXLANE = [sys.executable, "-m", "hexlane.cli.main"]
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, BPF)")
+
+
+class Api:
+    """JSON over HTTPS to the apiserver, from a socket living in the cp namespace."""
+
+    def __init__(self, ns: str, kubeconfig: Path, ca: Path) -> None:
+        config = yaml.safe_load(kubeconfig.read_text())
+        server = config["clusters"][0]["cluster"]["server"]
+        host, _, port = server.split("://", 1)[1].rpartition(":")
+        self.ns, self.host, self.port = ns, host, int(port)
+        self.token = config["users"][0]["user"]["token"]
+        self.ctx = ssl.create_default_context(cafile=str(ca))
+
+    def request(self, method: str, path: str, body: Any = None,
+                content_type: str = "application/json") -> tuple[int, Any]:
+        raw = netns.run_in_netns(netns.netns_path(self.ns),
+                                 lambda: socket.create_connection((self.host, self.port), 10))
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=10)
+        conn.sock = self.ctx.wrap_socket(raw, server_hostname=self.host)
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = content_type
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            text = resp.read().decode()
+        finally:
+            conn.close()
+        return resp.status, json.loads(text) if text else None
+
+    def ok(self, method: str, path: str, body: Any = None,
+           content_type: str = "application/json") -> Any:
+        status, answer = self.request(method, path, body, content_type)
+        assert status < 300, (method, path, status, answer)
+        return answer
+
+    def merge(self, path: str, body: Any) -> Any:
+        return self.ok("PATCH", path, body, "application/merge-patch+json")
+
+
+class AgentProc:
+    """`hexlane agent` in a node namespace: start, wait for OK, stop or kill."""
+
+    def __init__(self, cluster: Cluster, node: str, values: Path) -> None:
+        self.cluster, self.node, self.values = cluster, node, values
+        base = cluster.tmp / node
+        self.state_dir = base / "state"
+        self.conf_dir = base / "net.d"
+        self.bin_dir = base / "bin"
+        self.bpf_root = cluster.bpffs / node
+        self.log = base / "agent.log"
+        self.proc: subprocess.Popen[Any] | None = None
+        base.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "HEXLANE_STATE_DIR": str(self.state_dir),
+                "HEXLANE_BPF_ROOT": str(self.bpf_root)}
+
+    def start(self) -> None:
+        argv = [*HEXLANE, "agent", "--node", self.node,
+                "--kubeconfig", str(self.cluster.kubeconfig), "--values", str(self.values),
+                "--state-dir", str(self.state_dir), "--bpf-root", str(self.bpf_root),
+                "--cni-conf-dir", str(self.conf_dir), "--cni-bin-dir", str(self.bin_dir),
+                "--sync-interval", "1s", "--metrics-addr", "127.0.0.1:9962"]
+        with open(self.log, "a") as log:
+            self.proc = self.cluster.topo.start(self.node, argv, stdout=log,
+                                                stderr=subprocess.STDOUT)
+
+    def hexlane(self, *args: str, check: bool = False, timeout: float = 30
+                ) -> subprocess.CompletedProcess[Any]:
+        """Run `hexlane ARGS` in this node's namespace with its state dir and bpf root."""
+        return netns.run(self.cluster.topo[self.node], [*HEXLANE, *args], check=check,
+                         env=self.env, timeout=timeout)
+
+    def wait_ok(self, timeout: float = 45) -> None:
+        deadline = time.monotonic() + timeout
+        out = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"agent {self.node} exited:\n{self.tail()}")
+            out = self.hexlane("status", "--brief")
+            if out.returncode == 0 and out.stdout.strip() == "OK":
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"agent {self.node} not OK: {out and out.stdout}\n{self.tail()}")
+
+    def status(self) -> dict[str, Any]:
+        out = self.hexlane("status", "-o", "json")
+        return dict(json.loads(out.stdout))
+
+    def tail(self) -> str:
+        return self.log.read_text()[-4000:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            netns.stop_process(self.proc, timeout=10)
+            self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+class Cluster:
+    """LAN + cp (apiserver) + nodes + client; see the module docstring."""
+
+    LAN = "10.81.0"
+    CLIENT = "10.81.0.2"
+    CP = "10.81.0.10"
+
+    def __init__(self, topo: Topology, tmp: Path, bpffs: Path) -> None:
+        self.topo, self.tmp, self.bpffs = topo, tmp, bpffs
+        self.agents: dict[str, AgentProc] = {}
+        topo.lan()
+        for role, ip in (("cp", self.CP), ("client", self.CLIENT)):
+            topo.add(role)
+            topo.plug("lan", role, f"{ip}/24")
+        data = tmp / "apiserver"
+        data.mkdir()
+        self.kubeconfig = data / "kubeconfig"
+        with open(data / "server.log", "ab") as log:
+            self.apiserver = topo.start("cp", [*HEXLANE, "apiserver", "--data-dir", str(data),
+                                               "--listen", f"{self.CP}:6443"],
+                                        stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not self.kubeconfig.exists():
+            assert self.apiserver.poll() is None, (data / "server.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "apiserver did not start"
+            time.sleep(0.05)
+        self.api = Api(topo["cp"], self.kubeconfig, data / "tls.crt")
+
+    def node_ip(self, index: int) -> str:
+        return f"{self.LAN}.{10 + index}"
+
+    def add_node(self, index: int) -> str:
+        """A node namespace on the LAN at .(10+index), and its Node object with InternalIP."""
+        name = f"node{index}"
+        self.topo.add(name)
+        self.topo.plug("lan", name, f"{self.node_ip(index)}/24")
+        self.create_node(name, self.node_ip(index))
+        return name
+
+    def create_node(self, name: str, ip: str, spec: Mapping[str, Any] | None = None) -> None:
+        self.api.ok("POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node",
+                                              "metadata": {"name": name},
+                                              "spec": dict(spec or {})})
+        self.api.merge(f"/api/v1/nodes/{name}/status",
+                       {"status": {"addresses": [{"type": "InternalIP", "address": ip},
+                                                 {"type": "Hostname", "address": name}]}})
+
+    def set_ciliumnode(self, name: str, cidr: str) -> None:
+        self.api.ok("POST", "/apis/cilium.io/v2/ciliumnodes", {
+            "apiVersion": "cilium.io/v2", "kind": "CiliumNode", "metadata": {"name": name},
+            "spec": {"ipam": {"podCIDRs": [cidr]}}})
+
+    def values(self, name: str, text: str) -> Path:
+        path = self.tmp / f"{name}.yaml"
+        path.write_text(text)
+        return path
+
+    def start_agent(self, node: str, values: Path) -> AgentProc:
+        agent = self.agents.get(node)
+        if agent is None or agent.values != values:
+            agent = AgentProc(self, node, values)
+            self.agents[node] = agent
+        agent.start()
+        return agent
+
+    def run(self, role: str, *argv: str, check: bool = True, timeout: float = 30
+            ) -> subprocess.CompletedProcess[Any]:
+        return netns.run(self.topo[role], list(argv), check=check, timeout=timeout)
+
+    def add_pod(self, node: str, name: str) -> str:
+        """A pod namespace wired through the installed conflist and plugin, as a runtime
+        does; returns the pod IP."""
+        agent = self.agents[node]
+        conflist = json.loads((agent.conf_dir / "05-hexlane.conflist").read_text())
+        plugin = conflist["plugins"][0]
+        config = {**plugin, "name": conflist["name"], "cniVersion": conflist["cniVersion"]}
+        ns = self.topo.add(name)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_PATH": str(agent.bin_dir),
+               "CNI_COMMAND": "ADD", "CNI_CONTAINERID": f"ctr-{name}",
+               "CNI_NETNS": netns.netns_path(ns), "CNI_IFNAME": "eth0",
+               "CNI_ARGS": f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}"}
+        out = netns.run(self.topo[node], [str(agent.bin_dir / plugin["type"])], check=False,
+                        input=json.dumps(config), env=env, timeout=60)
+        assert out.returncode == 0, (out.stdout, out.stderr, agent.tail())
+        result = json.loads(out.stdout)
+        return str(result["ips"][0]["address"].split("/")[0])
+
+    def ping(self, role: str, ip: str, count: int = 1) -> bool:
+        out = self.run(role, "busybox", "ping", "-c", str(count), "-W", "2", ip, check=False)
+        return out.returncode == 0
+
+    def stop(self) -> None:
+        for agent in self.agents.values():
+            agent.stop()
+
+
+def eventually(check: Any, timeout: float = 15.0, interval: float = 0.2) -> Any:
+    """Call `check` until it returns something truthy; fail with its last answer."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout}s; last: {last!r}")

@@ -1,0 +1,262 @@
+"""`hexlane agent`, `hexlane status` and `hexlane cleanup` for real, in network namespaces.
+
+Two node namespaces on a LAN bridge, the embedded apiserver in a cp namespace, agents started
+through nsenter with their own state dir, bpf root and CNI directories. Pins down, in order:
+
+- agents become healthy (`hexlane status --brief` prints OK in the node) once their Node and
+  CiliumNode exist, install the CNI config and plugin, and report IPAM, routing,
+  masquerading and their tc programs;
+- pods made through the installed plugin reach each other across nodes (native routing);
+- routes to another node's pod CIDR appear when its Node+CiliumNode appear and go with them;
+- `bpftool net` lists hexlane's programs; no iptables or nftables rule exists in any node;
+- pod to a client outside the native routing CIDR leaves with the node's IP (eBPF masquerade);
+- kill -9 and restart of an agent keeps existing pods connected, keeps their IPs, and new
+  pods come up;
+- `hexlane cleanup` (in the node) refuses while the agent runs, lists without --yes, and
+  leaves no hexlane link, route, pin or file, twice over;
+- tunnel mode with `ipam.mode: kubernetes` (Node spec.podCIDR): pods reach each other
+  across nodes through hexlane_vxlan.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from agent_helpers import Cluster, eventually
+
+from hexlane.lab import netns
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+POD_RANGE = "10.248.0.0/16"
+CIDRS = {"node1": "10.248.1.0/24", "node2": "10.248.2.0/24"}
+
+NATIVE = f"""
+routingMode: native
+autoDirectNodeRoutes: true
+ipv4NativeRoutingCIDR: {POD_RANGE}
+kubeProxyReplacement: true
+ipam:
+  mode: cluster-pool
+  operator:
+    clusterPoolIPv4PodCIDRList: ["{POD_RANGE}"]
+"""
+
+TUNNEL = f"""
+routingMode: tunnel
+ipv4NativeRoutingCIDR: {POD_RANGE}
+ipam:
+  mode: kubernetes
+"""
+
+# Answers every TCP connection with the peer's address.
+WHOAMI = r"""
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000)); s.listen(16)
+while True:
+    c, a = s.accept(); c.sendall(f"{a[0]}\n".encode()); c.close()
+"""
+
+ASK = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], 7000), timeout=3); print(s.recv(100).decode().strip())
+"""
+
+
+def routes(cluster: Cluster, node: str) -> str:
+    return str(cluster.run(node, "ip", "route", "show", "proto", "104").stdout)
+
+
+def links(cluster: Cluster, node: str) -> list[str]:
+    out = json.loads(cluster.run(node, "ip", "-j", "link", "show").stdout)
+    return [str(link["ifname"]) for link in out]
+
+
+@pytest.fixture(scope="module")
+def native(cluster: Cluster) -> Cluster:
+    values = cluster.values("native", NATIVE)
+    for i, node in ((1, "node1"), (2, "node2")):
+        cluster.add_node(i)
+        cluster.set_ciliumnode(node, CIDRS[node])
+        cluster.start_agent(node, values)
+    for node in ("node1", "node2"):
+        cluster.agents[node].wait_ok()
+    return cluster
+
+
+def test_agents_become_healthy_and_report(native: Cluster) -> None:
+    agent = native.agents["node1"]
+    status = agent.status()
+    assert status["health"] == {"ok": True, "reasons": []}
+    assert status["ipam"]["mode"] == "cluster-pool"
+    assert status["ipam"]["podCIDR"] == CIDRS["node1"]
+    assert status["ipam"]["routerIP"] == "10.248.1.1"
+    assert status["routing"]["mode"] == "native"
+    assert status["routing"]["autoDirectNodeRoutes"] is True
+    assert [n["name"] for n in status["routing"]["nodes"]] == ["node2"]
+    assert status["masquerading"]["enabled"] and status["masquerading"]["device"] == "eth0"
+    assert status["masquerading"]["nativeRoutingCIDR"] == POD_RANGE
+    programs = {(p["device"], p["direction"], p["name"])
+                for p in status["datapath"]["programs"]}
+    assert {("eth0", "egress", "hl_masq_egress"), ("eth0", "ingress", "hl_masq_ingress")} \
+        <= programs
+    assert status["kubernetes"]["reachable"] is True
+    assert all(i["synced"] for i in status["kubernetes"]["informers"].values())
+    assert status["kubeProxyReplacement"]["enabled"] is True
+    text = agent.hexlane("status").stdout
+    assert "Health:" in text and "OK" in text and "10.248.1.0/24" in text
+    # The CNI config and plugin are installed where the flags said.
+    conflist = json.loads((agent.conf_dir / "05-hexlane.conflist").read_text())
+    assert conflist["plugins"][0]["type"] == "hexlane-cni"
+    assert (agent.bin_dir / "hexlane-cni").stat().st_mode & 0o111
+    # Metrics on 127.0.0.1:9962 inside the node.
+    metrics = native.run("node1", sys.executable, "-c",
+                         "import urllib.request;print(urllib.request.urlopen("
+                         "'http://127.0.0.1:9962/metrics').read().decode())").stdout
+    assert "hexlane_endpoint " in metrics and "process_cpu_seconds_total" in metrics
+
+
+def test_pods_reach_each_other_across_nodes(native: Cluster) -> None:
+    a = native.add_pod("node1", "a")
+    b = native.add_pod("node2", "b")
+    assert a.startswith("10.248.1.") and b.startswith("10.248.2.")
+    assert native.ping("a", b, count=2)
+    assert native.ping("b", a)
+    assert "10.248.2.0/24 via 10.81.0.12" in routes(native, "node1")
+
+
+def test_routes_follow_nodes_and_ciliumnodes(native: Cluster) -> None:
+    native.create_node("node3", "10.81.0.13")
+    assert "10.248.3.0/24" not in routes(native, "node1")
+    native.set_ciliumnode("node3", "10.248.3.0/24")
+    eventually(lambda: "10.248.3.0/24 via 10.81.0.13" in routes(native, "node1"))
+    native.api.ok("DELETE", "/apis/cilium.io/v2/ciliumnodes/node3")
+    eventually(lambda: "10.248.3.0/24" not in routes(native, "node2"))
+    native.set_ciliumnode("node3", "10.248.3.0/24")
+    eventually(lambda: "10.248.3.0/24" in routes(native, "node2"))
+    native.api.ok("DELETE", "/api/v1/nodes/node3")
+    native.api.ok("DELETE", "/apis/cilium.io/v2/ciliumnodes/node3")
+    eventually(lambda: "10.248.3.0/24" not in routes(native, "node1")
+               and "10.248.3.0/24" not in routes(native, "node2"))
+
+
+def test_programs_listed_and_no_iptables_or_nftables_rules(native: Cluster) -> None:
+    for node in ("node1", "node2"):
+        net = native.run(node, "bpftool", "-j", "net", "show").stdout
+        assert "hl_masq_egress" in net and "hl_masq_ingress" in net
+        assert native.run(node, "nft", "list", "ruleset").stdout.strip() == ""
+        saved = native.run(node, "iptables-save").stdout
+        assert not [line for line in saved.splitlines() if line.startswith("-A")], saved
+
+
+def test_pod_to_outside_is_masqueraded(native: Cluster) -> None:
+    native.topo.start("client", [sys.executable, "-c", WHOAMI])
+    if "a" not in native.topo.namespaces:
+        native.add_pod("node1", "a")
+
+    def ask() -> str:
+        out = native.run("a", sys.executable, "-c", ASK, Cluster.CLIENT, check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    assert eventually(ask) == native.node_ip(1)
+
+
+def test_kill_and_restart_keeps_pods_connected(native: Cluster) -> None:
+    a = native.add_pod("node1", "ka")
+    b = native.add_pod("node2", "kb")
+    agent = native.agents["node1"]
+    agent.kill()
+    assert native.ping("ka", b), "traffic must flow while the agent is down"
+    native.start_agent("node1", agent.values)
+    agent.wait_ok()
+    assert native.ping("ka", b)
+    state = json.loads((agent.state_dir / "endpoints.json").read_text())
+    endpoints = {e["pod_name"]: e["ip"] for e in state["endpoints"]}
+    assert endpoints["ka"] == a
+    c = native.add_pod("node1", "kc")
+    assert c not in endpoints.values()
+    assert native.ping("kc", b)
+    # Killed again at a random moment of its start, it still comes back whole.
+    agent.kill()
+    native.start_agent("node1", agent.values)
+    time.sleep(0.3)
+    agent.kill()
+    native.start_agent("node1", agent.values)
+    agent.wait_ok()
+    assert native.ping("kc", a) and native.ping("ka", b)
+
+
+def hexlane_leftovers(cluster: Cluster, node: str) -> list[str]:
+    agent = cluster.agents[node]
+    left = [name for name in links(cluster, node)
+            if name.startswith(("hexlane_", "lxc"))]
+    left += [line for line in routes(cluster, node).splitlines() if line]
+    if "hl_" in cluster.run(node, "bpftool", "net", "show").stdout:
+        left.append("tc programs")
+    for path in (agent.state_dir, agent.bpf_root, agent.conf_dir / "05-hexlane.conflist",
+                 agent.bin_dir / "hexlane-cni"):
+        if path.exists():
+            left.append(str(path))
+    return left
+
+
+def test_cleanup_removes_everything(native: Cluster) -> None:
+    agent = native.agents["node2"]
+    refused = agent.hexlane("cleanup", "--yes", "--cni-conf-dir", str(agent.conf_dir),
+                            "--cni-bin-dir", str(agent.bin_dir))
+    assert refused.returncode == 1 and "agent is running" in refused.stderr
+    agent.stop()
+    assert hexlane_leftovers(native, "node2")
+    flags = ("--cni-conf-dir", str(agent.conf_dir), "--cni-bin-dir", str(agent.bin_dir))
+    dry = agent.hexlane("cleanup", *flags)
+    assert dry.returncode == 1 and "would remove link hexlane_host" in dry.stdout
+    assert "hexlane_host" in links(native, "node2")
+    done = agent.hexlane("cleanup", "--yes", *flags)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "removed tc eth0 egress hl_masq_egress" in done.stdout
+    assert hexlane_leftovers(native, "node2") == []
+    again = agent.hexlane("cleanup", "--yes", *flags)
+    assert again.returncode == 0 and "nothing of hexlane's here" in again.stdout
+    # The other node is untouched.
+    assert "hexlane_host" in links(native, "node1")
+
+
+def test_tunnel_mode_with_kubernetes_ipam(native: Cluster) -> None:
+    """Both agents re-installed in tunnel mode, pod CIDRs from Node spec.podCIDR."""
+    values = native.values("tunnel", TUNNEL)
+    for node in ("node1", "node2"):
+        agent = native.agents[node]
+        agent.stop()
+        out = agent.hexlane("cleanup", "--yes", "--cni-conf-dir", str(agent.conf_dir),
+                            "--cni-bin-dir", str(agent.bin_dir))
+        assert out.returncode == 0, out.stdout + out.stderr
+    for i, node in ((1, "node1"), (2, "node2")):
+        native.api.merge(f"/api/v1/nodes/{node}",
+                         {"spec": {"podCIDR": f"10.248.{10 + i}.0/24",
+                                   "podCIDRs": [f"10.248.{10 + i}.0/24"]}})
+        native.start_agent(node, values)
+    for node in ("node1", "node2"):
+        native.agents[node].wait_ok()
+    status = native.agents["node1"].status()
+    assert status["routing"]["mode"] == "tunnel"
+    assert status["ipam"] == {**status["ipam"], "mode": "kubernetes",
+                              "podCIDR": "10.248.11.0/24"}
+    assert "hexlane_vxlan" in links(native, "node1")
+    a = native.add_pod("node1", "ta")
+    b = native.add_pod("node2", "tb")
+    assert a.startswith("10.248.11.") and b.startswith("10.248.12.")
+    assert native.ping("ta", b, count=2)
+    assert "10.248.12.0/24 via 10.248.12.1 dev hexlane_vxlan" in routes(native, "node1")
+
+
+def test_nothing_left_in_the_machine(native: Cluster) -> None:
+    """The tests never touched the machine's own namespace (no hexlane link appears there)."""
+    ours = [p for p in Path("/sys/class/net").iterdir()
+            if p.name.startswith(("hexlane_", "lxc"))]
+    assert ours == []
+    assert all(netns.exists(n) for n in native.topo.created)
