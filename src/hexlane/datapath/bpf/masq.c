@@ -12,13 +12,18 @@
  * ICMP echo is translated too, its identifier standing for the port (source side on the echo
  *   request going out, destination side on the reply coming back), so pods can ping out.
  * Everything else passes untouched, also malformed packets and fragments: judging them is not
- * this program's job.
+ * this program's job. The programs sit behind the load balancer's (tc priority 2 after 1),
+ * which hands on what it does not translate.
  *
  * Self-contained on purpose: parse.h/csum.h/drop.h pull in hexlane_maps.h, whose pinned maps
  * (the Maglev map-in-map among them, sized at build time) this object must not create.
  */
 #include "common.h"
 #include "masq.h"
+
+/* Every packet not dropped goes on to the next filter (and, after the last, on its way), so
+ * programs attached behind ours still see it. */
+#define MASQ_PASS TC_ACT_UNSPEC
 
 #define IP_CSUM_OFF   (sizeof(struct ethhdr) + offsetof(struct iphdr, check))
 #define IP_SADDR_OFF  (sizeof(struct ethhdr) + offsetof(struct iphdr, saddr))
@@ -198,12 +203,12 @@ int hl_masq_egress(struct __sk_buff *skb)
 	__u32 zero = 0;
 
 	if (!masq_parse(skb, &p, ICMP_ECHO))
-		return TC_ACT_OK;
+		return MASQ_PASS;
 	cfg = bpf_map_lookup_elem(&hl_masq4_config, &zero);
 	if (!cfg || !cfg->enabled)
-		return TC_ACT_OK;
+		return MASQ_PASS;
 	if ((p.saddr & cfg->pod_mask) != cfg->pod_net || masq_exempt(p.daddr))
-		return TC_ACT_OK;
+		return MASQ_PASS;
 
 	key.saddr = p.saddr;
 	key.daddr = p.daddr;
@@ -227,7 +232,7 @@ int hl_masq_egress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	masq_count(MASQ_STAT_EGRESS);
-	return TC_ACT_OK;
+	return MASQ_PASS;
 }
 
 SEC("tc")
@@ -240,10 +245,10 @@ int hl_masq_ingress(struct __sk_buff *skb)
 	__u32 zero = 0;
 
 	if (!masq_parse(skb, &p, ICMP_ECHOREPLY))
-		return TC_ACT_OK;
+		return MASQ_PASS;
 	cfg = bpf_map_lookup_elem(&hl_masq4_config, &zero);
 	if (!cfg || !cfg->enabled || p.daddr != cfg->node_ip)
-		return TC_ACT_OK;
+		return MASQ_PASS;
 
 	key.saddr = p.saddr;
 	key.daddr = p.daddr;
@@ -253,7 +258,7 @@ int hl_masq_ingress(struct __sk_buff *skb)
 	key.dir = SNAT_DIR_INGRESS;
 	nat = bpf_map_lookup_elem(&hl_snat4, &key);
 	if (!nat)
-		return TC_ACT_OK;
+		return MASQ_PASS;
 	nat->last_seen_ns = bpf_ktime_get_ns();
 	if (masq_rewrite(skb, &p, IP_DADDR_OFF, p.daddr, nat->to_addr,
 			 p.dport_off, p.dport, nat->to_port) < 0) {
@@ -261,7 +266,7 @@ int hl_masq_ingress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	masq_count(MASQ_STAT_INGRESS);
-	return TC_ACT_OK;
+	return MASQ_PASS;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";
