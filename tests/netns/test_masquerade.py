@@ -3,11 +3,11 @@
 A LAN with two nodes (agents with `--masquerade-device eth0`, ipv4NativeRoutingCIDR set to the
 pod range) and a client that knows nothing of pod CIDRs. Pins down: a pod's TCP and UDP flows
 to the client leave with the node's IP and a NAT port in 61000-65535, and the replies find
-their way back to the pod; so do ICMP echos (ping); pod to pod across nodes and pod to another node's IP keep the pod's
-own source address; the NAT state and counters are visible in the agent's status; the programs
-show in `bpftool net` and no iptables/nftables rule exists in the node; masquerading keeps
-working across an agent restart (pinned maps, filters left attached); the ctypes mirrors match
-the object's BTF.
+their way back to the pod, and so do ICMP echos (ping); pod to pod across nodes and pod to
+another node's IP keep the pod's own source address; the NAT state and counters are visible
+in the agent's status; the programs show in `bpftool net` and no iptables/nftables rule
+exists in the node; masquerading keeps working across an agent restart (pinned maps, filters
+left attached); the ctypes mirrors match the object's BTF.
 """
 
 from __future__ import annotations
