@@ -21,6 +21,7 @@ through nsenter with their own state dir, bpf root and CNI directories. Pins dow
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -170,11 +171,17 @@ def test_kill_and_restart_keeps_pods_connected(native: Cluster) -> None:
     a = native.add_pod("node1", "ka")
     b = native.add_pod("node2", "kb")
     agent = native.agents["node1"]
+    # Every route change in node1 while the agent dies and comes back.
+    monitor = native.topo.start("node1", ["ip", "monitor", "route"], stdout=subprocess.PIPE,
+                                text=True)
     agent.kill()
     assert native.ping("ka", b), "traffic must flow while the agent is down"
     native.start_agent("node1", agent.values)
     agent.wait_ok()
     assert native.ping("ka", b)
+    monitor.terminate()
+    changes = monitor.communicate(timeout=10)[0]
+    assert "10.248.2.0/24" not in changes, "the route to node2 must stay in place"
     state = json.loads((agent.state_dir / "endpoints.json").read_text())
     endpoints = {e["pod_name"]: e["ip"] for e in state["endpoints"]}
     assert endpoints["ka"] == a

@@ -19,8 +19,9 @@
 What a restart relies on: the endpoint manager re-reads endpoints and IP allocations from the
 state dir; pinned maps, attached tc programs, veths and routes stay in the kernel when the
 agent stops (SIGTERM) or dies (SIGKILL), so traffic keeps flowing; the node's IP and pod CIDR
-are remembered in `$STATE_DIR/node.json`, so a restarted agent serves the CNI plugin at once,
-before the API server answers. Each controller converges from the cluster's state.
+and the peers it routed are remembered in `$STATE_DIR/node.json`, so a restarted agent serves
+the CNI plugin at once, before the API server answers, and its first reconcile keeps every
+route in place. Each controller converges from the cluster's state.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -109,6 +110,8 @@ class Agent:
         self.node_changed = asyncio.Event()
         self.last_event: float | None = None
         self.local: NodeRouting | None = None
+        self.peers: list[NodeRouting] = []
+        self._remembered_data: dict[str, Any] | None = None
         self.waiting_for = "the agent to start"
         self.device = ""
         self.manager: EndpointManager | None = None
@@ -154,24 +157,27 @@ class Agent:
         self.waiting_for = found.waiting_for
         return found.routing
 
-    def _remembered(self) -> NodeRouting | None:
-        """The node facts a previous run of this agent learnt (None when absent or foreign)."""
+    def _remembered(self) -> tuple[NodeRouting | None, list[NodeRouting]]:
+        """This node and the other nodes as a previous run of this agent last knew them
+        (None and [] when absent or written for another node)."""
         try:
             data = json.loads((self.config.state_dir / NODE_FILE).read_text())
             if data.get("node") != self.config.node:
-                return None
-            return NodeRouting(self.config.node, IPv4Address(data["nodeIP"]),
-                               tuple(IPv4Network(c) for c in data["podCIDRs"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+                return None, []
+            nodes = [_routing_from_dict(d) for d in [data, *data.get("peers", [])]]
+            return nodes[0], nodes[1:]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None, []
 
-    def _remember(self, local: NodeRouting) -> None:
-        write_json_atomic(self.config.state_dir / NODE_FILE, {
-            "node": local.name, "nodeIP": str(local.node_ip),
-            "podCIDRs": [str(c) for c in local.pod_cidrs]})
+    def _remember(self, local: NodeRouting, peers: Sequence[NodeRouting]) -> None:
+        """Keep this node's facts and the routed peers, so a restart routes at once."""
+        data = {**_routing_to_dict(local), "peers": [_routing_to_dict(p) for p in peers]}
+        if data != self._remembered_data:
+            write_json_atomic(self.config.state_dir / NODE_FILE, data)
+            self._remembered_data = data
 
     async def _wait_for_local_node(self, stop: asyncio.Event) -> NodeRouting | None:
-        remembered = self._remembered()
+        remembered, self.peers = self._remembered()
         if remembered is not None:
             log.info("node %s: %s, pod CIDR %s (remembered; checked against the API later)",
                      remembered.name, remembered.node_ip,
@@ -219,7 +225,9 @@ class Agent:
                 self.problems.append(f"node {self.local.name} is now {current.node_ip} with "
                                      f"pod CIDR {', '.join(map(str, current.pod_cidrs))}; "
                                      "this agent serves the old ones until it restarts")
-            report = await manager.set_nodes(n for n in nodes if n.name != self.local.name)
+            self.peers = [n for n in nodes if n.name != self.local.name]
+            report = await manager.set_nodes(self.peers)
+            self._remember(self.local, self.peers)
         else:
             report = await manager.reconcile()  # local routes from what we know
         if report.failed:
@@ -388,6 +396,9 @@ class Agent:
         self.manager = EndpointManager(self.config.state_dir, local, settings,
                                        masquerade=masq,
                                        allow_host_netns=self.config.host_namespace)
+        # The peers a previous run routed: the first reconcile keeps their routes instead of
+        # dropping them until the informers sync (connections to other nodes would stall).
+        self.manager.nodes = tuple(sorted(self.peers))
         await self.manager.start()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -403,7 +414,7 @@ class Agent:
             if local is None:
                 return
             self.local = local
-            self._remember(local)
+            self._remember(local, self.peers)
             await self._start_datapath(local)
             app = web.Application()
             app.router.add_get("/v1/status", self._status_handler)
@@ -434,6 +445,16 @@ class Agent:
         if self.manager is None:
             raise RuntimeError("endpoint manager not started")
         return self.manager
+
+
+def _routing_to_dict(node: NodeRouting) -> dict[str, Any]:
+    return {"node": node.name, "nodeIP": str(node.node_ip),
+            "podCIDRs": [str(c) for c in node.pod_cidrs]}
+
+
+def _routing_from_dict(data: Mapping[str, Any]) -> NodeRouting:
+    return NodeRouting(str(data["node"]), IPv4Address(data["nodeIP"]),
+                       tuple(IPv4Network(c) for c in data["podCIDRs"]))
 
 
 async def run_agent(config: AgentConfig) -> int:

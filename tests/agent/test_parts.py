@@ -1,0 +1,91 @@
+"""Small parts of the agent on their own: controllers' health record and the CNI install.
+
+Pins down: a controller counts successes and failures, keeps the last error, is healthy only
+after a success with no failure since, and runs again when triggered and on its interval;
+the CNI config and plugin wrapper are written once (a second install changes nothing), put
+back when removed, the wrapper runs the real plugin, and cleanup recognises only what hexlane
+made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from hexlane.agent import cniconf
+from hexlane.agent.controllers import Controller
+
+
+async def test_controller_records_failures_and_recovers() -> None:
+    outcomes = [RuntimeError("first"), None, ValueError("later")]
+    clock = iter(range(100))
+
+    async def step() -> None:
+        err = outcomes.pop(0)
+        if err is not None:
+            raise err
+
+    ctrl = Controller("c", step, interval=60, clock=lambda: float(next(clock)))
+    assert not ctrl.healthy
+    assert await ctrl.run_once() is False
+    assert ctrl.status()["lastError"] == "RuntimeError: first" and not ctrl.healthy
+    assert await ctrl.run_once() is True
+    assert ctrl.healthy and ctrl.consecutive_failures == 0
+    assert await ctrl.run_once() is False
+    status = ctrl.status()
+    assert (status["successes"], status["failures"], status["consecutiveFailures"]) == (1, 2, 1)
+    assert status["lastSuccess"] == 1.0 and status["lastFailure"] == 2.0
+
+
+async def test_controller_runs_on_trigger_and_interval() -> None:
+    runs = 0
+
+    async def step() -> None:
+        nonlocal runs
+        runs += 1
+
+    ctrl = Controller("c", step, interval=0.05)
+    ctrl.start()
+    await asyncio.sleep(0.22)
+    assert runs >= 3  # the first run and at least two interval runs
+    slow = Controller("s", step, interval=60)
+    before = runs
+    slow.start()
+    await asyncio.sleep(0.02)
+    slow.trigger()
+    await asyncio.sleep(0.02)
+    await ctrl.stop()
+    await slow.stop()
+    assert runs >= before + 2  # slow's first run and its triggered one
+
+
+def test_cni_install_is_idempotent_and_repairs(tmp_path: Path) -> None:
+    conf, bin_dir, state = tmp_path / "net.d", tmp_path / "bin", tmp_path / "state"
+    changed = cniconf.install(conf, bin_dir, state)
+    assert sorted(changed) == sorted([str(bin_dir / "hexlane-cni"),
+                                      str(conf / "05-hexlane.conflist")])
+    assert cniconf.install(conf, bin_dir, state) == []
+    data = json.loads((conf / "05-hexlane.conflist").read_text())
+    assert data["plugins"] == [{"type": "hexlane-cni", "stateDir": str(state)}]
+    (conf / "05-hexlane.conflist").unlink()
+    assert cniconf.install(conf, bin_dir, state) == [str(conf / "05-hexlane.conflist")]
+    # The wrapper runs the real plugin: VERSION answers without an agent.
+    out = subprocess.run([str(bin_dir / "hexlane-cni")], input="{}", capture_output=True,
+                         text=True, env={**os.environ, "CNI_COMMAND": "VERSION"}, timeout=30)
+    assert out.returncode == 0 and "1.0.0" in json.loads(out.stdout)["supportedVersions"]
+    assert cniconf.installed_files(conf, bin_dir) == [conf / "05-hexlane.conflist",
+                                                      bin_dir / "hexlane-cni"]
+
+
+def test_cleanup_leaves_foreign_plugins(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "hexlane-cni").write_text("#!/bin/sh\necho someone else's\n")
+    assert not cniconf.is_our_plugin(bin_dir / "hexlane-cni")
+    assert cniconf.installed_files(tmp_path / "none", bin_dir) == []
+    (bin_dir / "hexlane-cni").unlink()
+    (bin_dir / "hexlane-cni").symlink_to("/usr/local/bin/hexlane-cni")
+    assert cniconf.is_our_plugin(bin_dir / "hexlane-cni")

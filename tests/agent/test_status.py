@@ -1,0 +1,94 @@
+"""The agent's health verdict and its readable status (pure, from the status document).
+
+Pins down: a complete, fresh document is healthy; each way of being unhealthy (manager not
+started, an expected program not attached, an informer not synced, the API server
+unreachable, a stale or missing sync, a failing controller) gives its own reason; the text
+rendering shows the lines `cilium status` users look for.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from hexlane.agent.status import brief, format_status, health
+
+NOW = 1_000_000.0
+
+
+def healthy_doc() -> dict[str, Any]:
+    return {
+        "node": "node1", "now": NOW, "syncInterval": 10.0, "lastSync": NOW - 2,
+        "kubeProxyReplacement": {"enabled": True, "note": ""},
+        "kubernetes": {"server": "https://10.0.0.10:6443", "reachable": True, "error": "",
+                       "lastContact": NOW - 1, "lastEvent": NOW - 5,
+                       "informers": {"nodes": {"synced": True}, "pods": {"synced": True}}},
+        "ipam": {"mode": "cluster-pool", "source": "CiliumNode spec.ipam.podCIDRs",
+                 "podCIDR": "10.42.1.0/24", "routerIP": "10.42.1.1", "allocated": 3,
+                 "capacity": 253},
+        "routing": {"mode": "native", "autoDirectNodeRoutes": True, "endpointRoutes": True,
+                    "hostDevice": "hexlane_host",
+                    "nodes": [{"name": "node2", "nodeIP": "10.0.0.12",
+                               "podCIDRs": ["10.42.2.0/24"]}]},
+        "masquerading": {"enabled": True, "device": "eth0", "nativeRoutingCIDR": "10.42.0.0/16"},
+        "datapath": {"expected": [{"device": "eth0", "direction": "egress",
+                                   "name": "hl_masq_egress"}],
+                     "programs": [{"device": "eth0", "direction": "egress",
+                                   "name": "hl_masq_egress", "id": 7}]},
+        "endpointManager": {"started": True, "endpoints": 3},
+        "controllers": [{"name": "routes", "healthy": True, "consecutiveFailures": 0,
+                         "lastError": ""}],
+    }
+
+
+def test_complete_document_is_healthy() -> None:
+    assert health(healthy_doc()) == []
+    assert brief(healthy_doc()) == (True, [])
+
+
+def _set(doc: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node = doc
+    for p in parents:
+        node = node[p]
+    node[last] = value
+
+
+@pytest.mark.parametrize(("path", "value", "reason"), [
+    ("endpointManager.started", False, "endpoint manager not started"),
+    ("datapath.programs", [], "hl_masq_egress not attached at tc egress of eth0"),
+    ("kubernetes.informers.pods.synced", False, "not synced yet: pods"),
+    ("kubernetes.reachable", False, "API server https://10.0.0.10:6443 unreachable"),
+    ("lastSync", NOW - 31, "last sync 31s ago"),
+    ("lastSync", None, "no routing sync yet"),
+    ("controllers", [{"name": "routes", "consecutiveFailures": 2, "lastError": "boom"}],
+     "controller routes failing: boom"),
+    ("datapath.error", "tc query failed: x", "datapath: tc query failed: x"),
+])
+def test_each_problem_has_its_reason(path: str, value: Any, reason: str) -> None:
+    doc = copy.deepcopy(healthy_doc())
+    _set(doc, path, value)
+    reasons = health(doc)
+    assert len(reasons) == 1 and reason in reasons[0], reasons
+
+
+def test_sync_just_inside_the_window_is_fine() -> None:
+    doc = healthy_doc()
+    doc["lastSync"] = NOW - 29.9
+    assert health(doc) == []
+
+
+def test_text_shows_the_usual_lines() -> None:
+    text = format_status(healthy_doc())
+    for expected in ("KubeProxyReplacement:", "True", "Kubernetes:", "Ok",
+                     "10.42.1.0/24 (from CiliumNode spec.ipam.podCIDRs)", "3/253 allocated",
+                     "Network: Native", "autoDirectNodeRoutes: Enabled",
+                     "node node2 10.0.0.12", "BPF   [eth0]   10.42.0.0/16",
+                     "eth0 tc egress: hl_masq_egress (id 7)", "Endpoints:", "1/1 healthy",
+                     "Last sync:", "2.0s ago", "Health:"):
+        assert expected in text, expected
+    doc = healthy_doc()
+    doc["kubernetes"]["reachable"] = False
+    assert "Not healthy" in format_status(doc) and "Unreachable" in format_status(doc)
