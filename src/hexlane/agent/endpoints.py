@@ -274,14 +274,20 @@ class EndpointManager:
             data = json.loads(self.state_path.read_text())
         except FileNotFoundError:
             return
-        if data.get("format") != STATE_FORMAT:
-            raise RuntimeError(f"{self.state_path}: unknown state format {data.get('format')!r}")
-        self.allocator = PodIPAllocator.from_dict(data["allocator"], cidr=self.pod_cidr)
-        for raw in data.get("endpoints", []):
-            ep = Endpoint.from_dict(raw)
-            self.endpoints[ep.owner] = ep
-            # The endpoint's IP is the truth even if the allocator record was lost.
-            self.allocator.claim(ep.owner, ep.ip)
+        except ValueError as err:
+            raise RuntimeError(f"{self.state_path}: not JSON ({err}); the agent will not "
+                               "guess which pod IPs are taken: repair or remove it") from None
+        try:
+            if data.get("format") != STATE_FORMAT:
+                raise ValueError(f"unknown state format {data.get('format')!r}")
+            self.allocator = PodIPAllocator.from_dict(data["allocator"], cidr=self.pod_cidr)
+            for raw in data.get("endpoints", []):
+                ep = Endpoint.from_dict(raw)
+                self.endpoints[ep.owner] = ep
+                # The endpoint's IP is the truth even if the allocator record was lost.
+                self.allocator.claim(ep.owner, ep.ip)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise RuntimeError(f"{self.state_path}: unreadable state ({err!r})") from None
 
     def _save(self) -> None:
         write_json_atomic(self.state_path, {
