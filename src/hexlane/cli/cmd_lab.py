@@ -1,0 +1,186 @@
+"""`hexlane lab up|down|status|exec|kubectl|kill|revive --name NAME ...`: a whole homelab
+cluster in network namespaces on this machine (see docs/lab.md and `hexlane.lab.manager`).
+
+Every verb takes `--name NAME` (at most 8 of [a-z0-9]; default `$HEXLANE_LAB` or `hl`), so
+several labs can exist at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from hexlane.lab import manager
+from hexlane.lab.topology import (
+    DEFAULT_LAN,
+    DEFAULT_LAN_IFNAME,
+    DEFAULT_NODES,
+    check_lab_name,
+    default_lab_name,
+)
+
+
+def _name(text: str) -> str:
+    try:
+        return check_lab_name(text)
+    except Exception as e:  # argparse turns this into a usage error naming the flag
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_name(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", type=_name, default=None, metavar="NAME",
+                   help="lab name, at most 8 of [a-z0-9] (default $HEXLANE_LAB or hl)")
+
+
+def register(subparsers: Any) -> None:
+    lab = subparsers.add_parser("lab", help="a whole cluster in network namespaces",
+                                description="Build and use a homelab cluster in network "
+                                            "namespaces on this machine (see docs/lab.md).")
+    sub = lab.add_subparsers(dest="lab_command", metavar="VERB")
+
+    p = sub.add_parser("up", help="build and start a lab")
+    _add_name(p)
+    p.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="number of nodes (3)")
+    p.add_argument("--lan", default=DEFAULT_LAN, metavar="CIDR", help="LAN (10.0.0.0/24)")
+    p.add_argument("--lan-ifname", default=DEFAULT_LAN_IFNAME, metavar="NAME",
+                   help="nodes' LAN interface name (eth0)")
+    p.add_argument("--values", "-f", action="append", default=[], metavar="F",
+                   help="Helm values file (repeatable, layered on the lab's base values)")
+    p.add_argument("--set", action="append", default=[], metavar="K=V",
+                   help="value override, as helm --set (repeatable)")
+    p.add_argument("--node-monitor-grace-period", type=float, default=40.0, metavar="S",
+                   help="seconds without a Lease renewal before a node is marked not Ready")
+    p.add_argument("--timeout", type=float, default=180.0, metavar="S",
+                   help="how long to wait for nodes and agents")
+    p.set_defaults(func=_up)
+
+    p = sub.add_parser("down", help="stop and remove a lab (also a broken one)")
+    _add_name(p)
+    p.set_defaults(func=_down)
+
+    p = sub.add_parser("status", help="hosts, processes, nodes")
+    _add_name(p)
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("exec", help="run a command in client, cp, node<i> or pod/<ns>/<name>")
+    _add_name(p)
+    p.add_argument("target", metavar="TARGET")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    p.set_defaults(func=_exec)
+
+    p = sub.add_parser("kubectl", help="kubectl against the lab's apiserver")
+    _add_name(p)
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+    p.set_defaults(func=_kubectl)
+
+    p = sub.add_parser("kill", help="a node's sudden death (processes killed, LAN link down)")
+    _add_name(p)
+    p.add_argument("node", metavar="NODE")
+    p.set_defaults(func=_kill)
+
+    p = sub.add_parser("revive", help="bring a killed node back")
+    _add_name(p)
+    p.add_argument("node", metavar="NODE")
+    p.set_defaults(func=_revive)
+    lab.set_defaults(func=lambda args: (lab.print_help(), 2)[1])
+
+
+def _lab(args: argparse.Namespace) -> str:
+    return args.name or check_lab_name(default_lab_name(), "$HEXLANE_LAB")
+
+
+def _rest(argv: list[str]) -> list[str]:
+    return argv[1:] if argv[:1] == ["--"] else argv
+
+
+def _guard(fn: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        if os.geteuid() != 0:
+            print("error: the lab needs root (network namespaces)", file=sys.stderr)
+            return 1
+        try:
+            return int(fn(args) or 0)
+        except manager.LabError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    return run
+
+
+@_guard
+def _up(args: argparse.Namespace) -> int:
+    state = manager.up(_lab(args), nodes=args.nodes, lan=args.lan, lan_ifname=args.lan_ifname,
+                       values_files=args.values, sets=args.set,
+                       node_grace=args.node_monitor_grace_period, timeout=args.timeout)
+    print(manager.usage(state.plan))
+    return 0
+
+
+@_guard
+def _down(args: argparse.Namespace) -> int:
+    name = _lab(args)
+    left = manager.down(name)
+    if left:
+        print(f"error: lab {name}: could not remove: {', '.join(left)}", file=sys.stderr)
+        return 1
+    print(f"lab {name} removed")
+    return 0
+
+
+@_guard
+def _status(args: argparse.Namespace) -> int:
+    info = manager.status(_lab(args))
+    if args.output == "json":
+        print(json.dumps(info, indent=2))
+        return 0 if info["exists"] else 1
+    if not info["exists"]:
+        print(f"no lab {info['name']}")
+        return 1
+    print(f"lab {info['name']}: {info['phase']}, LAN {info.get('lan', '?')}, "
+          f"agent: {info.get('agent', '?')}")
+    for h in info.get("hosts", []):
+        print(f"  {h['host']:<8} {h['netns']:<16} {h['address']:<16} {h['ifname']:<8} "
+              f"link {h['link']}")
+    for p in info.get("processes", []):
+        print(f"  {p['name']:<16} pid {p['pid']:<8} {'alive' if p['alive'] else 'DEAD'}")
+    for n in info.get("nodes", []):
+        print(f"  Node {n['name']:<10} {'Ready' if n['ready'] else 'NotReady':<9} "
+              f"{n['podCIDR']}")
+    if info.get("apiError"):
+        print(f"  API unreachable: {info['apiError']}")
+    leftovers = [n for n in info["namespaces"]
+                 if n not in {h["netns"] for h in info.get("hosts", [])}]
+    if leftovers and not info.get("hosts"):
+        print(f"  namespaces left behind: {', '.join(leftovers)} (hexlane lab down)")
+    return 0
+
+
+@_guard
+def _exec(args: argparse.Namespace) -> int:
+    command = _rest(args.command)
+    if not command:
+        print("error: no command given (hexlane lab exec TARGET -- CMD ...)", file=sys.stderr)
+        return 2
+    return manager.run_exec(_lab(args), args.target, command)
+
+
+@_guard
+def _kubectl(args: argparse.Namespace) -> int:
+    return manager.run_kubectl(_lab(args), _rest(args.args))
+
+
+@_guard
+def _kill(args: argparse.Namespace) -> int:
+    manager.kill(_lab(args), args.node)
+    print(f"{args.node} killed")
+    return 0
+
+
+@_guard
+def _revive(args: argparse.Namespace) -> int:
+    manager.revive(_lab(args), args.node)
+    print(f"{args.node} is back and Ready")
+    return 0

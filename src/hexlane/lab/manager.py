@@ -1,0 +1,767 @@
+"""`hexlane lab` carried out: build, inspect, break, mend and remove a lab.
+
+`up` makes the namespaces and links of `topology.LabPlan`, writes the lab's files (effective
+values, kubeconfigs, CNI config per node) and starts the daemons, each with
+`nsenter --net=/run/netns/<host>` in a session of its own:
+
+- cp: `hexlane apiserver` on <cp>:6443, the API proxy when the values' k8sServiceHost is a
+  loopback address, `python -m hexlane.lab.controllers`, and `hexlane operator` when that
+  command exists;
+- every node: the API proxy (k8sServiceHost/Port, e.g. k3s's 127.0.0.1:6444), the agent
+  (`hexlane agent` when that command exists, else the endpoint API of
+  `python -m hexlane.agent.endpoints` with the pod CIDR the lab plans), and the lab kubelet.
+
+Every process is recorded in `state.json` (argv, environment, pid) so `kill`/`revive` can stop
+and restart a node's, and `down` stops every process found in a namespace of the lab (by pid,
+also those no state file remembers), then removes the namespaces, the BPF pins and the lab's
+directory. Nothing is ever added to the machine's own network namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import http.client
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, ip_address
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from hexlane.config import Values, parse_values_document, resolve_values
+from hexlane.datapath.loader import is_bpffs
+from hexlane.ipam.podcidr import carve_node_cidrs
+from hexlane.k8s.client import KubeClient, load_client_config
+from hexlane.k8s.ratelimit import RateLimiter
+from hexlane.model.errors import InputError, Problem
+from hexlane.model.manifests import read_text
+
+from . import netns
+from .podspec import is_node_ready, name_of
+from .topology import (
+    APISERVER_PORT,
+    BPF_ROOT,
+    BRIDGE,
+    CLUSTER_CIDR,
+    LAB_ROOT,
+    SERVICE_CIDR,
+    LabPlan,
+    check_lab_name,
+    lab_dir,
+    parse_target,
+    pod_netns_name,
+)
+
+T = TypeVar("T")
+STATE_FILE = "state.json"
+CNI_CONFLIST = "05-hexlane.conflist"
+BASE_VALUES: dict[str, Any] = {
+    # Cilium's default 10.0.0.0/8 would cover the LAN.
+    "ipam": {"operator": {"clusterPoolIPv4PodCIDRList": [CLUSTER_CIDR]}},
+}
+
+
+class LabError(Exception):
+    """A lab command could not do what was asked (the message says what and where)."""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def command_exists(name: str) -> bool:
+    """Whether `hexlane <name>` exists (its CLI module is there)."""
+    return importlib.util.find_spec(f"hexlane.cli.cmd_{name}") is not None
+
+
+def hexlane_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hexlane.cli.main", *args]
+
+
+def cni_bin_dir() -> Path:
+    here = Path(sys.executable).parent
+    if (here / "hexlane-cni").exists():
+        return here
+    found = shutil.which("hexlane-cni")
+    if found is None:
+        raise LabError("hexlane-cni is not installed (next to the Python running hexlane or "
+                       "on PATH)")
+    return Path(found).parent
+
+
+# --- values -------------------------------------------------------------------
+
+
+def lab_values(files: Sequence[str], sets: Sequence[str]) -> Values:
+    """The lab's base values, then the files, then --set; InputError on any error."""
+    docs: list[Any] = [("lab base values", BASE_VALUES)]
+    problems: list[Problem] = []
+    for path in files:
+        try:
+            text = read_text(path)
+        except InputError as e:
+            problems += e.problems
+            continue
+        doc, found = parse_values_document(text, path)
+        problems += found
+        docs.append(doc)
+    values, found = resolve_values(docs, sets)
+    problems += found
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise InputError(errors)
+    for p in problems:
+        _log(str(p))
+    return values
+
+
+@dataclass(frozen=True)
+class ApiEndpoint:
+    """Where nodes reach the API: directly, or through a local proxy at (host, port)."""
+
+    host: str
+    port: int
+    proxy: bool
+
+
+def api_endpoint(values: Values, plan: LabPlan) -> ApiEndpoint:
+    host = values.k8s_service_host
+    if not host:
+        return ApiEndpoint(str(plan.cp.ip), APISERVER_PORT, False)
+    port = values.k8s_service_port or APISERVER_PORT
+    if host == str(plan.cp.ip) and port == APISERVER_PORT:
+        return ApiEndpoint(host, port, False)
+    try:
+        loopback = ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise InputError(Problem(
+            f"the lab serves the API at {plan.cp.ip}:{APISERVER_PORT} and through a node-local "
+            f"proxy on a loopback address; {host!r} is neither", "k8sServiceHost"))
+    return ApiEndpoint("127.0.0.1" if host == "localhost" else host, port, True)
+
+
+def cluster_cidr(values: Values) -> IPv4Network:
+    """The CIDR node pod CIDRs come from: for `ipam.mode: kubernetes` the cluster's (the
+    values' native routing CIDR when they name one, as on Talos), else the cluster pool."""
+    if values.ipam.mode == "kubernetes" and values.ipv4_native_routing_cidr is not None:
+        return values.ipv4_native_routing_cidr
+    pool = values.ipam.cluster_pool_ipv4_pod_cidrs
+    return pool[0] if pool else IPv4Network(CLUSTER_CIDR)
+
+
+# --- state --------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """A daemon the lab started."""
+
+    name: str  # "apiserver", "node1/kubelet", ...
+    host: str  # role: "cp", "node1"
+    argv: list[str]
+    env: dict[str, str]
+    log: str
+    pid: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LabState:
+    plan: LabPlan
+    procs: list[Proc] = field(default_factory=list)
+    phase: str = "creating"
+    pod_cidrs: dict[str, str] = field(default_factory=dict)
+    agent: str = ""  # "hexlane agent" or "endpoints"
+
+    @property
+    def path(self) -> Path:
+        return self.plan.dir / STATE_FILE
+
+    def save(self) -> None:
+        data = {"plan": self.plan.to_dict(), "phase": self.phase, "agent": self.agent,
+                "podCIDRs": self.pod_cidrs, "procs": [p.to_dict() for p in self.procs]}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.path)
+
+    @classmethod
+    def load(cls, name: str) -> LabState | None:
+        path = lab_dir(name) / STATE_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        state = cls(LabPlan.from_dict(data["plan"]), [Proc(**p) for p in data["procs"]],
+                    data.get("phase", ""), data.get("podCIDRs", {}), data.get("agent", ""))
+        return state
+
+    def node_procs(self, role: str) -> list[Proc]:
+        return [p for p in self.procs if p.host == role]
+
+
+# --- processes ----------------------------------------------------------------
+
+
+def start_proc(plan: LabPlan, proc: Proc) -> Proc:
+    """Start `proc` in its host's namespace, in a session of its own, output to its log."""
+    Path(proc.log).parent.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+           "HOME": os.environ.get("HOME", "/root"), "PYTHONUNBUFFERED": "1", **proc.env}
+    with open(proc.log, "ab") as out:
+        p = netns.popen(plan.netns(proc.host), proc.argv, stdin=subprocess.DEVNULL,
+                        stdout=out, stderr=subprocess.STDOUT, env=env, cwd="/",
+                        start_new_session=True)
+    proc.pid = p.pid
+    return proc
+
+
+def _netns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def pids_in_netns(paths: Sequence[str]) -> list[int]:
+    """Every process whose network namespace is one of `paths` (named namespaces)."""
+    inodes = {ino for p in paths if (ino := _netns_inode(p)) is not None}
+    # The machine's own namespace is never one of ours, whatever a caller passes.
+    inodes.discard(_netns_inode("/proc/1/ns/net") or -1)
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        if _netns_inode(f"/proc/{entry}/ns/net") in inodes:
+            out.append(int(entry))
+    return sorted(out)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def stop_pids(pids: Sequence[int], *, sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
+    """Signal each pid (its process group when it leads one), wait, then SIGKILL the rest."""
+    def send(pid: int, s: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, s)
+            else:
+                os.kill(pid, s)
+    for pid in pids:
+        send(pid, sig)
+    deadline = time.monotonic() + wait
+    while sig != signal.SIGKILL and time.monotonic() < deadline and any(map(alive, pids)):
+        time.sleep(0.05)
+    for pid in pids:
+        if alive(pid):
+            send(pid, signal.SIGKILL)
+    for pid in pids:  # reap our own children (revive in the same process, tests)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+# --- talking to the lab's API from the machine ----------------------------------------------------
+
+
+def in_netns(name: str, fn: Callable[[], T]) -> T:
+    return netns.run_in_netns(netns.netns_path(name), fn)
+
+
+def api_request(plan: LabPlan, method: str, path: str, *, timeout: float = 5.0) -> Any:
+    """One API request from the client host, through the k8s client layer."""
+    async def go() -> Any:
+        client = KubeClient(load_client_config(None, plan.dir / "kubeconfig"),
+                            RateLimiter(50, 100), timeout=timeout)
+        try:
+            return await client.request(method, path)
+        finally:
+            await client.aclose()
+    return in_netns(plan.client.netns, lambda: asyncio.run(go()))
+
+
+def list_nodes(plan: LabPlan) -> list[dict[str, Any]]:
+    return list(api_request(plan, "GET", "/api/v1/nodes").get("items") or [])
+
+
+def agent_healthy(plan: LabPlan, role: str) -> tuple[bool, str]:
+    """The node agent's health: `hexlane status --brief` in the node when that command
+    exists, else the agent API's /v1/healthz on the node's socket file."""
+    env = node_env(plan, role)
+    if command_exists("status"):
+        result = netns.run(plan.netns(role), hexlane_argv("status", "--brief"), check=False,
+                           env={**os.environ, **env}, timeout=20)
+        return result.returncode == 0, (result.stdout + result.stderr).strip()[-300:]
+    sock = Path(env["HEXLANE_STATE_DIR"]) / "agent.sock"
+    try:
+        conn = _UnixHTTP(str(sock))
+        conn.request("GET", "/v1/healthz")
+        resp = conn.getresponse()
+        body = resp.read().decode(errors="replace")
+        conn.close()
+    except OSError as e:
+        return False, f"{sock}: {e}"
+    return resp.status == 200, body[:300]
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=5)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def node_env(plan: LabPlan, role: str) -> dict[str, str]:
+    return {"HEXLANE_STATE_DIR": str(plan.state_dir(role)),
+            "HEXLANE_BPF_ROOT": str(plan.bpf_root(role))}
+
+
+# --- up -----------------------------------------------------------------------
+
+
+def lab_exists(name: str) -> bool:
+    return (lab_dir(name) / STATE_FILE).exists() or bool(lab_namespaces(name))
+
+
+def _ip(ns: str, *args: str) -> None:
+    netns.run(ns, ["ip", *args])
+
+
+def build_network(plan: LabPlan) -> None:
+    """The LAN bridge and every host namespace plugged into it."""
+    netns.create(plan.lan_netns)
+    _ip(plan.lan_netns, "link", "add", BRIDGE, "type", "bridge")
+    _ip(plan.lan_netns, "link", "set", BRIDGE, "up")
+    for host in plan.hosts:
+        netns.create(host.netns)
+        _ip(plan.lan_netns, "link", "add", host.port, "type", "veth", "peer", "name",
+            host.ifname, "netns", host.netns)
+        _ip(plan.lan_netns, "link", "set", host.port, "master", BRIDGE, "up")
+        _ip(host.netns, "addr", "add", str(host.address), "dev", host.ifname)
+        _ip(host.netns, "link", "set", host.ifname, "up")
+
+
+def _kubeconfig_for(source: Path, target: Path, server: str) -> None:
+    config = yaml.safe_load(source.read_text())
+    for cluster in config.get("clusters") or []:
+        cluster["cluster"]["server"] = server
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.chmod(0o600)
+    tmp.replace(target)
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, procs: Sequence[Proc] = (),
+          interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if not alive(p.pid):
+                raise LabError(f"{p.name} exited while waiting for {what}; its log "
+                               f"{p.log}:\n{_tail(p.log)}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(interval)
+    raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequence[str],
+       sets: Sequence[str], node_grace: float = 40.0, timeout: float = 120.0) -> LabState:
+    """Build and start a lab; returns when every Node is Ready and every agent is healthy."""
+    plan = LabPlan.make(name, nodes=nodes, lan=lan, lan_ifname=lan_ifname)
+    values = lab_values(values_files, sets)
+    endpoint = api_endpoint(values, plan)
+    if lab_exists(name):
+        raise LabError(f"lab {name} exists already (see `hexlane lab status --name {name}`; "
+                       f"`hexlane lab down --name {name}` removes it)")
+    plan.dir.mkdir(parents=True, exist_ok=True)
+    if not is_bpffs(BPF_ROOT):
+        # No BPF file system at /sys/fs/bpf: the lab mounts its own instead of changing the
+        # machine's, and `down` unmounts it.
+        plan = dataclasses.replace(plan, bpf_base=plan.private_bpffs)
+        plan.private_bpffs.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "bpf", "bpf", str(plan.private_bpffs)], check=True,
+                       capture_output=True)
+    state = LabState(plan)
+    state.agent = "hexlane agent" if command_exists("agent") else "endpoints"
+    state.save()
+    values_file = plan.dir / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values.tree, sort_keys=True))
+    _log(f"lab {name}: network {plan.lan}, {nodes} node(s)")
+    build_network(plan)
+
+    # Control plane: the apiserver first, everything else needs its kubeconfig.
+    cp = plan.cp
+    api_dir = plan.dir / "apiserver"
+    api = start_proc(plan, Proc(
+        "apiserver", "cp",
+        hexlane_argv("apiserver", "--data-dir", str(api_dir), "--listen",
+                     f"{cp.ip}:{APISERVER_PORT}", "--advertise-address", str(cp.ip),
+                     "--service-cidr", SERVICE_CIDR),
+        {}, str(plan.dir / "logs" / "apiserver.log")))
+    state.procs.append(api)
+    state.save()
+    _wait("the apiserver", lambda: (api_dir / "kubeconfig").exists(), 60, [api])
+    _kubeconfig_for(api_dir / "kubeconfig", plan.dir / "kubeconfig", plan.apiserver_url)
+    node_kubeconfig = plan.dir / "node-kubeconfig"
+    _kubeconfig_for(api_dir / "kubeconfig", node_kubeconfig,
+                    f"https://{endpoint.host}:{endpoint.port}")
+    kc = str(plan.dir / "kubeconfig")
+    proxy_argv = [sys.executable, "-m", "hexlane.lab.proxy", "--listen",
+                  f"{endpoint.host}:{endpoint.port}", "--target", f"{cp.ip}:{APISERVER_PORT}"]
+    cp_procs = []
+    if endpoint.proxy:
+        cp_procs.append(Proc("cp/proxy", "cp", proxy_argv, {},
+                             str(plan.dir / "logs" / "cp-proxy.log")))
+    cp_procs.append(Proc("controllers", "cp", [
+        sys.executable, "-m", "hexlane.lab.controllers", "--kubeconfig", kc, "--values",
+        str(values_file), "--cluster-cidr", str(cluster_cidr(values)),
+        "--node-monitor-grace-period", str(node_grace)], {},
+        str(plan.dir / "logs" / "controllers.log")))
+    if command_exists("operator"):
+        cp_procs.append(Proc("operator", "cp", hexlane_argv(
+            "operator", "--kubeconfig", str(node_kubeconfig if endpoint.proxy else kc),
+            "--values", str(values_file)), {}, str(plan.dir / "logs" / "operator.log")))
+    for p in cp_procs:
+        state.procs.append(start_proc(plan, p))
+    state.save()
+
+    # Nodes: proxy and kubelet; then the agents (the fallback needs the pod CIDRs).
+    for host in plan.node_hosts:
+        role = host.role
+        node_dir = plan.node_dir(role)
+        conf_dir, bin_dir = cni_dirs(plan, role)
+        conf_dir.mkdir(parents=True, exist_ok=True)
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        plan.state_dir(role).mkdir(parents=True, exist_ok=True)
+        if state.agent != "hexlane agent":
+            # The stand-in agent installs nothing: the lab writes what the agent would.
+            bin_dir = cni_bin_dir()
+            (conf_dir / CNI_CONFLIST).write_text(json.dumps({
+                "cniVersion": "1.0.0", "name": "hexlane",
+                "plugins": [{"type": "hexlane-cni", "stateDir": str(plan.state_dir(role))}]},
+                indent=1))
+        env = node_env(plan, role)
+        if endpoint.proxy:
+            state.procs.append(start_proc(plan, Proc(
+                f"{role}/proxy", role, proxy_argv, {}, str(node_dir / "logs" / "proxy.log"))))
+        kubelet_argv = [
+            sys.executable, "-m", "hexlane.lab.kubelet", "--lab", name, "--node", role,
+            "--node-ip", str(host.ip), "--kubeconfig", str(node_kubeconfig),
+            "--dir", str(node_dir / "kubelet"), "--cni-conf-dir", str(conf_dir),
+            "--cni-bin-dir", str(bin_dir), "--lease-renew", str(min(10.0, node_grace / 4))]
+        if host.role == "node1":
+            kubelet_argv.append("--control-plane")
+        state.procs.append(start_proc(plan, Proc(
+            f"{role}/kubelet", role, kubelet_argv, env, str(node_dir / "logs" / "kubelet.log"))))
+    state.save()
+    _wait("the nodes to register", lambda: len(list_nodes(plan)) >= nodes, timeout,
+          state.procs)
+    if state.agent == "hexlane agent":
+        for host in plan.node_hosts:
+            role = host.role
+            state.procs.append(start_proc(plan, Proc(
+                f"{role}/agent", role, hexlane_argv(
+                    "agent", "--node", role, "--kubeconfig", str(node_kubeconfig),
+                    "--values", str(values_file), "--state-dir", str(plan.state_dir(role)),
+                    "--bpf-root", str(plan.bpf_root(role)),
+                    "--cni-conf-dir", str(cni_dirs(plan, role)[0]),
+                    "--cni-bin-dir", str(cni_dirs(plan, role)[1])),
+                node_env(plan, role), str(plan.node_dir(role) / "logs" / "agent.log"))))
+    else:
+        state.pod_cidrs = plan_pod_cidrs(plan, values, timeout)
+        for host in plan.node_hosts:
+            state.procs.append(start_proc(plan, endpoints_proc(plan, values, state, host.role)))
+    state.save()
+    _wait("every node Ready", lambda: _all_ready(plan), timeout, state.procs)
+    for host in plan.node_hosts:
+        _wait(f"the agent of {host.role} to be healthy",
+              lambda role=host.role: agent_healthy(plan, role)[0],  # type: ignore[misc]
+              timeout, state.node_procs(host.role))
+    state.phase = "up"
+    state.save()
+    return state
+
+
+def cni_dirs(plan: LabPlan, role: str) -> tuple[Path, Path]:
+    """A node's CNI config and plugin directories (its /etc/cni/net.d and /opt/cni/bin):
+    inside the lab's directory, since all nodes share the machine's file system."""
+    return plan.node_dir(role) / "cni" / "net.d", plan.node_dir(role) / "cni" / "bin"
+
+
+def _all_ready(plan: LabPlan) -> bool:
+    nodes = list_nodes(plan)
+    return len(nodes) >= plan.nodes and all(is_node_ready(n) for n in nodes)
+
+
+def plan_pod_cidrs(plan: LabPlan, values: Values, timeout: float) -> dict[str, str]:
+    """Pod CIDRs for the stand-in agents: `ipam.mode: kubernetes` — what the lab controller
+    wrote into the Nodes; cluster-pool — what the operator would carve (by node name)."""
+    names = [h.role for h in plan.node_hosts]
+    if values.ipam.mode == "kubernetes":
+        found: dict[str, str] = {}
+
+        def assigned() -> bool:
+            for node in list_nodes(plan):
+                cidr = (node.get("spec") or {}).get("podCIDR")
+                if cidr:
+                    found[name_of(node)] = str(cidr)
+            return all(n in found for n in names)
+        _wait("pod CIDRs on every Node", assigned, timeout)
+        return found
+    carved = carve_node_cidrs(values.ipam.cluster_pool_ipv4_pod_cidrs,
+                              values.ipam.cluster_pool_ipv4_mask_size, names, {})
+    if carved.problems:
+        raise InputError(list(carved.problems))
+    return {n: str(c) for n, c in carved.assignments.items()}
+
+
+def endpoints_proc(plan: LabPlan, values: Values, state: LabState, role: str) -> Proc:
+    """The stand-in agent: the endpoint API of `hexlane.agent.endpoints`, peers given."""
+    host = plan.host(role)
+    argv = [sys.executable, "-m", "hexlane.agent.endpoints", "--state-dir",
+            str(plan.state_dir(role)), "--node-name", role, "--node-ip", str(host.ip),
+            "--pod-cidr", state.pod_cidrs[role], "--routing-mode", values.routing_mode,
+            "--bpf-root", str(plan.bpf_root(role))]
+    if values.auto_direct_node_routes or values.routing_mode == "native":
+        argv.append("--auto-direct-node-routes")
+    if values.enable_ipv4_masquerade:
+        argv += ["--masquerade-device", plan.lan_ifname]
+        if values.ipv4_native_routing_cidr is not None:
+            argv += ["--native-routing-cidr", str(values.ipv4_native_routing_cidr)]
+    for other in plan.node_hosts:
+        if other.role != role:
+            argv += ["--peer", f"{other.role},{other.ip},{state.pod_cidrs[other.role]}"]
+    return Proc(f"{role}/agent", role, argv, node_env(plan, role),
+                str(plan.node_dir(role) / "logs" / "agent.log"))
+
+
+def usage(plan: LabPlan) -> str:
+    n = plan.name
+    flag = "" if n == "hl" else f" --name {n}"
+    return "\n".join([
+        f"lab {n} is up: LAN {plan.lan}, client {plan.client.ip}, control plane {plan.cp.ip} "
+        f"(apiserver :{APISERVER_PORT}), nodes " + ", ".join(
+            f"{h.role} {h.ip}" for h in plan.node_hosts),
+        f"  hexlane lab kubectl{flag} get nodes -o wide",
+        f"  hexlane lab exec{flag} client -- curl http://<pod-ip>/whoami",
+        f"  hexlane lab exec{flag} node1 -- hexlane status",
+        f"  hexlane lab status{flag}",
+        f"  hexlane lab down{flag}",
+        f"state and logs: {plan.dir}",
+    ])
+
+
+# --- down ---------------------------------------------------------------------
+
+
+def lab_namespaces(name: str) -> list[str]:
+    """The lab's namespaces that exist, found by name (hosts, LAN, pods)."""
+    check_lab_name(name)
+    pattern = re.compile(rf"^{re.escape(name)}-(lan|cp|client|node[0-9]+|p[0-9a-f]+)$")
+    try:
+        entries = os.listdir(netns.NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(e for e in entries if pattern.match(e))
+
+
+def lab_bpf_roots(name: str) -> list[Path]:
+    check_lab_name(name)
+    return sorted(p for p in BPF_ROOT.glob(f"hexlane-{name}-node*") if
+                  re.fullmatch(rf"hexlane-{re.escape(name)}-node[0-9]+", p.name))
+
+
+def down(name: str) -> list[str]:
+    """Stop and remove everything of lab `name`; returns what is left (should be nothing)."""
+    namespaces = lab_namespaces(name)
+    pids = pids_in_netns([netns.netns_path(n) for n in namespaces])
+    if pids:
+        stop_pids(pids)
+    # Pods first, then hosts, the LAN last: each delete takes the veths inside with it.
+    order = sorted(namespaces, key=lambda n: (n.endswith("-lan"), not re.search(r"-p[0-9a-f]+$",
+                                                                                 n), n))
+    for ns in order:
+        netns.delete(ns)
+    for root in lab_bpf_roots(name):
+        shutil.rmtree(root, ignore_errors=True)
+    directory = lab_dir(name)
+    private = directory / "bpffs"
+    if is_bpffs(private):
+        subprocess.run(["umount", str(private)], check=False, capture_output=True)
+    if directory.exists():
+        shutil.rmtree(directory, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        LAB_ROOT.rmdir()  # only when no other lab is left
+    left = lab_namespaces(name) + [str(p) for p in lab_bpf_roots(name)]
+    if is_bpffs(private):
+        left.append(f"{private} (mounted)")
+    if directory.exists():
+        left.append(str(directory))
+    return left
+
+
+# --- status, kill, revive -----------------------------------------------------
+
+
+def status(name: str) -> dict[str, Any]:
+    state = LabState.load(name)
+    namespaces = lab_namespaces(name)
+    out: dict[str, Any] = {"name": name, "exists": bool(state or namespaces),
+                           "phase": state.phase if state else "unknown",
+                           "namespaces": namespaces}
+    if state is None:
+        return out
+    plan = state.plan
+    out["lan"] = str(plan.lan)
+    out["agent"] = state.agent
+    hosts = []
+    for host in plan.hosts:
+        hosts.append({"host": host.role, "netns": host.netns, "address": str(host.address),
+                      "ifname": host.ifname, "exists": netns.exists(host.netns),
+                      "link": _port_state(plan, host.port)})
+    out["hosts"] = hosts
+    out["processes"] = [{"name": p.name, "host": p.host, "pid": p.pid, "alive": alive(p.pid),
+                         "log": p.log} for p in state.procs]
+    try:
+        nodes = list_nodes(plan)
+        out["nodes"] = [{"name": name_of(n), "ready": is_node_ready(n),
+                         "podCIDR": (n.get("spec") or {}).get("podCIDR", "")} for n in nodes]
+    except Exception as e:  # the API down is a status to show, not an error
+        out["nodes"] = []
+        out["apiError"] = str(e)[:200]
+    return out
+
+
+def _port_state(plan: LabPlan, port: str) -> str:
+    if not netns.exists(plan.lan_netns):
+        return "missing"
+    result = netns.run(plan.lan_netns, ["ip", "-j", "link", "show", port], check=False)
+    if result.returncode != 0:
+        return "missing"
+    try:
+        flags = json.loads(result.stdout)[0].get("flags", [])
+    except (ValueError, IndexError):
+        return "unknown"
+    return "up" if "UP" in flags else "down"
+
+
+def _need_state(name: str) -> LabState:
+    state = LabState.load(name)
+    if state is None:
+        raise LabError(f"no lab {name} (no {lab_dir(name) / STATE_FILE})")
+    return state
+
+
+def _node_role(state: LabState, target: str) -> str:
+    role, _, _ = parse_target(target)
+    if not role.startswith("node"):
+        raise InputError(Problem(f"want a node (node1..node{state.plan.nodes}), got {target!r}",
+                                 "NODE"))
+    if role not in [h.role for h in state.plan.node_hosts]:
+        raise InputError(Problem(f"the lab has node1..node{state.plan.nodes}", "NODE"))
+    return role
+
+
+def kill(name: str, target: str) -> None:
+    """A node's sudden death: every process in it and in its pods SIGKILLed, LAN link down."""
+    state = _need_state(name)
+    role = _node_role(state, target)
+    plan = state.plan
+    _ip(plan.lan_netns, "link", "set", plan.host(role).port, "down")
+    paths = [netns.netns_path(plan.netns(role))]
+    for rec in (plan.node_dir(role) / "kubelet" / "pods").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            paths.append(netns.netns_path(json.loads(rec.read_text())["netns"]))
+    stop_pids(pids_in_netns(paths), sig=signal.SIGKILL)
+
+
+def revive(name: str, target: str, *, timeout: float = 60.0) -> None:
+    """Bring a killed node back: link up, its daemons started again, Ready again."""
+    state = _need_state(name)
+    role = _node_role(state, target)
+    plan = state.plan
+    _ip(plan.lan_netns, "link", "set", plan.host(role).port, "up")
+    order = {"proxy": 0, "agent": 1, "kubelet": 2}
+    for proc in sorted(state.node_procs(role), key=lambda p: order.get(p.name.split("/")[-1], 3)):
+        if not alive(proc.pid):
+            start_proc(plan, proc)
+    state.save()
+
+    def ready() -> bool:
+        return any(name_of(n) == role and is_node_ready(n) for n in list_nodes(plan))
+    _wait(f"{role} Ready", ready, timeout, state.node_procs(role))
+    _wait(f"the agent of {role} to be healthy", lambda: agent_healthy(plan, role)[0], timeout)
+
+
+# --- exec, kubectl ------------------------------------------------------------
+
+
+def exec_argv(name: str, target: str, argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The command line (and extra environment) that runs `argv` in `target`."""
+    state = _need_state(name)
+    plan = state.plan
+    role, namespace, pod = parse_target(target)
+    env: dict[str, str] = {}
+    if role == "pod":
+        assert namespace is not None and pod is not None
+        obj = api_request(plan, "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
+        ns = pod_netns_name(name, str(obj["metadata"]["uid"]))
+        if not netns.exists(ns):
+            raise LabError(f"pod {namespace}/{pod} has no sandbox (yet) on this machine")
+    else:
+        if role not in [h.role for h in plan.hosts]:
+            raise InputError(Problem(f"the lab has no {role}", "TARGET"))
+        ns = plan.netns(role)
+        if role.startswith("node"):
+            env = node_env(plan, role)
+    return netns.nsenter(ns, argv), env
+
+
+def run_exec(name: str, target: str, argv: Sequence[str]) -> int:
+    cmd, env = exec_argv(name, target, argv)
+    return subprocess.run(cmd, env={**os.environ, **env}, check=False).returncode
+
+
+def run_kubectl(name: str, args: Sequence[str]) -> int:
+    state = _need_state(name)
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise LabError("kubectl is not installed on this machine")
+    env = {**os.environ, "KUBECONFIG": str(state.plan.dir / "kubeconfig")}
+    return subprocess.run(netns.nsenter(state.plan.client.netns, [kubectl, *args]), env=env,
+                          check=False).returncode
