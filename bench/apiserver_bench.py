@@ -96,6 +96,7 @@ async def creates(session: aiohttp.ClientSession, server: Server, ns: str, names
     queue: asyncio.Queue[str] = asyncio.Queue()
     for n in names:
         queue.put_nowait(n)
+    await _warm_up(session, server, clients)
     url = f"{server.url}/api/v1/namespaces/{ns}/configmaps"
 
     async def worker() -> None:
@@ -183,6 +184,7 @@ async def watch_latency(session: aiohttp.ClientSession, server: Server, ns: str,
     proc.start()
     await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)
     await asyncio.sleep(0.5)  # let the initial state drain
+    await _warm_up(session, server, clients)
     interval = 1.0 / rate
     start = time.perf_counter()
     sem = asyncio.Semaphore(clients)
@@ -212,6 +214,16 @@ async def watch_latency(session: aiohttp.ClientSession, server: Server, ns: str,
     return [lat for _, lat, _ in deliveries], writes, after_ack
 
 
+async def _warm_up(session: aiohttp.ClientSession, server: Server, clients: int) -> None:
+    """Open the client's connection pool (TLS handshakes) before anything is timed."""
+
+    async def one() -> None:
+        async with session.get(f"{server.url}/version") as resp:
+            await resp.read()
+
+    await asyncio.gather(*(one() for _ in range(clients)))
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -224,7 +236,7 @@ async def run(args: argparse.Namespace) -> None:
         raw = raw_sqlite(tmpdir / "raw.db", raw_rows)
         server = Server(tmpdir / "server")
         try:
-            conn = aiohttp.TCPConnector(ssl=server.ssl, limit=0)
+            conn = aiohttp.TCPConnector(ssl=server.ssl, limit=0, keepalive_timeout=600)
             async with aiohttp.ClientSession(headers=server.headers, connector=conn) as session:
                 async with session.post(f"{server.url}/api/v1/namespaces",
                                         json={"metadata": {"name": "bench"}}) as r:
