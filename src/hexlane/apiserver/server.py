@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -579,19 +581,29 @@ class ApiServer:
                                    "retryAfterSeconds": 1})
             await asyncio.sleep(0.01)
 
-    def _snapshot(self, resource: str, rv: int) -> Iterator[tuple[tuple[str, str], Stored]]:
-        """(key, object) in key order as the resource was at `rv` (current if rv is now)."""
-        objs = self.store.objects.get(resource, {})
+    def _snapshot(self, resource: str, rv: int, namespace: str = "",
+                  after: tuple[str, str] | None = None
+                  ) -> Iterator[tuple[tuple[str, str], Stored]]:
+        """(key, object) in key order as the resource was at `rv` (current if rv is now),
+        only in `namespace` when given, only keys after `after` when given."""
+        objs: Mapping[tuple[str, str], Stored | None] = self.store.objects.get(resource, {})
         if rv >= self.store.rv:
-            for key in self.store.sorted_keys(resource):
-                yield key, objs[key]
-            return
-        if rv < self.store.compacted:
-            raise expired(f"too old resource version: {rv} ({self.store.compacted})")
-        overrides = self.store.state_at(resource, rv)
-        keys = sorted(set(self.store.sorted_keys(resource)) | set(overrides))
-        for key in keys:
-            stored = overrides[key] if key in overrides else objs.get(key)
+            keys = self.store.sorted_keys(resource)
+        else:
+            if rv < self.store.compacted:
+                raise expired(f"too old resource version: {rv} ({self.store.compacted})")
+            overrides = self.store.state_at(resource, rv)
+            keys = sorted(set(self.store.sorted_keys(resource)) | set(overrides))
+            objs = {**objs, **overrides}
+        lo = 0
+        if namespace:
+            lo = bisect.bisect_left(keys, (namespace, ""))
+        if after is not None:
+            lo = max(lo, bisect.bisect_right(keys, after))
+        for key in itertools.islice(keys, lo, None):
+            if namespace and key[0] != namespace:
+                break
+            stored = objs.get(key)
             if stored is not None:
                 yield key, stored
 
@@ -621,11 +633,7 @@ class ApiServer:
         items: list[Stored] = []
         more = 0
         next_key: tuple[str, str] | None = None
-        for key, stored in self._snapshot(info.storage_key, list_rv):
-            if start is not None and key <= start:
-                continue
-            if rp.namespace and key[0] != rp.namespace:
-                continue
+        for key, stored in self._snapshot(info.storage_key, list_rv, rp.namespace, start):
             if not filt.only_namespace and not filt.matches(stored.obj):
                 continue
             if limit and len(items) >= limit:
@@ -720,8 +728,9 @@ class ApiServer:
     async def _delete_collection(self, request: web.Request, rp: ResourcePath) -> web.Response:
         opts = self._delete_options(request, await self._body(request))
         filt = _filter_from(request, rp.info, rp.namespace)
-        names = [key for key, stored in self._snapshot(rp.info.storage_key, self.store.rv)
-                 if (not rp.namespace or key[0] == rp.namespace) and filt.matches(stored.obj)]
+        names = [key for key, stored in self._snapshot(rp.info.storage_key, self.store.rv,
+                                                       rp.namespace)
+                 if filt.matches(stored.obj)]
 
         def delete_all(txn: Any) -> list[dict[str, Any]]:
             out = []
@@ -782,7 +791,7 @@ class ApiServer:
             first: list[bytes] = []
             if initial:
                 from_rv = self.store.rv
-                for _key, stored in self._snapshot(info.storage_key, from_rv):
+                for _key, stored in self._snapshot(info.storage_key, from_rv, rp.namespace):
                     if filt.matches(stored.obj):
                         first.append(self._line(rp, ADDED, stored.obj, stored.raw,
                                                 table_version, request))
