@@ -93,7 +93,11 @@ def test_terminating_endpoints_only_when_none_ready() -> None:
         endpoint("10.42.1.7", "n1", ready=False, serving=False),
     ], EP_PORTS)
     d = desired_state([svc], [mixed], NODES, "n1", LbSettings())
-    assert [b.address for b in d.backends.values()] == ["10.42.1.5"]
+    (entry,) = d.services
+    assert [d.backends[b].address for b in entry.backend_ids] == ["10.42.1.5"]
+    # the draining one stays in the backend map (established flows), in no slot
+    assert sorted((b.address, b.state) for b in d.backends.values()) == [
+        ("10.42.1.5", "active"), ("10.42.1.6", STATE_TERMINATING)]
     draining = endpoint_slice("web", [
         endpoint("10.42.1.6", "n1", ready=False, serving=True, terminating=True),
         endpoint("10.42.1.7", "n1", ready=False, serving=False, terminating=True),

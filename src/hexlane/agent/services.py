@@ -202,8 +202,13 @@ class ServiceReconciler:
             self._attach(host, PROGRAM_FROM_HOST, "egress")
             done.append(f"{HOST_DEVICE}:egress")
             if service_cidr:
-                subprocess.run(["ip", "route", "replace", service_cidr, "dev", HOST_DEVICE],
-                               check=True, capture_output=True)
+                # Nothing answers ARP for service addresses: without ARP on hexlane_host the
+                # node's packets to them reach the tc egress program at once (only that
+                # program sends anything out of it; pods reach the router IP through their
+                # own veths with permanent neighbour entries).
+                for cmd in (["ip", "link", "set", HOST_DEVICE, "arp", "off"],
+                            ["ip", "route", "replace", service_cidr, "dev", HOST_DEVICE]):
+                    subprocess.run(cmd, check=True, capture_output=True)
         done += self.attach_pods()
         return done
 
@@ -351,8 +356,7 @@ async def _run(args: argparse.Namespace) -> int:
     values, problems = load_values([args.values] if args.values else [])
     errors = [p for p in problems if p.severity == "error"]
     if errors:
-        for problem in errors:
-            print(f"error: {problem}", flush=True)
+        print(json.dumps({"error": "; ".join(str(p) for p in errors)}), flush=True)
         return 2
     lb = LbDatapath.load(args.bpf_root, table_size=values.maglev.table_size,
                          hash_seed=values.maglev.hash_seed)

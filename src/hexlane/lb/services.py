@@ -190,8 +190,12 @@ class _Candidate:
     node_name: str
 
 
-def _slice_backends(port: ServicePort, slices: Sequence[EndpointSlice]) -> list[_Candidate]:
-    """The Service port's backends from its slices: ready ones, else serving terminating."""
+def _slice_backends(port: ServicePort, slices: Sequence[EndpointSlice]
+                    ) -> tuple[list[_Candidate], list[_Candidate]]:
+    """The Service port's backends from its slices: (chosen, kept). Chosen are the ready
+    ones, else the serving terminating ones; kept are those that stay in the backend map
+    though not chosen (serving terminating beside ready ones), so established connections
+    to them go on until they end."""
     ready: dict[BackendKey, _Candidate] = {}
     terminating: dict[BackendKey, _Candidate] = {}
     for sl in slices:
@@ -212,7 +216,8 @@ def _slice_backends(port: ServicePort, slices: Sequence[EndpointSlice]) -> list[
                         terminating.setdefault(
                             key, _Candidate(key, STATE_TERMINATING, ep.node_name))
     chosen = ready if ready else terminating
-    return [chosen[k] for k in sorted(chosen)]
+    kept = terminating if ready else {}
+    return [chosen[k] for k in sorted(chosen)], [kept[k] for k in sorted(kept)]
 
 
 def _frontends(svc: Service, port: ServicePort, node_ips: Sequence[str],
@@ -311,6 +316,7 @@ def desired_state(
 
     planned: dict[FrontendKey, _Planned] = {}
     candidates: dict[BackendKey, _Candidate] = {}
+    draining: set[BackendKey] = set()
     health: list[HealthCheck] = []
     problems: list[str] = []
     for svc in sorted(services, key=lambda s: (s.namespace, s.name)):
@@ -323,9 +329,10 @@ def desired_state(
         for port in svc.ports:
             if port.protocol not in ("TCP", "UDP"):
                 continue  # SCTP: not in the datapath
-            cands = _slice_backends(port, svc_slices)
-            for c in cands:
+            cands, kept = _slice_backends(port, svc_slices)
+            for c in (*cands, *kept):
                 candidates.setdefault(c.key, c)
+            draining.update(c.key for c in kept)
             local_count = max(local_count, sum(1 for c in cands if c.node_name == node_name))
             dsr = settings.mode == "dsr" or (settings.mode == "hybrid" and port.protocol == "TCP")
             for ftype, address, fport in _frontends(svc, port, node_ips, settings):
@@ -358,7 +365,7 @@ def desired_state(
     for fe in svc_overflow:
         problems.append(f"frontend {fe}: no free service id (at most {MAX_SERVICE_ID})")
         planned.pop(fe)
-    used_backends = {b for p in planned.values() for b in p.backends}
+    used_backends = {b for p in planned.values() for b in p.backends} | draining
     be_ids, be_overflow = _allocate(used_backends, ids.backends, MAX_BACKEND_ID)
     for be in be_overflow:
         problems.append(f"backend {be}: no free backend id")

@@ -11,8 +11,8 @@
  *   out by the FIB. Anything else goes on to the next filter (TC_ACT_UNSPEC), so the
  *   masquerade program behind ours still sees it.
  * hl_from_pod (ingress of every pod's host-side veth): replies of translated flows (from a
- *   local backend) are turned back; a packet to any frontend (INT scope) is DNATed and left
- *   to the kernel's routing.
+ *   local backend) are turned back and sent out by the FIB; a packet to any frontend (INT
+ *   scope) is DNATed and left to the kernel's routing.
  * hl_from_host (egress of hexlane_host, where the node routes the service CIDR): the node's
  *   own connections to a frontend are DNATed and redirected to the backend by the FIB.
  * hl_from_client / hl_to_client: the plain pair (every frontend, EXT scope, DNAT only; the
@@ -39,8 +39,8 @@
 /* The shared body: reverse first, then forward. Returns a tc verdict; `pass` is what "none
  * of ours" returns, `redirect` whether translated packets go out by the FIB.
  */
-static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, bool external,
-					 bool reverse, bool redirect, int pass)
+static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, bool reverse,
+					 bool redirect, int pass)
 {
 	const struct lb4_service *svc;
 	struct lb4_key key = {};
@@ -59,18 +59,21 @@ static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, b
 		ret = hl_lb4_reverse(skb, &p);
 		if (ret < 0)
 			return hl_drop(-ret);
+		/* By the FIB, not the kernel's forwarding: a NodePort reply now has the node's
+		 * own address as source, which the input route check would reject.
+		 */
 		if (ret > 0)
-			return TC_ACT_OK; /* the kernel routes the reply on */
+			return hl_fib_redirect(skb, p.daddr, p.proto);
 	}
 
 	key.address = p.daddr;
 	key.dport = p.dport;
 	key.proto = p.proto;
 	svc = hl_lb4_lookup_scoped(&key, internal);
-	if (!svc || (external && !hl_lb4_is_external(svc)))
+	if (!svc)
 		return pass;
 
-	ret = hl_lb4_translate(skb, &p, &key, svc, external, &daddr, &verdict);
+	ret = hl_lb4_translate(skb, &p, &key, svc, false, &daddr, &verdict);
 	if (ret < 0)
 		return hl_drop(-ret);
 	if (ret == HL_REJECTED)
@@ -128,19 +131,19 @@ int hl_from_netdev(struct __sk_buff *skb)
 SEC("tc")
 int hl_from_pod(struct __sk_buff *skb)
 {
-	return hl_lb4_handle(skb, true, false, true, false, TC_ACT_UNSPEC);
+	return hl_lb4_handle(skb, true, true, false, TC_ACT_UNSPEC);
 }
 
 SEC("tc")
 int hl_from_host(struct __sk_buff *skb)
 {
-	return hl_lb4_handle(skb, true, false, false, true, TC_ACT_UNSPEC);
+	return hl_lb4_handle(skb, true, false, true, TC_ACT_UNSPEC);
 }
 
 SEC("tc")
 int hl_from_client(struct __sk_buff *skb)
 {
-	return hl_lb4_handle(skb, false, false, false, false, TC_ACT_OK);
+	return hl_lb4_handle(skb, false, false, false, TC_ACT_OK);
 }
 
 SEC("tc")
