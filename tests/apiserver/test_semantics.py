@@ -433,3 +433,19 @@ def test_token_file_and_kubeconfig(fresh_server: Any, tmp_path: Any) -> None:
     assert api.get("/api/v1/namespaces")[0] == 200
     api.token = "other"
     assert api.get("/api/v1/namespaces")[0] == 401
+
+
+def test_strict_field_validation_rejects_unknown_custom_resource_fields(api: Any) -> None:
+    pool = {"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumLoadBalancerIPPool",
+            "metadata": {"name": "typo-pool"},
+            "spec": {"blokcs": [{"cidr": "10.0.20.0/24"}], "blocks": [{"cidr": "10.0.20.0/24",
+                                                                       "stat": "x"}]}}
+    path = "/apis/cilium.io/v2alpha1/ciliumloadbalancerippools"
+    status, body = api.post(f"{path}?fieldValidation=Strict", pool)
+    assert status == 400 and body["reason"] == "BadRequest"
+    assert 'unknown field "spec.blokcs"' in body["message"]
+    assert 'unknown field "spec.blocks[0].stat"' in body["message"]
+    # Without Strict (kubectl 1.20, lightkube) unknown fields are pruned, as Kubernetes does.
+    status, created = api.post(path, pool)
+    assert status == 201 and created["spec"]["blocks"] == [{"cidr": "10.0.20.0/24"}]
+    assert "blokcs" not in created["spec"]

@@ -90,7 +90,8 @@ class Rules:
 
     # -- create ----------------------------------------------------------------------------
 
-    def create(self, txn: Txn, t: Target, body: Any, *, dry_run: bool = False) -> dict[str, Any]:
+    def create(self, txn: Txn, t: Target, body: Any, *, dry_run: bool = False,
+               strict: bool = False) -> dict[str, Any]:
         obj = self._body(t, body)
         meta = obj["metadata"]
         if t.info.namespaced:
@@ -122,7 +123,7 @@ class Rules:
         meta["generation"] = 1
         if t.info.reset_status_on_create:
             obj.pop("status", None)
-        obj = self._prepare(txn, t, None, obj)
+        obj = self._prepare(txn, t, None, obj, strict)
         if dry_run:
             return obj
         txn.put(t.info.storage_key, t.namespace, name, obj, None)
@@ -132,7 +133,7 @@ class Rules:
     # -- update and patch -------------------------------------------------------------------
 
     def update(self, txn: Txn, t: Target, body: Any, *, subresource: str = "",
-               dry_run: bool = False) -> dict[str, Any]:
+               dry_run: bool = False, strict: bool = False) -> dict[str, Any]:
         cur = self._current(txn, t)
         obj = self._body(t, body)
         meta = obj["metadata"]
@@ -142,10 +143,11 @@ class Rules:
         if t.info.namespaced:
             self._check_body_namespace(t, meta)
         self._check_rv(t, cur, meta.get("resourceVersion"))
-        return self._write_update(txn, t, cur, obj, subresource, dry_run)
+        return self._write_update(txn, t, cur, obj, subresource, dry_run, strict)
 
     def patch(self, txn: Txn, t: Target, patch_body: Any, content_type: str, *,
-              subresource: str = "", dry_run: bool = False) -> dict[str, Any]:
+              subresource: str = "", dry_run: bool = False,
+              strict: bool = False) -> dict[str, Any]:
         cur = self._current(txn, t)
         try:
             patched = patching.apply_patch(copy.deepcopy(cur), patch_body, content_type,
@@ -164,10 +166,10 @@ class Rules:
             self._check_rv(t, cur, rv)
         meta["name"] = t.name
         obj = self._body(t, patched)
-        return self._write_update(txn, t, cur, obj, subresource, dry_run)
+        return self._write_update(txn, t, cur, obj, subresource, dry_run, strict)
 
     def _write_update(self, txn: Txn, t: Target, cur: dict[str, Any], obj: dict[str, Any],
-                      subresource: str, dry_run: bool) -> dict[str, Any]:
+                      subresource: str, dry_run: bool, strict: bool = False) -> dict[str, Any]:
         if subresource == "status":
             new = copy.deepcopy(cur)
             if "status" in obj:
@@ -197,7 +199,7 @@ class Rules:
                     new.pop("status", None)
             self._validate_meta(t, new)
         new["metadata"]["resourceVersion"] = cur["metadata"].get("resourceVersion")
-        new = self._prepare(txn, t, cur, new)
+        new = self._prepare(txn, t, cur, new, strict)
         if spec_part(new) != spec_part(cur):
             new["metadata"]["generation"] = int(cur["metadata"].get("generation") or 0) + 1
         if new == cur:
@@ -413,8 +415,10 @@ class Rules:
             raise invalid(t.info.group, t.info.kind, str(name), problems)
 
     def _prepare(self, txn: Txn, t: Target, cur: dict[str, Any] | None,
-                 obj: dict[str, Any]) -> dict[str, Any]:
-        """Kind-specific defaulting, allocation and validation before a write."""
+                 obj: dict[str, Any], strict: bool = False) -> dict[str, Any]:
+        """Kind-specific defaulting, allocation and validation before a write. With
+        `strict` (the request's fieldValidation=Strict, kubectl's default), fields a custom
+        resource's schema does not declare are an error instead of being pruned."""
         key = t.info.storage_key
         if key == NAMESPACE_KEY:
             if cur is None:
@@ -432,8 +436,13 @@ class Rules:
             _prepare_crd(t, cur, obj)
         if t.info.schema:
             # Kubernetes' order for structural schemas: prune, default, then validate.
-            obj = schemas.apply_schema_defaults(
-                schemas.prune_unknown_fields(obj, t.info.schema), t.info.schema)
+            pruned = schemas.prune_unknown_fields(obj, t.info.schema)
+            if strict and (unknown := unknown_fields(obj, pruned)):
+                raise bad_request(
+                    f'{t.info.kind} in version "{t.info.version}" cannot be handled as a '
+                    f"{t.info.kind}: strict decoding error: "
+                    + ", ".join(f'unknown field "{f}"' for f in unknown))
+            obj = schemas.apply_schema_defaults(pruned, t.info.schema)
             problems = schemas.validate_against_schema(obj, t.info.schema)
             errors = [p for p in problems if p.severity == "error"]
             if errors:
@@ -461,6 +470,22 @@ class Rules:
         owner = t.owner_key()
         txn.set_allocations(owner, "clusterip", ips)
         txn.set_allocations(owner, "nodeport", {str(p) for p in ports})
+
+
+def unknown_fields(before: Any, after: Any, path: str = "") -> list[str]:
+    """Field paths present in `before` and gone from `after` (what pruning removed)."""
+    out: list[str] = []
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key, value in before.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in after:
+                out.append(sub)
+            else:
+                out.extend(unknown_fields(value, after[key], sub))
+    elif isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        for i, (b, a) in enumerate(zip(before, after, strict=True)):
+            out.extend(unknown_fields(b, a, f"{path}[{i}]"))
+    return out
 
 
 def _storage_only(storage_key: str) -> ResourceInfo:

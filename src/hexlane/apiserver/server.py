@@ -675,12 +675,16 @@ class ApiServer:
     def _dry_run(request: web.Request) -> bool:
         return "All" in request.query.getall("dryRun", [])
 
+    @staticmethod
+    def _strict(request: web.Request) -> bool:
+        return request.query.get("fieldValidation", "") == "Strict"
+
     async def _create(self, request: web.Request, rp: ResourcePath) -> web.Response:
         body = await self._body(request)
         target = Target(rp.info, rp.namespace)
-        dry = self._dry_run(request)
+        dry, strict = self._dry_run(request), self._strict(request)
         obj = await self.store.transact(
-            lambda txn: self.rules.create(txn, target, body, dry_run=dry))
+            lambda txn: self.rules.create(txn, target, body, dry_run=dry, strict=strict))
         return self._json(self._present(rp, obj), 201)
 
     async def _bind(self, request: web.Request, rp: ResourcePath) -> web.Response:
@@ -693,18 +697,18 @@ class ApiServer:
     async def _update(self, request: web.Request, rp: ResourcePath) -> web.Response:
         body = await self._body(request)
         target = Target(rp.info, rp.namespace, rp.name)
-        dry = self._dry_run(request)
+        dry, strict = self._dry_run(request), self._strict(request)
         obj = await self.store.transact(lambda txn: self.rules.update(
-            txn, target, body, subresource=rp.subresource, dry_run=dry))
+            txn, target, body, subresource=rp.subresource, dry_run=dry, strict=strict))
         return self._json(self._present(rp, obj))
 
     async def _patch(self, request: web.Request, rp: ResourcePath) -> web.Response:
         ctype = request.headers.get("Content-Type", "")
         body = await self._body(request)
         target = Target(rp.info, rp.namespace, rp.name)
-        dry = self._dry_run(request)
+        dry, strict = self._dry_run(request), self._strict(request)
         obj = await self.store.transact(lambda txn: self.rules.patch(
-            txn, target, body, ctype, subresource=rp.subresource, dry_run=dry))
+            txn, target, body, ctype, subresource=rp.subresource, dry_run=dry, strict=strict))
         return self._json(self._present(rp, obj))
 
     def _delete_options(self, request: web.Request, body: Any) -> DeleteOptions:
