@@ -7,6 +7,7 @@ through nsenter with their own state dir, bpf root and CNI directories. Pins dow
   CiliumNode exist, install the CNI config and plugin, and report IPAM, routing,
   masquerading and their tc programs;
 - pods made through the installed plugin reach each other across nodes (native routing);
+- a ClusterIP Service reaches a pod on another node (the service load balancer is wired);
 - routes to another node's pod CIDR appear when its Node+CiliumNode appear and go with them;
 - `bpftool net` lists hexlane's programs; no iptables or nftables rule exists in any node;
 - pod to a client outside the native routing CIDR leaves with the node's IP (eBPF masquerade);
@@ -129,6 +130,32 @@ def test_pods_reach_each_other_across_nodes(native: Cluster) -> None:
     assert native.ping("a", b, count=2)
     assert native.ping("b", a)
     assert "10.248.2.0/24 via 10.81.0.12" in routes(native, "node1")
+
+
+def test_clusterip_reaches_a_pod_on_another_node(native: Cluster) -> None:
+    """kubeProxyReplacement: the agent wires the service load balancer to its informers."""
+    a = native.add_pod("node1", "sa")
+    b = native.add_pod("node2", "sb")
+    native.topo.start("sb", [sys.executable, "-c", WHOAMI])
+    svc = native.api.ok("POST", "/api/v1/namespaces/default/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"ports": [{"port": 80, "targetPort": 7000, "protocol": "TCP"}]}})
+    native.api.ok("POST", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [b], "conditions": {"ready": True}, "nodeName": "node2"}],
+        "ports": [{"port": 7000, "protocol": "TCP", "name": ""}]})
+    vip = svc["spec"]["clusterIP"]
+
+    def ask() -> str:
+        out = native.run("sa", sys.executable, "-c", ASK.replace("7000", "80"), vip,
+                         check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    assert eventually(ask, timeout=20) == a  # DNAT only: the backend sees the pod
+    kpr = native.agents["node1"].status()["kubeProxyReplacement"]
+    assert kpr["enabled"] and kpr["services"] >= 1 and kpr["lastError"] == ""
 
 
 def test_routes_follow_nodes_and_ciliumnodes(native: Cluster) -> None:

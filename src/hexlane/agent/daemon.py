@@ -10,7 +10,9 @@
       routes      controller: other nodes' pod CIDRs -> routes / VXLAN (`hexlane.ipam.routes`)
       heartbeat   controller: GET /version, so `status` knows the API server answers
       cni-config  controller: the CNI config and plugin in their directories
-      services    the service load balancer (issue 6) — wired here when it lands
+      services    controller (kubeProxyReplacement): Services/EndpointSlices/Nodes ->
+                  `ServiceReconciler` (pinned LB maps, programs on the LAN device,
+                  hexlane_host and every pod veth) + kube-proxy's healthz servers
     Datapath
       endpoints   `EndpointManager`: host device + router IP, veths, pod IPs, eBPF masquerade
                   on the device holding the node IP, queued CNI DELs drained at start
@@ -45,12 +47,22 @@ from pyroute2 import AsyncIPRoute
 from hexlane import __version__
 from hexlane.config import Values
 from hexlane.datapath import netlink
-from hexlane.datapath.loader import ensure_bpffs, on_bpffs
+from hexlane.datapath.loader import (
+    PROGRAM_FROM_HOST,
+    PROGRAM_FROM_NETDEV,
+    LbDatapath,
+    ensure_bpffs,
+    on_bpffs,
+)
 from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS
 from hexlane.ipam.routes import HOST_DEVICE, NodeRouting, RoutingSettings
 from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.informer import Informer
 from hexlane.k8s.resources import CiliumNode, EndpointSlice, Node, Pod, Service
+from hexlane.model.endpointslice import EndpointSlice as EndpointSliceObject
+from hexlane.model.errors import InputError
+from hexlane.model.node import Node as NodeObject
+from hexlane.model.service import Service as ServiceObject
 
 from . import cniconf
 from .api import ABSTRACT_NAME, ApiServer, serve_api
@@ -59,6 +71,7 @@ from .endpoints import EndpointManager, MasqueradeSettings, write_json_atomic
 from .metrics import AgentMetrics
 from .nodes import cluster_nodes, local_node, pod_cidr_source
 from .programs import attached_programs
+from .services import HealthServers, ServiceReconciler
 from .status import health
 
 log = logging.getLogger(__name__)
@@ -83,6 +96,9 @@ class AgentConfig:
     host_namespace: bool = False
     sync_interval: float = DEFAULT_SYNC_INTERVAL
     abstract_name: str | None = ABSTRACT_NAME
+    #: The cluster's ClusterIP range, routed to hexlane_host so the node's own connections
+    #: to ClusterIPs meet the load balancer (None: they are not load-balanced).
+    service_cidr: str | None = None
 
 
 class Agent:
@@ -125,9 +141,15 @@ class Agent:
             Controller("heartbeat", self._heartbeat, interval=config.sync_interval),
             Controller("cni-config", self._install_cni, interval=config.sync_interval),
         ]
-        # The service load balancer (hexlane.agent.services, issue 6) is wired here when it
-        # lands: constructed with the client and the Services/EndpointSlices/Nodes informers
-        # above, started beside the controllers, its status merged into `status()`.
+        self.lb: LbDatapath | None = None
+        self.services: ServiceReconciler | None = None
+        self.health_servers: HealthServers | None = None
+        if values.kube_proxy_replacement:
+            self.controllers.append(
+                Controller("services", self._sync_services, interval=config.sync_interval))
+            for name in ("services", "endpointslices", "nodes"):
+                self.informers[name].add_handler(self._service_event, self._service_update,
+                                                 self._service_event)
         self._bind_metrics()
 
     # -- informer events ---------------------------------------------------------------------
@@ -139,6 +161,13 @@ class Agent:
 
     def _node_update(self, _old: Any, new: Any) -> None:
         self._node_event(new)
+
+    def _service_event(self, _obj: Any) -> None:
+        self.last_event = time.time()
+        self.controller("services").trigger()
+
+    def _service_update(self, _old: Any, new: Any) -> None:
+        self._service_event(new)
 
     def controller(self, name: str) -> Controller:
         return next(c for c in self.controllers if c.name == name)
@@ -235,6 +264,38 @@ class Agent:
         if synced:
             self.last_sync = time.time()
 
+    async def _sync_services(self) -> None:
+        rec = self.services
+        if rec is None:
+            raise RuntimeError("the service load balancer is not loaded")
+        names = ("services", "endpointslices", "nodes")
+        if not all(self.informers[n].synced.is_set() for n in names):
+            # Applying a partial picture would delete live services from the maps.
+            raise RuntimeError("waiting for Services, EndpointSlices and Nodes to sync")
+        services = _parsed(ServiceObject, self._objects("services"))
+        slices = _parsed(EndpointSliceObject, self._objects("endpointslices"))
+        nodes = _parsed(NodeObject, self._objects("nodes"))
+        await asyncio.to_thread(rec.update, services, slices, nodes)
+        await asyncio.to_thread(rec.attach_pods)
+        if self.health_servers is not None:
+            await self.health_servers.sync()
+
+    def _after_cni_add(self) -> None:
+        """A pod veth appeared: put the load balancer on it before the pod's first packet."""
+        if self.services is not None:
+            self.services.attach_pods()
+
+    @web.middleware
+    async def _cni_middleware(self, request: web.Request, handler: Any
+                              ) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        if request.path == "/v1/cni/add" and response.status == 200:
+            try:
+                self._after_cni_add()
+            except OSError as err:  # retried by the services controller's next run
+                log.warning("attaching the load balancer to a new pod: %s", err)
+        return response
+
     async def _heartbeat(self) -> None:
         try:
             await self.client.request("GET", "/version")
@@ -255,10 +316,39 @@ class Agent:
     # -- status ------------------------------------------------------------------------------
 
     def _expected_programs(self) -> list[dict[str, str]]:
-        if self.manager is None or self.manager.masquerade is None:
-            return []
-        return [{"device": self.device, "direction": "egress", "name": PROGRAM_EGRESS},
-                {"device": self.device, "direction": "ingress", "name": PROGRAM_INGRESS}]
+        expected = []
+        if self.manager is not None and self.manager.masquerade is not None:
+            expected += [{"device": self.device, "direction": "egress", "name": PROGRAM_EGRESS},
+                         {"device": self.device, "direction": "ingress",
+                          "name": PROGRAM_INGRESS}]
+        if self.services is not None:
+            expected += [{"device": self.device, "direction": "ingress",
+                          "name": PROGRAM_FROM_NETDEV},
+                         {"device": HOST_DEVICE, "direction": "egress",
+                          "name": PROGRAM_FROM_HOST}]
+        return expected
+
+    def _kpr_status(self) -> dict[str, Any]:
+        values = self.config.values
+        doc: dict[str, Any] = {"enabled": values.kube_proxy_replacement}
+        rec = self.services
+        if rec is None:
+            doc["note"] = ("kube-proxy handles Services" if not values.kube_proxy_replacement
+                           else "service load balancer not loaded yet")
+            return doc
+        desired = rec.desired
+        doc.update({
+            "services": len(desired.services) if desired is not None else 0,
+            "backends": len(desired.backends) if desired is not None else 0,
+            "algorithm": values.load_balancer.algorithm,
+            "mode": values.load_balancer.mode,
+            "lastUpdated": rec.last_updated,
+            "lastError": rec.last_error or "",
+            "healthzBindAddr": ":".join(map(str, values.kube_proxy_replacement_healthz_bind_addr
+                                             or ())),
+            "healthCheckNodePorts": self.health_servers.ports if self.health_servers else [],
+        })
+        return doc
 
     async def status(self) -> dict[str, Any]:
         """The document `GET /v1/status` answers (see docs/agent.md)."""
@@ -280,10 +370,7 @@ class Agent:
             "version": __version__,
             "now": now,
             "waitingFor": "" if manager is not None else self.waiting_for,
-            "kubeProxyReplacement": {
-                "enabled": values.kube_proxy_replacement,
-                "note": "service load balancer not wired into this agent yet",
-            },
+            "kubeProxyReplacement": self._kpr_status(),
             "kubernetes": {
                 "server": self.client.server,
                 "reachable": self.last_contact is not None and not self.contact_error,
@@ -400,6 +487,22 @@ class Agent:
         # dropping them until the informers sync (connections to other nodes would stall).
         self.manager.nodes = tuple(sorted(self.peers))
         await self.manager.start()
+        if values.kube_proxy_replacement:
+            await self._start_services()
+
+    async def _start_services(self) -> None:
+        values = self.config.values
+        # Compiling and loading takes a while: off the loop (same namespace, other thread).
+        self.lb = await asyncio.to_thread(LbDatapath.load, self.config.bpf_root,
+                                          table_size=values.maglev.table_size,
+                                          hash_seed=values.maglev.hash_seed)
+        self.services = ServiceReconciler(self.lb, self.config.node, values)
+        attached = await asyncio.to_thread(self.services.attach, [self.device],
+                                           self.config.service_cidr)
+        log.info("service load balancer attached: %s", ", ".join(attached))
+        self.health_servers = HealthServers(self.services,
+                                            values.kube_proxy_replacement_healthz_bind_addr)
+        await self.health_servers.start()
 
     async def run(self, stop: asyncio.Event) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -416,7 +519,7 @@ class Agent:
             self.local = local
             self._remember(local, self.peers)
             await self._start_datapath(local)
-            app = web.Application()
+            app = web.Application(middlewares=[self._cni_middleware])
             app.router.add_get("/v1/status", self._status_handler)
             self.api = await serve_api(self.config.state_dir, self.manager_or_fail, app=app,
                                        abstract_name=self.config.abstract_name)
@@ -432,6 +535,10 @@ class Agent:
                 await ctrl.stop()
             if self.api is not None:
                 await self.api.close()
+            if self.health_servers is not None:
+                await self.health_servers.stop()
+            if self.lb is not None:
+                self.lb.close()  # maps and programs stay pinned and attached
             if self.manager is not None:
                 await self.manager.close()
             for inf in self.informers.values():
@@ -445,6 +552,19 @@ class Agent:
         if self.manager is None:
             raise RuntimeError("endpoint manager not started")
         return self.manager
+
+
+def _parsed(model: Any, objects: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Typed views of cached objects; one that does not parse is logged and left out."""
+    out = []
+    for obj in objects:
+        try:
+            out.append(model.parse(obj))
+        except (InputError, ValueError) as err:
+            meta = obj.get("metadata") or {}
+            log.warning("skipping %s %s/%s: %s", obj.get("kind"), meta.get("namespace", ""),
+                        meta.get("name", ""), err)
+    return out
 
 
 def _routing_to_dict(node: NodeRouting) -> dict[str, Any]:

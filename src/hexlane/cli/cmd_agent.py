@@ -2,7 +2,8 @@
 
     hexlane agent --node NAME [--kubeconfig F] [--values F]... [--set k=v]...
                   [--state-dir DIR] [--bpf-root DIR] [--cni-conf-dir DIR] [--cni-bin-dir DIR]
-                  [--metrics-addr ADDR:PORT|off] [--host-namespace] [--sync-interval 10s]
+                  [--metrics-addr ADDR:PORT|off] [--service-cidr CIDR] [--host-namespace]
+                  [--sync-interval 10s]
 
 Values are Cilium's Helm values (`ipam.mode`, `routingMode`, `autoDirectNodeRoutes`,
 `ipv4NativeRoutingCIDR`, `enableIPv4Masquerade`, `k8sServiceHost/Port`,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import sys
@@ -56,6 +58,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--metrics-addr", metavar="ADDR:PORT",
                         help="serve /metrics here (default 0.0.0.0 and prometheus.port, 9962, "
                              "when prometheus.enabled; 'off' disables)")
+    parser.add_argument("--service-cidr", metavar="CIDR",
+                        help="the cluster's ClusterIP range: routed to hexlane_host so the "
+                             "node's own connections to ClusterIPs are load-balanced")
     parser.add_argument("--host-namespace", action="store_true",
                         help="allow running in a network namespace that is not a named one "
                              "(a real node's own namespace; the lab and tests never need it)")
@@ -63,6 +68,16 @@ def register(subparsers: Any) -> None:
                         help="how often controllers converge without an event (10s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.set_defaults(func=run)
+
+
+def _service_cidr(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return str(ipaddress.IPv4Network(text, strict=True))
+    except ValueError as e:
+        raise InputError(Problem(f"not an IPv4 CIDR: {text!r} ({e})", "--service-cidr")) \
+            from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     config = AgentConfig(node=args.node, values=values, state_dir=args.state_dir,
                          bpf_root=args.bpf_root, cni_conf_dir=conf_dir, cni_bin_dir=bin_dir,
                          kubeconfig=args.kubeconfig, metrics_addr=metrics_addr,
-                         host_namespace=args.host_namespace, sync_interval=interval)
+                         host_namespace=args.host_namespace, sync_interval=interval,
+                         service_cidr=_service_cidr(args.service_cidr))
     try:
         return asyncio.run(run_agent(config))
     except (OSError, RuntimeError) as err:
