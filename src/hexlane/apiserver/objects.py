@@ -437,7 +437,14 @@ class Rules:
         if t.info.schema:
             # Kubernetes' order for structural schemas: prune, default, then validate.
             pruned = schemas.prune_unknown_fields(obj, t.info.schema)
-            if strict and (unknown := unknown_fields(obj, pruned)):
+            unknown = unknown_fields(obj, pruned) if strict else []
+            if unknown and cur is not None:
+                # Fields the stored object already had (a CRD schema changed under it) are
+                # pruned quietly: strictness is about what this request sent.
+                stale = set(unknown_fields(cur, schemas.prune_unknown_fields(
+                    cur, t.info.schema)))
+                unknown = [f for f in unknown if f not in stale]
+            if unknown:
                 raise bad_request(
                     f'{t.info.kind} in version "{t.info.version}" cannot be handled as a '
                     f"{t.info.kind}: strict decoding error: "
