@@ -377,3 +377,24 @@ def test_dsr_replies_bypass_the_receiving_node(lab: Lab) -> None:
     assert out_node1.strip() == ""  # no reply crossed node1's LAN interface
     lines = [ln for ln in out_client.splitlines() if ln.strip()]
     assert lines and all(ln.split()[1] == node2_mac for ln in lines)
+
+
+def test_service_list_shows_what_is_programmed(lab: Lab,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from hexlane.cli.main import main
+
+    root = str(lab.roots["node1"])
+    assert main(["service", "list", "--bpf-root", root, "-o", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by = {(r["frontend"], r["scope"]): r for r in rows}
+    local = by[(f"{NODE1}:30081/TCP", "external")]
+    assert (local["type"], local["algorithm"]) == ("NodePort", "maglev")
+    assert {"Local", "TwoScopes"} <= set(local["flags"])
+    assert [(b["address"], b["local"]) for b in local["backends"]] == [
+        ("10.42.1.5:8080/TCP", True)]
+    assert len(by[(f"{NODE1}:30081/TCP", "internal")]["backends"]) == 3
+    assert by[("10.43.0.12:80/TCP", "external")]["backends"] == []
+    assert by[(f"{LB_IP}:80/TCP", "external")]["type"] == "LoadBalancer"
+    assert main(["service", "list", "--bpf-root", root]) == 0
+    text = capsys.readouterr().out
+    assert "10.43.0.12:80/TCP" in text and "rejects" in text

@@ -26,6 +26,7 @@ from hexlane.datapath.maps import (
     SERVICES_MAP,
     SVC_FLAG2_FWD_MODE_DSR,
     SVC_FLAG2_INT_LOCAL,
+    SVC_FLAG2_TWO_SCOPES,
     SVC_FLAG_AFFINITY,
     SVC_FLAG_EXT_LOCAL,
     SVC_FLAG_EXTERNAL_IP,
@@ -65,6 +66,7 @@ def _backends(bpf_root: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
                 "id": int(k.value),
                 "address": _addr(v.address, v.port, v.proto),
                 "state": _STATES.get(v.flags, str(v.flags)),
+                "local": bool(v.node_local),
             }
             for k, v in m.iter_items()
         }
@@ -96,13 +98,19 @@ def services(bpf_root: str | os.PathLike[str]) -> list[dict[str, Any]]:
                     flags.append("Local")
                 if value.flags2 & SVC_FLAG2_INT_LOCAL:
                     flags.append("InternalLocal")
+                if value.flags2 & SVC_FLAG2_TWO_SCOPES:
+                    flags.append("TwoScopes")
                 if value.flags2 & SVC_FLAG2_FWD_MODE_DSR:
                     flags.append("dsr")
+                svc_type = _service_type(value)
                 frontends[fe] = {
                     "frontend": _addr(key.address, key.dport, key.proto),
                     "scope": "internal" if key.scope else "external",
                     "rev_nat_index": int(value.rev_nat_index),
-                    "type": _service_type(value),
+                    "type": svc_type,
+                    # how traffic from outside reaches a backend on another node
+                    "mode": ("-" if svc_type == "ClusterIP" else
+                             "dsr" if value.flags2 & SVC_FLAG2_FWD_MODE_DSR else "snat"),
                     "algorithm": _ALGORITHMS.get(algorithm, str(algorithm)),
                     "affinity_timeout_s": int(value.backend_id & AFFINITY_TIMEOUT_MASK),
                     "flags": flags,
