@@ -130,7 +130,12 @@ def run(args: argparse.Namespace) -> int:
         # A kubeconfig from an earlier run may name another port: it appears again only once
         # this server listens, so waiting for it is a readiness check.
         (data_dir / "kubeconfig").unlink(missing_ok=True)
-        await server.start()
+        try:
+            await server.start()
+        except OSError as e:
+            await server.stop()
+            raise InputError(Problem(f"cannot listen on {args.listen}: {e.strerror or e}",
+                                     "--listen")) from e
         write_kubeconfig(data_dir / "kubeconfig", server=server.url, token=config.token,
                          ca_file=config.tls_cert)
         print(f"hexlane apiserver serving {server.url} (kubeconfig {data_dir / 'kubeconfig'})",
