@@ -121,7 +121,8 @@ class LeaderElector:
             # that far) the stop callback.
             was_leading, stops = self.leading, self.stops
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self._feed(Release()), self.timing.renew_deadline)
+                async with asyncio.timeout(self.timing.renew_deadline):
+                    await self._feed(Release())
             if was_leading and self.stops == stops:
                 self.state = ElectionState(self.identity)
                 self.stops += 1
@@ -149,7 +150,10 @@ class LeaderElector:
             self._callback(self.on_stopped_leading)
             return None
         try:
-            return await asyncio.wait_for(self._request(action), self.timing.renew_deadline)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+            # that arrives as the request completes, and stop() would then wait forever.
+            async with asyncio.timeout(self.timing.renew_deadline):
+                return await self._request(action)
         except ApiError as e:
             if isinstance(action, Get):
                 return ReadFailed()
