@@ -4,7 +4,7 @@ Pins down: a controller counts successes and failures, keeps the last error, is 
 after a success with no failure since, and runs again when triggered and on its interval;
 the CNI config and plugin wrapper are written once (a second install changes nothing), put
 back when removed, the wrapper runs the real plugin, and cleanup recognises only what hexlane
-made.
+made; cleanup refuses the machine's own namespace; status without an agent is not OK.
 """
 
 from __future__ import annotations
@@ -13,10 +13,16 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from hexlane.agent import cniconf
 from hexlane.agent.controllers import Controller
+from hexlane.datapath.netlink import is_named_netns
+from hexlane.lab import netns
+from hexlane.lab.netns import Topology
 
 
 async def test_controller_records_failures_and_recovers() -> None:
@@ -89,3 +95,38 @@ def test_cleanup_leaves_foreign_plugins(tmp_path: Path) -> None:
     (bin_dir / "hexlane-cni").unlink()
     (bin_dir / "hexlane-cni").symlink_to("/usr/local/bin/hexlane-cni")
     assert cniconf.is_our_plugin(bin_dir / "hexlane-cni")
+
+
+def _hexlane(*args: str, ns: str | None = None) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "hexlane.cli.main", *args]
+    if ns is not None:
+        return netns.run(ns, argv, check=False)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_cleanup_refuses_the_machines_own_namespace(tmp_path: Path) -> None:
+    """Without --host-namespace, cleanup outside a named namespace stops before looking."""
+    if os.geteuid() != 0 or is_named_netns():
+        pytest.skip("needs root in the machine's own namespace")
+    out = _hexlane("cleanup", "--state-dir", str(tmp_path / "s"), "--bpf-root",
+                   str(tmp_path / "b"), "--cni-conf-dir", str(tmp_path / "c"),
+                   "--cni-bin-dir", str(tmp_path / "d"))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "--host-namespace" in out.stderr and "would remove" not in out.stdout
+
+
+def test_status_without_an_agent_is_not_ok(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a network namespace)")
+    with Topology("hxs") as topo:
+        ns = topo.add("node")
+        brief = _hexlane("status", "--brief", "--state-dir", str(tmp_path), ns=ns)
+        assert brief.returncode == 1 and "unreachable" in brief.stdout
+        full = _hexlane("status", "-o", "json", "--state-dir", str(tmp_path), ns=ns)
+        assert full.returncode == 1
+        assert json.loads(full.stdout)["health"]["ok"] is False
+        # Cleanup in an empty node namespace finds nothing and says so.
+        clean = _hexlane("cleanup", "--yes", "--state-dir", str(tmp_path / "gone"),
+                         "--bpf-root", str(tmp_path / "nobpf"), "--cni-conf-dir",
+                         str(tmp_path / "c"), "--cni-bin-dir", str(tmp_path / "d"), ns=ns)
+        assert clean.returncode == 0 and "nothing of hexlane's here" in clean.stdout

@@ -5,10 +5,10 @@
 
 Acts on the network namespace it runs in (run it in a node's: `nsenter --net=...` or
 `hexlane lab exec --name X node1 -- hexlane cleanup --yes`). Without `--yes` it only lists
-what it would remove and exits 1. In the machine's own namespace (that of PID 1) it also wants
-`--host-namespace`, which is what a real node needs and what a test must never give. It
-refuses while an agent answers in this namespace or on the state dir's socket: the agent
-would put everything back. Idempotent: a second run finds nothing and exits 0.
+what it would remove and exits 1. Outside a named namespace (/run/netns/*), i.e. in the
+machine's own, it also wants `--host-namespace`: what a real node needs and a test never
+gives. It refuses while an agent answers in this namespace or on the state dir's socket:
+the agent would put everything back. Idempotent: a second run finds nothing and exits 0.
 """
 
 from __future__ import annotations
@@ -47,13 +47,10 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _in_initial_netns() -> bool:
+def _in_named_netns() -> bool:
     from hexlane.datapath import netlink
 
-    try:
-        return netlink.netns_id() == netlink.netns_id("/proc/1/ns/net")
-    except OSError:
-        return False  # PID 1's namespace is not ours to read: we are not in it
+    return netlink.is_named_netns()
 
 
 def _agent_answers(state_dir: Path) -> bool:
@@ -71,11 +68,13 @@ def _agent_answers(state_dir: Path) -> bool:
 def run(args: argparse.Namespace) -> int:
     from hexlane.agent.cleanup import CleanupPaths, find_leftovers, remove
 
-    if _in_initial_netns() and not args.host_namespace:
+    # Told positively, as the endpoint manager does: PID 1's namespace cannot always be read
+    # (containers, sandboxes), and guessing wrong would strip the machine's own network.
+    if not _in_named_netns() and not args.host_namespace:
         raise InputError(Problem(
-            "this is the machine's own network namespace: give --host-namespace if this "
-            "machine is a hexlane node, or run cleanup inside the node's namespace",
-            "--host-namespace"))
+            "this is not a named node namespace (/run/netns/*) but, most likely, the "
+            "machine's own: give --host-namespace if this machine is a hexlane node, or run "
+            "cleanup inside the node's namespace", "--host-namespace"))
     if _agent_answers(args.state_dir):
         print("hexlane cleanup: an agent is running for this node; stop it first (it would "
               "put everything back)", file=sys.stderr)
