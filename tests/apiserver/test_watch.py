@@ -7,6 +7,7 @@ path, and the 410 Expired ERROR event once the resourceVersion is older than --w
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Any
@@ -159,3 +160,61 @@ def test_watch_too_old_gets_410(fresh_server: Any) -> None:
         assert ev["type"] == "DELETED" and ev["object"]["metadata"]["name"] == "c0"
     finally:
         watch.close()
+
+
+def _informer_cycle(server: Any, ns: str, *, bookmarks: bool) -> list[str]:
+    """A minimal informer: LIST, WATCH from the list's rv, and after the stream ends resume
+    from the last rv seen (events or bookmarks), re-LISTing only after a 410. While its
+    first watch is open, more changes than the kept history happen elsewhere. Returns what
+    it did, in order."""
+    api = server.api
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    actions = ["list"]
+    _, listing = api.get(path)
+    rv = listing["metadata"]["resourceVersion"]
+
+    def noise() -> None:
+        other = type(api)(api.host, api.port, api.token, server.data_dir / "tls.crt")
+        for i in range(6):  # one more than the history of 5
+            other.post("/api/v1/namespaces/default/secrets",
+                       {"metadata": {"generateName": "noise-"}, "data": {"i": str(i)}})
+        other.close()
+
+    for round_ in range(2):
+        query = f"watch=1&resourceVersion={rv}&timeoutSeconds=3"
+        if bookmarks:
+            query += "&allowWatchBookmarks=true"
+        watch = api.watch(f"{path}?{query}")
+        writer = threading.Thread(target=noise)
+        if round_ == 0:
+            writer.start()
+        try:
+            while (ev := watch.next()) is not None:
+                if ev["type"] == "ERROR":
+                    assert ev["object"]["code"] == 410
+                    actions += ["410", "list"]
+                    _, listing = api.get(path)
+                    rv = listing["metadata"]["resourceVersion"]
+                    break
+                rv = ev["object"]["metadata"]["resourceVersion"]
+        finally:
+            watch.close()
+            if round_ == 0:
+                writer.join()
+        actions.append("watch")
+    return actions
+
+
+def test_bookmarks_spare_informers_a_relist(fresh_server: Any) -> None:
+    """With a short history, an informer on a quiet resource resumes without a 410 thanks
+    to bookmarks (periodic, and one just before the watch times out), and the server's
+    request counters show exactly one LIST; without bookmarks its resourceVersion goes
+    stale and the resume costs a 410 and a second LIST."""
+    server = fresh_server("--watch-history", "5", "--bookmark-interval", "0.2")
+    ns = _ns(server.api)
+    before = server.metrics().get(("list", "configmaps"), 0)
+    assert _informer_cycle(server, ns, bookmarks=True) == ["list", "watch", "watch"]
+    assert server.metrics()[("list", "configmaps")] - before == 1
+    assert _informer_cycle(server, ns, bookmarks=False) == ["list", "watch", "410", "list",
+                                                            "watch"]
+    assert server.metrics()[("list", "configmaps")] - before == 3

@@ -840,6 +840,12 @@ class ApiServer:
                         continue
                     now = time.monotonic()
                     if now >= deadline:
+                        if bookmarks:
+                            # As Kubernetes' watch cache does before a timeout: a last
+                            # bookmark lets the client resume from a fresh resourceVersion.
+                            if sub.queue.empty():
+                                last_sent = max(last_sent, self.store.rv)
+                            await resp.write(self._bookmark(rp, last_sent))
                         break
                     if bookmarks and now >= next_bookmark:
                         if sub.queue.empty():
