@@ -156,19 +156,27 @@ class Cluster:
         for role, ip in (("cp", self.CP), ("client", self.CLIENT)):
             topo.add(role)
             topo.plug("lan", role, f"{ip}/24")
-        data = tmp / "apiserver"
-        data.mkdir()
-        self.kubeconfig = data / "kubeconfig"
-        with open(data / "server.log", "ab") as log:
-            self.apiserver = topo.start("cp", [*HEXLANE, "apiserver", "--data-dir", str(data),
-                                               "--listen", f"{self.CP}:6443"],
-                                        stdout=log, stderr=subprocess.STDOUT)
+        self.data = tmp / "apiserver"
+        self.data.mkdir()
+        self.kubeconfig = self.data / "kubeconfig"
+        self.start_apiserver()
+        self.api = Api(topo["cp"], self.kubeconfig, self.data / "tls.crt")
+
+    def start_apiserver(self) -> None:
+        """Start `hexlane apiserver` in cp (again: same data, token and certificate)."""
+        self.kubeconfig.unlink(missing_ok=True)
+        with open(self.data / "server.log", "ab") as log:
+            self.apiserver = self.topo.start(
+                "cp", [*HEXLANE, "apiserver", "--data-dir", str(self.data),
+                       "--listen", f"{self.CP}:6443"], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while not self.kubeconfig.exists():
-            assert self.apiserver.poll() is None, (data / "server.log").read_text()[-2000:]
+            assert self.apiserver.poll() is None, (self.data / "server.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "apiserver did not start"
             time.sleep(0.05)
-        self.api = Api(topo["cp"], self.kubeconfig, data / "tls.crt")
+
+    def stop_apiserver(self) -> None:
+        netns.stop_process(self.apiserver, timeout=10)
 
     def node_ip(self, index: int) -> str:
         return f"{self.LAN}.{10 + index}"

@@ -13,6 +13,8 @@ through nsenter with their own state dir, bpf root and CNI directories. Pins dow
 - pod to a client outside the native routing CIDR leaves with the node's IP (eBPF masquerade);
 - kill -9 and restart of an agent keeps existing pods connected, keeps their IPs, and new
   pods come up;
+- the API server going away is reported by `status --brief` while pods keep talking and
+  new pods still come up; its return makes the agent healthy again;
 - `hexlane cleanup` (in the node) refuses while the agent runs, lists without --yes, and
   leaves no hexlane link, route, pin or file, twice over;
 - tunnel mode with `ipam.mode: kubernetes` (Node spec.podCIDR): pods reach each other
@@ -223,6 +225,25 @@ def test_kill_and_restart_keeps_pods_connected(native: Cluster) -> None:
     native.start_agent("node1", agent.values)
     agent.wait_ok()
     assert native.ping("kc", a) and native.ping("ka", b)
+
+
+def test_api_outage_is_reported_and_survived(native: Cluster) -> None:
+    agent = native.agents["node1"]
+    a = native.add_pod("node1", "oa")
+    b = native.add_pod("node2", "ob")
+    native.stop_apiserver()
+    try:
+        def not_ok() -> str:
+            out = agent.hexlane("status", "--brief")
+            return out.stdout if out.returncode == 1 else ""
+
+        assert "unreachable" in eventually(not_ok, timeout=15)
+        assert native.ping("oa", b), "pods keep talking while the API server is away"
+        c = native.add_pod("node1", "oc")  # the CNI plugin is served from local state
+        assert c not in (a, b) and native.ping("oc", b)
+    finally:
+        native.start_apiserver()
+    agent.wait_ok()
 
 
 def hexlane_leftovers(cluster: Cluster, node: str) -> list[str]:
