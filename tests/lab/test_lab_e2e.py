@@ -1,0 +1,239 @@
+"""The lab end to end, with the real daemons: `lab up` gives Ready nodes; kubectl applies a
+Deployment and a Service; pods get IPs and serve HTTP/UDP, reachable across nodes with the
+caller's real address; EndpointSlices carry ready endpoints, then terminating ones on scale
+down, then none; deleting the Deployment garbage-collects its pods; `lab kill`/`revive` take
+a node away and back; `lab up` on an existing lab refuses; `lab down` removes everything,
+also after every process was SIGKILLed or when only a half-made lab is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from ipaddress import ip_network
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lab_helpers import Lab, hexlane, lab_namespaces
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: web
+        image: nginx
+        ports:
+        - {name: http, containerPort: 8080}
+        - {name: echo, containerPort: 5353, protocol: UDP}
+        lifecycle: {preStop: {exec: {command: ["sleep", "3"]}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: http}
+  - {name: echo, port: 53, targetPort: echo, protocol: UDP}
+"""
+
+UDP_CLIENT = ("import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); "
+              "s.settimeout(3); s.sendto(b'ping',(sys.argv[1],5353)); "
+              "print(s.recv(200).decode())")
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30, interval: float = 0.2
+             ) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def pods(lab: Lab) -> list[dict[str, Any]]:
+    return list(lab.api("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")["items"])
+
+
+def endpoints(lab: Lab) -> list[dict[str, Any]]:
+    slices = lab.api("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+                     "?labelSelector=kubernetes.io%2Fservice-name%3Dweb")["items"]
+    return [e for s in slices for e in s.get("endpoints") or []]
+
+
+def running(lab: Lab, n: int) -> list[dict[str, Any]] | None:
+    items = [p for p in pods(lab) if not p["metadata"].get("deletionTimestamp")]
+    ok = [p for p in items if p["status"].get("podIP") and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in p["status"]["conditions"])]
+    return ok if len(ok) == n == len(items) else None
+
+
+def test_nodes_ready_with_k3s_labels(lab: Lab) -> None:
+    nodes = json.loads(lab.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    by_name = {n["metadata"]["name"]: n for n in nodes}
+    assert sorted(by_name) == ["node1", "node2"]
+    for name, n in by_name.items():
+        ready = [c for c in n["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready[0]["status"] == "True"
+        assert n["metadata"]["labels"]["kubernetes.io/hostname"] == name
+        assert n["metadata"]["labels"]["kubernetes.io/os"] == "linux"
+        ips = {a["type"]: a["address"] for a in n["status"]["addresses"]}
+        assert ips == {"InternalIP": f"10.0.0.1{name[-1]}", "Hostname": name}
+    labels = by_name["node1"]["metadata"]["labels"]
+    assert labels["node-role.kubernetes.io/control-plane"] == "true"
+    assert labels["node-role.kubernetes.io/master"] == "true"
+    assert "node-role.kubernetes.io/master" not in by_name["node2"]["metadata"]["labels"]
+    lease = lab.api("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node2")
+    assert lease["spec"]["holderIdentity"] == "node2"
+
+
+def test_up_on_an_existing_lab_refuses(lab: Lab) -> None:
+    result = lab.run("up", "--nodes", "2", check=False)
+    assert result.returncode == 1 and "exists already" in result.stderr
+
+
+def test_status_and_exec(lab: Lab) -> None:
+    info = json.loads(lab.run("status", "-o", "json").stdout)
+    assert info["phase"] == "up"
+    assert all(p["alive"] for p in info["processes"]), info["processes"]
+    assert {n["name"] for n in info["nodes"] if n["ready"]} == {"node1", "node2"}
+    out = lab.exec("node2", "sh", "-c", "echo $HEXLANE_STATE_DIR; ip -o -4 addr show eth0")
+    assert out.stdout.splitlines()[0] == f"/run/hexlane/lab/{lab.name}/node2/state"
+    assert "10.0.0.12/24" in out.stdout
+    assert lab.exec("client", "sh", "-c", "exit 7", check=False).returncode == 7
+
+
+def test_deployment_pods_serve_across_nodes(lab: Lab) -> None:
+    lab.kubectl("apply", "-f", "-", stdin=APP)
+    ready = wait_for("3 ready pods", lambda: running(lab, 3), timeout=60)
+    nodes = {p["spec"]["nodeName"] for p in ready}
+    assert nodes == {"node1", "node2"}, "the scheduler spreads pods over both nodes"
+    for p in ready:
+        assert p["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+        assert p["status"]["phase"] == "Running"
+    eps = wait_for("3 ready endpoints", lambda: [e for e in endpoints(lab)
+                                                 if e["conditions"]["ready"]] if len(
+        [e for e in endpoints(lab) if e["conditions"]["ready"]]) == 3 else None)
+    assert {e["addresses"][0] for e in eps} == {p["status"]["podIP"] for p in ready}
+    assert {e["nodeName"] for e in eps} == nodes
+    a = next(p for p in ready if p["spec"]["nodeName"] == "node1")
+    b = next(p for p in ready if p["spec"]["nodeName"] == "node2")
+    a_name, b_name = a["metadata"]["name"], b["metadata"]["name"]
+    a_ip, b_ip = a["status"]["podIP"], b["status"]["podIP"]
+    # Pod on node1 -> pod on node2: no translation, the server sees the pod's own address.
+    whoami = json.loads(lab.exec(f"pod/default/{a_name}", "curl", "-sS", "-m", "5",
+                                 f"http://{b_ip}:8080/whoami").stdout)
+    assert whoami == {"pod": b_name, "node": "node2", "client_ip": a_ip,
+                      "client_port": whoami["client_port"]}
+    root = lab.exec(f"pod/default/{b_name}", "curl", "-sS", "-m", "5", f"http://{a_ip}:8080/")
+    assert root.stdout == f"{a_name}\n"
+    echo = lab.exec(f"pod/default/{a_name}", "python3", "-c", UDP_CLIENT, b_ip)
+    assert echo.stdout.strip() == f"{b_name} ping"
+    # A node reaches pods on the other node too, from one of its own addresses (its LAN
+    # address, or its router IP, the first of its pod CIDR, in tunnel mode).
+    from_node = json.loads(lab.exec("node1", "curl", "-sS", "-m", "5",
+                                    f"http://{b_ip}:8080/whoami").stdout)
+    router = str(ip_network(f"{a_ip}/24", strict=False).network_address + 1)
+    assert from_node["client_ip"] in ("10.0.0.11", router)
+
+
+def test_scale_down_terminates_gracefully(lab: Lab) -> None:
+    wait_for("3 ready pods", lambda: running(lab, 3), timeout=60)
+    lab.kubectl("patch", "deployment", "web", "-p", '{"spec":{"replicas":1}}')
+    terminating = wait_for("terminating endpoints", lambda: [
+        e for e in endpoints(lab) if e["conditions"]["terminating"]], timeout=10, interval=0.1)
+    # During the preStop sleep the endpoint is terminating, not ready, still serving.
+    assert all(not e["conditions"]["ready"] for e in terminating)
+    assert any(e["conditions"]["serving"] for e in terminating)
+    gone = {e["targetRef"]["name"] for e in terminating}
+    wait_for("terminated pods removed", lambda: not gone & {
+        p["metadata"]["name"] for p in pods(lab)}, timeout=30)
+    eps = wait_for("one endpoint", lambda: endpoints(lab) if len(endpoints(lab)) == 1 else None)
+    assert eps[0]["conditions"] == {"ready": True, "serving": True, "terminating": False}
+    deploy = lab.api("/apis/apps/v1/namespaces/default/deployments/web")
+    assert deploy["status"]["replicas"] == 1 and deploy["status"]["readyReplicas"] == 1
+
+
+def test_kill_and_revive_a_node(lab: Lab) -> None:
+    lab.kubectl("patch", "deployment", "web", "-p", '{"spec":{"replicas":2}}')
+    wait_for("2 ready pods", lambda: running(lab, 2), timeout=60)
+    lab.run("kill", "node2")
+    info = json.loads(lab.run("status", "-o", "json").stdout)
+    node2 = [p for p in info["processes"] if p["host"] == "node2"]
+    assert node2 and not any(p["alive"] for p in node2)
+    assert next(h for h in info["hosts"] if h["host"] == "node2")["link"] == "down"
+
+    def not_ready() -> bool:
+        node = lab.api("/api/v1/nodes/node2")
+        return any(c["type"] == "Ready" and c["status"] != "True"
+                   for c in node["status"]["conditions"])
+    wait_for("node2 NotReady after its lease ran out", not_ready, timeout=30, interval=0.5)
+    lab.run("revive", "node2")
+    info = json.loads(lab.run("status", "-o", "json").stdout)
+    assert all(p["alive"] for p in info["processes"])
+    assert {n["name"] for n in info["nodes"] if n["ready"]} == {"node1", "node2"}
+    wait_for("2 ready pods again", lambda: running(lab, 2), timeout=60)
+
+
+def test_deleting_the_deployment_collects_its_pods(lab: Lab) -> None:
+    lab.kubectl("delete", "deployment", "web", "--wait=false")
+    wait_for("pods garbage-collected", lambda: pods(lab) == [], timeout=40, interval=0.5)
+    netns = lab_namespaces(lab.name)
+    assert not [n for n in netns if n.startswith(f"{lab.name}-p")], netns
+
+
+def test_down_after_every_process_was_killed(lab: Lab) -> None:
+    """Last in this module: it takes the session's lab down the hard way."""
+    from hexlane.lab.manager import pids_in_netns
+
+    paths = [f"/run/netns/{n}" for n in lab_namespaces(lab.name)]
+    pids = pids_in_netns(paths)
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    hexlane("lab", "down", "--name", lab.name)
+    assert lab_namespaces(lab.name) == []
+    assert not lab.dir.exists()
+    assert not list(Path("/sys/fs/bpf").glob(f"hexlane-{lab.name}-*"))
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert "p-node" not in links
+
+
+def test_down_removes_a_half_made_lab() -> None:
+    """No state file, a process left in a node: discovery by name finds all of it."""
+    from hexlane.lab import netns
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    name = f"h{os.urandom(3).hex()}"
+    made = [f"{name}-lan", f"{name}-node1", f"{name}-p0123abcd"]
+    try:
+        for n in made:
+            netns.create(n)
+        proc = netns.popen(f"{name}-node1", ["sleep", "60"], start_new_session=True)
+        directory = Path("/run/hexlane/lab") / name
+        (directory / "node1").mkdir(parents=True)
+        hexlane("lab", "down", "--name", name)
+        assert proc.wait(10) is not None
+        assert lab_namespaces(name) == []
+        assert not directory.exists()
+    finally:
+        for n in made:
+            netns.delete(n)
