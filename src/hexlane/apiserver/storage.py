@@ -306,7 +306,15 @@ class Store:
         conn = self._conn
         assert conn is not None and self._loop is not None
         while (jobs := self._jobs.get()) is not None:
-            self._run_batch(conn, jobs)
+            before = self._writer_rv
+            try:
+                self._run_batch(conn, jobs)
+            except BaseException as e:  # a bug here must fail these writes, not stop all writes
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._writer_rv = before
+                self._loop.call_soon_threadsafe(self._apply, [],
+                                                [(job, False, e) for job in jobs])
 
     def _run_batch(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
         start_rv = self._writer_rv
