@@ -31,13 +31,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from hexlane.ipam.lbipam import LBIPAMPlan, Options
-from hexlane.ipam.status import StatusWrite, reconcile
+from hexlane.ipam.status import StatusWrite, pool_writes, reconcile, service_writes
 from hexlane.k8s.cache import Obj, object_key, resource_version
 from hexlane.k8s.client import ApiError, KubeClient
 from hexlane.k8s.informer import Informer
@@ -47,6 +47,7 @@ from hexlane.model.cilium import LBIPPool
 from hexlane.model.errors import InputError
 from hexlane.model.service import Service as ServiceModel
 
+from .fastpath import HeldAddresses, allocate_added
 from .metrics import OperatorMetrics
 from .writer import WriteQueue
 
@@ -74,6 +75,23 @@ class ParseCache(Generic[T]):
         self._entries: dict[str, tuple[str, T | None]] = {}
         self.invalid = 0
 
+    def parse_one(self, obj: Obj) -> T | None:
+        """One object's typed view (cached like the others; None when it does not parse)."""
+        key, rv = object_key(obj), resource_version(obj)
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != rv or not rv:
+            entry = (rv, self._parse(key, obj))
+            self._entries[key] = entry
+        return entry[1]
+
+    def _parse(self, key: str, obj: Obj) -> T | None:
+        try:
+            return self.parse(obj)
+        except InputError as e:
+            log.warning("skipping %s %s: %s", self.kind, key,
+                        "; ".join(str(p) for p in e.problems))
+            return None
+
     def models(self, objects: Sequence[Obj]) -> list[T]:
         out: list[T] = []
         fresh: dict[str, tuple[str, T | None]] = {}
@@ -82,12 +100,7 @@ class ParseCache(Generic[T]):
             key, rv = object_key(obj), resource_version(obj)
             entry = self._entries.get(key)
             if entry is None or entry[0] != rv or not rv:
-                try:
-                    entry = (rv, self.parse(obj))
-                except InputError as e:
-                    log.warning("skipping %s %s: %s", self.kind, key,
-                                "; ".join(str(p) for p in e.problems))
-                    entry = (rv, None)
+                entry = (rv, self._parse(key, obj))
             fresh[key] = entry
             if entry[1] is None:
                 invalid += 1
@@ -118,6 +131,34 @@ def status_patch(write: StatusWrite) -> dict[str, Any]:
     return status
 
 
+def same_status(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two planned statuses say the same, ignoring when their conditions were
+    stamped: each run stamps a new condition with its own `now`, and writing the status
+    again for that alone would double the writes while an echo is on its way."""
+    return _unstamped(a) == _unstamped(b)
+
+
+def _unstamped(status: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(status)
+    if "conditions" in out:
+        out["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                             for c in out["conditions"] or []]
+    return out
+
+
+def _stored_like(stored: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
+    """Whether a status read back says what we wrote: same ingress IPs and the same
+    conditions (type, status, reason, message); the server may default other fields."""
+    def ips(status: Mapping[str, Any]) -> list[Any]:
+        return [i.get("ip") for i in (status.get("loadBalancer") or {}).get("ingress") or []]
+
+    def conditions(status: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        return [(c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
+                for c in status.get("conditions") or []]
+
+    return ips(stored) == ips(written) and conditions(stored) == conditions(written)
+
+
 @dataclass(frozen=True, slots=True)
 class RunResult:
     plan: LBIPAMPlan
@@ -145,22 +186,63 @@ class LBIPAMController:
         self._service_parser = ParseCache("Service", _parse_service)
         self._dirty = asyncio.Event()
         self._events = 0
+        self._full = True
+        self._added: set[str] = set()
+        self._held = HeldAddresses()
+        self.fast_runs = 0
         # key -> (resourceVersion the write was computed from, status written)
         self._echoes: dict[WriteKey, tuple[str, dict[str, Any]]] = {}
         self.writer: WriteQueue[WriteKey, StatusWrite] = WriteQueue(
             self._write, workers=workers,
             on_change=lambda n: metrics.write_queue.labels(CONTROLLER).set(n))
-        self.pools.add_handler(self._on_change, self._on_update, self._on_pool_delete)
-        self.services.add_handler(self._on_change, self._on_update, self._on_service_delete)
+        self.pools.add_handler(self._on_change, self._on_pool_update, self._on_pool_delete)
+        self.services.add_handler(self._on_service_add, self._on_service_update,
+                                  self._on_service_delete)
+        self.echoes_ignored = 0
 
     # -- events ------------------------------------------------------------------------------
 
     def _on_change(self, _obj: Obj) -> None:
+        """A change that needs a full run."""
+        self._full = True
         self._events += 1
         self._dirty.set()
 
-    def _on_update(self, _old: Obj, new: Obj) -> None:
+    def _on_service_add(self, obj: Obj) -> None:
+        # A new Service may take the fast path (see hexlane.operator.fastpath).
+        self._added.add(object_key(obj))
+        self._events += 1
+        self._dirty.set()
+
+    def _on_pool_update(self, old: Obj, new: Obj) -> None:
+        self._on_update(POOL.kind, old, new)
+
+    def _on_service_update(self, old: Obj, new: Obj) -> None:
+        self._on_update(SERVICE.kind, old, new)
+
+    def _on_update(self, kind: str, old: Obj, new: Obj) -> None:
+        if self._own_echo(kind, old, new):
+            # Our own status write coming back changes nothing the plan did not already
+            # say; recomputing for it would make every write cost a run. The next run
+            # (for any other change) reads it from the cache as usual.
+            self.echoes_ignored += 1
+            return
         self._on_change(new)
+
+    def _own_echo(self, kind: str, old: Obj, new: Obj) -> bool:
+        if old.get("spec") != new.get("spec"):
+            return False
+        old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
+        if any(old_meta.get(f) != new_meta.get(f)
+               for f in ("labels", "annotations", "generation", "deletionTimestamp")):
+            return False
+        key = (kind, str(new_meta.get("namespace") or ""), str(new_meta.get("name") or ""))
+        written = self._echoes.get(key)
+        status = written[1] if written is not None else None
+        if status is None:
+            pending = self.writer.current(key)
+            status = pending.status if pending is not None else None
+        return status is not None and _stored_like(new.get("status") or {}, status)
 
     def _on_pool_delete(self, obj: Obj) -> None:
         self._on_delete(POOL.kind, obj)
@@ -198,9 +280,15 @@ class LBIPAMController:
 
     async def run_once(self, events: int = 0) -> RunResult:
         """One allocation over the caches as they are now, and its writes queued."""
+        added, full = self._added, self._full
+        self._added, self._full = set(), False
         pools = self.pools.cache.objects()
         services = self.services.cache.objects()
-        result = await asyncio.to_thread(self._compute, pools, services, self.plan)
+        result = None if full or not added else self._fast(added)
+        if result is None:
+            result = await asyncio.to_thread(self._compute, pools, services, self.plan)
+        else:
+            self.fast_runs += 1
         self.plan = result.plan
         self.runs += 1
         self.metrics.reconcile_seconds.labels(CONTROLLER).observe(result.seconds)
@@ -210,8 +298,13 @@ class LBIPAMController:
         for write in result.writes:
             key = (write.kind, write.namespace, write.name)
             echo = self._echoes.get(key)
-            if echo is not None and echo == (write.resource_version, write.status):
+            if echo is not None and echo[0] == write.resource_version \
+                    and same_status(echo[1], write.status):
                 continue  # written already; the cache has not seen the echo yet
+            pending = self.writer.current(key)
+            if pending is not None and pending.resource_version == write.resource_version \
+                    and same_status(pending.status, write.status):
+                continue  # the same write is waiting or in flight
             self.writer.put(key, write)
             queued += 1
         self._report(result.plan)
@@ -231,11 +324,38 @@ class LBIPAMController:
 
     def _compute(self, pools: Sequence[Obj], services: Sequence[Obj],
                  previous: LBIPAMPlan | None) -> RunResult:
+        """A full run: the allocator over every pool and Service."""
         started = time.perf_counter()
         pool_models = self._pool_parser.models(pools)
         service_models = self._service_parser.models(services)
         plan, writes = reconcile(pool_models, service_models, self.now(), previous=previous,
                                  options=self.options)
+        self._held = HeldAddresses.of(plan)
+        return RunResult(plan, writes, time.perf_counter() - started)
+
+    def _fast(self, added: set[str]) -> RunResult | None:
+        """The fast path for added Services, or None when a full run is needed."""
+        if self.plan is None:
+            return None
+        started = time.perf_counter()
+        models: list[ServiceModel] = []
+        for key in sorted(added):
+            obj = self.services.cache.get(key)
+            if obj is None:
+                return None  # gone again: its delete asks for a full run
+            model = self._service_parser.parse_one(obj)
+            if model is not None:
+                models.append(model)
+        pool_models = self._pool_parser.models(self.pools.cache.objects())
+        plan = allocate_added(self.plan, pool_models, models, self._held, self.options)
+        if plan is None:
+            return None
+        now = self.now()
+        writes = pool_writes(plan, pool_models, now) + service_writes(plan, models, now)
+        for model in models:
+            result = plan.services.get(f"{model.namespace or 'default'}/{model.name}")
+            if result is not None and result.handled:
+                self._held.add(result.ips)
         return RunResult(plan, writes, time.perf_counter() - started)
 
     def _report(self, plan: LBIPAMPlan) -> None:

@@ -40,7 +40,7 @@ class WriteQueue(Generic[K, W]):
         self._desired: dict[K, W] = {}
         self._queue: asyncio.Queue[K] = asyncio.Queue()
         self._queued: set[K] = set()
-        self._in_flight: set[K] = set()
+        self._in_flight: dict[K, W] = {}
         self._backoffs: dict[K, Backoff] = {}
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -86,8 +86,10 @@ class WriteQueue(Generic[K, W]):
         self._backoffs.pop(key, None)
         self._check_idle()
 
-    def pending(self, key: K) -> W | None:
-        return self._desired.get(key)
+    def current(self, key: K) -> W | None:
+        """The write that will be or is being done for `key` (None: nothing pending)."""
+        write = self._desired.get(key)
+        return write if write is not None else self._in_flight.get(key)
 
     async def wait_idle(self) -> None:
         """Until nothing is waiting or in flight (backing-off writes count as waiting)."""
@@ -120,7 +122,7 @@ class WriteQueue(Generic[K, W]):
             if write is None:
                 self._check_idle()
                 continue
-            self._in_flight.add(key)
+            self._in_flight[key] = write
             try:
                 await self.perform(key, write)
             except asyncio.CancelledError:
@@ -142,5 +144,5 @@ class WriteQueue(Generic[K, W]):
                 if key in self._desired:
                     self._enqueue(key)
             finally:
-                self._in_flight.discard(key)
+                self._in_flight.pop(key, None)
                 self._check_idle()
