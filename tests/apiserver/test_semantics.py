@@ -449,3 +449,22 @@ def test_strict_field_validation_rejects_unknown_custom_resource_fields(api: Any
     status, created = api.post(path, pool)
     assert status == 201 and created["spec"]["blocks"] == [{"cidr": "10.0.20.0/24"}]
     assert "blokcs" not in created["spec"]
+
+
+def test_deployment_scale_subresource(api: Any) -> None:
+    ns = _ns(api)
+    path = f"/apis/apps/v1/namespaces/{ns}/deployments"
+    api.post(path, {"metadata": {"name": "d"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"app": "d"}},
+        "template": {"metadata": {"labels": {"app": "d"}},
+                     "spec": {"containers": [{"name": "c", "image": "x"}]}}}})
+    status, scale = api.get(f"{path}/d/scale")
+    assert status == 200 and scale["kind"] == "Scale"
+    assert scale["spec"]["replicas"] == 1 and scale["status"]["selector"] == "app=d"
+    status, patched = api.patch(f"{path}/d/scale", {"spec": {"replicas": 4}})
+    assert status == 200 and patched["spec"]["replicas"] == 4
+    _, dep = api.get(f"{path}/d")
+    assert dep["spec"]["replicas"] == 4 and dep["metadata"]["generation"] == 2
+    scale = dict(patched, spec={"replicas": -1})
+    status, body = api.put(f"{path}/d/scale", scale)
+    assert status == 422 and body["details"]["causes"][0]["field"] == "spec.replicas"

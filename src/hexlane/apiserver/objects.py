@@ -243,6 +243,33 @@ class Rules:
         txn.put(t.info.storage_key, t.namespace, t.name, new, cur)
         return new
 
+    def scale(self, txn: Txn, t: Target, body: Any, content_type: str) -> dict[str, Any]:
+        """Set a Deployment's spec.replicas from a Scale (PUT), or from a patch of its Scale
+        (PATCH, when `content_type` is given); returns the Deployment."""
+        cur = self._current(txn, t)
+        scale = scale_of(cur)
+        if content_type:
+            # A Scale has no lists, so a strategic merge patch is a merge patch here.
+            if patching.media_type(content_type) == patching.STRATEGIC_MERGE_PATCH:
+                content_type = patching.MERGE_PATCH
+            try:
+                body = patching.apply_patch(scale, body, content_type, kind="Scale")
+            except patching.UnsupportedPatchType as e:
+                raise ApiError(415, "UnsupportedMediaType", str(e)) from e
+            except patching.PatchError as e:
+                raise ApiError(422, "Invalid", str(e)) from e
+        if not isinstance(body, dict):
+            raise bad_request("the request body must be a Scale object")
+        self._check_rv(t, cur, (body.get("metadata") or {}).get("resourceVersion"))
+        replicas = (body.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise invalid("autoscaling", "Scale", t.name, [Problem(
+                f"Invalid value: {replicas!r}: must be greater than or equal to 0",
+                "spec.replicas")])
+        new = copy.deepcopy(cur)
+        new.setdefault("spec", {})["replicas"] = replicas
+        return self._write_update(txn, t, cur, new, "", False)
+
     # -- delete ------------------------------------------------------------------------------
 
     def delete(self, txn: Txn, t: Target, opts: DeleteOptions) -> dict[str, Any]:
@@ -477,6 +504,27 @@ class Rules:
         owner = t.owner_key()
         txn.set_allocations(owner, "clusterip", ips)
         txn.set_allocations(owner, "nodeport", {str(p) for p in ports})
+
+
+def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """The autoscaling/v1 Scale view of a Deployment."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    selector = spec.get("selector") or {}
+    terms = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        op, key, values = expr.get("operator"), expr.get("key"), expr.get("values") or []
+        terms.append({"In": f"{key} in ({','.join(values)})",
+                      "NotIn": f"{key} notin ({','.join(values)})",
+                      "Exists": str(key), "DoesNotExist": f"!{key}"}.get(op, str(key)))
+    return {
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                          "creationTimestamp") if k in meta},
+        "spec": {"replicas": spec.get("replicas", 1)},
+        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                   "selector": ",".join(terms)},
+    }
 
 
 def unknown_fields(before: Any, after: Any, path: str = "") -> list[str]:

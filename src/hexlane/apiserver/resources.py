@@ -72,6 +72,10 @@ class ResourceInfo:
             out.append({"name": f"{self.plural}/status", "singularName": "",
                         "namespaced": self.namespaced, "kind": self.kind,
                         "verbs": list(STATUS_VERBS)})
+        if self.storage_key == "apps/deployments":
+            out.append({"name": "deployments/scale", "singularName": "", "namespaced": True,
+                        "group": "autoscaling", "version": "v1", "kind": "Scale",
+                        "verbs": ["get", "patch", "update"]})
         if self.storage_key == "core/pods":
             out.append({"name": "pods/binding", "singularName": "", "namespaced": True,
                         "kind": "Binding", "verbs": ["create"]})

@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from hexlane.apiserver import bootstrap, protobuf
-from hexlane.apiserver.objects import DeleteOptions, Rules, Target
+from hexlane.apiserver.objects import DeleteOptions, Rules, Target, scale_of
 from hexlane.apiserver.resources import CRD_KEY, Registry, ResourceInfo
 from hexlane.apiserver.status import ApiError, bad_request, expired, not_found, status_object
 from hexlane.apiserver.storage import ADDED, DELETED, MODIFIED, Event, Store, Stored, dumps
@@ -476,7 +476,8 @@ class ApiServer:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if sub and not (sub == "status" and info.has_status) and \
                 not (sub == "finalize" and info.storage_key == "core/namespaces") and \
-                not (sub == "binding" and info.storage_key == "core/pods"):
+                not (sub == "binding" and info.storage_key == "core/pods") and \
+                not (sub == "scale" and info.storage_key == "apps/deployments"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return ResourcePath(info, namespace, name, sub, watch_prefix)
 
@@ -511,6 +512,9 @@ class ApiServer:
             elif method == "POST" and rp.subresource == "binding":
                 verb = "create"
                 resp = await self._bind(request, rp)
+            elif method in ("PUT", "PATCH") and rp.subresource == "scale":
+                verb = "update" if method == "PUT" else "patch"
+                resp = await self._scale(request, rp)
             elif method == "PUT" and rp.name:
                 verb = "update"
                 resp = await self._update(request, rp)
@@ -565,6 +569,8 @@ class ApiServer:
         stored = self.store.get(rp.info.storage_key, rp.namespace, rp.name)
         if stored is None:
             raise not_found(rp.info.group, rp.info.plural, rp.name)
+        if rp.subresource == "scale":
+            return self._json(scale_of(stored.obj))
         table_version = wants_table(request.headers.get("Accept", ""))
         if table_version:
             return self._json(self._table(rp, [stored.obj], request, table_version))
@@ -693,6 +699,14 @@ class ApiServer:
         target = Target(rp.info, rp.namespace, rp.name)
         await self.store.transact(lambda txn: self.rules.bind(txn, target, body))
         return self._json(status_object(201, "", "Success"), 201)
+
+    async def _scale(self, request: web.Request, rp: ResourcePath) -> web.Response:
+        """PUT or PATCH deployments/<name>/scale: an autoscaling/v1 Scale of spec.replicas."""
+        body = await self._body(request)
+        ctype = request.headers.get("Content-Type", "") if request.method == "PATCH" else ""
+        target = Target(rp.info, rp.namespace, rp.name)
+        obj = await self.store.transact(lambda txn: self.rules.scale(txn, target, body, ctype))
+        return self._json(scale_of(obj))
 
     async def _update(self, request: web.Request, rp: ResourcePath) -> web.Response:
         body = await self._body(request)
