@@ -17,8 +17,8 @@ through nsenter with their own state dir, bpf root and CNI directories. Pins dow
   new pods still come up; its return makes the agent healthy again;
 - `hexlane cleanup` (in the node) refuses while the agent runs, lists without --yes, and
   leaves no hexlane link, route, pin or file, twice over;
-- tunnel mode with `ipam.mode: kubernetes` (Node spec.podCIDR): pods reach each other
-  across nodes through hexlane_vxlan.
+- tunnel mode with `ipam.mode: kubernetes` (Node spec.podCIDR): until the Node has one,
+  `status --brief` says so; then pods reach each other across nodes through hexlane_vxlan.
 """
 
 from __future__ import annotations
@@ -290,11 +290,19 @@ def test_tunnel_mode_with_kubernetes_ipam(native: Cluster) -> None:
         out = agent.hexlane("cleanup", "--yes", "--cni-conf-dir", str(agent.conf_dir),
                             "--cni-bin-dir", str(agent.bin_dir))
         assert out.returncode == 0, out.stdout + out.stderr
+    for node in ("node1", "node2"):
+        native.start_agent(node, values)
+    # No pod CIDR yet: the agent says what it waits for, and the plugin is told to retry.
+    def reason() -> str:
+        out = native.agents["node1"].hexlane("status", "--brief")
+        return out.stdout if out.returncode == 1 and "waiting for" in out.stdout else ""
+
+    waiting = eventually(reason, timeout=30)
+    assert "a pod CIDR in Node spec.podCIDRs of node1" in waiting
     for i, node in ((1, "node1"), (2, "node2")):
         native.api.merge(f"/api/v1/nodes/{node}",
                          {"spec": {"podCIDR": f"10.248.{10 + i}.0/24",
                                    "podCIDRs": [f"10.248.{10 + i}.0/24"]}})
-        native.start_agent(node, values)
     for node in ("node1", "node2"):
         native.agents[node].wait_ok()
     status = native.agents["node1"].status()

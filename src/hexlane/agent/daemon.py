@@ -17,6 +17,7 @@
       endpoints   `EndpointManager`: host device + router IP, veths, pod IPs, eBPF masquerade
                   on the device holding the node IP, queued CNI DELs drained at start
       api         `$STATE_DIR/agent.sock` and `@hexlane-agent`: CNI calls, `/v1/status`
+                  (before the pod CIDR is known: the socket file answers status alone)
 
 What a restart relies on: the endpoint manager re-reads endpoints and IP allocations from the
 state dir; pinned maps, attached tc programs, veths and routes stay in the kernel when the
@@ -65,7 +66,7 @@ from hexlane.model.node import Node as NodeObject
 from hexlane.model.service import Service as ServiceObject
 
 from . import cniconf
-from .api import ABSTRACT_NAME, ApiServer, serve_api
+from .api import ABSTRACT_NAME, SOCKET_NAME, ApiServer, serve_api
 from .controllers import Controller
 from .endpoints import EndpointManager, MasqueradeSettings, write_json_atomic
 from .metrics import AgentMetrics
@@ -212,18 +213,43 @@ class Agent:
                      remembered.name, remembered.node_ip,
                      ", ".join(map(str, remembered.pod_cidrs)))
             return remembered
-        while not stop.is_set():
-            self.node_changed.clear()
-            local = self._local_from_cache()
-            if local is not None:
-                return local
-            log.info("waiting for %s", self.waiting_for)
-            waits = [asyncio.create_task(self.node_changed.wait()),
-                     asyncio.create_task(stop.wait())]
-            await asyncio.wait(waits, timeout=30.0, return_when=asyncio.FIRST_COMPLETED)
-            for task in waits:
-                task.cancel()
-        return None
+        early = await self._serve_while_waiting()
+        try:
+            said = ""
+            while not stop.is_set():
+                self.node_changed.clear()
+                local = self._local_from_cache()
+                if local is not None:
+                    return local
+                if self.waiting_for != said:
+                    log.info("waiting for %s", self.waiting_for)
+                    said = self.waiting_for
+                waits = [asyncio.create_task(self.node_changed.wait()),
+                         asyncio.create_task(stop.wait())]
+                await asyncio.wait(waits, timeout=30.0, return_when=asyncio.FIRST_COMPLETED)
+                for task in waits:
+                    task.cancel()
+            return None
+        finally:
+            await early.cleanup()
+
+    async def _serve_while_waiting(self) -> web.AppRunner:
+        """Until the endpoint API exists, the socket file answers `/v1/status` (saying what
+        the agent waits for) and every CNI call with "try again" (CNI error 11)."""
+        async def starting(_request: web.Request) -> web.Response:
+            return web.json_response({"code": 11, "msg": "hexlane agent starting",
+                                      "details": f"waiting for {self.waiting_for}"},
+                                     status=503)
+
+        app = web.Application()
+        app.router.add_get("/v1/status", self._status_handler)
+        app.router.add_route("*", "/{tail:.*}", starting)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        path = self.config.state_dir / SOCKET_NAME
+        path.unlink(missing_ok=True)
+        await web.UnixSite(runner, str(path)).start()
+        return runner
 
     async def _external_device(self, ipr: AsyncIPRoute, ip: IPv4Address) -> tuple[str, int]:
         """The interface holding the node IP (the LAN side) and its MTU, via netlink."""

@@ -26,8 +26,9 @@ def health(status: Mapping[str, Any]) -> list[str]:
     reasons: list[str] = []
     now = float(status.get("now") or 0.0)
     if not status.get("endpointManager", {}).get("started"):
+        waiting = status.get("waitingFor")
         reasons.append("endpoint manager not started: "
-                       + str(status.get("waitingFor") or "starting"))
+                       + (f"waiting for {waiting}" if waiting else "starting"))
     datapath = status.get("datapath") or {}
     attached = {(p.get("device"), p.get("direction"), p.get("name"))
                 for p in datapath.get("programs") or []}
