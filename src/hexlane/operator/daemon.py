@@ -62,7 +62,7 @@ class OperatorConfig:
     identity: str = field(default_factory=default_identity)
     timing: LeaseTiming = DEFAULT_TIMING
     lease_namespace: str = LEASE_NAMESPACE
-    lbipam_debounce: float = 0.01
+    lbipam_debounce: float = 0.005
 
 
 class Operator:

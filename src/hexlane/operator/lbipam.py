@@ -10,7 +10,9 @@ Shape (Cilium's operator/pkg/lbipam does the same job event by event; we recompu
    the whole cache, with the previous plan as memory. Events that arrive during a run make
    one more run afterwards, so N events cost at most a few runs, never N (10,000 Services
    created at once are one or two allocations, not 10,000). The run happens in a worker
-   thread so the event loop keeps renewing the leader lease and writing;
+   thread so the event loop keeps renewing the leader lease and writing. When the only
+   events are added plain LoadBalancer Services, `hexlane.operator.fastpath` answers for
+   them without a full run (a new Service's latency must not grow with the cluster);
 3. the writes go to a `WriteQueue`: a JSON merge patch of `status` (Service
    `status.loadBalancer.ingress` + the `cilium.io/IPAMRequestSatisfied` condition, pool
    conditions and counters) through `hexlane.k8s.status.patch_status`, each object retried on
@@ -18,9 +20,10 @@ Shape (Cilium's operator/pkg/lbipam does the same job event by event; we recompu
 
 Correct with events in any order and across restarts because each run starts from the
 cluster's state: a Service's current ingress IPs are taken back first (the allocator's rule),
-so restarting the operator at any moment moves no IP. A write whose echo has not come back
-yet is not repeated (`_echoes`): the cache still shows the old status until the watch event
-arrives, and the plan's memory keeps the IP meanwhile.
+so restarting the operator at any moment moves no IP. The operator's own writes coming back
+through the watch start no run, and a write whose echo has not come back yet is not
+repeated (`_echoes`): the cache still shows the old status until the watch event arrives,
+and the plan's memory keeps the IP meanwhile.
 
 Inspect: `hexlane ipam plan` answers offline what this controller writes; the operator's
 metrics (`hexlane_operator_lbipam_*`) count satisfied Services and pool IPs.
@@ -56,7 +59,7 @@ log = logging.getLogger(__name__)
 CONTROLLER = "lbipam"
 SERVICE = kind_of(Service)
 POOL = kind_of(CiliumLoadBalancerIPPool)
-DEFAULT_DEBOUNCE = 0.01
+DEFAULT_DEBOUNCE = 0.005
 
 T = TypeVar("T")
 WriteKey = tuple[str, str, str]  # (kind, namespace, name)
