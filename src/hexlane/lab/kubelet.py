@@ -56,6 +56,7 @@ from . import netns
 from .cnirun import CNIFailed, cni_add, cni_del, load_network_config, result_ipv4
 from .podspec import (
     grace_seconds,
+    is_node_ready,
     is_terminating,
     name_of,
     namespace_of,
@@ -170,6 +171,10 @@ class Kubelet:
             await self.client.request("PATCH", kind_of(Node).path(None, self.node),
                                       body={"metadata": {"labels": self._labels()}},
                                       content_type=MERGE_PATCH)
+        node = await self.client.request("GET", kind_of(Node).path(None, self.node))
+        self.node_uid = str(node["metadata"].get("uid", ""))
+        # The Lease first: a Ready node with a stale Lease is marked Unknown again at once.
+        await self.renew_lease()
         await self.post_status()
 
     def _network_ready(self) -> bool:
@@ -206,7 +211,6 @@ class Kubelet:
                          "machineID": "", "systemUUID": "", "bootID": self.boot_id},
         }
         await patch_status(self.client, Node, self.node, status)
-        self.ready_posted = ready
 
     async def heartbeat(self) -> None:
         """Renew the Lease; re-post node status when readiness changed or now and then."""
@@ -214,13 +218,19 @@ class Kubelet:
         while True:
             try:
                 await self.renew_lease()
-                if self._network_ready() != self.ready_posted or \
+                if self._network_ready() != await self._ready_in_api() or \
                         time.monotonic() - last_status > HEARTBEAT:
                     await self.post_status()
                     last_status = time.monotonic()
             except (ApiError, httpx2.HTTPError, OSError) as e:
                 log.warning("heartbeat: %s", e)
             await asyncio.sleep(self.lease_renew)
+
+    async def _ready_in_api(self) -> bool:
+        """What the API says about our readiness (the node lifecycle controller may have
+        marked us Unknown while we were away; the kubelet then posts its status again)."""
+        node = await self.client.request("GET", kind_of(Node).path(None, self.node))
+        return is_node_ready(node)
 
     async def renew_lease(self) -> None:
         kind = kind_of(Lease)
@@ -245,7 +255,7 @@ class Kubelet:
     async def run(self) -> None:
         self.started = _stamp()
         self.boot_id = f"{os.getpid()}-{int(time.time())}"
-        self.ready_posted = False
+        self.node_uid = ""
         self._load_records()
         while True:
             try:
@@ -255,8 +265,6 @@ class Kubelet:
                 # The API not reachable yet (apiserver starting, proxy not up): try again.
                 log.warning("registering node %s: %s; retrying", self.node, e)
                 await asyncio.sleep(1)
-        node = await self.client.request("GET", kind_of(Node).path(None, self.node))
-        self.node_uid = str(node["metadata"].get("uid", ""))
         tasks = [asyncio.create_task(self.heartbeat()), self.informer.start()]
         await self.informer.wait_synced()
         # Records of pods that are gone (deleted while the kubelet was away) are torn down.

@@ -754,7 +754,9 @@ def exec_argv(name: str, target: str, argv: Sequence[str]) -> tuple[list[str], d
 
 def run_exec(name: str, target: str, argv: Sequence[str]) -> int:
     cmd, env = exec_argv(name, target, argv)
-    return subprocess.run(cmd, env={**os.environ, **env}, check=False).returncode
+    # `hexlane` itself is found in the target even when this one runs from a virtualenv.
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    return subprocess.run(cmd, env={**os.environ, "PATH": path, **env}, check=False).returncode
 
 
 def run_kubectl(name: str, args: Sequence[str]) -> int:
