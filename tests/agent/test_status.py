@@ -90,5 +90,8 @@ def test_text_shows_the_usual_lines() -> None:
                      "Last sync:", "2.0s ago", "Health:"):
         assert expected in text, expected
     doc = healthy_doc()
+    doc["kubeProxyReplacement"].update(services=4, backends=6, algorithm="maglev", mode="dsr",
+                                       lastError="")
+    assert "True   [4 services, 6 backends, maglev, dsr]" in format_status(doc)
     doc["kubernetes"]["reachable"] = False
     assert "Not healthy" in format_status(doc) and "Unreachable" in format_status(doc)

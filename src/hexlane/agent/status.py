@@ -73,9 +73,14 @@ def _rows(status: Mapping[str, Any]) -> list[tuple[str, str]]:
     now = float(status.get("now") or 0.0)
     rows: list[tuple[str, str]] = []
     kpr = status.get("kubeProxyReplacement") or {}
+    detail = kpr.get("note") or ""
+    if "services" in kpr:
+        detail = (f"{kpr['services']} services, {kpr.get('backends', 0)} backends, "
+                  f"{kpr.get('algorithm', '')}, {kpr.get('mode', '')}"
+                  + (f", error: {kpr['lastError']}" if kpr.get("lastError") else ""))
     rows.append(("KubeProxyReplacement",
                  f"{'True' if kpr.get('enabled') else 'False'}"
-                 + (f"   [{kpr['note']}]" if kpr.get("note") else "")))
+                 + (f"   [{detail}]" if detail else "")))
     k8s = status.get("kubernetes") or {}
     informers = k8s.get("informers") or {}
     synced = sum(1 for i in informers.values() if i.get("synced"))
