@@ -296,8 +296,9 @@ class Agent:
             raise RuntimeError("the service load balancer is not loaded")
         names = ("services", "endpointslices", "nodes")
         if not all(self.informers[n].synced.is_set() for n in names):
-            # Applying a partial picture would delete live services from the maps.
-            raise RuntimeError("waiting for Services, EndpointSlices and Nodes to sync")
+            # Applying a partial picture would delete live services from the maps; the
+            # informers' first lists trigger this controller again.
+            return
         services = _parsed(ServiceObject, self._objects("services"))
         slices = _parsed(EndpointSliceObject, self._objects("endpointslices"))
         nodes = _parsed(NodeObject, self._objects("nodes"))
