@@ -184,9 +184,10 @@ def start_server(data_dir: Path, *extra_args: str) -> ServerProcess:
     return server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One apiserver shared by a test module (tests use their own names/namespaces)."""
+    """One apiserver shared by the tests that need no special flags (each test uses its own
+    namespace or names)."""
     srv = start_server(tmp_path_factory.mktemp("apiserver"), "--bookmark-interval", "0.5")
     try:
         yield srv
