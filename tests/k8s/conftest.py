@@ -1,4 +1,4 @@
-"""Fixtures for the client layer's tests: an apiserver process per module, and one with a
+"""Fixtures for the client layer's tests: one apiserver process for the run, and one with a
 short watch history (the helpers themselves are in k8s_helpers.py)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 from k8s_helpers import ServerProcess
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One apiserver per test module (tests use their own namespaces)."""
+    """One apiserver for the whole run (tests use their own namespaces and names)."""
     srv = ServerProcess(tmp_path_factory.mktemp("k8s-apiserver"))
     try:
         yield srv

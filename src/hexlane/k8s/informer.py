@@ -300,8 +300,9 @@ class Informer:
                 self._notify_update(old, obj)
         elif etype == "DELETED":
             self.stats.events += 1
-            self.cache.remove(object_key(obj))
-            self._notify_delete(obj)
+            # An object never cached was never announced: no delete for it either.
+            if self.cache.remove(object_key(obj)) is not None:
+                self._notify_delete(obj)
         else:
             log.warning("%r: unknown watch event type %r", self, etype)
         if rv:
