@@ -219,21 +219,25 @@ class Cluster:
             ) -> subprocess.CompletedProcess[Any]:
         return netns.run(self.topo[role], list(argv), check=check, timeout=timeout)
 
-    def add_pod(self, node: str, name: str) -> str:
-        """A pod namespace wired through the installed conflist and plugin, as a runtime
-        does; returns the pod IP."""
+    def cni(self, node: str, command: str, name: str) -> subprocess.CompletedProcess[Any]:
+        """Run the installed plugin in `node` for pod `name`, as a runtime does."""
         agent = self.agents[node]
         conflist = json.loads((agent.conf_dir / "05-hexlane.conflist").read_text())
         plugin = conflist["plugins"][0]
         config = {**plugin, "name": conflist["name"], "cniVersion": conflist["cniVersion"]}
-        ns = self.topo.add(name)
+        if name not in self.topo.namespaces:
+            self.topo.add(name)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_PATH": str(agent.bin_dir),
-               "CNI_COMMAND": "ADD", "CNI_CONTAINERID": f"ctr-{name}",
-               "CNI_NETNS": netns.netns_path(ns), "CNI_IFNAME": "eth0",
+               "CNI_COMMAND": command, "CNI_CONTAINERID": f"ctr-{name}",
+               "CNI_NETNS": netns.netns_path(self.topo[name]), "CNI_IFNAME": "eth0",
                "CNI_ARGS": f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}"}
-        out = netns.run(self.topo[node], [str(agent.bin_dir / plugin["type"])], check=False,
-                        input=json.dumps(config), env=env, timeout=60)
-        assert out.returncode == 0, (out.stdout, out.stderr, agent.tail())
+        return netns.run(self.topo[node], [str(agent.bin_dir / plugin["type"])], check=False,
+                         input=json.dumps(config), env=env, timeout=60)
+
+    def add_pod(self, node: str, name: str) -> str:
+        """A pod namespace wired through the installed conflist and plugin; its IP."""
+        out = self.cni(node, "ADD", name)
+        assert out.returncode == 0, (out.stdout, out.stderr, self.agents[node].tail())
         result = json.loads(out.stdout)
         return str(result["ips"][0]["address"].split("/")[0])
 

@@ -11,8 +11,8 @@ through nsenter with their own state dir, bpf root and CNI directories. Pins dow
 - routes to another node's pod CIDR appear when its Node+CiliumNode appear and go with them;
 - `bpftool net` lists hexlane's programs; no iptables or nftables rule exists in any node;
 - pod to a client outside the native routing CIDR leaves with the node's IP (eBPF masquerade);
-- kill -9 and restart of an agent keeps existing pods connected, keeps their IPs, and new
-  pods come up;
+- kill -9 and restart of an agent keeps existing pods connected, keeps their IPs and every
+  route, carries out a DEL queued while it was down, and new pods come up;
 - the API server going away is reported by `status --brief` while pods keep talking and
   new pods still come up; its return makes the agent healthy again;
 - `hexlane cleanup` (in the node) refuses while the agent runs, lists without --yes, and
@@ -199,12 +199,16 @@ def test_pod_to_outside_is_masqueraded(native: Cluster) -> None:
 def test_kill_and_restart_keeps_pods_connected(native: Cluster) -> None:
     a = native.add_pod("node1", "ka")
     b = native.add_pod("node2", "kb")
+    native.add_pod("node1", "kd")
     agent = native.agents["node1"]
     # Every route change in node1 while the agent dies and comes back.
     monitor = native.topo.start("node1", ["ip", "monitor", "route"], stdout=subprocess.PIPE,
                                 text=True)
     agent.kill()
     assert native.ping("ka", b), "traffic must flow while the agent is down"
+    deleted = native.cni("node1", "DEL", "kd")  # queued while no agent answers
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert list((agent.state_dir / "cni-del-queue").glob("*.json"))
     native.start_agent("node1", agent.values)
     agent.wait_ok()
     assert native.ping("ka", b)
@@ -214,6 +218,8 @@ def test_kill_and_restart_keeps_pods_connected(native: Cluster) -> None:
     state = json.loads((agent.state_dir / "endpoints.json").read_text())
     endpoints = {e["pod_name"]: e["ip"] for e in state["endpoints"]}
     assert endpoints["ka"] == a
+    assert "kd" not in endpoints, "the queued DEL is carried out at start"
+    assert not list((agent.state_dir / "cni-del-queue").glob("*.json"))
     c = native.add_pod("node1", "kc")
     assert c not in endpoints.values()
     assert native.ping("kc", b)
