@@ -12,7 +12,8 @@ that breaks connections on demand (the client reaches the proxy through `k8sServ
 - BOOKMARKs move a quiet informer's resourceVersion on, so after a cut it resumes without a
   410 even though the history moved past its last event;
 - cluster-scoped cilium.io kinds and all-namespace label-selected watches work, extra
-  indexes answer, and a reconciler's key queue sees each changed key (deduplicated).
+  indexes answer, a reconciler's key queue sees each changed key (deduplicated), and a
+  handler that raises does not stop the cache from following the server.
 """
 
 from __future__ import annotations
@@ -260,6 +261,7 @@ def test_cluster_scoped_crd_indexes_and_key_queue(server: ServerProcess) -> None
         pools = "/apis/cilium.io/v2alpha1/ciliumloadbalancerippools"
         informer = Informer(client, CiliumLoadBalancerIPPool, label_selector=f"test={tag}",
                             indexers={"color": by_label("color")})
+        informer.add_handler(on_add=lambda obj: 1 / 0)  # a consumer's bug is logged only
         informer.start()
         try:
             await informer.wait_synced(10)
