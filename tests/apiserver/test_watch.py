@@ -181,7 +181,8 @@ def _informer_cycle(server: Any, ns: str, *, bookmarks: bool) -> list[str]:
         other.close()
 
     for round_ in range(2):
-        query = f"watch=1&resourceVersion={rv}&timeoutSeconds=3"
+        # Long enough for the noise to land while the first watch is open.
+        query = f"watch=1&resourceVersion={rv}&timeoutSeconds={3 if round_ == 0 else 1}"
         if bookmarks:
             query += "&allowWatchBookmarks=true"
         watch = api.watch(f"{path}?{query}")
