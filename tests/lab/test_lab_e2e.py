@@ -1,6 +1,7 @@
 """The lab end to end, with the real daemons: `lab up` gives Ready nodes; kubectl applies a
 Deployment and a Service; pods get IPs and serve HTTP/UDP, reachable across nodes with the
-caller's real address; EndpointSlices carry ready endpoints, then terminating ones on scale
+caller's real address (a hostNetwork pod on the node's address, reached from the client);
+EndpointSlices carry ready endpoints, then terminating ones on scale
 down, then none; deleting the Deployment garbage-collects its pods; `lab kill`/`revive` take
 a node away and back; `lab up` on an existing lab refuses; `lab down` removes everything,
 also after every process was SIGKILLed or when only a half-made lab is left."""
@@ -156,7 +157,7 @@ def test_deployment_pods_serve_across_nodes(lab: Lab) -> None:
 
 def test_scale_down_terminates_gracefully(lab: Lab) -> None:
     wait_for("3 ready pods", lambda: running(lab, 3), timeout=60)
-    lab.kubectl("patch", "deployment", "web", "-p", '{"spec":{"replicas":1}}')
+    lab.kubectl("scale", "deployment", "web", "--replicas=1")
     terminating = wait_for("terminating endpoints", lambda: [
         e for e in endpoints(lab) if e["conditions"]["terminating"]], timeout=10, interval=0.1)
     # During the preStop sleep the endpoint is terminating, not ready, still serving.
@@ -169,6 +170,37 @@ def test_scale_down_terminates_gracefully(lab: Lab) -> None:
     assert eps[0]["conditions"] == {"ready": True, "serving": True, "terminating": False}
     deploy = lab.api("/apis/apps/v1/namespaces/default/deployments/web")
     assert deploy["status"]["replicas"] == 1 and deploy["status"]["readyReplicas"] == 1
+
+
+HOST_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: hostpod, namespace: default}
+spec:
+  hostNetwork: true
+  nodeName: node2
+  terminationGracePeriodSeconds: 2
+  containers:
+  - {name: c, image: x, ports: [{containerPort: 9999}]}
+"""
+
+
+def test_host_network_pod_serves_on_the_node_address(lab: Lab) -> None:
+    lab.kubectl("apply", "-f", "-", stdin=HOST_POD)
+
+    def served() -> dict[str, Any] | None:
+        p = lab.api("/api/v1/namespaces/default/pods/hostpod")
+        return p if p["status"].get("podIP") else None
+    p = wait_for("hostpod running", served, timeout=30)
+    assert p["status"]["podIP"] == "10.0.0.12"
+    answer = json.loads(lab.exec("client", "curl", "-sS", "-m", "5",
+                                 "http://10.0.0.12:9999/whoami").stdout)
+    assert answer == {"pod": "hostpod", "node": "node2", "client_ip": "10.0.0.2",
+                      "client_port": answer["client_port"]}
+    lab.kubectl("delete", "pod", "hostpod", "--wait=false")
+    wait_for("hostpod gone", lambda: "hostpod" not in {
+        p["metadata"]["name"] for p in lab.api("/api/v1/namespaces/default/pods")["items"]},
+        timeout=30)
 
 
 def test_kill_and_revive_a_node(lab: Lab) -> None:

@@ -6,7 +6,7 @@ of `hexlane.lab.decide` what to write; any change to a watched kind wakes one le
 pass over all of them (plus a tick every second for time-driven decisions), which converges
 from whatever state it finds, so a restart at any moment is safe:
 
-- scheduler: binds pending pods to Ready nodes (spec.nodeName);
+- scheduler: binds pending pods to Ready nodes (a Binding, as kube-scheduler);
 - deployments: pods owned directly by their Deployment, scale, roll, status;
 - garbage collector: pods and EndpointSlices whose owner is gone are deleted;
 - EndpointSlices: per Service with a selector;
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import logging
 import signal
 import sys
@@ -130,10 +131,18 @@ class Controllers:
             if target is None:
                 continue
             log.info("bind %s/%s to %s", namespace_of(pod), name_of(pod), target)
-            path = kind_of(Pod).path(namespace_of(pod), name_of(pod))
-            await self._write("PATCH", path, {"metadata": {"uid": uid_of(pod)},
-                                              "spec": {"nodeName": target}},
-                              MERGE_PATCH, self.pods)
+            # As kube-scheduler does: a Binding to the pods/binding subresource.
+            path = kind_of(Pod).path(namespace_of(pod), name_of(pod), "binding")
+            binding = {"apiVersion": "v1", "kind": "Binding",
+                       "metadata": {"name": name_of(pod), "namespace": namespace_of(pod),
+                                    "uid": uid_of(pod)},
+                       "target": {"apiVersion": "v1", "kind": "Node", "name": target}}
+            if await self._write("POST", path, binding) is not None:
+                # The answer is a Status: note the binding in the cache for this pass's
+                # count (the watch event brings the real object).
+                bound = copy.deepcopy(pod)
+                bound.setdefault("spec", {})["nodeName"] = target
+                self.pods.cache.put(bound)
 
     # -- deployments -----------------------------------------------------------------------------
 

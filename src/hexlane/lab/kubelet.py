@@ -327,6 +327,12 @@ class Kubelet:
         rec = rec or PodRecord(uid=uid, namespace=namespace_of(pod), name=name_of(pod),
                                netns=pod_netns_name(self.lab, uid),
                                container_id=uid.replace("-", ""))
+        if (pod.get("spec") or {}).get("hostNetwork"):
+            # The node's own namespace: no sandbox, no CNI, the node's address.
+            rec.netns, rec.ip = "", self.node_ip
+            self.records[uid] = rec
+            self._save(rec)
+            return rec
         self.records[uid] = rec
         self._save(rec)  # before anything exists: a crash leaves something to clean up
         if not netns.exists(rec.netns):
@@ -368,8 +374,12 @@ class Kubelet:
         log_path = self.dir / "logs" / f"{rec.namespace}_{rec.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
-            proc = netns.popen(rec.netns, argv, stdin=subprocess.DEVNULL, stdout=out,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+            if rec.netns:
+                proc = netns.popen(rec.netns, argv, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+            else:  # hostNetwork: the kubelet's own namespace, the node's
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[rec.uid] = proc
         rec.pid, rec.started_at, rec.ready_at = proc.pid, time.time(), 0.0
         self._save(rec)
@@ -466,12 +476,14 @@ class Kubelet:
     async def teardown(self, rec: PodRecord, *, grace: float) -> None:
         """Stop the workload, CNI DEL, remove the namespace, forget the record."""
         await self._stop_workload(rec, grace)
-        net = load_network_config(self.conf_dir)
-        if net is not None:
-            await cni_del(net, self.bin_dir, rec.container_id, netns.netns_path(rec.netns),
-                          IFNAME, self._cni_args(rec), rec.cni_result or None)
-        await asyncio.to_thread(netns.delete, rec.netns)
-        log.info("pod %s: sandbox %s removed", rec.key, rec.netns)
+        if rec.netns:
+            net = load_network_config(self.conf_dir)
+            if net is not None:
+                await cni_del(net, self.bin_dir, rec.container_id,
+                              netns.netns_path(rec.netns), IFNAME, self._cni_args(rec),
+                              rec.cni_result or None)
+            await asyncio.to_thread(netns.delete, rec.netns)
+            log.info("pod %s: sandbox %s removed", rec.key, rec.netns)
         self._forget(rec)
 
     async def _delete_pod(self, pod: dict[str, Any]) -> None:

@@ -706,7 +706,9 @@ def kill(name: str, target: str) -> None:
     paths = [netns.netns_path(plan.netns(role))]
     for rec in (plan.node_dir(role) / "kubelet" / "pods").glob("*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError):
-            paths.append(netns.netns_path(json.loads(rec.read_text())["netns"]))
+            pod_ns = json.loads(rec.read_text())["netns"]
+            if pod_ns:  # "" for hostNetwork pods: already in the node's namespace
+                paths.append(netns.netns_path(pod_ns))
     stop_pids(pids_in_netns(paths), sig=signal.SIGKILL)
 
 
@@ -740,7 +742,10 @@ def exec_argv(name: str, target: str, argv: Sequence[str]) -> tuple[list[str], d
     if role == "pod":
         assert namespace is not None and pod is not None
         obj = api_request(plan, "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
+        spec = obj.get("spec") or {}
         ns = pod_netns_name(name, str(obj["metadata"]["uid"]))
+        if spec.get("hostNetwork") and spec.get("nodeName"):
+            ns = plan.netns(str(spec["nodeName"]))
         if not netns.exists(ns):
             raise LabError(f"pod {namespace}/{pod} has no sandbox (yet) on this machine")
     else:
