@@ -26,6 +26,9 @@ class ServerProcess:
         self.data_dir = data_dir
         self.kubeconfig = data_dir / "kubeconfig"
         data_dir.mkdir(parents=True, exist_ok=True)
+        # The server writes its kubeconfig once listening: one from an earlier run must not
+        # pass for readiness.
+        self.kubeconfig.unlink(missing_ok=True)
         log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - kept by the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hexlane.cli.main", "apiserver", "--data-dir", str(data_dir),

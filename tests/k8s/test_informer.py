@@ -13,7 +13,9 @@ that breaks connections on demand (the client reaches the proxy through `k8sServ
   410 even though the history moved past its last event;
 - cluster-scoped cilium.io kinds and all-namespace label-selected watches work, extra
   indexes answer, a reconciler's key queue sees each changed key (deduplicated), and a
-  handler that raises does not stop the cache from following the server.
+  handler that raises does not stop the cache from following the server;
+- an apiserver restarted on its data directory is followed (retries with backoff, then a
+  resume or a relist, whichever its history allows).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -328,3 +331,40 @@ def test_all_namespaces_with_field_index(server: ServerProcess) -> None:
             await informer.stop()
 
     asyncio.run(with_everything(server, body))
+
+
+def test_follows_the_server_through_a_restart(tmp_path: Path) -> None:
+    first = ServerProcess(tmp_path / "srv")
+    port = first.port
+
+    async def run() -> None:
+        nonlocal first
+        client = make_client(None, first.kubeconfig, registry=CollectorRegistry())
+        informer = Informer(client, ConfigMap, namespace="default",
+                            backoff=Backoff(initial=0.05, maximum=0.5))
+        informer.start()
+        try:
+            await informer.wait_synced(10)
+            path = "/api/v1/namespaces/default/configmaps"
+            async with first.plain() as plain:
+                await write(plain, path, "create", "before", 1)
+            await eventually(lambda: "default/before" in informer.cache, what="before")
+            first.stop()
+            await asyncio.sleep(0.3)  # the informer is retrying against nothing
+            # Same data directory (token, certificate, database) and the same address.
+            first = ServerProcess(tmp_path / "srv", "--listen", f"127.0.0.1:{port}")
+            async with first.plain() as plain:
+                await write(plain, path, "delete", "before", 0)
+                await write(plain, path, "create", "after", 2)
+                expected = await truth(plain, path, "v1", "ConfigMap")
+            await eventually(lambda: {k: informer.cache.get(k) for k in informer.cache}
+                             == expected, what="the cache to follow the restarted server")
+            assert informer.stats.errors >= 1
+        finally:
+            await informer.stop()
+            await client.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        first.stop()
