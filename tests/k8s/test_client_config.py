@@ -94,8 +94,12 @@ def test_service_host_and_port_override_keeps_credentials(tmp_path: Path) -> Non
     assert pick.user is not None and pick.user.token_file == str(account / "token")
 
 
-@pytest.mark.parametrize("content", ["::: not yaml", "clusters: []\ncontexts: []\n",
-                                     "current-context: x\nclusters: []\ncontexts: []\n"])
+@pytest.mark.parametrize("content", [
+    "::: not yaml", "a: [", "- a list", "clusters: []\ncontexts: []\n",
+    "current-context: x\nclusters: []\ncontexts: []\n",
+    "current-context: c\nclusters: [{name: c, cluster: {server: 5}}]\n"
+    "contexts: [{name: c, context: {cluster: c}}]\n",
+    "current-context: c\nclusters: []\ncontexts: [{name: c, context: {cluster: nope}}]\n"])
 def test_bad_kubeconfig_is_an_input_error(tmp_path: Path, content: str) -> None:
     path = tmp_path / "bad"
     path.write_text(content)

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import lightkube
+import yaml
 from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.config.models import Cluster, User
@@ -85,7 +86,7 @@ def _from_file(path: Path, flag: str) -> SingleConfig:
         config = lightkube.KubeConfig.from_file(path).get()
     except ConfigError as e:
         raise _kubeconfig_problem(str(e), str(path), flag) from e
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as e:
         raise _kubeconfig_problem(f"not a readable kubeconfig: {e}", str(path), flag) from e
     if config is None:
         raise _kubeconfig_problem("no current-context", str(path), "current-context")
