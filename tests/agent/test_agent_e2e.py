@@ -273,9 +273,12 @@ def test_cleanup_removes_everything(native: Cluster) -> None:
     assert refused.returncode == 1 and "agent is running" in refused.stderr
     agent.stop()
     assert hexlane_leftovers(native, "node2")
-    flags = ("--cni-conf-dir", str(agent.conf_dir), "--cni-bin-dir", str(agent.bin_dir))
+    # Empty CNI directories on the command line: the agent's own are found in its record.
+    empty = native.tmp / "no-cni"
+    flags = ("--cni-conf-dir", str(empty), "--cni-bin-dir", str(empty))
     dry = agent.hexlane("cleanup", *flags)
     assert dry.returncode == 1 and "would remove link hexlane_host" in dry.stdout
+    assert f"would remove file {agent.conf_dir / '05-hexlane.conflist'}" in dry.stdout
     assert "hexlane_host" in links(native, "node2")
     done = agent.hexlane("cleanup", "--yes", *flags)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -8,7 +8,8 @@ system, what hexlane made:
 - routes with hexlane's protocol number (104) in the main table;
 - the BPF pins under the bpf root (the whole directory; only `hl_*` pins when the root is a
   bpffs mount point itself, which other programs share);
-- the CNI config `05-hexlane.conflist`, the plugin wrapper (only if hexlane's), the state dir.
+- the CNI config `05-hexlane.conflist` and the plugin wrapper (only if hexlane's) in the
+  given directories and in those the agent recorded in its state dir; the state dir.
 
 `remove(items)` removes them in that order (programs first, so no packet meets a half-gone
 datapath) and reports each; a second run finds nothing, so cleanup is idempotent. Stopping
@@ -98,8 +99,12 @@ async def find_leftovers(paths: CleanupPaths) -> list[Leftover]:
                       if p.name.startswith(PROGRAM_PREFIX)]
         else:
             found.append(Leftover("dir", str(_check_dir(root, "--bpf-root"))))
-    found += [Leftover("file", str(p))
-              for p in cniconf.installed_files(paths.cni_conf_dir, paths.cni_bin_dir)]
+    dirs = [(paths.cni_conf_dir, paths.cni_bin_dir)]
+    recorded = cniconf.recorded_dirs(paths.state_dir)
+    if recorded is not None and recorded not in dirs:
+        dirs.append(recorded)
+    for conf_dir, bin_dir in dirs:
+        found += [Leftover("file", str(p)) for p in cniconf.installed_files(conf_dir, bin_dir)]
     if paths.state_dir.exists():
         found.append(Leftover("dir", str(_check_dir(paths.state_dir, "--state-dir"))))
     return found

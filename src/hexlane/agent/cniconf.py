@@ -8,6 +8,9 @@ directory (`/opt/cni/bin`): a two-line shell wrapper exec'ing this installation'
 (temporary file, rename) and only when their content differs, so a periodic re-install is
 cheap and puts back a file someone removed.
 
+The directories used are recorded in `$STATE_DIR/cni-install.json`, so `hexlane cleanup` finds
+the files again without being told where they went (a lab node's directories, say).
+
 The config names the agent's state directory (`stateDir`), so the plugin finds the agent's
 socket file even when the runtime's environment has no `HEXLANE_STATE_DIR`; it first tries
 the abstract socket of the namespace it runs in anyway.
@@ -29,6 +32,7 @@ CNI_VERSION = "1.0.0"
 WRAPPER_MARK = "# installed by the hexlane agent; removed by `hexlane cleanup`"
 DEFAULT_CONF_DIR = Path("/etc/cni/net.d")
 DEFAULT_BIN_DIR = Path("/opt/cni/bin")
+RECORD_NAME = "cni-install.json"
 
 
 def network_config(state_dir: Path) -> dict[str, Any]:
@@ -74,11 +78,22 @@ def install(conf_dir: Path, bin_dir: Path, state_dir: Path,
     wrapper = bin_dir / PLUGIN_NAME
     if _write_if_changed(wrapper, wrapper_script(target), 0o755):
         changed.append(str(wrapper))
+    record = json.dumps({"confDir": str(conf_dir), "binDir": str(bin_dir)}) + "\n"
+    _write_if_changed(state_dir / RECORD_NAME, record, 0o644)
     conf = conf_dir / CONF_NAME
     text = json.dumps(network_config(state_dir), indent=2) + "\n"
     if _write_if_changed(conf, text, 0o644):
         changed.append(str(conf))
     return changed
+
+
+def recorded_dirs(state_dir: Path) -> tuple[Path, Path] | None:
+    """The (config, bin) directories the agent of `state_dir` installed into, if recorded."""
+    try:
+        data = json.loads((state_dir / RECORD_NAME).read_text())
+        return Path(data["confDir"]), Path(data["binDir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def is_our_plugin(path: Path) -> bool:
