@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import bisect
-import hashlib
 import hmac
 import itertools
 import json
@@ -38,34 +36,24 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from hexlane.apiserver import bootstrap, protobuf
+from hexlane.apiserver import bootstrap, discovery, protobuf
 from hexlane.apiserver.objects import DeleteOptions, Rules, Target, scale_of
+from hexlane.apiserver.query import (
+    JSON,
+    Filter,
+    decode_continue,
+    encode_continue,
+    filter_from,
+    truthy,
+    wants_table,
+)
 from hexlane.apiserver.resources import CRD_KEY, Registry, ResourceInfo
 from hexlane.apiserver.status import ApiError, bad_request, expired, not_found, status_object
 from hexlane.apiserver.storage import ADDED, DELETED, MODIFIED, Event, Store, Stored, dumps
 from hexlane.apiserver.tables import to_table
-from hexlane.model.errors import InputError
-from hexlane.model.selectors import LabelSelector
 
 log = logging.getLogger(__name__)
 
-KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-hexlane",
-                "gitCommit": "0000000000000000000000000000000000000000",
-                "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
-                "goVersion": "go1.23.0", "compiler": "gc", "platform": "linux/amd64"}
-JSON = "application/json"
-
-
-def _pb_string(field_number: int, text: str) -> bytes:
-    """One length-delimited protobuf field (short values only: one-byte length)."""
-    data = text.encode()
-    assert len(data) < 128
-    return bytes([field_number << 3 | 2, len(data)]) + data
-
-
-# gnostic's openapi_v2.Document{swagger: "2.0", info: {title, version}}.
-_INFO = _pb_string(1, "Kubernetes") + _pb_string(2, KUBE_VERSION["gitVersion"])
-OPENAPI_V2_PROTOBUF = _pb_string(1, "2.0") + bytes([2 << 3 | 2, len(_INFO)]) + _INFO
 DEFAULT_WATCH_TIMEOUT = 1800.0
 
 
@@ -99,124 +87,6 @@ class ResourcePath:
     name: str
     subresource: str
     watch_prefix: bool
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").lower() in ("1", "true", "yes")
-
-
-@dataclass(frozen=True, slots=True)
-class FieldRequirement:
-    path: str
-    value: str
-    equal: bool
-
-
-def parse_field_selector(text: str, info: ResourceInfo) -> list[FieldRequirement]:
-    """`metadata.name=x,spec.nodeName!=y` -> requirements; unsupported fields are a 400."""
-    out: list[FieldRequirement] = []
-    for term in (t.strip() for t in text.split(",")):
-        if not term:
-            continue
-        if "!=" in term:
-            path, _, value = term.partition("!=")
-            equal = False
-        elif "==" in term:
-            path, _, value = term.partition("==")
-            equal = True
-        elif "=" in term:
-            path, _, value = term.partition("=")
-            equal = True
-        else:
-            raise bad_request(f"invalid selector: '{text}'; can't understand '{term}'")
-        path = path.strip()
-        if path not in ("metadata.name", "metadata.namespace") and \
-                path not in info.field_labels:
-            raise bad_request(f'field label not supported: {path}')
-        out.append(FieldRequirement(path, value.strip(), equal))
-    return out
-
-
-# What a field selector sees for a field the object leaves out (Kubernetes' defaults).
-_FIELD_DEFAULTS = {"spec.unschedulable": "false", "spec.hostNetwork": "false"}
-
-
-def _field_value(obj: dict[str, Any], path: str) -> str:
-    cur: Any = obj
-    for part in path.split("."):
-        if not isinstance(cur, dict):
-            return _FIELD_DEFAULTS.get(path, "")
-        cur = cur.get(part)
-    if cur is None:
-        return _FIELD_DEFAULTS.get(path, "")
-    if isinstance(cur, bool):
-        return "true" if cur else "false"
-    if isinstance(cur, dict):
-        return str(cur.get("component", ""))  # events' `source` selects on the component
-    return str(cur)
-
-
-class Filter:
-    """Namespace, label and field selection of a list or watch."""
-
-    def __init__(self, namespace: str, labels: LabelSelector | None,
-                 fields: list[FieldRequirement]) -> None:
-        self.namespace = namespace
-        self.labels = labels
-        self.fields = fields
-
-    @property
-    def only_namespace(self) -> bool:
-        return self.labels is None and not self.fields
-
-    def matches(self, obj: dict[str, Any]) -> bool:
-        meta = obj.get("metadata") or {}
-        if self.namespace and meta.get("namespace", "") != self.namespace:
-            return False
-        if self.labels is not None and not self.labels.matches(meta.get("labels") or {}):
-            return False
-        return all((_field_value(obj, req.path) == req.value) == req.equal
-                   for req in self.fields)
-
-
-def _filter_from(request: web.Request, info: ResourceInfo, namespace: str) -> Filter:
-    labels = None
-    text = request.query.get("labelSelector", "")
-    if text.strip():
-        try:
-            labels = LabelSelector.parse_string(text)
-        except InputError as e:
-            raise bad_request("; ".join(p.message for p in e.problems)) from e
-    fields = parse_field_selector(request.query.get("fieldSelector", ""), info)
-    return Filter(namespace, labels, fields)
-
-
-def wants_table(accept: str) -> str | None:
-    """The meta.k8s.io version of a Table the client accepts first, or None."""
-    for part in accept.split(","):
-        params = {}
-        for item in part.split(";")[1:]:
-            key, _, value = item.strip().partition("=")
-            params[key.strip()] = value.strip()
-        if params.get("as") == "Table" and params.get("g") == "meta.k8s.io":
-            return params.get("v", "v1")
-        if part.split(";")[0].strip() in (JSON, "*/*", "application/*") and "as" not in params:
-            return None
-    return None
-
-
-def _encode_continue(rv: int, key: tuple[str, str]) -> str:
-    raw = json.dumps({"rv": rv, "start": list(key)}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-        return int(data["rv"]), (str(data["start"][0]), str(data["start"][1]))
-    except (binascii.Error, ValueError, KeyError, IndexError, TypeError) as e:
-        raise bad_request(f"invalid continue token: {e}") from e
 
 
 # --- metrics --------------------------------------------------------------------------------
@@ -357,7 +227,7 @@ class ApiServer:
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
         if path == "/version":
-            return self._json(KUBE_VERSION)
+            return self._json(discovery.KUBE_VERSION)
         if path == "/metrics":
             return web.Response(body=generate_latest(self.metrics.registry),
                                 headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -365,17 +235,14 @@ class ApiServer:
             return self._openapi(request, segs)
         if segs and segs[0] == "api":
             if len(segs) == 1:
-                return self._json({"kind": "APIVersions", "versions": ["v1"],
-                                   "serverAddressByClientCIDRs": [{
-                                       "clientCIDR": "0.0.0.0/0",
-                                       "serverAddress": f"{self.advertise_address}:"
-                                                        f"{self.bound_port}"}]})
+                return self._json(discovery.api_versions(
+                    f"{self.advertise_address}:{self.bound_port}"))
             return await self._api(request, "", segs[1], segs[2:])
         if segs and segs[0] == "apis":
             if len(segs) == 1:
-                return self._json(self._group_list())
+                return self._json(discovery.api_group_list(self.registry))
             if len(segs) == 2:
-                group = self._group(segs[1])
+                group = discovery.api_group(self.registry, segs[1])
                 if group is None:
                     raise ApiError(404, "NotFound", "the server could not find the requested "
                                    "resource")
@@ -385,74 +252,17 @@ class ApiServer:
 
     # -- discovery ---------------------------------------------------------------------------
 
-    def _group(self, name: str) -> dict[str, Any] | None:
-        versions = self.registry.group_versions().get(name)
-        if not versions:
-            return None
-        vs = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
-        return {"name": name, "versions": vs, "preferredVersion": vs[0]}
-
-    def _group_list(self) -> dict[str, Any]:
-        groups = [g for g in (self._group(n) for n in self.registry.group_versions()) if g]
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
-
-    def _resource_list(self, group: str, version: str) -> dict[str, Any]:
-        infos = self.registry.resources(group, version)
-        if not infos:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        resources = [entry for info in infos for entry in info.discovery()]
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version,
-                "resources": resources}
-
     def _openapi(self, request: web.Request, segs: list[str]) -> web.Response:
-        """OpenAPI v3 as far as kubectl uses it: each group/version lists its resources'
-        PATCH operations with the `fieldValidation` parameter, so kubectl leaves field
-        validation to the server instead of downloading full schemas."""
         if segs[1:] == ["v2"]:
-            return self._openapi_v2(request)
+            if "protobuf" in request.headers.get("Accept", ""):
+                return web.Response(body=discovery.OPENAPI_V2_PROTOBUF,
+                                    content_type=discovery.OPENAPI_V2_PROTOBUF_TYPE)
+            return self._json(discovery.openapi_v2())
         if segs[1:2] != ["v3"]:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        gvs: dict[str, list[ResourceInfo]] = {}
-        for info in self.registry.all():
-            key = f"apis/{info.group}/{info.version}" if info.group else f"api/{info.version}"
-            gvs.setdefault(key, []).append(info)
         if len(segs) == 2:
-            index = {}
-            for key, infos in gvs.items():
-                digest = hashlib.sha256(dumps(sorted((i.plural, i.kind, i.namespaced)
-                                                     for i in infos)).encode()).hexdigest()
-                index[key] = {"serverRelativeURL": f"/openapi/v3/{key}?hash={digest[:32]}"}
-            return self._json({"paths": index})
-        key = "/".join(segs[2:])
-        if key not in gvs:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        paths: dict[str, Any] = {}
-        for info in gvs[key]:
-            prefix = f"/{key}/namespaces/{{namespace}}" if info.namespaced else f"/{key}"
-            gvk = {"group": info.group, "version": info.version, "kind": info.kind}
-            params = [{"name": n, "in": "query", "schema": {"type": "string"}}
-                      for n in ("dryRun", "fieldManager", "fieldValidation", "force")]
-            paths[f"{prefix}/{info.plural}/{{name}}"] = {"patch": {
-                "operationId": f"patch{info.kind}", "parameters": params,
-                "x-kubernetes-action": "patch", "x-kubernetes-group-version-kind": gvk,
-                "responses": {"200": {"description": "OK"}}}}
-        return self._json({"openapi": "3.0.0",
-                           "info": {"title": "Kubernetes", "version": "v1.32.0"},
-                           "paths": paths, "components": {"schemas": {}}})
-
-    @staticmethod
-    def _openapi_v2(request: web.Request) -> web.Response:
-        """An OpenAPI v2 document without definitions. Older kubectl (1.20) downloads it (as
-        protobuf) to validate manifests and skips kinds it does not describe, so `kubectl
-        apply` works without `--validate=false`."""
-        if "protobuf" in request.headers.get("Accept", ""):
-            return web.Response(body=OPENAPI_V2_PROTOBUF,
-                                content_type="application/com.github.proto-openapi.spec.v2"
-                                             ".v1.0+protobuf")
-        return web.Response(text=dumps({"swagger": "2.0", "info": {
-            "title": "Kubernetes", "version": KUBE_VERSION["gitVersion"]}, "paths": {},
-            "definitions": {}}), content_type=JSON)
+            return self._json(discovery.openapi_v3_index(self.registry))
+        return self._json(discovery.openapi_v3(self.registry, "/".join(segs[2:])))
 
     # -- resources ---------------------------------------------------------------------------
 
@@ -486,7 +296,7 @@ class ApiServer:
         if not rest:
             if request.method != "GET":
                 raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
-            return self._json(self._resource_list(group, version))
+            return self._json(discovery.resource_list(self.registry, group, version))
         rp = self._resolve(group, version, rest)
         if rp is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -499,7 +309,7 @@ class ApiServer:
                 if rp.name and not rp.watch_prefix:
                     verb = "get"
                     resp = self._get(request, rp)
-                elif rp.watch_prefix or _truthy(request.query.get("watch")):
+                elif rp.watch_prefix or truthy(request.query.get("watch")):
                     verb = "watch"
                     self._count(verb, info, 200)
                     return await self._watch(request, rp)
@@ -616,12 +426,12 @@ class ApiServer:
     async def _list(self, request: web.Request, rp: ResourcePath) -> web.Response:
         info = rp.info
         q = request.query
-        filt = _filter_from(request, info, rp.namespace)
+        filt = filter_from(request.query, info, rp.namespace)
         limit = int(q.get("limit") or 0) if (q.get("limit") or "0").isdigit() else 0
         token = q.get("continue", "")
         start: tuple[str, str] | None = None
         if token:
-            list_rv, start = _decode_continue(token)
+            list_rv, start = decode_continue(token)
             if list_rv < self.store.compacted:
                 raise expired("The provided continue parameter is too old to display a "
                               "consistent list result. You can start a new list without the "
@@ -649,7 +459,7 @@ class ApiServer:
             next_key = key
         meta: dict[str, Any] = {"resourceVersion": str(list_rv)}
         if more and next_key is not None:
-            meta["continue"] = _encode_continue(list_rv, next_key)
+            meta["continue"] = encode_continue(list_rv, next_key)
             meta["remainingItemCount"] = more
         table_version = wants_table(request.headers.get("Accept", ""))
         if table_version:
@@ -745,7 +555,7 @@ class ApiServer:
 
     async def _delete_collection(self, request: web.Request, rp: ResourcePath) -> web.Response:
         opts = self._delete_options(request, await self._body(request))
-        filt = _filter_from(request, rp.info, rp.namespace)
+        filt = filter_from(request.query, rp.info, rp.namespace)
         names = [key for key, stored in self._snapshot(rp.info.storage_key, self.store.rv,
                                                        rp.namespace)
                  if filt.matches(stored.obj)]
@@ -771,9 +581,9 @@ class ApiServer:
     async def _watch(self, request: web.Request, rp: ResourcePath) -> web.StreamResponse:
         info = rp.info
         q = request.query
-        filt = _filter_from(request, info, rp.namespace)
+        filt = filter_from(request.query, info, rp.namespace)
         table_version = wants_table(request.headers.get("Accept", ""))
-        bookmarks = _truthy(q.get("allowWatchBookmarks"))
+        bookmarks = truthy(q.get("allowWatchBookmarks"))
         timeout = DEFAULT_WATCH_TIMEOUT
         if q.get("timeoutSeconds"):
             try:
@@ -783,7 +593,7 @@ class ApiServer:
         rv_param = q.get("resourceVersion", "")
         if rv_param and not rv_param.isdigit():
             raise bad_request(f"invalid resource version: {rv_param}")
-        send_initial = _truthy(q.get("sendInitialEvents"))
+        send_initial = truthy(q.get("sendInitialEvents"))
         start_rv = int(rv_param) if rv_param else 0
         initial = not rv_param or rv_param == "0" or send_initial
 
