@@ -159,3 +159,13 @@ def test_in_cluster_and_override_against_the_server(server: ServerProcess,
             assert err.value.code == 401
 
     asyncio.run(run())
+
+
+def test_unusable_certificate_authority_is_an_input_error(tmp_path: Path) -> None:
+    account = service_account(tmp_path, ca=b"not a certificate")
+    env = {"KUBERNETES_SERVICE_HOST": "10.43.0.1"}
+    with pytest.raises(InputError) as err:
+        make_client(None, None, environ=env, service_account_dir=account,
+                    registry=CollectorRegistry())
+    [problem] = err.value.problems
+    assert problem.path == "certificate-authority" and problem.file.endswith("ca.crt")

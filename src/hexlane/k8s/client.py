@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -263,4 +264,10 @@ def make_client(values: Values | None, kubeconfig: str | os.PathLike[str] | None
     else:
         raise ValueError(f"component must be 'agent' or 'operator', got {component!r}")
     metrics = ClientMetrics.for_registry(registry)
-    return KubeClient(config, RateLimiter(qps, burst, metrics=metrics), metrics)
+    try:
+        return KubeClient(config, RateLimiter(qps, burst, metrics=metrics), metrics)
+    except (OSError, ssl.SSLError, ConfigError) as e:
+        # A missing or unreadable CA or client certificate is a configuration problem.
+        where = str(config.fname or config.cluster.certificate_auth or "")
+        raise _kubeconfig_problem(f"cannot set up TLS for {config.cluster.server}: {e}",
+                                  where, "certificate-authority") from e
