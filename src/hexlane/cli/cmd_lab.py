@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from typing import Any
 
@@ -20,6 +21,7 @@ from hexlane.lab.topology import (
     DEFAULT_NODES,
     check_lab_name,
     default_lab_name,
+    lab_dir,
 )
 
 
@@ -112,9 +114,19 @@ def _guard(fn: Any) -> Any:
 
 @_guard
 def _up(args: argparse.Namespace) -> int:
-    state = manager.up(_lab(args), nodes=args.nodes, lan=args.lan, lan_ifname=args.lan_ifname,
-                       values_files=args.values, sets=args.set,
-                       node_grace=args.node_monitor_grace_period, timeout=args.timeout)
+    name = _lab(args)
+    existed = manager.lab_exists(name)
+    try:
+        state = manager.up(name, nodes=args.nodes, lan=args.lan, lan_ifname=args.lan_ifname,
+                           values_files=args.values, sets=args.set,
+                           node_grace=args.node_monitor_grace_period, timeout=args.timeout)
+    except (manager.LabError, KeyboardInterrupt, OSError, subprocess.SubprocessError) as e:
+        if existed:
+            raise
+        print(f"error: lab {name}: {e or 'interrupted'}\nwhat was made is left for inspection "
+              f"(logs in {lab_dir(name)}); `hexlane lab down --name {name}` removes it",
+              file=sys.stderr)
+        return 1
     print(manager.usage(state.plan))
     return 0
 

@@ -89,6 +89,8 @@ class Controllers:
                 await self.reconcile()
             except (ApiError, httpx2.HTTPError, OSError) as e:
                 log.warning("pass failed: %s", e)
+            except Exception:  # a bug in one pass must not stop the control plane
+                log.exception("pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), 1.0)
             self.wake.clear()

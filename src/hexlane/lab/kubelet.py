@@ -117,6 +117,7 @@ class Kubelet:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}  # by uid
         self.terminating: dict[str, asyncio.Task[None]] = {}  # by uid
         self.locks: dict[str, asyncio.Lock] = {}
+        self.last_failure: dict[str, str] = {}  # by uid: the sandbox error last reported
         self.informer = Informer(client, Pod, field_selector=f"spec.nodeName={self.node}")
         self.queue = self.informer.key_queue()
         self.env = {k: v for k, v in os.environ.items()
@@ -142,6 +143,7 @@ class Kubelet:
 
     def _forget(self, rec: PodRecord) -> None:
         self.records.pop(rec.uid, None)
+        self.last_failure.pop(rec.uid, None)
         self.procs.pop(rec.uid, None)
         (self.pods_dir / f"{rec.uid}.json").unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -291,6 +293,9 @@ class Kubelet:
                 except (ApiError, httpx2.HTTPError, OSError, CNIFailed) as e:
                     log.warning("pod %s: %s; retrying", key, e)
                     asyncio.get_running_loop().call_later(2.0, self.queue.put, key)
+                except Exception:  # a bug with one pod must not stop the others
+                    log.exception("pod %s: sync failed; retrying", key)
+                    asyncio.get_running_loop().call_later(5.0, self.queue.put, key)
 
     async def sync(self, key: str) -> None:
         pod = self.informer.cache.get(key)
@@ -306,7 +311,11 @@ class Kubelet:
             return
         rec = self.records.get(uid)
         if rec is None or not rec.ip:  # never made, or the CNI ADD did not finish
-            rec = await self.create_sandbox(pod, rec)
+            try:
+                rec = await self.create_sandbox(pod, rec)
+            except (CNIFailed, OSError, subprocess.SubprocessError) as e:
+                await self.report_sandbox_failure(pod, str(e))
+                raise
         if not self._alive(rec):
             if rec.pid:
                 rec.restarts += 1
@@ -344,6 +353,34 @@ class Kubelet:
         self._save(rec)
         log.info("pod %s: sandbox %s, IP %s", rec.key, rec.netns, rec.ip)
         return rec
+
+    async def report_sandbox_failure(self, pod: dict[str, Any], message: str) -> None:
+        """What `kubectl describe pod` shows while the sandbox cannot be made: the pod stays
+        Pending with a condition saying why, and a Warning event (once per distinct error)."""
+        status = {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "PodReadyToStartContainers", "status": "False",
+             "reason": "FailedCreatePodSandBox", "message": message[:1000]}]}
+        with contextlib.suppress(ApiError):
+            await patch_status(self.client, Pod, name_of(pod), status,
+                               namespace=namespace_of(pod))
+        uid = uid_of(pod)
+        if self.last_failure.get(uid) == message:
+            return
+        self.last_failure[uid] = message
+        now = _stamp()
+        event = {"apiVersion": "v1", "kind": "Event",
+                 "metadata": {"generateName": f"{name_of(pod)}.",
+                              "namespace": namespace_of(pod)},
+                 "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name_of(pod),
+                                    "namespace": namespace_of(pod), "uid": uid},
+                 "reason": "FailedCreatePodSandBox", "type": "Warning",
+                 "message": f"Failed to create pod sandbox: {message}"[:1000],
+                 "source": {"component": "kubelet", "host": self.node},
+                 "firstTimestamp": now, "lastTimestamp": now, "count": 1}
+        with contextlib.suppress(ApiError):
+            await self.client.request("POST", f"/api/v1/namespaces/{namespace_of(pod)}/events",
+                                      body=event)
 
     def _cni_args(self, rec: PodRecord) -> dict[str, str]:
         return {"K8S_POD_NAMESPACE": rec.namespace, "K8S_POD_NAME": rec.name,

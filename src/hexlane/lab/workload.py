@@ -63,6 +63,10 @@ async def _http(pod: str, node: str, reader: asyncio.StreamReader,
             while (line := await asyncio.wait_for(reader.readline(), 30)) not in (b"\r\n",
                                                                                    b"\n", b""):
                 headers.append(line.decode(errors="replace").strip().lower())
+            length = next((h.split(":", 1)[1].strip() for h in headers
+                           if h.startswith("content-length:")), "0")
+            if length.isdigit() and int(length):
+                await reader.readexactly(int(length))  # a request body is read and ignored
             parts = request.decode(errors="replace").split()
             path = parts[1] if len(parts) >= 2 else "/"
             status, ctype, body = http_answer(path, pod, node, (str(peer[0]), int(peer[1])))
@@ -72,11 +76,11 @@ async def _http(pod: str, node: str, reader: asyncio.StreamReader,
             head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
                     f"Content-Length: {len(body)}\r\n"
                     f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n")
-            writer.write(head.encode() + body)
+            writer.write(head.encode() + (b"" if parts[:1] == ["HEAD"] else body))
             await writer.drain()
             if close:
                 break
-    except (TimeoutError, ConnectionError, OSError):
+    except (TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError):
         pass
     finally:
         writer.close()
