@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
+from hexlane.agent.status import brief
+from hexlane.cli.cmd_status import fetch_status
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -111,17 +113,33 @@ class AgentProc:
         return netns.run(self.cluster.topo[self.node], [*HEXLANE, *args], check=check,
                          env=self.env, timeout=timeout)
 
-    def wait_ok(self, timeout: float = 45) -> None:
+    def healthy(self) -> tuple[bool, str]:
+        """The agent's verdict, asked in-process from a thread inside the node namespace
+        (cheaper than a CLI process per poll)."""
+        def ask() -> tuple[bool, str]:
+            try:
+                ok, reasons = brief(fetch_status(str(self.state_dir), timeout=5))
+            except RuntimeError as err:
+                return False, str(err)
+            return ok, "; ".join(reasons)
+        result: tuple[bool, str] = netns.run_in_netns(
+            netns.netns_path(self.cluster.topo[self.node]), ask)
+        return result
+
+    def wait_ok(self, timeout: float = 60) -> None:
+        """Until the agent is healthy; then `hexlane status --brief` itself must say OK."""
         deadline = time.monotonic() + timeout
-        out = None
+        reason = ""
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"agent {self.node} exited:\n{self.tail()}")
-            out = self.hexlane("status", "--brief")
-            if out.returncode == 0 and out.stdout.strip() == "OK":
+            ok, reason = self.healthy()
+            if ok:
+                out = self.hexlane("status", "--brief")
+                assert (out.returncode, out.stdout.strip()) == (0, "OK"), out
                 return
-            time.sleep(0.3)
-        raise AssertionError(f"agent {self.node} not OK: {out and out.stdout}\n{self.tail()}")
+            time.sleep(0.2)
+        raise AssertionError(f"agent {self.node} not OK: {reason}\n{self.tail()}")
 
     def status(self) -> dict[str, Any]:
         out = self.hexlane("status", "-o", "json")
