@@ -99,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps([{"item": str(i), "result": r} for i, r in results], indent=2))
     else:
         for item, result in results:
-            print(f"{result} {item}" if result != "removed" else f"removed {item}")
+            if result == "gone":  # went with something removed before it (a link's routes)
+                print(f"removed {item} (with its link)" if item.kind == "route"
+                      else f"already gone: {item}")
+            else:
+                print(f"{result} {item}")
         if not results:
             print("nothing of hexlane's here")
     return 1 if failed else 0
