@@ -219,3 +219,19 @@ def test_bookmarks_spare_informers_a_relist(fresh_server: Any) -> None:
     assert _informer_cycle(server, ns, bookmarks=False) == ["list", "watch", "410", "list",
                                                             "watch"]
     assert server.metrics()[("list", "configmaps")] - before == 3
+
+
+def test_legacy_single_object_watch(api: Any) -> None:
+    ns = _ns(api)
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    _, a = api.post(path, _cm("a"))
+    api.post(path, _cm("b"))
+    watch = api.watch(f"/api/v1/watch/namespaces/{ns}/configmaps/a?resourceVersion="
+                      f"{a['metadata']['resourceVersion']}")
+    try:
+        api.patch(f"{path}/b", {"data": {"k": "2"}})
+        api.patch(f"{path}/a", {"data": {"k": "3"}})
+        [ev] = _events(watch, 1)
+        assert ev["type"] == "MODIFIED" and ev["object"]["metadata"]["name"] == "a"
+    finally:
+        watch.close()

@@ -40,6 +40,7 @@ from hexlane.apiserver import bootstrap, discovery, protobuf
 from hexlane.apiserver.objects import DeleteOptions, Rules, Target, scale_of
 from hexlane.apiserver.query import (
     JSON,
+    FieldRequirement,
     Filter,
     decode_continue,
     encode_continue,
@@ -582,6 +583,8 @@ class ApiServer:
         info = rp.info
         q = request.query
         filt = filter_from(request.query, info, rp.namespace)
+        if rp.name:  # the legacy /watch/.../<name> path watches one object
+            filt.fields.append(FieldRequirement("metadata.name", rp.name, True))
         table_version = wants_table(request.headers.get("Accept", ""))
         bookmarks = truthy(q.get("allowWatchBookmarks"))
         timeout = DEFAULT_WATCH_TIMEOUT
