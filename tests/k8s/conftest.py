@@ -4,7 +4,6 @@ short watch history (the helpers themselves are in k8s_helpers.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from k8s_helpers import ServerProcess
@@ -20,10 +19,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         srv.stop()
 
 
-@pytest.fixture
-def short_history_server(tmp_path: Path) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="session")
+def short_history_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """An apiserver that keeps only 5 changes for resuming watches (older: 410 Gone)."""
-    srv = ServerProcess(tmp_path / "srv", "--watch-history", "5")
+    srv = ServerProcess(tmp_path_factory.mktemp("k8s-short-history"), "--watch-history", "5")
     try:
         yield srv
     finally:
