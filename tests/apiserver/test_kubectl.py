@@ -6,6 +6,7 @@ expect (`get svc -A -o wide`, `get ciliumloadbalancerippools`), and delete them 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -121,3 +122,44 @@ def test_apply_get_edit_delete_every_seed_manifest(kubectl: Kubectl, tmp_path: P
         assert proc.returncode != 0 and "NotFound" in proc.stderr, (kind, name)
     kubectl("delete", "namespace", "example")
     assert kubectl("get", "namespace", "example", check=False).returncode != 0
+
+
+def test_typed_create_commands_send_protobuf_that_is_read_right(kubectl: Kubectl) -> None:
+    """kubectl's typed `create` commands send protobuf; what the server stores must be what
+    the same command prints as JSON with --dry-run=client."""
+    commands = [
+        ["create", "deployment", "web", "--image=nginx:1", "--port=80", "--replicas=3"],
+        ["create", "deployment", "zero", "--image=busybox", "--replicas=0", "--", "sleep", "1"],
+        ["create", "service", "nodeport", "np", "--tcp=80:8080"],
+        ["create", "service", "loadbalancer", "lb", "--tcp=443:https"],
+        ["create", "configmap", "cm", "--from-literal=a=1", "--from-literal=empty="],
+        ["create", "secret", "generic", "sec", "--from-literal=k=v"],
+        ["create", "serviceaccount", "sa"],
+    ]
+    for cmd in commands:
+        # Flags go before a `--` that starts the container command.
+        wanted = json.loads(kubectl(cmd[0], "--dry-run=client", "-o", "json",
+                                    *cmd[1:]).stdout)
+        kubectl(*cmd)
+        kind, name = wanted["kind"], wanted["metadata"]["name"]
+        got = json.loads(kubectl("get", kind, name, "-o", "json").stdout)
+        assert got["metadata"].get("labels") == wanted["metadata"].get("labels"), cmd
+        for field in ("data", "type"):
+            if field in wanted:
+                assert got[field] == wanted[field], (cmd, field)
+        if kind == "Deployment":
+            spec, want = got["spec"], wanted["spec"]
+            assert spec["replicas"] == want["replicas"]
+            assert spec["selector"] == want["selector"]
+            assert spec["template"]["metadata"]["labels"] == want["template"]["metadata"][
+                "labels"]
+            for c_got, c_want in zip(spec["template"]["spec"]["containers"],
+                                     want["template"]["spec"]["containers"], strict=True):
+                for key in ("name", "image", "command", "ports"):
+                    assert c_got.get(key) == c_want.get(key), (cmd, key)
+        if kind == "Service":
+            assert got["spec"]["type"] == wanted["spec"]["type"]
+            assert got["spec"]["selector"] == wanted["spec"]["selector"]
+            for p_got, p_want in zip(got["spec"]["ports"], wanted["spec"]["ports"], strict=True):
+                for key in ("name", "protocol", "port", "targetPort"):
+                    assert p_got[key] == p_want[key], (cmd, key)

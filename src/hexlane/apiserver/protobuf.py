@@ -1,12 +1,13 @@
 """Reading the few Kubernetes protobuf request bodies kubectl sends, as JSON-shaped dicts.
 
 hexlane always answers JSON, but kubectl's typed commands (`kubectl create namespace`,
-`create configmap`, `create secret generic`, `create serviceaccount`) send their body as
+`create configmap|secret|serviceaccount|service|deployment`) send their body as
 `application/vnd.kubernetes.protobuf` and client-go has no JSON fallback for it. The wire
 format is Kubernetes' envelope (magic `k8s\\0`, then a `runtime.Unknown` holding apiVersion,
 kind and the raw message) around the generated messages of `k8s.io/api`; this module decodes
-that envelope and the messages of those kinds with a small table of field numbers. Other
-kinds are refused with a message saying so (the server answers 415).
+that envelope and the messages of those kinds with a small table of field numbers (the
+fields those commands set, and the common ones beside them; others are skipped). Other kinds
+are refused with a message saying so (the server answers 415).
 """
 
 from __future__ import annotations
@@ -17,18 +18,19 @@ from typing import Any
 
 MAGIC = b"k8s\x00"
 
-# A message is {field number: (json name, type)}; a type is a scalar name, a nested message,
-# ("map", value type) or ("list", element type).
+# A message is {field number: (json name, type)}; a type is a scalar name ("string", "bytes",
+# "int", "bool", "time", "intorstring"; "int*" and "bool*" for Go pointer fields, whose zero
+# is kept), a nested message, ("map", value type) or ("list", element type).
 Schema = dict[int, tuple[str, Any]]
 
 _TIME: Schema = {1: ("seconds", "int"), 2: ("nanos", "int")}
 _OWNER_REF: Schema = {1: ("kind", "string"), 3: ("name", "string"), 4: ("uid", "string"),
-                      5: ("apiVersion", "string"), 6: ("controller", "bool"),
-                      7: ("blockOwnerDeletion", "bool")}
+                      5: ("apiVersion", "string"), 6: ("controller", "bool*"),
+                      7: ("blockOwnerDeletion", "bool*")}
 _OBJECT_META: Schema = {
     1: ("name", "string"), 2: ("generateName", "string"), 3: ("namespace", "string"),
     5: ("uid", "string"), 6: ("resourceVersion", "string"), 7: ("generation", "int"),
-    8: ("creationTimestamp", "time"), 10: ("deletionGracePeriodSeconds", "int"),
+    8: ("creationTimestamp", "time"), 10: ("deletionGracePeriodSeconds", "int*"),
     11: ("labels", ("map", "string")), 12: ("annotations", ("map", "string")),
     13: ("ownerReferences", ("list", _OWNER_REF)), 14: ("finalizers", ("list", "string")),
 }
@@ -36,18 +38,57 @@ _OBJECT_REF: Schema = {1: ("kind", "string"), 2: ("namespace", "string"),
                        3: ("name", "string"), 4: ("uid", "string"),
                        5: ("apiVersion", "string"), 6: ("resourceVersion", "string"),
                        7: ("fieldPath", "string")}
+_LABEL_SELECTOR: Schema = {
+    1: ("matchLabels", ("map", "string")),
+    2: ("matchExpressions", ("list", {1: ("key", "string"), 2: ("operator", "string"),
+                                      3: ("values", ("list", "string"))})),
+}
+_CONTAINER_PORT: Schema = {1: ("name", "string"), 2: ("hostPort", "int"),
+                           3: ("containerPort", "int"), 4: ("protocol", "string"),
+                           5: ("hostIP", "string")}
+_ENV_VAR: Schema = {1: ("name", "string"), 2: ("value", "string")}
+_CONTAINER: Schema = {
+    1: ("name", "string"), 2: ("image", "string"), 3: ("command", ("list", "string")),
+    4: ("args", ("list", "string")), 5: ("workingDir", "string"),
+    6: ("ports", ("list", _CONTAINER_PORT)), 7: ("env", ("list", _ENV_VAR)),
+    14: ("imagePullPolicy", "string"),
+}
+_POD_SPEC: Schema = {
+    2: ("containers", ("list", _CONTAINER)), 3: ("restartPolicy", "string"),
+    4: ("terminationGracePeriodSeconds", "int*"), 6: ("dnsPolicy", "string"),
+    7: ("nodeSelector", ("map", "string")), 8: ("serviceAccountName", "string"),
+    10: ("nodeName", "string"), 11: ("hostNetwork", "bool"),
+    20: ("initContainers", ("list", _CONTAINER)),
+}
+_INT_OR_STRING: Schema = {1: ("type", "int"), 2: ("intVal", "int"), 3: ("strVal", "string")}
+_SERVICE_PORT: Schema = {1: ("name", "string"), 2: ("protocol", "string"), 3: ("port", "int"),
+                         4: ("targetPort", "intorstring"), 5: ("nodePort", "int"),
+                         6: ("appProtocol", "string")}
+_SERVICE_SPEC: Schema = {
+    1: ("ports", ("list", _SERVICE_PORT)), 2: ("selector", ("map", "string")),
+    3: ("clusterIP", "string"), 4: ("type", "string"), 5: ("externalIPs", ("list", "string")),
+    7: ("sessionAffinity", "string"), 8: ("loadBalancerIP", "string"),
+    10: ("externalName", "string"), 11: ("externalTrafficPolicy", "string"),
+}
 KINDS: dict[str, Schema] = {
     "Namespace": {1: ("metadata", _OBJECT_META),
                   2: ("spec", {1: ("finalizers", ("list", "string"))}),
                   3: ("status", {1: ("phase", "string")})},
     "ConfigMap": {1: ("metadata", _OBJECT_META), 2: ("data", ("map", "string")),
-                  3: ("binaryData", ("map", "bytes")), 4: ("immutable", "bool")},
+                  3: ("binaryData", ("map", "bytes")), 4: ("immutable", "bool*")},
     "Secret": {1: ("metadata", _OBJECT_META), 2: ("data", ("map", "bytes")),
                3: ("type", "string"), 4: ("stringData", ("map", "string")),
-               5: ("immutable", "bool")},
+               5: ("immutable", "bool*")},
+    "Service": {1: ("metadata", _OBJECT_META), 2: ("spec", _SERVICE_SPEC)},
+    "Deployment": {1: ("metadata", _OBJECT_META), 2: ("spec", {
+        1: ("replicas", "int*"), 2: ("selector", _LABEL_SELECTOR),
+        3: ("template", {1: ("metadata", _OBJECT_META), 2: ("spec", _POD_SPEC)}),
+        5: ("minReadySeconds", "int"), 6: ("revisionHistoryLimit", "int*"),
+        7: ("paused", "bool"), 9: ("progressDeadlineSeconds", "int*")})},
+    "Pod": {1: ("metadata", _OBJECT_META), 2: ("spec", _POD_SPEC)},
     "ServiceAccount": {1: ("metadata", _OBJECT_META), 2: ("secrets", ("list", _OBJECT_REF)),
                        3: ("imagePullSecrets", ("list", {1: ("name", "string")})),
-                       4: ("automountServiceAccountToken", "bool")},
+                       4: ("automountServiceAccountToken", "bool*")},
 }
 _ENVELOPE: Schema = {1: ("typeMeta", {1: ("apiVersion", "string"), 2: ("kind", "string")}),
                      2: ("raw", "raw")}
@@ -102,12 +143,17 @@ def _scalar(kind: Any, value: Any) -> Any:
         return base64.b64encode(bytes(value)).decode()
     if kind == "raw":
         return bytes(value)
-    if kind == "bool":
+    if kind in ("bool", "bool*"):
         return bool(value)
-    if kind == "int":
+    if kind in ("int", "int*"):
         return value - (1 << 64) if value >= 1 << 63 else value
+    if kind == "intorstring":  # intstr.IntOrString: type 0 is an int, 1 a string
+        ios = _message(value, _INT_OR_STRING)
+        return ios.get("strVal", "") if ios.get("type") == 1 else ios.get("intVal", 0)
     if kind == "time":
         seconds = _message(value, _TIME).get("seconds", 0)
+        if not seconds:
+            return None  # the zero time: Go writes null
         return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     raise ProtobufError(f"unknown field type {kind!r}")
 
@@ -125,8 +171,11 @@ def _message(data: bytes, schema: Schema) -> dict[str, Any]:
             out.setdefault(name, []).append(_scalar(kind[1], value))
         else:
             decoded = _scalar(kind, value)
-            if decoded != "" or kind != "string":  # Go omits empty strings from JSON
-                out[name] = decoded
+            # proto2 carries non-pointer Go fields even when zero, and Go's JSON omits them
+            # (omitempty); pointer fields ("int*", "bool*") keep an explicit zero.
+            if decoded is None or (kind in ("string", "int", "bool") and not decoded):
+                continue
+            out[name] = decoded
     return out
 
 
