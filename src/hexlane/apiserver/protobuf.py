@@ -85,7 +85,6 @@ KINDS: dict[str, Schema] = {
         3: ("template", {1: ("metadata", _OBJECT_META), 2: ("spec", _POD_SPEC)}),
         5: ("minReadySeconds", "int"), 6: ("revisionHistoryLimit", "int*"),
         7: ("paused", "bool"), 9: ("progressDeadlineSeconds", "int*")})},
-    "Pod": {1: ("metadata", _OBJECT_META), 2: ("spec", _POD_SPEC)},
     "ServiceAccount": {1: ("metadata", _OBJECT_META), 2: ("secrets", ("list", _OBJECT_REF)),
                        3: ("imagePullSecrets", ("list", {1: ("name", "string")})),
                        4: ("automountServiceAccountToken", "bool*")},
