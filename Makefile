@@ -34,7 +34,7 @@ unit: venv
 test: setup lint typecheck layers unit
 
 demo: setup
-	$(VENV)/bin/hexlane demo
+	$(VENV)/bin/hexlane lab demo --name demo
 
 bench: setup
 	@echo "benchmarks: see bench/README.md"; ls bench

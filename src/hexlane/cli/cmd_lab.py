@@ -1,4 +1,4 @@
-"""`hexlane lab up|down|status|exec|kubectl|kill|revive --name NAME ...`: a whole homelab
+"""`hexlane lab up|down|status|exec|kubectl|kill|revive|demo --name NAME ...`: a whole homelab
 cluster in network namespaces on this machine (see docs/lab.md and `hexlane.lab.manager`).
 
 Every verb takes `--name NAME` (at most 8 of [a-z0-9]; default `$HEXLANE_LAB` or `hl`), so
@@ -88,6 +88,10 @@ def register(subparsers: Any) -> None:
     _add_name(p)
     p.add_argument("node", metavar="NODE")
     p.set_defaults(func=_revive)
+    p = sub.add_parser("demo", help="the homelab guides' story on a lab (see docs/lab.md)")
+    _add_name(p)
+    p.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    p.set_defaults(func=_demo)
     lab.set_defaults(func=lambda args: (lab.print_help(), 2)[1])
 
 
@@ -129,6 +133,13 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     print(manager.usage(state.plan))
     return 0
+
+
+@_guard
+def _demo(args: argparse.Namespace) -> int:
+    from hexlane.lab import demo
+
+    return demo.run(_lab(args), keep=args.keep)
 
 
 @_guard
