@@ -61,7 +61,6 @@ from hexlane.datapath.loader import (
     TC_PRIORITY,
     LbDatapath,
 )
-from hexlane.datapath.reconcile import reconcile_map
 from hexlane.lb.services import (
     DesiredState,
     HealthCheck,
@@ -120,6 +119,8 @@ class ServiceReconciler:
         self.ids = recover_ids(m.services, m.backends)
         # Tables written by this process; the first apply writes every one (a swap, harmless).
         self._tables: dict[int, tuple[int, ...]] = {}
+        # What this process last wrote, per map (raw key -> raw value); empty: read the maps.
+        self._written: dict[str, dict[bytes, bytes]] = {}
         self.desired: DesiredState | None = None
         self.last_updated: float | None = None  # wall clock of the last successful apply
         self.last_error: str | None = None
@@ -141,31 +142,40 @@ class ServiceReconciler:
             self.last_error = f"{type(exc).__name__}: {exc}"
             raise
 
-    def apply(self, desired: DesiredState) -> ApplyReport:
+    def apply(self, desired: DesiredState, *, full: bool = False) -> ApplyReport:
+        """Write `desired` to the maps. The first apply of this process (or `full=True`)
+        compares with what the maps hold; later ones with what this process wrote last, so
+        a change among thousands of services costs only its own entries."""
         start = time.monotonic()
         contents: MapContents = encode(desired)
         m = self.datapath.maps
-        updated = _upsert(m.backends, contents.backends)
-        updated += _upsert(m.revnat, contents.revnat)
-        updated += _upsert(m.affinity_match, contents.affinity_match)
-        tables = 0
-        for sid, table in contents.maglev.items():
-            if self._tables.get(sid) != table:
-                self.datapath.set_maglev_table(sid, table)
-                self._tables[sid] = table
-                tables += 1
-        result = reconcile_map(m.services, contents.services)
-        updated += result.updated
-        deleted = result.deleted
-        for target, pairs in ((m.affinity_match, contents.affinity_match),
-                              (m.revnat, contents.revnat), (m.backends, contents.backends)):
-            deleted += reconcile_map(target, pairs).deleted
-        for raw in list(m.maglev.raw_keys()):
-            sid = int.from_bytes(raw, "little")
-            if sid not in contents.maglev:
-                m.maglev.delete(raw)
-                self._tables.pop(sid, None)
-                deleted += 1
+        if full:
+            self._written = {}
+        want = {name: {bytes(k): bytes(v) for k, v in pairs} for name, pairs in (
+            ("backends", contents.backends), ("revnat", contents.revnat),
+            ("affinity_match", contents.affinity_match), ("services", contents.services))}
+        maps = {"backends": m.backends, "revnat": m.revnat,
+                "affinity_match": m.affinity_match, "services": m.services}
+        updated = deleted = 0
+        # New backends, reverse NAT and affinity entries before any service points at them.
+        for name in ("backends", "revnat", "affinity_match"):
+            updated += self._write(maps[name], want[name], self._written.get(name))
+        changed_tables = {sid: table for sid, table in contents.maglev.items()
+                          if self._tables.get(sid) != table}
+        self.datapath.set_maglev_tables(changed_tables)
+        self._tables.update(changed_tables)
+        # The service map in order (a service's slots before its slot 0), then its stale
+        # entries, then whatever no service uses any more.
+        updated += self._write(m.services, want["services"], self._written.get("services"))
+        for name in ("services", "affinity_match", "revnat", "backends"):
+            deleted += self._prune(maps[name], want[name], self._written.get(name))
+        stale = [sid for sid in (int.from_bytes(raw, "little") for raw in m.maglev.raw_keys())
+                 if sid not in contents.maglev]
+        self.datapath.delete_maglev_tables(stale)
+        for sid in stale:
+            self._tables.pop(sid, None)
+        deleted += len(stale)
+        self._written = want
         self.ids = desired.ids
         self.desired = desired
         self.last_updated = self.clock()
@@ -173,8 +183,29 @@ class ServiceReconciler:
         for problem in desired.problems:
             log.warning("%s", problem)
         return ApplyReport(services=len(desired.services), backends=len(desired.backends),
-                           updated=updated, deleted=deleted, tables_written=tables,
+                           updated=updated, deleted=deleted, tables_written=len(changed_tables),
                            seconds=time.monotonic() - start, problems=desired.problems)
+
+    @staticmethod
+    def _write(target: Any, want: dict[bytes, bytes], written: dict[bytes, bytes] | None) -> int:
+        """Write the entries of `want` that differ from the map (no record) or the record."""
+        n = 0
+        for key, value in want.items():
+            if written is not None:
+                if written.get(key) == value:
+                    continue
+            else:
+                current = target.lookup(key)
+                if current is not None and bytes(current) == value:
+                    continue
+            target.update(key, value)
+            n += 1
+        return n
+
+    @staticmethod
+    def _prune(target: Any, want: dict[bytes, bytes], written: dict[bytes, bytes] | None) -> int:
+        keys = list(target.raw_keys()) if written is None else list(written)
+        return sum(1 for k in keys if k not in want and target.delete(k))
 
     @property
     def healthy(self) -> bool:

@@ -17,7 +17,7 @@ import errno as errno_mod
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +161,10 @@ def _load_library() -> ctypes.CDLL:
                                 [ctypes.c_int, _c_void_p, _c_void_p, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (ctypes.c_int, [ctypes.c_int, _c_void_p, _c_void_p]),
         "bpf_map_delete_elem": (ctypes.c_int, [ctypes.c_int, _c_void_p]),
+        "bpf_map_update_batch": (ctypes.c_int, [ctypes.c_int, _c_void_p, _c_void_p,
+                                                ctypes.POINTER(ctypes.c_uint32), _c_void_p]),
+        "bpf_map_delete_batch": (ctypes.c_int, [ctypes.c_int, _c_void_p,
+                                                ctypes.POINTER(ctypes.c_uint32), _c_void_p]),
         "bpf_map_get_next_key": (ctypes.c_int, [ctypes.c_int, _c_void_p, _c_void_p]),
         "bpf_map_create": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32,
                                           ctypes.c_uint32, ctypes.c_uint32, _c_void_p]),
@@ -336,6 +340,36 @@ class Map:
         ret = _lib.bpf_map_update_elem(self.fd, k, v, flags)
         if ret < 0:
             raise BpfError(_err(ret), f"update map {self.name}")
+
+    def update_batch(self, pairs: Sequence[tuple[Any, Any]]) -> None:
+        """Update many entries in one syscall (``BPF_MAP_UPDATE_BATCH``). For maps of maps
+        this is what makes bulk writes affordable: the kernel waits for an RCU grace period
+        after each update call, so one call per batch instead of one per entry."""
+        if not pairs:
+            return
+        keys = b"".join(_as_buffer(k, self.key_size, f"map {self.name} key").raw
+                        for k, _ in pairs)
+        values = b"".join(_as_buffer(v, self.value_size, f"map {self.name} value").raw
+                          for _, v in pairs)
+        count = ctypes.c_uint32(len(pairs))
+        kbuf = ctypes.create_string_buffer(keys, len(keys))
+        vbuf = ctypes.create_string_buffer(values, len(values))
+        ret = _lib.bpf_map_update_batch(self.fd, kbuf, vbuf, ctypes.byref(count), None)
+        if ret < 0:
+            raise BpfError(_err(ret), f"batch update of map {self.name} "
+                                      f"({count.value} of {len(pairs)} done)")
+
+    def delete_batch(self, keys: Sequence[Any]) -> None:
+        """Delete many entries in one syscall (``BPF_MAP_DELETE_BATCH``); all must exist."""
+        if not keys:
+            return
+        raw = b"".join(_as_buffer(k, self.key_size, f"map {self.name} key").raw for k in keys)
+        count = ctypes.c_uint32(len(keys))
+        kbuf = ctypes.create_string_buffer(raw, len(raw))
+        ret = _lib.bpf_map_delete_batch(self.fd, kbuf, ctypes.byref(count), None)
+        if ret < 0:
+            raise BpfError(_err(ret), f"batch delete from map {self.name} "
+                                      f"({count.value} of {len(keys)} done)")
 
     def lookup(self, key: Any) -> Any:
         """The value under `key`, or None."""

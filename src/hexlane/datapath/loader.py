@@ -14,7 +14,7 @@ import ctypes
 import errno
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,17 +168,41 @@ class LbDatapath:
 
     def set_maglev_table(self, rev_nat_index: int, table: Sequence[int]) -> None:
         """Point the service's Maglev entry at a fresh table: an atomic swap for the datapath."""
-        if len(table) != self.table_size:
-            raise ValueError(f"Maglev table has {len(table)} slots, the datapath was built "
-                             f"for {self.table_size}")
+        self.set_maglev_tables({rev_nat_index: table})
+
+    def set_maglev_tables(self, tables: Mapping[int, Sequence[int]],
+                          batch: int = 4096) -> None:
+        """Swap in many tables at once. Services with the same table share one inner map,
+        and the outer map is written in batches: the kernel waits for an RCU grace period
+        after every update call on a map of maps (~20 ms here), so per-entry updates would
+        take minutes for thousands of services."""
         lut_type = maglev_lut_type(self.table_size)
-        inner = libbpf.create_map(libbpf.BPF_MAP_TYPE_ARRAY, "hl_lb4_maglev_i", 4,
-                                  ctypes.sizeof(lut_type), 1)
+        inner_of: dict[tuple[int, ...], libbpf.Map] = {}
         try:
-            inner.update(ctypes.c_uint32(0), lut_type(*table))
-            self.maps.maglev.update(ctypes.c_uint16(rev_nat_index), ctypes.c_uint32(inner.fd))
+            pairs: list[tuple[ctypes.c_uint16, ctypes.c_uint32]] = []
+            for rev_nat_index, table in tables.items():
+                if len(table) != self.table_size:
+                    raise ValueError(f"Maglev table has {len(table)} slots, the datapath was "
+                                     f"built for {self.table_size}")
+                key = tuple(table)
+                inner = inner_of.get(key)
+                if inner is None:
+                    inner = libbpf.create_map(libbpf.BPF_MAP_TYPE_ARRAY, "hl_lb4_maglev_i", 4,
+                                              ctypes.sizeof(lut_type), 1)
+                    inner_of[key] = inner
+                    inner.update(ctypes.c_uint32(0), lut_type(*key))
+                pairs.append((ctypes.c_uint16(rev_nat_index), ctypes.c_uint32(inner.fd)))
+            for start in range(0, len(pairs), batch):
+                self.maps.maglev.update_batch(pairs[start:start + batch])
         finally:
-            inner.close()  # the outer map holds its own reference
+            for inner in inner_of.values():
+                inner.close()  # the outer map holds its own references
+
+    def delete_maglev_tables(self, rev_nat_indexes: Sequence[int]) -> None:
+        """Drop many services' tables (those present), in one batch."""
+        present = [i for i in rev_nat_indexes
+                   if self.maps.maglev.lookup(ctypes.c_uint16(i)) is not None]
+        self.maps.maglev.delete_batch([ctypes.c_uint16(i) for i in present])
 
     def maglev_table(self, rev_nat_index: int) -> list[int] | None:
         """The table the datapath uses for a service, or None."""

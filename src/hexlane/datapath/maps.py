@@ -92,7 +92,11 @@ DROP_REASON_SLOTS = 16  # HL_DROP_MAX
 
 def ip4(address: str) -> int:
     """An IPv4 address as the u32 a BPF map holds: its network-order bytes on this host."""
-    return int.from_bytes(ipaddress.IPv4Address(address).packed, "little")
+    try:
+        # inet_pton is strict (dotted quad only) and far cheaper than ipaddress for thousands
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, address), "little")
+    except OSError:
+        raise ValueError(f"invalid IPv4 address {address!r}") from None
 
 
 def ip4_str(value: int) -> str:

@@ -166,7 +166,9 @@ def settings_from_values(values: object) -> LbSettings:
                       external_ips=bool(values.external_ips_enabled))  # type: ignore[attr-defined]
 
 
+@lru_cache(maxsize=65536)
 def _ipv4(address: str) -> bool:
+    # cached: the same addresses come back on every recomputation
     try:
         return ipaddress.ip_address(address).version == 4
     except ValueError:
@@ -245,11 +247,16 @@ def _frontends(svc: Service, port: ServicePort, node_ips: Sequence[str],
 _K = TypeVar("_K", FrontendKey, BackendKey)
 
 
+def _sort_key(k: FrontendKey | BackendKey) -> tuple[str | int, ...]:
+    # plain tuples compare several times faster than order=True dataclasses
+    return tuple(getattr(k, f) for f in k.__slots__)
+
+
 def _allocate(wanted: Iterable[_K], current: Mapping[_K, int],
               limit: int) -> tuple[dict[_K, int], list[_K]]:
     """Keep the ids of objects still wanted; give new ones the smallest free ids, in the
     objects' sorted order (deterministic). Returns the allocation and what did not fit."""
-    keys = sorted(set(wanted))
+    keys = sorted(set(wanted), key=_sort_key)
     result = {k: current[k] for k in keys if k in current}
     used = set(result.values())
     next_id = 1
@@ -377,7 +384,7 @@ def desired_state(
                                 c.node_name, c.node_name == node_name)
 
     entries: list[ServiceEntry] = []
-    for fe in sorted(planned):
+    for fe in sorted(planned, key=_sort_key):
         p = planned[fe]
         bids = tuple(be_ids[b] for b in p.backends if b in be_ids)
         affinity = p.svc.session_affinity_timeout if p.svc.session_affinity == "ClientIP" else 0

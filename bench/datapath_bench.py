@@ -1,0 +1,359 @@
+"""Service datapath benchmark: hexlane's eBPF load balancer against kube-proxy's rulesets.
+
+One topology per scale, in namespaces only: a client, a node, and a backend pod behind the
+node (a /32 route on an lxc veth, two pod addresses so every Service has two endpoints).
+With N Services (LoadBalancer type, one ClusterIP and one LB IP each, two endpoints each:
+2N frontends), side by side in one run:
+
+- direct: the client connects to the pod address, routed by the node, no rule at all;
+- hexlane: the Services programmed by `ServiceReconciler` (Maglev, tableSize 251 at every
+  scale: 251 x 4 bytes per frontend), hl_from_netdev on the node's client-facing interface
+  and hl_from_pod on the pod's veth;
+- iptables: kube-proxy's iptables ruleset as it writes it (KUBE-SERVICES -> KUBE-EXT-* ->
+  KUBE-SVC-* with statistic random -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ, KUBE-POSTROUTING
+  masquerade), loaded with iptables-restore in the node namespace;
+- nftables: kube-proxy's nftables ruleset (table ip kube-proxy, the service-ips verdict map,
+  per-service chains with numgen random, endpoint chains with dnat).
+
+Metric: new TCP connections per second and connection latency (connect, one byte, answer,
+RST close; a small C client/server compiled here) to the middle Service's LB IP, as ratios
+to the direct path measured in the same topology just before. Also: the time from a Service
+change (one endpoint removed) to the maps being updated, at 1,000 Services.
+
+Run as root: `.venv/bin/python bench/datapath_bench.py [--scales 1,1000,10000] [--seconds 3]
+[--threads 8] [--iptables legacy|nft] [-o json]`. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hexlane.agent.services import ServiceReconciler
+from hexlane.datapath import libbpf
+from hexlane.datapath.loader import (
+    PROGRAM_FROM_NETDEV,
+    PROGRAM_FROM_POD,
+    TC_HANDLE,
+    TC_PRIORITY,
+    LbDatapath,
+    is_bpffs,
+)
+from hexlane.lab.netns import Topology, netns_path, run, run_in_netns
+from hexlane.lb.services import LbSettings
+from hexlane.model.endpointslice import EndpointSlice
+from hexlane.model.node import Node
+from hexlane.model.service import Service
+
+CLIENT_IP, NODE_IP = "10.77.0.2", "10.77.0.1"
+POD_IPS = ("10.42.1.5", "10.42.1.6")
+ROUTER = "10.42.1.1"
+POD_CIDR = "10.42.0.0/16"
+PORT, TARGET_PORT = 80, 8080
+C_SOURCE = Path(__file__).resolve().parent / "c" / "connrate.c"
+
+
+def cluster_ip(i: int) -> str:
+    return f"10.43.{i // 250}.{i % 250 + 1}"
+
+
+def lb_ip(i: int) -> str:
+    return f"10.96.{i // 250}.{i % 250 + 1}"
+
+
+def objects(n: int, drop_endpoint_of: int | None = None
+            ) -> tuple[list[Service], list[EndpointSlice], list[Node]]:
+    services, slices = [], []
+    for i in range(n):
+        name = f"svc{i}"
+        services.append(Service.parse({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "bench"},
+            "spec": {"type": "LoadBalancer", "clusterIP": cluster_ip(i),
+                     "clusterIPs": [cluster_ip(i)], "allocateLoadBalancerNodePorts": False,
+                     "ports": [{"name": "http", "port": PORT, "targetPort": TARGET_PORT}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": lb_ip(i)}]}},
+        }))
+        ips = POD_IPS[:1] if i == drop_endpoint_of else POD_IPS
+        slices.append(EndpointSlice.parse({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-a", "namespace": "bench",
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "nodeName": "node",
+                           "conditions": {"ready": True}} for ip in ips],
+            "ports": [{"name": "http", "port": TARGET_PORT, "protocol": "TCP"}],
+        }))
+    node = Node.parse({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node"},
+                       "status": {"addresses": [{"type": "InternalIP", "address": NODE_IP}]}})
+    return services, slices, [node]
+
+
+# --- kube-proxy's rulesets ---------------------------------------------------------------
+
+
+def _hash(text: str) -> str:
+    """kube-proxy's chain suffix: base32 of SHA-256, first 16 characters."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def iptables_ruleset(n: int) -> str:
+    chains = [":KUBE-SERVICES - [0:0]", ":KUBE-POSTROUTING - [0:0]", ":KUBE-MARK-MASQ - [0:0]",
+              ":KUBE-NODEPORTS - [0:0]"]
+    rules = [
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" '
+        "-j KUBE-POSTROUTING",
+        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
+        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
+        "-j MASQUERADE --random-fully",
+    ]
+    svc_rules: list[str] = []
+    for i in range(n):
+        spn = f"bench/svc{i}:http"
+        svc, ext = f"KUBE-SVC-{_hash(spn + 'tcp')}", f"KUBE-EXT-{_hash(spn + 'tcp')}"
+        chains += [f":{svc} - [0:0]", f":{ext} - [0:0]"]
+        svc_rules.append(f'-A KUBE-SERVICES -d {cluster_ip(i)}/32 -p tcp -m comment --comment '
+                         f'"{spn} cluster IP" -m tcp --dport {PORT} -j {svc}')
+        svc_rules.append(f'-A KUBE-SERVICES -d {lb_ip(i)}/32 -p tcp -m comment --comment '
+                         f'"{spn} loadbalancer IP" -m tcp --dport {PORT} -j {ext}')
+        rules.append(f'-A {ext} -m comment --comment "masquerade traffic for {spn} external '
+                     f'destinations" -j KUBE-MARK-MASQ')
+        rules.append(f"-A {ext} -j {svc}")
+        rules.append(f"-A {svc} ! -s {POD_CIDR} -d {cluster_ip(i)}/32 -p tcp -m comment "
+                     f'--comment "{spn} cluster IP" -m tcp --dport {PORT} -j KUBE-MARK-MASQ')
+        for k, ip in enumerate(POD_IPS):
+            sep = f"KUBE-SEP-{_hash(spn + 'tcp' + ip)}"
+            chains.append(f":{sep} - [0:0]")
+            prob = ("" if k == len(POD_IPS) - 1 else
+                    f"-m statistic --mode random --probability {1 / (len(POD_IPS) - k):.11f} ")
+            rules.append(f'-A {svc} -m comment --comment "{spn} -> {ip}:{TARGET_PORT}" '
+                         f"{prob}-j {sep}")
+            rules.append(f'-A {sep} -s {ip}/32 -m comment --comment "{spn}" -j KUBE-MARK-MASQ')
+            rules.append(f'-A {sep} -p tcp -m comment --comment "{spn}" -m tcp '
+                         f"-j DNAT --to-destination {ip}:{TARGET_PORT}")
+    svc_rules.append('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; '
+                     'NOTE: this must be the last rule in this chain" -m addrtype --dst-type '
+                     "LOCAL -j KUBE-NODEPORTS")
+    return "\n".join(["*nat", *chains, *rules, *svc_rules, "COMMIT", ""])
+
+
+def nftables_ruleset(n: int) -> str:
+    out = ["table ip kube-proxy {",
+           "  chain mark-for-masquerade {", "    meta mark set meta mark | 0x4000", "  }",
+           "  chain masquerading {", "    meta mark & 0x4000 == 0 return",
+           "    meta mark set meta mark ^ 0x4000", "    masquerade fully-random", "  }",
+           "  chain nat-prerouting {",
+           "    type nat hook prerouting priority dstnat; policy accept;",
+           "    jump services", "  }",
+           "  chain nat-output {", "    type nat hook output priority -100; policy accept;",
+           "    jump services", "  }",
+           "  chain nat-postrouting {",
+           "    type nat hook postrouting priority srcnat; policy accept;",
+           "    jump masquerading", "  }"]
+    elements = []
+    for i in range(n):
+        h = _hash(f"bench/svc{i}:http" + "tcp")[:8]
+        svc, ext = f"service-{h}-bench-svc{i}-tcp-http", f"external-{h}-bench-svc{i}-tcp-http"
+        eps = [f"endpoint-{_hash(ip + str(i))[:8]}-bench-svc{i}-tcp-http-{ip.replace('.', '-')}"
+               for ip in POD_IPS]
+        vmap = ", ".join(f"{k} : goto {ep}" for k, ep in enumerate(eps))
+        out += [f"  chain {svc} {{",
+                f"    ip daddr {cluster_ip(i)} tcp dport {PORT} ip saddr != {POD_CIDR} "
+                "jump mark-for-masquerade",
+                f"    numgen random mod {len(eps)} vmap {{ {vmap} }}", "  }",
+                f"  chain {ext} {{", "    jump mark-for-masquerade", f"    goto {svc}", "  }"]
+        for ip, ep in zip(POD_IPS, eps, strict=True):
+            out += [f"  chain {ep} {{", f"    ip saddr {ip} jump mark-for-masquerade",
+                    f"    meta l4proto tcp dnat to {ip}:{TARGET_PORT}", "  }"]
+        elements.append(f"{cluster_ip(i)} . tcp . {PORT} : goto {svc}")
+        elements.append(f"{lb_ip(i)} . tcp . {PORT} : goto {ext}")
+    out += ["  map service-ips {",
+            "    type ipv4_addr . inet_proto . inet_service : verdict",
+            f"    elements = {{ {', '.join(elements)} }}", "  }",
+            "  chain services {", "    ip daddr . meta l4proto . th dport vmap @service-ips",
+            "  }"]
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+# --- topology and measurement -------------------------------------------------------------
+
+
+def build_topology(t: Topology) -> None:
+    client, node, pod = t.add("client"), t.add("node"), t.add("pod")
+    run(client, ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "toclient",
+                 "netns", node])
+    run(node, ["ip", "link", "add", "lxcbench", "type", "veth", "peer", "name", "eth0",
+               "netns", pod])
+    for ns, dev in ((client, "eth0"), (node, "toclient"), (node, "lxcbench"), (pod, "eth0"),
+                    (pod, "lo"), (client, "lo"), (node, "lo")):
+        run(ns, ["ip", "link", "set", dev, "up"])
+    run(client, ["ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0"])
+    for cidr in ("10.42.0.0/16", "10.43.0.0/16", "10.96.0.0/16"):
+        run(client, ["ip", "route", "add", cidr, "via", NODE_IP])
+    run(client, ["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"])
+    run(node, ["ip", "addr", "add", f"{NODE_IP}/24", "dev", "toclient"])
+    run(node, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    mac = json.loads(run(node, ["ip", "-j", "link", "show", "lxcbench"]).stdout)[0]["address"]
+    for ip in POD_IPS:
+        run(node, ["ip", "route", "add", f"{ip}/32", "dev", "lxcbench"])
+        run(pod, ["ip", "addr", "add", f"{ip}/32", "dev", "eth0"])
+    run(pod, ["ip", "neigh", "replace", ROUTER, "lladdr", mac, "dev", "eth0", "nud",
+              "permanent"])
+    run(pod, ["ip", "route", "add", f"{ROUTER}/32", "dev", "eth0", "scope", "link"])
+    run(pod, ["ip", "route", "add", "default", "via", ROUTER, "dev", "eth0"])
+
+
+def measure(t: Topology, binary: str, host: str, seconds: float, threads: int) -> dict[str, Any]:
+    out = run(t["client"], [binary, "client", host, str(TARGET_PORT if host in POD_IPS
+                                                         else PORT), str(seconds), str(threads)],
+              timeout=seconds + 60).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+@contextmanager
+def bpffs() -> Iterator[Path]:
+    mounted: Path | None = None
+    if is_bpffs("/sys/fs/bpf"):
+        root = Path(tempfile.mkdtemp(prefix="hexlane-bench-", dir="/sys/fs/bpf"))
+    else:
+        mounted = Path(tempfile.mkdtemp(prefix="hexlane-bpffs-"))
+        subprocess.run(["mount", "-t", "bpf", "bpf", str(mounted)], check=True)
+        root = mounted / "bench"
+        root.mkdir()
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        if mounted is not None:
+            subprocess.run(["umount", str(mounted)], check=False)
+            mounted.rmdir()
+
+
+def scale_run(n: int, binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"services": n}
+    target = lb_ip(n // 2)
+    with Topology("hl-dpb") as t:
+        build_topology(t)
+        server = t.start("pod", [binary, "server", str(TARGET_PORT), "2"],
+                         stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        node_ns = netns_path(t["node"])
+
+        def m(host: str) -> dict[str, Any]:
+            got = measure(t, binary, host, args.seconds, args.threads)
+            print(f"  [{n}] {host}: {got}", file=sys.stderr, flush=True)
+            return got
+
+        result["direct"] = m(POD_IPS[0])
+
+        # hexlane
+        lb = LbDatapath.load(bpf_root / f"n{n}", table_size=251)
+        try:
+            rec = ServiceReconciler(lb, "node", settings=LbSettings(algorithm="maglev",
+                                                                    table_size=251))
+            objs = objects(n)
+            start = time.perf_counter()
+            report = rec.update(*objs)
+            result["hexlane_program_s"] = round(time.perf_counter() - start, 3)
+            result["hexlane_frontends"] = report.services
+            if n >= 1000:
+                changed = objects(n, drop_endpoint_of=n // 3)
+                start = time.perf_counter()
+                rec.update(*changed)
+                result["hexlane_update_one_s"] = round(time.perf_counter() - start, 4)
+                rec.update(*objs)
+
+            def attach() -> None:
+                for dev, prog in (("toclient", PROGRAM_FROM_NETDEV),
+                                  ("lxcbench", PROGRAM_FROM_POD)):
+                    libbpf.tc_attach(socket.if_nametoindex(dev), lb.program_fd(prog),
+                                     "ingress", handle=TC_HANDLE, priority=TC_PRIORITY)
+
+            def detach() -> None:
+                for dev in ("toclient", "lxcbench"):
+                    libbpf.tc_hook_destroy(socket.if_nametoindex(dev))
+
+            run_in_netns(node_ns, attach)
+            result["hexlane"] = m(target)
+            run_in_netns(node_ns, detach)
+        finally:
+            lb.unpin()
+            lb.close()
+
+        result["direct_2"] = m(POD_IPS[0])
+
+        restore = "iptables-legacy-restore" if args.iptables == "legacy" else "iptables-restore"
+        start = time.perf_counter()
+        run(t["node"], [restore], input=iptables_ruleset(n), timeout=600)
+        result["iptables_load_s"] = round(time.perf_counter() - start, 2)
+        result["iptables"] = m(target)
+        flush = "iptables-legacy" if args.iptables == "legacy" else "iptables"
+        run(t["node"], [flush, "-t", "nat", "-F"])
+        run(t["node"], [flush, "-t", "nat", "-X"])
+
+        start = time.perf_counter()
+        run(t["node"], ["nft", "-f", "-"], input=nftables_ruleset(n), timeout=600)
+        result["nft_load_s"] = round(time.perf_counter() - start, 2)
+        result["nftables"] = m(target)
+        run(t["node"], ["nft", "delete", "table", "ip", "kube-proxy"])
+    base = statistics.mean([result["direct"]["rate"], result["direct_2"]["rate"]])
+    result["direct_rate"] = round(base, 1)
+    for path in ("hexlane", "iptables", "nftables"):
+        result[f"{path}_ratio"] = round(result[path]["rate"] / base, 3)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scales", default="1,1000,10000")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--iptables", choices=("legacy", "nft"), default="legacy")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="hexlane-dpbench-"))
+    binary = str(work / "connrate")
+    subprocess.run(["cc", "-O2", "-pthread", "-o", binary, str(C_SOURCE)], check=True)
+    results = []
+    try:
+        with bpffs() as root:
+            for n in (int(s) for s in args.scales.split(",")):
+                results.append(scale_run(n, binary, args, root))
+                if args.output == "text":
+                    r = results[-1]
+                    print(f"{n:>6} services: direct {r['direct_rate']:>8.0f} conn/s "
+                          f"(p50 {r['direct']['p50_us']} us) | hexlane {r['hexlane_ratio']:.2f}x"
+                          f" (p50 {r['hexlane']['p50_us']} us) | iptables "
+                          f"{r['iptables_ratio']:.2f}x (p50 {r['iptables']['p50_us']} us) | "
+                          f"nftables {r['nftables_ratio']:.2f}x (p50 "
+                          f"{r['nftables']['p50_us']} us) | programmed in "
+                          f"{r['hexlane_program_s']} s"
+                          + (f", one change in {r['hexlane_update_one_s'] * 1000:.0f} ms"
+                             if "hexlane_update_one_s" in r else ""), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.output == "json":
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
