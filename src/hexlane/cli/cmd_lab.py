@@ -68,16 +68,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("exec", help="run a command in client, cp, node<i> or pod/<ns>/<name>")
-    _add_name(p)
-    p.add_argument("target", metavar="TARGET")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
-    p.set_defaults(func=_exec)
-
-    p = sub.add_parser("kubectl", help="kubectl against the lab's apiserver")
-    _add_name(p)
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+    # kubectl's own flags (`-n x`, `-A`) must pass untouched, so this parser takes only
+    # `--name` and hands everything after it to kubectl.
+    default_class = sub._parser_class
+    sub._parser_class = _PassThroughParser
+    p = sub.add_parser("kubectl", help="kubectl against the lab's apiserver",
+                       usage="hexlane lab kubectl [--name NAME] [--] KUBECTL-ARGS...")
     p.set_defaults(func=_kubectl)
+    p = sub.add_parser("exec", help="run a command in client, cp, node<i> or pod/<ns>/<name>",
+                       usage="hexlane lab exec [--name NAME] TARGET [--] CMD...")
+    p.set_defaults(func=_exec)
+    sub._parser_class = default_class
 
     p = sub.add_parser("kill", help="a node's sudden death (processes killed, LAN link down)")
     _add_name(p)
@@ -93,6 +94,28 @@ def register(subparsers: Any) -> None:
     p.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     p.set_defaults(func=_demo)
     lab.set_defaults(func=lambda args: (lab.print_help(), 2)[1])
+
+
+class _PassThroughParser(argparse.ArgumentParser):
+    """Parses a leading `--name NAME` (or `-h`) and puts every other argument, untouched and
+    in order, into `args` (a leading `--` dropped)."""
+
+    def _add_name_once(self) -> None:
+        if not any("--name" in a.option_strings for a in self._actions):
+            _add_name(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        rest = list(sys.argv[1:] if args is None else args)
+        head: list[str] = []
+        while rest and (rest[0] in ("--name", "-h", "--help") or rest[0].startswith("--name=")):
+            token = rest.pop(0)
+            head.append(token)
+            if token == "--name" and rest:
+                head.append(rest.pop(0))
+        self._add_name_once()
+        ns, extras = super().parse_known_args(head, namespace)
+        ns.args = rest[1:] if rest[:1] == ["--"] else rest
+        return ns, extras
 
 
 def _lab(args: argparse.Namespace) -> str:
@@ -183,16 +206,17 @@ def _status(args: argparse.Namespace) -> int:
 
 @_guard
 def _exec(args: argparse.Namespace) -> int:
-    command = _rest(args.command)
-    if not command:
-        print("error: no command given (hexlane lab exec TARGET -- CMD ...)", file=sys.stderr)
+    target, command = (args.args[0], _rest(args.args[1:])) if args.args else ("", [])
+    if not target or not command:
+        print("error: want a target and a command (hexlane lab exec TARGET -- CMD ...)",
+              file=sys.stderr)
         return 2
-    return manager.run_exec(_lab(args), args.target, command)
+    return manager.run_exec(_lab(args), target, command)
 
 
 @_guard
 def _kubectl(args: argparse.Namespace) -> int:
-    return manager.run_kubectl(_lab(args), _rest(args.args))
+    return manager.run_kubectl(_lab(args), args.args)
 
 
 @_guard

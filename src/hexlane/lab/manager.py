@@ -659,12 +659,24 @@ def status(name: str) -> dict[str, Any]:
                          "log": p.log} for p in state.procs]
     try:
         nodes = list_nodes(plan)
+        cilium = _cilium_pod_cidrs(plan)
         out["nodes"] = [{"name": name_of(n), "ready": is_node_ready(n),
-                         "podCIDR": (n.get("spec") or {}).get("podCIDR", "")} for n in nodes]
+                         "podCIDR": (n.get("spec") or {}).get("podCIDR")
+                         or cilium.get(name_of(n), "")} for n in nodes]
     except Exception as e:  # the API down is a status to show, not an error
         out["nodes"] = []
         out["apiError"] = str(e)[:200]
     return out
+
+
+def _cilium_pod_cidrs(plan: LabPlan) -> dict[str, str]:
+    """cluster-pool pod CIDRs, from the CiliumNodes the operator writes (none: empty)."""
+    try:
+        items = api_request(plan, "GET", "/apis/cilium.io/v2/ciliumnodes").get("items") or []
+    except Exception:  # no CRD, no operator yet: nothing to show
+        return {}
+    return {name_of(n): ",".join(((n.get("spec") or {}).get("ipam") or {}).get("podCIDRs")
+                                 or []) for n in items}
 
 
 def _port_state(plan: LabPlan, port: str) -> str:
