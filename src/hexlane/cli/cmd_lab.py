@@ -23,13 +23,14 @@ from hexlane.lab.topology import (
     default_lab_name,
     lab_dir,
 )
+from hexlane.model.errors import InputError
 
 
 def _name(text: str) -> str:
     try:
         return check_lab_name(text)
-    except Exception as e:  # argparse turns this into a usage error naming the flag
-        raise argparse.ArgumentTypeError(str(e)) from None
+    except InputError as e:  # argparse turns this into a usage error naming the flag
+        raise argparse.ArgumentTypeError(e.problems[0].message) from None
 
 
 def _add_name(p: argparse.ArgumentParser) -> None:
