@@ -20,8 +20,11 @@ RST close; a small C client/server compiled here) to the middle Service's LB IP,
 to the direct path measured in the same topology just before. Also: the time from a Service
 change (one endpoint removed) to the maps being updated, at 1,000 Services.
 
+Each scale runs `--repeat` rounds, the four paths interleaved in every round; the figures are
+medians (ratios: the median of each round's ratio to that round's direct path).
+
 Run as root: `.venv/bin/python bench/datapath_bench.py [--scales 1,1000,10000] [--seconds 3]
-[--threads 8] [--iptables legacy|nft] [-o json]`. Not part of the test suite.
+[--threads 8] [--repeat 3] [--iptables legacy|nft] [-o json]`. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ ROUTER = "10.42.1.1"
 POD_CIDR = "10.42.0.0/16"
 PORT, TARGET_PORT = 80, 8080
 C_SOURCE = Path(__file__).resolve().parent / "c" / "connrate.c"
+PATHS = ("direct", "hexlane", "iptables", "nftables")
 
 
 def cluster_ip(i: int) -> str:
@@ -248,8 +252,13 @@ def bpffs() -> Iterator[Path]:
 
 
 def scale_run(n: int, binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, Any]:
+    """All four paths at one scale, `args.repeat` rounds interleaved; medians of the rates
+    and of each round's ratio to that round's direct path."""
     result: dict[str, Any] = {"services": n}
     target = lb_ip(n // 2)
+    restore = "iptables-legacy-restore" if args.iptables == "legacy" else "iptables-restore"
+    flush = "iptables-legacy" if args.iptables == "legacy" else "iptables"
+    rounds: dict[str, list[dict[str, Any]]] = {p: [] for p in PATHS}
     with Topology("hl-dpb") as t:
         build_topology(t)
         server = t.start("pod", [binary, "server", str(TARGET_PORT), "2"],
@@ -257,28 +266,25 @@ def scale_run(n: int, binary: str, args: argparse.Namespace, bpf_root: Path) -> 
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         node_ns = netns_path(t["node"])
 
-        def m(host: str) -> dict[str, Any]:
+        def m(path: str, host: str) -> None:
             got = measure(t, binary, host, args.seconds, args.threads)
-            print(f"  [{n}] {host}: {got}", file=sys.stderr, flush=True)
-            return got
+            print(f"  [{n}] {path} {host}: {got}", file=sys.stderr, flush=True)
+            rounds[path].append(got)
 
-        result["direct"] = m(POD_IPS[0])
-
-        # hexlane
         lb = LbDatapath.load(bpf_root / f"n{n}", table_size=251)
         try:
             rec = ServiceReconciler(lb, "node", settings=LbSettings(algorithm="maglev",
                                                                     table_size=251))
             objs = objects(n)
-            start = time.perf_counter()
+            begin = time.perf_counter()
             report = rec.update(*objs)
-            result["hexlane_program_s"] = round(time.perf_counter() - start, 3)
+            result["hexlane_program_s"] = round(time.perf_counter() - begin, 3)
             result["hexlane_frontends"] = report.services
             if n >= 1000:
                 changed = objects(n, drop_endpoint_of=n // 3)
-                start = time.perf_counter()
+                begin = time.perf_counter()
                 rec.update(*changed)
-                result["hexlane_update_one_s"] = round(time.perf_counter() - start, 4)
+                result["hexlane_update_one_s"] = round(time.perf_counter() - begin, 4)
                 rec.update(*objs)
 
             def attach() -> None:
@@ -291,33 +297,36 @@ def scale_run(n: int, binary: str, args: argparse.Namespace, bpf_root: Path) -> 
                 for dev in ("toclient", "lxcbench"):
                     libbpf.tc_hook_destroy(socket.if_nametoindex(dev))
 
-            run_in_netns(node_ns, attach)
-            result["hexlane"] = m(target)
-            run_in_netns(node_ns, detach)
+            for _ in range(args.repeat):
+                m("direct", POD_IPS[0])
+                run_in_netns(node_ns, attach)
+                m("hexlane", target)
+                run_in_netns(node_ns, detach)
+                begin = time.perf_counter()
+                run(t["node"], [restore], input=iptables_ruleset(n), timeout=600)
+                result["iptables_load_s"] = round(time.perf_counter() - begin, 2)
+                m("iptables", target)
+                run(t["node"], [flush, "-t", "nat", "-F"])
+                run(t["node"], [flush, "-t", "nat", "-X"])
+                begin = time.perf_counter()
+                run(t["node"], ["nft", "-f", "-"], input=nftables_ruleset(n), timeout=600)
+                result["nft_load_s"] = round(time.perf_counter() - begin, 2)
+                m("nftables", target)
+                run(t["node"], ["nft", "delete", "table", "ip", "kube-proxy"])
         finally:
             lb.unpin()
             lb.close()
-
-        result["direct_2"] = m(POD_IPS[0])
-
-        restore = "iptables-legacy-restore" if args.iptables == "legacy" else "iptables-restore"
-        start = time.perf_counter()
-        run(t["node"], [restore], input=iptables_ruleset(n), timeout=600)
-        result["iptables_load_s"] = round(time.perf_counter() - start, 2)
-        result["iptables"] = m(target)
-        flush = "iptables-legacy" if args.iptables == "legacy" else "iptables"
-        run(t["node"], [flush, "-t", "nat", "-F"])
-        run(t["node"], [flush, "-t", "nat", "-X"])
-
-        start = time.perf_counter()
-        run(t["node"], ["nft", "-f", "-"], input=nftables_ruleset(n), timeout=600)
-        result["nft_load_s"] = round(time.perf_counter() - start, 2)
-        result["nftables"] = m(target)
-        run(t["node"], ["nft", "delete", "table", "ip", "kube-proxy"])
-    base = statistics.mean([result["direct"]["rate"], result["direct_2"]["rate"]])
-    result["direct_rate"] = round(base, 1)
-    for path in ("hexlane", "iptables", "nftables"):
-        result[f"{path}_ratio"] = round(result[path]["rate"] / base, 3)
+    for path in PATHS:
+        result[path] = {
+            "rate": round(statistics.median(r["rate"] for r in rounds[path]), 1),
+            "p50_us": statistics.median(r["p50_us"] for r in rounds[path]),
+            "p99_us": statistics.median(r["p99_us"] for r in rounds[path]),
+            "errors": sum(r["errors"] for r in rounds[path]),
+        }
+        if path != "direct":
+            result[f"{path}_ratio"] = round(statistics.median(
+                r["rate"] / d["rate"] for r, d in zip(rounds[path], rounds["direct"],
+                                                      strict=True)), 3)
     return result
 
 
@@ -326,6 +335,7 @@ def main() -> int:
     parser.add_argument("--scales", default="1,1000,10000")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--iptables", choices=("legacy", "nft"), default="legacy")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     args = parser.parse_args()
@@ -339,7 +349,7 @@ def main() -> int:
                 results.append(scale_run(n, binary, args, root))
                 if args.output == "text":
                     r = results[-1]
-                    print(f"{n:>6} services: direct {r['direct_rate']:>8.0f} conn/s "
+                    print(f"{n:>6} services: direct {r['direct']['rate']:>8.0f} conn/s "
                           f"(p50 {r['direct']['p50_us']} us) | hexlane {r['hexlane_ratio']:.2f}x"
                           f" (p50 {r['hexlane']['p50_us']} us) | iptables "
                           f"{r['iptables_ratio']:.2f}x (p50 {r['iptables']['p50_us']} us) | "

@@ -14,8 +14,9 @@ the client address; a Service without backends refuses at once; ClientIP affinit
 backend; a backend turned terminating keeps its established connection while new ones avoid
 it; the agent killed with SIGKILL leaves traffic flowing (old and new connections), and a new
 agent takes over without breaking the old connection and with the same ids; healthz and
-healthCheckNodePort answer. In dsr mode: the backend on node2 sees the client's address, the
-client receives the replies from node2's MAC, and no reply crosses node1's LAN interface.
+healthCheckNodePort answer; UDP NodePort works with SNAT. In hybrid mode TCP goes by DSR: the
+backend on node2 sees the client's address, the client receives the replies from node2's MAC,
+and no reply crosses node1's LAN interface; UDP still goes by SNAT.
 """
 
 from __future__ import annotations
@@ -52,7 +53,12 @@ def tcp():
     while True:
         c, peer = s.accept()
         threading.Thread(target=serve, args=(c, peer), daemon=True).start()
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 8081))
+    while True:
+        data, peer = s.recvfrom(100); s.sendto(f"{name} {peer[0]}:{peer[1]}".encode(), peer)
 threading.Thread(target=tcp, daemon=True).start()
+threading.Thread(target=udp, daemon=True).start()
 print("ready", flush=True)
 sys.stdin.read()
 """
@@ -74,6 +80,18 @@ if mode == "conns":
             out.append(["refused"])
         except OSError as e:
             out.append(["error", str(e)])
+    print(json.dumps(out))
+elif mode == "udp":
+    out = []
+    for _ in range(int(sys.argv[4])):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+        s.connect((host, port)); s.send(b"x")
+        try:
+            data, peer = s.recvfrom(100)
+            out.append([s.getsockname()[0], s.getsockname()[1], peer[0], *data.decode().split()])
+        except OSError as e:
+            out.append(["error", str(e)])
+        s.close()
     print(json.dumps(out))
 else:
     s = socket.create_connection((host, port), timeout=3)
@@ -146,6 +164,18 @@ def manifests(web: dict[str, dict[str, Any]] | None = None) -> list[dict[str, An
         _slice("sticky", {p: READY for p in BACKENDS}),
         _service("remote", "10.43.0.14", 30084),
         _slice("remote", {"pod2a": READY, "pod2b": READY}),
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "echo", "namespace": "default"},
+         "spec": {"type": "NodePort", "clusterIP": "10.43.0.15", "clusterIPs": ["10.43.0.15"],
+                  "ports": [{"name": "echo", "port": 53, "targetPort": 8081, "nodePort": 30053,
+                             "protocol": "UDP"}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": "echo-x", "namespace": "default",
+                      "labels": {"kubernetes.io/service-name": "echo"}},
+         "addressType": "IPv4",
+         "endpoints": [{"addresses": [PODS[p][1]], "nodeName": PODS[p][0],
+                        "conditions": READY} for p in ("pod2a", "pod2b")],
+         "ports": [{"name": "echo", "port": 8081, "protocol": "UDP"}]},
     ]
 
 
@@ -194,8 +224,9 @@ class Lab:
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
 
-    def conns(self, ns: str, host: str, port: int, n: int) -> list[list[str]]:
-        out = run(self.t[ns], [sys.executable, "-c", CLIENT, "conns", host, str(port), str(n)],
+    def conns(self, ns: str, host: str, port: int, n: int, mode: str = "conns"
+              ) -> list[list[str]]:
+        out = run(self.t[ns], [sys.executable, "-c", CLIENT, mode, host, str(port), str(n)],
                   timeout=60).stdout
         return json.loads(out)  # type: ignore[no-any-return]
 
@@ -350,8 +381,15 @@ def test_draining_backend_keeps_its_connection_and_restart_keeps_traffic(lab: La
     lab.wait_applied("node2")
 
 
-def test_dsr_replies_bypass_the_receiving_node(lab: Lab) -> None:
-    lab.mode = "dsr"
+def test_udp_nodeport_with_snat(lab: Lab) -> None:
+    results = lab.conns("client", NODE1, 30053, 6, mode="udp")
+    assert all(r[2] == NODE1 for r in results), results  # answered from the frontend
+    assert {r[3] for r in results} <= {"pod2a", "pod2b"}
+    assert {r[4].split(":")[0] for r in results} == {NODE1}  # SNAT: the pod saw node1
+
+
+def test_hybrid_dsr_for_tcp_snat_for_udp(lab: Lab) -> None:
+    lab.mode = "hybrid"
     for node in ("node1", "node2"):
         lab.kill_agent(node)
         lab.start_agent(node)
@@ -377,6 +415,9 @@ def test_dsr_replies_bypass_the_receiving_node(lab: Lab) -> None:
     assert out_node1.strip() == ""  # no reply crossed node1's LAN interface
     lines = [ln for ln in out_client.splitlines() if ln.strip()]
     assert lines and all(ln.split()[1] == node2_mac for ln in lines)
+    # UDP under hybrid: SNAT, the reply through node1
+    udp = lab.conns("client", NODE1, 30053, 4, mode="udp")
+    assert {r[4].split(":")[0] for r in udp} == {NODE1} and {r[2] for r in udp} == {NODE1}
 
 
 def test_service_list_shows_what_is_programmed(lab: Lab,

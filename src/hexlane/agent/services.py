@@ -8,6 +8,7 @@ API for the agent daemon (construct once, drive from the informers):
     rec.attach(lan_ifnames=["eth0"], service_cidr="10.43.0.0/16")  # in the node's netns
     report = rec.update(services, slices, nodes)      # sync; call it via asyncio.to_thread
     ...                                                # again on every change (cheap: diffs)
+    rec.gc_conntrack()                                 # every ~10 s: expire idle flows
     rec.attach_pods()                                  # after a CNI ADD (attaches new lxc*)
     health = HealthServers(rec, values.kube_proxy_replacement_healthz_bind_addr)
     await health.start(); await health.sync()          # after each update; await health.stop()
@@ -52,6 +53,7 @@ from typing import Any
 from aiohttp import web
 
 from hexlane.datapath import libbpf
+from hexlane.datapath.conntrack import gc_conntrack
 from hexlane.datapath.lbstate import MapContents, encode, recover_ids
 from hexlane.datapath.loader import (
     PROGRAM_FROM_HOST,
@@ -206,6 +208,11 @@ class ServiceReconciler:
     def _prune(target: Any, want: dict[bytes, bytes], written: dict[bytes, bytes] | None) -> int:
         keys = list(target.raw_keys()) if written is None else list(written)
         return sum(1 for k in keys if k not in want and target.delete(k))
+
+    def gc_conntrack(self) -> int:
+        """Expire idle flows (Cilium's timeouts); the agent calls it every few seconds."""
+        m = self.datapath.maps
+        return gc_conntrack(m.ct, m.backends, m.revnat, time.monotonic_ns())
 
     @property
     def healthy(self) -> bool:
@@ -401,8 +408,12 @@ async def _run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     manifests = Path(args.manifests)
     seen: tuple[tuple[str, int], ...] = ()
+    last_gc = time.monotonic()
     try:
         while not stop.is_set():
+            if time.monotonic() - last_gc > 10:
+                rec.gc_conntrack()
+                last_gc = time.monotonic()
             stamp = _stamp(manifests)
             if stamp != seen:
                 seen = stamp
