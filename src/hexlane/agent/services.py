@@ -15,9 +15,12 @@ API for the agent daemon (construct once, drive from the informers):
 
 `update` computes `hexlane.lb.services.desired_state` and `apply`s it: new backends, reverse
 NAT entries and Maglev tables first, then the service entries (a service's slots before its
-slot 0), then what became stale (service entries, then backends and tables). It reads the
-maps' actual contents every time, so it converges after any restart; backend and service
-ids are recovered from the pinned maps at construction, so conntrack entries stay valid.
+slot 0), then what became stale (service entries, then backends and tables). The first
+apply of a process compares with what the maps hold (so it converges after any restart),
+later ones with what it wrote last (a change among thousands of Services costs only its own
+entries); `apply(desired, full=True)` compares with the maps again (a periodic resync).
+Backend and service ids are recovered from the pinned maps at construction, so conntrack
+entries stay valid.
 Closing the agent leaves maps and programs pinned and attached: traffic keeps flowing
 through the last programmed state.
 
