@@ -1,6 +1,7 @@
 """The lab end to end, with the real daemons: `lab up` gives Ready nodes; kubectl applies a
 Deployment and a Service; pods get IPs and serve HTTP/UDP, reachable across nodes with the
-caller's real address (a hostNetwork pod on the node's address, reached from the client);
+caller's real address (a hostNetwork pod on the node's address, reached from the client),
+and reach the client masqueraded behind their node's address;
 EndpointSlices carry ready endpoints, then terminating ones on scale
 down, then none; deleting the Deployment garbage-collects its pods; `lab kill`/`revive` take
 a node away and back; `lab up` on an existing lab refuses; `lab down` removes everything,
@@ -153,6 +154,32 @@ def test_deployment_pods_serve_across_nodes(lab: Lab) -> None:
                                     f"http://{b_ip}:8080/whoami").stdout)
     router = str(ip_network(f"{a_ip}/24", strict=False).network_address + 1)
     assert from_node["client_ip"] in ("10.0.0.11", router)
+
+
+def test_pod_to_client_leaves_with_the_node_address(lab: Lab) -> None:
+    """Masquerading: the laptop (outside the cluster) sees the pod's node, not the pod."""
+    import sys
+
+    from hexlane.lab import netns
+
+    server = netns.popen(f"{lab.name}-client", [
+        sys.executable, "-m", "hexlane.lab.workload", "--pod", "laptop", "--tcp", "8080"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ready = wait_for("3 ready pods", lambda: running(lab, 3), timeout=60)
+        for p in ready:
+            node_ip = f"10.0.0.1{p['spec']['nodeName'][-1]}"
+            answer = wait_for("the laptop's answer", lambda p=p: _curl_json(
+                lab, f"pod/default/{p['metadata']['name']}", "http://10.0.0.2:8080/whoami"),
+                timeout=10)
+            assert answer["pod"] == "laptop" and answer["client_ip"] == node_ip
+    finally:
+        netns.stop_process(server)
+
+
+def _curl_json(lab: Lab, target: str, url: str) -> dict[str, Any] | None:
+    result = lab.exec(target, "curl", "-sS", "-m", "3", url, check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
 
 
 def test_scale_down_terminates_gracefully(lab: Lab) -> None:
