@@ -1,15 +1,13 @@
 """`hexlane lab` carried out: build, inspect, break, mend and remove a lab.
 
 `up` makes the namespaces and links of `topology.LabPlan`, writes the lab's files (effective
-values, kubeconfigs, CNI config per node) and starts the daemons, each with
-`nsenter --net=/run/netns/<host>` in a session of its own:
+values, kubeconfigs) and starts the daemons, each with `nsenter --net=/run/netns/<host>` in a
+session of its own:
 
 - cp: `hexlane apiserver` on <cp>:6443, the API proxy when the values' k8sServiceHost is a
-  loopback address, `python -m hexlane.lab.controllers`, and `hexlane operator` when that
-  command exists;
-- every node: the API proxy (k8sServiceHost/Port, e.g. k3s's 127.0.0.1:6444), the agent
-  (`hexlane agent` when that command exists, else the endpoint API of
-  `python -m hexlane.agent.endpoints` with the pod CIDR the lab plans), and the lab kubelet.
+  loopback address, `python -m hexlane.lab.controllers` and `hexlane operator`;
+- every node: the API proxy (k8sServiceHost/Port, e.g. k3s's 127.0.0.1:6444), `hexlane agent`
+  (its CNI config and plugin go to the node's directories in the lab's) and the lab kubelet.
 
 Every process is recorded in `state.json` (argv, environment, pid) so `kill`/`revive` can stop
 and restart a node's, and `down` stops every process found in a namespace of the lab (by pid,
@@ -22,14 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import http.client
-import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,7 +38,6 @@ import yaml
 
 from hexlane.config import Values, parse_values_document, resolve_values
 from hexlane.datapath.loader import is_bpffs
-from hexlane.ipam.podcidr import carve_node_cidrs
 from hexlane.k8s.client import KubeClient, load_client_config
 from hexlane.k8s.ratelimit import RateLimiter
 from hexlane.model.errors import InputError, Problem
@@ -67,7 +61,6 @@ from .topology import (
 
 T = TypeVar("T")
 STATE_FILE = "state.json"
-CNI_CONFLIST = "05-hexlane.conflist"
 BASE_VALUES: dict[str, Any] = {
     # Cilium's default 10.0.0.0/8 would cover the LAN.
     "ipam": {"operator": {"clusterPoolIPv4PodCIDRList": [CLUSTER_CIDR]}},
@@ -82,24 +75,8 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def command_exists(name: str) -> bool:
-    """Whether `hexlane <name>` exists (its CLI module is there)."""
-    return importlib.util.find_spec(f"hexlane.cli.cmd_{name}") is not None
-
-
 def hexlane_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "hexlane.cli.main", *args]
-
-
-def cni_bin_dir() -> Path:
-    here = Path(sys.executable).parent
-    if (here / "hexlane-cni").exists():
-        return here
-    found = shutil.which("hexlane-cni")
-    if found is None:
-        raise LabError("hexlane-cni is not installed (next to the Python running hexlane or "
-                       "on PATH)")
-    return Path(found).parent
 
 
 # --- values -------------------------------------------------------------------
@@ -187,16 +164,14 @@ class LabState:
     plan: LabPlan
     procs: list[Proc] = field(default_factory=list)
     phase: str = "creating"
-    pod_cidrs: dict[str, str] = field(default_factory=dict)
-    agent: str = ""  # "hexlane agent" or "endpoints"
 
     @property
     def path(self) -> Path:
         return self.plan.dir / STATE_FILE
 
     def save(self) -> None:
-        data = {"plan": self.plan.to_dict(), "phase": self.phase, "agent": self.agent,
-                "podCIDRs": self.pod_cidrs, "procs": [p.to_dict() for p in self.procs]}
+        data = {"plan": self.plan.to_dict(), "phase": self.phase,
+                "procs": [p.to_dict() for p in self.procs]}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(self.path)
@@ -209,7 +184,7 @@ class LabState:
         except (OSError, ValueError):
             return None
         state = cls(LabPlan.from_dict(data["plan"]), [Proc(**p) for p in data["procs"]],
-                    data.get("phase", ""), data.get("podCIDRs", {}), data.get("agent", ""))
+                    data.get("phase", ""))
         return state
 
     def node_procs(self, role: str) -> list[Proc]:
@@ -306,35 +281,10 @@ def list_nodes(plan: LabPlan) -> list[dict[str, Any]]:
 
 
 def agent_healthy(plan: LabPlan, role: str) -> tuple[bool, str]:
-    """The node agent's health: `hexlane status --brief` in the node when that command
-    exists, else the agent API's /v1/healthz on the node's socket file."""
-    env = node_env(plan, role)
-    if command_exists("status"):
-        result = netns.run(plan.netns(role), hexlane_argv("status", "--brief"), check=False,
-                           env={**os.environ, **env}, timeout=20)
-        return result.returncode == 0, (result.stdout + result.stderr).strip()[-300:]
-    sock = Path(env["HEXLANE_STATE_DIR"]) / "agent.sock"
-    try:
-        conn = _UnixHTTP(str(sock))
-        conn.request("GET", "/v1/healthz")
-        resp = conn.getresponse()
-        body = resp.read().decode(errors="replace")
-        conn.close()
-    except OSError as e:
-        return False, f"{sock}: {e}"
-    return resp.status == 200, body[:300]
-
-
-class _UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=5)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
+    """The node agent's health: `hexlane status --brief` in the node prints OK."""
+    result = netns.run(plan.netns(role), hexlane_argv("status", "--brief"), check=False,
+                       env={**os.environ, **node_env(plan, role)}, timeout=20)
+    return result.returncode == 0, (result.stdout + result.stderr).strip()[-300:]
 
 
 def node_env(plan: LabPlan, role: str) -> dict[str, str]:
@@ -417,7 +367,6 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         subprocess.run(["mount", "-t", "bpf", "bpf", str(plan.private_bpffs)], check=True,
                        capture_output=True)
     state = LabState(plan)
-    state.agent = "hexlane agent" if command_exists("agent") else "endpoints"
     state.save()
     values_file = plan.dir / "values.yaml"
     values_file.write_text(yaml.safe_dump(values.tree, sort_keys=True))
@@ -452,15 +401,14 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         str(values_file), "--cluster-cidr", str(cluster_cidr(values)),
         "--node-monitor-grace-period", str(node_grace)], {},
         str(plan.dir / "logs" / "controllers.log")))
-    if command_exists("operator"):
-        cp_procs.append(Proc("operator", "cp", hexlane_argv(
-            "operator", "--kubeconfig", str(node_kubeconfig if endpoint.proxy else kc),
-            "--values", str(values_file)), {}, str(plan.dir / "logs" / "operator.log")))
+    cp_procs.append(Proc("operator", "cp", hexlane_argv(
+        "operator", "--kubeconfig", str(node_kubeconfig if endpoint.proxy else kc),
+        "--values", str(values_file)), {}, str(plan.dir / "logs" / "operator.log")))
     for p in cp_procs:
         state.procs.append(start_proc(plan, p))
     state.save()
 
-    # Nodes: proxy and kubelet; then the agents (the fallback needs the pod CIDRs).
+    # Nodes: the API proxy, the lab kubelet and the agent.
     for host in plan.node_hosts:
         role = host.role
         node_dir = plan.node_dir(role)
@@ -468,13 +416,6 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         conf_dir.mkdir(parents=True, exist_ok=True)
         bin_dir.mkdir(parents=True, exist_ok=True)
         plan.state_dir(role).mkdir(parents=True, exist_ok=True)
-        if state.agent != "hexlane agent":
-            # The stand-in agent installs nothing: the lab writes what the agent would.
-            bin_dir = cni_bin_dir()
-            (conf_dir / CNI_CONFLIST).write_text(json.dumps({
-                "cniVersion": "1.0.0", "name": "hexlane",
-                "plugins": [{"type": "hexlane-cni", "stateDir": str(plan.state_dir(role))}]},
-                indent=1))
         env = node_env(plan, role)
         if endpoint.proxy:
             state.procs.append(start_proc(plan, Proc(
@@ -488,24 +429,14 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
             kubelet_argv.append("--control-plane")
         state.procs.append(start_proc(plan, Proc(
             f"{role}/kubelet", role, kubelet_argv, env, str(node_dir / "logs" / "kubelet.log"))))
-    state.save()
-    _wait("the nodes to register", lambda: len(list_nodes(plan)) >= nodes, timeout,
-          state.procs)
-    if state.agent == "hexlane agent":
-        for host in plan.node_hosts:
-            role = host.role
-            state.procs.append(start_proc(plan, Proc(
-                f"{role}/agent", role, hexlane_argv(
-                    "agent", "--node", role, "--kubeconfig", str(node_kubeconfig),
-                    "--values", str(values_file), "--state-dir", str(plan.state_dir(role)),
-                    "--bpf-root", str(plan.bpf_root(role)),
-                    "--cni-conf-dir", str(cni_dirs(plan, role)[0]),
-                    "--cni-bin-dir", str(cni_dirs(plan, role)[1])),
-                node_env(plan, role), str(plan.node_dir(role) / "logs" / "agent.log"))))
-    else:
-        state.pod_cidrs = plan_pod_cidrs(plan, values, timeout)
-        for host in plan.node_hosts:
-            state.procs.append(start_proc(plan, endpoints_proc(plan, values, state, host.role)))
+        # The agent waits for its Node to be registered, as on a real node.
+        state.procs.append(start_proc(plan, Proc(
+            f"{role}/agent", role, hexlane_argv(
+                "agent", "--node", role, "--kubeconfig", str(node_kubeconfig),
+                "--values", str(values_file), "--state-dir", str(plan.state_dir(role)),
+                "--bpf-root", str(plan.bpf_root(role)), "--cni-conf-dir", str(conf_dir),
+                "--cni-bin-dir", str(bin_dir)),
+            env, str(node_dir / "logs" / "agent.log"))))
     state.save()
     _wait("every node Ready", lambda: _all_ready(plan), timeout, state.procs)
     for host in plan.node_hosts:
@@ -526,48 +457,6 @@ def cni_dirs(plan: LabPlan, role: str) -> tuple[Path, Path]:
 def _all_ready(plan: LabPlan) -> bool:
     nodes = list_nodes(plan)
     return len(nodes) >= plan.nodes and all(is_node_ready(n) for n in nodes)
-
-
-def plan_pod_cidrs(plan: LabPlan, values: Values, timeout: float) -> dict[str, str]:
-    """Pod CIDRs for the stand-in agents: `ipam.mode: kubernetes` — what the lab controller
-    wrote into the Nodes; cluster-pool — what the operator would carve (by node name)."""
-    names = [h.role for h in plan.node_hosts]
-    if values.ipam.mode == "kubernetes":
-        found: dict[str, str] = {}
-
-        def assigned() -> bool:
-            for node in list_nodes(plan):
-                cidr = (node.get("spec") or {}).get("podCIDR")
-                if cidr:
-                    found[name_of(node)] = str(cidr)
-            return all(n in found for n in names)
-        _wait("pod CIDRs on every Node", assigned, timeout)
-        return found
-    carved = carve_node_cidrs(values.ipam.cluster_pool_ipv4_pod_cidrs,
-                              values.ipam.cluster_pool_ipv4_mask_size, names, {})
-    if carved.problems:
-        raise InputError(list(carved.problems))
-    return {n: str(c) for n, c in carved.assignments.items()}
-
-
-def endpoints_proc(plan: LabPlan, values: Values, state: LabState, role: str) -> Proc:
-    """The stand-in agent: the endpoint API of `hexlane.agent.endpoints`, peers given."""
-    host = plan.host(role)
-    argv = [sys.executable, "-m", "hexlane.agent.endpoints", "--state-dir",
-            str(plan.state_dir(role)), "--node-name", role, "--node-ip", str(host.ip),
-            "--pod-cidr", state.pod_cidrs[role], "--routing-mode", values.routing_mode,
-            "--bpf-root", str(plan.bpf_root(role))]
-    if values.auto_direct_node_routes or values.routing_mode == "native":
-        argv.append("--auto-direct-node-routes")
-    if values.enable_ipv4_masquerade:
-        argv += ["--masquerade-device", plan.lan_ifname]
-        if values.ipv4_native_routing_cidr is not None:
-            argv += ["--native-routing-cidr", str(values.ipv4_native_routing_cidr)]
-    for other in plan.node_hosts:
-        if other.role != role:
-            argv += ["--peer", f"{other.role},{other.ip},{state.pod_cidrs[other.role]}"]
-    return Proc(f"{role}/agent", role, argv, node_env(plan, role),
-                str(plan.node_dir(role) / "logs" / "agent.log"))
 
 
 def usage(plan: LabPlan) -> str:
@@ -648,7 +537,6 @@ def status(name: str) -> dict[str, Any]:
         return out
     plan = state.plan
     out["lan"] = str(plan.lan)
-    out["agent"] = state.agent
     hosts = []
     for host in plan.hosts:
         hosts.append({"host": host.role, "netns": host.netns, "address": str(host.address),
