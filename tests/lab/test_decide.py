@@ -84,6 +84,17 @@ def test_scheduler_respects_node_selector_affinity_and_taints() -> None:
     assert decide.choose_node(pod("p", affinity=affinity), nodes, busy) == "node1"
 
 
+def test_unschedulable_message_counts_reasons_as_kube_scheduler() -> None:
+    nodes = [node("n1", ready=False), node("n2", labels={"disk": "ssd"}),
+             node("n3", taints=[{"key": "k", "effect": "NoSchedule"}])]
+    p = pod("p", nodeSelector={"disk": "hdd"})
+    assert decide.choose_node(p, nodes, []) is None
+    assert decide.unschedulable_reason(p, nodes) == (
+        "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, "
+        "1 node(s) had untolerated taint, 1 node(s) were not ready.")
+    assert decide.unschedulable_reason(p, []) == "0/0 nodes are available."
+
+
 def test_only_unbound_live_default_scheduler_pods_want_scheduling() -> None:
     assert decide.wants_scheduling(pod("p"))
     assert not decide.wants_scheduling(pod("p", node_name="node1"))

@@ -131,6 +131,7 @@ class Controllers:
                 continue
             target = decide.choose_node(pod, nodes, self.pods.cache.objects())
             if target is None:
+                await self._unschedulable(pod, decide.unschedulable_reason(pod, nodes))
                 continue
             log.info("bind %s/%s to %s", namespace_of(pod), name_of(pod), target)
             # As kube-scheduler does: a Binding to the pods/binding subresource.
@@ -145,6 +146,24 @@ class Controllers:
                 bound = copy.deepcopy(pod)
                 bound.setdefault("spec", {})["nodeName"] = target
                 self.pods.cache.put(bound)
+
+    async def _unschedulable(self, pod: dict[str, Any], message: str) -> None:
+        """PodScheduled=False, reason Unschedulable, as kube-scheduler reports it (written
+        only when the message changes)."""
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("message") == message:
+                return
+        status = {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": message, "lastTransitionTime": _stamp(datetime.now(UTC))}]}
+        try:
+            stored = await patch_status(self.client, Pod, name_of(pod), status,
+                                        namespace=namespace_of(pod))
+        except ApiError as e:
+            if not e.not_found:
+                raise
+            return
+        _remember(self.pods, stored, existing_only=True)
 
     # -- deployments -----------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from .podspec import (
     container_ports,
     fits,
     is_active,
+    is_node_ready,
     is_pod_ready,
     is_terminating,
     labels_of,
@@ -75,6 +76,24 @@ def choose_node(pod: Obj, nodes: Iterable[Obj], pods: Iterable[Obj]) -> str | No
             load[node_name(p)] = load.get(node_name(p), 0) + 1
     candidates = sorted((load.get(name_of(n), 0), name_of(n)) for n in nodes if fits(pod, n))
     return candidates[0][1] if candidates else None
+
+
+def unschedulable_reason(pod: Obj, nodes: Sequence[Obj]) -> str:
+    """kube-scheduler's message for a pod no node takes: "0/3 nodes are available: ..."."""
+    counts: dict[str, int] = {}
+    for n in nodes:
+        spec = n.get("spec") or {}
+        if not is_node_ready(n):
+            reason = "node(s) were not ready"
+        elif spec.get("unschedulable"):
+            reason = "node(s) were unschedulable"
+        elif not fits(pod, {**n, "spec": {k: v for k, v in spec.items() if k != "taints"}}):
+            reason = "node(s) didn't match Pod's node affinity/selector"
+        else:
+            reason = "node(s) had untolerated taint"
+        counts[reason] = counts.get(reason, 0) + 1
+    detail = ", ".join(f"{c} {r}" for r, c in sorted(counts.items()))
+    return f"0/{len(nodes)} nodes are available" + (f": {detail}." if detail else ".")
 
 
 # --- deployments -------------------------------------------------------------
