@@ -86,7 +86,7 @@ def test_scheduler_respects_node_selector_affinity_and_taints() -> None:
 
 def test_unschedulable_message_counts_reasons_as_kube_scheduler() -> None:
     nodes = [node("n1", ready=False), node("n2", labels={"disk": "ssd"}),
-             node("n3", taints=[{"key": "k", "effect": "NoSchedule"}])]
+             node("n3", labels={"disk": "hdd"}, taints=[{"key": "k", "effect": "NoSchedule"}])]
     p = pod("p", nodeSelector={"disk": "hdd"})
     assert decide.choose_node(p, nodes, []) is None
     assert decide.unschedulable_reason(p, nodes) == (
