@@ -95,8 +95,11 @@ def test_conntrack_keeps_the_backend(lb: LbDatapath) -> None:
     backends = [(110 + i, f"10.244.5.{i + 1}", 8080) for i in range(8)]
     add_service(lb, "10.96.0.14", 80, packets.TCP, 5, backends)
     chosen = Counter()
-    for _ in range(20):
-        out = run(lb, PROGRAM_FROM_CLIENT, packets.build(CLIENT, "10.96.0.14", 43000, 80))
+    for i in range(20):
+        # one connection: its SYN, then packets of the established flow (a later SYN on the
+        # same tuple would be a new connection and choose again)
+        out = run(lb, PROGRAM_FROM_CLIENT, packets.build(CLIENT, "10.96.0.14", 43000, 80,
+                                                         tcp_flags=0x02 if i == 0 else 0x10))
         chosen[packets.parse(out.data).dst] += 1
     assert len(chosen) == 1
     key = Ct4Key(saddr=ip4(CLIENT), daddr=ip4("10.96.0.14"), sport=port16(43000),

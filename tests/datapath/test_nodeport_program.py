@@ -203,3 +203,26 @@ def test_two_scopes_split_outside_and_inside_traffic(
         internal = packets.parse(runner(PROGRAM_FROM_POD,
                                         packets.build("10.42.1.9", NODE_IP, sport, 30085)).data)
         assert internal.dst == "10.42.2.8"
+
+
+def test_reused_tuples_and_lost_reply_entries(
+    lb: LbDatapath, runner: Callable[..., libbpf.TestRunResult],
+) -> None:
+    """A reply entry the LRU evicted alone comes back with the flow's next packet; a direct
+    connection reusing a service flow's tuple (same client port, same backend) is not turned
+    into the frontend's."""
+    program(lb, NODE_IP, 30086, 207, [(2007, "10.42.1.7", 8080, BE_NODE_LOCAL)])
+    reply_key = Ct4Key(saddr=ip4(CLIENT), daddr=ip4("10.42.1.7"), sport=port16(44000),
+                       dport=port16(8080), proto=packets.TCP, flags=CT_F_REPLY)
+    runner(PROGRAM_FROM_NETDEV, packets.build(CLIENT, NODE_IP, 44000, 30086))
+    assert lb.maps.ct.delete(reply_key)  # as an LRU eviction would
+    runner(PROGRAM_FROM_NETDEV, packets.build(CLIENT, NODE_IP, 44000, 30086, tcp_flags=0x10))
+    assert lb.maps.ct.lookup(reply_key) is not None
+    # The client now connects to the pod directly from the same port: its SYN clears the
+    # service flow's reply entry, so the pod's answer keeps the pod's address.
+    direct = packets.build(CLIENT, "10.42.1.7", 44000, 8080)
+    assert runner(PROGRAM_FROM_NETDEV, direct).retval == TC_ACT_UNSPEC
+    assert lb.maps.ct.lookup(reply_key) is None
+    answer = packets.build("10.42.1.7", CLIENT, 8080, 44000, tcp_flags=0x12)
+    out = runner(PROGRAM_FROM_POD, answer)
+    assert (out.retval, out.data) == (TC_ACT_UNSPEC, answer)

@@ -242,6 +242,8 @@ struct {
 	__type(key, struct ct4_key);
 	__type(value, struct ct4_entry);
 	__uint(max_entries, CT_MAP_MAX_ENTRIES);
+	/* per-CPU LRU lists: new flows on different CPUs do not contend for one lock */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hl_ct4 SEC(".maps");
 

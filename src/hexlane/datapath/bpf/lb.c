@@ -47,6 +47,7 @@ static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, b
 	struct pkt4 p = {};
 	__be32 daddr = 0;
 	int verdict = TC_ACT_OK;
+	bool local = false;
 	int ret;
 
 	ret = hl_parse_ipv4(skb, &p);
@@ -63,22 +64,26 @@ static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, b
 		 * own address as source, which the input route check would reject.
 		 */
 		if (ret > 0)
-			return hl_fib_redirect(skb, p.daddr, p.proto);
+			return hl_fib_redirect(skb, p.daddr, p.proto, false);
 	}
 
 	key.address = p.daddr;
 	key.dport = p.dport;
 	key.proto = p.proto;
 	svc = hl_lb4_lookup_scoped(&key, internal);
-	if (!svc)
+	if (!svc) {
+		if (reverse)
+			hl_ct_forget_stale_reply(&p);
 		return pass;
+	}
 
-	ret = hl_lb4_translate(skb, &p, &key, svc, false, &daddr, &verdict);
+	ret = hl_lb4_translate(skb, &p, &key, svc, false, &daddr, &verdict, &local);
 	if (ret < 0)
 		return hl_drop(-ret);
 	if (ret == HL_REJECTED)
 		return verdict;
-	return redirect ? hl_fib_redirect(skb, daddr, p.proto) : TC_ACT_OK;
+	/* egress of hexlane_host: no peer redirect from an egress hook */
+	return redirect ? hl_fib_redirect(skb, daddr, p.proto, false) : TC_ACT_OK;
 }
 
 SEC("tc")
@@ -89,6 +94,7 @@ int hl_from_netdev(struct __sk_buff *skb)
 	struct pkt4 p = {};
 	__be32 daddr = 0, reply_daddr;
 	int verdict = TC_ACT_OK;
+	bool local = false;
 	int ret;
 
 	ret = hl_parse_ipv4(skb, &p);
@@ -104,7 +110,7 @@ int hl_from_netdev(struct __sk_buff *skb)
 		/* An SNAT reply now goes to the client; any other to its pod. */
 		if (bpf_skb_load_bytes(skb, IP_DADDR_OFF, &reply_daddr, sizeof(reply_daddr)) < 0)
 			return hl_drop(HL_DROP_TRUNCATED);
-		return hl_fib_redirect(skb, reply_daddr, p.proto);
+		return hl_fib_redirect(skb, reply_daddr, p.proto, false);
 	}
 
 	ret = hl_dsr_accept(skb, &p);
@@ -117,15 +123,17 @@ int hl_from_netdev(struct __sk_buff *skb)
 	key.dport = p.dport;
 	key.proto = p.proto;
 	svc = hl_lb4_lookup_scoped(&key, false);
-	if (!svc || !hl_lb4_is_external(svc))
+	if (!svc || !hl_lb4_is_external(svc)) {
+		hl_ct_forget_stale_reply(&p);
 		return TC_ACT_UNSPEC;
+	}
 
-	ret = hl_lb4_translate(skb, &p, &key, svc, true, &daddr, &verdict);
+	ret = hl_lb4_translate(skb, &p, &key, svc, true, &daddr, &verdict, &local);
 	if (ret < 0)
 		return hl_drop(-ret);
 	if (ret == HL_REJECTED)
 		return verdict;
-	return hl_fib_redirect(skb, daddr, p.proto);
+	return hl_fib_redirect(skb, daddr, p.proto, local);
 }
 
 SEC("tc")

@@ -243,15 +243,72 @@ static __always_inline int hl_lb4_reverse(struct __sk_buff *skb, const struct pk
 	return 1;
 }
 
+static __always_inline bool hl_tcp_syn(const struct pkt4 *p)
+{
+	return (p->tcp_flags & (HL_TCP_SYN | HL_TCP_ACK)) == HL_TCP_SYN;
+}
+
+/* A new TCP connection that is not for a service may reuse the tuple of an earlier service
+ * flow (same client port, same backend): that flow's reply entry would turn this one's
+ * replies into the frontend's. A SYN starts the tuple over, so drop the stale entry.
+ */
+static __always_inline void hl_ct_forget_stale_reply(const struct pkt4 *p)
+{
+	struct ct4_key key = {};
+
+	if (!hl_tcp_syn(p))
+		return;
+	hl_ct_key_forward(&key, p, CT_F_REPLY);
+	bpf_map_delete_elem(&hl_ct4, &key);
+}
+
+/* The reply entry of an established flow, re-created when missing. */
+static __always_inline int hl_ct_ensure_reply(struct __sk_buff *skb, const struct pkt4 *p,
+					      const struct lb4_backend *backend, __u32 backend_id,
+					      __u16 rev_nat, int fwd, __be32 node_ip,
+					      __be16 nat_port)
+{
+	struct ct4_key key = {
+		.saddr = p->saddr,
+		.daddr = backend->address,
+		.sport = p->sport,
+		.dport = backend->port,
+		.proto = p->proto,
+		.flags = CT_F_REPLY,
+	};
+	struct ct4_entry entry = {
+		.last_seen_ns = bpf_ktime_get_ns(),
+		.backend_id = backend_id,
+		.rev_nat_index = rev_nat,
+	};
+
+	if (fwd == HL_FWD_DSR)
+		return 0; /* replies never come back through this node */
+	if (fwd == HL_FWD_SNAT) {
+		key.saddr = node_ip;
+		key.sport = nat_port;
+		entry.flags = CT_ENTRY_F_SNAT;
+		entry.nat_addr = p->saddr;
+		entry.nat_port = p->sport;
+	}
+	if (bpf_map_lookup_elem(&hl_ct4, &key))
+		return 0;
+	if (bpf_map_update_elem(&hl_ct4, &key, &entry, BPF_ANY) < 0)
+		return -HL_DROP_CT_CREATE;
+	return 0;
+}
+
 /* Translate a packet to service `svc` (found under `key`): conntrack first (an established
  * flow keeps its backend while the backend exists), then session affinity, then the
  * service's algorithm. `external`: it arrived from outside the node, so a backend on another
  * node needs SNAT or DSR (per the service's forwarding mode). Returns HL_XLATED (with
- * *daddr_out the new destination, for routing), HL_REJECTED (*verdict set), or -(reason).
+ * *daddr_out the new destination, for routing, and *local_out whether it is a pod of this
+ * node), HL_REJECTED (*verdict set), or -(reason).
  */
 static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct pkt4 *p,
 					    struct lb4_key *key, const struct lb4_service *svc,
-					    bool external, __be32 *daddr_out, int *verdict)
+					    bool external, __be32 *daddr_out, int *verdict,
+					    bool *local_out)
 {
 	const struct lb4_backend *backend = NULL;
 	struct ct4_key ct_key = {};
@@ -264,7 +321,10 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 	int ret;
 
 	hl_ct_key_forward(&ct_key, p, CT_F_SERVICE);
-	ct = bpf_map_lookup_elem(&hl_ct4, &ct_key);
+	/* A TCP SYN starts a new connection even where an entry of an earlier one with the
+	 * same tuple lingers: choose again and write both entries anew.
+	 */
+	ct = hl_tcp_syn(p) ? NULL : bpf_map_lookup_elem(&hl_ct4, &ct_key);
 	if (ct) {
 		backend_id = ct->backend_id;
 		backend = bpf_map_lookup_elem(&hl_lb4_backends, &backend_id);
@@ -277,6 +337,11 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 			} else if (ct->flags & CT_ENTRY_F_DSR) {
 				fwd = HL_FWD_DSR;
 			}
+			/* The LRU may have evicted the reply entry alone: put it back. */
+			ret = hl_ct_ensure_reply(skb, p, backend, backend_id, ct->rev_nat_index,
+						 fwd, node_ip, nat_port);
+			if (ret < 0)
+				return ret;
 		}
 	}
 
@@ -344,6 +409,7 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 	}
 
 	*daddr_out = backend->address;
+	*local_out = backend->node_local == BE_NODE_LOCAL;
 	ret = hl_rewrite_addr(skb, p, IP_DADDR_OFF, p->daddr, backend->address);
 	if (ret < 0)
 		return ret;
@@ -368,12 +434,19 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 }
 
 /* Send a translated packet straight to where the FIB says its destination is (bypassing the
- * input route check that would reject a packet with our own source address); a local
- * destination, or no route, goes up the stack as it is.
+ * input route check that would reject a packet with our own source address, and the
+ * forwarding path). With the neighbour known, the MACs are written here and the packet is
+ * redirected: into the pod's namespace directly (`to_pod`, bpf_redirect_peer: the packet
+ * appears on the pod's eth0 ingress without another pass through the backlog, as Cilium
+ * delivers to local endpoints) or out of the egress device. An unresolved neighbour goes by
+ * bpf_redirect_neigh with the FIB's next hop; a local destination, or no route, goes up the
+ * stack as it is.
  */
-static __always_inline int hl_fib_redirect(struct __sk_buff *skb, __be32 daddr, __u8 proto)
+static __always_inline int hl_fib_redirect(struct __sk_buff *skb, __be32 daddr, __u8 proto,
+					   bool to_pod)
 {
 	struct bpf_fib_lookup fib = {};
+	struct bpf_redir_neigh nh = {};
 	__be32 saddr;
 	long ret;
 
@@ -386,8 +459,19 @@ static __always_inline int hl_fib_redirect(struct __sk_buff *skb, __be32 daddr, 
 	fib.ipv4_dst = daddr;
 	fib.ifindex = skb->ifindex;
 	ret = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (ret == BPF_FIB_LKUP_RET_SUCCESS || ret == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	if (ret == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
+			return TC_ACT_OK;
+		if (to_pod)
+			return bpf_redirect_peer(fib.ifindex, 0);
+		return bpf_redirect(fib.ifindex, 0);
+	}
+	if (ret == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		nh.nh_family = AF_INET;
+		nh.ipv4_nh = fib.ipv4_dst; /* the FIB's next hop */
+		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+	}
 	return TC_ACT_OK;
 }
 
