@@ -186,8 +186,7 @@ def _status(args: argparse.Namespace) -> int:
     if not info["exists"]:
         print(f"no lab {info['name']}")
         return 1
-    print(f"lab {info['name']}: {info['phase']}, LAN {info.get('lan', '?')}, "
-          f"agent: {info.get('agent', '?')}")
+    print(f"lab {info['name']}: {info['phase']}, LAN {info.get('lan', '?')}")
     for h in info.get("hosts", []):
         print(f"  {h['host']:<8} {h['netns']:<16} {h['address']:<16} {h['ifname']:<8} "
               f"link {h['link']}")
