@@ -337,3 +337,18 @@ def test_workload_ports_and_pre_stop() -> None:
     hook["spec"]["containers"][0]["lifecycle"] = {"preStop": {"sleep": {"seconds": 3}}}
     assert pre_stop_seconds(hook) == 3
     assert pre_stop_seconds(pod("d")) == 0
+
+
+def test_slices_of_services_without_a_selector_are_left_alone() -> None:
+    """The apiserver keeps `default/kubernetes`' slice; the controller must not delete it."""
+    kubernetes_slice = {"metadata": {"name": "kubernetes", "namespace": "default",
+                                     "labels": {"kubernetes.io/service-name": "kubernetes"}}}
+    assert decide.slice_service_key(kubernetes_slice) == "default/kubernetes"
+    no_selector = {"metadata": {"name": "kubernetes", "namespace": "default"},
+                   "spec": {"type": "ClusterIP", "ports": [{"port": 443}]}}
+    with_selector = {"metadata": {"name": "web", "namespace": "default"},
+                     "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
+    assert not decide.controller_owns_slice(no_selector)
+    assert decide.controller_owns_slice(with_selector)
+    assert decide.controller_owns_slice(None)  # its Service is gone: the slice goes too
+    assert decide.slice_service_key({"metadata": {"name": "x", "namespace": "d"}}) is None

@@ -226,9 +226,14 @@ class Controllers:
                 await self._write("PUT", kind.path(ns, name), body, informer=self.slices)
         for key in list(self.slices.cache):
             have = self.slices.cache.get(key)
-            if have is not None and key not in wanted:
+            if have is not None and key not in wanted and self._owns_slice(have):
                 await self._write("DELETE", kind.path(namespace_of(have), name_of(have)))
                 self.slices.cache.remove(key)
+
+    def _owns_slice(self, eps: dict[str, Any]) -> bool:
+        service = decide.slice_service_key(eps)
+        return decide.controller_owns_slice(
+            self.services.cache.get(service) if service else None)
 
     # -- nodes ------------------------------------------------------------------------------------
 

@@ -340,6 +340,21 @@ def selects_pods(service: Obj) -> bool:
     return bool(spec.get("selector")) and spec.get("type") != "ExternalName"
 
 
+def slice_service_key(eps: Obj) -> str | None:
+    """`namespace/name` of the Service an EndpointSlice belongs to (its service-name label)."""
+    service = (meta(eps).get("labels") or {}).get(SERVICE_NAME_LABEL)
+    return f"{namespace_of(eps)}/{service}" if service else None
+
+
+def controller_owns_slice(service: Obj | None) -> bool:
+    """Whether the EndpointSlice controller may delete a slice it no longer wants.
+
+    Like Kubernetes' controller, it leaves alone the slices of Services without a selector:
+    `default/kubernetes`, whose slice the apiserver keeps, and hand-made ones.
+    """
+    return service is None or selects_pods(service)
+
+
 def slice_differs(have: Obj, want: Obj) -> bool:
     """Whether `have` must be rewritten to become `want` (endpoints, ports, labels, owner)."""
     hm, wm = meta(have), meta(want)

@@ -435,7 +435,7 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
                 "agent", "--node", role, "--kubeconfig", str(node_kubeconfig),
                 "--values", str(values_file), "--state-dir", str(plan.state_dir(role)),
                 "--bpf-root", str(plan.bpf_root(role)), "--cni-conf-dir", str(conf_dir),
-                "--cni-bin-dir", str(bin_dir)),
+                "--cni-bin-dir", str(bin_dir), "--service-cidr", SERVICE_CIDR),
             env, str(node_dir / "logs" / "agent.log"))))
     state.save()
     _wait("every node Ready", lambda: _all_ready(plan), timeout, state.procs)
