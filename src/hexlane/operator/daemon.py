@@ -1,6 +1,7 @@
 """The operator daemon: a short list of parts, wired once (Cilium's operator cells).
 
-    client     one rate-limited API client (`k8sClientRateLimit.operator.qps/burst`)
+    client     one rate-limited API client (`k8sClientRateLimit.operator.qps/burst`) for the
+               controllers, and one for the Lease alone
     metrics    Prometheus registry + `/metrics` and `/healthz` on the metrics address
     elector    leader election on Lease kube-system/cilium-operator-resource-lock
     controllers, run only while leading:
@@ -79,8 +80,14 @@ class Operator:
                                              values.ipam.cluster_pool_ipv4_pod_cidrs],
                                             values.ipam.cluster_pool_ipv4_mask_size)
                          if values.ipam.mode == "cluster-pool" else None)
+        # The Lease gets a connection pool of its own (as kube-controller-manager's leader
+        # election gets its own client): renewals must not queue behind a burst of status
+        # writes, or a busy leader would lose its lease to its own traffic.
+        self.lease_client = make_client(values, config.kubeconfig, component="operator",
+                                        registry=self.metrics.registry) \
+            if client is None else client
         self.elector = LeaderElector(
-            self.client, LEASE_NAME, config.lease_namespace, config.identity, config.timing,
+            self.lease_client, LEASE_NAME, config.lease_namespace, config.identity, config.timing,
             on_started_leading=self._started_leading,
             on_stopped_leading=self._stopped_leading)
         self.lbipam: LBIPAMController | None = None
@@ -156,6 +163,8 @@ class Operator:
             if runner is not None:
                 await runner.cleanup()
             await self.client.aclose()
+            if self.lease_client is not self.client:
+                await self.lease_client.aclose()
 
 
 async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:

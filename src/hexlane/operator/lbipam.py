@@ -174,7 +174,7 @@ class LBIPAMController:
 
     def __init__(self, client: KubeClient, metrics: OperatorMetrics, *,
                  options: Options | None = None, debounce: float = DEFAULT_DEBOUNCE,
-                 workers: int = 32, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+                 workers: int = 16, now: Callable[[], datetime] = lambda: datetime.now(UTC)
                  ) -> None:
         self.client = client
         self.metrics = metrics
