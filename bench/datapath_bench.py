@@ -5,7 +5,10 @@ node (a /32 route on an lxc veth, two pod addresses so every Service has two end
 With N Services (LoadBalancer type, one ClusterIP and one LB IP each, two endpoints each:
 2N frontends), side by side in one run:
 
-- direct: the client connects to the pod address, routed by the node, no rule at all;
+- direct: the client connects to the pod address, routed by the node, no rule at all (so
+  no netfilter connection tracking either: the namespace has never loaded a rule);
+- direct_ct: the same with one nftables forward rule (`ct state established,related
+  accept`), which turns connection tracking on as on any real node;
 - hexlane: the Services programmed by `ServiceReconciler` (Maglev, tableSize 251 at every
   scale: 251 x 4 bytes per frontend), hl_from_netdev on the node's client-facing interface
   and hl_from_pod on the pod's veth;
@@ -67,7 +70,16 @@ ROUTER = "10.42.1.1"
 POD_CIDR = "10.42.0.0/16"
 PORT, TARGET_PORT = 80, 8080
 C_SOURCE = Path(__file__).resolve().parent / "c" / "connrate.c"
-PATHS = ("direct", "hexlane", "iptables", "nftables")
+PATHS = ("direct", "direct_ct", "hexlane", "iptables", "nftables")
+# A node firewall's usual first rule: it turns netfilter connection tracking on for forwarded
+# traffic, as on every real node (kube-proxy, k3s and Docker all load conntrack).
+CONNTRACK_RULESET = """table ip hexlane-bench-ct {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ct state established,related accept
+  }
+}
+"""
 
 
 def cluster_ip(i: int) -> str:
@@ -299,6 +311,9 @@ def scale_run(n: int, binary: str, args: argparse.Namespace, bpf_root: Path) -> 
 
             for _ in range(args.repeat):
                 m("direct", POD_IPS[0])
+                run(t["node"], ["nft", "-f", "-"], input=CONNTRACK_RULESET)
+                m("direct_ct", POD_IPS[0])
+                run(t["node"], ["nft", "delete", "table", "ip", "hexlane-bench-ct"])
                 run_in_netns(node_ns, attach)
                 m("hexlane", target)
                 run_in_netns(node_ns, detach)
@@ -350,7 +365,8 @@ def main() -> int:
                 if args.output == "text":
                     r = results[-1]
                     print(f"{n:>6} services: direct {r['direct']['rate']:>8.0f} conn/s "
-                          f"(p50 {r['direct']['p50_us']} us) | hexlane {r['hexlane_ratio']:.2f}x"
+                          f"(p50 {r['direct']['p50_us']} us) | direct+conntrack "
+                          f"{r['direct_ct_ratio']:.2f}x | hexlane {r['hexlane_ratio']:.2f}x"
                           f" (p50 {r['hexlane']['p50_us']} us) | iptables "
                           f"{r['iptables_ratio']:.2f}x (p50 {r['iptables']['p50_us']} us) | "
                           f"nftables {r['nftables_ratio']:.2f}x (p50 "
