@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from hexlane.datapath.maps import (
@@ -91,27 +92,38 @@ def lb4_key(fe: FrontendKey, slot: int = 0) -> Lb4Key:
                   proto=PROTO_NUMBERS[fe.protocol], scope=fe.scope)
 
 
+@lru_cache(maxsize=131072)
+def _encode_entry(entry: ServiceEntry) -> tuple[tuple[tuple[Lb4Key, Lb4Service], ...],
+                                               tuple[ctypes.c_uint16, Lb4ReverseNat],
+                                               tuple[tuple[LbAffinityMatch, ctypes.c_uint8], ...]]:
+    """One frontend scope's entries; cached, since most entries are the same from one
+    recomputation to the next (the structures are only read, never changed)."""
+    services = [(lb4_key(entry.frontend, slot), Lb4Service(backend_id=bid,
+                                                            rev_nat_index=entry.id))
+                for slot, bid in enumerate(entry.backend_ids, start=1)]
+    flags, flags2 = service_flags(entry)
+    algorithm = LB_SELECTION_MAGLEV if entry.algorithm == "maglev" else LB_SELECTION_RANDOM
+    services.append((lb4_key(entry.frontend, 0),
+                     service_master_value(len(entry.backend_ids), entry.id, algorithm,
+                                          entry.affinity_timeout_s, flags, flags2)))
+    revnat = (ctypes.c_uint16(entry.id),
+              Lb4ReverseNat(address=ip4(entry.frontend.address),
+                            port=port16(entry.frontend.port)))
+    matches = tuple((LbAffinityMatch(backend_id=bid, rev_nat_id=entry.id), ctypes.c_uint8(1))
+                    for bid in entry.backend_ids) if entry.affinity_timeout_s else ()
+    return tuple(services), revnat, matches
+
+
 def encode(desired: DesiredState) -> MapContents:
     services: list[tuple[Lb4Key, Lb4Service]] = []
     revnat: list[tuple[ctypes.c_uint16, Lb4ReverseNat]] = []
     matches: list[tuple[LbAffinityMatch, ctypes.c_uint8]] = []
     maglev: dict[int, tuple[int, ...]] = {}
     for entry in desired.services:
-        for slot, bid in enumerate(entry.backend_ids, start=1):
-            services.append((lb4_key(entry.frontend, slot),
-                             Lb4Service(backend_id=bid, rev_nat_index=entry.id)))
-        flags, flags2 = service_flags(entry)
-        algorithm = LB_SELECTION_MAGLEV if entry.algorithm == "maglev" else LB_SELECTION_RANDOM
-        services.append((lb4_key(entry.frontend, 0),
-                         service_master_value(len(entry.backend_ids), entry.id, algorithm,
-                                              entry.affinity_timeout_s, flags, flags2)))
-        revnat.append((ctypes.c_uint16(entry.id),
-                       Lb4ReverseNat(address=ip4(entry.frontend.address),
-                                     port=port16(entry.frontend.port))))
-        if entry.affinity_timeout_s:
-            for bid in entry.backend_ids:
-                matches.append((LbAffinityMatch(backend_id=bid, rev_nat_id=entry.id),
-                                ctypes.c_uint8(1)))
+        entry_services, entry_revnat, entry_matches = _encode_entry(entry)
+        services.extend(entry_services)
+        revnat.append(entry_revnat)
+        matches.extend(entry_matches)
         if entry.maglev:
             maglev[entry.id] = entry.maglev
     backends = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import functools
 import ipaddress
 import socket
 
@@ -90,6 +91,7 @@ class DropReason(enum.IntEnum):
 DROP_REASON_SLOTS = 16  # HL_DROP_MAX
 
 
+@functools.lru_cache(maxsize=131072)
 def ip4(address: str) -> int:
     """An IPv4 address as the u32 a BPF map holds: its network-order bytes on this host."""
     try:
