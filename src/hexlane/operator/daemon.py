@@ -115,7 +115,7 @@ class Operator:
 
     def _stopped_leading(self) -> None:
         self.metrics.is_leader.set(0)
-        log.warning("%s lost the lease: controllers stopped", self.config.identity)
+        log.info("%s no longer leads: controllers stopped", self.config.identity)
         for task in self._tasks:
             task.cancel()
         self._tasks = []
