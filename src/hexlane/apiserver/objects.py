@@ -217,7 +217,8 @@ class Rules:
             self._after_delete(txn, t, new)
             return new
         txn.put(t.info.storage_key, t.namespace, t.name, new, cur)
-        self._after_write(txn, t, new)
+        if new.get("spec") != cur.get("spec"):
+            self._after_write(txn, t, new)
         if t.info.storage_key == NAMESPACE_KEY and meta.get("deletionTimestamp"):
             self._finish_namespace(txn, t.name)
         return new
@@ -485,6 +486,10 @@ class Rules:
 
     def _prepare_service(self, txn: Txn, t: Target, cur: dict[str, Any] | None,
                          obj: dict[str, Any]) -> dict[str, Any]:
+        if cur is not None and obj.get("spec") == cur.get("spec"):
+            # A write that leaves the spec alone (status, labels, annotations) was defaulted
+            # and allocated already; skipping it keeps such writes O(1) with many Services.
+            return obj
         try:
             obj = services.default_service(obj)
             # The allocator counts what `cur` holds as free for this Service itself.
