@@ -79,6 +79,7 @@ log = logging.getLogger(__name__)
 
 NODE_FILE = "node.json"
 DEFAULT_SYNC_INTERVAL = 10.0
+CONNTRACK_GC_S = 10.0  # how often idle conntrack entries are expired
 BPFFS = Path("/sys/fs/bpf")
 
 
@@ -146,8 +147,11 @@ class Agent:
         self.services: ServiceReconciler | None = None
         self.health_servers: HealthServers | None = None
         if values.kube_proxy_replacement:
-            self.controllers.append(
-                Controller("services", self._sync_services, interval=config.sync_interval))
+            self.controllers += [
+                Controller("services", self._sync_services, interval=config.sync_interval),
+                # Cilium's conntrack GC: idle flows expire by its timeouts (CONNTRACK_GC_S).
+                Controller("conntrack-gc", self._gc_conntrack, interval=CONNTRACK_GC_S),
+            ]
             for name in ("services", "endpointslices", "nodes"):
                 self.informers[name].add_handler(self._service_event, self._service_update,
                                                  self._service_event)
@@ -289,6 +293,13 @@ class Agent:
             raise RuntimeError("; ".join(report.failed))
         if synced:
             self.last_sync = time.time()
+
+    async def _gc_conntrack(self) -> None:
+        if self.services is None:
+            return  # the load balancer is not loaded yet: nothing to expire
+        expired = await asyncio.to_thread(self.services.gc_conntrack)
+        if expired:
+            log.debug("conntrack: %d idle flow entries expired", expired)
 
     async def _sync_services(self) -> None:
         rec = self.services
