@@ -19,6 +19,7 @@ store's writer thread, reads what it needs, decides, and writes. The rules kept 
 from __future__ import annotations
 
 import copy
+import random
 import re
 import secrets
 import uuid
@@ -495,9 +496,11 @@ class Rules:
             # The allocator counts what `cur` holds as free for this Service itself.
             taken_ips = set(txn.taken("clusterip"))
             taken_ports = {int(p) for p in txn.taken("nodeport")}
+            # Random picks, as Kubernetes' allocators make: the lowest free value would
+            # cost a scan over everything taken on every create.
             obj = services.allocate_service_addresses(
                 obj, cur, service_cidr=self.service_cidr, taken_ips=taken_ips,
-                taken_node_ports=taken_ports)
+                taken_node_ports=taken_ports, rng_seed=random.getrandbits(63))
         except InputError as e:
             raise invalid("", "Service", t.name, e.problems) from e
         return obj

@@ -45,6 +45,7 @@ provided IP is already allocated`), which the server returns as a 422 Invalid.
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
 import random
 import re
@@ -657,7 +658,10 @@ def _is_port(value: Any) -> bool:
     return _is_int(value) and value > 0
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _canonical_ip(text: str) -> str:
+    # Cached: every allocation canonicalises every address already taken, and parsing them
+    # all again made one create cost tens of milliseconds at 10,000 Services.
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
