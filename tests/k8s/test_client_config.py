@@ -133,6 +133,13 @@ def test_in_cluster_and_override_against_the_server(server: ServerProcess,
         async with client:
             version = await client.request("GET", "/version")
             assert version["major"] == "1"
+            # A query written into the path is sent (not replaced by empty params).
+            only_default = await client.request(
+                "GET", "/api/v1/namespaces?fieldSelector=metadata.name%3Ddefault")
+            assert [n["metadata"]["name"] for n in only_default["items"]] == ["default"]
+            same = await client.request("GET", "/api/v1/namespaces",
+                                        params={"fieldSelector": "metadata.name=default"})
+            assert same["items"] == only_default["items"]
             with pytest.raises(ApiError) as err:
                 await client.request("GET", "/api/v1/namespaces/default/configmaps/none")
             assert err.value.not_found and "configmaps/none" in str(err.value)

@@ -192,7 +192,8 @@ class KubeClient:
         if body is not None:
             content = json.dumps(body).encode()
             headers["Content-Type"] = content_type
-        resp = await self.http.request(method, path, params=dict(params or {}),
+        # params=None, not {}: an empty mapping would replace a query written into `path`.
+        resp = await self.http.request(method, path, params=dict(params) if params else None,
                                        content=content, headers=headers)
         return _decode(method, path, resp.status_code, resp.content)
 
