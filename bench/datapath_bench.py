@@ -43,8 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,7 @@ from hexlane.datapath.loader import (
     TC_HANDLE,
     TC_PRIORITY,
     LbDatapath,
-    is_bpffs,
+    scratch_bpf_dir,
 )
 from hexlane.lab.netns import Topology, netns_path, run, run_in_netns
 from hexlane.lb.services import LbSettings
@@ -244,25 +242,6 @@ def measure(t: Topology, binary: str, host: str, seconds: float, threads: int) -
     return json.loads(out)  # type: ignore[no-any-return]
 
 
-@contextmanager
-def bpffs() -> Iterator[Path]:
-    mounted: Path | None = None
-    if is_bpffs("/sys/fs/bpf"):
-        root = Path(tempfile.mkdtemp(prefix="hexlane-bench-", dir="/sys/fs/bpf"))
-    else:
-        mounted = Path(tempfile.mkdtemp(prefix="hexlane-bpffs-"))
-        subprocess.run(["mount", "-t", "bpf", "bpf", str(mounted)], check=True)
-        root = mounted / "bench"
-        root.mkdir()
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        if mounted is not None:
-            subprocess.run(["umount", str(mounted)], check=False)
-            mounted.rmdir()
-
-
 def scale_run(n: int, binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, Any]:
     """All four paths at one scale, `args.repeat` rounds interleaved; medians of the rates
     and of each round's ratio to that round's direct path."""
@@ -359,7 +338,7 @@ def main() -> int:
     subprocess.run(["cc", "-O2", "-pthread", "-o", binary, str(C_SOURCE)], check=True)
     results = []
     try:
-        with bpffs() as root:
+        with scratch_bpf_dir("hexlane-bench") as root:
             for n in (int(s) for s in args.scales.split(",")):
                 results.append(scale_run(n, binary, args, root))
                 if args.output == "text":

@@ -3,17 +3,13 @@ themselves are in agent_helpers.py)."""
 
 from __future__ import annotations
 
-import secrets
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from agent_helpers import Cluster, require_root
 
-from hexlane.datapath.loader import is_bpffs
+from hexlane.datapath.loader import scratch_bpf_dir
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -22,22 +18,8 @@ from hexlane.lab.netns import Topology
 def bpffs() -> Iterator[Path]:
     """A unique directory on a bpffs (a private mount when /sys/fs/bpf has none)."""
     require_root()
-    name = f"hexlane-agent-test-{secrets.token_hex(3)}"
-    mounted = None
-    if is_bpffs("/sys/fs/bpf"):
-        root = Path("/sys/fs/bpf") / name
-    else:
-        mounted = Path(tempfile.mkdtemp(prefix="hexlane-bpffs-"))
-        subprocess.run(["mount", "-t", "bpf", "bpf", str(mounted)], check=True)
-        root = mounted / name
-    root.mkdir()
-    try:
+    with scratch_bpf_dir("hexlane-agent-test") as root:
         yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        if mounted is not None:
-            subprocess.run(["umount", str(mounted)], check=False)
-            mounted.rmdir()
 
 
 @pytest.fixture(scope="module")

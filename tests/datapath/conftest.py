@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hexlane.datapath.loader import LbDatapath, is_bpffs
+from hexlane.datapath.loader import LbDatapath, scratch_bpf_dir
 
 
 def _skip_reason() -> str | None:
@@ -33,22 +30,8 @@ def bpffs_dir() -> Iterator[Path]:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    name = f"hexlane-test-{secrets.token_hex(4)}"
-    mounted: Path | None = None
-    if is_bpffs("/sys/fs/bpf"):
-        root = Path("/sys/fs/bpf") / name
-    else:
-        mounted = Path(tempfile.mkdtemp(prefix="hexlane-bpffs-"))
-        subprocess.run(["mount", "-t", "bpf", "bpf", str(mounted)], check=True)
-        root = mounted / name
-    root.mkdir()
-    try:
+    with scratch_bpf_dir("hexlane-test") as root:
         yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        if mounted is not None:
-            subprocess.run(["umount", str(mounted)], check=False)
-            mounted.rmdir()
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,16 @@ packet not dropped goes on to the next filter (TC_ACT_UNSPEC).
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import struct
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 
 import pytest
 from cni_helpers import require_root
 
 from hexlane.datapath import libbpf
-from hexlane.datapath.loader import is_bpffs
+from hexlane.datapath.loader import scratch_bpf_dir
 from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS, MasqDatapath
 from hexlane.ipam.routes import MasqPlan
 
@@ -47,24 +43,14 @@ def masq() -> Iterator[MasqDatapath]:
     require_root()
     if shutil.which("clang") is None:
         pytest.skip("needs clang")
-    mounted = None
-    if is_bpffs("/sys/fs/bpf"):
-        root = Path("/sys/fs/bpf") / f"hexlane-masqprog-{secrets.token_hex(3)}"
-    else:
-        mounted = Path(tempfile.mkdtemp(prefix="hexlane-bpffs-"))
-        subprocess.run(["mount", "-t", "bpf", "bpf", str(mounted)], check=True)
-        root = mounted / "masq"
-    datapath = MasqDatapath.load(root)
-    try:
-        datapath.configure(plan())
-        yield datapath
-    finally:
-        datapath.unpin()
-        datapath.close()
-        shutil.rmtree(root, ignore_errors=True)
-        if mounted is not None:
-            subprocess.run(["umount", str(mounted)], check=False)
-            mounted.rmdir()
+    with scratch_bpf_dir("hexlane-masqprog") as base:
+        datapath = MasqDatapath.load(base / "masq")
+        try:
+            datapath.configure(plan())
+            yield datapath
+        finally:
+            datapath.unpin()
+            datapath.close()
 
 
 def csum(data: bytes) -> int:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hexlane.datapath.loader import is_bpffs
+from hexlane.datapath.loader import scratch_bpf_dir
 
 
 @pytest.fixture(scope="session")
@@ -22,19 +19,5 @@ def bpffs_dir() -> Iterator[Path]:
     with nsenter --net keep the machine's mounts, so they see it too)."""
     if os.geteuid() != 0 or shutil.which("clang") is None:
         pytest.skip("needs root and clang")
-    name = f"hexlane-svc-{secrets.token_hex(4)}"
-    mounted: Path | None = None
-    if is_bpffs("/sys/fs/bpf"):
-        root = Path("/sys/fs/bpf") / name
-    else:
-        mounted = Path(tempfile.mkdtemp(prefix="hexlane-bpffs-"))
-        subprocess.run(["mount", "-t", "bpf", "bpf", str(mounted)], check=True)
-        root = mounted / name
-    root.mkdir()
-    try:
+    with scratch_bpf_dir("hexlane-svc") as root:
         yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        if mounted is not None:
-            subprocess.run(["umount", str(mounted)], check=False)
-            mounted.rmdir()

@@ -13,8 +13,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import secrets
+import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,6 +261,30 @@ def on_bpffs(path: str | os.PathLike[str]) -> bool:
 
 # The name other modules first used for it.
 _under_bpffs = on_bpffs
+
+
+@contextmanager
+def scratch_bpf_dir(prefix: str) -> Iterator[Path]:
+    """A fresh, uniquely named directory on a BPF file system, removed afterwards (tests and
+    benchmarks): below /sys/fs/bpf when a bpffs is mounted there, else on a private bpffs
+    mounted in a temporary directory and unmounted afterwards, so the machine's mounts are
+    never changed. Processes started with `nsenter --net` keep the mounts, so they see it."""
+    mounted: Path | None = None
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    if is_bpffs("/sys/fs/bpf"):
+        root = Path("/sys/fs/bpf") / name
+    else:
+        mounted = Path(tempfile.mkdtemp(prefix="hexlane-bpffs-"))
+        ensure_bpffs(mounted)
+        root = mounted / name
+    root.mkdir()
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        if mounted is not None:
+            subprocess.run(["umount", str(mounted)], check=False)
+            mounted.rmdir()
 
 
 def ensure_bpffs(mount_point: str | os.PathLike[str] = "/sys/fs/bpf") -> bool:
