@@ -37,7 +37,8 @@ demo: setup
 	$(VENV)/bin/hexlane lab demo --name demo
 
 bench: setup
-	@echo "benchmarks: see bench/README.md"; ls bench
+	@echo "Benchmarks (not part of the suite; each prints its ratios, figures in docs/benchmarks.md):"
+	@for b in bench/*_bench.py; do echo "  $(VENV)/bin/python $$b"; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
