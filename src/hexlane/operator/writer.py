@@ -51,7 +51,9 @@ class WriteQueue(Generic[K, W]):
 
     def __len__(self) -> int:
         """Objects with a write waiting, in flight or backing off."""
-        return len(self._desired.keys() | self._in_flight)
+        # O(workers), not O(queue): the union of both sets cost a copy of the whole queue on
+        # every change, quadratic over a cold start of 10,000 writes.
+        return len(self._desired) + sum(1 for k in self._in_flight if k not in self._desired)
 
     def start(self) -> None:
         if not self._tasks:
