@@ -4,7 +4,8 @@ Pins down: DNAT of TCP and UDP to a service's backend with valid L3/L4 checksums
 options and UDP without checksum), reverse NAT of replies, conntrack stickiness, TCP and UDP
 services told apart on one address and port, malformed and truncated packets dropped with the
 right reason counted, unrelated traffic passed untouched, pinned maps surviving a reload, and
-session affinity holding only while its backend belongs to the service.
+session affinity holding only while its backend belongs to the service, and a pod reaching
+itself through its service (hairpin) SNATed to 169.254.42.1 and its reply turned back.
 A service without backends answers ICMP port unreachable (back out of the device), counted as
 a NO_BACKEND drop.
 """
@@ -21,7 +22,12 @@ import pytest
 from bpf_lbsetup import add_service
 
 from hexlane.datapath import libbpf
-from hexlane.datapath.loader import PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, LbDatapath
+from hexlane.datapath.loader import (
+    PROGRAM_FROM_CLIENT,
+    PROGRAM_FROM_POD,
+    PROGRAM_TO_CLIENT,
+    LbDatapath,
+)
 from hexlane.datapath.maps import (
     CT_F_REPLY,
     CT_F_SERVICE,
@@ -275,3 +281,26 @@ def test_reload_with_another_maglev_table_size(bpffs_dir: Path) -> None:
     finally:
         big.unpin()
         big.close()
+
+
+def test_hairpin_is_snated_to_the_loopback_address(lb: LbDatapath) -> None:
+    """A pod that reaches itself through its service: the packet comes back to it from
+    169.254.42.1 (so the pod's reply leaves it), and the reply is turned back into the
+    service's answer to the pod's own address and port."""
+    pod = "10.244.6.6"
+    add_service(lb, "10.96.0.40", 80, packets.TCP, 40, [(140, pod, 8080)])
+    out = run(lb, PROGRAM_FROM_POD, packets.build(pod, "10.96.0.40", 45000, 80))
+    assert out.retval in (libbpf.TC_ACT_OK, libbpf.TC_ACT_REDIRECT)
+    p = packets.parse(out.data)
+    assert (p.src, p.dst, p.dport) == ("169.254.42.1", pod, 8080)
+    assert p.ip_csum_ok and p.l4_csum_ok
+    reply = packets.build(pod, "169.254.42.1", 8080, p.sport, tcp_flags=0x12)
+    out = run(lb, PROGRAM_FROM_POD, reply)
+    assert out.retval in (libbpf.TC_ACT_OK, libbpf.TC_ACT_REDIRECT)
+    r = packets.parse(out.data)
+    assert (r.src, r.sport, r.dst, r.dport) == ("10.96.0.40", 80, pod, 45000)
+    assert r.ip_csum_ok and r.l4_csum_ok
+    # Another pod of the service keeps its own address (no SNAT inside the cluster).
+    other = packets.parse(run(lb, PROGRAM_FROM_POD,
+                              packets.build("10.244.6.7", "10.96.0.40", 45001, 80)).data)
+    assert (other.src, other.dst) == ("10.244.6.7", pod)

@@ -103,6 +103,16 @@ class AgentConfig:
     service_cidr: str | None = None
 
 
+def find_kube_proxy(proc: Path = Path("/proc")) -> int | None:
+    """The pid of a kube-proxy process on this machine, or None."""
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "kube-proxy":
+                    return int(entry.name)
+    return None
+
+
 class Agent:
     """The wired daemon: `await run(stop)` until `stop` is set."""
 
@@ -314,14 +324,14 @@ class Agent:
         slices = _parsed(EndpointSliceObject, self._objects("endpointslices"))
         nodes = _parsed(NodeObject, self._objects("nodes"))
         await asyncio.to_thread(rec.update, services, slices, nodes)
-        await asyncio.to_thread(rec.attach_pods)
+        await asyncio.to_thread(rec.attach_links)
         if self.health_servers is not None:
             await self.health_servers.sync()
 
     def _after_cni_add(self) -> None:
         """A pod veth appeared: put the load balancer on it before the pod's first packet."""
         if self.services is not None:
-            self.services.attach_pods()
+            self.services.attach_links()
 
     @web.middleware
     async def _cni_middleware(self, request: web.Request, handler: Any
@@ -371,8 +381,13 @@ class Agent:
         doc: dict[str, Any] = {"enabled": values.kube_proxy_replacement}
         rec = self.services
         if rec is None:
-            doc["note"] = ("kube-proxy handles Services" if not values.kube_proxy_replacement
-                           else "service load balancer not loaded yet")
+            if values.kube_proxy_replacement:
+                doc["note"] = "service load balancer not loaded yet"
+            elif (pid := find_kube_proxy()) is not None:
+                doc["note"] = f"kube-proxy handles Services (pid {pid})"
+            else:
+                doc["note"] = ("Services will not work on this node: kubeProxyReplacement is "
+                               "off and no kube-proxy runs here")
             return doc
         desired = rec.desired
         doc.update({

@@ -9,7 +9,7 @@ API for the agent daemon (construct once, drive from the informers):
     report = rec.update(services, slices, nodes)      # sync; call it via asyncio.to_thread
     ...                                                # again on every change (cheap: diffs)
     rec.gc_conntrack()                                 # every ~10 s: expire idle flows
-    rec.attach_pods()                                  # after a CNI ADD (attaches new lxc*)
+    rec.attach_links()                                 # after a CNI ADD (new lxc*, the tunnel)
     health = HealthServers(rec, values.kube_proxy_replacement_healthz_bind_addr)
     await health.start(); await health.sync()          # after each update; await health.stop()
 
@@ -59,8 +59,10 @@ from hexlane.datapath import libbpf
 from hexlane.datapath.conntrack import gc_conntrack
 from hexlane.datapath.lbstate import MapContents, encode, recover_ids
 from hexlane.datapath.loader import (
+    NETDEV_TC_PRIORITY,
     PROGRAM_FROM_HOST,
     PROGRAM_FROM_NETDEV,
+    PROGRAM_FROM_OVERLAY,
     PROGRAM_FROM_POD,
     TC_HANDLE,
     TC_PRIORITY,
@@ -82,6 +84,7 @@ log = logging.getLogger("hexlane.agent.services")
 
 HOST_DEVICE = "hexlane_host"
 POD_DEVICE_PREFIX = "lxc"
+OVERLAY_DEVICE = "hexlane_vxlan"
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ class ServiceReconciler:
         self.desired: DesiredState | None = None
         self.last_updated: float | None = None  # wall clock of the last successful apply
         self.last_error: str | None = None
-        self._attached_pods: set[int] = set()
+        self._attached_links: set[int] = set()
 
     # --- desired state -> maps ---------------------------------------------------------
 
@@ -223,16 +226,22 @@ class ServiceReconciler:
 
     # --- attach points (in the node's network namespace) -------------------------------
 
-    def _attach(self, ifindex: int, program: str, direction: str) -> None:
+    def _attach(self, ifindex: int, program: str, direction: str,
+                priority: int = TC_PRIORITY) -> None:
         libbpf.tc_attach(ifindex, self.datapath.program_fd(program), direction,
-                         handle=TC_HANDLE, priority=TC_PRIORITY)
+                         handle=TC_HANDLE, priority=priority)
 
     def attach(self, lan_ifnames: Sequence[str], service_cidr: str | None = None) -> list[str]:
         """Attach to the LAN interfaces, hexlane_host (and route the service CIDR to it),
-        and every pod veth; returns what was attached. Safe to repeat (filters replaced)."""
+        every pod veth and the tunnel device; returns what was attached. Safe to repeat
+        (filters replaced)."""
         done = []
         for name in lan_ifnames:
-            self._attach(socket.if_nametoindex(name), PROGRAM_FROM_NETDEV, "ingress")
+            index = socket.if_nametoindex(name)
+            # Agents before the masquerade came first sat at priority 1: not twice.
+            with contextlib.suppress(OSError):
+                libbpf.tc_detach(index, "ingress", handle=TC_HANDLE, priority=TC_PRIORITY)
+            self._attach(index, PROGRAM_FROM_NETDEV, "ingress", NETDEV_TC_PRIORITY)
             done.append(f"{name}:ingress")
         try:
             host = socket.if_nametoindex(HOST_DEVICE)
@@ -250,21 +259,29 @@ class ServiceReconciler:
                 for cmd in (["ip", "link", "set", HOST_DEVICE, "arp", "off"],
                             ["ip", "route", "replace", service_cidr, "dev", HOST_DEVICE]):
                     subprocess.run(cmd, check=True, capture_output=True)
-        done += self.attach_pods()
+        done += self.attach_links()
         return done
 
-    def attach_pods(self) -> list[str]:
-        """Attach hl_from_pod to every pod veth (lxc*) not yet done by this process."""
+    def attach_links(self) -> list[str]:
+        """Attach hl_from_pod to every pod veth (lxc*) and hl_from_overlay to the tunnel
+        device (it appears with the first peer in tunnel mode), each once per link."""
         done = []
         for index, name in socket.if_nameindex():
-            if name.startswith(POD_DEVICE_PREFIX) and index not in self._attached_pods:
-                try:
-                    self._attach(index, PROGRAM_FROM_POD, "ingress")
-                except OSError as exc:  # the pod went away meanwhile
-                    log.info("attach to %s: %s", name, exc)
-                    continue
-                self._attached_pods.add(index)
-                done.append(f"{name}:ingress")
+            if index in self._attached_links:
+                continue
+            if name.startswith(POD_DEVICE_PREFIX):
+                program = PROGRAM_FROM_POD
+            elif name == OVERLAY_DEVICE:
+                program = PROGRAM_FROM_OVERLAY
+            else:
+                continue
+            try:
+                self._attach(index, program, "ingress")
+            except OSError as exc:  # the pod went away meanwhile
+                log.info("attach to %s: %s", name, exc)
+                continue
+            self._attached_links.add(index)
+            done.append(f"{name}:ingress")
         return done
 
 
@@ -428,7 +445,7 @@ async def _run(args: argparse.Namespace) -> int:
                                       "seconds": round(report.seconds, 4)}), flush=True)
                 except Exception as exc:  # bad input: report, keep the last state
                     print(json.dumps({"error": str(exc)}), flush=True)
-            rec.attach_pods()
+            rec.attach_links()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
     finally:

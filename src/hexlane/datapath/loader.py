@@ -62,12 +62,17 @@ PROGRAM_TO_CLIENT = "hl_to_client"
 PROGRAM_FROM_NETDEV = "hl_from_netdev"  # LAN interface, ingress
 PROGRAM_FROM_POD = "hl_from_pod"  # every pod's host-side veth, ingress
 PROGRAM_FROM_HOST = "hl_from_host"  # hexlane_host, egress (the node's own connections)
+PROGRAM_FROM_OVERLAY = "hl_from_overlay"  # the VXLAN device, ingress (tunnel mode)
 PROGRAMS = (PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, PROGRAM_FROM_NETDEV, PROGRAM_FROM_POD,
-            PROGRAM_FROM_HOST)
-# tc filter handle and priority of every program of ours: before the masquerade's (2, 2) on
-# the LAN interface; our programs hand on what is not theirs (TC_ACT_UNSPEC).
+            PROGRAM_FROM_HOST, PROGRAM_FROM_OVERLAY)
+# tc filter handle and priority of every program of ours; our programs hand on what is not
+# theirs (TC_ACT_UNSPEC).
 TC_HANDLE = 1
 TC_PRIORITY = 1
+# On the LAN interface's ingress the load balancer comes after the masquerade's (2, 2): a
+# reply to a pod's connection to a service whose backend is outside the cluster (the
+# `kubernetes` Service) is first turned back to the pod, then to the service address.
+NETDEV_TC_PRIORITY = 3
 
 
 def is_bpffs(path: str | os.PathLike[str]) -> bool:

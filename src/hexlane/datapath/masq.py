@@ -3,9 +3,10 @@
 `MasqDatapath.load(bpf_root)` compiles and loads `masq.c` with its maps pinned by name under
 `bpf_root` (NAT state survives an agent restart); `configure(plan)` writes what
 `hexlane.ipam.routes.plan_masquerade` decided; `attach(ifindex)` puts the programs on tc egress
-and ingress of the interface (in the calling thread's network namespace), after the service
-load balancer's filters (priority 2). Inspect with `bpftool map dump pinned <bpf_root>/hl_snat4`
-and `bpftool net` in the node's namespace.
+and ingress of the interface (in the calling thread's network namespace) at priority 2: on
+ingress before the service load balancer (priority 3), which then sees a reply of a pod's
+masqueraded connection with the pod's address. Inspect with
+`bpftool map dump pinned <bpf_root>/hl_snat4` and `bpftool net` in the node's namespace.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ STATS = ("egress", "ingress", "no_port", "rewrite_failed")  # hl_masq4_stats slo
 PROGRAM_EGRESS = "hl_masq_egress"
 PROGRAM_INGRESS = "hl_masq_ingress"
 PROGRAMS = (PROGRAM_EGRESS, PROGRAM_INGRESS)
-#: tc filter handle and priority: after the load balancer's (1, 1) on the same device.
+#: tc filter handle and priority: on ingress before the load balancer's (priority 3), so a reply
+#: of a masqueraded flow is the pod's again when the load balancer sees it.
 TC_HANDLE = 2
 TC_PRIORITY = 2
 

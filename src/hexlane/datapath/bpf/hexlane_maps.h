@@ -86,6 +86,12 @@
 /* The NAT ports NodePort SNAT picks from (Cilium's NodePort range for SNAT is similar): the
  * client's own port when it is free for the backend, else a hashed one in this range.
  */
+/* The source a pod's connection to its own address through a service (hairpin) is SNATed to,
+ * so the pod's reply leaves it and comes back through the translation: Cilium's
+ * IPV4_LOOPBACK, 169.254.42.1 (network order below).
+ */
+#define HL_HAIRPIN_ADDR bpf_htonl(0xa9fe2a01)
+
 #define SNAT_PORT_MIN 32768
 #define SNAT_PORT_MAX 60999
 #define SNAT_PORT_TRIES 8

@@ -2,17 +2,19 @@
 /* hexlane's IPv4 service load balancer, for tc (clsact) hooks.
  *
  * One program per attach point (the translations themselves live in nat.h):
- * hl_from_netdev (ingress of the node's LAN interface): replies of translated flows are turned
- *   back (SNAT replies to the client, replies from remote backends to pods); a packet
- *   carrying the DSR option is accepted for a local backend (the option is recorded and
- *   stripped); a packet to a NodePort, LoadBalancer or external IP frontend (EXT scope) is
- *   translated: DNAT to a local backend, or for a backend on another node SNAT to the node
- *   address (loadBalancer.mode snat) or the DSR option (dsr; hybrid: TCP only), then sent
- *   out by the FIB. Anything else goes on to the next filter (TC_ACT_UNSPEC), so the
- *   masquerade program behind ours still sees it.
+ * hl_from_netdev (ingress of the node's LAN interface, behind the masquerade's ingress program,
+ *   which has already turned replies of masqueraded flows back to their pod): replies of
+ *   translated flows are turned back (SNAT replies to the client, replies from remote
+ *   backends to pods); a packet carrying the DSR option is accepted for a local backend (the
+ *   option is recorded and stripped); a packet to a NodePort, LoadBalancer or external IP
+ *   frontend (EXT scope) is translated: DNAT to a local backend, or for a backend on another
+ *   node SNAT to the node address (loadBalancer.mode snat) or the DSR option (dsr; hybrid:
+ *   TCP only), then sent out by the FIB. Anything else goes on (TC_ACT_UNSPEC).
+ * hl_from_overlay (ingress of the VXLAN device in tunnel mode): the same replies and DSR
+ *   packets, as they arrive from other nodes through the tunnel.
  * hl_from_pod (ingress of every pod's host-side veth): replies of translated flows (from a
- *   local backend) are turned back and sent out by the FIB; a packet to any frontend (INT
- *   scope) is DNATed and left to the kernel's routing.
+ *   local backend) are turned back; a packet to any frontend (INT scope) is DNATed (and a pod
+ *   reaching itself SNATed to HL_HAIRPIN_ADDR); both are sent on by the FIB.
  * hl_from_host (egress of hexlane_host, where the node routes the service CIDR): the node's
  *   own connections to a frontend are DNATed and redirected to the backend by the FIB.
  * hl_from_client / hl_to_client: the plain pair (every frontend, EXT scope, DNAT only; the
@@ -35,6 +37,40 @@
 #ifndef TC_ACT_UNSPEC
 #define TC_ACT_UNSPEC (-1)
 #endif
+
+/* A reply turned back by hl_lb4_reverse, sent where its (new) destination is: an SNAT
+ * reply now goes to the client, a hairpin reply to the pod itself, any other to its pod.
+ */
+static __always_inline int hl_reply_redirect(struct __sk_buff *skb, const struct pkt4 *p)
+{
+	__be32 daddr;
+
+	if (bpf_skb_load_bytes(skb, IP_DADDR_OFF, &daddr, sizeof(daddr)) < 0)
+		return hl_drop(HL_DROP_TRUNCATED);
+	return hl_fib_redirect(skb, daddr, p->proto, false);
+}
+
+#define HL_WIRE_NONE (-2) /* none of the packets hl_from_wire handles: a tc verdict else */
+
+/* What a packet arriving from another node may be (on the LAN interface or out of the
+ * tunnel): the reply of a flow this node translated, or a DSR packet for a local backend.
+ */
+static __always_inline int hl_from_wire(struct __sk_buff *skb, struct pkt4 *p)
+{
+	int ret;
+
+	ret = hl_lb4_reverse(skb, p);
+	if (ret < 0)
+		return hl_drop(-ret);
+	if (ret > 0)
+		return hl_reply_redirect(skb, p);
+	ret = hl_dsr_accept(skb, p);
+	if (ret < 0)
+		return hl_drop(-ret);
+	if (ret > 0)
+		return TC_ACT_OK;
+	return HL_WIRE_NONE;
+}
 
 /* The shared body: reverse first, then forward. Returns a tc verdict; `pass` is what "none
  * of ours" returns, `redirect` whether translated packets go out by the FIB.
@@ -61,10 +97,11 @@ static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, b
 		if (ret < 0)
 			return hl_drop(-ret);
 		/* By the FIB, not the kernel's forwarding: a NodePort reply now has the node's
-		 * own address as source, which the input route check would reject.
+		 * own address as source, which the input route check would reject. A hairpin
+		 * reply's destination changed too: read it again.
 		 */
 		if (ret > 0)
-			return hl_fib_redirect(skb, p.daddr, p.proto, false);
+			return hl_reply_redirect(skb, &p);
 	}
 
 	key.address = p.daddr;
@@ -82,8 +119,10 @@ static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, b
 		return hl_drop(-ret);
 	if (ret == HL_REJECTED)
 		return verdict;
-	/* egress of hexlane_host: no peer redirect from an egress hook */
-	return redirect ? hl_fib_redirect(skb, daddr, p.proto, false) : TC_ACT_OK;
+	/* Into a local pod's namespace straight from an ingress hook (no peer redirect from the
+	 * egress of hexlane_host).
+	 */
+	return redirect ? hl_fib_redirect(skb, daddr, p.proto, reverse && local) : TC_ACT_OK;
 }
 
 SEC("tc")
@@ -92,7 +131,7 @@ int hl_from_netdev(struct __sk_buff *skb)
 	const struct lb4_service *svc;
 	struct lb4_key key = {};
 	struct pkt4 p = {};
-	__be32 daddr = 0, reply_daddr;
+	__be32 daddr = 0;
 	int verdict = TC_ACT_OK;
 	bool local = false;
 	int ret;
@@ -103,21 +142,9 @@ int hl_from_netdev(struct __sk_buff *skb)
 	if (ret < 0)
 		return hl_drop(-ret);
 
-	ret = hl_lb4_reverse(skb, &p);
-	if (ret < 0)
-		return hl_drop(-ret);
-	if (ret > 0) {
-		/* An SNAT reply now goes to the client; any other to its pod. */
-		if (bpf_skb_load_bytes(skb, IP_DADDR_OFF, &reply_daddr, sizeof(reply_daddr)) < 0)
-			return hl_drop(HL_DROP_TRUNCATED);
-		return hl_fib_redirect(skb, reply_daddr, p.proto, false);
-	}
-
-	ret = hl_dsr_accept(skb, &p);
-	if (ret < 0)
-		return hl_drop(-ret);
-	if (ret > 0)
-		return TC_ACT_OK;
+	ret = hl_from_wire(skb, &p);
+	if (ret != HL_WIRE_NONE)
+		return ret;
 
 	key.address = p.daddr;
 	key.dport = p.dport;
@@ -136,10 +163,32 @@ int hl_from_netdev(struct __sk_buff *skb)
 	return hl_fib_redirect(skb, daddr, p.proto, local);
 }
 
+/* Ingress of the tunnel device (routingMode: tunnel): pod traffic between nodes arrives
+ * here decapsulated, so replies to flows a pod or the node sent to a backend on another node
+ * are turned back here, and DSR packets for a local backend come this way too.
+ */
+SEC("tc")
+int hl_from_overlay(struct __sk_buff *skb)
+{
+	struct pkt4 p = {};
+	int ret;
+
+	ret = hl_parse_ipv4(skb, &p);
+	if (ret == PARSE_PASS)
+		return TC_ACT_UNSPEC;
+	if (ret < 0)
+		return hl_drop(-ret);
+	ret = hl_from_wire(skb, &p);
+	if (ret != HL_WIRE_NONE)
+		return ret;
+	hl_ct_forget_stale_reply(&p);
+	return TC_ACT_UNSPEC;
+}
+
 SEC("tc")
 int hl_from_pod(struct __sk_buff *skb)
 {
-	return hl_lb4_handle(skb, true, true, false, TC_ACT_UNSPEC);
+	return hl_lb4_handle(skb, true, true, true, TC_ACT_UNSPEC);
 }
 
 SEC("tc")

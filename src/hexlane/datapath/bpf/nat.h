@@ -373,8 +373,17 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 			if (fwd == HL_FWD_DSR && p->l4_off - p->l3_off != sizeof(struct iphdr))
 				fwd = HL_FWD_SNAT;
 		}
-		if (fwd == HL_FWD_SNAT) {
+		/* Hairpin: a pod reaching itself through a service. With its own address as
+		 * source its reply would never leave it; from the loopback address it goes back
+		 * through the veth, and so through the reverse translation.
+		 */
+		if (p->saddr == backend->address) {
+			fwd = HL_FWD_SNAT;
+			node_ip = HL_HAIRPIN_ADDR;
+		} else if (fwd == HL_FWD_SNAT) {
 			node_ip = hl_node_ip();
+		}
+		if (fwd == HL_FWD_SNAT) {
 			if (!node_ip)
 				return -HL_DROP_NO_NODE_IP;
 			ret = hl_snat_claim(skb, p, backend, backend_id, svc->rev_nat_index,
