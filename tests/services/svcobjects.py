@@ -14,7 +14,8 @@ def service(name: str, cluster_ip: str, ports: Sequence[dict[str, Any]], *,
             namespace: str = "default", type: str = "ClusterIP",
             ingress: Sequence[str] = (), external_ips: Sequence[str] = (),
             etp: str | None = None, itp: str | None = None, affinity: int | None = None,
-            health_check_node_port: int = 0) -> Service:
+            health_check_node_port: int = 0,
+            annotations: dict[str, str] | None = None) -> Service:
     spec: dict[str, Any] = {"type": type, "clusterIP": cluster_ip, "clusterIPs": [cluster_ip],
                             "ports": list(ports)}
     if external_ips:
@@ -29,7 +30,9 @@ def service(name: str, cluster_ip: str, ports: Sequence[dict[str, Any]], *,
     if health_check_node_port:
         spec["healthCheckNodePort"] = health_check_node_port
     obj: dict[str, Any] = {"apiVersion": "v1", "kind": "Service",
-                           "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+                           "metadata": {"name": name, "namespace": namespace,
+                                        "annotations": dict(annotations or {})},
+                           "spec": spec}
     if ingress:
         obj["status"] = {"loadBalancer": {"ingress": [{"ip": ip} for ip in ingress]}}
     return Service.parse(obj)

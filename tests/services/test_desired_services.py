@@ -148,6 +148,41 @@ def test_affinity_and_modes() -> None:
     assert {s.dsr for s in d.services} == {False}
 
 
+def test_per_service_annotations_when_enabled() -> None:
+    """service.cilium.io/lb-algorithm and forwarding-mode choose per Service, but only with
+    bpf.lbAlgorithmAnnotation / bpf.lbModeAnnotation; a bad value is reported and the
+    cluster's setting kept."""
+    notes = {"service.cilium.io/lb-algorithm": "Maglev",
+             "service.cilium.io/forwarding-mode": "dsr"}
+    annotated = _lb_service(annotations=notes)
+    off = desired_state([annotated], _slices(), NODES, "n1", LbSettings(table_size=251))
+    assert {(s.algorithm, s.dsr) for s in off.services} == {("random", False)}
+    on = LbSettings(table_size=251, algorithm_annotation=True, mode_annotation=True)
+    d = desired_state([annotated], _slices(), NODES, "n1", on)
+    assert {s.algorithm for s in d.services} == {"maglev"}
+    assert all(len(s.maglev) == 251 for s in d.services)
+    assert {s.dsr for s in d.services if s.type != CLUSTER_IP} == {True}
+    plain = service("plain", "10.43.0.11", HTTP, type="NodePort")
+    hybrid = service("h", "10.43.0.12", [{**HTTP[0], "nodePort": 30082},
+                                         {"name": "u", "port": 53, "protocol": "UDP",
+                                          "nodePort": 30053}], type="NodePort",
+                     annotations={"service.cilium.io/forwarding-mode": "hybrid"})
+    bad = service("bad", "10.43.0.13", [{**HTTP[0], "nodePort": 30081}], type="NodePort",
+                  annotations={"service.cilium.io/forwarding-mode": "tunnel"})
+    d = desired_state([plain, hybrid, bad], [], NODES, "n1", on)
+    by = {(s.name, s.frontend.protocol, s.type): s for s in d.services}
+    assert not by["plain", "TCP", NODE_PORT].dsr
+    assert by["h", "TCP", NODE_PORT].dsr and not by["h", "UDP", NODE_PORT].dsr
+    assert not by["bad", "TCP", NODE_PORT].dsr
+    assert [p for p in d.problems if "default/bad" in p and "tunnel" in p]
+    # Tunnel routing carries no DSR information (Cilium would need Geneve): reported, SNAT.
+    tunnel = LbSettings(table_size=251, algorithm_annotation=True, mode_annotation=True,
+                        dsr_possible=False)
+    d = desired_state([annotated], _slices(), NODES, "n1", tunnel)
+    assert {s.dsr for s in d.services} == {False}
+    assert [p for p in d.problems if "routingMode" in p]
+
+
 def test_maglev_tables_match_build_table() -> None:
     d = desired_state([_lb_service()], _slices(), NODES, "n1",
                       LbSettings(algorithm="maglev", table_size=251))

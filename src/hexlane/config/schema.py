@@ -476,6 +476,11 @@ _ACTING = (
     _acts("bpf.masquerade", "bool",
           "masquerade in eBPF instead of iptables (needs kubeProxyReplacement or "
           "nodePort.enabled)."),
+    _acts("bpf.lbAlgorithmAnnotation", "bool",
+          "honour the Service annotation service.cilium.io/lb-algorithm (random|maglev)."),
+    _acts("bpf.lbModeAnnotation", "bool",
+          "honour the Service annotation service.cilium.io/forwarding-mode (snat|dsr; "
+          "hexlane also takes hybrid)."),
     _acts("ipMasqAgent.enabled", "bool",
           "Cilium's ip-masq-agent; not implemented in hexlane, read only for the "
           "ipv4NativeRoutingCIDR requirement."),

@@ -77,6 +77,8 @@ class LoadBalancer:
     mode: str  # "snat" | "dsr" | "hybrid"
     dsr_dispatch: str  # "opt"
     acceleration: str
+    algorithm_annotation: bool = False  # bpf.lbAlgorithmAnnotation
+    mode_annotation: bool = False  # bpf.lbModeAnnotation
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +371,9 @@ def _build(tree: dict[str, Any], read: _Reader, report: _Report) -> Values:
         load_balancer=LoadBalancer(
             algorithm=read("loadBalancer.algorithm"), mode=read("loadBalancer.mode"),
             dsr_dispatch=read("loadBalancer.dsrDispatch"),
-            acceleration=read("loadBalancer.acceleration")),
+            acceleration=read("loadBalancer.acceleration"),
+            algorithm_annotation=bool(read("bpf.lbAlgorithmAnnotation")),
+            mode_annotation=bool(read("bpf.lbModeAnnotation"))),
         maglev=Maglev(table_size=int(read("maglev.tableSize")),
                       hash_seed=read("maglev.hashSeed")),
         ipam=Ipam(

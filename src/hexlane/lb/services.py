@@ -58,6 +58,8 @@ STATE_TERMINATING = "terminating"
 
 ALGORITHMS = ("random", "maglev")
 MODES = ("snat", "dsr", "hybrid")
+ALGORITHM_ANNOTATION = "service.cilium.io/lb-algorithm"
+MODE_ANNOTATION = "service.cilium.io/forwarding-mode"
 
 MAX_SERVICE_ID = 0xFFFF  # lb4_service.rev_nat_index is a u16
 MAX_BACKEND_ID = 0xFFFFFFFF
@@ -73,6 +75,11 @@ class LbSettings:
     hash_seed: str = DEFAULT_HASH_SEED
     node_port: bool = True
     external_ips: bool = False
+    #: bpf.lbAlgorithmAnnotation / bpf.lbModeAnnotation: honour the per-Service annotations
+    algorithm_annotation: bool = False
+    mode_annotation: bool = False
+    #: routingMode native: DSR can reach another node (the tunnel carries no DSR option)
+    dsr_possible: bool = True
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -163,7 +170,40 @@ def settings_from_values(values: object) -> LbSettings:
     return LbSettings(algorithm=lb.algorithm, mode=lb.mode, table_size=maglev.table_size,
                       hash_seed=maglev.hash_seed,
                       node_port=bool(values.node_port_enabled),  # type: ignore[attr-defined]
-                      external_ips=bool(values.external_ips_enabled))  # type: ignore[attr-defined]
+                      external_ips=bool(values.external_ips_enabled),  # type: ignore[attr-defined]
+                      algorithm_annotation=lb.algorithm_annotation,
+                      mode_annotation=lb.mode_annotation,
+                      dsr_possible=values.routing_mode == "native")  # type: ignore[attr-defined]
+
+
+def service_options(svc: Service, settings: LbSettings) -> tuple[str, str, tuple[str, ...]]:
+    """The algorithm and forwarding mode of one Service, and what was wrong with its
+    annotations: `service.cilium.io/lb-algorithm` (random|maglev) when
+    `bpf.lbAlgorithmAnnotation`, `service.cilium.io/forwarding-mode` (snat|dsr, and hexlane's
+    hybrid) when `bpf.lbModeAnnotation` (DSR only with native routing); as in Cilium an
+    unknown value is reported and the cluster's setting used."""
+    algorithm, mode = settings.algorithm, settings.mode
+    problems: list[str] = []
+    for enabled, key, choices in ((settings.algorithm_annotation, ALGORITHM_ANNOTATION,
+                                   ALGORITHMS),
+                                  (settings.mode_annotation, MODE_ANNOTATION, MODES)):
+        raw = svc.annotations.get(key)
+        if not enabled or raw is None:
+            continue
+        value = raw.strip().lower()
+        if value not in choices:
+            problems.append(f"{svc.namespace}/{svc.name}: annotation {key}: {raw!r} is not one "
+                            f"of {', '.join(choices)}; using the cluster's setting")
+        elif key == ALGORITHM_ANNOTATION:
+            algorithm = value
+        elif value != "snat" and not settings.dsr_possible:
+            problems.append(f"{svc.namespace}/{svc.name}: annotation {key}: {value} needs "
+                            "routingMode: native (in a tunnel Cilium carries DSR in Geneve "
+                            "options, which this kernel lacks); using snat")
+            mode = "snat"
+        else:
+            mode = value
+    return algorithm, mode, tuple(problems)
 
 
 @lru_cache(maxsize=65536)
@@ -292,6 +332,7 @@ class _Planned:
     int_local: bool
     two_scopes: bool
     dsr: bool
+    algorithm: str
 
 
 def _select(cands: Sequence[_Candidate], local_only: bool,
@@ -333,6 +374,8 @@ def desired_state(
         etp_local = svc.external_traffic_policy == "Local"
         itp_local = svc.internal_traffic_policy == "Local"
         local_count = 0
+        algorithm, mode, found = service_options(svc, settings)
+        problems += found
         for port in svc.ports:
             if port.protocol not in ("TCP", "UDP"):
                 continue  # SCTP: not in the datapath
@@ -341,7 +384,7 @@ def desired_state(
                 candidates.setdefault(c.key, c)
             draining.update(c.key for c in kept)
             local_count = max(local_count, sum(1 for c in cands if c.node_name == node_name))
-            dsr = settings.mode == "dsr" or (settings.mode == "hybrid" and port.protocol == "TCP")
+            dsr = mode == "dsr" or (mode == "hybrid" and port.protocol == "TCP")
             for ftype, address, fport in _frontends(svc, port, node_ips, settings):
                 external = ftype != CLUSTER_IP
                 ext = FrontendKey(address, fport, port.protocol, SCOPE_EXT)
@@ -353,17 +396,17 @@ def desired_state(
                 if not external:
                     planned[ext] = _Planned(ext, ftype, svc, port,
                                             _select(cands, itp_local, node_name),
-                                            False, itp_local, False, False)
+                                            False, itp_local, False, False, algorithm)
                     continue
                 two = etp_local != itp_local
                 planned[ext] = _Planned(ext, ftype, svc, port,
                                         _select(cands, etp_local, node_name),
-                                        etp_local, itp_local, two, dsr)
+                                        etp_local, itp_local, two, dsr, algorithm)
                 if two:
                     intk = FrontendKey(address, fport, port.protocol, SCOPE_INT)
                     planned[intk] = _Planned(intk, ftype, svc, port,
                                              _select(cands, itp_local, node_name),
-                                             etp_local, itp_local, True, dsr)
+                                             etp_local, itp_local, True, dsr, algorithm)
         if etp_local and svc.health_check_node_port and svc.type in ("LoadBalancer", "NodePort"):
             health.append(HealthCheck(svc.health_check_node_port, svc.namespace, svc.name,
                                       local_count))
@@ -389,14 +432,14 @@ def desired_state(
         bids = tuple(be_ids[b] for b in p.backends if b in be_ids)
         affinity = p.svc.session_affinity_timeout if p.svc.session_affinity == "ClientIP" else 0
         table: tuple[int, ...] = ()
-        if settings.algorithm == "maglev" and bids:
+        if p.algorithm == "maglev" and bids:
             mb = tuple(MaglevBackend(backends[b].id, backends[b].address, backends[b].port,
                                      backends[b].protocol) for b in bids)
             table = _maglev_table(mb, settings.table_size, settings.hash_seed)
         entries.append(ServiceEntry(
             id=svc_ids[fe], frontend=fe, type=p.type, namespace=p.svc.namespace,
             name=p.svc.name, port_name=p.port.name, backend_ids=bids,
-            algorithm=settings.algorithm, affinity_timeout_s=affinity,
+            algorithm=p.algorithm, affinity_timeout_s=affinity,
             ext_local=p.ext_local, int_local=p.int_local, two_scopes=p.two_scopes,
             dsr=p.dsr, maglev=table,
         ))
