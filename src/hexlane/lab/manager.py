@@ -64,6 +64,11 @@ STATE_FILE = "state.json"
 BASE_VALUES: dict[str, Any] = {
     # Cilium's default 10.0.0.0/8 would cover the LAN.
     "ipam": {"operator": {"clusterPoolIPv4PodCIDRList": [CLUSTER_CIDR]}},
+    # The lab runs no kube-proxy: without the replacement no Service would work.
+    "kubeProxyReplacement": True,
+    "externalIPs": {"enabled": True},
+    # One lab can hold Services in every forwarding mode and algorithm at once.
+    "bpf": {"lbAlgorithmAnnotation": True, "lbModeAnnotation": True},
 }
 
 
