@@ -4,7 +4,8 @@ Pins down: a controller counts successes and failures, keeps the last error, is 
 after a success with no failure since, and runs again when triggered and on its interval;
 the CNI config and plugin wrapper are written once (a second install changes nothing), put
 back when removed, the wrapper runs the real plugin, and cleanup recognises only what hexlane
-made; cleanup refuses the machine's own namespace; status without an agent is not OK.
+made; cleanup refuses the machine's own namespace; status without an agent is not OK; a
+kube-proxy process is found by its name.
 """
 
 from __future__ import annotations
@@ -130,3 +131,17 @@ def test_status_without_an_agent_is_not_ok(tmp_path: Path) -> None:
                          "--bpf-root", str(tmp_path / "nobpf"), "--cni-conf-dir",
                          str(tmp_path / "c"), "--cni-bin-dir", str(tmp_path / "d"), ns=ns)
         assert clean.returncode == 0 and "nothing of hexlane's here" in clean.stdout
+
+
+def test_find_kube_proxy_reads_process_names(tmp_path: Path) -> None:
+    """`hexlane status` without kube-proxy replacement says whether a kube-proxy runs (by
+    process name, as `pgrep -x kube-proxy` would find it)."""
+    from hexlane.agent.daemon import find_kube_proxy
+
+    for pid, comm in ((7, "containerd\n"), (42, "kube-proxy\n")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "comm").write_text(comm)
+    (tmp_path / "self").mkdir()
+    assert find_kube_proxy(tmp_path) == 42
+    (tmp_path / "42" / "comm").write_text("bash\n")
+    assert find_kube_proxy(tmp_path) is None
