@@ -9,6 +9,12 @@ one run, from a pod on node A to a pod on node B:
   `autoDirectNodeRoutes` (no masquerading: pod-to-pod traffic is never masqueraded);
 - tunnel: the same in `routingMode: tunnel` (VXLAN, pod MTU 1450).
 
+hexlane's paths carry the agent's full wiring: besides the endpoint agent (routes, veths,
+masquerade), the service load balancer's programs are attached as the agent attaches them
+(`hl_from_pod` on every pod veth, `hl_from_netdev` on the LAN interface, and in tunnel mode
+`hl_from_overlay` on the VXLAN device), through the standalone `hexlane.agent.services` with no
+Service: pod-to-pod packets pass through every program a real node runs.
+
 Metrics: TCP request/response rate (1-byte ping-pong on one connection, TCP_NODELAY, a tiny C
 client/server compiled here with clang, like netperf TCP_RR) and bulk TCP throughput (iperf3).
 Each metric runs `--repeat` times, paths interleaved, and the median is reported, with ratios
@@ -32,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from hexlane.cni.main import AgentUnavailable, call_agent
+from hexlane.datapath.loader import scratch_bpf_dir
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -120,6 +127,33 @@ def start_agent(topo: Topology, node: str, state: Path, mode: str) -> subprocess
     raise RuntimeError(f"agent on {node} did not come up")
 
 
+def wire_load_balancer(topo: Topology, node: str, bpf_root: Path, work: Path) -> None:
+    """Load and attach the service load balancer in `node` as the agent does (no Service),
+    wait until the LAN interface and every pod veth carry their programs (the VXLAN device's
+    is attached in the same pass, before the veths'), stop it."""
+    manifests = work / f"{node}-manifests"
+    manifests.mkdir(exist_ok=True)
+    log = open(work / f"{node}-lb.log", "w")  # noqa: SIM115 - lives with the process
+    proc = topo.start(node, [sys.executable, "-m", "hexlane.agent.services", "--bpf-root",
+                             str(bpf_root), "--node", node, "--manifests", str(manifests),
+                             "--lan", "eth0"], stdout=log, stderr=subprocess.STDOUT)
+    links = netns.run(topo[node], ["ip", "-o", "link", "show"]).stdout
+    wanted = [name for name in (line.split(":")[1].strip().split("@")[0]
+                                for line in links.splitlines())
+              if name.startswith("lxc") or name == "eth0"]  # the VXLAN device goes with them
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        shown = [netns.run(topo[node], ["tc", "filter", "show", "dev", name, "ingress"],
+                           check=False).stdout for name in wanted]
+        if all("hl_from_" in text for text in shown):
+            break
+        time.sleep(0.2)
+    else:
+        raise RuntimeError(f"load balancer not attached on {node}: see {log.name}")
+    netns.stop_process(proc)  # programs stay attached, maps pinned
+    topo.processes.remove(proc)
+
+
 def cni_add(topo: Topology, node: str, pod_role: str, container_id: str) -> str:
     pod = topo.add(pod_role)
     env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "ADD", "CNI_CONTAINERID": container_id,
@@ -188,7 +222,8 @@ def run(seconds: float, repeat: int) -> dict[str, Any]:
     """Two batches, each measured with its paths interleaved: direct, plain and native; then
     direct, plain and tunnel (tunnel mode's routes replace native's for the same pod CIDRs)."""
     batches: dict[str, dict[str, dict[str, list[float]]]] = {}
-    with Topology("hxb") as topo, tempfile.TemporaryDirectory(prefix="podnet-bench-") as tmp:
+    with Topology("hxb") as topo, tempfile.TemporaryDirectory(prefix="podnet-bench-") as tmp, \
+            scratch_bpf_dir("hexlane-podnet-bench") as bpf:
         work = Path(tmp)
         rr = build_rr(work)
         topo.lan()
@@ -209,6 +244,8 @@ def run(seconds: float, repeat: int) -> dict[str, Any]:
             cni_add(topo, "nodea", f"{mode}-a", f"{mode}-a")
             ip_b = cni_add(topo, "nodeb", f"{mode}-b", f"{mode}-b")
             start_servers(topo, rr, f"{mode}-b")
+            for node in NODES:
+                wire_load_balancer(topo, node, bpf / mode / node, work / mode)
             # The datapath is the kernel's: the agents can go (as during an agent restart).
             for proc in agents:
                 netns.stop_process(proc)
