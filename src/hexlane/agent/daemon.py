@@ -51,12 +51,13 @@ from hexlane.datapath import netlink
 from hexlane.datapath.loader import (
     PROGRAM_FROM_HOST,
     PROGRAM_FROM_NETDEV,
+    PROGRAM_FROM_OVERLAY,
     LbDatapath,
     ensure_bpffs,
     on_bpffs,
 )
 from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS
-from hexlane.ipam.routes import HOST_DEVICE, NodeRouting, RoutingSettings
+from hexlane.ipam.routes import HOST_DEVICE, VXLAN_DEVICE, NodeRouting, RoutingSettings
 from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.informer import Informer
 from hexlane.k8s.resources import CiliumNode, EndpointSlice, Node, Pod, Service
@@ -374,6 +375,10 @@ class Agent:
                           "name": PROGRAM_FROM_NETDEV},
                          {"device": HOST_DEVICE, "direction": "egress",
                           "name": PROGRAM_FROM_HOST}]
+            if self.config.values.routing_mode == "tunnel" and self.peers:
+                # the tunnel exists once there is a peer to reach through it
+                expected.append({"device": VXLAN_DEVICE, "direction": "ingress",
+                                 "name": PROGRAM_FROM_OVERLAY})
         return expected
 
     def _kpr_status(self) -> dict[str, Any]:

@@ -68,6 +68,7 @@ from hexlane.datapath.loader import (
     TC_PRIORITY,
     LbDatapath,
 )
+from hexlane.ipam.routes import HOST_DEVICE, VXLAN_DEVICE
 from hexlane.lb.services import (
     DesiredState,
     HealthCheck,
@@ -82,9 +83,7 @@ from hexlane.model.service import Service
 
 log = logging.getLogger("hexlane.agent.services")
 
-HOST_DEVICE = "hexlane_host"
 POD_DEVICE_PREFIX = "lxc"
-OVERLAY_DEVICE = "hexlane_vxlan"
 
 
 @dataclass(frozen=True)
@@ -271,7 +270,7 @@ class ServiceReconciler:
                 continue
             if name.startswith(POD_DEVICE_PREFIX):
                 program = PROGRAM_FROM_POD
-            elif name == OVERLAY_DEVICE:
+            elif name == VXLAN_DEVICE:
                 program = PROGRAM_FROM_OVERLAY
             else:
                 continue
