@@ -463,7 +463,12 @@ static __always_inline int hl_fib_redirect(struct __sk_buff *skb, __be32 daddr, 
 		return TC_ACT_OK;
 	fib.family = AF_INET;
 	fib.l4_protocol = proto;
-	fib.tot_len = skb->len - sizeof(struct ethhdr);
+	/* tot_len stays 0: the kernel then checks the skb against the egress device's MTU in a
+	 * GSO-aware way. A tot_len would be compared as it is, and a GSO packet (many segments
+	 * the client's TCP sent at once) always exceeds it: it went up the stack instead, where a
+	 * SNATed one (source: our own address) is dropped. So uploads through a NodePort to a
+	 * backend behind the tunnel stalled.
+	 */
 	fib.ipv4_src = saddr;
 	fib.ipv4_dst = daddr;
 	fib.ifindex = skb->ifindex;
