@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from hexlane.datapath.loader import LbDatapath
 from hexlane.datapath.maps import (
+    BE_NODE_LOCAL,
     LB_SELECTION_RANDOM,
     Lb4Backend,
     Lb4Key,
@@ -19,18 +20,21 @@ from hexlane.datapath.maps import (
 )
 
 
-def add_backend(lb: LbDatapath, backend_id: int, address: str, port: int, proto: int) -> None:
+def add_backend(lb: LbDatapath, backend_id: int, address: str, port: int, proto: int, *,
+                local: bool = False) -> None:
     lb.maps.backends.update(ctypes.c_uint32(backend_id),
-                            Lb4Backend(address=ip4(address), port=port16(port), proto=proto))
+                            Lb4Backend(address=ip4(address), port=port16(port), proto=proto,
+                                       node_local=BE_NODE_LOCAL if local else 0))
 
 
 def add_service(lb: LbDatapath, vip: str, port: int, proto: int, rev_nat: int,
                 backends: Sequence[tuple[int, str, int]], *,
                 algorithm: int = LB_SELECTION_RANDOM, affinity_timeout_s: int = 0,
-                flags: int = 0) -> None:
-    """Backends (id, address, port) in slots 1..n, then the service's own slot 0."""
+                flags: int = 0, local: bool = False) -> None:
+    """Backends (id, address, port) in slots 1..n, then the service's own slot 0; `local`:
+    the backends are pods of this node."""
     for backend_id, address, bport in backends:
-        add_backend(lb, backend_id, address, bport, proto)
+        add_backend(lb, backend_id, address, bport, proto, local=local)
         lb.maps.affinity_match.update(LbAffinityMatch(backend_id=backend_id, rev_nat_id=rev_nat),
                                       ctypes.c_uint8(1))
     for slot, (backend_id, _, _) in enumerate(backends, start=1):

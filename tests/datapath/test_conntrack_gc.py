@@ -31,6 +31,9 @@ def test_expiry_rule() -> None:
     closing = Ct4Entry(last_seen_ns=0, flags=CT_ENTRY_F_CLOSING)
     assert not expired(live, 6, 21600 * NS, t) and expired(live, 6, 21600 * NS + 1, t)
     assert not expired(closing, 6, 10 * NS, t) and expired(closing, 6, 10 * NS + 1, t)
+    # a closed flow's reply entry holds its tuple through the backend's TIME_WAIT
+    assert not expired(closing, 6, 60 * NS, t, reply=True)
+    assert expired(closing, 6, 60 * NS + 1, t, reply=True)
     assert not expired(live, 17, 60 * NS, t) and expired(live, 17, 60 * NS + 1, t)
 
 

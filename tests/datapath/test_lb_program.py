@@ -288,7 +288,7 @@ def test_hairpin_is_snated_to_the_loopback_address(lb: LbDatapath) -> None:
     169.254.42.1 (so the pod's reply leaves it), and the reply is turned back into the
     service's answer to the pod's own address and port."""
     pod = "10.244.6.6"
-    add_service(lb, "10.96.0.40", 80, packets.TCP, 40, [(140, pod, 8080)])
+    add_service(lb, "10.96.0.40", 80, packets.TCP, 40, [(140, pod, 8080)], local=True)
     out = run(lb, PROGRAM_FROM_POD, packets.build(pod, "10.96.0.40", 45000, 80))
     assert out.retval in (libbpf.TC_ACT_OK, libbpf.TC_ACT_REDIRECT)
     p = packets.parse(out.data)
@@ -304,3 +304,39 @@ def test_hairpin_is_snated_to_the_loopback_address(lb: LbDatapath) -> None:
     other = packets.parse(run(lb, PROGRAM_FROM_POD,
                               packets.build("10.244.6.7", "10.96.0.40", 45001, 80)).data)
     assert (other.src, other.dst) == ("10.244.6.7", pod)
+    # The same address as a backend on another node is not this node's hairpin: the pod's
+    # packet (to another node's NodePort, say) goes on with its own address.
+    add_service(lb, "10.96.0.41", 80, packets.TCP, 41, [(141, "10.244.7.7", 8080)])
+    remote = packets.parse(run(lb, PROGRAM_FROM_POD,
+                               packets.build("10.244.7.7", "10.96.0.41", 45002, 80)).data)
+    assert (remote.src, remote.dst) == ("10.244.7.7", "10.244.7.7")
+
+
+def test_a_reused_client_port_answers_from_the_frontend_it_was_sent_to(lb: LbDatapath) -> None:
+    """One client port to two frontends on one backend (UDP, no SYN to start over): the
+    second flow keeps the client's address but gets another source port (the backend sees
+    two flows, as netfilter's NAT would make it), each packet's reply comes back from the
+    frontend it went to, to the client's own port; and a flow entry of a service id that
+    now names another service is not reused."""
+    backend = [(150, "10.244.8.8", 5353)]
+    add_service(lb, "10.96.0.50", 53, packets.UDP, 50, backend)
+    add_service(lb, "10.96.0.51", 53, packets.UDP, 51, backend)
+
+    def ask(vip: str) -> tuple[int, str]:
+        out = packets.parse(run(lb, PROGRAM_FROM_CLIENT,
+                                packets.build(CLIENT, vip, 5300, 53, packets.UDP)).data)
+        assert (out.src, out.dst) == (CLIENT, "10.244.8.8")
+        reply = packets.parse(run(lb, PROGRAM_TO_CLIENT, packets.build(
+            "10.244.8.8", CLIENT, 5353, out.sport, packets.UDP)).data)
+        assert (reply.dst, reply.dport) == (CLIENT, 5300)
+        return out.sport, reply.src
+
+    first, second, again = (ask(v) for v in ("10.96.0.50", "10.96.0.51", "10.96.0.50"))
+    assert first == again == (5300, "10.96.0.50")
+    assert second[1] == "10.96.0.51" and second[0] != 5300
+    # Service 50 goes, its id comes back for another frontend with another backend: the old
+    # flow's entry (client:5300 -> 10.96.0.50, backend 150) must not steer the new one.
+    add_service(lb, "10.96.0.50", 53, packets.UDP, 52, [(151, "10.244.8.9", 5353)])
+    out = run(lb, PROGRAM_FROM_CLIENT, packets.build(CLIENT, "10.96.0.50", 5300, 53,
+                                                     packets.UDP))
+    assert packets.parse(out.data).dst == "10.244.8.9"

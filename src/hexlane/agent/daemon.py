@@ -52,6 +52,7 @@ from hexlane.datapath.loader import (
     PROGRAM_FROM_HOST,
     PROGRAM_FROM_NETDEV,
     PROGRAM_FROM_OVERLAY,
+    PROGRAM_TO_NETDEV,
     LbDatapath,
     ensure_bpffs,
     on_bpffs,
@@ -373,6 +374,8 @@ class Agent:
         if self.services is not None:
             expected += [{"device": self.device, "direction": "ingress",
                           "name": PROGRAM_FROM_NETDEV},
+                         {"device": self.device, "direction": "egress",
+                          "name": PROGRAM_TO_NETDEV},
                          {"device": HOST_DEVICE, "direction": "egress",
                           "name": PROGRAM_FROM_HOST}]
             if self.config.values.routing_mode == "tunnel" and self.peers:

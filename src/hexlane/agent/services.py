@@ -64,6 +64,9 @@ from hexlane.datapath.loader import (
     PROGRAM_FROM_NETDEV,
     PROGRAM_FROM_OVERLAY,
     PROGRAM_FROM_POD,
+    PROGRAM_TO_NETDEV,
+    PROGRAM_TO_OVERLAY,
+    PROGRAM_TO_POD,
     TC_HANDLE,
     TC_PRIORITY,
     LbDatapath,
@@ -241,7 +244,8 @@ class ServiceReconciler:
             with contextlib.suppress(OSError):
                 libbpf.tc_detach(index, "ingress", handle=TC_HANDLE, priority=TC_PRIORITY)
             self._attach(index, PROGRAM_FROM_NETDEV, "ingress", NETDEV_TC_PRIORITY)
-            done.append(f"{name}:ingress")
+            self._attach(index, PROGRAM_TO_NETDEV, "egress")
+            done += [f"{name}:ingress", f"{name}:egress"]
         try:
             host = socket.if_nametoindex(HOST_DEVICE)
         except OSError:
@@ -262,25 +266,28 @@ class ServiceReconciler:
         return done
 
     def attach_links(self) -> list[str]:
-        """Attach hl_from_pod to every pod veth (lxc*) and hl_from_overlay to the tunnel
-        device (it appears with the first peer in tunnel mode), each once per link."""
+        """Attach hl_from_pod and hl_to_pod to every pod veth (lxc*), hl_from_overlay and
+        hl_to_overlay to the tunnel device (it appears with the first peer in tunnel mode),
+        once per link."""
         done = []
         for index, name in socket.if_nameindex():
             if index in self._attached_links:
                 continue
+            hooks: tuple[tuple[str, str], ...]
             if name.startswith(POD_DEVICE_PREFIX):
-                program = PROGRAM_FROM_POD
+                hooks = ((PROGRAM_FROM_POD, "ingress"), (PROGRAM_TO_POD, "egress"))
             elif name == VXLAN_DEVICE:
-                program = PROGRAM_FROM_OVERLAY
+                hooks = ((PROGRAM_FROM_OVERLAY, "ingress"), (PROGRAM_TO_OVERLAY, "egress"))
             else:
                 continue
             try:
-                self._attach(index, program, "ingress")
+                for program, direction in hooks:
+                    self._attach(index, program, direction)
             except OSError as exc:  # the pod went away meanwhile
                 log.info("attach to %s: %s", name, exc)
                 continue
             self._attached_links.add(index)
-            done.append(f"{name}:ingress")
+            done += [f"{name}:{direction}" for _, direction in hooks]
         return done
 
 

@@ -4,7 +4,12 @@ Each flow has two entries (see bpf/conntrack.h): the service entry (client -> fr
 reply entry (client -> backend), refreshed by packets of their own direction. A flow expires
 when both have been idle longer than its timeout, so a flow whose traffic runs one way only
 keeps its way back. Timeouts are Cilium's defaults: TCP 6 h (``bpf-ct-timeout-regular-tcp``),
-10 s once a FIN or RST was seen (``...-tcp-fin``), 60 s for anything else (``...-any``).
+10 s once a FIN or RST was seen (``...-tcp-fin``), 60 s for anything else (``...-any``). A
+closed TCP flow's reply entry stays 60 s, as long as the backend may hold the connection in
+TIME_WAIT (Linux's TCP_TIMEWAIT_LEN), and so its flow: while it is there, the datapath gives
+a new flow that would reach the backend with the same addresses and ports another source
+port (as netfilter's NAT does on a clash), instead of a SYN the backend's TIME_WAIT socket
+drops by PAWS when the new flow's timestamps come from another clock.
 
 `expired` is the pure rule; `gc_conntrack` applies it to the pinned maps. Times are
 CLOCK_MONOTONIC nanoseconds, the clock of ``bpf_ktime_get_ns`` (``time.monotonic_ns()``).
@@ -33,14 +38,19 @@ NS = 1_000_000_000
 class CtTimeouts:
     tcp_s: int = 21600
     tcp_closing_s: int = 10
+    tcp_time_wait_s: int = 60
     other_s: int = 60
 
 
 def expired(entry: Ct4Entry, proto: int, now_ns: int,
-            timeouts: CtTimeouts = CtTimeouts()) -> bool:
-    """Whether one entry has been idle longer than its protocol's (and state's) timeout."""
+            timeouts: CtTimeouts = CtTimeouts(), *, reply: bool = False) -> bool:
+    """Whether one entry has been idle longer than its protocol's (and state's) timeout;
+    `reply`: it is a reply entry (a closed flow's holds its tuple through TIME_WAIT)."""
     if proto == IPPROTO_TCP:
-        limit = timeouts.tcp_closing_s if entry.flags & CT_ENTRY_F_CLOSING else timeouts.tcp_s
+        if entry.flags & CT_ENTRY_F_CLOSING:
+            limit = timeouts.tcp_time_wait_s if reply else timeouts.tcp_closing_s
+        else:
+            limit = timeouts.tcp_s
     else:
         limit = timeouts.other_s
     return now_ns - entry.last_seen_ns > limit * NS
@@ -96,11 +106,12 @@ def gc_conntrack(ct: Any, backends_map: Any, revnat_map: Any, now_ns: int,
     revnat = {int(k.value): v for k, v in revnat_map.iter_items()}
     deleted = 0
     for raw, (key, entry) in entries.items():
-        if not expired(entry, key.proto, now_ns, timeouts):
+        if not expired(entry, key.proto, now_ns, timeouts, reply=key.flags == CT_F_REPLY):
             continue
         partner = partner_key(key, entry, backends, revnat)
         other = entries.get(bytes(partner)) if partner is not None else None
-        if other is not None and not expired(other[1], key.proto, now_ns, timeouts):
+        if other is not None and not expired(other[1], key.proto, now_ns, timeouts,
+                                             reply=other[0].flags == CT_F_REPLY):
             continue
         if ct.delete(raw):
             deleted += 1

@@ -140,16 +140,17 @@ def encode(desired: DesiredState) -> MapContents:
 
 def recover_ids(services_map: Any, backends_map: Any) -> IdAllocations:
     """The ids the pinned maps use: frontend scope -> service id, backend -> backend id."""
-    ids = IdAllocations()
+    services: dict[FrontendKey, int] = {}
+    backends: dict[BackendKey, int] = {}
     for key, value in services_map.iter_items():
         if key.backend_slot != 0 or key.proto not in PROTO_NAMES:
             continue
         fe = FrontendKey(ip4_str(key.address), port_int(key.dport), PROTO_NAMES[key.proto],
                          int(key.scope))
-        ids.services[fe] = int(value.rev_nat_index)
+        services[fe] = int(value.rev_nat_index)
     for key, value in backends_map.iter_items():
         if value.proto not in PROTO_NAMES:
             continue
         bk = BackendKey(ip4_str(value.address), port_int(value.port), PROTO_NAMES[value.proto])
-        ids.backends[bk] = int(key.value)
-    return ids
+        backends[bk] = int(key.value)
+    return IdAllocations.recovered(services, backends)

@@ -63,13 +63,18 @@ PROGRAM_FROM_NETDEV = "hl_from_netdev"  # LAN interface, ingress
 PROGRAM_FROM_POD = "hl_from_pod"  # every pod's host-side veth, ingress
 PROGRAM_FROM_HOST = "hl_from_host"  # hexlane_host, egress (the node's own connections)
 PROGRAM_FROM_OVERLAY = "hl_from_overlay"  # the VXLAN device, ingress (tunnel mode)
+PROGRAM_TO_NETDEV = "hl_to_netdev"  # LAN interface, egress (host-network backends' replies)
+PROGRAM_TO_POD = "hl_to_pod"  # every pod's host-side veth, egress (the same, to local pods)
+PROGRAM_TO_OVERLAY = "hl_to_overlay"  # the VXLAN device, egress (the same, to remote pods)
 PROGRAMS = (PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, PROGRAM_FROM_NETDEV, PROGRAM_FROM_POD,
-            PROGRAM_FROM_HOST, PROGRAM_FROM_OVERLAY)
+            PROGRAM_FROM_HOST, PROGRAM_FROM_OVERLAY, PROGRAM_TO_NETDEV, PROGRAM_TO_POD,
+            PROGRAM_TO_OVERLAY)
 # tc filter handle and priority of every program of ours; our programs hand on what is not
 # theirs (TC_ACT_UNSPEC).
 TC_HANDLE = 1
 TC_PRIORITY = 1
-# On the LAN interface's ingress the load balancer comes after the masquerade's (2, 2): a
+# On the LAN interface's egress the load balancer's reverse translation (1, 1) comes before the
+# masquerade's (2, 2). On its ingress the load balancer comes after the masquerade's: a
 # reply to a pod's connection to a service whose backend is outside the cluster (the
 # `kubernetes` Service) is first turned back to the pod, then to the service address.
 NETDEV_TC_PRIORITY = 3

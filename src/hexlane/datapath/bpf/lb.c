@@ -17,6 +17,9 @@
  *   reaching itself SNATed to HL_HAIRPIN_ADDR); both are sent on by the FIB.
  * hl_from_host (egress of hexlane_host, where the node routes the service CIDR): the node's
  *   own connections to a frontend are DNATed and redirected to the backend by the FIB.
+ * hl_to_netdev / hl_to_overlay / hl_to_pod (egress of the LAN interface, the VXLAN device,
+ *   every pod veth): replies that a host-network backend of this node sends from the node's
+ *   own stack are turned back.
  * hl_from_client / hl_to_client: the plain pair (every frontend, EXT scope, DNAT only; the
  *   reverse on the way back), for a node that is just a router between clients and backends.
  *
@@ -67,8 +70,11 @@ static __always_inline int hl_from_wire(struct __sk_buff *skb, struct pkt4 *p)
 	ret = hl_dsr_accept(skb, p);
 	if (ret < 0)
 		return hl_drop(-ret);
+	/* Straight into the backend's namespace: the client's address is kept, and when the
+	 * client is this node itself the input route check would drop it (a local source).
+	 */
 	if (ret > 0)
-		return TC_ACT_OK;
+		return hl_fib_redirect(skb, p->daddr, p->proto, true);
 	return HL_WIRE_NONE;
 }
 
@@ -203,21 +209,55 @@ int hl_from_client(struct __sk_buff *skb)
 	return hl_lb4_handle(skb, false, false, false, TC_ACT_OK);
 }
 
-SEC("tc")
-int hl_to_client(struct __sk_buff *skb)
+/* Reverse translation only, for a packet already on its way out of a device: `pass` is the
+ * verdict for everything (translated or not) that is not dropped.
+ */
+static __always_inline int hl_reverse_only(struct __sk_buff *skb, int pass)
 {
 	struct pkt4 p = {};
 	int ret;
 
 	ret = hl_parse_ipv4(skb, &p);
 	if (ret == PARSE_PASS)
-		return TC_ACT_OK;
+		return pass;
 	if (ret < 0)
 		return hl_drop(-ret);
 	ret = hl_lb4_reverse(skb, &p);
 	if (ret < 0)
 		return hl_drop(-ret);
-	return TC_ACT_OK;
+	return pass;
+}
+
+/* Egress of the LAN interface: a reply of a host-network backend of this node (its socket
+ * answers from the node's own stack) to a client outside, before it leaves (and before the
+ * masquerade behind it).
+ */
+SEC("tc")
+int hl_to_netdev(struct __sk_buff *skb)
+{
+	return hl_reverse_only(skb, TC_ACT_UNSPEC);
+}
+
+/* Egress of the VXLAN device: the same replies, to a pod on another node (tunnel mode). */
+SEC("tc")
+int hl_to_overlay(struct __sk_buff *skb)
+{
+	return hl_reverse_only(skb, TC_ACT_UNSPEC);
+}
+
+/* Egress of every pod's host-side veth: a reply of a host-network backend of this node to
+ * a pod of this node (replies from elsewhere were turned back where they came in).
+ */
+SEC("tc")
+int hl_to_pod(struct __sk_buff *skb)
+{
+	return hl_reverse_only(skb, TC_ACT_UNSPEC);
+}
+
+SEC("tc")
+int hl_to_client(struct __sk_buff *skb)
+{
+	return hl_reverse_only(skb, TC_ACT_OK);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

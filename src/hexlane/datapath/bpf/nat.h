@@ -248,17 +248,20 @@ static __always_inline bool hl_tcp_syn(const struct pkt4 *p)
 	return (p->tcp_flags & (HL_TCP_SYN | HL_TCP_ACK)) == HL_TCP_SYN;
 }
 
-/* A new TCP connection that is not for a service may reuse the tuple of an earlier service
- * flow (same client port, same backend): that flow's reply entry would turn this one's
- * replies into the frontend's. A SYN starts the tuple over, so drop the stale entry.
+/* A packet that is not for a service may reuse the tuple of an earlier service flow (same
+ * client port, same backend; translated here then, elsewhere or not at all now): that flow's
+ * reply entry would turn this one's replies into the frontend's. A TCP SYN starts the tuple
+ * over; UDP has no start, so any such packet shows the tuple is no longer that flow's.
  */
 static __always_inline void hl_ct_forget_stale_reply(const struct pkt4 *p)
 {
 	struct ct4_key key = {};
 
-	if (!hl_tcp_syn(p))
+	if (p->proto == IPPROTO_TCP && !hl_tcp_syn(p))
 		return;
 	hl_ct_key_forward(&key, p, CT_F_REPLY);
+	if (p->proto == IPPROTO_UDP && !bpf_map_lookup_elem(&hl_ct4, &key))
+		return; /* the common case: a lookup is cheaper than a delete */
 	bpf_map_delete_elem(&hl_ct4, &key);
 }
 
@@ -281,6 +284,7 @@ static __always_inline int hl_ct_ensure_reply(struct __sk_buff *skb, const struc
 		.backend_id = backend_id,
 		.rev_nat_index = rev_nat,
 	};
+	struct ct4_entry *cur;
 
 	if (fwd == HL_FWD_DSR)
 		return 0; /* replies never come back through this node */
@@ -291,11 +295,35 @@ static __always_inline int hl_ct_ensure_reply(struct __sk_buff *skb, const struc
 		entry.nat_addr = p->saddr;
 		entry.nat_port = p->sport;
 	}
-	if (bpf_map_lookup_elem(&hl_ct4, &key))
+	/* The tuple may have served another flow since (the same client port to another
+	 * frontend on the same backend, common with UDP): the latest flow owns it.
+	 */
+	cur = bpf_map_lookup_elem(&hl_ct4, &key);
+	if (cur && cur->rev_nat_index == rev_nat && cur->backend_id == backend_id &&
+	    cur->nat_addr == entry.nat_addr && cur->nat_port == entry.nat_port)
 		return 0;
 	if (bpf_map_update_elem(&hl_ct4, &key, &entry, BPF_ANY) < 0)
 		return -HL_DROP_CT_CREATE;
 	return 0;
+}
+
+/* Whether the tuple client -> backend is held by a flow of another frontend (its reply
+ * entry, kept through the backend's TIME_WAIT after a close).
+ */
+static __always_inline bool hl_tuple_taken(const struct pkt4 *p,
+					   const struct lb4_backend *backend, __u16 rev_nat)
+{
+	struct ct4_key key = {
+		.saddr = p->saddr,
+		.daddr = backend->address,
+		.sport = p->sport,
+		.dport = backend->port,
+		.proto = p->proto,
+		.flags = CT_F_REPLY,
+	};
+	struct ct4_entry *cur = bpf_map_lookup_elem(&hl_ct4, &key);
+
+	return cur && cur->rev_nat_index != rev_nat;
 }
 
 /* Translate a packet to service `svc` (found under `key`): conntrack first (an established
@@ -325,6 +353,11 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 	 * same tuple lingers: choose again and write both entries anew.
 	 */
 	ct = hl_tcp_syn(p) ? NULL : bpf_map_lookup_elem(&hl_ct4, &ct_key);
+	/* An entry of a service that is gone (its id given to another since) is not this
+	 * flow's: choose anew, as Cilium does when the rev-NAT index differs.
+	 */
+	if (ct && ct->rev_nat_index != svc->rev_nat_index)
+		ct = NULL;
 	if (ct) {
 		backend_id = ct->backend_id;
 		backend = bpf_map_lookup_elem(&hl_lb4_backends, &backend_id);
@@ -377,11 +410,19 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 		 * source its reply would never leave it; from the loopback address it goes back
 		 * through the veth, and so through the reverse translation.
 		 */
-		if (p->saddr == backend->address) {
+		if (p->saddr == backend->address && backend->node_local == BE_NODE_LOCAL) {
 			fwd = HL_FWD_SNAT;
 			node_ip = HL_HAIRPIN_ADDR;
 		} else if (fwd == HL_FWD_SNAT) {
 			node_ip = hl_node_ip();
+		} else if (hl_tuple_taken(p, backend, svc->rev_nat_index)) {
+			/* The same client address and port reached this backend through another
+			 * frontend lately: the backend may still hold that connection (TIME_WAIT)
+			 * and drop the new SYN. Keep the address, move the port (netfilter's NAT
+			 * does the same on a clash).
+			 */
+			fwd = HL_FWD_SNAT;
+			node_ip = p->saddr;
 		}
 		if (fwd == HL_FWD_SNAT) {
 			if (!node_ip)
