@@ -25,9 +25,11 @@ ClusterIP frontends hold only local backends, and external frontends get an INT 
 local backends. The INT scope entry gets its own service id (so its own Maglev table).
 
 Ids are stable: `IdAllocations` maps each frontend scope and each backend to its id; ids in
-use stay as long as their object does and new ones take the smallest free number, so
-conntrack entries (which name backend ids) stay valid across recomputation and restarts (the
-agent rebuilds the allocations from the pinned maps).
+use stay as long as their object does, so conntrack entries (which name backend ids) stay
+valid across recomputation and restarts (the agent rebuilds the allocations from the pinned
+maps). New ids go on from the last one given, wrapping at the limit (Cilium's allocators do
+the same): an id freed now is not given again soon, so a flow of a deleted Service or backend
+still in conntrack cannot steer a new flow to whatever took its id.
 """
 
 from __future__ import annotations
@@ -146,9 +148,20 @@ class IdAllocations:
 
     services: dict[FrontendKey, int] = field(default_factory=dict)
     backends: dict[BackendKey, int] = field(default_factory=dict)
+    #: the last id given (0: none yet); new ids are searched from the one after it
+    last_service: int = 0
+    last_backend: int = 0
 
     def copy(self) -> IdAllocations:
-        return IdAllocations(dict(self.services), dict(self.backends))
+        return IdAllocations(dict(self.services), dict(self.backends), self.last_service,
+                             self.last_backend)
+
+    @classmethod
+    def recovered(cls, services: dict[FrontendKey, int],
+                  backends: dict[BackendKey, int]) -> IdAllocations:
+        """Allocations read back from the kernel: new ids go on after the highest in use."""
+        return cls(services, backends, max(services.values(), default=0),
+                   max(backends.values(), default=0))
 
 
 @dataclass(frozen=True)
@@ -292,26 +305,29 @@ def _sort_key(k: FrontendKey | BackendKey) -> tuple[str | int, ...]:
     return tuple(getattr(k, f) for f in k.__slots__)
 
 
-def _allocate(wanted: Iterable[_K], current: Mapping[_K, int],
-              limit: int) -> tuple[dict[_K, int], list[_K]]:
-    """Keep the ids of objects still wanted; give new ones the smallest free ids, in the
-    objects' sorted order (deterministic). Returns the allocation and what did not fit."""
+def _allocate(wanted: Iterable[_K], current: Mapping[_K, int], limit: int,
+              last: int) -> tuple[dict[_K, int], list[_K], int]:
+    """Keep the ids of objects still wanted; give new ones, in the objects' sorted order
+    (deterministic), the free ids after `last`, wrapping from `limit` to 1. Returns the
+    allocation, what did not fit, and the last id given."""
     keys = sorted(set(wanted), key=_sort_key)
     result = {k: current[k] for k in keys if k in current}
     used = set(result.values())
-    next_id = 1
     overflow: list[_K] = []
+    candidate = last
     for k in keys:
         if k in result:
             continue
-        while next_id in used:
-            next_id += 1
-        if next_id > limit:
+        if len(used) >= limit:
             overflow.append(k)
             continue
-        result[k] = next_id
-        used.add(next_id)
-    return result, overflow
+        candidate = candidate % limit + 1
+        while candidate in used:
+            candidate = candidate % limit + 1
+        result[k] = candidate
+        used.add(candidate)
+        last = candidate
+    return result, overflow, last
 
 
 @lru_cache(maxsize=4096)
@@ -411,12 +427,14 @@ def desired_state(
             health.append(HealthCheck(svc.health_check_node_port, svc.namespace, svc.name,
                                       local_count))
 
-    svc_ids, svc_overflow = _allocate(planned, ids.services, MAX_SERVICE_ID)
+    svc_ids, svc_overflow, last_service = _allocate(planned, ids.services, MAX_SERVICE_ID,
+                                                    ids.last_service)
     for fe in svc_overflow:
         problems.append(f"frontend {fe}: no free service id (at most {MAX_SERVICE_ID})")
         planned.pop(fe)
     used_backends = {b for p in planned.values() for b in p.backends} | draining
-    be_ids, be_overflow = _allocate(used_backends, ids.backends, MAX_BACKEND_ID)
+    be_ids, be_overflow, last_backend = _allocate(used_backends, ids.backends, MAX_BACKEND_ID,
+                                                  ids.last_backend)
     for be in be_overflow:
         problems.append(f"backend {be}: no free backend id")
 
@@ -443,7 +461,8 @@ def desired_state(
             ext_local=p.ext_local, int_local=p.int_local, two_scopes=p.two_scopes,
             dsr=p.dsr, maglev=table,
         ))
-    new_ids = IdAllocations(services=svc_ids, backends=be_ids)
+    new_ids = IdAllocations(services=svc_ids, backends=be_ids, last_service=last_service,
+                            last_backend=last_backend)
     return DesiredState(services=tuple(entries), backends=backends,
                         health_checks=tuple(sorted(health, key=lambda h: h.port)),
                         ids=new_ids, problems=tuple(problems))
