@@ -1,10 +1,13 @@
 """The lab's shape from its parameters: namespace, link and path names, addresses, the checks
 on lab names, LANs and interface names, exec targets, where nodes reach the API for given
 values (direct, or a node-local proxy as k3s/Talos), the cluster CIDR for node pod CIDRs, and
-the workload's HTTP answers."""
+the workload's HTTP answers and the source of its UDP answers."""
 
 from __future__ import annotations
 
+import json
+import socket
+import sys
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 
 from hexlane.lab.manager import api_endpoint, cluster_cidr, lab_values
 from hexlane.lab.topology import LabPlan, parse_target, pod_netns_name
-from hexlane.lab.workload import http_answer
+from hexlane.lab.workload import IP_PKTINFO, http_answer, reply_pktinfo
 from hexlane.model.errors import InputError
 
 
@@ -97,3 +100,18 @@ def test_workload_answers() -> None:
     assert status == 200 and ctype == "application/json"
     assert b'"client_ip": "10.42.0.5"' in body and b'"node": "node1"' in body
     assert http_answer("/nope", "p", "n", ("", 0))[0] == 404
+    assert b"received" not in body
+    # A POST (or PUT) says how many body bytes came.
+    status, _, body = http_answer("/whoami", "web-1", "node1", ("10.42.0.5", 4000), 200_000)
+    assert status == 200 and json.loads(body)["received"] == 200_000
+    assert http_answer("/", "web-1", "node1", ("", 0), 5) == (200, "text/plain", b"web-1\n")
+
+
+def test_workload_udp_answers_from_the_address_received_on() -> None:
+    # in_pktinfo as received: ifindex 3, spec_dst 10.0.0.12, addr 10.0.0.12; the answer's:
+    # ifindex 0 (routed as usual), spec_dst 10.0.0.12.
+    got = (3).to_bytes(4, sys.byteorder) + socket.inet_aton("10.0.0.12") * 2
+    info = reply_pktinfo([(socket.IPPROTO_IP, IP_PKTINFO, got)])
+    assert info == bytes(4) + socket.inet_aton("10.0.0.12") + bytes(4)
+    assert reply_pktinfo([]) is None
+    assert reply_pktinfo([(socket.SOL_SOCKET, IP_PKTINFO, got)]) is None

@@ -19,7 +19,7 @@ from hexlane.model.errors import InputError
 # Order is the order of `hexlane --help`.
 COMMAND_MODULES = (
     "config", "validate", "ipam", "apiserver", "operator", "agent", "status", "service",
-    "bpf", "l2", "hubble", "lab", "cleanup", "cni",
+    "bpf", "l2", "hubble", "lab", "connectivity", "cleanup", "cni",
 )
 
 

@@ -269,13 +269,15 @@ def in_netns(name: str, fn: Callable[[], T]) -> T:
     return netns.run_in_netns(netns.netns_path(name), fn)
 
 
-def api_request(plan: LabPlan, method: str, path: str, *, timeout: float = 5.0) -> Any:
-    """One API request from the client host, through the k8s client layer."""
+def api_request(plan: LabPlan, method: str, path: str, *, body: Any = None,
+                timeout: float = 5.0) -> Any:
+    """One API request from the client host, through the k8s client layer (`body`, when
+    given, sent as JSON)."""
     async def go() -> Any:
         client = KubeClient(load_client_config(None, plan.dir / "kubeconfig"),
                             RateLimiter(50, 100), timeout=timeout)
         try:
-            return await client.request(method, path)
+            return await client.request(method, path, body=body)
         finally:
             await client.aclose()
     return in_netns(plan.client.netns, lambda: asyncio.run(go()))

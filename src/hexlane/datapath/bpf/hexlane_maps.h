@@ -84,7 +84,7 @@
 #define DSR_IPV4_OPT_LEN  8
 
 /* The NAT ports NodePort SNAT picks from (Cilium's NodePort range for SNAT is similar): the
- * client's own port when it is free for the backend, else a hashed one in this range.
+ * client's own port when it is free for the backend, else a random one in this range.
  */
 /* The source a pod's connection to its own address through a service (hairpin) is SNATed to,
  * so the pod's reply leaves it and comes back through the translation: Cilium's
@@ -94,7 +94,7 @@
 
 #define SNAT_PORT_MIN 32768
 #define SNAT_PORT_MAX 60999
-#define SNAT_PORT_TRIES 8
+#define SNAT_PORT_TRIES 16
 
 /* Why a packet was dropped: index into the drop counter map. */
 enum hl_drop_reason {

@@ -46,7 +46,7 @@ static __always_inline __be32 hl_node_ip(void)
 }
 
 /* Claim a NAT port for client -> backend leaving as node_ip: the client's own port when no
- * other flow to this backend uses it, else a few hashed ports. The reply entry is created
+ * other flow to this backend uses it, else a few random ports. The reply entry is created
  * with BPF_NOEXIST, so two flows never share one.
  */
 static __always_inline int hl_snat_claim(struct __sk_buff *skb, const struct pkt4 *p,
@@ -69,7 +69,11 @@ static __always_inline int hl_snat_claim(struct __sk_buff *skb, const struct pkt
 		.nat_addr = p->saddr,
 		.nat_port = p->sport,
 	};
-	__u32 hash = hl_jhash_3words(p->saddr, p->sport, p->daddr, 0);
+	/* From a random place: a tuple reused quickly (a client's port, freed on each close,
+	 * to one frontend) must not always try the same few ports, which closed flows still
+	 * hold through the backend's TIME_WAIT.
+	 */
+	__u32 start = bpf_get_prandom_u32();
 	int i;
 
 	key.sport = p->sport;
@@ -79,7 +83,7 @@ static __always_inline int hl_snat_claim(struct __sk_buff *skb, const struct pkt
 	}
 #pragma unroll
 	for (i = 0; i < SNAT_PORT_TRIES; i++) {
-		__u32 port = SNAT_PORT_MIN + (hash + i * 7919) % (SNAT_PORT_MAX - SNAT_PORT_MIN + 1);
+		__u32 port = SNAT_PORT_MIN + (start + i * 7919) % (SNAT_PORT_MAX - SNAT_PORT_MIN + 1);
 
 		key.sport = bpf_htons((__u16)port);
 		if (bpf_map_update_elem(&hl_ct4, &key, &entry, BPF_NOEXIST) == 0) {
@@ -402,8 +406,12 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 
 		if (external && backend->node_local != BE_NODE_LOCAL) {
 			fwd = (svc->flags2 & SVC_FLAG_FWD_MODE_DSR) ? HL_FWD_DSR : HL_FWD_SNAT;
-			/* Only an option-less header gets the option: else fall back to SNAT. */
-			if (fwd == HL_FWD_DSR && p->l4_off - p->l3_off != sizeof(struct iphdr))
+			/* Only an option-less header gets the option: else fall back to SNAT. So
+			 * does a client that is the backend itself (a pod reaching this node's
+			 * NodePort and given itself): it cannot answer itself directly.
+			 */
+			if (fwd == HL_FWD_DSR && (p->l4_off - p->l3_off != sizeof(struct iphdr) ||
+						  p->saddr == backend->address))
 				fwd = HL_FWD_SNAT;
 		}
 		/* Hairpin: a pod reaching itself through a service. With its own address as
