@@ -62,6 +62,7 @@ from hexlane.ipam.routes import HOST_DEVICE, VXLAN_DEVICE, NodeRouting, RoutingS
 from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.informer import Informer
 from hexlane.k8s.resources import CiliumNode, EndpointSlice, Node, Pod, Service
+from hexlane.lb.services import node_routed_addresses
 from hexlane.model.endpointslice import EndpointSlice as EndpointSliceObject
 from hexlane.model.errors import InputError
 from hexlane.model.node import Node as NodeObject
@@ -327,8 +328,22 @@ class Agent:
         nodes = _parsed(NodeObject, self._objects("nodes"))
         await asyncio.to_thread(rec.update, services, slices, nodes)
         await asyncio.to_thread(rec.attach_links)
+        if rec.desired is not None:
+            await self._route_service_addresses(node_routed_addresses(rec.desired))
         if self.health_servers is not None:
             await self.health_servers.sync()
+
+    async def _route_service_addresses(self, addresses: frozenset[str]) -> None:
+        """Route the service CIDR and these LoadBalancer/external IPs to hexlane_host, so
+        the node's own connections to them meet the load balancer."""
+        if self.manager is None:
+            return
+        routes = [IPv4Network(f"{a}/32") for a in addresses]
+        if self.config.service_cidr:
+            routes.append(IPv4Network(self.config.service_cidr, strict=False))
+        report = await self.manager.set_service_routes(routes)
+        if report is not None and report.failed:
+            raise RuntimeError("; ".join(report.failed))
 
     def _after_cni_add(self) -> None:
         """A pod veth appeared: put the load balancer on it before the pod's first packet."""
@@ -558,9 +573,9 @@ class Agent:
                                           table_size=values.maglev.table_size,
                                           hash_seed=values.maglev.hash_seed)
         self.services = ServiceReconciler(self.lb, self.config.node, values)
-        attached = await asyncio.to_thread(self.services.attach, [self.device],
-                                           self.config.service_cidr)
+        attached = await asyncio.to_thread(self.services.attach, [self.device])
         log.info("service load balancer attached: %s", ", ".join(attached))
+        await self._route_service_addresses(frozenset())
         self.health_servers = HealthServers(self.services,
                                             values.kube_proxy_replacement_healthz_bind_addr)
         await self.health_servers.start()

@@ -204,6 +204,8 @@ class EndpointManager:
         self.allocator = PodIPAllocator(self.pod_cidr)
         self.endpoints: dict[str, Endpoint] = {}
         self.nodes: tuple[NodeRouting, ...] = ()
+        #: routed to hexlane_host (the service CIDR, LoadBalancer and external IPs)
+        self.service_routes: tuple[IPv4Network, ...] = ()
         self.netns_id = ""
         self.started = False
         self.last_reconcile: dict[str, Any] = {}
@@ -304,6 +306,16 @@ class EndpointManager:
         self.nodes = tuple(sorted(nodes))
         return await self.reconcile()
 
+    async def set_service_routes(self, routes: Iterable[IPv4Network]
+                                 ) -> netlink.ReconcileReport | None:
+        """Replace the service addresses routed to hexlane_host; converge when they
+        changed (None when they did not)."""
+        wanted = tuple(sorted(set(routes)))
+        if wanted == self.service_routes:
+            return None
+        self.service_routes = wanted
+        return await self.reconcile()
+
     async def reconcile(self) -> netlink.ReconcileReport:
         async with self._lock:
             return await self._reconcile()
@@ -311,7 +323,7 @@ class EndpointManager:
     async def _reconcile(self) -> netlink.ReconcileReport:
         ready = [LocalEndpoint(ep.ip, ep.host_ifname) for ep in self.endpoints.values()
                  if ep.state == "ready"]
-        plan = plan_routes(self.local, self.nodes, self.settings, ready)
+        plan = plan_routes(self.local, self.nodes, self.settings, ready, self.service_routes)
         report = await netlink.apply_plan(self.ipr, plan)
         self._configure_masquerade()
         for problem in plan.problems:

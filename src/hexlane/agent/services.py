@@ -5,7 +5,7 @@ API for the agent daemon (construct once, drive from the informers):
     lb = LbDatapath.load(bpf_root, table_size=values.maglev.table_size,
                          hash_seed=values.maglev.hash_seed)
     rec = ServiceReconciler(lb, node_name, values)     # ids recovered from the pinned maps
-    rec.attach(lan_ifnames=["eth0"], service_cidr="10.43.0.0/16")  # in the node's netns
+    rec.attach(lan_ifnames=["eth0"])                  # in the node's netns
     report = rec.update(services, slices, nodes)      # sync; call it via asyncio.to_thread
     ...                                                # again on every change (cheap: diffs)
     rec.gc_conntrack()                                 # every ~10 s: expire idle flows
@@ -233,10 +233,11 @@ class ServiceReconciler:
         libbpf.tc_attach(ifindex, self.datapath.program_fd(program), direction,
                          handle=TC_HANDLE, priority=priority)
 
-    def attach(self, lan_ifnames: Sequence[str], service_cidr: str | None = None) -> list[str]:
-        """Attach to the LAN interfaces, hexlane_host (and route the service CIDR to it),
-        every pod veth and the tunnel device; returns what was attached. Safe to repeat
-        (filters replaced)."""
+    def attach(self, lan_ifnames: Sequence[str]) -> list[str]:
+        """Attach to the LAN interfaces, hexlane_host, every pod veth and the tunnel device;
+        returns what was attached. Safe to repeat (filters replaced). What is routed to
+        hexlane_host (the service CIDR, LoadBalancer and external IPs) is the endpoint
+        manager's (`set_service_routes`)."""
         done = []
         for name in lan_ifnames:
             index = socket.if_nametoindex(name)
@@ -254,14 +255,12 @@ class ServiceReconciler:
         else:
             self._attach(host, PROGRAM_FROM_HOST, "egress")
             done.append(f"{HOST_DEVICE}:egress")
-            if service_cidr:
-                # Nothing answers ARP for service addresses: without ARP on hexlane_host the
-                # node's packets to them reach the tc egress program at once (only that
-                # program sends anything out of it; pods reach the router IP through their
-                # own veths with permanent neighbour entries).
-                for cmd in (["ip", "link", "set", HOST_DEVICE, "arp", "off"],
-                            ["ip", "route", "replace", service_cidr, "dev", HOST_DEVICE]):
-                    subprocess.run(cmd, check=True, capture_output=True)
+            # Nothing answers ARP for service addresses: without ARP on hexlane_host the
+            # node's packets to them reach the tc egress program at once (only that program
+            # sends anything out of it; pods reach the router IP through their own veths
+            # with permanent neighbour entries).
+            subprocess.run(["ip", "link", "set", HOST_DEVICE, "arp", "off"], check=True,
+                           capture_output=True)
         done += self.attach_links()
         return done
 
@@ -425,7 +424,10 @@ async def _run(args: argparse.Namespace) -> int:
     lb = LbDatapath.load(args.bpf_root, table_size=values.maglev.table_size,
                          hash_seed=values.maglev.hash_seed)
     rec = ServiceReconciler(lb, args.node, values)
-    rec.attach(args.lan, args.service_cidr)
+    rec.attach(args.lan)
+    if args.service_cidr:  # the agent's endpoint manager routes it; here, by hand
+        subprocess.run(["ip", "route", "replace", args.service_cidr, "dev", HOST_DEVICE],
+                       check=True, capture_output=True)
     health = HealthServers(rec, values.kube_proxy_replacement_healthz_bind_addr)
     await health.start()
     stop = asyncio.Event()

@@ -3,6 +3,9 @@
 Given this node, the other nodes (name, node IP, pod CIDRs), the routing settings and the
 local endpoints, `plan_routes` returns the desired state the netlink reconciler converges to.
 
+- Service addresses the node's own connections must meet the load balancer at (the service
+  CIDR, LoadBalancer and external IPs) are routed to `hexlane_host`, whose tc egress program
+  translates them.
 - Every local endpoint gets a /32 route to its host-side veth (Cilium's
   `endpointRoutes.enabled`; without a BPF program on `hexlane_host` to redirect, hexlane always
   routes endpoints this way). The rest of the local pod CIDR is `unreachable`, so a packet to
@@ -137,7 +140,8 @@ def endpoint_mac(container_id: str, ifname: str) -> str:
 
 
 def plan_routes(local: NodeRouting, nodes: Iterable[NodeRouting], settings: RoutingSettings,
-                endpoints: Sequence[LocalEndpoint] = ()) -> RoutePlan:
+                endpoints: Sequence[LocalEndpoint] = (),
+                service_routes: Iterable[IPv4Network] = ()) -> RoutePlan:
     """The desired routes, FDB and neighbour entries of `local` (see the module docstring)."""
     routes: set[RouteSpec] = set()
     fdb: set[FdbSpec] = set()
@@ -148,6 +152,13 @@ def plan_routes(local: NodeRouting, nodes: Iterable[NodeRouting], settings: Rout
                              scope_link=True))
     for cidr in local.pod_cidrs:
         routes.add(RouteSpec(cidr, kind="unreachable"))
+    for dst in sorted(set(service_routes)):
+        if any(dst.overlaps(c) for n in (local, *nodes) for c in n.pod_cidrs):
+            problems.append(Problem(f"service addresses {dst} overlap a pod CIDR; not routed "
+                                    f"to {HOST_DEVICE}", obj=f"Node/{local.name}",
+                                    severity="warning"))
+            continue
+        routes.add(RouteSpec(dst, device=HOST_DEVICE, scope_link=True))
     vxlan = None
     if settings.mode == "tunnel":
         vxlan = VxlanSpec(VXLAN_DEVICE, settings.vni, settings.vxlan_port, local.node_ip,

@@ -176,6 +176,14 @@ class DesiredState:
         return {s.frontend: s for s in self.services}
 
 
+def node_routed_addresses(desired: DesiredState) -> frozenset[str]:
+    """The frontend addresses outside the service CIDR that the node's own connections must
+    meet the load balancer at: LoadBalancer and external IPs (the agent routes them to
+    hexlane_host, as it routes the service CIDR)."""
+    return frozenset(s.frontend.address for s in desired.services
+                     if s.type in (LOAD_BALANCER, EXTERNAL_IP))
+
+
 def settings_from_values(values: object) -> LbSettings:
     """LbSettings from a `hexlane.config.Values` (duck-typed: the pure core imports no config)."""
     lb = values.load_balancer  # type: ignore[attr-defined]
