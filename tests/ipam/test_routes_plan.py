@@ -95,3 +95,18 @@ def test_plan_ignores_node_order_and_never_routes_a_cidr_twice(
     assert plan == plan_routes(LOCAL, sorted(nodes), settings_)
     dsts = [r.dst for r in plan.routes]
     assert len(dsts) == len(set(dsts)) == 6  # local unreachable + 5 remote nodes
+
+
+def test_service_addresses_are_routed_to_the_host_device() -> None:
+    """The service CIDR and LoadBalancer/external IPs go to hexlane_host (the node's own
+    connections meet the load balancer there); one overlapping a pod CIDR is refused."""
+    from hexlane.ipam.routes import HOST_DEVICE
+
+    wanted = [IPv4Network("10.43.0.0/16"), IPv4Network("10.0.0.240/32"),
+              IPv4Network("10.42.2.7/32")]
+    plan = plan_routes(LOCAL, [N2], RoutingSettings(mode="native", auto_direct_node_routes=True),
+                       service_routes=wanted)
+    host = {r.dst for r in plan.routes if r.device == HOST_DEVICE}
+    assert host == {IPv4Network("10.43.0.0/16"), IPv4Network("10.0.0.240/32")}
+    assert all(r.scope_link for r in plan.routes if r.device == HOST_DEVICE)
+    assert [p for p in plan.problems if "10.42.2.7/32" in str(p)]
