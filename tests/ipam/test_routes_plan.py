@@ -110,3 +110,14 @@ def test_service_addresses_are_routed_to_the_host_device() -> None:
     assert host == {IPv4Network("10.43.0.0/16"), IPv4Network("10.0.0.240/32")}
     assert all(r.scope_link for r in plan.routes if r.device == HOST_DEVICE)
     assert [p for p in plan.problems if "10.42.2.7/32" in str(p)]
+
+
+def test_local_endpoints_get_permanent_neighbours() -> None:
+    """The node never ARPs for its own pods (their MACs are hexlane's choice): a neighbour
+    entry per endpoint with a MAC, on its host veth."""
+    ep = LocalEndpoint(IPv4Address("10.42.1.9"), "lxc0123456789ab", "0a:58:0a:2a:01:09")
+    plan = plan_routes(LOCAL, [], RoutingSettings(mode="native"), [ep])
+    assert NeighborSpec(ep.ip, ep.mac, device=ep.host_ifname) in plan.neighbors
+    bare = plan_routes(LOCAL, [], RoutingSettings(mode="native"),
+                       [LocalEndpoint(ep.ip, ep.host_ifname)])
+    assert not bare.neighbors

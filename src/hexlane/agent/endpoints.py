@@ -321,7 +321,7 @@ class EndpointManager:
             return await self._reconcile()
 
     async def _reconcile(self) -> netlink.ReconcileReport:
-        ready = [LocalEndpoint(ep.ip, ep.host_ifname) for ep in self.endpoints.values()
+        ready = [LocalEndpoint(ep.ip, ep.host_ifname, ep.mac) for ep in self.endpoints.values()
                  if ep.state == "ready"]
         plan = plan_routes(self.local, self.nodes, self.settings, ready, self.service_routes)
         report = await netlink.apply_plan(self.ipr, plan)

@@ -467,11 +467,20 @@ async def reconcile_neighbors(ipr: AsyncIPRoute, index: int, wanted: Iterable[Ne
 async def apply_plan(ipr: AsyncIPRoute, plan: RoutePlan) -> ReconcileReport:
     """Converge the node's VXLAN device, FDB, neighbours and hexlane routes to `plan`."""
     report = ReconcileReport()
+    by_device: dict[str, list[NeighborSpec]] = {}
+    for n in plan.neighbors:
+        by_device.setdefault(n.device, []).append(n)
     if plan.vxlan is not None:
         index = await ensure_vxlan(ipr, plan.vxlan, report)
         await reconcile_fdb(ipr, index, plan.fdb, report)
-        await reconcile_neighbors(ipr, index, plan.neighbors, report)
+        await reconcile_neighbors(ipr, index, by_device.pop(VXLAN_DEVICE, []), report)
     elif await delete_link(ipr, VXLAN_DEVICE):
         report.removed.append(f"link {VXLAN_DEVICE}")
+    for device, wanted in sorted(by_device.items()):  # endpoints' veths
+        found = await link_index(ipr, device)
+        if found is None:
+            report.failed.append(f"neighbours on {device}: no such link")
+            continue
+        await reconcile_neighbors(ipr, found, wanted, report)
     await reconcile_routes(ipr, plan.routes, report)
     return report

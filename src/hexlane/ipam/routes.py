@@ -6,6 +6,11 @@ local endpoints, `plan_routes` returns the desired state the netlink reconciler 
 - Service addresses the node's own connections must meet the load balancer at (the service
   CIDR, LoadBalancer and external IPs) are routed to `hexlane_host`, whose tc egress program
   translates them.
+- Every local endpoint gets a permanent neighbour entry on its host-side veth (its MAC is
+  hexlane's choice): the node never ARPs for its pods. A packet the load balancer sends by
+  `bpf_redirect_neigh` while a pod's neighbour is still unresolved leaves, once resolved, with
+  the Ethernet header it came with (hexlane_host's), and the pod drops it: the first
+  connection of a node to a fresh pod through a ClusterIP was lost so.
 - Every local endpoint gets a /32 route to its host-side veth (Cilium's
   `endpointRoutes.enabled`; without a BPF program on `hexlane_host` to redirect, hexlane always
   routes endpoints this way). The rest of the local pod CIDR is `unreachable`, so a packet to
@@ -74,6 +79,7 @@ class RoutingSettings:
 class LocalEndpoint:
     ip: IPv4Address
     host_ifname: str
+    mac: str = ""  # the pod interface's MAC (hexlane chose it): a permanent neighbour
 
 
 @dataclass(frozen=True, order=True)
@@ -150,6 +156,8 @@ def plan_routes(local: NodeRouting, nodes: Iterable[NodeRouting], settings: Rout
     for ep in endpoints:
         routes.add(RouteSpec(IPv4Network(f"{ep.ip}/32"), device=ep.host_ifname,
                              scope_link=True))
+        if ep.mac:
+            neighbors.add(NeighborSpec(ep.ip, ep.mac, device=ep.host_ifname))
     for cidr in local.pod_cidrs:
         routes.add(RouteSpec(cidr, kind="unreachable"))
     for dst in sorted(set(service_routes)):
