@@ -340,3 +340,11 @@ def test_a_reused_client_port_answers_from_the_frontend_it_was_sent_to(lb: LbDat
     out = run(lb, PROGRAM_FROM_CLIENT, packets.build(CLIENT, "10.96.0.50", 5300, 53,
                                                      packets.UDP))
     assert packets.parse(out.data).dst == "10.244.8.9"
+
+
+def test_program_names_fit_the_kernels_name_length() -> None:
+    """The kernel keeps 15 characters of a program's name, and `hexlane status` checks the
+    attached programs by name: a longer one would never be found attached."""
+    from hexlane.datapath.loader import PROGRAMS
+
+    assert all(len(name) <= 15 for name in PROGRAMS), [n for n in PROGRAMS if len(n) > 15]

@@ -50,6 +50,7 @@ from hexlane.config import Values
 from hexlane.datapath import netlink
 from hexlane.datapath.loader import (
     PROGRAM_FROM_HOST,
+    PROGRAM_FROM_LOOPBACK,
     PROGRAM_FROM_NETDEV,
     PROGRAM_FROM_OVERLAY,
     PROGRAM_TO_NETDEV,
@@ -392,7 +393,9 @@ class Agent:
                          {"device": self.device, "direction": "egress",
                           "name": PROGRAM_TO_NETDEV},
                          {"device": HOST_DEVICE, "direction": "egress",
-                          "name": PROGRAM_FROM_HOST}]
+                          "name": PROGRAM_FROM_HOST},
+                         {"device": "lo", "direction": "egress",
+                          "name": PROGRAM_FROM_LOOPBACK}]
             if self.config.values.routing_mode == "tunnel" and self.peers:
                 # the tunnel exists once there is a peer to reach through it
                 expected.append({"device": VXLAN_DEVICE, "direction": "ingress",

@@ -55,12 +55,13 @@ from typing import Any
 
 from aiohttp import web
 
-from hexlane.datapath import libbpf
+from hexlane.datapath import libbpf, netlink
 from hexlane.datapath.conntrack import gc_conntrack
 from hexlane.datapath.lbstate import MapContents, encode, recover_ids
 from hexlane.datapath.loader import (
     NETDEV_TC_PRIORITY,
     PROGRAM_FROM_HOST,
+    PROGRAM_FROM_LOOPBACK,
     PROGRAM_FROM_NETDEV,
     PROGRAM_FROM_OVERLAY,
     PROGRAM_FROM_POD,
@@ -71,7 +72,7 @@ from hexlane.datapath.loader import (
     TC_PRIORITY,
     LbDatapath,
 )
-from hexlane.ipam.routes import HOST_DEVICE, VXLAN_DEVICE
+from hexlane.ipam.routes import HOST_DEVICE, HOST_PEER_DEVICE, VXLAN_DEVICE
 from hexlane.lb.services import (
     DesiredState,
     HealthCheck,
@@ -247,6 +248,13 @@ class ServiceReconciler:
             self._attach(index, PROGRAM_FROM_NETDEV, "ingress", NETDEV_TC_PRIORITY)
             self._attach(index, PROGRAM_TO_NETDEV, "egress")
             done += [f"{name}:ingress", f"{name}:egress"]
+        # The node's own connections to its own addresses (its NodePorts) take lo. Their
+        # replies come back in through lo with one of the node's addresses as source (as
+        # Cilium sets it on cilium_host, accept_local lets such a packet in; traffic looped
+        # back by the kernel itself never meets this check).
+        self._attach(socket.if_nametoindex("lo"), PROGRAM_FROM_LOOPBACK, "egress")
+        netlink.write_sysctl("net.ipv4.conf.lo.accept_local", "1")
+        done.append("lo:egress")
         try:
             host = socket.if_nametoindex(HOST_DEVICE)
         except OSError:
@@ -261,6 +269,10 @@ class ServiceReconciler:
             # with permanent neighbour entries).
             subprocess.run(["ip", "link", "set", HOST_DEVICE, "arp", "off"], check=True,
                            capture_output=True)
+            # A translated packet whose next hop is not resolved yet goes on out of
+            # hexlane_host to the kernel's forwarding, in through its peer with the router IP
+            # (one of the node's own addresses) as source.
+            netlink.write_sysctl(f"net.ipv4.conf.{HOST_PEER_DEVICE}.accept_local", "1")
         done += self.attach_links()
         return done
 

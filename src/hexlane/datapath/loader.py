@@ -66,9 +66,10 @@ PROGRAM_FROM_OVERLAY = "hl_from_overlay"  # the VXLAN device, ingress (tunnel mo
 PROGRAM_TO_NETDEV = "hl_to_netdev"  # LAN interface, egress (host-network backends' replies)
 PROGRAM_TO_POD = "hl_to_pod"  # every pod's host-side veth, egress (the same, to local pods)
 PROGRAM_TO_OVERLAY = "hl_to_overlay"  # the VXLAN device, egress (the same, to remote pods)
+PROGRAM_FROM_LOOPBACK = "hl_from_lo"  # lo, egress (the node's own NodePorts; names: 15 chars)
 PROGRAMS = (PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, PROGRAM_FROM_NETDEV, PROGRAM_FROM_POD,
             PROGRAM_FROM_HOST, PROGRAM_FROM_OVERLAY, PROGRAM_TO_NETDEV, PROGRAM_TO_POD,
-            PROGRAM_TO_OVERLAY)
+            PROGRAM_TO_OVERLAY, PROGRAM_FROM_LOOPBACK)
 # tc filter handle and priority of every program of ours; our programs hand on what is not
 # theirs (TC_ACT_UNSPEC).
 TC_HANDLE = 1

@@ -108,12 +108,6 @@ ROUTED_NOTE = "routed via node1 by the test: no L2 announcements yet"
 
 # What hexlane has not built, so cells needing it are "not testable" (docs/service-lb.md,
 # "Not built yet"). Remove an entry when the datapath serves it.
-NOT_BUILT = {
-    "node-local": "not built yet: a node's own connections to its own NodePort "
-                  "(docs/service-lb.md)",
-}
-
-
 # --- the lab ------------------------------------------------------------------------------------
 
 
@@ -503,8 +497,6 @@ def _not_testable(src: Source, v: Variant, dest: Dest, facts: LabFacts) -> str:
     if (v.mode or facts.lb_mode) in ("dsr", "hybrid") and facts.routing_mode == "tunnel":
         return (f"mode {v.mode or facts.lb_mode} needs routingMode native (DSR in tunnel "
                 "mode needs Geneve, which this kernel lacks)")
-    if src.kind == "node" and dest.kind == NODE_PORT and dest.node == src.node:
-        return NOT_BUILT["node-local"]
     return ""
 
 

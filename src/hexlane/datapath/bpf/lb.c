@@ -17,6 +17,7 @@
  *   reaching itself SNATed to HL_HAIRPIN_ADDR); both are sent on by the FIB.
  * hl_from_host (egress of hexlane_host, where the node routes the service CIDR): the node's
  *   own connections to a frontend are DNATed and redirected to the backend by the FIB.
+ * hl_from_lo (egress of lo): the node's own connections to its own NodePorts.
  * hl_to_netdev / hl_to_overlay / hl_to_pod (egress of the LAN interface, the VXLAN device,
  *   every pod veth): replies that a host-network backend of this node sends from the node's
  *   own stack are turned back.
@@ -44,13 +45,14 @@
 /* A reply turned back by hl_lb4_reverse, sent where its (new) destination is: an SNAT
  * reply now goes to the client, a hairpin reply to the pod itself, any other to its pod.
  */
-static __always_inline int hl_reply_redirect(struct __sk_buff *skb, const struct pkt4 *p)
+static __always_inline int hl_reply_redirect(struct __sk_buff *skb, const struct pkt4 *p,
+					     bool ingress)
 {
 	__be32 daddr;
 
 	if (bpf_skb_load_bytes(skb, IP_DADDR_OFF, &daddr, sizeof(daddr)) < 0)
 		return hl_drop(HL_DROP_TRUNCATED);
-	return hl_fib_redirect(skb, daddr, p->proto, false);
+	return hl_fib_redirect(skb, daddr, p->proto, false, !ingress);
 }
 
 #define HL_WIRE_NONE (-2) /* none of the packets hl_from_wire handles: a tc verdict else */
@@ -66,7 +68,7 @@ static __always_inline int hl_from_wire(struct __sk_buff *skb, struct pkt4 *p)
 	if (ret < 0)
 		return hl_drop(-ret);
 	if (ret > 0)
-		return hl_reply_redirect(skb, p);
+		return hl_reply_redirect(skb, p, true);
 	ret = hl_dsr_accept(skb, p);
 	if (ret < 0)
 		return hl_drop(-ret);
@@ -74,15 +76,17 @@ static __always_inline int hl_from_wire(struct __sk_buff *skb, struct pkt4 *p)
 	 * client is this node itself the input route check would drop it (a local source).
 	 */
 	if (ret > 0)
-		return hl_fib_redirect(skb, p->daddr, p->proto, true);
+		return hl_fib_redirect(skb, p->daddr, p->proto, true, false);
 	return HL_WIRE_NONE;
 }
 
 /* The shared body: reverse first, then forward. Returns a tc verdict; `pass` is what "none
- * of ours" returns, `redirect` whether translated packets go out by the FIB.
+ * of ours" returns, `redirect` whether translated packets go out by the FIB, `ingress`
+ * whether the hook is an ingress one (only there may a packet go straight into a pod's
+ * namespace: bpf_redirect_peer).
  */
 static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, bool reverse,
-					 bool redirect, int pass)
+					 bool redirect, bool ingress, int pass)
 {
 	const struct lb4_service *svc;
 	struct lb4_key key = {};
@@ -107,7 +111,7 @@ static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, b
 		 * reply's destination changed too: read it again.
 		 */
 		if (ret > 0)
-			return hl_reply_redirect(skb, &p);
+			return hl_reply_redirect(skb, &p, ingress);
 	}
 
 	key.address = p.daddr;
@@ -125,10 +129,8 @@ static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, b
 		return hl_drop(-ret);
 	if (ret == HL_REJECTED)
 		return verdict;
-	/* Into a local pod's namespace straight from an ingress hook (no peer redirect from the
-	 * egress of hexlane_host).
-	 */
-	return redirect ? hl_fib_redirect(skb, daddr, p.proto, reverse && local) : TC_ACT_OK;
+	return redirect ? hl_fib_redirect(skb, daddr, p.proto, ingress && local, !ingress)
+			: TC_ACT_OK;
 }
 
 SEC("tc")
@@ -166,7 +168,7 @@ int hl_from_netdev(struct __sk_buff *skb)
 		return hl_drop(-ret);
 	if (ret == HL_REJECTED)
 		return verdict;
-	return hl_fib_redirect(skb, daddr, p.proto, local);
+	return hl_fib_redirect(skb, daddr, p.proto, local, false);
 }
 
 /* Ingress of the tunnel device (routingMode: tunnel): pod traffic between nodes arrives
@@ -194,19 +196,30 @@ int hl_from_overlay(struct __sk_buff *skb)
 SEC("tc")
 int hl_from_pod(struct __sk_buff *skb)
 {
-	return hl_lb4_handle(skb, true, true, true, TC_ACT_UNSPEC);
+	return hl_lb4_handle(skb, true, true, true, true, TC_ACT_UNSPEC);
 }
 
 SEC("tc")
 int hl_from_host(struct __sk_buff *skb)
 {
-	return hl_lb4_handle(skb, true, false, true, TC_ACT_UNSPEC);
+	return hl_lb4_handle(skb, true, false, true, false, TC_ACT_UNSPEC);
+}
+
+/* Egress of the loopback device, which every packet of the node to one of its own addresses
+ * takes: its connections to its own NodePorts are translated here (DNAT, then the FIB), and
+ * replies that reach such a connection through the loopback (from a host-network backend of
+ * this node) are turned back.
+ */
+SEC("tc")
+int hl_from_lo(struct __sk_buff *skb)
+{
+	return hl_lb4_handle(skb, true, true, true, false, TC_ACT_UNSPEC);
 }
 
 SEC("tc")
 int hl_from_client(struct __sk_buff *skb)
 {
-	return hl_lb4_handle(skb, false, false, false, TC_ACT_OK);
+	return hl_lb4_handle(skb, false, false, false, false, TC_ACT_OK);
 }
 
 /* Reverse translation only, for a packet already on its way out of a device: `pass` is the

@@ -20,6 +20,7 @@
 #include "icmp.h"
 
 #define AF_INET 2
+#define HL_LOOPBACK_IFINDEX 1 /* lo is the first link of every network namespace */
 
 /* How a new flow leaves this node (chosen per flow, kept in its service entry). */
 #define HL_FWD_LOCAL 0 /* DNAT only: the backend is local, or the client is inside */
@@ -497,11 +498,14 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
  * redirected: into the pod's namespace directly (`to_pod`, bpf_redirect_peer: the packet
  * appears on the pod's eth0 ingress without another pass through the backlog, as Cilium
  * delivers to local endpoints) or out of the egress device. An unresolved neighbour goes by
- * bpf_redirect_neigh with the FIB's next hop; a local destination, or no route, goes up the
- * stack as it is.
+ * bpf_redirect_neigh with the FIB's next hop from an ingress hook; from an egress hook
+ * (`egress`) the packet goes on its way to the kernel's forwarding, which resolves it: a
+ * packet bpf_redirect_neigh queued there left, once resolved, with the Ethernet header it
+ * had (hexlane_host's: tcpdump -e), and its receiver dropped it. A destination on this node
+ * goes in through the loopback (below); no route: on as it is.
  */
 static __always_inline int hl_fib_redirect(struct __sk_buff *skb, __be32 daddr, __u8 proto,
-					   bool to_pod)
+					   bool to_pod, bool egress)
 {
 	struct bpf_fib_lookup fib = {};
 	struct bpf_redir_neigh nh = {};
@@ -531,9 +535,23 @@ static __always_inline int hl_fib_redirect(struct __sk_buff *skb, __be32 daddr, 
 		return bpf_redirect(fib.ifindex, 0);
 	}
 	if (ret == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		if (egress)
+			return TC_ACT_OK;
 		nh.nh_family = AF_INET;
 		nh.ipv4_nh = fib.ipv4_dst; /* the FIB's next hop */
 		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+	}
+	/* For this node itself (a host-network backend here, or a reply to the node's own
+	 * connection): in through the loopback, whose input takes a source that is one of the
+	 * node's own addresses (a NodePort reply to the node, the router IP of hexlane_host),
+	 * which any other device's input drops. lo's MAC is all zeros.
+	 */
+	if (ret == BPF_FIB_LKUP_RET_NOT_FWDED) {
+		__u8 zero_macs[2 * ETH_ALEN] = {};
+
+		if (bpf_skb_store_bytes(skb, 0, zero_macs, sizeof(zero_macs), 0) < 0)
+			return TC_ACT_OK;
+		return bpf_redirect(HL_LOOPBACK_IFINDEX, BPF_F_INGRESS);
 	}
 	return TC_ACT_OK;
 }
