@@ -270,20 +270,22 @@ static __always_inline void hl_ct_forget_stale_reply(const struct pkt4 *p)
 	bpf_map_delete_elem(&hl_ct4, &key);
 }
 
+/* The reply entry's key of a flow DNATed to `backend` (client -> backend). */
+static __always_inline void hl_ct_key_to_backend(struct ct4_key *key, const struct pkt4 *p,
+						 const struct lb4_backend *backend)
+{
+	hl_ct_key_forward(key, p, CT_F_REPLY);
+	key->daddr = backend->address;
+	key->dport = backend->port;
+}
+
 /* The reply entry of an established flow, re-created when missing. */
 static __always_inline int hl_ct_ensure_reply(struct __sk_buff *skb, const struct pkt4 *p,
 					      const struct lb4_backend *backend, __u32 backend_id,
 					      __u16 rev_nat, int fwd, __be32 node_ip,
 					      __be16 nat_port)
 {
-	struct ct4_key key = {
-		.saddr = p->saddr,
-		.daddr = backend->address,
-		.sport = p->sport,
-		.dport = backend->port,
-		.proto = p->proto,
-		.flags = CT_F_REPLY,
-	};
+	struct ct4_key key;
 	struct ct4_entry entry = {
 		.last_seen_ns = bpf_ktime_get_ns(),
 		.backend_id = backend_id,
@@ -293,6 +295,7 @@ static __always_inline int hl_ct_ensure_reply(struct __sk_buff *skb, const struc
 
 	if (fwd == HL_FWD_DSR)
 		return 0; /* replies never come back through this node */
+	hl_ct_key_to_backend(&key, p, backend);
 	if (fwd == HL_FWD_SNAT) {
 		key.saddr = node_ip;
 		key.sport = nat_port;
@@ -318,15 +321,11 @@ static __always_inline int hl_ct_ensure_reply(struct __sk_buff *skb, const struc
 static __always_inline bool hl_tuple_taken(const struct pkt4 *p,
 					   const struct lb4_backend *backend, __u16 rev_nat)
 {
-	struct ct4_key key = {
-		.saddr = p->saddr,
-		.daddr = backend->address,
-		.sport = p->sport,
-		.dport = backend->port,
-		.proto = p->proto,
-		.flags = CT_F_REPLY,
-	};
-	struct ct4_entry *cur = bpf_map_lookup_elem(&hl_ct4, &key);
+	struct ct4_key key;
+	struct ct4_entry *cur;
+
+	hl_ct_key_to_backend(&key, p, backend);
+	cur = bpf_map_lookup_elem(&hl_ct4, &key);
 
 	return cur && cur->rev_nat_index != rev_nat;
 }
