@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_network
 from typing import Any
@@ -784,15 +784,27 @@ def parse_curl(stdout: str, stderr: str, attempts: int, address: str, port: int
                                   received=received if isinstance(received, int) else None))
         except (ValueError, KeyError, TypeError, AttributeError):
             errors.append("bad answer")
+    ports = _tally(stderr, lambda http_code: http_code == "200", errors)
+    return _result(address, port, attempts, answers, errors, ports)
+
+
+def _tally(stderr: str, answered: Callable[[str], bool], errors: list[str]) -> list[int]:
+    """The local ports of curl's transfers whose HTTP code `answered`; the others' errors
+    appended to `errors`."""
     ports = []
     for code, http_code, local_port, message in _marks(stderr):
-        if code == 0 and http_code == "200":
+        if code == 0 and answered(http_code):
             if local_port.isdigit():
                 ports.append(int(local_port))
         else:
             errors.append(_curl_error(code, http_code, message))
-    missing = attempts - len(answers) - len(errors)
-    errors += ["no output"] * max(0, missing)
+    return ports
+
+
+def _result(address: str, port: int, attempts: int, answers: list[Answer],
+            errors: list[str], ports: list[int]) -> ProbeResult:
+    """A probe's result; attempts that left no trace at all count as "no output"."""
+    errors = errors + ["no output"] * max(0, attempts - len(answers) - len(errors))
     return ProbeResult(f"{address}:{port}", attempts, tuple(answers), tuple(errors),
                        tuple(ports))
 
@@ -803,20 +815,16 @@ def parse_https(stderr: str, attempts: int, address: str, port: int, backend: st
     An HTTPS answer does not name its server: each is credited to `backend`, the endpoints
     the API lists for the Service (the datapath's backend set), so a wrong set shows as a
     backend not allowed."""
-    answers = []
-    errors = []
-    ports = []
-    for code, http_code, local_port, message in _marks(stderr):
-        if code == 0 and http_code.isdigit() and http_code != "000":
-            answers.append(Answer(backend, http_status=http_code))
-            if local_port.isdigit():
-                ports.append(int(local_port))
-        else:
-            errors.append(_curl_error(code, http_code, message))
-    missing = attempts - len(answers) - len(errors)
-    errors += ["no output"] * max(0, missing)
-    return ProbeResult(f"{address}:{port}", attempts, tuple(answers), tuple(errors),
-                       tuple(ports))
+    errors: list[str] = []
+    statuses = [http_code for code, http_code, _, _ in _marks(stderr)
+                if code == 0 and _is_status(http_code)]
+    ports = _tally(stderr, _is_status, errors)
+    answers = [Answer(backend, http_status=status) for status in statuses]
+    return _result(address, port, attempts, answers, errors, ports)
+
+
+def _is_status(http_code: str) -> bool:
+    return http_code.isdigit() and http_code != "000"
 
 
 # Runs with the machine's Python in the source's namespace: argv = address port count

@@ -135,18 +135,14 @@ def _exists(plan: LabPlan, path: str) -> bool:
     return True
 
 
-def _wait(what: str, check: Callable[[], Any], timeout: float, explain: Callable[[], str],
-          interval: float = 0.3) -> Any:
+def _wait(what: str, check: Callable[[], Any], timeout: float, explain: Callable[[], str]
+          ) -> Any:
     """Poll `check` until it returns something true; ConnectivityError with `explain()`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise ConnectivityError(f"timed out after {timeout:.0f}s waiting for {what}: "
-                                    f"{explain()}")
-        time.sleep(interval)
+    result = manager.poll(check, timeout)
+    if result is None:
+        raise ConnectivityError(f"timed out after {timeout:.0f}s waiting for {what}: "
+                                f"{explain()}")
+    return result
 
 
 # --- set up -------------------------------------------------------------------------------------

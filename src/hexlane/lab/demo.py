@@ -19,7 +19,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -73,14 +72,10 @@ def _kubectl(lab: str, *args: str) -> None:
 
 
 def _wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
+    result = manager.poll(check, timeout, interval=0.5)
+    if result is None:
+        raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
+    return result
 
 
 def _plan(lab: str) -> manager.LabPlan:

@@ -334,6 +334,19 @@ def _kubeconfig_for(source: Path, target: Path, server: str) -> None:
     tmp.replace(target)
 
 
+def poll(check: Callable[[], T], timeout: float, interval: float = 0.3) -> T | None:
+    """Call `check` until it returns something true (returned) or `timeout` seconds pass
+    (None): the lab's waits for the cluster to reach a state; callers say what timed out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
+
+
 def _wait(what: str, check: Callable[[], bool], timeout: float, procs: Sequence[Proc] = (),
           interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
