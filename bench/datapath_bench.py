@@ -48,13 +48,13 @@ from typing import Any
 
 from hexlane.agent.services import ServiceReconciler
 from hexlane.datapath import libbpf
-from hexlane.datapath.loader import (
+from hexlane.datapath.bpffs import scratch_bpf_dir
+from hexlane.datapath.lb.loader import (
     PROGRAM_FROM_NETDEV,
     PROGRAM_FROM_POD,
     TC_HANDLE,
     TC_PRIORITY,
     LbDatapath,
-    scratch_bpf_dir,
 )
 from hexlane.lab.netns import Topology, netns_path, run, run_in_netns
 from hexlane.lb.services import LbSettings

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from hexlane.cni.main import AgentUnavailable, call_agent
-from hexlane.datapath.loader import scratch_bpf_dir
+from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 

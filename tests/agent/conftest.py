@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from agent_helpers import Cluster, require_root
 
-from hexlane.datapath.loader import scratch_bpf_dir
+from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 

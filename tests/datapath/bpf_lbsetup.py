@@ -5,8 +5,8 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Sequence
 
-from hexlane.datapath.loader import LbDatapath
-from hexlane.datapath.maps import (
+from hexlane.datapath.lb.loader import LbDatapath
+from hexlane.datapath.lb.maps import (
     BE_NODE_LOCAL,
     LB_SELECTION_RANDOM,
     Lb4Backend,

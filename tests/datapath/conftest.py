@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hexlane.datapath.loader import LbDatapath, scratch_bpf_dir
+from hexlane.datapath.bpffs import scratch_bpf_dir
+from hexlane.datapath.lb.loader import LbDatapath
 
 
 def _skip_reason() -> str | None:

@@ -17,8 +17,8 @@ from bpf_lbsetup import add_service
 
 from hexlane.cli.main import main
 from hexlane.datapath import libbpf
-from hexlane.datapath.loader import PROGRAM_FROM_CLIENT, LbDatapath
-from hexlane.datapath.maps import LB_SELECTION_MAGLEV, SVC_FLAG_LOADBALANCER
+from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, LbDatapath
+from hexlane.datapath.lb.maps import LB_SELECTION_MAGLEV, SVC_FLAG_LOADBALANCER
 from hexlane.lb.maglev import MaglevBackend, build_table
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from hexlane.datapath.bpffs import ensure_bpffs, is_bpffs, on_bpffs
 from hexlane.datapath.build import BpfBuildError, compile_program
-from hexlane.datapath.loader import ensure_bpffs, is_bpffs, on_bpffs
 
 pytestmark = pytest.mark.skipif(shutil.which("clang") is None, reason="needs clang")
 

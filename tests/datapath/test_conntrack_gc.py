@@ -14,15 +14,15 @@ import bpf_packets as packets
 from bpf_lbsetup import add_service
 
 from hexlane.datapath import libbpf
-from hexlane.datapath.conntrack import (
+from hexlane.datapath.lb.conntrack import (
     CT_ENTRY_F_CLOSING,
     NS,
     CtTimeouts,
     expired,
     gc_conntrack,
 )
-from hexlane.datapath.loader import PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, LbDatapath
-from hexlane.datapath.maps import CT_F_REPLY, CT_F_SERVICE, Ct4Entry, Ct4Key, ip4, port16
+from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, LbDatapath
+from hexlane.datapath.lb.maps import CT_F_REPLY, CT_F_SERVICE, Ct4Entry, Ct4Key, ip4, port16
 
 
 def test_expiry_rule() -> None:

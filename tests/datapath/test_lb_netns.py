@@ -19,8 +19,8 @@ import bpf_packets as packets
 import pytest
 from bpf_lbsetup import add_service
 
-from hexlane.datapath.loader import PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, LbDatapath
-from hexlane.datapath.maps import LB_SELECTION_MAGLEV
+from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, LbDatapath
+from hexlane.datapath.lb.maps import LB_SELECTION_MAGLEV
 from hexlane.lab.netns import Topology, netns_path, run, run_in_netns, veth
 from hexlane.lb.maglev import MaglevBackend, build_table
 

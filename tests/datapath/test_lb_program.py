@@ -22,13 +22,13 @@ import pytest
 from bpf_lbsetup import add_service
 
 from hexlane.datapath import libbpf
-from hexlane.datapath.loader import (
+from hexlane.datapath.lb.loader import (
     PROGRAM_FROM_CLIENT,
     PROGRAM_FROM_POD,
     PROGRAM_TO_CLIENT,
     LbDatapath,
 )
-from hexlane.datapath.maps import (
+from hexlane.datapath.lb.maps import (
     CT_F_REPLY,
     CT_F_SERVICE,
     SVC_FLAG_AFFINITY,
@@ -345,6 +345,6 @@ def test_a_reused_client_port_answers_from_the_frontend_it_was_sent_to(lb: LbDat
 def test_program_names_fit_the_kernels_name_length() -> None:
     """The kernel keeps 15 characters of a program's name, and `hexlane status` checks the
     attached programs by name: a longer one would never be found attached."""
-    from hexlane.datapath.loader import PROGRAMS
+    from hexlane.datapath.lb.loader import PROGRAMS
 
     assert all(len(name) <= 15 for name in PROGRAMS), [n for n in PROGRAMS if len(n) > 15]

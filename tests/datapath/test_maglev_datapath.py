@@ -15,8 +15,8 @@ import bpf_packets as packets
 from bpf_lbsetup import add_backend, add_service
 
 from hexlane.datapath import libbpf
-from hexlane.datapath.loader import PROGRAM_FROM_CLIENT, LbDatapath
-from hexlane.datapath.maps import LB_SELECTION_MAGLEV, SVC_FLAG_AFFINITY
+from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, LbDatapath
+from hexlane.datapath.lb.maps import LB_SELECTION_MAGLEV, SVC_FLAG_AFFINITY
 from hexlane.lb.maglev import MaglevBackend, build_table, maglev_slot
 
 M = 16381

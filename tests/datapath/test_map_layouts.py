@@ -1,4 +1,4 @@
-"""The ctypes mirrors in hexlane.datapath.maps match bpf/hexlane_maps.h as compiled.
+"""The ctypes mirrors in hexlane.datapath.lb.maps match bpf/hexlane_maps.h as compiled.
 
 Pins down, for every mirrored struct, its size and each field's name and byte offset against
 the BTF of the built object (read with bpftool), so the C header stays the single declaration;
@@ -14,10 +14,10 @@ import subprocess
 
 import pytest
 
-from hexlane.datapath import maps
 from hexlane.datapath.build import BPF_SOURCE_DIR, compile_program
-from hexlane.datapath.loader import build_options
-from hexlane.datapath.maps import DROP_REASON_SLOTS, MIRRORS, DropReason
+from hexlane.datapath.lb import maps
+from hexlane.datapath.lb.loader import build_options
+from hexlane.datapath.lb.maps import DROP_REASON_SLOTS, MIRRORS, DropReason
 
 STRUCT_RE = re.compile(r"^\[\d+\] STRUCT '(\w+)' size=(\d+) vlen=\d+")
 MEMBER_RE = re.compile(r"^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)")

@@ -24,8 +24,8 @@ import bpf_packets as packets
 import pytest
 
 from hexlane.datapath import libbpf
-from hexlane.datapath.loader import PROGRAM_FROM_NETDEV, PROGRAM_FROM_POD, LbDatapath
-from hexlane.datapath.maps import (
+from hexlane.datapath.lb.loader import PROGRAM_FROM_NETDEV, PROGRAM_FROM_POD, LbDatapath
+from hexlane.datapath.lb.maps import (
     BE_NODE_LOCAL,
     BE_NODE_REMOTE,
     CT_ENTRY_F_DSR,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from hexlane.datapath import libbpf
-from hexlane.datapath.maps import Lb4ReverseNat, ip4, port16
+from hexlane.datapath.lb.maps import Lb4ReverseNat, ip4, port16
 from hexlane.datapath.reconcile import reconcile_map
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from hexlane.datapath import libbpf
-from hexlane.datapath.loader import PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, LbDatapath
+from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, LbDatapath
 from hexlane.datapath.netlink import setns
 
 pytestmark = pytest.mark.slow

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 from cni_helpers import Agent, cni, conf, require_root
 
+from hexlane.datapath.bpffs import is_bpffs
 from hexlane.datapath.build import compile_program
-from hexlane.datapath.loader import is_bpffs
 from hexlane.datapath.masq import MIRRORS
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hexlane.datapath.loader import scratch_bpf_dir
+from hexlane.datapath.bpffs import scratch_bpf_dir
 
 
 @pytest.fixture(scope="session")

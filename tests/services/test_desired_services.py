@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from svcobjects import endpoint, endpoint_slice, node, service
 
-from hexlane.datapath.lbstate import encode
-from hexlane.datapath.maps import (
+from hexlane.datapath.lb.encode import encode
+from hexlane.datapath.lb.maps import (
     SVC_FLAG2_TWO_SCOPES,
     SVC_FLAG_EXT_LOCAL,
     SVC_FLAG_NODEPORT,

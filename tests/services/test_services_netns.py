@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hexlane.datapath import lbview
+from hexlane.datapath.lb import view as lbview
 from hexlane.lab.netns import Topology, run
 from hexlane.lb.maglev import maglev_slot
 

@@ -48,15 +48,14 @@ from pyroute2 import AsyncIPRoute
 from hexlane import __version__
 from hexlane.config import Values
 from hexlane.datapath import netlink
-from hexlane.datapath.loader import (
+from hexlane.datapath.bpffs import ensure_bpffs, on_bpffs
+from hexlane.datapath.lb.loader import (
     PROGRAM_FROM_HOST,
     PROGRAM_FROM_LOOPBACK,
     PROGRAM_FROM_NETDEV,
     PROGRAM_FROM_OVERLAY,
     PROGRAM_TO_NETDEV,
     LbDatapath,
-    ensure_bpffs,
-    on_bpffs,
 )
 from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS
 from hexlane.ipam.routes import HOST_DEVICE, VXLAN_DEVICE, NodeRouting, RoutingSettings

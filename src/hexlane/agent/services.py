@@ -56,9 +56,9 @@ from typing import Any
 from aiohttp import web
 
 from hexlane.datapath import libbpf, netlink
-from hexlane.datapath.conntrack import gc_conntrack
-from hexlane.datapath.lbstate import MapContents, encode, recover_ids
-from hexlane.datapath.loader import (
+from hexlane.datapath.lb.conntrack import gc_conntrack
+from hexlane.datapath.lb.encode import MapContents, encode, recover_ids
+from hexlane.datapath.lb.loader import (
     NETDEV_TC_PRIORITY,
     PROGRAM_FROM_HOST,
     PROGRAM_FROM_LOOPBACK,

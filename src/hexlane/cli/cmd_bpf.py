@@ -19,7 +19,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from hexlane.datapath import lbview
+from hexlane.datapath.lb import view as lbview
 from hexlane.datapath.libbpf import BpfError
 
 DEFAULT_BPF_ROOT = "/sys/fs/bpf/hexlane"

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from hexlane.datapath import lbview
+from hexlane.datapath.lb import view as lbview
 from hexlane.datapath.libbpf import BpfError
 
 DEFAULT_BPF_ROOT = "/sys/fs/bpf/hexlane"

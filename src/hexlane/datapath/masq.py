@@ -20,8 +20,8 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from hexlane.datapath import libbpf
+from hexlane.datapath.bpffs import on_bpffs
 from hexlane.datapath.build import compile_program
-from hexlane.datapath.loader import _under_bpffs, is_bpffs
 from hexlane.ipam.routes import MasqPlan
 
 CONFIG_MAP = "hl_masq4_config"
@@ -126,7 +126,7 @@ class MasqDatapath:
     @classmethod
     def load(cls, bpf_root: str | os.PathLike[str]) -> MasqDatapath:
         root = Path(bpf_root)
-        if not is_bpffs(root) and not _under_bpffs(root):
+        if not on_bpffs(root):
             raise libbpf.BpfError(errno.ENODEV, f"{root} is not on a BPF file system")
         root.mkdir(parents=True, exist_ok=True)
         obj = libbpf.BpfObject(compile_program("masq.c", {}))

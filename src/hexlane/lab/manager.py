@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import yaml
 
 from hexlane.config import Values, parse_values_document, resolve_values
-from hexlane.datapath.loader import is_bpffs
+from hexlane.datapath.bpffs import is_bpffs
 from hexlane.k8s.client import KubeClient, load_client_config
 from hexlane.k8s.ratelimit import RateLimiter
 from hexlane.model.errors import InputError, Problem

@@ -4,7 +4,7 @@
  * The shapes follow Cilium's (bpf/lib/common.h, bpf/lib/lb.h): a service map keyed by
  * {frontend, slot} whose slot 0 is the service itself and slots 1..count its backends, a
  * backend map, reverse NAT, a per-service Maglev table in a map of maps, a conntrack LRU, a
- * session-affinity LRU, and a drop counter per reason. hexlane/datapath/maps.py mirrors every
+ * session-affinity LRU, and a drop counter per reason. hexlane/datapath/lb/maps.py mirrors every
  * struct here with ctypes; tests/datapath checks the mirror against this header's BTF.
  *
  * Maps are pinned by name under the agent's --bpf-root, so they outlive the agent: a restarted

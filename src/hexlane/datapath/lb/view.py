@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hexlane.datapath import libbpf
-from hexlane.datapath.maps import (
+from hexlane.datapath.lb.maps import (
     AFFINITY_TIMEOUT_MASK,
     BACKENDS_MAP,
     DROPS_MAP,

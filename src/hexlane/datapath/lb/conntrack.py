@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hexlane.datapath.maps import (
+from hexlane.datapath.lb.maps import (
     CT_ENTRY_F_CLOSING,
     CT_ENTRY_F_DSR,
     CT_ENTRY_F_SNAT,

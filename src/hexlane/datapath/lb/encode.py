@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from hexlane.datapath.maps import (
+from hexlane.datapath.lb.maps import (
     BE_NODE_LOCAL,
     BE_NODE_REMOTE,
     BE_STATE_ACTIVE,

@@ -13,18 +13,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import secrets
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from hexlane.datapath import libbpf
+from hexlane.datapath.bpffs import on_bpffs
 from hexlane.datapath.build import compile_program
-from hexlane.datapath.maps import (
+from hexlane.datapath.lb.maps import (
     AFFINITY_MAP,
     AFFINITY_MATCH_MAP,
     BACKENDS_MAP,
@@ -79,17 +75,6 @@ TC_PRIORITY = 1
 # reply to a pod's connection to a service whose backend is outside the cluster (the
 # `kubernetes` Service) is first turned back to the pod, then to the service address.
 NETDEV_TC_PRIORITY = 3
-
-
-def is_bpffs(path: str | os.PathLike[str]) -> bool:
-    """Whether a BPF file system is mounted exactly at `path`."""
-    target = os.path.realpath(path)
-    with open("/proc/self/mounts", encoding="utf-8") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) >= 3 and fields[2] == "bpf" and fields[1] == target:
-                return True
-    return False
 
 
 def build_options(table_size: int, hash_seed: str) -> dict[str, int | str]:
@@ -255,58 +240,3 @@ class LbDatapath:
             pin = self.bpf_root / name
             if pin.exists():
                 pin.unlink()
-
-
-def on_bpffs(path: str | os.PathLike[str]) -> bool:
-    """Whether `path` (which may not exist yet) lies on a mounted BPF file system."""
-    target = os.path.realpath(path).rstrip("/") + "/"
-    with open("/proc/self/mounts", encoding="utf-8") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) >= 3 and fields[2] == "bpf":
-                mount_point = fields[1].rstrip("/") + "/"
-                if target.startswith(mount_point):
-                    return True
-    return False
-
-
-# The name other modules first used for it.
-_under_bpffs = on_bpffs
-
-
-@contextmanager
-def scratch_bpf_dir(prefix: str) -> Iterator[Path]:
-    """A fresh, uniquely named directory on a BPF file system, removed afterwards (tests and
-    benchmarks): below /sys/fs/bpf when a bpffs is mounted there, else on a private bpffs
-    mounted in a temporary directory and unmounted afterwards, so the machine's mounts are
-    never changed. Processes started with `nsenter --net` keep the mounts, so they see it."""
-    mounted: Path | None = None
-    name = f"{prefix}-{secrets.token_hex(4)}"
-    if is_bpffs("/sys/fs/bpf"):
-        root = Path("/sys/fs/bpf") / name
-    else:
-        mounted = Path(tempfile.mkdtemp(prefix="hexlane-bpffs-"))
-        ensure_bpffs(mounted)
-        root = mounted / name
-    root.mkdir()
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        if mounted is not None:
-            subprocess.run(["umount", str(mounted)], check=False)
-            mounted.rmdir()
-
-
-def ensure_bpffs(mount_point: str | os.PathLike[str] = "/sys/fs/bpf") -> bool:
-    """Mount a BPF file system at `mount_point` unless one is there, as Cilium's agent does
-    on nodes whose init system did not (pins need it). True when this call mounted it."""
-    if is_bpffs(mount_point):
-        return False
-    os.makedirs(mount_point, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "bpf", "bpf", os.fspath(mount_point)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise libbpf.BpfError(errno.EPERM, f"mount bpffs at {os.fspath(mount_point)}: "
-                                           f"{proc.stderr.strip()}")
-    return True
