@@ -166,7 +166,7 @@ class _State(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         old = self.desired.get(key, _MISSING)
-        if old is _MISSING or not self._equal(value, old):  # type: ignore[arg-type]
+        if old is _MISSING or not self._equal(value, old):
             self.desired[key] = value
             self._dirty[key] = None
 
