@@ -247,16 +247,13 @@ def test_ids_stay_stable_across_recomputation(
 def test_a_freed_id_is_not_given_again_at_once() -> None:
     """A Service deleted and another created: the new one gets a new id (the old one's flows
     may still be in conntrack); ids go on from the last given and wrap at the limit."""
-    from hexlane.lb.services import BackendKey, _allocate
-
-    a, b, c, d = (BackendKey(f"10.42.0.{i}", 80, "TCP") for i in range(1, 5))
+    from hexlane.lb.services import _next_id
 
     one = desired_state([_lb_service()], _slices(), NODES, "n1", LbSettings())
     used = set(one.ids.services.values())
     other = service("other", "10.43.0.99", [{**HTTP[0], "nodePort": 30099}], type="NodePort")
     two = desired_state([other], _slices(), NODES, "n1", LbSettings(), one.ids)
     assert not used & set(two.ids.services.values())
-    ids, overflow, last = _allocate([a, b, c], {a: 2}, 3, 2)
-    assert (ids, overflow, last) == ({a: 2, b: 3, c: 1}, [], 1)
-    ids, overflow, last = _allocate([a, b, c, d], {}, 3, 0)
-    assert (overflow, last) == ([d], 3)
+    assert _next_id({2}, 3, 2) == 3
+    assert _next_id({2, 3}, 3, 3) == 1  # wraps
+    assert _next_id({1, 2, 3}, 3, 0) is None  # all taken

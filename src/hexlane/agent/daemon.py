@@ -60,9 +60,9 @@ from hexlane.datapath.lb.loader import (
 from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS
 from hexlane.ipam.routes import HOST_DEVICE, VXLAN_DEVICE, NodeRouting, RoutingSettings
 from hexlane.k8s.client import KubeClient, make_client
-from hexlane.k8s.informer import Informer
+from hexlane.k8s.informer import Informer, KeyQueue
 from hexlane.k8s.resources import CiliumNode, EndpointSlice, Node, Pod, Service
-from hexlane.lb.services import node_routed_addresses
+from hexlane.lb.services import LbModel
 from hexlane.model.endpointslice import EndpointSlice as EndpointSliceObject
 from hexlane.model.errors import InputError
 from hexlane.model.node import Node as NodeObject
@@ -159,6 +159,10 @@ class Agent:
         self.lb: LbDatapath | None = None
         self.services: ServiceReconciler | None = None
         self.health_servers: HealthServers | None = None
+        # Every kernel object the agent owns is read back and repaired this often.
+        self.controllers.append(Controller("resync", self._resync,
+                                           interval=values.resync_interval))
+        self._lb_queues: dict[str, KeyQueue] = {}
         if values.kube_proxy_replacement:
             self.controllers += [
                 Controller("services", self._sync_services, interval=config.sync_interval),
@@ -166,6 +170,9 @@ class Agent:
                 Controller("conntrack-gc", self._gc_conntrack, interval=CONNTRACK_GC_S),
             ]
             for name in ("services", "endpointslices", "nodes"):
+                # The keys of changed objects: each is parsed once per change and handed
+                # to the load balancer's model, which recomputes only those Services.
+                self._lb_queues[name] = self.informers[name].key_queue()
                 self.informers[name].add_handler(self._service_event, self._service_update,
                                                  self._service_event)
         self._bind_metrics()
@@ -323,15 +330,66 @@ class Agent:
             # Applying a partial picture would delete live services from the maps; the
             # informers' first lists trigger this controller again.
             return
-        services = _parsed(ServiceObject, self._objects("services"))
-        slices = _parsed(EndpointSliceObject, self._objects("endpointslices"))
-        nodes = _parsed(NodeObject, self._objects("nodes"))
-        await asyncio.to_thread(rec.update, services, slices, nodes)
+        self._feed_model(rec.model)
+        report = await asyncio.to_thread(rec.commit)
+        if report.recomputed or report.updated or report.deleted:
+            log.debug("services: %d recomputed, %d entries written, %d deleted in %.3fs",
+                      report.recomputed, report.updated, report.deleted, report.seconds)
         await asyncio.to_thread(rec.attach_links)
-        if rec.desired is not None:
-            await self._route_service_addresses(node_routed_addresses(rec.desired))
+        await self._route_service_addresses(rec.model.routed_addresses())
         if self.health_servers is not None:
             await self.health_servers.sync()
+
+    def _feed_model(self, model: LbModel) -> None:
+        """Hand the objects changed since the last run to the model (parsed once each)."""
+        for name, queue in self._lb_queues.items():
+            cache = self.informers[name].cache
+            while len(queue):
+                key = queue.get_nowait()
+                raw = cache.get(key)
+                namespace, _, obj_name = key.rpartition("/")
+                if name == "nodes":
+                    if obj_name == self.config.node:
+                        model.set_nodes(_parsed(NodeObject, [raw] if raw else []))
+                    continue
+                parsed = _parsed(ServiceObject if name == "services" else EndpointSliceObject,
+                                 [raw] if raw else [])
+                if name == "services":
+                    if parsed:
+                        model.set_service(parsed[0])
+                    else:  # deleted, or no longer parses: not served
+                        model.delete_service(namespace, obj_name)
+                elif parsed:
+                    model.set_slice(parsed[0])
+                else:
+                    model.delete_slice(namespace, obj_name)
+
+    async def _resync(self) -> None:
+        """Read back every kernel object the agent owns; repair what differs."""
+        repaired = 0
+        if self.services is not None:
+            rec = self.services
+            before = sum(r.repairs for r in rec.reconcilers)
+            await asyncio.to_thread(rec.resync)
+            repaired += sum(r.repairs for r in rec.reconcilers) - before
+        manager_resync = getattr(self.manager, "resync", None)  # TODO(issue 10): helper
+        if manager_resync is not None:
+            recs = list(getattr(self.manager, "reconcilers", []))
+            before = sum(r.repairs for r in recs)
+            await manager_resync()
+            repaired += sum(r.repairs for r in recs) - before
+        if repaired:
+            log.warning("resync: repaired %d kernel objects changed behind the agent's back",
+                        repaired)
+
+    def reconcilers(self) -> list[Any]:
+        """Every reconciler of this agent (for metrics and status)."""
+        out: list[Any] = []
+        if self.services is not None:
+            out += self.services.reconcilers
+        if self.manager is not None:
+            out += list(getattr(self.manager, "reconcilers", []))
+        return out
 
     async def _route_service_addresses(self, addresses: frozenset[str]) -> None:
         """Route the service CIDR and these LoadBalancer/external IPs to hexlane_host, so
@@ -414,10 +472,9 @@ class Agent:
                 doc["note"] = ("Services will not work on this node: kubeProxyReplacement is "
                                "off and no kube-proxy runs here")
             return doc
-        desired = rec.desired
         doc.update({
-            "services": len(desired.services) if desired is not None else 0,
-            "backends": len(desired.backends) if desired is not None else 0,
+            "services": len(rec.model.entries),
+            "backends": len(rec.model.backends),
             "algorithm": values.load_balancer.algorithm,
             "mode": values.load_balancer.mode,
             "lastUpdated": rec.last_updated,
@@ -521,6 +578,7 @@ class Agent:
         m.bind(m.controllers_failing,
                lambda: sum(1 for c in self.controllers if c.consecutive_failures))
         m.bind(m.last_sync, lambda: self.last_sync or 0.0)
+        m.watch_reconcilers(self.reconcilers)
 
     async def _serve_metrics(self) -> web.AppRunner | None:
         if self.config.metrics_addr is None:

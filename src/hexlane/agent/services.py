@@ -6,22 +6,24 @@ API for the agent daemon (construct once, drive from the informers):
                          hash_seed=values.maglev.hash_seed)
     rec = ServiceReconciler(lb, node_name, values)     # ids recovered from the pinned maps
     rec.attach(lan_ifnames=["eth0"])                  # in the node's netns
-    report = rec.update(services, slices, nodes)      # sync; call it via asyncio.to_thread
-    ...                                                # again on every change (cheap: diffs)
+    rec.model.set_service(svc) / set_slice / delete_… # as objects change (parsed once)
+    report = rec.commit()                              # via asyncio.to_thread: only what changed
+    rec.resync()                                       # every reconciler.resyncInterval
     rec.gc_conntrack()                                 # every ~10 s: expire idle flows
     rec.attach_links()                                 # after a CNI ADD (new lxc*, the tunnel)
     health = HealthServers(rec, values.kube_proxy_replacement_healthz_bind_addr)
-    await health.start(); await health.sync()          # after each update; await health.stop()
+    await health.start(); await health.sync()          # after each commit; await health.stop()
 
-`update` computes `hexlane.lb.services.desired_state` and `apply`s it: new backends, reverse
-NAT entries and Maglev tables first, then the service entries (a service's slots before its
-slot 0), then what became stale (service entries, then backends and tables). The first
-apply of a process compares with what the maps hold (so it converges after any restart),
-later ones with what it wrote last (a change among thousands of Services costs only its own
-entries); `apply(desired, full=True)` compares with the maps again (a periodic resync).
-Backend and service ids are recovered from the pinned maps at construction, so conntrack
-entries stay valid.
-Closing the agent leaves maps and programs pinned and attached: traffic keeps flowing
+`commit` asks the pure `hexlane.lb.services.LbModel` what the Services touched since the last
+commit change (a `Delta`: only their entries, whatever the number of Services) and hands it
+to `hexlane.datapath.lb.sync.LbSync`, whose reconcilers write those keys only (new backends,
+reverse NAT, affinity and Maglev tables before the service entries, a service's slots before
+its slot 0, stale entries last). The first commit of a process is a resync: it reads the maps
+and writes only what they lack (so it converges after any restart); `resync()` does the same
+later, and repairs whatever changed behind the agent's back. `update(services, slices,
+nodes)` replaces the whole picture at once (the standalone driver, benchmarks). Backend and
+service ids are recovered from the pinned maps at construction, so conntrack entries stay
+valid. Closing the agent leaves maps and programs pinned and attached: traffic keeps flowing
 through the last programmed state.
 
 Health: `/healthz` on `kubeProxyReplacementHealthzBindAddr` answers as kube-proxy's does
@@ -55,30 +57,19 @@ from typing import Any
 
 from aiohttp import web
 
-from hexlane.datapath import libbpf, netlink
+from hexlane.datapath import netlink
+from hexlane.datapath.lb.attach import TcTable, attachments
 from hexlane.datapath.lb.conntrack import gc_conntrack
-from hexlane.datapath.lb.encode import MapContents, encode, recover_ids
-from hexlane.datapath.lb.loader import (
-    NETDEV_TC_PRIORITY,
-    PROGRAM_FROM_HOST,
-    PROGRAM_FROM_LOOPBACK,
-    PROGRAM_FROM_NETDEV,
-    PROGRAM_FROM_OVERLAY,
-    PROGRAM_FROM_POD,
-    PROGRAM_TO_NETDEV,
-    PROGRAM_TO_OVERLAY,
-    PROGRAM_TO_POD,
-    TC_HANDLE,
-    TC_PRIORITY,
-    LbDatapath,
-)
-from hexlane.ipam.routes import HOST_DEVICE, HOST_PEER_DEVICE, VXLAN_DEVICE
+from hexlane.datapath.lb.encode import recover_ids
+from hexlane.datapath.lb.loader import LbDatapath
+from hexlane.datapath.lb.sync import LbSync
+from hexlane.datapath.reconcile import FlushResult, Reconciler
+from hexlane.ipam.routes import HOST_DEVICE, HOST_PEER_DEVICE
 from hexlane.lb.services import (
     DesiredState,
     HealthCheck,
+    LbModel,
     LbSettings,
-    desired_state,
-    node_addresses,
     settings_from_values,
 )
 from hexlane.model.endpointslice import EndpointSlice
@@ -87,33 +78,21 @@ from hexlane.model.service import Service
 
 log = logging.getLogger("hexlane.agent.services")
 
-POD_DEVICE_PREFIX = "lxc"
-
 
 @dataclass(frozen=True)
 class ApplyReport:
-    services: int
+    services: int  # frontend scopes programmed
     backends: int
     updated: int
     deleted: int
-    tables_written: int
+    recomputed: int  # Services recomputed by this commit
     seconds: float
     problems: tuple[str, ...] = ()
-
-
-def _upsert(target: Any, pairs: Iterable[tuple[Any, Any]]) -> int:
-    """Write the entries that differ, delete nothing (the first half of a reconcile)."""
-    n = 0
-    for key, value in pairs:
-        current = target.lookup(key)
-        if current is None or bytes(current) != bytes(value):
-            target.update(key, value)
-            n += 1
-    return n
+    failed: int = 0  # entries whose write failed (retried with backoff)
 
 
 class ServiceReconciler:
-    """Converges the pinned LB maps to the desired state (see the module docstring)."""
+    """The load balancer of one node: model, map reconcilers, attachments (module doc)."""
 
     def __init__(self, datapath: LbDatapath, node_name: str, values: Any = None, *,
                  settings: LbSettings | None = None,
@@ -127,96 +106,79 @@ class ServiceReconciler:
         self.settings = settings
         self.clock = clock
         m = datapath.maps
-        self.ids = recover_ids(m.services, m.backends)
-        # Tables written by this process; the first apply writes every one (a swap, harmless).
-        self._tables: dict[int, tuple[int, ...]] = {}
-        # What this process last wrote, per map (raw key -> raw value); empty: read the maps.
-        self._written: dict[str, dict[bytes, bytes]] = {}
-        self.desired: DesiredState | None = None
-        self.last_updated: float | None = None  # wall clock of the last successful apply
+        self.model = LbModel(node_name, settings, recover_ids(m.services, m.backends))
+        self.sync = LbSync(datapath)
+        self.tc = TcTable(datapath)
+        self.attachments: Reconciler[Any, int] = Reconciler(self.tc)
+        self.lan: tuple[str, ...] = ()
+        self.last_updated: float | None = None  # wall clock of the last successful commit
         self.last_error: str | None = None
-        self._attached_links: set[int] = set()
+        self._resynced = False
+
+    @property
+    def reconcilers(self) -> list[Reconciler[Any, Any]]:
+        return [*self.sync.reconcilers, self.attachments]
 
     # --- desired state -> maps ---------------------------------------------------------
 
     def update(self, services: Iterable[Service], slices: Iterable[EndpointSlice],
                nodes: Iterable[Node]) -> ApplyReport:
-        """Compute the desired state from these objects and apply it."""
-        nodes = list(nodes)
+        """Make the model exactly these objects and commit."""
+        self.model.replace_all(services, slices, nodes)
+        return self.commit()
+
+    def commit(self) -> ApplyReport:
+        """Recompute what changed since the last commit and write it."""
+        start = time.monotonic()
         try:
-            desired = desired_state(services, slices, nodes, self.node_name, self.settings,
-                                    self.ids)
-            addresses = node_addresses(nodes, self.node_name)
-            self.datapath.set_node_ip(addresses[0] if addresses else None)
-            return self.apply(desired)
+            delta = self.model.commit()
+            self.sync.stage(delta)
+            self.sync.set_node_ip(self.model.node_ips[0] if self.model.node_ips else None)
+            if self._resynced:
+                result = self.sync.flush()
+            else:
+                result = self.sync.resync()
+                self._resynced = True
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             raise
-
-    def apply(self, desired: DesiredState, *, full: bool = False) -> ApplyReport:
-        """Write `desired` to the maps. The first apply of this process (or `full=True`)
-        compares with what the maps hold; later ones with what this process wrote last, so
-        a change among thousands of services costs only its own entries."""
-        start = time.monotonic()
-        contents: MapContents = encode(desired)
-        m = self.datapath.maps
-        if full:
-            self._written = {}
-        want = {name: {bytes(k): bytes(v) for k, v in pairs} for name, pairs in (
-            ("backends", contents.backends), ("revnat", contents.revnat),
-            ("affinity_match", contents.affinity_match), ("services", contents.services))}
-        maps = {"backends": m.backends, "revnat": m.revnat,
-                "affinity_match": m.affinity_match, "services": m.services}
-        updated = deleted = 0
-        # New backends, reverse NAT and affinity entries before any service points at them.
-        for name in ("backends", "revnat", "affinity_match"):
-            updated += self._write(maps[name], want[name], self._written.get(name))
-        changed_tables = {sid: table for sid, table in contents.maglev.items()
-                          if self._tables.get(sid) != table}
-        self.datapath.set_maglev_tables(changed_tables)
-        self._tables.update(changed_tables)
-        # The service map in order (a service's slots before its slot 0), then its stale
-        # entries, then whatever no service uses any more.
-        updated += self._write(m.services, want["services"], self._written.get("services"))
-        for name in ("services", "affinity_match", "revnat", "backends"):
-            deleted += self._prune(maps[name], want[name], self._written.get(name))
-        stale = [sid for sid in (int.from_bytes(raw, "little") for raw in m.maglev.raw_keys())
-                 if sid not in contents.maglev]
-        self.datapath.delete_maglev_tables(stale)
-        for sid in stale:
-            self._tables.pop(sid, None)
-        deleted += len(stale)
-        self._written = want
-        self.ids = desired.ids
-        self.desired = desired
-        self.last_updated = self.clock()
-        self.last_error = None
-        for problem in desired.problems:
+        for problem in delta.problems:
             log.warning("%s", problem)
-        return ApplyReport(services=len(desired.services), backends=len(desired.backends),
-                           updated=updated, deleted=deleted, tables_written=len(changed_tables),
-                           seconds=time.monotonic() - start, problems=desired.problems)
+        self._record(result)
+        return ApplyReport(services=len(self.model.entries), backends=len(self.model.backends),
+                           updated=result.updated, deleted=result.deleted,
+                           recomputed=delta.services_recomputed,
+                           seconds=time.monotonic() - start, problems=delta.problems,
+                           failed=len(result.failed))
 
-    @staticmethod
-    def _write(target: Any, want: dict[bytes, bytes], written: dict[bytes, bytes] | None) -> int:
-        """Write the entries of `want` that differ from the map (no record) or the record."""
-        n = 0
-        for key, value in want.items():
-            if written is not None:
-                if written.get(key) == value:
-                    continue
-            else:
-                current = target.lookup(key)
-                if current is not None and bytes(current) == value:
-                    continue
-            target.update(key, value)
-            n += 1
-        return n
+    def _record(self, result: FlushResult) -> None:
+        if result.failed:
+            some = "; ".join(f"{v}" for v in list(result.failed.values())[:3])
+            self.last_error = f"{len(result.failed)} entries not written (retried): {some}"
+            log.warning("load balancer: %s", self.last_error)
+        elif self.pending_failures == 0:
+            self.last_error = None
+        if self.last_error is None:
+            self.last_updated = self.clock()
 
-    @staticmethod
-    def _prune(target: Any, want: dict[bytes, bytes], written: dict[bytes, bytes] | None) -> int:
-        keys = list(target.raw_keys()) if written is None else list(written)
-        return sum(1 for k in keys if k not in want and target.delete(k))
+    @property
+    def pending_failures(self) -> int:
+        return sum(len(r.last_errors) for r in self.sync.reconcilers)
+
+    def resync(self) -> FlushResult:
+        """Read every LB map and tc slot back; repair what differs (counted as repairs)."""
+        result = self.sync.resync()
+        self._resynced = True
+        self._record(result)
+        return result.add(self.attachments.resync())
+
+    @property
+    def desired(self) -> DesiredState:
+        """The whole desired state (built on demand: O(number of frontends))."""
+        return self.model.state()
+
+    def health_checks(self) -> tuple[HealthCheck, ...]:
+        return self.model.health_checks()
 
     def gc_conntrack(self) -> int:
         """Expire idle flows (Cilium's timeouts); the agent calls it every few seconds."""
@@ -229,40 +191,23 @@ class ServiceReconciler:
 
     # --- attach points (in the node's network namespace) -------------------------------
 
-    def _attach(self, ifindex: int, program: str, direction: str,
-                priority: int = TC_PRIORITY) -> None:
-        libbpf.tc_attach(ifindex, self.datapath.program_fd(program), direction,
-                         handle=TC_HANDLE, priority=priority)
-
     def attach(self, lan_ifnames: Sequence[str]) -> list[str]:
-        """Attach to the LAN interfaces, hexlane_host, every pod veth and the tunnel device;
-        returns what was attached. Safe to repeat (filters replaced). What is routed to
-        hexlane_host (the service CIDR, LoadBalancer and external IPs) is the endpoint
-        manager's (`set_service_routes`)."""
-        done = []
-        for name in lan_ifnames:
-            index = socket.if_nametoindex(name)
-            # Agents before the masquerade came first sat at priority 1: not twice.
-            with contextlib.suppress(OSError):
-                libbpf.tc_detach(index, "ingress", handle=TC_HANDLE, priority=TC_PRIORITY)
-            self._attach(index, PROGRAM_FROM_NETDEV, "ingress", NETDEV_TC_PRIORITY)
-            self._attach(index, PROGRAM_TO_NETDEV, "egress")
-            done += [f"{name}:ingress", f"{name}:egress"]
+        """Attach to the LAN interfaces, lo, hexlane_host, every pod veth and the tunnel
+        device (reading back what sits there first: a previous agent's programs are
+        replaced); returns the slots written. What is routed to hexlane_host (the service
+        CIDR, LoadBalancer and external IPs) is the endpoint manager's."""
+        self.lan = tuple(lan_ifnames)
         # The node's own connections to its own addresses (its NodePorts) take lo. Their
         # replies come back in through lo with one of the node's addresses as source (as
         # Cilium sets it on cilium_host, accept_local lets such a packet in; traffic looped
         # back by the kernel itself never meets this check).
-        self._attach(socket.if_nametoindex("lo"), PROGRAM_FROM_LOOPBACK, "egress")
         netlink.write_sysctl("net.ipv4.conf.lo.accept_local", "1")
-        done.append("lo:egress")
         try:
-            host = socket.if_nametoindex(HOST_DEVICE)
+            socket.if_nametoindex(HOST_DEVICE)
         except OSError:
             log.warning("no %s device: the node's own connections to ClusterIPs are not "
                         "load-balanced", HOST_DEVICE)
         else:
-            self._attach(host, PROGRAM_FROM_HOST, "egress")
-            done.append(f"{HOST_DEVICE}:egress")
             # Nothing answers ARP for service addresses: without ARP on hexlane_host the
             # node's packets to them reach the tc egress program at once (only that program
             # sends anything out of it; pods reach the router IP through their own veths
@@ -273,33 +218,26 @@ class ServiceReconciler:
             # hexlane_host to the kernel's forwarding, in through its peer with the router IP
             # (one of the node's own addresses) as source.
             netlink.write_sysctl(f"net.ipv4.conf.{HOST_PEER_DEVICE}.accept_local", "1")
-        done += self.attach_links()
-        return done
+        self._set_attachments()
+        result = self.attachments.resync()
+        return _slot_names(self.attachments.desired, result)
 
-    def attach_links(self) -> list[str]:
-        """Attach hl_from_pod and hl_to_pod to every pod veth (lxc*), hl_from_overlay and
-        hl_to_overlay to the tunnel device (it appears with the first peer in tunnel mode),
-        once per link."""
-        done = []
-        for index, name in socket.if_nameindex():
-            if index in self._attached_links:
-                continue
-            hooks: tuple[tuple[str, str], ...]
-            if name.startswith(POD_DEVICE_PREFIX):
-                hooks = ((PROGRAM_FROM_POD, "ingress"), (PROGRAM_TO_POD, "egress"))
-            elif name == VXLAN_DEVICE:
-                hooks = ((PROGRAM_FROM_OVERLAY, "ingress"), (PROGRAM_TO_OVERLAY, "egress"))
-            else:
-                continue
-            try:
-                for program, direction in hooks:
-                    self._attach(index, program, direction)
-            except OSError as exc:  # the pod went away meanwhile
-                log.info("attach to %s: %s", name, exc)
-                continue
-            self._attached_links.add(index)
-            done += [f"{name}:{direction}" for _, direction in hooks]
-        return done
+    def _set_attachments(self) -> None:
+        wanted = attachments(self.lan, (name for _, name in socket.if_nameindex()))
+        self.tc.wanted = set(wanted)
+        self.attachments.set_all({slot: self.tc.program_id(program)
+                                  for slot, program in wanted.items()})
+
+    def attach_links(self) -> int:
+        """Attach to links that appeared (pod veths, the tunnel device), forget gone ones;
+        the number of slots written."""
+        self._set_attachments()
+        return self.attachments.flush().updated
+
+
+def _slot_names(desired: dict[Any, int], result: FlushResult) -> list[str]:
+    return [f"{device}:{direction}" for device, direction, priority in sorted(desired)
+            if (device, direction, priority) not in result.failed]
 
 
 # --- health servers --------------------------------------------------------------------
@@ -360,8 +298,7 @@ class HealthServers:
 
     async def sync(self) -> None:
         """Open, update or close the healthCheckNodePort listeners to match the state."""
-        desired = self.reconciler.desired
-        wanted = {h.port: h for h in (desired.health_checks if desired else ())}
+        wanted = {h.port: h for h in self.reconciler.health_checks()}
         for port in [p for p in self._ports if p not in wanted]:
             runner, _ = self._ports.pop(port)
             await runner.cleanup()

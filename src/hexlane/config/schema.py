@@ -463,6 +463,10 @@ _ACTING = (
           "tunnel encapsulation; vxlan only (no Geneve on this kernel).",
           choices=("vxlan",)),
     _acts("tunnelPort", "port", "UDP port of the VXLAN tunnel."),
+    _acts("reconciler.resyncInterval", "duration",
+          "hexlane's own: how often the agent reads back every kernel object it owns (BPF "
+          "map entries, tc filters, routes, neighbours, sysctls, CNI files) and repairs what "
+          "changed behind its back (counted in hexlane_reconciler_repairs_total)."),
     _acts("ipv4NativeRoutingCIDR", "cidr_or_empty",
           "traffic to this CIDR is routed without masquerading (pod network)."),
     _acts("autoDirectNodeRoutes", "bool",

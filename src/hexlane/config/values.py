@@ -156,6 +156,7 @@ class Values:
     routing_mode: str  # "native" | "tunnel"
     tunnel_protocol: str
     tunnel_port: int
+    resync_interval: float  # seconds (reconciler.resyncInterval, hexlane's own)
     ipv4_native_routing_cidr: ipaddress.IPv4Network | None
     auto_direct_node_routes: bool
     endpoint_routes_enabled: bool
@@ -385,6 +386,7 @@ def _build(tree: dict[str, Any], read: _Reader, report: _Report) -> Values:
         routing_mode=read("routingMode"),
         tunnel_protocol=read("tunnelProtocol"),
         tunnel_port=int(read("tunnelPort")),
+        resync_interval=parse_duration(read("reconciler.resyncInterval")),
         ipv4_native_routing_cidr=(ipaddress.IPv4Network(native_cidr, strict=False)
                                   if native_cidr else None),
         auto_direct_node_routes=bool(read("autoDirectNodeRoutes")),

@@ -171,6 +171,7 @@ def _load_library() -> ctypes.CDLL:
         "bpf_obj_pin": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p]),
         "bpf_obj_get": (ctypes.c_int, [ctypes.c_char_p]),
         "bpf_map_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
+        "bpf_prog_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
         "bpf_obj_get_info_by_fd": (ctypes.c_int, [ctypes.c_int, _c_void_p,
                                                   ctypes.POINTER(ctypes.c_uint32)]),
         "bpf_prog_test_run_opts": (ctypes.c_int, [ctypes.c_int, ctypes.POINTER(_TestRunOpts)]),
@@ -441,6 +442,41 @@ def get_pinned(path: str | os.PathLike[str]) -> int:
     if fd < 0:
         raise BpfError(_err(fd), f"open pinned object {os.fspath(path)}")
     return fd
+
+
+class _ProgInfo(ctypes.Structure):
+    """The head of struct bpf_prog_info, up to the name (the kernel fills what fits)."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32),
+                ("tag", ctypes.c_uint8 * 8), ("jited_prog_len", ctypes.c_uint32),
+                ("xlated_prog_len", ctypes.c_uint32), ("jited_prog_insns", ctypes.c_uint64),
+                ("xlated_prog_insns", ctypes.c_uint64), ("load_time", ctypes.c_uint64),
+                ("created_by_uid", ctypes.c_uint32), ("nr_map_ids", ctypes.c_uint32),
+                ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16)]
+
+
+def _prog_info(fd: int, what: str) -> _ProgInfo:
+    info = _ProgInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(_lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
+           f"read program info of {what}")
+    return info
+
+
+def program_id(fd: int) -> int:
+    """The kernel id of the program behind `fd` (what tc_query reports)."""
+    return int(_prog_info(fd, f"fd {fd}").id)
+
+
+def program_name(prog_id: int) -> str | None:
+    """The name of a loaded program by id (None: no such program any more)."""
+    fd = _lib.bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        return None
+    try:
+        return _prog_info(fd, f"program id {prog_id}").name.decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

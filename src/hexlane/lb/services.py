@@ -35,10 +35,10 @@ still in conntrack cannot steer a new flow to whatever took its id.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any
 
 from hexlane.lb.maglev import DEFAULT_HASH_SEED, DEFAULT_TABLE_SIZE, MaglevBackend, build_table
 from hexlane.model.endpointslice import EndpointSlice
@@ -305,7 +305,6 @@ def _frontends(svc: Service, port: ServicePort, node_ips: Sequence[str],
     return out
 
 
-_K = TypeVar("_K", FrontendKey, BackendKey)
 
 
 def _sort_key(k: FrontendKey | BackendKey) -> tuple[str | int, ...]:
@@ -313,36 +312,14 @@ def _sort_key(k: FrontendKey | BackendKey) -> tuple[str | int, ...]:
     return tuple(getattr(k, f) for f in k.__slots__)
 
 
-def _allocate(wanted: Iterable[_K], current: Mapping[_K, int], limit: int,
-              last: int) -> tuple[dict[_K, int], list[_K], int]:
-    """Keep the ids of objects still wanted; give new ones, in the objects' sorted order
-    (deterministic), the free ids after `last`, wrapping from `limit` to 1. Returns the
-    allocation, what did not fit, and the last id given."""
-    keys = sorted(set(wanted), key=_sort_key)
-    result = {k: current[k] for k in keys if k in current}
-    used = set(result.values())
-    overflow: list[_K] = []
-    candidate = last
-    for k in keys:
-        if k in result:
-            continue
-        if len(used) >= limit:
-            overflow.append(k)
-            continue
-        candidate = candidate % limit + 1
-        while candidate in used:
-            candidate = candidate % limit + 1
-        result[k] = candidate
-        used.add(candidate)
-        last = candidate
-    return result, overflow, last
-
-
 @lru_cache(maxsize=4096)
 def _maglev_table(backends: tuple[MaglevBackend, ...], table_size: int,
                   hash_seed: str) -> tuple[int, ...]:
     # Many frontends (ClusterIP, NodePort per node IP, LB IP) share one backend set.
     return tuple(build_table(backends, table_size, hash_seed))
+
+
+ServiceKey = tuple[str, str]  # (namespace, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,9 +336,424 @@ class _Planned:
     algorithm: str
 
 
+@dataclass(frozen=True, slots=True)
+class ServicePlan:
+    """What one Service asks of this node, before ids: its frontends (every scope), the
+    backends it offers (chosen and draining), its health check and its problems."""
+
+    key: ServiceKey
+    frontends: tuple[_Planned, ...]
+    candidates: tuple[_Candidate, ...]
+    draining: frozenset[BackendKey]
+    health: HealthCheck | None
+    problems: tuple[str, ...]
+
+
 def _select(cands: Sequence[_Candidate], local_only: bool,
             node_name: str) -> tuple[BackendKey, ...]:
     return tuple(c.key for c in cands if not local_only or c.node_name == node_name)
+
+
+def plan_service(svc: Service, slices: Iterable[EndpointSlice], node_ips: Sequence[str],
+                 node_name: str, settings: LbSettings) -> ServicePlan:
+    """One Service's frontends and backends on this node (pure; no ids, no other Service)."""
+    key = (svc.namespace, svc.name)
+    if svc.type == "ExternalName" or svc.headless:
+        return ServicePlan(key, (), (), frozenset(), None, ())
+    svc_slices = list(slices)
+    etp_local = svc.external_traffic_policy == "Local"
+    itp_local = svc.internal_traffic_policy == "Local"
+    local_count = 0
+    algorithm, mode, found = service_options(svc, settings)
+    problems = list(found)
+    planned: dict[FrontendKey, _Planned] = {}
+    candidates: dict[BackendKey, _Candidate] = {}
+    draining: set[BackendKey] = set()
+    for port in svc.ports:
+        if port.protocol not in ("TCP", "UDP"):
+            continue  # SCTP: not in the datapath
+        cands, kept = _slice_backends(port, svc_slices)
+        for c in (*cands, *kept):
+            candidates.setdefault(c.key, c)
+        draining.update(c.key for c in kept)
+        local_count = max(local_count, sum(1 for c in cands if c.node_name == node_name))
+        dsr = mode == "dsr" or (mode == "hybrid" and port.protocol == "TCP")
+        for ftype, address, fport in _frontends(svc, port, node_ips, settings):
+            ext = FrontendKey(address, fport, port.protocol, SCOPE_EXT)
+            if ext in planned:
+                problems.append(f"{svc.namespace}/{svc.name}: frontend {address}:{fport}/"
+                                f"{port.protocol} is already {svc.namespace}/{svc.name}'s")
+                continue
+            if ftype == CLUSTER_IP:
+                planned[ext] = _Planned(ext, ftype, svc, port,
+                                        _select(cands, itp_local, node_name),
+                                        False, itp_local, False, False, algorithm)
+                continue
+            two = etp_local != itp_local
+            planned[ext] = _Planned(ext, ftype, svc, port,
+                                    _select(cands, etp_local, node_name),
+                                    etp_local, itp_local, two, dsr, algorithm)
+            if two:
+                intk = FrontendKey(address, fport, port.protocol, SCOPE_INT)
+                planned[intk] = _Planned(intk, ftype, svc, port,
+                                         _select(cands, itp_local, node_name),
+                                         etp_local, itp_local, True, dsr, algorithm)
+    health = None
+    if etp_local and svc.health_check_node_port and svc.type in ("LoadBalancer", "NodePort"):
+        health = HealthCheck(svc.health_check_node_port, svc.namespace, svc.name, local_count)
+    return ServicePlan(key, tuple(planned.values()), tuple(candidates.values()),
+                       frozenset(draining), health, tuple(problems))
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What one `LbModel.commit` changed: entries new or changed (`entries`) with the
+    versions they replace or that went away (`old`), backends new or changed, backend ids
+    freed, and the problems of the Services it recomputed."""
+
+    entries: tuple[ServiceEntry, ...] = ()
+    old: tuple[ServiceEntry, ...] = ()
+    backends: tuple[Backend, ...] = ()
+    removed_backends: tuple[int, ...] = ()
+    problems: tuple[str, ...] = ()
+    services_recomputed: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.entries or self.old or self.backends or self.removed_backends)
+
+
+def _next_id(used: Collection[int], limit: int, last: int) -> int | None:
+    """The first free id after `last`, wrapping from `limit` to 1 (None: all taken)."""
+    if len(used) >= limit:
+        return None
+    candidate = last % limit + 1
+    while candidate in used:
+        candidate = candidate % limit + 1
+    return candidate
+
+
+class LbModel:
+    """This node's load-balancer state, kept up to date one object at a time (pure: data in,
+    data out, no I/O). Feed it Services, EndpointSlices and Nodes as they change
+    (`set_service`, `delete_service`, `set_slice`, `delete_slice`, `set_nodes`); `commit()`
+    recomputes only the Services touched since the last commit and returns the `Delta` to
+    write; `state()` is the whole `DesiredState` (for listings; it costs O(n)).
+
+    Rules (the same as computing everything at once, which `desired_state` does with a fresh
+    model): when two Services claim one frontend, the first in (namespace, name) order has
+    it; a backend shared by Services takes its state from the first of them; new ids go, in
+    sorted order, from the one after the last given (`IdAllocations`), and `ids` given at
+    construction (recovered from the pinned maps) are reused by the same frontends and
+    backends on their first commit."""
+
+    def __init__(self, node_name: str, settings: LbSettings,
+                 ids: IdAllocations | None = None) -> None:
+        if settings.algorithm not in ALGORITHMS:
+            raise ValueError(f"loadBalancer.algorithm {settings.algorithm!r}: expected one "
+                             f"of {', '.join(ALGORITHMS)}")
+        if settings.mode not in MODES:
+            raise ValueError(f"loadBalancer.mode {settings.mode!r}: expected one of "
+                             f"{', '.join(MODES)}")
+        self.node_name = node_name
+        self.settings = settings
+        ids = ids or IdAllocations()
+        self._hint_services = dict(ids.services)
+        self._hint_backends = dict(ids.backends)
+        self.last_service = ids.last_service
+        self.last_backend = ids.last_backend
+        self.node_ips: tuple[str, ...] = ()
+        self.services: dict[ServiceKey, Service] = {}
+        self._slices: dict[ServiceKey, dict[str, EndpointSlice]] = {}
+        self._slice_owner: dict[tuple[str, str], ServiceKey] = {}
+        self._plans: dict[ServiceKey, ServicePlan] = {}
+        self._claims: dict[FrontendKey, dict[ServiceKey, _Planned]] = {}
+        self._sources: dict[BackendKey, dict[ServiceKey, _Candidate]] = {}
+        self._refs: dict[BackendKey, int] = {}
+        self.entries: dict[FrontendKey, ServiceEntry] = {}
+        self._entry_backends: dict[FrontendKey, tuple[BackendKey, ...]] = {}
+        self.service_ids: dict[FrontendKey, int] = {}
+        self._used_service_ids: set[int] = set()
+        self.backend_ids: dict[BackendKey, int] = {}
+        self.backends: dict[int, Backend] = {}
+        self._health: dict[ServiceKey, HealthCheck] = {}
+        self._conflicts: dict[FrontendKey, tuple[str, ...]] = {}
+        self._overflow: dict[Any, str] = {}
+        self._routed: dict[str, int] = {}  # LoadBalancer/external addresses -> entries
+        self._dirty: set[ServiceKey] = set()
+
+    # -- input ---------------------------------------------------------------------------
+
+    def set_service(self, svc: Service) -> None:
+        key = (svc.namespace, svc.name)
+        if self.services.get(key) != svc:
+            self.services[key] = svc
+            self._dirty.add(key)
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        if self.services.pop((namespace, name), None) is not None:
+            self._dirty.add((namespace, name))
+
+    def set_slice(self, sl: EndpointSlice) -> None:
+        ident = (sl.namespace, sl.name)
+        owner = self._slice_owner.get(ident)
+        target = (sl.namespace, sl.service_name) if sl.service_name else None
+        if owner is not None and owner != target:
+            self.delete_slice(sl.namespace, sl.name)
+        if target is None:
+            return
+        slices = self._slices.setdefault(target, {})
+        if slices.get(sl.name) != sl:
+            slices[sl.name] = sl
+            self._slice_owner[ident] = target
+            self._dirty.add(target)
+
+    def delete_slice(self, namespace: str, name: str) -> None:
+        owner = self._slice_owner.pop((namespace, name), None)
+        if owner is None:
+            return
+        slices = self._slices.get(owner, {})
+        slices.pop(name, None)
+        if not slices:
+            self._slices.pop(owner, None)
+        self._dirty.add(owner)
+
+    def set_nodes(self, nodes: Iterable[Node]) -> None:
+        """This node's addresses (NodePort frontends) from the Node objects."""
+        ips = node_addresses(nodes, self.node_name)
+        if ips != self.node_ips:
+            self.node_ips = ips
+            self._dirty.update(k for k, s in self.services.items()
+                               if s.type in ("NodePort", "LoadBalancer"))
+
+    def replace_all(self, services: Iterable[Service], slices: Iterable[EndpointSlice],
+                    nodes: Iterable[Node]) -> None:
+        """Make the inputs exactly these objects (only what differs becomes dirty)."""
+        self.set_nodes(nodes)
+        wanted = {(s.namespace, s.name): s for s in services}
+        for key in [k for k in self.services if k not in wanted]:
+            self.delete_service(*key)
+        for svc in wanted.values():
+            self.set_service(svc)
+        slice_list = list(slices)
+        present = {(sl.namespace, sl.name) for sl in slice_list}
+        for ident in [i for i in self._slice_owner if i not in present]:
+            self.delete_slice(*ident)
+        for sl in slice_list:
+            self.set_slice(sl)
+
+    @property
+    def dirty(self) -> int:
+        return len(self._dirty)
+
+    # -- recomputation -------------------------------------------------------------------
+
+    def _owner(self, fe: FrontendKey) -> _Planned | None:
+        claims = self._claims.get(fe)
+        if not claims:
+            return None
+        return claims[min(claims)]
+
+    def commit(self) -> Delta:
+        """Recompute the Services touched since the last commit; what changed."""
+        dirty = sorted(self._dirty)
+        self._dirty = set()
+        touched_fe: set[FrontendKey] = set()
+        touched_be: set[BackendKey] = set()
+        problems: list[str] = []
+        for key in dirty:
+            old = self._plans.pop(key, None)
+            if old is not None:
+                for p in old.frontends:
+                    claims = self._claims[p.frontend]
+                    del claims[key]
+                    if not claims:
+                        del self._claims[p.frontend]
+                    touched_fe.add(p.frontend)
+                for c in old.candidates:
+                    sources = self._sources[c.key]
+                    del sources[key]
+                    if not sources:
+                        del self._sources[c.key]
+                    touched_be.add(c.key)
+                for b in old.draining:
+                    self._ref(b, -1)
+                self._health.pop(key, None)
+            svc = self.services.get(key)
+            if svc is None:
+                continue
+            new = plan_service(svc, self._slices.get(key, {}).values(), self.node_ips,
+                               self.node_name, self.settings)
+            self._plans[key] = new
+            problems += new.problems
+            for p in new.frontends:
+                self._claims.setdefault(p.frontend, {})[key] = p
+                touched_fe.add(p.frontend)
+            for c in new.candidates:
+                self._sources.setdefault(c.key, {})[key] = c
+                touched_be.add(c.key)
+            for b in new.draining:
+                self._ref(b, +1)
+            if new.health is not None:
+                self._health[key] = new.health
+
+        # Frontend ownership and ids (new ones in sorted order, as a full computation).
+        owners: dict[FrontendKey, _Planned | None] = {}
+        for fe in sorted(touched_fe, key=_sort_key):
+            owner = self._owner(fe)
+            claims = self._claims.get(fe, {})
+            if len(claims) > 1 and owner is not None:
+                self._conflicts[fe] = tuple(
+                    f"{ns}/{name}: frontend {fe.address}:{fe.port}/{fe.protocol} is already "
+                    f"{owner.svc.namespace}/{owner.svc.name}'s"
+                    for ns, name in sorted(claims) if (ns, name) != min(claims))
+                problems += self._conflicts[fe]
+            else:
+                self._conflicts.pop(fe, None)
+            self._overflow.pop(fe, None)
+            if owner is None:
+                sid = self.service_ids.pop(fe, None)
+                if sid is not None:
+                    self._used_service_ids.discard(sid)
+            elif fe not in self.service_ids:
+                sid = self._hint_services.get(fe)
+                if sid is None or sid in self._used_service_ids:
+                    sid = _next_id(self._used_service_ids, MAX_SERVICE_ID, self.last_service)
+                    if sid is None:
+                        self._overflow[fe] = (f"frontend {fe}: no free service id (at most "
+                                              f"{MAX_SERVICE_ID})")
+                        problems.append(self._overflow[fe])
+                        owner = None
+                    else:
+                        self.last_service = sid
+                if sid is not None:
+                    self.service_ids[fe] = sid
+                    self._used_service_ids.add(sid)
+            owners[fe] = owner
+
+        # Backend reference counts follow each frontend's backends.
+        for fe, owner in owners.items():
+            old_bks = self._entry_backends.pop(fe, ())
+            new_bks = owner.backends if owner is not None else ()
+            if new_bks:
+                self._entry_backends[fe] = new_bks
+            if old_bks != new_bks:
+                for b in old_bks:
+                    self._ref(b, -1)
+                    touched_be.add(b)
+                for b in new_bks:
+                    self._ref(b, +1)
+                    touched_be.add(b)
+
+        changed_backends: list[Backend] = []
+        removed_backends: list[int] = []
+        for bk in sorted(touched_be, key=_sort_key):
+            offered = self._sources.get(bk)
+            if self._refs.get(bk, 0) <= 0 or not offered:
+                self._overflow.pop(bk, None)
+                bid = self.backend_ids.pop(bk, None)
+                if bid is not None:
+                    del self.backends[bid]
+                    removed_backends.append(bid)
+                continue
+            bid = self.backend_ids.get(bk)
+            if bid is None:
+                bid = self._hint_backends.get(bk)
+                if bid is None or bid in self.backends:
+                    bid = _next_id(self.backends, MAX_BACKEND_ID, self.last_backend)
+                    if bid is None:
+                        self._overflow[bk] = f"backend {bk}: no free backend id"
+                        problems.append(self._overflow[bk])
+                        continue
+                    self.last_backend = bid
+                self.backend_ids[bk] = bid
+            c = offered[min(offered)]
+            backend = Backend(bid, bk.address, bk.port, bk.protocol, c.state, c.node_name,
+                              c.node_name == self.node_name)
+            if self.backends.get(bid) != backend:
+                self.backends[bid] = backend
+                changed_backends.append(backend)
+
+        changed: list[ServiceEntry] = []
+        old_entries: list[ServiceEntry] = []
+        for fe, owner in owners.items():
+            before = self.entries.get(fe)
+            entry = self._entry(fe, owner) if owner is not None else None
+            if entry == before:
+                continue
+            if before is not None:
+                old_entries.append(before)
+                if before.type in (LOAD_BALANCER, EXTERNAL_IP):
+                    self._route(before.frontend.address, -1)
+                del self.entries[fe]
+            if entry is not None:
+                self.entries[fe] = entry
+                changed.append(entry)
+                if entry.type in (LOAD_BALANCER, EXTERNAL_IP):
+                    self._route(entry.frontend.address, +1)
+        self._hint_services.clear()
+        self._hint_backends.clear()
+        return Delta(tuple(changed), tuple(old_entries), tuple(changed_backends),
+                     tuple(removed_backends), tuple(problems), len(dirty))
+
+    def _ref(self, bk: BackendKey, n: int) -> None:
+        count = self._refs.get(bk, 0) + n
+        if count > 0:
+            self._refs[bk] = count
+        else:
+            self._refs.pop(bk, None)
+
+    def _route(self, address: str, n: int) -> None:
+        count = self._routed.get(address, 0) + n
+        if count > 0:
+            self._routed[address] = count
+        else:
+            self._routed.pop(address, None)
+
+    def _entry(self, fe: FrontendKey, p: _Planned) -> ServiceEntry | None:
+        sid = self.service_ids.get(fe)
+        if sid is None:
+            return None
+        bids = tuple(self.backend_ids[b] for b in p.backends if b in self.backend_ids)
+        affinity = p.svc.session_affinity_timeout if p.svc.session_affinity == "ClientIP" else 0
+        table: tuple[int, ...] = ()
+        if p.algorithm == "maglev" and bids:
+            mb = tuple(MaglevBackend(b, self.backends[b].address, self.backends[b].port,
+                                     self.backends[b].protocol) for b in bids)
+            table = _maglev_table(mb, self.settings.table_size, self.settings.hash_seed)
+        return ServiceEntry(
+            id=sid, frontend=fe, type=p.type, namespace=p.svc.namespace, name=p.svc.name,
+            port_name=p.port.name, backend_ids=bids, algorithm=p.algorithm,
+            affinity_timeout_s=affinity, ext_local=p.ext_local, int_local=p.int_local,
+            two_scopes=p.two_scopes, dsr=p.dsr, maglev=table)
+
+    # -- output --------------------------------------------------------------------------
+
+    def routed_addresses(self) -> frozenset[str]:
+        """The LoadBalancer and external IPs served (see `node_routed_addresses`)."""
+        return frozenset(self._routed)
+
+    def health_checks(self) -> tuple[HealthCheck, ...]:
+        return tuple(sorted(self._health.values(), key=lambda h: h.port))
+
+    def problems(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for key in sorted(self._plans):
+            out += self._plans[key].problems
+        for fe in sorted(self._conflicts, key=_sort_key):
+            out += self._conflicts[fe]
+        out += self._overflow.values()
+        return tuple(out)
+
+    def ids(self) -> IdAllocations:
+        return IdAllocations(dict(self.service_ids), dict(self.backend_ids),
+                             self.last_service, self.last_backend)
+
+    def state(self) -> DesiredState:
+        return DesiredState(
+            services=tuple(self.entries[fe] for fe in sorted(self.entries, key=_sort_key)),
+            backends=dict(self.backends), health_checks=self.health_checks(), ids=self.ids(),
+            problems=self.problems())
 
 
 def desired_state(
@@ -372,105 +764,9 @@ def desired_state(
     settings: LbSettings,
     ids: IdAllocations | None = None,
 ) -> DesiredState:
-    """Every frontend, backend, Maglev table and health check this node should program."""
-    ids = ids.copy() if ids is not None else IdAllocations()
-    if settings.algorithm not in ALGORITHMS:
-        raise ValueError(f"loadBalancer.algorithm {settings.algorithm!r}: expected one of "
-                         f"{', '.join(ALGORITHMS)}")
-    if settings.mode not in MODES:
-        raise ValueError(f"loadBalancer.mode {settings.mode!r}: expected one of "
-                         f"{', '.join(MODES)}")
-    node_ips = node_addresses(nodes, node_name)
-    by_service: dict[tuple[str, str], list[EndpointSlice]] = {}
-    for sl in slices:
-        if sl.service_name:
-            by_service.setdefault((sl.namespace, sl.service_name), []).append(sl)
-
-    planned: dict[FrontendKey, _Planned] = {}
-    candidates: dict[BackendKey, _Candidate] = {}
-    draining: set[BackendKey] = set()
-    health: list[HealthCheck] = []
-    problems: list[str] = []
-    for svc in sorted(services, key=lambda s: (s.namespace, s.name)):
-        if svc.type == "ExternalName" or svc.headless:
-            continue
-        svc_slices = by_service.get((svc.namespace, svc.name), [])
-        etp_local = svc.external_traffic_policy == "Local"
-        itp_local = svc.internal_traffic_policy == "Local"
-        local_count = 0
-        algorithm, mode, found = service_options(svc, settings)
-        problems += found
-        for port in svc.ports:
-            if port.protocol not in ("TCP", "UDP"):
-                continue  # SCTP: not in the datapath
-            cands, kept = _slice_backends(port, svc_slices)
-            for c in (*cands, *kept):
-                candidates.setdefault(c.key, c)
-            draining.update(c.key for c in kept)
-            local_count = max(local_count, sum(1 for c in cands if c.node_name == node_name))
-            dsr = mode == "dsr" or (mode == "hybrid" and port.protocol == "TCP")
-            for ftype, address, fport in _frontends(svc, port, node_ips, settings):
-                external = ftype != CLUSTER_IP
-                ext = FrontendKey(address, fport, port.protocol, SCOPE_EXT)
-                if ext in planned:
-                    other = planned[ext].svc
-                    problems.append(f"{svc.namespace}/{svc.name}: frontend {address}:{fport}/"
-                                    f"{port.protocol} is already {other.namespace}/{other.name}'s")
-                    continue
-                if not external:
-                    planned[ext] = _Planned(ext, ftype, svc, port,
-                                            _select(cands, itp_local, node_name),
-                                            False, itp_local, False, False, algorithm)
-                    continue
-                two = etp_local != itp_local
-                planned[ext] = _Planned(ext, ftype, svc, port,
-                                        _select(cands, etp_local, node_name),
-                                        etp_local, itp_local, two, dsr, algorithm)
-                if two:
-                    intk = FrontendKey(address, fport, port.protocol, SCOPE_INT)
-                    planned[intk] = _Planned(intk, ftype, svc, port,
-                                             _select(cands, itp_local, node_name),
-                                             etp_local, itp_local, True, dsr, algorithm)
-        if etp_local and svc.health_check_node_port and svc.type in ("LoadBalancer", "NodePort"):
-            health.append(HealthCheck(svc.health_check_node_port, svc.namespace, svc.name,
-                                      local_count))
-
-    svc_ids, svc_overflow, last_service = _allocate(planned, ids.services, MAX_SERVICE_ID,
-                                                    ids.last_service)
-    for fe in svc_overflow:
-        problems.append(f"frontend {fe}: no free service id (at most {MAX_SERVICE_ID})")
-        planned.pop(fe)
-    used_backends = {b for p in planned.values() for b in p.backends} | draining
-    be_ids, be_overflow, last_backend = _allocate(used_backends, ids.backends, MAX_BACKEND_ID,
-                                                  ids.last_backend)
-    for be in be_overflow:
-        problems.append(f"backend {be}: no free backend id")
-
-    backends: dict[int, Backend] = {}
-    for key, bid in be_ids.items():
-        c = candidates[key]
-        backends[bid] = Backend(bid, c.key.address, c.key.port, c.key.protocol, c.state,
-                                c.node_name, c.node_name == node_name)
-
-    entries: list[ServiceEntry] = []
-    for fe in sorted(planned, key=_sort_key):
-        p = planned[fe]
-        bids = tuple(be_ids[b] for b in p.backends if b in be_ids)
-        affinity = p.svc.session_affinity_timeout if p.svc.session_affinity == "ClientIP" else 0
-        table: tuple[int, ...] = ()
-        if p.algorithm == "maglev" and bids:
-            mb = tuple(MaglevBackend(backends[b].id, backends[b].address, backends[b].port,
-                                     backends[b].protocol) for b in bids)
-            table = _maglev_table(mb, settings.table_size, settings.hash_seed)
-        entries.append(ServiceEntry(
-            id=svc_ids[fe], frontend=fe, type=p.type, namespace=p.svc.namespace,
-            name=p.svc.name, port_name=p.port.name, backend_ids=bids,
-            algorithm=p.algorithm, affinity_timeout_s=affinity,
-            ext_local=p.ext_local, int_local=p.int_local, two_scopes=p.two_scopes,
-            dsr=p.dsr, maglev=table,
-        ))
-    new_ids = IdAllocations(services=svc_ids, backends=be_ids, last_service=last_service,
-                            last_backend=last_backend)
-    return DesiredState(services=tuple(entries), backends=backends,
-                        health_checks=tuple(sorted(health, key=lambda h: h.port)),
-                        ids=new_ids, problems=tuple(problems))
+    """Every frontend, backend, Maglev table and health check this node should program,
+    computed at once (a fresh `LbModel` fed everything)."""
+    model = LbModel(node_name, settings, ids)
+    model.replace_all(services, slices, nodes)
+    model.commit()
+    return model.state()

@@ -47,6 +47,7 @@ from hexlane.lb.services import (
     LOAD_BALANCER,
     NODE_PORT,
     STATE_TERMINATING,
+    Backend,
     BackendKey,
     DesiredState,
     FrontendKey,
@@ -127,13 +128,9 @@ def encode(desired: DesiredState) -> MapContents:
         if entry.maglev:
             maglev[entry.id] = entry.maglev
     backends = [
-        (ctypes.c_uint32(b.id),
-         Lb4Backend(address=ip4(b.address), port=port16(b.port),
-                    proto=PROTO_NUMBERS[b.protocol],
-                    flags=BE_STATE_TERMINATING if b.state == STATE_TERMINATING
-                    else BE_STATE_ACTIVE,
-                    node_local=BE_NODE_LOCAL if b.local else BE_NODE_REMOTE))
-        for b in sorted(desired.backends.values(), key=lambda b: b.id)
+        (ctypes.c_uint32.from_buffer_copy(k), Lb4Backend.from_buffer_copy(v))
+        for k, v in (raw_backend(b) for b in sorted(desired.backends.values(),
+                                                    key=lambda b: b.id))
     ]
     return MapContents(services, backends, revnat, matches, maglev)
 
@@ -154,3 +151,42 @@ def recover_ids(services_map: Any, backends_map: Any) -> IdAllocations:
         bk = BackendKey(ip4_str(value.address), port_int(value.port), PROTO_NAMES[value.proto])
         backends[bk] = int(key.value)
     return IdAllocations.recovered(services, backends)
+
+
+@dataclass(frozen=True)
+class RawEntry:
+    """One frontend scope's map entries as raw bytes (what the reconciler's tables hold)."""
+
+    services: tuple[tuple[bytes, bytes], ...]  # slots 1..n, then slot 0
+    revnat: tuple[bytes, bytes]
+    affinity_match: tuple[tuple[bytes, bytes], ...]
+
+
+@lru_cache(maxsize=131072)
+def raw_entry(entry: ServiceEntry) -> RawEntry:
+    services, revnat, matches = _encode_entry(entry)
+    return RawEntry(tuple((bytes(k), bytes(v)) for k, v in services),
+                    (bytes(revnat[0]), bytes(revnat[1])),
+                    tuple((bytes(k), bytes(v)) for k, v in matches))
+
+
+def raw_backend(b: Backend) -> tuple[bytes, bytes]:
+    value = Lb4Backend(address=ip4(b.address), port=port16(b.port),
+                       proto=PROTO_NUMBERS[b.protocol],
+                       flags=BE_STATE_TERMINATING if b.state == STATE_TERMINATING
+                       else BE_STATE_ACTIVE,
+                       node_local=BE_NODE_LOCAL if b.local else BE_NODE_REMOTE)
+    return bytes(ctypes.c_uint32(b.id)), bytes(value)
+
+
+def service_id_key(service_id: int) -> bytes:
+    """The key of the reverse NAT and Maglev maps (a u16 service id)."""
+    return bytes(ctypes.c_uint16(service_id))
+
+
+_SLOT = slice(Lb4Key.backend_slot.offset, Lb4Key.backend_slot.offset + 2)
+
+
+def slot0_last(raw_key: bytes) -> bool:
+    """Sort key of service map writes: a service's slot 0 (its count) after its slots."""
+    return raw_key[_SLOT] == b"\0\0"
