@@ -20,14 +20,21 @@ With N Services (LoadBalancer type, one ClusterIP and one LB IP each, two endpoi
 
 Metric: new TCP connections per second and connection latency (connect, one byte, answer,
 RST close; a small C client/server compiled here) to the middle Service's LB IP, as ratios
-to the direct path measured in the same topology just before. Also: the time from a Service
-change (one endpoint removed) to the maps being updated, at 1,000 Services.
+to the direct path measured in the same topology just before.
 
 Each scale runs `--repeat` rounds, the four paths interleaved in every round; the figures are
 medians (ratios: the median of each round's ratio to that round's direct path).
 
+Control side, in the same run: the time to program every Service from nothing, and one
+EndpointSlice change as the agent makes it (median of 40); with 1,000 and 10,000 among the
+scales, the ratios one change at 10,000 / at 1,000 (target <= 1.5x) and one change /
+programming all 10,000 (target <= 0.05x). `--control-only` measures only those (no traffic);
+`--agent-cpu-before REV` adds bench/agent_change_cpu.py's CPU seconds for one change at the
+largest scale, REV against this tree.
+
 Run as root: `.venv/bin/python bench/datapath_bench.py [--scales 1,1000,10000] [--seconds 3]
-[--threads 8] [--repeat 3] [--iptables legacy|nft] [-o json]`. Not part of the test suite.
+[--threads 8] [--repeat 3] [--iptables legacy|nft] [--control-only] [--agent-cpu-before REV]
+[-o json]`. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -101,16 +108,7 @@ def objects(n: int, drop_endpoint_of: int | None = None
                      "ports": [{"name": "http", "port": PORT, "targetPort": TARGET_PORT}]},
             "status": {"loadBalancer": {"ingress": [{"ip": lb_ip(i)}]}},
         }))
-        ips = POD_IPS[:1] if i == drop_endpoint_of else POD_IPS
-        slices.append(EndpointSlice.parse({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{name}-a", "namespace": "bench",
-                         "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [ip], "nodeName": "node",
-                           "conditions": {"ready": True}} for ip in ips],
-            "ports": [{"name": "http", "port": TARGET_PORT, "protocol": "TCP"}],
-        }))
+        slices.append(objects_slice(i, drop=i == drop_endpoint_of))
     node = Node.parse({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node"},
                        "status": {"addresses": [{"type": "InternalIP", "address": NODE_IP}]}})
     return services, slices, [node]
@@ -242,6 +240,59 @@ def measure(t: Topology, binary: str, host: str, seconds: float, threads: int) -
     return json.loads(out)  # type: ignore[no-any-return]
 
 
+def one_change_seconds(rec: ServiceReconciler, n: int, changes: int = 40) -> float:
+    """The median time of one EndpointSlice change as the agent makes it: the changed slice
+    handed to the model, then a commit (recompute that Service, write its keys). Changes go
+    in pairs over Services spread across the range: one endpoint less, then back."""
+    times = []
+    for k in range(changes):
+        i = (n // 3 + 7 * (k // 2)) % n
+        sl = objects_slice(i, drop=k % 2 == 0)
+        begin = time.perf_counter()
+        rec.model.set_slice(sl)
+        rec.commit()
+        times.append(time.perf_counter() - begin)
+    return round(statistics.median(times), 6)
+
+
+def program_and_change(lb: LbDatapath, n: int, result: dict[str, Any]) -> None:
+    """Program n Services from nothing, then time single changes (see one_change_seconds)."""
+    rec = ServiceReconciler(lb, "node", settings=LbSettings(algorithm="maglev", table_size=251))
+    objs = objects(n)
+    begin = time.perf_counter()
+    report = rec.update(*objs)
+    result["hexlane_program_s"] = round(time.perf_counter() - begin, 3)
+    result["hexlane_frontends"] = report.services
+    if n >= 1000:
+        result["hexlane_update_one_s"] = one_change_seconds(rec, n)
+
+
+def control_run(n: int, bpf_root: Path) -> dict[str, Any]:
+    """Only the control side at one scale: programming and single changes, no traffic."""
+    result: dict[str, Any] = {"services": n}
+    lb = LbDatapath.load(bpf_root / f"c{n}", table_size=251)
+    try:
+        program_and_change(lb, n, result)
+    finally:
+        lb.unpin()
+        lb.close()
+    return result
+
+
+def objects_slice(i: int, *, drop: bool) -> EndpointSlice:
+    name = f"svc{i}"
+    ips = POD_IPS[:1] if drop else POD_IPS
+    return EndpointSlice.parse({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": f"{name}-a", "namespace": "bench",
+                     "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "nodeName": "node",
+                       "conditions": {"ready": True}} for ip in ips],
+        "ports": [{"name": "http", "port": TARGET_PORT, "protocol": "TCP"}],
+    })
+
+
 def scale_run(n: int, binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, Any]:
     """All four paths at one scale, `args.repeat` rounds interleaved; medians of the rates
     and of each round's ratio to that round's direct path."""
@@ -264,19 +315,7 @@ def scale_run(n: int, binary: str, args: argparse.Namespace, bpf_root: Path) -> 
 
         lb = LbDatapath.load(bpf_root / f"n{n}", table_size=251)
         try:
-            rec = ServiceReconciler(lb, "node", settings=LbSettings(algorithm="maglev",
-                                                                    table_size=251))
-            objs = objects(n)
-            begin = time.perf_counter()
-            report = rec.update(*objs)
-            result["hexlane_program_s"] = round(time.perf_counter() - begin, 3)
-            result["hexlane_frontends"] = report.services
-            if n >= 1000:
-                changed = objects(n, drop_endpoint_of=n // 3)
-                begin = time.perf_counter()
-                rec.update(*changed)
-                result["hexlane_update_one_s"] = round(time.perf_counter() - begin, 4)
-                rec.update(*objs)
+            program_and_change(lb, n, result)
 
             def attach() -> None:
                 for dev, prog in (("toclient", PROGRAM_FROM_NETDEV),
@@ -332,6 +371,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--iptables", choices=("legacy", "nft"), default="legacy")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    parser.add_argument("--agent-cpu-before", metavar="REV",
+                        help="also run bench/agent_change_cpu.py: the agent's CPU for one "
+                             "EndpointSlice change at the largest scale, REV vs this tree")
+    parser.add_argument("--control-only", action="store_true",
+                        help="only program the Services and time single changes (no traffic)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hexlane-dpbench-"))
     binary = str(work / "connrate")
@@ -340,6 +384,14 @@ def main() -> int:
     try:
         with scratch_bpf_dir("hexlane-bench") as root:
             for n in (int(s) for s in args.scales.split(",")):
+                if args.control_only:
+                    results.append(control_run(n, root))
+                    r = results[-1]
+                    if args.output == "text":
+                        print(f"{n:>6} services: programmed in {r['hexlane_program_s']} s"
+                              + (f", one change in {r['hexlane_update_one_s'] * 1000:.2f} ms"
+                                 if "hexlane_update_one_s" in r else ""), flush=True)
+                    continue
                 results.append(scale_run(n, binary, args, root))
                 if args.output == "text":
                     r = results[-1]
@@ -351,8 +403,24 @@ def main() -> int:
                           f"nftables {r['nftables_ratio']:.2f}x (p50 "
                           f"{r['nftables']['p50_us']} us) | programmed in "
                           f"{r['hexlane_program_s']} s"
-                          + (f", one change in {r['hexlane_update_one_s'] * 1000:.0f} ms"
+                          + (f", one change in {r['hexlane_update_one_s'] * 1000:.2f} ms"
                              if "hexlane_update_one_s" in r else ""), flush=True)
+        by_n = {r["services"]: r for r in results}
+        if 1000 in by_n and 10000 in by_n and args.output == "text":
+            one_1k = by_n[1000]["hexlane_update_one_s"]
+            one_10k = by_n[10000]["hexlane_update_one_s"]
+            print(f"one change at 10,000 / at 1,000 Services: {one_10k / one_1k:.2f}x "
+                  f"(target <= 1.5x); one change / programming all 10,000: "
+                  f"{one_10k / by_n[10000]['hexlane_program_s']:.5f}x (target <= 0.05x)")
+        if args.agent_cpu_before:
+            cmd = [sys.executable, str(Path(__file__).with_name("agent_change_cpu.py")),
+                   "--services", str(max(by_n)), "--before", args.agent_cpu_before,
+                   "-o", args.output]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            if args.output == "json":
+                results.append({"agent_cpu": json.loads(out)})
+            else:
+                print(out, end="", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.output == "json":

@@ -637,9 +637,14 @@ def tc_attach(ifindex: int, prog_fd: int, direction: str = "ingress", *,
               handle: int = 1, priority: int = 1, replace: bool = True) -> int:
     """Attach a program at clsact `direction` of `ifindex` (creating clsact); the prog id."""
     hook = _tc_hook(ifindex, _tc_point(direction))
-    ret = _lib.bpf_tc_hook_create(ctypes.byref(hook))
+    saved = getattr(_log_state, "lines", None)
+    _log_state.lines = []  # clsact already there is the usual case, not a warning
+    try:
+        ret = _lib.bpf_tc_hook_create(ctypes.byref(hook))
+    finally:
+        lines, _log_state.lines = _log_state.lines, saved
     if ret < 0 and _err(ret) != errno_mod.EEXIST:
-        raise BpfError(_err(ret), f"create clsact on ifindex {ifindex}")
+        raise BpfError(_err(ret), f"create clsact on ifindex {ifindex}", "".join(lines))
     opts = _TcOpts(sz=ctypes.sizeof(_TcOpts), prog_fd=prog_fd, handle=handle, priority=priority,
                    flags=BPF_TC_F_REPLACE if replace else 0)
     _check(_lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)),
@@ -652,7 +657,13 @@ def tc_query(ifindex: int, direction: str = "ingress", *, handle: int = 1,
     """The id of the program attached at (handle, priority), or None."""
     hook = _tc_hook(ifindex, _tc_point(direction))
     opts = _TcOpts(sz=ctypes.sizeof(_TcOpts), handle=handle, priority=priority)
-    ret = _lib.bpf_tc_query(ctypes.byref(hook), ctypes.byref(opts))
+    # A link without clsact or that filter is an answer here, not a warning to log.
+    saved = getattr(_log_state, "lines", None)
+    _log_state.lines = []
+    try:
+        ret = _lib.bpf_tc_query(ctypes.byref(hook), ctypes.byref(opts))
+    finally:
+        _log_state.lines = saved
     if ret < 0:
         if _err(ret) in (errno_mod.ENOENT, errno_mod.EINVAL):
             return None

@@ -442,7 +442,7 @@ class LbModel:
 
     Rules (the same as computing everything at once, which `desired_state` does with a fresh
     model): when two Services claim one frontend, the first in (namespace, name) order has
-    it; a backend shared by Services takes its state from the first of them; new ids go, in
+    it; a backend shared by Services is active when any of them says so; new ids go, in
     sorted order, from the one after the last given (`IdAllocations`), and `ids` given at
     construction (recovered from the pinned maps) are reused by the same frontends and
     backends on their first commit."""
@@ -468,7 +468,8 @@ class LbModel:
         self._slice_owner: dict[tuple[str, str], ServiceKey] = {}
         self._plans: dict[ServiceKey, ServicePlan] = {}
         self._claims: dict[FrontendKey, dict[ServiceKey, _Planned]] = {}
-        self._sources: dict[BackendKey, dict[ServiceKey, _Candidate]] = {}
+        # what the Services say of each backend: (state, node) -> how many say it
+        self._offers: dict[BackendKey, dict[tuple[str, str], int]] = {}
         self._refs: dict[BackendKey, int] = {}
         self.entries: dict[FrontendKey, ServiceEntry] = {}
         self._entry_backends: dict[FrontendKey, tuple[BackendKey, ...]] = {}
@@ -571,10 +572,7 @@ class LbModel:
                         del self._claims[p.frontend]
                     touched_fe.add(p.frontend)
                 for c in old.candidates:
-                    sources = self._sources[c.key]
-                    del sources[key]
-                    if not sources:
-                        del self._sources[c.key]
+                    self._offer(c, -1)
                     touched_be.add(c.key)
                 for b in old.draining:
                     self._ref(b, -1)
@@ -590,7 +588,7 @@ class LbModel:
                 self._claims.setdefault(p.frontend, {})[key] = p
                 touched_fe.add(p.frontend)
             for c in new.candidates:
-                self._sources.setdefault(c.key, {})[key] = c
+                self._offer(c, +1)
                 touched_be.add(c.key)
             for b in new.draining:
                 self._ref(b, +1)
@@ -648,7 +646,7 @@ class LbModel:
         changed_backends: list[Backend] = []
         removed_backends: list[int] = []
         for bk in sorted(touched_be, key=_sort_key):
-            offered = self._sources.get(bk)
+            offered = self._offers.get(bk)
             if self._refs.get(bk, 0) <= 0 or not offered:
                 self._overflow.pop(bk, None)
                 bid = self.backend_ids.pop(bk, None)
@@ -667,9 +665,10 @@ class LbModel:
                         continue
                     self.last_backend = bid
                 self.backend_ids[bk] = bid
-            c = offered[min(offered)]
-            backend = Backend(bid, bk.address, bk.port, bk.protocol, c.state, c.node_name,
-                              c.node_name == self.node_name)
+            # Services that disagree (one slice still says terminating): active wins.
+            state, node = min(offered, key=lambda o: (o[0] != STATE_ACTIVE, o[1]))
+            backend = Backend(bid, bk.address, bk.port, bk.protocol, state, node,
+                              node == self.node_name)
             if self.backends.get(bid) != backend:
                 self.backends[bid] = backend
                 changed_backends.append(backend)
@@ -695,6 +694,17 @@ class LbModel:
         self._hint_backends.clear()
         return Delta(tuple(changed), tuple(old_entries), tuple(changed_backends),
                      tuple(removed_backends), tuple(problems), len(dirty))
+
+    def _offer(self, c: _Candidate, n: int) -> None:
+        offers = self._offers.setdefault(c.key, {})
+        what = (c.state, c.node_name)
+        count = offers.get(what, 0) + n
+        if count > 0:
+            offers[what] = count
+        else:
+            offers.pop(what, None)
+            if not offers:
+                del self._offers[c.key]
 
     def _ref(self, bk: BackendKey, n: int) -> None:
         count = self._refs.get(bk, 0) + n
