@@ -127,6 +127,18 @@ def _rows(status: Mapping[str, Any]) -> list[tuple[str, str]]:
     for c in controllers:
         if not c.get("healthy"):
             rows.append(("", f"{c['name']}: {c.get('lastError') or 'not run yet'}"))
+    recs = status.get("reconcilers") or {}
+    tables = recs.get("tables") or []
+    if tables:
+        repairs = sum(int(t.get("repairs", 0)) for t in tables)
+        pending = sum(int(t.get("pending", 0)) for t in tables)
+        rows.append(("Kernel objects", f"{sum(int(t.get('entries', 0)) for t in tables)} in "
+                                       f"{len(tables)} tables   pending {pending}   repaired "
+                                       f"{repairs}   resync every "
+                                       f"{recs.get('resyncInterval', 0):g}s"))
+        for t in tables:
+            for key, error in (t.get("failing") or {}).items():
+                rows.append(("", f"{t['table']} {key}: {error}"))
     rows.append(("Last sync", _ago(now, status.get("lastSync"))))
     reasons = health(status)
     rows.append(("Health", "OK" if not reasons else "Not healthy"))

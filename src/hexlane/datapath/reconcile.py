@@ -206,7 +206,7 @@ class _State(Generic[K, V]):
             self._dirty[key] = None
             self._retry.pop(key, None)  # a resync retries at once
         self.repairs += len(new)
-        self.last_resync = self.clock()
+        self.last_resync = time.time()  # wall clock, for people reading the status
         return len(new)
 
     # -- writing -------------------------------------------------------------------------
