@@ -553,6 +553,8 @@ class Agent:
             "cni": {"confFile": str(self.config.cni_conf_dir / cniconf.CONF_NAME),
                     "plugin": str(self.config.cni_bin_dir / cniconf.PLUGIN_NAME)},
             "controllers": [c.status() for c in self.controllers],
+            "reconcilers": {"resyncInterval": values.resync_interval,
+                            "tables": [r.status() for r in self.reconcilers()]},
             "lastSync": self.last_sync,
             "syncInterval": self.config.sync_interval,
         }
