@@ -6,7 +6,9 @@ changed, one deleted) in a namespace the test creates, then repaired by one `res
 - lb4_services (hl_lb4_services), lb4_backends, lb4_reverse_nat, lb_affinity_match,
 - lb4_maglev (the map of maps: one service's inner table swapped for a wrong one, one gone),
 - lb_config (the node IP NodePort SNAT uses; an array map: changed only, never deleted),
-- tc_attachments (one program detached, one slot holding the wrong program).
+- tc_attachments (one program detached, one slot holding the wrong program),
+- sysctls (accept_local on lo and hexlane_net set back to 0; a sysctl cannot be deleted),
+- link_noarp (ARP turned back on on hexlane_host).
 
 Each repair is counted (`repairs`); a foreign pin under the bpf root and a foreign tc filter
 (another handle) are left alone. A crash in the middle of a sync (the writes cut after k
@@ -144,19 +146,25 @@ def test_every_lb_table_is_repaired_by_one_resync(lb: LbDatapath, netns: str,
                              handle=7, priority=7)
 
         in_netns(netns, tamper_tc)
-        tampered += 2 + 1 + 2
+        for sysctl in ("net.ipv4.conf.lo.accept_local", "net.ipv4.conf.hexlane_net.accept_local"):
+            subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", f"{sysctl}=0"],
+                           check=True)
+        subprocess.run(["ip", "-n", netns, "link", "set", "hexlane_host", "arp", "on"],
+                       check=True)
+        tampered += 2 + 1 + 2 + 2 + 1
         assert _kernel(rec, netns) != _wanted(rec)
 
-        before = rec.sync.repairs + rec.attachments.repairs
+        before = sum(r.repairs for r in rec.reconcilers)
         in_netns(netns, rec.resync)
         assert _kernel(rec, netns) == _wanted(rec)
-        assert rec.sync.repairs + rec.attachments.repairs - before == tampered
+        assert sum(r.repairs for r in rec.reconcilers) - before == tampered
         assert {r.name: r.repairs for r in rec.reconcilers if r.repairs} == {
             "lb4_services": 2, "lb4_backends": 2, "lb4_reverse_nat": 2,
-            "lb_affinity_match": 2, "lb4_maglev": 2, "lb_config": 1, "tc_attachments": 2}
+            "lb_affinity_match": 2, "lb4_maglev": 2, "lb_config": 1, "tc_attachments": 2,
+            "sysctls": 2, "link_noarp": 1}
         # a second resync finds nothing; the foreign pin and filter are still there
         in_netns(netns, rec.resync)
-        assert rec.sync.repairs + rec.attachments.repairs - before == tampered
+        assert sum(r.repairs for r in rec.reconcilers) - before == tampered
         assert foreign_pin.exists()
         assert in_netns(netns, lambda: libbpf.tc_query(_index("eth0"), "ingress", handle=7,
                                                       priority=7)) is not None

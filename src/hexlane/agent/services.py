@@ -57,13 +57,13 @@ from typing import Any
 
 from aiohttp import web
 
-from hexlane.datapath import netlink
-from hexlane.datapath.lb.attach import TcTable, attachments
+from hexlane.datapath.lb.attach import NoArpTable, TcTable, attachments
 from hexlane.datapath.lb.conntrack import gc_conntrack
 from hexlane.datapath.lb.encode import recover_ids
 from hexlane.datapath.lb.loader import LbDatapath
 from hexlane.datapath.lb.sync import LbSync
 from hexlane.datapath.reconcile import FlushResult, Reconciler
+from hexlane.datapath.sysctl import sysctl_reconciler
 from hexlane.ipam.routes import HOST_DEVICE, HOST_PEER_DEVICE
 from hexlane.lb.services import (
     DesiredState,
@@ -110,6 +110,10 @@ class ServiceReconciler:
         self.sync = LbSync(datapath)
         self.tc = TcTable(datapath)
         self.attachments: Reconciler[Any, int] = Reconciler(self.tc)
+        self.sysctls = sysctl_reconciler()
+        noarp = NoArpTable()
+        self.noarp: Reconciler[str, bool] = Reconciler(noarp)
+        noarp.names = lambda: list(self.noarp.desired)
         self.lan: tuple[str, ...] = ()
         self.last_updated: float | None = None  # wall clock of the last successful commit
         self.last_error: str | None = None
@@ -117,7 +121,7 @@ class ServiceReconciler:
 
     @property
     def reconcilers(self) -> list[Reconciler[Any, Any]]:
-        return [*self.sync.reconcilers, self.attachments]
+        return [*self.sync.reconcilers, self.attachments, self.sysctls, self.noarp]
 
     # --- desired state -> maps ---------------------------------------------------------
 
@@ -166,11 +170,13 @@ class ServiceReconciler:
         return sum(len(r.last_errors) for r in self.sync.reconcilers)
 
     def resync(self) -> FlushResult:
-        """Read every LB map and tc slot back; repair what differs (counted as repairs)."""
+        """Read every LB map, tc slot, sysctl and link flag back; repair what differs."""
         result = self.sync.resync()
         self._resynced = True
         self._record(result)
-        return result.add(self.attachments.resync())
+        for rec in (self.attachments, self.sysctls, self.noarp):
+            result.add(rec.resync())
+        return result
 
     @property
     def desired(self) -> DesiredState:
@@ -201,7 +207,7 @@ class ServiceReconciler:
         # replies come back in through lo with one of the node's addresses as source (as
         # Cilium sets it on cilium_host, accept_local lets such a packet in; traffic looped
         # back by the kernel itself never meets this check).
-        netlink.write_sysctl("net.ipv4.conf.lo.accept_local", "1")
+        sysctls = {"net.ipv4.conf.lo.accept_local": "1"}
         try:
             socket.if_nametoindex(HOST_DEVICE)
         except OSError:
@@ -212,12 +218,16 @@ class ServiceReconciler:
             # node's packets to them reach the tc egress program at once (only that program
             # sends anything out of it; pods reach the router IP through their own veths
             # with permanent neighbour entries).
-            subprocess.run(["ip", "link", "set", HOST_DEVICE, "arp", "off"], check=True,
-                           capture_output=True)
+            self.noarp.put(HOST_DEVICE, True)
             # A translated packet whose next hop is not resolved yet goes on out of
             # hexlane_host to the kernel's forwarding, in through its peer with the router IP
             # (one of the node's own addresses) as source.
-            netlink.write_sysctl(f"net.ipv4.conf.{HOST_PEER_DEVICE}.accept_local", "1")
+            sysctls[f"net.ipv4.conf.{HOST_PEER_DEVICE}.accept_local"] = "1"
+        self.sysctls.set_all(sysctls)
+        for rec in (self.sysctls, self.noarp):
+            result = rec.resync()
+            if result.failed:
+                raise RuntimeError(f"{rec.name}: {'; '.join(map(str, result.failed.values()))}")
         self._set_attachments()
         result = self.attachments.resync()
         return _slot_names(self.attachments.desired, result)

@@ -14,8 +14,10 @@ value is the program id, so a restarted agent replaces the old programs with its
 from __future__ import annotations
 
 import errno
+import json
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from hexlane.datapath import libbpf
 from hexlane.datapath.lb.loader import (
@@ -124,3 +126,31 @@ class TcTable(Table[Slot, int]):
         except OSError as err:
             if err.errno not in (errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.EINVAL):
                 raise
+
+
+class NoArpTable(Table[str, bool]):
+    """Devices that must not answer or send ARP (`ip link set DEV arp off`): hexlane_host,
+    so the node's packets to service addresses reach hl_from_host at once. `read()` reads
+    the devices `names()` gives (the desired table's); no longer wanted leaves the flag."""
+
+    name = "link_noarp"
+
+    def __init__(self, names: Callable[[], Iterable[str]] = tuple) -> None:
+        self.names = names
+
+    def read(self) -> dict[str, bool]:
+        out: dict[str, bool] = {}
+        for device in self.names():
+            proc = subprocess.run(["ip", "-j", "link", "show", "dev", device],
+                                  capture_output=True, text=True)
+            if proc.returncode == 0 and proc.stdout.strip():
+                flags = json.loads(proc.stdout)[0].get("flags", [])
+                out[device] = "NOARP" in flags
+        return out
+
+    def update(self, key: str, value: bool) -> None:
+        subprocess.run(["ip", "link", "set", "dev", key, "arp", "off" if value else "on"],
+                       check=True, capture_output=True, text=True)
+
+    def delete(self, key: str) -> None:
+        """Nothing: the device keeps its flag (it is hexlane's own, and goes with cleanup)."""
