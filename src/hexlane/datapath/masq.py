@@ -2,10 +2,12 @@
 
 `MasqDatapath.load(bpf_root)` compiles and loads `masq.c` with its maps pinned by name under
 `bpf_root` (NAT state survives an agent restart); `configure(plan)` writes what
-`hexlane.ipam.routes.plan_masquerade` decided; `attach(ifindex)` puts the programs on tc egress
-and ingress of the interface (in the calling thread's network namespace) at priority 2: on
-ingress before the service load balancer (priority 3), which then sees a reply of a pod's
-masqueraded connection with the pod's address. Inspect with
+`hexlane.ipam.routes.plan_masquerade` decided into `hl_masq4_nonmasq` and `hl_masq4_config`,
+through one reconciler per map (`hexlane.datapath.reconcile`), and `resync()` reads both maps
+back and repairs what changed behind the agent's back; `attach(ifindex)` puts the programs on
+tc egress and ingress of the interface (in the calling thread's network namespace) at
+priority 2: on ingress before the service load balancer (priority 3), which then sees a reply
+of a pod's masqueraded connection with the pod's address. Inspect with
 `bpftool map dump pinned <bpf_root>/hl_snat4` and `bpftool net` in the node's namespace.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from hexlane.datapath import libbpf
 from hexlane.datapath.bpffs import on_bpffs
 from hexlane.datapath.build import compile_program
+from hexlane.datapath.reconcile import FlushResult, MapTable, Reconciler, flush_group
 from hexlane.ipam.routes import MasqPlan
 
 CONFIG_MAP = "hl_masq4_config"
@@ -39,6 +42,9 @@ TC_PRIORITY = 2
 
 SNAT_DIR_EGRESS = 1
 SNAT_DIR_INGRESS = 2
+
+_CONFIG_KEY = bytes(ctypes.c_uint32(0))  # hl_masq4_config is an array of one
+_NONMASQ_VALUE = bytes(ctypes.c_uint8(1))
 
 
 class Masq4Config(ctypes.Structure):
@@ -122,6 +128,9 @@ class MasqDatapath:
         self.nonmasq = obj.map(NONMASQ_MAP, key_type=Masq4NonmasqKey, value_type=ctypes.c_uint8)
         self.snat = obj.map(SNAT_MAP, key_type=Snat4Key, value_type=Snat4Entry)
         self.stats = obj.map(STATS_MAP, key_type=ctypes.c_uint32, value_type=ctypes.c_uint64)
+        # What `configure` wants in the two maps the agent writes (raw keys and values).
+        self.config_rec: Reconciler[bytes, bytes] = Reconciler(MapTable(self.config))
+        self.nonmasq_rec: Reconciler[bytes, bytes] = Reconciler(MapTable(self.nonmasq))
 
     @classmethod
     def load(cls, bpf_root: str | os.PathLike[str]) -> MasqDatapath:
@@ -143,19 +152,33 @@ class MasqDatapath:
             obj.close()
             raise
 
-    def configure(self, plan: MasqPlan) -> None:
-        """Write the plan: node IP, pod CIDR, port range, and the non-masquerade prefixes."""
-        desired = {(net.prefixlen, _be32(net.network_address)) for net in plan.nonmasq}
-        for net in plan.nonmasq:
-            self.nonmasq.update(Masq4NonmasqKey(net.prefixlen, _be32(net.network_address)),
-                                ctypes.c_uint8(1))
-        for key in list(self.nonmasq.iter_keys()):
-            if (key.prefixlen, key.addr) not in desired:
-                self.nonmasq.delete(key)
-        self.config.update(ctypes.c_uint32(0), Masq4Config(
+    def configure(self, plan: MasqPlan) -> FlushResult:
+        """Write the plan: node IP, pod CIDR, port range, and the non-masquerade prefixes.
+        Only entries that differ from the previous plan are written; the first call reads
+        the maps back (pinned by a previous agent: its stale prefixes go)."""
+        self.nonmasq_rec.set_all(
+            (bytes(Masq4NonmasqKey(net.prefixlen, _be32(net.network_address))), _NONMASQ_VALUE)
+            for net in plan.nonmasq)
+        self.config_rec.set_all({_CONFIG_KEY: bytes(Masq4Config(
             node_ip=_be32(plan.node_ip), pod_net=_be32(plan.pod_cidr.network_address),
             pod_mask=_be32(plan.pod_cidr.netmask), port_min=plan.port_min,
-            port_max=plan.port_max, enabled=int(plan.enabled)))
+            port_max=plan.port_max, enabled=int(plan.enabled)))})
+        for rec in self.reconcilers:
+            if rec.last_resync is None:
+                rec.detect()
+        return flush_group(self.reconcilers)
+
+    def resync(self) -> FlushResult:
+        """Read both maps back; repair entries changed, missing or stale behind our back."""
+        for rec in self.reconcilers:
+            rec.detect()
+        return flush_group(self.reconcilers)
+
+    @property
+    def reconcilers(self) -> list[Reconciler[bytes, bytes]]:
+        """The exceptions first: a config that turns masquerading on never meets a
+        half-written set of prefixes it must leave alone."""
+        return [self.nonmasq_rec, self.config_rec]
 
     def nonmasq_prefixes(self) -> set[IPv4Network]:
         return {IPv4Network(f"{_from_be32(k.addr)}/{k.prefixlen}")
