@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import re
 import shutil
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -31,7 +30,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from hexlane.datapath import libbpf, netlink
 from hexlane.datapath.bpffs import is_bpffs, on_bpffs
-from hexlane.ipam.routes import HOST_DEVICE, HOST_PEER_DEVICE, VXLAN_DEVICE
+from hexlane.ipam.routes import HOST_DEVICE, HOST_PEER_DEVICE
 
 from . import cniconf
 from .programs import (
@@ -41,9 +40,6 @@ from .programs import (
     attached_programs,
     detach,
 )
-
-_LXC = re.compile(r"^lxc[0-9a-f]{12}$")
-OUR_LINKS = (HOST_DEVICE, HOST_PEER_DEVICE, VXLAN_DEVICE)
 
 
 @dataclass(frozen=True)
@@ -86,7 +82,7 @@ async def find_leftovers(paths: CleanupPaths) -> list[Leftover]:
         links = [str(msg.get_attr("IFLA_IFNAME")) async for msg in await ipr.link("dump")]
         # hexlane_net goes with its peer hexlane_host; list it only when alone.
         for name in sorted(links):
-            if name in OUR_LINKS or _LXC.match(name):
+            if netlink.owns_link(name):
                 if name == HOST_PEER_DEVICE and HOST_DEVICE in links:
                     continue
                 found.append(Leftover("link", name))

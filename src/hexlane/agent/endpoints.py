@@ -2,11 +2,17 @@
 
 `EndpointManager` carries out CNI ADD/DEL/CHECK/GC/STATUS: it allocates the pod IP from the
 node's pod CIDR (`hexlane.ipam.podcidr`), builds the veth pair through `hexlane.datapath.netlink`,
-and keeps the node's routes converged to `hexlane.ipam.routes.plan_routes`. Every allocation is
-written to `$STATE_DIR/endpoints.json` (temp file, fsync, rename) before the answer leaves, so
-no IP reaches two pods even when the agent dies at any moment. DELs the plugin could not hand
-over while the agent was down wait in `$STATE_DIR/cni-del-queue/` and are carried out by
-`start()` before the API is served.
+and keeps the node's kernel objects converged to `hexlane.ipam.routes.plan_routes` and
+`plan_masquerade`: links, FDB, neighbours and routes (`netlink.NodeNetwork`), sysctls
+(`hexlane.datapath.sysctl`) and the masquerade's maps (`MasqDatapath`), each a table kept by
+its own long-lived reconciler (`hexlane.datapath.reconcile`). A change (a node, a pod, a
+service address) writes only what it changed; `resync()` reads everything back and repairs
+what changed behind the agent's back (the agent calls it every resync interval).
+
+Every allocation is written to `$STATE_DIR/endpoints.json` (temp file, fsync, rename) before
+the answer leaves, so no IP reaches two pods even when the agent dies at any moment. DELs the
+plugin could not hand over while the agent was down wait in `$STATE_DIR/cni-del-queue/` and
+are carried out by `start()` before the API is served.
 
 Addressing (as Cilium): the pod gets `ip/32` with its default route via the node's router IP
 (first address of the pod CIDR, held on `hexlane_host`), reached through a link route and a
@@ -42,11 +48,14 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from hexlane.datapath import netlink
 from hexlane.datapath.masq import MasqDatapath
+from hexlane.datapath.reconcile import FlushResult
+from hexlane.datapath.sysctl import sysctl_reconciler
 from hexlane.ipam.podcidr import PodIPAllocator, PodIPsExhausted, parse_pod_cidr, router_ip
 from hexlane.ipam.routes import (
+    HOST_DEVICE,
     LocalEndpoint,
     NodeRouting,
-    RouteSpec,
+    RoutePlan,
     RoutingSettings,
     endpoint_mac,
     host_ifname,
@@ -61,6 +70,8 @@ STATE_FORMAT = 1
 STATE_FILE = "endpoints.json"
 DEL_QUEUE_DIR = "cni-del-queue"
 DEFAULT_STATE_DIR = "/var/run/hexlane"
+#: The sysctls the endpoint manager keeps set in the node's namespace.
+SYSCTLS = {"net.ipv4.ip_forward": "1"}
 
 # CNI error codes (spec 1.0/1.1) and hexlane's own (100+, "plugin specific").
 ERR_UNKNOWN_CONTAINER = 3
@@ -211,11 +222,18 @@ class EndpointManager:
         self.last_reconcile: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._ipr: AsyncIPRoute | None = None
+        # The kernel objects this manager owns, each table kept by its own reconciler:
+        # links, FDB, neighbours and routes (made in start), sysctls, and the masquerade's
+        # maps (`self._masq`).
+        self._net: netlink.NodeNetwork | None = None
+        self._sysctls = sysctl_reconciler(SYSCTLS, name="endpoint_sysctls")
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Set up the node, reload state, carry out queued DELs and converge the routes."""
+        """Set up the node, reload state, converge what the kernel holds (read back first:
+        after a restart, what is already right is not written again), carry out queued
+        DELs."""
         if not self.allow_host_netns and not netlink.is_named_netns():
             raise RuntimeError("refusing to set up pod networking outside a named node "
                                "namespace (/run/netns/*); the agent daemon on a real node "
@@ -226,8 +244,15 @@ class EndpointManager:
         self._load()
         self._ipr = AsyncIPRoute()
         await self._ipr.__aenter__()
-        netlink.write_sysctl("net.ipv4.ip_forward", "1")
-        await netlink.ensure_host_device(self._ipr, self.router_ip, self.settings.pod_mtu)
+        self._net = netlink.NodeNetwork(self._ipr)
+        async with self._lock:
+            await self._apply(detect=True)
+        # Without these nothing works: fail the start rather than retry behind its back.
+        essential = {HOST_DEVICE: self._net.links.last_errors.get(HOST_DEVICE),
+                     **self._sysctls.last_errors}
+        failed = [f"{what}: {err}" for what, err in essential.items() if err is not None]
+        if failed:
+            raise RuntimeError(f"setting up the node failed: {'; '.join(failed)}")
         if self.masquerade is not None:
             await self._start_masquerade(self.masquerade)
         await self.drain_delete_queue()
@@ -239,18 +264,21 @@ class EndpointManager:
         if index is None:
             raise RuntimeError(f"masquerade device {masq.device} does not exist on this node")
         self._masq = MasqDatapath.load(masq.bpf_root)
-        self._configure_masquerade()
+        self._configure_masquerade()  # before the programs see a packet
         # tc attaches in the calling thread's namespace: the node's, where the agent runs.
         self._masq.attach(index)
 
     def _configure_masquerade(self) -> None:
         if self._masq is None or self.masquerade is None:
             return
-        self._masq.configure(plan_masquerade(self.local, self.nodes,
-                                             self.masquerade.native_routing_cidr,
-                                             enabled=self.masquerade.enabled))
+        result = self._masq.configure(plan_masquerade(self.local, self.nodes,
+                                                      self.masquerade.native_routing_cidr,
+                                                      enabled=self.masquerade.enabled))
+        if result.failed:
+            raise RuntimeError(f"masquerade maps not written: {result.failed}")
 
     async def close(self) -> None:
+        self._net = None
         if self._masq is not None:
             self._masq.close()  # pins and tc filters stay: traffic flows while we are away
             self._masq = None
@@ -317,15 +345,62 @@ class EndpointManager:
         return await self.reconcile()
 
     async def reconcile(self) -> netlink.ReconcileReport:
+        """Converge to the current plan: write only what changed since the last run (the
+        kernel is not read; `resync` does that)."""
         async with self._lock:
-            return await self._reconcile()
+            return (await self._apply(detect=False))[1]
 
-    async def _reconcile(self) -> netlink.ReconcileReport:
+    async def resync(self) -> FlushResult:
+        """Read back every kernel object this manager owns (links, FDB, neighbours, routes,
+        sysctls, the masquerade's maps) and repair what differs from the plan: changed,
+        missing or stale behind the agent's back. Each table's reconciler counts its repairs
+        (`reconcilers`). Call it on the agent's event loop, in the node's namespace, every
+        resync interval; it waits for a CNI call or reconcile in progress. Before `start` it
+        does nothing."""
+        if self._net is None:
+            return FlushResult()
+        async with self._lock:
+            return (await self._apply(detect=True))[0]
+
+    @property
+    def reconcilers(self) -> list[Any]:
+        """Every reconciler of this manager (their `name`, `repairs`, `errors`, `status()`)."""
+        recs: list[Any] = list(self._net.reconcilers) if self._net is not None else []
+        return recs + self._other_reconcilers()
+
+    def _other_reconcilers(self) -> list[Any]:
+        """The sysctls' and the masquerade maps' reconcilers (not netlink's)."""
+        return [self._sysctls, *(self._masq.reconcilers if self._masq is not None else [])]
+
+    def _plan(self) -> RoutePlan:
         ready = [LocalEndpoint(ep.ip, ep.host_ifname, ep.mac) for ep in self.endpoints.values()
                  if ep.state == "ready"]
-        plan = plan_routes(self.local, self.nodes, self.settings, ready, self.service_routes)
-        report = await netlink.apply_plan(self.ipr, plan)
-        self._configure_masquerade()
+        return plan_routes(self.local, self.nodes, self.settings, ready, self.service_routes)
+
+    async def _apply(self, *, detect: bool) -> tuple[FlushResult, netlink.ReconcileReport]:
+        """Hand the plan to every reconciler and flush them; with `detect`, read the kernel
+        back first (a resync). Call with the lock held."""
+        net = self._net
+        if net is None:
+            raise CNIError(ERR_NOT_AVAILABLE, "endpoint manager not started")
+        plan = self._plan()
+        net.set_plan(plan, netlink.HostDeviceSpec(self.settings.pod_mtu,
+                                                  frozenset({self.router_ip})))
+        if detect:
+            await net.detect()
+            self._sysctls.detect()
+        result = await net.flush()
+        result.add(self._sysctls.flush())
+        if self._masq is not None and self.masquerade is not None:
+            result.add(self._masq.configure(plan_masquerade(
+                self.local, self.nodes, self.masquerade.native_routing_cidr,
+                enabled=self.masquerade.enabled)))
+            if detect:
+                result.add(self._masq.resync())
+        report = net.report()
+        for rec in self._other_reconcilers():
+            report.failed += [f"{rec.name} {key!r}: {err}" for key, err in
+                              rec.last_errors.items()]
         for problem in plan.problems:
             log.warning("routing: %s", problem)
         if report.changed or report.failed:
@@ -333,8 +408,9 @@ class EndpointManager:
                      report.failed)
         self.last_reconcile = {"at": time.time(), "added": report.added,
                                "removed": report.removed, "failed": report.failed,
-                               "problems": [str(p) for p in plan.problems]}
-        return report
+                               "problems": [str(p) for p in plan.problems],
+                               **({"resync": True} if detect else {})}
+        return result, report
 
     # --- CNI -------------------------------------------------------------------------------------
 
@@ -389,23 +465,43 @@ class EndpointManager:
                     pod_ifname=ep.ifname, pod_mac=ep.mac, ip=ep.ip, router=self.router_ip,
                     mtu=self.settings.pod_mtu)
                 ep.host_mac = links.host_mac
-                await netlink.install_route(self.ipr, RouteSpec(
-                    IPv4Network(f"{ep.ip}/32"), device=ep.host_ifname, scope_link=True))
             except (OSError, NetlinkError) as err:
                 await self._forget(ep)
                 raise CNIError(ERR_SETUP_FAILED, "endpoint setup failed", str(err)) from None
+            # Its /32 route and permanent neighbour entry: the reconcilers write those two
+            # (only what changed), before the pod is answered.
             ep.state = "ready"
+            try:
+                await self._apply(detect=False)
+                failed = self._endpoint_errors(ep)
+            except (OSError, NetlinkError) as err:
+                failed = [str(err)]
+            if failed:
+                ep.state = "creating"
+                await self._forget(ep)
+                raise CNIError(ERR_SETUP_FAILED, "endpoint setup failed", "; ".join(failed))
             self._save()
             log.info("ADD %s: %s on %s (pod %s/%s)", ep.owner, ep.ip, ep.host_ifname,
                      ep.pod_namespace, ep.pod_name)
             return self._result(ep)
 
+    def _endpoint_errors(self, ep: Endpoint) -> list[str]:
+        """Why the endpoint's route or neighbour entry could not be written (if so)."""
+        net = self._net
+        if net is None:
+            return ["endpoint manager not started"]
+        route = net.routes.last_errors.get(IPv4Network(f"{ep.ip}/32"))
+        neigh = net.neighbors.last_errors.get((ep.host_ifname, ep.ip))
+        return [f"{what}: {err}" for what, err in (("route", route), ("neighbour", neigh))
+                if err is not None]
+
     async def _forget(self, ep: Endpoint) -> None:
+        """Remove the endpoint's veth (its route and neighbour entry go with it) and IP."""
         await netlink.delete_link(self.ipr, ep.host_ifname)
-        await netlink.remove_route(self.ipr, IPv4Network(f"{ep.ip}/32"))
         self.endpoints.pop(ep.owner, None)
         self.allocator.release(ep.owner)
         self._save()
+        await self._apply(detect=False)  # out of the desired tables
 
     async def delete(self, req: CNIRequest) -> bool:
         """CNI DEL: remove the veth, the route and the IP. Idempotent; False when nothing was."""
@@ -487,6 +583,7 @@ class EndpointManager:
             "nodes": [n.name for n in self.nodes],
             "lastReconcile": self.last_reconcile,
             "masquerade": self._masquerade_status(),
+            "reconcilers": [rec.status() for rec in self.reconcilers],
         }
 
     def _masquerade_status(self) -> dict[str, Any]:

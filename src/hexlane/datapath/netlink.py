@@ -3,7 +3,12 @@
 Everything here acts in the network namespace of the calling thread (the node's, where the
 agent runs) or, for the pod side of an endpoint, in the pod's namespace through a netlink
 socket opened there. It carries out what `hexlane.ipam.routes` planned and decides nothing
-itself. Inspect what it made with `ip link`, `ip route show proto 104` and
+itself: the node's links (`hexlane_host`, `hexlane_vxlan`), FDB, permanent neighbour entries
+and routes are four tables (`LinkTable`, `FdbTable`, `NeighborTable`, `RouteTable`) converged
+by the one reconciler (`hexlane.datapath.reconcile`), held together by `NodeNetwork`; each
+reads back only what is hexlane's (protocol 104 routes, entries on hexlane's own links), so
+nothing foreign is ever removed. Inspect what it made with `ip link`,
+`ip route show proto 104`, `ip neigh show nud permanent` and
 `bridge fdb show dev hexlane_vxlan` in the node's namespace.
 
 pyroute2's own `netns=` argument forks a helper process and creates missing namespaces; a CNI
@@ -18,24 +23,30 @@ import ctypes
 import dataclasses
 import errno
 import os
+import re
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from hexlane.datapath import sysctl
+from hexlane.datapath.reconcile import (
+    AsyncReconciler,
+    AsyncTable,
+    FlushResult,
+    flush_group_async,
+)
 from hexlane.ipam.routes import (
     HOST_DEVICE,
     HOST_PEER_DEVICE,
     ROUTE_PROTO,
     VXLAN_DEVICE,
     FdbSpec,
-    NeighborSpec,
     RoutePlan,
     RouteSpec,
     VxlanSpec,
@@ -46,9 +57,12 @@ NETLINK_ROUTE = 0
 RT_TABLE_MAIN = 254
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
+RT_SCOPE_NOWHERE = 255
 RTN_UNREACHABLE = 7
 RTNH_F_ONLINK = 4
+NUD_NOARP = 0x40
 NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -140,14 +154,9 @@ async def iproute_in(path: str | None = None) -> AsyncIterator[AsyncIPRoute]:
 
 
 def write_sysctl(name: str, value: str) -> None:
-    """Set a net.* sysctl of the calling thread's network namespace (`net.ipv4.ip_forward`)."""
-    if not name.startswith("net."):
-        raise ValueError(f"only per-namespace net.* sysctls are set here, not {name}")
-    path = Path("/proc/sys") / name.replace(".", "/")
-    current = path.read_text().strip()
-    if current != value:
-        path.write_text(value + "\n")
-
+    """Set a net.* sysctl of the calling thread's network namespace (`net.ipv4.ip_forward`),
+    once; `hexlane.datapath.sysctl.SysctlTable` keeps sysctls set (read back by a resync)."""
+    sysctl.write_sysctl(name, value)
 
 
 # --- links ---------------------------------------------------------------------------------
@@ -295,11 +304,30 @@ async def inspect_pod_interface(netns: str, ifname: str) -> PodInterfaceFacts:
         return PodInterfaceFacts(True, info["mac"], addrs, gateway)
 
 
-# --- routes, FDB, neighbours: the reconciler ----------------------------------------------------
+# --- links, FDB, neighbours, routes: tables for the one reconciler --------------------------------
+#
+# Each kind of object is an `AsyncTable` of `hexlane.datapath.reconcile` that reads back only
+# what is hexlane's (routes of protocol `ROUTE_PROTO`; FDB and permanent neighbour entries on
+# hexlane's own links; the links by their names), so a resync never removes anything foreign.
+# `NodeNetwork` holds one `AsyncReconciler` per table; `apply_plan` is a one-shot use of it.
+
+_POD_LINK = re.compile(r"^lxc[0-9a-f]{12}$")
+OWN_LINKS = (HOST_DEVICE, HOST_PEER_DEVICE, VXLAN_DEVICE)
+
+
+def owns_link(name: str) -> bool:
+    """Whether a link is hexlane's: the host pair, the tunnel, a pod's host-side veth."""
+    return name in OWN_LINKS or bool(_POD_LINK.match(name))
+
+
+#: What tables wrote, in order: ("added" or "removed", "route 10.86.2.0/24").
+Journal = list[tuple[str, str]]
 
 
 @dataclass
 class ReconcileReport:
+    """What a run wrote (`added`, `removed`), and what is still failing (retried later)."""
+
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
@@ -369,8 +397,12 @@ async def install_route(ipr: AsyncIPRoute, route: RouteSpec) -> None:
 
 
 async def remove_route(ipr: AsyncIPRoute, dst: IPv4Network) -> bool:
+    """Delete hexlane's route to `dst` (only one with its protocol); False when there was none."""
     try:
-        await ipr.route("del", dst=str(dst), table=RT_TABLE_MAIN, proto=ROUTE_PROTO)
+        # Scope "nowhere" matches a route of any scope (as `ip route del` asks): scope
+        # link routes (endpoints', service addresses') included.
+        await ipr.route("del", dst=str(dst), table=RT_TABLE_MAIN, proto=ROUTE_PROTO,
+                        scope=RT_SCOPE_NOWHERE)
     except NetlinkError as err:
         if err.code in (errno.ESRCH, errno.ENOENT):
             return False
@@ -378,46 +410,254 @@ async def remove_route(ipr: AsyncIPRoute, dst: IPv4Network) -> bool:
     return True
 
 
-async def reconcile_routes(ipr: AsyncIPRoute, wanted: Iterable[RouteSpec],
-                           report: ReconcileReport) -> None:
-    """Make hexlane's routes equal `wanted`; routes of other protocols are never touched."""
-    have = await owned_routes(ipr)
-    want = {r.dst: r for r in wanted}
-    for dst, route in sorted(want.items()):
-        current = have.get(dst)
-        if current is not None and _route_matches(route, current):
-            continue
+class RouteTable(AsyncTable[IPv4Network, RouteSpec]):
+    """hexlane's routes in the main table, by destination. Only routes with protocol
+    `ROUTE_PROTO` are read or deleted; another protocol's route is never touched (a desired
+    route to the same destination does replace it, as `ip route replace` would)."""
+
+    name = "routes"
+
+    def __init__(self, ipr: AsyncIPRoute, journal: Journal | None = None) -> None:
+        self.ipr = ipr
+        self.journal: Journal = journal if journal is not None else []
+        self.order = _by_value
+
+    async def read(self) -> dict[IPv4Network, RouteSpec]:
+        return await owned_routes(self.ipr)
+
+    async def update(self, key: IPv4Network, value: RouteSpec) -> None:
+        await install_route(self.ipr, value)
+        self.journal.append(("added", f"route {key}"))
+
+    async def delete(self, key: IPv4Network) -> None:
+        if await remove_route(self.ipr, key):
+            self.journal.append(("removed", f"route {key}"))
+
+    def equal(self, want: RouteSpec, have: RouteSpec) -> bool:
+        return _route_matches(want, have)
+
+
+FdbKey = tuple[str, IPv4Address]  # (MAC, remote node IP)
+
+
+class FdbTable(AsyncTable[FdbKey, FdbSpec]):
+    """The FDB entries of the VXLAN device (every one is hexlane's: learning is off), by
+    (MAC, remote IP); a MAC re-pointed elsewhere reads as one stale key and one missing.
+    Entries of any other device are never read. A missing device reads as empty; writing to
+    it fails (ENODEV) until it exists again."""
+
+    name = "fdb"
+
+    def __init__(self, ipr: AsyncIPRoute, journal: Journal | None = None,
+                 device: str = VXLAN_DEVICE) -> None:
+        self.ipr = ipr
+        self.device = device
+        self.journal: Journal = journal if journal is not None else []
+        self.order = _by_value
+
+    async def read(self) -> dict[FdbKey, FdbSpec]:
+        index = await link_index(self.ipr, self.device)
+        if index is None:
+            return {}
+        out: dict[FdbKey, FdbSpec] = {}
+        async for msg in await self.ipr.fdb("dump", ifindex=index):
+            dst = msg.get_attr("NDA_DST")
+            if msg["ifindex"] == index and dst:
+                spec = FdbSpec(msg.get_attr("NDA_LLADDR"), IPv4Address(dst), self.device)
+                out[(spec.mac, spec.dst)] = spec
+        return out
+
+    async def update(self, key: FdbKey, value: FdbSpec) -> None:
+        index = await link_index(self.ipr, value.device)
+        if index is None:
+            raise NetnsError(errno.ENODEV, f"fdb {value.mac}: no device {value.device}")
+        # A unicast MAC has one remote in a VXLAN FDB (appending a second is a no-op for
+        # the kernel): writing (MAC, dst) replaces whatever remote the MAC had.
+        await self.ipr.fdb("replace", ifindex=index, lladdr=value.mac, dst=str(value.dst),
+                           state=NUD_PERMANENT | NUD_NOARP, flags=NTF_SELF)
+        self.journal.append(("added", f"fdb {value.mac} dst {value.dst}"))
+
+    async def delete(self, key: FdbKey) -> None:
+        index = await link_index(self.ipr, self.device)
+        if index is None:
+            return  # gone with its device
+        mac, dst = key
         try:
-            await install_route(ipr, route)
-            report.added.append(f"route {dst}")
-        except (NetlinkError, NetnsError) as err:
-            report.failed.append(f"route {dst}: {err}")
-    for dst in sorted(set(have) - set(want)):
-        if await remove_route(ipr, dst):
-            report.removed.append(f"route {dst}")
+            await self.ipr.fdb("del", ifindex=index, lladdr=mac, dst=str(dst))
+        except NetlinkError as err:
+            if err.code not in (errno.ENOENT, errno.ESRCH):
+                raise
+            return
+        self.journal.append(("removed", f"fdb {mac} dst {dst}"))
 
 
-async def ensure_vxlan(ipr: AsyncIPRoute, spec: VxlanSpec, report: ReconcileReport) -> int:
-    """The VXLAN device as `spec` says (re-created when VNI, port or local IP differ)."""
-    index = await link_index(ipr, spec.name)
-    if index is not None:
-        msg = (await ipr.link("get", index=index))[0]
-        data = msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
-        current = (data.get_attr("IFLA_VXLAN_ID"), data.get_attr("IFLA_VXLAN_PORT"),
-                   data.get_attr("IFLA_VXLAN_LOCAL"))
-        if current != (spec.vni, spec.port, str(spec.local_ip)):
+NeighborKey = tuple[str, IPv4Address]  # (device, IP)
+
+
+class NeighborTable(AsyncTable[NeighborKey, str]):
+    """Permanent IPv4 neighbour entries on hexlane's own links (`owns_link`), by (device, IP),
+    the MAC as value. Entries the kernel learned (not NUD_PERMANENT) and entries on any other
+    link are never read, so never removed."""
+
+    name = "neighbors"
+
+    def __init__(self, ipr: AsyncIPRoute, journal: Journal | None = None) -> None:
+        self.ipr = ipr
+        self.journal: Journal = journal if journal is not None else []
+        self.order = _by_value
+
+    async def read(self) -> dict[NeighborKey, str]:
+        names = await _link_names(self.ipr)
+        out: dict[NeighborKey, str] = {}
+        async for msg in await self.ipr.neigh("dump", family=socket.AF_INET):
+            device = names.get(msg["ifindex"])
+            dst, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
+            if (device is not None and owns_link(device) and msg["state"] & NUD_PERMANENT
+                    and dst and mac):
+                out[(device, IPv4Address(dst))] = mac
+        return out
+
+    async def update(self, key: NeighborKey, value: str) -> None:
+        device, ip = key
+        index = await link_index(self.ipr, device)
+        if index is None:
+            raise NetnsError(errno.ENODEV, f"neigh {ip}: no device {device}")
+        await self.ipr.neigh("replace", dst=str(ip), lladdr=value, ifindex=index,
+                             state=NUD_PERMANENT)
+        self.journal.append(("added", f"neigh {ip} {value} dev {device}"))
+
+    async def delete(self, key: NeighborKey) -> None:
+        device, ip = key
+        index = await link_index(self.ipr, device)
+        if index is None:
+            return  # gone with its device
+        try:
+            await self.ipr.neigh("del", dst=str(ip), ifindex=index)
+        except NetlinkError as err:
+            if err.code not in (errno.ENOENT, errno.ESRCH):
+                raise
+            return
+        self.journal.append(("removed", f"neigh {ip} dev {device}"))
+
+
+@dataclass(frozen=True)
+class HostDeviceSpec:
+    """The `hexlane_host`/`hexlane_net` pair: the MTU of both and the /32 addresses on
+    `hexlane_host` (wanted: the router IP; read back: every /32 it holds)."""
+
+    mtu: int
+    addresses: frozenset[IPv4Address]
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """A link hexlane ensures, as wanted or as read back: its spec (None when a link of
+    another kind has the name) and whether it is up (a veth: both ends)."""
+
+    spec: VxlanSpec | HostDeviceSpec | None
+    up: bool = True
+
+
+class LinkTable(AsyncTable[str, LinkState]):
+    """hexlane's ensured links by name: the tunnel device (`VxlanSpec`) and the host pair
+    (`HostDeviceSpec`). Only the names given are read. Writing one is `ensure_vxlan` /
+    `ensure_host_device` (a link of the wrong kind or VXLAN identity is made again: what
+    hung on it, FDB, neighbours and routes, goes with it); deleting it deletes the link."""
+
+    name = "links"
+
+    def __init__(self, ipr: AsyncIPRoute, names: Iterable[str] = (HOST_DEVICE, VXLAN_DEVICE),
+                 journal: Journal | None = None) -> None:
+        self.ipr = ipr
+        self.names = tuple(names)
+        self.journal: Journal = journal if journal is not None else []
+        # The host device first: tunnel routes take their source address from it.
+        self.order = lambda name: name != HOST_DEVICE
+
+    async def read(self) -> dict[str, LinkState]:
+        out: dict[str, LinkState] = {}
+        for name in self.names:
+            info = await link_info(self.ipr, name)
+            if info is None:
+                continue
+            if info["kind"] == "vxlan":
+                out[name] = LinkState(await _read_vxlan(self.ipr, info), info["up"])
+            elif info["kind"] == "veth" and name == HOST_DEVICE:
+                peer = await link_info(self.ipr, HOST_PEER_DEVICE)
+                addresses = frozenset([
+                    IPv4Address(a.get_attr("IFA_ADDRESS"))
+                    async for a in await self.ipr.addr("dump", index=info["index"])
+                    if a["index"] == info["index"] and a["family"] == socket.AF_INET
+                    and a["prefixlen"] == 32])
+                out[name] = LinkState(HostDeviceSpec(info["mtu"], addresses),
+                                      info["up"] and peer is not None and peer["up"])
+            else:
+                out[name] = LinkState(None, info["up"])
+        return out
+
+    async def update(self, key: str, value: LinkState) -> None:
+        spec = value.spec
+        if isinstance(spec, VxlanSpec):
+            await ensure_vxlan(self.ipr, spec, self.journal)
+        elif isinstance(spec, HostDeviceSpec):
+            info = await link_info(self.ipr, key)
+            if info is not None and info["kind"] != "veth":
+                await delete_link(self.ipr, key)
+                self.journal.append(("removed", f"link {key} ({info['kind']})"))
+            for address in sorted(spec.addresses):
+                await ensure_host_device(self.ipr, address, spec.mtu)
+            self.journal.append(("added", f"link {key}"))
+        else:
+            raise ValueError(f"link {key}: nothing to ensure")
+
+    async def delete(self, key: str) -> None:
+        if await delete_link(self.ipr, key):
+            self.journal.append(("removed", f"link {key}"))
+
+    def equal(self, want: LinkState, have: LinkState) -> bool:
+        if want.up != have.up:
+            return False
+        w, h = want.spec, have.spec
+        if isinstance(w, HostDeviceSpec) and isinstance(h, HostDeviceSpec):
+            return w.mtu == h.mtu and w.addresses <= h.addresses  # others' addresses may stay
+        return w == h
+
+
+def _by_value(key: Any) -> Any:
+    return key
+
+
+async def _read_vxlan(ipr: AsyncIPRoute, info: dict[str, Any]) -> VxlanSpec:
+    msg = (await ipr.link("get", index=info["index"]))[0]
+    data = msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+    local = data.get_attr("IFLA_VXLAN_LOCAL")
+    return VxlanSpec(info["name"], data.get_attr("IFLA_VXLAN_ID"),
+                     data.get_attr("IFLA_VXLAN_PORT"),
+                     IPv4Address(local) if local else IPv4Address(0), info["mac"], info["mtu"])
+
+
+async def ensure_vxlan(ipr: AsyncIPRoute, spec: VxlanSpec,
+                       journal: Journal | None = None) -> int:
+    """The VXLAN device as `spec` says (made again when VNI, port, local IP or the link's kind
+    differ; MAC, MTU and up-ness set in place). Returns its index."""
+    said: Journal = journal if journal is not None else []
+    info = await link_info(ipr, spec.name)
+    if info is not None:
+        current = await _read_vxlan(ipr, info) if info["kind"] == "vxlan" else None
+        if current is None or (current.vni, current.port, current.local_ip) != (
+                spec.vni, spec.port, spec.local_ip):
             await delete_link(ipr, spec.name)
-            report.removed.append(f"link {spec.name} {current}")
-            index = None
-    if index is None:
+            what = (f"vni {current.vni} port {current.port} local {current.local_ip}"
+                    if current is not None else str(info["kind"]))
+            said.append(("removed", f"link {spec.name} ({what})"))
+            info = None
+    if info is None:
         await ipr.link("add", ifname=spec.name, kind="vxlan", vxlan_id=spec.vni,
                        vxlan_port=spec.port, vxlan_local=str(spec.local_ip),
                        vxlan_learning=0, address=spec.mac, mtu=spec.mtu)
-        report.added.append(f"link {spec.name}")
-        index = await link_index(ipr, spec.name)
-        assert index is not None
-    info = await link_info(ipr, spec.name)
-    assert info is not None
+        said.append(("added", f"link {spec.name}"))
+        info = await link_info(ipr, spec.name)
+        assert info is not None
     changes: dict[str, Any] = {}
     # Setting the MAC, even to the same value, flushes the device's neighbour entries
     # (permanent ones included): only touch what differs.
@@ -428,59 +668,90 @@ async def ensure_vxlan(ipr: AsyncIPRoute, spec: VxlanSpec, report: ReconcileRepo
     if not info["up"]:
         changes["state"] = "up"
     if changes:
-        await ipr.link("set", index=index, **changes)
-    return index
+        await ipr.link("set", index=info["index"], **changes)
+        said.append(("added", f"link {spec.name} {sorted(changes)}"))
+    return int(info["index"])
 
 
-async def reconcile_fdb(ipr: AsyncIPRoute, index: int, wanted: Iterable[FdbSpec],
-                        report: ReconcileReport) -> None:
-    have: set[tuple[str, str]] = set()
-    async for msg in await ipr.fdb("dump", ifindex=index):
-        if msg["ifindex"] == index and msg.get_attr("NDA_DST"):
-            have.add((msg.get_attr("NDA_LLADDR"), msg.get_attr("NDA_DST")))
-    want = {(f.mac, str(f.dst)) for f in wanted}
-    for mac, dst in sorted(want - have):
-        await ipr.fdb("append", ifindex=index, lladdr=mac, dst=dst, state=NUD_PERMANENT)
-        report.added.append(f"fdb {mac} dst {dst}")
-    for mac, dst in sorted(have - want):
-        with contextlib.suppress(NetlinkError):
-            await ipr.fdb("del", ifindex=index, lladdr=mac, dst=dst)
-            report.removed.append(f"fdb {mac} dst {dst}")
+class NodeNetwork:
+    """The node's links, FDB, neighbours and routes, each converged by its own long-lived
+    `AsyncReconciler`, all through one netlink socket (the node's namespace).
+
+    `set_plan` hands over a `RoutePlan` (and the host device); only what differs from the
+    previous plan becomes dirty, so `flush()` after a change among many entries writes that
+    change alone. `resync()` reads all four tables back first (`detect`) and repairs what
+    changed behind the agent's back, counted in each reconciler's `repairs`.
+
+    Order: links first, then FDB, neighbours and routes (their upserts in that order, their
+    deletes in reverse), and links that go away last. When a link was written (made again,
+    brought up), what hung on it may be gone with the old one: the other three tables are read
+    back at once (`detect`), and what they miss is written in the same flush.
+    """
+
+    def __init__(self, ipr: AsyncIPRoute, *,
+                 links: Iterable[str] = (HOST_DEVICE, VXLAN_DEVICE)) -> None:
+        self.journal: Journal = []
+        self.links = AsyncReconciler(LinkTable(ipr, links, self.journal))
+        self.fdb = AsyncReconciler(FdbTable(ipr, self.journal))
+        self.neighbors = AsyncReconciler(NeighborTable(ipr, self.journal))
+        self.routes = AsyncReconciler(RouteTable(ipr, self.journal))
+
+    @property
+    def reconcilers(self) -> list[AsyncReconciler[Any, Any]]:
+        return [self.links, self.fdb, self.neighbors, self.routes]
+
+    def set_plan(self, plan: RoutePlan, host: HostDeviceSpec | None = None) -> None:
+        """The desired tables: `plan`'s VXLAN device, FDB, neighbours and routes, and the host
+        device when given (without it, the host device is not this reconciler's)."""
+        links: dict[str, LinkState] = {}
+        if host is not None:
+            links[HOST_DEVICE] = LinkState(host)
+        if plan.vxlan is not None:
+            links[plan.vxlan.name] = LinkState(plan.vxlan)
+        self.links.set_all(links)
+        self.fdb.set_all({(f.mac, f.dst): f for f in plan.fdb})
+        self.neighbors.set_all({(n.device, n.ip): n.mac for n in plan.neighbors})
+        self.routes.set_all({r.dst: r for r in plan.routes})
+
+    async def detect(self) -> int:
+        """Read every table back; mark what differs. The new repairs."""
+        return sum([await rec.detect() for rec in self.reconcilers])
+
+    async def flush(self) -> FlushResult:
+        """Write what is dirty (see the class docstring for the order)."""
+        result = await self.links.flush_upserts()
+        if result.updated:
+            for rec in (self.fdb, self.neighbors, self.routes):
+                await rec.detect()
+        result.add(await flush_group_async([self.fdb, self.neighbors, self.routes]))
+        result.add(await self.links.flush_deletes())
+        return result
+
+    async def resync(self) -> FlushResult:
+        await self.detect()
+        return await self.flush()
+
+    def report(self) -> ReconcileReport:
+        """What was written since the last report, and every entry still failing."""
+        report = ReconcileReport(
+            added=[what for act, what in self.journal if act == "added"],
+            removed=[what for act, what in self.journal if act == "removed"])
+        self.journal.clear()
+        for rec in self.reconcilers:
+            report.failed += [f"{rec.name} {_key_text(key)}: {err}"
+                              for key, err in rec.last_errors.items()]
+        return report
 
 
-async def reconcile_neighbors(ipr: AsyncIPRoute, index: int, wanted: Iterable[NeighborSpec],
-                              report: ReconcileReport) -> None:
-    have: set[tuple[str, str]] = set()
-    async for msg in await ipr.neigh("dump", ifindex=index, family=socket.AF_INET):
-        if msg["ifindex"] == index and msg["state"] & NUD_PERMANENT:
-            have.add((msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")))
-    want = {(str(n.ip), n.mac) for n in wanted}
-    for ip, mac in sorted(want - have):
-        await ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=index, state=NUD_PERMANENT)
-        report.added.append(f"neigh {ip} {mac}")
-    for ip, mac in sorted(have - want):
-        with contextlib.suppress(NetlinkError):
-            await ipr.neigh("del", dst=ip, lladdr=mac, ifindex=index)
-            report.removed.append(f"neigh {ip} {mac}")
+def _key_text(key: Any) -> str:
+    return " ".join(map(str, key)) if isinstance(key, tuple) else str(key)
 
 
 async def apply_plan(ipr: AsyncIPRoute, plan: RoutePlan) -> ReconcileReport:
-    """Converge the node's VXLAN device, FDB, neighbours and hexlane routes to `plan`."""
-    report = ReconcileReport()
-    by_device: dict[str, list[NeighborSpec]] = {}
-    for n in plan.neighbors:
-        by_device.setdefault(n.device, []).append(n)
-    if plan.vxlan is not None:
-        index = await ensure_vxlan(ipr, plan.vxlan, report)
-        await reconcile_fdb(ipr, index, plan.fdb, report)
-        await reconcile_neighbors(ipr, index, by_device.pop(VXLAN_DEVICE, []), report)
-    elif await delete_link(ipr, VXLAN_DEVICE):
-        report.removed.append(f"link {VXLAN_DEVICE}")
-    for device, wanted in sorted(by_device.items()):  # endpoints' veths
-        found = await link_index(ipr, device)
-        if found is None:
-            report.failed.append(f"neighbours on {device}: no such link")
-            continue
-        await reconcile_neighbors(ipr, found, wanted, report)
-    await reconcile_routes(ipr, plan.routes, report)
-    return report
+    """Converge the node's VXLAN device, FDB, neighbours and hexlane routes to `plan`, once
+    (read back, then written: a `NodeNetwork` used for one resync). The host device is left
+    as it is; the agent keeps a `NodeNetwork` instead (`EndpointManager`)."""
+    net = NodeNetwork(ipr, links=(VXLAN_DEVICE,))
+    net.set_plan(plan)
+    await net.resync()
+    return net.report()
