@@ -4,9 +4,11 @@ The agent writes `05-hexlane.conflist` into the CNI config directory (`/etc/cni/
 node; Cilium writes `05-cilium.conflist`) once its endpoint API answers, so a runtime never
 picks the network before the agent can serve it, and puts `hexlane-cni` into the CNI bin
 directory (`/opt/cni/bin`): a two-line shell wrapper exec'ing this installation's
-`hexlane-cni`, marked so `hexlane cleanup` knows it made it. Both are written atomically
-(temporary file, rename) and only when their content differs, so a periodic re-install is
-cheap and puts back a file someone removed.
+`hexlane-cni`, marked so `hexlane cleanup` knows it made it. Both, and the record below, are
+a table of files (path -> text and mode) converged by the one reconciler
+(`hexlane.datapath.reconcile`): `CniFiles.install()` reads exactly those paths back and writes,
+atomically (temporary file, rename), only the ones that differ, so a periodic re-install is
+cheap and puts back a file someone removed or edited (counted as a repair).
 
 The directories used are recorded in `$STATE_DIR/cni-install.json`, so `hexlane cleanup` finds
 the files again without being told where they went (a lab node's directories, say).
@@ -18,12 +20,16 @@ the abstract socket of the namespace it runs in anyway.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from hexlane.datapath.reconcile import Reconciler, Table
 
 CONF_NAME = "05-hexlane.conflist"
 PLUGIN_NAME = "hexlane-cni"
@@ -53,38 +59,95 @@ def wrapper_script(target: Path) -> str:
     return f"#!/bin/sh\n{WRAPPER_MARK}\nexec {shlex.quote(str(target))} \"$@\"\n"
 
 
-def _write_if_changed(path: Path, text: str, mode: int) -> bool:
-    try:
-        if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass
+FileContent = tuple[str, int]  # (text, permission bits)
+
+
+def write_atomic(path: Path, text: str, mode: int) -> None:
+    """Replace `path` with `text` (temporary file, chmod, rename): never seen half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
-    return True
+
+
+class FileTable(Table[Path, FileContent]):
+    """Files by path, as (text, permission bits), for the one reconciler. `read()` reads only
+    the paths `names()` gives (the desired table's: `CniFiles` binds it), so no other file is
+    ever looked at or removed; one that is missing or not text reads as absent. The CNI
+    config sorts last, so a runtime never finds the network before its plugin."""
+
+    name = "cni_files"
+
+    def __init__(self, names: Callable[[], Iterable[Path]] = tuple) -> None:
+        self.names = names
+        self.order = lambda path: path.name == CONF_NAME
+        self.written: list[Path] = []  # in order, since the owner last cleared it
+
+    def read(self) -> dict[Path, FileContent]:
+        out: dict[Path, FileContent] = {}
+        for path in self.names():
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                out[path] = (path.read_text(), path.stat().st_mode & 0o777)
+        return out
+
+    def update(self, key: Path, value: FileContent) -> None:
+        write_atomic(key, *value)
+        self.written.append(key)
+
+    def delete(self, key: Path) -> None:
+        key.unlink(missing_ok=True)
+
+
+class CniFiles:
+    """The plugin wrapper, the install record and the CNI config as one reconciled table.
+
+    `install()` writes what differs and returns the wrapper and config paths it wrote; each
+    call reads the files back first (a resync: a file removed or edited behind the agent's
+    back is put back, and counted in `rec.repairs`).
+    """
+
+    def __init__(self, conf_dir: Path, bin_dir: Path, state_dir: Path,
+                 plugin: Path | None = None) -> None:
+        self.conf_dir, self.bin_dir, self.state_dir = conf_dir, bin_dir, state_dir
+        self.plugin = plugin
+        self.table = FileTable()
+        self.rec: Reconciler[Path, FileContent] = Reconciler(self.table)
+        self.table.names = lambda: list(self.rec.desired)
+
+    @property
+    def reconcilers(self) -> list[Reconciler[Path, FileContent]]:
+        return [self.rec]
+
+    def desired(self) -> dict[Path, FileContent]:
+        target = self.plugin or plugin_executable()
+        if not target.is_file():
+            raise FileNotFoundError(f"{target}: the CNI plugin executable is missing "
+                                    "(is hexlane installed with its scripts?)")
+        record = json.dumps({"confDir": str(self.conf_dir), "binDir": str(self.bin_dir)})
+        conf = json.dumps(network_config(self.state_dir), indent=2)
+        return {
+            self.bin_dir / PLUGIN_NAME: (wrapper_script(target), 0o755),
+            self.state_dir / RECORD_NAME: (record + "\n", 0o644),
+            self.conf_dir / CONF_NAME: (conf + "\n", 0o644),
+        }
+
+    def install(self) -> list[str]:
+        """Read the files back, write the plugin wrapper, the record and the config where
+        they differ; returns the wrapper's and the config's paths among those written."""
+        self.rec.set_all(self.desired())
+        self.table.written.clear()
+        result = self.rec.resync()
+        if result.failed:
+            raise OSError(f"CNI files not written: {result.failed}")
+        return [str(p) for p in self.table.written if p.name != RECORD_NAME]
 
 
 def install(conf_dir: Path, bin_dir: Path, state_dir: Path,
             plugin: Path | None = None) -> list[str]:
-    """Write the plugin wrapper, then the config; returns the paths that were (re)written."""
-    changed = []
-    target = plugin or plugin_executable()
-    if not target.is_file():
-        raise FileNotFoundError(f"{target}: the CNI plugin executable is missing "
-                                "(is hexlane installed with its scripts?)")
-    wrapper = bin_dir / PLUGIN_NAME
-    if _write_if_changed(wrapper, wrapper_script(target), 0o755):
-        changed.append(str(wrapper))
-    record = json.dumps({"confDir": str(conf_dir), "binDir": str(bin_dir)}) + "\n"
-    _write_if_changed(state_dir / RECORD_NAME, record, 0o644)
-    conf = conf_dir / CONF_NAME
-    text = json.dumps(network_config(state_dir), indent=2) + "\n"
-    if _write_if_changed(conf, text, 0o644):
-        changed.append(str(conf))
-    return changed
+    """Write the plugin wrapper, then the config, once (`CniFiles` keeps them); returns the
+    paths that were (re)written."""
+    return CniFiles(conf_dir, bin_dir, state_dir, plugin).install()
 
 
 def recorded_dirs(state_dir: Path) -> tuple[Path, Path] | None:
