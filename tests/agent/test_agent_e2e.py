@@ -8,6 +8,9 @@ through nsenter with their own state dir, bpf root and CNI directories. Pins dow
   masquerading and their tc programs;
 - pods made through the installed plugin reach each other across nodes (native routing);
 - a ClusterIP Service reaches a pod on another node (the service load balancer is wired);
+- kernel objects changed behind the agent's back (a service map entry, the route to the
+  other node's pod CIDR, the load balancer's tc filter on lo, the CNI config) are put back by
+  the periodic resync and counted as repairs in `hexlane status -o json` and the metrics;
 - routes to another node's pod CIDR appear when its Node+CiliumNode appear and go with them;
 - `bpftool net` lists hexlane's programs; no iptables or nftables rule exists in any node;
 - pod to a client outside the native routing CIDR leaves with the node's IP (eBPF masquerade);
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agent_helpers import Cluster, eventually
@@ -48,6 +52,8 @@ ipam:
   mode: cluster-pool
   operator:
     clusterPoolIPv4PodCIDRList: ["{POD_RANGE}"]
+reconciler:
+  resyncInterval: 3s
 """
 
 TUNNEL = f"""
@@ -158,6 +164,52 @@ def test_clusterip_reaches_a_pod_on_another_node(native: Cluster) -> None:
     assert eventually(ask, timeout=20) == a  # DNAT only: the backend sees the pod
     kpr = native.agents["node1"].status()["kubeProxyReplacement"]
     assert kpr["enabled"] and kpr["services"] >= 1 and kpr["lastError"] == ""
+
+
+def repairs(agent: Any) -> dict[str, int]:
+    tables = agent.status()["reconcilers"]["tables"]
+    return {t["table"]: t["repairs"] for t in tables}
+
+
+def test_changes_behind_the_agents_back_are_repaired(native: Cluster) -> None:
+    """The resync controller (every 3 s here) reads every kernel object back."""
+    agent = native.agents["node1"]
+    if "sa" not in native.topo.namespaces:
+        test_clusterip_reaches_a_pod_on_another_node(native)
+    before = repairs(agent)
+    pinned = str(agent.bpf_root / "hl_lb4_services")
+    entries = json.loads(native.run("node1", "bpftool", "-j", "map", "dump", "pinned",
+                                    pinned).stdout)
+    assert entries, "the Service's frontend is in the map"
+    for entry in entries:
+        native.run("node1", "bpftool", "map", "delete", "pinned", pinned, "key", "hex",
+                   *(k.removeprefix("0x") for k in entry["key"]))
+    native.run("node1", "ip", "route", "del", CIDRS["node2"])
+    native.run("node1", "tc", "filter", "del", "dev", "lo", "egress")
+    conf = agent.conf_dir / "05-hexlane.conflist"
+    text = conf.read_text()
+    conf.unlink()
+    assert f"{CIDRS['node2']} via" not in routes(native, "node1")
+
+    def restored() -> bool:
+        dump = json.loads(native.run("node1", "bpftool", "-j", "map", "dump", "pinned",
+                                     pinned).stdout)
+        lo = native.run("node1", "tc", "filter", "show", "dev", "lo", "egress").stdout
+        return (len(dump) == len(entries) and f"{CIDRS['node2']} via" in routes(native, "node1")
+                and "hl_" in lo and conf.is_file() and conf.read_text() == text)
+
+    assert eventually(restored, timeout=20)
+    after = repairs(agent)
+    grew = {t for t in after if after[t] > before.get(t, 0)}
+    assert {"lb4_services", "routes", "tc_attachments", "cni_files"} <= grew, (before, after)
+    metrics = native.run("node1", sys.executable, "-c",
+                         "import urllib.request;print(urllib.request.urlopen("
+                         "'http://127.0.0.1:9962/metrics').read().decode())").stdout
+    assert 'hexlane_reconciler_repairs_total{table="lb4_services"}' in metrics
+    # And the Service answers the pod again.
+    vip = native.api.ok("GET", "/api/v1/namespaces/default/services/web")["spec"]["clusterIP"]
+    out = native.run("sa", sys.executable, "-c", ASK.replace("7000", "80"), vip, check=False)
+    assert out.returncode == 0 and out.stdout.strip().startswith("10.248.1."), out
 
 
 def test_routes_follow_nodes_and_ciliumnodes(native: Cluster) -> None:

@@ -142,6 +142,20 @@ def test_a_failing_entry_is_retried_with_backoff_and_does_not_hold_back_others()
     assert rec.pending == 0 and not rec.last_errors
 
 
+def test_a_failing_entry_no_longer_wanted_stops_being_reported() -> None:
+    """A tc slot on a pod veth that went away: it failed, then the pod's link is gone from
+    the desired table too; the resync finds nothing to do and the status shows no error."""
+    clock = Clock()
+    t = MemoryTable()
+    t.broken = {"gone"}
+    rec = Reconciler(t, clock=clock)
+    rec.set_all({"a": 1, "gone": 2})
+    assert "gone" in rec.flush().failed and rec.last_errors
+    rec.set_all({"a": 1})
+    rec.resync()
+    assert rec.pending == 0 and rec.last_errors == {} and rec.status()["failing"] == {}
+
+
 def test_groups_write_every_upsert_before_any_delete_and_delete_in_reverse() -> None:
     log: list[tuple[str, str, str]] = []
     backends, services = MemoryTable("backends", log), MemoryTable("services", log)

@@ -146,6 +146,8 @@ class Agent:
         self.waiting_for = "the agent to start"
         self.device = ""
         self.manager: EndpointManager | None = None
+        self.cni_files = cniconf.CniFiles(config.cni_conf_dir, config.cni_bin_dir,
+                                          config.state_dir)
         self.api: ApiServer | None = None
         self.last_sync: float | None = None
         self.last_contact: float | None = None
@@ -367,17 +369,18 @@ class Agent:
     async def _resync(self) -> None:
         """Read back every kernel object the agent owns; repair what differs."""
         repaired = 0
+        # The endpoint manager's first: it re-creates a device (hexlane_host) that the load
+        # balancer then attaches to in the same pass.
+        if self.manager is not None:
+            recs = self.manager.reconcilers
+            before = sum(r.repairs for r in recs)
+            await self.manager.resync()
+            repaired += sum(r.repairs for r in recs) - before
         if self.services is not None:
             rec = self.services
             before = sum(r.repairs for r in rec.reconcilers)
             await asyncio.to_thread(rec.resync)
             repaired += sum(r.repairs for r in rec.reconcilers) - before
-        manager_resync = getattr(self.manager, "resync", None)  # TODO(issue 10): helper
-        if manager_resync is not None:
-            recs = list(getattr(self.manager, "reconcilers", []))
-            before = sum(r.repairs for r in recs)
-            await manager_resync()
-            repaired += sum(r.repairs for r in recs) - before
         if repaired:
             log.warning("resync: repaired %d kernel objects changed behind the agent's back",
                         repaired)
@@ -388,7 +391,8 @@ class Agent:
         if self.services is not None:
             out += self.services.reconcilers
         if self.manager is not None:
-            out += list(getattr(self.manager, "reconcilers", []))
+            out += self.manager.reconcilers
+        out += self.cni_files.reconcilers
         return out
 
     async def _route_service_addresses(self, addresses: frozenset[str]) -> None:
@@ -431,8 +435,7 @@ class Agent:
     async def _install_cni(self) -> None:
         if self.api is None:
             raise RuntimeError("the endpoint API is not served yet")
-        changed = await asyncio.to_thread(cniconf.install, self.config.cni_conf_dir,
-                                          self.config.cni_bin_dir, self.config.state_dir)
+        changed = await asyncio.to_thread(self.cni_files.install)
         for path in changed:
             log.info("installed %s", path)
 

@@ -174,6 +174,7 @@ class ServiceReconciler:
         result = self.sync.resync()
         self._resynced = True
         self._record(result)
+        self._set_attachments()  # links that came or went since (a re-created device)
         for rec in (self.attachments, self.sysctls, self.noarp):
             result.add(rec.resync())
         return result

@@ -199,6 +199,7 @@ class _State(Generic[K, V]):
                     want is not _MISSING and have is not _MISSING and self._equal(want, have)):
                 del self._dirty[key]
                 self._retry.pop(key, None)
+                self.last_errors.pop(key, None)  # nothing left to fail
         found = plan(self.desired, actual, self._equal)
         drift = [k for k, _ in found.upserts] + found.deletes
         new = [k for k in drift if k not in self._dirty]
