@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from hexlane.model.errors import InputError, Problem, join_path
-from hexlane.model.meta import Condition, ObjectMeta, check_type, parse_conditions
+from hexlane.model.meta import Condition, ObjectMeta, ObjectView, check_type, parse_conditions
 from hexlane.model.netaddr import IPAddress, IPNetwork, family, parse_cidr, parse_ip
-from hexlane.model.reader import FrozenMap, Problems, Reader
+from hexlane.model.reader import Problems, Reader
 from hexlane.model.regex import compile_re2, re2_problem
 from hexlane.model.selectors import LabelSelector
 
@@ -158,7 +158,7 @@ class IPBlock:
 
 
 @dataclass(frozen=True, slots=True)
-class LBIPPool:
+class LBIPPool(ObjectView):
     """A CiliumLoadBalancerIPPool."""
 
     KIND: ClassVar[str] = "CiliumLoadBalancerIPPool"
@@ -173,14 +173,6 @@ class LBIPPool:
     conditions: tuple[Condition, ...] = ()
     api_version: str = "cilium.io/v2alpha1"
     warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def labels(self) -> FrozenMap[str, str]:
-        return self.meta.labels
 
     @property
     def reserve_first_last(self) -> bool:
@@ -254,7 +246,7 @@ class LBIPPool:
 
 
 @dataclass(frozen=True, slots=True)
-class L2AnnouncementPolicy:
+class L2AnnouncementPolicy(ObjectView):
     """A CiliumL2AnnouncementPolicy."""
 
     KIND: ClassVar[str] = "CiliumL2AnnouncementPolicy"
@@ -270,10 +262,6 @@ class L2AnnouncementPolicy:
     conditions: tuple[Condition, ...] = ()
     api_version: str = "cilium.io/v2alpha1"
     warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
 
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
         return self.node_selector is None or self.node_selector.matches(node_labels)

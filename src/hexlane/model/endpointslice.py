@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from hexlane.model.errors import Problem
-from hexlane.model.meta import ObjectMeta, check_type
+from hexlane.model.meta import ObjectMeta, ObjectView, check_type
 from hexlane.model.netaddr import parse_ip
-from hexlane.model.reader import FrozenMap, Problems, Reader
+from hexlane.model.reader import Problems, Reader
 from hexlane.model.service import PROTOCOLS
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -129,7 +129,7 @@ class EndpointPort:
 
 
 @dataclass(frozen=True, slots=True)
-class EndpointSlice:
+class EndpointSlice(ObjectView):
     KIND: ClassVar[str] = "EndpointSlice"
     API_VERSIONS: ClassVar[tuple[str, ...]] = ("discovery.k8s.io/v1",)
     NAMESPACED: ClassVar[bool] = True
@@ -140,18 +140,6 @@ class EndpointSlice:
     ports: tuple[EndpointPort, ...] = ()
     api_version: str = "discovery.k8s.io/v1"
     warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
-
-    @property
-    def labels(self) -> FrozenMap[str, str]:
-        return self.meta.labels
 
     @property
     def service_name(self) -> str:

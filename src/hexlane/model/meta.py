@@ -4,6 +4,9 @@
 for Services and namespaces a DNS label), a namespace that is a DNS label, valid label keys
 and values, owner references with kind and name. Cluster-scoped kinds ignore
 `metadata.namespace` (the seeds put `namespace: kube-system` on cluster-scoped pools).
+
+`ObjectView` is the part every top-level kind shares: `meta`, and `name`, `namespace`,
+`labels` and `annotations` read from it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from hexlane.model.reader import EMPTY, FrozenMap, Reader, format_time
 
@@ -159,6 +162,39 @@ class ObjectMeta:
         if self.owner_references:
             d["ownerReferences"] = [o.to_dict() for o in self.owner_references]
         return d
+
+
+class ObjectView:
+    """What every top-level kind shares: its `meta`, read through `name`, `labels`, ...
+
+    The kinds are frozen dataclasses that inherit this (it adds no fields, only the shortcuts)
+    and set `KIND`, `API_VERSIONS` (the first is the default) and `NAMESPACED`.
+    """
+
+    __slots__ = ()
+
+    KIND: ClassVar[str]
+    API_VERSIONS: ClassVar[tuple[str, ...]]
+    NAMESPACED: ClassVar[bool]
+
+    meta: ObjectMeta
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def namespace(self) -> str:
+        """"" for cluster-scoped kinds."""
+        return self.meta.namespace
+
+    @property
+    def labels(self) -> FrozenMap[str, str]:
+        return self.meta.labels
+
+    @property
+    def annotations(self) -> FrozenMap[str, str]:
+        return self.meta.annotations
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from hexlane.model.errors import InputError, Problem
-from hexlane.model.meta import ObjectMeta, check_type
+from hexlane.model.meta import ObjectMeta, ObjectView, check_type
 from hexlane.model.netaddr import parse_cidr, parse_ip_or_cidr
 from hexlane.model.reader import Problems, Reader
 from hexlane.model.selectors import LabelSelector
@@ -67,7 +67,7 @@ class NetworkPolicyRule:
 
 
 @dataclass(frozen=True, slots=True)
-class NetworkPolicy:
+class NetworkPolicy(ObjectView):
     KIND: ClassVar[str] = "NetworkPolicy"
     API_VERSIONS: ClassVar[tuple[str, ...]] = ("networking.k8s.io/v1",)
     NAMESPACED: ClassVar[bool] = True
@@ -79,14 +79,6 @@ class NetworkPolicy:
     egress: tuple[NetworkPolicyRule, ...] = ()
     api_version: str = "networking.k8s.io/v1"
     warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> NetworkPolicy:
@@ -245,7 +237,7 @@ class CiliumPolicySpec:
 
 
 @dataclass(frozen=True, slots=True)
-class CiliumNetworkPolicy:
+class CiliumNetworkPolicy(ObjectView):
     """A CiliumNetworkPolicy; `spec` and every `specs` entry, in that order, in `specs`."""
 
     KIND: ClassVar[str] = "CiliumNetworkPolicy"
@@ -256,14 +248,6 @@ class CiliumNetworkPolicy:
     specs: tuple[CiliumPolicySpec, ...] = ()
     api_version: str = "cilium.io/v2"
     warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> CiliumNetworkPolicy:

@@ -19,12 +19,13 @@ from hexlane.model.errors import Problem
 from hexlane.model.meta import (
     Condition,
     ObjectMeta,
+    ObjectView,
     check_type,
     find_condition,
     parse_conditions,
 )
 from hexlane.model.netaddr import parse_cidr, parse_ip
-from hexlane.model.reader import FrozenMap, Problems, Reader, format_micro_time
+from hexlane.model.reader import Problems, Reader, format_micro_time
 from hexlane.model.service import PROTOCOLS, port_name_problem
 
 NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS")
@@ -38,7 +39,7 @@ class NodeAddress:
 
 
 @dataclass(frozen=True, slots=True)
-class Node:
+class Node(ObjectView):
     KIND: ClassVar[str] = "Node"
     API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
     NAMESPACED: ClassVar[bool] = False
@@ -51,14 +52,6 @@ class Node:
     conditions: tuple[Condition, ...] = ()
     api_version: str = "v1"
     warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def labels(self) -> FrozenMap[str, str]:
-        return self.meta.labels
 
     @property
     def ready(self) -> bool | None:
@@ -139,7 +132,7 @@ class Container:
 
 
 @dataclass(frozen=True, slots=True)
-class Pod:
+class Pod(ObjectView):
     KIND: ClassVar[str] = "Pod"
     API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
     NAMESPACED: ClassVar[bool] = True
@@ -154,18 +147,6 @@ class Pod:
     conditions: tuple[Condition, ...] = ()
     api_version: str = "v1"
     warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
-
-    @property
-    def labels(self) -> FrozenMap[str, str]:
-        return self.meta.labels
 
     @property
     def terminating(self) -> bool:
@@ -267,7 +248,7 @@ class Pod:
 
 
 @dataclass(frozen=True, slots=True)
-class Lease:
+class Lease(ObjectView):
     KIND: ClassVar[str] = "Lease"
     API_VERSIONS: ClassVar[tuple[str, ...]] = ("coordination.k8s.io/v1",)
     NAMESPACED: ClassVar[bool] = True
@@ -280,14 +261,6 @@ class Lease:
     lease_transitions: int | None = None
     api_version: str = "coordination.k8s.io/v1"
     warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
 
     def expired(self, now: datetime) -> bool:
         """True if nobody holds it or its holder has not renewed within the duration."""

@@ -19,6 +19,7 @@ from hexlane.model.errors import Problem, join_path
 from hexlane.model.meta import (
     Condition,
     ObjectMeta,
+    ObjectView,
     check_type,
     dns_label_problem,
     parse_conditions,
@@ -151,7 +152,7 @@ class LoadBalancerIngress:
 
 
 @dataclass(frozen=True, slots=True)
-class Service:
+class Service(ObjectView):
     """A Service; `selector` is None when the Service has none (endpoints managed by hand)."""
 
     KIND: ClassVar[str] = "Service"
@@ -182,22 +183,6 @@ class Service:
     conditions: tuple[Condition, ...] = ()
     api_version: str = "v1"
     warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
-
-    @property
-    def labels(self) -> FrozenMap[str, str]:
-        return self.meta.labels
-
-    @property
-    def annotations(self) -> FrozenMap[str, str]:
-        return self.meta.annotations
 
     @property
     def headless(self) -> bool:
