@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from hexlane.model.errors import InputError, Problem, join_path
-from hexlane.model.meta import Condition, ObjectMeta, ObjectView, check_type, parse_conditions
+from hexlane.model.meta import Condition, ObjectMeta, ObjectView, parse_conditions, read_object
 from hexlane.model.netaddr import IPAddress, IPNetwork, family, parse_cidr, parse_ip
 from hexlane.model.reader import Problems, Reader
 from hexlane.model.regex import compile_re2, re2_problem
@@ -186,10 +186,7 @@ class LBIPPool(ObjectView):
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> LBIPPool:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a CiliumLoadBalancerIPPool object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=False)
+        r, api_version, meta = read_object(cls, obj, path)
         r.unknown_fields(("apiVersion", "kind", "metadata", "spec", "status"),
                          what="a CiliumLoadBalancerIPPool")
         spec = r.mapping("spec", required=True, what="an object with blocks")
@@ -226,7 +223,7 @@ class LBIPPool(ObjectView):
             disabled = spec.boolean("disabled")
         status = r.mapping("status")
         conditions = parse_conditions(status)
-        warnings = p.check()
+        warnings = r.problems.check()
         return cls(meta=meta, blocks=tuple(blocks), allow_first_last_ips=allow,
                    service_selector=selector, disabled=disabled, conditions=conditions,
                    api_version=api_version, warnings=warnings)
@@ -238,8 +235,7 @@ class LBIPPool(ObjectView):
         if self.service_selector is not None:
             spec["serviceSelector"] = self.service_selector.to_dict()
         spec["disabled"] = self.disabled
-        d: dict[str, Any] = {"apiVersion": self.api_version, "kind": self.KIND,
-                             "metadata": self.meta.to_dict(), "spec": spec}
+        d = self.object_dict(spec=spec)
         if self.conditions:
             d["status"] = {"conditions": [c.to_dict() for c in self.conditions]}
         return d
@@ -276,19 +272,16 @@ class L2AnnouncementPolicy(ObjectView):
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> L2AnnouncementPolicy:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a CiliumL2AnnouncementPolicy object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=False)
+        r, api_version, meta = read_object(cls, obj, path)
         r.unknown_fields(("apiVersion", "kind", "metadata", "spec", "status"),
                          what="a CiliumL2AnnouncementPolicy")
-        spec = r.mapping("spec") or Reader({}, r.at("spec"), p)
+        spec = r.section("spec")
         spec.unknown_fields(("nodeSelector", "serviceSelector", "interfaces", "externalIPs",
                              "loadBalancerIPs"), what="an L2 announcement policy spec")
         interfaces = []
         for pattern, ppath in spec.strings("interfaces", what="a regular expression"):
             if (why := re2_problem(pattern)) is not None:
-                p.error(ppath, why)
+                spec.problems.error(ppath, why)
             else:
                 interfaces.append(pattern)
         external_ips = spec.boolean("externalIPs")
@@ -299,7 +292,7 @@ class L2AnnouncementPolicy(ObjectView):
         node_sel = _selector(spec, "nodeSelector")
         svc_sel = _selector(spec, "serviceSelector")
         conditions = parse_conditions(r.mapping("status"))
-        warnings = p.check()
+        warnings = r.problems.check()
         return cls(meta=meta, node_selector=node_sel, service_selector=svc_sel,
                    interfaces=tuple(interfaces), external_ips=external_ips,
                    load_balancer_ips=lb_ips, conditions=conditions, api_version=api_version,
@@ -314,8 +307,7 @@ class L2AnnouncementPolicy(ObjectView):
             spec["serviceSelector"] = self.service_selector.to_dict()
         if self.interfaces:
             spec["interfaces"] = list(self.interfaces)
-        d: dict[str, Any] = {"apiVersion": self.api_version, "kind": self.KIND,
-                             "metadata": self.meta.to_dict(), "spec": spec}
+        d = self.object_dict(spec=spec)
         if self.conditions:
             d["status"] = {"conditions": [c.to_dict() for c in self.conditions]}
         return d

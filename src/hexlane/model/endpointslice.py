@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from hexlane.model.errors import Problem
-from hexlane.model.meta import ObjectMeta, ObjectView, check_type
+from hexlane.model.meta import ObjectMeta, ObjectView, read_object
 from hexlane.model.netaddr import parse_ip
-from hexlane.model.reader import Problems, Reader
+from hexlane.model.reader import Reader
 from hexlane.model.service import PROTOCOLS
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -148,10 +148,7 @@ class EndpointSlice(ObjectView):
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> EndpointSlice:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="an EndpointSlice object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=True)
+        r, api_version, meta = read_object(cls, obj, path)
         address_type = r.string("addressType", required=True, default="IPv4",
                                 choices=ADDRESS_TYPES)
         endpoints = tuple(Endpoint.parse_from(e, address_type)
@@ -166,12 +163,11 @@ class EndpointSlice(ObjectView):
         if SERVICE_NAME_LABEL not in meta.labels:
             r.warn("metadata.labels", f"no {SERVICE_NAME_LABEL} label: this slice belongs to "
                                       "no Service and is not used for load balancing")
-        warnings = p.check()
+        warnings = r.problems.check()
         return cls(meta=meta, address_type=address_type, endpoints=endpoints,
                    ports=tuple(ports), api_version=api_version, warnings=warnings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"apiVersion": self.api_version, "kind": self.KIND,
-                "metadata": self.meta.to_dict(), "addressType": self.address_type,
-                "endpoints": [e.to_dict() for e in self.endpoints],
-                "ports": [pt.to_dict() for pt in self.ports]}
+        return self.object_dict(addressType=self.address_type,
+                                endpoints=[e.to_dict() for e in self.endpoints],
+                                ports=[pt.to_dict() for pt in self.ports])

@@ -6,7 +6,8 @@ and values, owner references with kind and name. Cluster-scoped kinds ignore
 `metadata.namespace` (the seeds put `namespace: kube-system` on cluster-scoped pools).
 
 `ObjectView` is the part every top-level kind shares: `meta`, and `name`, `namespace`,
-`labels` and `annotations` read from it.
+`labels` and `annotations` read from it; `read_object` is how each kind's `parse` begins (the
+object checked to be a mapping of the right kind and apiVersion, then its metadata).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from hexlane.model.reader import EMPTY, FrozenMap, Reader, format_time
+from hexlane.model.reader import EMPTY, FrozenMap, Problems, Reader, format_time
 
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -176,8 +177,10 @@ class ObjectView:
     KIND: ClassVar[str]
     API_VERSIONS: ClassVar[tuple[str, ...]]
     NAMESPACED: ClassVar[bool]
+    NAME_RULE: ClassVar[str] = "subdomain"  # a key of NAME_RULES
 
     meta: ObjectMeta
+    api_version: str
 
     @property
     def name(self) -> str:
@@ -195,6 +198,11 @@ class ObjectView:
     @property
     def annotations(self) -> FrozenMap[str, str]:
         return self.meta.annotations
+
+    def object_dict(self, **body: Any) -> dict[str, Any]:
+        """apiVersion, kind and metadata, then `body`: how every kind's `to_dict` begins."""
+        return {"apiVersion": self.api_version, "kind": self.KIND,
+                "metadata": self.meta.to_dict(), **body}
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,3 +276,14 @@ def check_type(r: Reader, kind: str, api_versions: tuple[str, ...]) -> str:
                               f"{' or '.join(api_versions)}")
         return api_versions[0]
     return api_version
+
+
+def read_object(cls: type[ObjectView], obj: Any, path: str) -> tuple[Reader, str, ObjectMeta]:
+    """How every kind's `parse` begins: a reader on `obj` (collecting problems in
+    `r.problems`), the object's apiVersion (kind checked too) and its metadata."""
+    article = "an" if cls.KIND[:1] in "AEIOU" else "a"
+    r = Reader.root(obj, path, Problems(), what=f"{article} {cls.KIND} object")
+    api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
+    meta = ObjectMeta.parse_from(r, namespaced=cls.NAMESPACED, name_rule=cls.NAME_RULE)
+    return r, api_version, meta
+

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from hexlane.model.errors import InputError, Problem
-from hexlane.model.meta import ObjectMeta, ObjectView, check_type
+from hexlane.model.meta import ObjectMeta, ObjectView, read_object
 from hexlane.model.netaddr import parse_cidr, parse_ip_or_cidr
-from hexlane.model.reader import Problems, Reader
+from hexlane.model.reader import Reader
 from hexlane.model.selectors import LabelSelector
 from hexlane.model.service import PROTOCOLS, read_port_ref
 
@@ -82,11 +82,8 @@ class NetworkPolicy(ObjectView):
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> NetworkPolicy:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a NetworkPolicy object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=True)
-        spec = r.mapping("spec") or Reader({}, r.at("spec"), p)
+        r, api_version, meta = read_object(cls, obj, path)
+        spec = r.section("spec")
         pod_selector = _selector(spec, "podSelector") or LabelSelector()
         ingress = tuple(_k8s_rule(rr, "from") for rr in spec.objects("ingress",
                                                                       what="an ingress rule"))
@@ -95,13 +92,14 @@ class NetworkPolicy(ObjectView):
         types = []
         for t, tpath in spec.strings("policyTypes", what="a policy type"):
             if t not in POLICY_TYPES:
-                p.error(tpath, f"unsupported policy type {t!r}: expected Ingress or Egress")
+                spec.problems.error(tpath, f"unsupported policy type {t!r}: expected Ingress "
+                                           "or Egress")
             elif t not in types:
                 types.append(t)
         if not spec.has("policyTypes"):
             # Kubernetes' default: Ingress always, Egress when egress rules are given.
             types = ["Ingress"] + (["Egress"] if spec.has("egress") else [])
-        warnings = p.check()
+        warnings = r.problems.check()
         return cls(meta=meta, pod_selector=pod_selector, policy_types=tuple(types),
                    ingress=ingress, egress=egress, api_version=api_version, warnings=warnings)
 
@@ -251,10 +249,7 @@ class CiliumNetworkPolicy(ObjectView):
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> CiliumNetworkPolicy:
-        p = Problems()
-        r = Reader.root(obj, path, p, what=f"a {cls.KIND} object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=cls.NAMESPACED)
+        r, api_version, meta = read_object(cls, obj, path)
         specs = []
         if (sr := r.mapping("spec")) is not None:
             specs.append(_cilium_spec(sr, clusterwide=not cls.NAMESPACED))
@@ -262,7 +257,7 @@ class CiliumNetworkPolicy(ObjectView):
             specs.append(_cilium_spec(sr, clusterwide=not cls.NAMESPACED))
         if not r.has("spec") and not r.get("specs"):
             r.error("spec", "required field is missing: expected spec or specs")
-        warnings = p.check()
+        warnings = r.problems.check()
         return cls(meta=meta, specs=tuple(specs), api_version=api_version, warnings=warnings)
 
 

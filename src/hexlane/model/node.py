@@ -20,12 +20,12 @@ from hexlane.model.meta import (
     Condition,
     ObjectMeta,
     ObjectView,
-    check_type,
     find_condition,
     parse_conditions,
+    read_object,
 )
 from hexlane.model.netaddr import parse_cidr, parse_ip
-from hexlane.model.reader import Problems, Reader, format_micro_time
+from hexlane.model.reader import Reader, format_micro_time
 from hexlane.model.service import PROTOCOLS, port_name_problem
 
 NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS")
@@ -67,11 +67,8 @@ class Node(ObjectView):
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> Node:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a Node object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=False)
-        spec = r.mapping("spec") or Reader({}, r.at("spec"), p)
+        r, api_version, meta = read_object(cls, obj, path)
+        spec = r.section("spec")
         pod_cidr = spec.string("podCIDR", what="a CIDR")
         if pod_cidr:
             _cidr(spec, spec.at("podCIDR"), pod_cidr)
@@ -82,7 +79,7 @@ class Node(ObjectView):
         if pod_cidr and pod_cidrs and pod_cidrs[0] != pod_cidr:
             spec.error("podCIDRs", f"podCIDRs[0] {pod_cidrs[0]!r} must equal podCIDR "
                                    f"{pod_cidr!r}")
-        status = r.mapping("status") or Reader({}, r.at("status"), p)
+        status = r.section("status")
         addresses = []
         for a in status.objects("addresses", what="a node address"):
             t = a.string("type", required=True, choices=NODE_ADDRESS_TYPES)
@@ -96,7 +93,7 @@ class Node(ObjectView):
         node = cls(meta=meta, pod_cidr=pod_cidr, pod_cidrs=tuple(pod_cidrs),
                    addresses=tuple(addresses), unschedulable=spec.boolean("unschedulable"),
                    conditions=parse_conditions(status), api_version=api_version)
-        return dataclasses.replace(node, warnings=p.check())
+        return dataclasses.replace(node, warnings=r.problems.check())
 
     def to_dict(self) -> dict[str, Any]:
         spec: dict[str, Any] = {}
@@ -112,8 +109,7 @@ class Node(ObjectView):
                                    for a in self.addresses]
         if self.conditions:
             status["conditions"] = [c.to_dict() for c in self.conditions]
-        return {"apiVersion": self.api_version, "kind": self.KIND,
-                "metadata": self.meta.to_dict(), "spec": spec, "status": status}
+        return self.object_dict(spec=spec, status=status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,12 +168,8 @@ class Pod(ObjectView):
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> Pod:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a Pod object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=True)
-        spec = r.mapping("spec", required=True, what="an object with containers") or Reader(
-            {}, r.at("spec"), p)
+        r, api_version, meta = read_object(cls, obj, path)
+        spec = r.section("spec", required=True, what="an object with containers")
         containers = []
         for cr in spec.objects("containers", required=r.has("spec"), nonempty=True,
                                what="a container"):
@@ -194,7 +186,7 @@ class Pod(ObjectView):
                     host_port=pr.integer("hostPort", lo=1, hi=65535, what="a port number")))
             containers.append(Container(name=cr.string("name", required=True),
                                         image=cr.string("image"), ports=tuple(ports)))
-        status = r.mapping("status") or Reader({}, r.at("status"), p)
+        status = r.section("status")
         pod_ip = status.string("podIP")
         if pod_ip:
             try:
@@ -214,7 +206,7 @@ class Pod(ObjectView):
                   phase=status.string("phase", choices=POD_PHASES), pod_ip=pod_ip,
                   pod_ips=tuple(pod_ips), conditions=parse_conditions(status),
                   api_version=api_version)
-        return dataclasses.replace(pod, warnings=p.check())
+        return dataclasses.replace(pod, warnings=r.problems.check())
 
     def to_dict(self) -> dict[str, Any]:
         containers = []
@@ -243,8 +235,7 @@ class Pod(ObjectView):
             status["podIPs"] = [{"ip": ip} for ip in self.pod_ips]
         if self.conditions:
             status["conditions"] = [c.to_dict() for c in self.conditions]
-        return {"apiVersion": self.api_version, "kind": self.KIND,
-                "metadata": self.meta.to_dict(), "spec": spec, "status": status}
+        return self.object_dict(spec=spec, status=status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,11 +262,8 @@ class Lease(ObjectView):
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> Lease:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a Lease object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=True)
-        spec = r.mapping("spec") or Reader({}, r.at("spec"), p)
+        r, api_version, meta = read_object(cls, obj, path)
+        spec = r.section("spec")
         lease = cls(
             meta=meta,
             holder_identity=spec.opt_string("holderIdentity"),
@@ -286,7 +274,7 @@ class Lease(ObjectView):
             lease_transitions=spec.opt_integer("leaseTransitions", lo=0),
             api_version=api_version,
         )
-        return dataclasses.replace(lease, warnings=p.check())
+        return dataclasses.replace(lease, warnings=r.problems.check())
 
     def to_dict(self) -> dict[str, Any]:
         spec: dict[str, Any] = {}
@@ -300,8 +288,7 @@ class Lease(ObjectView):
             spec["renewTime"] = format_micro_time(self.renew_time)
         if self.lease_transitions is not None:
             spec["leaseTransitions"] = self.lease_transitions
-        return {"apiVersion": self.api_version, "kind": self.KIND,
-                "metadata": self.meta.to_dict(), "spec": spec}
+        return self.object_dict(spec=spec)
 
 
 def _cidr(r: Reader, path: str, text: str) -> None:

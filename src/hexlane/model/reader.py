@@ -265,6 +265,13 @@ class Reader:
             return None
         return Reader(v, self.at(key), self.problems)
 
+    def section(self, key: str, *, required: bool = False,
+                what: str = "an object") -> Reader:
+        """The nested object at key, or an empty reader at its path when it is absent, null
+        or not an object (the problem recorded), so that callers read defaults from it."""
+        found = self.mapping(key, required=required, what=what)
+        return Reader({}, self.at(key), self.problems) if found is None else found
+
     def opt_list(self, key: str, *, required: bool = False, nonempty: bool = False,
                  what: str = "a list") -> list[tuple[Any, str]] | None:
         """Items of the list at key with their paths; None when absent or not a list."""

@@ -20,9 +20,9 @@ from hexlane.model.meta import (
     Condition,
     ObjectMeta,
     ObjectView,
-    check_type,
     dns_label_problem,
     parse_conditions,
+    read_object,
 )
 from hexlane.model.netaddr import parse_cidr, parse_ip
 from hexlane.model.reader import FrozenMap, Problems, Reader
@@ -158,6 +158,7 @@ class Service(ObjectView):
     KIND: ClassVar[str] = "Service"
     API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
     NAMESPACED: ClassVar[bool] = True
+    NAME_RULE: ClassVar[str] = "dns1035"
 
     meta: ObjectMeta
     type: str = "ClusterIP"
@@ -194,12 +195,10 @@ class Service(ObjectView):
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> Service:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a Service object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=True, name_rule="dns1035")
+        r, api_version, meta = read_object(cls, obj, path)
+        p = r.problems
         r.unknown_fields(("apiVersion", "kind", "metadata", "spec", "status"), what="a Service")
-        spec = r.mapping("spec") or Reader({}, r.at("spec"), p)
+        spec = r.section("spec")
         spec.unknown_fields(SPEC_FIELDS, what="a Service spec")
         svc_type = spec.string("type", default="ClusterIP", choices=SERVICE_TYPES)
 
@@ -345,8 +344,7 @@ class Service(ObjectView):
             spec["externalName"] = self.external_name
         if self.publish_not_ready_addresses:
             spec["publishNotReadyAddresses"] = True
-        d: dict[str, Any] = {"apiVersion": self.api_version, "kind": self.KIND,
-                             "metadata": self.meta.to_dict(), "spec": spec}
+        d = self.object_dict(spec=spec)
         status: dict[str, Any] = {}
         if self.ingress:
             status["loadBalancer"] = {"ingress": [i.to_dict() for i in self.ingress]}
