@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from hexlane.model.errors import InputError, Problem, join_path
 from hexlane.model.meta import Condition, ObjectMeta, ObjectView, parse_conditions, read_object
@@ -161,9 +161,9 @@ class IPBlock:
 class LBIPPool(ObjectView):
     """A CiliumLoadBalancerIPPool."""
 
-    KIND: ClassVar[str] = "CiliumLoadBalancerIPPool"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("cilium.io/v2alpha1", "cilium.io/v2")
-    NAMESPACED: ClassVar[bool] = False
+    KIND = "CiliumLoadBalancerIPPool"
+    API_VERSIONS = ("cilium.io/v2alpha1", "cilium.io/v2")
+    NAMESPACED = False
 
     meta: ObjectMeta
     blocks: tuple[IPBlock, ...] = ()
@@ -245,9 +245,9 @@ class LBIPPool(ObjectView):
 class L2AnnouncementPolicy(ObjectView):
     """A CiliumL2AnnouncementPolicy."""
 
-    KIND: ClassVar[str] = "CiliumL2AnnouncementPolicy"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("cilium.io/v2alpha1", "cilium.io/v2")
-    NAMESPACED: ClassVar[bool] = False
+    KIND = "CiliumL2AnnouncementPolicy"
+    API_VERSIONS = ("cilium.io/v2alpha1", "cilium.io/v2")
+    NAMESPACED = False
 
     meta: ObjectMeta
     node_selector: LabelSelector | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from hexlane.model.errors import Problem
 from hexlane.model.meta import ObjectMeta, ObjectView, read_object
@@ -130,9 +130,9 @@ class EndpointPort:
 
 @dataclass(frozen=True, slots=True)
 class EndpointSlice(ObjectView):
-    KIND: ClassVar[str] = "EndpointSlice"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("discovery.k8s.io/v1",)
-    NAMESPACED: ClassVar[bool] = True
+    KIND = "EndpointSlice"
+    API_VERSIONS = ("discovery.k8s.io/v1",)
+    NAMESPACED = True
 
     meta: ObjectMeta
     address_type: str = "IPv4"

@@ -169,7 +169,8 @@ class ObjectView:
     """What every top-level kind shares: its `meta`, read through `name`, `labels`, ...
 
     The kinds are frozen dataclasses that inherit this (it adds no fields, only the shortcuts)
-    and set `KIND`, `API_VERSIONS` (the first is the default) and `NAMESPACED`.
+    and set `KIND`, `API_VERSIONS` (the first is the default), `NAMESPACED` and, when their
+    names are not DNS subdomains, `NAME_RULE`; the types of these are declared here only.
     """
 
     __slots__ = ()

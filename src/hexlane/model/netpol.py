@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from hexlane.model.errors import InputError, Problem
 from hexlane.model.meta import ObjectMeta, ObjectView, read_object
@@ -68,9 +68,9 @@ class NetworkPolicyRule:
 
 @dataclass(frozen=True, slots=True)
 class NetworkPolicy(ObjectView):
-    KIND: ClassVar[str] = "NetworkPolicy"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("networking.k8s.io/v1",)
-    NAMESPACED: ClassVar[bool] = True
+    KIND = "NetworkPolicy"
+    API_VERSIONS = ("networking.k8s.io/v1",)
+    NAMESPACED = True
 
     meta: ObjectMeta
     pod_selector: LabelSelector = field(default_factory=LabelSelector)
@@ -238,9 +238,9 @@ class CiliumPolicySpec:
 class CiliumNetworkPolicy(ObjectView):
     """A CiliumNetworkPolicy; `spec` and every `specs` entry, in that order, in `specs`."""
 
-    KIND: ClassVar[str] = "CiliumNetworkPolicy"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("cilium.io/v2",)
-    NAMESPACED: ClassVar[bool] = True
+    KIND = "CiliumNetworkPolicy"
+    API_VERSIONS = ("cilium.io/v2",)
+    NAMESPACED = True
 
     meta: ObjectMeta
     specs: tuple[CiliumPolicySpec, ...] = ()
@@ -263,8 +263,8 @@ class CiliumNetworkPolicy(ObjectView):
 
 @dataclass(frozen=True, slots=True)
 class CiliumClusterwideNetworkPolicy(CiliumNetworkPolicy):
-    KIND: ClassVar[str] = "CiliumClusterwideNetworkPolicy"
-    NAMESPACED: ClassVar[bool] = False
+    KIND = "CiliumClusterwideNetworkPolicy"
+    NAMESPACED = False
 
 
 _INGRESS_KEYS = ("fromEndpoints", "fromRequires", "fromCIDR", "fromCIDRSet", "fromEntities",

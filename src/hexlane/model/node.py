@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from hexlane.model.errors import Problem
 from hexlane.model.meta import (
@@ -40,9 +40,9 @@ class NodeAddress:
 
 @dataclass(frozen=True, slots=True)
 class Node(ObjectView):
-    KIND: ClassVar[str] = "Node"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
-    NAMESPACED: ClassVar[bool] = False
+    KIND = "Node"
+    API_VERSIONS = ("v1",)
+    NAMESPACED = False
 
     meta: ObjectMeta
     pod_cidr: str = ""
@@ -129,9 +129,9 @@ class Container:
 
 @dataclass(frozen=True, slots=True)
 class Pod(ObjectView):
-    KIND: ClassVar[str] = "Pod"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
-    NAMESPACED: ClassVar[bool] = True
+    KIND = "Pod"
+    API_VERSIONS = ("v1",)
+    NAMESPACED = True
 
     meta: ObjectMeta
     node_name: str = ""
@@ -240,9 +240,9 @@ class Pod(ObjectView):
 
 @dataclass(frozen=True, slots=True)
 class Lease(ObjectView):
-    KIND: ClassVar[str] = "Lease"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("coordination.k8s.io/v1",)
-    NAMESPACED: ClassVar[bool] = True
+    KIND = "Lease"
+    API_VERSIONS = ("coordination.k8s.io/v1",)
+    NAMESPACED = True
 
     meta: ObjectMeta
     holder_identity: str | None = None

@@ -13,7 +13,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from hexlane.model.errors import Problem, join_path
 from hexlane.model.meta import (
@@ -155,10 +155,10 @@ class LoadBalancerIngress:
 class Service(ObjectView):
     """A Service; `selector` is None when the Service has none (endpoints managed by hand)."""
 
-    KIND: ClassVar[str] = "Service"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
-    NAMESPACED: ClassVar[bool] = True
-    NAME_RULE: ClassVar[str] = "dns1035"
+    KIND = "Service"
+    API_VERSIONS = ("v1",)
+    NAMESPACED = True
+    NAME_RULE = "dns1035"
 
     meta: ObjectMeta
     type: str = "ClusterIP"
