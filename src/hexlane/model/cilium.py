@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hexlane.model.errors import InputError, Problem, join_path
+from hexlane.model.errors import Problem, join_path
 from hexlane.model.meta import Condition, ObjectMeta, ObjectView, parse_conditions, read_object
 from hexlane.model.netaddr import IPAddress, IPNetwork, family, parse_cidr, parse_ip
 from hexlane.model.reader import Problems, Reader
@@ -219,7 +219,7 @@ class LBIPPool(ObjectView):
                            f"\"{'Yes' if v else 'No'}\" in quotes)")
             else:
                 allow = spec.opt_string("allowFirstLastIPs", choices=ALLOW_FIRST_LAST)
-            selector = _selector(spec, "serviceSelector")
+            selector = spec.selector("serviceSelector")
             disabled = spec.boolean("disabled")
         status = r.mapping("status")
         conditions = parse_conditions(status)
@@ -289,8 +289,8 @@ class L2AnnouncementPolicy(ObjectView):
         if not external_ips and not lb_ips:
             spec.warn("loadBalancerIPs", "neither externalIPs nor loadBalancerIPs is true, "
                                          "so this policy announces nothing")
-        node_sel = _selector(spec, "nodeSelector")
-        svc_sel = _selector(spec, "serviceSelector")
+        node_sel = spec.selector("nodeSelector")
+        svc_sel = spec.selector("serviceSelector")
         conditions = parse_conditions(r.mapping("status"))
         warnings = r.problems.check()
         return cls(meta=meta, node_selector=node_sel, service_selector=svc_sel,
@@ -311,18 +311,6 @@ class L2AnnouncementPolicy(ObjectView):
         if self.conditions:
             d["status"] = {"conditions": [c.to_dict() for c in self.conditions]}
         return d
-
-
-def _selector(spec: Reader, key: str) -> LabelSelector | None:
-    """The selector at key; None when absent or null (nil), `LabelSelector()` for `{}`."""
-    raw = spec.get(key)
-    if raw is None:
-        return None
-    try:
-        return LabelSelector.parse(raw, spec.at(key))
-    except InputError as e:
-        spec.problems.absorb(e)
-        return None
 
 
 def _warn_overlaps(spec: Reader, readers: list[Reader], blocks: list[IPBlock]) -> None:

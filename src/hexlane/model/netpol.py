@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hexlane.model.errors import InputError, Problem
+from hexlane.model.errors import Problem
 from hexlane.model.meta import ObjectMeta, ObjectView, read_object
 from hexlane.model.netaddr import parse_cidr, parse_ip_or_cidr
-from hexlane.model.reader import Reader
+from hexlane.model.reader import Reader, parse_selector
 from hexlane.model.selectors import LabelSelector
 from hexlane.model.service import PROTOCOLS, read_port_ref
 
@@ -84,7 +84,7 @@ class NetworkPolicy(ObjectView):
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> NetworkPolicy:
         r, api_version, meta = read_object(cls, obj, path)
         spec = r.section("spec")
-        pod_selector = _selector(spec, "podSelector") or LabelSelector()
+        pod_selector = spec.selector("podSelector") or LabelSelector()
         ingress = tuple(_k8s_rule(rr, "from") for rr in spec.objects("ingress",
                                                                       what="an ingress rule"))
         egress = tuple(_k8s_rule(rr, "to") for rr in spec.objects("egress",
@@ -109,8 +109,8 @@ def _k8s_rule(r: Reader, peers_key: str) -> NetworkPolicyRule:
     for pr in r.objects(peers_key, what="a peer (podSelector, namespaceSelector or ipBlock)"):
         ipb = pr.mapping("ipBlock")
         block = _cidr_block(ipb, "except") if ipb is not None else None
-        pod_sel = _selector(pr, "podSelector")
-        ns_sel = _selector(pr, "namespaceSelector")
+        pod_sel = pr.selector("podSelector")
+        ns_sel = pr.selector("namespaceSelector")
         if pr.has("ipBlock") and (pr.has("podSelector") or pr.has("namespaceSelector")):
             pr.problems.error(pr.path, "a peer with ipBlock may not also have podSelector or "
                                        "namespaceSelector")
@@ -163,17 +163,10 @@ def _cidr_block(r: Reader, except_key: str, cidr_key: str = "cidr") -> CIDRBlock
     return CIDRBlock(cidr, tuple(excepts)) if cidr else None
 
 
-def _selector(r: Reader, key: str, *, cilium: bool = False) -> LabelSelector | None:
+def _cilium_selector(r: Reader, key: str) -> LabelSelector | None:
+    """`Reader.selector` for a Cilium endpoint or node selector (label sources dropped)."""
     raw = r.get(key)
-    if raw is None:
-        return None
-    if cilium:
-        raw = _strip_sources(raw)
-    try:
-        return LabelSelector.parse(raw, r.at(key))
-    except InputError as e:
-        r.problems.absorb(e)
-        return None
+    return None if raw is None else parse_selector(_strip_sources(raw), r.at(key), r.problems)
 
 
 def _strip_source(key: Any) -> Any:
@@ -275,8 +268,8 @@ _EGRESS_KEYS = ("toEndpoints", "toRequires", "toCIDR", "toCIDRSet", "toEntities"
 
 
 def _cilium_spec(r: Reader, *, clusterwide: bool) -> CiliumPolicySpec:
-    ep = _selector(r, "endpointSelector", cilium=True)
-    node = _selector(r, "nodeSelector", cilium=True)
+    ep = _cilium_selector(r, "endpointSelector")
+    node = _cilium_selector(r, "nodeSelector")
     if r.has("endpointSelector") == r.has("nodeSelector"):
         what = "endpointSelector or nodeSelector" if clusterwide else "endpointSelector"
         r.problems.error(r.path if r.has("nodeSelector") else r.at("endpointSelector"),
@@ -305,12 +298,8 @@ def _cilium_rule(r: Reader, *, ingress: bool, deny: bool) -> CiliumPolicyRule:
     endpoints = []
     for key in (f"{pre}Endpoints", f"{pre}Requires"):
         for raw, sel_path in r.opt_list(key, what="a list of endpoint selectors") or []:
-            try:
-                sel = LabelSelector.parse(_strip_sources(raw), sel_path)
-            except InputError as e:
-                r.problems.absorb(e)
-                continue
-            if key.endswith("Endpoints"):
+            sel = parse_selector(_strip_sources(raw), sel_path, r.problems)
+            if sel is not None and key.endswith("Endpoints"):
                 endpoints.append(sel)
     cidrs = []
     for c, cpath in r.strings(f"{pre}CIDR", what="a CIDR or IP address"):

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from hexlane.model.errors import InputError, Problem, join_path
-from hexlane.model.selectors import label_key_problem, label_value_problem
+from hexlane.model.selectors import LabelSelector, label_key_problem, label_value_problem
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -346,6 +346,12 @@ class Reader:
                 good[k] = val
         return FrozenMap(good) if len(good) != len(m) else m
 
+    def selector(self, key: str) -> LabelSelector | None:
+        """The label selector at key: None when absent or null (nil) and when bad (the
+        problems recorded), `LabelSelector()` for `{}`."""
+        raw = self.raw.get(key)
+        return None if raw is None else parse_selector(raw, self.at(key), self.problems)
+
     def unknown_fields(self, known: Iterable[str], *, what: str) -> None:
         """Warn about fields this parser does not know (typos like `block:` for `blocks:`)."""
         allowed = set(known)
@@ -353,6 +359,15 @@ class Reader:
             if k not in allowed:
                 self.problems.warn(self.at(str(k)), f"unknown field {k!r} in {what} "
                                    f"(known: {', '.join(sorted(allowed))}); it is ignored")
+
+
+def parse_selector(raw: Any, path: str, problems: Problems) -> LabelSelector | None:
+    """`LabelSelector.parse`, its problems recorded in `problems` (None then) not raised."""
+    try:
+        return LabelSelector.parse(raw, path)
+    except InputError as e:
+        problems.absorb(e)
+        return None
 
 
 def _list_of(what: str) -> str:
