@@ -109,11 +109,10 @@ class IPBlock:
                                      "or start (with optional stop), not both")
             return None
         if cidr is not None:
-            try:
-                net, host_bits = parse_cidr(cidr)
-            except ValueError as e:
-                r.error("cidr", str(e))
+            parsed = r.try_parse("cidr", parse_cidr, cidr)
+            if parsed is None:
                 return None
+            net, host_bits = parsed
             if host_bits:
                 r.warn("cidr", f"{cidr!r} has host bits set; it means {net} (as in Cilium)")
             return cls(first=net.network_address, last=net.broadcast_address, cidr=cidr)
@@ -125,18 +124,8 @@ class IPBlock:
                 r.problems.error(r.path, "empty block: expected cidr, or start with an "
                                          "optional stop")
             return None
-        first = last = None
-        try:
-            first = parse_ip(start)
-        except ValueError as e:
-            r.error("start", str(e))
-        if stop is None:
-            last = first
-        else:
-            try:
-                last = parse_ip(stop)
-            except ValueError as e:
-                r.error("stop", str(e))
+        first = r.try_parse("start", parse_ip, start)
+        last = first if stop is None else r.try_parse("stop", parse_ip, stop)
         if first is None or last is None:
             return None
         if first.version != last.version:

@@ -76,13 +76,10 @@ class Endpoint:
         for a, apath in r.strings("addresses", required=True, nonempty=True,
                                   what="an address"):
             if address_type in ("IPv4", "IPv6"):
-                try:
-                    ip = parse_ip(a)
-                    if f"IPv{ip.version}" != address_type:
-                        r.problems.error(apath, f"{a} is not an {address_type} address "
-                                                f"(addressType is {address_type})")
-                except ValueError as e:
-                    r.problems.error(apath, str(e))
+                ip = r.problems.try_parse(apath, parse_ip, a)
+                if ip is not None and f"IPv{ip.version}" != address_type:
+                    r.problems.error(apath, f"{a} is not an {address_type} address "
+                                            f"(addressType is {address_type})")
             addrs.append(a)
         if len(addrs) > 100:
             r.error("addresses", "at most 100 addresses per endpoint")

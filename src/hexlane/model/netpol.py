@@ -19,7 +19,7 @@ from typing import Any
 
 from hexlane.model.errors import Problem
 from hexlane.model.meta import ObjectMeta, ObjectView, read_object
-from hexlane.model.netaddr import parse_cidr, parse_ip_or_cidr
+from hexlane.model.netaddr import IPNetwork, parse_cidr, parse_ip_or_cidr
 from hexlane.model.reader import Reader, parse_selector
 from hexlane.model.selectors import LabelSelector
 from hexlane.model.service import PROTOCOLS, read_port_ref
@@ -141,18 +141,11 @@ def _check_end_port(r: Reader, port: int | str | None, end_port: int | None) -> 
 
 def _cidr_block(r: Reader, except_key: str, cidr_key: str = "cidr") -> CIDRBlock | None:
     cidr = r.string(cidr_key, required=True, what="a CIDR such as 10.0.0.0/8")
-    net = None
-    if cidr:
-        try:
-            net, _ = parse_cidr(cidr)
-        except ValueError as e:
-            r.error(cidr_key, str(e))
+    net = r.try_parse(cidr_key, _network, cidr) if cidr else None
     excepts = []
     for ex, expath in r.strings(except_key, what="a CIDR"):
-        try:
-            ex_net, _ = parse_cidr(ex)
-        except ValueError as e:
-            r.problems.error(expath, str(e))
+        ex_net = r.problems.try_parse(expath, _network, ex)
+        if ex_net is None:
             continue
         if net is not None and (ex_net.version != net.version
                                 or not ex_net.subnet_of(net)  # type: ignore[arg-type]
@@ -161,6 +154,10 @@ def _cidr_block(r: Reader, except_key: str, cidr_key: str = "cidr") -> CIDRBlock
                                      f"subnet of the cidr")
         excepts.append(ex)
     return CIDRBlock(cidr, tuple(excepts)) if cidr else None
+
+
+def _network(cidr: str) -> IPNetwork:
+    return parse_cidr(cidr)[0]
 
 
 def _cilium_selector(r: Reader, key: str) -> LabelSelector | None:
@@ -303,10 +300,7 @@ def _cilium_rule(r: Reader, *, ingress: bool, deny: bool) -> CiliumPolicyRule:
                 endpoints.append(sel)
     cidrs = []
     for c, cpath in r.strings(f"{pre}CIDR", what="a CIDR or IP address"):
-        try:
-            parse_ip_or_cidr(c)
-        except ValueError as e:
-            r.problems.error(cpath, str(e))
+        r.problems.try_parse(cpath, parse_ip_or_cidr, c)
         cidrs.append(c)
     sets = []
     for cr in r.objects(f"{pre}CIDRSet", what="a CIDR set (cidr with optional except)"):

@@ -25,7 +25,7 @@ from hexlane.model.meta import (
     read_object,
 )
 from hexlane.model.netaddr import parse_cidr, parse_ip
-from hexlane.model.reader import Reader, format_micro_time
+from hexlane.model.reader import format_micro_time
 from hexlane.model.service import PROTOCOLS, port_name_problem
 
 NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS")
@@ -71,10 +71,10 @@ class Node(ObjectView):
         spec = r.section("spec")
         pod_cidr = spec.string("podCIDR", what="a CIDR")
         if pod_cidr:
-            _cidr(spec, spec.at("podCIDR"), pod_cidr)
+            spec.try_parse("podCIDR", parse_cidr, pod_cidr)
         pod_cidrs = []
         for c, cpath in spec.strings("podCIDRs", what="a CIDR"):
-            _cidr(spec, cpath, c)
+            spec.problems.try_parse(cpath, parse_cidr, c)
             pod_cidrs.append(c)
         if pod_cidr and pod_cidrs and pod_cidrs[0] != pod_cidr:
             spec.error("podCIDRs", f"podCIDRs[0] {pod_cidrs[0]!r} must equal podCIDR "
@@ -85,10 +85,7 @@ class Node(ObjectView):
             t = a.string("type", required=True, choices=NODE_ADDRESS_TYPES)
             addr = a.string("address", required=True)
             if addr and t in ("InternalIP", "ExternalIP"):
-                try:
-                    parse_ip(addr)
-                except ValueError as e:
-                    a.error("address", str(e))
+                a.try_parse("address", parse_ip, addr)
             addresses.append(NodeAddress(t, addr))
         node = cls(meta=meta, pod_cidr=pod_cidr, pod_cidrs=tuple(pod_cidrs),
                    addresses=tuple(addresses), unschedulable=spec.boolean("unschedulable"),
@@ -189,17 +186,11 @@ class Pod(ObjectView):
         status = r.section("status")
         pod_ip = status.string("podIP")
         if pod_ip:
-            try:
-                parse_ip(pod_ip)
-            except ValueError as e:
-                status.error("podIP", str(e))
+            status.try_parse("podIP", parse_ip, pod_ip)
         pod_ips = []
         for ipr in status.objects("podIPs", what="an object with ip"):
             ip = ipr.string("ip", required=True)
-            try:
-                parse_ip(ip)
-            except ValueError as e:
-                ipr.error("ip", str(e))
+            ipr.try_parse("ip", parse_ip, ip)
             pod_ips.append(ip)
         pod = cls(meta=meta, node_name=spec.string("nodeName"), containers=tuple(containers),
                   host_network=spec.boolean("hostNetwork"),
@@ -289,10 +280,3 @@ class Lease(ObjectView):
         if self.lease_transitions is not None:
             spec["leaseTransitions"] = self.lease_transitions
         return self.object_dict(spec=spec)
-
-
-def _cidr(r: Reader, path: str, text: str) -> None:
-    try:
-        parse_cidr(text)
-    except ValueError as e:
-        r.problems.error(path, str(e))

@@ -10,7 +10,7 @@ default) for every field of the wrong type or out of range. At the end the parse
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from hexlane.model.selectors import LabelSelector, label_key_problem, label_valu
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 class FrozenMap(Mapping[K, V]):
@@ -92,6 +93,15 @@ class Problems:
 
     def absorb(self, err: InputError) -> None:
         self.items.extend(err.problems)
+
+    def try_parse(self, path: str, parse: Callable[[str], T], text: str) -> T | None:
+        """`parse(text)` (an address, a CIDR, ...), or None with its ValueError recorded as
+        an error at path."""
+        try:
+            return parse(text)
+        except ValueError as e:
+            self.error(path, str(e))
+            return None
 
     @property
     def has_errors(self) -> bool:
@@ -170,6 +180,10 @@ class Reader:
     def warn(self, key: str, message: str) -> None:
         self.problems.warn(self.at(key), message)
 
+    def try_parse(self, key: str, parse: Callable[[str], T], text: str) -> T | None:
+        """`Problems.try_parse` for the field at key (`text` is its value, already read)."""
+        return self.problems.try_parse(self.at(key), parse, text)
+
     def _missing(self, key: str, required: bool, what: str) -> bool:
         """True if the field is absent or null; records a problem if it was required."""
         if self.raw.get(key) is None:
@@ -244,13 +258,7 @@ class Reader:
 
     def opt_time(self, key: str) -> datetime | None:
         v = self.raw.get(key)
-        if v is None:
-            return None
-        try:
-            return parse_time(v)
-        except ValueError as e:
-            self.error(key, str(e))
-            return None
+        return None if v is None else self.try_parse(key, parse_time, v)
 
     # --- containers --------------------------------------------------------------------
 

@@ -133,10 +133,7 @@ class LoadBalancerIngress:
     def parse_from(cls, r: Reader) -> LoadBalancerIngress:
         ip = r.string("ip", what="an IP address")
         if ip:
-            try:
-                parse_ip(ip)
-            except ValueError as e:
-                r.error("ip", str(e))
+            r.try_parse("ip", parse_ip, ip)
         return cls(ip=ip, hostname=r.string("hostname"),
                    ip_mode=r.string("ipMode", choices=("VIP", "Proxy")))
 
@@ -212,28 +209,25 @@ class Service(ObjectView):
         _check_ports(spec, ports)
 
         if cluster_ip and cluster_ip != "None":
-            _check_ip(spec, "clusterIP", cluster_ip)
+            spec.try_parse("clusterIP", parse_ip, cluster_ip)
         cluster_ips = []
         for ip, ip_path in spec.strings("clusterIPs", what="an IP address"):
             if ip != "None":
-                _check_ip_at(p, ip_path, ip)
+                p.try_parse(ip_path, parse_ip, ip)
             cluster_ips.append(ip)
         if cluster_ip and cluster_ips and cluster_ips[0] != cluster_ip:
             spec.error("clusterIPs", f"clusterIPs[0] {cluster_ips[0]!r} must equal clusterIP "
                                      f"{cluster_ip!r}")
         external_ips = []
         for ip, ip_path in spec.strings("externalIPs", what="an IP address"):
-            _check_ip_at(p, ip_path, ip)
+            p.try_parse(ip_path, parse_ip, ip)
             external_ips.append(ip)
         lb_ip = spec.string("loadBalancerIP", what="an IP address")
         if lb_ip:
-            _check_ip(spec, "loadBalancerIP", lb_ip)
+            spec.try_parse("loadBalancerIP", parse_ip, lb_ip)
         ranges = []
         for cidr, cidr_path in spec.strings("loadBalancerSourceRanges", what="a CIDR"):
-            try:
-                parse_cidr(cidr.strip())
-            except ValueError as e:
-                p.error(cidr_path, str(e))
+            p.try_parse(cidr_path, parse_cidr, cidr.strip())
             ranges.append(cidr)
 
         etp = spec.string("externalTrafficPolicy", default="Cluster",
@@ -353,17 +347,6 @@ class Service(ObjectView):
         if status:
             d["status"] = status
         return d
-
-
-def _check_ip(r: Reader, key: str, ip: str) -> None:
-    _check_ip_at(r.problems, r.at(key), ip)
-
-
-def _check_ip_at(p: Problems, path: str, ip: str) -> None:
-    try:
-        parse_ip(ip)
-    except ValueError as e:
-        p.error(path, str(e))
 
 
 def _check_ports(spec: Reader, ports: tuple[ServicePort, ...]) -> None:
