@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hexlane.model.errors import Problem, join_path
-from hexlane.model.meta import Condition, ObjectMeta, ObjectView, parse_conditions, read_object
+from hexlane.model.meta import (
+    Condition,
+    ObjectMeta,
+    ObjectView,
+    omit_empty,
+    parse_conditions,
+    read_object,
+)
 from hexlane.model.netaddr import IPAddress, IPNetwork, family, parse_cidr, parse_ip
 from hexlane.model.reader import Problems, Reader
 from hexlane.model.regex import compile_re2, re2_problem
@@ -224,10 +231,8 @@ class LBIPPool(ObjectView):
         if self.service_selector is not None:
             spec["serviceSelector"] = self.service_selector.to_dict()
         spec["disabled"] = self.disabled
-        d = self.object_dict(spec=spec)
-        if self.conditions:
-            d["status"] = {"conditions": [c.to_dict() for c in self.conditions]}
-        return d
+        status = omit_empty(conditions=[c.to_dict() for c in self.conditions])
+        return self.object_dict(spec=spec, **omit_empty(status=status))
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,10 +301,8 @@ class L2AnnouncementPolicy(ObjectView):
             spec["serviceSelector"] = self.service_selector.to_dict()
         if self.interfaces:
             spec["interfaces"] = list(self.interfaces)
-        d = self.object_dict(spec=spec)
-        if self.conditions:
-            d["status"] = {"conditions": [c.to_dict() for c in self.conditions]}
-        return d
+        status = omit_empty(conditions=[c.to_dict() for c in self.conditions])
+        return self.object_dict(spec=spec, **omit_empty(status=status))
 
 
 def _warn_overlaps(spec: Reader, readers: list[Reader], blocks: list[IPBlock]) -> None:

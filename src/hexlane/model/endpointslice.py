@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hexlane.model.errors import Problem
-from hexlane.model.meta import ObjectMeta, ObjectView, read_object
+from hexlane.model.meta import ObjectMeta, ObjectView, omit_empty, omit_none, read_object
 from hexlane.model.netaddr import parse_ip
 from hexlane.model.reader import Reader
 from hexlane.model.service import PROTOCOLS
@@ -40,8 +40,7 @@ class EndpointConditions:
         return self.terminating is True
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in (("ready", self.ready), ("serving", self.serving),
-                                  ("terminating", self.terminating)) if v is not None}
+        return omit_none(ready=self.ready, serving=self.serving, terminating=self.terminating)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +56,7 @@ class ObjectReference:
                    namespace=r.string("namespace"), uid=r.string("uid"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in (("kind", self.kind), ("name", self.name),
-                                  ("namespace", self.namespace), ("uid", self.uid)) if v}
+        return omit_empty(kind=self.kind, name=self.name, namespace=self.namespace, uid=self.uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,17 +92,10 @@ class Endpoint:
                    target_ref=None if tr is None else ObjectReference.parse_from(tr))
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"addresses": list(self.addresses),
-                             "conditions": self.conditions.to_dict()}
-        if self.node_name:
-            d["nodeName"] = self.node_name
-        if self.hostname:
-            d["hostname"] = self.hostname
-        if self.zone:
-            d["zone"] = self.zone
-        if self.target_ref is not None:
-            d["targetRef"] = self.target_ref.to_dict()
-        return d
+        target_ref = None if self.target_ref is None else self.target_ref.to_dict()
+        return {"addresses": list(self.addresses), "conditions": self.conditions.to_dict(),
+                **omit_empty(nodeName=self.node_name, hostname=self.hostname, zone=self.zone),
+                **omit_none(targetRef=target_ref)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +108,8 @@ class EndpointPort:
     app_protocol: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "protocol": self.protocol}
-        if self.port is not None:
-            d["port"] = self.port
-        if self.app_protocol:
-            d["appProtocol"] = self.app_protocol
-        return d
+        return {"name": self.name, "protocol": self.protocol, **omit_none(port=self.port),
+                **omit_empty(appProtocol=self.app_protocol)}
 
 
 @dataclass(frozen=True, slots=True)

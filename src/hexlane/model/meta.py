@@ -47,6 +47,17 @@ def subdomain_problem(name: str) -> str | None:
     return None
 
 
+def omit_empty(**fields: Any) -> dict[str, Any]:
+    """The fields whose value is not empty ("", 0, False, None, [], {}): Go's `omitempty`,
+    which is how Kubernetes leaves unset fields out of an object."""
+    return {k: v for k, v in fields.items() if v}
+
+
+def omit_none(**fields: Any) -> dict[str, Any]:
+    """The fields that are set (not None), whatever their value: Go's nil pointers left out."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 METADATA_FIELDS = ("name", "generateName", "namespace", "uid", "resourceVersion", "generation",
                    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
                    "labels", "annotations", "ownerReferences", "finalizers", "managedFields",
@@ -77,15 +88,9 @@ class OwnerReference:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"apiVersion": self.api_version, "kind": self.kind,
-                             "name": self.name}
-        if self.uid:
-            d["uid"] = self.uid
-        if self.controller:
-            d["controller"] = True
-        if self.block_owner_deletion:
-            d["blockOwnerDeletion"] = True
-        return d
+        return {"apiVersion": self.api_version, "kind": self.kind, "name": self.name,
+                **omit_empty(uid=self.uid, controller=self.controller,
+                             blockOwnerDeletion=self.block_owner_deletion)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,26 +148,17 @@ class ObjectMeta:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name}
-        if self.namespace:
-            d["namespace"] = self.namespace
-        if self.uid:
-            d["uid"] = self.uid
-        if self.resource_version:
-            d["resourceVersion"] = self.resource_version
-        if self.generation:
-            d["generation"] = self.generation
-        if self.creation_timestamp is not None:
-            d["creationTimestamp"] = format_time(self.creation_timestamp)
-        if self.deletion_timestamp is not None:
-            d["deletionTimestamp"] = format_time(self.deletion_timestamp)
-        if self.labels:
-            d["labels"] = self.labels.to_dict()
-        if self.annotations:
-            d["annotations"] = self.annotations.to_dict()
-        if self.owner_references:
-            d["ownerReferences"] = [o.to_dict() for o in self.owner_references]
-        return d
+        return {"name": self.name, **omit_empty(
+            namespace=self.namespace,
+            uid=self.uid,
+            resourceVersion=self.resource_version,
+            generation=self.generation,
+            creationTimestamp=_opt_time(self.creation_timestamp),
+            deletionTimestamp=_opt_time(self.deletion_timestamp),
+            labels=self.labels.to_dict(),
+            annotations=self.annotations.to_dict(),
+            ownerReferences=[o.to_dict() for o in self.owner_references],
+        )}
 
 
 class ObjectView:
@@ -230,15 +226,10 @@ class Condition:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"type": self.type, "status": self.status}
-        if self.reason:
-            d["reason"] = self.reason
-        d["message"] = self.message
-        if self.last_transition_time is not None:
-            d["lastTransitionTime"] = format_time(self.last_transition_time)
-        if self.observed_generation is not None:
-            d["observedGeneration"] = self.observed_generation
-        return d
+        return {"type": self.type, "status": self.status, **omit_empty(reason=self.reason),
+                "message": self.message,
+                **omit_none(lastTransitionTime=_opt_time(self.last_transition_time),
+                            observedGeneration=self.observed_generation)}
 
 
 def parse_conditions(parent: Reader | None, key: str = "conditions") -> tuple[Condition, ...]:
@@ -288,3 +279,6 @@ def read_object(cls: type[ObjectView], obj: Any, path: str) -> tuple[Reader, str
     meta = ObjectMeta.parse_from(r, namespaced=cls.NAMESPACED, name_rule=cls.NAME_RULE)
     return r, api_version, meta
 
+
+def _opt_time(dt: datetime | None) -> str | None:
+    return None if dt is None else format_time(dt)

@@ -21,6 +21,8 @@ from hexlane.model.meta import (
     ObjectMeta,
     ObjectView,
     find_condition,
+    omit_empty,
+    omit_none,
     parse_conditions,
     read_object,
 )
@@ -93,19 +95,11 @@ class Node(ObjectView):
         return dataclasses.replace(node, warnings=r.problems.check())
 
     def to_dict(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {}
-        if self.pod_cidr:
-            spec["podCIDR"] = self.pod_cidr
-        if self.pod_cidrs:
-            spec["podCIDRs"] = list(self.pod_cidrs)
-        if self.unschedulable:
-            spec["unschedulable"] = True
-        status: dict[str, Any] = {}
-        if self.addresses:
-            status["addresses"] = [{"type": a.type, "address": a.address}
-                                   for a in self.addresses]
-        if self.conditions:
-            status["conditions"] = [c.to_dict() for c in self.conditions]
+        spec = omit_empty(podCIDR=self.pod_cidr, podCIDRs=list(self.pod_cidrs),
+                          unschedulable=self.unschedulable)
+        status = omit_empty(
+            addresses=[{"type": a.type, "address": a.address} for a in self.addresses],
+            conditions=[c.to_dict() for c in self.conditions])
         return self.object_dict(spec=spec, status=status)
 
 
@@ -116,12 +110,20 @@ class ContainerPort:
     name: str = ""
     host_port: int = 0
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"containerPort": self.container_port, "protocol": self.protocol,
+                **omit_empty(name=self.name, hostPort=self.host_port)}
+
 
 @dataclass(frozen=True, slots=True)
 class Container:
     name: str
     image: str = ""
     ports: tuple[ContainerPort, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name,
+                **omit_empty(image=self.image, ports=[pt.to_dict() for pt in self.ports])}
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,32 +202,11 @@ class Pod(ObjectView):
         return dataclasses.replace(pod, warnings=r.problems.check())
 
     def to_dict(self) -> dict[str, Any]:
-        containers = []
-        for c in self.containers:
-            cd: dict[str, Any] = {"name": c.name}
-            if c.image:
-                cd["image"] = c.image
-            if c.ports:
-                cd["ports"] = [
-                    {"containerPort": pt.container_port, "protocol": pt.protocol}
-                    | ({"name": pt.name} if pt.name else {})
-                    | ({"hostPort": pt.host_port} if pt.host_port else {})
-                    for pt in c.ports]
-            containers.append(cd)
-        spec: dict[str, Any] = {"containers": containers}
-        if self.node_name:
-            spec["nodeName"] = self.node_name
-        if self.host_network:
-            spec["hostNetwork"] = True
-        status: dict[str, Any] = {}
-        if self.phase:
-            status["phase"] = self.phase
-        if self.pod_ip:
-            status["podIP"] = self.pod_ip
-        if self.pod_ips:
-            status["podIPs"] = [{"ip": ip} for ip in self.pod_ips]
-        if self.conditions:
-            status["conditions"] = [c.to_dict() for c in self.conditions]
+        spec = {"containers": [c.to_dict() for c in self.containers],
+                **omit_empty(nodeName=self.node_name, hostNetwork=self.host_network)}
+        status = omit_empty(phase=self.phase, podIP=self.pod_ip,
+                            podIPs=[{"ip": ip} for ip in self.pod_ips],
+                            conditions=[c.to_dict() for c in self.conditions])
         return self.object_dict(spec=spec, status=status)
 
 
@@ -268,15 +249,13 @@ class Lease(ObjectView):
         return dataclasses.replace(lease, warnings=r.problems.check())
 
     def to_dict(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {}
-        if self.holder_identity is not None:
-            spec["holderIdentity"] = self.holder_identity
-        if self.lease_duration_seconds is not None:
-            spec["leaseDurationSeconds"] = self.lease_duration_seconds
-        if self.acquire_time is not None:
-            spec["acquireTime"] = format_micro_time(self.acquire_time)
-        if self.renew_time is not None:
-            spec["renewTime"] = format_micro_time(self.renew_time)
-        if self.lease_transitions is not None:
-            spec["leaseTransitions"] = self.lease_transitions
-        return self.object_dict(spec=spec)
+        return self.object_dict(spec=omit_none(
+            holderIdentity=self.holder_identity,
+            leaseDurationSeconds=self.lease_duration_seconds,
+            acquireTime=_opt_micro_time(self.acquire_time),
+            renewTime=_opt_micro_time(self.renew_time),
+            leaseTransitions=self.lease_transitions))
+
+
+def _opt_micro_time(dt: datetime | None) -> str | None:
+    return None if dt is None else format_micro_time(dt)

@@ -21,6 +21,7 @@ from hexlane.model.meta import (
     ObjectMeta,
     ObjectView,
     dns_label_problem,
+    omit_empty,
     parse_conditions,
     read_object,
 )
@@ -112,15 +113,9 @@ class ServicePort:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"port": self.port, "protocol": self.protocol,
-                             "targetPort": self.target_port}
-        if self.name:
-            d["name"] = self.name
-        if self.node_port:
-            d["nodePort"] = self.node_port
-        if self.app_protocol:
-            d["appProtocol"] = self.app_protocol
-        return d
+        return {"port": self.port, "protocol": self.protocol, "targetPort": self.target_port,
+                **omit_empty(name=self.name, nodePort=self.node_port,
+                             appProtocol=self.app_protocol)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +133,7 @@ class LoadBalancerIngress:
                    ip_mode=r.string("ipMode", choices=("VIP", "Proxy")))
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {}
-        if self.ip:
-            d["ip"] = self.ip
-        if self.hostname:
-            d["hostname"] = self.hostname
-        if self.ip_mode:
-            d["ipMode"] = self.ip_mode
-        return d
+        return omit_empty(ip=self.ip, hostname=self.hostname, ipMode=self.ip_mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,16 +294,9 @@ class Service(ObjectView):
         spec: dict[str, Any] = {"type": self.type}
         if self.selector is not None:
             spec["selector"] = self.selector.to_dict()
-        if self.ports:
-            spec["ports"] = [pt.to_dict() for pt in self.ports]
-        if self.cluster_ip:
-            spec["clusterIP"] = self.cluster_ip
-        if self.cluster_ips:
-            spec["clusterIPs"] = list(self.cluster_ips)
-        if self.external_ips:
-            spec["externalIPs"] = list(self.external_ips)
-        if self.load_balancer_ip:
-            spec["loadBalancerIP"] = self.load_balancer_ip
+        spec |= omit_empty(ports=[pt.to_dict() for pt in self.ports], clusterIP=self.cluster_ip,
+                           clusterIPs=list(self.cluster_ips), externalIPs=list(self.external_ips),
+                           loadBalancerIP=self.load_balancer_ip)
         if self.load_balancer_class is not None:
             spec["loadBalancerClass"] = self.load_balancer_class
         if self.load_balancer_source_ranges:
@@ -332,21 +313,13 @@ class Service(ObjectView):
             spec["ipFamilyPolicy"] = self.ip_family_policy
         if not self.allocate_load_balancer_node_ports:
             spec["allocateLoadBalancerNodePorts"] = False
-        if self.health_check_node_port:
-            spec["healthCheckNodePort"] = self.health_check_node_port
-        if self.external_name:
-            spec["externalName"] = self.external_name
-        if self.publish_not_ready_addresses:
-            spec["publishNotReadyAddresses"] = True
-        d = self.object_dict(spec=spec)
-        status: dict[str, Any] = {}
-        if self.ingress:
-            status["loadBalancer"] = {"ingress": [i.to_dict() for i in self.ingress]}
-        if self.conditions:
-            status["conditions"] = [c.to_dict() for c in self.conditions]
-        if status:
-            d["status"] = status
-        return d
+        spec |= omit_empty(healthCheckNodePort=self.health_check_node_port,
+                           externalName=self.external_name,
+                           publishNotReadyAddresses=self.publish_not_ready_addresses)
+        status = omit_empty(
+            loadBalancer=omit_empty(ingress=[i.to_dict() for i in self.ingress]),
+            conditions=[c.to_dict() for c in self.conditions])
+        return self.object_dict(spec=spec, **omit_empty(status=status))
 
 
 def _check_ports(spec: Reader, ports: tuple[ServicePort, ...]) -> None:
