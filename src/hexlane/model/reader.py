@@ -192,20 +192,27 @@ class Reader:
             return True
         return False
 
+    def _value(self, key: str, types: type | tuple[type, ...], what: str, *,
+               required: bool = False, bool_hint: str = "") -> Any:
+        """The value at key if it is of `types`; None when it is absent or null (a problem if
+        required) or of another type (a problem saying what was expected, with `bool_hint`
+        added when it is a boolean)."""
+        if self._missing(key, required, what):
+            return None
+        v = self.raw[key]
+        if not _is(v, types):
+            hint = bool_hint if isinstance(v, bool) else ""
+            self.error(key, f"expected {what}, got {describe(v)}{hint}")
+            return None
+        return v
+
     # --- scalars -----------------------------------------------------------------------
 
     def opt_string(self, key: str, *, what: str = "a string",
                    choices: Iterable[str] | None = None) -> str | None:
-        v = self.raw.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, str):
-            hint = ""
-            if isinstance(v, bool):
-                hint = " (YAML reads unquoted yes/no/true/false/on/off as booleans: quote it)"
-            self.error(key, f"expected {what}, got {describe(v)}{hint}")
-            return None
-        if choices is not None:
+        v = self._value(key, str, what, bool_hint=" (YAML reads unquoted "
+                        "yes/no/true/false/on/off as booleans: quote it)")
+        if v is not None and choices is not None:
             allowed = tuple(choices)
             if v not in allowed:
                 self.error(key, f"unsupported value {v!r}: expected one of "
@@ -222,11 +229,8 @@ class Reader:
 
     def opt_integer(self, key: str, *, lo: int | None = None, hi: int | None = None,
                     what: str = "an integer") -> int | None:
-        v = self.raw.get(key)
+        v = self._value(key, int, what)
         if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.error(key, f"expected {what}, got {describe(v)}")
             return None
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             rng = (f"between {lo} and {hi}" if lo is not None and hi is not None
@@ -244,13 +248,7 @@ class Reader:
         return default if v is None else v
 
     def opt_boolean(self, key: str) -> bool | None:
-        v = self.raw.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, bool):
-            self.error(key, f"expected a boolean (true or false), got {describe(v)}")
-            return None
-        return v
+        return self._value(key, bool, "a boolean (true or false)")
 
     def boolean(self, key: str, default: bool = False) -> bool:
         v = self.opt_boolean(key)
@@ -265,13 +263,8 @@ class Reader:
     def mapping(self, key: str, *, required: bool = False,
                 what: str = "an object") -> Reader | None:
         """The nested object at key; None when absent, null or not an object."""
-        if self._missing(key, required, what):
-            return None
-        v = self.raw[key]
-        if not isinstance(v, Mapping):
-            self.error(key, f"expected {what}, got {describe(v)}")
-            return None
-        return Reader(v, self.at(key), self.problems)
+        v = self._value(key, Mapping, what, required=required)
+        return None if v is None else Reader(v, self.at(key), self.problems)
 
     def section(self, key: str, *, required: bool = False,
                 what: str = "an object") -> Reader:
@@ -283,11 +276,8 @@ class Reader:
     def opt_list(self, key: str, *, required: bool = False, nonempty: bool = False,
                  what: str = "a list") -> list[tuple[Any, str]] | None:
         """Items of the list at key with their paths; None when absent or not a list."""
-        if self._missing(key, required, what):
-            return None
-        v = self.raw[key]
-        if not isinstance(v, list | tuple):
-            self.error(key, f"expected {what}, got {describe(v)}")
+        v = self._value(key, (list, tuple), what, required=required)
+        if v is None:
             return None
         if nonempty and not v:
             self.error(key, f"expected {what} with at least one entry, got an empty list")
@@ -297,36 +287,31 @@ class Reader:
     def objects(self, key: str, *, required: bool = False, nonempty: bool = False,
                 what: str = "an object") -> list[Reader]:
         """Readers for a list of objects; items that are not objects become problems."""
-        items = self.opt_list(key, required=required, nonempty=nonempty,
-                              what=_list_of(what))
-        out: list[Reader] = []
-        for item, path in items or []:
-            if not isinstance(item, Mapping):
-                self.problems.error(path, f"expected {what}, got {describe(item)}")
-                continue
-            out.append(Reader(item, path, self.problems))
-        return out
+        return [Reader(item, path, self.problems) for item, path in
+                self._items(key, Mapping, required=required, nonempty=nonempty, what=what)]
 
     def strings(self, key: str, *, required: bool = False, nonempty: bool = False,
                 what: str = "a string") -> list[tuple[str, str]]:
         """(value, path) of each string in a list of strings."""
-        items = self.opt_list(key, required=required, nonempty=nonempty,
-                              what=_list_of(what))
-        out: list[tuple[str, str]] = []
-        for item, path in items or []:
-            if not isinstance(item, str):
+        return self._items(key, str, required=required, nonempty=nonempty, what=what)
+
+    def _items(self, key: str, types: type, *, required: bool, nonempty: bool,
+               what: str) -> list[tuple[Any, str]]:
+        """(item, path) of each item of the list at key that is of `types` (each `what`);
+        the other items become problems."""
+        out: list[tuple[Any, str]] = []
+        for item, path in self.opt_list(key, required=required, nonempty=nonempty,
+                                        what=_list_of(what)) or []:
+            if _is(item, types):
+                out.append((item, path))
+            else:
                 self.problems.error(path, f"expected {what}, got {describe(item)}")
-                continue
-            out.append((item, path))
         return out
 
     def string_map(self, key: str, *, what: str = "a map of string to string"
                    ) -> FrozenMap[str, str]:
-        v = self.raw.get(key)
+        v = self._value(key, Mapping, what)
         if v is None:
-            return EMPTY
-        if not isinstance(v, Mapping):
-            self.error(key, f"expected {what}, got {describe(v)}")
             return EMPTY
         out: dict[str, str] = {}
         for k, val in v.items():
@@ -376,6 +361,13 @@ def parse_selector(raw: Any, path: str, problems: Problems) -> LabelSelector | N
     except InputError as e:
         problems.absorb(e)
         return None
+
+
+def _is(value: Any, types: type | tuple[type, ...]) -> bool:
+    """isinstance, except that a boolean is only a boolean (YAML's true is not the integer 1)."""
+    if isinstance(value, bool):
+        return types is bool
+    return isinstance(value, types)
 
 
 def _list_of(what: str) -> str:
