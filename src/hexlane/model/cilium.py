@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from hexlane.model.errors import Problem, join_path
+from hexlane.model.errors import join_path
 from hexlane.model.meta import (
     Condition,
-    ObjectMeta,
     ObjectView,
     omit_empty,
     parse_conditions,
@@ -161,14 +160,11 @@ class LBIPPool(ObjectView):
     API_VERSIONS = ("cilium.io/v2alpha1", "cilium.io/v2")
     NAMESPACED = False
 
-    meta: ObjectMeta
     blocks: tuple[IPBlock, ...] = ()
     allow_first_last_ips: str | None = None
     service_selector: LabelSelector | None = None
     disabled: bool = False
     conditions: tuple[Condition, ...] = ()
-    api_version: str = "cilium.io/v2alpha1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def reserve_first_last(self) -> bool:
@@ -243,15 +239,12 @@ class L2AnnouncementPolicy(ObjectView):
     API_VERSIONS = ("cilium.io/v2alpha1", "cilium.io/v2")
     NAMESPACED = False
 
-    meta: ObjectMeta
     node_selector: LabelSelector | None = None
     service_selector: LabelSelector | None = None
     interfaces: tuple[str, ...] = ()
     external_ips: bool = False
     load_balancer_ips: bool = False
     conditions: tuple[Condition, ...] = ()
-    api_version: str = "cilium.io/v2alpha1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
 
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
         return self.node_selector is None or self.node_selector.matches(node_labels)

@@ -8,11 +8,10 @@ the effective ones are the `is_*` properties.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from hexlane.model.errors import Problem
-from hexlane.model.meta import ObjectMeta, ObjectView, omit_empty, omit_none, read_object
+from hexlane.model.meta import ObjectView, omit_empty, omit_none, read_object
 from hexlane.model.netaddr import parse_ip
 from hexlane.model.reader import Reader
 from hexlane.model.service import PROTOCOLS
@@ -118,12 +117,9 @@ class EndpointSlice(ObjectView):
     API_VERSIONS = ("discovery.k8s.io/v1",)
     NAMESPACED = True
 
-    meta: ObjectMeta
     address_type: str = "IPv4"
     endpoints: tuple[Endpoint, ...] = ()
     ports: tuple[EndpointPort, ...] = ()
-    api_version: str = "discovery.k8s.io/v1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def service_name(self) -> str:

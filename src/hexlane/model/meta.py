@@ -5,18 +5,20 @@ for Services and namespaces a DNS label), a namespace that is a DNS label, valid
 and values, owner references with kind and name. Cluster-scoped kinds ignore
 `metadata.namespace` (the seeds put `namespace: kube-system` on cluster-scoped pools).
 
-`ObjectView` is the part every top-level kind shares: `meta`, and `name`, `namespace`,
-`labels` and `annotations` read from it; `read_object` is how each kind's `parse` begins (the
-object checked to be a mapping of the right kind and apiVersion, then its metadata).
+`ObjectView` is the part every top-level kind shares: `meta`, `api_version` and `warnings`,
+and `name`, `namespace`, `labels` and `annotations` read from `meta`. `read_object` is how
+each kind's `parse` begins (the object checked to be a mapping of the right kind and
+apiVersion, then its metadata).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+from hexlane.model.errors import Problem
 from hexlane.model.reader import EMPTY, FrozenMap, Problems, Reader, format_time
 
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -161,15 +163,15 @@ class ObjectMeta:
         )}
 
 
+@dataclass(frozen=True, slots=True)
 class ObjectView:
     """What every top-level kind shares: its `meta`, read through `name`, `labels`, ...
 
-    The kinds are frozen dataclasses that inherit this (it adds no fields, only the shortcuts)
-    and set `KIND`, `API_VERSIONS` (the first is the default), `NAMESPACED` and, when their
-    names are not DNS subdomains, `NAME_RULE`; the types of these are declared here only.
+    The kinds are frozen dataclasses that inherit this and set `KIND`, `API_VERSIONS` (the
+    first is the default apiVersion), `NAMESPACED` and, when their names are not DNS
+    subdomains, `NAME_RULE`. Their own fields follow `meta`; `api_version` and `warnings`
+    (what `parse` accepted but thinks a mistake) are keyword-only, so they stay last.
     """
-
-    __slots__ = ()
 
     KIND: ClassVar[str]
     API_VERSIONS: ClassVar[tuple[str, ...]]
@@ -177,7 +179,12 @@ class ObjectView:
     NAME_RULE: ClassVar[str] = "subdomain"  # a key of NAME_RULES
 
     meta: ObjectMeta
-    api_version: str
+    api_version: str = field(default="", kw_only=True)
+    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if not self.api_version:  # not given: the kind's first version
+            object.__setattr__(self, "api_version", self.API_VERSIONS[0])
 
     @property
     def name(self) -> str:

@@ -17,8 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hexlane.model.errors import Problem
-from hexlane.model.meta import ObjectMeta, ObjectView, read_object
+from hexlane.model.meta import ObjectView, read_object
 from hexlane.model.netaddr import IPNetwork, parse_cidr, parse_ip_or_cidr
 from hexlane.model.reader import Reader, parse_selector
 from hexlane.model.selectors import LabelSelector
@@ -72,13 +71,10 @@ class NetworkPolicy(ObjectView):
     API_VERSIONS = ("networking.k8s.io/v1",)
     NAMESPACED = True
 
-    meta: ObjectMeta
     pod_selector: LabelSelector = field(default_factory=LabelSelector)
     policy_types: tuple[str, ...] = ("Ingress",)
     ingress: tuple[NetworkPolicyRule, ...] = ()
     egress: tuple[NetworkPolicyRule, ...] = ()
-    api_version: str = "networking.k8s.io/v1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> NetworkPolicy:
@@ -232,10 +228,7 @@ class CiliumNetworkPolicy(ObjectView):
     API_VERSIONS = ("cilium.io/v2",)
     NAMESPACED = True
 
-    meta: ObjectMeta
     specs: tuple[CiliumPolicySpec, ...] = ()
-    api_version: str = "cilium.io/v2"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> CiliumNetworkPolicy:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from hexlane.model.errors import Problem
 from hexlane.model.meta import (
     Condition,
-    ObjectMeta,
     ObjectView,
     find_condition,
     omit_empty,
@@ -46,14 +44,11 @@ class Node(ObjectView):
     API_VERSIONS = ("v1",)
     NAMESPACED = False
 
-    meta: ObjectMeta
     pod_cidr: str = ""
     pod_cidrs: tuple[str, ...] = ()
     addresses: tuple[NodeAddress, ...] = ()
     unschedulable: bool = False
     conditions: tuple[Condition, ...] = ()
-    api_version: str = "v1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def ready(self) -> bool | None:
@@ -132,7 +127,6 @@ class Pod(ObjectView):
     API_VERSIONS = ("v1",)
     NAMESPACED = True
 
-    meta: ObjectMeta
     node_name: str = ""
     containers: tuple[Container, ...] = ()
     host_network: bool = False
@@ -140,8 +134,6 @@ class Pod(ObjectView):
     pod_ip: str = ""
     pod_ips: tuple[str, ...] = ()
     conditions: tuple[Condition, ...] = ()
-    api_version: str = "v1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def terminating(self) -> bool:
@@ -216,14 +208,11 @@ class Lease(ObjectView):
     API_VERSIONS = ("coordination.k8s.io/v1",)
     NAMESPACED = True
 
-    meta: ObjectMeta
     holder_identity: str | None = None
     lease_duration_seconds: int | None = None
     acquire_time: datetime | None = None
     renew_time: datetime | None = None
     lease_transitions: int | None = None
-    api_version: str = "coordination.k8s.io/v1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
 
     def expired(self, now: datetime) -> bool:
         """True if nobody holds it or its holder has not renewed within the duration."""

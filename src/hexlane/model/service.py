@@ -12,13 +12,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from hexlane.model.errors import Problem, join_path
+from hexlane.model.errors import join_path
 from hexlane.model.meta import (
     Condition,
-    ObjectMeta,
     ObjectView,
     dns_label_problem,
     omit_empty,
@@ -145,7 +144,6 @@ class Service(ObjectView):
     NAMESPACED = True
     NAME_RULE = "dns1035"
 
-    meta: ObjectMeta
     type: str = "ClusterIP"
     selector: FrozenMap[str, str] | None = None
     ports: tuple[ServicePort, ...] = ()
@@ -167,8 +165,6 @@ class Service(ObjectView):
     publish_not_ready_addresses: bool = False
     ingress: tuple[LoadBalancerIngress, ...] = ()
     conditions: tuple[Condition, ...] = ()
-    api_version: str = "v1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def headless(self) -> bool:
