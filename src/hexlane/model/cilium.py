@@ -25,6 +25,7 @@ from typing import Any
 
 from hexlane.model.errors import join_path
 from hexlane.model.meta import (
+    SPEC_STATUS_FIELDS,
     Condition,
     ObjectView,
     omit_empty,
@@ -179,8 +180,7 @@ class LBIPPool(ObjectView):
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> LBIPPool:
         r, api_version, meta = read_object(cls, obj, path)
-        r.unknown_fields(("apiVersion", "kind", "metadata", "spec", "status"),
-                         what="a CiliumLoadBalancerIPPool")
+        r.unknown_fields(SPEC_STATUS_FIELDS, what="a CiliumLoadBalancerIPPool")
         spec = r.mapping("spec", required=True, what="an object with blocks")
         blocks: list[IPBlock] = []
         allow = None
@@ -260,8 +260,7 @@ class L2AnnouncementPolicy(ObjectView):
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> L2AnnouncementPolicy:
         r, api_version, meta = read_object(cls, obj, path)
-        r.unknown_fields(("apiVersion", "kind", "metadata", "spec", "status"),
-                         what="a CiliumL2AnnouncementPolicy")
+        r.unknown_fields(SPEC_STATUS_FIELDS, what="a CiliumL2AnnouncementPolicy")
         spec = r.section("spec")
         spec.unknown_fields(("nodeSelector", "serviceSelector", "interfaces", "externalIPs",
                              "loadBalancerIPs"), what="an L2 announcement policy spec")

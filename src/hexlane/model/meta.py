@@ -65,6 +65,9 @@ METADATA_FIELDS = ("name", "generateName", "namespace", "uid", "resourceVersion"
                    "labels", "annotations", "ownerReferences", "finalizers", "managedFields",
                    "selfLink")
 
+# The top level of a kind with a spec and a status (the others are warned about).
+SPEC_STATUS_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
+
 NAME_RULES = {"subdomain": subdomain_problem, "label": dns_label_problem,
               "dns1035": dns1035_problem, "any": lambda _n: None}
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from hexlane.model.errors import join_path
 from hexlane.model.meta import (
+    SPEC_STATUS_FIELDS,
     Condition,
     ObjectView,
     dns_label_problem,
@@ -178,7 +179,7 @@ class Service(ObjectView):
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> Service:
         r, api_version, meta = read_object(cls, obj, path)
         p = r.problems
-        r.unknown_fields(("apiVersion", "kind", "metadata", "spec", "status"), what="a Service")
+        r.unknown_fields(SPEC_STATUS_FIELDS, what="a Service")
         spec = r.section("spec")
         spec.unknown_fields(SPEC_FIELDS, what="a Service spec")
         svc_type = spec.string("type", default="ClusterIP", choices=SERVICE_TYPES)
