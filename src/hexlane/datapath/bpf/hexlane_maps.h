@@ -96,24 +96,6 @@
 #define SNAT_PORT_MAX 60999
 #define SNAT_PORT_TRIES 16
 
-/* Why a packet was dropped: index into the drop counter map. */
-enum hl_drop_reason {
-	HL_DROP_NONE = 0,
-	HL_DROP_TRUNCATED = 1,       /* shorter than the headers it announces */
-	HL_DROP_INVALID_IP = 2,      /* IPv4 header malformed (version, ihl, total length) */
-	HL_DROP_INVALID_L4 = 3,      /* TCP/UDP header malformed (TCP data offset) */
-	HL_DROP_NO_BACKEND = 4,      /* service has no backend: rejected */
-	HL_DROP_BACKEND_MISSING = 5, /* chosen slot names no backend (map out of sync) */
-	HL_DROP_WRITE = 6,           /* packet rewrite failed */
-	HL_DROP_CSUM = 7,            /* checksum update failed */
-	HL_DROP_CT_CREATE = 8,       /* conntrack map full or update failed */
-	HL_DROP_REPLY_NAT = 9,       /* reply matched conntrack but its reverse NAT is missing */
-	HL_DROP_SNAT_PORTS = 10,     /* NodePort SNAT found no free NAT port */
-	HL_DROP_DSR_OPT = 11,        /* a DSR option that is malformed or truncated */
-	HL_DROP_NO_NODE_IP = 12,     /* SNAT needed but the agent set no node address */
-	HL_DROP_MAX = 16,
-};
-
 struct lb4_key {
 	__be32 address;     /* frontend address */
 	__be16 dport;       /* frontend port */

@@ -38,9 +38,31 @@
 #include "icmp.h"
 #include "nat.h"
 
-#ifndef TC_ACT_UNSPEC
-#define TC_ACT_UNSPEC (-1)
-#endif
+/* What each attach point does (one program per attach point; the shared body is hl_lb4_hook). */
+struct hl_hook {
+	/* Replies of translated flows: HL_REPLIES_SEND turns them back and sends them on by the
+	 * FIB, HL_REPLIES_PASS turns them back on their way out of a device (and only that).
+	 */
+	__u8 replies;
+	/* Which packets to a frontend are translated here: none, those from inside the cluster
+	 * (the INT scope, any frontend), those from outside (the EXT scope, external frontends;
+	 * SNAT or DSR for a backend on another node), or the plain pair's (EXT scope, any
+	 * frontend, DNAT only, left where they are).
+	 */
+	__u8 frontends;
+	bool dsr;     /* DSR packets for a local backend arrive here (from another node) */
+	bool ingress; /* an ingress hook: only there may a packet go straight into a pod */
+	int pass;     /* the verdict for a packet that is none of ours */
+};
+
+#define HL_REPLIES_NONE 0
+#define HL_REPLIES_SEND 1
+#define HL_REPLIES_PASS 2
+
+#define HL_FRONTENDS_NONE     0
+#define HL_FRONTENDS_INTERNAL 1
+#define HL_FRONTENDS_EXTERNAL 2
+#define HL_FRONTENDS_PLAIN    3
 
 /* A reply turned back by hl_lb4_reverse, sent where its (new) destination is: an SNAT
  * reply now goes to the client, a hairpin reply to the pod itself, any other to its pod.
@@ -55,38 +77,10 @@ static __always_inline int hl_reply_redirect(struct __sk_buff *skb, const struct
 	return hl_fib_redirect(skb, daddr, p->proto, false, !ingress);
 }
 
-#define HL_WIRE_NONE (-2) /* none of the packets hl_from_wire handles: a tc verdict else */
-
-/* What a packet arriving from another node may be (on the LAN interface or out of the
- * tunnel): the reply of a flow this node translated, or a DSR packet for a local backend.
+/* Every program's body: replies first, then DSR packets, then packets to a frontend. Returns
+ * a tc verdict.
  */
-static __always_inline int hl_from_wire(struct __sk_buff *skb, struct pkt4 *p)
-{
-	int ret;
-
-	ret = hl_lb4_reverse(skb, p);
-	if (ret < 0)
-		return hl_drop(-ret);
-	if (ret > 0)
-		return hl_reply_redirect(skb, p, true);
-	ret = hl_dsr_accept(skb, p);
-	if (ret < 0)
-		return hl_drop(-ret);
-	/* Straight into the backend's namespace: the client's address is kept, and when the
-	 * client is this node itself the input route check would drop it (a local source).
-	 */
-	if (ret > 0)
-		return hl_fib_redirect(skb, p->daddr, p->proto, true, false);
-	return HL_WIRE_NONE;
-}
-
-/* The shared body: reverse first, then forward. Returns a tc verdict; `pass` is what "none
- * of ours" returns, `redirect` whether translated packets go out by the FIB, `ingress`
- * whether the hook is an ingress one (only there may a packet go straight into a pod's
- * namespace: bpf_redirect_peer).
- */
-static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, bool reverse,
-					 bool redirect, bool ingress, int pass)
+static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_hook hook)
 {
 	const struct lb4_service *svc;
 	struct lb4_key key = {};
@@ -94,81 +88,69 @@ static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, b
 	__be32 daddr = 0;
 	int verdict = TC_ACT_OK;
 	bool local = false;
+	bool external = hook.frontends == HL_FRONTENDS_EXTERNAL;
 	int ret;
 
 	ret = hl_parse_ipv4(skb, &p);
 	if (ret == PARSE_PASS)
-		return pass;
+		return hook.pass;
 	if (ret < 0)
 		return hl_drop(-ret);
 
-	if (reverse) {
+	if (hook.replies != HL_REPLIES_NONE) {
 		ret = hl_lb4_reverse(skb, &p);
 		if (ret < 0)
 			return hl_drop(-ret);
+		if (hook.replies == HL_REPLIES_PASS)
+			return hook.pass;
 		/* By the FIB, not the kernel's forwarding: a NodePort reply now has the node's
 		 * own address as source, which the input route check would reject. A hairpin
 		 * reply's destination changed too: read it again.
 		 */
 		if (ret > 0)
-			return hl_reply_redirect(skb, &p, ingress);
+			return hl_reply_redirect(skb, &p, hook.ingress);
+	}
+	if (hook.dsr) {
+		ret = hl_dsr_accept(skb, &p);
+		if (ret < 0)
+			return hl_drop(-ret);
+		/* Straight into the backend's namespace: the client's address is kept, and when
+		 * the client is this node itself the input route check would drop it (a local
+		 * source).
+		 */
+		if (ret > 0)
+			return hl_fib_redirect(skb, p.daddr, p.proto, true, false);
+	}
+	if (hook.frontends == HL_FRONTENDS_NONE) {
+		hl_ct_forget_stale_reply(&p);
+		return hook.pass;
 	}
 
 	key.address = p.daddr;
 	key.dport = p.dport;
 	key.proto = p.proto;
-	svc = hl_lb4_lookup_scoped(&key, internal);
-	if (!svc) {
-		if (reverse)
+	svc = hl_lb4_lookup_scoped(&key, hook.frontends == HL_FRONTENDS_INTERNAL);
+	if (!svc || (external && !hl_lb4_is_external(svc))) {
+		if (hook.replies != HL_REPLIES_NONE)
 			hl_ct_forget_stale_reply(&p);
-		return pass;
+		return hook.pass;
 	}
 
-	ret = hl_lb4_translate(skb, &p, &key, svc, false, &daddr, &verdict, &local);
+	ret = hl_lb4_translate(skb, &p, &key, svc, external, &daddr, &verdict, &local);
 	if (ret < 0)
 		return hl_drop(-ret);
 	if (ret == HL_REJECTED)
 		return verdict;
-	return redirect ? hl_fib_redirect(skb, daddr, p.proto, ingress && local, !ingress)
-			: TC_ACT_OK;
+	if (hook.frontends == HL_FRONTENDS_PLAIN)
+		return TC_ACT_OK;
+	return hl_fib_redirect(skb, daddr, p.proto, hook.ingress && local, !hook.ingress);
 }
 
 SEC("tc")
 int hl_from_netdev(struct __sk_buff *skb)
 {
-	const struct lb4_service *svc;
-	struct lb4_key key = {};
-	struct pkt4 p = {};
-	__be32 daddr = 0;
-	int verdict = TC_ACT_OK;
-	bool local = false;
-	int ret;
-
-	ret = hl_parse_ipv4(skb, &p);
-	if (ret == PARSE_PASS)
-		return TC_ACT_UNSPEC;
-	if (ret < 0)
-		return hl_drop(-ret);
-
-	ret = hl_from_wire(skb, &p);
-	if (ret != HL_WIRE_NONE)
-		return ret;
-
-	key.address = p.daddr;
-	key.dport = p.dport;
-	key.proto = p.proto;
-	svc = hl_lb4_lookup_scoped(&key, false);
-	if (!svc || !hl_lb4_is_external(svc)) {
-		hl_ct_forget_stale_reply(&p);
-		return TC_ACT_UNSPEC;
-	}
-
-	ret = hl_lb4_translate(skb, &p, &key, svc, true, &daddr, &verdict, &local);
-	if (ret < 0)
-		return hl_drop(-ret);
-	if (ret == HL_REJECTED)
-		return verdict;
-	return hl_fib_redirect(skb, daddr, p.proto, local, false);
+	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_SEND, .dsr = true,
+		.frontends = HL_FRONTENDS_EXTERNAL, .ingress = true, .pass = TC_ACT_UNSPEC });
 }
 
 /* Ingress of the tunnel device (routingMode: tunnel): pod traffic between nodes arrives
@@ -178,31 +160,22 @@ int hl_from_netdev(struct __sk_buff *skb)
 SEC("tc")
 int hl_from_overlay(struct __sk_buff *skb)
 {
-	struct pkt4 p = {};
-	int ret;
-
-	ret = hl_parse_ipv4(skb, &p);
-	if (ret == PARSE_PASS)
-		return TC_ACT_UNSPEC;
-	if (ret < 0)
-		return hl_drop(-ret);
-	ret = hl_from_wire(skb, &p);
-	if (ret != HL_WIRE_NONE)
-		return ret;
-	hl_ct_forget_stale_reply(&p);
-	return TC_ACT_UNSPEC;
+	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_SEND, .dsr = true,
+		.frontends = HL_FRONTENDS_NONE, .ingress = true, .pass = TC_ACT_UNSPEC });
 }
 
 SEC("tc")
 int hl_from_pod(struct __sk_buff *skb)
 {
-	return hl_lb4_handle(skb, true, true, true, true, TC_ACT_UNSPEC);
+	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_SEND,
+		.frontends = HL_FRONTENDS_INTERNAL, .ingress = true, .pass = TC_ACT_UNSPEC });
 }
 
 SEC("tc")
 int hl_from_host(struct __sk_buff *skb)
 {
-	return hl_lb4_handle(skb, true, false, true, false, TC_ACT_UNSPEC);
+	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_NONE,
+		.frontends = HL_FRONTENDS_INTERNAL, .ingress = false, .pass = TC_ACT_UNSPEC });
 }
 
 /* Egress of the loopback device, which every packet of the node to one of its own addresses
@@ -213,32 +186,15 @@ int hl_from_host(struct __sk_buff *skb)
 SEC("tc")
 int hl_from_lo(struct __sk_buff *skb)
 {
-	return hl_lb4_handle(skb, true, true, true, false, TC_ACT_UNSPEC);
+	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_SEND,
+		.frontends = HL_FRONTENDS_INTERNAL, .ingress = false, .pass = TC_ACT_UNSPEC });
 }
 
 SEC("tc")
 int hl_from_client(struct __sk_buff *skb)
 {
-	return hl_lb4_handle(skb, false, false, false, false, TC_ACT_OK);
-}
-
-/* Reverse translation only, for a packet already on its way out of a device: `pass` is the
- * verdict for everything (translated or not) that is not dropped.
- */
-static __always_inline int hl_reverse_only(struct __sk_buff *skb, int pass)
-{
-	struct pkt4 p = {};
-	int ret;
-
-	ret = hl_parse_ipv4(skb, &p);
-	if (ret == PARSE_PASS)
-		return pass;
-	if (ret < 0)
-		return hl_drop(-ret);
-	ret = hl_lb4_reverse(skb, &p);
-	if (ret < 0)
-		return hl_drop(-ret);
-	return pass;
+	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_NONE,
+		.frontends = HL_FRONTENDS_PLAIN, .pass = TC_ACT_OK });
 }
 
 /* Egress of the LAN interface: a reply of a host-network backend of this node (its socket
@@ -248,14 +204,16 @@ static __always_inline int hl_reverse_only(struct __sk_buff *skb, int pass)
 SEC("tc")
 int hl_to_netdev(struct __sk_buff *skb)
 {
-	return hl_reverse_only(skb, TC_ACT_UNSPEC);
+	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_PASS,
+		.pass = TC_ACT_UNSPEC });
 }
 
 /* Egress of the VXLAN device: the same replies, to a pod on another node (tunnel mode). */
 SEC("tc")
 int hl_to_overlay(struct __sk_buff *skb)
 {
-	return hl_reverse_only(skb, TC_ACT_UNSPEC);
+	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_PASS,
+		.pass = TC_ACT_UNSPEC });
 }
 
 /* Egress of every pod's host-side veth: a reply of a host-network backend of this node to
@@ -264,13 +222,15 @@ int hl_to_overlay(struct __sk_buff *skb)
 SEC("tc")
 int hl_to_pod(struct __sk_buff *skb)
 {
-	return hl_reverse_only(skb, TC_ACT_UNSPEC);
+	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_PASS,
+		.pass = TC_ACT_UNSPEC });
 }
 
 SEC("tc")
 int hl_to_client(struct __sk_buff *skb)
 {
-	return hl_reverse_only(skb, TC_ACT_OK);
+	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_PASS,
+		.pass = TC_ACT_OK });
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

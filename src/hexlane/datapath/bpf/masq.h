@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The maps of hexlane's IPv4 masquerading (SNAT of pod traffic leaving the node), declared once.
  *
- * hexlane/datapath/masq.py mirrors every struct with ctypes; tests/netns checks the mirror
+ * hexlane/datapath/masq.py mirrors every struct with ctypes; tests/datapath checks the mirror
  * against this header's BTF. Maps are pinned by name under the agent's --bpf-root, so NAT
  * state outlives an agent restart.
  */
