@@ -39,7 +39,8 @@ BPF_EXIST = 2
 BPF_TC_INGRESS = 1
 BPF_TC_EGRESS = 2
 BPF_TC_F_REPLACE = 1
-# tc verdicts (linux/pkt_cls.h)
+# tc verdicts (linux/pkt_cls.h), as a test run's (unsigned) retval gives them
+TC_ACT_UNSPEC = 0xFFFFFFFF  # -1: on to the next filter
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
 TC_ACT_REDIRECT = 7

@@ -5,10 +5,10 @@
 `hexlane.ipam.routes.plan_masquerade` decided into `hl_masq4_nonmasq` and `hl_masq4_config`,
 through one reconciler per map (`hexlane.datapath.reconcile`), and `resync()` reads both maps
 back and repairs what changed behind the agent's back; `attach(ifindex)` puts the programs on
-tc egress and ingress of the interface (in the calling thread's network namespace) at
-priority 2: on ingress before the service load balancer (priority 3), which then sees a reply
-of a pod's masqueraded connection with the pod's address. Inspect with
-`bpftool map dump pinned <bpf_root>/hl_snat4` and `bpftool net` in the node's namespace.
+tc egress and ingress of the interface (in the calling thread's network namespace, through
+`hexlane.datapath.tc`) at priority 2: on ingress before the service load balancer (priority
+3), which then sees a reply of a pod's masqueraded connection with the pod's address. Inspect
+with `bpftool map dump pinned <bpf_root>/hl_snat4` and `bpftool net` in the node's namespace.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from hexlane.datapath import libbpf
+from hexlane.datapath import libbpf, tc
 from hexlane.datapath.bpffs import on_bpffs
 from hexlane.datapath.build import compile_program
 from hexlane.datapath.reconcile import FlushResult, MapTable, Reconciler, flush_group
@@ -131,6 +131,11 @@ class MasqDatapath:
         # What `configure` wants in the two maps the agent writes (raw keys and values).
         self.config_rec: Reconciler[bytes, bytes] = Reconciler(MapTable(self.config))
         self.nonmasq_rec: Reconciler[bytes, bytes] = Reconciler(MapTable(self.nonmasq))
+        # Where the programs sit (`attach`): tc slots under the masquerade's handle.
+        self.tc_table = tc.TcTable(lambda name: obj.program(name).fd, handle=TC_HANDLE,
+                                   slots=(("egress", TC_PRIORITY), ("ingress", TC_PRIORITY)),
+                                   name="masq_tc")
+        self.tc: Reconciler[tc.Slot, int] = Reconciler(self.tc_table)
 
     @classmethod
     def load(cls, bpf_root: str | os.PathLike[str]) -> MasqDatapath:
@@ -185,18 +190,18 @@ class MasqDatapath:
                 for k in self.nonmasq.iter_keys()}
 
     def attach(self, ifindex: int) -> None:
-        """Attach both programs to `ifindex` (in the calling thread's network namespace)."""
-        for name, direction in ((PROGRAM_EGRESS, "egress"), (PROGRAM_INGRESS, "ingress")):
-            libbpf.tc_attach(ifindex, self.obj.program(name).fd, direction, handle=TC_HANDLE,
-                             priority=TC_PRIORITY)
-
-    def detach(self, ifindex: int) -> None:
-        for direction in ("egress", "ingress"):
-            try:
-                libbpf.tc_detach(ifindex, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
-            except libbpf.BpfError as err:
-                if err.errno not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
-                    raise
+        """Attach both programs to `ifindex` (in the calling thread's network namespace),
+        replacing a previous agent's; raises when either could not be attached."""
+        device = socket.if_indextoname(ifindex)
+        wanted = {(device, direction, TC_PRIORITY): self.tc_table.program_id(name)
+                  for name, direction in ((PROGRAM_EGRESS, "egress"),
+                                          (PROGRAM_INGRESS, "ingress"))}
+        self.tc_table.wanted = set(wanted)
+        self.tc.set_all(wanted)
+        failed = self.tc.flush().failed
+        if failed:
+            raise RuntimeError(f"masquerade programs not attached to {device}: "
+                               + "; ".join(map(str, failed.values())))
 
     def entries(self) -> list[NatEntry]:
         """The live translations (from their egress entries), sorted."""

@@ -21,8 +21,8 @@
  * hl_to_netdev / hl_to_overlay / hl_to_pod (egress of the LAN interface, the VXLAN device,
  *   every pod veth): replies that a host-network backend of this node sends from the node's
  *   own stack are turned back.
- * hl_from_client / hl_to_client: the plain pair (every frontend, EXT scope, DNAT only; the
- *   reverse on the way back), for a node that is just a router between clients and backends.
+ * Each program is one struct hl_hook given to the shared body, hl_lb4_hook; what is not the
+ * program's goes on to the next filter (TC_ACT_UNSPEC).
  *
  * A service without backends rejects the packet with ICMP port unreachable (icmp.h), counted
  * as HL_DROP_NO_BACKEND. Malformed or truncated packets are dropped and counted by reason in
@@ -45,14 +45,12 @@ struct hl_hook {
 	 */
 	__u8 replies;
 	/* Which packets to a frontend are translated here: none, those from inside the cluster
-	 * (the INT scope, any frontend), those from outside (the EXT scope, external frontends;
-	 * SNAT or DSR for a backend on another node), or the plain pair's (EXT scope, any
-	 * frontend, DNAT only, left where they are).
+	 * (the INT scope, any frontend), or those from outside (the EXT scope, external
+	 * frontends; SNAT or DSR for a backend on another node).
 	 */
 	__u8 frontends;
 	bool dsr;     /* DSR packets for a local backend arrive here (from another node) */
 	bool ingress; /* an ingress hook: only there may a packet go straight into a pod */
-	int pass;     /* the verdict for a packet that is none of ours */
 };
 
 #define HL_REPLIES_NONE 0
@@ -62,7 +60,6 @@ struct hl_hook {
 #define HL_FRONTENDS_NONE     0
 #define HL_FRONTENDS_INTERNAL 1
 #define HL_FRONTENDS_EXTERNAL 2
-#define HL_FRONTENDS_PLAIN    3
 
 /* A reply turned back by hl_lb4_reverse, sent where its (new) destination is: an SNAT
  * reply now goes to the client, a hairpin reply to the pod itself, any other to its pod.
@@ -93,7 +90,7 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 
 	ret = hl_parse_ipv4(skb, &p);
 	if (ret == PARSE_PASS)
-		return hook.pass;
+		return TC_ACT_UNSPEC;
 	if (ret < 0)
 		return hl_drop(-ret);
 
@@ -102,7 +99,7 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 		if (ret < 0)
 			return hl_drop(-ret);
 		if (hook.replies == HL_REPLIES_PASS)
-			return hook.pass;
+			return TC_ACT_UNSPEC;
 		/* By the FIB, not the kernel's forwarding: a NodePort reply now has the node's
 		 * own address as source, which the input route check would reject. A hairpin
 		 * reply's destination changed too: read it again.
@@ -123,7 +120,7 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	}
 	if (hook.frontends == HL_FRONTENDS_NONE) {
 		hl_ct_forget_stale_reply(&p);
-		return hook.pass;
+		return TC_ACT_UNSPEC;
 	}
 
 	key.address = p.daddr;
@@ -133,7 +130,7 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	if (!svc || (external && !hl_lb4_is_external(svc))) {
 		if (hook.replies != HL_REPLIES_NONE)
 			hl_ct_forget_stale_reply(&p);
-		return hook.pass;
+		return TC_ACT_UNSPEC;
 	}
 
 	ret = hl_lb4_translate(skb, &p, &key, svc, external, &daddr, &verdict, &local);
@@ -141,96 +138,50 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 		return hl_drop(-ret);
 	if (ret == HL_REJECTED)
 		return verdict;
-	if (hook.frontends == HL_FRONTENDS_PLAIN)
-		return TC_ACT_OK;
 	return hl_fib_redirect(skb, daddr, p.proto, hook.ingress && local, !hook.ingress);
 }
 
-SEC("tc")
-int hl_from_netdev(struct __sk_buff *skb)
-{
-	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_SEND, .dsr = true,
-		.frontends = HL_FRONTENDS_EXTERNAL, .ingress = true, .pass = TC_ACT_UNSPEC });
-}
+/* One program per attach point: its name, and what it does there (struct hl_hook). */
+#define HL_PROGRAM(name, ...)							\
+	SEC("tc") int name(struct __sk_buff *skb)				\
+	{									\
+		return hl_lb4_hook(skb, (struct hl_hook){ __VA_ARGS__ });	\
+	}
+
+HL_PROGRAM(hl_from_netdev, .replies = HL_REPLIES_SEND, .dsr = true,
+	   .frontends = HL_FRONTENDS_EXTERNAL, .ingress = true)
 
 /* Ingress of the tunnel device (routingMode: tunnel): pod traffic between nodes arrives
  * here decapsulated, so replies to flows a pod or the node sent to a backend on another node
  * are turned back here, and DSR packets for a local backend come this way too.
  */
-SEC("tc")
-int hl_from_overlay(struct __sk_buff *skb)
-{
-	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_SEND, .dsr = true,
-		.frontends = HL_FRONTENDS_NONE, .ingress = true, .pass = TC_ACT_UNSPEC });
-}
+HL_PROGRAM(hl_from_overlay, .replies = HL_REPLIES_SEND, .dsr = true,
+	   .frontends = HL_FRONTENDS_NONE, .ingress = true)
 
-SEC("tc")
-int hl_from_pod(struct __sk_buff *skb)
-{
-	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_SEND,
-		.frontends = HL_FRONTENDS_INTERNAL, .ingress = true, .pass = TC_ACT_UNSPEC });
-}
+HL_PROGRAM(hl_from_pod, .replies = HL_REPLIES_SEND, .frontends = HL_FRONTENDS_INTERNAL,
+	   .ingress = true)
 
-SEC("tc")
-int hl_from_host(struct __sk_buff *skb)
-{
-	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_NONE,
-		.frontends = HL_FRONTENDS_INTERNAL, .ingress = false, .pass = TC_ACT_UNSPEC });
-}
+HL_PROGRAM(hl_from_host, .replies = HL_REPLIES_NONE, .frontends = HL_FRONTENDS_INTERNAL)
 
 /* Egress of the loopback device, which every packet of the node to one of its own addresses
  * takes: its connections to its own NodePorts are translated here (DNAT, then the FIB), and
  * replies that reach such a connection through the loopback (from a host-network backend of
  * this node) are turned back.
  */
-SEC("tc")
-int hl_from_lo(struct __sk_buff *skb)
-{
-	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_SEND,
-		.frontends = HL_FRONTENDS_INTERNAL, .ingress = false, .pass = TC_ACT_UNSPEC });
-}
-
-SEC("tc")
-int hl_from_client(struct __sk_buff *skb)
-{
-	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_NONE,
-		.frontends = HL_FRONTENDS_PLAIN, .pass = TC_ACT_OK });
-}
+HL_PROGRAM(hl_from_lo, .replies = HL_REPLIES_SEND, .frontends = HL_FRONTENDS_INTERNAL)
 
 /* Egress of the LAN interface: a reply of a host-network backend of this node (its socket
  * answers from the node's own stack) to a client outside, before it leaves (and before the
  * masquerade behind it).
  */
-SEC("tc")
-int hl_to_netdev(struct __sk_buff *skb)
-{
-	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_PASS,
-		.pass = TC_ACT_UNSPEC });
-}
+HL_PROGRAM(hl_to_netdev, .replies = HL_REPLIES_PASS)
 
 /* Egress of the VXLAN device: the same replies, to a pod on another node (tunnel mode). */
-SEC("tc")
-int hl_to_overlay(struct __sk_buff *skb)
-{
-	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_PASS,
-		.pass = TC_ACT_UNSPEC });
-}
+HL_PROGRAM(hl_to_overlay, .replies = HL_REPLIES_PASS)
 
 /* Egress of every pod's host-side veth: a reply of a host-network backend of this node to
  * a pod of this node (replies from elsewhere were turned back where they came in).
  */
-SEC("tc")
-int hl_to_pod(struct __sk_buff *skb)
-{
-	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_PASS,
-		.pass = TC_ACT_UNSPEC });
-}
-
-SEC("tc")
-int hl_to_client(struct __sk_buff *skb)
-{
-	return hl_lb4_hook(skb, (struct hl_hook){ .replies = HL_REPLIES_PASS,
-		.pass = TC_ACT_OK });
-}
+HL_PROGRAM(hl_to_pod, .replies = HL_REPLIES_PASS)
 
 char _license[] SEC("license") = "Dual BSD/GPL";
