@@ -15,6 +15,7 @@ import bpf_packets as packets
 from bpf_lbsetup import Services
 
 from hexlane.datapath import libbpf
+from hexlane.datapath.layout import ip4, port16
 from hexlane.datapath.lb.conntrack import (
     CT_ENTRY_F_CLOSING,
     NS,
@@ -23,7 +24,7 @@ from hexlane.datapath.lb.conntrack import (
     gc_conntrack,
 )
 from hexlane.datapath.lb.loader import PROGRAM_FROM_POD, LbDatapath
-from hexlane.datapath.lb.maps import CT_F_REPLY, CT_F_SERVICE, Ct4Entry, Ct4Key, ip4, port16
+from hexlane.datapath.lb.maps import CT_F_REPLY, CT_F_SERVICE, Ct4Entry, Ct4Key
 
 
 def test_expiry_rule() -> None:

@@ -24,18 +24,11 @@ import pytest
 from bpf_lbsetup import Services, run_program
 
 from hexlane.datapath import libbpf
+from hexlane.datapath.layout import ip4, port16
 from hexlane.datapath.lb import view
 from hexlane.datapath.lb.encode import service_id_key
 from hexlane.datapath.lb.loader import PROGRAM_FROM_POD, PROGRAM_TO_POD, LbDatapath
-from hexlane.datapath.lb.maps import (
-    CT_F_REPLY,
-    CT_F_SERVICE,
-    Ct4Key,
-    DropReason,
-    Lb4Key,
-    ip4,
-    port16,
-)
+from hexlane.datapath.lb.maps import CT_F_REPLY, CT_F_SERVICE, Ct4Key, DropReason, Lb4Key
 from hexlane.datapath.lb.sync import MaglevTable
 
 CLIENT = "10.0.1.5"

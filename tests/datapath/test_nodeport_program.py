@@ -24,6 +24,7 @@ import pytest
 from bpf_lbsetup import Services
 
 from hexlane.datapath import libbpf
+from hexlane.datapath.layout import ip4, port16
 from hexlane.datapath.lb import view
 from hexlane.datapath.lb.loader import PROGRAM_FROM_NETDEV, PROGRAM_FROM_POD, LbDatapath
 from hexlane.datapath.lb.maps import (
@@ -33,8 +34,6 @@ from hexlane.datapath.lb.maps import (
     SNAT_PORT_MAX,
     SNAT_PORT_MIN,
     Ct4Key,
-    ip4,
-    port16,
 )
 from hexlane.lb.services import NODE_PORT, SCOPE_INT
 

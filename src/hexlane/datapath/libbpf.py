@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hexlane.datapath.layout import u8, u32, u64
+
 _c_void_p = ctypes.c_void_p
 
 # enum bpf_map_type (linux/bpf.h), the ones hexlane creates or inspects
@@ -60,73 +62,40 @@ class BpfError(OSError):
         return str(self.args[1])
 
 
+# The opts structs as libbpf 1.1 declares them (`sz` first), and the heads of the kernel's info
+# structs.
+size_t, ptr = ctypes.c_size_t, _c_void_p
+
+
 class _TestRunOpts(ctypes.Structure):
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("data_in", _c_void_p),
-        ("data_out", _c_void_p),
-        ("data_size_in", ctypes.c_uint32),
-        ("data_size_out", ctypes.c_uint32),
-        ("ctx_in", _c_void_p),
-        ("ctx_out", _c_void_p),
-        ("ctx_size_in", ctypes.c_uint32),
-        ("ctx_size_out", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32),
-        ("repeat", ctypes.c_int),
-        ("duration", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("cpu", ctypes.c_uint32),
-        ("batch_size", ctypes.c_uint32),
-    ]
+    _fields_ = [("sz", size_t), ("data_in", ptr), ("data_out", ptr), ("data_size_in", u32),
+                ("data_size_out", u32), ("ctx_in", ptr), ("ctx_out", ptr), ("ctx_size_in", u32),
+                ("ctx_size_out", u32), ("retval", u32), ("repeat", ctypes.c_int),
+                ("duration", u32), ("flags", u32), ("cpu", u32), ("batch_size", u32)]
 
 
 class _TcHook(ctypes.Structure):
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("ifindex", ctypes.c_int),
-        ("attach_point", ctypes.c_int),
-        ("parent", ctypes.c_uint32),
-    ]
+    _fields_ = [("sz", size_t), ("ifindex", ctypes.c_int), ("attach_point", ctypes.c_int),
+                ("parent", u32)]
 
 
 class _TcOpts(ctypes.Structure):
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("prog_fd", ctypes.c_int),
-        ("flags", ctypes.c_uint32),
-        ("prog_id", ctypes.c_uint32),
-        ("handle", ctypes.c_uint32),
-        ("priority", ctypes.c_uint32),
-    ]
+    _fields_ = [("sz", size_t), ("prog_fd", ctypes.c_int), ("flags", u32), ("prog_id", u32),
+                ("handle", u32), ("priority", u32)]
 
 
 class _MapCreateOpts(ctypes.Structure):
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("btf_fd", ctypes.c_uint32),
-        ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32),
-        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("inner_map_fd", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("map_extra", ctypes.c_uint64),
-        ("numa_node", ctypes.c_uint32),
-        ("map_ifindex", ctypes.c_uint32),
-    ]
+    _fields_ = [("sz", size_t), ("btf_fd", u32), ("btf_key_type_id", u32),
+                ("btf_value_type_id", u32), ("btf_vmlinux_value_type_id", u32),
+                ("inner_map_fd", u32), ("map_flags", u32), ("map_extra", u64),
+                ("numa_node", u32), ("map_ifindex", u32)]
 
 
 class _MapInfo(ctypes.Structure):
     """The head of struct bpf_map_info (linux/bpf.h); the kernel fills what fits."""
 
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("name", ctypes.c_char * 16),
-    ]
+    _fields_ = [("type", u32), ("id", u32), ("key_size", u32), ("value_size", u32),
+                ("max_entries", u32), ("map_flags", u32), ("name", ctypes.c_char * 16)]
 
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, _c_void_p)
@@ -448,12 +417,10 @@ def get_pinned(path: str | os.PathLike[str]) -> int:
 class _ProgInfo(ctypes.Structure):
     """The head of struct bpf_prog_info, up to the name (the kernel fills what fits)."""
 
-    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32),
-                ("tag", ctypes.c_uint8 * 8), ("jited_prog_len", ctypes.c_uint32),
-                ("xlated_prog_len", ctypes.c_uint32), ("jited_prog_insns", ctypes.c_uint64),
-                ("xlated_prog_insns", ctypes.c_uint64), ("load_time", ctypes.c_uint64),
-                ("created_by_uid", ctypes.c_uint32), ("nr_map_ids", ctypes.c_uint32),
-                ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16)]
+    _fields_ = [("type", u32), ("id", u32), ("tag", u8 * 8), ("jited_prog_len", u32),
+                ("xlated_prog_len", u32), ("jited_prog_insns", u64), ("xlated_prog_insns", u64),
+                ("load_time", u64), ("created_by_uid", u32), ("nr_map_ids", u32),
+                ("map_ids", u64), ("name", ctypes.c_char * 16)]
 
 
 def _prog_info(fd: int, what: str) -> _ProgInfo:

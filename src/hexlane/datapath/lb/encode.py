@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from hexlane.datapath.layout import ip4, ip4_str, port16, port_int
 from hexlane.datapath.lb.maps import (
     BE_NODE_LOCAL,
     BE_NODE_REMOTE,
@@ -36,10 +37,6 @@ from hexlane.datapath.lb.maps import (
     Lb4ReverseNat,
     Lb4Service,
     LbAffinityMatch,
-    ip4,
-    ip4_str,
-    port16,
-    port_int,
     service_master_value,
 )
 from hexlane.lb.services import (

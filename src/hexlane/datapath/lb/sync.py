@@ -20,9 +20,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hexlane.datapath import libbpf
+from hexlane.datapath.layout import ip4
 from hexlane.datapath.lb.encode import raw_backend, raw_entry, slot0_last
 from hexlane.datapath.lb.loader import LbDatapath
-from hexlane.datapath.lb.maps import LbNodeConfig, ip4, maglev_lut_type
+from hexlane.datapath.lb.maps import LbNodeConfig, maglev_lut_type
 from hexlane.datapath.reconcile import (
     FlushResult,
     MapTable,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hexlane.datapath import libbpf
+from hexlane.datapath.layout import ip4_str, port_int
 from hexlane.datapath.lb.maps import (
     AFFINITY_TIMEOUT_MASK,
     BACKENDS_MAP,
@@ -37,8 +38,6 @@ from hexlane.datapath.lb.maps import (
     Lb4Backend,
     Lb4Key,
     Lb4Service,
-    ip4_str,
-    port_int,
 )
 
 _PROTOS = {6: "TCP", 17: "UDP", 132: "SCTP"}
