@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from hexlane.datapath.layout import u8, u32, u64
@@ -218,6 +218,7 @@ def _as_buffer(data: bytes | bytearray | ctypes.Structure | ctypes.Array[Any], s
     return ctypes.create_string_buffer(raw, size)
 
 
+@dataclass(eq=False)
 class Map:
     """A BPF map by file descriptor: update, lookup, delete and iterate raw or typed entries.
 
@@ -226,18 +227,16 @@ class Map:
     belong to the object.
     """
 
-    def __init__(self, fd: int, name: str, key_size: int, value_size: int, max_entries: int,
-                 map_type: int, *, owned: bool = False, key_type: Any = None,
-                 value_type: Any = None) -> None:
-        self.fd = fd
-        self.name = name
-        self.key_size = key_size
-        self.value_size = value_size
-        self.max_entries = max_entries
-        self.map_type = map_type
-        self.key_type = key_type
-        self.value_type = value_type
-        self._owned = owned
+    fd: int
+    name: str
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_type: int
+    _: KW_ONLY
+    owned: bool = False
+    key_type: Any = None
+    value_type: Any = None
 
     @classmethod
     def from_pin(cls, path: str | os.PathLike[str], *, key_type: Any = None,
@@ -289,7 +288,7 @@ class Map:
                                  f"{ctypes.sizeof(t)} bytes, the map's {kind} is {size}")
 
     def close(self) -> None:
-        if self._owned and self.fd >= 0:
+        if self.owned and self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
@@ -534,11 +533,27 @@ class BpfObject:
             _check(_lib.bpf_map__set_pin_path(p, os.fsencode(os.path.join(root, name))),
                    f"set pin path of map {name} in {self.path}")
 
+    def _find(self, kind: str, name: str, *, loaded: bool = True) -> tuple[int, int]:
+        """The libbpf pointer of the object's `kind` ("map" or "program") `name`, and its fd
+        (-1 unless `loaded` is asked for)."""
+        is_map = kind == "map"
+        find = _lib.bpf_object__find_map_by_name if is_map else \
+            _lib.bpf_object__find_program_by_name
+        ptr = find(self._obj(), name.encode())
+        if not ptr:
+            names = self.map_names() if is_map else self.program_names()
+            raise BpfError(errno_mod.ENOENT, f"{kind} {name} in {self.path} "
+                                             f"(has: {', '.join(names)})")
+        if not loaded:
+            return ptr, -1
+        fd = (_lib.bpf_map__fd if is_map else _lib.bpf_program__fd)(ptr)
+        if fd < 0:
+            raise BpfError(_err(fd), f"{kind} {name} in {self.path} is not loaded")
+        return ptr, fd
+
     def set_pin_path(self, map_name: str, path: str | os.PathLike[str]) -> None:
         """Pin one map at `path` instead of under the pin root."""
-        ptr = _lib.bpf_object__find_map_by_name(self._obj(), map_name.encode())
-        if not ptr:
-            raise BpfError(errno_mod.ENOENT, f"map {map_name} in {self.path}")
+        ptr, _ = self._find("map", map_name, loaded=False)
         _check(_lib.bpf_map__set_pin_path(ptr, os.fsencode(path)),
                f"set pin path of map {map_name} in {self.path}")
 
@@ -554,23 +569,11 @@ class BpfObject:
         self.loaded = True
 
     def program(self, name: str) -> Program:
-        ptr = _lib.bpf_object__find_program_by_name(self._obj(), name.encode())
-        if not ptr:
-            raise BpfError(errno_mod.ENOENT, f"program {name} in {self.path} "
-                                             f"(has: {', '.join(self.program_names())})")
-        fd = _lib.bpf_program__fd(ptr)
-        if fd < 0:
-            raise BpfError(_err(fd), f"program {name} in {self.path} is not loaded")
+        ptr, fd = self._find("program", name)
         return Program(name, fd, ptr)
 
     def map(self, name: str, *, key_type: Any = None, value_type: Any = None) -> Map:
-        ptr = _lib.bpf_object__find_map_by_name(self._obj(), name.encode())
-        if not ptr:
-            raise BpfError(errno_mod.ENOENT, f"map {name} in {self.path} "
-                                             f"(has: {', '.join(self.map_names())})")
-        fd = _lib.bpf_map__fd(ptr)
-        if fd < 0:
-            raise BpfError(_err(fd), f"map {name} in {self.path} is not loaded")
+        ptr, fd = self._find("map", name)
         m = Map(fd, name, _lib.bpf_map__key_size(ptr), _lib.bpf_map__value_size(ptr),
                 _lib.bpf_map__max_entries(ptr), _lib.bpf_map__type(ptr),
                 key_type=key_type, value_type=value_type)
