@@ -47,10 +47,15 @@ LB_SELECTION_MAGLEV = 2
 LB_LOOKUP_SCOPE_EXT = 0
 LB_LOOKUP_SCOPE_INT = 1
 
-BE_STATE_ACTIVE = 0
-BE_STATE_TERMINATING = 1
-BE_STATE_QUARANTINED = 2
-BE_STATE_MAINTENANCE = 3
+
+class BackendState(enum.IntEnum):
+    """lb4_backend.flags: the backend's state (BE_STATE_*)."""
+
+    ACTIVE = 0
+    TERMINATING = 1
+    QUARANTINED = 2
+    MAINTENANCE = 3
+
 
 CT_F_SERVICE = 1
 CT_F_REPLY = 2
