@@ -30,6 +30,19 @@
 #define offsetof(type, member) __builtin_offsetof(type, member)
 #endif
 
+/* A map pinned by name under the agent's --bpf-root: it outlives the agent, and a restarted
+ * agent's programs find it again, with the state it holds (`flags`: map_flags, or 0).
+ */
+#define HL_PINNED_MAP(_type, _key, _value, _max_entries, _flags)	\
+	struct {							\
+		__uint(type, _type);					\
+		__type(key, _key);					\
+		__type(value, _value);					\
+		__uint(max_entries, _max_entries);			\
+		__uint(map_flags, _flags);				\
+		__uint(pinning, LIBBPF_PIN_BY_NAME);			\
+	}
+
 /* Why a packet is dropped: what the parser (parse.h) and the rewrites (csum.h) return, negated,
  * and the index of its counter in the load balancer's hl_drops map.
  */

@@ -178,32 +178,14 @@ struct lb_affinity_val {
 	__u32 pad;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct lb4_key);
-	__type(value, struct lb4_service);
-	__uint(max_entries, LB_MAP_MAX_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_lb4_services SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_HASH, struct lb4_key, struct lb4_service,
+	      LB_MAP_MAX_ENTRIES, BPF_F_NO_PREALLOC) hl_lb4_services SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u32);
-	__type(value, struct lb4_backend);
-	__uint(max_entries, LB_MAP_MAX_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_lb4_backends SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_HASH, __u32, struct lb4_backend,
+	      LB_MAP_MAX_ENTRIES, BPF_F_NO_PREALLOC) hl_lb4_backends SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u16);
-	__type(value, struct lb4_reverse_nat);
-	__uint(max_entries, LB_MAP_MAX_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_lb4_revnat SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_HASH, __u16, struct lb4_reverse_nat,
+	      LB_MAP_MAX_ENTRIES, BPF_F_NO_PREALLOC) hl_lb4_revnat SEC(".maps");
 
 /* The inner map of hl_lb4_maglev: one entry holding one service's whole table, so the agent
  * swaps a service's table atomically by pointing the outer entry at a new inner map.
@@ -225,23 +207,12 @@ struct {
 	__array(values, struct hl_lb4_maglev_inner);
 } hl_lb4_maglev SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct ct4_key);
-	__type(value, struct ct4_entry);
-	__uint(max_entries, CT_MAP_MAX_ENTRIES);
-	/* per-CPU LRU lists: new flows on different CPUs do not contend for one lock */
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_ct4 SEC(".maps");
+/* per-CPU LRU lists: new flows on different CPUs do not contend for one lock */
+HL_PINNED_MAP(BPF_MAP_TYPE_LRU_HASH, struct ct4_key, struct ct4_entry,
+	      CT_MAP_MAX_ENTRIES, BPF_F_NO_COMMON_LRU) hl_ct4 SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct lb4_affinity_key);
-	__type(value, struct lb_affinity_val);
-	__uint(max_entries, LB_MAP_MAX_ENTRIES);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_lb4_affinity SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_LRU_HASH, struct lb4_affinity_key, struct lb_affinity_val,
+	      LB_MAP_MAX_ENTRIES, 0) hl_lb4_affinity SEC(".maps");
 
 /* Which backends belong to which service: an affinity entry only counts while its backend is
  * still one of the service's (Cilium's cilium_lb_affinity_match); the agent keeps it.
@@ -252,29 +223,13 @@ struct lb_affinity_match {
 	__u16 pad;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct lb_affinity_match);
-	__type(value, __u8);
-	__uint(max_entries, LB_MAP_MAX_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_lb_aff_match SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_HASH, struct lb_affinity_match, __u8,
+	      LB_MAP_MAX_ENTRIES, BPF_F_NO_PREALLOC) hl_lb_aff_match SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, struct lb_node_config);
-	__uint(max_entries, 1);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_lb_config SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, struct lb_node_config,
+	      1, 0) hl_lb_config SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, HL_DROP_MAX);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_drops SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, __u64,
+	      HL_DROP_MAX, 0) hl_drops SEC(".maps");
 
 #endif /* HEXLANE_MAPS_H */
