@@ -17,10 +17,9 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from cni_helpers import Agent, cni, conf, require_root
+from cni_helpers import Agent, cni, conf, require_root, start_agents
 
 from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.lab import netns
@@ -59,34 +58,18 @@ else:
 
 
 @pytest.fixture(scope="module")
-def bpf_root() -> Iterator[Path]:
-    """A unique directory on a bpffs (a private mount when /sys/fs/bpf has none)."""
-    require_root()
-    with scratch_bpf_dir("hexlane-masq-test") as root:
-        yield root
-
-
-@pytest.fixture(scope="module")
-def lab(bpf_root: Path, tmp_path_factory: pytest.TempPathFactory
+def lab(tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[tuple[Topology, dict[str, Agent]]]:
+    require_root()
     tmp = tmp_path_factory.mktemp("masq")
-    with Topology("hxm") as topo:
+    with scratch_bpf_dir("hexlane-masq-test") as bpf_root, Topology("hxm") as topo:
         topo.lan()
         topo.add("client")
         topo.plug("lan", "client", f"{CLIENT}/24")
         topo.start("client", [sys.executable, "-c", WHOAMI])
-        agents = {}
-        for name, (ip, cidr) in NODES.items():
-            topo.add(name)
-            topo.plug("lan", name, f"{ip}/24")
-            peers = [f"{o},{oip},{oc}" for o, (oip, oc) in NODES.items() if o != name]
-            agents[name] = Agent(topo, name, tmp / name / "state", node_ip=ip, pod_cidr=cidr,
-                                 mode="native", peers=peers, extra_args=[
-                                     "--masquerade-device", "eth0",
-                                     "--bpf-root", str(bpf_root / name),
-                                     "--native-routing-cidr", "10.247.0.0/16"])
-            agents[name].start()
-        yield topo, agents
+        yield topo, start_agents(topo, NODES, tmp, extra_args=lambda name: [
+            "--masquerade-device", "eth0", "--bpf-root", str(bpf_root / name),
+            "--native-routing-cidr", "10.247.0.0/16"])
         made = list(topo.created)
     assert not any(netns.exists(n) for n in made)
 
