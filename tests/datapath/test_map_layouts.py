@@ -91,6 +91,8 @@ def test_lb_constants_match_the_header() -> None:
     for name in ("SVC_FLAG_AFFINITY", "SVC_FLAG_LOADBALANCER", "LB_ALGORITHM_SHIFT",
                  "LB_SELECTION_MAGLEV", "LB_SELECTION_RANDOM", "CT_F_SERVICE", "CT_F_REPLY"):
         assert defines[name] == getattr(maps, name), name
+    assert {f"BE_STATE_{state.name}": int(state) for state in maps.BackendState} == {
+        name: value for name, value in defines.items() if name.startswith("BE_STATE_")}
 
 
 def test_masq_constants_match_the_header() -> None:

@@ -5,7 +5,7 @@
  * it (client -> frontend), remembering the backend so later packets keep it; and CT_F_REPLY
  * keyed by the tuple after DNAT (client -> backend), so a reply (backend -> client) finds the
  * service's reverse NAT. The LRU evicts idle flows under pressure; the agent expires the rest
- * by last_seen_ns (hexlane.datapath.conntrack), sooner once a FIN or RST marked them closing.
+ * by last_seen_ns (hexlane.datapath.lb.conntrack), sooner once a FIN or RST marked them closing.
  */
 #ifndef HEXLANE_CONNTRACK_H
 #define HEXLANE_CONNTRACK_H
