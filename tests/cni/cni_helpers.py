@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,26 @@ class Agent:
         status, body = call_agent(str(self.state_dir), "GET", path)
         assert status == 200, body
         return body
+
+
+def start_agents(topo: Topology, nodes: Mapping[str, tuple[str, str]], tmp: Path, *,
+                 mode: str = "native",
+                 extra_args: Callable[[str], Sequence[str]] = lambda name: ()
+                 ) -> dict[str, Agent]:
+    """A node namespace per entry of `nodes` (name -> (node IP, pod CIDR)) on the topology's
+    LAN "lan", each with a started agent (state in tmp/<name>/state) that knows the others
+    as peers."""
+    agents = {}
+    for name, (ip, cidr) in nodes.items():
+        topo.add(name)
+        topo.plug("lan", name, f"{ip}/24")
+        peers = [f"{other},{oip},{ocidr}" for other, (oip, ocidr) in nodes.items()
+                 if other != name]
+        agents[name] = Agent(topo, name, tmp / name / "state", node_ip=ip, pod_cidr=cidr,
+                             mode=mode, peers=peers, extra_args=extra_args(name))
+    for agent in agents.values():
+        agent.start()
+    return agents
 
 
 def cni(ns: str, command: str, config: Mapping[str, Any] | str | None, *,

@@ -1,14 +1,17 @@
-"""Fixtures for datapath tests: a private place to pin BPF objects, and the loaded LB."""
+"""Fixtures for datapath tests: a private place to pin BPF objects, the loaded LB, the
+services programmed into it, and a namespace to run its programs in (bpf_lbsetup.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from bpf_lbsetup import Services, program_netns, run_program
 
+from hexlane.datapath import libbpf
 from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.datapath.lb.loader import LbDatapath
 
@@ -46,3 +49,22 @@ def lb(bpffs_dir: Path, request: pytest.FixtureRequest) -> Iterator[LbDatapath]:
         datapath.unpin()
         datapath.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def services(lb: LbDatapath) -> Services:
+    """What the module's tests program into `lb`, through the agent's LbSync."""
+    return Services(lb)
+
+
+@pytest.fixture(scope="module")
+def prog_netns(bpffs_dir: Path) -> Iterator[str]:
+    """The module's namespace to run programs in (skipped without root, as bpffs_dir is)."""
+    with program_netns() as path:
+        yield path
+
+
+@pytest.fixture(scope="module")
+def run(lb: LbDatapath, prog_netns: str) -> Callable[[str, bytes], libbpf.TestRunResult]:
+    """Run one of `lb`'s programs on a frame (in the module's program namespace)."""
+    return lambda program, frame: run_program(lb, prog_netns, program, frame)

@@ -7,28 +7,21 @@ their way back to the pod, and so do ICMP echos (ping); pod to pod across nodes 
 another node's IP keep the pod's own source address; the NAT state and counters are visible
 in the agent's status; the programs show in `bpftool net` and no iptables/nftables rule
 exists in the node; masquerading keeps working across an agent restart (pinned maps, filters
-left attached); the ctypes mirrors match the object's BTF.
+left attached).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import secrets
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from cni_helpers import Agent, cni, conf, require_root
+from cni_helpers import Agent, cni, conf, require_root, start_agents
 
-from hexlane.datapath.bpffs import is_bpffs
-from hexlane.datapath.build import compile_program
-from hexlane.datapath.masq import MIRRORS
+from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -65,47 +58,18 @@ else:
 
 
 @pytest.fixture(scope="module")
-def bpf_root() -> Iterator[Path]:
-    """A unique directory on a bpffs (a private mount when /sys/fs/bpf has none)."""
-    require_root()
-    name = f"hexlane-masq-test-{secrets.token_hex(3)}"
-    mounted = None
-    if is_bpffs("/sys/fs/bpf"):
-        root = Path("/sys/fs/bpf") / name
-    else:
-        mounted = Path(tempfile.mkdtemp(prefix="hexlane-bpffs-"))
-        subprocess.run(["mount", "-t", "bpf", "bpf", str(mounted)], check=True)
-        root = mounted / name
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        if mounted is not None:
-            subprocess.run(["umount", str(mounted)], check=False)
-            mounted.rmdir()
-
-
-@pytest.fixture(scope="module")
-def lab(bpf_root: Path, tmp_path_factory: pytest.TempPathFactory
+def lab(tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[tuple[Topology, dict[str, Agent]]]:
+    require_root()
     tmp = tmp_path_factory.mktemp("masq")
-    with Topology("hxm") as topo:
+    with scratch_bpf_dir("hexlane-masq-test") as bpf_root, Topology("hxm") as topo:
         topo.lan()
         topo.add("client")
         topo.plug("lan", "client", f"{CLIENT}/24")
         topo.start("client", [sys.executable, "-c", WHOAMI])
-        agents = {}
-        for name, (ip, cidr) in NODES.items():
-            topo.add(name)
-            topo.plug("lan", name, f"{ip}/24")
-            peers = [f"{o},{oip},{oc}" for o, (oip, oc) in NODES.items() if o != name]
-            agents[name] = Agent(topo, name, tmp / name / "state", node_ip=ip, pod_cidr=cidr,
-                                 mode="native", peers=peers, extra_args=[
-                                     "--masquerade-device", "eth0",
-                                     "--bpf-root", str(bpf_root / name),
-                                     "--native-routing-cidr", "10.247.0.0/16"])
-            agents[name].start()
-        yield topo, agents
+        yield topo, start_agents(topo, NODES, tmp, extra_args=lambda name: [
+            "--masquerade-device", "eth0", "--bpf-root", str(bpf_root / name),
+            "--native-routing-cidr", "10.247.0.0/16"])
         made = list(topo.created)
     assert not any(netns.exists(n) for n in made)
 
@@ -179,18 +143,3 @@ def test_masquerade_survives_an_agent_restart(lab: tuple[Topology, dict[str, Age
     agents["node1"].start()
     assert ask(topo, "a", CLIENT, "udp")[0] == "10.79.0.11"
 
-
-def test_ctypes_mirrors_match_the_btf() -> None:
-    require_root()
-    if shutil.which("bpftool") is None:
-        pytest.skip("needs bpftool")
-    obj = compile_program("masq.c", {})
-    dump = subprocess.run(["bpftool", "btf", "dump", "file", str(obj), "format", "raw"],
-                          capture_output=True, text=True, check=True).stdout
-    sizes: dict[str, int] = {}
-    for line in dump.splitlines():
-        parts = line.split()
-        if len(parts) > 3 and parts[1] == "STRUCT":
-            sizes[parts[2].strip("'")] = int(parts[3].split("=")[1])
-    for c_name, mirror in MIRRORS.items():
-        assert sizes.get(c_name) == ctypes.sizeof(mirror), c_name
