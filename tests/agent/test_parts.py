@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from hexlane.agent import cniconf
-from hexlane.agent.controllers import Controller
 from hexlane.datapath.netlink import is_named_netns
+from hexlane.k8s.controller import Controller
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 

@@ -60,6 +60,7 @@ from hexlane.datapath.lb.loader import (
 from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS
 from hexlane.ipam.routes import HOST_DEVICE, VXLAN_DEVICE, NodeRouting, RoutingSettings
 from hexlane.k8s.client import KubeClient, make_client
+from hexlane.k8s.controller import Controller
 from hexlane.k8s.informer import Informer, KeyQueue
 from hexlane.k8s.resources import CiliumNode, EndpointSlice, Node, Pod, Service
 from hexlane.lb.services import LbModel
@@ -70,7 +71,6 @@ from hexlane.model.service import Service as ServiceObject
 
 from . import cniconf
 from .api import ABSTRACT_NAME, SOCKET_NAME, ApiServer, serve_api
-from .controllers import Controller
 from .endpoints import EndpointManager, MasqueradeSettings, write_json_atomic
 from .metrics import AgentMetrics
 from .nodes import cluster_nodes, local_node, pod_cidr_source

@@ -50,6 +50,7 @@ from .election import (
     step,
 )
 from .resources import Lease, kind_of
+from .runtime import BackgroundTask
 
 log = logging.getLogger(__name__)
 LEASE = kind_of(Lease)
@@ -80,7 +81,7 @@ class LeaderElector:
         self.starts = 0  # times this candidate started leading
         self.stops = 0  # ... and stopped
         self._lease: dict[str, Any] | None = None  # the Lease as last read or written
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self.run, lambda: repr(self))
 
     def __repr__(self) -> str:
         role = "leader" if self.leading else "candidate"
@@ -95,17 +96,11 @@ class LeaderElector:
         return self.state.identity
 
     def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name=repr(self))
-        return self._task
+        return self._task.start()
 
     async def stop(self) -> None:
         """Stop campaigning, releasing the lease if held."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def run(self) -> None:
         """Campaign and renew until cancelled; release on the way out."""
