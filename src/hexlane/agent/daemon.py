@@ -58,7 +58,6 @@ from hexlane.datapath.lb.loader import (
     LbDatapath,
 )
 from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS
-from hexlane.ipam.routes import HOST_DEVICE, VXLAN_DEVICE, NodeRouting, RoutingSettings
 from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.controller import Controller
 from hexlane.k8s.informer import Informer, KeyQueue
@@ -68,12 +67,13 @@ from hexlane.model.endpointslice import EndpointSlice as EndpointSliceObject
 from hexlane.model.errors import InputError
 from hexlane.model.node import Node as NodeObject
 from hexlane.model.service import Service as ServiceObject
+from hexlane.routing.nodes import cluster_nodes, local_node, pod_cidr_source
+from hexlane.routing.routes import HOST_DEVICE, VXLAN_DEVICE, NodeRouting, RoutingSettings
 
 from . import cniconf
 from .api import ABSTRACT_NAME, SOCKET_NAME, ApiServer, serve_api
 from .endpoints import EndpointManager, MasqueradeSettings, write_json_atomic
 from .metrics import AgentMetrics
-from .nodes import cluster_nodes, local_node, pod_cidr_source
 from .programs import attached_programs
 from .services import HealthServers, ServiceReconciler
 from .status import health

@@ -2,8 +2,8 @@
 
 `EndpointManager` carries out CNI ADD/DEL/CHECK/GC/STATUS: it allocates the pod IP from the
 node's pod CIDR (`hexlane.ipam.podcidr`), builds the veth pair through `hexlane.datapath.netlink`,
-and keeps the node's kernel objects converged to `hexlane.ipam.routes.plan_routes` and
-`plan_masquerade`: links, FDB, neighbours and routes (`netlink.NodeNetwork`), sysctls
+and keeps the node's kernel objects converged to the plans of `hexlane.routing` (`plan_routes`,
+`plan_masquerade`): links, FDB, neighbours and routes (`netlink.NodeNetwork`), sysctls
 (`hexlane.datapath.sysctl`) and the masquerade's maps (`MasqDatapath`), each a table kept by
 its own long-lived reconciler (`hexlane.datapath.reconcile`). A change (a node, a pod, a
 service address) writes only what it changed; `resync()` reads everything back and repairs
@@ -51,7 +51,9 @@ from hexlane.datapath.masq import MasqDatapath
 from hexlane.datapath.reconcile import FlushResult
 from hexlane.datapath.sysctl import sysctl_reconciler
 from hexlane.ipam.podcidr import PodIPAllocator, PodIPsExhausted, parse_pod_cidr, router_ip
-from hexlane.ipam.routes import (
+from hexlane.model.errors import InputError
+from hexlane.routing.masquerade import plan_masquerade
+from hexlane.routing.routes import (
     HOST_DEVICE,
     LocalEndpoint,
     NodeRouting,
@@ -59,10 +61,8 @@ from hexlane.ipam.routes import (
     RoutingSettings,
     endpoint_mac,
     host_ifname,
-    plan_masquerade,
     plan_routes,
 )
-from hexlane.model.errors import InputError
 
 log = logging.getLogger("hexlane.agent.endpoints")
 

@@ -64,7 +64,6 @@ from hexlane.datapath.lb.loader import LbDatapath
 from hexlane.datapath.lb.sync import LbSync
 from hexlane.datapath.reconcile import FlushResult, Reconciler
 from hexlane.datapath.sysctl import sysctl_reconciler
-from hexlane.ipam.routes import HOST_DEVICE, HOST_PEER_DEVICE
 from hexlane.lb.services import (
     DesiredState,
     HealthCheck,
@@ -75,6 +74,7 @@ from hexlane.lb.services import (
 from hexlane.model.endpointslice import EndpointSlice
 from hexlane.model.node import Node
 from hexlane.model.service import Service
+from hexlane.routing.routes import HOST_DEVICE, HOST_PEER_DEVICE
 
 log = logging.getLogger("hexlane.agent.services")
 

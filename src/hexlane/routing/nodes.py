@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from hexlane.ipam.routes import NodeRouting
 from hexlane.model.errors import Problem
+from hexlane.routing.routes import NodeRouting
 
 Obj = Mapping[str, Any]
 
