@@ -112,6 +112,8 @@ class Controller:
         try:
             for informer in informers:
                 await informer.wait_synced()
+            if informers:
+                log.info("controller %s: caches synced; running", self.name)
             await self._loop()
         finally:
             for part in reversed(parts):
