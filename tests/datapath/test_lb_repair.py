@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from test_tc_attach import in_netns
 
-from hexlane.agent.services import ServiceReconciler
+from hexlane.agent.loadbalancer import ServiceReconciler
 from hexlane.datapath import libbpf
 from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, TC_HANDLE, LbDatapath
 from hexlane.datapath.lb.maps import LbNodeConfig, ip4

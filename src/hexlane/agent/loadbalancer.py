@@ -1,6 +1,24 @@
-"""The agent's service side: programs Services into the eBPF load balancer, serves health.
+"""The agent's service load balancer (kube-proxy replacement): Services into the eBPF maps.
 
-API for the agent daemon (construct once, drive from the informers):
+A Service's way from the API to the maps goes through this file once (docs/code-map.md):
+
+1. the informers (`hexlane.k8s.informer`) queue the keys of changed Services,
+   EndpointSlices and Nodes; the `services` controller calls `LoadBalancer.sync()`;
+2. `sync` parses each changed object once (`hexlane.model`) and hands it to the pure model
+   (`hexlane.lb.services.LbModel`: `set_service`, `set_slice`, `set_nodes`, `delete_...`);
+3. `ServiceReconciler.commit()` asks the model what the Services touched since the last
+   commit change (a `Delta`: only their entries, whatever the number of Services) and hands
+   it to `hexlane.datapath.lb.sync.LbSync`, whose reconcilers (`hexlane.datapath.reconcile`)
+   write those keys only: new backends, reverse NAT, affinity and Maglev tables before the
+   service entries, a service's slots before its slot 0, stale entries last.
+
+The first commit of a process is a resync: it reads the maps and writes only what they lack
+(so it converges after any restart); `resync()` does the same later, and repairs whatever
+changed behind the agent's back. Backend and service ids are recovered from the pinned maps
+at construction, so conntrack entries stay valid. Closing the agent leaves maps and programs
+pinned and attached: traffic keeps flowing through the last programmed state.
+
+`ServiceReconciler` alone (tests, benchmarks, `hexlane dev services`)::
 
     lb = LbDatapath.load(bpf_root, table_size=values.maglev.table_size,
                          hash_seed=values.maglev.hash_seed)
@@ -8,62 +26,44 @@ API for the agent daemon (construct once, drive from the informers):
     rec.attach(lan_ifnames=["eth0"])                  # in the node's netns
     rec.model.set_service(svc) / set_slice / delete_… # as objects change (parsed once)
     report = rec.commit()                              # via asyncio.to_thread: only what changed
+    rec.update(services, slices, nodes)                # or: the whole picture at once
     rec.resync()                                       # every reconciler.resyncInterval
     rec.gc_conntrack()                                 # every ~10 s: expire idle flows
     rec.attach_links()                                 # after a CNI ADD (new lxc*, the tunnel)
-    health = HealthServers(rec, values.kube_proxy_replacement_healthz_bind_addr)
-    await health.start(); await health.sync()          # after each commit; await health.stop()
 
-`commit` asks the pure `hexlane.lb.services.LbModel` what the Services touched since the last
-commit change (a `Delta`: only their entries, whatever the number of Services) and hands it
-to `hexlane.datapath.lb.sync.LbSync`, whose reconcilers write those keys only (new backends,
-reverse NAT, affinity and Maglev tables before the service entries, a service's slots before
-its slot 0, stale entries last). The first commit of a process is a resync: it reads the maps
-and writes only what they lack (so it converges after any restart); `resync()` does the same
-later, and repairs whatever changed behind the agent's back. `update(services, slices,
-nodes)` replaces the whole picture at once (the standalone driver, benchmarks). Backend and
-service ids are recovered from the pinned maps at construction, so conntrack entries stay
-valid. Closing the agent leaves maps and programs pinned and attached: traffic keeps flowing
-through the last programmed state.
-
-Health: `/healthz` on `kubeProxyReplacementHealthzBindAddr` answers as kube-proxy's does
-(`{"lastUpdated", "currentTime"}`, 200 while the last sync succeeded, else 503), and every
-`externalTrafficPolicy: Local` Service with a `healthCheckNodePort` gets a listener answering
-`{"service":{"namespace","name"},"localEndpoints":N}` with `X-Load-Balancing-Endpoint-Weight`
-(200 when N > 0, else 503).
-
-Standalone (tests, experiments): `python -m hexlane.agent.services --bpf-root DIR --node NAME
---manifests DIR [--values F] [--lan IFNAME]... [--service-cidr CIDR]` reconciles the YAML
-manifests in DIR (Services, EndpointSlices, Nodes) whenever they change.
+`LoadBalancer` is the agent's part around it: it loads the datapath, attaches it to the LAN
+device, feeds the model from the informers, routes the service addresses to hexlane_host
+through the endpoint manager, and runs kube-proxy's health servers (`healthz`).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import json
 import logging
-import os
-import signal
 import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
+from hexlane.config import Values
 from hexlane.datapath.lb.attach import NoArpTable, TcTable, attachments
 from hexlane.datapath.lb.conntrack import gc_conntrack
 from hexlane.datapath.lb.encode import recover_ids
-from hexlane.datapath.lb.loader import LbDatapath
+from hexlane.datapath.lb.loader import (
+    PROGRAM_FROM_HOST,
+    PROGRAM_FROM_LOOPBACK,
+    PROGRAM_FROM_NETDEV,
+    PROGRAM_FROM_OVERLAY,
+    PROGRAM_TO_NETDEV,
+    LbDatapath,
+)
 from hexlane.datapath.lb.sync import LbSync
 from hexlane.datapath.reconcile import FlushResult, Reconciler
 from hexlane.datapath.sysctl import sysctl_reconciler
+from hexlane.k8s.informer import Informer, KeyQueue
 from hexlane.lb.services import (
     DesiredState,
     HealthCheck,
@@ -72,11 +72,18 @@ from hexlane.lb.services import (
     settings_from_values,
 )
 from hexlane.model.endpointslice import EndpointSlice
+from hexlane.model.errors import InputError
 from hexlane.model.node import Node
 from hexlane.model.service import Service
-from hexlane.routing.routes import HOST_DEVICE, HOST_PEER_DEVICE
+from hexlane.routing.routes import HOST_DEVICE, HOST_PEER_DEVICE, VXLAN_DEVICE
 
-log = logging.getLogger("hexlane.agent.services")
+from .endpoints import EndpointManager
+from .healthz import HealthServers
+
+log = logging.getLogger(__name__)
+
+#: The informers whose changes the load balancer follows.
+KINDS = ("services", "endpointslices", "nodes")
 
 
 @dataclass(frozen=True)
@@ -251,192 +258,180 @@ def _slot_names(desired: dict[Any, int], result: FlushResult) -> list[str]:
             if (device, direction, priority) not in result.failed]
 
 
-# --- health servers --------------------------------------------------------------------
+class LoadBalancer:
+    """This node's service load balancer, fed from the informers (see the module docstring).
 
+    The `services` controller calls `sync()`, the `conntrack-gc` controller `gc_conntrack()`,
+    the `resync` controller `resync()`; `load()` once the node's LAN device is known."""
 
-def go_time(ts: float) -> str:
-    """A time as Go's time.Time prints it (kube-proxy's healthz body uses that format)."""
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{dt.microsecond:06d}000 +0000 UTC"
+    def __init__(self, node: str, values: Values, bpf_root: Path,
+                 informers: Mapping[str, Informer], *, service_cidr: str | None = None) -> None:
+        self.node = node
+        self.values = values
+        self.bpf_root = bpf_root
+        #: routed to hexlane_host with the LoadBalancer and external IPs (None: the node's
+        #: own connections to ClusterIPs are not load-balanced)
+        self.service_cidr = service_cidr
+        self.informers = {name: informers[name] for name in KINDS}
+        # The keys of changed objects: each is parsed once per change and handed to the
+        # model, which recomputes only those Services.
+        self.queues: dict[str, KeyQueue] = {name: inf.key_queue()
+                                            for name, inf in self.informers.items()}
+        self.datapath: LbDatapath | None = None
+        self.reconciler: ServiceReconciler | None = None
+        self.health: HealthServers | None = None
+        self.device = ""
+        self._endpoints: EndpointManager | None = None
 
+    async def load(self, device: str, endpoints: EndpointManager) -> None:
+        """Compile and load the programs and maps, attach them (LAN `device`, lo,
+        hexlane_host, pod veths, the tunnel), route the service CIDR, start the health
+        servers."""
+        values = self.values
+        self.device = device
+        self._endpoints = endpoints
+        # Compiling and loading takes a while: off the loop (same namespace, other thread).
+        self.datapath = await asyncio.to_thread(LbDatapath.load, self.bpf_root,
+                                                table_size=values.maglev.table_size,
+                                                hash_seed=values.maglev.hash_seed)
+        self.reconciler = ServiceReconciler(self.datapath, self.node, values)
+        attached = await asyncio.to_thread(self.reconciler.attach, [device])
+        log.info("service load balancer attached: %s", ", ".join(attached))
+        await self._route(frozenset())
+        self.health = HealthServers(self.reconciler,
+                                    values.kube_proxy_replacement_healthz_bind_addr)
+        await self.health.start()
 
-def healthz_response(last_updated: float | None, healthy: bool,
-                     now: float) -> tuple[int, dict[str, str]]:
-    """kube-proxy's /healthz answer: status and body."""
-    body = {"lastUpdated": go_time(last_updated) if last_updated else "",
-            "currentTime": go_time(now)}
-    return (200 if healthy else 503), body
-
-
-def node_port_health_response(check: HealthCheck) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """The healthCheckNodePort answer: status, body, headers."""
-    body = {"service": {"namespace": check.namespace, "name": check.name},
-            "localEndpoints": check.local_endpoints}
-    headers = {"X-Load-Balancing-Endpoint-Weight": str(check.local_endpoints)}
-    return (200 if check.local_endpoints > 0 else 503), body, headers
-
-
-class HealthServers:
-    """`/healthz` on the configured address and one listener per healthCheckNodePort."""
-
-    def __init__(self, reconciler: ServiceReconciler, healthz: tuple[str, int] | None,
-                 *, clock: Callable[[], float] = time.time) -> None:
-        self.reconciler = reconciler
-        self.healthz_addr = healthz
-        self.clock = clock
-        self._healthz: web.AppRunner | None = None
-        self._ports: dict[int, tuple[web.AppRunner, HealthCheck]] = {}
-
-    async def _serve(self, handler: Any, host: str, port: int) -> web.AppRunner:
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-        return runner
-
-    async def start(self) -> None:
-        if self.healthz_addr is not None:
-            host, port = self.healthz_addr
-            self._healthz = await self._serve(self._handle_healthz, host or "0.0.0.0", port)
-
-    async def _handle_healthz(self, request: web.Request) -> web.Response:
-        if request.path != "/healthz":
-            return web.Response(status=404, text="404 page not found\n")
-        status, body = healthz_response(self.reconciler.last_updated,
-                                        self.reconciler.healthy, self.clock())
-        return web.json_response(body, status=status)
+    def _loaded(self) -> ServiceReconciler:
+        if self.reconciler is None:
+            raise RuntimeError("the service load balancer is not loaded")
+        return self.reconciler
 
     async def sync(self) -> None:
-        """Open, update or close the healthCheckNodePort listeners to match the state."""
-        wanted = {h.port: h for h in self.reconciler.health_checks()}
-        for port in [p for p in self._ports if p not in wanted]:
-            runner, _ = self._ports.pop(port)
-            await runner.cleanup()
-        for port, check in wanted.items():
-            if port in self._ports:
-                self._ports[port] = (self._ports[port][0], check)
-                continue
+        """Hand what changed to the model, write what that changes in the maps, attach to
+        new links, route the served addresses, open or close healthCheckNodePorts."""
+        rec = self._loaded()
+        if not all(inf.synced.is_set() for inf in self.informers.values()):
+            # Applying a partial picture would delete live services from the maps; the
+            # informers' first lists trigger this controller again.
+            return
+        self._feed(rec.model)
+        report = await asyncio.to_thread(rec.commit)
+        if report.recomputed or report.updated or report.deleted:
+            log.debug("services: %d recomputed, %d entries written, %d deleted in %.3fs",
+                      report.recomputed, report.updated, report.deleted, report.seconds)
+        await asyncio.to_thread(rec.attach_links)
+        await self._route(rec.model.routed_addresses())
+        if self.health is not None:
+            await self.health.sync()
 
-            async def handler(_request: web.Request, port: int = port) -> web.Response:
-                status, body, headers = node_port_health_response(self._ports[port][1])
-                return web.json_response(body, status=status, headers=headers)
+    def _feed(self, model: LbModel) -> None:
+        """Hand the objects changed since the last run to the model (parsed once each)."""
+        for name, queue in self.queues.items():
+            cache = self.informers[name].cache
+            while len(queue):
+                key = queue.get_nowait()
+                raw = cache.get(key)
+                namespace, _, obj_name = key.rpartition("/")
+                if name == "nodes":
+                    if obj_name == self.node:
+                        model.set_nodes(_parsed(Node, [raw] if raw else []))
+                    continue
+                parsed = _parsed(Service if name == "services" else EndpointSlice,
+                                 [raw] if raw else [])
+                if name == "services":
+                    if parsed:
+                        model.set_service(parsed[0])
+                    else:  # deleted, or no longer parses: not served
+                        model.delete_service(namespace, obj_name)
+                elif parsed:
+                    model.set_slice(parsed[0])
+                else:
+                    model.delete_slice(namespace, obj_name)
 
-            try:
-                runner = await self._serve(handler, "0.0.0.0", port)
-            except OSError as exc:
-                log.warning("healthCheckNodePort %d of %s/%s: %s", port, check.namespace,
-                            check.name, exc)
-                continue
-            self._ports[port] = (runner, check)
+    async def _route(self, addresses: frozenset[str]) -> None:
+        """Route the service CIDR and these LoadBalancer/external IPs to hexlane_host, so
+        the node's own connections to them meet the load balancer."""
+        if self._endpoints is None:
+            return
+        routes = [IPv4Network(f"{a}/32") for a in addresses]
+        if self.service_cidr:
+            routes.append(IPv4Network(self.service_cidr, strict=False))
+        report = await self._endpoints.set_service_routes(routes)
+        if report is not None and report.failed:
+            raise RuntimeError("; ".join(report.failed))
+
+    async def gc_conntrack(self) -> None:
+        if self.reconciler is None:
+            return  # not loaded yet: nothing to expire
+        expired = await asyncio.to_thread(self.reconciler.gc_conntrack)
+        if expired:
+            log.debug("conntrack: %d idle flow entries expired", expired)
+
+    async def resync(self) -> None:
+        """Read back every map, tc slot, sysctl and link flag; repair what differs."""
+        if self.reconciler is not None:
+            await asyncio.to_thread(self.reconciler.resync)
 
     @property
-    def ports(self) -> list[int]:
-        return sorted(self._ports)
+    def reconcilers(self) -> list[Reconciler[Any, Any]]:
+        return self.reconciler.reconcilers if self.reconciler is not None else []
 
-    async def stop(self) -> None:
-        for runner, _ in self._ports.values():
-            await runner.cleanup()
-        self._ports.clear()
-        if self._healthz is not None:
-            await self._healthz.cleanup()
-            self._healthz = None
+    def attach_links(self) -> None:
+        """A pod veth appeared: put the load balancer on it before the pod's first packet."""
+        if self.reconciler is None:
+            return
+        try:
+            self.reconciler.attach_links()
+        except OSError as err:  # retried by the services controller's next run
+            log.warning("attaching the load balancer to a new pod: %s", err)
 
+    def expected_programs(self, tunnel: bool) -> list[dict[str, str]]:
+        """The programs `hexlane status` expects on the node's devices (pod veths aside);
+        `tunnel`: the VXLAN device exists (tunnel mode with a peer to reach)."""
+        if self.reconciler is None:
+            return []
+        expected = [{"device": self.device, "direction": "ingress", "name": PROGRAM_FROM_NETDEV},
+                    {"device": self.device, "direction": "egress", "name": PROGRAM_TO_NETDEV},
+                    {"device": HOST_DEVICE, "direction": "egress", "name": PROGRAM_FROM_HOST},
+                    {"device": "lo", "direction": "egress", "name": PROGRAM_FROM_LOOPBACK}]
+        if tunnel:
+            expected.append({"device": VXLAN_DEVICE, "direction": "ingress",
+                             "name": PROGRAM_FROM_OVERLAY})
+        return expected
 
-# --- standalone driver -----------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The `kubeProxyReplacement` section of the status document, once loaded."""
+        rec = self._loaded()
+        values = self.values
+        return {
+            "services": len(rec.model.entries),
+            "backends": len(rec.model.backends),
+            "algorithm": values.load_balancer.algorithm,
+            "mode": values.load_balancer.mode,
+            "lastUpdated": rec.last_updated,
+            "lastError": rec.last_error or "",
+            "healthzBindAddr": ":".join(map(str, values.kube_proxy_replacement_healthz_bind_addr
+                                             or ())),
+            "healthCheckNodePorts": self.health.ports if self.health else [],
+        }
 
-
-def read_manifests(directory: Path) -> tuple[list[Service], list[EndpointSlice], list[Node]]:
-    """Services, EndpointSlices and Nodes from every *.yaml/*.json file in `directory`."""
-    import yaml  # the driver only; the daemon gets objects from its informers
-
-    services: list[Service] = []
-    slices: list[EndpointSlice] = []
-    nodes: list[Node] = []
-    for path in sorted(directory.iterdir()):
-        if path.suffix not in (".yaml", ".yml", ".json"):
-            continue
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not isinstance(doc, dict):
-                continue
-            kind = doc.get("kind")
-            if kind == "Service":
-                services.append(Service.parse(doc, str(path)))
-            elif kind == "EndpointSlice":
-                slices.append(EndpointSlice.parse(doc, str(path)))
-            elif kind == "Node":
-                nodes.append(Node.parse(doc, str(path)))
-    return services, slices, nodes
-
-
-def _stamp(directory: Path) -> tuple[tuple[str, int], ...]:
-    return tuple((p.name, p.stat().st_mtime_ns) for p in sorted(directory.iterdir()))
-
-
-async def _run(args: argparse.Namespace) -> int:
-    from hexlane.config import load_values
-
-    values, problems = load_values([args.values] if args.values else [])
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        print(json.dumps({"error": "; ".join(str(p) for p in errors)}), flush=True)
-        return 2
-    lb = LbDatapath.load(args.bpf_root, table_size=values.maglev.table_size,
-                         hash_seed=values.maglev.hash_seed)
-    rec = ServiceReconciler(lb, args.node, values)
-    rec.attach(args.lan)
-    if args.service_cidr:  # the agent's endpoint manager routes it; here, by hand
-        subprocess.run(["ip", "route", "replace", args.service_cidr, "dev", HOST_DEVICE],
-                       check=True, capture_output=True)
-    health = HealthServers(rec, values.kube_proxy_replacement_healthz_bind_addr)
-    await health.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    manifests = Path(args.manifests)
-    seen: tuple[tuple[str, int], ...] = ()
-    last_gc = time.monotonic()
-    try:
-        while not stop.is_set():
-            if time.monotonic() - last_gc > 10:
-                rec.gc_conntrack()
-                last_gc = time.monotonic()
-            stamp = _stamp(manifests)
-            if stamp != seen:
-                seen = stamp
-                try:
-                    report = rec.update(*read_manifests(manifests))
-                    await health.sync()
-                    print(json.dumps({"applied": report.services, "backends": report.backends,
-                                      "updated": report.updated, "deleted": report.deleted,
-                                      "seconds": round(report.seconds, 4)}), flush=True)
-                except Exception as exc:  # bad input: report, keep the last state
-                    print(json.dumps({"error": str(exc)}), flush=True)
-            rec.attach_links()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.2)
-    finally:
-        await health.stop()
-        lb.close()
-    return 0
+    async def close(self) -> None:
+        """Stop the health servers; maps and programs stay pinned and attached."""
+        if self.health is not None:
+            await self.health.stop()
+        if self.datapath is not None:
+            self.datapath.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hexlane.agent.services",
-                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--bpf-root", default=os.environ.get("HEXLANE_BPF_ROOT",
-                                                             "/sys/fs/bpf/hexlane"))
-    parser.add_argument("--node", required=True)
-    parser.add_argument("--manifests", required=True)
-    parser.add_argument("--values")
-    parser.add_argument("--lan", action="append", default=[])
-    parser.add_argument("--service-cidr")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    return asyncio.run(_run(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
+def _parsed(model: Any, objects: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Typed views of cached objects; one that does not parse is logged and left out."""
+    out = []
+    for obj in objects:
+        try:
+            out.append(model.parse(obj))
+        except (InputError, ValueError) as err:
+            meta = obj.get("metadata") or {}
+            log.warning("skipping %s %s/%s: %s", obj.get("kind"), meta.get("namespace", ""),
+                        meta.get("name", ""), err)
+    return out
