@@ -56,6 +56,15 @@ where the daemon serves its metrics (agent :9962, operator :9963), or in a test 
 
 Retries (`backoff.py`): `Backoff()` gives 250 ms doubling to 5 minutes (`jitter=` to spread
 many retriers); the caller sleeps `next_delay()` and calls `reset()` on success.
+
+Controllers (`controller.py`, Cilium's `pkg/controller`): `Controller(name, func,
+interval=10.0)` runs `func` when `trigger()`ed (an informer handler) and every interval, and
+retries a failure with backoff, keeping a health record (`status()`); the agent's and the
+operator's loops are all controllers.
+
+What every daemon runs on (`runtime.py`): `BackgroundTask` (one task started and stopped;
+informers, the elector and controllers run in one), `stop_on_signals()`, `log_to_stderr()`,
+`serve_metrics(registry, addr)`.
 """
 
 from hexlane.k8s.backoff import Backoff
@@ -67,6 +76,7 @@ from hexlane.k8s.client import (
     make_client,
     override_server,
 )
+from hexlane.k8s.controller import Controller
 from hexlane.k8s.election import LeaseRecord, LeaseTiming
 from hexlane.k8s.elector import LeaderElector
 from hexlane.k8s.informer import Informer, KeyQueue
@@ -79,6 +89,7 @@ __all__ = [
     "Backoff",
     "Cache",
     "ClientMetrics",
+    "Controller",
     "Informer",
     "KeyQueue",
     "Kind",

@@ -73,6 +73,7 @@ class LeaderElector:
         self.client = client
         self.name, self.namespace = name, namespace
         self.timing = timing
+        self.identity = identity
         self.state = ElectionState(identity)
         self.on_started_leading = on_started_leading
         self.on_stopped_leading = on_stopped_leading
@@ -85,15 +86,11 @@ class LeaderElector:
 
     def __repr__(self) -> str:
         role = "leader" if self.leading else "candidate"
-        return f"<LeaderElector {self.namespace}/{self.name} {self.state.identity} {role}>"
+        return f"<LeaderElector {self.namespace}/{self.name} {self.identity} {role}>"
 
     @property
     def leading(self) -> bool:
         return self.state.leading
-
-    @property
-    def identity(self) -> str:
-        return self.state.identity
 
     def start(self) -> asyncio.Task[None]:
         return self._task.start()
