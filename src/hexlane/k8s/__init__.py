@@ -35,9 +35,9 @@ as dicts, read-only; `hexlane.model.parse_object` gives typed views. cilium.io k
 `resources.py` (`CiliumLoadBalancerIPPool`, `CiliumL2AnnouncementPolicy`, ...), built-ins
 are lightkube's classes (re-exported there).
 
-Status (`status.py`): `patch_status(client, Kind, name, {...})` merge-patches `/status`;
-`update_status(client, Kind, name, change, current=cached)` PUTs `/status` with the
-resourceVersion and retries on 409 by re-reading and re-applying `change`.
+Status writers (`statuswriter.py`): `patch_status(client, Kind, name, {...})` merge-patches
+`/status`; `update_status(client, Kind, name, change, current=cached)` PUTs `/status` with
+the resourceVersion and retries on 409 by re-reading and re-applying `change`.
 
 Leader election (`election.py` pure, `elector.py` asyncio): `LeaderElector(client, name,
 namespace, identity, LeaseTiming.sanitised(15, 5, 2), on_started_leading=...,
@@ -82,7 +82,7 @@ from hexlane.k8s.elector import LeaderElector
 from hexlane.k8s.informer import Informer, KeyQueue
 from hexlane.k8s.ratelimit import ClientMetrics, RateLimiter, TokenBucket
 from hexlane.k8s.resources import Kind, kind_of
-from hexlane.k8s.status import patch_status, update_status
+from hexlane.k8s.statuswriter import patch_status, update_status
 
 __all__ = [
     "ApiError",

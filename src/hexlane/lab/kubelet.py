@@ -51,7 +51,7 @@ from hexlane.k8s.informer import Informer
 from hexlane.k8s.ratelimit import RateLimiter
 from hexlane.k8s.resources import Lease, Node, Pod, kind_of
 from hexlane.k8s.runtime import log_to_stderr, run_until_stopped
-from hexlane.k8s.status import patch_status
+from hexlane.k8s.statuswriter import patch_status
 
 from . import netns
 from .cnirun import CNIFailed, cni_add, cni_del, load_network_config, result_ipv4

@@ -5,7 +5,7 @@ values, kubeconfigs) and starts the daemons, each with `nsenter --net=/run/netns
 session of its own:
 
 - cp: `hexlane apiserver` on <cp>:6443, the API proxy when the values' k8sServiceHost is a
-  loopback address, `python -m hexlane.lab.controller_manager` and `hexlane operator`;
+  loopback address, `python -m hexlane.lab.controllermanager` and `hexlane operator`;
 - every node: the API proxy (k8sServiceHost/Port, e.g. k3s's 127.0.0.1:6444), `hexlane agent`
   (its CNI config and plugin go to the node's directories in the lab's) and the lab kubelet.
 
@@ -401,7 +401,7 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         cp_procs.append(Proc("cp/proxy", "cp", proxy_argv, {},
                              str(plan.dir / "logs" / "cp-proxy.log")))
     cp_procs.append(Proc("controllers", "cp", [
-        sys.executable, "-m", "hexlane.lab.controller_manager", "--kubeconfig", kc, "--values",
+        sys.executable, "-m", "hexlane.lab.controllermanager", "--kubeconfig", kc, "--values",
         str(values_file), "--cluster-cidr", str(cluster_cidr(values)),
         "--node-monitor-grace-period", str(node_grace)], {},
         str(plan.dir / "logs" / "controllers.log")))

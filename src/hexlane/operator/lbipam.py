@@ -15,8 +15,9 @@ Shape (Cilium's operator/pkg/lbipam does the same job event by event; we recompu
    them without a full run (a new Service's latency must not grow with the cluster);
 3. the writes go to a `WriteQueue`: a JSON merge patch of `status` (Service
    `status.loadBalancer.ingress` + the `cilium.io/IPAMRequestSatisfied` condition, pool
-   conditions and counters) through `hexlane.k8s.status.patch_status`, each object retried on
-   its own backoff (250 ms doubling to 5 min). A newer plan replaces a write still waiting.
+   conditions and counters) through `hexlane.k8s.statuswriter.patch_status`, each object
+   retried on its own backoff (250 ms doubling to 5 min). A newer plan replaces a write
+   still waiting.
 
 Correct with events in any order and across restarts because each run starts from the
 cluster's state: a Service's current ingress IPs are taken back first (the allocator's rule),
@@ -47,7 +48,7 @@ from hexlane.k8s.client import ApiError, KubeClient
 from hexlane.k8s.controller import Controller
 from hexlane.k8s.informer import Informer
 from hexlane.k8s.resources import CiliumLoadBalancerIPPool, Service, kind_of
-from hexlane.k8s.status import patch_status
+from hexlane.k8s.statuswriter import patch_status
 from hexlane.model.cilium import LBIPPool
 from hexlane.model.errors import InputError
 from hexlane.model.service import Service as ServiceModel

@@ -15,7 +15,7 @@ moment is safe:
 - node lifecycle: a node whose Lease is older than the grace period gets Ready=Unknown and
   its pods' Ready condition False (so endpoints on it stop being ready).
 
-    python -m hexlane.lab.controller_manager --kubeconfig F [--values F] [--cluster-cidr C]
+    python -m hexlane.lab.controllermanager --kubeconfig F [--values F] [--cluster-cidr C]
         [--node-monitor-grace-period S]
 """
 
@@ -41,7 +41,7 @@ from hexlane.k8s.informer import Informer
 from hexlane.k8s.ratelimit import RateLimiter
 from hexlane.k8s.resources import Deployment, EndpointSlice, Lease, Node, Pod, Service, kind_of
 from hexlane.k8s.runtime import log_to_stderr, run_until_stopped
-from hexlane.k8s.status import patch_status, update_status
+from hexlane.k8s.statuswriter import patch_status, update_status
 from hexlane.model.errors import InputError
 
 from . import decide
@@ -329,7 +329,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hexlane.lab.controller_manager")
+    p = argparse.ArgumentParser(prog="python -m hexlane.lab.controllermanager")
     p.add_argument("--kubeconfig", required=True)
     p.add_argument("--values")
     p.add_argument("--cluster-cidr", help="pod CIDRs of ipam.mode kubernetes are cut from it "
