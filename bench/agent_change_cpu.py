@@ -63,7 +63,7 @@ RAW_NODE = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node"},
 def measure(n: int, changes: int) -> dict[str, Any]:
     """Program n Services, then time `changes` single EndpointSlice changes (this process's
     hexlane, whichever layout it has)."""
-    from hexlane.agent.services import ServiceReconciler
+    from hexlane.agent.loadbalancer import ServiceReconciler
     from hexlane.lb import services as lbs
     from hexlane.model.endpointslice import EndpointSlice
     from hexlane.model.node import Node

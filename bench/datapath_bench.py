@@ -53,7 +53,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hexlane.agent.services import ServiceReconciler
+from hexlane.agent.loadbalancer import ServiceReconciler
 from hexlane.datapath import libbpf
 from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.datapath.lb.loader import (

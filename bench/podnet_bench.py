@@ -12,7 +12,7 @@ one run, from a pod on node A to a pod on node B:
 hexlane's paths carry the agent's full wiring: besides the endpoint agent (routes, veths,
 masquerade), the service load balancer's programs are attached as the agent attaches them
 (`hl_from_pod` on every pod veth, `hl_from_netdev` on the LAN interface, and in tunnel mode
-`hl_from_overlay` on the VXLAN device), through the standalone `hexlane.agent.services` with no
+`hl_from_overlay` on the VXLAN device), through the standalone `hexlane dev services` with no
 Service: pod-to-pod packets pass through every program a real node runs.
 
 Metrics: TCP request/response rate (1-byte ping-pong on one connection, TCP_NODELAY, a tiny C
@@ -108,7 +108,7 @@ def build_rr(workdir: Path) -> str:
 def start_agent(topo: Topology, node: str, state: Path, mode: str) -> subprocess.Popen[Any]:
     ip, cidr = NODES[node]
     peers = [f"{o},{oip},{oc}" for o, (oip, oc) in NODES.items() if o != node]
-    argv = [sys.executable, "-m", "hexlane.agent.endpoints", "--state-dir", str(state),
+    argv = [sys.executable, "-m", "hexlane.cli.main", "dev", "endpoints", "--state-dir", str(state),
             "--node-name", node, "--node-ip", ip, "--pod-cidr", cidr, "--routing-mode", mode]
     if mode == "native":
         argv.append("--auto-direct-node-routes")
@@ -134,9 +134,10 @@ def wire_load_balancer(topo: Topology, node: str, bpf_root: Path, work: Path) ->
     manifests = work / f"{node}-manifests"
     manifests.mkdir(exist_ok=True)
     log = open(work / f"{node}-lb.log", "w")  # noqa: SIM115 - lives with the process
-    proc = topo.start(node, [sys.executable, "-m", "hexlane.agent.services", "--bpf-root",
-                             str(bpf_root), "--node", node, "--manifests", str(manifests),
-                             "--lan", "eth0"], stdout=log, stderr=subprocess.STDOUT)
+    proc = topo.start(node, [sys.executable, "-m", "hexlane.cli.main", "dev", "services",
+                             "--bpf-root", str(bpf_root), "--node", node,
+                             "--manifests", str(manifests), "--lan", "eth0"],
+                      stdout=log, stderr=subprocess.STDOUT)
     links = netns.run(topo[node], ["ip", "-o", "link", "show"]).stdout
     wanted = [name for name in (line.split(":")[1].strip().split("@")[0]
                                 for line in links.splitlines())

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from hexlane.agent import cniconf
-from hexlane.agent.controllers import Controller
 from hexlane.datapath.netlink import is_named_netns
+from hexlane.k8s.controller import Controller
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -136,7 +136,7 @@ def test_status_without_an_agent_is_not_ok(tmp_path: Path) -> None:
 def test_find_kube_proxy_reads_process_names(tmp_path: Path) -> None:
     """`hexlane status` without kube-proxy replacement says whether a kube-proxy runs (by
     process name, as `pgrep -x kube-proxy` would find it)."""
-    from hexlane.agent.daemon import find_kube_proxy
+    from hexlane.agent.status import find_kube_proxy
 
     for pid, comm in ((7, "containerd\n"), (42, "kube-proxy\n")):
         (tmp_path / str(pid)).mkdir()

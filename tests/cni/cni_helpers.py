@@ -31,13 +31,13 @@ def require_root() -> None:
 
 
 class Agent:
-    """`python -m hexlane.agent.endpoints` in a node namespace, restartable."""
+    """`hexlane dev endpoints` in a node namespace, restartable."""
 
     def __init__(self, topo: Topology, role: str, state_dir: Path, *, node_ip: str,
                  pod_cidr: str, mode: str = "native", peers: Sequence[str] = (),
                  lan_mtu: int = 1500, extra_args: Sequence[str] = ()) -> None:
         self.topo, self.role, self.state_dir = topo, role, state_dir
-        self.argv = [sys.executable, "-m", "hexlane.agent.endpoints",
+        self.argv = [sys.executable, "-m", "hexlane.cli.main", "dev", "endpoints",
                      "--state-dir", str(state_dir), "--node-name", role,
                      "--node-ip", node_ip, "--pod-cidr", pod_cidr, "--routing-mode", mode,
                      "--lan-mtu", str(lan_mtu)]

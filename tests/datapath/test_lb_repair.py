@@ -26,18 +26,18 @@ from typing import Any, TypeVar
 
 import pytest
 
-from hexlane.agent.services import ServiceReconciler
+from hexlane.agent.loadbalancer import ServiceReconciler
 from hexlane.datapath import libbpf
 from hexlane.datapath.layout import ip4
 from hexlane.datapath.lb.loader import PROGRAM_FROM_POD, TC_HANDLE, LbDatapath
 from hexlane.datapath.lb.maps import LbNodeConfig
 from hexlane.datapath.reconcile import Reconciler
-from hexlane.ipam.routes import HOST_DEVICE, HOST_PEER_DEVICE
 from hexlane.lab.netns import Topology, netns_path, run, run_in_netns
 from hexlane.lb.services import LbSettings
 from hexlane.model.endpointslice import EndpointSlice
 from hexlane.model.node import Node
 from hexlane.model.service import Service
+from hexlane.routing.routes import HOST_DEVICE, HOST_PEER_DEVICE
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from hexlane.k8s.client import ApiError, KubeClient, make_client
 from hexlane.k8s.resources import CiliumLoadBalancerIPPool
-from hexlane.k8s.status import StatusChange, patch_status, update_status
+from hexlane.k8s.statuswriter import StatusChange, patch_status, update_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 POOLS = "/apis/cilium.io/v2alpha1/ciliumloadbalancerippools"

@@ -22,7 +22,7 @@ from cni_helpers import require_root
 from hexlane.datapath import libbpf
 from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS, MasqDatapath
-from hexlane.ipam.routes import MasqPlan
+from hexlane.routing.masquerade import MasqPlan
 
 pytestmark = [pytest.mark.root]
 

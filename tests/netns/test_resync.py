@@ -46,9 +46,9 @@ from hexlane.agent.endpoints import CNIRequest, EndpointManager, MasqueradeSetti
 from hexlane.datapath import libbpf
 from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.datapath.masq import CONFIG_MAP, NONMASQ_MAP, Masq4Config, Masq4NonmasqKey
-from hexlane.ipam.routes import NodeRouting, RoutingSettings, vxlan_mac
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
+from hexlane.routing.routes import NodeRouting, RoutingSettings, vxlan_mac
 
 
 def node(i: int) -> NodeRouting:

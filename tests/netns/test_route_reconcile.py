@@ -17,9 +17,9 @@ import pytest
 from cni_helpers import require_root
 
 from hexlane.datapath import netlink
-from hexlane.ipam.routes import NodeRouting, RoutingSettings, plan_routes
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
+from hexlane.routing.routes import NodeRouting, RoutingSettings, plan_routes
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 

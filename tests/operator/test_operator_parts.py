@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from hexlane.cli.cmd_operator import build_timing, parse_addr
+from hexlane.cli.cmd_operator import build_timing
+from hexlane.cli.flags import parse_addr
 from hexlane.ipam.status import StatusWrite
 from hexlane.k8s.backoff import Backoff
 from hexlane.model.errors import InputError

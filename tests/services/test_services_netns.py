@@ -1,4 +1,4 @@
-"""Services end to end in namespaces: the service agent (python -m hexlane.agent.services) on two
+"""Services end to end in namespaces: the service agent (hexlane dev services) on two
 nodes, real pods behind /32 routes, a client on the LAN, no iptables rule anywhere.
 
 Topology: a LAN bridge with the client (10.0.0.2) and two nodes (10.0.0.11, .12); each node
@@ -201,7 +201,7 @@ class Lab:
             "routingMode": "native", "ipv4NativeRoutingCIDR": "10.42.0.0/16",
             "maglev": {"tableSize": 251},
         }))
-        proc = self.t.start(node, [sys.executable, "-m", "hexlane.agent.services",
+        proc = self.t.start(node, [sys.executable, "-m", "hexlane.cli.main", "dev", "services",
                                    "--bpf-root", str(self.roots[node]), "--node", node,
                                    "--manifests", str(self.work / "manifests"),
                                    "--values", str(values), "--lan", "eth0",

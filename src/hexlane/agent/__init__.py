@@ -1,10 +1,12 @@
-"""The per-node daemon: wires reconcilers that program this node's datapath.
+"""The per-node daemon: wires the parts that program this node's datapath.
 
-`daemon` (`hexlane agent`) wires the parts once: `endpoints` (pods' interfaces, IPs and routes
-for the CNI plugin, masquerading; `EndpointManager`), `api` (the local HTTP API on
-`$STATE_DIR/agent.sock` and the abstract socket `@hexlane-agent`; `serve_api`), `services`
-(the service load balancer), `nodes` (other nodes' routing facts from Node/CiliumNode),
-`controllers`, `cniconf`, `metrics`; `status` decides health, `cleanup` removes it all.
-`python -m hexlane.agent.endpoints` runs the endpoint side alone in a node namespace.
-See docs/agent.md.
+`daemon` (`hexlane agent`) lists the parts and wires them once: `nodemanager` (this node and
+the others: routes to them), `endpoints` (pods' interfaces, IPs and routes for the CNI plugin,
+masquerading; `EndpointManager`), `loadbalancer` (Services into the eBPF load balancer) with
+`healthz` (kube-proxy's health servers), `api` (the local HTTP API on `$STATE_DIR/agent.sock`
+and the abstract socket `@hexlane-agent`), `cniconf` (the CNI config and plugin), `status`
+(the status document and its health), `metrics`; `programs` lists the tc programs attached,
+`cleanup` removes it all. The loops are `hexlane.k8s.controller.Controller`s; the plans are
+the pure `hexlane.routing` and `hexlane.lb`. `hexlane dev endpoints|services` runs a part
+alone. See docs/agent.md and docs/code-map.md.
 """

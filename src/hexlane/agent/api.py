@@ -11,10 +11,13 @@ Routes (errors are `{code, msg, details}` with CNI error codes, HTTP 4xx/5xx):
 - `POST /v1/cni/add|del|check` body `{containerID, ifname, netns, network, args, prevResult}`;
   add answers the CNI result (1.1.0 shape; the plugin converts it to the caller's version).
 - `POST /v1/cni/gc` body `{network, validAttachments: [{containerID, ifname}]}`.
-- `GET /v1/cni/status`, `GET /v1/endpoints`, `GET /v1/healthz`.
+- `GET /v1/cni/status`, `GET /v1/endpoints`, `GET /v1/healthz`;
+- `GET /v1/status`: the agent's status document (`hexlane status`), when the daemon gives one.
 
-`serve_api(state_dir, manager)` is what the agent daemon wires in; pass `app=` to serve
-further routes (status, services) on the same sockets.
+`serve_api(state_dir, manager, status=..., after_add=...)` is what the agent daemon wires in
+(`after_add` runs after every successful ADD, before the answer leaves: the load balancer
+attaches to the new veth). Until the endpoint manager exists, `serve_starting` answers on the
+socket file alone: `/v1/status`, and every CNI call with "try again" (CNI error 11).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +42,10 @@ SOCKET_NAME = "agent.sock"
 ABSTRACT_NAME = "hexlane-agent"
 
 _MANAGER = web.AppKey("endpoint_manager", EndpointManager)
+_AFTER_ADD: web.AppKey[Callable[[], None]] = web.AppKey("after_add")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+StatusFunc = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
 def _error(err: CNIError) -> web.Response:
@@ -82,6 +87,7 @@ async def _add(request: web.Request) -> web.StreamResponse:
     manager = request.app[_MANAGER]
     body = await _body(request, manager)
     result = await manager.add(CNIRequest.from_json(body, need_netns=True))
+    request.app[_AFTER_ADD]()
     return web.json_response(result)
 
 
@@ -133,9 +139,18 @@ async def _healthz(request: web.Request) -> web.StreamResponse:
                              status=200 if ok else 503)
 
 
-def add_routes(app: web.Application, manager: EndpointManager) -> None:
-    """Put the endpoint routes on `app` (the daemon's application, or a fresh one)."""
+def _status_route(app: web.Application, status: StatusFunc) -> None:
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        return web.json_response(await status())
+
+    app.router.add_get("/v1/status", handler)
+
+
+def add_routes(app: web.Application, manager: EndpointManager,
+               after_add: Callable[[], None] = lambda: None) -> None:
+    """Put the endpoint routes on `app`."""
     app[_MANAGER] = manager
+    app[_AFTER_ADD] = after_add
     app.router.add_post("/v1/cni/add", _add)
     app.router.add_post("/v1/cni/del", _del)
     app.router.add_post("/v1/cni/check", _check)
@@ -173,10 +188,13 @@ def _abstract_socket(name: str) -> socket.socket:
 
 async def serve_api(state_dir: Path, manager: EndpointManager, *,
                     abstract_name: str | None = ABSTRACT_NAME,
-                    app: web.Application | None = None) -> ApiServer:
+                    status: StatusFunc | None = None,
+                    after_add: Callable[[], None] = lambda: None) -> ApiServer:
     """Serve the endpoint API on `state_dir/agent.sock` and `@abstract_name` (this netns)."""
-    app = app if app is not None else web.Application()
-    add_routes(app, manager)
+    app = web.Application()
+    if status is not None:
+        _status_route(app, status)
+    add_routes(app, manager, after_add)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     path = Path(state_dir) / SOCKET_NAME
@@ -192,3 +210,22 @@ async def serve_api(state_dir: Path, manager: EndpointManager, *,
         await runner.cleanup()
         raise
     return ApiServer(runner, path)
+
+
+async def serve_starting(state_dir: Path, status: StatusFunc,
+                         waiting_for: Callable[[], str]) -> web.AppRunner:
+    """Before the endpoint manager exists: the socket file answers `/v1/status`, and every
+    CNI call with "try again" (CNI error 11) saying what the agent waits for."""
+    async def starting(_request: web.Request) -> web.Response:
+        return web.json_response({"code": 11, "msg": "hexlane agent starting",
+                                  "details": f"waiting for {waiting_for()}"}, status=503)
+
+    app = web.Application()
+    _status_route(app, status)
+    app.router.add_route("*", "/{tail:.*}", starting)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    path = state_dir / SOCKET_NAME
+    path.unlink(missing_ok=True)
+    await web.UnixSite(runner, str(path)).start()
+    return runner

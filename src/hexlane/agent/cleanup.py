@@ -30,7 +30,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from hexlane.datapath import libbpf, netlink
 from hexlane.datapath.bpffs import is_bpffs, on_bpffs
-from hexlane.ipam.routes import HOST_DEVICE, HOST_PEER_DEVICE
+from hexlane.routing.routes import HOST_DEVICE, HOST_PEER_DEVICE
 
 from . import cniconf
 from .programs import (

@@ -2,8 +2,8 @@
 
 `EndpointManager` carries out CNI ADD/DEL/CHECK/GC/STATUS: it allocates the pod IP from the
 node's pod CIDR (`hexlane.ipam.podcidr`), builds the veth pair through `hexlane.datapath.netlink`,
-and keeps the node's kernel objects converged to `hexlane.ipam.routes.plan_routes` and
-`plan_masquerade`: links, FDB, neighbours and routes (`netlink.NodeNetwork`), sysctls
+and keeps the node's kernel objects converged to the plans of `hexlane.routing` (`plan_routes`,
+`plan_masquerade`): links, FDB, neighbours and routes (`netlink.NodeNetwork`), sysctls
 (`hexlane.datapath.sysctl`) and the masquerade's maps (`MasqDatapath`), each a table kept by
 its own long-lived reconciler (`hexlane.datapath.reconcile`). A change (a node, a pod, a
 service address) writes only what it changed; `resync()` reads everything back and repairs
@@ -19,23 +19,17 @@ Addressing (as Cilium): the pod gets `ip/32` with its default route via the node
 permanent neighbour entry pointing at the host-side veth MAC; the node reaches the pod by a /32
 route on the host-side veth `lxc<hash>`.
 
-Run it alone in a node namespace (tests and experiments; the `hexlane agent` daemon wires the
-same class): `python -m hexlane.agent.endpoints --state-dir D --node-name n1 --node-ip
-10.0.0.11 --pod-cidr 10.42.1.0/24 [--netns /run/netns/X] [--routing-mode native|tunnel]
-[--auto-direct-node-routes] [--peer NAME,IP,CIDR]...`.
+The `hexlane agent` daemon wires it; `hexlane dev endpoints` (hidden, for tests and
+experiments) serves it alone in a node namespace with the endpoint API (`api.serve_api`).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import re
-import signal
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,7 +42,6 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from hexlane.cnispec import (  # shared with the CNI plugin
     CONTAINER_ID,
-    DEFAULT_STATE_DIR,
     DEL_QUEUE_DIR,
     ERR_CHECK_MISMATCH,
     ERR_INVALID_ENV,
@@ -61,8 +54,9 @@ from hexlane.datapath import netlink
 from hexlane.datapath.masq import MasqDatapath
 from hexlane.datapath.reconcile import FlushResult
 from hexlane.datapath.sysctl import sysctl_reconciler
-from hexlane.ipam.podcidr import PodIPAllocator, PodIPsExhausted, parse_pod_cidr, router_ip
-from hexlane.ipam.routes import (
+from hexlane.ipam.podcidr import PodIPAllocator, PodIPsExhausted, router_ip
+from hexlane.routing.masquerade import plan_masquerade
+from hexlane.routing.routes import (
     HOST_DEVICE,
     LocalEndpoint,
     NodeRouting,
@@ -70,10 +64,8 @@ from hexlane.ipam.routes import (
     RoutingSettings,
     endpoint_mac,
     host_ifname,
-    plan_masquerade,
     plan_routes,
 )
-from hexlane.model.errors import InputError
 
 log = logging.getLogger("hexlane.agent.endpoints")
 
@@ -619,91 +611,3 @@ class EndpointManager:
         if done:
             log.info("carried out %d queued DEL(s)", done)
         return done
-
-
-# --- the stand-alone runner ----------------------------------------------------------------------
-
-
-def _parse_peer(text: str) -> NodeRouting:
-    parts = text.split(",")
-    if len(parts) < 3:
-        raise argparse.ArgumentTypeError(f"--peer wants NAME,IP,CIDR[,CIDR...], got {text!r}")
-    try:
-        return NodeRouting(parts[0], IPv4Address(parts[1]),
-                           tuple(parse_pod_cidr(c, "--peer") for c in parts[2:]))
-    except (ValueError, InputError) as err:
-        raise argparse.ArgumentTypeError(f"--peer {text!r}: {err}") from None
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hexlane.agent.endpoints",
-                                description="Serve the agent's endpoint API alone.")
-    p.add_argument("--state-dir", type=Path,
-                   default=Path(os.environ.get("HEXLANE_STATE_DIR", DEFAULT_STATE_DIR)))
-    p.add_argument("--node-name", required=True)
-    p.add_argument("--node-ip", type=IPv4Address, required=True)
-    p.add_argument("--pod-cidr", required=True)
-    p.add_argument("--netns", help="enter this network namespace first (setns)")
-    p.add_argument("--routing-mode", choices=("native", "tunnel"), default="tunnel")
-    p.add_argument("--auto-direct-node-routes", action="store_true")
-    p.add_argument("--lan-mtu", type=int, default=1500)
-    p.add_argument("--peer", type=_parse_peer, action="append", default=[])
-    p.add_argument("--masquerade-device",
-                   help="masquerade pods' traffic leaving through this interface (eBPF)")
-    p.add_argument("--bpf-root", type=Path,
-                   default=Path(os.environ.get("HEXLANE_BPF_ROOT", "/sys/fs/bpf/hexlane")))
-    p.add_argument("--native-routing-cidr", type=IPv4Network,
-                   help="ipv4NativeRoutingCIDR: destinations reached without masquerading")
-    p.add_argument("--abstract-name", default="hexlane-agent",
-                   help="abstract socket name ('' for none)")
-    return p
-
-
-async def _run(args: argparse.Namespace) -> int:
-    from hexlane.agent.api import serve_api  # the API edge imports aiohttp; keep it here
-
-    local = NodeRouting(args.node_name, args.node_ip,
-                        (parse_pod_cidr(args.pod_cidr, "--pod-cidr"),))
-    settings = RoutingSettings(mode=args.routing_mode,
-                               auto_direct_node_routes=args.auto_direct_node_routes,
-                               lan_mtu=args.lan_mtu)
-    masq = None
-    if args.masquerade_device:
-        masq = MasqueradeSettings(args.masquerade_device, args.bpf_root,
-                                  args.native_routing_cidr)
-    manager = EndpointManager(args.state_dir, local, settings, masquerade=masq)
-    manager.nodes = tuple(sorted(args.peer))
-    await manager.start()
-    server = await serve_api(args.state_dir, manager, abstract_name=args.abstract_name or None)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"hexlane endpoint API ready on {args.state_dir / 'agent.sock'}", flush=True)
-    await stop.wait()
-    await server.close()
-    await manager.close()
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.netns:
-        # Before asyncio starts any thread: the whole process moves, sockets included.
-        netlink.setns(args.netns)
-    try:
-        return asyncio.run(_run(args))
-    except (InputError, RuntimeError, OSError) as err:
-        print(f"hexlane endpoints: {err}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    # Run through the module's import name, so that `hexlane.agent.api` and this runner share
-    # one CNIError class (under -m this file is also loaded as `__main__`).
-    from hexlane.agent.endpoints import main as _main
-
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(_main())

@@ -3,17 +3,26 @@
 Served on `prometheus.port` (Cilium's agent port, 9962) at `/metrics` when
 `prometheus.enabled`, with the process collector (`process_*`: CPU, memory, open files) and
 the client layer's `hexlane_k8s_client_*`. Gauges read their value when scraped, from the
-parts that own the facts, so no number can go stale.
+parts that own the facts (`watch`), so no number can go stale.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from hexlane.k8s.controller import Controller
+from hexlane.k8s.runtime import serve_metrics
+
+from .endpoints import EndpointManager
+
+log = logging.getLogger(__name__)
 
 
 class AgentMetrics:
@@ -35,14 +44,32 @@ class AgentMetrics:
         self.last_sync = Gauge("hexlane_last_sync_timestamp_seconds",
                                "When the routing sync last succeeded (Unix time)", registry=r)
 
-    def watch_reconcilers(self, reconcilers: Callable[[], Sequence[Any]]) -> None:
-        """Report every reconciler's counters (`hexlane.datapath.reconcile`) by table."""
+    def watch(self, endpoints: Callable[[], EndpointManager | None],
+              controllers: Sequence[Controller], last_sync: Callable[[], float | None],
+              reconcilers: Callable[[], Sequence[Any]]) -> None:
+        """Read every gauge from the parts at each scrape: the endpoint manager (None before
+        it starts), the controllers, the last routing sync, every reconciler by table."""
+        def manager_value(read: Callable[[EndpointManager], float]) -> Callable[[], float]:
+            def value() -> float:
+                manager = endpoints()
+                return read(manager) if manager is not None else 0.0
+            return value
+
+        self.endpoints.set_function(manager_value(lambda mgr: len(mgr.endpoints)))
+        self.ip_addresses.set_function(manager_value(lambda mgr: len(mgr.allocator.allocations)))
+        self.ip_capacity.set_function(manager_value(lambda mgr: mgr.allocator.capacity))
+        self.nodes.set_function(manager_value(lambda mgr: len(mgr.nodes)))
+        self.controllers_failing.set_function(
+            lambda: sum(1 for c in controllers if c.consecutive_failures))
+        self.last_sync.set_function(lambda: last_sync() or 0.0)
         self.registry.register(_ReconcilerCollector(reconcilers))
 
-    @staticmethod
-    def bind(gauge: Gauge, read: Callable[[], float]) -> None:
-        """Have `gauge` report `read()` at every scrape."""
-        gauge.set_function(read)
+    async def serve(self, addr: tuple[str, int]) -> web.AppRunner:
+        """`/metrics` on `addr` ("" = every address)."""
+        runner, _ = await serve_metrics(self.registry, addr)
+        host, port = addr
+        log.info("metrics on http://%s:%d/metrics", host or "0.0.0.0", port)
+        return runner
 
 
 class _ReconcilerCollector(Collector):

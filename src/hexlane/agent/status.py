@@ -1,20 +1,207 @@
-"""The agent's status report: whether it is healthy and why not, and how it reads (pure).
+"""The agent's status: the document it answers, whether it is healthy and why not, its text.
 
-The daemon gathers facts into one JSON document (`GET /v1/status`, see docs/agent.md);
-`health(status)` decides from that document alone whether the agent is healthy — the
-datapath programs it expects are attached, the API server answered recently and every
-informer synced, the last routing sync is recent, every controller succeeded on its last
-run — and lists the reasons when not. `format_status` renders it like `cilium status`.
-Both take the document's own `now`, so they need no clock.
+`AgentStatus.document()` gathers the parts' facts into one JSON document (`GET /v1/status`,
+see docs/agent.md for every key); `health(status)` decides from that document alone whether
+the agent is healthy — the datapath programs it expects are attached, the API server
+answered recently and every informer synced, the last routing sync is recent, every
+controller succeeded on its last run — and lists the reasons when not. `format_status`
+renders it like `cilium status` (`hexlane status`). `health` and `format_status` are pure
+and take the document's own `now`, so they need no clock.
+
+`ApiContact` keeps what the document says of the API server: when it last answered (the
+`heartbeat` controller's GET /version) and when an informer last told of a change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+from hexlane import __version__
+from hexlane.config import Values
+from hexlane.datapath import netlink
+from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS
+from hexlane.k8s.client import KubeClient
+from hexlane.k8s.controller import Controller
+from hexlane.k8s.informer import Informer
+from hexlane.routing.nodes import pod_cidr_source
+from hexlane.routing.routes import HOST_DEVICE
+
+from . import cniconf
+from .endpoints import EndpointManager
+from .loadbalancer import LoadBalancer
+from .nodemanager import NodeManager
+from .programs import attached_programs
 
 #: A sync older than this many sync intervals makes the agent unhealthy.
 STALE_SYNC_INTERVALS = 3.0
+
+
+class ApiContact:
+    """When the API server last answered (and why not since), and last told of a change."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+        self.last_contact: float | None = None
+        self.error = ""
+        self.last_event: float | None = None
+
+    def event(self, *_objects: Any) -> None:
+        """An informer handler (add, update or delete): a change was told."""
+        self.last_event = time.time()
+
+    async def heartbeat(self) -> None:
+        try:
+            await self.client.request("GET", "/version")
+        except Exception as err:
+            self.error = f"{type(err).__name__}: {err}"
+            raise
+        self.last_contact = time.time()
+        self.error = ""
+
+
+def find_kube_proxy(proc: Path = Path("/proc")) -> int | None:
+    """The pid of a kube-proxy process on this machine, or None."""
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "kube-proxy":
+                    return int(entry.name)
+    return None
+
+
+class AgentStatus:
+    """The status document, gathered from the agent's parts at each request."""
+
+    def __init__(self, node: str, values: Values, *, sync_interval: float,
+                 cni: cniconf.CniFiles, api: ApiContact,
+                 informers: Mapping[str, Informer], nodes: NodeManager,
+                 endpoints: Callable[[], EndpointManager | None], lb: LoadBalancer | None,
+                 controllers: Sequence[Controller],
+                 reconcilers: Callable[[], Sequence[Any]]) -> None:
+        self.node = node
+        self.values = values
+        self.sync_interval = sync_interval
+        self.cni = cni
+        self.api = api
+        self.informers = informers
+        self.nodes = nodes
+        self.endpoints = endpoints
+        self.lb = lb
+        self.controllers = controllers
+        self.reconcilers = reconcilers
+
+    def _expected_programs(self) -> list[dict[str, str]]:
+        manager = self.endpoints()
+        device = self.nodes.device
+        expected = []
+        if manager is not None and manager.masquerade is not None:
+            expected += [{"device": device, "direction": "egress", "name": PROGRAM_EGRESS},
+                         {"device": device, "direction": "ingress", "name": PROGRAM_INGRESS}]
+        if self.lb is not None:
+            # the tunnel exists once there is a peer to reach through it
+            expected += self.lb.expected_programs(
+                tunnel=self.values.routing_mode == "tunnel" and bool(self.nodes.peers))
+        return expected
+
+    async def _datapath(self) -> dict[str, Any]:
+        datapath: dict[str, Any] = {"expected": self._expected_programs(), "programs": []}
+        try:
+            async with netlink.iproute_in() as ipr:
+                programs = await attached_programs(ipr)
+            datapath["programs"] = [p.to_dict() for p in programs if p.is_ours]
+        except Exception as err:  # the report must come out even when a query fails
+            datapath["error"] = f"tc query failed: {err}"
+        return datapath
+
+    def _kube_proxy_replacement(self) -> dict[str, Any]:
+        enabled = self.values.kube_proxy_replacement
+        doc: dict[str, Any] = {"enabled": enabled}
+        if self.lb is not None and self.lb.reconciler is not None:
+            doc.update(self.lb.status())
+        elif enabled:
+            doc["note"] = "service load balancer not loaded yet"
+        elif (pid := find_kube_proxy()) is not None:
+            doc["note"] = f"kube-proxy handles Services (pid {pid})"
+        else:
+            doc["note"] = ("Services will not work on this node: kubeProxyReplacement is "
+                           "off and no kube-proxy runs here")
+        return doc
+
+    async def document(self) -> dict[str, Any]:
+        """The document `GET /v1/status` answers (see docs/agent.md)."""
+        values = self.values
+        now = time.time()
+        manager = self.endpoints()
+        ep = manager.status() if manager is not None else {}
+        local = self.nodes.local
+        device = self.nodes.device
+        allocator = manager.allocator if manager is not None else None
+        api = self.api
+        doc: dict[str, Any] = {
+            "node": self.node,
+            "version": __version__,
+            "now": now,
+            "waitingFor": "" if manager is not None else self.nodes.waiting_for,
+            "kubeProxyReplacement": self._kube_proxy_replacement(),
+            "kubernetes": {
+                "server": api.client.server,
+                "reachable": api.last_contact is not None and not api.error,
+                "error": api.error,
+                "lastContact": api.last_contact,
+                "lastEvent": api.last_event,
+                "informers": {name: {"synced": inf.synced.is_set(), "objects": len(inf.cache),
+                                     "events": inf.stats.events, "errors": inf.stats.errors}
+                              for name, inf in self.informers.items()},
+            },
+            "ipam": {
+                "mode": values.ipam.mode,
+                "source": pod_cidr_source(values.ipam.mode),
+                "podCIDR": str(local.pod_cidrs[0]) if local is not None else "",
+                "routerIP": ep.get("routerIP", ""),
+                "allocated": len(allocator.allocations) if allocator is not None else 0,
+                "capacity": allocator.capacity if allocator is not None else 0,
+            },
+            "routing": {
+                "mode": values.routing_mode,
+                "autoDirectNodeRoutes": values.auto_direct_node_routes,
+                # Endpoints are always reached by a /32 route on their veth (no BPF redirect
+                # on hexlane_host), which is what endpointRoutes.enabled asks for.
+                "endpointRoutes": True,
+                "hostDevice": HOST_DEVICE,
+                "nodeIP": str(local.node_ip) if local is not None else "",
+                "device": device,
+                "nodes": [{"name": n.name, "nodeIP": str(n.node_ip),
+                           "podCIDRs": [str(c) for c in n.pod_cidrs]}
+                          for n in (manager.nodes if manager is not None else ())],
+                "lastReconcile": ep.get("lastReconcile", {}),
+                "problems": self.nodes.problems,
+            },
+            "masquerading": {
+                "enabled": manager is not None and manager.masquerade is not None,
+                "mode": "BPF",
+                "device": device,
+                "nativeRoutingCIDR": str(values.ipv4_native_routing_cidr or ""),
+                **({"counters": ep["masquerade"].get("counters", {})}
+                   if ep.get("masquerade", {}).get("counters") else {}),
+            },
+            "datapath": await self._datapath(),
+            "endpointManager": {"started": bool(manager and manager.started),
+                                "endpoints": ep.get("endpoints", 0)},
+            "cni": {"confFile": str(self.cni.conf_dir / cniconf.CONF_NAME),
+                    "plugin": str(self.cni.bin_dir / cniconf.PLUGIN_NAME)},
+            "controllers": [c.status() for c in self.controllers],
+            "reconcilers": {"resyncInterval": values.resync_interval,
+                            "tables": [r.status() for r in self.reconcilers()]},
+            "lastSync": self.nodes.last_sync,
+            "syncInterval": self.sync_interval,
+        }
+        reasons = health(doc)
+        doc["health"] = {"ok": not reasons, "reasons": reasons}
+        return doc
 
 
 def _age(now: float, then: Any) -> float | None:

@@ -150,13 +150,7 @@ class Rules:
               subresource: str = "", dry_run: bool = False,
               strict: bool = False) -> dict[str, Any]:
         cur = self._current(txn, t)
-        try:
-            patched = patching.apply_patch(copy.deepcopy(cur), patch_body, content_type,
-                                           kind=t.info.kind)
-        except patching.UnsupportedPatchType as e:
-            raise ApiError(415, "UnsupportedMediaType", str(e)) from e
-        except patching.PatchError as e:
-            raise ApiError(422, "Invalid", str(e)) from e
+        patched = _apply_patch(copy.deepcopy(cur), patch_body, content_type, t.info.kind)
         if not isinstance(patched, dict):
             raise bad_request("the patch did not produce an object")
         meta = patched.get("metadata")
@@ -254,12 +248,7 @@ class Rules:
             # A Scale has no lists, so a strategic merge patch is a merge patch here.
             if patching.media_type(content_type) == patching.STRATEGIC_MERGE_PATCH:
                 content_type = patching.MERGE_PATCH
-            try:
-                body = patching.apply_patch(scale, body, content_type, kind="Scale")
-            except patching.UnsupportedPatchType as e:
-                raise ApiError(415, "UnsupportedMediaType", str(e)) from e
-            except patching.PatchError as e:
-                raise ApiError(422, "Invalid", str(e)) from e
+            body = _apply_patch(scale, body, content_type, "Scale")
         if not isinstance(body, dict):
             raise bad_request("the request body must be a Scale object")
         self._check_rv(t, cur, (body.get("metadata") or {}).get("resourceVersion"))
@@ -512,6 +501,16 @@ class Rules:
         owner = t.owner_key()
         txn.set_allocations(owner, "clusterip", ips)
         txn.set_allocations(owner, "nodeport", {str(p) for p in ports})
+
+
+def _apply_patch(obj: dict[str, Any], patch_body: Any, content_type: str, kind: str) -> Any:
+    """The patched object; a patch type not served is 415, a patch that fails 422."""
+    try:
+        return patching.apply_patch(obj, patch_body, content_type, kind=kind)
+    except patching.UnsupportedPatchType as e:
+        raise ApiError(415, "UnsupportedMediaType", str(e)) from e
+    except patching.PatchError as e:
+        raise ApiError(422, "Invalid", str(e)) from e
 
 
 def scale_of(obj: dict[str, Any]) -> dict[str, Any]:

@@ -241,15 +241,19 @@ def _check_number(value: float, schema: dict, path: str, out: list[Problem]) -> 
                                              f"{_quote(value)}"))
 
 
+def _check_size(size: int, schema: dict, path: str, out: list[Problem], keyword: str,
+                noun: str) -> None:
+    """`max<keyword>` and `min<keyword>` (Items of an array, Properties of an object)."""
+    most = schema.get(f"max{keyword}")
+    if isinstance(most, int) and size > most:
+        out.append(Problem(f"Too many: {size}: must have at most {most} items", path))
+    least = schema.get(f"min{keyword}")
+    if isinstance(least, int) and size < least:
+        out.append(_invalid(path, size, f"{_body(path)} should have at least {least} {noun}"))
+
+
 def _check_array(value: list, schema: dict, path: str, out: list[Problem]) -> None:
-    max_items = schema.get("maxItems")
-    if isinstance(max_items, int) and len(value) > max_items:
-        out.append(Problem(f"Too many: {len(value)}: must have at most {max_items} items",
-                           path))
-    min_items = schema.get("minItems")
-    if isinstance(min_items, int) and len(value) < min_items:
-        out.append(_invalid(path, len(value), f"{_body(path)} should have at least "
-                                              f"{min_items} items"))
+    _check_size(len(value), schema, path, out, "Items", "items")
     if schema.get("uniqueItems") or schema.get("x-kubernetes-list-type") == "set":
         for i, item in enumerate(value):
             if any(_json_equal(item, earlier) for earlier in value[:i]):
@@ -279,14 +283,7 @@ def _check_object(value: dict, schema: dict, path: str, out: list[Problem], *,
         for key in required:
             if key not in value or (value[key] is None and not _nullable(schema, key)):
                 out.append(Problem("Required value", _join(path, key)))
-    max_props = schema.get("maxProperties")
-    if isinstance(max_props, int) and len(value) > max_props:
-        out.append(Problem(f"Too many: {len(value)}: must have at most {max_props} items",
-                           path))
-    min_props = schema.get("minProperties")
-    if isinstance(min_props, int) and len(value) < min_props:
-        out.append(_invalid(path, len(value), f"{_body(path)} should have at least "
-                                              f"{min_props} properties"))
+    _check_size(len(value), schema, path, out, "Properties", "properties")
     declared = schema.get("properties")
     props: dict = declared if isinstance(declared, dict) else {}
     additional = schema.get("additionalProperties")

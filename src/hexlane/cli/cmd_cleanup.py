@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from hexlane.model.errors import InputError, Problem
 
-DEFAULT_STATE_DIR = "/var/run/hexlane"
-DEFAULT_BPF_ROOT = "/sys/fs/bpf/hexlane"
+from . import flags
 
 
 def register(subparsers: Any) -> None:
@@ -32,10 +30,8 @@ def register(subparsers: Any) -> None:
         "cleanup", help="remove everything hexlane made on this node",
         description="Remove every interface, route, BPF pin, tc filter and file hexlane "
                     "made on this node (in the current network namespace).")
-    parser.add_argument("--state-dir", type=Path,
-                        default=Path(os.environ.get("HEXLANE_STATE_DIR", DEFAULT_STATE_DIR)))
-    parser.add_argument("--bpf-root", type=Path,
-                        default=Path(os.environ.get("HEXLANE_BPF_ROOT", DEFAULT_BPF_ROOT)))
+    flags.state_dir(parser)
+    flags.bpf_root(parser)
     parser.add_argument("--cni-conf-dir", type=Path, default=Path("/etc/cni/net.d"))
     parser.add_argument("--cni-bin-dir", type=Path, default=Path("/opt/cni/bin"))
     parser.add_argument("--yes", action="store_true",
@@ -43,7 +39,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host-namespace", action="store_true",
                         help="allow acting in the machine's own network namespace (a real "
                              "node)")
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    flags.output(parser)
     parser.set_defaults(func=run)
 
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import yaml
 
-from hexlane.config import load_values
-from hexlane.model.errors import InputError, errors_only
+from hexlane.config import require_values
 
 
 def register(subparsers: Any) -> None:
@@ -42,10 +41,8 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    values, problems = load_values(args.values, args.set_flags)
-    if errors_only(problems):
-        raise InputError(problems)
-    for problem in problems:
+    values, warnings = require_values(args.values, args.set_flags)
+    for problem in warnings:
         print(str(problem), file=sys.stderr)
     print(render(values.tree, args.output), end="")
     return 0

@@ -25,6 +25,8 @@ from hexlane.lab import conncheck, connectivity, manager
 from hexlane.lab.topology import check_lab_name, default_lab_name
 from hexlane.model.errors import InputError, Problem
 
+from . import flags
+
 
 def _lab_name(text: str) -> str:
     try:
@@ -47,7 +49,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "connectivity", help="probe Service paths end to end (like cilium connectivity test)",
         description="Probe Service paths end to end, like `cilium connectivity test`.")
-    sub = parser.add_subparsers(dest="connectivity_command", metavar="COMMAND")
+    sub = flags.commands(parser, "connectivity_command")
     test = sub.add_parser(
         "test", help="deploy probes, run the matrix, print a table, clean up",
         description="Deploy probe pods and Services in namespace hexlane-conncheck, probe "
@@ -62,14 +64,8 @@ def register(subparsers: Any) -> None:
                       help="leave the namespace, pool and client routes for debugging")
     test.add_argument("--connections", type=_connections, default=60, metavar="N",
                       help="new connections per cell (default 60)")
-    test.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    flags.output(test)
     test.set_defaults(func=cmd_test)
-    parser.set_defaults(func=lambda _args: _usage(parser))
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:

@@ -30,9 +30,11 @@ from hexlane.ipam.inputs import options_from_values, pool_input_from_model, serv
 from hexlane.ipam.lbipam import LBIPAMPlan, PoolInput, ServiceInput, allocate
 from hexlane.model.cilium import LBIPPool
 from hexlane.model.errors import InputError, Problem
-from hexlane.model.manifests import expand_paths, read_text, scan_manifests
+from hexlane.model.manifests import expand_paths, read_manifests
 from hexlane.model.registry import parse_object
 from hexlane.model.service import Service
+
+from . import flags
 
 _KINDS = (LBIPPool.KIND, Service.KIND)
 
@@ -41,30 +43,16 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "ipam", help="LB-IPAM tools (offline plan)",
         description="LB-IPAM: LoadBalancer IPs from CiliumLoadBalancerIPPools.")
-    sub = parser.add_subparsers(dest="ipam_command", metavar="COMMAND")
+    sub = flags.commands(parser, "ipam_command")
     plan = sub.add_parser(
         "plan", help="what LB-IPAM would give each Service, offline",
         description="Read pools and Services from manifests and print what LB-IPAM would "
                     "give each LoadBalancer Service (IPs and condition) and each pool's "
                     "status, without a cluster.")
-    plan.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+",
-                      default=[], metavar="PATH", required=True,
-                      help="manifest file or directory (repeatable; directories are searched "
-                           "for *.yaml and *.yml)")
-    plan.add_argument("-R", "--recursive", action="store_true",
-                      help="also read the subdirectories of directories given with -f "
-                           "(like kubectl -R)")
-    plan.add_argument("--values", dest="values", action="extend", nargs="+", default=[],
-                      metavar="FILE", help="Helm values file (repeatable, later wins)")
-    plan.add_argument("-o", "--output", choices=("text", "json"), default="text",
-                      help="output format (default text)")
+    flags.manifests(plan, required=True)
+    flags.helm_values(plan, set_flags=False)
+    flags.output(plan)
     plan.set_defaults(func=cmd_plan)
-    parser.set_defaults(func=lambda _args: _usage(parser))
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def read_inputs(paths: list[str], skip: list[str], *, recursive: bool = False
@@ -88,11 +76,7 @@ def read_inputs(paths: list[str], skip: list[str], *, recursive: bool = False
         if not os.path.exists(path):
             problems.append(Problem("no such file or directory", file=path))
             continue
-        try:
-            manifests, found = scan_manifests(read_text(path), path)
-        except InputError as e:
-            problems += e.problems
-            continue
+        manifests, found = read_manifests(path)
         problems += found
         for m in manifests:
             for prefix, raw in _documents(m.obj):
@@ -177,12 +161,9 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 def cmd_plan(args: argparse.Namespace) -> int:
     options = None
     if args.values:
-        from hexlane.config.loader import load_values
+        from hexlane.config import require_values
 
-        values, value_problems = load_values(args.values)
-        if any(p.severity == "error" for p in value_problems):
-            raise InputError(value_problems)
-        options = options_from_values(values)
+        options = options_from_values(require_values(args.values)[0])
     pools, services, warnings = read_inputs(args.paths, args.values,
                                              recursive=args.recursive)
     for w in warnings:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import sys
 from typing import Any
 
-from hexlane.config import load_values, parse_duration
 from hexlane.k8s.election import LeaseTiming
 from hexlane.model.errors import InputError, Problem
+
+from . import flags
 
 
 def register(subparsers: Any) -> None:
@@ -31,15 +30,8 @@ def register(subparsers: Any) -> None:
                     "status) and, with ipam.mode cluster-pool, one pod CIDR per node in its "
                     "CiliumNode. Only the holder of Lease "
                     "kube-system/cilium-operator-resource-lock runs controllers.")
-    parser.add_argument("--kubeconfig", metavar="F",
-                        help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
-    parser.add_argument("--values", dest="values", action="append", default=[], metavar="F",
-                        help="Helm values file (repeatable, later wins)")
-    parser.add_argument("--set", dest="set_flags", action="append", default=[],
-                        metavar="K=V", help="Helm-style value (repeatable)")
-    parser.add_argument("--metrics-addr", metavar="ADDR:PORT",
-                        help="serve /metrics and /healthz here (default 0.0.0.0 and "
-                             "operator.prometheus.port, 9963; 'off' disables)")
+    flags.daemon(parser, "serve /metrics and /healthz here (default 0.0.0.0 and "
+                         "operator.prometheus.port, 9963; 'off' disables)")
     parser.add_argument("--identity", metavar="NAME",
                         help="leader-election identity (default: host name and a random "
                              "suffix)")
@@ -49,33 +41,14 @@ def register(subparsers: Any) -> None:
                         help="how long the leader retries renewing before giving up (10s)")
     parser.add_argument("--leader-election-retry-period", default="2s", metavar="D",
                         help="time between renewals and acquisition attempts (2s)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.set_defaults(func=run)
-
-
-def parse_addr(text: str, flag: str = "--metrics-addr") -> tuple[str, int]:
-    """"host:port", ":port" or "[v6]:port" -> (host, port); host "" means every address."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise InputError(Problem(f"expected ADDR:PORT, got {text!r}", flag))
-    return host.strip("[]"), int(port_text)
-
-
-def _duration(text: str, flag: str) -> float:
-    try:
-        seconds = parse_duration(text)
-    except ValueError as e:
-        raise InputError(Problem(f"not a duration: {text!r} ({e})", flag)) from None
-    if seconds <= 0:
-        raise InputError(Problem(f"must be positive, got {text!r}", flag))
-    return seconds
 
 
 def build_timing(lease_duration: str, renew_deadline: str, retry_period: str) -> LeaseTiming:
     """The lease timing from the three flags' texts, checked as client-go checks them."""
-    duration = _duration(lease_duration, "--leader-election-lease-duration")
-    renew = _duration(renew_deadline, "--leader-election-renew-deadline")
-    retry = _duration(retry_period, "--leader-election-retry-period")
+    duration = flags.duration(lease_duration, "--leader-election-lease-duration")
+    renew = flags.duration(renew_deadline, "--leader-election-renew-deadline")
+    retry = flags.duration(retry_period, "--leader-election-retry-period")
     # client-go refuses these too (NewLeaderElector's checks).
     if renew >= duration:
         raise InputError(Problem("the renew deadline must be shorter than the lease duration",
@@ -91,30 +64,13 @@ def run(args: argparse.Namespace) -> int:
     # commands do not need.
     from hexlane.operator.daemon import OperatorConfig, default_identity, run_operator
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    if not args.verbose:
-        logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per request otherwise
-    values, problems = load_values(args.values, args.set_flags)
-    errors = [p for p in problems if p.severity == "error"]
-    for p in problems:
-        if p.severity != "error":
-            print(str(p), file=sys.stderr)
-    if errors:
-        raise InputError(errors)
+    values = flags.start_daemon(args)
     timing = build_timing(args.leader_election_lease_duration,
                           args.leader_election_renew_deadline,
                           args.leader_election_retry_period)
-    if args.metrics_addr == "off":
-        metrics_addr = None
-    elif args.metrics_addr:
-        metrics_addr = parse_addr(args.metrics_addr)
-    elif values.operator.prometheus_enabled:
-        metrics_addr = ("0.0.0.0", values.operator.prometheus_port)
-    else:
-        metrics_addr = None
     config = OperatorConfig(values=values, kubeconfig=args.kubeconfig,
-                            metrics_addr=metrics_addr,
+                            metrics_addr=flags.metrics_addr(args.metrics_addr,
+                                                            values.operator.prometheus_enabled,
+                                                            values.operator.prometheus_port),
                             identity=args.identity or default_identity(), timing=timing)
     return asyncio.run(run_operator(config))

@@ -12,35 +12,25 @@ INT half of a two-scope service, eTP/iTP Local) are marked.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 from typing import Any
 
 from hexlane.datapath.lb import view as lbview
-from hexlane.datapath.libbpf import BpfError
 
-DEFAULT_BPF_ROOT = "/sys/fs/bpf/hexlane"
+from . import flags
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("service", help="services programmed on this node",
                                    description="Services programmed in this node's datapath.")
-    sub = parser.add_subparsers(dest="service_command", metavar="COMMAND")
+    sub = flags.commands(parser, "service_command")
     lst = sub.add_parser("list", help="frontends and their backends (like cilium service list)")
-    lst.add_argument("--bpf-root", default=os.environ.get("HEXLANE_BPF_ROOT", DEFAULT_BPF_ROOT),
-                     help="where the datapath's maps are pinned (default %(default)s)")
-    lst.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    flags.bpf_root(lst)
+    flags.output(lst)
     lst.set_defaults(func=cmd_list)
-    parser.set_defaults(func=lambda _args: _usage(parser))
 
 
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
-
-
-def service_rows(bpf_root: str) -> list[dict[str, Any]]:
+def service_rows(bpf_root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """One row per frontend scope, sorted by service id."""
     rows = []
     for row in lbview.services(bpf_root):
@@ -60,14 +50,10 @@ def service_rows(bpf_root: str) -> list[dict[str, Any]]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    try:
-        rows = service_rows(args.bpf_root)
-    except (FileNotFoundError, BpfError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if args.output == "json":
-        print(json.dumps(rows, indent=2))
-        return 0
+    return flags.show(args, service_rows, _text)
+
+
+def _text(rows: list[dict[str, Any]]) -> None:
     print(f"{'ID':<6} {'Frontend':<26} {'Service Type':<14} {'Algorithm':<10} {'Mode':<5} "
           "Backend")
     for row in rows:
@@ -82,4 +68,3 @@ def cmd_list(args: argparse.Namespace) -> int:
             print((head if i == 1 else " " * len(head)) + line)
         if row["flags"]:
             print(" " * len(head) + "flags: " + ", ".join(row["flags"]))
-    return 0

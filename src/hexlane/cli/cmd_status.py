@@ -17,7 +17,8 @@ import os
 import sys
 from typing import Any
 
-DEFAULT_STATE_DIR = "/var/run/hexlane"
+from . import flags
+
 TIMEOUT = 10.0
 
 
@@ -27,20 +28,18 @@ def register(subparsers: Any) -> None:
         description="Show the status of this node's hexlane agent.")
     parser.add_argument("--brief", action="store_true",
                         help="print OK and exit 0 when healthy, else the reasons and exit 1")
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    parser.add_argument("--state-dir", default=os.environ.get("HEXLANE_STATE_DIR",
-                                                              DEFAULT_STATE_DIR),
-                        help="the agent's state directory (env HEXLANE_STATE_DIR, "
-                             "default %(default)s)")
+    flags.output(parser)
+    flags.state_dir(parser)
     parser.set_defaults(func=run)
 
 
-def fetch_status(state_dir: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+def fetch_status(state_dir: str | os.PathLike[str], timeout: float = TIMEOUT
+                 ) -> dict[str, Any]:
     """The agent's status document; `RuntimeError` saying why when there is none."""
     from hexlane.cni.main import AgentUnavailable, PluginError, call_agent
 
     try:
-        code, body = call_agent(state_dir, "GET", "/v1/status", timeout=timeout)
+        code, body = call_agent(str(state_dir), "GET", "/v1/status", timeout=timeout)
     except AgentUnavailable as err:
         raise RuntimeError(f"hexlane agent unreachable ({err})") from None
     except PluginError as err:

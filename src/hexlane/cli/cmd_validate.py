@@ -30,6 +30,8 @@ from hexlane.model.errors import InputError, Problem
 from hexlane.model.manifests import Manifest, expand_paths, read_text, scan_manifests
 from hexlane.model.registry import Unread, object_ref, parse_object
 
+from . import flags
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -38,19 +40,9 @@ def register(subparsers: Any) -> None:
                     "print every problem with its file, object and field. Exit 0 when "
                     "there is no error, 1 when there are problems, 2 when input cannot be "
                     "read.")
-    parser.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+",
-                        default=[], metavar="PATH",
-                        help="manifest file or directory (repeatable; directories are "
-                             "searched for *.yaml and *.yml)")
-    parser.add_argument("-R", "--recursive", action="store_true",
-                        help="also read the subdirectories of directories given with -f "
-                             "(like kubectl -R)")
-    parser.add_argument("--values", dest="values", action="extend", nargs="+", default=[],
-                        metavar="FILE", help="Helm values file (repeatable, later wins)")
-    parser.add_argument("--set", dest="set_flags", action="append", default=[],
-                        metavar="K=V", help="a value in Helm's --set syntax (repeatable)")
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text",
-                        help="output format (default text)")
+    flags.manifests(parser)
+    flags.helm_values(parser)
+    flags.output(parser)
     parser.set_defaults(func=cmd_validate)
 
 

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from hexlane import __version__
 from hexlane.model.errors import InputError
 
-# Order is the order of `hexlane --help`.
+# Order is the order of `hexlane --help` (`dev` registers no help: it is not listed).
 COMMAND_MODULES = (
     "config", "validate", "ipam", "apiserver", "operator", "agent", "status", "service",
-    "bpf", "l2", "hubble", "lab", "connectivity", "cleanup", "cni",
+    "bpf", "l2", "hubble", "lab", "connectivity", "cleanup", "cni", "dev",
 )
 
 

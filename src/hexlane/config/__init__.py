@@ -8,7 +8,7 @@ Every accepted key, its default and its effect is listed in docs/configuration.m
 """
 
 from hexlane.config.duration import format_duration, parse_duration
-from hexlane.config.loader import load_values
+from hexlane.config.loader import load_values, require_values
 from hexlane.config.merge import coalesce, merge_maps
 from hexlane.config.schema import MAGLEV_TABLE_SIZES, SPECS, KeySpec
 from hexlane.config.strvals import StrvalsError, parse_set, parse_set_into
@@ -35,5 +35,5 @@ __all__ = [
     "L2Announcements", "LoadBalancer", "Maglev", "Operator", "Prometheus", "StrvalsError",
     "Values", "ValuesDocument", "coalesce", "default_tree", "defaults", "format_duration",
     "load_values", "merge_maps", "parse_duration", "parse_set", "parse_set_into",
-    "parse_values_document", "resolve_values",
+    "parse_values_document", "require_values", "resolve_values",
 ]

@@ -2,7 +2,7 @@
 
 `MasqDatapath.load(bpf_root)` compiles and loads `masq.c` with its maps pinned by name under
 `bpf_root` (NAT state survives an agent restart); `configure(plan)` writes what
-`hexlane.ipam.routes.plan_masquerade` decided into `hl_masq4_nonmasq` and `hl_masq4_config`,
+`hexlane.routing.masquerade.plan_masquerade` decided into `hl_masq4_nonmasq` and `hl_masq4_config`,
 through one reconciler per map (`hexlane.datapath.reconcile`), and `resync()` reads both maps
 back and repairs what changed behind the agent's back; `attach(ifindex)` puts the programs on
 tc egress and ingress of the interface (in the calling thread's network namespace, through
@@ -26,7 +26,7 @@ from hexlane.datapath.bpffs import on_bpffs
 from hexlane.datapath.build import compile_program
 from hexlane.datapath.layout import ip4, ip4_address, port_int, u8, u16, u32, u64
 from hexlane.datapath.reconcile import FlushResult, MapTable, Reconciler, flush_group
-from hexlane.ipam.routes import MasqPlan
+from hexlane.routing.masquerade import MasqPlan
 
 CONFIG_MAP = "hl_masq4_config"
 NONMASQ_MAP = "hl_masq4_nonmasq"

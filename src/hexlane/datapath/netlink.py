@@ -2,7 +2,7 @@
 
 Everything here acts in the network namespace of the calling thread (the node's, where the
 agent runs) or, for the pod side of an endpoint, in the pod's namespace through a netlink
-socket opened there. It carries out what `hexlane.ipam.routes` planned and decides nothing
+socket opened there. It carries out what `hexlane.routing.routes` planned and decides nothing
 itself: the node's links (`hexlane_host`, `hexlane_vxlan`), FDB, permanent neighbour entries
 and routes are four tables (`LinkTable`, `FdbTable`, `NeighborTable`, `RouteTable`) converged
 by the one reconciler (`hexlane.datapath.reconcile`), held together by `NodeNetwork`; each
@@ -43,7 +43,7 @@ from hexlane.datapath.reconcile import (
     V,
     flush_group_async,
 )
-from hexlane.ipam.routes import (
+from hexlane.routing.routes import (
     HOST_DEVICE,
     HOST_PEER_DEVICE,
     ROUTE_PROTO,

@@ -35,9 +35,9 @@ as dicts, read-only; `hexlane.model.parse_object` gives typed views. cilium.io k
 `resources.py` (`CiliumLoadBalancerIPPool`, `CiliumL2AnnouncementPolicy`, ...), built-ins
 are lightkube's classes (re-exported there).
 
-Status (`status.py`): `patch_status(client, Kind, name, {...})` merge-patches `/status`;
-`update_status(client, Kind, name, change, current=cached)` PUTs `/status` with the
-resourceVersion and retries on 409 by re-reading and re-applying `change`.
+Status writers (`statuswriter.py`): `patch_status(client, Kind, name, {...})` merge-patches
+`/status`; `update_status(client, Kind, name, change, current=cached)` PUTs `/status` with
+the resourceVersion and retries on 409 by re-reading and re-applying `change`.
 
 Leader election (`election.py` pure, `elector.py` asyncio): `LeaderElector(client, name,
 namespace, identity, LeaseTiming.sanitised(15, 5, 2), on_started_leading=...,
@@ -56,6 +56,15 @@ where the daemon serves its metrics (agent :9962, operator :9963), or in a test 
 
 Retries (`backoff.py`): `Backoff()` gives 250 ms doubling to 5 minutes (`jitter=` to spread
 many retriers); the caller sleeps `next_delay()` and calls `reset()` on success.
+
+Controllers (`controller.py`, Cilium's `pkg/controller`): `Controller(name, func,
+interval=10.0)` runs `func` when `trigger()`ed (an informer handler) and every interval, and
+retries a failure with backoff, keeping a health record (`status()`); the agent's and the
+operator's loops are all controllers.
+
+What every daemon runs on (`runtime.py`): `BackgroundTask` (one task started and stopped;
+informers, the elector and controllers run in one), `stop_on_signals()`, `log_to_stderr()`,
+`serve_metrics(registry, addr)`.
 """
 
 from hexlane.k8s.backoff import Backoff
@@ -67,18 +76,20 @@ from hexlane.k8s.client import (
     make_client,
     override_server,
 )
+from hexlane.k8s.controller import Controller
 from hexlane.k8s.election import LeaseRecord, LeaseTiming
 from hexlane.k8s.elector import LeaderElector
 from hexlane.k8s.informer import Informer, KeyQueue
 from hexlane.k8s.ratelimit import ClientMetrics, RateLimiter, TokenBucket
 from hexlane.k8s.resources import Kind, kind_of
-from hexlane.k8s.status import patch_status, update_status
+from hexlane.k8s.statuswriter import patch_status, update_status
 
 __all__ = [
     "ApiError",
     "Backoff",
     "Cache",
     "ClientMetrics",
+    "Controller",
     "Informer",
     "KeyQueue",
     "Kind",

@@ -29,27 +29,10 @@ from typing import Any
 
 import httpx2
 
+from . import election
 from .client import ApiError, KubeClient
-from .election import (
-    Action,
-    Create,
-    ElectionState,
-    Event,
-    Get,
-    LeaseRecord,
-    LeaseTiming,
-    Observed,
-    ReadFailed,
-    Release,
-    StartedLeading,
-    StoppedLeading,
-    Tick,
-    Update,
-    WriteFailed,
-    Written,
-    step,
-)
 from .resources import Lease, kind_of
+from .runtime import BackgroundTask
 
 log = logging.getLogger(__name__)
 LEASE = kind_of(Lease)
@@ -63,7 +46,7 @@ class LeaderElector:
     """One candidate for one Lease."""
 
     def __init__(self, client: KubeClient, name: str, namespace: str, identity: str,
-                 timing: LeaseTiming, *,
+                 timing: election.LeaseTiming, *,
                  on_started_leading: Callable[[], Any] | None = None,
                  on_stopped_leading: Callable[[], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
@@ -72,7 +55,8 @@ class LeaderElector:
         self.client = client
         self.name, self.namespace = name, namespace
         self.timing = timing
-        self.state = ElectionState(identity)
+        self.identity = identity
+        self.state = election.ElectionState(identity)
         self.on_started_leading = on_started_leading
         self.on_stopped_leading = on_stopped_leading
         self.clock, self.wall = clock, wall
@@ -80,38 +64,28 @@ class LeaderElector:
         self.starts = 0  # times this candidate started leading
         self.stops = 0  # ... and stopped
         self._lease: dict[str, Any] | None = None  # the Lease as last read or written
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self.run, lambda: repr(self))
 
     def __repr__(self) -> str:
         role = "leader" if self.leading else "candidate"
-        return f"<LeaderElector {self.namespace}/{self.name} {self.state.identity} {role}>"
+        return f"<LeaderElector {self.namespace}/{self.name} {self.identity} {role}>"
 
     @property
     def leading(self) -> bool:
         return self.state.leading
 
-    @property
-    def identity(self) -> str:
-        return self.state.identity
-
     def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name=repr(self))
-        return self._task
+        return self._task.start()
 
     async def stop(self) -> None:
         """Stop campaigning, releasing the lease if held."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def run(self) -> None:
         """Campaign and renew until cancelled; release on the way out."""
         try:
             while True:
-                await self._feed(Tick())
+                await self._feed(election.Tick())
                 period = self.timing.retry_period
                 if not self.leading:
                     period *= 1.0 + self.jitter * self.rand()
@@ -122,29 +96,29 @@ class LeaderElector:
             was_leading, stops = self.leading, self.stops
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 async with asyncio.timeout(self.timing.renew_deadline):
-                    await self._feed(Release())
+                    await self._feed(election.Release())
             if was_leading and self.stops == stops:
-                self.state = ElectionState(self.identity)
+                self.state = election.ElectionState(self.identity)
                 self.stops += 1
                 self._callback(self.on_stopped_leading)
 
-    async def _feed(self, event: Event) -> None:
-        pending: list[Event] = [event]
+    async def _feed(self, event: election.Event) -> None:
+        pending: list[election.Event] = [event]
         while pending:
-            actions, self.state = step(self.timing, self.state, pending.pop(0), self.clock(),
-                                       self.wall())
+            actions, self.state = election.step(self.timing, self.state, pending.pop(0),
+                                                self.clock(), self.wall())
             for action in actions:
                 outcome = await self._perform(action)
                 if outcome is not None:
                     pending.append(outcome)
 
-    async def _perform(self, action: Action) -> Event | None:
-        if isinstance(action, StartedLeading):
+    async def _perform(self, action: election.Action) -> election.Event | None:
+        if isinstance(action, election.StartedLeading):
             self.starts += 1
             log.info("%s started leading %s/%s", self.identity, self.namespace, self.name)
             self._callback(self.on_started_leading)
             return None
-        if isinstance(action, StoppedLeading):
+        if isinstance(action, election.StoppedLeading):
             self.stops += 1
             log.info("%s stopped leading %s/%s", self.identity, self.namespace, self.name)
             self._callback(self.on_stopped_leading)
@@ -154,35 +128,34 @@ class LeaderElector:
             # that arrives as the request completes, and stop() would then wait forever.
             async with asyncio.timeout(self.timing.renew_deadline):
                 return await self._request(action)
-        except ApiError as e:
-            if isinstance(action, Get):
-                return ReadFailed()
-            return WriteFailed(conflict=e.conflict or (isinstance(action, Create)
-                                                       and e.code == 409))
-        except (httpx2.HTTPError, OSError, TimeoutError) as e:
+        except (ApiError, httpx2.HTTPError, OSError, TimeoutError) as e:
             log.debug("%r: %s failed: %s", self, type(action).__name__, e)
-            return ReadFailed() if isinstance(action, Get) else WriteFailed()
+            if isinstance(action, election.Get):
+                return election.ReadFailed()
+            conflict = isinstance(e, ApiError) and (
+                e.conflict or (isinstance(action, election.Create) and e.code == 409))
+            return election.WriteFailed(conflict=conflict)
 
-    async def _request(self, action: Action) -> Event:
-        if isinstance(action, Get):
+    async def _request(self, action: election.Action) -> election.Event:
+        if isinstance(action, election.Get):
             try:
                 lease = await self.client.request(
                     "GET", LEASE.path(self.namespace, self.name))
             except ApiError as e:
                 if e.not_found:
                     self._lease = None
-                    return Observed(None)
+                    return election.Observed(None)
                 raise
             self._lease = lease
-            return Observed(LeaseRecord.from_lease(lease),
+            return election.Observed(election.LeaseRecord.from_lease(lease),
                             str(lease["metadata"].get("resourceVersion") or ""))
         body: dict[str, Any]
-        if isinstance(action, Create):
+        if isinstance(action, election.Create):
             body = {"apiVersion": LEASE.api_version, "kind": LEASE.kind,
                     "metadata": {"name": self.name, "namespace": self.namespace},
                     "spec": action.record.to_spec()}
             lease = await self.client.request("POST", LEASE.path(self.namespace), body=body)
-        elif isinstance(action, Update):
+        elif isinstance(action, election.Update):
             # Keep what others put on the Lease (labels, annotations): replace the spec only.
             body = copy.deepcopy(self._lease) if self._lease else {
                 "apiVersion": LEASE.api_version, "kind": LEASE.kind,
@@ -194,7 +167,7 @@ class LeaderElector:
         else:
             raise TypeError(f"not a request: {action!r}")
         self._lease = lease
-        return Written(LeaseRecord.from_lease(lease),
+        return election.Written(election.LeaseRecord.from_lease(lease),
                        str(lease["metadata"].get("resourceVersion") or ""))
 
     def _callback(self, func: Callable[[], Any] | None) -> None:

@@ -24,7 +24,6 @@ from `informer.cache` — never from the API — once `synced` is set.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -39,6 +38,7 @@ from .backoff import Backoff
 from .cache import Cache, IndexFunc, Obj, object_key, resource_version
 from .client import ApiError, KubeClient
 from .resources import Kind, kind_of
+from .runtime import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Informer:
         self.stats = InformerStats()
         self._handlers: list[Handler] = []
         self._queues: list[KeyQueue] = []
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self.run, lambda: repr(self))
 
     def __repr__(self) -> str:
         where = f" in {self.namespace}" if self.namespace else ""
@@ -161,16 +161,10 @@ class Informer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name=repr(self))
-        return self._task
+        return self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def run(self) -> None:
         """List and watch until cancelled."""

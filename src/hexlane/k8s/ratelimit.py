@@ -106,16 +106,9 @@ class RateLimiter:
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.clock = clock
         self.sleep = sleep
+        self.qps, self.burst = qps, burst
         self.bucket = TokenBucket(qps, burst, clock())
         self.metrics = metrics
-
-    @property
-    def qps(self) -> float:
-        return self.bucket.qps
-
-    @property
-    def burst(self) -> int:
-        return self.bucket.burst
 
     async def wait(self, method: str = "GET") -> float:
         """Wait for a token; returns the seconds waited (as reserved, not as slept)."""

@@ -50,7 +50,8 @@ from hexlane.k8s.election import micro_time
 from hexlane.k8s.informer import Informer
 from hexlane.k8s.ratelimit import RateLimiter
 from hexlane.k8s.resources import Lease, Node, Pod, kind_of
-from hexlane.k8s.status import patch_status
+from hexlane.k8s.runtime import log_to_stderr, run_until_stopped
+from hexlane.k8s.statuswriter import patch_status
 
 from . import netns
 from .cnirun import CNIFailed, cni_add, cni_del, load_network_config, result_ipv4
@@ -547,19 +548,7 @@ def _comparable(status: dict[str, Any]) -> Any:
 
 async def _main(args: argparse.Namespace) -> int:
     client = KubeClient(load_client_config(None, args.kubeconfig), RateLimiter(QPS, BURST))
-    kubelet = Kubelet(client, args)
-    task = asyncio.create_task(kubelet.run())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-    if task.done() and task.exception() is not None:
-        log.error("kubelet failed: %r", task.exception())
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+    await run_until_stopped(Kubelet(client, args).run(), "kubelet")
     await client.aclose()
     return 0
 
@@ -576,9 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--control-plane", action="store_true")
     p.add_argument("--lease-renew", type=float, default=10.0)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)  # not one line per request
+    log_to_stderr()
     return asyncio.run(_main(args))
 
 

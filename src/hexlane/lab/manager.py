@@ -5,7 +5,7 @@ values, kubeconfigs) and starts the daemons, each with `nsenter --net=/run/netns
 session of its own:
 
 - cp: `hexlane apiserver` on <cp>:6443, the API proxy when the values' k8sServiceHost is a
-  loopback address, `python -m hexlane.lab.controllers` and `hexlane operator`;
+  loopback address, `python -m hexlane.lab.controllermanager` and `hexlane operator`;
 - every node: the API proxy (k8sServiceHost/Port, e.g. k3s's 127.0.0.1:6444), `hexlane agent`
   (its CNI config and plugin go to the node's directories in the lab's) and the lab kubelet.
 
@@ -36,12 +36,11 @@ from typing import Any, TypeVar
 
 import yaml
 
-from hexlane.config import Values, parse_values_document, resolve_values
+from hexlane.config import Values, require_values
 from hexlane.datapath.bpffs import is_bpffs
 from hexlane.k8s.client import KubeClient, load_client_config
 from hexlane.k8s.ratelimit import RateLimiter
 from hexlane.model.errors import InputError, Problem
-from hexlane.model.manifests import read_text
 
 from . import netns
 from .podspec import is_node_ready, name_of
@@ -89,23 +88,8 @@ def hexlane_argv(*args: str) -> list[str]:
 
 def lab_values(files: Sequence[str], sets: Sequence[str]) -> Values:
     """The lab's base values, then the files, then --set; InputError on any error."""
-    docs: list[Any] = [("lab base values", BASE_VALUES)]
-    problems: list[Problem] = []
-    for path in files:
-        try:
-            text = read_text(path)
-        except InputError as e:
-            problems += e.problems
-            continue
-        doc, found = parse_values_document(text, path)
-        problems += found
-        docs.append(doc)
-    values, found = resolve_values(docs, sets)
-    problems += found
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        raise InputError(errors)
-    for p in problems:
+    values, warnings = require_values(files, sets, base=[("lab base values", BASE_VALUES)])
+    for p in warnings:
         _log(str(p))
     return values
 
@@ -417,7 +401,7 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         cp_procs.append(Proc("cp/proxy", "cp", proxy_argv, {},
                              str(plan.dir / "logs" / "cp-proxy.log")))
     cp_procs.append(Proc("controllers", "cp", [
-        sys.executable, "-m", "hexlane.lab.controllers", "--kubeconfig", kc, "--values",
+        sys.executable, "-m", "hexlane.lab.controllermanager", "--kubeconfig", kc, "--values",
         str(values_file), "--cluster-cidr", str(cluster_cidr(values)),
         "--node-monitor-grace-period", str(node_grace)], {},
         str(plan.dir / "logs" / "controllers.log")))

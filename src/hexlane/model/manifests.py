@@ -207,16 +207,20 @@ def expand_paths(paths: Iterable[str], *, recursive: bool = False) -> list[str]:
     return out
 
 
+def read_manifests(path: str) -> tuple[list[Manifest], list[Problem]]:
+    """Every document of one file and the problems found (one that cannot be read: none)."""
+    try:
+        return scan_manifests(read_text(path), path)
+    except InputError as e:
+        return [], list(e.problems)
+
+
 def load_manifests(paths: Sequence[str], *, recursive: bool = False) -> list[Manifest]:
     """Every document of every file (directories expanded); InputError listing all problems."""
     manifests: list[Manifest] = []
     problems: list[Problem] = []
     for path in expand_paths(paths, recursive=recursive):
-        try:
-            found, probs = scan_manifests(read_text(path), path)
-        except InputError as e:
-            problems += e.problems
-            continue
+        found, probs = read_manifests(path)
         manifests += found
         problems += probs
     if problems:

@@ -4,7 +4,8 @@
                controllers, and one for the Lease alone
     metrics    Prometheus registry + `/metrics` and `/healthz` on the metrics address
     elector    leader election on Lease kube-system/cilium-operator-resource-lock
-    controllers, run only while leading:
+    controllers, run only while leading (each a `hexlane.k8s.controller.Controller` with
+    its own informers and write queue; a failed run is retried after a backoff):
       lbipam   CiliumLoadBalancerIPPool + Service -> Service and pool status
       podcidr  Node -> CiliumNode spec.ipam.podCIDRs (only with ipam.mode: cluster-pool)
 
@@ -18,24 +19,22 @@ next retry instead of waiting out the lease.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hexlane.config import Values
 from hexlane.ipam.inputs import options_from_values
 from hexlane.ipam.podcidr import parse_cluster_pool
-from hexlane.k8s.backoff import Backoff
 from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.election import LeaseTiming
 from hexlane.k8s.elector import LeaderElector
+from hexlane.k8s.runtime import cancel, serve_metrics, stop_on_signals
 
 from .lbipam import LBIPAMController
 from .metrics import OperatorMetrics
@@ -103,13 +102,13 @@ class Operator:
         self.lbipam = LBIPAMController(self.client, self.metrics,
                                        options=options_from_values(values),
                                        debounce=self.config.lbipam_debounce)
-        parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [("lbipam", self.lbipam.run)]
+        parts: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            ("lbipam", self.lbipam.run)]
         if self.pod_pool is not None:
             self.podcidr = PodCIDRController(self.client, self.metrics, self.pod_pool,
                                              values.ipam.cluster_pool_ipv4_mask_size)
             parts.append(("podcidr", self.podcidr.run))
-        self._tasks = [asyncio.create_task(_supervise(name, run), name=name)
-                       for name, run in parts]
+        self._tasks = [asyncio.create_task(run(), name=name) for name, run in parts]
         log.info("%s leads: started %s", self.config.identity,
                  ", ".join(name for name, _ in parts))
 
@@ -125,22 +124,10 @@ class Operator:
     async def serve_metrics(self) -> web.AppRunner | None:
         if self.config.metrics_addr is None:
             return None
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        host, port = self.config.metrics_addr
-        site = web.TCPSite(runner, host or None, port)
-        await site.start()
-        bound = runner.addresses[0] if runner.addresses else (host, port)
-        self.bound_metrics_addr = (str(bound[0]), int(bound[1]))
+        runner, self.bound_metrics_addr = await serve_metrics(
+            self.metrics.registry, self.config.metrics_addr, {"/healthz": self._healthz})
         log.info("metrics and /healthz on http://%s:%d", *self.bound_metrics_addr)
         return runner
-
-    async def _metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         # The operator is healthy when its loop answers; a standby is as healthy as a leader.
@@ -154,11 +141,7 @@ class Operator:
         finally:
             log.info("stopping")
             tasks, self._tasks = self._tasks, []
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel(*tasks)
             await self.elector.stop()  # releases the lease
             if runner is not None:
                 await runner.cleanup()
@@ -167,27 +150,9 @@ class Operator:
                 await self.lease_client.aclose()
 
 
-async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
-    """Run a controller; if it fails, log why and start it again after a backoff."""
-    backoff = Backoff()
-    while True:
-        try:
-            await run()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            delay = backoff.next_delay()
-            log.exception("controller %s failed; restarting in %.2fs", name, delay)
-            await asyncio.sleep(delay)
-
-
 async def run_operator(config: OperatorConfig) -> int:
     """Run until SIGTERM or SIGINT; 0 after a clean stop."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     operator = Operator(config)
     log.info("hexlane operator %s: lease %s/%s, ipam.mode %s, API %s", config.identity,
              config.lease_namespace, LEASE_NAME, config.values.ipam.mode,

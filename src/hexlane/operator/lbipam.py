@@ -3,7 +3,7 @@
 Shape (Cilium's operator/pkg/lbipam does the same job event by event; we recompute):
 
 1. two informers, CiliumLoadBalancerIPPool (cilium.io/v2alpha1) and Service; every event only
-   marks the controller dirty;
+   triggers the controller (`hexlane.k8s.controller`);
 2. once both caches are synced, a run starts after a short debounce: the objects are parsed
    into `hexlane.model` (each object once per resourceVersion: the parse cache), and
    `hexlane.ipam.status.reconcile` — the allocator plus "which statuses differ" — runs over
@@ -11,12 +11,13 @@ Shape (Cilium's operator/pkg/lbipam does the same job event by event; we recompu
    one more run afterwards, so N events cost at most a few runs, never N (10,000 Services
    created at once are one or two allocations, not 10,000). The run happens in a worker
    thread so the event loop keeps renewing the leader lease and writing. When the only
-   events are added plain LoadBalancer Services, `hexlane.operator.fastpath` answers for
+   events are added plain LoadBalancer Services, `hexlane.ipam.fastpath` answers for
    them without a full run (a new Service's latency must not grow with the cluster);
 3. the writes go to a `WriteQueue`: a JSON merge patch of `status` (Service
    `status.loadBalancer.ingress` + the `cilium.io/IPAMRequestSatisfied` condition, pool
-   conditions and counters) through `hexlane.k8s.status.patch_status`, each object retried on
-   its own backoff (250 ms doubling to 5 min). A newer plan replaces a write still waiting.
+   conditions and counters) through `hexlane.k8s.statuswriter.patch_status`, each object
+   retried on its own backoff (250 ms doubling to 5 min). A newer plan replaces a write
+   still waiting.
 
 Correct with events in any order and across restarts because each run starts from the
 cluster's state: a Service's current ingress IPs are taken back first (the allocator's rule),
@@ -39,18 +40,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from hexlane.ipam.fastpath import HeldAddresses, allocate_added
 from hexlane.ipam.lbipam import LBIPAMPlan, Options
 from hexlane.ipam.status import StatusWrite, pool_writes, reconcile, service_writes
 from hexlane.k8s.cache import Obj, object_key, resource_version
 from hexlane.k8s.client import ApiError, KubeClient
+from hexlane.k8s.controller import Controller
 from hexlane.k8s.informer import Informer
 from hexlane.k8s.resources import CiliumLoadBalancerIPPool, Service, kind_of
-from hexlane.k8s.status import patch_status
+from hexlane.k8s.statuswriter import patch_status
 from hexlane.model.cilium import LBIPPool
 from hexlane.model.errors import InputError
 from hexlane.model.service import Service as ServiceModel
 
-from .fastpath import HeldAddresses, allocate_added
 from .metrics import OperatorMetrics
 from .writer import WriteQueue
 
@@ -179,7 +181,6 @@ class LBIPAMController:
         self.client = client
         self.metrics = metrics
         self.options = options or Options()
-        self.debounce = debounce
         self.now = now
         self.pools = Informer(client, CiliumLoadBalancerIPPool)
         self.services = Informer(client, Service)
@@ -187,7 +188,6 @@ class LBIPAMController:
         self.runs = 0
         self._pool_parser = ParseCache("CiliumLoadBalancerIPPool", _parse_pool)
         self._service_parser = ParseCache("Service", _parse_service)
-        self._dirty = asyncio.Event()
         self._events = 0
         self._full = True
         self._added: set[str] = set()
@@ -202,6 +202,8 @@ class LBIPAMController:
         self.services.add_handler(self._on_service_add, self._on_service_update,
                                   self._on_service_delete)
         self.echoes_ignored = 0
+        self.controller = Controller(CONTROLLER, self._reconcile, interval=None,
+                                     debounce=debounce)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -209,13 +211,13 @@ class LBIPAMController:
         """A change that needs a full run."""
         self._full = True
         self._events += 1
-        self._dirty.set()
+        self.controller.trigger()
 
     def _on_service_add(self, obj: Obj) -> None:
-        # A new Service may take the fast path (see hexlane.operator.fastpath).
+        # A new Service may take the fast path (see hexlane.ipam.fastpath).
         self._added.add(object_key(obj))
         self._events += 1
-        self._dirty.set()
+        self.controller.trigger()
 
     def _on_pool_update(self, old: Obj, new: Obj) -> None:
         self._on_update(POOL.kind, old, new)
@@ -263,23 +265,11 @@ class LBIPAMController:
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.pools.start()
-        self.services.start()
-        self.writer.start()
-        try:
-            await self.pools.wait_synced()
-            await self.services.wait_synced()
-            self._dirty.set()
-            while True:
-                await self._dirty.wait()
-                await asyncio.sleep(self.debounce)
-                self._dirty.clear()
-                events, self._events = self._events, 0
-                await self.run_once(events)
-        finally:
-            await self.writer.stop()
-            await self.services.stop()
-            await self.pools.stop()
+        await self.controller.run([self.pools, self.services], also=[self.writer])
+
+    async def _reconcile(self) -> None:
+        events, self._events = self._events, 0
+        await self.run_once(events)
 
     async def run_once(self, events: int = 0) -> RunResult:
         """One allocation over the caches as they are now, and its writes queued."""

@@ -19,7 +19,6 @@ controller is not started: the lab's controller sets `node.spec.podCIDR` instead
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 from hexlane.ipam.podcidr import NodeCIDRPlan, carve_node_cidrs
 from hexlane.k8s.cache import Obj
 from hexlane.k8s.client import MERGE_PATCH, ApiError, KubeClient
+from hexlane.k8s.controller import Controller
 from hexlane.k8s.informer import Informer
 from hexlane.k8s.resources import CiliumNode, Node, kind_of
 
@@ -107,37 +107,25 @@ class PodCIDRController:
         self.metrics = metrics
         self.pool = tuple(pool)
         self.mask_size = mask_size
-        self.debounce = debounce
         self.nodes = Informer(client, Node)
         self.ciliumnodes = Informer(client, CiliumNode)
         self._intended: dict[str, IPv4Network] = {}
-        self._dirty = asyncio.Event()
         self.writer: WriteQueue[str, NodeAction] = WriteQueue(
             self._perform, workers=workers,
             on_change=lambda n: metrics.write_queue.labels(CONTROLLER).set(n))
+        self.controller = Controller(CONTROLLER, self._reconcile, interval=None,
+                                     debounce=debounce)
         for informer in (self.nodes, self.ciliumnodes):
             informer.add_handler(self._mark, lambda _old, _new: self._mark(_new), self._mark)
 
     def _mark(self, _obj: Obj) -> None:
-        self._dirty.set()
+        self.controller.trigger()
 
     async def run(self) -> None:
-        self.nodes.start()
-        self.ciliumnodes.start()
-        self.writer.start()
-        try:
-            await self.nodes.wait_synced()
-            await self.ciliumnodes.wait_synced()
-            self._dirty.set()
-            while True:
-                await self._dirty.wait()
-                await asyncio.sleep(self.debounce)
-                self._dirty.clear()
-                self.run_once()
-        finally:
-            await self.writer.stop()
-            await self.ciliumnodes.stop()
-            await self.nodes.stop()
+        await self.controller.run([self.nodes, self.ciliumnodes], also=[self.writer])
+
+    async def _reconcile(self) -> None:
+        self.run_once()
 
     def run_once(self) -> CiliumNodePlan:
         nodes = {str(o["metadata"]["name"]): str(o["metadata"].get("uid") or "")

@@ -35,7 +35,7 @@ from hexlane.datapath.lb.loader import (
     LbDatapath,
 )
 from hexlane.datapath.reconcile import Table
-from hexlane.ipam.routes import HOST_DEVICE, VXLAN_DEVICE
+from hexlane.routing.routes import HOST_DEVICE, VXLAN_DEVICE
 
 POD_DEVICE_PREFIX = "lxc"
 LOOPBACK = "lo"

@@ -3,8 +3,9 @@ kube-controller-manager do on a real cluster, reduced to what the lab needs).
 
 Every controller reads the informers' caches (`hexlane.k8s.informer`) and asks a pure function
 of `hexlane.lab.decide` what to write; any change to a watched kind wakes one level-triggered
-pass over all of them (plus a tick every second for time-driven decisions), which converges
-from whatever state it finds, so a restart at any moment is safe:
+pass over all of them (one `hexlane.k8s.controller.Controller`, with a tick every second for
+time-driven decisions), which converges from whatever state it finds, so a restart at any
+moment is safe:
 
 - scheduler: binds pending pods to Ready nodes (a Binding, as kube-scheduler);
 - deployments: pods owned directly by their Deployment, scale, roll, status;
@@ -14,7 +15,7 @@ from whatever state it finds, so a restart at any moment is safe:
 - node lifecycle: a node whose Lease is older than the grace period gets Ready=Unknown and
   its pods' Ready condition False (so endpoints on it stop being ready).
 
-    python -m hexlane.lab.controllers --kubeconfig F [--values F] [--cluster-cidr C]
+    python -m hexlane.lab.controllermanager --kubeconfig F [--values F] [--cluster-cidr C]
         [--node-monitor-grace-period S]
 """
 
@@ -22,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import copy
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -34,27 +33,31 @@ from typing import Any
 
 import httpx2
 
-from hexlane.config import load_values
+from hexlane.config import require_values
 from hexlane.k8s.cache import by_field
 from hexlane.k8s.client import MERGE_PATCH, ApiError, KubeClient, load_client_config
+from hexlane.k8s.controller import Controller
 from hexlane.k8s.informer import Informer
 from hexlane.k8s.ratelimit import RateLimiter
 from hexlane.k8s.resources import Deployment, EndpointSlice, Lease, Node, Pod, Service, kind_of
-from hexlane.k8s.status import patch_status, update_status
+from hexlane.k8s.runtime import log_to_stderr, run_until_stopped
+from hexlane.k8s.statuswriter import patch_status, update_status
 from hexlane.model.errors import InputError
 
 from . import decide
 from .podspec import is_terminating, name_of, namespace_of, uid_of
 
-log = logging.getLogger("hexlane.lab.controllers")
+log = logging.getLogger(__name__)
 
 # kube-controller-manager's client defaults are 20 qps / burst 30; the lab's cluster is small
 # but a rollout creates a burst of writes.
 QPS, BURST = 50.0, 100
 NODE_LEASE_NAMESPACE = "kube-node-lease"
+TICK_S = 1.0  # a pass at least this often (time-driven decisions)
+SETTLE_S = 0.02  # after a change, to let a burst of events land in the caches
 
 
-class Controllers:
+class ControllerManager:
     """The caches and one reconciling pass over every controller."""
 
     def __init__(self, client: KubeClient, *, ipam_mode: str, cluster_cidr: IPv4Network,
@@ -73,28 +76,16 @@ class Controllers:
         self.leases = Informer(client, Lease, namespace=NODE_LEASE_NAMESPACE)
         self.informers = [self.nodes, self.pods, self.deployments, self.services, self.slices,
                           self.leases]
-        self.wake = asyncio.Event()
+        self.controller = Controller("lab", self.reconcile, interval=TICK_S, debounce=SETTLE_S)
         for inf in self.informers:
-            inf.add_handler(lambda *_: self.wake.set(), lambda *_: self.wake.set(),
-                            lambda *_: self.wake.set())
+            inf.add_handler(lambda *_: self.controller.trigger(),
+                            lambda *_: self.controller.trigger(),
+                            lambda *_: self.controller.trigger())
 
     async def run(self) -> None:
-        for inf in self.informers:
-            inf.start()
-        for inf in self.informers:
-            await inf.wait_synced()
-        log.info("caches synced; controllers running")
-        while True:
-            try:
-                await self.reconcile()
-            except (ApiError, httpx2.HTTPError, OSError) as e:
-                log.warning("pass failed: %s", e)
-            except Exception:  # a bug in one pass must not stop the control plane
-                log.exception("pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), 1.0)
-            self.wake.clear()
-            await asyncio.sleep(0.02)  # let a burst of events land in the caches
+        """Until cancelled; a failed pass is logged and retried (a bug in one must not stop
+        the control plane)."""
+        await self.controller.run(self.informers)
 
     async def reconcile(self) -> None:
         for step in (self.node_cidrs, self.node_lifecycle, self.schedule, self.deploy,
@@ -325,43 +316,27 @@ def _pod_not_ready(now: datetime) -> Any:
 async def _main(args: argparse.Namespace) -> int:
     ipam_mode, cluster_cidr = "cluster-pool", IPv4Network(args.cluster_cidr or "10.42.0.0/16")
     if args.values:
-        values, problems = load_values([args.values])
-        errors = [p for p in problems if p.severity == "error"]
-        if errors:
-            raise InputError(errors)
+        values, _ = require_values([args.values])
         ipam_mode = values.ipam.mode
         if not args.cluster_cidr and values.ipam.cluster_pool_ipv4_pod_cidrs:
             cluster_cidr = values.ipam.cluster_pool_ipv4_pod_cidrs[0]
     client = KubeClient(load_client_config(None, args.kubeconfig), RateLimiter(QPS, BURST))
-    controllers = Controllers(client, ipam_mode=ipam_mode, cluster_cidr=cluster_cidr,
-                              node_grace=args.node_monitor_grace_period)
-    task = asyncio.create_task(controllers.run())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-    task.cancel()
-    for inf in controllers.informers:
-        await inf.stop()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    manager = ControllerManager(client, ipam_mode=ipam_mode, cluster_cidr=cluster_cidr,
+                                node_grace=args.node_monitor_grace_period)
+    await run_until_stopped(manager.run(), "the controller manager")
     await client.aclose()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hexlane.lab.controllers")
+    p = argparse.ArgumentParser(prog="python -m hexlane.lab.controllermanager")
     p.add_argument("--kubeconfig", required=True)
     p.add_argument("--values")
     p.add_argument("--cluster-cidr", help="pod CIDRs of ipam.mode kubernetes are cut from it "
                    "(default: the first clusterPoolIPv4PodCIDRList entry)")
     p.add_argument("--node-monitor-grace-period", type=float, default=40.0)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)  # not one line per request
+    log_to_stderr()
     try:
         return asyncio.run(_main(args))
     except InputError as e:

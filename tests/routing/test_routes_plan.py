@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hexlane.ipam.routes import (
+from hexlane.routing.routes import (
     VXLAN_DEVICE,
     FdbSpec,
     LocalEndpoint,
@@ -100,7 +100,7 @@ def test_plan_ignores_node_order_and_never_routes_a_cidr_twice(
 def test_service_addresses_are_routed_to_the_host_device() -> None:
     """The service CIDR and LoadBalancer/external IPs go to hexlane_host (the node's own
     connections meet the load balancer there); one overlapping a pod CIDR is refused."""
-    from hexlane.ipam.routes import HOST_DEVICE
+    from hexlane.routing.routes import HOST_DEVICE
 
     wanted = [IPv4Network("10.43.0.0/16"), IPv4Network("10.0.0.240/32"),
               IPv4Network("10.42.2.7/32")]

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from hexlane.ipam.routes import NodeRouting
 from hexlane.model.errors import Problem
+from hexlane.routing.routes import NodeRouting
 
 Obj = Mapping[str, Any]
 
@@ -47,21 +47,22 @@ def _ipv4(text: Any) -> IPv4Address | None:
     return ip if isinstance(ip, IPv4Address) else None
 
 
+def _internal_ip(addresses: Any, field: str) -> IPv4Address | None:
+    """The first IPv4 InternalIP of a list of addresses (each giving its IP in `field`)."""
+    for addr in addresses or []:
+        if isinstance(addr, Mapping) and addr.get("type") == "InternalIP":
+            ip = _ipv4(addr.get(field))
+            if ip is not None:
+                return ip
+    return None
+
+
 def node_ip(node: Obj | None, ciliumnode: Obj | None) -> IPv4Address | None:
     """The node's IPv4 InternalIP (Node status first, then CiliumNode spec)."""
-    if node is not None:
-        for addr in (node.get("status") or {}).get("addresses") or []:
-            if isinstance(addr, Mapping) and addr.get("type") == "InternalIP":
-                ip = _ipv4(addr.get("address"))
-                if ip is not None:
-                    return ip
-    if ciliumnode is not None:
-        for addr in (ciliumnode.get("spec") or {}).get("addresses") or []:
-            if isinstance(addr, Mapping) and addr.get("type") == "InternalIP":
-                ip = _ipv4(addr.get("ip"))
-                if ip is not None:
-                    return ip
-    return None
+    ip = _internal_ip((node.get("status") or {}).get("addresses"), "address") if node else None
+    if ip is None and ciliumnode is not None:
+        ip = _internal_ip((ciliumnode.get("spec") or {}).get("addresses"), "ip")
+    return ip
 
 
 def pod_cidr_source(ipam_mode: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hexlane.agent.nodes import cluster_nodes, local_node, node_ip, node_pod_cidrs
+from hexlane.routing.nodes import cluster_nodes, local_node, node_ip, node_pod_cidrs
 
 
 def node(name: str, ip: str | None = None, **spec: Any) -> dict[str, Any]:

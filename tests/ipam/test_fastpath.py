@@ -12,12 +12,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hexlane.ipam.fastpath import HeldAddresses, allocate_added, free_blocks
 from hexlane.ipam.inputs import pool_input_from_model
 from hexlane.ipam.lbipam import LBIPAMPlan
 from hexlane.ipam.status import reconcile
 from hexlane.model.cilium import LBIPPool
 from hexlane.model.service import Service
-from hexlane.operator.fastpath import HeldAddresses, allocate_added, free_blocks
 
 NOW_TS = "2026-01-01T00:00:00Z"
 

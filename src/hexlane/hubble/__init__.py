@@ -1,1 +1,0 @@
-"""Flow observability: flow reader, store, filters, metrics, API, relay and UI."""

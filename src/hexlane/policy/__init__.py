@@ -1,1 +1,0 @@
-"""Identities and network policy resolution (pure)."""
