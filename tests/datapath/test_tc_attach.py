@@ -63,3 +63,22 @@ def test_attach_read_detach_in_a_namespace(lb: LbDatapath, netns: str) -> None:
     assert after == {EGRESS: wanted[EGRESS]} and foreign is not None
     assert "hlv0" in run(netns, ["ip", "link", "show", "hlv0"]).stdout
     assert "clsact" not in run(netns, ["tc", "qdisc", "show", "dev", "hlv0"]).stdout
+
+
+def test_a_gone_device_is_detached_at_once(lb: LbDatapath, netns: str) -> None:
+    """A pod's veth deleted with its pod: dropping its slots succeeds (nothing left pending or
+    failing), as the kernel removed the filters with the device."""
+    table = TcTable(lb)
+    rec: Reconciler[tuple[str, str, int], int] = Reconciler(table)
+    wanted = {INGRESS: table.program_id(PROGRAM_FROM_POD)}
+
+    def work() -> tuple[int, int, dict[tuple[str, str, int], str]]:
+        table.wanted = set(wanted)
+        rec.set_all(wanted)
+        written = rec.flush().updated
+        run(netns, ["ip", "link", "del", "hlv0"])
+        rec.set_all({})
+        return written, rec.flush().deleted, dict(rec.last_errors)
+
+    written, deleted, failing = run_in_netns(netns_path(netns), work)
+    assert (written, deleted, failing) == (1, 1, {}) and rec.pending == 0

@@ -83,8 +83,11 @@ class TcTable(Table[Slot, int]):
     def delete(self, key: Slot) -> None:
         device, direction, priority = key
         try:
-            libbpf.tc_detach(socket.if_nametoindex(device), direction, handle=self.handle,
-                             priority=priority)
+            index = socket.if_nametoindex(device)
+        except OSError:  # the device is gone (errno None), and its filters with it
+            return
+        try:
+            libbpf.tc_detach(index, direction, handle=self.handle, priority=priority)
         except OSError as err:
             if err.errno not in (errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.EINVAL):
                 raise
