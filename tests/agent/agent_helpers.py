@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from hexlane.agent.status import brief
@@ -31,11 +30,6 @@ from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
 HEXLANE = [sys.executable, "-m", "hexlane.cli.main"]
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, BPF)")
 
 
 class Api:

@@ -15,19 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from hexlane.cni.main import AgentUnavailable, call_agent
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
 BIN = Path(sys.executable).parent
 PLUGIN = str(BIN / "hexlane-cni")
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
 
 
 class Agent:

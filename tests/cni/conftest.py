@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cni_helpers import Agent, cni, conf, require_root
+from cni_helpers import Agent, cni, conf
 
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
@@ -13,7 +13,6 @@ from hexlane.lab.netns import Topology
 
 @pytest.fixture(scope="module")
 def topo() -> Iterator[Topology]:
-    require_root()
     with Topology("hxc") as t:
         yield t
         made = list(t.created)

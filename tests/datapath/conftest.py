@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +12,6 @@ from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.datapath.lb.loader import LbDatapath
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (BPF)"
-    if shutil.which("clang") is None:
-        return "needs clang"
-    return None
-
-
 @pytest.fixture(scope="session")
 def bpffs_dir() -> Iterator[Path]:
     """A unique directory on a BPF file system, removed at the end.
@@ -28,9 +19,8 @@ def bpffs_dir() -> Iterator[Path]:
     Below /sys/fs/bpf when a bpffs is mounted there; otherwise on a private bpffs mounted for
     the session (and unmounted after), so tests never change the machine's mounts.
     """
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
+    if shutil.which("clang") is None:
+        pytest.skip("needs clang")
     with scratch_bpf_dir("hexlane-test") as root:
         yield root
 

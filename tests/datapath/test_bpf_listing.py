@@ -22,6 +22,7 @@ from hexlane.datapath.lb.maps import LB_SELECTION_MAGLEV, SVC_FLAG_LOADBALANCER
 from hexlane.lb.maglev import MaglevBackend, build_table
 
 
+@pytest.mark.root
 def test_lb_and_maglev_listings(lb: LbDatapath, capsys: pytest.CaptureFixture[str]) -> None:
     root = str(lb.bpf_root)
     backends = [(801, "10.244.80.1", 8080), (802, "10.244.80.2", 8080)]
@@ -51,6 +52,7 @@ def test_lb_and_maglev_listings(lb: LbDatapath, capsys: pytest.CaptureFixture[st
     assert f"{share[801]:>7} slots" in text and "10.244.80.1:8080/TCP" in text
 
 
+@pytest.mark.root
 def test_drops_listing(lb: LbDatapath, capsys: pytest.CaptureFixture[str]) -> None:
     libbpf.test_run(lb.program_fd(PROGRAM_FROM_CLIENT),
                     packets.build("10.0.1.5", "10.96.0.10", 40000, 80)[:44])

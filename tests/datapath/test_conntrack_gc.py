@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import bpf_packets as packets
+import pytest
 from bpf_lbsetup import add_service
 
 from hexlane.datapath import libbpf
@@ -42,6 +43,7 @@ def _key(client_port: int, daddr: str, dport: int, proto: int, flags: int) -> Ct
                   dport=port16(dport), proto=proto, flags=flags)
 
 
+@pytest.mark.root
 def test_gc_on_the_loaded_program(lb: LbDatapath) -> None:
     add_service(lb, "10.96.3.1", 80, packets.TCP, 31, [(310, "10.244.31.1", 8080)])
     add_service(lb, "10.96.3.1", 53, packets.UDP, 32, [(320, "10.244.32.1", 5353)])

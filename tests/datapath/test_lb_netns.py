@@ -24,7 +24,7 @@ from hexlane.datapath.lb.maps import LB_SELECTION_MAGLEV
 from hexlane.lab.netns import Topology, netns_path, run, run_in_netns, veth
 from hexlane.lb.maglev import MaglevBackend, build_table
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 SERVER = r"""
 import socket, sys, threading

@@ -47,6 +47,7 @@ def run(lb: LbDatapath, program: str, frame: bytes) -> libbpf.TestRunResult:
     return libbpf.test_run(lb.program_fd(program), frame)
 
 
+@pytest.mark.root
 def test_tcp_translation_and_checksums(lb: LbDatapath) -> None:
     add_service(lb, "10.96.0.10", 80, packets.TCP, 1, [(101, "10.244.1.7", 8080)])
     frame = packets.build(CLIENT, "10.96.0.10", 40000, 80, packets.TCP, b"GET / HTTP/1.1\r\n")
@@ -58,6 +59,7 @@ def test_tcp_translation_and_checksums(lb: LbDatapath) -> None:
     assert out.data[packets.ETH_HLEN + 40 :] == b"GET / HTTP/1.1\r\n"
 
 
+@pytest.mark.root
 def test_udp_translation_with_and_without_checksum(lb: LbDatapath) -> None:
     add_service(lb, "10.96.0.11", 53, packets.UDP, 2, [(102, "10.244.2.9", 5353)])
     for sport, with_csum in ((5000, True), (5001, False)):
@@ -72,6 +74,7 @@ def test_udp_translation_with_and_without_checksum(lb: LbDatapath) -> None:
         assert (p.l4_csum == 0) == (not with_csum)
 
 
+@pytest.mark.root
 def test_ip_options_shift_the_l4_header(lb: LbDatapath) -> None:
     add_service(lb, "10.96.0.12", 443, packets.TCP, 3, [(103, "10.244.3.3", 8443)])
     nops = b"\x01\x01\x01\x01"
@@ -80,6 +83,7 @@ def test_ip_options_shift_the_l4_header(lb: LbDatapath) -> None:
     assert (p.dst, p.dport, p.ip_csum_ok, p.l4_csum_ok) == ("10.244.3.3", 8443, True, True)
 
 
+@pytest.mark.root
 def test_reverse_translation_of_replies(lb: LbDatapath) -> None:
     add_service(lb, "10.96.0.13", 80, packets.TCP, 4, [(104, "10.244.4.4", 8080)])
     run(lb, PROGRAM_FROM_CLIENT, packets.build(CLIENT, "10.96.0.13", 42000, 80))
@@ -91,12 +95,14 @@ def test_reverse_translation_of_replies(lb: LbDatapath) -> None:
     assert p.ip_csum_ok and p.l4_csum_ok
 
 
+@pytest.mark.root
 def test_reply_of_an_unknown_flow_passes_untouched(lb: LbDatapath) -> None:
     reply = packets.build("10.244.9.9", CLIENT, 8080, 42999, tcp_flags=0x12)
     out = run(lb, PROGRAM_TO_CLIENT, reply)
     assert (out.retval, out.data) == (libbpf.TC_ACT_OK, reply)
 
 
+@pytest.mark.root
 def test_conntrack_keeps_the_backend(lb: LbDatapath) -> None:
     backends = [(110 + i, f"10.244.5.{i + 1}", 8080) for i in range(8)]
     add_service(lb, "10.96.0.14", 80, packets.TCP, 5, backends)
@@ -126,6 +132,7 @@ def test_conntrack_keeps_the_backend(lb: LbDatapath) -> None:
     assert len(spread) > 1
 
 
+@pytest.mark.root
 def test_flow_moves_when_its_backend_is_gone(lb: LbDatapath) -> None:
     add_service(lb, "10.96.0.15", 80, packets.TCP, 6, [(120, "10.244.6.1", 8080)])
     frame = packets.build(CLIENT, "10.96.0.15", 45000, 80)
@@ -135,6 +142,7 @@ def test_flow_moves_when_its_backend_is_gone(lb: LbDatapath) -> None:
     assert packets.parse(run(lb, PROGRAM_FROM_CLIENT, frame).data).dst == "10.244.6.2"
 
 
+@pytest.mark.root
 def test_tcp_and_udp_services_on_one_address_and_port(lb: LbDatapath) -> None:
     add_service(lb, "10.96.0.16", 53, packets.TCP, 7, [(130, "10.244.7.1", 53)])
     add_service(lb, "10.96.0.16", 53, packets.UDP, 8, [(131, "10.244.7.2", 53)])
@@ -146,6 +154,7 @@ def test_tcp_and_udp_services_on_one_address_and_port(lb: LbDatapath) -> None:
 
 
 @pytest.mark.parametrize("proto", [packets.TCP, packets.UDP])
+@pytest.mark.root
 def test_service_without_backends_answers_icmp_unreachable(lb: LbDatapath, proto: int) -> None:
     add_service(lb, "10.96.0.17", 80, proto, 9, [])
     before = lb.drop_counts().get(DropReason.NO_BACKEND, 0)
@@ -192,6 +201,7 @@ MALFORMED = {
 
 @pytest.mark.parametrize("program", [PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT])
 @pytest.mark.parametrize("case", sorted(MALFORMED))
+@pytest.mark.root
 def test_malformed_packets_are_dropped_with_a_reason(lb: LbDatapath, program: str,
                                                      case: str) -> None:
     frame, reason = MALFORMED[case]
@@ -209,11 +219,13 @@ def test_malformed_packets_are_dropped_with_a_reason(lb: LbDatapath, program: st
     + packets.build(CLIENT, "10.96.0.10", 40000, 80)[22:],
     packets.build(CLIENT, "10.1.2.3", 40000, 80),  # not a service
 ], ids=["arp", "icmp", "fragment", "not-a-service"])
+@pytest.mark.root
 def test_other_traffic_passes_untouched(lb: LbDatapath, frame: bytes) -> None:
     out = run(lb, PROGRAM_FROM_CLIENT, frame)
     assert (out.retval, out.data) == (libbpf.TC_ACT_OK, frame)
 
 
+@pytest.mark.root
 def test_pinned_maps_survive_a_reload(bpffs_dir: Path) -> None:
     root = bpffs_dir / "reload"
     first = LbDatapath.load(root)
@@ -236,6 +248,7 @@ def test_pinned_maps_survive_a_reload(bpffs_dir: Path) -> None:
         second.close()
 
 
+@pytest.mark.root
 def test_session_affinity_sticks_while_the_backend_belongs_to_the_service(
         lb: LbDatapath) -> None:
     backends = [(140 + i, f"10.244.14.{i + 1}", 8080) for i in range(3)]
@@ -262,6 +275,7 @@ def test_session_affinity_sticks_while_the_backend_belongs_to_the_service(
     assert {backend_for(51001 + i) for i in range(10)} == {second}
 
 
+@pytest.mark.root
 def test_reload_with_another_maglev_table_size(bpffs_dir: Path) -> None:
     root = bpffs_dir / "resize"
     small = LbDatapath.load(root, table_size=251)
@@ -283,6 +297,7 @@ def test_reload_with_another_maglev_table_size(bpffs_dir: Path) -> None:
         big.close()
 
 
+@pytest.mark.root
 def test_hairpin_is_snated_to_the_loopback_address(lb: LbDatapath) -> None:
     """A pod that reaches itself through its service: the packet comes back to it from
     169.254.42.1 (so the pod's reply leaves it), and the reply is turned back into the
@@ -312,6 +327,7 @@ def test_hairpin_is_snated_to_the_loopback_address(lb: LbDatapath) -> None:
     assert (remote.src, remote.dst) == ("10.244.7.7", "10.244.7.7")
 
 
+@pytest.mark.root
 def test_a_reused_client_port_answers_from_the_frontend_it_was_sent_to(lb: LbDatapath) -> None:
     """One client port to two frontends on one backend (UDP, no SYN to start over): the
     second flow keeps the client's address but gets another source port (the backend sees

@@ -39,7 +39,7 @@ from hexlane.model.endpointslice import EndpointSlice
 from hexlane.model.node import Node
 from hexlane.model.service import Service
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 SETTINGS = LbSettings(algorithm="maglev")  # the loaded datapath's default table size
 

@@ -12,12 +12,15 @@ import ipaddress
 import random
 
 import bpf_packets as packets
+import pytest
 from bpf_lbsetup import add_backend, add_service
 
 from hexlane.datapath import libbpf
 from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, LbDatapath
 from hexlane.datapath.lb.maps import LB_SELECTION_MAGLEV, SVC_FLAG_AFFINITY
 from hexlane.lb.maglev import MaglevBackend, build_table, maglev_slot
+
+pytestmark = pytest.mark.root
 
 M = 16381
 

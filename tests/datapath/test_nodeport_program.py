@@ -51,6 +51,8 @@ from hexlane.datapath.lb.maps import (
 )
 from hexlane.lab.netns import create, delete, netns_path, run_in_netns, unique_name
 
+pytestmark = pytest.mark.root
+
 NODE_IP = "10.0.0.11"
 CLIENT = "10.0.0.2"
 TC_ACT_UNSPEC = 0xFFFFFFFF  # -1 as the u32 retval

@@ -21,7 +21,7 @@ from hexlane.datapath import libbpf
 from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, LbDatapath
 from hexlane.datapath.netlink import setns
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 
 @pytest.fixture

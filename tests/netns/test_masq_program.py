@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-from cni_helpers import require_root
 
 from hexlane.datapath import libbpf
 from hexlane.datapath.bpffs import scratch_bpf_dir
@@ -40,7 +39,6 @@ def plan(port_min: int = 61000, port_max: int = 65535) -> MasqPlan:
 
 @pytest.fixture
 def masq() -> Iterator[MasqDatapath]:
-    require_root()
     if shutil.which("clang") is None:
         pytest.skip("needs clang")
     with scratch_bpf_dir("hexlane-masqprog") as base:

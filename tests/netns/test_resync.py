@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cni_helpers import require_root
 
 from hexlane.agent import cniconf
 from hexlane.agent.endpoints import CNIRequest, EndpointManager, MasqueradeSettings
@@ -63,7 +62,6 @@ def be32(ip: str) -> int:
 @pytest.fixture
 def world() -> Iterator[tuple[str, str, Path]]:
     """A node namespace with eth0 (10.85.0.11/24), a pod namespace, a bpffs directory."""
-    require_root()
     if shutil.which("clang") is None:
         pytest.skip("needs clang (the masquerade program)")
     with Topology("hxy") as topo, scratch_bpf_dir("hexlane-resync") as bpf:

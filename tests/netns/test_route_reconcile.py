@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-from cni_helpers import require_root
 
 from hexlane.datapath import netlink
 from hexlane.ipam.routes import NodeRouting, RoutingSettings, plan_routes
@@ -31,7 +30,6 @@ def node(i: int) -> NodeRouting:
 
 @pytest.fixture
 def node_ns() -> Iterator[str]:
-    require_root()
     with Topology("hxr") as topo:
         name = topo.add("node")
         netns.run(name, ["ip", "link", "add", "eth0", "type", "veth", "peer", "eth0p"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ def bpffs_dir() -> Iterator[Path]:
     """A unique directory on a BPF file system, removed at the end: below /sys/fs/bpf when a
     bpffs is mounted there, else on a private bpffs mounted for the session (agents started
     with nsenter --net keep the machine's mounts, so they see it too)."""
-    if os.geteuid() != 0 or shutil.which("clang") is None:
-        pytest.skip("needs root and clang")
+    if shutil.which("clang") is None:
+        pytest.skip("needs clang")
     with scratch_bpf_dir("hexlane-svc") as root:
         yield root

@@ -37,7 +37,7 @@ from hexlane.datapath.lb import view as lbview
 from hexlane.lab.netns import Topology, run
 from hexlane.lb.maglev import maglev_slot
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 SERVER = r"""
 import socket, sys, threading
