@@ -4,14 +4,21 @@ repository.
 A test that needs root (network namespaces, BPF, mounts) says so with the `root` marker, on
 the test or as the module's `pytestmark`; `pytest_collection_modifyitems` below skips exactly
 those when the suite does not run as root. Nothing else checks the user.
+
+Fixtures: `bpffs`, the run's private directory on a BPF file system (tests pin below it, each
+in a subdirectory of its own).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from hexlane.datapath.bpffs import scratch_bpf_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,3 +35,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def bpffs() -> Iterator[Path]:
+    """A uniquely named directory on a BPF file system for the run's pins, removed at the end,
+    also after a failure: below /sys/fs/bpf when a bpffs is mounted there, else on a private
+    bpffs mounted for the run and unmounted after, so the machine's mounts never change
+    (processes started with nsenter --net see it too). Every user takes a subdirectory of its
+    own (`bpffs / "masquerade"`). Tests using it are marked root; the programs they pin are
+    built with clang, so without clang they are skipped."""
+    if shutil.which("clang") is None:
+        pytest.skip("needs clang (the BPF programs)")
+    with scratch_bpf_dir("hexlane-test") as root:
+        yield root

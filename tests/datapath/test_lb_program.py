@@ -226,8 +226,8 @@ def test_other_traffic_passes_untouched(lb: LbDatapath, frame: bytes) -> None:
 
 
 @pytest.mark.root
-def test_pinned_maps_survive_a_reload(bpffs_dir: Path) -> None:
-    root = bpffs_dir / "reload"
+def test_pinned_maps_survive_a_reload(bpffs: Path) -> None:
+    root = bpffs / "reload"
     first = LbDatapath.load(root)
     try:
         add_service(first, "10.96.1.1", 80, packets.TCP, 77, [(700, "10.244.70.1", 80)])
@@ -276,8 +276,8 @@ def test_session_affinity_sticks_while_the_backend_belongs_to_the_service(
 
 
 @pytest.mark.root
-def test_reload_with_another_maglev_table_size(bpffs_dir: Path) -> None:
-    root = bpffs_dir / "resize"
+def test_reload_with_another_maglev_table_size(bpffs: Path) -> None:
+    root = bpffs / "resize"
     small = LbDatapath.load(root, table_size=251)
     try:
         small.set_maglev_table(5, [7] * 251)

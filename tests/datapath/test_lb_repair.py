@@ -23,7 +23,6 @@ import secrets
 import socket
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,8 +104,7 @@ def _flip(value: bytes) -> bytes:
     return bytes([value[0] ^ 0x5A]) + value[1:]
 
 
-def test_every_lb_table_is_repaired_by_one_resync(lb: LbDatapath, netns: str,
-                                                  bpffs_dir: Path) -> None:
+def test_every_lb_table_is_repaired_by_one_resync(lb: LbDatapath, netns: str) -> None:
     rec = ServiceReconciler(lb, "n1", settings=SETTINGS)
     rec.update(*_objects())
     in_netns(netns, lambda: rec.attach(["eth0"]))

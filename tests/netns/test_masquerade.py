@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import ctypes
 import json
-import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,6 @@ from pathlib import Path
 import pytest
 from cni_helpers import Agent, cni, conf
 
-from hexlane.datapath.bpffs import is_bpffs
 from hexlane.datapath.build import compile_program
 from hexlane.datapath.masq import MIRRORS
 from hexlane.lab import netns
@@ -65,29 +62,10 @@ else:
 
 
 @pytest.fixture(scope="module")
-def bpf_root() -> Iterator[Path]:
-    """A unique directory on a bpffs (a private mount when /sys/fs/bpf has none)."""
-    name = f"hexlane-masq-test-{secrets.token_hex(3)}"
-    mounted = None
-    if is_bpffs("/sys/fs/bpf"):
-        root = Path("/sys/fs/bpf") / name
-    else:
-        mounted = Path(tempfile.mkdtemp(prefix="hexlane-bpffs-"))
-        subprocess.run(["mount", "-t", "bpf", "bpf", str(mounted)], check=True)
-        root = mounted / name
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        if mounted is not None:
-            subprocess.run(["umount", str(mounted)], check=False)
-            mounted.rmdir()
-
-
-@pytest.fixture(scope="module")
-def lab(bpf_root: Path, tmp_path_factory: pytest.TempPathFactory
+def lab(bpffs: Path, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[tuple[Topology, dict[str, Agent]]]:
     tmp = tmp_path_factory.mktemp("masq")
+    bpf_root = bpffs / "masquerade"
     with Topology("hxm") as topo:
         topo.lan()
         topo.add("client")

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import shutil
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -43,7 +42,6 @@ import pytest
 from hexlane.agent import cniconf
 from hexlane.agent.endpoints import CNIRequest, EndpointManager, MasqueradeSettings
 from hexlane.datapath import libbpf
-from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.datapath.masq import CONFIG_MAP, NONMASQ_MAP, Masq4Config, Masq4NonmasqKey
 from hexlane.ipam.routes import NodeRouting, RoutingSettings, vxlan_mac
 from hexlane.lab import netns
@@ -60,11 +58,10 @@ def be32(ip: str) -> int:
 
 
 @pytest.fixture
-def world() -> Iterator[tuple[str, str, Path]]:
+def world(bpffs: Path) -> Iterator[tuple[str, str, Path]]:
     """A node namespace with eth0 (10.85.0.11/24), a pod namespace, a bpffs directory."""
-    if shutil.which("clang") is None:
-        pytest.skip("needs clang (the masquerade program)")
-    with Topology("hxy") as topo, scratch_bpf_dir("hexlane-resync") as bpf:
+    bpf = bpffs / "resync"
+    with Topology("hxy") as topo:
         ns = topo.add("node")
         netns.run(ns, ["ip", "link", "add", "eth0", "type", "veth", "peer", "eth0p"])
         netns.run(ns, ["ip", "addr", "add", "10.85.0.11/24", "dev", "eth0"])
