@@ -6,7 +6,9 @@ the test or as the module's `pytestmark`; `pytest_collection_modifyitems` below 
 those when the suite does not run as root. Nothing else checks the user.
 
 Fixtures: `bpffs`, the run's private directory on a BPF file system (tests pin below it, each
-in a subdirectory of its own).
+in a subdirectory of its own); `apiserver`, the run's shared `hexlane apiserver` process, and
+`api`, its JSON client; `apiservers`, a module's own apiservers (other flags, a cluster to
+itself). Helpers shared by several folders are in tests/helpers/.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.apiserver import Api, Apiserver, Apiservers
 from hexlane.datapath.bpffs import scratch_bpf_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,3 +52,26 @@ def bpffs() -> Iterator[Path]:
         pytest.skip("needs clang (the BPF programs)")
     with scratch_bpf_dir("hexlane-test") as root:
         yield root
+
+
+@pytest.fixture(scope="session")
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apiserver]:
+    """The run's shared apiserver: the real `hexlane apiserver` process over HTTPS (bookmarks
+    every 0.5 s), stopped at the end. Tests sharing it use namespaces and names of their own."""
+    with Apiservers(tmp_path_factory.mktemp("apiserver")) as start:
+        yield start("--bookmark-interval", "0.5")
+
+
+@pytest.fixture
+def api(apiserver: Apiserver) -> Api:
+    """The shared apiserver's JSON client."""
+    return apiserver.api
+
+
+@pytest.fixture(scope="module")
+def apiservers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apiservers]:
+    """`apiservers(*flags, data_dir=None)` starts an apiserver of the module's own: for other
+    flags, for a cluster no other test writes to, or on a data directory to restart it on.
+    Every one is stopped when the module ends, also after a failure."""
+    with Apiservers(tmp_path_factory.mktemp("apiservers")) as start:
+        yield start

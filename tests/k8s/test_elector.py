@@ -23,9 +23,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from k8s_helpers import Proxy, ServerProcess
+from k8s_helpers import Proxy
 from prometheus_client import CollectorRegistry
 
+from helpers.apiserver import Apiserver
 from hexlane.config import load_values
 from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.election import LeaseTiming
@@ -68,12 +69,12 @@ async def until(check: object, timeout: float) -> float:
     return time.monotonic() - start
 
 
-def test_one_leads_and_cancel_hands_over_at_once(server: ServerProcess) -> None:
+def test_one_leads_and_cancel_hands_over_at_once(apiserver: Apiserver) -> None:
     name = f"lease-{uuid.uuid4().hex[:6]}"
 
     async def run() -> None:
-        async with server.plain() as plain, make_client(
-                None, server.kubeconfig, registry=CollectorRegistry()) as client:
+        async with apiserver.plain() as plain, make_client(
+                None, apiserver.kubeconfig, registry=CollectorRegistry()) as client:
             wa, wb = Watcher(), Watcher()
             a, b = candidate(client, name, "a", wa), candidate(client, name, "b", wb)
             a.start()
@@ -105,11 +106,11 @@ def test_one_leads_and_cancel_hands_over_at_once(server: ServerProcess) -> None:
     asyncio.run(run())
 
 
-def test_survivor_takes_over_from_a_killed_leader(server: ServerProcess) -> None:
+def test_survivor_takes_over_from_a_killed_leader(apiserver: Apiserver) -> None:
     name = f"lease-{uuid.uuid4().hex[:6]}"
     child = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("elector_child.py")),
-         str(server.kubeconfig), "default", name, "child",
+         str(apiserver.kubeconfig), "default", name, "child",
          str(TIMING.duration), str(TIMING.renew_deadline), str(TIMING.retry_period)],
         stdout=subprocess.PIPE, start_new_session=True)
     try:
@@ -117,7 +118,7 @@ def test_survivor_takes_over_from_a_killed_leader(server: ServerProcess) -> None
         assert child.stdout.readline().strip() == b"leading"
 
         async def run() -> None:
-            async with make_client(None, server.kubeconfig,
+            async with make_client(None, apiserver.kubeconfig,
                                    registry=CollectorRegistry()) as client:
                 watcher = Watcher()
                 survivor = candidate(client, name, "survivor", watcher)
@@ -145,14 +146,14 @@ def test_survivor_takes_over_from_a_killed_leader(server: ServerProcess) -> None
         child.wait(timeout=10)
 
 
-def test_leader_without_api_stops_after_the_renew_deadline(server: ServerProcess) -> None:
+def test_leader_without_api_stops_after_the_renew_deadline(apiserver: Apiserver) -> None:
     name = f"lease-{uuid.uuid4().hex[:6]}"
 
     async def run() -> None:
-        async with Proxy(server.host, server.port) as proxy:
+        async with Proxy(apiserver.host, apiserver.port) as proxy:
             values, _ = load_values([], ["k8sServiceHost=127.0.0.1",
                                          f"k8sServicePort={proxy.port}"])
-            async with make_client(values, server.kubeconfig,
+            async with make_client(values, apiserver.kubeconfig,
                                    registry=CollectorRegistry()) as client:
                 watcher = Watcher()
                 elector = candidate(client, name, "lonely", watcher)

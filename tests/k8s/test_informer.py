@@ -24,15 +24,15 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from k8s_helpers import Plain, Proxy, ServerProcess
+from k8s_helpers import Proxy
 from prometheus_client import CollectorRegistry
 
+from helpers.apiserver import Apiserver, Apiservers, Plain
 from hexlane.config import load_values
 from hexlane.k8s.backoff import Backoff
 from hexlane.k8s.cache import by_field, by_label, object_key, resource_version
@@ -49,12 +49,18 @@ STEP = st.one_of(WRITE, st.tuples(st.just("cut"), st.just(""), st.just(0)),
                  st.tuples(st.just("pause"), st.just(""), st.integers(1, 30)))
 
 
-def client_via(server: ServerProcess, proxy: Proxy) -> KubeClient:
+@pytest.fixture(scope="module")
+def short_history_server(apiservers: Apiservers) -> Apiserver:
+    """An apiserver that keeps only 5 changes for resuming watches (older: 410 Gone)."""
+    return apiservers("--bookmark-interval", "0.5", "--watch-history", "5")
+
+
+def client_via(apiserver: Apiserver, proxy: Proxy) -> KubeClient:
     values, problems = load_values([], [
         "k8sServiceHost=127.0.0.1", f"k8sServicePort={proxy.port}",
         "k8sClientRateLimit.qps=1000", "k8sClientRateLimit.burst=1000"])
     assert not [p for p in problems if p.severity == "error"], problems
-    client = make_client(values, server.kubeconfig, registry=CollectorRegistry())
+    client = make_client(values, apiserver.kubeconfig, registry=CollectorRegistry())
     assert client.server == f"https://127.0.0.1:{proxy.port}"
     return client
 
@@ -134,10 +140,10 @@ class Replay:
         self.calls += 1
 
 
-async def with_everything(server: ServerProcess,
+async def with_everything(apiserver: Apiserver,
                           body: Callable[[Plain, Proxy, KubeClient], Awaitable[None]]) -> None:
-    async with server.plain() as plain, Proxy(server.host, server.port) as proxy:
-        client = client_via(server, proxy)
+    async with apiserver.plain() as plain, Proxy(apiserver.host, apiserver.port) as proxy:
+        client = client_via(apiserver, proxy)
         try:
             await body(plain, proxy, client)
         finally:
@@ -148,7 +154,7 @@ async def with_everything(server: ServerProcess,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(before=st.lists(WRITE, max_size=6), steps=st.lists(STEP, max_size=24))
 def test_cache_equals_server_after_random_changes_and_cuts(
-        server: ServerProcess, before: list[tuple[str, str, int]],
+        apiserver: Apiserver, before: list[tuple[str, str, int]],
         steps: list[tuple[str, str, int]]) -> None:
     async def body(plain: Plain, proxy: Proxy, client: KubeClient) -> None:
         ns = await new_namespace(plain)
@@ -185,10 +191,10 @@ def test_cache_equals_server_after_random_changes_and_cuts(
         finally:
             await informer.stop()
 
-    asyncio.run(with_everything(server, body))
+    asyncio.run(with_everything(apiserver, body))
 
 
-def test_relists_exactly_once_after_410(short_history_server: ServerProcess) -> None:
+def test_relists_exactly_once_after_410(short_history_server: Apiserver) -> None:
     async def body(plain: Plain, proxy: Proxy, client: KubeClient) -> None:
         ns = await new_namespace(plain)
         path = f"/api/v1/namespaces/{ns}/configmaps"
@@ -226,7 +232,7 @@ def test_relists_exactly_once_after_410(short_history_server: ServerProcess) -> 
 
 
 def test_bookmarks_let_a_quiet_informer_resume_without_relisting(
-        short_history_server: ServerProcess) -> None:
+        short_history_server: Apiserver) -> None:
     async def body(plain: Plain, proxy: Proxy, client: KubeClient) -> None:
         quiet = await new_namespace(plain)
         busy = await new_namespace(plain)
@@ -258,7 +264,7 @@ def test_bookmarks_let_a_quiet_informer_resume_without_relisting(
     asyncio.run(with_everything(short_history_server, body))
 
 
-def test_cluster_scoped_crd_indexes_and_key_queue(server: ServerProcess) -> None:
+def test_cluster_scoped_crd_indexes_and_key_queue(apiserver: Apiserver) -> None:
     async def body(plain: Plain, proxy: Proxy, client: KubeClient) -> None:
         tag = uuid.uuid4().hex[:6]
         pools = "/apis/cilium.io/v2alpha1/ciliumloadbalancerippools"
@@ -303,10 +309,10 @@ def test_cluster_scoped_crd_indexes_and_key_queue(server: ServerProcess) -> None
         finally:
             await informer.stop()
 
-    asyncio.run(with_everything(server, body))
+    asyncio.run(with_everything(apiserver, body))
 
 
-def test_all_namespaces_with_field_index(server: ServerProcess) -> None:
+def test_all_namespaces_with_field_index(apiserver: Apiserver) -> None:
     async def body(plain: Plain, proxy: Proxy, client: KubeClient) -> None:
         tag = uuid.uuid4().hex[:6]
         informer = Informer(client, Service, label_selector=f"test={tag}",
@@ -330,30 +336,28 @@ def test_all_namespaces_with_field_index(server: ServerProcess) -> None:
         finally:
             await informer.stop()
 
-    asyncio.run(with_everything(server, body))
+    asyncio.run(with_everything(apiserver, body))
 
 
-def test_follows_the_server_through_a_restart(tmp_path: Path) -> None:
-    first = ServerProcess(tmp_path / "srv")
-    port = first.port
+def test_follows_the_server_through_a_restart(apiservers: Apiservers) -> None:
+    server = apiservers("--bookmark-interval", "0.5")
 
     async def run() -> None:
-        nonlocal first
-        client = make_client(None, first.kubeconfig, registry=CollectorRegistry())
+        client = make_client(None, server.kubeconfig, registry=CollectorRegistry())
         informer = Informer(client, ConfigMap, namespace="default",
                             backoff=Backoff(initial=0.05, maximum=0.5))
         informer.start()
         try:
             await informer.wait_synced(10)
             path = "/api/v1/namespaces/default/configmaps"
-            async with first.plain() as plain:
+            async with server.plain() as plain:
                 await write(plain, path, "create", "before", 1)
             await eventually(lambda: "default/before" in informer.cache, what="before")
-            first.stop()
+            server.stop()
             await asyncio.sleep(0.3)  # the informer is retrying against nothing
             # Same data directory (token, certificate, database) and the same address.
-            first = ServerProcess(tmp_path / "srv", "--listen", f"127.0.0.1:{port}")
-            async with first.plain() as plain:
+            server.start(same_address=True)
+            async with server.plain() as plain:
                 await write(plain, path, "delete", "before", 0)
                 await write(plain, path, "create", "after", 2)
                 expected = await truth(plain, path, "v1", "ConfigMap")
@@ -364,7 +368,4 @@ def test_follows_the_server_through_a_restart(tmp_path: Path) -> None:
             await informer.stop()
             await client.aclose()
 
-    try:
-        asyncio.run(run())
-    finally:
-        first.stop()
+    asyncio.run(run())

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from operator_helpers import (
     SATISFIED,
-    Apiserver,
     OperatorFactory,
     apply,
     condition,
@@ -19,8 +18,10 @@ from operator_helpers import (
     pool_counters,
     satisfaction,
     service,
-    wait_for,
 )
+
+from helpers.apiserver import Apiserver
+from helpers.wait import wait_for
 
 pytestmark = pytest.mark.slow
 NS = "lbipam"
@@ -40,10 +41,10 @@ def ippool(name: str, case: str, *blocks: dict[str, str], **spec: Any) -> dict[s
                      "serviceSelector": {"matchLabels": {"case": case}}, **spec}}
 
 
-def satisfied(api: Apiserver, name: str) -> list[str]:
+def satisfied(server: Apiserver, name: str) -> list[str]:
     wait_for(f"{name} to be satisfied",
-             lambda: satisfaction(api, NS, name)[1] == "satisfied")
-    return satisfaction(api, NS, name)[0]
+             lambda: satisfaction(server, NS, name)[1] == "satisfied")
+    return satisfaction(server, NS, name)[0]
 
 
 def test_tcp_and_udp_53_share_one_ip(apiserver: Apiserver) -> None:
@@ -102,7 +103,7 @@ def test_service_that_changes_type_loses_ip_and_condition(apiserver: Apiserver) 
     apply(apiserver, lb_service(NS, "t1", labels={"case": "retype"}))
     assert satisfied(apiserver, "t1") == ["10.1.5.0"]
     wait_for("retype's counters", lambda: pool_counters(apiserver, "retype").get("used") == "1")
-    code, body = apiserver.request(
+    code, body = apiserver.api.request(
         "PATCH", f"/api/v1/namespaces/{NS}/services/t1",
         {"spec": {"type": "ClusterIP", "allocateLoadBalancerNodePorts": None}},
         content_type="application/merge-patch+json")

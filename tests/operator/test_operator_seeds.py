@@ -12,7 +12,6 @@ import pytest
 from operator_helpers import (
     EXAMPLES,
     SATISFIED,
-    Apiserver,
     OperatorFactory,
     apply,
     condition,
@@ -20,8 +19,10 @@ from operator_helpers import (
     pool_counters,
     satisfaction,
     service,
-    wait_for,
 )
+
+from helpers.apiserver import Apiserver
+from helpers.wait import wait_for
 
 pytestmark = pytest.mark.slow
 
