@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from helpers.apiserver import Apiserver
+from helpers.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -82,7 +83,7 @@ class OperatorProcess:
 
 def lease_holder(server: Apiserver) -> str:
     lease = server.api.read("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"
-                    "cilium-operator-resource-lock")
+                            "cilium-operator-resource-lock")
     return str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
 
 
@@ -107,6 +108,11 @@ def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
 SATISFIED = "cilium.io/IPAMRequestSatisfied"
 
 
+def satisfied_condition(server: Apiserver, namespace: str, name: str) -> dict[str, Any] | None:
+    """A Service's IPAMRequestSatisfied condition (None without one)."""
+    return condition(service(server, namespace, name), SATISFIED)
+
+
 def satisfaction(server: Apiserver, namespace: str, name: str
                  ) -> tuple[list[str], str | None]:
     """(ingress IPs, the IPAMRequestSatisfied reason or None) of a Service."""
@@ -115,8 +121,19 @@ def satisfaction(server: Apiserver, namespace: str, name: str
     return ingress_ips(svc), (cond or {}).get("reason")
 
 
+def wait_for_ips(server: Apiserver, namespace: str, name: str) -> tuple[list[str], str | None]:
+    """A Service's `satisfaction` once it has ingress IPs."""
+    return wait_for(f"{name}'s IPs",
+                    lambda: (r := satisfaction(server, namespace, name))[0] and r)
+
+
+def wait_for_counters(server: Apiserver, name: str, **counters: str) -> None:
+    """Until the pool's `pool_counters` are exactly `counters` (conflict, total, ...)."""
+    wait_for(f"{name}'s counters {counters}", lambda: pool_counters(server, name) == counters)
+
+
 def pool(server: Apiserver, name: str) -> dict[str, Any]:
-    obj = server.api.read(f"/apis/cilium.io/v2alpha1/ciliumloadbalancerippools/{name}")
+    obj = server.api.read(f"{POOLS}/{name}")
     assert obj is not None, f"no pool {name}"
     return dict(obj)
 
@@ -134,6 +151,15 @@ def pool_counters(server: Apiserver, name: str) -> dict[str, str]:
     if c is not None:
         out["conflict"] = c["reason"]
     return out
+
+
+POOLS = "/apis/cilium.io/v2alpha1/ciliumloadbalancerippools"
+
+
+def ip_pool(name: str, *blocks: dict[str, str], **spec: Any) -> dict[str, Any]:
+    """A CiliumLoadBalancerIPPool manifest: `blocks` like {"cidr": ...}, other spec fields."""
+    return {"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumLoadBalancerIPPool",
+            "metadata": {"name": name}, "spec": {"blocks": list(blocks), **spec}}
 
 
 def lb_service(namespace: str, name: str, *, annotations: dict[str, str] | None = None,
@@ -158,3 +184,11 @@ def apply(server: Apiserver, *objects: dict[str, Any]) -> None:
 
 
 OperatorFactory = Callable[..., OperatorProcess]
+
+
+def leading(operators: OperatorFactory, identity: str, *extra: str) -> OperatorProcess:
+    """An operator started with `extra`, once it has taken the lease."""
+    op = operators(identity, *extra)
+    wait_for(f"operator {identity} to lead",
+             lambda: op.metrics().get("hexlane_operator_is_leader"))
+    return op

@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 from operator_helpers import (
-    SATISFIED,
     OperatorFactory,
     apply,
-    condition,
+    ip_pool,
     lb_service,
+    leading,
     pool_counters,
     satisfaction,
-    service,
+    satisfied_condition,
+    wait_for_counters,
 )
 
 from helpers.apiserver import Apiserver
@@ -30,15 +31,12 @@ NS = "lbipam"
 @pytest.fixture(scope="module", autouse=True)
 def operator(apiserver: Apiserver, operators: OperatorFactory) -> None:
     apiserver.kubectl("create", "namespace", NS)
-    op = operators("lbipam", "--set", "ipam.mode=kubernetes")
-    wait_for("the operator to lead", lambda: op.metrics().get("hexlane_operator_is_leader"))
+    leading(operators, "lbipam", "--set", "ipam.mode=kubernetes")
 
 
 def ippool(name: str, case: str, *blocks: dict[str, str], **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumLoadBalancerIPPool",
-            "metadata": {"name": name},
-            "spec": {"blocks": list(blocks),
-                     "serviceSelector": {"matchLabels": {"case": case}}, **spec}}
+    """A pool for the Services labelled with this test's `case`."""
+    return ip_pool(name, *blocks, serviceSelector={"matchLabels": {"case": case}}, **spec)
 
 
 def satisfied(server: Apiserver, name: str) -> list[str]:
@@ -94,8 +92,8 @@ def test_disabled_then_deleted_pool(apiserver: Apiserver) -> None:
     wait_for("m1 to move to move-b",
              lambda: satisfaction(apiserver, NS, "m1") == (["10.1.4.1"], "satisfied"))
     assert satisfaction(apiserver, NS, "m2") == (["10.1.4.0"], "satisfied")
-    wait_for("move-b's counters", lambda: pool_counters(apiserver, "move-b") == {
-        "conflict": "resolved", "total": "8", "available": "6", "used": "2"})
+    wait_for_counters(apiserver, "move-b",
+                      conflict="resolved", total="8", available="6", used="2")
 
 
 def test_service_that_changes_type_loses_ip_and_condition(apiserver: Apiserver) -> None:
@@ -110,6 +108,6 @@ def test_service_that_changes_type_loses_ip_and_condition(apiserver: Apiserver) 
     assert code == 200, body
     wait_for("t1 to lose its IP and condition",
              lambda: satisfaction(apiserver, NS, "t1") == ([], None))
-    assert condition(service(apiserver, NS, "t1"), SATISFIED) is None
+    assert satisfied_condition(apiserver, NS, "t1") is None
     wait_for("retype to count it free",
              lambda: pool_counters(apiserver, "retype").get("used") == "0")

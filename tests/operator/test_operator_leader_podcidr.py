@@ -11,8 +11,10 @@ import ipaddress
 
 import pytest
 from operator_helpers import (
+    POOLS,
     OperatorFactory,
     OperatorProcess,
+    ip_pool,
     lb_service,
     lease_holder,
     satisfaction,
@@ -48,9 +50,7 @@ def add_node(server: Apiserver, name: str) -> None:
 def test_one_leader_writes_and_the_other_takes_over(apiserver: Apiserver,
                                                     operators: OperatorFactory) -> None:
     apiserver.api.create("/api/v1/namespaces", {"metadata": {"name": NS}})
-    apiserver.api.create("/apis/cilium.io/v2alpha1/ciliumloadbalancerippools", {
-        "apiVersion": "cilium.io/v2alpha1", "kind": "CiliumLoadBalancerIPPool",
-        "metadata": {"name": "le"}, "spec": {"blocks": [{"cidr": "10.3.0.0/24"}]}})
+    apiserver.api.create(POOLS, ip_pool("le", {"cidr": "10.3.0.0/24"}))
     for name in ("n1", "n2", "n3"):
         add_node(apiserver, name)
     ops = {name: operators(name, *POOL_ARGS) for name in ("op-a", "op-b")}
