@@ -11,10 +11,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import bpf_packets as packets
 import pytest
 from bpf_lbsetup import add_service
 
+from helpers import packets
 from hexlane.cli.main import main
 from hexlane.datapath import libbpf
 from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, LbDatapath

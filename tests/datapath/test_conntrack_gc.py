@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 
-import bpf_packets as packets
 import pytest
 from bpf_lbsetup import add_service
 
+from helpers import packets
 from hexlane.datapath import libbpf
 from hexlane.datapath.lb.conntrack import (
     CT_ENTRY_F_CLOSING,

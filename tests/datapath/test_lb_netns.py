@@ -15,10 +15,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import bpf_packets as packets
 import pytest
 from bpf_lbsetup import add_service
 
+from helpers import packets
 from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, LbDatapath
 from hexlane.datapath.lb.maps import LB_SELECTION_MAGLEV
 from hexlane.lab.netns import Topology, netns_path, run, run_in_netns, veth

@@ -11,10 +11,10 @@ from __future__ import annotations
 import ipaddress
 import random
 
-import bpf_packets as packets
 import pytest
 from bpf_lbsetup import add_backend, add_service
 
+from helpers import packets
 from hexlane.datapath import libbpf
 from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, LbDatapath
 from hexlane.datapath.lb.maps import LB_SELECTION_MAGLEV, SVC_FLAG_AFFINITY

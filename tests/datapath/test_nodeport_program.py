@@ -15,25 +15,22 @@ Programs run in a namespace of their own (their FIB lookups see only that namesp
 
 from __future__ import annotations
 
-import ctypes
 import struct
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
-import bpf_packets as packets
 import pytest
+from bpf_lbsetup import add_service
 
+from helpers import packets
 from hexlane.datapath import libbpf
 from hexlane.datapath.lb.loader import PROGRAM_FROM_NETDEV, PROGRAM_FROM_POD, LbDatapath
 from hexlane.datapath.lb.maps import (
-    BE_NODE_LOCAL,
-    BE_NODE_REMOTE,
     CT_ENTRY_F_DSR,
     CT_F_REPLY,
     DSR_IPV4_OPT_TYPE,
     LB_LOOKUP_SCOPE_EXT,
     LB_LOOKUP_SCOPE_INT,
-    LB_SELECTION_RANDOM,
     SNAT_PORT_MAX,
     SNAT_PORT_MIN,
     SVC_FLAG2_FWD_MODE_DSR,
@@ -41,13 +38,8 @@ from hexlane.datapath.lb.maps import (
     SVC_FLAG_NODEPORT,
     Ct4Key,
     DropReason,
-    Lb4Backend,
-    Lb4Key,
-    Lb4ReverseNat,
-    Lb4Service,
     ip4,
     port16,
-    service_master_value,
 )
 from hexlane.lab.netns import create, delete, netns_path, run_in_netns, unique_name
 
@@ -78,32 +70,28 @@ def runner(lb: LbDatapath, netns: str) -> Callable[[str, bytes], libbpf.TestRunR
     return go
 
 
-def program(lb: LbDatapath, vip: str, port: int, rev_nat: int,
-            backends: list[tuple[int, str, int, int]], *, flags: int = SVC_FLAG_NODEPORT,
-            flags2: int = 0, scope: int = LB_LOOKUP_SCOPE_EXT) -> None:
-    """A random-algorithm service with backends (id, address, port, node_local)."""
-    for bid, address, bport, local in backends:
-        lb.maps.backends.update(ctypes.c_uint32(bid), Lb4Backend(
-            address=ip4(address), port=port16(bport), proto=packets.TCP, node_local=local))
-    for slot, (bid, *_rest) in enumerate(backends, start=1):
-        lb.maps.services.update(Lb4Key(address=ip4(vip), dport=port16(port), backend_slot=slot,
-                                       proto=packets.TCP, scope=scope),
-                                Lb4Service(backend_id=bid, rev_nat_index=rev_nat))
-    lb.maps.services.update(
-        Lb4Key(address=ip4(vip), dport=port16(port), proto=packets.TCP, scope=scope),
-        service_master_value(len(backends), rev_nat, LB_SELECTION_RANDOM, 0, flags, flags2))
-    lb.maps.revnat.update(ctypes.c_uint16(rev_nat),
-                          Lb4ReverseNat(address=ip4(vip), port=port16(port)))
+def program(lb: LbDatapath, vip: str, port: int, rev_nat: int, backend: tuple[int, str, int],
+            *, local: bool, flags: int = SVC_FLAG_NODEPORT, flags2: int = 0,
+            scope: int = LB_LOOKUP_SCOPE_EXT) -> None:
+    """A random-algorithm TCP service with one backend (id, address, port), `local` or not."""
+    add_service(lb, vip, port, packets.TCP, rev_nat, [backend], local=local, flags=flags,
+                flags2=flags2, scope=scope)
+
+
+def through(runner: Callable[..., libbpf.TestRunResult], program: str, *frame: Any,
+            **options: Any) -> packets.Parsed:
+    """What `program` makes of `packets.build(*frame, **options)`, parsed."""
+    return packets.parse(runner(program, packets.build(*frame, **options)).data)
 
 
 def test_nodeport_snat_and_its_reply(lb: LbDatapath, runner: Callable[..., libbpf.TestRunResult]
                                      ) -> None:
-    program(lb, NODE_IP, 30080, 201, [(2001, "10.42.2.5", 8080, BE_NODE_REMOTE)])
+    program(lb, NODE_IP, 30080, 201, (2001, "10.42.2.5", 8080), local=False)
     out = runner(PROGRAM_FROM_NETDEV, packets.build(CLIENT, NODE_IP, 41000, 30080))
     assert out.retval != TC_ACT_UNSPEC
     p = packets.parse(out.data)
-    assert (p.src, p.sport, p.dst, p.dport) == (NODE_IP, 41000, "10.42.2.5", 8080)
-    assert p.ip_csum_ok and p.l4_csum_ok
+    assert p.flow == (NODE_IP, 41000, "10.42.2.5", 8080)
+    assert p.checksums_ok
 
     # A second client using the same port: the NAT port 41000 is taken for this backend.
     out2 = runner(PROGRAM_FROM_NETDEV, packets.build("10.0.0.3", NODE_IP, 41000, 30080))
@@ -111,34 +99,31 @@ def test_nodeport_snat_and_its_reply(lb: LbDatapath, runner: Callable[..., libbp
     assert p2.src == NODE_IP and SNAT_PORT_MIN <= p2.sport <= SNAT_PORT_MAX
 
     for nat_port, client in ((41000, CLIENT), (p2.sport, "10.0.0.3")):
-        reply = runner(PROGRAM_FROM_NETDEV, packets.build("10.42.2.5", NODE_IP, 8080, nat_port,
-                                                          tcp_flags=0x12))
-        r = packets.parse(reply.data)
-        assert (r.src, r.sport, r.dst, r.dport) == (NODE_IP, 30080, client, 41000)
-        assert r.ip_csum_ok and r.l4_csum_ok
+        r = through(runner, PROGRAM_FROM_NETDEV, "10.42.2.5", NODE_IP, 8080, nat_port,
+                    tcp_flags=0x12)
+        assert r.flow == (NODE_IP, 30080, client, 41000)
+        assert r.checksums_ok
 
 
 def test_local_backend_gets_dnat_only_and_clusterip_is_not_external(
     lb: LbDatapath, runner: Callable[..., libbpf.TestRunResult],
 ) -> None:
-    program(lb, NODE_IP, 30081, 202, [(2002, "10.42.1.5", 8080, BE_NODE_LOCAL)])
-    p = packets.parse(runner(PROGRAM_FROM_NETDEV,
-                             packets.build(CLIENT, NODE_IP, 41001, 30081)).data)
-    assert (p.src, p.sport, p.dst, p.dport) == (CLIENT, 41001, "10.42.1.5", 8080)
-    program(lb, "10.43.0.50", 80, 203, [(2003, "10.42.1.5", 8080, BE_NODE_LOCAL)], flags=0)
+    program(lb, NODE_IP, 30081, 202, (2002, "10.42.1.5", 8080), local=True)
+    p = through(runner, PROGRAM_FROM_NETDEV, CLIENT, NODE_IP, 41001, 30081)
+    assert p.flow == (CLIENT, 41001, "10.42.1.5", 8080)
+    program(lb, "10.43.0.50", 80, 203, (2003, "10.42.1.5", 8080), local=True, flags=0)
     frame = packets.build(CLIENT, "10.43.0.50", 41002, 80)
     out = runner(PROGRAM_FROM_NETDEV, frame)
     assert (out.retval, out.data) == (TC_ACT_UNSPEC, frame)
     # ... but a pod reaches it
-    p = packets.parse(runner(PROGRAM_FROM_POD, packets.build("10.42.1.9", "10.43.0.50",
-                                                             41003, 80)).data)
+    p = through(runner, PROGRAM_FROM_POD, "10.42.1.9", "10.43.0.50", 41003, 80)
     assert (p.dst, p.dport) == ("10.42.1.5", 8080)
 
 
 def test_dsr_option_inserted_then_accepted_and_stripped(
     lb: LbDatapath, runner: Callable[..., libbpf.TestRunResult],
 ) -> None:
-    program(lb, NODE_IP, 30084, 204, [(2004, "10.42.2.6", 8080, BE_NODE_REMOTE)],
+    program(lb, NODE_IP, 30084, 204, (2004, "10.42.2.6", 8080), local=False,
             flags2=SVC_FLAG2_FWD_MODE_DSR)
     frame = packets.build(CLIENT, NODE_IP, 42000, 30084, payload=b"GET /")
     out = runner(PROGRAM_FROM_NETDEV, frame)
@@ -148,8 +133,8 @@ def test_dsr_option_inserted_then_accepted_and_stripped(
     assert ip[20:28] == bytes([DSR_IPV4_OPT_TYPE, 8]) + struct.pack("!H", 30084) + bytes(
         [10, 0, 0, 11])
     p = packets.parse(out.data)
-    assert (p.src, p.sport, p.dst, p.dport) == (CLIENT, 42000, "10.42.2.6", 8080)
-    assert p.ip_csum_ok and p.l4_csum_ok
+    assert p.flow == (CLIENT, 42000, "10.42.2.6", 8080)
+    assert p.checksums_ok
     assert out.data.endswith(b"GET /")
 
     # The backend's node: the option is recorded and removed.
@@ -157,19 +142,17 @@ def test_dsr_option_inserted_then_accepted_and_stripped(
     assert got.retval == libbpf.TC_ACT_OK
     assert got.data[packets.ETH_HLEN] == 0x45 and len(got.data) == len(frame)
     q = packets.parse(got.data)
-    assert (q.src, q.sport, q.dst, q.dport) == (CLIENT, 42000, "10.42.2.6", 8080)
-    assert q.ip_csum_ok and q.l4_csum_ok
+    assert q.flow == (CLIENT, 42000, "10.42.2.6", 8080)
+    assert q.checksums_ok
     entry = lb.maps.ct.lookup(Ct4Key(saddr=ip4(CLIENT), daddr=ip4("10.42.2.6"),
                                      sport=port16(42000), dport=port16(8080), proto=packets.TCP,
                                      flags=CT_F_REPLY))
     assert entry is not None and entry.flags & CT_ENTRY_F_DSR
 
     # The pod's reply leaves from the frontend, straight to the client.
-    reply = runner(PROGRAM_FROM_POD, packets.build("10.42.2.6", CLIENT, 8080, 42000,
-                                                   tcp_flags=0x12))
-    r = packets.parse(reply.data)
-    assert (r.src, r.sport, r.dst, r.dport) == (NODE_IP, 30084, CLIENT, 42000)
-    assert r.ip_csum_ok and r.l4_csum_ok
+    r = through(runner, PROGRAM_FROM_POD, "10.42.2.6", CLIENT, 8080, 42000, tcp_flags=0x12)
+    assert r.flow == (NODE_IP, 30084, CLIENT, 42000)
+    assert r.checksums_ok
 
 
 def test_malformed_dsr_option_dropped_other_options_pass(
@@ -194,16 +177,14 @@ def test_malformed_dsr_option_dropped_other_options_pass(
 def test_two_scopes_split_outside_and_inside_traffic(
     lb: LbDatapath, runner: Callable[..., libbpf.TestRunResult],
 ) -> None:
-    program(lb, NODE_IP, 30085, 205, [(2005, "10.42.1.5", 8080, BE_NODE_LOCAL)],
+    program(lb, NODE_IP, 30085, 205, (2005, "10.42.1.5", 8080), local=True,
             flags2=SVC_FLAG2_TWO_SCOPES)
-    program(lb, NODE_IP, 30085, 206, [(2006, "10.42.2.8", 8080, BE_NODE_REMOTE)],
+    program(lb, NODE_IP, 30085, 206, (2006, "10.42.2.8", 8080), local=False,
             flags2=SVC_FLAG2_TWO_SCOPES, scope=LB_LOOKUP_SCOPE_INT)
     for sport in range(43000, 43010):
-        ext = packets.parse(runner(PROGRAM_FROM_NETDEV,
-                                   packets.build(CLIENT, NODE_IP, sport, 30085)).data)
+        ext = through(runner, PROGRAM_FROM_NETDEV, CLIENT, NODE_IP, sport, 30085)
         assert ext.dst == "10.42.1.5"
-        internal = packets.parse(runner(PROGRAM_FROM_POD,
-                                        packets.build("10.42.1.9", NODE_IP, sport, 30085)).data)
+        internal = through(runner, PROGRAM_FROM_POD, "10.42.1.9", NODE_IP, sport, 30085)
         assert internal.dst == "10.42.2.8"
 
 
@@ -213,7 +194,7 @@ def test_reused_tuples_and_lost_reply_entries(
     """A reply entry the LRU evicted alone comes back with the flow's next packet; a direct
     connection reusing a service flow's tuple (same client port, same backend) is not turned
     into the frontend's."""
-    program(lb, NODE_IP, 30086, 207, [(2007, "10.42.1.7", 8080, BE_NODE_LOCAL)])
+    program(lb, NODE_IP, 30086, 207, (2007, "10.42.1.7", 8080), local=True)
     reply_key = Ct4Key(saddr=ip4(CLIENT), daddr=ip4("10.42.1.7"), sport=port16(44000),
                        dport=port16(8080), proto=packets.TCP, flags=CT_F_REPLY)
     runner(PROGRAM_FROM_NETDEV, packets.build(CLIENT, NODE_IP, 44000, 30086))

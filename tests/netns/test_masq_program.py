@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import packets
 from hexlane.datapath import libbpf
 from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS, MasqDatapath
 from hexlane.ipam.routes import MasqPlan
@@ -51,15 +52,6 @@ def masq(bpffs: Path, request: pytest.FixtureRequest) -> Iterator[MasqDatapath]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def packet(src: IPv4Address, dst: IPv4Address, proto: int, l4: bytes, *,
            udp_csum: bool = True) -> bytes:
     """Ethernet + IPv4 + `l4`, with the L4 checksum (at its usual offset) computed; UDP's
@@ -68,14 +60,14 @@ def packet(src: IPv4Address, dst: IPv4Address, proto: int, l4: bytes, *,
         off = 16 if proto == 6 else 6
         pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, proto, len(l4))
         l4 = l4[:off] + b"\0\0" + l4[off + 2:]
-        value = csum(pseudo + l4) if proto == 6 or udp_csum else 0
+        value = packets.inet_checksum(pseudo + l4) if proto == 6 or udp_csum else 0
         l4 = l4[:off] + struct.pack("!H", value) + l4[off + 2:]
     elif proto == 1:
         l4 = l4[:2] + b"\0\0" + l4[4:]
-        l4 = l4[:2] + struct.pack("!H", csum(l4)) + l4[4:]
+        l4 = l4[:2] + struct.pack("!H", packets.inet_checksum(l4)) + l4[4:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0x4000, 64, proto, 0,
                      src.packed, dst.packed)
-    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", packets.inet_checksum(ip)) + ip[12:]
     eth = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"
     return eth + ip + l4
 
@@ -94,7 +86,7 @@ def echo(kind: int, ident: int) -> bytes:
 
 def parse(data: bytes) -> tuple[IPv4Address, IPv4Address, int, bytes]:
     ip = data[14:34]
-    assert csum(ip) == 0, "IP header checksum"
+    assert packets.inet_checksum(ip) == 0, "IP header checksum"
     proto = ip[9]
     l4 = data[34:]
     src, dst = IPv4Address(ip[12:16]), IPv4Address(ip[16:20])
@@ -102,9 +94,9 @@ def parse(data: bytes) -> tuple[IPv4Address, IPv4Address, int, bytes]:
         off = 16 if proto == 6 else 6
         if not (proto == 17 and l4[off:off + 2] == b"\0\0"):
             pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, proto, len(l4))
-            assert csum(pseudo + l4) == 0, "L4 checksum"
+            assert packets.inet_checksum(pseudo + l4) == 0, "L4 checksum"
     elif proto == 1:
-        assert csum(l4) == 0, "ICMP checksum"
+        assert packets.inet_checksum(l4) == 0, "ICMP checksum"
     return src, dst, proto, l4
 
 
