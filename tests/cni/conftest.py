@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cni_helpers import Agent, cni, conf
 
+from helpers.cni import Agent, cni, conf
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cni_helpers import PLUGIN, Agent, cni, conf
 
+from helpers.cni import PLUGIN, Agent, cni, conf, lan_nodes
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -176,15 +176,7 @@ def two_nodes(tmp_path: Path) -> Iterator[tuple[Topology, dict[str, Agent]]]:
     nodes = {"node1": ("10.78.0.11", "10.246.1.0/24"), "node2": ("10.78.0.12", "10.246.2.0/24")}
     with Topology("hxd") as topo:
         topo.lan()
-        agents = {}
-        for name, (ip, cidr) in nodes.items():
-            topo.add(name)
-            topo.plug("lan", name, f"{ip}/24")
-            peers = [f"{o},{oip},{ocidr}" for o, (oip, ocidr) in nodes.items() if o != name]
-            agents[name] = Agent(topo, name, tmp_path / name / "state", node_ip=ip,
-                                 pod_cidr=cidr, mode="native", peers=peers)
-            agents[name].start()
-        yield topo, agents
+        yield topo, lan_nodes(topo, nodes, tmp_path)
         made = list(topo.created)
     assert not any(netns.exists(n) for n in made)
 

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cni_helpers import PLUGIN, Agent, cni, conf
 
+from helpers.cni import PLUGIN, Agent, cni, conf
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 

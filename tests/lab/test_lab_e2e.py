@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_helpers import Lab, hexlane, lab_namespaces
 
+from helpers.lab import Lab, hexlane, lab_namespaces
 from helpers.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cni_helpers import Agent, cni, conf
 
+from helpers.cni import Agent, cni, conf, lan_nodes
 from hexlane.datapath.build import compile_program
 from hexlane.datapath.masq import MIRRORS
 from hexlane.lab import netns
@@ -71,18 +71,9 @@ def lab(bpffs: Path, tmp_path_factory: pytest.TempPathFactory
         topo.add("client")
         topo.plug("lan", "client", f"{CLIENT}/24")
         topo.start("client", [sys.executable, "-c", WHOAMI])
-        agents = {}
-        for name, (ip, cidr) in NODES.items():
-            topo.add(name)
-            topo.plug("lan", name, f"{ip}/24")
-            peers = [f"{o},{oip},{oc}" for o, (oip, oc) in NODES.items() if o != name]
-            agents[name] = Agent(topo, name, tmp / name / "state", node_ip=ip, pod_cidr=cidr,
-                                 mode="native", peers=peers, extra_args=[
-                                     "--masquerade-device", "eth0",
-                                     "--bpf-root", str(bpf_root / name),
-                                     "--native-routing-cidr", "10.247.0.0/16"])
-            agents[name].start()
-        yield topo, agents
+        yield topo, lan_nodes(topo, NODES, tmp, extra_args=lambda name: [
+            "--masquerade-device", "eth0", "--bpf-root", str(bpf_root / name),
+            "--native-routing-cidr", "10.247.0.0/16"])
         made = list(topo.created)
     assert not any(netns.exists(n) for n in made)
 

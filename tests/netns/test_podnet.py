@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cni_helpers import Agent, cni, conf
 
+from helpers.cni import Agent, cni, conf, lan_nodes
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -79,17 +79,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     tmp = tmp_path_factory.mktemp(f"podnet-{mode}")
     with Topology("hxn") as topo:
         topo.lan()
-        agents = {}
-        for name, (ip, cidr) in NODES.items():
-            topo.add(name)
-            topo.plug("lan", name, f"{ip}/24")
-            peers = [f"{other},{oip},{ocidr}" for other, (oip, ocidr) in NODES.items()
-                     if other != name]
-            agents[name] = Agent(topo, name, tmp / name / "state", node_ip=ip, pod_cidr=cidr,
-                                 mode=mode, peers=peers)
-        for agent in agents.values():
-            agent.start()
-        yield Cluster(mode, topo, agents)
+        yield Cluster(mode, topo, lan_nodes(topo, NODES, tmp, mode=mode))
         made = list(topo.created)
     assert not any(netns.exists(n) for n in made)
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import pytest
 
+from helpers.cni import node_with_eth0
 from hexlane.agent import cniconf
 from hexlane.agent.endpoints import CNIRequest, EndpointManager, MasqueradeSettings
 from hexlane.datapath import libbpf
@@ -62,11 +63,7 @@ def world(bpffs: Path) -> Iterator[tuple[str, str, Path]]:
     """A node namespace with eth0 (10.85.0.11/24), a pod namespace, a bpffs directory."""
     bpf = bpffs / "resync"
     with Topology("hxy") as topo:
-        ns = topo.add("node")
-        netns.run(ns, ["ip", "link", "add", "eth0", "type", "veth", "peer", "eth0p"])
-        netns.run(ns, ["ip", "addr", "add", "10.85.0.11/24", "dev", "eth0"])
-        netns.run(ns, ["ip", "link", "set", "eth0", "up"])
-        netns.run(ns, ["ip", "link", "set", "eth0p", "up"])
+        ns = node_with_eth0(topo, "10.85.0.11/24")
         pod = topo.add("pod")
         yield ns, pod, bpf
 

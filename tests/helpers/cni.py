@@ -1,4 +1,5 @@
-"""Helpers for CNI and pod-network tests: an endpoint agent in a node namespace, plugin calls.
+"""Helpers for CNI and pod-network tests: an endpoint agent in a node namespace, nodes with
+agents on a LAN, a node namespace with an eth0, plugin calls.
 
 Everything runs in namespaces made by the test (unique names, removed in finalizers) and the
 real `.venv/bin/hexlane-cni` is run as a subprocess through `nsenter`, as a runtime would.
@@ -11,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,36 @@ class Agent:
         assert status == 200, body
         return body
 
+
+
+def lan_nodes(topo: Topology, nodes: Mapping[str, tuple[str, str]], work: Path, *,
+              mode: str = "native",
+              extra_args: Callable[[str], Sequence[str]] = lambda node: ()) -> dict[str, Agent]:
+    """`nodes` (name -> (node IP, pod CIDR)) as namespaces on the topology's LAN (IP/24 on
+    eth0), each with an endpoint agent that has the others as peers, state below `work`;
+    all started."""
+    agents = {}
+    for name, (ip, cidr) in nodes.items():
+        topo.add(name)
+        topo.plug("lan", name, f"{ip}/24")
+        peers = [f"{other},{oip},{ocidr}" for other, (oip, ocidr) in nodes.items()
+                 if other != name]
+        agents[name] = Agent(topo, name, work / name / "state", node_ip=ip, pod_cidr=cidr,
+                             mode=mode, peers=peers, extra_args=extra_args(name))
+    for agent in agents.values():
+        agent.start()
+    return agents
+
+
+def node_with_eth0(topo: Topology, address: str) -> str:
+    """A `node` namespace whose eth0 (a veth, its peer eth0p beside it) has `address`, both
+    ends up; its name."""
+    ns = topo.add("node")
+    netns.run(ns, ["ip", "link", "add", "eth0", "type", "veth", "peer", "eth0p"])
+    netns.run(ns, ["ip", "addr", "add", address, "dev", "eth0"])
+    netns.run(ns, ["ip", "link", "set", "eth0", "up"])
+    netns.run(ns, ["ip", "link", "set", "eth0p", "up"])
+    return ns
 
 def cni(ns: str, command: str, config: Mapping[str, Any] | str | None, *,
         container_id: str | None = "c1", netns_path: str | None = None, ifname: str = "eth0",

@@ -1,9 +1,0 @@
-"""Fixtures for pod-network tests: the CNI test helpers (tests/cni/cni_helpers.py) made
-importable here, since the test directories are not packages."""
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cni"))
