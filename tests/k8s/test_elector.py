@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -53,11 +54,19 @@ class Watcher:
         self.stopped += 1
 
 
-def candidate(client: KubeClient, name: str, identity: str,
-              watcher: Watcher) -> LeaderElector:
-    return LeaderElector(client, name, "default", identity, TIMING,
-                         on_started_leading=watcher.on_start,
-                         on_stopped_leading=watcher.on_stop)
+@contextlib.asynccontextmanager
+async def candidate(client: KubeClient, name: str, identity: str
+                    ) -> AsyncIterator[tuple[LeaderElector, Watcher]]:
+    """A started elector for Lease default/`name` and its counter; stopped on leaving."""
+    watcher = Watcher()
+    elector = LeaderElector(client, name, "default", identity, TIMING,
+                            on_started_leading=watcher.on_start,
+                            on_stopped_leading=watcher.on_stop)
+    elector.start()
+    try:
+        yield elector, watcher
+    finally:
+        await elector.stop()
 
 
 async def until(check: object, timeout: float) -> float:
@@ -74,34 +83,27 @@ def test_one_leads_and_cancel_hands_over_at_once(apiserver: Apiserver) -> None:
 
     async def run() -> None:
         async with apiserver.plain() as plain, make_client(
-                None, apiserver.kubeconfig, registry=CollectorRegistry()) as client:
-            wa, wb = Watcher(), Watcher()
-            a, b = candidate(client, name, "a", wa), candidate(client, name, "b", wb)
-            a.start()
-            b.start()
-            try:
-                await until(lambda: a.leading or b.leading, 5)
-                await asyncio.sleep(TIMING.duration)  # both keep campaigning
-                assert [a.leading, b.leading].count(True) == 1
-                leader, follower = (a, b) if a.leading else (b, a)
-                lw, fw = (wa, wb) if leader is a else (wb, wa)
-                assert (lw.started, lw.stopped, fw.started) == (1, 0, 0)
-                status, lease = await plain.call("GET", f"{LEASES}/{name}")
-                assert status == 200
-                assert lease["spec"]["holderIdentity"] == leader.identity
-                assert lease["spec"]["leaseDurationSeconds"] == 2
-                await leader.stop()
-                assert lw.stopped == 1 and not leader.leading
-                took = await until(lambda: follower.leading, TIMING.duration)
-                print(f"takeover {took:.2f}s after the leader released")
-                # Released: the follower's next (jittered) retry takes it.
-                assert took < TIMING.retry_period * 2.2 + 0.3, took
-                status, lease = await plain.call("GET", f"{LEASES}/{name}")
-                assert lease["spec"]["holderIdentity"] == follower.identity
-                assert lease["spec"]["leaseTransitions"] >= 1
-            finally:
-                await a.stop()
-                await b.stop()
+                None, apiserver.kubeconfig, registry=CollectorRegistry()) as client, \
+                candidate(client, name, "a") as (a, wa), candidate(client, name, "b") as (b, wb):
+            await until(lambda: a.leading or b.leading, 5)
+            await asyncio.sleep(TIMING.duration)  # both keep campaigning
+            assert [a.leading, b.leading].count(True) == 1
+            leader, follower = (a, b) if a.leading else (b, a)
+            lw, fw = (wa, wb) if leader is a else (wb, wa)
+            assert (lw.started, lw.stopped, fw.started) == (1, 0, 0)
+            status, lease = await plain.call("GET", f"{LEASES}/{name}")
+            assert status == 200
+            assert lease["spec"]["holderIdentity"] == leader.identity
+            assert lease["spec"]["leaseDurationSeconds"] == 2
+            await leader.stop()
+            assert lw.stopped == 1 and not leader.leading
+            took = await until(lambda: follower.leading, TIMING.duration)
+            print(f"takeover {took:.2f}s after the leader released")
+            # Released: the follower's next (jittered) retry takes it.
+            assert took < TIMING.retry_period * 2.2 + 0.3, took
+            status, lease = await plain.call("GET", f"{LEASES}/{name}")
+            assert lease["spec"]["holderIdentity"] == follower.identity
+            assert lease["spec"]["leaseTransitions"] >= 1
 
     asyncio.run(run())
 
@@ -119,25 +121,20 @@ def test_survivor_takes_over_from_a_killed_leader(apiserver: Apiserver) -> None:
 
         async def run() -> None:
             async with make_client(None, apiserver.kubeconfig,
-                                   registry=CollectorRegistry()) as client:
-                watcher = Watcher()
-                survivor = candidate(client, name, "survivor", watcher)
-                survivor.start()
-                try:
-                    await asyncio.sleep(TIMING.duration + 0.5)
-                    assert not survivor.leading  # the child keeps renewing
-                    os.kill(child.pid, signal.SIGKILL)
-                    killed = time.monotonic()
-                    await until(lambda: survivor.leading, TIMING.duration * 3)
-                    assert watcher.started_at is not None
-                    took = watcher.started_at - killed
-                    print(f"takeover {took:.2f}s after SIGKILL of the leader")
-                    # Not before the lease could have expired (last renewal at most one retry
-                    # period before the kill), and within duration + the retries to see it.
-                    assert TIMING.duration - TIMING.retry_period - 0.05 <= took, took
-                    assert took <= TIMING.duration + 4.4 * TIMING.retry_period + 0.3, took
-                finally:
-                    await survivor.stop()
+                                   registry=CollectorRegistry()) as client, \
+                    candidate(client, name, "survivor") as (survivor, watcher):
+                await asyncio.sleep(TIMING.duration + 0.5)
+                assert not survivor.leading  # the child keeps renewing
+                os.kill(child.pid, signal.SIGKILL)
+                killed = time.monotonic()
+                await until(lambda: survivor.leading, TIMING.duration * 3)
+                assert watcher.started_at is not None
+                took = watcher.started_at - killed
+                print(f"takeover {took:.2f}s after SIGKILL of the leader")
+                # Not before the lease could have expired (last renewal at most one retry
+                # period before the kill), and within duration + the retries to see it.
+                assert TIMING.duration - TIMING.retry_period - 0.05 <= took, took
+                assert took <= TIMING.duration + 4.4 * TIMING.retry_period + 0.3, took
 
         asyncio.run(run())
     finally:
@@ -154,25 +151,20 @@ def test_leader_without_api_stops_after_the_renew_deadline(apiserver: Apiserver)
             values, _ = load_values([], ["k8sServiceHost=127.0.0.1",
                                          f"k8sServicePort={proxy.port}"])
             async with make_client(values, apiserver.kubeconfig,
-                                   registry=CollectorRegistry()) as client:
-                watcher = Watcher()
-                elector = candidate(client, name, "lonely", watcher)
-                elector.start()
-                try:
-                    await until(lambda: elector.leading, 5)
-                    proxy.hold()
-                    cut_at = time.monotonic()
-                    await until(lambda: not elector.leading, TIMING.duration)
-                    lost = time.monotonic() - cut_at
-                    print(f"leadership dropped {lost:.2f}s after the API went away")
-                    # Deadline counted from the last renewal (up to a retry before the cut).
-                    assert TIMING.renew_deadline - TIMING.retry_period - 0.05 <= lost
-                    assert lost <= TIMING.renew_deadline + TIMING.retry_period + 0.3
-                    assert watcher.stopped == 1
-                    proxy.release()
-                    await until(lambda: elector.leading, TIMING.duration * 2)
-                    assert watcher.started == 2
-                finally:
-                    await elector.stop()
+                                   registry=CollectorRegistry()) as client, \
+                    candidate(client, name, "lonely") as (elector, watcher):
+                await until(lambda: elector.leading, 5)
+                proxy.hold()
+                cut_at = time.monotonic()
+                await until(lambda: not elector.leading, TIMING.duration)
+                lost = time.monotonic() - cut_at
+                print(f"leadership dropped {lost:.2f}s after the API went away")
+                # Deadline counted from the last renewal (up to a retry before the cut).
+                assert TIMING.renew_deadline - TIMING.retry_period - 0.05 <= lost
+                assert lost <= TIMING.renew_deadline + TIMING.retry_period + 0.3
+                assert watcher.stopped == 1
+                proxy.release()
+                await until(lambda: elector.leading, TIMING.duration * 2)
+                assert watcher.started == 2
 
     asyncio.run(run())

@@ -21,9 +21,10 @@ that breaks connections on demand (the client reaches the proxy through `k8sServ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -105,6 +106,16 @@ async def truth(plain: Plain, path: str, api_version: str, kind: str) -> dict[st
     return out
 
 
+@contextlib.asynccontextmanager
+async def running(informer: Informer) -> AsyncIterator[Informer]:
+    """The informer started, and stopped on leaving."""
+    informer.start()
+    try:
+        yield informer
+    finally:
+        await informer.stop()
+
+
 async def eventually(check: Callable[[], bool], timeout: float = 15.0,
                      what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
@@ -166,8 +177,7 @@ def test_cache_equals_server_after_random_changes_and_cuts(
                             indexers={"app": by_label("app")},
                             backoff=Backoff(initial=0.02, maximum=0.2))
         replay = Replay(informer)
-        informer.start()
-        try:
+        async with running(informer):
             await informer.wait_synced(10)
             for op, name, value in steps:
                 if op == "cut":
@@ -188,8 +198,6 @@ def test_cache_equals_server_after_random_changes_and_cuts(
             # One list by the informer, one by `truth` above: every cut was a resume.
             assert lists == 2, (lists, informer.stats)
             assert informer.stats.lists == 1 and informer.stats.expired == 0
-        finally:
-            await informer.stop()
 
     asyncio.run(with_everything(apiserver, body))
 
@@ -202,8 +210,7 @@ def test_relists_exactly_once_after_410(short_history_server: Apiserver) -> None
         informer = Informer(client, ConfigMap, namespace=ns,
                             backoff=Backoff(initial=0.02, maximum=0.2))
         replay = Replay(informer)
-        informer.start()
-        try:
+        async with running(informer):
             await informer.wait_synced(10)
             metrics = await plain.metrics()
             lists0 = metrics.get(("list", "configmaps"), 0.0)
@@ -225,8 +232,6 @@ def test_relists_exactly_once_after_410(short_history_server: Apiserver) -> None
             assert metrics.get(("list", "configmaps"), 0.0) - lists0 == 2
             assert metrics.get(("watch", "configmaps"), 0.0) - watches0 >= 2
             assert informer.stats.expired == 1
-        finally:
-            await informer.stop()
 
     asyncio.run(with_everything(short_history_server, body))
 
@@ -238,8 +243,7 @@ def test_bookmarks_let_a_quiet_informer_resume_without_relisting(
         busy = await new_namespace(plain)
         informer = Informer(client, ConfigMap, namespace=quiet,
                             backoff=Backoff(initial=0.02, maximum=0.2))
-        informer.start()
-        try:
+        async with running(informer):
             await informer.wait_synced(10)
             rv0 = int(informer.resource_version)
             busy_path = f"/api/v1/namespaces/{busy}/configmaps"
@@ -258,8 +262,6 @@ def test_bookmarks_let_a_quiet_informer_resume_without_relisting(
             await write(plain, f"/api/v1/namespaces/{quiet}/configmaps", "create", "q", 1)
             await eventually(lambda: f"{quiet}/q" in informer.cache, 5, "the new object")
             assert informer.stats.lists == 1 and informer.stats.expired == 0
-        finally:
-            await informer.stop()
 
     asyncio.run(with_everything(short_history_server, body))
 
@@ -271,8 +273,7 @@ def test_cluster_scoped_crd_indexes_and_key_queue(apiserver: Apiserver) -> None:
         informer = Informer(client, CiliumLoadBalancerIPPool, label_selector=f"test={tag}",
                             indexers={"color": by_label("color")})
         informer.add_handler(on_add=lambda obj: 1 / 0)  # a consumer's bug is logged only
-        informer.start()
-        try:
+        async with running(informer):
             await informer.wait_synced(10)
             queue = informer.key_queue()
             for i, color in enumerate(("blue", "red", "blue")):
@@ -306,8 +307,6 @@ def test_cluster_scoped_crd_indexes_and_key_queue(apiserver: Apiserver) -> None:
                 "test": None}}}, "application/merge-patch+json")
             await eventually(lambda: f"p0-{tag}" not in informer.cache, what="p0 gone")
             assert await asyncio.wait_for(queue.get(), 5) == f"p0-{tag}"
-        finally:
-            await informer.stop()
 
     asyncio.run(with_everything(apiserver, body))
 
@@ -317,8 +316,7 @@ def test_all_namespaces_with_field_index(apiserver: Apiserver) -> None:
         tag = uuid.uuid4().hex[:6]
         informer = Informer(client, Service, label_selector=f"test={tag}",
                             indexers={"type": by_field("spec.type")})
-        informer.start()
-        try:
+        async with running(informer):
             await informer.wait_synced(10)
             spaces = [await new_namespace(plain) for _ in range(2)]
             for ns, svc_type in zip(spaces, ("ClusterIP", "NodePort"), strict=True):
@@ -333,8 +331,6 @@ def test_all_namespaces_with_field_index(apiserver: Apiserver) -> None:
                 [f"{spaces[0]}/web"]
             # The server's defaulting (clusterIP) is what the cache holds.
             assert informer.cache.get(f"{spaces[0]}/web")["spec"]["clusterIP"]
-        finally:
-            await informer.stop()
 
     asyncio.run(with_everything(apiserver, body))
 
