@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cni import PLUGIN, Agent, cni, conf, lan_nodes
+from helpers.cni import PLUGIN, Agent, cni, conf, start_agents
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -176,7 +176,7 @@ def two_nodes(tmp_path: Path) -> Iterator[tuple[Topology, dict[str, Agent]]]:
     nodes = {"node1": ("10.78.0.11", "10.246.1.0/24"), "node2": ("10.78.0.12", "10.246.2.0/24")}
     with Topology("hxd") as topo:
         topo.lan()
-        yield topo, lan_nodes(topo, nodes, tmp_path)
+        yield topo, start_agents(topo, nodes, tmp_path)
         made = list(topo.created)
     assert not any(netns.exists(n) for n in made)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from hexlane.config import (
@@ -102,10 +102,37 @@ def _has(tree: Any, path: tuple[str, ...]) -> bool:
     return True
 
 
+def _same_shape(a: Any, b: Any) -> bool:
+    """No path is a map in one tree and something else in the other."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return True
+    return all(isinstance(a[k], dict) == isinstance(b[k], dict) and _same_shape(a[k], b[k])
+               for k in a.keys() & b.keys())
+
+
 @relaxed
 @given(TREES, TREES, TREES)
-def test_merge_is_associative(a: dict[str, Any], b: dict[str, Any], c: dict[str, Any]) -> None:
+def test_merge_is_associative_where_files_agree_on_shape(
+        a: dict[str, Any], b: dict[str, Any], c: dict[str, Any]) -> None:
+    assume(_same_shape(a, b) and _same_shape(b, c) and _same_shape(a, c))
     assert merge_maps(merge_maps(a, b), c) == merge_maps(a, merge_maps(b, c))
+
+
+@relaxed
+@given(TREES, TREES, TREES)
+def test_the_last_file_wins_every_leaf_it_sets(
+        a: dict[str, Any], b: dict[str, Any], c: dict[str, Any]) -> None:
+    out = merge_maps(merge_maps(a, b), c)
+    for path, value in leaves(c):
+        assert lookup(out, path) == value
+
+
+def test_merge_is_not_associative_when_a_middle_file_replaces_a_map() -> None:
+    """As Helm's mergeMaps: `-f a -f b -f c` folds left; a null (or scalar) in b cuts a's
+    map off, and c's map then starts afresh."""
+    a, b, c = {"x": {"a": False}}, {"x": None}, {"x": {}}
+    assert merge_maps(merge_maps(a, b), c) == {"x": {}}
+    assert merge_maps(a, merge_maps(b, c)) == {"x": {"a": False}}
 
 
 @relaxed

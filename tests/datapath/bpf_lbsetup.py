@@ -1,52 +1,92 @@
-"""Programming services into the LB maps for tests of the BPF program, with raw flags; keys and
-backend values are laid out by the agent's own encoder (`hexlane.datapath.lb.encode`)."""
+"""Programming the LB datapath in tests the way the agent does, and running its programs.
+
+`Services(lb)` writes services and backends as `hexlane.lb.services` rows through `LbSync`
+(datapath/lb/sync.py), the agent's own path into the maps. `run_program` runs a program on a
+crafted frame (BPF_PROG_TEST_RUN) in a namespace made by `program_netns`: forwarding is off
+there, so the programs' FIB lookups answer "not forwarded" and a translated packet comes
+back as it is, with TC_ACT_OK.
+"""
 
 from __future__ import annotations
 
-import ctypes
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
-from hexlane.datapath.lb.encode import PROTO_NAMES, lb4_key, raw_backend
+from hexlane.datapath import libbpf
+from hexlane.datapath.lb.encode import PROTO_NAMES
 from hexlane.datapath.lb.loader import LbDatapath
-from hexlane.datapath.lb.maps import (
-    LB_SELECTION_RANDOM,
-    Lb4Backend,
-    Lb4ReverseNat,
-    Lb4Service,
-    LbAffinityMatch,
-    ip4,
-    port16,
-    service_master_value,
+from hexlane.datapath.lb.sync import LbSync
+from hexlane.datapath.sysctl import write_sysctl
+from hexlane.lab.netns import create, delete, run_in_netns, unique_name
+from hexlane.lb.services import (
+    CLUSTER_IP,
+    SCOPE_EXT,
+    STATE_ACTIVE,
+    Backend,
+    Delta,
+    FrontendKey,
+    ServiceEntry,
 )
-from hexlane.lb.services import SCOPE_EXT, STATE_ACTIVE, Backend, FrontendKey
 
 
-def add_backend(lb: LbDatapath, backend_id: int, address: str, port: int, proto: int, *,
-                local: bool = False) -> None:
-    key, value = raw_backend(Backend(backend_id, address, port, PROTO_NAMES[proto],
-                                     STATE_ACTIVE, "", local))
-    lb.maps.backends.update(ctypes.c_uint32.from_buffer_copy(key),
-                            Lb4Backend.from_buffer_copy(value))
+class Services:
+    """The services programmed into one datapath (one `LbSync` over its maps)."""
+
+    def __init__(self, lb: LbDatapath) -> None:
+        self.sync = LbSync(lb)
+        self.entries: dict[FrontendKey, ServiceEntry] = {}
+
+    def add(self, vip: str, port: int, proto: int, service_id: int,
+            backends: Sequence[tuple[int, str, int]], *, type: str = CLUSTER_IP,
+            algorithm: str = "random", maglev: Sequence[int] = (),
+            affinity_timeout_s: int = 0, local: bool = False, scope: int = SCOPE_EXT,
+            two_scopes: bool = False, dsr: bool = False) -> ServiceEntry:
+        """A frontend with backends (id, address, port) in slots 1..n, replacing what the
+        frontend had; `local`: the backends are pods of this node."""
+        protocol = PROTO_NAMES[proto]
+        frontend = FrontendKey(vip, port, protocol, scope)
+        entry = ServiceEntry(
+            id=service_id, frontend=frontend, type=type, namespace="default",
+            name=f"svc{service_id}", port_name="", backend_ids=tuple(b[0] for b in backends),
+            algorithm=algorithm, affinity_timeout_s=affinity_timeout_s, ext_local=False,
+            int_local=False, two_scopes=two_scopes, dsr=dsr, maglev=tuple(maglev))
+        rows = tuple(Backend(bid, address, bport, protocol, STATE_ACTIVE, "n1", local)
+                     for bid, address, bport in backends)
+        old = self.entries.get(frontend)
+        self._apply(Delta(entries=(entry,), old=(old,) if old else (), backends=rows))
+        self.entries[frontend] = entry
+        return entry
+
+    def remove(self, entry: ServiceEntry) -> None:
+        self._apply(Delta(old=(entry,)))
+        del self.entries[entry.frontend]
+
+    def remove_backends(self, *backend_ids: int) -> None:
+        self._apply(Delta(removed_backends=backend_ids))
+
+    def node_ip(self, address: str | None) -> None:
+        """The address NodePort SNAT leaves with."""
+        self.sync.set_node_ip(address)
+        assert not self.sync.flush().failed
+
+    def _apply(self, delta: Delta) -> None:
+        result = self.sync.apply(delta)
+        assert not result.failed, result.failed
 
 
-def add_service(lb: LbDatapath, vip: str, port: int, proto: int, rev_nat: int,
-                backends: Sequence[tuple[int, str, int]], *,
-                algorithm: int = LB_SELECTION_RANDOM, affinity_timeout_s: int = 0,
-                flags: int = 0, flags2: int = 0, scope: int = SCOPE_EXT,
-                local: bool = False) -> None:
-    """Backends (id, address, port) in slots 1..n, then the service's own slot 0 (in `scope`,
-    with the raw `flags` and `flags2`); `local`: the backends are pods of this node. With an
-    affinity timeout the backends are also marked as the service's, as the agent does."""
-    frontend = FrontendKey(vip, port, PROTO_NAMES[proto], scope)
-    for backend_id, address, bport in backends:
-        add_backend(lb, backend_id, address, bport, proto, local=local)
-        if affinity_timeout_s:
-            lb.maps.affinity_match.update(
-                LbAffinityMatch(backend_id=backend_id, rev_nat_id=rev_nat), ctypes.c_uint8(1))
-    for slot, (backend_id, _, _) in enumerate(backends, start=1):
-        lb.maps.services.update(lb4_key(frontend, slot),
-                                Lb4Service(backend_id=backend_id, rev_nat_index=rev_nat))
-    lb.maps.services.update(lb4_key(frontend, 0), service_master_value(
-        len(backends), rev_nat, algorithm, affinity_timeout_s, flags, flags2))
-    lb.maps.revnat.update(ctypes.c_uint16(rev_nat),
-                          Lb4ReverseNat(address=ip4(vip), port=port16(port)))
+@contextmanager
+def program_netns(prefix: str = "hl-prog") -> Iterator[str]:
+    """A namespace of its own with forwarding off, for `run_program`; its path."""
+    name = unique_name(prefix)
+    path = create(name)
+    try:
+        run_in_netns(path, lambda: write_sysctl("net.ipv4.conf.all.forwarding", "0"))
+        yield path
+    finally:
+        delete(name)
+
+
+def run_program(lb: LbDatapath, netns: str, program: str, frame: bytes
+                ) -> libbpf.TestRunResult:
+    """One run of `program` on `frame`, in the namespace at `netns`."""
+    return run_in_netns(netns, lambda: libbpf.test_run(lb.program_fd(program), frame))

@@ -9,27 +9,28 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from bpf_lbsetup import add_service
+from bpf_lbsetup import Services
 
 from helpers import packets
 from hexlane.cli.main import main
 from hexlane.datapath import libbpf
-from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, LbDatapath
-from hexlane.datapath.lb.maps import LB_SELECTION_MAGLEV, SVC_FLAG_LOADBALANCER
+from hexlane.datapath.lb.loader import PROGRAM_FROM_POD, LbDatapath
 from hexlane.lb.maglev import MaglevBackend, build_table
+from hexlane.lb.services import LOAD_BALANCER
 
 
 @pytest.mark.root
-def test_lb_and_maglev_listings(lb: LbDatapath, capsys: pytest.CaptureFixture[str]) -> None:
+def test_lb_and_maglev_listings(lb: LbDatapath, services: Services,
+                                capsys: pytest.CaptureFixture[str]) -> None:
     root = str(lb.bpf_root)
     backends = [(801, "10.244.80.1", 8080), (802, "10.244.80.2", 8080)]
-    add_service(lb, "192.168.1.240", 80, packets.TCP, 80, backends,
-                algorithm=LB_SELECTION_MAGLEV, flags=SVC_FLAG_LOADBALANCER)
     table = build_table([MaglevBackend(i, a, p) for i, a, p in backends], lb.table_size)
-    lb.set_maglev_table(80, table)
+    services.add("192.168.1.240", 80, packets.TCP, 80, backends, type=LOAD_BALANCER,
+                 algorithm="maglev", maglev=table)
 
     assert main(["bpf", "lb", "list", "--bpf-root", root, "-o", "json"]) == 0
     rows = {r["frontend"]: r for r in json.loads(capsys.readouterr().out)}
@@ -53,9 +54,9 @@ def test_lb_and_maglev_listings(lb: LbDatapath, capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.root
-def test_drops_listing(lb: LbDatapath, capsys: pytest.CaptureFixture[str]) -> None:
-    libbpf.test_run(lb.program_fd(PROGRAM_FROM_CLIENT),
-                    packets.build("10.0.1.5", "10.96.0.10", 40000, 80)[:44])
+def test_drops_listing(lb: LbDatapath, capsys: pytest.CaptureFixture[str],
+                       run: Callable[[str, bytes], libbpf.TestRunResult]) -> None:
+    run(PROGRAM_FROM_POD, packets.build("10.0.1.5", "10.96.0.10", 40000, 80)[:44])
     assert main(["bpf", "drops", "--bpf-root", str(lb.bpf_root), "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["truncated"] >= 1
 

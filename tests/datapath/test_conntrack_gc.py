@@ -9,12 +9,14 @@ but alive the other way stays.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
-from bpf_lbsetup import add_service
+from bpf_lbsetup import Services
 
 from helpers import packets
 from hexlane.datapath import libbpf
+from hexlane.datapath.layout import ip4, port16
 from hexlane.datapath.lb.conntrack import (
     CT_ENTRY_F_CLOSING,
     NS,
@@ -22,8 +24,8 @@ from hexlane.datapath.lb.conntrack import (
     expired,
     gc_conntrack,
 )
-from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, LbDatapath
-from hexlane.datapath.lb.maps import CT_F_REPLY, CT_F_SERVICE, Ct4Entry, Ct4Key, ip4, port16
+from hexlane.datapath.lb.loader import PROGRAM_FROM_POD, LbDatapath
+from hexlane.datapath.lb.maps import CT_F_REPLY, CT_F_SERVICE, Ct4Entry, Ct4Key
 
 
 def test_expiry_rule() -> None:
@@ -44,28 +46,31 @@ def _key(client_port: int, daddr: str, dport: int, proto: int, flags: int) -> Ct
 
 
 @pytest.mark.root
-def test_gc_on_the_loaded_program(lb: LbDatapath) -> None:
-    add_service(lb, "10.96.3.1", 80, packets.TCP, 31, [(310, "10.244.31.1", 8080)])
-    add_service(lb, "10.96.3.1", 53, packets.UDP, 32, [(320, "10.244.32.1", 5353)])
-    fwd = lb.program_fd(PROGRAM_FROM_CLIENT)
-    back = lb.program_fd(PROGRAM_TO_CLIENT)
-    libbpf.test_run(fwd, packets.build("10.0.2.2", "10.96.3.1", 1111, 80))  # live TCP
-    libbpf.test_run(fwd, packets.build("10.0.2.2", "10.96.3.1", 2222, 80))  # closed TCP
-    libbpf.test_run(fwd, packets.build("10.0.2.2", "10.96.3.1", 2222, 80, tcp_flags=0x11))
-    libbpf.test_run(back, packets.build("10.244.31.1", "10.0.2.2", 8080, 2222, tcp_flags=0x11))
-    libbpf.test_run(fwd, packets.build("10.0.2.2", "10.96.3.1", 3333, 53, packets.UDP))
-    libbpf.test_run(fwd, packets.build("10.0.2.2", "10.96.3.1", 4444, 53, packets.UDP))
+def test_gc_on_the_loaded_program(lb: LbDatapath, services: Services,
+                                  run: Callable[[str, bytes], libbpf.TestRunResult]) -> None:
+    services.add("10.96.3.1", 80, packets.TCP, 31, [(310, "10.244.31.1", 8080)])
+    services.add("10.96.3.1", 53, packets.UDP, 32, [(320, "10.244.32.1", 5353)])
+
+    def from_pod(frame: bytes) -> None:  # the client pod's packets, the backend pod's replies
+        run(PROGRAM_FROM_POD, frame)
+
+    from_pod(packets.build("10.0.2.2", "10.96.3.1", 1111, 80))  # live TCP
+    from_pod(packets.build("10.0.2.2", "10.96.3.1", 2222, 80))  # closed TCP
+    from_pod(packets.build("10.0.2.2", "10.96.3.1", 2222, 80, tcp_flags=0x11))
+    from_pod(packets.build("10.244.31.1", "10.0.2.2", 8080, 2222, tcp_flags=0x11))
+    from_pod(packets.build("10.0.2.2", "10.96.3.1", 3333, 53, packets.UDP))
+    from_pod(packets.build("10.0.2.2", "10.96.3.1", 4444, 53, packets.UDP))
     time.sleep(0.01)
     # The 4444 flow's replies keep flowing later than its requests.
-    libbpf.test_run(back, packets.build("10.244.32.1", "10.0.2.2", 5353, 4444, packets.UDP))
+    from_pod(packets.build("10.244.32.1", "10.0.2.2", 5353, 4444, packets.UDP))
     closing = lb.maps.ct.lookup(_key(2222, "10.96.3.1", 80, packets.TCP, CT_F_SERVICE))
     assert closing.flags & CT_ENTRY_F_CLOSING
     # A new connection reusing a closed tuple is live again.
     key = _key(5555, "10.96.3.1", 80, packets.TCP, CT_F_SERVICE)
     for flags in (0x02, 0x04):  # SYN, then RST
-        libbpf.test_run(fwd, packets.build("10.0.2.2", "10.96.3.1", 5555, 80, tcp_flags=flags))
+        from_pod(packets.build("10.0.2.2", "10.96.3.1", 5555, 80, tcp_flags=flags))
     assert lb.maps.ct.lookup(key).flags & CT_ENTRY_F_CLOSING
-    libbpf.test_run(fwd, packets.build("10.0.2.2", "10.96.3.1", 5555, 80, tcp_flags=0x02))
+    from_pod(packets.build("10.0.2.2", "10.96.3.1", 5555, 80, tcp_flags=0x02))
     assert not lb.maps.ct.lookup(key).flags & CT_ENTRY_F_CLOSING
 
     reply_seen = lb.maps.ct.lookup(_key(4444, "10.244.32.1", 5353, packets.UDP, CT_F_REPLY))

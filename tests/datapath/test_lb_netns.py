@@ -1,9 +1,10 @@
 """The LB programs on real packets: client, node and backend namespaces joined by veths.
 
-Pins down, with the programs attached by clsact on the node (hl_from_client at ingress of the
-client-facing veth, hl_to_client at ingress of the backend-facing one) and no iptables rule:
-a TCP connection and a UDP exchange to a service address reach the backend, which sees the
-client's own address, and the replies come back from the service address (the client's
+Pins down, with the programs attached on the node as the agent attaches them (the tc table
+through the reconciler: the client-facing veth is the node's LAN device, the backend's veth a
+pod's `lxc*`), services programmed through LbSync, and no iptables rule: a TCP connection and
+a UDP exchange to a LoadBalancer address reach the backend (a pod of the node), which sees
+the client's own address, and the replies come back from the service address (the client's
 kernel accepts them: checksums right with real skbs); Maglev and random services both work;
 a service without backends refuses the connection at once (ICMP port unreachable).
 """
@@ -16,13 +17,15 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from bpf_lbsetup import add_service
+from bpf_lbsetup import Services
 
 from helpers import packets
-from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, LbDatapath
-from hexlane.datapath.lb.maps import LB_SELECTION_MAGLEV
+from hexlane.datapath.lb.attach import TcTable, attachments
+from hexlane.datapath.lb.loader import LbDatapath
+from hexlane.datapath.reconcile import Reconciler
 from hexlane.lab.netns import Topology, netns_path, run, run_in_netns, veth
 from hexlane.lb.maglev import MaglevBackend, build_table
+from hexlane.lb.services import LOAD_BALANCER
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -68,11 +71,11 @@ def topo(lb: LbDatapath) -> Iterator[Topology]:
     with Topology("hl-lbt") as t:
         client, node, backend = t.add("client"), t.add("node"), t.add("backend")
         veth(client, "eth0", node, "toclient")
-        veth(node, "tobackend", backend, "eth0")
+        veth(node, "lxc0b1", backend, "eth0")
         run(client, ["ip", "addr", "add", "10.77.0.2/24", "dev", "eth0"])
         run(client, ["ip", "route", "add", "default", "via", "10.77.0.1"])
         run(node, ["ip", "addr", "add", "10.77.0.1/24", "dev", "toclient"])
-        run(node, ["ip", "addr", "add", "10.78.0.1/24", "dev", "tobackend"])
+        run(node, ["ip", "addr", "add", "10.78.0.1/24", "dev", "lxc0b1"])
         run(node, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         run(backend, ["ip", "addr", "add", "10.78.0.2/24", "dev", "eth0"])
         run(backend, ["ip", "route", "add", "default", "via", "10.78.0.1"])
@@ -81,8 +84,12 @@ def topo(lb: LbDatapath) -> Iterator[Topology]:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
 
         def attach() -> None:
-            lb.attach(socket.if_nametoindex("toclient"), PROGRAM_FROM_CLIENT, "ingress")
-            lb.attach(socket.if_nametoindex("tobackend"), PROGRAM_TO_CLIENT, "ingress")
+            table = TcTable(lb)
+            wanted = attachments(["toclient"], (name for _, name in socket.if_nameindex()))
+            table.wanted = set(wanted)
+            rec: Reconciler[tuple[str, str, int], int] = Reconciler(table)
+            rec.set_all({slot: table.program_id(prog) for slot, prog in wanted.items()})
+            assert not rec.resync().failed
 
         run_in_netns(netns_path(node), attach)
         yield t
@@ -93,10 +100,11 @@ def client_call(t: Topology, kind: str, host: str, port: int) -> list[str]:
                timeout=20).stdout.split()
 
 
-def test_tcp_through_a_maglev_service(lb: LbDatapath, topo: Topology) -> None:
-    add_service(lb, "10.96.0.100", 80, packets.TCP, 1, [(1, "10.78.0.2", 8080)],
-                algorithm=LB_SELECTION_MAGLEV)
-    lb.set_maglev_table(1, build_table([MaglevBackend(1, "10.78.0.2", 8080)], lb.table_size))
+def test_tcp_through_a_maglev_service(lb: LbDatapath, services: Services,
+                                      topo: Topology) -> None:
+    table = build_table([MaglevBackend(1, "10.78.0.2", 8080)], lb.table_size)
+    services.add("10.96.0.100", 80, packets.TCP, 1, [(1, "10.78.0.2", 8080)],
+                 type=LOAD_BALANCER, local=True, algorithm="maglev", maglev=table)
     for _ in range(3):
         status, local_port, peer, seen_by_backend = client_call(topo, "tcp", "10.96.0.100", 80)
         assert (status, peer) == ("ok", "10.96.0.100")
@@ -104,14 +112,14 @@ def test_tcp_through_a_maglev_service(lb: LbDatapath, topo: Topology) -> None:
         assert seen_by_backend == f"10.77.0.2:{local_port}"
 
 
-def test_udp_through_a_random_service(lb: LbDatapath, topo: Topology) -> None:
-    add_service(lb, "10.96.0.100", 53, packets.UDP, 2, [(2, "10.78.0.2", 8081)])
+def test_udp_through_a_random_service(services: Services, topo: Topology) -> None:
+    services.add("10.96.0.100", 53, packets.UDP, 2, [(2, "10.78.0.2", 8081)],
+                 type=LOAD_BALANCER, local=True)
     status, local_port, peer, seen, payload = client_call(topo, "udp", "10.96.0.100", 53)
     assert (status, peer, seen, payload) == ("ok", "10.96.0.100", f"10.77.0.2:{local_port}",
                                              "ping")
 
 
-def test_service_without_backends_refuses_at_once(lb: LbDatapath, topo: Topology) -> None:
-    add_service(lb, "10.96.0.101", 80, packets.TCP, 3, [])
+def test_service_without_backends_refuses_at_once(services: Services, topo: Topology) -> None:
+    services.add("10.96.0.101", 80, packets.TCP, 3, [], type=LOAD_BALANCER)
     assert client_call(topo, "tcp", "10.96.0.101", 80) == ["refused"]
-

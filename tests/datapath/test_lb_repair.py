@@ -19,20 +19,20 @@ same contents, with the same ids.
 from __future__ import annotations
 
 import ctypes
-import secrets
 import socket
-import subprocess
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
-from test_tc_attach import in_netns
 
 from hexlane.agent.services import ServiceReconciler
 from hexlane.datapath import libbpf
-from hexlane.datapath.lb.loader import PROGRAM_FROM_CLIENT, TC_HANDLE, LbDatapath
-from hexlane.datapath.lb.maps import LbNodeConfig, ip4
+from hexlane.datapath.layout import ip4
+from hexlane.datapath.lb.loader import PROGRAM_FROM_POD, TC_HANDLE, LbDatapath
+from hexlane.datapath.lb.maps import LbNodeConfig
 from hexlane.datapath.reconcile import Reconciler
+from hexlane.ipam.routes import HOST_DEVICE, HOST_PEER_DEVICE
+from hexlane.lab.netns import Topology, netns_path, run, run_in_netns
 from hexlane.lb.services import LbSettings
 from hexlane.model.endpointslice import EndpointSlice
 from hexlane.model.node import Node
@@ -43,21 +43,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.root]
 SETTINGS = LbSettings(algorithm="maglev")  # the loaded datapath's default table size
 
 
+T = TypeVar("T")
+
+
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"hl-rep-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+    with Topology("hl-rep") as topo:
+        name = topo.add("node")
         for cmd in (["link", "add", "eth0", "type", "veth", "peer", "name", "eth1"],
-                    ["link", "add", "hexlane_host", "type", "veth", "peer", "name",
-                     "hexlane_net"],
+                    ["link", "add", HOST_DEVICE, "type", "veth", "peer", "name",
+                     HOST_PEER_DEVICE],
                     ["link", "add", "lxc0a1b2c", "type", "veth", "peer", "name", "pod0"]):
-            subprocess.run(["ip", "-n", name, *cmd], check=True)
-        for dev in ("lo", "eth0", "hexlane_host", "hexlane_net", "lxc0a1b2c"):
-            subprocess.run(["ip", "-n", name, "link", "set", dev, "up"], check=True)
+            run(name, ["ip", *cmd])
+        for dev in ("eth0", HOST_DEVICE, HOST_PEER_DEVICE, "lxc0a1b2c"):
+            run(name, ["ip", "link", "set", dev, "up"])
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def in_netns(name: str, work: Callable[[], T]) -> T:
+    return run_in_netns(netns_path(name), work)
 
 
 def _objects(n: int = 3) -> tuple[list[Service], list[EndpointSlice], list[Node]]:
@@ -125,7 +129,7 @@ def test_every_lb_table_is_repaired_by_one_resync(lb: LbDatapath, netns: str) ->
         # Maglev: one table swapped for a wrong one, one removed
         changed, deleted = _two_keys(sync.maglev)
         wrong = tuple(reversed(sync.maglev.desired[changed]))
-        lb.set_maglev_tables({int.from_bytes(changed, "little"): wrong})
+        sync.maglev.table.update(changed, wrong)
         lb.maps.maglev.delete(deleted)
         # the node config: another node IP
         lb.maps.config.update(ctypes.c_uint32(0), LbNodeConfig(node_ip=ip4("6.6.6.6")))
@@ -138,17 +142,16 @@ def test_every_lb_table_is_repaired_by_one_resync(lb: LbDatapath, netns: str) ->
         def tamper_tc() -> None:
             lo = _index("lo")
             libbpf.tc_detach(lo, "egress", handle=TC_HANDLE, priority=1)
-            libbpf.tc_attach(_index("eth0"), lb.program_fd(PROGRAM_FROM_CLIENT), "egress",
+            libbpf.tc_attach(_index("eth0"), lb.program_fd(PROGRAM_FROM_POD), "egress",
                              handle=TC_HANDLE, priority=1)
-            libbpf.tc_attach(_index("eth0"), lb.program_fd(PROGRAM_FROM_CLIENT), "ingress",
+            libbpf.tc_attach(_index("eth0"), lb.program_fd(PROGRAM_FROM_POD), "ingress",
                              handle=7, priority=7)
 
         in_netns(netns, tamper_tc)
-        for sysctl in ("net.ipv4.conf.lo.accept_local", "net.ipv4.conf.hexlane_net.accept_local"):
-            subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", f"{sysctl}=0"],
-                           check=True)
-        subprocess.run(["ip", "-n", netns, "link", "set", "hexlane_host", "arp", "on"],
-                       check=True)
+        for sysctl in ("net.ipv4.conf.lo.accept_local",
+                       f"net.ipv4.conf.{HOST_PEER_DEVICE}.accept_local"):
+            run(netns, ["sysctl", "-qw", f"{sysctl}=0"])
+        run(netns, ["ip", "link", "set", HOST_DEVICE, "arp", "on"])
         tampered += 2 + 1 + 2 + 2 + 1
         assert _kernel(rec, netns) != _wanted(rec)
 

@@ -1,8 +1,10 @@
-"""The ctypes mirrors in hexlane.datapath.lb.maps match bpf/hexlane_maps.h as compiled.
+"""The ctypes mirrors of the BPF map layouts match the headers as compiled.
 
-Pins down, for every mirrored struct, its size and each field's name and byte offset against
-the BTF of the built object (read with bpftool), so the C header stays the single declaration;
-and the drop reasons and flag constants against the header's text.
+Pins down, for every struct mirrored in hexlane.datapath.lb.maps (bpf/hexlane_maps.h) and
+hexlane.datapath.masq (bpf/masq.h), its size and each field's name and byte offset against the
+BTF of the built object (read with bpftool), so the C header stays the single declaration;
+and the drop reasons, flags and slot constants against the headers' text. Needs clang and
+bpftool, not root.
 """
 
 from __future__ import annotations
@@ -11,22 +13,32 @@ import ctypes
 import re
 import shutil
 import subprocess
+from types import ModuleType
 
 import pytest
 
+from hexlane.datapath import masq
 from hexlane.datapath.build import BPF_SOURCE_DIR, compile_program
 from hexlane.datapath.lb import maps
 from hexlane.datapath.lb.loader import build_options
-from hexlane.datapath.lb.maps import DROP_REASON_SLOTS, MIRRORS, DropReason
+from hexlane.datapath.lb.maps import DROP_REASON_SLOTS, DropReason
 
 STRUCT_RE = re.compile(r"^\[\d+\] STRUCT '(\w+)' size=(\d+) vlen=\d+")
 MEMBER_RE = re.compile(r"^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)")
+DEFINE_RE = re.compile(r"^#define (\w+)\s+\(?([0-9x]+(?: << \d+)?)\)?", flags=re.MULTILINE)
+
+#: program source -> (its build options, the module mirroring its maps, their header)
+OBJECTS: dict[str, tuple[dict[str, int | str], ModuleType, str]] = {
+    "lb.c": (build_options(16381, "JLfvgnHc2kaSUFaI"), maps, "hexlane_maps.h"),
+    "masq.c": ({}, masq, "masq.h"),
+}
 
 
-def btf_structs() -> dict[str, tuple[int, list[tuple[str, int]]]]:
+def btf_structs(source: str) -> dict[str, tuple[int, list[tuple[str, int]]]]:
+    """Every struct in the built object's BTF: its size and (member, byte offset) list."""
     if shutil.which("bpftool") is None or shutil.which("clang") is None:
         pytest.skip("needs clang and bpftool")
-    obj = compile_program("lb.c", build_options(16381, "JLfvgnHc2kaSUFaI"))
+    obj = compile_program(source, OBJECTS[source][0])
     dump = subprocess.run(["bpftool", "btf", "dump", "file", str(obj), "format", "raw"],
                           capture_output=True, text=True, check=True).stdout
     structs: dict[str, tuple[int, list[tuple[str, int]]]] = {}
@@ -45,9 +57,19 @@ def btf_structs() -> dict[str, tuple[int, list[tuple[str, int]]]]:
     return structs
 
 
-def test_every_mirror_matches_the_btf() -> None:
-    structs = btf_structs()
-    for c_name, mirror in MIRRORS.items():
+def header_defines(header: str) -> dict[str, int]:
+    """The header's numeric #defines (`1 << 4` forms included)."""
+    out = {}
+    for name, value in DEFINE_RE.findall((BPF_SOURCE_DIR / header).read_text()):
+        base, _, shift = value.partition(" << ")
+        out[name] = int(base, 0) << int(shift or 0)
+    return out
+
+
+@pytest.mark.parametrize("source", sorted(OBJECTS))
+def test_every_mirror_matches_the_btf(source: str) -> None:
+    structs = btf_structs(source)
+    for c_name, mirror in OBJECTS[source][1].MIRRORS.items():
         assert c_name in structs, f"struct {c_name} missing from the object's BTF"
         size, members = structs[c_name]
         assert ctypes.sizeof(mirror) == size, c_name
@@ -56,7 +78,7 @@ def test_every_mirror_matches_the_btf() -> None:
 
 
 def test_drop_reasons_match_the_header() -> None:
-    header = (BPF_SOURCE_DIR / "hexlane_maps.h").read_text()
+    header = (BPF_SOURCE_DIR / "common.h").read_text()
     in_c = {name: int(value) for name, value in
             re.findall(r"^\s*HL_DROP_(\w+) = (\d+),", header, flags=re.MULTILINE)}
     slots = in_c.pop("MAX")
@@ -64,12 +86,21 @@ def test_drop_reasons_match_the_header() -> None:
     assert slots == DROP_REASON_SLOTS and max(in_c.values()) < slots
 
 
-def test_flag_constants_match_the_header() -> None:
-    header = (BPF_SOURCE_DIR / "hexlane_maps.h").read_text()
-    defines = {name: value for name, value in
-               re.findall(r"^#define (\w+)\s+\(?([0-9x]+(?: << \d+)?)\)?", header,
-                          flags=re.MULTILINE)}
+def test_lb_constants_match_the_header() -> None:
+    defines = header_defines("hexlane_maps.h")
     for name in ("SVC_FLAG_AFFINITY", "SVC_FLAG_LOADBALANCER", "LB_ALGORITHM_SHIFT",
                  "LB_SELECTION_MAGLEV", "LB_SELECTION_RANDOM", "CT_F_SERVICE", "CT_F_REPLY"):
-        base, _, shift = defines[name].partition(" << ")
-        assert int(base, 0) << int(shift or 0) == getattr(maps, name), name
+        assert defines[name] == getattr(maps, name), name
+    assert {f"BE_STATE_{state.name}": int(state) for state in maps.BackendState} == {
+        name: value for name, value in defines.items() if name.startswith("BE_STATE_")}
+
+
+def test_masq_constants_match_the_header() -> None:
+    defines = header_defines("masq.h")
+    slots = {"EGRESS": "egress", "INGRESS": "ingress", "NO_PORT": "no_port",
+             "REWRITE": "rewrite_failed"}
+    assert {defines[f"MASQ_STAT_{c}"]: name for c, name in slots.items()} == dict(
+        enumerate(masq.STATS))
+    assert defines["MASQ_STAT_MAX"] == len(masq.STATS)
+    assert (defines["SNAT_DIR_EGRESS"], defines["SNAT_DIR_INGRESS"]) == (
+        masq.SNAT_DIR_EGRESS, masq.SNAT_DIR_INGRESS)

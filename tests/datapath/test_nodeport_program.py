@@ -10,85 +10,51 @@ option is recorded and stripped and the pod's reply leaves from the frontend add
 malformed options are dropped with a reason, other options pass; two-scope services give
 outside traffic the EXT backends and pod traffic the INT ones.
 
-Programs run in a namespace of their own (their FIB lookups see only that namespace).
+Services are programmed through LbSync; programs run in a namespace of their own (their FIB
+lookups see only that namespace).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
 
 import pytest
-from bpf_lbsetup import add_service
+from bpf_lbsetup import Services
 
 from helpers import packets
 from hexlane.datapath import libbpf
+from hexlane.datapath.layout import ip4, port16
+from hexlane.datapath.lb import view
 from hexlane.datapath.lb.loader import PROGRAM_FROM_NETDEV, PROGRAM_FROM_POD, LbDatapath
 from hexlane.datapath.lb.maps import (
     CT_ENTRY_F_DSR,
     CT_F_REPLY,
     DSR_IPV4_OPT_TYPE,
-    LB_LOOKUP_SCOPE_EXT,
-    LB_LOOKUP_SCOPE_INT,
     SNAT_PORT_MAX,
     SNAT_PORT_MIN,
-    SVC_FLAG2_FWD_MODE_DSR,
-    SVC_FLAG2_TWO_SCOPES,
-    SVC_FLAG_NODEPORT,
     Ct4Key,
-    DropReason,
-    ip4,
-    port16,
 )
-from hexlane.lab.netns import create, delete, netns_path, run_in_netns, unique_name
+from hexlane.lb.services import NODE_PORT, SCOPE_INT
 
 pytestmark = pytest.mark.root
 
+TCP = packets.TCP
 NODE_IP = "10.0.0.11"
 CLIENT = "10.0.0.2"
-TC_ACT_UNSPEC = 0xFFFFFFFF  # -1 as the u32 retval
-T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def netns() -> Iterator[str]:
-    name = unique_name("hl-npt")
-    create(name)
-    try:
-        yield netns_path(name)
-    finally:
-        delete(name)
+Run = Callable[[str, bytes], libbpf.TestRunResult]
 
 
 @pytest.fixture
-def runner(lb: LbDatapath, netns: str) -> Callable[[str, bytes], libbpf.TestRunResult]:
-    lb.set_node_ip(NODE_IP)
-
-    def go(program: str, frame: bytes) -> libbpf.TestRunResult:
-        return run_in_netns(netns, lambda: libbpf.test_run(lb.program_fd(program), frame))
-    return go
+def runner(services: Services, run: Run) -> Run:
+    services.node_ip(NODE_IP)
+    return run
 
 
-def program(lb: LbDatapath, vip: str, port: int, rev_nat: int, backend: tuple[int, str, int],
-            *, local: bool, flags: int = SVC_FLAG_NODEPORT, flags2: int = 0,
-            scope: int = LB_LOOKUP_SCOPE_EXT) -> None:
-    """A random-algorithm TCP service with one backend (id, address, port), `local` or not."""
-    add_service(lb, vip, port, packets.TCP, rev_nat, [backend], local=local, flags=flags,
-                flags2=flags2, scope=scope)
-
-
-def through(runner: Callable[..., libbpf.TestRunResult], program: str, *frame: Any,
-            **options: Any) -> packets.Parsed:
-    """What `program` makes of `packets.build(*frame, **options)`, parsed."""
-    return packets.parse(runner(program, packets.build(*frame, **options)).data)
-
-
-def test_nodeport_snat_and_its_reply(lb: LbDatapath, runner: Callable[..., libbpf.TestRunResult]
-                                     ) -> None:
-    program(lb, NODE_IP, 30080, 201, (2001, "10.42.2.5", 8080), local=False)
+def test_nodeport_snat_and_its_reply(services: Services, runner: Run) -> None:
+    services.add(NODE_IP, 30080, TCP, 201, [(2001, "10.42.2.5", 8080)], type=NODE_PORT)
     out = runner(PROGRAM_FROM_NETDEV, packets.build(CLIENT, NODE_IP, 41000, 30080))
-    assert out.retval != TC_ACT_UNSPEC
+    assert out.retval != libbpf.TC_ACT_UNSPEC
     p = packets.parse(out.data)
     assert p.flow == (NODE_IP, 41000, "10.42.2.5", 8080)
     assert p.checksums_ok
@@ -99,32 +65,36 @@ def test_nodeport_snat_and_its_reply(lb: LbDatapath, runner: Callable[..., libbp
     assert p2.src == NODE_IP and SNAT_PORT_MIN <= p2.sport <= SNAT_PORT_MAX
 
     for nat_port, client in ((41000, CLIENT), (p2.sport, "10.0.0.3")):
-        r = through(runner, PROGRAM_FROM_NETDEV, "10.42.2.5", NODE_IP, 8080, nat_port,
-                    tcp_flags=0x12)
+        reply = runner(PROGRAM_FROM_NETDEV, packets.build("10.42.2.5", NODE_IP, 8080, nat_port,
+                                                          tcp_flags=0x12))
+        r = packets.parse(reply.data)
         assert r.flow == (NODE_IP, 30080, client, 41000)
         assert r.checksums_ok
 
 
 def test_local_backend_gets_dnat_only_and_clusterip_is_not_external(
-    lb: LbDatapath, runner: Callable[..., libbpf.TestRunResult],
+    services: Services, runner: Run,
 ) -> None:
-    program(lb, NODE_IP, 30081, 202, (2002, "10.42.1.5", 8080), local=True)
-    p = through(runner, PROGRAM_FROM_NETDEV, CLIENT, NODE_IP, 41001, 30081)
+    services.add(NODE_IP, 30081, TCP, 202, [(2002, "10.42.1.5", 8080)], type=NODE_PORT,
+                 local=True)
+    p = packets.parse(runner(PROGRAM_FROM_NETDEV,
+                             packets.build(CLIENT, NODE_IP, 41001, 30081)).data)
     assert p.flow == (CLIENT, 41001, "10.42.1.5", 8080)
-    program(lb, "10.43.0.50", 80, 203, (2003, "10.42.1.5", 8080), local=True, flags=0)
+    services.add("10.43.0.50", 80, TCP, 203, [(2003, "10.42.1.5", 8080)], local=True)
     frame = packets.build(CLIENT, "10.43.0.50", 41002, 80)
     out = runner(PROGRAM_FROM_NETDEV, frame)
-    assert (out.retval, out.data) == (TC_ACT_UNSPEC, frame)
+    assert (out.retval, out.data) == (libbpf.TC_ACT_UNSPEC, frame)
     # ... but a pod reaches it
-    p = through(runner, PROGRAM_FROM_POD, "10.42.1.9", "10.43.0.50", 41003, 80)
+    p = packets.parse(runner(PROGRAM_FROM_POD, packets.build("10.42.1.9", "10.43.0.50",
+                                                             41003, 80)).data)
     assert (p.dst, p.dport) == ("10.42.1.5", 8080)
 
 
 def test_dsr_option_inserted_then_accepted_and_stripped(
-    lb: LbDatapath, runner: Callable[..., libbpf.TestRunResult],
+    lb: LbDatapath, services: Services, runner: Run,
 ) -> None:
-    program(lb, NODE_IP, 30084, 204, (2004, "10.42.2.6", 8080), local=False,
-            flags2=SVC_FLAG2_FWD_MODE_DSR)
+    services.add(NODE_IP, 30084, TCP, 204, [(2004, "10.42.2.6", 8080)], type=NODE_PORT,
+                 dsr=True)
     frame = packets.build(CLIENT, NODE_IP, 42000, 30084, payload=b"GET /")
     out = runner(PROGRAM_FROM_NETDEV, frame)
     ip = out.data[packets.ETH_HLEN:]
@@ -150,20 +120,22 @@ def test_dsr_option_inserted_then_accepted_and_stripped(
     assert entry is not None and entry.flags & CT_ENTRY_F_DSR
 
     # The pod's reply leaves from the frontend, straight to the client.
-    r = through(runner, PROGRAM_FROM_POD, "10.42.2.6", CLIENT, 8080, 42000, tcp_flags=0x12)
+    reply = runner(PROGRAM_FROM_POD, packets.build("10.42.2.6", CLIENT, 8080, 42000,
+                                                   tcp_flags=0x12))
+    r = packets.parse(reply.data)
     assert r.flow == (NODE_IP, 30084, CLIENT, 42000)
     assert r.checksums_ok
 
 
 def test_malformed_dsr_option_dropped_other_options_pass(
-    lb: LbDatapath, runner: Callable[..., libbpf.TestRunResult],
+    lb: LbDatapath, services: Services, runner: Run,
 ) -> None:
-    before = lb.drop_counts().get(DropReason.DSR_OPT, 0)
+    before = view.drops(lb.bpf_root).get("dsr_opt", 0)
     bad = bytes([DSR_IPV4_OPT_TYPE, 6]) + struct.pack("!H", 80) + bytes([10, 0, 0, 11])
     out = runner(PROGRAM_FROM_NETDEV, packets.build(CLIENT, "10.42.2.7", 42001, 8080,
                                                     ip_options=bad))
     assert out.retval == libbpf.TC_ACT_SHOT
-    assert lb.drop_counts()[DropReason.DSR_OPT] == before + 1
+    assert view.drops(lb.bpf_root)["dsr_opt"] == before + 1
     zero = bytes([DSR_IPV4_OPT_TYPE, 8, 0, 0, 0, 0, 0, 0])
     assert runner(PROGRAM_FROM_NETDEV, packets.build(CLIENT, "10.42.2.7", 42002, 8080,
                                                      ip_options=zero)).retval == \
@@ -171,30 +143,33 @@ def test_malformed_dsr_option_dropped_other_options_pass(
     nops = bytes([1, 1, 1, 1, 1, 1, 1, 0])  # NOPs and end of list
     frame = packets.build(CLIENT, "10.42.2.7", 42003, 8080, ip_options=nops)
     out = runner(PROGRAM_FROM_NETDEV, frame)
-    assert (out.retval, out.data) == (TC_ACT_UNSPEC, frame)
+    assert (out.retval, out.data) == (libbpf.TC_ACT_UNSPEC, frame)
 
 
 def test_two_scopes_split_outside_and_inside_traffic(
-    lb: LbDatapath, runner: Callable[..., libbpf.TestRunResult],
+    services: Services, runner: Run,
 ) -> None:
-    program(lb, NODE_IP, 30085, 205, (2005, "10.42.1.5", 8080), local=True,
-            flags2=SVC_FLAG2_TWO_SCOPES)
-    program(lb, NODE_IP, 30085, 206, (2006, "10.42.2.8", 8080), local=False,
-            flags2=SVC_FLAG2_TWO_SCOPES, scope=LB_LOOKUP_SCOPE_INT)
+    services.add(NODE_IP, 30085, TCP, 205, [(2005, "10.42.1.5", 8080)], type=NODE_PORT,
+                 local=True, two_scopes=True)
+    services.add(NODE_IP, 30085, TCP, 206, [(2006, "10.42.2.8", 8080)], type=NODE_PORT,
+                 two_scopes=True, scope=SCOPE_INT)
     for sport in range(43000, 43010):
-        ext = through(runner, PROGRAM_FROM_NETDEV, CLIENT, NODE_IP, sport, 30085)
+        ext = packets.parse(runner(PROGRAM_FROM_NETDEV,
+                                   packets.build(CLIENT, NODE_IP, sport, 30085)).data)
         assert ext.dst == "10.42.1.5"
-        internal = through(runner, PROGRAM_FROM_POD, "10.42.1.9", NODE_IP, sport, 30085)
+        internal = packets.parse(runner(PROGRAM_FROM_POD,
+                                        packets.build("10.42.1.9", NODE_IP, sport, 30085)).data)
         assert internal.dst == "10.42.2.8"
 
 
 def test_reused_tuples_and_lost_reply_entries(
-    lb: LbDatapath, runner: Callable[..., libbpf.TestRunResult],
+    lb: LbDatapath, services: Services, runner: Run,
 ) -> None:
     """A reply entry the LRU evicted alone comes back with the flow's next packet; a direct
     connection reusing a service flow's tuple (same client port, same backend) is not turned
     into the frontend's."""
-    program(lb, NODE_IP, 30086, 207, (2007, "10.42.1.7", 8080), local=True)
+    services.add(NODE_IP, 30086, TCP, 207, [(2007, "10.42.1.7", 8080)], type=NODE_PORT,
+                 local=True)
     reply_key = Ct4Key(saddr=ip4(CLIENT), daddr=ip4("10.42.1.7"), sport=port16(44000),
                        dport=port16(8080), proto=packets.TCP, flags=CT_F_REPLY)
     runner(PROGRAM_FROM_NETDEV, packets.build(CLIENT, NODE_IP, 44000, 30086))
@@ -204,8 +179,8 @@ def test_reused_tuples_and_lost_reply_entries(
     # The client now connects to the pod directly from the same port: its SYN clears the
     # service flow's reply entry, so the pod's answer keeps the pod's address.
     direct = packets.build(CLIENT, "10.42.1.7", 44000, 8080)
-    assert runner(PROGRAM_FROM_NETDEV, direct).retval == TC_ACT_UNSPEC
+    assert runner(PROGRAM_FROM_NETDEV, direct).retval == libbpf.TC_ACT_UNSPEC
     assert lb.maps.ct.lookup(reply_key) is None
     answer = packets.build("10.42.1.7", CLIENT, 8080, 44000, tcp_flags=0x12)
     out = runner(PROGRAM_FROM_POD, answer)
-    assert (out.retval, out.data) == (TC_ACT_UNSPEC, answer)
+    assert (out.retval, out.data) == (libbpf.TC_ACT_UNSPEC, answer)

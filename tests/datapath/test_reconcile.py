@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hexlane.datapath import libbpf
-from hexlane.datapath.lb.maps import Lb4ReverseNat, ip4, port16
+from hexlane.datapath.layout import ip4, port16
+from hexlane.datapath.lb.maps import Lb4ReverseNat
 from hexlane.datapath.reconcile import (
     AsyncReconciler,
     AsyncTable,

@@ -73,19 +73,20 @@ class Agent:
 
 
 
-def lan_nodes(topo: Topology, nodes: Mapping[str, tuple[str, str]], work: Path, *,
-              mode: str = "native",
-              extra_args: Callable[[str], Sequence[str]] = lambda node: ()) -> dict[str, Agent]:
-    """`nodes` (name -> (node IP, pod CIDR)) as namespaces on the topology's LAN (IP/24 on
-    eth0), each with an endpoint agent that has the others as peers, state below `work`;
-    all started."""
+def start_agents(topo: Topology, nodes: Mapping[str, tuple[str, str]], tmp: Path, *,
+                 mode: str = "native",
+                 extra_args: Callable[[str], Sequence[str]] = lambda name: ()
+                 ) -> dict[str, Agent]:
+    """A node namespace per entry of `nodes` (name -> (node IP, pod CIDR)) on the topology's
+    LAN "lan", each with a started agent (state in tmp/<name>/state) that knows the others
+    as peers."""
     agents = {}
     for name, (ip, cidr) in nodes.items():
         topo.add(name)
         topo.plug("lan", name, f"{ip}/24")
         peers = [f"{other},{oip},{ocidr}" for other, (oip, ocidr) in nodes.items()
                  if other != name]
-        agents[name] = Agent(topo, name, work / name / "state", node_ip=ip, pod_cidr=cidr,
+        agents[name] = Agent(topo, name, tmp / name / "state", node_ip=ip, pod_cidr=cidr,
                              mode=mode, peers=peers, extra_args=extra_args(name))
     for agent in agents.values():
         agent.start()

@@ -7,20 +7,15 @@ import ipaddress
 from typing import Any
 
 import pytest
+from model_helpers import errors
 
-from hexlane.model import InputError, IPBlock, L2AnnouncementPolicy, LBIPPool
+from hexlane.model import IPBlock, L2AnnouncementPolicy, LBIPPool
 from hexlane.model.selectors import LabelSelector
 
 
 def pool(spec: dict[str, Any], api: str = "cilium.io/v2alpha1", **meta: Any) -> dict[str, Any]:
     return {"apiVersion": api, "kind": "CiliumLoadBalancerIPPool",
             "metadata": {"name": "first-pool", **meta}, "spec": spec}
-
-
-def problems(obj: dict[str, Any], cls: Any = LBIPPool) -> list[tuple[str, str]]:
-    with pytest.raises(InputError) as e:
-        cls.parse(obj)
-    return [(p.path, p.message) for p in e.value.problems if p.severity == "error"]
 
 
 def test_seed_pool_with_namespace_and_allow_first_last() -> None:
@@ -83,16 +78,16 @@ def test_empty_selector_is_not_nil() -> None:
     ([{"start": "fe80::1%eth0"}], "spec.blocks[0].start", "zone"),
 ])
 def test_bad_blocks(blocks: Any, path: str, fragment: str) -> None:
-    found = problems(pool({"blocks": blocks}))
+    found = errors(LBIPPool, pool({"blocks": blocks}))
     assert any(p == path and fragment in m for p, m in found), found
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    found = problems(pool({"allowFirstLastIPs": True,
-                           "blocks": [{"start": "x"}, {"cidr": "y"}],
-                           "serviceSelector": {"matchExpressions": [
-                               {"key": "a", "operator": "In"}]}},
-                          api="cilium.io/v1"))
+    found = errors(LBIPPool, pool({"allowFirstLastIPs": True,
+                                   "blocks": [{"start": "x"}, {"cidr": "y"}],
+                                   "serviceSelector": {"matchExpressions": [
+                                       {"key": "a", "operator": "In"}]}},
+                                  api="cilium.io/v1"))
     paths = {p for p, _ in found}
     assert paths == {"apiVersion", "spec.allowFirstLastIPs", "spec.blocks[0].start",
                      "spec.blocks[1].cidr", "spec.serviceSelector.matchExpressions[0].values"}
@@ -144,8 +139,8 @@ def test_l2_defaults_and_all_interfaces() -> None:
     ("a{2000}", "limit"),
 ])
 def test_bad_interface_regexes(pattern: str, fragment: str) -> None:
-    found = problems(l2({"interfaces": ["eth0", pattern], "loadBalancerIPs": True}),
-                     L2AnnouncementPolicy)
+    found = errors(L2AnnouncementPolicy,
+                   l2({"interfaces": ["eth0", pattern], "loadBalancerIPs": True}))
     assert any(p == "spec.interfaces[1]" and fragment in m for p, m in found), found
 
 

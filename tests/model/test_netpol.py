@@ -6,20 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from model_helpers import errors
 
 from hexlane.model import (
     CiliumClusterwideNetworkPolicy,
     CiliumNetworkPolicy,
-    InputError,
     NetworkPolicy,
     parse_object,
 )
-
-
-def errors(cls: Any, obj: dict[str, Any]) -> list[tuple[str, str]]:
-    with pytest.raises(InputError) as e:
-        cls.parse(obj)
-    return [(p.path, p.message) for p in e.value.problems if p.severity == "error"]
 
 
 def np(spec: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from model_helpers import errors
 
 from hexlane.model import (
     EndpointSlice,
@@ -20,12 +21,6 @@ from hexlane.model import (
     Unread,
     parse_object,
 )
-
-
-def errors(cls: Any, obj: dict[str, Any]) -> list[tuple[str, str]]:
-    with pytest.raises(InputError) as e:
-        cls.parse(obj)
-    return [(p.path, p.message) for p in e.value.problems if p.severity == "error"]
 
 
 def svc(spec: dict[str, Any], **meta: Any) -> dict[str, Any]:

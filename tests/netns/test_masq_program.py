@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import packets
+from helpers.packets import inet_checksum
 from hexlane.datapath import libbpf
 from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS, MasqDatapath
 from hexlane.ipam.routes import MasqPlan
@@ -28,8 +28,7 @@ pytestmark = [pytest.mark.root]
 NODE = IPv4Address("10.79.0.11")
 POD = IPv4Address("10.247.1.5")
 WORLD = IPv4Address("192.0.2.80")
-TC_ACT_SHOT = 2
-TC_ACT_UNSPEC = 0xFFFFFFFF  # -1 as the test run reports it
+TC_ACT_SHOT, TC_ACT_UNSPEC = libbpf.TC_ACT_SHOT, libbpf.TC_ACT_UNSPEC
 
 
 def plan(port_min: int = 61000, port_max: int = 65535) -> MasqPlan:
@@ -60,14 +59,14 @@ def packet(src: IPv4Address, dst: IPv4Address, proto: int, l4: bytes, *,
         off = 16 if proto == 6 else 6
         pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, proto, len(l4))
         l4 = l4[:off] + b"\0\0" + l4[off + 2:]
-        value = packets.inet_checksum(pseudo + l4) if proto == 6 or udp_csum else 0
+        value = inet_checksum(pseudo + l4) if proto == 6 or udp_csum else 0
         l4 = l4[:off] + struct.pack("!H", value) + l4[off + 2:]
     elif proto == 1:
         l4 = l4[:2] + b"\0\0" + l4[4:]
-        l4 = l4[:2] + struct.pack("!H", packets.inet_checksum(l4)) + l4[4:]
+        l4 = l4[:2] + struct.pack("!H", inet_checksum(l4)) + l4[4:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0x4000, 64, proto, 0,
                      src.packed, dst.packed)
-    ip = ip[:10] + struct.pack("!H", packets.inet_checksum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
     eth = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"
     return eth + ip + l4
 
@@ -86,7 +85,7 @@ def echo(kind: int, ident: int) -> bytes:
 
 def parse(data: bytes) -> tuple[IPv4Address, IPv4Address, int, bytes]:
     ip = data[14:34]
-    assert packets.inet_checksum(ip) == 0, "IP header checksum"
+    assert inet_checksum(ip) == 0, "IP header checksum"
     proto = ip[9]
     l4 = data[34:]
     src, dst = IPv4Address(ip[12:16]), IPv4Address(ip[16:20])
@@ -94,9 +93,9 @@ def parse(data: bytes) -> tuple[IPv4Address, IPv4Address, int, bytes]:
         off = 16 if proto == 6 else 6
         if not (proto == 17 and l4[off:off + 2] == b"\0\0"):
             pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, proto, len(l4))
-            assert packets.inet_checksum(pseudo + l4) == 0, "L4 checksum"
+            assert inet_checksum(pseudo + l4) == 0, "L4 checksum"
     elif proto == 1:
-        assert packets.inet_checksum(l4) == 0, "ICMP checksum"
+        assert inet_checksum(l4) == 0, "ICMP checksum"
     return src, dst, proto, l4
 
 

@@ -7,15 +7,13 @@ their way back to the pod, and so do ICMP echos (ping); pod to pod across nodes 
 another node's IP keep the pod's own source address; the NAT state and counters are visible
 in the agent's status; the programs show in `bpftool net` and no iptables/nftables rule
 exists in the node; masquerading keeps working across an agent restart (pinned maps, filters
-left attached); the ctypes mirrors match the object's BTF.
+left attached).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,9 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cni import Agent, cni, conf, lan_nodes
-from hexlane.datapath.build import compile_program
-from hexlane.datapath.masq import MIRRORS
+from helpers.cni import Agent, cni, conf, start_agents
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -71,7 +67,7 @@ def lab(bpffs: Path, tmp_path_factory: pytest.TempPathFactory
         topo.add("client")
         topo.plug("lan", "client", f"{CLIENT}/24")
         topo.start("client", [sys.executable, "-c", WHOAMI])
-        yield topo, lan_nodes(topo, NODES, tmp, extra_args=lambda name: [
+        yield topo, start_agents(topo, NODES, tmp, extra_args=lambda name: [
             "--masquerade-device", "eth0", "--bpf-root", str(bpf_root / name),
             "--native-routing-cidr", "10.247.0.0/16"])
         made = list(topo.created)
@@ -147,17 +143,3 @@ def test_masquerade_survives_an_agent_restart(lab: tuple[Topology, dict[str, Age
     agents["node1"].start()
     assert ask(topo, "a", CLIENT, "udp")[0] == "10.79.0.11"
 
-
-def test_ctypes_mirrors_match_the_btf() -> None:
-    if shutil.which("bpftool") is None:
-        pytest.skip("needs bpftool")
-    obj = compile_program("masq.c", {})
-    dump = subprocess.run(["bpftool", "btf", "dump", "file", str(obj), "format", "raw"],
-                          capture_output=True, text=True, check=True).stdout
-    sizes: dict[str, int] = {}
-    for line in dump.splitlines():
-        parts = line.split()
-        if len(parts) > 3 and parts[1] == "STRUCT":
-            sizes[parts[2].strip("'")] = int(parts[3].split("=")[1])
-    for c_name, mirror in MIRRORS.items():
-        assert sizes.get(c_name) == ctypes.sizeof(mirror), c_name

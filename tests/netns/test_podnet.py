@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cni import Agent, cni, conf, lan_nodes
+from helpers.cni import Agent, cni, conf, start_agents
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -79,7 +79,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     tmp = tmp_path_factory.mktemp(f"podnet-{mode}")
     with Topology("hxn") as topo:
         topo.lan()
-        yield Cluster(mode, topo, lan_nodes(topo, NODES, tmp, mode=mode))
+        yield Cluster(mode, topo, start_agents(topo, NODES, tmp, mode=mode))
         made = list(topo.created)
     assert not any(netns.exists(n) for n in made)
 

@@ -30,14 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
-from hexlane.agent.endpoints import (
-    ERR_INVALID_CONFIG,
-    ERR_NOT_AVAILABLE,
-    ERR_SETUP_FAILED,
-    CNIError,
-    CNIRequest,
-    EndpointManager,
-)
+from hexlane.agent.endpoints import CNIError, CNIRequest, EndpointManager
+from hexlane.cnispec import ERR_INVALID_CONFIG, ERR_NOT_AVAILABLE, ERR_SETUP_FAILED
 
 log = logging.getLogger("hexlane.agent.api")
 

@@ -46,6 +46,17 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from hexlane.cnispec import (  # shared with the CNI plugin
+    CONTAINER_ID,
+    DEFAULT_STATE_DIR,
+    DEL_QUEUE_DIR,
+    ERR_CHECK_MISMATCH,
+    ERR_INVALID_ENV,
+    ERR_IPAM_EXHAUSTED,
+    ERR_NOT_AVAILABLE,
+    ERR_SETUP_FAILED,
+    ERR_UNKNOWN_CONTAINER,
+)
 from hexlane.datapath import netlink
 from hexlane.datapath.masq import MasqDatapath
 from hexlane.datapath.reconcile import FlushResult
@@ -68,21 +79,9 @@ log = logging.getLogger("hexlane.agent.endpoints")
 
 STATE_FORMAT = 1
 STATE_FILE = "endpoints.json"
-DEL_QUEUE_DIR = "cni-del-queue"
-DEFAULT_STATE_DIR = "/var/run/hexlane"
 #: The sysctls the endpoint manager keeps set in the node's namespace.
 SYSCTLS = {"net.ipv4.ip_forward": "1"}
 
-# CNI error codes (spec 1.0/1.1) and hexlane's own (100+, "plugin specific").
-ERR_UNKNOWN_CONTAINER = 3
-ERR_INVALID_ENV = 4
-ERR_INVALID_CONFIG = 7
-ERR_NOT_AVAILABLE = 50
-ERR_SETUP_FAILED = 100
-ERR_IPAM_EXHAUSTED = 101
-ERR_CHECK_MISMATCH = 102
-
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _IFNAME = re.compile(r"^[^/:\s]{1,15}$")
 
 
@@ -118,7 +117,7 @@ class CNIRequest:
     def from_json(cls, body: Mapping[str, Any], *, need_netns: bool) -> CNIRequest:
         """Validate a request body; bad fields are CNI error 4 (invalid environment)."""
         cid = body.get("containerID")
-        if not isinstance(cid, str) or not _CONTAINER_ID.match(cid):
+        if not isinstance(cid, str) or not CONTAINER_ID.match(cid):
             raise CNIError(ERR_INVALID_ENV, "invalid CNI_CONTAINERID",
                            f"want letters, digits, '_', '.', '-'; got {cid!r}")
         ifname = body.get("ifname")

@@ -10,35 +10,36 @@ the environment wins because one config file serves every node of a lab, each wi
 
 A DEL while the agent is down is written to `$STATE_DIR/cni-del-queue/` and succeeds; the agent
 carries it out when it starts (the pod's veth dies with its namespace anyway; the IP is freed
-then). Imports are the standard library only, since runtimes start the plugin for every call.
+then). Imports are the standard library only (and `hexlane.cnispec`, the error codes and paths it
+shares with the agent), since runtimes start the plugin for every call.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import sys
 from typing import Any
 
+from hexlane.cnispec import (
+    CONTAINER_ID,
+    DEFAULT_STATE_DIR,
+    DEL_QUEUE_DIR,
+    ERR_DECODE,
+    ERR_INCOMPATIBLE_VERSION,
+    ERR_INVALID_CONFIG,
+    ERR_INVALID_ENV,
+    ERR_IO,
+    ERR_NOT_AVAILABLE,
+    ERR_TRY_AGAIN,
+    ERR_UNSUPPORTED_FIELD,
+)
+
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = "1.1.0"
-DEFAULT_STATE_DIR = "/var/run/hexlane"
 ABSTRACT_NAME = "hexlane-agent"
-DEL_QUEUE_DIR = "cni-del-queue"
 TIMEOUT = 60.0
-
-ERR_INCOMPATIBLE_VERSION = 1
-ERR_UNSUPPORTED_FIELD = 2
-ERR_INVALID_ENV = 4
-ERR_IO = 5
-ERR_DECODE = 6
-ERR_INVALID_CONFIG = 7
-ERR_TRY_AGAIN = 11
-ERR_NOT_AVAILABLE = 50
-
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 class PluginError(Exception):
@@ -222,7 +223,7 @@ def _env(name: str, required: bool) -> str:
 
 def _attachment(command: str, config: dict[str, Any]) -> dict[str, Any]:
     cid = _env("CNI_CONTAINERID", True)
-    if not _CONTAINER_ID.match(cid):
+    if not CONTAINER_ID.match(cid):
         raise PluginError(ERR_INVALID_ENV, "invalid CNI_CONTAINERID",
                           f"want letters, digits, '_', '.', '-'; got {cid!r}")
     return {

@@ -18,8 +18,10 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
+
+from hexlane.datapath.layout import u8, u32, u64
 
 _c_void_p = ctypes.c_void_p
 
@@ -39,7 +41,8 @@ BPF_EXIST = 2
 BPF_TC_INGRESS = 1
 BPF_TC_EGRESS = 2
 BPF_TC_F_REPLACE = 1
-# tc verdicts (linux/pkt_cls.h)
+# tc verdicts (linux/pkt_cls.h), as a test run's (unsigned) retval gives them
+TC_ACT_UNSPEC = 0xFFFFFFFF  # -1: on to the next filter
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
 TC_ACT_REDIRECT = 7
@@ -59,73 +62,40 @@ class BpfError(OSError):
         return str(self.args[1])
 
 
+# The opts structs as libbpf 1.1 declares them (`sz` first), and the heads of the kernel's info
+# structs.
+size_t, ptr = ctypes.c_size_t, _c_void_p
+
+
 class _TestRunOpts(ctypes.Structure):
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("data_in", _c_void_p),
-        ("data_out", _c_void_p),
-        ("data_size_in", ctypes.c_uint32),
-        ("data_size_out", ctypes.c_uint32),
-        ("ctx_in", _c_void_p),
-        ("ctx_out", _c_void_p),
-        ("ctx_size_in", ctypes.c_uint32),
-        ("ctx_size_out", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32),
-        ("repeat", ctypes.c_int),
-        ("duration", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("cpu", ctypes.c_uint32),
-        ("batch_size", ctypes.c_uint32),
-    ]
+    _fields_ = [("sz", size_t), ("data_in", ptr), ("data_out", ptr), ("data_size_in", u32),
+                ("data_size_out", u32), ("ctx_in", ptr), ("ctx_out", ptr), ("ctx_size_in", u32),
+                ("ctx_size_out", u32), ("retval", u32), ("repeat", ctypes.c_int),
+                ("duration", u32), ("flags", u32), ("cpu", u32), ("batch_size", u32)]
 
 
 class _TcHook(ctypes.Structure):
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("ifindex", ctypes.c_int),
-        ("attach_point", ctypes.c_int),
-        ("parent", ctypes.c_uint32),
-    ]
+    _fields_ = [("sz", size_t), ("ifindex", ctypes.c_int), ("attach_point", ctypes.c_int),
+                ("parent", u32)]
 
 
 class _TcOpts(ctypes.Structure):
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("prog_fd", ctypes.c_int),
-        ("flags", ctypes.c_uint32),
-        ("prog_id", ctypes.c_uint32),
-        ("handle", ctypes.c_uint32),
-        ("priority", ctypes.c_uint32),
-    ]
+    _fields_ = [("sz", size_t), ("prog_fd", ctypes.c_int), ("flags", u32), ("prog_id", u32),
+                ("handle", u32), ("priority", u32)]
 
 
 class _MapCreateOpts(ctypes.Structure):
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("btf_fd", ctypes.c_uint32),
-        ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32),
-        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("inner_map_fd", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("map_extra", ctypes.c_uint64),
-        ("numa_node", ctypes.c_uint32),
-        ("map_ifindex", ctypes.c_uint32),
-    ]
+    _fields_ = [("sz", size_t), ("btf_fd", u32), ("btf_key_type_id", u32),
+                ("btf_value_type_id", u32), ("btf_vmlinux_value_type_id", u32),
+                ("inner_map_fd", u32), ("map_flags", u32), ("map_extra", u64),
+                ("numa_node", u32), ("map_ifindex", u32)]
 
 
 class _MapInfo(ctypes.Structure):
     """The head of struct bpf_map_info (linux/bpf.h); the kernel fills what fits."""
 
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("name", ctypes.c_char * 16),
-    ]
+    _fields_ = [("type", u32), ("id", u32), ("key_size", u32), ("value_size", u32),
+                ("max_entries", u32), ("map_flags", u32), ("name", ctypes.c_char * 16)]
 
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, _c_void_p)
@@ -248,6 +218,7 @@ def _as_buffer(data: bytes | bytearray | ctypes.Structure | ctypes.Array[Any], s
     return ctypes.create_string_buffer(raw, size)
 
 
+@dataclass(eq=False)
 class Map:
     """A BPF map by file descriptor: update, lookup, delete and iterate raw or typed entries.
 
@@ -256,18 +227,16 @@ class Map:
     belong to the object.
     """
 
-    def __init__(self, fd: int, name: str, key_size: int, value_size: int, max_entries: int,
-                 map_type: int, *, owned: bool = False, key_type: Any = None,
-                 value_type: Any = None) -> None:
-        self.fd = fd
-        self.name = name
-        self.key_size = key_size
-        self.value_size = value_size
-        self.max_entries = max_entries
-        self.map_type = map_type
-        self.key_type = key_type
-        self.value_type = value_type
-        self._owned = owned
+    fd: int
+    name: str
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_type: int
+    _: KW_ONLY
+    owned: bool = False
+    key_type: Any = None
+    value_type: Any = None
 
     @classmethod
     def from_pin(cls, path: str | os.PathLike[str], *, key_type: Any = None,
@@ -319,7 +288,7 @@ class Map:
                                  f"{ctypes.sizeof(t)} bytes, the map's {kind} is {size}")
 
     def close(self) -> None:
-        if self._owned and self.fd >= 0:
+        if self.owned and self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
@@ -447,12 +416,10 @@ def get_pinned(path: str | os.PathLike[str]) -> int:
 class _ProgInfo(ctypes.Structure):
     """The head of struct bpf_prog_info, up to the name (the kernel fills what fits)."""
 
-    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32),
-                ("tag", ctypes.c_uint8 * 8), ("jited_prog_len", ctypes.c_uint32),
-                ("xlated_prog_len", ctypes.c_uint32), ("jited_prog_insns", ctypes.c_uint64),
-                ("xlated_prog_insns", ctypes.c_uint64), ("load_time", ctypes.c_uint64),
-                ("created_by_uid", ctypes.c_uint32), ("nr_map_ids", ctypes.c_uint32),
-                ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16)]
+    _fields_ = [("type", u32), ("id", u32), ("tag", u8 * 8), ("jited_prog_len", u32),
+                ("xlated_prog_len", u32), ("jited_prog_insns", u64), ("xlated_prog_insns", u64),
+                ("load_time", u64), ("created_by_uid", u32), ("nr_map_ids", u32),
+                ("map_ids", u64), ("name", ctypes.c_char * 16)]
 
 
 def _prog_info(fd: int, what: str) -> _ProgInfo:
@@ -566,11 +533,27 @@ class BpfObject:
             _check(_lib.bpf_map__set_pin_path(p, os.fsencode(os.path.join(root, name))),
                    f"set pin path of map {name} in {self.path}")
 
+    def _find(self, kind: str, name: str, *, loaded: bool = True) -> tuple[int, int]:
+        """The libbpf pointer of the object's `kind` ("map" or "program") `name`, and its fd
+        (-1 unless `loaded` is asked for)."""
+        is_map = kind == "map"
+        find = _lib.bpf_object__find_map_by_name if is_map else \
+            _lib.bpf_object__find_program_by_name
+        ptr = find(self._obj(), name.encode())
+        if not ptr:
+            names = self.map_names() if is_map else self.program_names()
+            raise BpfError(errno_mod.ENOENT, f"{kind} {name} in {self.path} "
+                                             f"(has: {', '.join(names)})")
+        if not loaded:
+            return ptr, -1
+        fd = (_lib.bpf_map__fd if is_map else _lib.bpf_program__fd)(ptr)
+        if fd < 0:
+            raise BpfError(_err(fd), f"{kind} {name} in {self.path} is not loaded")
+        return ptr, fd
+
     def set_pin_path(self, map_name: str, path: str | os.PathLike[str]) -> None:
         """Pin one map at `path` instead of under the pin root."""
-        ptr = _lib.bpf_object__find_map_by_name(self._obj(), map_name.encode())
-        if not ptr:
-            raise BpfError(errno_mod.ENOENT, f"map {map_name} in {self.path}")
+        ptr, _ = self._find("map", map_name, loaded=False)
         _check(_lib.bpf_map__set_pin_path(ptr, os.fsencode(path)),
                f"set pin path of map {map_name} in {self.path}")
 
@@ -586,23 +569,11 @@ class BpfObject:
         self.loaded = True
 
     def program(self, name: str) -> Program:
-        ptr = _lib.bpf_object__find_program_by_name(self._obj(), name.encode())
-        if not ptr:
-            raise BpfError(errno_mod.ENOENT, f"program {name} in {self.path} "
-                                             f"(has: {', '.join(self.program_names())})")
-        fd = _lib.bpf_program__fd(ptr)
-        if fd < 0:
-            raise BpfError(_err(fd), f"program {name} in {self.path} is not loaded")
+        ptr, fd = self._find("program", name)
         return Program(name, fd, ptr)
 
     def map(self, name: str, *, key_type: Any = None, value_type: Any = None) -> Map:
-        ptr = _lib.bpf_object__find_map_by_name(self._obj(), name.encode())
-        if not ptr:
-            raise BpfError(errno_mod.ENOENT, f"map {name} in {self.path} "
-                                             f"(has: {', '.join(self.map_names())})")
-        fd = _lib.bpf_map__fd(ptr)
-        if fd < 0:
-            raise BpfError(_err(fd), f"map {name} in {self.path} is not loaded")
+        ptr, fd = self._find("map", name)
         m = Map(fd, name, _lib.bpf_map__key_size(ptr), _lib.bpf_map__value_size(ptr),
                 _lib.bpf_map__max_entries(ptr), _lib.bpf_map__type(ptr),
                 key_type=key_type, value_type=value_type)

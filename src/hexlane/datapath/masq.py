@@ -5,10 +5,10 @@
 `hexlane.ipam.routes.plan_masquerade` decided into `hl_masq4_nonmasq` and `hl_masq4_config`,
 through one reconciler per map (`hexlane.datapath.reconcile`), and `resync()` reads both maps
 back and repairs what changed behind the agent's back; `attach(ifindex)` puts the programs on
-tc egress and ingress of the interface (in the calling thread's network namespace) at
-priority 2: on ingress before the service load balancer (priority 3), which then sees a reply
-of a pod's masqueraded connection with the pod's address. Inspect with
-`bpftool map dump pinned <bpf_root>/hl_snat4` and `bpftool net` in the node's namespace.
+tc egress and ingress of the interface (in the calling thread's network namespace, through
+`hexlane.datapath.tc`) at priority 2: on ingress before the service load balancer (priority
+3), which then sees a reply of a pod's masqueraded connection with the pod's address. Inspect
+with `bpftool map dump pinned <bpf_root>/hl_snat4` and `bpftool net` in the node's namespace.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from hexlane.datapath import libbpf
+from hexlane.datapath import libbpf, tc
 from hexlane.datapath.bpffs import on_bpffs
 from hexlane.datapath.build import compile_program
+from hexlane.datapath.layout import ip4, ip4_address, port_int, u8, u16, u32, u64
 from hexlane.datapath.reconcile import FlushResult, MapTable, Reconciler, flush_group
 from hexlane.ipam.routes import MasqPlan
 
@@ -48,39 +49,21 @@ _NONMASQ_VALUE = bytes(ctypes.c_uint8(1))
 
 
 class Masq4Config(ctypes.Structure):
-    _fields_ = [
-        ("node_ip", ctypes.c_uint32),
-        ("pod_net", ctypes.c_uint32),
-        ("pod_mask", ctypes.c_uint32),
-        ("port_min", ctypes.c_uint16),
-        ("port_max", ctypes.c_uint16),
-        ("enabled", ctypes.c_uint32),
-    ]
+    _fields_ = [("node_ip", u32), ("pod_net", u32), ("pod_mask", u32), ("port_min", u16),
+                ("port_max", u16), ("enabled", u32)]
 
 
 class Masq4NonmasqKey(ctypes.Structure):
-    _fields_ = [("prefixlen", ctypes.c_uint32), ("addr", ctypes.c_uint32)]
+    _fields_ = [("prefixlen", u32), ("addr", u32)]
 
 
 class Snat4Key(ctypes.Structure):
-    _fields_ = [
-        ("saddr", ctypes.c_uint32),
-        ("daddr", ctypes.c_uint32),
-        ("sport", ctypes.c_uint16),
-        ("dport", ctypes.c_uint16),
-        ("proto", ctypes.c_uint8),
-        ("dir", ctypes.c_uint8),
-        ("pad", ctypes.c_uint16),
-    ]
+    _fields_ = [("saddr", u32), ("daddr", u32), ("sport", u16), ("dport", u16), ("proto", u8),
+                ("dir", u8), ("pad", u16)]
 
 
 class Snat4Entry(ctypes.Structure):
-    _fields_ = [
-        ("to_addr", ctypes.c_uint32),
-        ("to_port", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
-        ("last_seen_ns", ctypes.c_uint64),
-    ]
+    _fields_ = [("to_addr", u32), ("to_port", u16), ("pad", u16), ("last_seen_ns", u64)]
 
 
 #: C struct name -> ctypes mirror, for the layout test against the object's BTF.
@@ -90,19 +73,6 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "snat4_key": Snat4Key,
     "snat4_entry": Snat4Entry,
 }
-
-
-def _be32(ip: IPv4Address) -> int:
-    """An IPv4 address as the u32 whose memory holds it in network order."""
-    return int.from_bytes(ip.packed, "little")
-
-
-def _from_be32(value: int) -> IPv4Address:
-    return IPv4Address(value.to_bytes(4, "little"))
-
-
-def _be16(port: int) -> int:
-    return socket.htons(port)
 
 
 @dataclass(frozen=True)
@@ -131,6 +101,11 @@ class MasqDatapath:
         # What `configure` wants in the two maps the agent writes (raw keys and values).
         self.config_rec: Reconciler[bytes, bytes] = Reconciler(MapTable(self.config))
         self.nonmasq_rec: Reconciler[bytes, bytes] = Reconciler(MapTable(self.nonmasq))
+        # Where the programs sit (`attach`): tc slots under the masquerade's handle.
+        self.tc_table = tc.TcTable(lambda name: obj.program(name).fd, handle=TC_HANDLE,
+                                   slots=(("egress", TC_PRIORITY), ("ingress", TC_PRIORITY)),
+                                   name="masq_tc")
+        self.tc: Reconciler[tc.Slot, int] = Reconciler(self.tc_table)
 
     @classmethod
     def load(cls, bpf_root: str | os.PathLike[str]) -> MasqDatapath:
@@ -157,11 +132,11 @@ class MasqDatapath:
         Only entries that differ from the previous plan are written; the first call reads
         the maps back (pinned by a previous agent: its stale prefixes go)."""
         self.nonmasq_rec.set_all(
-            (bytes(Masq4NonmasqKey(net.prefixlen, _be32(net.network_address))), _NONMASQ_VALUE)
+            (bytes(Masq4NonmasqKey(net.prefixlen, ip4(net.network_address))), _NONMASQ_VALUE)
             for net in plan.nonmasq)
         self.config_rec.set_all({_CONFIG_KEY: bytes(Masq4Config(
-            node_ip=_be32(plan.node_ip), pod_net=_be32(plan.pod_cidr.network_address),
-            pod_mask=_be32(plan.pod_cidr.netmask), port_min=plan.port_min,
+            node_ip=ip4(plan.node_ip), pod_net=ip4(plan.pod_cidr.network_address),
+            pod_mask=ip4(plan.pod_cidr.netmask), port_min=plan.port_min,
             port_max=plan.port_max, enabled=int(plan.enabled)))})
         for rec in self.reconcilers:
             if rec.last_resync is None:
@@ -181,22 +156,22 @@ class MasqDatapath:
         return [self.nonmasq_rec, self.config_rec]
 
     def nonmasq_prefixes(self) -> set[IPv4Network]:
-        return {IPv4Network(f"{_from_be32(k.addr)}/{k.prefixlen}")
+        return {IPv4Network(f"{ip4_address(k.addr)}/{k.prefixlen}")
                 for k in self.nonmasq.iter_keys()}
 
     def attach(self, ifindex: int) -> None:
-        """Attach both programs to `ifindex` (in the calling thread's network namespace)."""
-        for name, direction in ((PROGRAM_EGRESS, "egress"), (PROGRAM_INGRESS, "ingress")):
-            libbpf.tc_attach(ifindex, self.obj.program(name).fd, direction, handle=TC_HANDLE,
-                             priority=TC_PRIORITY)
-
-    def detach(self, ifindex: int) -> None:
-        for direction in ("egress", "ingress"):
-            try:
-                libbpf.tc_detach(ifindex, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
-            except libbpf.BpfError as err:
-                if err.errno not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
-                    raise
+        """Attach both programs to `ifindex` (in the calling thread's network namespace),
+        replacing a previous agent's; raises when either could not be attached."""
+        device = socket.if_indextoname(ifindex)
+        wanted = {(device, direction, TC_PRIORITY): self.tc_table.program_id(name)
+                  for name, direction in ((PROGRAM_EGRESS, "egress"),
+                                          (PROGRAM_INGRESS, "ingress"))}
+        self.tc_table.wanted = set(wanted)
+        self.tc.set_all(wanted)
+        failed = self.tc.flush().failed
+        if failed:
+            raise RuntimeError(f"masquerade programs not attached to {device}: "
+                               + "; ".join(map(str, failed.values())))
 
     def entries(self) -> list[NatEntry]:
         """The live translations (from their egress entries), sorted."""
@@ -204,9 +179,9 @@ class MasqDatapath:
         for key, value in self.snat.iter_items():
             if key.dir != SNAT_DIR_EGRESS:
                 continue
-            out.append(NatEntry(key.proto, _from_be32(key.saddr), socket.ntohs(key.sport),
-                                _from_be32(key.daddr), socket.ntohs(key.dport),
-                                _from_be32(value.to_addr), socket.ntohs(value.to_port)))
+            out.append(NatEntry(key.proto, ip4_address(key.saddr), port_int(key.sport),
+                                ip4_address(key.daddr), port_int(key.dport),
+                                ip4_address(value.to_addr), port_int(value.to_port)))
         return sorted(out, key=lambda e: (e.pod_ip, e.pod_port, e.remote_ip, e.remote_port))
 
     def counters(self) -> dict[str, int]:

@@ -39,6 +39,8 @@ from hexlane.datapath.reconcile import (
     AsyncReconciler,
     AsyncTable,
     FlushResult,
+    K,
+    V,
     flush_group_async,
 )
 from hexlane.ipam.routes import (
@@ -410,17 +412,36 @@ async def remove_route(ipr: AsyncIPRoute, dst: IPv4Network) -> bool:
     return True
 
 
-class RouteTable(AsyncTable[IPv4Network, RouteSpec]):
-    """hexlane's routes in the main table, by destination. Only routes with protocol
-    `ROUTE_PROTO` are read or deleted; another protocol's route is never touched (a desired
-    route to the same destination does replace it, as `ip route replace` would)."""
-
-    name = "routes"
+class _NetlinkTable(AsyncTable[K, V]):
+    """A table read and written through the netlink socket `ipr`; what it writes goes to
+    `journal`. Upserts go in key order."""
 
     def __init__(self, ipr: AsyncIPRoute, journal: Journal | None = None) -> None:
         self.ipr = ipr
         self.journal: Journal = journal if journal is not None else []
         self.order = _by_value
+
+    async def _delete_on(self, device: str, kind: str, said: str, **entry: Any) -> None:
+        """Delete one `kind` ("neigh" or "fdb") entry of `device`, journalled as `said`;
+        gone already, or with its device, is not an error."""
+        index = await link_index(self.ipr, device)
+        if index is None:
+            return
+        try:
+            await getattr(self.ipr, kind)("del", ifindex=index, **entry)
+        except NetlinkError as err:
+            if err.code not in (errno.ENOENT, errno.ESRCH):
+                raise
+            return
+        self.journal.append(("removed", said))
+
+
+class RouteTable(_NetlinkTable[IPv4Network, RouteSpec]):
+    """hexlane's routes in the main table, by destination. Only routes with protocol
+    `ROUTE_PROTO` are read or deleted; another protocol's route is never touched (a desired
+    route to the same destination does replace it, as `ip route replace` would)."""
+
+    name = "routes"
 
     async def read(self) -> dict[IPv4Network, RouteSpec]:
         return await owned_routes(self.ipr)
@@ -440,7 +461,7 @@ class RouteTable(AsyncTable[IPv4Network, RouteSpec]):
 FdbKey = tuple[str, IPv4Address]  # (MAC, remote node IP)
 
 
-class FdbTable(AsyncTable[FdbKey, FdbSpec]):
+class FdbTable(_NetlinkTable[FdbKey, FdbSpec]):
     """The FDB entries of the VXLAN device (every one is hexlane's: learning is off), by
     (MAC, remote IP); a MAC re-pointed elsewhere reads as one stale key and one missing.
     Entries of any other device are never read. A missing device reads as empty; writing to
@@ -450,10 +471,8 @@ class FdbTable(AsyncTable[FdbKey, FdbSpec]):
 
     def __init__(self, ipr: AsyncIPRoute, journal: Journal | None = None,
                  device: str = VXLAN_DEVICE) -> None:
-        self.ipr = ipr
+        super().__init__(ipr, journal)
         self.device = device
-        self.journal: Journal = journal if journal is not None else []
-        self.order = _by_value
 
     async def read(self) -> dict[FdbKey, FdbSpec]:
         index = await link_index(self.ipr, self.device)
@@ -478,33 +497,20 @@ class FdbTable(AsyncTable[FdbKey, FdbSpec]):
         self.journal.append(("added", f"fdb {value.mac} dst {value.dst}"))
 
     async def delete(self, key: FdbKey) -> None:
-        index = await link_index(self.ipr, self.device)
-        if index is None:
-            return  # gone with its device
         mac, dst = key
-        try:
-            await self.ipr.fdb("del", ifindex=index, lladdr=mac, dst=str(dst))
-        except NetlinkError as err:
-            if err.code not in (errno.ENOENT, errno.ESRCH):
-                raise
-            return
-        self.journal.append(("removed", f"fdb {mac} dst {dst}"))
+        await self._delete_on(self.device, "fdb", f"fdb {mac} dst {dst}", lladdr=mac,
+                              dst=str(dst))
 
 
 NeighborKey = tuple[str, IPv4Address]  # (device, IP)
 
 
-class NeighborTable(AsyncTable[NeighborKey, str]):
+class NeighborTable(_NetlinkTable[NeighborKey, str]):
     """Permanent IPv4 neighbour entries on hexlane's own links (`owns_link`), by (device, IP),
     the MAC as value. Entries the kernel learned (not NUD_PERMANENT) and entries on any other
     link are never read, so never removed."""
 
     name = "neighbors"
-
-    def __init__(self, ipr: AsyncIPRoute, journal: Journal | None = None) -> None:
-        self.ipr = ipr
-        self.journal: Journal = journal if journal is not None else []
-        self.order = _by_value
 
     async def read(self) -> dict[NeighborKey, str]:
         names = await _link_names(self.ipr)
@@ -528,16 +534,7 @@ class NeighborTable(AsyncTable[NeighborKey, str]):
 
     async def delete(self, key: NeighborKey) -> None:
         device, ip = key
-        index = await link_index(self.ipr, device)
-        if index is None:
-            return  # gone with its device
-        try:
-            await self.ipr.neigh("del", dst=str(ip), ifindex=index)
-        except NetlinkError as err:
-            if err.code not in (errno.ENOENT, errno.ESRCH):
-                raise
-            return
-        self.journal.append(("removed", f"neigh {ip} dev {device}"))
+        await self._delete_on(device, "neigh", f"neigh {ip} dev {device}", dst=str(ip))
 
 
 @dataclass(frozen=True)
@@ -558,7 +555,7 @@ class LinkState:
     up: bool = True
 
 
-class LinkTable(AsyncTable[str, LinkState]):
+class LinkTable(_NetlinkTable[str, LinkState]):
     """hexlane's ensured links by name: the tunnel device (`VxlanSpec`) and the host pair
     (`HostDeviceSpec`). Only the names given are read. Writing one is `ensure_vxlan` /
     `ensure_host_device` (a link of the wrong kind or VXLAN identity is made again: what
@@ -568,9 +565,8 @@ class LinkTable(AsyncTable[str, LinkState]):
 
     def __init__(self, ipr: AsyncIPRoute, names: Iterable[str] = (HOST_DEVICE, VXLAN_DEVICE),
                  journal: Journal | None = None) -> None:
-        self.ipr = ipr
+        super().__init__(ipr, journal)
         self.names = tuple(names)
-        self.journal: Journal = journal if journal is not None else []
         # The host device first: tunnel routes take their source address from it.
         self.order = lambda name: name != HOST_DEVICE
 

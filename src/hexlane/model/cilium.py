@@ -20,13 +20,20 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
-from hexlane.model.errors import InputError, Problem, join_path
-from hexlane.model.meta import Condition, ObjectMeta, check_type, parse_conditions
+from hexlane.model.errors import join_path
+from hexlane.model.meta import (
+    SPEC_STATUS_FIELDS,
+    Condition,
+    ObjectView,
+    omit_empty,
+    parse_conditions,
+    read_object,
+)
 from hexlane.model.netaddr import IPAddress, IPNetwork, family, parse_cidr, parse_ip
-from hexlane.model.reader import FrozenMap, Problems, Reader
+from hexlane.model.reader import Problems, Reader
 from hexlane.model.regex import compile_re2, re2_problem
 from hexlane.model.selectors import LabelSelector
 
@@ -109,11 +116,10 @@ class IPBlock:
                                      "or start (with optional stop), not both")
             return None
         if cidr is not None:
-            try:
-                net, host_bits = parse_cidr(cidr)
-            except ValueError as e:
-                r.error("cidr", str(e))
+            parsed = r.try_parse("cidr", parse_cidr, cidr)
+            if parsed is None:
                 return None
+            net, host_bits = parsed
             if host_bits:
                 r.warn("cidr", f"{cidr!r} has host bits set; it means {net} (as in Cilium)")
             return cls(first=net.network_address, last=net.broadcast_address, cidr=cidr)
@@ -125,18 +131,8 @@ class IPBlock:
                 r.problems.error(r.path, "empty block: expected cidr, or start with an "
                                          "optional stop")
             return None
-        first = last = None
-        try:
-            first = parse_ip(start)
-        except ValueError as e:
-            r.error("start", str(e))
-        if stop is None:
-            last = first
-        else:
-            try:
-                last = parse_ip(stop)
-            except ValueError as e:
-                r.error("stop", str(e))
+        first = r.try_parse("start", parse_ip, start)
+        last = first if stop is None else r.try_parse("stop", parse_ip, stop)
         if first is None or last is None:
             return None
         if first.version != last.version:
@@ -158,29 +154,18 @@ class IPBlock:
 
 
 @dataclass(frozen=True, slots=True)
-class LBIPPool:
+class LBIPPool(ObjectView):
     """A CiliumLoadBalancerIPPool."""
 
-    KIND: ClassVar[str] = "CiliumLoadBalancerIPPool"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("cilium.io/v2alpha1", "cilium.io/v2")
-    NAMESPACED: ClassVar[bool] = False
+    KIND = "CiliumLoadBalancerIPPool"
+    API_VERSIONS = ("cilium.io/v2alpha1", "cilium.io/v2")
+    NAMESPACED = False
 
-    meta: ObjectMeta
     blocks: tuple[IPBlock, ...] = ()
     allow_first_last_ips: str | None = None
     service_selector: LabelSelector | None = None
     disabled: bool = False
     conditions: tuple[Condition, ...] = ()
-    api_version: str = "cilium.io/v2alpha1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def labels(self) -> FrozenMap[str, str]:
-        return self.meta.labels
 
     @property
     def reserve_first_last(self) -> bool:
@@ -194,12 +179,8 @@ class LBIPPool:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> LBIPPool:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a CiliumLoadBalancerIPPool object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=False)
-        r.unknown_fields(("apiVersion", "kind", "metadata", "spec", "status"),
-                         what="a CiliumLoadBalancerIPPool")
+        r, api_version, meta = read_object(cls, obj, path)
+        r.unknown_fields(SPEC_STATUS_FIELDS, what="a CiliumLoadBalancerIPPool")
         spec = r.mapping("spec", required=True, what="an object with blocks")
         blocks: list[IPBlock] = []
         allow = None
@@ -230,11 +211,11 @@ class LBIPPool:
                            f"\"{'Yes' if v else 'No'}\" in quotes)")
             else:
                 allow = spec.opt_string("allowFirstLastIPs", choices=ALLOW_FIRST_LAST)
-            selector = _selector(spec, "serviceSelector")
+            selector = spec.selector("serviceSelector")
             disabled = spec.boolean("disabled")
         status = r.mapping("status")
         conditions = parse_conditions(status)
-        warnings = p.check()
+        warnings = r.problems.check()
         return cls(meta=meta, blocks=tuple(blocks), allow_first_last_ips=allow,
                    service_selector=selector, disabled=disabled, conditions=conditions,
                    api_version=api_version, warnings=warnings)
@@ -246,34 +227,24 @@ class LBIPPool:
         if self.service_selector is not None:
             spec["serviceSelector"] = self.service_selector.to_dict()
         spec["disabled"] = self.disabled
-        d: dict[str, Any] = {"apiVersion": self.api_version, "kind": self.KIND,
-                             "metadata": self.meta.to_dict(), "spec": spec}
-        if self.conditions:
-            d["status"] = {"conditions": [c.to_dict() for c in self.conditions]}
-        return d
+        status = omit_empty(conditions=[c.to_dict() for c in self.conditions])
+        return self.object_dict(spec=spec, **omit_empty(status=status))
 
 
 @dataclass(frozen=True, slots=True)
-class L2AnnouncementPolicy:
+class L2AnnouncementPolicy(ObjectView):
     """A CiliumL2AnnouncementPolicy."""
 
-    KIND: ClassVar[str] = "CiliumL2AnnouncementPolicy"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("cilium.io/v2alpha1", "cilium.io/v2")
-    NAMESPACED: ClassVar[bool] = False
+    KIND = "CiliumL2AnnouncementPolicy"
+    API_VERSIONS = ("cilium.io/v2alpha1", "cilium.io/v2")
+    NAMESPACED = False
 
-    meta: ObjectMeta
     node_selector: LabelSelector | None = None
     service_selector: LabelSelector | None = None
     interfaces: tuple[str, ...] = ()
     external_ips: bool = False
     load_balancer_ips: bool = False
     conditions: tuple[Condition, ...] = ()
-    api_version: str = "cilium.io/v2alpha1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
 
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
         return self.node_selector is None or self.node_selector.matches(node_labels)
@@ -288,19 +259,15 @@ class L2AnnouncementPolicy:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> L2AnnouncementPolicy:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a CiliumL2AnnouncementPolicy object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=False)
-        r.unknown_fields(("apiVersion", "kind", "metadata", "spec", "status"),
-                         what="a CiliumL2AnnouncementPolicy")
-        spec = r.mapping("spec") or Reader({}, r.at("spec"), p)
+        r, api_version, meta = read_object(cls, obj, path)
+        r.unknown_fields(SPEC_STATUS_FIELDS, what="a CiliumL2AnnouncementPolicy")
+        spec = r.section("spec")
         spec.unknown_fields(("nodeSelector", "serviceSelector", "interfaces", "externalIPs",
                              "loadBalancerIPs"), what="an L2 announcement policy spec")
         interfaces = []
         for pattern, ppath in spec.strings("interfaces", what="a regular expression"):
             if (why := re2_problem(pattern)) is not None:
-                p.error(ppath, why)
+                spec.problems.error(ppath, why)
             else:
                 interfaces.append(pattern)
         external_ips = spec.boolean("externalIPs")
@@ -308,10 +275,10 @@ class L2AnnouncementPolicy:
         if not external_ips and not lb_ips:
             spec.warn("loadBalancerIPs", "neither externalIPs nor loadBalancerIPs is true, "
                                          "so this policy announces nothing")
-        node_sel = _selector(spec, "nodeSelector")
-        svc_sel = _selector(spec, "serviceSelector")
+        node_sel = spec.selector("nodeSelector")
+        svc_sel = spec.selector("serviceSelector")
         conditions = parse_conditions(r.mapping("status"))
-        warnings = p.check()
+        warnings = r.problems.check()
         return cls(meta=meta, node_selector=node_sel, service_selector=svc_sel,
                    interfaces=tuple(interfaces), external_ips=external_ips,
                    load_balancer_ips=lb_ips, conditions=conditions, api_version=api_version,
@@ -326,23 +293,8 @@ class L2AnnouncementPolicy:
             spec["serviceSelector"] = self.service_selector.to_dict()
         if self.interfaces:
             spec["interfaces"] = list(self.interfaces)
-        d: dict[str, Any] = {"apiVersion": self.api_version, "kind": self.KIND,
-                             "metadata": self.meta.to_dict(), "spec": spec}
-        if self.conditions:
-            d["status"] = {"conditions": [c.to_dict() for c in self.conditions]}
-        return d
-
-
-def _selector(spec: Reader, key: str) -> LabelSelector | None:
-    """The selector at key; None when absent or null (nil), `LabelSelector()` for `{}`."""
-    raw = spec.get(key)
-    if raw is None:
-        return None
-    try:
-        return LabelSelector.parse(raw, spec.at(key))
-    except InputError as e:
-        spec.problems.absorb(e)
-        return None
+        status = omit_empty(conditions=[c.to_dict() for c in self.conditions])
+        return self.object_dict(spec=spec, **omit_empty(status=status))
 
 
 def _warn_overlaps(spec: Reader, readers: list[Reader], blocks: list[IPBlock]) -> None:

@@ -8,13 +8,12 @@ the effective ones are the `is_*` properties.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
-from hexlane.model.errors import Problem
-from hexlane.model.meta import ObjectMeta, check_type
+from hexlane.model.meta import ObjectView, omit_empty, omit_none, read_object
 from hexlane.model.netaddr import parse_ip
-from hexlane.model.reader import FrozenMap, Problems, Reader
+from hexlane.model.reader import Reader
 from hexlane.model.service import PROTOCOLS
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -40,8 +39,7 @@ class EndpointConditions:
         return self.terminating is True
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in (("ready", self.ready), ("serving", self.serving),
-                                  ("terminating", self.terminating)) if v is not None}
+        return omit_none(ready=self.ready, serving=self.serving, terminating=self.terminating)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +55,7 @@ class ObjectReference:
                    namespace=r.string("namespace"), uid=r.string("uid"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in (("kind", self.kind), ("name", self.name),
-                                  ("namespace", self.namespace), ("uid", self.uid)) if v}
+        return omit_empty(kind=self.kind, name=self.name, namespace=self.namespace, uid=self.uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +73,10 @@ class Endpoint:
         for a, apath in r.strings("addresses", required=True, nonempty=True,
                                   what="an address"):
             if address_type in ("IPv4", "IPv6"):
-                try:
-                    ip = parse_ip(a)
-                    if f"IPv{ip.version}" != address_type:
-                        r.problems.error(apath, f"{a} is not an {address_type} address "
-                                                f"(addressType is {address_type})")
-                except ValueError as e:
-                    r.problems.error(apath, str(e))
+                ip = r.problems.try_parse(apath, parse_ip, a)
+                if ip is not None and f"IPv{ip.version}" != address_type:
+                    r.problems.error(apath, f"{a} is not an {address_type} address "
+                                            f"(addressType is {address_type})")
             addrs.append(a)
         if len(addrs) > 100:
             r.error("addresses", "at most 100 addresses per endpoint")
@@ -97,17 +91,10 @@ class Endpoint:
                    target_ref=None if tr is None else ObjectReference.parse_from(tr))
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"addresses": list(self.addresses),
-                             "conditions": self.conditions.to_dict()}
-        if self.node_name:
-            d["nodeName"] = self.node_name
-        if self.hostname:
-            d["hostname"] = self.hostname
-        if self.zone:
-            d["zone"] = self.zone
-        if self.target_ref is not None:
-            d["targetRef"] = self.target_ref.to_dict()
-        return d
+        target_ref = None if self.target_ref is None else self.target_ref.to_dict()
+        return {"addresses": list(self.addresses), "conditions": self.conditions.to_dict(),
+                **omit_empty(nodeName=self.node_name, hostname=self.hostname, zone=self.zone),
+                **omit_none(targetRef=target_ref)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,38 +107,19 @@ class EndpointPort:
     app_protocol: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "protocol": self.protocol}
-        if self.port is not None:
-            d["port"] = self.port
-        if self.app_protocol:
-            d["appProtocol"] = self.app_protocol
-        return d
+        return {"name": self.name, "protocol": self.protocol, **omit_none(port=self.port),
+                **omit_empty(appProtocol=self.app_protocol)}
 
 
 @dataclass(frozen=True, slots=True)
-class EndpointSlice:
-    KIND: ClassVar[str] = "EndpointSlice"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("discovery.k8s.io/v1",)
-    NAMESPACED: ClassVar[bool] = True
+class EndpointSlice(ObjectView):
+    KIND = "EndpointSlice"
+    API_VERSIONS = ("discovery.k8s.io/v1",)
+    NAMESPACED = True
 
-    meta: ObjectMeta
     address_type: str = "IPv4"
     endpoints: tuple[Endpoint, ...] = ()
     ports: tuple[EndpointPort, ...] = ()
-    api_version: str = "discovery.k8s.io/v1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
-
-    @property
-    def labels(self) -> FrozenMap[str, str]:
-        return self.meta.labels
 
     @property
     def service_name(self) -> str:
@@ -160,10 +128,7 @@ class EndpointSlice:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> EndpointSlice:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="an EndpointSlice object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=True)
+        r, api_version, meta = read_object(cls, obj, path)
         address_type = r.string("addressType", required=True, default="IPv4",
                                 choices=ADDRESS_TYPES)
         endpoints = tuple(Endpoint.parse_from(e, address_type)
@@ -178,12 +143,11 @@ class EndpointSlice:
         if SERVICE_NAME_LABEL not in meta.labels:
             r.warn("metadata.labels", f"no {SERVICE_NAME_LABEL} label: this slice belongs to "
                                       "no Service and is not used for load balancing")
-        warnings = p.check()
+        warnings = r.problems.check()
         return cls(meta=meta, address_type=address_type, endpoints=endpoints,
                    ports=tuple(ports), api_version=api_version, warnings=warnings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"apiVersion": self.api_version, "kind": self.KIND,
-                "metadata": self.meta.to_dict(), "addressType": self.address_type,
-                "endpoints": [e.to_dict() for e in self.endpoints],
-                "ports": [pt.to_dict() for pt in self.ports]}
+        return self.object_dict(addressType=self.address_type,
+                                endpoints=[e.to_dict() for e in self.endpoints],
+                                ports=[pt.to_dict() for pt in self.ports])

@@ -4,16 +4,22 @@
 for Services and namespaces a DNS label), a namespace that is a DNS label, valid label keys
 and values, owner references with kind and name. Cluster-scoped kinds ignore
 `metadata.namespace` (the seeds put `namespace: kube-system` on cluster-scoped pools).
+
+`ObjectView` is the part every top-level kind shares: `meta`, `api_version` and `warnings`,
+and `name`, `namespace`, `labels` and `annotations` read from `meta`. `read_object` is how
+each kind's `parse` begins (the object checked to be a mapping of the right kind and
+apiVersion, then its metadata).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from hexlane.model.reader import EMPTY, FrozenMap, Reader, format_time
+from hexlane.model.errors import Problem
+from hexlane.model.reader import EMPTY, FrozenMap, Problems, Reader, format_time
 
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -43,10 +49,24 @@ def subdomain_problem(name: str) -> str | None:
     return None
 
 
+def omit_empty(**fields: Any) -> dict[str, Any]:
+    """The fields whose value is not empty ("", 0, False, None, [], {}): Go's `omitempty`,
+    which is how Kubernetes leaves unset fields out of an object."""
+    return {k: v for k, v in fields.items() if v}
+
+
+def omit_none(**fields: Any) -> dict[str, Any]:
+    """The fields that are set (not None), whatever their value: Go's nil pointers left out."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 METADATA_FIELDS = ("name", "generateName", "namespace", "uid", "resourceVersion", "generation",
                    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
                    "labels", "annotations", "ownerReferences", "finalizers", "managedFields",
                    "selfLink")
+
+# The top level of a kind with a spec and a status (the others are warned about).
+SPEC_STATUS_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
 
 NAME_RULES = {"subdomain": subdomain_problem, "label": dns_label_problem,
               "dns1035": dns1035_problem, "any": lambda _n: None}
@@ -73,15 +93,9 @@ class OwnerReference:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"apiVersion": self.api_version, "kind": self.kind,
-                             "name": self.name}
-        if self.uid:
-            d["uid"] = self.uid
-        if self.controller:
-            d["controller"] = True
-        if self.block_owner_deletion:
-            d["blockOwnerDeletion"] = True
-        return d
+        return {"apiVersion": self.api_version, "kind": self.kind, "name": self.name,
+                **omit_empty(uid=self.uid, controller=self.controller,
+                             blockOwnerDeletion=self.block_owner_deletion)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,26 +153,63 @@ class ObjectMeta:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name}
-        if self.namespace:
-            d["namespace"] = self.namespace
-        if self.uid:
-            d["uid"] = self.uid
-        if self.resource_version:
-            d["resourceVersion"] = self.resource_version
-        if self.generation:
-            d["generation"] = self.generation
-        if self.creation_timestamp is not None:
-            d["creationTimestamp"] = format_time(self.creation_timestamp)
-        if self.deletion_timestamp is not None:
-            d["deletionTimestamp"] = format_time(self.deletion_timestamp)
-        if self.labels:
-            d["labels"] = self.labels.to_dict()
-        if self.annotations:
-            d["annotations"] = self.annotations.to_dict()
-        if self.owner_references:
-            d["ownerReferences"] = [o.to_dict() for o in self.owner_references]
-        return d
+        return {"name": self.name, **omit_empty(
+            namespace=self.namespace,
+            uid=self.uid,
+            resourceVersion=self.resource_version,
+            generation=self.generation,
+            creationTimestamp=_opt_time(self.creation_timestamp),
+            deletionTimestamp=_opt_time(self.deletion_timestamp),
+            labels=self.labels.to_dict(),
+            annotations=self.annotations.to_dict(),
+            ownerReferences=[o.to_dict() for o in self.owner_references],
+        )}
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectView:
+    """What every top-level kind shares: its `meta`, read through `name`, `labels`, ...
+
+    The kinds are frozen dataclasses that inherit this and set `KIND`, `API_VERSIONS` (the
+    first is the default apiVersion), `NAMESPACED` and, when their names are not DNS
+    subdomains, `NAME_RULE`. Their own fields follow `meta`; `api_version` and `warnings`
+    (what `parse` accepted but thinks a mistake) are keyword-only, so they stay last.
+    """
+
+    KIND: ClassVar[str]
+    API_VERSIONS: ClassVar[tuple[str, ...]]
+    NAMESPACED: ClassVar[bool]
+    NAME_RULE: ClassVar[str] = "subdomain"  # a key of NAME_RULES
+
+    meta: ObjectMeta
+    api_version: str = field(default="", kw_only=True)
+    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if not self.api_version:  # not given: the kind's first version
+            object.__setattr__(self, "api_version", self.API_VERSIONS[0])
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def namespace(self) -> str:
+        """"" for cluster-scoped kinds."""
+        return self.meta.namespace
+
+    @property
+    def labels(self) -> FrozenMap[str, str]:
+        return self.meta.labels
+
+    @property
+    def annotations(self) -> FrozenMap[str, str]:
+        return self.meta.annotations
+
+    def object_dict(self, **body: Any) -> dict[str, Any]:
+        """apiVersion, kind and metadata, then `body`: how every kind's `to_dict` begins."""
+        return {"apiVersion": self.api_version, "kind": self.KIND,
+                "metadata": self.meta.to_dict(), **body}
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,15 +236,10 @@ class Condition:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"type": self.type, "status": self.status}
-        if self.reason:
-            d["reason"] = self.reason
-        d["message"] = self.message
-        if self.last_transition_time is not None:
-            d["lastTransitionTime"] = format_time(self.last_transition_time)
-        if self.observed_generation is not None:
-            d["observedGeneration"] = self.observed_generation
-        return d
+        return {"type": self.type, "status": self.status, **omit_empty(reason=self.reason),
+                "message": self.message,
+                **omit_none(lastTransitionTime=_opt_time(self.last_transition_time),
+                            observedGeneration=self.observed_generation)}
 
 
 def parse_conditions(parent: Reader | None, key: str = "conditions") -> tuple[Condition, ...]:
@@ -232,3 +278,17 @@ def check_type(r: Reader, kind: str, api_versions: tuple[str, ...]) -> str:
                               f"{' or '.join(api_versions)}")
         return api_versions[0]
     return api_version
+
+
+def read_object(cls: type[ObjectView], obj: Any, path: str) -> tuple[Reader, str, ObjectMeta]:
+    """How every kind's `parse` begins: a reader on `obj` (collecting problems in
+    `r.problems`), the object's apiVersion (kind checked too) and its metadata."""
+    article = "an" if cls.KIND[:1] in "AEIOU" else "a"
+    r = Reader.root(obj, path, Problems(), what=f"{article} {cls.KIND} object")
+    api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
+    meta = ObjectMeta.parse_from(r, namespaced=cls.NAMESPACED, name_rule=cls.NAME_RULE)
+    return r, api_version, meta
+
+
+def _opt_time(dt: datetime | None) -> str | None:
+    return None if dt is None else format_time(dt)

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
-from hexlane.model.errors import InputError, Problem
-from hexlane.model.meta import ObjectMeta, check_type
-from hexlane.model.netaddr import parse_cidr, parse_ip_or_cidr
-from hexlane.model.reader import Problems, Reader
+from hexlane.model.meta import ObjectView, read_object
+from hexlane.model.netaddr import IPNetwork, parse_cidr, parse_ip_or_cidr
+from hexlane.model.reader import Reader, parse_selector
 from hexlane.model.selectors import LabelSelector
 from hexlane.model.service import PROTOCOLS, read_port_ref
 
@@ -67,35 +66,21 @@ class NetworkPolicyRule:
 
 
 @dataclass(frozen=True, slots=True)
-class NetworkPolicy:
-    KIND: ClassVar[str] = "NetworkPolicy"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("networking.k8s.io/v1",)
-    NAMESPACED: ClassVar[bool] = True
+class NetworkPolicy(ObjectView):
+    KIND = "NetworkPolicy"
+    API_VERSIONS = ("networking.k8s.io/v1",)
+    NAMESPACED = True
 
-    meta: ObjectMeta
     pod_selector: LabelSelector = field(default_factory=LabelSelector)
     policy_types: tuple[str, ...] = ("Ingress",)
     ingress: tuple[NetworkPolicyRule, ...] = ()
     egress: tuple[NetworkPolicyRule, ...] = ()
-    api_version: str = "networking.k8s.io/v1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> NetworkPolicy:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a NetworkPolicy object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=True)
-        spec = r.mapping("spec") or Reader({}, r.at("spec"), p)
-        pod_selector = _selector(spec, "podSelector") or LabelSelector()
+        r, api_version, meta = read_object(cls, obj, path)
+        spec = r.section("spec")
+        pod_selector = spec.selector("podSelector") or LabelSelector()
         ingress = tuple(_k8s_rule(rr, "from") for rr in spec.objects("ingress",
                                                                       what="an ingress rule"))
         egress = tuple(_k8s_rule(rr, "to") for rr in spec.objects("egress",
@@ -103,13 +88,14 @@ class NetworkPolicy:
         types = []
         for t, tpath in spec.strings("policyTypes", what="a policy type"):
             if t not in POLICY_TYPES:
-                p.error(tpath, f"unsupported policy type {t!r}: expected Ingress or Egress")
+                spec.problems.error(tpath, f"unsupported policy type {t!r}: expected Ingress "
+                                           "or Egress")
             elif t not in types:
                 types.append(t)
         if not spec.has("policyTypes"):
             # Kubernetes' default: Ingress always, Egress when egress rules are given.
             types = ["Ingress"] + (["Egress"] if spec.has("egress") else [])
-        warnings = p.check()
+        warnings = r.problems.check()
         return cls(meta=meta, pod_selector=pod_selector, policy_types=tuple(types),
                    ingress=ingress, egress=egress, api_version=api_version, warnings=warnings)
 
@@ -119,8 +105,8 @@ def _k8s_rule(r: Reader, peers_key: str) -> NetworkPolicyRule:
     for pr in r.objects(peers_key, what="a peer (podSelector, namespaceSelector or ipBlock)"):
         ipb = pr.mapping("ipBlock")
         block = _cidr_block(ipb, "except") if ipb is not None else None
-        pod_sel = _selector(pr, "podSelector")
-        ns_sel = _selector(pr, "namespaceSelector")
+        pod_sel = pr.selector("podSelector")
+        ns_sel = pr.selector("namespaceSelector")
         if pr.has("ipBlock") and (pr.has("podSelector") or pr.has("namespaceSelector")):
             pr.problems.error(pr.path, "a peer with ipBlock may not also have podSelector or "
                                        "namespaceSelector")
@@ -151,18 +137,11 @@ def _check_end_port(r: Reader, port: int | str | None, end_port: int | None) -> 
 
 def _cidr_block(r: Reader, except_key: str, cidr_key: str = "cidr") -> CIDRBlock | None:
     cidr = r.string(cidr_key, required=True, what="a CIDR such as 10.0.0.0/8")
-    net = None
-    if cidr:
-        try:
-            net, _ = parse_cidr(cidr)
-        except ValueError as e:
-            r.error(cidr_key, str(e))
+    net = r.try_parse(cidr_key, _network, cidr) if cidr else None
     excepts = []
     for ex, expath in r.strings(except_key, what="a CIDR"):
-        try:
-            ex_net, _ = parse_cidr(ex)
-        except ValueError as e:
-            r.problems.error(expath, str(e))
+        ex_net = r.problems.try_parse(expath, _network, ex)
+        if ex_net is None:
             continue
         if net is not None and (ex_net.version != net.version
                                 or not ex_net.subnet_of(net)  # type: ignore[arg-type]
@@ -173,17 +152,14 @@ def _cidr_block(r: Reader, except_key: str, cidr_key: str = "cidr") -> CIDRBlock
     return CIDRBlock(cidr, tuple(excepts)) if cidr else None
 
 
-def _selector(r: Reader, key: str, *, cilium: bool = False) -> LabelSelector | None:
+def _network(cidr: str) -> IPNetwork:
+    return parse_cidr(cidr)[0]
+
+
+def _cilium_selector(r: Reader, key: str) -> LabelSelector | None:
+    """`Reader.selector` for a Cilium endpoint or node selector (label sources dropped)."""
     raw = r.get(key)
-    if raw is None:
-        return None
-    if cilium:
-        raw = _strip_sources(raw)
-    try:
-        return LabelSelector.parse(raw, r.at(key))
-    except InputError as e:
-        r.problems.absorb(e)
-        return None
+    return None if raw is None else parse_selector(_strip_sources(raw), r.at(key), r.problems)
 
 
 def _strip_source(key: Any) -> Any:
@@ -245,32 +221,18 @@ class CiliumPolicySpec:
 
 
 @dataclass(frozen=True, slots=True)
-class CiliumNetworkPolicy:
+class CiliumNetworkPolicy(ObjectView):
     """A CiliumNetworkPolicy; `spec` and every `specs` entry, in that order, in `specs`."""
 
-    KIND: ClassVar[str] = "CiliumNetworkPolicy"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("cilium.io/v2",)
-    NAMESPACED: ClassVar[bool] = True
+    KIND = "CiliumNetworkPolicy"
+    API_VERSIONS = ("cilium.io/v2",)
+    NAMESPACED = True
 
-    meta: ObjectMeta
     specs: tuple[CiliumPolicySpec, ...] = ()
-    api_version: str = "cilium.io/v2"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> CiliumNetworkPolicy:
-        p = Problems()
-        r = Reader.root(obj, path, p, what=f"a {cls.KIND} object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=cls.NAMESPACED)
+        r, api_version, meta = read_object(cls, obj, path)
         specs = []
         if (sr := r.mapping("spec")) is not None:
             specs.append(_cilium_spec(sr, clusterwide=not cls.NAMESPACED))
@@ -278,14 +240,14 @@ class CiliumNetworkPolicy:
             specs.append(_cilium_spec(sr, clusterwide=not cls.NAMESPACED))
         if not r.has("spec") and not r.get("specs"):
             r.error("spec", "required field is missing: expected spec or specs")
-        warnings = p.check()
+        warnings = r.problems.check()
         return cls(meta=meta, specs=tuple(specs), api_version=api_version, warnings=warnings)
 
 
 @dataclass(frozen=True, slots=True)
 class CiliumClusterwideNetworkPolicy(CiliumNetworkPolicy):
-    KIND: ClassVar[str] = "CiliumClusterwideNetworkPolicy"
-    NAMESPACED: ClassVar[bool] = False
+    KIND = "CiliumClusterwideNetworkPolicy"
+    NAMESPACED = False
 
 
 _INGRESS_KEYS = ("fromEndpoints", "fromRequires", "fromCIDR", "fromCIDRSet", "fromEntities",
@@ -296,8 +258,8 @@ _EGRESS_KEYS = ("toEndpoints", "toRequires", "toCIDR", "toCIDRSet", "toEntities"
 
 
 def _cilium_spec(r: Reader, *, clusterwide: bool) -> CiliumPolicySpec:
-    ep = _selector(r, "endpointSelector", cilium=True)
-    node = _selector(r, "nodeSelector", cilium=True)
+    ep = _cilium_selector(r, "endpointSelector")
+    node = _cilium_selector(r, "nodeSelector")
     if r.has("endpointSelector") == r.has("nodeSelector"):
         what = "endpointSelector or nodeSelector" if clusterwide else "endpointSelector"
         r.problems.error(r.path if r.has("nodeSelector") else r.at("endpointSelector"),
@@ -326,19 +288,12 @@ def _cilium_rule(r: Reader, *, ingress: bool, deny: bool) -> CiliumPolicyRule:
     endpoints = []
     for key in (f"{pre}Endpoints", f"{pre}Requires"):
         for raw, sel_path in r.opt_list(key, what="a list of endpoint selectors") or []:
-            try:
-                sel = LabelSelector.parse(_strip_sources(raw), sel_path)
-            except InputError as e:
-                r.problems.absorb(e)
-                continue
-            if key.endswith("Endpoints"):
+            sel = parse_selector(_strip_sources(raw), sel_path, r.problems)
+            if sel is not None and key.endswith("Endpoints"):
                 endpoints.append(sel)
     cidrs = []
     for c, cpath in r.strings(f"{pre}CIDR", what="a CIDR or IP address"):
-        try:
-            parse_ip_or_cidr(c)
-        except ValueError as e:
-            r.problems.error(cpath, str(e))
+        r.problems.try_parse(cpath, parse_ip_or_cidr, c)
         cidrs.append(c)
     sets = []
     for cr in r.objects(f"{pre}CIDRSet", what="a CIDR set (cidr with optional except)"):

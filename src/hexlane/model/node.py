@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
-from hexlane.model.errors import Problem
 from hexlane.model.meta import (
     Condition,
-    ObjectMeta,
-    check_type,
+    ObjectView,
     find_condition,
+    omit_empty,
+    omit_none,
     parse_conditions,
+    read_object,
 )
 from hexlane.model.netaddr import parse_cidr, parse_ip
-from hexlane.model.reader import FrozenMap, Problems, Reader, format_micro_time
+from hexlane.model.reader import format_micro_time
 from hexlane.model.service import PROTOCOLS, port_name_problem
 
 NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS")
@@ -38,27 +39,16 @@ class NodeAddress:
 
 
 @dataclass(frozen=True, slots=True)
-class Node:
-    KIND: ClassVar[str] = "Node"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
-    NAMESPACED: ClassVar[bool] = False
+class Node(ObjectView):
+    KIND = "Node"
+    API_VERSIONS = ("v1",)
+    NAMESPACED = False
 
-    meta: ObjectMeta
     pod_cidr: str = ""
     pod_cidrs: tuple[str, ...] = ()
     addresses: tuple[NodeAddress, ...] = ()
     unschedulable: bool = False
     conditions: tuple[Condition, ...] = ()
-    api_version: str = "v1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def labels(self) -> FrozenMap[str, str]:
-        return self.meta.labels
 
     @property
     def ready(self) -> bool | None:
@@ -74,53 +64,38 @@ class Node:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> Node:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a Node object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=False)
-        spec = r.mapping("spec") or Reader({}, r.at("spec"), p)
+        r, api_version, meta = read_object(cls, obj, path)
+        spec = r.section("spec")
         pod_cidr = spec.string("podCIDR", what="a CIDR")
         if pod_cidr:
-            _cidr(spec, spec.at("podCIDR"), pod_cidr)
+            spec.try_parse("podCIDR", parse_cidr, pod_cidr)
         pod_cidrs = []
         for c, cpath in spec.strings("podCIDRs", what="a CIDR"):
-            _cidr(spec, cpath, c)
+            spec.problems.try_parse(cpath, parse_cidr, c)
             pod_cidrs.append(c)
         if pod_cidr and pod_cidrs and pod_cidrs[0] != pod_cidr:
             spec.error("podCIDRs", f"podCIDRs[0] {pod_cidrs[0]!r} must equal podCIDR "
                                    f"{pod_cidr!r}")
-        status = r.mapping("status") or Reader({}, r.at("status"), p)
+        status = r.section("status")
         addresses = []
         for a in status.objects("addresses", what="a node address"):
             t = a.string("type", required=True, choices=NODE_ADDRESS_TYPES)
             addr = a.string("address", required=True)
             if addr and t in ("InternalIP", "ExternalIP"):
-                try:
-                    parse_ip(addr)
-                except ValueError as e:
-                    a.error("address", str(e))
+                a.try_parse("address", parse_ip, addr)
             addresses.append(NodeAddress(t, addr))
         node = cls(meta=meta, pod_cidr=pod_cidr, pod_cidrs=tuple(pod_cidrs),
                    addresses=tuple(addresses), unschedulable=spec.boolean("unschedulable"),
                    conditions=parse_conditions(status), api_version=api_version)
-        return dataclasses.replace(node, warnings=p.check())
+        return dataclasses.replace(node, warnings=r.problems.check())
 
     def to_dict(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {}
-        if self.pod_cidr:
-            spec["podCIDR"] = self.pod_cidr
-        if self.pod_cidrs:
-            spec["podCIDRs"] = list(self.pod_cidrs)
-        if self.unschedulable:
-            spec["unschedulable"] = True
-        status: dict[str, Any] = {}
-        if self.addresses:
-            status["addresses"] = [{"type": a.type, "address": a.address}
-                                   for a in self.addresses]
-        if self.conditions:
-            status["conditions"] = [c.to_dict() for c in self.conditions]
-        return {"apiVersion": self.api_version, "kind": self.KIND,
-                "metadata": self.meta.to_dict(), "spec": spec, "status": status}
+        spec = omit_empty(podCIDR=self.pod_cidr, podCIDRs=list(self.pod_cidrs),
+                          unschedulable=self.unschedulable)
+        status = omit_empty(
+            addresses=[{"type": a.type, "address": a.address} for a in self.addresses],
+            conditions=[c.to_dict() for c in self.conditions])
+        return self.object_dict(spec=spec, status=status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +105,10 @@ class ContainerPort:
     name: str = ""
     host_port: int = 0
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"containerPort": self.container_port, "protocol": self.protocol,
+                **omit_empty(name=self.name, hostPort=self.host_port)}
+
 
 @dataclass(frozen=True, slots=True)
 class Container:
@@ -137,14 +116,17 @@ class Container:
     image: str = ""
     ports: tuple[ContainerPort, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name,
+                **omit_empty(image=self.image, ports=[pt.to_dict() for pt in self.ports])}
+
 
 @dataclass(frozen=True, slots=True)
-class Pod:
-    KIND: ClassVar[str] = "Pod"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
-    NAMESPACED: ClassVar[bool] = True
+class Pod(ObjectView):
+    KIND = "Pod"
+    API_VERSIONS = ("v1",)
+    NAMESPACED = True
 
-    meta: ObjectMeta
     node_name: str = ""
     containers: tuple[Container, ...] = ()
     host_network: bool = False
@@ -152,20 +134,6 @@ class Pod:
     pod_ip: str = ""
     pod_ips: tuple[str, ...] = ()
     conditions: tuple[Condition, ...] = ()
-    api_version: str = "v1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
-
-    @property
-    def labels(self) -> FrozenMap[str, str]:
-        return self.meta.labels
 
     @property
     def terminating(self) -> bool:
@@ -191,12 +159,8 @@ class Pod:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> Pod:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a Pod object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=True)
-        spec = r.mapping("spec", required=True, what="an object with containers") or Reader(
-            {}, r.at("spec"), p)
+        r, api_version, meta = read_object(cls, obj, path)
+        spec = r.section("spec", required=True, what="an object with containers")
         containers = []
         for cr in spec.objects("containers", required=r.has("spec"), nonempty=True,
                                what="a container"):
@@ -213,81 +177,42 @@ class Pod:
                     host_port=pr.integer("hostPort", lo=1, hi=65535, what="a port number")))
             containers.append(Container(name=cr.string("name", required=True),
                                         image=cr.string("image"), ports=tuple(ports)))
-        status = r.mapping("status") or Reader({}, r.at("status"), p)
+        status = r.section("status")
         pod_ip = status.string("podIP")
         if pod_ip:
-            try:
-                parse_ip(pod_ip)
-            except ValueError as e:
-                status.error("podIP", str(e))
+            status.try_parse("podIP", parse_ip, pod_ip)
         pod_ips = []
         for ipr in status.objects("podIPs", what="an object with ip"):
             ip = ipr.string("ip", required=True)
-            try:
-                parse_ip(ip)
-            except ValueError as e:
-                ipr.error("ip", str(e))
+            ipr.try_parse("ip", parse_ip, ip)
             pod_ips.append(ip)
         pod = cls(meta=meta, node_name=spec.string("nodeName"), containers=tuple(containers),
                   host_network=spec.boolean("hostNetwork"),
                   phase=status.string("phase", choices=POD_PHASES), pod_ip=pod_ip,
                   pod_ips=tuple(pod_ips), conditions=parse_conditions(status),
                   api_version=api_version)
-        return dataclasses.replace(pod, warnings=p.check())
+        return dataclasses.replace(pod, warnings=r.problems.check())
 
     def to_dict(self) -> dict[str, Any]:
-        containers = []
-        for c in self.containers:
-            cd: dict[str, Any] = {"name": c.name}
-            if c.image:
-                cd["image"] = c.image
-            if c.ports:
-                cd["ports"] = [
-                    {"containerPort": pt.container_port, "protocol": pt.protocol}
-                    | ({"name": pt.name} if pt.name else {})
-                    | ({"hostPort": pt.host_port} if pt.host_port else {})
-                    for pt in c.ports]
-            containers.append(cd)
-        spec: dict[str, Any] = {"containers": containers}
-        if self.node_name:
-            spec["nodeName"] = self.node_name
-        if self.host_network:
-            spec["hostNetwork"] = True
-        status: dict[str, Any] = {}
-        if self.phase:
-            status["phase"] = self.phase
-        if self.pod_ip:
-            status["podIP"] = self.pod_ip
-        if self.pod_ips:
-            status["podIPs"] = [{"ip": ip} for ip in self.pod_ips]
-        if self.conditions:
-            status["conditions"] = [c.to_dict() for c in self.conditions]
-        return {"apiVersion": self.api_version, "kind": self.KIND,
-                "metadata": self.meta.to_dict(), "spec": spec, "status": status}
+        spec = {"containers": [c.to_dict() for c in self.containers],
+                **omit_empty(nodeName=self.node_name, hostNetwork=self.host_network)}
+        status = omit_empty(phase=self.phase, podIP=self.pod_ip,
+                            podIPs=[{"ip": ip} for ip in self.pod_ips],
+                            conditions=[c.to_dict() for c in self.conditions])
+        return self.object_dict(spec=spec, status=status)
 
 
 @dataclass(frozen=True, slots=True)
-class Lease:
-    KIND: ClassVar[str] = "Lease"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("coordination.k8s.io/v1",)
-    NAMESPACED: ClassVar[bool] = True
+class Lease(ObjectView):
+    KIND = "Lease"
+    API_VERSIONS = ("coordination.k8s.io/v1",)
+    NAMESPACED = True
 
-    meta: ObjectMeta
     holder_identity: str | None = None
     lease_duration_seconds: int | None = None
     acquire_time: datetime | None = None
     renew_time: datetime | None = None
     lease_transitions: int | None = None
-    api_version: str = "coordination.k8s.io/v1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
 
     def expired(self, now: datetime) -> bool:
         """True if nobody holds it or its holder has not renewed within the duration."""
@@ -298,11 +223,8 @@ class Lease:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> Lease:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a Lease object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=True)
-        spec = r.mapping("spec") or Reader({}, r.at("spec"), p)
+        r, api_version, meta = read_object(cls, obj, path)
+        spec = r.section("spec")
         lease = cls(
             meta=meta,
             holder_identity=spec.opt_string("holderIdentity"),
@@ -313,26 +235,16 @@ class Lease:
             lease_transitions=spec.opt_integer("leaseTransitions", lo=0),
             api_version=api_version,
         )
-        return dataclasses.replace(lease, warnings=p.check())
+        return dataclasses.replace(lease, warnings=r.problems.check())
 
     def to_dict(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {}
-        if self.holder_identity is not None:
-            spec["holderIdentity"] = self.holder_identity
-        if self.lease_duration_seconds is not None:
-            spec["leaseDurationSeconds"] = self.lease_duration_seconds
-        if self.acquire_time is not None:
-            spec["acquireTime"] = format_micro_time(self.acquire_time)
-        if self.renew_time is not None:
-            spec["renewTime"] = format_micro_time(self.renew_time)
-        if self.lease_transitions is not None:
-            spec["leaseTransitions"] = self.lease_transitions
-        return {"apiVersion": self.api_version, "kind": self.KIND,
-                "metadata": self.meta.to_dict(), "spec": spec}
+        return self.object_dict(spec=omit_none(
+            holderIdentity=self.holder_identity,
+            leaseDurationSeconds=self.lease_duration_seconds,
+            acquireTime=_opt_micro_time(self.acquire_time),
+            renewTime=_opt_micro_time(self.renew_time),
+            leaseTransitions=self.lease_transitions))
 
 
-def _cidr(r: Reader, path: str, text: str) -> None:
-    try:
-        parse_cidr(text)
-    except ValueError as e:
-        r.problems.error(path, str(e))
+def _opt_micro_time(dt: datetime | None) -> str | None:
+    return None if dt is None else format_micro_time(dt)

@@ -10,15 +10,16 @@ default) for every field of the wrong type or out of range. At the end the parse
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from hexlane.model.errors import InputError, Problem, join_path
-from hexlane.model.selectors import label_key_problem, label_value_problem
+from hexlane.model.selectors import LabelSelector, label_key_problem, label_value_problem
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 class FrozenMap(Mapping[K, V]):
@@ -92,6 +93,15 @@ class Problems:
 
     def absorb(self, err: InputError) -> None:
         self.items.extend(err.problems)
+
+    def try_parse(self, path: str, parse: Callable[[str], T], text: str) -> T | None:
+        """`parse(text)` (an address, a CIDR, ...), or None with its ValueError recorded as
+        an error at path."""
+        try:
+            return parse(text)
+        except ValueError as e:
+            self.error(path, str(e))
+            return None
 
     @property
     def has_errors(self) -> bool:
@@ -170,6 +180,10 @@ class Reader:
     def warn(self, key: str, message: str) -> None:
         self.problems.warn(self.at(key), message)
 
+    def try_parse(self, key: str, parse: Callable[[str], T], text: str) -> T | None:
+        """`Problems.try_parse` for the field at key (`text` is its value, already read)."""
+        return self.problems.try_parse(self.at(key), parse, text)
+
     def _missing(self, key: str, required: bool, what: str) -> bool:
         """True if the field is absent or null; records a problem if it was required."""
         if self.raw.get(key) is None:
@@ -178,20 +192,27 @@ class Reader:
             return True
         return False
 
+    def _value(self, key: str, types: type | tuple[type, ...], what: str, *,
+               required: bool = False, bool_hint: str = "") -> Any:
+        """The value at key if it is of `types`; None when it is absent or null (a problem if
+        required) or of another type (a problem saying what was expected, with `bool_hint`
+        added when it is a boolean)."""
+        if self._missing(key, required, what):
+            return None
+        v = self.raw[key]
+        if not _is(v, types):
+            hint = bool_hint if isinstance(v, bool) else ""
+            self.error(key, f"expected {what}, got {describe(v)}{hint}")
+            return None
+        return v
+
     # --- scalars -----------------------------------------------------------------------
 
     def opt_string(self, key: str, *, what: str = "a string",
                    choices: Iterable[str] | None = None) -> str | None:
-        v = self.raw.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, str):
-            hint = ""
-            if isinstance(v, bool):
-                hint = " (YAML reads unquoted yes/no/true/false/on/off as booleans: quote it)"
-            self.error(key, f"expected {what}, got {describe(v)}{hint}")
-            return None
-        if choices is not None:
+        v = self._value(key, str, what, bool_hint=" (YAML reads unquoted "
+                        "yes/no/true/false/on/off as booleans: quote it)")
+        if v is not None and choices is not None:
             allowed = tuple(choices)
             if v not in allowed:
                 self.error(key, f"unsupported value {v!r}: expected one of "
@@ -208,11 +229,8 @@ class Reader:
 
     def opt_integer(self, key: str, *, lo: int | None = None, hi: int | None = None,
                     what: str = "an integer") -> int | None:
-        v = self.raw.get(key)
+        v = self._value(key, int, what)
         if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.error(key, f"expected {what}, got {describe(v)}")
             return None
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             rng = (f"between {lo} and {hi}" if lo is not None and hi is not None
@@ -230,13 +248,7 @@ class Reader:
         return default if v is None else v
 
     def opt_boolean(self, key: str) -> bool | None:
-        v = self.raw.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, bool):
-            self.error(key, f"expected a boolean (true or false), got {describe(v)}")
-            return None
-        return v
+        return self._value(key, bool, "a boolean (true or false)")
 
     def boolean(self, key: str, default: bool = False) -> bool:
         v = self.opt_boolean(key)
@@ -244,35 +256,28 @@ class Reader:
 
     def opt_time(self, key: str) -> datetime | None:
         v = self.raw.get(key)
-        if v is None:
-            return None
-        try:
-            return parse_time(v)
-        except ValueError as e:
-            self.error(key, str(e))
-            return None
+        return None if v is None else self.try_parse(key, parse_time, v)
 
     # --- containers --------------------------------------------------------------------
 
     def mapping(self, key: str, *, required: bool = False,
                 what: str = "an object") -> Reader | None:
         """The nested object at key; None when absent, null or not an object."""
-        if self._missing(key, required, what):
-            return None
-        v = self.raw[key]
-        if not isinstance(v, Mapping):
-            self.error(key, f"expected {what}, got {describe(v)}")
-            return None
-        return Reader(v, self.at(key), self.problems)
+        v = self._value(key, Mapping, what, required=required)
+        return None if v is None else Reader(v, self.at(key), self.problems)
+
+    def section(self, key: str, *, required: bool = False,
+                what: str = "an object") -> Reader:
+        """The nested object at key, or an empty reader at its path when it is absent, null
+        or not an object (the problem recorded), so that callers read defaults from it."""
+        found = self.mapping(key, required=required, what=what)
+        return Reader({}, self.at(key), self.problems) if found is None else found
 
     def opt_list(self, key: str, *, required: bool = False, nonempty: bool = False,
                  what: str = "a list") -> list[tuple[Any, str]] | None:
         """Items of the list at key with their paths; None when absent or not a list."""
-        if self._missing(key, required, what):
-            return None
-        v = self.raw[key]
-        if not isinstance(v, list | tuple):
-            self.error(key, f"expected {what}, got {describe(v)}")
+        v = self._value(key, (list, tuple), what, required=required)
+        if v is None:
             return None
         if nonempty and not v:
             self.error(key, f"expected {what} with at least one entry, got an empty list")
@@ -282,36 +287,31 @@ class Reader:
     def objects(self, key: str, *, required: bool = False, nonempty: bool = False,
                 what: str = "an object") -> list[Reader]:
         """Readers for a list of objects; items that are not objects become problems."""
-        items = self.opt_list(key, required=required, nonempty=nonempty,
-                              what=_list_of(what))
-        out: list[Reader] = []
-        for item, path in items or []:
-            if not isinstance(item, Mapping):
-                self.problems.error(path, f"expected {what}, got {describe(item)}")
-                continue
-            out.append(Reader(item, path, self.problems))
-        return out
+        return [Reader(item, path, self.problems) for item, path in
+                self._items(key, Mapping, required=required, nonempty=nonempty, what=what)]
 
     def strings(self, key: str, *, required: bool = False, nonempty: bool = False,
                 what: str = "a string") -> list[tuple[str, str]]:
         """(value, path) of each string in a list of strings."""
-        items = self.opt_list(key, required=required, nonempty=nonempty,
-                              what=_list_of(what))
-        out: list[tuple[str, str]] = []
-        for item, path in items or []:
-            if not isinstance(item, str):
+        return self._items(key, str, required=required, nonempty=nonempty, what=what)
+
+    def _items(self, key: str, types: type, *, required: bool, nonempty: bool,
+               what: str) -> list[tuple[Any, str]]:
+        """(item, path) of each item of the list at key that is of `types` (each `what`);
+        the other items become problems."""
+        out: list[tuple[Any, str]] = []
+        for item, path in self.opt_list(key, required=required, nonempty=nonempty,
+                                        what=_list_of(what)) or []:
+            if _is(item, types):
+                out.append((item, path))
+            else:
                 self.problems.error(path, f"expected {what}, got {describe(item)}")
-                continue
-            out.append((item, path))
         return out
 
     def string_map(self, key: str, *, what: str = "a map of string to string"
                    ) -> FrozenMap[str, str]:
-        v = self.raw.get(key)
+        v = self._value(key, Mapping, what)
         if v is None:
-            return EMPTY
-        if not isinstance(v, Mapping):
-            self.error(key, f"expected {what}, got {describe(v)}")
             return EMPTY
         out: dict[str, str] = {}
         for k, val in v.items():
@@ -339,6 +339,12 @@ class Reader:
                 good[k] = val
         return FrozenMap(good) if len(good) != len(m) else m
 
+    def selector(self, key: str) -> LabelSelector | None:
+        """The label selector at key: None when absent or null (nil) and when bad (the
+        problems recorded), `LabelSelector()` for `{}`."""
+        raw = self.raw.get(key)
+        return None if raw is None else parse_selector(raw, self.at(key), self.problems)
+
     def unknown_fields(self, known: Iterable[str], *, what: str) -> None:
         """Warn about fields this parser does not know (typos like `block:` for `blocks:`)."""
         allowed = set(known)
@@ -346,6 +352,22 @@ class Reader:
             if k not in allowed:
                 self.problems.warn(self.at(str(k)), f"unknown field {k!r} in {what} "
                                    f"(known: {', '.join(sorted(allowed))}); it is ignored")
+
+
+def parse_selector(raw: Any, path: str, problems: Problems) -> LabelSelector | None:
+    """`LabelSelector.parse`, its problems recorded in `problems` (None then) not raised."""
+    try:
+        return LabelSelector.parse(raw, path)
+    except InputError as e:
+        problems.absorb(e)
+        return None
+
+
+def _is(value: Any, types: type | tuple[type, ...]) -> bool:
+    """isinstance, except that a boolean is only a boolean (YAML's true is not the integer 1)."""
+    if isinstance(value, bool):
+        return types is bool
+    return isinstance(value, types)
 
 
 def _list_of(what: str) -> str:

@@ -12,16 +12,18 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
-from hexlane.model.errors import Problem, join_path
+from hexlane.model.errors import join_path
 from hexlane.model.meta import (
+    SPEC_STATUS_FIELDS,
     Condition,
-    ObjectMeta,
-    check_type,
+    ObjectView,
     dns_label_problem,
+    omit_empty,
     parse_conditions,
+    read_object,
 )
 from hexlane.model.netaddr import parse_cidr, parse_ip
 from hexlane.model.reader import FrozenMap, Problems, Reader
@@ -111,15 +113,9 @@ class ServicePort:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"port": self.port, "protocol": self.protocol,
-                             "targetPort": self.target_port}
-        if self.name:
-            d["name"] = self.name
-        if self.node_port:
-            d["nodePort"] = self.node_port
-        if self.app_protocol:
-            d["appProtocol"] = self.app_protocol
-        return d
+        return {"port": self.port, "protocol": self.protocol, "targetPort": self.target_port,
+                **omit_empty(name=self.name, nodePort=self.node_port,
+                             appProtocol=self.app_protocol)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,33 +128,23 @@ class LoadBalancerIngress:
     def parse_from(cls, r: Reader) -> LoadBalancerIngress:
         ip = r.string("ip", what="an IP address")
         if ip:
-            try:
-                parse_ip(ip)
-            except ValueError as e:
-                r.error("ip", str(e))
+            r.try_parse("ip", parse_ip, ip)
         return cls(ip=ip, hostname=r.string("hostname"),
                    ip_mode=r.string("ipMode", choices=("VIP", "Proxy")))
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {}
-        if self.ip:
-            d["ip"] = self.ip
-        if self.hostname:
-            d["hostname"] = self.hostname
-        if self.ip_mode:
-            d["ipMode"] = self.ip_mode
-        return d
+        return omit_empty(ip=self.ip, hostname=self.hostname, ipMode=self.ip_mode)
 
 
 @dataclass(frozen=True, slots=True)
-class Service:
+class Service(ObjectView):
     """A Service; `selector` is None when the Service has none (endpoints managed by hand)."""
 
-    KIND: ClassVar[str] = "Service"
-    API_VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
-    NAMESPACED: ClassVar[bool] = True
+    KIND = "Service"
+    API_VERSIONS = ("v1",)
+    NAMESPACED = True
+    NAME_RULE = "dns1035"
 
-    meta: ObjectMeta
     type: str = "ClusterIP"
     selector: FrozenMap[str, str] | None = None
     ports: tuple[ServicePort, ...] = ()
@@ -180,24 +166,6 @@ class Service:
     publish_not_ready_addresses: bool = False
     ingress: tuple[LoadBalancerIngress, ...] = ()
     conditions: tuple[Condition, ...] = ()
-    api_version: str = "v1"
-    warnings: tuple[Problem, ...] = field(default=(), compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
-
-    @property
-    def labels(self) -> FrozenMap[str, str]:
-        return self.meta.labels
-
-    @property
-    def annotations(self) -> FrozenMap[str, str]:
-        return self.meta.annotations
 
     @property
     def headless(self) -> bool:
@@ -209,12 +177,10 @@ class Service:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], path: str = "") -> Service:
-        p = Problems()
-        r = Reader.root(obj, path, p, what="a Service object")
-        api_version = check_type(r, cls.KIND, cls.API_VERSIONS)
-        meta = ObjectMeta.parse_from(r, namespaced=True, name_rule="dns1035")
-        r.unknown_fields(("apiVersion", "kind", "metadata", "spec", "status"), what="a Service")
-        spec = r.mapping("spec") or Reader({}, r.at("spec"), p)
+        r, api_version, meta = read_object(cls, obj, path)
+        p = r.problems
+        r.unknown_fields(SPEC_STATUS_FIELDS, what="a Service")
+        spec = r.section("spec")
         spec.unknown_fields(SPEC_FIELDS, what="a Service spec")
         svc_type = spec.string("type", default="ClusterIP", choices=SERVICE_TYPES)
 
@@ -228,28 +194,25 @@ class Service:
         _check_ports(spec, ports)
 
         if cluster_ip and cluster_ip != "None":
-            _check_ip(spec, "clusterIP", cluster_ip)
+            spec.try_parse("clusterIP", parse_ip, cluster_ip)
         cluster_ips = []
         for ip, ip_path in spec.strings("clusterIPs", what="an IP address"):
             if ip != "None":
-                _check_ip_at(p, ip_path, ip)
+                p.try_parse(ip_path, parse_ip, ip)
             cluster_ips.append(ip)
         if cluster_ip and cluster_ips and cluster_ips[0] != cluster_ip:
             spec.error("clusterIPs", f"clusterIPs[0] {cluster_ips[0]!r} must equal clusterIP "
                                      f"{cluster_ip!r}")
         external_ips = []
         for ip, ip_path in spec.strings("externalIPs", what="an IP address"):
-            _check_ip_at(p, ip_path, ip)
+            p.try_parse(ip_path, parse_ip, ip)
             external_ips.append(ip)
         lb_ip = spec.string("loadBalancerIP", what="an IP address")
         if lb_ip:
-            _check_ip(spec, "loadBalancerIP", lb_ip)
+            spec.try_parse("loadBalancerIP", parse_ip, lb_ip)
         ranges = []
         for cidr, cidr_path in spec.strings("loadBalancerSourceRanges", what="a CIDR"):
-            try:
-                parse_cidr(cidr.strip())
-            except ValueError as e:
-                p.error(cidr_path, str(e))
+            p.try_parse(cidr_path, parse_cidr, cidr.strip())
             ranges.append(cidr)
 
         etp = spec.string("externalTrafficPolicy", default="Cluster",
@@ -328,16 +291,9 @@ class Service:
         spec: dict[str, Any] = {"type": self.type}
         if self.selector is not None:
             spec["selector"] = self.selector.to_dict()
-        if self.ports:
-            spec["ports"] = [pt.to_dict() for pt in self.ports]
-        if self.cluster_ip:
-            spec["clusterIP"] = self.cluster_ip
-        if self.cluster_ips:
-            spec["clusterIPs"] = list(self.cluster_ips)
-        if self.external_ips:
-            spec["externalIPs"] = list(self.external_ips)
-        if self.load_balancer_ip:
-            spec["loadBalancerIP"] = self.load_balancer_ip
+        spec |= omit_empty(ports=[pt.to_dict() for pt in self.ports], clusterIP=self.cluster_ip,
+                           clusterIPs=list(self.cluster_ips), externalIPs=list(self.external_ips),
+                           loadBalancerIP=self.load_balancer_ip)
         if self.load_balancer_class is not None:
             spec["loadBalancerClass"] = self.load_balancer_class
         if self.load_balancer_source_ranges:
@@ -354,33 +310,13 @@ class Service:
             spec["ipFamilyPolicy"] = self.ip_family_policy
         if not self.allocate_load_balancer_node_ports:
             spec["allocateLoadBalancerNodePorts"] = False
-        if self.health_check_node_port:
-            spec["healthCheckNodePort"] = self.health_check_node_port
-        if self.external_name:
-            spec["externalName"] = self.external_name
-        if self.publish_not_ready_addresses:
-            spec["publishNotReadyAddresses"] = True
-        d: dict[str, Any] = {"apiVersion": self.api_version, "kind": self.KIND,
-                             "metadata": self.meta.to_dict(), "spec": spec}
-        status: dict[str, Any] = {}
-        if self.ingress:
-            status["loadBalancer"] = {"ingress": [i.to_dict() for i in self.ingress]}
-        if self.conditions:
-            status["conditions"] = [c.to_dict() for c in self.conditions]
-        if status:
-            d["status"] = status
-        return d
-
-
-def _check_ip(r: Reader, key: str, ip: str) -> None:
-    _check_ip_at(r.problems, r.at(key), ip)
-
-
-def _check_ip_at(p: Problems, path: str, ip: str) -> None:
-    try:
-        parse_ip(ip)
-    except ValueError as e:
-        p.error(path, str(e))
+        spec |= omit_empty(healthCheckNodePort=self.health_check_node_port,
+                           externalName=self.external_name,
+                           publishNotReadyAddresses=self.publish_not_ready_addresses)
+        status = omit_empty(
+            loadBalancer=omit_empty(ingress=[i.to_dict() for i in self.ingress]),
+            conditions=[c.to_dict() for c in self.conditions])
+        return self.object_dict(spec=spec, **omit_empty(status=status))
 
 
 def _check_ports(spec: Reader, ports: tuple[ServicePort, ...]) -> None:

@@ -5,7 +5,7 @@
  * it (client -> frontend), remembering the backend so later packets keep it; and CT_F_REPLY
  * keyed by the tuple after DNAT (client -> backend), so a reply (backend -> client) finds the
  * service's reverse NAT. The LRU evicts idle flows under pressure; the agent expires the rest
- * by last_seen_ns (hexlane.datapath.conntrack), sooner once a FIN or RST marked them closing.
+ * by last_seen_ns (hexlane.datapath.lb.conntrack), sooner once a FIN or RST marked them closing.
  */
 #ifndef HEXLANE_CONNTRACK_H
 #define HEXLANE_CONNTRACK_H
@@ -14,27 +14,28 @@
 #include "hexlane_maps.h"
 #include "parse.h"
 
-static __always_inline void hl_ct_key_forward(struct ct4_key *key, const struct pkt4 *p, __u8 flags)
+static __always_inline void hl_ct_key(struct ct4_key *key, __be32 saddr, __be32 daddr,
+				     __be16 sport, __be16 dport, __u8 proto, __u8 flags)
 {
-	key->saddr = p->saddr;
-	key->daddr = p->daddr;
-	key->sport = p->sport;
-	key->dport = p->dport;
-	key->proto = p->proto;
+	key->saddr = saddr;
+	key->daddr = daddr;
+	key->sport = sport;
+	key->dport = dport;
+	key->proto = proto;
 	key->flags = flags;
 	key->pad = 0;
+}
+
+/* The key of a packet's own tuple, as it came. */
+static __always_inline void hl_ct_key_forward(struct ct4_key *key, const struct pkt4 *p, __u8 flags)
+{
+	hl_ct_key(key, p->saddr, p->daddr, p->sport, p->dport, p->proto, flags);
 }
 
 /* The CT_F_REPLY key a reply packet (backend -> client) belongs to. */
 static __always_inline void hl_ct_key_reply(struct ct4_key *key, const struct pkt4 *p)
 {
-	key->saddr = p->daddr;
-	key->daddr = p->saddr;
-	key->sport = p->dport;
-	key->dport = p->sport;
-	key->proto = p->proto;
-	key->flags = CT_F_REPLY;
-	key->pad = 0;
+	hl_ct_key(key, p->daddr, p->saddr, p->dport, p->sport, p->proto, CT_F_REPLY);
 }
 
 #define HL_TCP_FIN 0x01

@@ -96,24 +96,6 @@
 #define SNAT_PORT_MAX 60999
 #define SNAT_PORT_TRIES 16
 
-/* Why a packet was dropped: index into the drop counter map. */
-enum hl_drop_reason {
-	HL_DROP_NONE = 0,
-	HL_DROP_TRUNCATED = 1,       /* shorter than the headers it announces */
-	HL_DROP_INVALID_IP = 2,      /* IPv4 header malformed (version, ihl, total length) */
-	HL_DROP_INVALID_L4 = 3,      /* TCP/UDP header malformed (TCP data offset) */
-	HL_DROP_NO_BACKEND = 4,      /* service has no backend: rejected */
-	HL_DROP_BACKEND_MISSING = 5, /* chosen slot names no backend (map out of sync) */
-	HL_DROP_WRITE = 6,           /* packet rewrite failed */
-	HL_DROP_CSUM = 7,            /* checksum update failed */
-	HL_DROP_CT_CREATE = 8,       /* conntrack map full or update failed */
-	HL_DROP_REPLY_NAT = 9,       /* reply matched conntrack but its reverse NAT is missing */
-	HL_DROP_SNAT_PORTS = 10,     /* NodePort SNAT found no free NAT port */
-	HL_DROP_DSR_OPT = 11,        /* a DSR option that is malformed or truncated */
-	HL_DROP_NO_NODE_IP = 12,     /* SNAT needed but the agent set no node address */
-	HL_DROP_MAX = 16,
-};
-
 struct lb4_key {
 	__be32 address;     /* frontend address */
 	__be16 dport;       /* frontend port */
@@ -196,32 +178,14 @@ struct lb_affinity_val {
 	__u32 pad;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct lb4_key);
-	__type(value, struct lb4_service);
-	__uint(max_entries, LB_MAP_MAX_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_lb4_services SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_HASH, struct lb4_key, struct lb4_service,
+	      LB_MAP_MAX_ENTRIES, BPF_F_NO_PREALLOC) hl_lb4_services SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u32);
-	__type(value, struct lb4_backend);
-	__uint(max_entries, LB_MAP_MAX_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_lb4_backends SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_HASH, __u32, struct lb4_backend,
+	      LB_MAP_MAX_ENTRIES, BPF_F_NO_PREALLOC) hl_lb4_backends SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u16);
-	__type(value, struct lb4_reverse_nat);
-	__uint(max_entries, LB_MAP_MAX_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_lb4_revnat SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_HASH, __u16, struct lb4_reverse_nat,
+	      LB_MAP_MAX_ENTRIES, BPF_F_NO_PREALLOC) hl_lb4_revnat SEC(".maps");
 
 /* The inner map of hl_lb4_maglev: one entry holding one service's whole table, so the agent
  * swaps a service's table atomically by pointing the outer entry at a new inner map.
@@ -243,23 +207,12 @@ struct {
 	__array(values, struct hl_lb4_maglev_inner);
 } hl_lb4_maglev SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct ct4_key);
-	__type(value, struct ct4_entry);
-	__uint(max_entries, CT_MAP_MAX_ENTRIES);
-	/* per-CPU LRU lists: new flows on different CPUs do not contend for one lock */
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_ct4 SEC(".maps");
+/* per-CPU LRU lists: new flows on different CPUs do not contend for one lock */
+HL_PINNED_MAP(BPF_MAP_TYPE_LRU_HASH, struct ct4_key, struct ct4_entry,
+	      CT_MAP_MAX_ENTRIES, BPF_F_NO_COMMON_LRU) hl_ct4 SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct lb4_affinity_key);
-	__type(value, struct lb_affinity_val);
-	__uint(max_entries, LB_MAP_MAX_ENTRIES);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_lb4_affinity SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_LRU_HASH, struct lb4_affinity_key, struct lb_affinity_val,
+	      LB_MAP_MAX_ENTRIES, 0) hl_lb4_affinity SEC(".maps");
 
 /* Which backends belong to which service: an affinity entry only counts while its backend is
  * still one of the service's (Cilium's cilium_lb_affinity_match); the agent keeps it.
@@ -270,29 +223,13 @@ struct lb_affinity_match {
 	__u16 pad;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct lb_affinity_match);
-	__type(value, __u8);
-	__uint(max_entries, LB_MAP_MAX_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_lb_aff_match SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_HASH, struct lb_affinity_match, __u8,
+	      LB_MAP_MAX_ENTRIES, BPF_F_NO_PREALLOC) hl_lb_aff_match SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, struct lb_node_config);
-	__uint(max_entries, 1);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_lb_config SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, struct lb_node_config,
+	      1, 0) hl_lb_config SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, HL_DROP_MAX);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_drops SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, __u64,
+	      HL_DROP_MAX, 0) hl_drops SEC(".maps");
 
 #endif /* HEXLANE_MAPS_H */

@@ -21,8 +21,8 @@
  * hl_to_netdev / hl_to_overlay / hl_to_pod (egress of the LAN interface, the VXLAN device,
  *   every pod veth): replies that a host-network backend of this node sends from the node's
  *   own stack are turned back.
- * hl_from_client / hl_to_client: the plain pair (every frontend, EXT scope, DNAT only; the
- *   reverse on the way back), for a node that is just a router between clients and backends.
+ * Each program is one struct hl_hook given to the shared body, hl_lb4_hook; what is not the
+ * program's goes on to the next filter (TC_ACT_UNSPEC).
  *
  * A service without backends rejects the packet with ICMP port unreachable (icmp.h), counted
  * as HL_DROP_NO_BACKEND. Malformed or truncated packets are dropped and counted by reason in
@@ -38,9 +38,28 @@
 #include "icmp.h"
 #include "nat.h"
 
-#ifndef TC_ACT_UNSPEC
-#define TC_ACT_UNSPEC (-1)
-#endif
+/* What each attach point does (one program per attach point; the shared body is hl_lb4_hook). */
+struct hl_hook {
+	/* Replies of translated flows: HL_REPLIES_SEND turns them back and sends them on by the
+	 * FIB, HL_REPLIES_PASS turns them back on their way out of a device (and only that).
+	 */
+	__u8 replies;
+	/* Which packets to a frontend are translated here: none, those from inside the cluster
+	 * (the INT scope, any frontend), or those from outside (the EXT scope, external
+	 * frontends; SNAT or DSR for a backend on another node).
+	 */
+	__u8 frontends;
+	bool dsr;     /* DSR packets for a local backend arrive here (from another node) */
+	bool ingress; /* an ingress hook: only there may a packet go straight into a pod */
+};
+
+#define HL_REPLIES_NONE 0
+#define HL_REPLIES_SEND 1
+#define HL_REPLIES_PASS 2
+
+#define HL_FRONTENDS_NONE     0
+#define HL_FRONTENDS_INTERNAL 1
+#define HL_FRONTENDS_EXTERNAL 2
 
 /* A reply turned back by hl_lb4_reverse, sent where its (new) destination is: an SNAT
  * reply now goes to the client, a hairpin reply to the pod itself, any other to its pod.
@@ -55,38 +74,10 @@ static __always_inline int hl_reply_redirect(struct __sk_buff *skb, const struct
 	return hl_fib_redirect(skb, daddr, p->proto, false, !ingress);
 }
 
-#define HL_WIRE_NONE (-2) /* none of the packets hl_from_wire handles: a tc verdict else */
-
-/* What a packet arriving from another node may be (on the LAN interface or out of the
- * tunnel): the reply of a flow this node translated, or a DSR packet for a local backend.
+/* Every program's body: replies first, then DSR packets, then packets to a frontend. Returns
+ * a tc verdict.
  */
-static __always_inline int hl_from_wire(struct __sk_buff *skb, struct pkt4 *p)
-{
-	int ret;
-
-	ret = hl_lb4_reverse(skb, p);
-	if (ret < 0)
-		return hl_drop(-ret);
-	if (ret > 0)
-		return hl_reply_redirect(skb, p, true);
-	ret = hl_dsr_accept(skb, p);
-	if (ret < 0)
-		return hl_drop(-ret);
-	/* Straight into the backend's namespace: the client's address is kept, and when the
-	 * client is this node itself the input route check would drop it (a local source).
-	 */
-	if (ret > 0)
-		return hl_fib_redirect(skb, p->daddr, p->proto, true, false);
-	return HL_WIRE_NONE;
-}
-
-/* The shared body: reverse first, then forward. Returns a tc verdict; `pass` is what "none
- * of ours" returns, `redirect` whether translated packets go out by the FIB, `ingress`
- * whether the hook is an ingress one (only there may a packet go straight into a pod's
- * namespace: bpf_redirect_peer).
- */
-static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, bool reverse,
-					 bool redirect, bool ingress, int pass)
+static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_hook hook)
 {
 	const struct lb4_service *svc;
 	struct lb4_key key = {};
@@ -94,183 +85,103 @@ static __always_inline int hl_lb4_handle(struct __sk_buff *skb, bool internal, b
 	__be32 daddr = 0;
 	int verdict = TC_ACT_OK;
 	bool local = false;
+	bool external = hook.frontends == HL_FRONTENDS_EXTERNAL;
 	int ret;
 
 	ret = hl_parse_ipv4(skb, &p);
 	if (ret == PARSE_PASS)
-		return pass;
+		return TC_ACT_UNSPEC;
 	if (ret < 0)
 		return hl_drop(-ret);
 
-	if (reverse) {
+	if (hook.replies != HL_REPLIES_NONE) {
 		ret = hl_lb4_reverse(skb, &p);
 		if (ret < 0)
 			return hl_drop(-ret);
+		if (hook.replies == HL_REPLIES_PASS)
+			return TC_ACT_UNSPEC;
 		/* By the FIB, not the kernel's forwarding: a NodePort reply now has the node's
 		 * own address as source, which the input route check would reject. A hairpin
 		 * reply's destination changed too: read it again.
 		 */
 		if (ret > 0)
-			return hl_reply_redirect(skb, &p, ingress);
+			return hl_reply_redirect(skb, &p, hook.ingress);
 	}
-
-	key.address = p.daddr;
-	key.dport = p.dport;
-	key.proto = p.proto;
-	svc = hl_lb4_lookup_scoped(&key, internal);
-	if (!svc) {
-		if (reverse)
-			hl_ct_forget_stale_reply(&p);
-		return pass;
+	if (hook.dsr) {
+		ret = hl_dsr_accept(skb, &p);
+		if (ret < 0)
+			return hl_drop(-ret);
+		/* Straight into the backend's namespace: the client's address is kept, and when
+		 * the client is this node itself the input route check would drop it (a local
+		 * source).
+		 */
+		if (ret > 0)
+			return hl_fib_redirect(skb, p.daddr, p.proto, true, false);
 	}
-
-	ret = hl_lb4_translate(skb, &p, &key, svc, false, &daddr, &verdict, &local);
-	if (ret < 0)
-		return hl_drop(-ret);
-	if (ret == HL_REJECTED)
-		return verdict;
-	return redirect ? hl_fib_redirect(skb, daddr, p.proto, ingress && local, !ingress)
-			: TC_ACT_OK;
-}
-
-SEC("tc")
-int hl_from_netdev(struct __sk_buff *skb)
-{
-	const struct lb4_service *svc;
-	struct lb4_key key = {};
-	struct pkt4 p = {};
-	__be32 daddr = 0;
-	int verdict = TC_ACT_OK;
-	bool local = false;
-	int ret;
-
-	ret = hl_parse_ipv4(skb, &p);
-	if (ret == PARSE_PASS)
-		return TC_ACT_UNSPEC;
-	if (ret < 0)
-		return hl_drop(-ret);
-
-	ret = hl_from_wire(skb, &p);
-	if (ret != HL_WIRE_NONE)
-		return ret;
-
-	key.address = p.daddr;
-	key.dport = p.dport;
-	key.proto = p.proto;
-	svc = hl_lb4_lookup_scoped(&key, false);
-	if (!svc || !hl_lb4_is_external(svc)) {
+	if (hook.frontends == HL_FRONTENDS_NONE) {
 		hl_ct_forget_stale_reply(&p);
 		return TC_ACT_UNSPEC;
 	}
 
-	ret = hl_lb4_translate(skb, &p, &key, svc, true, &daddr, &verdict, &local);
+	key.address = p.daddr;
+	key.dport = p.dport;
+	key.proto = p.proto;
+	svc = hl_lb4_lookup_scoped(&key, hook.frontends == HL_FRONTENDS_INTERNAL);
+	if (!svc || (external && !hl_lb4_is_external(svc))) {
+		if (hook.replies != HL_REPLIES_NONE)
+			hl_ct_forget_stale_reply(&p);
+		return TC_ACT_UNSPEC;
+	}
+
+	ret = hl_lb4_translate(skb, &p, &key, svc, external, &daddr, &verdict, &local);
 	if (ret < 0)
 		return hl_drop(-ret);
 	if (ret == HL_REJECTED)
 		return verdict;
-	return hl_fib_redirect(skb, daddr, p.proto, local, false);
+	return hl_fib_redirect(skb, daddr, p.proto, hook.ingress && local, !hook.ingress);
 }
+
+/* One program per attach point: its name, and what it does there (struct hl_hook). */
+#define HL_PROGRAM(name, ...)							\
+	SEC("tc") int name(struct __sk_buff *skb)				\
+	{									\
+		return hl_lb4_hook(skb, (struct hl_hook){ __VA_ARGS__ });	\
+	}
+
+HL_PROGRAM(hl_from_netdev, .replies = HL_REPLIES_SEND, .dsr = true,
+	   .frontends = HL_FRONTENDS_EXTERNAL, .ingress = true)
 
 /* Ingress of the tunnel device (routingMode: tunnel): pod traffic between nodes arrives
  * here decapsulated, so replies to flows a pod or the node sent to a backend on another node
  * are turned back here, and DSR packets for a local backend come this way too.
  */
-SEC("tc")
-int hl_from_overlay(struct __sk_buff *skb)
-{
-	struct pkt4 p = {};
-	int ret;
+HL_PROGRAM(hl_from_overlay, .replies = HL_REPLIES_SEND, .dsr = true,
+	   .frontends = HL_FRONTENDS_NONE, .ingress = true)
 
-	ret = hl_parse_ipv4(skb, &p);
-	if (ret == PARSE_PASS)
-		return TC_ACT_UNSPEC;
-	if (ret < 0)
-		return hl_drop(-ret);
-	ret = hl_from_wire(skb, &p);
-	if (ret != HL_WIRE_NONE)
-		return ret;
-	hl_ct_forget_stale_reply(&p);
-	return TC_ACT_UNSPEC;
-}
+HL_PROGRAM(hl_from_pod, .replies = HL_REPLIES_SEND, .frontends = HL_FRONTENDS_INTERNAL,
+	   .ingress = true)
 
-SEC("tc")
-int hl_from_pod(struct __sk_buff *skb)
-{
-	return hl_lb4_handle(skb, true, true, true, true, TC_ACT_UNSPEC);
-}
-
-SEC("tc")
-int hl_from_host(struct __sk_buff *skb)
-{
-	return hl_lb4_handle(skb, true, false, true, false, TC_ACT_UNSPEC);
-}
+HL_PROGRAM(hl_from_host, .replies = HL_REPLIES_NONE, .frontends = HL_FRONTENDS_INTERNAL)
 
 /* Egress of the loopback device, which every packet of the node to one of its own addresses
  * takes: its connections to its own NodePorts are translated here (DNAT, then the FIB), and
  * replies that reach such a connection through the loopback (from a host-network backend of
  * this node) are turned back.
  */
-SEC("tc")
-int hl_from_lo(struct __sk_buff *skb)
-{
-	return hl_lb4_handle(skb, true, true, true, false, TC_ACT_UNSPEC);
-}
-
-SEC("tc")
-int hl_from_client(struct __sk_buff *skb)
-{
-	return hl_lb4_handle(skb, false, false, false, false, TC_ACT_OK);
-}
-
-/* Reverse translation only, for a packet already on its way out of a device: `pass` is the
- * verdict for everything (translated or not) that is not dropped.
- */
-static __always_inline int hl_reverse_only(struct __sk_buff *skb, int pass)
-{
-	struct pkt4 p = {};
-	int ret;
-
-	ret = hl_parse_ipv4(skb, &p);
-	if (ret == PARSE_PASS)
-		return pass;
-	if (ret < 0)
-		return hl_drop(-ret);
-	ret = hl_lb4_reverse(skb, &p);
-	if (ret < 0)
-		return hl_drop(-ret);
-	return pass;
-}
+HL_PROGRAM(hl_from_lo, .replies = HL_REPLIES_SEND, .frontends = HL_FRONTENDS_INTERNAL)
 
 /* Egress of the LAN interface: a reply of a host-network backend of this node (its socket
  * answers from the node's own stack) to a client outside, before it leaves (and before the
  * masquerade behind it).
  */
-SEC("tc")
-int hl_to_netdev(struct __sk_buff *skb)
-{
-	return hl_reverse_only(skb, TC_ACT_UNSPEC);
-}
+HL_PROGRAM(hl_to_netdev, .replies = HL_REPLIES_PASS)
 
 /* Egress of the VXLAN device: the same replies, to a pod on another node (tunnel mode). */
-SEC("tc")
-int hl_to_overlay(struct __sk_buff *skb)
-{
-	return hl_reverse_only(skb, TC_ACT_UNSPEC);
-}
+HL_PROGRAM(hl_to_overlay, .replies = HL_REPLIES_PASS)
 
 /* Egress of every pod's host-side veth: a reply of a host-network backend of this node to
  * a pod of this node (replies from elsewhere were turned back where they came in).
  */
-SEC("tc")
-int hl_to_pod(struct __sk_buff *skb)
-{
-	return hl_reverse_only(skb, TC_ACT_UNSPEC);
-}
-
-SEC("tc")
-int hl_to_client(struct __sk_buff *skb)
-{
-	return hl_reverse_only(skb, TC_ACT_OK);
-}
+HL_PROGRAM(hl_to_pod, .replies = HL_REPLIES_PASS)
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -15,42 +15,17 @@
  * this program's job. The programs sit behind the load balancer's (tc priority 2 after 1),
  * which hands on what it does not translate.
  *
- * Self-contained on purpose: parse.h/csum.h/drop.h pull in hexlane_maps.h, whose pinned maps
- * (the Maglev map-in-map among them, sized at build time) this object must not create.
+ * Headers and rewrites are the load balancer's (parse.h, csum.h); the maps are masq.h's alone
+ * (this object creates none of the load balancer's).
  */
 #include "common.h"
+#include "parse.h"
+#include "csum.h"
 #include "masq.h"
 
 /* Every packet not dropped goes on to the next filter (and, after the last, on its way), so
  * programs attached behind ours still see it. */
 #define MASQ_PASS TC_ACT_UNSPEC
-
-#define IP_CSUM_OFF   (sizeof(struct ethhdr) + offsetof(struct iphdr, check))
-#define IP_SADDR_OFF  (sizeof(struct ethhdr) + offsetof(struct iphdr, saddr))
-#define IP_DADDR_OFF  (sizeof(struct ethhdr) + offsetof(struct iphdr, daddr))
-#define ICMP_ECHOREPLY 0
-#define ICMP_ECHO      8
-
-struct masq_icmp_echo {
-	__u8 type;
-	__u8 code;
-	__sum16 checksum;
-	__be16 id;
-	__be16 seq;
-};
-
-struct masq_pkt {
-	__be32 saddr;
-	__be32 daddr;
-	__be16 sport;     /* ICMP echo: the identifier on the request, 0 on the reply */
-	__be16 dport;     /* ICMP echo: 0 on the request, the identifier on the reply */
-	__u32 sport_off;
-	__u32 dport_off;
-	__u32 csum_off;
-	__u32 csum_flags;
-	__u8 proto;
-	__u8 pseudo;      /* the L4 checksum covers the addresses (TCP, UDP; not ICMP) */
-};
 
 static __always_inline void masq_count(__u32 slot)
 {
@@ -58,96 +33,6 @@ static __always_inline void masq_count(__u32 slot)
 
 	if (count)
 		__sync_fetch_and_add(count, 1);
-}
-
-/* true when the packet is an unfragmented IPv4 TCP/UDP packet whose headers are all there,
- * or an ICMP echo of the type `echo_type` (requests go out, replies come in)
- */
-static __always_inline bool masq_parse(struct __sk_buff *skb, struct masq_pkt *p,
-				       __u8 echo_type)
-{
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip4;
-	__u32 ihl_len, l4_off;
-
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return false;
-	ip4 = (void *)(eth + 1);
-	if ((void *)(ip4 + 1) > data_end || ip4->version != 4 || ip4->ihl < 5)
-		return false;
-	if (ip4->frag_off & bpf_htons(0x3fff))
-		return false;
-	ihl_len = (__u32)ip4->ihl * 4;
-	if ((void *)ip4 + ihl_len > data_end)
-		return false;
-	p->saddr = ip4->saddr;
-	p->daddr = ip4->daddr;
-	p->proto = ip4->protocol;
-	l4_off = sizeof(struct ethhdr) + ihl_len;
-	/* TCP and UDP both start with source and destination port */
-	p->sport_off = l4_off + offsetof(struct udphdr, source);
-	p->dport_off = l4_off + offsetof(struct udphdr, dest);
-	p->pseudo = 1;
-	if (p->proto == IPPROTO_TCP) {
-		struct tcphdr *th = (void *)ip4 + ihl_len;
-
-		if ((void *)(th + 1) > data_end)
-			return false;
-		p->sport = th->source;
-		p->dport = th->dest;
-		p->csum_off = l4_off + offsetof(struct tcphdr, check);
-		p->csum_flags = 0;
-		return true;
-	}
-	if (p->proto == IPPROTO_UDP) {
-		struct udphdr *uh = (void *)ip4 + ihl_len;
-
-		if ((void *)(uh + 1) > data_end)
-			return false;
-		p->sport = uh->source;
-		p->dport = uh->dest;
-		p->csum_off = l4_off + offsetof(struct udphdr, check);
-		p->csum_flags = BPF_F_MARK_MANGLED_0; /* UDP checksum 0 means "none": keep it so */
-		return true;
-	}
-	if (p->proto == IPPROTO_ICMP) {
-		struct masq_icmp_echo *echo = (void *)ip4 + ihl_len;
-
-		if ((void *)(echo + 1) > data_end || echo->type != echo_type || echo->code != 0)
-			return false;
-		p->sport = echo_type == ICMP_ECHO ? echo->id : 0;
-		p->dport = echo_type == ICMP_ECHO ? 0 : echo->id;
-		p->sport_off = p->dport_off = l4_off + offsetof(struct masq_icmp_echo, id);
-		p->csum_off = l4_off + offsetof(struct masq_icmp_echo, checksum);
-		p->csum_flags = 0;
-		p->pseudo = 0;
-		return true;
-	}
-	return false;
-}
-
-/* Rewrite an address (and, through the pseudo header, the L4 checksum) and a port. */
-static __always_inline int masq_rewrite(struct __sk_buff *skb, const struct masq_pkt *p,
-					__u32 addr_off, __be32 old_addr, __be32 new_addr,
-					__u32 port_off, __be16 old_port, __be16 new_port)
-{
-	if (p->pseudo && bpf_l4_csum_replace(skb, p->csum_off, old_addr, new_addr,
-					     p->csum_flags | BPF_F_PSEUDO_HDR | sizeof(new_addr)) < 0)
-		return -1;
-	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)) < 0)
-		return -1;
-	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0) < 0)
-		return -1;
-	if (old_port == new_port)
-		return 0;
-	if (bpf_l4_csum_replace(skb, p->csum_off, old_port, new_port,
-				p->csum_flags | sizeof(new_port)) < 0)
-		return -1;
-	if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
-		return -1;
-	return 0;
 }
 
 static __always_inline bool masq_exempt(__be32 daddr)
@@ -158,7 +43,7 @@ static __always_inline bool masq_exempt(__be32 daddr)
 }
 
 /* The egress entry of a new flow: a free NAT port, claimed through its reply entry. */
-static __always_inline struct snat4_entry *masq_new_flow(const struct masq_pkt *p,
+static __always_inline struct snat4_entry *masq_new_flow(const struct pkt4 *p,
 							  const struct masq4_config *cfg,
 							  const struct snat4_key *key)
 {
@@ -193,21 +78,24 @@ static __always_inline struct snat4_entry *masq_new_flow(const struct masq_pkt *
 	return bpf_map_lookup_elem(&hl_snat4, key);
 }
 
-SEC("tc")
-int hl_masq_egress(struct __sk_buff *skb)
+/* Both programs' body. `egress`: a pod's packet on its way out gets the node's address and a
+ * NAT port as source; else a reply coming in gets the pod's back as destination.
+ */
+static __always_inline int masq_handle(struct __sk_buff *skb, bool egress)
 {
 	const struct masq4_config *cfg;
 	struct snat4_entry *nat;
 	struct snat4_key key = {};
-	struct masq_pkt p = {};
+	struct pkt4 p = {};
 	__u32 zero = 0;
 
-	if (!masq_parse(skb, &p, ICMP_ECHO))
+	if (hl_parse_ipv4_echo(skb, &p, egress ? HL_ICMP_ECHO : HL_ICMP_ECHOREPLY) != PARSE_OK)
 		return MASQ_PASS;
 	cfg = bpf_map_lookup_elem(&hl_masq4_config, &zero);
 	if (!cfg || !cfg->enabled)
 		return MASQ_PASS;
-	if ((p.saddr & cfg->pod_mask) != cfg->pod_net || masq_exempt(p.daddr))
+	if (egress ? (p.saddr & cfg->pod_mask) != cfg->pod_net || masq_exempt(p.daddr)
+		   : p.daddr != cfg->node_ip)
 		return MASQ_PASS;
 
 	key.saddr = p.saddr;
@@ -215,58 +103,38 @@ int hl_masq_egress(struct __sk_buff *skb)
 	key.sport = p.sport;
 	key.dport = p.dport;
 	key.proto = p.proto;
-	key.dir = SNAT_DIR_EGRESS;
+	key.dir = egress ? SNAT_DIR_EGRESS : SNAT_DIR_INGRESS;
 	nat = bpf_map_lookup_elem(&hl_snat4, &key);
-	if (!nat) {
+	if (nat) {
+		nat->last_seen_ns = bpf_ktime_get_ns();
+	} else if (egress) {
 		nat = masq_new_flow(&p, cfg, &key);
 		if (!nat) {
 			masq_count(MASQ_STAT_NO_PORT);
 			return TC_ACT_SHOT;
 		}
 	} else {
-		nat->last_seen_ns = bpf_ktime_get_ns();
+		return MASQ_PASS;
 	}
-	if (masq_rewrite(skb, &p, IP_SADDR_OFF, p.saddr, nat->to_addr,
-			 p.sport_off, p.sport, nat->to_port) < 0) {
+	if (__hl_rewrite_side(skb, &p, egress, nat->to_addr, nat->to_port,
+			      p.proto == IPPROTO_ICMP) < 0) {
 		masq_count(MASQ_STAT_REWRITE);
 		return TC_ACT_SHOT;
 	}
-	masq_count(MASQ_STAT_EGRESS);
+	masq_count(egress ? MASQ_STAT_EGRESS : MASQ_STAT_INGRESS);
 	return MASQ_PASS;
+}
+
+SEC("tc")
+int hl_masq_egress(struct __sk_buff *skb)
+{
+	return masq_handle(skb, true);
 }
 
 SEC("tc")
 int hl_masq_ingress(struct __sk_buff *skb)
 {
-	const struct masq4_config *cfg;
-	struct snat4_entry *nat;
-	struct snat4_key key = {};
-	struct masq_pkt p = {};
-	__u32 zero = 0;
-
-	if (!masq_parse(skb, &p, ICMP_ECHOREPLY))
-		return MASQ_PASS;
-	cfg = bpf_map_lookup_elem(&hl_masq4_config, &zero);
-	if (!cfg || !cfg->enabled || p.daddr != cfg->node_ip)
-		return MASQ_PASS;
-
-	key.saddr = p.saddr;
-	key.daddr = p.daddr;
-	key.sport = p.sport;
-	key.dport = p.dport;
-	key.proto = p.proto;
-	key.dir = SNAT_DIR_INGRESS;
-	nat = bpf_map_lookup_elem(&hl_snat4, &key);
-	if (!nat)
-		return MASQ_PASS;
-	nat->last_seen_ns = bpf_ktime_get_ns();
-	if (masq_rewrite(skb, &p, IP_DADDR_OFF, p.daddr, nat->to_addr,
-			 p.dport_off, p.dport, nat->to_port) < 0) {
-		masq_count(MASQ_STAT_REWRITE);
-		return TC_ACT_SHOT;
-	}
-	masq_count(MASQ_STAT_INGRESS);
-	return MASQ_PASS;
+	return masq_handle(skb, false);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The maps of hexlane's IPv4 masquerading (SNAT of pod traffic leaving the node), declared once.
  *
- * hexlane/datapath/masq.py mirrors every struct with ctypes; tests/netns checks the mirror
+ * hexlane/datapath/masq.py mirrors every struct with ctypes; tests/datapath checks the mirror
  * against this header's BTF. Maps are pinned by name under the agent's --bpf-root, so NAT
  * state outlives an agent restart.
  */
@@ -58,37 +58,16 @@ struct snat4_entry {
 	__u64 last_seen_ns;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, struct masq4_config);
-	__uint(max_entries, 1);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_masq4_config SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, struct masq4_config,
+	      1, 0) hl_masq4_config SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__type(key, struct masq4_nonmasq_key);
-	__type(value, __u8);
-	__uint(max_entries, 1024);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_masq4_nonmasq SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_LPM_TRIE, struct masq4_nonmasq_key, __u8,
+	      1024, BPF_F_NO_PREALLOC) hl_masq4_nonmasq SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct snat4_key);
-	__type(value, struct snat4_entry);
-	__uint(max_entries, SNAT4_MAP_MAX_ENTRIES);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_snat4 SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_LRU_HASH, struct snat4_key, struct snat4_entry,
+	      SNAT4_MAP_MAX_ENTRIES, 0) hl_snat4 SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, MASQ_STAT_MAX);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_masq4_stats SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, __u64,
+	      MASQ_STAT_MAX, 0) hl_masq4_stats SEC(".maps");
 
 #endif /* HEXLANE_MASQ_H */

@@ -230,19 +230,11 @@ static __always_inline int hl_lb4_reverse(struct __sk_buff *skb, const struct pk
 	}
 
 	if (client_addr) {
-		ret = hl_rewrite_addr(skb, p, IP_DADDR_OFF, p->daddr, client_addr);
-		if (ret < 0)
-			return ret;
-		ret = hl_rewrite_port(skb, p, p->l4_off + offsetof(struct udphdr, dest), p->dport,
-				      client_port);
+		ret = hl_rewrite_dst(skb, p, client_addr, client_port);
 		if (ret < 0)
 			return ret;
 	}
-	ret = hl_rewrite_addr(skb, p, IP_SADDR_OFF, p->saddr, new_saddr);
-	if (ret < 0)
-		return ret;
-	ret = hl_rewrite_port(skb, p, p->l4_off + offsetof(struct udphdr, source), p->sport,
-			      new_sport);
+	ret = hl_rewrite_src(skb, p, new_saddr, new_sport);
 	if (ret < 0)
 		return ret;
 	return 1;
@@ -468,19 +460,11 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 
 	*daddr_out = backend->address;
 	*local_out = backend->node_local == BE_NODE_LOCAL;
-	ret = hl_rewrite_addr(skb, p, IP_DADDR_OFF, p->daddr, backend->address);
-	if (ret < 0)
-		return ret;
-	ret = hl_rewrite_port(skb, p, p->l4_off + offsetof(struct udphdr, dest), p->dport,
-			      backend->port);
+	ret = hl_rewrite_dst(skb, p, backend->address, backend->port);
 	if (ret < 0)
 		return ret;
 	if (fwd == HL_FWD_SNAT) {
-		ret = hl_rewrite_addr(skb, p, IP_SADDR_OFF, p->saddr, node_ip);
-		if (ret < 0)
-			return ret;
-		ret = hl_rewrite_port(skb, p, p->l4_off + offsetof(struct udphdr, source),
-				      p->sport, nat_port);
+		ret = hl_rewrite_src(skb, p, node_ip, nat_port);
 		if (ret < 0)
 			return ret;
 	} else if (fwd == HL_FWD_DSR) {

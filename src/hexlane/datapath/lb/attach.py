@@ -4,22 +4,22 @@
 hl_from_netdev at ingress (priority 3, after the masquerade's 2) and hl_to_netdev at egress;
 hl_from_lo on lo's egress (the node's own NodePorts); hl_from_host on hexlane_host's egress
 (the node's own connections to ClusterIPs); hl_from_pod/hl_to_pod on every pod veth (lxc*);
-hl_from_overlay/hl_to_overlay on the VXLAN device. `TcTable` reads what sits there (only
-filters with hexlane's handle whose program is one of ours, `hl_*`, or slots hexlane wants),
-attaches and detaches, in the calling thread's network namespace. A filter detached behind
-the agent's back, or a program left from a previous agent, is repaired by a resync (the
-value is the program id, so a restarted agent replaces the old programs with its own).
+hl_from_overlay/hl_to_overlay on the VXLAN device. `TcTable(datapath)` is the tc table
+(`hexlane.datapath.tc`) of those slots under the load balancer's handle, in the calling
+thread's network namespace. A filter detached behind the agent's back, or a program left from
+a previous agent, is repaired by a resync (the value is the program id, so a restarted agent
+replaces the old programs with its own). `NoArpTable`: devices that must not do ARP.
 """
 
 from __future__ import annotations
 
 import errno
-import json
+import fcntl
 import socket
-import subprocess
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import struct
+from collections.abc import Callable, Iterable, Sequence
 
-from hexlane.datapath import libbpf
+from hexlane.datapath import tc
 from hexlane.datapath.lb.loader import (
     NETDEV_TC_PRIORITY,
     PROGRAM_FROM_HOST,
@@ -39,10 +39,8 @@ from hexlane.ipam.routes import HOST_DEVICE, VXLAN_DEVICE
 
 POD_DEVICE_PREFIX = "lxc"
 LOOPBACK = "lo"
-PROGRAM_PREFIX = "hl_"
 
-#: (device, direction, priority): one tc slot with hexlane's handle
-Slot = tuple[str, str, int]
+Slot = tc.Slot
 #: the slots hexlane uses on any device (for finding its own filters)
 SLOTS = (("ingress", TC_PRIORITY), ("ingress", NETDEV_TC_PRIORITY), ("egress", TC_PRIORITY))
 
@@ -66,66 +64,33 @@ def attachments(lan: Sequence[str], links: Iterable[str]) -> dict[Slot, str]:
     return out
 
 
-class TcTable(Table[Slot, int]):
-    """tc slots -> the id of the program attached there (see the module docstring)."""
-
-    name = "tc_attachments"
+class TcTable(tc.TcTable):
+    """The load balancer's tc slots -> the id of the program attached there."""
 
     def __init__(self, datapath: LbDatapath) -> None:
+        super().__init__(datapath.program_fd, handle=TC_HANDLE, slots=SLOTS)
         self.datapath = datapath
-        self._ids: dict[str, int] = {}  # program name -> id of this agent's program
-        self._fds: dict[int, int] = {}
-        self._names: dict[int, str | None] = {}
-        self.wanted: set[Slot] = set()
 
-    def program_id(self, program: str) -> int:
-        """The desired value for a slot holding `program`."""
-        pid = self._ids.get(program)
-        if pid is None:
-            fd = self.datapath.program_fd(program)
-            pid = libbpf.program_id(fd)
-            self._ids[program] = pid
-            self._fds[pid] = fd
-        return pid
 
-    def _ours(self, prog_id: int) -> bool:
-        if prog_id in self._fds:
-            return True
-        if prog_id not in self._names:
-            self._names[prog_id] = libbpf.program_name(prog_id)
-        name = self._names[prog_id]
-        return name is not None and name.startswith(PROGRAM_PREFIX)
+# ioctl(2) on a socket of the calling thread's namespace, as `ip link set DEV arp off` sets
+# the flag by netlink: struct ifreq is the name (16 bytes) and the flags (a short), padded.
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_NOARP = 0x80
+_IFREQ = struct.Struct("16sH22x")
 
-    def read(self) -> Mapping[Slot, int]:
-        out: dict[Slot, int] = {}
-        for index, device in socket.if_nameindex():
-            for direction, priority in SLOTS:
-                try:
-                    pid = libbpf.tc_query(index, direction, handle=TC_HANDLE,
-                                          priority=priority)
-                except libbpf.BpfError:
-                    continue
-                slot = (device, direction, priority)
-                if pid is not None and (slot in self.wanted or self._ours(pid)):
-                    out[slot] = pid
-        return out
 
-    def update(self, key: Slot, value: int) -> None:
-        device, direction, priority = key
-        fd = self._fds.get(value)
-        if fd is None:
-            raise ValueError(f"program id {value} is not one this agent loaded")
-        libbpf.tc_attach(socket.if_nametoindex(device), fd, direction, handle=TC_HANDLE,
-                         priority=priority)
-
-    def delete(self, key: Slot) -> None:
-        device, direction, priority = key
+def _link_flags(device: str, new: int | None = None) -> int | None:
+    """The device's flags (None: no such device); with `new`, set them first."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = SIOCGIFFLAGS if new is None else SIOCSIFFLAGS
         try:
-            libbpf.tc_detach(socket.if_nametoindex(device), direction, handle=TC_HANDLE,
-                             priority=priority)
+            out = fcntl.ioctl(sock, request, _IFREQ.pack(device.encode(), new or 0))
         except OSError as err:
-            if err.errno not in (errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.EINVAL):
-                raise
+            if err.errno == errno.ENODEV:
+                return None
+            raise
+    return int(_IFREQ.unpack(out)[1])
 
 
 class NoArpTable(Table[str, bool]):
@@ -141,16 +106,16 @@ class NoArpTable(Table[str, bool]):
     def read(self) -> dict[str, bool]:
         out: dict[str, bool] = {}
         for device in self.names():
-            proc = subprocess.run(["ip", "-j", "link", "show", "dev", device],
-                                  capture_output=True, text=True)
-            if proc.returncode == 0 and proc.stdout.strip():
-                flags = json.loads(proc.stdout)[0].get("flags", [])
-                out[device] = "NOARP" in flags
+            flags = _link_flags(device)
+            if flags is not None:
+                out[device] = bool(flags & IFF_NOARP)
         return out
 
     def update(self, key: str, value: bool) -> None:
-        subprocess.run(["ip", "link", "set", "dev", key, "arp", "off" if value else "on"],
-                       check=True, capture_output=True, text=True)
+        flags = _link_flags(key)
+        if flags is None:
+            raise OSError(errno.ENODEV, f"no device {key}")
+        _link_flags(key, flags | IFF_NOARP if value else flags & ~IFF_NOARP)
 
     def delete(self, key: str) -> None:
         """Nothing: the device keeps its flag (it is hexlane's own, and goes with cleanup)."""

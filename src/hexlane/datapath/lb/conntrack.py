@@ -60,37 +60,24 @@ def partner_key(key: Ct4Key, entry: Ct4Entry, backends: dict[int, Any],
                 revnat: dict[int, Any]) -> Ct4Key | None:
     """The other entry of the same flow, when the maps still say where it is.
 
-    SNAT flows: the service entry knows the NAT address and port its reply entry is keyed
-    by, and the reply entry the client it came from. DSR entries on a backend's node have
-    no partner (the service entry lives on the node that received the flow).
+    A service entry's partner is its reply entry (to the backend), a reply entry's its
+    service entry (to the frontend: the reverse NAT). Both are keyed by the client's address
+    and port, or for SNAT flows by the NAT address and port their entries hold (the node's
+    in the service entry, the client's in the reply entry). DSR reply entries on a backend's
+    node have no partner (the service entry lives on the node that received the flow).
     """
-    if entry.flags & CT_ENTRY_F_DSR and key.flags == CT_F_REPLY:
-        return None
-    if key.flags == CT_F_SERVICE and entry.flags & CT_ENTRY_F_SNAT:
-        backend = backends.get(entry.backend_id)
-        if backend is None:
-            return None
-        return Ct4Key(saddr=entry.nat_addr, daddr=backend.address, sport=entry.nat_port,
-                      dport=backend.port, proto=key.proto, flags=CT_F_REPLY)
-    if key.flags == CT_F_REPLY and entry.flags & CT_ENTRY_F_SNAT:
-        nat = revnat.get(entry.rev_nat_index)
-        if nat is None:
-            return None
-        return Ct4Key(saddr=entry.nat_addr, daddr=nat.address, sport=entry.nat_port,
-                      dport=nat.port, proto=key.proto, flags=CT_F_SERVICE)
     if key.flags == CT_F_SERVICE:
-        backend = backends.get(entry.backend_id)
-        if backend is None:
-            return None
-        return Ct4Key(saddr=key.saddr, daddr=backend.address, sport=key.sport,
-                      dport=backend.port, proto=key.proto, flags=CT_F_REPLY)
-    if key.flags == CT_F_REPLY:
-        nat = revnat.get(entry.rev_nat_index)
-        if nat is None:
-            return None
-        return Ct4Key(saddr=key.saddr, daddr=nat.address, sport=key.sport, dport=nat.port,
-                      proto=key.proto, flags=CT_F_SERVICE)
-    return None
+        dest, flags = backends.get(entry.backend_id), CT_F_REPLY
+    elif key.flags == CT_F_REPLY and not entry.flags & CT_ENTRY_F_DSR:
+        dest, flags = revnat.get(entry.rev_nat_index), CT_F_SERVICE
+    else:
+        return None
+    if dest is None:
+        return None
+    snat = entry.flags & CT_ENTRY_F_SNAT
+    return Ct4Key(saddr=entry.nat_addr if snat else key.saddr, daddr=dest.address,
+                  sport=entry.nat_port if snat else key.sport, dport=dest.port,
+                  proto=key.proto, flags=flags)
 
 
 def gc_conntrack(ct: Any, backends_map: Any, revnat_map: Any, now_ns: int,

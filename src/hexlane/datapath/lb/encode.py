@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from hexlane.datapath.layout import ip4, ip4_str, port16, port_int
 from hexlane.datapath.lb.maps import (
     BE_NODE_LOCAL,
     BE_NODE_REMOTE,
-    BE_STATE_ACTIVE,
-    BE_STATE_TERMINATING,
     IPPROTO_TCP,
     IPPROTO_UDP,
     LB_SELECTION_MAGLEV,
@@ -31,18 +30,16 @@ from hexlane.datapath.lb.maps import (
     SVC_FLAG_EXTERNAL_IP,
     SVC_FLAG_LOADBALANCER,
     SVC_FLAG_NODEPORT,
+    BackendState,
     Lb4Backend,
     Lb4Key,
     Lb4ReverseNat,
     Lb4Service,
     LbAffinityMatch,
-    ip4,
-    ip4_str,
-    port16,
-    port_int,
     service_master_value,
 )
 from hexlane.lb.services import (
+    CLUSTER_IP,
     EXTERNAL_IP,
     LOAD_BALANCER,
     NODE_PORT,
@@ -55,10 +52,12 @@ from hexlane.lb.services import (
     ServiceEntry,
 )
 
+# The words of the encoding, which `view` reads back with.
 PROTO_NUMBERS = {"TCP": IPPROTO_TCP, "UDP": IPPROTO_UDP}
 PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
-_TYPE_FLAGS = {NODE_PORT: SVC_FLAG_NODEPORT, LOAD_BALANCER: SVC_FLAG_LOADBALANCER,
-               EXTERNAL_IP: SVC_FLAG_EXTERNAL_IP}
+TYPE_FLAGS = {LOAD_BALANCER: SVC_FLAG_LOADBALANCER, NODE_PORT: SVC_FLAG_NODEPORT,
+              EXTERNAL_IP: SVC_FLAG_EXTERNAL_IP}  # a ClusterIP frontend has none
+ALGORITHMS = {"random": LB_SELECTION_RANDOM, "maglev": LB_SELECTION_MAGLEV}
 
 
 @dataclass(frozen=True)
@@ -73,10 +72,10 @@ class MapContents:
 
 
 def service_flags(entry: ServiceEntry) -> tuple[int, int]:
-    flags = _TYPE_FLAGS.get(entry.type, 0)
+    flags = TYPE_FLAGS.get(entry.type, 0)
     if entry.affinity_timeout_s:
         flags |= SVC_FLAG_AFFINITY
-    if entry.ext_local and entry.type != "ClusterIP":
+    if entry.ext_local and entry.type != CLUSTER_IP:
         flags |= SVC_FLAG_EXT_LOCAL
     flags2 = 0
     if entry.int_local:
@@ -103,7 +102,7 @@ def _encode_entry(entry: ServiceEntry) -> tuple[tuple[tuple[Lb4Key, Lb4Service],
                                                             rev_nat_index=entry.id))
                 for slot, bid in enumerate(entry.backend_ids, start=1)]
     flags, flags2 = service_flags(entry)
-    algorithm = LB_SELECTION_MAGLEV if entry.algorithm == "maglev" else LB_SELECTION_RANDOM
+    algorithm = ALGORITHMS.get(entry.algorithm, LB_SELECTION_RANDOM)
     services.append((lb4_key(entry.frontend, 0),
                      service_master_value(len(entry.backend_ids), entry.id, algorithm,
                                           entry.affinity_timeout_s, flags, flags2)))
@@ -173,8 +172,8 @@ def raw_entry(entry: ServiceEntry) -> RawEntry:
 def raw_backend(b: Backend) -> tuple[bytes, bytes]:
     value = Lb4Backend(address=ip4(b.address), port=port16(b.port),
                        proto=PROTO_NUMBERS[b.protocol],
-                       flags=BE_STATE_TERMINATING if b.state == STATE_TERMINATING
-                       else BE_STATE_ACTIVE,
+                       flags=BackendState.TERMINATING if b.state == STATE_TERMINATING
+                       else BackendState.ACTIVE,
                        node_local=BE_NODE_LOCAL if b.local else BE_NODE_REMOTE)
     return bytes(ctypes.c_uint32(b.id)), bytes(value)
 

@@ -3,7 +3,8 @@
 `LbDatapath.load(bpf_root, table_size, hash_seed)` compiles ``bpf/lb.c`` for that Maglev table
 size and seed, loads it with every map pinned by name under `bpf_root` (reusing maps already
 pinned there, so conntrack and tables survive an agent restart), and pins the programs beside
-them. Attaching to devices is the caller's (`attach`), in the device's network namespace.
+them. Where the programs go is `hexlane.datapath.lb.attach`'s, what the maps hold
+`hexlane.datapath.lb.sync`'s.
 
 Inspect what is pinned with ``bpftool map dump pinned <bpf_root>/hl_lb4_services``.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +26,12 @@ from hexlane.datapath.lb.maps import (
     BACKENDS_MAP,
     CONFIG_MAP,
     CT_MAP,
-    DROP_REASON_SLOTS,
     DROPS_MAP,
     MAGLEV_MAP,
     REVNAT_MAP,
     SERVICES_MAP,
     Ct4Entry,
     Ct4Key,
-    DropReason,
     Lb4AffinityKey,
     Lb4Backend,
     Lb4Key,
@@ -42,8 +40,6 @@ from hexlane.datapath.lb.maps import (
     LbAffinityMatch,
     LbAffinityVal,
     LbNodeConfig,
-    ip4,
-    maglev_lut_type,
     maglev_pin_name,
 )
 from hexlane.lb.maglev import (
@@ -53,8 +49,6 @@ from hexlane.lb.maglev import (
     parse_hash_seed,
 )
 
-PROGRAM_FROM_CLIENT = "hl_from_client"
-PROGRAM_TO_CLIENT = "hl_to_client"
 PROGRAM_FROM_NETDEV = "hl_from_netdev"  # LAN interface, ingress
 PROGRAM_FROM_POD = "hl_from_pod"  # every pod's host-side veth, ingress
 PROGRAM_FROM_HOST = "hl_from_host"  # hexlane_host, egress (the node's own connections)
@@ -63,9 +57,8 @@ PROGRAM_TO_NETDEV = "hl_to_netdev"  # LAN interface, egress (host-network backen
 PROGRAM_TO_POD = "hl_to_pod"  # every pod's host-side veth, egress (the same, to local pods)
 PROGRAM_TO_OVERLAY = "hl_to_overlay"  # the VXLAN device, egress (the same, to remote pods)
 PROGRAM_FROM_LOOPBACK = "hl_from_lo"  # lo, egress (the node's own NodePorts; names: 15 chars)
-PROGRAMS = (PROGRAM_FROM_CLIENT, PROGRAM_TO_CLIENT, PROGRAM_FROM_NETDEV, PROGRAM_FROM_POD,
-            PROGRAM_FROM_HOST, PROGRAM_FROM_OVERLAY, PROGRAM_TO_NETDEV, PROGRAM_TO_POD,
-            PROGRAM_TO_OVERLAY, PROGRAM_FROM_LOOPBACK)
+PROGRAMS = (PROGRAM_FROM_NETDEV, PROGRAM_FROM_POD, PROGRAM_FROM_HOST, PROGRAM_FROM_OVERLAY,
+            PROGRAM_TO_NETDEV, PROGRAM_TO_POD, PROGRAM_TO_OVERLAY, PROGRAM_FROM_LOOPBACK)
 # tc filter handle and priority of every program of ours; our programs hand on what is not
 # theirs (TC_ACT_UNSPEC).
 TC_HANDLE = 1
@@ -154,79 +147,6 @@ class LbDatapath:
 
     def program_fd(self, name: str) -> int:
         return self.obj.program(name).fd
-
-    def attach(self, ifindex: int, program: str, direction: str = "ingress") -> int:
-        """Attach `program` at tc `direction` of `ifindex` (caller's netns); the prog id."""
-        return libbpf.tc_attach(ifindex, self.program_fd(program), direction)
-
-    def set_node_ip(self, address: str | None) -> None:
-        """The node address NodePort SNAT uses as source (None: SNAT impossible, counted)."""
-        value = LbNodeConfig(node_ip=ip4(address) if address else 0)
-        current = self.maps.config.lookup(ctypes.c_uint32(0))
-        if current is None or bytes(current) != bytes(value):
-            self.maps.config.update(ctypes.c_uint32(0), value)
-
-    def set_maglev_table(self, rev_nat_index: int, table: Sequence[int]) -> None:
-        """Point the service's Maglev entry at a fresh table: an atomic swap for the datapath."""
-        self.set_maglev_tables({rev_nat_index: table})
-
-    def set_maglev_tables(self, tables: Mapping[int, Sequence[int]],
-                          batch: int = 4096) -> None:
-        """Swap in many tables at once. Services with the same table share one inner map,
-        and the outer map is written in batches: the kernel waits for an RCU grace period
-        after every update call on a map of maps (~20 ms here), so per-entry updates would
-        take minutes for thousands of services."""
-        lut_type = maglev_lut_type(self.table_size)
-        inner_of: dict[tuple[int, ...], libbpf.Map] = {}
-        try:
-            pairs: list[tuple[ctypes.c_uint16, ctypes.c_uint32]] = []
-            for rev_nat_index, table in tables.items():
-                if len(table) != self.table_size:
-                    raise ValueError(f"Maglev table has {len(table)} slots, the datapath was "
-                                     f"built for {self.table_size}")
-                key = tuple(table)
-                inner = inner_of.get(key)
-                if inner is None:
-                    inner = libbpf.create_map(libbpf.BPF_MAP_TYPE_ARRAY, "hl_lb4_maglev_i", 4,
-                                              ctypes.sizeof(lut_type), 1)
-                    inner_of[key] = inner
-                    inner.update(ctypes.c_uint32(0), lut_type(*key))
-                pairs.append((ctypes.c_uint16(rev_nat_index), ctypes.c_uint32(inner.fd)))
-            for start in range(0, len(pairs), batch):
-                self.maps.maglev.update_batch(pairs[start:start + batch])
-        finally:
-            for inner in inner_of.values():
-                inner.close()  # the outer map holds its own references
-
-    def delete_maglev_tables(self, rev_nat_indexes: Sequence[int]) -> None:
-        """Drop many services' tables (those present), in one batch."""
-        present = [i for i in rev_nat_indexes
-                   if self.maps.maglev.lookup(ctypes.c_uint16(i)) is not None]
-        self.maps.maglev.delete_batch([ctypes.c_uint16(i) for i in present])
-
-    def maglev_table(self, rev_nat_index: int) -> list[int] | None:
-        """The table the datapath uses for a service, or None."""
-        inner_id = self.maps.maglev.lookup(ctypes.c_uint16(rev_nat_index))
-        if inner_id is None:
-            return None
-        lut_type = maglev_lut_type(self.table_size)
-        with libbpf.Map.from_id(int(inner_id.value), value_type=lut_type) as inner:
-            lut = inner.lookup(ctypes.c_uint32(0))
-        return list(lut) if lut is not None else None
-
-    def delete_maglev_table(self, rev_nat_index: int) -> bool:
-        return self.maps.maglev.delete(ctypes.c_uint16(rev_nat_index))
-
-    def drop_counts(self) -> dict[DropReason, int]:
-        """Drops so far, by reason (reasons never hit are left out)."""
-        counts: dict[DropReason, int] = {}
-        for reason in DropReason:
-            if reason >= DROP_REASON_SLOTS:
-                continue
-            value = self.maps.drops.lookup(ctypes.c_uint32(reason))
-            if value is not None and value.value:
-                counts[reason] = int(value.value)
-        return counts
 
     def close(self) -> None:
         """Close our handles; pinned maps and programs stay for the next agent."""

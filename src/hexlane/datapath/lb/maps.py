@@ -3,16 +3,17 @@
 One class per C struct, same field names, same order, same sizes; tests/datapath compares
 each one's size and field offsets with the compiled object's BTF, so the header stays the one
 place a layout is declared. Addresses and ports are stored in network byte order, as the
-datapath reads them from packets: build them with `ip4` and `port16`.
+datapath reads them from packets: build them with `hexlane.datapath.layout`'s `ip4` and
+`port16`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import enum
-import functools
-import ipaddress
 import socket
+
+from hexlane.datapath.layout import u8, u16, u32, u64
 
 # Map names (and pin names under --bpf-root).
 SERVICES_MAP = "hl_lb4_services"
@@ -46,10 +47,15 @@ LB_SELECTION_MAGLEV = 2
 LB_LOOKUP_SCOPE_EXT = 0
 LB_LOOKUP_SCOPE_INT = 1
 
-BE_STATE_ACTIVE = 0
-BE_STATE_TERMINATING = 1
-BE_STATE_QUARANTINED = 2
-BE_STATE_MAINTENANCE = 3
+
+class BackendState(enum.IntEnum):
+    """lb4_backend.flags: the backend's state (BE_STATE_*)."""
+
+    ACTIVE = 0
+    TERMINATING = 1
+    QUARANTINED = 2
+    MAINTENANCE = 3
+
 
 CT_F_SERVICE = 1
 CT_F_REPLY = 2
@@ -91,126 +97,50 @@ class DropReason(enum.IntEnum):
 DROP_REASON_SLOTS = 16  # HL_DROP_MAX
 
 
-@functools.lru_cache(maxsize=131072)
-def ip4(address: str) -> int:
-    """An IPv4 address as the u32 a BPF map holds: its network-order bytes on this host."""
-    try:
-        # inet_pton is strict (dotted quad only) and far cheaper than ipaddress for thousands
-        return int.from_bytes(socket.inet_pton(socket.AF_INET, address), "little")
-    except OSError:
-        raise ValueError(f"invalid IPv4 address {address!r}") from None
-
-
-def ip4_str(value: int) -> str:
-    return str(ipaddress.IPv4Address(value.to_bytes(4, "little")))
-
-
-def port16(port: int) -> int:
-    """A port as the u16 a BPF map holds (network order)."""
-    return socket.htons(port)
-
-
-def port_int(value: int) -> int:
-    return socket.ntohs(value)
-
-
 class Lb4Key(ctypes.Structure):
-    _fields_ = [
-        ("address", ctypes.c_uint32),
-        ("dport", ctypes.c_uint16),
-        ("backend_slot", ctypes.c_uint16),
-        ("proto", ctypes.c_uint8),
-        ("scope", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 2),
-    ]
+    _fields_ = [("address", u32), ("dport", u16), ("backend_slot", u16), ("proto", u8),
+                ("scope", u8), ("pad", u8 * 2)]
 
 
 class Lb4Service(ctypes.Structure):
-    _fields_ = [
-        ("backend_id", ctypes.c_uint32),
-        ("count", ctypes.c_uint16),
-        ("rev_nat_index", ctypes.c_uint16),
-        ("flags", ctypes.c_uint8),
-        ("flags2", ctypes.c_uint8),
-        ("pad", ctypes.c_uint16),
-    ]
+    _fields_ = [("backend_id", u32), ("count", u16), ("rev_nat_index", u16), ("flags", u8),
+                ("flags2", u8), ("pad", u16)]
 
 
 class Lb4Backend(ctypes.Structure):
-    _fields_ = [
-        ("address", ctypes.c_uint32),
-        ("port", ctypes.c_uint16),
-        ("proto", ctypes.c_uint8),
-        ("flags", ctypes.c_uint8),
-        ("cluster_id", ctypes.c_uint16),
-        ("zone", ctypes.c_uint8),
-        ("node_local", ctypes.c_uint8),
-    ]
+    _fields_ = [("address", u32), ("port", u16), ("proto", u8), ("flags", u8),
+                ("cluster_id", u16), ("zone", u8), ("node_local", u8)]
 
 
 class Lb4ReverseNat(ctypes.Structure):
-    _fields_ = [
-        ("address", ctypes.c_uint32),
-        ("port", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
-    ]
+    _fields_ = [("address", u32), ("port", u16), ("pad", u16)]
 
 
 class Ct4Key(ctypes.Structure):
-    _fields_ = [
-        ("saddr", ctypes.c_uint32),
-        ("daddr", ctypes.c_uint32),
-        ("sport", ctypes.c_uint16),
-        ("dport", ctypes.c_uint16),
-        ("proto", ctypes.c_uint8),
-        ("flags", ctypes.c_uint8),
-        ("pad", ctypes.c_uint16),
-    ]
+    _fields_ = [("saddr", u32), ("daddr", u32), ("sport", u16), ("dport", u16), ("proto", u8),
+                ("flags", u8), ("pad", u16)]
 
 
 class Ct4Entry(ctypes.Structure):
-    _fields_ = [
-        ("last_seen_ns", ctypes.c_uint64),
-        ("packets", ctypes.c_uint64),
-        ("bytes", ctypes.c_uint64),
-        ("backend_id", ctypes.c_uint32),
-        ("rev_nat_index", ctypes.c_uint16),
-        ("flags", ctypes.c_uint16),
-        ("nat_addr", ctypes.c_uint32),
-        ("nat_port", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
-    ]
+    _fields_ = [("last_seen_ns", u64), ("packets", u64), ("bytes", u64), ("backend_id", u32),
+                ("rev_nat_index", u16), ("flags", u16), ("nat_addr", u32), ("nat_port", u16),
+                ("pad", u16)]
 
 
 class LbNodeConfig(ctypes.Structure):
-    _fields_ = [
-        ("node_ip", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
-    ]
+    _fields_ = [("node_ip", u32), ("pad", u32)]
 
 
 class Lb4AffinityKey(ctypes.Structure):
-    _fields_ = [
-        ("client_ip", ctypes.c_uint32),
-        ("rev_nat_id", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
-    ]
+    _fields_ = [("client_ip", u32), ("rev_nat_id", u16), ("pad", u16)]
 
 
 class LbAffinityVal(ctypes.Structure):
-    _fields_ = [
-        ("last_used_ns", ctypes.c_uint64),
-        ("backend_id", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
-    ]
+    _fields_ = [("last_used_ns", u64), ("backend_id", u32), ("pad", u32)]
 
 
 class LbAffinityMatch(ctypes.Structure):
-    _fields_ = [
-        ("backend_id", ctypes.c_uint32),
-        ("rev_nat_id", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
-    ]
+    _fields_ = [("backend_id", u32), ("rev_nat_id", u16), ("pad", u16)]
 
 
 # C struct name -> its mirror, for the layout test and for tools that list maps.

@@ -20,9 +20,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hexlane.datapath import libbpf
+from hexlane.datapath.layout import ip4
 from hexlane.datapath.lb.encode import raw_backend, raw_entry, slot0_last
 from hexlane.datapath.lb.loader import LbDatapath
-from hexlane.datapath.lb.maps import LbNodeConfig, ip4, maglev_lut_type
+from hexlane.datapath.lb.maps import LbNodeConfig, maglev_lut_type
 from hexlane.datapath.reconcile import (
     FlushResult,
     MapTable,
@@ -59,20 +60,46 @@ class MaglevTable(Table[bytes, tuple[int, ...]]):
         return out
 
     def update(self, key: bytes, value: tuple[int, ...]) -> None:
-        self.datapath.set_maglev_tables({int.from_bytes(key, "little"): value})
+        self.write([(key, value)])
 
     def update_many(self, pairs: Sequence[tuple[bytes, tuple[int, ...]]]
                     ) -> dict[bytes, Exception]:
         try:
-            # batched, one inner map per distinct table (see LbDatapath.set_maglev_tables)
-            self.datapath.set_maglev_tables(
-                {int.from_bytes(k, "little"): v for k, v in pairs})
+            self.write(pairs)
         except Exception:
             return super().update_many(pairs)  # one by one, to find the bad ones
         return {}
 
     def delete(self, key: bytes) -> None:
         self.datapath.maps.maglev.delete(key)
+
+    def write(self, pairs: Sequence[tuple[bytes, Sequence[int]]], batch: int = 4096) -> None:
+        """Point each service id at a fresh inner map holding its table. Services with the
+        same table share one inner map, and the outer map is written in batches: the kernel
+        waits for an RCU grace period after every update call on a map of maps (~20 ms
+        here), so per-entry updates would take minutes for thousands of services."""
+        size = self.datapath.table_size
+        lut_type = maglev_lut_type(size)
+        inner_of: dict[tuple[int, ...], libbpf.Map] = {}
+        try:
+            outer: list[tuple[bytes, ctypes.c_uint32]] = []
+            for key, table in pairs:
+                if len(table) != size:
+                    raise ValueError(f"Maglev table has {len(table)} slots, the datapath was "
+                                     f"built for {size}")
+                ids = tuple(table)
+                inner = inner_of.get(ids)
+                if inner is None:
+                    inner = libbpf.create_map(libbpf.BPF_MAP_TYPE_ARRAY, "hl_lb4_maglev_i", 4,
+                                              ctypes.sizeof(lut_type), 1)
+                    inner_of[ids] = inner
+                    inner.update(ctypes.c_uint32(0), lut_type(*ids))
+                outer.append((key, ctypes.c_uint32(inner.fd)))
+            for start in range(0, len(outer), batch):
+                self.datapath.maps.maglev.update_batch(outer[start:start + batch])
+        finally:
+            for inner in inner_of.values():
+                inner.close()  # the outer map holds its own references
 
 
 class LbSync:

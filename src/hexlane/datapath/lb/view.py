@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from hexlane.datapath import libbpf
+from hexlane.datapath.layout import ip4_str, port_int
+from hexlane.datapath.lb.encode import ALGORITHMS, PROTO_NAMES, TYPE_FLAGS
 from hexlane.datapath.lb.maps import (
     AFFINITY_TIMEOUT_MASK,
     BACKENDS_MAP,
     DROPS_MAP,
     LB_ALGORITHM_SHIFT,
-    LB_SELECTION_MAGLEV,
-    LB_SELECTION_RANDOM,
     MAGLEV_MAP,
     SERVICES_MAP,
     SVC_FLAG2_FWD_MODE_DSR,
@@ -29,21 +30,19 @@ from hexlane.datapath.lb.maps import (
     SVC_FLAG2_TWO_SCOPES,
     SVC_FLAG_AFFINITY,
     SVC_FLAG_EXT_LOCAL,
-    SVC_FLAG_EXTERNAL_IP,
     SVC_FLAG_HOSTPORT,
-    SVC_FLAG_LOADBALANCER,
-    SVC_FLAG_NODEPORT,
+    BackendState,
     DropReason,
     Lb4Backend,
     Lb4Key,
     Lb4Service,
-    ip4_str,
-    port_int,
 )
+from hexlane.lb.services import CLUSTER_IP
 
-_PROTOS = {6: "TCP", 17: "UDP", 132: "SCTP"}
-_ALGORITHMS = {0: "random", LB_SELECTION_RANDOM: "random", LB_SELECTION_MAGLEV: "maglev"}
-_STATES = {0: "active", 1: "terminating", 2: "quarantined", 3: "maintenance"}
+_PROTOS = {**PROTO_NAMES, socket.IPPROTO_SCTP: "SCTP"}
+_ALGORITHMS = {0: "random", **{number: name for name, number in ALGORITHMS.items()}}
+_STATES = {state.value: state.name.lower() for state in BackendState}
+_TYPES = {**TYPE_FLAGS, "HostPort": SVC_FLAG_HOSTPORT}
 
 
 def _pin(bpf_root: str | os.PathLike[str], name: str) -> Path:
@@ -73,11 +72,7 @@ def _backends(bpf_root: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
 
 
 def _service_type(svc: Lb4Service) -> str:
-    for flag, name in ((SVC_FLAG_LOADBALANCER, "LoadBalancer"), (SVC_FLAG_NODEPORT, "NodePort"),
-                       (SVC_FLAG_EXTERNAL_IP, "ExternalIPs"), (SVC_FLAG_HOSTPORT, "HostPort")):
-        if svc.flags & flag:
-            return name
-    return "ClusterIP"
+    return next((name for name, flag in _TYPES.items() if svc.flags & flag), CLUSTER_IP)
 
 
 def services(bpf_root: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -109,7 +104,7 @@ def services(bpf_root: str | os.PathLike[str]) -> list[dict[str, Any]]:
                     "rev_nat_index": int(value.rev_nat_index),
                     "type": svc_type,
                     # how traffic from outside reaches a backend on another node
-                    "mode": ("-" if svc_type == "ClusterIP" else
+                    "mode": ("-" if svc_type == CLUSTER_IP else
                              "dsr" if value.flags2 & SVC_FLAG2_FWD_MODE_DSR else "snat"),
                     "algorithm": _ALGORITHMS.get(algorithm, str(algorithm)),
                     "affinity_timeout_s": int(value.backend_id & AFFINITY_TIMEOUT_MASK),
