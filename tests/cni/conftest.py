@@ -1,4 +1,4 @@
-"""Fixtures for CNI tests: a node namespace with an endpoint agent (see cni_helpers)."""
+"""Fixtures for CNI tests: a node namespace with an endpoint agent (see tests/helpers/cni.py)."""
 
 from __future__ import annotations
 
