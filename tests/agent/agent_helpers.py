@@ -1,20 +1,18 @@
 """Helpers for agent tests: a small cluster in network namespaces with the real daemons.
 
 `Cluster` is a LAN bridge, a control-plane namespace running `hexlane apiserver` on the LAN
-(so node namespaces reach it as on a real cluster), node namespaces running `hexlane agent`
-through nsenter with their own state dir, bpf root and CNI directories, and a client outside
-the pod range. The test's own API calls go through a socket opened inside the cp namespace:
-nothing is ever added to the machine's own namespace. Everything has a unique name and is
-removed in finalizers, also when a test fails.
+(tests/helpers/apiserver.py; node namespaces reach it as on a real cluster), node namespaces
+running `hexlane agent` through nsenter with their own state dir, bpf root and CNI
+directories, and a client outside the pod range. The test's own API calls go through a
+socket opened inside the cp namespace: nothing is ever added to the machine's own namespace.
+Everything has a unique name and is removed in finalizers, also when a test fails.
 """
 
 from __future__ import annotations
 
-import http.client
+import functools
 import json
 import os
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -22,60 +20,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-
+from helpers.apiserver import Api, Apiserver
 from hexlane.agent.status import brief
 from hexlane.cli.cmd_status import fetch_status
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
 HEXLANE = [sys.executable, "-m", "hexlane.cli.main"]
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, BPF)")
-
-
-class Api:
-    """JSON over HTTPS to the apiserver, from a socket living in the cp namespace."""
-
-    def __init__(self, ns: str, kubeconfig: Path, ca: Path) -> None:
-        config = yaml.safe_load(kubeconfig.read_text())
-        server = config["clusters"][0]["cluster"]["server"]
-        host, _, port = server.split("://", 1)[1].rpartition(":")
-        self.ns, self.host, self.port = ns, host, int(port)
-        self.token = config["users"][0]["user"]["token"]
-        self.ctx = ssl.create_default_context(cafile=str(ca))
-
-    def request(self, method: str, path: str, body: Any = None,
-                content_type: str = "application/json") -> tuple[int, Any]:
-        raw = netns.run_in_netns(netns.netns_path(self.ns),
-                                 lambda: socket.create_connection((self.host, self.port), 10))
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=10)
-        conn.sock = self.ctx.wrap_socket(raw, server_hostname=self.host)
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = content_type
-        try:
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            text = resp.read().decode()
-        finally:
-            conn.close()
-        return resp.status, json.loads(text) if text else None
-
-    def ok(self, method: str, path: str, body: Any = None,
-           content_type: str = "application/json") -> Any:
-        status, answer = self.request(method, path, body, content_type)
-        assert status < 300, (method, path, status, answer)
-        return answer
-
-    def merge(self, path: str, body: Any) -> Any:
-        return self.ok("PATCH", path, body, "application/merge-patch+json")
 
 
 class AgentProc:
@@ -174,27 +125,22 @@ class Cluster:
         for role, ip in (("cp", self.CP), ("client", self.CLIENT)):
             topo.add(role)
             topo.plug("lan", role, f"{ip}/24")
-        self.data = tmp / "apiserver"
-        self.data.mkdir()
-        self.kubeconfig = self.data / "kubeconfig"
+        self.apiserver = Apiserver(tmp / "apiserver", listen=f"{self.CP}:6443",
+                                   spawn=functools.partial(topo.start, "cp"), netns=topo["cp"])
+        self.kubeconfig = self.apiserver.kubeconfig
         self.start_apiserver()
-        self.api = Api(topo["cp"], self.kubeconfig, self.data / "tls.crt")
+
+    @property
+    def api(self) -> Api:
+        """The JSON client of the apiserver, its sockets opened in the cp namespace."""
+        return self.apiserver.api
 
     def start_apiserver(self) -> None:
         """Start `hexlane apiserver` in cp (again: same data, token and certificate)."""
-        self.kubeconfig.unlink(missing_ok=True)
-        with open(self.data / "server.log", "ab") as log:
-            self.apiserver = self.topo.start(
-                "cp", [*HEXLANE, "apiserver", "--data-dir", str(self.data),
-                       "--listen", f"{self.CP}:6443"], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while not self.kubeconfig.exists():
-            assert self.apiserver.poll() is None, (self.data / "server.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "apiserver did not start"
-            time.sleep(0.05)
+        self.apiserver.start()
 
     def stop_apiserver(self) -> None:
-        netns.stop_process(self.apiserver, timeout=10)
+        self.apiserver.stop()
 
     def node_ip(self, index: int) -> str:
         return f"{self.LAN}.{10 + index}"
@@ -267,14 +213,3 @@ class Cluster:
         for agent in self.agents.values():
             agent.stop()
 
-
-def eventually(check: Any, timeout: float = 15.0, interval: float = 0.2) -> Any:
-    """Call `check` until it returns something truthy; fail with its last answer."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s; last: {last!r}")

@@ -1,5 +1,5 @@
-"""Fixtures for agent tests: a private bpffs directory and the namespace cluster (the helpers
-themselves are in agent_helpers.py)."""
+"""Fixtures for agent tests: the namespace cluster (the helpers themselves are in
+agent_helpers.py)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import Cluster, require_root
+from agent_helpers import Cluster
 
-from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
 
 @pytest.fixture(scope="module")
-def bpffs() -> Iterator[Path]:
-    """A unique directory on a bpffs (a private mount when /sys/fs/bpf has none)."""
-    require_root()
-    with scratch_bpf_dir("hexlane-agent-test") as root:
-        yield root
-
-
-@pytest.fixture(scope="module")
 def cluster(bpffs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_root()
     with Topology("hxa") as topo:
-        c = Cluster(topo, tmp_path_factory.mktemp("agent"), bpffs)
+        c = Cluster(topo, tmp_path_factory.mktemp("agent"), bpffs / "agent")
         try:
             yield c
         finally:

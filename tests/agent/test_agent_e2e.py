@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import Cluster, eventually
+from agent_helpers import Cluster
 
+from helpers.wait import wait_for
 from hexlane.lab import netns
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -161,7 +162,8 @@ def test_clusterip_reaches_a_pod_on_another_node(native: Cluster) -> None:
                          check=False)
         return out.stdout.strip() if out.returncode == 0 else ""
 
-    assert eventually(ask, timeout=20) == a  # DNAT only: the backend sees the pod
+    # DNAT only: the backend sees the pod
+    assert wait_for("the Service to answer", ask, timeout=20, interval=0.2) == a
     kpr = native.agents["node1"].status()["kubeProxyReplacement"]
     assert kpr["enabled"] and kpr["services"] >= 1 and kpr["lastError"] == ""
 
@@ -198,7 +200,7 @@ def test_changes_behind_the_agents_back_are_repaired(native: Cluster) -> None:
         return (len(dump) == len(entries) and f"{CIDRS['node2']} via" in routes(native, "node1")
                 and "hl_" in lo and conf.is_file() and conf.read_text() == text)
 
-    assert eventually(restored, timeout=20)
+    assert wait_for("every change to be put back", restored, timeout=20, interval=0.2)
     after = repairs(agent)
     grew = {t for t in after if after[t] > before.get(t, 0)}
     assert {"lb4_services", "routes", "tc_attachments", "cni_files"} <= grew, (before, after)
@@ -216,15 +218,19 @@ def test_routes_follow_nodes_and_ciliumnodes(native: Cluster) -> None:
     native.create_node("node3", "10.81.0.13")
     assert "10.248.3.0/24" not in routes(native, "node1")
     native.set_ciliumnode("node3", "10.248.3.0/24")
-    eventually(lambda: "10.248.3.0/24 via 10.81.0.13" in routes(native, "node1"))
+    wait_for("the route to node3 on node1",
+             lambda: "10.248.3.0/24 via 10.81.0.13" in routes(native, "node1"), 15, 0.2)
     native.api.ok("DELETE", "/apis/cilium.io/v2/ciliumnodes/node3")
-    eventually(lambda: "10.248.3.0/24" not in routes(native, "node2"))
+    wait_for("the route to node3 on node2 to go",
+             lambda: "10.248.3.0/24" not in routes(native, "node2"), 15, 0.2)
     native.set_ciliumnode("node3", "10.248.3.0/24")
-    eventually(lambda: "10.248.3.0/24" in routes(native, "node2"))
+    wait_for("the route to node3 on node2",
+             lambda: "10.248.3.0/24" in routes(native, "node2"), 15, 0.2)
     native.api.ok("DELETE", "/api/v1/nodes/node3")
     native.api.ok("DELETE", "/apis/cilium.io/v2/ciliumnodes/node3")
-    eventually(lambda: "10.248.3.0/24" not in routes(native, "node1")
-               and "10.248.3.0/24" not in routes(native, "node2"))
+    wait_for("the routes to node3 to go",
+             lambda: "10.248.3.0/24" not in routes(native, "node1")
+             and "10.248.3.0/24" not in routes(native, "node2"), 15, 0.2)
 
 
 def test_programs_listed_and_no_iptables_or_nftables_rules(native: Cluster) -> None:
@@ -245,7 +251,7 @@ def test_pod_to_outside_is_masqueraded(native: Cluster) -> None:
         out = native.run("a", sys.executable, "-c", ASK, Cluster.CLIENT, check=False)
         return out.stdout.strip() if out.returncode == 0 else ""
 
-    assert eventually(ask) == native.node_ip(1)
+    assert wait_for("the client to answer", ask, 15, 0.2) == native.node_ip(1)
 
 
 def test_kill_and_restart_keeps_pods_connected(native: Cluster) -> None:
@@ -295,7 +301,7 @@ def test_api_outage_is_reported_and_survived(native: Cluster) -> None:
             out = agent.hexlane("status", "--brief")
             return out.stdout if out.returncode == 1 else ""
 
-        assert "unreachable" in eventually(not_ok, timeout=15)
+        assert "unreachable" in wait_for("the API to be reported away", not_ok, 15, 0.2)
         assert native.ping("oa", b), "pods keep talking while the API server is away"
         c = native.add_pod("node1", "oc")  # the CNI plugin is served from local state
         assert c not in (a, b) and native.ping("oc", b)
@@ -358,7 +364,7 @@ def test_tunnel_mode_with_kubernetes_ipam(native: Cluster) -> None:
         out = native.agents["node1"].hexlane("status", "--brief")
         return out.stdout if out.returncode == 1 and "waiting for" in out.stdout else ""
 
-    waiting = eventually(reason, timeout=30)
+    waiting = wait_for("status to say what it waits for", reason, 30, 0.2)
     assert "a pod CIDR in Node spec.podCIDRs of node1" in waiting
     for i, node in ((1, "node1"), (2, "node2")):
         native.api.merge(f"/api/v1/nodes/{node}",

@@ -14,17 +14,17 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
-def test_kill_9_during_writes_loses_no_acknowledged_write(fresh_server: Any,
+def test_kill_9_during_writes_loses_no_acknowledged_write(apiservers: Any,
                                                           tmp_path: Any) -> None:
     data_dir = tmp_path / "crash"
-    server = fresh_server(data_dir=data_dir)
+    apiserver = apiservers(data_dir=data_dir)
     acked: dict[str, int] = {}  # name -> resourceVersion of the acknowledged create
     lock = threading.Lock()
     stop = threading.Event()
 
     def writer(worker: int) -> None:
-        api = type(server.api)(server.api.host, server.api.port, server.api.token,
-                               server.api.ctx and data_dir / "tls.crt")
+        api = type(apiserver.api)(apiserver.api.host, apiserver.api.port,
+                                  apiserver.api.token, apiserver.api.ctx and data_dir / "tls.crt")
         i = 0
         while not stop.is_set():
             name = f"w{worker}-{i}"
@@ -44,7 +44,7 @@ def test_kill_9_during_writes_loses_no_acknowledged_write(fresh_server: Any,
     deadline = time.monotonic() + 20
     while len(acked) < 300 and time.monotonic() < deadline:
         time.sleep(0.05)
-    server.kill()  # SIGKILL while the writers are still sending
+    apiserver.kill()  # SIGKILL while the writers are still sending
     stop.set()
     for t in threads:
         t.join(timeout=30)
@@ -53,7 +53,7 @@ def test_kill_9_during_writes_loses_no_acknowledged_write(fresh_server: Any,
     with sqlite3.connect(data_dir / "state.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
-    restarted = fresh_server(data_dir=data_dir)
+    restarted = apiservers(data_dir=data_dir)
     _, listing = restarted.api.get("/api/v1/namespaces/default/configmaps")
     present = {o["metadata"]["name"]: int(o["metadata"]["resourceVersion"])
                for o in listing["items"]}

@@ -62,15 +62,15 @@ class Kubectl:
 
 
 @pytest.fixture(params=["machine", "debian-1.20"])
-def kubectl(request: pytest.FixtureRequest, fresh_server: Any, tmp_path: Path) -> Kubectl:
+def kubectl(request: pytest.FixtureRequest, apiservers: Any, tmp_path: Path) -> Kubectl:
     if request.param == "machine":
         binary = shutil.which("kubectl")
         if binary is None:
             pytest.skip("no kubectl on this machine")
     else:
         binary = str(_debian_kubectl())
-    server = fresh_server()
-    return Kubectl(binary, server.kubeconfig, tmp_path)
+    apiserver = apiservers()
+    return Kubectl(binary, apiserver.kubeconfig, tmp_path)
 
 
 def test_apply_get_edit_delete_every_seed_manifest(kubectl: Kubectl, tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ Pool = create_global_resource("cilium.io", "v2alpha1", "CiliumLoadBalancerIPPool
 
 
 @pytest.fixture
-def client(server: Any) -> Client:
-    return Client(config=KubeConfig.from_file(str(server.kubeconfig)))
+def client(apiserver: Any) -> Client:
+    return Client(config=KubeConfig.from_file(str(apiserver.kubeconfig)))
 
 
 def test_list_then_watch_from_list_version(client: Client) -> None:

@@ -29,8 +29,8 @@ def _cm(name: str, data: dict[str, str] | None = None, **meta: Any) -> dict[str,
             "data": data or {"k": "v"}}
 
 
-def test_requests_without_the_token_get_401(server: Any) -> None:
-    api = server.api
+def test_requests_without_the_token_get_401(apiserver: Any) -> None:
+    api = apiserver.api
     saved = api.token
     try:
         api.token = None
@@ -67,7 +67,7 @@ def test_version_and_discovery(api: Any) -> None:
     assert any(r["name"] == "ciliumloadbalancerippools/status" for r in cilium["resources"])
 
 
-def test_default_namespaces_and_kubernetes_service(server: Any, api: Any) -> None:
+def test_default_namespaces_and_kubernetes_service(apiserver: Any, api: Any) -> None:
     _, nss = api.get("/api/v1/namespaces")
     names = {n["metadata"]["name"] for n in nss["items"]}
     assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
@@ -77,7 +77,7 @@ def test_default_namespaces_and_kubernetes_service(server: Any, api: Any) -> Non
     assert svc["spec"]["ports"][0]["port"] == 443
     _, eps = api.get("/api/v1/namespaces/default/endpoints/kubernetes")
     assert eps["subsets"][0]["addresses"][0]["ip"] == "127.0.0.1"
-    assert eps["subsets"][0]["ports"][0]["port"] == server.api.port
+    assert eps["subsets"][0]["ports"][0]["port"] == apiserver.api.port
     _, eps_slice = api.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/"
                            "kubernetes")
     assert eps_slice["endpoints"][0]["addresses"] == ["127.0.0.1"]
@@ -394,12 +394,12 @@ def test_service_table_columns(api: Any) -> None:
     assert plain["kind"] == "ServiceList"
 
 
-def test_metrics_count_requests_by_verb(server: Any, api: Any) -> None:
-    before = server.metrics()
+def test_metrics_count_requests_by_verb(apiserver: Any, api: Any) -> None:
+    before = apiserver.metrics()
     api.get("/api/v1/namespaces/default/configmaps")
     api.get("/api/v1/namespaces/default/configmaps")
     api.get("/api/v1/namespaces/default/services/kubernetes")
-    after = server.metrics()
+    after = apiserver.metrics()
     assert after[("list", "configmaps")] - before.get(("list", "configmaps"), 0) == 2
     assert after[("get", "services")] - before.get(("get", "services"), 0) == 1
 
@@ -418,18 +418,18 @@ def test_pod_binding_sets_node_once(api: Any) -> None:
     assert status == 409 and body["reason"] == "Conflict"
 
 
-def test_token_file_and_kubeconfig(fresh_server: Any, tmp_path: Any) -> None:
+def test_token_file_and_kubeconfig(apiservers: Any, tmp_path: Any) -> None:
     token_file = tmp_path / "token.txt"
     token_file.write_text("s3cret-token\n")
-    server = fresh_server("--token-file", str(token_file))
-    config = yaml.safe_load(server.kubeconfig.read_text())
+    apiserver = apiservers("--token-file", str(token_file))
+    config = yaml.safe_load(apiserver.kubeconfig.read_text())
     cluster = config["clusters"][0]["cluster"]
     assert cluster["server"].startswith("https://127.0.0.1:")
     assert base64.b64decode(cluster["certificate-authority-data"]) == (
-        server.data_dir / "tls.crt").read_bytes()
+        apiserver.data_dir / "tls.crt").read_bytes()
     assert config["users"][0]["user"]["token"] == "s3cret-token"
-    assert not (server.data_dir / "token").exists()
-    api = server.api
+    assert not (apiserver.data_dir / "token").exists()
+    api = apiserver.api
     assert api.get("/api/v1/namespaces")[0] == 200
     api.token = "other"
     assert api.get("/api/v1/namespaces")[0] == 401

@@ -126,9 +126,9 @@ def test_selector_transitions(api: Any) -> None:
         watch.close()
 
 
-def test_watch_too_old_gets_410(fresh_server: Any) -> None:
-    server = fresh_server("--watch-history", "5")
-    api = server.api
+def test_watch_too_old_gets_410(apiservers: Any) -> None:
+    apiserver = apiservers("--watch-history", "5")
+    api = apiserver.api
     ns = _ns(api)
     path = f"/api/v1/namespaces/{ns}/configmaps"
     _, first = api.post(path, _cm("first"))
@@ -162,19 +162,19 @@ def test_watch_too_old_gets_410(fresh_server: Any) -> None:
         watch.close()
 
 
-def _informer_cycle(server: Any, ns: str, *, bookmarks: bool) -> list[str]:
+def _informer_cycle(apiserver: Any, ns: str, *, bookmarks: bool) -> list[str]:
     """A minimal informer: LIST, WATCH from the list's rv, and after the stream ends resume
     from the last rv seen (events or bookmarks), re-LISTing only after a 410. While its
     first watch is open, more changes than the kept history happen elsewhere. Returns what
     it did, in order."""
-    api = server.api
+    api = apiserver.api
     path = f"/api/v1/namespaces/{ns}/configmaps"
     actions = ["list"]
     _, listing = api.get(path)
     rv = listing["metadata"]["resourceVersion"]
 
     def noise() -> None:
-        other = type(api)(api.host, api.port, api.token, server.data_dir / "tls.crt")
+        other = type(api)(api.host, api.port, api.token, apiserver.data_dir / "tls.crt")
         for i in range(6):  # one more than the history of 5
             other.post("/api/v1/namespaces/default/secrets",
                        {"metadata": {"generateName": "noise-"}, "data": {"i": str(i)}})
@@ -206,19 +206,19 @@ def _informer_cycle(server: Any, ns: str, *, bookmarks: bool) -> list[str]:
     return actions
 
 
-def test_bookmarks_spare_informers_a_relist(fresh_server: Any) -> None:
+def test_bookmarks_spare_informers_a_relist(apiservers: Any) -> None:
     """With a short history, an informer on a quiet resource resumes without a 410 thanks
     to bookmarks (periodic, and one just before the watch times out), and the server's
     request counters show exactly one LIST; without bookmarks its resourceVersion goes
     stale and the resume costs a 410 and a second LIST."""
-    server = fresh_server("--watch-history", "5", "--bookmark-interval", "0.2")
-    ns = _ns(server.api)
-    before = server.metrics().get(("list", "configmaps"), 0)
-    assert _informer_cycle(server, ns, bookmarks=True) == ["list", "watch", "watch"]
-    assert server.metrics()[("list", "configmaps")] - before == 1
-    assert _informer_cycle(server, ns, bookmarks=False) == ["list", "watch", "410", "list",
+    apiserver = apiservers("--watch-history", "5", "--bookmark-interval", "0.2")
+    ns = _ns(apiserver.api)
+    before = apiserver.metrics().get(("list", "configmaps"), 0)
+    assert _informer_cycle(apiserver, ns, bookmarks=True) == ["list", "watch", "watch"]
+    assert apiserver.metrics()[("list", "configmaps")] - before == 1
+    assert _informer_cycle(apiserver, ns, bookmarks=False) == ["list", "watch", "410", "list",
                                                             "watch"]
-    assert server.metrics()[("list", "configmaps")] - before == 3
+    assert apiserver.metrics()[("list", "configmaps")] - before == 3
 
 
 def test_legacy_single_object_watch(api: Any) -> None:

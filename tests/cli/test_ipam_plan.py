@@ -23,6 +23,16 @@ def plan_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+def assert_conflict(doc: dict, conflicting: str, *, besides: tuple[str, ...],
+                    message: str | None = None) -> None:
+    """Pool `conflicting` is marked conflicting (with `message` when given); `besides` not."""
+    for name in besides:
+        assert doc["pools"][name]["conflicting"] is False, name
+    assert doc["pools"][conflicting]["conflicting"] is True
+    if message is not None:
+        assert doc["pools"][conflicting]["conditions"][0]["message"] == message
+
+
 def test_seed_000_requested_ips_outside_the_pool_say_no_pool(
         capsys: pytest.CaptureFixture[str]) -> None:
     doc = plan_json(capsys, "-f", str(EXAMPLES / "seed-000"))
@@ -88,11 +98,9 @@ def test_restart_from_dumped_status_moves_nothing(capsys: pytest.CaptureFixture[
 def test_file_order_makes_later_pool_newer_and_directories_are_read(
         capsys: pytest.CaptureFixture[str]) -> None:
     doc = plan_json(capsys, "-f", str(DATA / "order"))
-    assert doc["pools"]["lan"]["conflicting"] is False
-    assert doc["pools"]["lan-high"]["conflicting"] is True
-    assert doc["pools"]["lan-high"]["conditions"][0]["message"] == (
+    assert_conflict(doc, "lan-high", besides=("lan",), message=(
         "Pool conflicts since range '10.0.0.200 - 10.0.0.250' overlaps range "
-        "'10.0.0.0 - 10.0.0.255' from IP Pool 'lan'")
+        "'10.0.0.0 - 10.0.0.255' from IP Pool 'lan'"))
     # Only LoadBalancer Services are listed; another controller's class is not handled.
     assert set(doc["services"]) == {"default/dual", "default/other-class"}
     assert doc["services"]["default/other-class"] == {"ips": [], "handled": False,
@@ -156,11 +164,9 @@ def test_docs_examples_match_real_output(capsys: pytest.CaptureFixture[str],
 def test_objects_without_timestamp_after_a_dump_are_the_newest(
         capsys: pytest.CaptureFixture[str]) -> None:
     doc = plan_json(capsys, "-f", str(DATA / "dump"))
-    assert doc["pools"]["existing"]["conflicting"] is False
-    assert doc["pools"]["added"]["conflicting"] is True
-    assert doc["pools"]["added"]["conditions"][0]["message"] == (
+    assert_conflict(doc, "added", besides=("existing",), message=(
         "Pool conflicts since range '10.0.0.8 - 10.0.0.15' overlaps range "
-        "'10.0.0.0 - 10.0.0.15' from IP Pool 'existing'")
+        "'10.0.0.0 - 10.0.0.15' from IP Pool 'existing'"))
     assert doc["services"]["default/old"]["ips"] == ["10.0.0.5"]
     # [0-4] (5 addresses) is smaller than [6-15] (10): Cilium's allocator takes it first.
     assert doc["services"]["default/new"]["ips"] == ["10.0.0.0"]
@@ -169,9 +175,7 @@ def test_objects_without_timestamp_after_a_dump_are_the_newest(
 def test_without_any_timestamp_file_order_decides(capsys: pytest.CaptureFixture[str]) -> None:
     doc = plan_json(capsys, "-f", str(DATA / "dump" / "2-new.yaml"),
                     str(DATA / "order" / "pools.yaml"))
-    assert doc["pools"]["added"]["conflicting"] is False
-    assert doc["pools"]["lan"]["conflicting"] is True
-    assert doc["pools"]["lan-high"]["conflicting"] is False
+    assert_conflict(doc, "lan", besides=("added", "lan-high"))
 
 
 def test_kubectl_list_output_is_read(capsys: pytest.CaptureFixture[str],

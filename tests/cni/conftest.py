@@ -1,19 +1,18 @@
-"""Fixtures for CNI tests: a node namespace with an endpoint agent (see cni_helpers)."""
+"""Fixtures for CNI tests: a node namespace with an endpoint agent (see tests/helpers/cni.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from cni_helpers import Agent, cni, conf, require_root
 
+from helpers.cni import Agent, cni, conf
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
 
 @pytest.fixture(scope="module")
 def topo() -> Iterator[Topology]:
-    require_root()
     with Topology("hxc") as t:
         yield t
         made = list(t.created)

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cni_helpers import PLUGIN, Agent, cni, conf, require_root, start_agents
 
+from helpers.cni import PLUGIN, Agent, cni, conf, start_agents
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -171,7 +171,6 @@ class Containerd:
 
 @pytest.fixture
 def two_nodes(tmp_path: Path) -> Iterator[tuple[Topology, dict[str, Agent]]]:
-    require_root()
     if not shutil.which("containerd") or not shutil.which("ctr"):
         pytest.skip("containerd is not installed")
     nodes = {"node1": ("10.78.0.11", "10.246.1.0/24"), "node2": ("10.78.0.12", "10.246.2.0/24")}

@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import pytest
-from cni_helpers import PLUGIN, Agent, cni, conf
 
+from helpers.cni import PLUGIN, Agent, cni, conf
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = pytest.mark.slow
 
 
 def test_version_lists_supported_versions() -> None:
@@ -54,6 +54,7 @@ def test_plugin_imports_only_the_standard_library_and_starts_fast() -> None:
     assert min(times) < 2  # a guard against heavy imports; ~0.1 s on an idle machine
 
 
+@pytest.mark.root
 def test_add_check_del(topo: Topology, fresh_node: Agent) -> None:
     pod = topo.add("pod")
     path = netns.netns_path(pod)
@@ -102,6 +103,7 @@ def test_add_check_del(topo: Topology, fresh_node: Agent) -> None:
     assert rc != 0 and out["code"] == 3
 
 
+@pytest.mark.root
 def test_result_in_version_0_4_0(topo: Topology, fresh_node: Agent) -> None:
     pod = topo.add("pod")
     rc, result = cni(topo["node"], "ADD", conf("0.4.0"), container_id="old",
@@ -118,6 +120,7 @@ def test_result_in_version_0_4_0(topo: Topology, fresh_node: Agent) -> None:
 @pytest.mark.parametrize(("missing", "command"), [
     ("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "ADD"), ("CNI_NETNS", "ADD"),
     ("CNI_IFNAME", "ADD"), ("CNI_NETNS", "CHECK")])
+@pytest.mark.root
 def test_missing_environment_is_error_4(topo: Topology, fresh_node: Agent, missing: str,
                                         command: str) -> None:
     pod = netns.netns_path(topo.add("pod"))
@@ -131,6 +134,7 @@ def test_missing_environment_is_error_4(topo: Topology, fresh_node: Agent, missi
     assert fresh_node.get("/v1/endpoints") == []
 
 
+@pytest.mark.root
 def test_bad_input_codes(topo: Topology, fresh_node: Agent) -> None:
     pod = netns.netns_path(topo.add("pod"))
     cases = [
@@ -150,6 +154,7 @@ def test_bad_input_codes(topo: Topology, fresh_node: Agent) -> None:
     assert fresh_node.get("/v1/endpoints") == []
 
 
+@pytest.mark.root
 def test_gc_and_status(topo: Topology, fresh_node: Agent) -> None:
     pods = [netns.netns_path(topo.add(f"pod{i}")) for i in range(3)]
     for i, path in enumerate(pods):
@@ -164,6 +169,7 @@ def test_gc_and_status(topo: Topology, fresh_node: Agent) -> None:
     assert rc != 0 and out["code"] == 1
 
 
+@pytest.mark.root
 def test_agent_down_add_fails_50_and_del_is_queued(topo: Topology, fresh_node: Agent) -> None:
     pod = topo.add("pod")
     path = netns.netns_path(pod)
@@ -189,6 +195,7 @@ def test_agent_down_add_fails_50_and_del_is_queued(topo: Topology, fresh_node: A
     assert rc == 0 and again["ips"][0]["address"] != result["ips"][0]["address"]
 
 
+@pytest.mark.root
 def test_agent_refuses_calls_from_another_namespace(topo: Topology, fresh_node: Agent,
                                                      tmp_path: Path) -> None:
     other = topo.add("other")

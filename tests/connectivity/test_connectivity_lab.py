@@ -7,15 +7,14 @@ namespace, pool, the pods' network namespaces, the client's routes)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import warnings
 from collections.abc import Iterator
 
 import pytest
-from lab_helpers import Lab, hexlane, lab_namespaces
 
+from helpers.lab import Lab, hexlane, lab_namespaces, running_lab
 from hexlane.lab import conncheck as cc
 from hexlane.lab.connectivity import lab_facts
 from hexlane.lab.manager import LabState
@@ -33,17 +32,8 @@ ROW = re.compile(r"^(\S+)\s+(ClusterIP|NodePort node\d+|LoadBalancer|externalIP)
 
 @pytest.fixture(scope="module", params=list(LABS))
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    name = f"c{secrets.token_hex(3)[:5]}"
-    lab = Lab(name)
-    try:
-        lab.run("up", "--nodes", "2", *LABS[request.param], timeout=300)
+    with running_lab(f"c{secrets.token_hex(3)[:5]}", *LABS[request.param]) as lab:
         yield lab
-    finally:
-        hexlane("lab", "down", "--name", name, check=False)
-        assert lab_namespaces(name) == []
-        assert not lab.dir.exists()
 
 
 def expected_cells(lab: Lab) -> set[tuple[str, str, str, str]]:

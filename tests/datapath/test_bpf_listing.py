@@ -12,10 +12,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import bpf_packets as packets
 import pytest
 from bpf_lbsetup import Services
 
+from helpers import packets
 from hexlane.cli.main import main
 from hexlane.datapath import libbpf
 from hexlane.datapath.lb.loader import PROGRAM_FROM_POD, LbDatapath
@@ -23,6 +23,7 @@ from hexlane.lb.maglev import MaglevBackend, build_table
 from hexlane.lb.services import LOAD_BALANCER
 
 
+@pytest.mark.root
 def test_lb_and_maglev_listings(lb: LbDatapath, services: Services,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     root = str(lb.bpf_root)
@@ -52,6 +53,7 @@ def test_lb_and_maglev_listings(lb: LbDatapath, services: Services,
     assert f"{share[801]:>7} slots" in text and "10.244.80.1:8080/TCP" in text
 
 
+@pytest.mark.root
 def test_drops_listing(lb: LbDatapath, capsys: pytest.CaptureFixture[str],
                        run: Callable[[str, bytes], libbpf.TestRunResult]) -> None:
     run(PROGRAM_FROM_POD, packets.build("10.0.1.5", "10.96.0.10", 40000, 80)[:44])

@@ -3,7 +3,6 @@ mounting the BPF file system pins live on."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,7 +40,7 @@ def test_clang_errors_are_shown(tmp_path: Path) -> None:
     assert list((tmp_path / "out").iterdir()) == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount)")
+@pytest.mark.root
 def test_ensure_bpffs_mounts_once(tmp_path: Path) -> None:
     point = tmp_path / "bpf"
     try:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import bpf_packets as packets
+import pytest
 from bpf_lbsetup import Services
 
+from helpers import packets
 from hexlane.datapath import libbpf
 from hexlane.datapath.layout import ip4, port16
 from hexlane.datapath.lb.conntrack import (
@@ -44,6 +45,7 @@ def _key(client_port: int, daddr: str, dport: int, proto: int, flags: int) -> Ct
                   dport=port16(dport), proto=proto, flags=flags)
 
 
+@pytest.mark.root
 def test_gc_on_the_loaded_program(lb: LbDatapath, services: Services,
                                   run: Callable[[str, bytes], libbpf.TestRunResult]) -> None:
     services.add("10.96.3.1", 80, packets.TCP, 31, [(310, "10.244.31.1", 8080)])

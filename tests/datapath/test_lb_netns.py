@@ -16,10 +16,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import bpf_packets as packets
 import pytest
 from bpf_lbsetup import Services
 
+from helpers import packets
 from hexlane.datapath.lb.attach import TcTable, attachments
 from hexlane.datapath.lb.loader import LbDatapath
 from hexlane.datapath.reconcile import Reconciler
@@ -27,7 +27,7 @@ from hexlane.lab.netns import Topology, netns_path, run, run_in_netns, veth
 from hexlane.lb.maglev import MaglevBackend, build_table
 from hexlane.lb.services import LOAD_BALANCER
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 SERVER = r"""
 import socket, sys, threading

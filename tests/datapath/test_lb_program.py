@@ -19,10 +19,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import bpf_packets as packets
 import pytest
 from bpf_lbsetup import Services, run_program
 
+from helpers import packets
 from hexlane.datapath import libbpf
 from hexlane.datapath.layout import ip4, port16
 from hexlane.datapath.lb import view
@@ -39,17 +39,19 @@ def drops(lb: LbDatapath, reason: DropReason) -> int:
     return view.drops(lb.bpf_root).get(reason.name.lower(), 0)
 
 
+@pytest.mark.root
 def test_tcp_translation_and_checksums(services: Services, run: Run) -> None:
     services.add("10.96.0.10", 80, packets.TCP, 1, [(101, "10.244.1.7", 8080)])
     frame = packets.build(CLIENT, "10.96.0.10", 40000, 80, packets.TCP, b"GET / HTTP/1.1\r\n")
     out = run(PROGRAM_FROM_POD, frame)
     assert out.retval == libbpf.TC_ACT_OK
     p = packets.parse(out.data)
-    assert (p.src, p.sport, p.dst, p.dport) == (CLIENT, 40000, "10.244.1.7", 8080)
-    assert p.ip_csum_ok and p.l4_csum_ok
+    assert p.flow == (CLIENT, 40000, "10.244.1.7", 8080)
+    assert p.checksums_ok
     assert out.data[packets.ETH_HLEN + 40 :] == b"GET / HTTP/1.1\r\n"
 
 
+@pytest.mark.root
 def test_udp_translation_with_and_without_checksum(services: Services, run: Run) -> None:
     services.add("10.96.0.11", 53, packets.UDP, 2, [(102, "10.244.2.9", 5353)])
     for sport, with_csum in ((5000, True), (5001, False)):
@@ -59,11 +61,12 @@ def test_udp_translation_with_and_without_checksum(services: Services, run: Run)
         assert out.retval == libbpf.TC_ACT_OK
         p = packets.parse(out.data)
         assert (p.dst, p.dport) == ("10.244.2.9", 5353)
-        assert p.ip_csum_ok and p.l4_csum_ok
+        assert p.checksums_ok
         # "no checksum" stays "no checksum" (BPF_F_MARK_MANGLED_0)
         assert (p.l4_csum == 0) == (not with_csum)
 
 
+@pytest.mark.root
 def test_ip_options_shift_the_l4_header(services: Services, run: Run) -> None:
     services.add("10.96.0.12", 443, packets.TCP, 3, [(103, "10.244.3.3", 8443)])
     nops = b"\x01\x01\x01\x01"
@@ -73,6 +76,7 @@ def test_ip_options_shift_the_l4_header(services: Services, run: Run) -> None:
 
 
 @pytest.mark.parametrize("program", [PROGRAM_FROM_POD, PROGRAM_TO_POD])
+@pytest.mark.root
 def test_reverse_translation_of_replies(services: Services, run: Run, program: str) -> None:
     """The backend's reply, turned back where it leaves its pod (hl_from_pod) or, from a
     host-network backend, on its way into the client pod (hl_to_pod)."""
@@ -85,17 +89,19 @@ def test_reverse_translation_of_replies(services: Services, run: Run, program: s
     assert out.retval == (libbpf.TC_ACT_OK if program == PROGRAM_FROM_POD
                           else libbpf.TC_ACT_UNSPEC)
     p = packets.parse(out.data)
-    assert (p.src, p.sport, p.dst, p.dport) == (vip, 80, CLIENT, port)
-    assert p.ip_csum_ok and p.l4_csum_ok
+    assert p.flow == (vip, 80, CLIENT, port)
+    assert p.checksums_ok
 
 
 @pytest.mark.parametrize("program", [PROGRAM_FROM_POD, PROGRAM_TO_POD])
+@pytest.mark.root
 def test_reply_of_an_unknown_flow_passes_untouched(run: Run, program: str) -> None:
     reply = packets.build("10.244.9.9", CLIENT, 8080, 42999, tcp_flags=0x12)
     out = run(program, reply)
     assert (out.retval, out.data) == (libbpf.TC_ACT_UNSPEC, reply)
 
 
+@pytest.mark.root
 def test_conntrack_keeps_the_backend(lb: LbDatapath, services: Services, run: Run) -> None:
     backends = [(110 + i, f"10.244.5.{i + 1}", 8080) for i in range(8)]
     services.add("10.96.0.14", 80, packets.TCP, 5, backends)
@@ -125,6 +131,7 @@ def test_conntrack_keeps_the_backend(lb: LbDatapath, services: Services, run: Ru
     assert len(spread) > 1
 
 
+@pytest.mark.root
 def test_flow_moves_when_its_backend_is_gone(services: Services, run: Run) -> None:
     services.add("10.96.0.15", 80, packets.TCP, 6, [(120, "10.244.6.1", 8080)])
     frame = packets.build(CLIENT, "10.96.0.15", 45000, 80)
@@ -134,6 +141,7 @@ def test_flow_moves_when_its_backend_is_gone(services: Services, run: Run) -> No
     assert packets.parse(run(PROGRAM_FROM_POD, frame).data).dst == "10.244.6.2"
 
 
+@pytest.mark.root
 def test_tcp_and_udp_services_on_one_address_and_port(services: Services, run: Run) -> None:
     services.add("10.96.0.16", 53, packets.TCP, 7, [(130, "10.244.7.1", 53)])
     services.add("10.96.0.16", 53, packets.UDP, 8, [(131, "10.244.7.2", 53)])
@@ -145,6 +153,7 @@ def test_tcp_and_udp_services_on_one_address_and_port(services: Services, run: R
 
 
 @pytest.mark.parametrize("proto", [packets.TCP, packets.UDP])
+@pytest.mark.root
 def test_service_without_backends_answers_icmp_unreachable(
         lb: LbDatapath, services: Services, run: Run, proto: int) -> None:
     services.add("10.96.0.17", 80, proto, 9 if proto == packets.TCP else 11, [])
@@ -192,6 +201,7 @@ MALFORMED = {
 
 @pytest.mark.parametrize("program", [PROGRAM_FROM_POD, PROGRAM_TO_POD])
 @pytest.mark.parametrize("case", sorted(MALFORMED))
+@pytest.mark.root
 def test_malformed_packets_are_dropped_with_a_reason(lb: LbDatapath, run: Run, program: str,
                                                      case: str) -> None:
     frame, reason = MALFORMED[case]
@@ -209,13 +219,15 @@ def test_malformed_packets_are_dropped_with_a_reason(lb: LbDatapath, run: Run, p
     + packets.build(CLIENT, "10.96.0.10", 40000, 80)[22:],
     packets.build(CLIENT, "10.1.2.3", 40000, 80),  # not a service
 ], ids=["arp", "icmp", "fragment", "not-a-service"])
+@pytest.mark.root
 def test_other_traffic_passes_untouched(run: Run, frame: bytes) -> None:
     out = run(PROGRAM_FROM_POD, frame)
     assert (out.retval, out.data) == (libbpf.TC_ACT_UNSPEC, frame)
 
 
-def test_pinned_maps_survive_a_reload(bpffs_dir: Path, prog_netns: str) -> None:
-    root = bpffs_dir / "reload"
+@pytest.mark.root
+def test_pinned_maps_survive_a_reload(bpffs: Path, prog_netns: str) -> None:
+    root = bpffs / "reload"
     first = LbDatapath.load(root)
     try:
         Services(first).add("10.96.1.1", 80, packets.TCP, 77, [(700, "10.244.70.1", 80)])
@@ -238,6 +250,7 @@ def test_pinned_maps_survive_a_reload(bpffs_dir: Path, prog_netns: str) -> None:
         second.close()
 
 
+@pytest.mark.root
 def test_session_affinity_sticks_while_the_backend_belongs_to_the_service(
         services: Services, run: Run) -> None:
     backends = [(140 + i, f"10.244.14.{i + 1}", 8080) for i in range(3)]
@@ -258,8 +271,9 @@ def test_session_affinity_sticks_while_the_backend_belongs_to_the_service(
     assert {backend_for(51001 + i) for i in range(10)} == {second}
 
 
-def test_reload_with_another_maglev_table_size(bpffs_dir: Path) -> None:
-    root = bpffs_dir / "resize"
+@pytest.mark.root
+def test_reload_with_another_maglev_table_size(bpffs: Path) -> None:
+    root = bpffs / "resize"
     small = LbDatapath.load(root, table_size=251)
     try:
         Services(small).add("10.96.2.1", 80, packets.TCP, 5, [(7, "10.244.2.7", 80)],
@@ -280,6 +294,7 @@ def test_reload_with_another_maglev_table_size(bpffs_dir: Path) -> None:
         big.close()
 
 
+@pytest.mark.root
 def test_hairpin_is_snated_to_the_loopback_address(services: Services, run: Run) -> None:
     """A pod that reaches itself through its service: the packet comes back to it from
     169.254.42.1 (so the pod's reply leaves it), and the reply is turned back into the
@@ -290,13 +305,13 @@ def test_hairpin_is_snated_to_the_loopback_address(services: Services, run: Run)
     assert out.retval == libbpf.TC_ACT_OK
     p = packets.parse(out.data)
     assert (p.src, p.dst, p.dport) == ("169.254.42.1", pod, 8080)
-    assert p.ip_csum_ok and p.l4_csum_ok
+    assert p.checksums_ok
     reply = packets.build(pod, "169.254.42.1", 8080, p.sport, tcp_flags=0x12)
     out = run(PROGRAM_FROM_POD, reply)
     assert out.retval == libbpf.TC_ACT_OK
     r = packets.parse(out.data)
-    assert (r.src, r.sport, r.dst, r.dport) == ("10.96.0.40", 80, pod, 45000)
-    assert r.ip_csum_ok and r.l4_csum_ok
+    assert r.flow == ("10.96.0.40", 80, pod, 45000)
+    assert r.checksums_ok
     # Another pod of the service keeps its own address (no SNAT inside the cluster).
     other = packets.parse(run(PROGRAM_FROM_POD,
                               packets.build("10.244.6.7", "10.96.0.40", 45001, 80)).data)
@@ -309,6 +324,7 @@ def test_hairpin_is_snated_to_the_loopback_address(services: Services, run: Run)
     assert (remote.src, remote.dst) == ("10.244.7.7", "10.244.7.7")
 
 
+@pytest.mark.root
 def test_a_reused_client_port_answers_from_the_frontend_it_was_sent_to(
         services: Services, run: Run) -> None:
     """One client port to two frontends on one backend (UDP, no SYN to start over): the

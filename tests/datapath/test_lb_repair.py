@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import socket
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -39,7 +38,7 @@ from hexlane.model.node import Node
 from hexlane.model.service import Service
 from hexlane.routing.routes import HOST_DEVICE, HOST_PEER_DEVICE
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 SETTINGS = LbSettings(algorithm="maglev")  # the loaded datapath's default table size
 
@@ -109,8 +108,7 @@ def _flip(value: bytes) -> bytes:
     return bytes([value[0] ^ 0x5A]) + value[1:]
 
 
-def test_every_lb_table_is_repaired_by_one_resync(lb: LbDatapath, netns: str,
-                                                  bpffs_dir: Path) -> None:
+def test_every_lb_table_is_repaired_by_one_resync(lb: LbDatapath, netns: str) -> None:
     rec = ServiceReconciler(lb, "n1", settings=SETTINGS)
     rec.update(*_objects())
     in_netns(netns, lambda: rec.attach(["eth0"]))

@@ -12,14 +12,17 @@ import ipaddress
 import random
 from collections.abc import Callable
 
-import bpf_packets as packets
+import pytest
 from bpf_lbsetup import Services
 
+from helpers import packets
 from hexlane.datapath import libbpf
 from hexlane.datapath.lb.encode import service_id_key
 from hexlane.datapath.lb.loader import PROGRAM_FROM_POD, LbDatapath
 from hexlane.datapath.lb.sync import MaglevTable
 from hexlane.lb.maglev import MaglevBackend, build_table, maglev_slot
+
+pytestmark = pytest.mark.root
 
 M = 16381
 Run = Callable[[str, bytes], libbpf.TestRunResult]

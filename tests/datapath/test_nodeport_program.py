@@ -19,10 +19,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-import bpf_packets as packets
 import pytest
 from bpf_lbsetup import Services
 
+from helpers import packets
 from hexlane.datapath import libbpf
 from hexlane.datapath.layout import ip4, port16
 from hexlane.datapath.lb import view
@@ -36,6 +36,8 @@ from hexlane.datapath.lb.maps import (
     Ct4Key,
 )
 from hexlane.lb.services import NODE_PORT, SCOPE_INT
+
+pytestmark = pytest.mark.root
 
 TCP = packets.TCP
 NODE_IP = "10.0.0.11"
@@ -54,8 +56,8 @@ def test_nodeport_snat_and_its_reply(services: Services, runner: Run) -> None:
     out = runner(PROGRAM_FROM_NETDEV, packets.build(CLIENT, NODE_IP, 41000, 30080))
     assert out.retval != libbpf.TC_ACT_UNSPEC
     p = packets.parse(out.data)
-    assert (p.src, p.sport, p.dst, p.dport) == (NODE_IP, 41000, "10.42.2.5", 8080)
-    assert p.ip_csum_ok and p.l4_csum_ok
+    assert p.flow == (NODE_IP, 41000, "10.42.2.5", 8080)
+    assert p.checksums_ok
 
     # A second client using the same port: the NAT port 41000 is taken for this backend.
     out2 = runner(PROGRAM_FROM_NETDEV, packets.build("10.0.0.3", NODE_IP, 41000, 30080))
@@ -66,8 +68,8 @@ def test_nodeport_snat_and_its_reply(services: Services, runner: Run) -> None:
         reply = runner(PROGRAM_FROM_NETDEV, packets.build("10.42.2.5", NODE_IP, 8080, nat_port,
                                                           tcp_flags=0x12))
         r = packets.parse(reply.data)
-        assert (r.src, r.sport, r.dst, r.dport) == (NODE_IP, 30080, client, 41000)
-        assert r.ip_csum_ok and r.l4_csum_ok
+        assert r.flow == (NODE_IP, 30080, client, 41000)
+        assert r.checksums_ok
 
 
 def test_local_backend_gets_dnat_only_and_clusterip_is_not_external(
@@ -77,7 +79,7 @@ def test_local_backend_gets_dnat_only_and_clusterip_is_not_external(
                  local=True)
     p = packets.parse(runner(PROGRAM_FROM_NETDEV,
                              packets.build(CLIENT, NODE_IP, 41001, 30081)).data)
-    assert (p.src, p.sport, p.dst, p.dport) == (CLIENT, 41001, "10.42.1.5", 8080)
+    assert p.flow == (CLIENT, 41001, "10.42.1.5", 8080)
     services.add("10.43.0.50", 80, TCP, 203, [(2003, "10.42.1.5", 8080)], local=True)
     frame = packets.build(CLIENT, "10.43.0.50", 41002, 80)
     out = runner(PROGRAM_FROM_NETDEV, frame)
@@ -101,8 +103,8 @@ def test_dsr_option_inserted_then_accepted_and_stripped(
     assert ip[20:28] == bytes([DSR_IPV4_OPT_TYPE, 8]) + struct.pack("!H", 30084) + bytes(
         [10, 0, 0, 11])
     p = packets.parse(out.data)
-    assert (p.src, p.sport, p.dst, p.dport) == (CLIENT, 42000, "10.42.2.6", 8080)
-    assert p.ip_csum_ok and p.l4_csum_ok
+    assert p.flow == (CLIENT, 42000, "10.42.2.6", 8080)
+    assert p.checksums_ok
     assert out.data.endswith(b"GET /")
 
     # The backend's node: the option is recorded and removed.
@@ -110,8 +112,8 @@ def test_dsr_option_inserted_then_accepted_and_stripped(
     assert got.retval == libbpf.TC_ACT_OK
     assert got.data[packets.ETH_HLEN] == 0x45 and len(got.data) == len(frame)
     q = packets.parse(got.data)
-    assert (q.src, q.sport, q.dst, q.dport) == (CLIENT, 42000, "10.42.2.6", 8080)
-    assert q.ip_csum_ok and q.l4_csum_ok
+    assert q.flow == (CLIENT, 42000, "10.42.2.6", 8080)
+    assert q.checksums_ok
     entry = lb.maps.ct.lookup(Ct4Key(saddr=ip4(CLIENT), daddr=ip4("10.42.2.6"),
                                      sport=port16(42000), dport=port16(8080), proto=packets.TCP,
                                      flags=CT_F_REPLY))
@@ -121,8 +123,8 @@ def test_dsr_option_inserted_then_accepted_and_stripped(
     reply = runner(PROGRAM_FROM_POD, packets.build("10.42.2.6", CLIENT, 8080, 42000,
                                                    tcp_flags=0x12))
     r = packets.parse(reply.data)
-    assert (r.src, r.sport, r.dst, r.dport) == (NODE_IP, 30084, CLIENT, 42000)
-    assert r.ip_csum_ok and r.l4_csum_ok
+    assert r.flow == (NODE_IP, 30084, CLIENT, 42000)
+    assert r.checksums_ok
 
 
 def test_malformed_dsr_option_dropped_other_options_pass(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -249,7 +248,7 @@ def test_the_async_variant_repairs_as_the_sync_one() -> None:
     asyncio.run(run())
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)")
+@pytest.mark.root
 def test_real_bpf_map_with_ctypes_entries() -> None:
     with libbpf.create_map(libbpf.BPF_MAP_TYPE_HASH, "hl_test_rec", 2,
                            ctypes.sizeof(Lb4ReverseNat), 512) as raw:

@@ -22,7 +22,7 @@ from hexlane.datapath.lb.loader import PROGRAM_FROM_POD, PROGRAM_TO_POD, LbDatap
 from hexlane.datapath.reconcile import Reconciler
 from hexlane.lab.netns import Topology, netns_path, run, run_in_netns
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 INGRESS, EGRESS = ("hlv0", "ingress", 1), ("hlv0", "egress", 1)
 

@@ -1,108 +1,12 @@
-"""Helpers for the client layer's tests: the real `hexlane apiserver` process (HTTPS, token,
-its own kubeconfig), a plain aiohttp client that is not the code under test (to make changes
-behind the informer's back and to read the truth), and a TCP proxy in front of the server that
-a test can cut or hold, to break watches at chosen moments."""
+"""Helpers for the client layer's tests: a TCP proxy in front of the apiserver that a test can
+cut or hold, to break watches at chosen moments. (The apiserver itself, and the plain aiohttp
+client that makes changes behind the informer's back and reads the truth, are shared:
+tests/helpers/apiserver.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import ssl
-import subprocess
-import sys
-import time
-from pathlib import Path
-from typing import Any
-
-import aiohttp
-import yaml
-
-
-class ServerProcess:
-    """A running `hexlane apiserver` subprocess."""
-
-    def __init__(self, data_dir: Path, *extra: str) -> None:
-        self.data_dir = data_dir
-        self.kubeconfig = data_dir / "kubeconfig"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # The server writes its kubeconfig once listening: one from an earlier run must not
-        # pass for readiness.
-        self.kubeconfig.unlink(missing_ok=True)
-        log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - kept by the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hexlane.cli.main", "apiserver", "--data-dir", str(data_dir),
-             "--listen", "127.0.0.1:0", "--bookmark-interval", "0.5", *extra],
-            stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + 30
-        while not self.kubeconfig.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError("apiserver exited: "
-                                   + (data_dir / "server.log").read_text()[-3000:])
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("apiserver did not write its kubeconfig in time")
-            time.sleep(0.05)
-        config = yaml.safe_load(self.kubeconfig.read_text())
-        self.url: str = config["clusters"][0]["cluster"]["server"]
-        self.token: str = config["users"][0]["user"]["token"]
-        host_port = self.url.split("://", 1)[1]
-        host, _, port = host_port.rpartition(":")
-        self.host, self.port = host, int(port)
-        self.ca = data_dir / "tls.crt"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-    def plain(self) -> Plain:
-        return Plain(self.url, self.token, self.ca)
-
-
-class Plain:
-    """An independent JSON client (aiohttp) for changes and ground truth."""
-
-    def __init__(self, url: str, token: str, ca: Path) -> None:
-        self.url, self.token = url, token
-        self.ssl = ssl.create_default_context(cafile=str(ca))
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Plain:
-        self._session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._session is not None
-        await self._session.close()
-
-    async def call(self, method: str, path: str, body: Any = None,
-                   content_type: str = "application/json") -> tuple[int, Any]:
-        assert self._session is not None
-        data = None if body is None else json.dumps(body)
-        async with self._session.request(method, self.url + path, data=data, ssl=self.ssl,
-                                         headers={"Content-Type": content_type}) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    async def metrics(self) -> dict[tuple[str, str], float]:
-        """(verb, resource) -> requests served, from the server's /metrics."""
-        assert self._session is not None
-        async with self._session.get(self.url + "/metrics", ssl=self.ssl) as resp:
-            text = await resp.text()
-        counts: dict[tuple[str, str], float] = {}
-        for line in text.splitlines():
-            if not line.startswith("apiserver_request_total{"):
-                continue
-            labels_text, value = line[len("apiserver_request_total{"):].rsplit("} ", 1)
-            labels = dict(part.split("=", 1) for part in labels_text.split(","))
-            key = (labels["verb"].strip('"'), labels["resource"].strip('"'))
-            counts[key] = counts.get(key, 0.0) + float(value)
-        return counts
 
 
 class Proxy:

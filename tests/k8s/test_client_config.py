@@ -20,10 +20,11 @@ from pathlib import Path
 import lightkube
 import pytest
 import yaml
-from k8s_helpers import Proxy, ServerProcess
+from k8s_helpers import Proxy
 from lightkube.resources.core_v1 import ConfigMap, Namespace
 from prometheus_client import CollectorRegistry
 
+from helpers.apiserver import Apiserver
 from hexlane.config import Values, load_values
 from hexlane.k8s.client import ApiError, load_client_config, make_client
 from hexlane.model.errors import InputError
@@ -122,10 +123,11 @@ def test_missing_configuration_is_an_input_error(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_in_cluster_and_override_against_the_server(server: ServerProcess,
+def test_in_cluster_and_override_against_the_server(apiserver: Apiserver,
                                                     tmp_path: Path) -> None:
-    account = service_account(tmp_path, token=server.token, ca=server.ca.read_bytes())
-    env = {"KUBERNETES_SERVICE_HOST": server.host, "KUBERNETES_SERVICE_PORT": str(server.port)}
+    account = service_account(tmp_path, token=apiserver.token, ca=apiserver.ca.read_bytes())
+    env = {"KUBERNETES_SERVICE_HOST": apiserver.host,
+           "KUBERNETES_SERVICE_PORT": str(apiserver.port)}
 
     async def run() -> None:
         client = make_client(None, None, environ=env, service_account_dir=account,
@@ -146,7 +148,7 @@ def test_in_cluster_and_override_against_the_server(server: ServerProcess,
             with pytest.raises(lightkube.ApiError) as lk_err:
                 await client.lightkube.get(ConfigMap, "none", namespace="default")
             assert lk_err.value.status.code == 404
-        async with Proxy(server.host, server.port) as proxy:
+        async with Proxy(apiserver.host, apiserver.port) as proxy:
             client = make_client(values("k8sServiceHost=127.0.0.1",
                                         f"k8sServicePort={proxy.port}"),
                                  None, environ=env, service_account_dir=account,

@@ -20,12 +20,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from k8s_helpers import Proxy, ServerProcess
+from k8s_helpers import Proxy
 from prometheus_client import CollectorRegistry
 
+from helpers.apiserver import Apiserver
 from hexlane.config import load_values
 from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.election import LeaseTiming
@@ -52,11 +54,19 @@ class Watcher:
         self.stopped += 1
 
 
-def candidate(client: KubeClient, name: str, identity: str,
-              watcher: Watcher) -> LeaderElector:
-    return LeaderElector(client, name, "default", identity, TIMING,
-                         on_started_leading=watcher.on_start,
-                         on_stopped_leading=watcher.on_stop)
+@contextlib.asynccontextmanager
+async def candidate(client: KubeClient, name: str, identity: str
+                    ) -> AsyncIterator[tuple[LeaderElector, Watcher]]:
+    """A started elector for Lease default/`name` and its counter; stopped on leaving."""
+    watcher = Watcher()
+    elector = LeaderElector(client, name, "default", identity, TIMING,
+                            on_started_leading=watcher.on_start,
+                            on_stopped_leading=watcher.on_stop)
+    elector.start()
+    try:
+        yield elector, watcher
+    finally:
+        await elector.stop()
 
 
 async def until(check: object, timeout: float) -> float:
@@ -68,48 +78,41 @@ async def until(check: object, timeout: float) -> float:
     return time.monotonic() - start
 
 
-def test_one_leads_and_cancel_hands_over_at_once(server: ServerProcess) -> None:
+def test_one_leads_and_cancel_hands_over_at_once(apiserver: Apiserver) -> None:
     name = f"lease-{uuid.uuid4().hex[:6]}"
 
     async def run() -> None:
-        async with server.plain() as plain, make_client(
-                None, server.kubeconfig, registry=CollectorRegistry()) as client:
-            wa, wb = Watcher(), Watcher()
-            a, b = candidate(client, name, "a", wa), candidate(client, name, "b", wb)
-            a.start()
-            b.start()
-            try:
-                await until(lambda: a.leading or b.leading, 5)
-                await asyncio.sleep(TIMING.duration)  # both keep campaigning
-                assert [a.leading, b.leading].count(True) == 1
-                leader, follower = (a, b) if a.leading else (b, a)
-                lw, fw = (wa, wb) if leader is a else (wb, wa)
-                assert (lw.started, lw.stopped, fw.started) == (1, 0, 0)
-                status, lease = await plain.call("GET", f"{LEASES}/{name}")
-                assert status == 200
-                assert lease["spec"]["holderIdentity"] == leader.identity
-                assert lease["spec"]["leaseDurationSeconds"] == 2
-                await leader.stop()
-                assert lw.stopped == 1 and not leader.leading
-                took = await until(lambda: follower.leading, TIMING.duration)
-                print(f"takeover {took:.2f}s after the leader released")
-                # Released: the follower's next (jittered) retry takes it.
-                assert took < TIMING.retry_period * 2.2 + 0.3, took
-                status, lease = await plain.call("GET", f"{LEASES}/{name}")
-                assert lease["spec"]["holderIdentity"] == follower.identity
-                assert lease["spec"]["leaseTransitions"] >= 1
-            finally:
-                await a.stop()
-                await b.stop()
+        async with apiserver.plain() as plain, make_client(
+                None, apiserver.kubeconfig, registry=CollectorRegistry()) as client, \
+                candidate(client, name, "a") as (a, wa), candidate(client, name, "b") as (b, wb):
+            await until(lambda: a.leading or b.leading, 5)
+            await asyncio.sleep(TIMING.duration)  # both keep campaigning
+            assert [a.leading, b.leading].count(True) == 1
+            leader, follower = (a, b) if a.leading else (b, a)
+            lw, fw = (wa, wb) if leader is a else (wb, wa)
+            assert (lw.started, lw.stopped, fw.started) == (1, 0, 0)
+            status, lease = await plain.call("GET", f"{LEASES}/{name}")
+            assert status == 200
+            assert lease["spec"]["holderIdentity"] == leader.identity
+            assert lease["spec"]["leaseDurationSeconds"] == 2
+            await leader.stop()
+            assert lw.stopped == 1 and not leader.leading
+            took = await until(lambda: follower.leading, TIMING.duration)
+            print(f"takeover {took:.2f}s after the leader released")
+            # Released: the follower's next (jittered) retry takes it.
+            assert took < TIMING.retry_period * 2.2 + 0.3, took
+            status, lease = await plain.call("GET", f"{LEASES}/{name}")
+            assert lease["spec"]["holderIdentity"] == follower.identity
+            assert lease["spec"]["leaseTransitions"] >= 1
 
     asyncio.run(run())
 
 
-def test_survivor_takes_over_from_a_killed_leader(server: ServerProcess) -> None:
+def test_survivor_takes_over_from_a_killed_leader(apiserver: Apiserver) -> None:
     name = f"lease-{uuid.uuid4().hex[:6]}"
     child = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("elector_child.py")),
-         str(server.kubeconfig), "default", name, "child",
+         str(apiserver.kubeconfig), "default", name, "child",
          str(TIMING.duration), str(TIMING.renew_deadline), str(TIMING.retry_period)],
         stdout=subprocess.PIPE, start_new_session=True)
     try:
@@ -117,26 +120,21 @@ def test_survivor_takes_over_from_a_killed_leader(server: ServerProcess) -> None
         assert child.stdout.readline().strip() == b"leading"
 
         async def run() -> None:
-            async with make_client(None, server.kubeconfig,
-                                   registry=CollectorRegistry()) as client:
-                watcher = Watcher()
-                survivor = candidate(client, name, "survivor", watcher)
-                survivor.start()
-                try:
-                    await asyncio.sleep(TIMING.duration + 0.5)
-                    assert not survivor.leading  # the child keeps renewing
-                    os.kill(child.pid, signal.SIGKILL)
-                    killed = time.monotonic()
-                    await until(lambda: survivor.leading, TIMING.duration * 3)
-                    assert watcher.started_at is not None
-                    took = watcher.started_at - killed
-                    print(f"takeover {took:.2f}s after SIGKILL of the leader")
-                    # Not before the lease could have expired (last renewal at most one retry
-                    # period before the kill), and within duration + the retries to see it.
-                    assert TIMING.duration - TIMING.retry_period - 0.05 <= took, took
-                    assert took <= TIMING.duration + 4.4 * TIMING.retry_period + 0.3, took
-                finally:
-                    await survivor.stop()
+            async with make_client(None, apiserver.kubeconfig,
+                                   registry=CollectorRegistry()) as client, \
+                    candidate(client, name, "survivor") as (survivor, watcher):
+                await asyncio.sleep(TIMING.duration + 0.5)
+                assert not survivor.leading  # the child keeps renewing
+                os.kill(child.pid, signal.SIGKILL)
+                killed = time.monotonic()
+                await until(lambda: survivor.leading, TIMING.duration * 3)
+                assert watcher.started_at is not None
+                took = watcher.started_at - killed
+                print(f"takeover {took:.2f}s after SIGKILL of the leader")
+                # Not before the lease could have expired (last renewal at most one retry
+                # period before the kill), and within duration + the retries to see it.
+                assert TIMING.duration - TIMING.retry_period - 0.05 <= took, took
+                assert took <= TIMING.duration + 4.4 * TIMING.retry_period + 0.3, took
 
         asyncio.run(run())
     finally:
@@ -145,33 +143,28 @@ def test_survivor_takes_over_from_a_killed_leader(server: ServerProcess) -> None
         child.wait(timeout=10)
 
 
-def test_leader_without_api_stops_after_the_renew_deadline(server: ServerProcess) -> None:
+def test_leader_without_api_stops_after_the_renew_deadline(apiserver: Apiserver) -> None:
     name = f"lease-{uuid.uuid4().hex[:6]}"
 
     async def run() -> None:
-        async with Proxy(server.host, server.port) as proxy:
+        async with Proxy(apiserver.host, apiserver.port) as proxy:
             values, _ = load_values([], ["k8sServiceHost=127.0.0.1",
                                          f"k8sServicePort={proxy.port}"])
-            async with make_client(values, server.kubeconfig,
-                                   registry=CollectorRegistry()) as client:
-                watcher = Watcher()
-                elector = candidate(client, name, "lonely", watcher)
-                elector.start()
-                try:
-                    await until(lambda: elector.leading, 5)
-                    proxy.hold()
-                    cut_at = time.monotonic()
-                    await until(lambda: not elector.leading, TIMING.duration)
-                    lost = time.monotonic() - cut_at
-                    print(f"leadership dropped {lost:.2f}s after the API went away")
-                    # Deadline counted from the last renewal (up to a retry before the cut).
-                    assert TIMING.renew_deadline - TIMING.retry_period - 0.05 <= lost
-                    assert lost <= TIMING.renew_deadline + TIMING.retry_period + 0.3
-                    assert watcher.stopped == 1
-                    proxy.release()
-                    await until(lambda: elector.leading, TIMING.duration * 2)
-                    assert watcher.started == 2
-                finally:
-                    await elector.stop()
+            async with make_client(values, apiserver.kubeconfig,
+                                   registry=CollectorRegistry()) as client, \
+                    candidate(client, name, "lonely") as (elector, watcher):
+                await until(lambda: elector.leading, 5)
+                proxy.hold()
+                cut_at = time.monotonic()
+                await until(lambda: not elector.leading, TIMING.duration)
+                lost = time.monotonic() - cut_at
+                print(f"leadership dropped {lost:.2f}s after the API went away")
+                # Deadline counted from the last renewal (up to a retry before the cut).
+                assert TIMING.renew_deadline - TIMING.retry_period - 0.05 <= lost
+                assert lost <= TIMING.renew_deadline + TIMING.retry_period + 0.3
+                assert watcher.stopped == 1
+                proxy.release()
+                await until(lambda: elector.leading, TIMING.duration * 2)
+                assert watcher.started == 2
 
     asyncio.run(run())

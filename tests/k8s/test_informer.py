@@ -21,18 +21,19 @@ that breaks connections on demand (the client reaches the proxy through `k8sServ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from k8s_helpers import Plain, Proxy, ServerProcess
+from k8s_helpers import Proxy
 from prometheus_client import CollectorRegistry
 
+from helpers.apiserver import Apiserver, Apiservers, Plain
 from hexlane.config import load_values
 from hexlane.k8s.backoff import Backoff
 from hexlane.k8s.cache import by_field, by_label, object_key, resource_version
@@ -49,12 +50,18 @@ STEP = st.one_of(WRITE, st.tuples(st.just("cut"), st.just(""), st.just(0)),
                  st.tuples(st.just("pause"), st.just(""), st.integers(1, 30)))
 
 
-def client_via(server: ServerProcess, proxy: Proxy) -> KubeClient:
+@pytest.fixture(scope="module")
+def short_history_server(apiservers: Apiservers) -> Apiserver:
+    """An apiserver that keeps only 5 changes for resuming watches (older: 410 Gone)."""
+    return apiservers("--bookmark-interval", "0.5", "--watch-history", "5")
+
+
+def client_via(apiserver: Apiserver, proxy: Proxy) -> KubeClient:
     values, problems = load_values([], [
         "k8sServiceHost=127.0.0.1", f"k8sServicePort={proxy.port}",
         "k8sClientRateLimit.qps=1000", "k8sClientRateLimit.burst=1000"])
     assert not [p for p in problems if p.severity == "error"], problems
-    client = make_client(values, server.kubeconfig, registry=CollectorRegistry())
+    client = make_client(values, apiserver.kubeconfig, registry=CollectorRegistry())
     assert client.server == f"https://127.0.0.1:{proxy.port}"
     return client
 
@@ -99,6 +106,16 @@ async def truth(plain: Plain, path: str, api_version: str, kind: str) -> dict[st
     return out
 
 
+@contextlib.asynccontextmanager
+async def running(informer: Informer) -> AsyncIterator[Informer]:
+    """The informer started, and stopped on leaving."""
+    informer.start()
+    try:
+        yield informer
+    finally:
+        await informer.stop()
+
+
 async def eventually(check: Callable[[], bool], timeout: float = 15.0,
                      what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
@@ -134,10 +151,10 @@ class Replay:
         self.calls += 1
 
 
-async def with_everything(server: ServerProcess,
+async def with_everything(apiserver: Apiserver,
                           body: Callable[[Plain, Proxy, KubeClient], Awaitable[None]]) -> None:
-    async with server.plain() as plain, Proxy(server.host, server.port) as proxy:
-        client = client_via(server, proxy)
+    async with apiserver.plain() as plain, Proxy(apiserver.host, apiserver.port) as proxy:
+        client = client_via(apiserver, proxy)
         try:
             await body(plain, proxy, client)
         finally:
@@ -148,7 +165,7 @@ async def with_everything(server: ServerProcess,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(before=st.lists(WRITE, max_size=6), steps=st.lists(STEP, max_size=24))
 def test_cache_equals_server_after_random_changes_and_cuts(
-        server: ServerProcess, before: list[tuple[str, str, int]],
+        apiserver: Apiserver, before: list[tuple[str, str, int]],
         steps: list[tuple[str, str, int]]) -> None:
     async def body(plain: Plain, proxy: Proxy, client: KubeClient) -> None:
         ns = await new_namespace(plain)
@@ -160,8 +177,7 @@ def test_cache_equals_server_after_random_changes_and_cuts(
                             indexers={"app": by_label("app")},
                             backoff=Backoff(initial=0.02, maximum=0.2))
         replay = Replay(informer)
-        informer.start()
-        try:
+        async with running(informer):
             await informer.wait_synced(10)
             for op, name, value in steps:
                 if op == "cut":
@@ -182,13 +198,11 @@ def test_cache_equals_server_after_random_changes_and_cuts(
             # One list by the informer, one by `truth` above: every cut was a resume.
             assert lists == 2, (lists, informer.stats)
             assert informer.stats.lists == 1 and informer.stats.expired == 0
-        finally:
-            await informer.stop()
 
-    asyncio.run(with_everything(server, body))
+    asyncio.run(with_everything(apiserver, body))
 
 
-def test_relists_exactly_once_after_410(short_history_server: ServerProcess) -> None:
+def test_relists_exactly_once_after_410(short_history_server: Apiserver) -> None:
     async def body(plain: Plain, proxy: Proxy, client: KubeClient) -> None:
         ns = await new_namespace(plain)
         path = f"/api/v1/namespaces/{ns}/configmaps"
@@ -196,8 +210,7 @@ def test_relists_exactly_once_after_410(short_history_server: ServerProcess) -> 
         informer = Informer(client, ConfigMap, namespace=ns,
                             backoff=Backoff(initial=0.02, maximum=0.2))
         replay = Replay(informer)
-        informer.start()
-        try:
+        async with running(informer):
             await informer.wait_synced(10)
             metrics = await plain.metrics()
             lists0 = metrics.get(("list", "configmaps"), 0.0)
@@ -219,21 +232,18 @@ def test_relists_exactly_once_after_410(short_history_server: ServerProcess) -> 
             assert metrics.get(("list", "configmaps"), 0.0) - lists0 == 2
             assert metrics.get(("watch", "configmaps"), 0.0) - watches0 >= 2
             assert informer.stats.expired == 1
-        finally:
-            await informer.stop()
 
     asyncio.run(with_everything(short_history_server, body))
 
 
 def test_bookmarks_let_a_quiet_informer_resume_without_relisting(
-        short_history_server: ServerProcess) -> None:
+        short_history_server: Apiserver) -> None:
     async def body(plain: Plain, proxy: Proxy, client: KubeClient) -> None:
         quiet = await new_namespace(plain)
         busy = await new_namespace(plain)
         informer = Informer(client, ConfigMap, namespace=quiet,
                             backoff=Backoff(initial=0.02, maximum=0.2))
-        informer.start()
-        try:
+        async with running(informer):
             await informer.wait_synced(10)
             rv0 = int(informer.resource_version)
             busy_path = f"/api/v1/namespaces/{busy}/configmaps"
@@ -252,21 +262,18 @@ def test_bookmarks_let_a_quiet_informer_resume_without_relisting(
             await write(plain, f"/api/v1/namespaces/{quiet}/configmaps", "create", "q", 1)
             await eventually(lambda: f"{quiet}/q" in informer.cache, 5, "the new object")
             assert informer.stats.lists == 1 and informer.stats.expired == 0
-        finally:
-            await informer.stop()
 
     asyncio.run(with_everything(short_history_server, body))
 
 
-def test_cluster_scoped_crd_indexes_and_key_queue(server: ServerProcess) -> None:
+def test_cluster_scoped_crd_indexes_and_key_queue(apiserver: Apiserver) -> None:
     async def body(plain: Plain, proxy: Proxy, client: KubeClient) -> None:
         tag = uuid.uuid4().hex[:6]
         pools = "/apis/cilium.io/v2alpha1/ciliumloadbalancerippools"
         informer = Informer(client, CiliumLoadBalancerIPPool, label_selector=f"test={tag}",
                             indexers={"color": by_label("color")})
         informer.add_handler(on_add=lambda obj: 1 / 0)  # a consumer's bug is logged only
-        informer.start()
-        try:
+        async with running(informer):
             await informer.wait_synced(10)
             queue = informer.key_queue()
             for i, color in enumerate(("blue", "red", "blue")):
@@ -300,19 +307,16 @@ def test_cluster_scoped_crd_indexes_and_key_queue(server: ServerProcess) -> None
                 "test": None}}}, "application/merge-patch+json")
             await eventually(lambda: f"p0-{tag}" not in informer.cache, what="p0 gone")
             assert await asyncio.wait_for(queue.get(), 5) == f"p0-{tag}"
-        finally:
-            await informer.stop()
 
-    asyncio.run(with_everything(server, body))
+    asyncio.run(with_everything(apiserver, body))
 
 
-def test_all_namespaces_with_field_index(server: ServerProcess) -> None:
+def test_all_namespaces_with_field_index(apiserver: Apiserver) -> None:
     async def body(plain: Plain, proxy: Proxy, client: KubeClient) -> None:
         tag = uuid.uuid4().hex[:6]
         informer = Informer(client, Service, label_selector=f"test={tag}",
                             indexers={"type": by_field("spec.type")})
-        informer.start()
-        try:
+        async with running(informer):
             await informer.wait_synced(10)
             spaces = [await new_namespace(plain) for _ in range(2)]
             for ns, svc_type in zip(spaces, ("ClusterIP", "NodePort"), strict=True):
@@ -327,33 +331,29 @@ def test_all_namespaces_with_field_index(server: ServerProcess) -> None:
                 [f"{spaces[0]}/web"]
             # The server's defaulting (clusterIP) is what the cache holds.
             assert informer.cache.get(f"{spaces[0]}/web")["spec"]["clusterIP"]
-        finally:
-            await informer.stop()
 
-    asyncio.run(with_everything(server, body))
+    asyncio.run(with_everything(apiserver, body))
 
 
-def test_follows_the_server_through_a_restart(tmp_path: Path) -> None:
-    first = ServerProcess(tmp_path / "srv")
-    port = first.port
+def test_follows_the_server_through_a_restart(apiservers: Apiservers) -> None:
+    server = apiservers("--bookmark-interval", "0.5")
 
     async def run() -> None:
-        nonlocal first
-        client = make_client(None, first.kubeconfig, registry=CollectorRegistry())
+        client = make_client(None, server.kubeconfig, registry=CollectorRegistry())
         informer = Informer(client, ConfigMap, namespace="default",
                             backoff=Backoff(initial=0.05, maximum=0.5))
         informer.start()
         try:
             await informer.wait_synced(10)
             path = "/api/v1/namespaces/default/configmaps"
-            async with first.plain() as plain:
+            async with server.plain() as plain:
                 await write(plain, path, "create", "before", 1)
             await eventually(lambda: "default/before" in informer.cache, what="before")
-            first.stop()
+            server.stop()
             await asyncio.sleep(0.3)  # the informer is retrying against nothing
             # Same data directory (token, certificate, database) and the same address.
-            first = ServerProcess(tmp_path / "srv", "--listen", f"127.0.0.1:{port}")
-            async with first.plain() as plain:
+            server.start(same_address=True)
+            async with server.plain() as plain:
                 await write(plain, path, "delete", "before", 0)
                 await write(plain, path, "create", "after", 2)
                 expected = await truth(plain, path, "v1", "ConfigMap")
@@ -364,7 +364,4 @@ def test_follows_the_server_through_a_restart(tmp_path: Path) -> None:
             await informer.stop()
             await client.aclose()
 
-    try:
-        asyncio.run(run())
-    finally:
-        first.stop()
+    asyncio.run(run())

@@ -15,10 +15,10 @@ import asyncio
 import time
 
 import pytest
-from k8s_helpers import ServerProcess
 from lightkube.resources.core_v1 import Namespace
 from prometheus_client import CollectorRegistry, generate_latest
 
+from helpers.apiserver import Apiserver
 from hexlane.config import load_values
 from hexlane.k8s.client import make_client
 from hexlane.k8s.ratelimit import ClientMetrics, RateLimiter
@@ -80,12 +80,12 @@ def test_metrics_are_shared_per_registry() -> None:
 
 
 @pytest.mark.slow
-def test_qps5_burst10_throttles_real_requests(server: ServerProcess) -> None:
+def test_qps5_burst10_throttles_real_requests(apiserver: Apiserver) -> None:
     values, _ = load_values([], ["k8sClientRateLimit.qps=5", "k8sClientRateLimit.burst=10"])
     registry = CollectorRegistry()
 
     async def run() -> float:
-        async with make_client(values, server.kubeconfig, registry=registry) as client:
+        async with make_client(values, apiserver.kubeconfig, registry=registry) as client:
             assert (client.limiter.qps, client.limiter.burst) == (5.0, 10)
             start = time.monotonic()
             for i in range(20):

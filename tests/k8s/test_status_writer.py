@@ -17,9 +17,9 @@ import uuid
 from typing import Any
 
 import pytest
-from k8s_helpers import Plain, ServerProcess
 from prometheus_client import CollectorRegistry
 
+from helpers.apiserver import Apiserver, Plain
 from hexlane.k8s.client import ApiError, KubeClient, make_client
 from hexlane.k8s.resources import CiliumLoadBalancerIPPool
 from hexlane.k8s.statuswriter import StatusChange, patch_status, update_status
@@ -53,15 +53,15 @@ async def new_pool(plain: Plain) -> str:
     return name
 
 
-def run(server: ServerProcess, body: Any) -> None:
+def run(apiserver: Apiserver, body: Any) -> None:
     async def main() -> None:
-        async with server.plain() as plain, make_client(
-                None, server.kubeconfig, registry=CollectorRegistry()) as client:
+        async with apiserver.plain() as plain, make_client(
+                None, apiserver.kubeconfig, registry=CollectorRegistry()) as client:
             await body(plain, client)
     asyncio.run(main())
 
 
-def test_merge_patch_status(server: ServerProcess) -> None:
+def test_merge_patch_status(apiserver: Apiserver) -> None:
     async def body(plain: Plain, client: KubeClient) -> None:
         name = await new_pool(plain)
         out = await patch_status(client, CiliumLoadBalancerIPPool, name,
@@ -72,10 +72,10 @@ def test_merge_patch_status(server: ServerProcess) -> None:
         assert "note" not in out["status"] and len(out["status"]["conditions"]) == 1
         assert out["spec"]["blocks"] == [{"cidr": "10.7.0.0/24"}]
 
-    run(server, body)
+    run(apiserver, body)
 
 
-def test_conflict_retry_keeps_both_writers_changes(server: ServerProcess) -> None:
+def test_conflict_retry_keeps_both_writers_changes(apiserver: Apiserver) -> None:
     async def body(plain: Plain, client: KubeClient) -> None:
         name = await new_pool(plain)
         calls = 0
@@ -109,10 +109,10 @@ def test_conflict_retry_keeps_both_writers_changes(server: ServerProcess) -> Non
         status, now = await plain.call("GET", f"{POOLS}/{name}")
         assert now["metadata"]["resourceVersion"] == before
 
-    run(server, body)
+    run(apiserver, body)
 
 
-def test_interference_during_the_read_modify_write(server: ServerProcess) -> None:
+def test_interference_during_the_read_modify_write(apiserver: Apiserver) -> None:
     async def body(plain: Plain, client: KubeClient) -> None:
         name = await new_pool(plain)
         seen: list[str] = []
@@ -147,10 +147,10 @@ def test_interference_during_the_read_modify_write(server: ServerProcess) -> Non
         assert out["metadata"]["labels"] == {"touched": "x"}
         assert out["status"]["conditions"][0]["type"] == "Mine"
 
-    run(server, body)
+    run(apiserver, body)
 
 
-def test_endless_conflicts_and_absent_objects_are_errors(server: ServerProcess) -> None:
+def test_endless_conflicts_and_absent_objects_are_errors(apiserver: Apiserver) -> None:
     async def body(plain: Plain, client: KubeClient) -> None:
         name = await new_pool(plain)
         _status, stale = await plain.call("GET", f"{POOLS}/{name}")
@@ -174,4 +174,4 @@ def test_endless_conflicts_and_absent_objects_are_errors(server: ServerProcess) 
             await patch_status(client, CiliumLoadBalancerIPPool, "no-such-pool", {"a": 1})
         assert err.value.not_found
 
-    run(server, body)
+    run(apiserver, body)

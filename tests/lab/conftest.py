@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 
 import pytest
-from lab_helpers import Lab, hexlane, lab_namespaces
+
+from helpers.lab import Lab, running_lab
 
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    name = f"t{secrets.token_hex(3)}"
-    lab = Lab(name)
-    try:
-        lab.run("up", "--nodes", "2", "--node-monitor-grace-period", "6", timeout=300)
+    with running_lab(f"t{secrets.token_hex(3)}", "--node-monitor-grace-period", "6") as lab:
         yield lab
-    finally:
-        hexlane("lab", "down", "--name", name, check=False)
-        assert lab_namespaces(name) == []
-        assert not lab.dir.exists()

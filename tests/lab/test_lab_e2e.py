@@ -13,14 +13,14 @@ import json
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_helpers import Lab, hexlane, lab_namespaces
+
+from helpers.lab import Lab, hexlane, lab_namespaces
+from helpers.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -56,18 +56,6 @@ spec:
 UDP_CLIENT = ("import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); "
               "s.settimeout(3); s.sendto(b'ping',(sys.argv[1],5353)); "
               "print(s.recv(200).decode())")
-
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30, interval: float = 0.2
-             ) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def pods(lab: Lab) -> list[dict[str, Any]]:
@@ -132,7 +120,7 @@ def test_deployment_pods_serve_across_nodes(lab: Lab) -> None:
         assert p["status"]["phase"] == "Running"
     eps = wait_for("3 ready endpoints", lambda: [e for e in endpoints(lab)
                                                  if e["conditions"]["ready"]] if len(
-        [e for e in endpoints(lab) if e["conditions"]["ready"]]) == 3 else None)
+        [e for e in endpoints(lab) if e["conditions"]["ready"]]) == 3 else None, timeout=30)
     assert {e["addresses"][0] for e in eps} == {p["status"]["podIP"] for p in ready}
     assert {e["nodeName"] for e in eps} == nodes
     a = next(p for p in ready if p["spec"]["nodeName"] == "node1")
@@ -193,7 +181,8 @@ def test_scale_down_terminates_gracefully(lab: Lab) -> None:
     gone = {e["targetRef"]["name"] for e in terminating}
     wait_for("terminated pods removed", lambda: not gone & {
         p["metadata"]["name"] for p in pods(lab)}, timeout=30)
-    eps = wait_for("one endpoint", lambda: endpoints(lab) if len(endpoints(lab)) == 1 else None)
+    eps = wait_for("one endpoint", lambda: endpoints(lab) if len(endpoints(lab)) == 1 else None,
+                   timeout=30)
     assert eps[0]["conditions"] == {"ready": True, "serving": True, "terminating": False}
     deploy = lab.api("/apis/apps/v1/namespaces/default/deployments/web")
     assert deploy["status"]["replicas"] == 1 and deploy["status"]["readyReplicas"] == 1
@@ -278,9 +267,6 @@ def test_down_after_every_process_was_killed(lab: Lab) -> None:
 def test_down_removes_a_half_made_lab() -> None:
     """No state file, a process left in a node: discovery by name finds all of it."""
     from hexlane.lab import netns
-
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
     name = f"h{os.urandom(3).hex()}"
     made = [f"{name}-lan", f"{name}-node1", f"{name}-p0123abcd"]
     try:

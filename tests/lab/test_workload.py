@@ -29,8 +29,6 @@ UDP_PORT, TCP_PORT = 5353, 8080
 def workload(tmp_path: Path) -> Iterator[str]:
     """A namespace with FIRST and SECOND on one interface (a veth, the kernel may lack dummy),
     the workload running in it; the namespace's name."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
     name = netns.unique_name("hl-wl")
     proc: subprocess.Popen[bytes] | None = None
     try:

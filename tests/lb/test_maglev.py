@@ -76,23 +76,20 @@ def textbook_table(backends: list[MaglevBackend], m: int) -> list[int]:
     return entry
 
 
+def cilium_backends(*specs: tuple[int, int, int]) -> list[MaglevBackend]:
+    """Backends as Cilium's tests make them, from (i, id, weight): mkAddr(i) = 0.0.0.i, port i,
+    TCP."""
+    return [MaglevBackend(backend_id, f"0.0.0.{i}", i, weight=weight)
+            for i, backend_id, weight in specs]
+
+
 def test_reproducible_vector_from_cilium() -> None:
-    backends = [
-        MaglevBackend(0, "0.0.0.1", 1, weight=2),
-        MaglevBackend(1, "0.0.0.3", 3, weight=13),
-        MaglevBackend(2, "0.0.0.4", 4, weight=111),
-        MaglevBackend(3, "0.0.0.5", 5, weight=10),
-    ]
+    backends = cilium_backends((1, 0, 2), (3, 1, 13), (4, 2, 111), (5, 3, 10))
     assert run_length(build_table(backends, table_size=251)) == REPRODUCIBLE_RLE
 
 
 def test_weighted_backend_with_removal_counts_from_cilium() -> None:
-    backends = [
-        MaglevBackend(1, "0.0.0.1", 1, weight=2),
-        MaglevBackend(2, "0.0.0.2", 2, weight=13),
-        MaglevBackend(3, "0.0.0.3", 3, weight=111),
-        MaglevBackend(4, "0.0.0.4", 4, weight=10),
-    ]
+    backends = cilium_backends((1, 1, 2), (2, 2, 13), (3, 3, 111), (4, 4, 10))
     before = build_table(backends, table_size=1021)
     assert Counter(before) == {1: 16, 2: 98, 3: 832, 4: 75}
     after = build_table(backends[1:], table_size=1021)

@@ -14,13 +14,12 @@ import shutil
 import struct
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
-from bpf_packets import inet_checksum
-from cni_helpers import require_root
 
+from helpers.packets import inet_checksum
 from hexlane.datapath import libbpf
-from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS, MasqDatapath
 from hexlane.routing.masquerade import MasqPlan
 
@@ -39,18 +38,17 @@ def plan(port_min: int = 61000, port_max: int = 65535) -> MasqPlan:
 
 
 @pytest.fixture
-def masq() -> Iterator[MasqDatapath]:
-    require_root()
-    if shutil.which("clang") is None:
-        pytest.skip("needs clang")
-    with scratch_bpf_dir("hexlane-masqprog") as base:
-        datapath = MasqDatapath.load(base / "masq")
-        try:
-            datapath.configure(plan())
-            yield datapath
-        finally:
-            datapath.unpin()
-            datapath.close()
+def masq(bpffs: Path, request: pytest.FixtureRequest) -> Iterator[MasqDatapath]:
+    """The masquerade program loaded and configured, pinned in a directory of the test's own."""
+    root = bpffs / "masq-program" / request.node.name
+    datapath = MasqDatapath.load(root)
+    try:
+        datapath.configure(plan())
+        yield datapath
+    finally:
+        datapath.unpin()
+        datapath.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def packet(src: IPv4Address, dst: IPv4Address, proto: int, l4: bytes, *,

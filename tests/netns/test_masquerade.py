@@ -17,11 +17,11 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from cni_helpers import Agent, cni, conf, require_root, start_agents
 
-from hexlane.datapath.bpffs import scratch_bpf_dir
+from helpers.cni import Agent, cni, conf, start_agents
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -58,11 +58,11 @@ else:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory
+def lab(bpffs: Path, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[tuple[Topology, dict[str, Agent]]]:
-    require_root()
     tmp = tmp_path_factory.mktemp("masq")
-    with scratch_bpf_dir("hexlane-masq-test") as bpf_root, Topology("hxm") as topo:
+    bpf_root = bpffs / "masquerade"
+    with Topology("hxm") as topo:
         topo.lan()
         topo.add("client")
         topo.plug("lan", "client", f"{CLIENT}/24")

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cni_helpers import Agent, cni, conf, require_root, start_agents
 
+from helpers.cni import Agent, cni, conf, start_agents
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -75,7 +75,6 @@ class Cluster:
 @pytest.fixture(scope="module", params=["native", "tunnel"])
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Cluster]:
-    require_root()
     mode = request.param
     tmp = tmp_path_factory.mktemp(f"podnet-{mode}")
     with Topology("hxn") as topo:

@@ -32,19 +32,17 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import shutil
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cni_helpers import require_root
 
+from helpers.cni import node_with_eth0
 from hexlane.agent import cniconf
 from hexlane.agent.endpoints import CNIRequest, EndpointManager, MasqueradeSettings
 from hexlane.datapath import libbpf
-from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.datapath.masq import CONFIG_MAP, NONMASQ_MAP, Masq4Config, Masq4NonmasqKey
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
@@ -61,17 +59,11 @@ def be32(ip: str) -> int:
 
 
 @pytest.fixture
-def world() -> Iterator[tuple[str, str, Path]]:
+def world(bpffs: Path) -> Iterator[tuple[str, str, Path]]:
     """A node namespace with eth0 (10.85.0.11/24), a pod namespace, a bpffs directory."""
-    require_root()
-    if shutil.which("clang") is None:
-        pytest.skip("needs clang (the masquerade program)")
-    with Topology("hxy") as topo, scratch_bpf_dir("hexlane-resync") as bpf:
-        ns = topo.add("node")
-        netns.run(ns, ["ip", "link", "add", "eth0", "type", "veth", "peer", "eth0p"])
-        netns.run(ns, ["ip", "addr", "add", "10.85.0.11/24", "dev", "eth0"])
-        netns.run(ns, ["ip", "link", "set", "eth0", "up"])
-        netns.run(ns, ["ip", "link", "set", "eth0p", "up"])
+    bpf = bpffs / "resync"
+    with Topology("hxy") as topo:
+        ns = node_with_eth0(topo, "10.85.0.11/24")
         pod = topo.add("pod")
         yield ns, pod, bpf
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-from cni_helpers import require_root
 
+from helpers.cni import node_with_eth0
 from hexlane.datapath import netlink
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
@@ -31,13 +31,8 @@ def node(i: int) -> NodeRouting:
 
 @pytest.fixture
 def node_ns() -> Iterator[str]:
-    require_root()
     with Topology("hxr") as topo:
-        name = topo.add("node")
-        netns.run(name, ["ip", "link", "add", "eth0", "type", "veth", "peer", "eth0p"])
-        netns.run(name, ["ip", "addr", "add", "10.85.0.11/24", "dev", "eth0"])
-        netns.run(name, ["ip", "link", "set", "eth0", "up"])
-        netns.run(name, ["ip", "link", "set", "eth0p", "up"])
+        name = node_with_eth0(topo, "10.85.0.11/24")
         # Someone else's route, in the same table: must survive every reconcile.
         netns.run(name, ["ip", "route", "add", "192.0.2.0/24", "via", "10.85.0.1",
                          "proto", "static"])

@@ -1,22 +1,21 @@
-"""Fixtures for the operator's end-to-end tests: an apiserver per test module and a factory of
-operator processes owned by the test (every process is killed at the end, also on failure)."""
+"""Fixtures for the operator's end-to-end tests: an apiserver per test module, of its own (the
+operator's Lease, pools and Nodes are cluster-wide), and a factory of operator processes owned
+by the module (every process is killed at the end, also on failure)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from operator_helpers import Apiserver, OperatorFactory, OperatorProcess
+from operator_helpers import OperatorFactory, OperatorProcess
+
+from helpers.apiserver import Apiserver, Apiservers
 
 
 @pytest.fixture(scope="module")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apiserver]:
-    api = Apiserver(tmp_path_factory.mktemp("operator-apiserver"))
-    try:
-        yield api
-    finally:
-        api.stop()
-
+def apiserver(apiservers: Apiservers) -> Apiserver:
+    """Instead of the run's shared apiserver: one this module's tests have to themselves."""
+    return apiservers()
 
 
 @pytest.fixture(scope="module")
@@ -36,4 +35,3 @@ def operators(apiserver: Apiserver, tmp_path_factory: pytest.TempPathFactory
     finally:
         for op in started:
             op.kill()
-

@@ -10,17 +10,19 @@ from typing import Any
 
 import pytest
 from operator_helpers import (
-    SATISFIED,
-    Apiserver,
     OperatorFactory,
     apply,
-    condition,
+    ip_pool,
     lb_service,
+    leading,
     pool_counters,
     satisfaction,
-    service,
-    wait_for,
+    satisfied_condition,
+    wait_for_counters,
 )
+
+from helpers.apiserver import Apiserver
+from helpers.wait import wait_for
 
 pytestmark = pytest.mark.slow
 NS = "lbipam"
@@ -29,21 +31,18 @@ NS = "lbipam"
 @pytest.fixture(scope="module", autouse=True)
 def operator(apiserver: Apiserver, operators: OperatorFactory) -> None:
     apiserver.kubectl("create", "namespace", NS)
-    op = operators("lbipam", "--set", "ipam.mode=kubernetes")
-    wait_for("the operator to lead", lambda: op.metrics().get("hexlane_operator_is_leader"))
+    leading(operators, "lbipam", "--set", "ipam.mode=kubernetes")
 
 
 def ippool(name: str, case: str, *blocks: dict[str, str], **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumLoadBalancerIPPool",
-            "metadata": {"name": name},
-            "spec": {"blocks": list(blocks),
-                     "serviceSelector": {"matchLabels": {"case": case}}, **spec}}
+    """A pool for the Services labelled with this test's `case`."""
+    return ip_pool(name, *blocks, serviceSelector={"matchLabels": {"case": case}}, **spec)
 
 
-def satisfied(api: Apiserver, name: str) -> list[str]:
+def satisfied(server: Apiserver, name: str) -> list[str]:
     wait_for(f"{name} to be satisfied",
-             lambda: satisfaction(api, NS, name)[1] == "satisfied")
-    return satisfaction(api, NS, name)[0]
+             lambda: satisfaction(server, NS, name)[1] == "satisfied")
+    return satisfaction(server, NS, name)[0]
 
 
 def test_tcp_and_udp_53_share_one_ip(apiserver: Apiserver) -> None:
@@ -93,8 +92,8 @@ def test_disabled_then_deleted_pool(apiserver: Apiserver) -> None:
     wait_for("m1 to move to move-b",
              lambda: satisfaction(apiserver, NS, "m1") == (["10.1.4.1"], "satisfied"))
     assert satisfaction(apiserver, NS, "m2") == (["10.1.4.0"], "satisfied")
-    wait_for("move-b's counters", lambda: pool_counters(apiserver, "move-b") == {
-        "conflict": "resolved", "total": "8", "available": "6", "used": "2"})
+    wait_for_counters(apiserver, "move-b",
+                      conflict="resolved", total="8", available="6", used="2")
 
 
 def test_service_that_changes_type_loses_ip_and_condition(apiserver: Apiserver) -> None:
@@ -102,13 +101,13 @@ def test_service_that_changes_type_loses_ip_and_condition(apiserver: Apiserver) 
     apply(apiserver, lb_service(NS, "t1", labels={"case": "retype"}))
     assert satisfied(apiserver, "t1") == ["10.1.5.0"]
     wait_for("retype's counters", lambda: pool_counters(apiserver, "retype").get("used") == "1")
-    code, body = apiserver.request(
+    code, body = apiserver.api.request(
         "PATCH", f"/api/v1/namespaces/{NS}/services/t1",
         {"spec": {"type": "ClusterIP", "allocateLoadBalancerNodePorts": None}},
         content_type="application/merge-patch+json")
     assert code == 200, body
     wait_for("t1 to lose its IP and condition",
              lambda: satisfaction(apiserver, NS, "t1") == ([], None))
-    assert condition(service(apiserver, NS, "t1"), SATISFIED) is None
+    assert satisfied_condition(apiserver, NS, "t1") is None
     wait_for("retype to count it free",
              lambda: pool_counters(apiserver, "retype").get("used") == "0")

@@ -11,14 +11,17 @@ import ipaddress
 
 import pytest
 from operator_helpers import (
-    Apiserver,
+    POOLS,
     OperatorFactory,
     OperatorProcess,
+    ip_pool,
     lb_service,
     lease_holder,
     satisfaction,
-    wait_for,
 )
+
+from helpers.apiserver import Apiserver
+from helpers.wait import wait_for
 
 pytestmark = pytest.mark.slow
 NS = "leader"
@@ -33,23 +36,21 @@ def writes(op: OperatorProcess) -> float:
                and any(f'method="{m}"' in k for m in ("PATCH", "DELETE")))
 
 
-def pod_cidrs(api: Apiserver) -> dict[str, list[str]]:
-    items = (api.get("/apis/cilium.io/v2/ciliumnodes") or {}).get("items", [])
+def pod_cidrs(server: Apiserver) -> dict[str, list[str]]:
+    items = (server.api.read("/apis/cilium.io/v2/ciliumnodes") or {}).get("items", [])
     return {o["metadata"]["name"]: o.get("spec", {}).get("ipam", {}).get("podCIDRs", [])
             for o in items}
 
 
-def add_node(api: Apiserver, name: str) -> None:
-    api.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node",
-                                 "metadata": {"name": name}})
+def add_node(server: Apiserver, name: str) -> None:
+    server.api.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node",
+                                        "metadata": {"name": name}})
 
 
 def test_one_leader_writes_and_the_other_takes_over(apiserver: Apiserver,
                                                     operators: OperatorFactory) -> None:
-    apiserver.create("/api/v1/namespaces", {"metadata": {"name": NS}})
-    apiserver.create("/apis/cilium.io/v2alpha1/ciliumloadbalancerippools", {
-        "apiVersion": "cilium.io/v2alpha1", "kind": "CiliumLoadBalancerIPPool",
-        "metadata": {"name": "le"}, "spec": {"blocks": [{"cidr": "10.3.0.0/24"}]}})
+    apiserver.api.create("/api/v1/namespaces", {"metadata": {"name": NS}})
+    apiserver.api.create(POOLS, ip_pool("le", {"cidr": "10.3.0.0/24"}))
     for name in ("n1", "n2", "n3"):
         add_node(apiserver, name)
     ops = {name: operators(name, *POOL_ARGS) for name in ("op-a", "op-b")}
@@ -59,7 +60,7 @@ def test_one_leader_writes_and_the_other_takes_over(apiserver: Apiserver,
     wait_for("the standby's metrics", lambda: "hexlane_operator_is_leader" in standby.metrics())
     assert standby.healthz() == "ok" and leader.healthz() == "ok"
 
-    apiserver.create(f"/api/v1/namespaces/{NS}/services", lb_service(NS, "before"))
+    apiserver.api.create(f"/api/v1/namespaces/{NS}/services", lb_service(NS, "before"))
     wait_for("before", lambda: satisfaction(apiserver, NS, "before") == (["10.3.0.0"],
                                                                          "satisfied"))
     wait_for("three CiliumNodes", lambda: len(c := pod_cidrs(apiserver)) == 3
@@ -75,7 +76,7 @@ def test_one_leader_writes_and_the_other_takes_over(apiserver: Apiserver,
     leader.kill()
     wait_for("the standby to take over", lambda: lease_holder(apiserver) == standby.identity,
              timeout=15)
-    apiserver.create(f"/api/v1/namespaces/{NS}/services", lb_service(NS, "after"))
+    apiserver.api.create(f"/api/v1/namespaces/{NS}/services", lb_service(NS, "after"))
     wait_for("after", lambda: satisfaction(apiserver, NS, "after") == (["10.3.0.1"],
                                                                        "satisfied"))
     assert satisfaction(apiserver, NS, "before") == (["10.3.0.0"], "satisfied")
@@ -87,6 +88,6 @@ def test_one_leader_writes_and_the_other_takes_over(apiserver: Apiserver,
     now = pod_cidrs(apiserver)
     assert {k: v for k, v in now.items() if k != "n4"} == cidrs
     assert now["n4"][0] not in {v[0] for v in cidrs.values()}
-    code, _ = apiserver.request("DELETE", "/api/v1/nodes/n2")
+    code, _ = apiserver.api.request("DELETE", "/api/v1/nodes/n2")
     assert code == 200
     wait_for("n2's CiliumNode to go", lambda: "n2" not in pod_cidrs(apiserver))

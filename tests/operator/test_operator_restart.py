@@ -9,13 +9,17 @@ import threading
 
 import pytest
 from operator_helpers import (
-    Apiserver,
+    POOLS,
     OperatorFactory,
+    ip_pool,
     lb_service,
-    pool_counters,
+    leading,
     satisfaction,
-    wait_for,
+    wait_for_counters,
 )
+
+from helpers.apiserver import Apiserver
+from helpers.wait import wait_for
 
 pytestmark = pytest.mark.slow
 NS = "restart"
@@ -24,19 +28,16 @@ COUNT = 32  # the pool's size: a /27 with every address allocatable
 
 def test_kill_9_while_creating_moves_no_ip(apiserver: Apiserver,
                                            operators: OperatorFactory) -> None:
-    apiserver.create("/api/v1/namespaces", {"metadata": {"name": NS}})
-    apiserver.create("/apis/cilium.io/v2alpha1/ciliumloadbalancerippools", {
-        "apiVersion": "cilium.io/v2alpha1", "kind": "CiliumLoadBalancerIPPool",
-        "metadata": {"name": "full"}, "spec": {"blocks": [{"cidr": "10.2.0.0/27"}]}})
-    first = operators("first", "--set", "ipam.mode=kubernetes")
-    wait_for("the operator to lead", lambda: first.metrics().get("hexlane_operator_is_leader"))
+    apiserver.api.create("/api/v1/namespaces", {"metadata": {"name": NS}})
+    apiserver.api.create(POOLS, ip_pool("full", {"cidr": "10.2.0.0/27"}))
+    first = leading(operators, "first", "--set", "ipam.mode=kubernetes")
 
     names = [f"s{i:02d}" for i in range(COUNT)]
     seen: dict[str, list[list[str]]] = {}  # every IP list ever observed per Service
 
     def observe() -> int:
         done = 0
-        listing = apiserver.get(f"/api/v1/namespaces/{NS}/services") or {}
+        listing = apiserver.api.read(f"/api/v1/namespaces/{NS}/services") or {}
         for obj in listing.get("items", []):
             name = obj["metadata"]["name"]
             ips = [i["ip"] for i in obj.get("status", {}).get("loadBalancer", {})
@@ -49,7 +50,7 @@ def test_kill_9_while_creating_moves_no_ip(apiserver: Apiserver,
 
     def create_all() -> None:
         for name in names:
-            apiserver.create(f"/api/v1/namespaces/{NS}/services", lb_service(NS, name))
+            apiserver.api.create(f"/api/v1/namespaces/{NS}/services", lb_service(NS, name))
 
     creator = threading.Thread(target=create_all)
     creator.start()
@@ -71,10 +72,9 @@ def test_kill_9_while_creating_moves_no_ip(apiserver: Apiserver,
     assert not moved, f"IPs moved: {moved}"
     addresses = [ips[0] for ips, _ in final.values()]
     assert len(set(addresses)) == COUNT
-    wait_for("the pool to read full", lambda: pool_counters(apiserver, "full") == {
-        "conflict": "resolved", "total": "32", "available": "0", "used": "32"})
+    wait_for_counters(apiserver, "full", conflict="resolved", total="32", available="0", used="32")
 
-    apiserver.create(f"/api/v1/namespaces/{NS}/services", lb_service(NS, "one-more"))
+    apiserver.api.create(f"/api/v1/namespaces/{NS}/services", lb_service(NS, "one-more"))
     wait_for("one-more to be refused",
              lambda: satisfaction(apiserver, NS, "one-more") == ([], "out_of_ips"))
     assert second.alive()

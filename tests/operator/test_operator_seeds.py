@@ -11,17 +11,18 @@ from __future__ import annotations
 import pytest
 from operator_helpers import (
     EXAMPLES,
-    SATISFIED,
-    Apiserver,
     OperatorFactory,
     apply,
-    condition,
     lb_service,
-    pool_counters,
+    leading,
     satisfaction,
-    service,
-    wait_for,
+    satisfied_condition,
+    wait_for_counters,
+    wait_for_ips,
 )
+
+from helpers.apiserver import Apiserver
+from helpers.wait import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +30,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module", autouse=True)
 def operator(apiserver: Apiserver, operators: OperatorFactory) -> None:
     apiserver.kubectl("create", "namespace", "example")
-    op = operators("seeds", "--set", "ipam.mode=kubernetes")
-    wait_for("the operator to lead", lambda: op.metrics().get("hexlane_operator_is_leader"))
+    leading(operators, "seeds", "--set", "ipam.mode=kubernetes")
 
 
 def test_seed_000_pool_and_service_blue(apiserver: Apiserver) -> None:
@@ -42,21 +42,20 @@ def test_seed_000_pool_and_service_blue(apiserver: Apiserver) -> None:
                            lambda: (r := satisfaction(apiserver, "example", "service-blue"))[1]
                            and r)
     assert (ips, reason) == ([], "no_pool")
-    cond = condition(service(apiserver, "example", "service-blue"), SATISFIED)
+    cond = satisfied_condition(apiserver, "example", "service-blue")
     assert cond is not None and cond["status"] == "False"
     assert cond["message"] == "No pool exists with a CIDR containing '20.0.10.200'"
-    wait_for("first-pool's counters", lambda: pool_counters(apiserver, "first-pool") == {
-        "conflict": "resolved", "total": "101", "available": "101", "used": "0"})
+    wait_for_counters(apiserver, "first-pool",
+                      conflict="resolved", total="101", available="101", used="0")
 
     # A plain LoadBalancer Service gets the pool's first address.
     apply(apiserver, lb_service("example", "plain"))
-    ips, reason = wait_for("plain to be satisfied",
-                           lambda: (r := satisfaction(apiserver, "example", "plain"))[0] and r)
+    ips, reason = wait_for_ips(apiserver, "example", "plain")
     assert (ips, reason) == (["10.0.0.100"], "satisfied")
-    cond = condition(service(apiserver, "example", "plain"), SATISFIED)
+    cond = satisfied_condition(apiserver, "example", "plain")
     assert cond is not None and cond["status"] == "True" and cond["message"] == ""
-    wait_for("first-pool to count it", lambda: pool_counters(apiserver, "first-pool") == {
-        "conflict": "resolved", "total": "101", "available": "100", "used": "1"})
+    wait_for_counters(apiserver, "first-pool",
+                      conflict="resolved", total="101", available="100", used="1")
 
 
 def test_seed_001_pool(apiserver: Apiserver) -> None:
@@ -65,21 +64,19 @@ def test_seed_001_pool(apiserver: Apiserver) -> None:
                       "-f", str(seed / "cilium-l2-announcement-policy.yaml"))
     apply(apiserver, lb_service("example", "want-001",
                                 annotations={"lbipam.cilium.io/ips": "10.20.30.101"}))
-    assert wait_for("want-001", lambda: (r := satisfaction(apiserver, "example", "want-001"))[0]
-                    and r) == (["10.20.30.101"], "satisfied")
+    assert wait_for_ips(apiserver, "example", "want-001") == (["10.20.30.101"], "satisfied")
     # 10.20.30.100/30 without allowFirstLastIPs "No": all four addresses are allocatable.
-    wait_for("default-pool's counters", lambda: pool_counters(apiserver, "default-pool") == {
-        "conflict": "resolved", "total": "4", "available": "3", "used": "1"})
+    wait_for_counters(apiserver, "default-pool",
+                      conflict="resolved", total="4", available="3", used="1")
 
 
 def test_seed_002_pool(apiserver: Apiserver) -> None:
     apiserver.kubectl("apply", "-f", str(EXAMPLES / "seed-002" / "cilium-l2.yaml"))
     apply(apiserver, lb_service("example", "want-002",
                                 annotations={"io.cilium/lb-ipam-ips": "192.168.0.239"}))
-    assert wait_for("want-002", lambda: (r := satisfaction(apiserver, "example", "want-002"))[0]
-                    and r) == (["192.168.0.239"], "satisfied")
-    wait_for("pool's counters", lambda: pool_counters(apiserver, "pool") == {
-        "conflict": "resolved", "total": "20", "available": "19", "used": "1"})
+    assert wait_for_ips(apiserver, "example", "want-002") == (["192.168.0.239"], "satisfied")
+    wait_for_counters(apiserver, "pool",
+                      conflict="resolved", total="20", available="19", used="1")
     # Earlier Services kept their addresses.
     assert satisfaction(apiserver, "example", "plain") == (["10.0.0.100"], "satisfied")
 
@@ -92,14 +89,13 @@ def test_seed_004_pool_replaces_seed_001s(apiserver: Apiserver) -> None:
     assert wait_for("want-001 to lose its IP",
                     lambda: (r := satisfaction(apiserver, "example", "want-001"))[1] == "no_pool"
                     and r) == ([], "no_pool")
-    cond = condition(service(apiserver, "example", "want-001"), SATISFIED)
+    cond = satisfied_condition(apiserver, "example", "want-001")
     assert cond is not None
     assert cond["message"] == "No pool exists with a CIDR containing '10.20.30.101'"
     apply(apiserver, lb_service("example", "want-004",
                                 annotations={"lbipam.cilium.io/ips": "10.0.0.245"}))
-    assert wait_for("want-004", lambda: (r := satisfaction(apiserver, "example", "want-004"))[0]
-                    and r) == (["10.0.0.245"], "satisfied")
-    wait_for("default-pool's new counters", lambda: pool_counters(apiserver, "default-pool") == {
-        "conflict": "resolved", "total": "27", "available": "26", "used": "1"})
+    assert wait_for_ips(apiserver, "example", "want-004") == (["10.0.0.245"], "satisfied")
+    wait_for_counters(apiserver, "default-pool",
+                      conflict="resolved", total="27", available="26", used="1")
     for name, ips in (("plain", ["10.0.0.100"]), ("want-002", ["192.168.0.239"])):
         assert satisfaction(apiserver, "example", name) == (ips, "satisfied")

@@ -37,7 +37,7 @@ from hexlane.datapath.lb import view as lbview
 from hexlane.lab.netns import Topology, run
 from hexlane.lb.maglev import maglev_slot
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 SERVER = r"""
 import socket, sys, threading
@@ -232,7 +232,7 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(bpffs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(bpffs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     work = tmp_path_factory.mktemp("svc")
     (work / "manifests").mkdir()
     with Topology("hl-svc") as t:
@@ -274,7 +274,7 @@ def lab(bpffs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
                 server = t.start(pod, [sys.executable, "-c", SERVER, pod],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        lab = Lab(t, work, bpffs_dir / f"svc-{t['lan'][-6:]}")
+        lab = Lab(t, work, bpffs / f"svc-{t['lan'][-6:]}")
         lab.write(manifests())
         try:
             for node in ("node1", "node2"):

@@ -1,4 +1,5 @@
-"""Helpers for CNI and pod-network tests: an endpoint agent in a node namespace, plugin calls.
+"""Helpers for CNI and pod-network tests: an endpoint agent in a node namespace, nodes with
+agents on a LAN, a node namespace with an eth0, plugin calls.
 
 Everything runs in namespaces made by the test (unique names, removed in finalizers) and the
 real `.venv/bin/hexlane-cni` is run as a subprocess through `nsenter`, as a runtime would.
@@ -15,19 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from hexlane.cni.main import AgentUnavailable, call_agent
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
 BIN = Path(sys.executable).parent
 PLUGIN = str(BIN / "hexlane-cni")
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
 
 
 class Agent:
@@ -78,6 +72,7 @@ class Agent:
         return body
 
 
+
 def start_agents(topo: Topology, nodes: Mapping[str, tuple[str, str]], tmp: Path, *,
                  mode: str = "native",
                  extra_args: Callable[[str], Sequence[str]] = lambda name: ()
@@ -97,6 +92,16 @@ def start_agents(topo: Topology, nodes: Mapping[str, tuple[str, str]], tmp: Path
         agent.start()
     return agents
 
+
+def node_with_eth0(topo: Topology, address: str) -> str:
+    """A `node` namespace whose eth0 (a veth, its peer eth0p beside it) has `address`, both
+    ends up; its name."""
+    ns = topo.add("node")
+    netns.run(ns, ["ip", "link", "add", "eth0", "type", "veth", "peer", "eth0p"])
+    netns.run(ns, ["ip", "addr", "add", address, "dev", "eth0"])
+    netns.run(ns, ["ip", "link", "set", "eth0", "up"])
+    netns.run(ns, ["ip", "link", "set", "eth0p", "up"])
+    return ns
 
 def cni(ns: str, command: str, config: Mapping[str, Any] | str | None, *,
         container_id: str | None = "c1", netns_path: str | None = None, ifname: str = "eth0",

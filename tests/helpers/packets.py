@@ -57,6 +57,15 @@ class Parsed:
     l4_csum_ok: bool
     l4_csum: int
 
+    @property
+    def flow(self) -> tuple[str, int, str, int]:
+        """(source address, source port, destination address, destination port)."""
+        return self.src, self.sport, self.dst, self.dport
+
+    @property
+    def checksums_ok(self) -> bool:
+        return self.ip_csum_ok and self.l4_csum_ok
+
 
 def parse(frame: bytes) -> Parsed:
     ip = frame[ETH_HLEN:]

@@ -1,10 +1,13 @@
-"""Helpers for the lab tests: run `hexlane lab ...` as a user would, read the lab's API."""
+"""Helpers for the lab and connectivity tests: run `hexlane lab ...` as a user would, read the
+lab's API, and a lab that is always brought down (`running_lab`)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +61,17 @@ class Lab:
 def lab_namespaces(name: str) -> list[str]:
     return sorted(n for n in os.listdir("/run/netns") if n.startswith(f"{name}-")) \
         if os.path.isdir("/run/netns") else []
+
+
+@contextmanager
+def running_lab(name: str, *up_args: str) -> Iterator[Lab]:
+    """`hexlane lab up --nodes 2 UP_ARGS` named `name` (unique: the caller's choice); brought
+    down on leaving, also after a failure, and then none of its namespaces or state is left."""
+    lab = Lab(name)
+    try:
+        lab.run("up", "--nodes", "2", *up_args, timeout=300)
+        yield lab
+    finally:
+        hexlane("lab", "down", "--name", name, check=False)
+        assert lab_namespaces(name) == []
+        assert not lab.dir.exists()

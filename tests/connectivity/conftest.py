@@ -1,8 +1,0 @@
-"""The connectivity tests reuse the lab tests' helpers (`lab_helpers`)."""
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
