@@ -1,7 +1,7 @@
 """The ctypes mirrors of the BPF map layouts match the headers as compiled.
 
-Pins down, for every struct mirrored in hexlane.datapath.lb.maps (bpf/hexlane_maps.h) and
-hexlane.datapath.masq (bpf/masq.h), its size and each field's name and byte offset against the
+Pins down, for every struct mirrored in hexlane.datapath.lb.maps (bpf/hexlane_maps.h),
+hexlane.datapath.l2 (bpf/l2_responder.h) and hexlane.datapath.masq (bpf/masq.h), its size and each field's name and byte offset against the
 BTF of the built object (read with bpftool), so the C header stays the single declaration;
 and the drop reasons, flags and slot constants against the headers' text. Needs clang and
 bpftool, not root.
@@ -17,7 +17,7 @@ from types import ModuleType
 
 import pytest
 
-from hexlane.datapath import masq
+from hexlane.datapath import l2, masq
 from hexlane.datapath.build import BPF_SOURCE_DIR, compile_program
 from hexlane.datapath.lb import maps
 from hexlane.datapath.lb.loader import build_options
@@ -27,10 +27,10 @@ STRUCT_RE = re.compile(r"^\[\d+\] STRUCT '(\w+)' size=(\d+) vlen=\d+")
 MEMBER_RE = re.compile(r"^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)")
 DEFINE_RE = re.compile(r"^#define (\w+)\s+\(?([0-9x]+(?: << \d+)?)\)?", flags=re.MULTILINE)
 
-#: program source -> (its build options, the module mirroring its maps, their header)
-OBJECTS: dict[str, tuple[dict[str, int | str], ModuleType, str]] = {
-    "lb.c": (build_options(16381, "JLfvgnHc2kaSUFaI"), maps, "hexlane_maps.h"),
-    "masq.c": ({}, masq, "masq.h"),
+#: program source -> (its build options, the modules mirroring its maps, its main header)
+OBJECTS: dict[str, tuple[dict[str, int | str], tuple[ModuleType, ...], str]] = {
+    "lb.c": (build_options(16381, "JLfvgnHc2kaSUFaI"), (maps, l2), "hexlane_maps.h"),
+    "masq.c": ({}, (masq,), "masq.h"),
 }
 
 
@@ -69,7 +69,8 @@ def header_defines(header: str) -> dict[str, int]:
 @pytest.mark.parametrize("source", sorted(OBJECTS))
 def test_every_mirror_matches_the_btf(source: str) -> None:
     structs = btf_structs(source)
-    for c_name, mirror in OBJECTS[source][1].MIRRORS.items():
+    mirrors = {name: m for module in OBJECTS[source][1] for name, m in module.MIRRORS.items()}
+    for c_name, mirror in mirrors.items():
         assert c_name in structs, f"struct {c_name} missing from the object's BTF"
         size, members = structs[c_name]
         assert ctypes.sizeof(mirror) == size, c_name

@@ -3,7 +3,8 @@
  *
  * One program per attach point (the translations themselves live in nat.h):
  * hl_from_netdev (ingress of the node's LAN interface, behind the masquerade's ingress program,
- *   which has already turned replies of masqueraded flows back to their pod): replies of
+ *   which has already turned replies of masqueraded flows back to their pod): ARP requests
+ *   for the IPs this node announces are answered (l2_responder.h); replies of
  *   translated flows are turned back (SNAT replies to the client, replies from remote
  *   backends to pods); a packet carrying the DSR option is accepted for a local backend (the
  *   option is recorded and stripped); a packet to a NodePort, LoadBalancer or external IP
@@ -37,6 +38,7 @@
 #include "lb.h"
 #include "icmp.h"
 #include "nat.h"
+#include "l2_responder.h"
 
 /* What each attach point does (one program per attach point; the shared body is hl_lb4_hook). */
 struct hl_hook {
@@ -51,6 +53,7 @@ struct hl_hook {
 	__u8 frontends;
 	bool dsr;     /* DSR packets for a local backend arrive here (from another node) */
 	bool ingress; /* an ingress hook: only there may a packet go straight into a pod */
+	bool arp;     /* ARP requests for the IPs this node announces are answered here */
 };
 
 #define HL_REPLIES_NONE 0
@@ -88,6 +91,11 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	bool external = hook.frontends == HL_FRONTENDS_EXTERNAL;
 	int ret;
 
+	if (hook.arp) {
+		ret = hl_l2_respond(skb);
+		if (ret >= 0)
+			return ret;
+	}
 	ret = hl_parse_ipv4(skb, &p);
 	if (ret == PARSE_PASS)
 		return TC_ACT_UNSPEC;
@@ -149,7 +157,7 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	}
 
 HL_PROGRAM(hl_from_netdev, .replies = HL_REPLIES_SEND, .dsr = true,
-	   .frontends = HL_FRONTENDS_EXTERNAL, .ingress = true)
+	   .frontends = HL_FRONTENDS_EXTERNAL, .ingress = true, .arp = true)
 
 /* Ingress of the tunnel device (routingMode: tunnel): pod traffic between nodes arrives
  * here decapsulated, so replies to flows a pod or the node sent to a backend on another node
