@@ -121,11 +121,13 @@ def test_a_bad_part_makes_the_policy_unusable_with_its_condition(
                         "spec": {**spec, "loadBalancerIPs": True}})
     assert read.policy is None
     assert [t for t, why in read.problems.items() if why] == [ctype]
-    conds = policy_conditions(read, (), NOW)
-    assert conds is not None and len(conds) == 1
-    c = conds[0]
-    assert (c.type, c.status, c.reason, c.observed_generation) == (ctype, "True", "error", 3)
-    assert words in c.message
+    other = {"type": "example.com/other", "status": "True"}
+    conds = policy_conditions(read, [other], NOW)
+    assert conds is not None and len(conds) == 2 and conds[0] == other
+    c = conds[1]
+    assert (c["type"], c["status"], c["reason"], c["observedGeneration"]) == \
+        (ctype, "True", "error", 3)
+    assert words in c["message"] and c["lastTransitionTime"] == "2026-12-05T08:00:00Z"
     # Written once: the same read again needs no write.
     assert policy_conditions(read, conds, NOW) is None
     # Fixed: the condition turns False with no message; types never set stay absent.
@@ -134,13 +136,15 @@ def test_a_bad_part_makes_the_policy_unusable_with_its_condition(
     assert fixed.policy is not None
     after = policy_conditions(fixed, conds, NOW)
     assert after is not None
-    assert [(c.type, c.status, c.message) for c in after] == [(ctype, "False", "")]
+    assert [(c["type"], c["status"], c.get("message", "")) for c in after] == \
+        [("example.com/other", "True", ""), (ctype, "False", "")]
+    assert after[0] == other
     assert policy_conditions(fixed, after, NOW) is None
 
 
 def test_a_good_policy_writes_no_conditions() -> None:
     read = read_policy({"metadata": {"name": "ok"}, "spec": {"externalIPs": True}})
-    assert read.policy is not None and policy_conditions(read, (), NOW) is None
+    assert read.policy is not None and policy_conditions(read, [], NOW) is None
 
 
 # -- candidates -----------------------------------------------------------------------------

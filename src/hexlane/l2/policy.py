@@ -13,12 +13,11 @@ list selects every device of the node. A nil selector selects everything, `{}` t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from hexlane.model.errors import InputError
-from hexlane.model.meta import Condition
 from hexlane.model.regex import compile_re2, re2_problem
 from hexlane.model.selectors import LabelSelector
 
@@ -110,34 +109,36 @@ def _interfaces(raw: Any, problems: dict[str, str | None]) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def policy_conditions(read: PolicyRead, current: Sequence[Condition],
-                      now: datetime) -> tuple[Condition, ...] | None:
-    """The policy's conditions after this read, or None when they need no write.
+def policy_conditions(read: PolicyRead, current: Sequence[Mapping[str, Any]],
+                      now: datetime) -> list[dict[str, Any]] | None:
+    """The policy's `status.conditions` after this read (as the API holds them), or None
+    when they need no write.
 
     A problem sets (or keeps) its condition "True" with the problem as message; a condition
     of a fixed part turns "False"; a type never set and not wrong stays absent. Conditions
     of other types are kept as they are.
     """
-    out = list(current)
+    out = [dict(c) for c in current]
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     changed = False
     for ctype in CONDITION_TYPES:
         why = read.problems.get(ctype)
-        index = next((i for i, c in enumerate(out) if c.type == ctype), None)
+        index = next((i for i, c in enumerate(out) if c.get("type") == ctype), None)
         if index is None and why is None:
             continue
         status, message = ("True", why) if why is not None else ("False", "")
-        if index is not None:
-            old = out[index]
-            if (old.status, old.reason, old.message) == (status, REASON, message):
-                continue
-            transition = now if old.status != status else old.last_transition_time
-            out[index] = replace(old, status=status, reason=REASON, message=message,
-                                 last_transition_time=transition or now,
-                                 observed_generation=read.generation)
+        old = out[index] if index is not None else {}
+        if (old.get("status"), old.get("reason"), old.get("message", "")) == \
+                (status, REASON, message):
+            continue
+        new = {"type": ctype, "status": status, "reason": REASON, "message": message,
+               "lastTransitionTime": (old.get("lastTransitionTime") or stamp)
+               if old.get("status") == status else stamp}
+        if read.generation is not None:
+            new["observedGeneration"] = read.generation
+        if index is None:
+            out.append(new)
         else:
-            out.append(Condition(type=ctype, status=status, reason=REASON, message=message,
-                                 last_transition_time=now,
-                                 observed_generation=read.generation))
+            out[index] = new
         changed = True
-    return tuple(out) if changed else None
-
+    return out if changed else None
