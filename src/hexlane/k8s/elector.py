@@ -74,6 +74,12 @@ class LeaderElector:
     def leading(self) -> bool:
         return self.state.leading
 
+    @property
+    def holder(self) -> str:
+        """The Lease's holder as last read or written ("" when unknown or released)."""
+        spec = (self._lease or {}).get("spec") or {}
+        return str(spec.get("holderIdentity") or "")
+
     def start(self) -> asyncio.Task[None]:
         return self._task.start()
 

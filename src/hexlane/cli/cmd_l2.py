@@ -1,0 +1,77 @@
+"""`hexlane l2 list`: the LoadBalancer and external IPs this node's agent announces on the LAN.
+
+    hexlane l2 list [-o text|json] [--state-dir DIR]
+
+Asks this node's agent (as `hexlane status` does): one row per announced (IP, interface) with
+the Service(s) it belongs to, the announcing node, the policies that selected it and how many
+ARP requests the datapath answered for it; then the Services this node competes for without
+holding their Lease, with the node that holds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from .cmd_status import DEFAULT_STATE_DIR, fetch_status
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("l2", help="L2 (ARP) announcements of this node",
+                                   description="L2 announcements of this node's agent.")
+    sub = parser.add_subparsers(dest="l2_command", metavar="COMMAND")
+    lst = sub.add_parser("list", help="announced IPs, interfaces, Services, replies sent")
+    lst.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    lst.add_argument("--state-dir", default=os.environ.get("HEXLANE_STATE_DIR",
+                                                           DEFAULT_STATE_DIR),
+                     help="the agent's state directory (env HEXLANE_STATE_DIR, "
+                          "default %(default)s)")
+    lst.set_defaults(func=cmd_list)
+    parser.set_defaults(func=lambda _args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    try:
+        status = fetch_status(args.state_dir)
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    l2 = status.get("l2") or {}
+    if args.output == "json":
+        print(json.dumps(l2, indent=2, sort_keys=True))
+        return 0
+    if not l2.get("enabled"):
+        print("L2 announcements are disabled (l2announcements.enabled: false)")
+        return 0
+    sys.stdout.write(format_list(l2))
+    return 0
+
+
+def format_list(l2: dict[str, Any]) -> str:
+    rows = [("IP", "SERVICE", "INTERFACE", "NODE", "POLICY", "REPLIES")]
+    for a in l2.get("announcements") or []:
+        rows.append((a["ip"], ",".join(a["services"]), a["device"], a["node"],
+                     ",".join(a["policies"]), str(a["replies"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    others = [c for c in l2.get("competing") or [] if not c["leading"]]
+    if others:
+        lines.append("")
+        lines.append("Competing, announced elsewhere:")
+        for c in others:
+            holder = c.get("holder") or "(nobody yet)"
+            lines.append(f"  {c['service']}  lease {c['lease']}  held by {holder}")
+    for name in l2.get("badPolicies") or []:
+        lines.append(f"policy {name} is not used: see its io.cilium/bad-* conditions")
+    if l2.get("lastError"):
+        lines.append(f"error: {l2['lastError']}")
+    return "\n".join(lines) + "\n"
