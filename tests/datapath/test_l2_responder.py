@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import ctypes
 import secrets
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
-from test_tc_attach import in_netns
 
-from hexlane.datapath import libbpf
 from hexlane.datapath.l2 import (
     LIVENESS_MAP,
     RESPONDER_MAP,
@@ -33,12 +31,19 @@ from hexlane.datapath.l2 import (
     device_mac,
     send_garp,
 )
+from hexlane.datapath.lb.attach import TcTable
 from hexlane.datapath.lb.loader import NETDEV_TC_PRIORITY, PROGRAM_FROM_NETDEV, LbDatapath
 from hexlane.datapath.reconcile import Reconciler
+from hexlane.lab.netns import netns_path, run_in_netns
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 VIP = "10.99.0.150"
+T = TypeVar("T")
+
+
+def in_netns(name: str, work: Callable[[], T]) -> T:
+    return run_in_netns(netns_path(name), work)
 
 
 @pytest.fixture
@@ -82,10 +87,14 @@ def test_announced_ips_are_answered_with_the_devices_mac(
     table = ResponderTable(responder)
     rec: Reconciler[tuple[str, str], str] = Reconciler(table)
 
+    tc = TcTable(lb)
+    attached: Reconciler[tuple[str, str, int], int] = Reconciler(tc)
+
     def setup() -> str:
-        ifindex = socket.if_nametoindex("hlN0")
-        libbpf.tc_attach(ifindex, lb.program_fd(PROGRAM_FROM_NETDEV), "ingress",
-                         priority=NETDEV_TC_PRIORITY)
+        slot = ("hlN0", "ingress", NETDEV_TC_PRIORITY)
+        tc.wanted = {slot}
+        attached.set_all({slot: tc.program_id(PROGRAM_FROM_NETDEV)})
+        assert not attached.flush().failed
         mac = device_mac("hlN0")
         rec.set_all({(VIP, "hlN0"): mac, ("10.99.0.151", "hlN1"): device_mac("hlN1")})
         assert not rec.flush().failed

@@ -1,8 +1,9 @@
 """The ctypes mirrors of the BPF map layouts match the headers as compiled.
 
 Pins down, for every struct mirrored in hexlane.datapath.lb.maps (bpf/hexlane_maps.h),
-hexlane.datapath.l2 (bpf/l2_responder.h) and hexlane.datapath.masq (bpf/masq.h), its size and each field's name and byte offset against the
-BTF of the built object (read with bpftool), so the C header stays the single declaration;
+hexlane.datapath.l2 (bpf/l2_responder.h) and hexlane.datapath.masq (bpf/masq.h), its size
+and each field's name and byte offset against the BTF of the built object (read with
+bpftool), so the C header stays the single declaration;
 and the drop reasons, flags and slot constants against the headers' text. Needs clang and
 bpftool, not root.
 """

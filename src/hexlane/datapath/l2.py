@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .lb.maps import ip4, ip4_str
+from .layout import ip4, ip4_str, u8, u16, u32, u64
 from .reconcile import Table
 
 RESPONDER_MAP = "hl_l2_responder_v4"
@@ -35,16 +35,15 @@ SIOCGIFHWADDR = 0x8927
 
 
 class L2ResponderKey(ctypes.Structure):
-    _fields_ = [("ip4", ctypes.c_uint32), ("ifindex", ctypes.c_uint32)]
+    _fields_ = [("ip4", u32), ("ifindex", u32)]
 
 
 class L2ResponderEntry(ctypes.Structure):
-    _fields_ = [("responses_sent", ctypes.c_uint64), ("mac", ctypes.c_uint8 * 6),
-                ("pad", ctypes.c_uint16)]
+    _fields_ = [("responses_sent", u64), ("mac", u8 * 6), ("pad", u16)]
 
 
 class L2Liveness(ctypes.Structure):
-    _fields_ = [("agent_ns", ctypes.c_uint64), ("max_age_ns", ctypes.c_uint64)]
+    _fields_ = [("agent_ns", u64), ("max_age_ns", u64)]
 
 
 MIRRORS: dict[str, type[ctypes.Structure]] = {

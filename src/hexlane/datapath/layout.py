@@ -1,9 +1,10 @@
 """What hexlane's BPF map layouts are made of, seen from Python.
 
 The C integer types as ctypes, by the kernel's names (for the mirrors of `bpf/hexlane_maps.h`
-in `hexlane.datapath.lb.maps` and of `bpf/masq.h` in `hexlane.datapath.masq`, where `__be32`
-and `__be16` are `u32` and `u16`, and for libbpf's structs), and addresses and ports as a map
-holds them: in network byte order, as the programs read them from packets.
+in `hexlane.datapath.lb.maps`, of `bpf/l2_responder.h` in `hexlane.datapath.l2` and of
+`bpf/masq.h` in `hexlane.datapath.masq`, where `__be32` and `__be16` are `u32` and `u16`, and
+for libbpf's structs), and addresses and ports as a map holds them: in network byte order, as
+the programs read them from packets.
 """
 
 from __future__ import annotations

@@ -39,22 +39,10 @@ struct l2_liveness {
 	__u64 max_age_ns;   /* answer only while now - agent_ns <= max_age_ns */
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct l2_responder_v4_key);
-	__type(value, struct l2_responder_v4_entry);
-	__uint(max_entries, L2_RESPONDER_MAX_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_l2_responder_v4 SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_HASH, struct l2_responder_v4_key, struct l2_responder_v4_entry,
+	      L2_RESPONDER_MAX_ENTRIES, BPF_F_NO_PREALLOC) hl_l2_responder_v4 SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, struct l2_liveness);
-	__uint(max_entries, 1);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hl_l2_liveness SEC(".maps");
+HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, struct l2_liveness, 1, 0) hl_l2_liveness SEC(".maps");
 
 struct hl_arphdr {
 	__be16 ar_hrd;
