@@ -10,6 +10,8 @@
                     node.json), the other nodes                                   nodemanager.py
       loadbalancer  (kubeProxyReplacement) Services, EndpointSlices, this Node
                     -> the eBPF maps, kube-proxy's health servers                 loadbalancer.py
+      l2            (l2announcements.enabled) L2 policies, Services, this Node
+                    -> one Lease per Service, the ARP responder, GARPs            l2.py
       status        the status document, its health                              status.py
     Datapath
       endpoints     host device, veths, pod IPs, routes, eBPF masquerade on the
@@ -25,6 +27,9 @@
       resync        every kernel object read back, what differs repaired
       services      services, endpointslices, nodes -> loadbalancer.sync
       conntrack-gc  loadbalancer.gc_conntrack: idle flows expire (Cilium's timeouts)
+      l2            ciliuml2announcementpolicies, services, nodes -> l2.sync
+      l2-tick       l2.tick every 100 ms: the responder's liveness stamp, GARPs due
+      l2-leases     l2.collect_leases every minute: announcement Leases nobody holds
 
 What a restart relies on: the endpoint manager re-reads endpoints and IP allocations from the
 state dir; pinned maps, attached tc programs, veths and routes stay in the kernel when the
@@ -51,11 +56,18 @@ from hexlane.datapath.bpffs import ensure_bpffs, on_bpffs
 from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.controller import Controller
 from hexlane.k8s.informer import Informer
-from hexlane.k8s.resources import CiliumNode, EndpointSlice, Node, Pod, Service
+from hexlane.k8s.resources import (
+    CiliumL2AnnouncementPolicy,
+    CiliumNode,
+    EndpointSlice,
+    Node,
+    Pod,
+    Service,
+)
 from hexlane.k8s.runtime import stop_on_signals
 from hexlane.routing.routes import NodeRouting, RoutingSettings
 
-from . import api, cniconf
+from . import api, cniconf, l2
 from .endpoints import EndpointManager, MasqueradeSettings
 from .loadbalancer import LoadBalancer
 from .metrics import AgentMetrics
@@ -89,15 +101,17 @@ class AgentConfig:
     service_cidr: str | None = None
 
 
-def _informers(client: KubeClient, node: str, ipam_mode: str) -> dict[str, Informer]:
+def _informers(client: KubeClient, node: str, values: Values) -> dict[str, Informer]:
     informers = {
         "nodes": Informer(client, Node),
         "services": Informer(client, Service),
         "endpointslices": Informer(client, EndpointSlice),
         "pods": Informer(client, Pod, field_selector=f"spec.nodeName={node}"),
     }
-    if ipam_mode == "cluster-pool":
+    if values.ipam.mode == "cluster-pool":
         informers["ciliumnodes"] = Informer(client, CiliumNode)
+    if values.l2announcements.enabled:
+        informers["ciliuml2announcementpolicies"] = Informer(client, CiliumL2AnnouncementPolicy)
     return informers
 
 
@@ -112,7 +126,7 @@ class Agent:
         self.metrics = AgentMetrics()
         self.client = client or make_client(values, config.kubeconfig, component="agent",
                                             registry=self.metrics.registry)
-        self.informers = _informers(self.client, config.node, values.ipam.mode)
+        self.informers = _informers(self.client, config.node, values)
         self.contact = ApiContact(self.client)
         # Control plane
         self.nodes = NodeManager(config.node, values.ipam.mode, config.state_dir,
@@ -120,6 +134,10 @@ class Agent:
         self.lb = LoadBalancer(config.node, values, config.bpf_root, self.informers,
                                service_cidr=config.service_cidr) \
             if values.kube_proxy_replacement else None
+        # (the values refuse l2announcements without kubeProxyReplacement: the responder is
+        # in the load balancer's program)
+        self.l2 = l2.L2Announcer(self.client, config.node, values, self.informers) \
+            if values.l2announcements.enabled and self.lb is not None else None
         # Datapath (the endpoint manager and the API once this node is known)
         self.endpoints: EndpointManager | None = None
         self.cni = cniconf.CniFiles(config.cni_conf_dir, config.cni_bin_dir, config.state_dir)
@@ -139,10 +157,18 @@ class Agent:
                 Controller("conntrack-gc", self.lb.gc_conntrack, interval=CONNTRACK_GC_S),
             ]
             self._follow(("services", "endpointslices", "nodes"), self.controller("services"))
+        if self.l2 is not None:
+            self.controllers += [
+                Controller("l2", self.l2.sync, interval=interval),
+                Controller("l2-tick", self.l2.tick, interval=l2.TICK_S),
+                Controller("l2-leases", self.l2.collect_leases, interval=l2.LEASE_GC_S),
+            ]
+            self._follow(l2.KINDS, self.controller("l2"))
         self.status = AgentStatus(
             config.node, values, sync_interval=interval, cni=self.cni, api=self.contact,
             informers=self.informers, nodes=self.nodes, endpoints=lambda: self.endpoints,
-            lb=self.lb, controllers=self.controllers, reconcilers=self.reconcilers)
+            lb=self.lb, l2=self.l2, controllers=self.controllers,
+            reconcilers=self.reconcilers)
         self.metrics.watch(lambda: self.endpoints, self.controllers,
                            lambda: self.nodes.last_sync, self.reconcilers)
 
@@ -162,6 +188,8 @@ class Agent:
     def reconcilers(self) -> list[Any]:
         """Every reconciler of this agent (for metrics and status)."""
         out: list[Any] = list(self.lb.reconcilers) if self.lb is not None else []
+        if self.l2 is not None:
+            out += self.l2.reconcilers
         if self.endpoints is not None:
             out += self.endpoints.reconcilers
         return out + self.cni.reconcilers
@@ -180,7 +208,8 @@ class Agent:
     async def _resync(self) -> None:
         """Read back every kernel object the agent owns; repair what differs."""
         recs = [*(self.endpoints.reconcilers if self.endpoints is not None else []),
-                *(self.lb.reconcilers if self.lb is not None else [])]
+                *(self.lb.reconcilers if self.lb is not None else []),
+                *(self.l2.reconcilers if self.l2 is not None else [])]
         before = sum(r.repairs for r in recs)
         # The endpoint manager's first: it re-creates a device (hexlane_host) that the load
         # balancer then attaches to in the same pass.
@@ -188,6 +217,8 @@ class Agent:
             await self.endpoints.resync()
         if self.lb is not None:
             await self.lb.resync()
+        if self.l2 is not None:
+            await self.l2.resync()
         repaired = sum(r.repairs for r in recs) - before
         if repaired:
             log.warning("resync: repaired %d kernel objects changed behind the agent's back",
@@ -238,6 +269,8 @@ class Agent:
         await self.endpoints.start()
         if self.lb is not None:
             await self.lb.load(self.nodes.device, self.endpoints)
+            if self.l2 is not None and self.lb.datapath is not None:
+                self.l2.load(self.lb.datapath, [self.nodes.device])
 
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
@@ -271,6 +304,9 @@ class Agent:
                 await ctrl.stop()
             if self.api is not None:
                 await self.api.close()
+            if self.l2 is not None:
+                # Leases released and answers withdrawn: another node takes over at once.
+                await self.l2.close()
             if self.lb is not None:
                 await self.lb.close()  # maps and programs stay pinned and attached
             if self.endpoints is not None:

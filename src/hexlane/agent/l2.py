@@ -1,5 +1,9 @@
-"""The node's L2 announcer: policies and Services in; Leases, ARP responder entries and
-gratuitous ARPs out (Cilium's election: one Lease per Service).
+"""The node's L2 announcer (`l2announcements.enabled`): policies and Services in; Leases, ARP
+responder entries and gratuitous ARPs out (Cilium's election: one Lease per Service).
+
+The agent's `l2` controller calls `sync()` when a policy, Service or Node changes (and every
+sync interval), `l2-tick` calls `tick()` every 100 ms, `l2-leases` calls `collect_leases()`
+every minute; `load()` once the load balancer's object (which holds the responder) is loaded.
 
 On every change of the policies, the Services or the node's labels, `sync()` asks the pure
 core (`hexlane.l2`) which Services this node competes for and starts or stops one
@@ -14,17 +18,32 @@ conditions; `collect_leases()` deletes announcement Leases nobody holds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from hexlane.datapath.l2 import Liveness, device_mac, send_garp
+from hexlane.config import Values
+from hexlane.datapath.l2 import (
+    LIVENESS_MAP,
+    RESPONDER_MAP,
+    L2Liveness,
+    L2ResponderEntry,
+    L2ResponderKey,
+    Liveness,
+    ResponderTable,
+    device_mac,
+    send_garp,
+)
+from hexlane.datapath.layout import u32
+from hexlane.datapath.lb.loader import LbDatapath
 from hexlane.datapath.reconcile import Reconciler
 from hexlane.k8s.client import ApiError, KubeClient
 from hexlane.k8s.election import LeaseTiming
 from hexlane.k8s.elector import LeaderElector
+from hexlane.k8s.informer import Informer
 from hexlane.k8s.resources import CiliumL2AnnouncementPolicy, Lease, kind_of
 from hexlane.l2.announce import (
     Candidate,
@@ -36,11 +55,17 @@ from hexlane.l2.announce import (
 )
 from hexlane.l2.garp import GarpSchedule
 from hexlane.l2.policy import PolicyRead, policy_conditions, read_policy
+from hexlane.model.errors import InputError
 from hexlane.model.service import Service
 
 log = logging.getLogger(__name__)
 POLICY = kind_of(CiliumL2AnnouncementPolicy)
 LEASE = kind_of(Lease)
+LEASE_NAMESPACE = "kube-system"  # Cilium's namespace, where its agents keep these Leases
+TICK_S = 0.1
+LEASE_GC_S = 60.0
+#: The informers whose changes the announcer follows.
+KINDS = ("ciliuml2announcementpolicies", "services", "nodes")
 
 
 def _utcnow() -> datetime:
@@ -50,20 +75,23 @@ def _utcnow() -> datetime:
 class L2Announcer:
     """One node's announcer (see the module docstring)."""
 
-    def __init__(self, client: KubeClient, node: str, namespace: str, timing: LeaseTiming,
-                 responder: Reconciler[Entry, str], liveness: Liveness | None,
-                 devices: Callable[[], Sequence[str]], *,
+    def __init__(self, client: KubeClient, node: str, values: Values,
+                 informers: Mapping[str, Informer], *, namespace: str = LEASE_NAMESPACE,
                  mac_of: Callable[[str], str] = device_mac,
                  garp: Callable[[str, str], None] = send_garp,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], datetime] = _utcnow) -> None:
+        l2 = values.l2announcements
         self.client = client
-        self.node, self.namespace, self.timing = node, namespace, timing
-        self.responder = responder
-        self.liveness = liveness
-        self.devices = devices
+        self.node, self.namespace = node, namespace
+        self.timing = LeaseTiming.sanitised(l2.lease_duration, l2.lease_renew_deadline,
+                                            l2.lease_retry_period)
+        self.informers = {name: informers[name] for name in KINDS}
         self.mac_of, self.garp = mac_of, garp
         self.clock, self.wall = clock, wall
+        self.responder: Reconciler[Entry, str] | None = None
+        self.liveness: Liveness | None = None
+        self.devices: tuple[str, ...] = ()
         self.reads: dict[str, PolicyRead] = {}
         self.raw_policies: dict[str, Mapping[str, Any]] = {}
         self.candidates: dict[ServiceKey, Candidate] = {}
@@ -73,16 +101,46 @@ class L2Announcer:
         self.garps_sent = 0
         self.last_error: str | None = None
 
+    def load(self, datapath: LbDatapath, devices: Sequence[str]) -> None:
+        """Take the responder and liveness maps of the loaded load balancer; announce on
+        these devices (the node's LAN device)."""
+        self.devices = tuple(devices)
+        responder = datapath.obj.map(RESPONDER_MAP, key_type=L2ResponderKey,
+                                     value_type=L2ResponderEntry)
+        self.responder = Reconciler(ResponderTable(responder))
+        self.liveness = Liveness(datapath.obj.map(LIVENESS_MAP, key_type=u32,
+                                                  value_type=L2Liveness),
+                                 max_age=self.timing.duration)
+        self.liveness.stamp()
+
+    @property
+    def reconcilers(self) -> list[Reconciler[Any, Any]]:
+        return [self.responder] if self.responder is not None else []
+
     # -- inputs ----------------------------------------------------------------------------
 
-    async def sync(self, policies: Iterable[Mapping[str, Any]], services: Iterable[Service],
-                   node_labels: Mapping[str, str]) -> None:
+    async def sync(self) -> None:
+        """The `l2` controller: recompute from the informers' caches, set the policies'
+        conditions."""
+        if self.responder is None or not all(i.synced.is_set()
+                                             for i in self.informers.values()):
+            return  # not loaded, or a partial picture (it would withdraw live IPs)
+        node = self.informers["nodes"].cache.get_object(self.node) or {}
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        services = [svc for raw in self.informers["services"].cache.objects()
+                    if _announceable(raw) and (svc := _service(raw)) is not None]
+        await self.update(self.informers["ciliuml2announcementpolicies"].cache.objects(),
+                          services, labels)
+        await self.write_conditions()
+
+    async def update(self, policies: Iterable[Mapping[str, Any]], services: Iterable[Service],
+                     node_labels: Mapping[str, str]) -> None:
         """Recompute what this node competes for; start and stop electors to match."""
         self.raw_policies = {str((p.get("metadata") or {}).get("name", "")): p
                              for p in policies}
         self.reads = {name: read_policy(p) for name, p in self.raw_policies.items()}
         usable = [r.policy for r in self.reads.values() if r.policy is not None]
-        self.candidates = candidates(node_labels, self.devices(), usable, services)
+        self.candidates = candidates(node_labels, self.devices, usable, services)
         for key in [k for k in self.electors if k not in self.candidates]:
             await self.electors.pop(key).stop()  # releases a held Lease
         for key, cand in self.candidates.items():
@@ -102,6 +160,8 @@ class L2Announcer:
 
     def apply(self) -> None:
         """Make the responder hold the entries of the Services this node leads."""
+        if self.responder is None:
+            return
         self.held = responder_entries(self.candidates, self.leading)
         desired: dict[Entry, str] = {}
         for entry in self.held:
@@ -118,8 +178,8 @@ class L2Announcer:
                      ", ".join(f"{ns}/{n}" for ns, n in self.held[entry]))
         self._send_due()
 
-    def tick(self) -> None:
-        """Every 100 ms: the liveness stamp and the GARPs due."""
+    async def tick(self) -> None:
+        """The `l2-tick` controller (every 100 ms): the liveness stamp, the GARPs due."""
         if self.liveness is not None:
             self.liveness.stamp()
         self._send_due()
@@ -151,8 +211,8 @@ class L2Announcer:
                     raise
         return written
 
-    async def collect_leases(self) -> list[str]:
-        """Delete the announcement Leases nobody holds; their names."""
+    async def collect_leases(self) -> None:
+        """The `l2-leases` controller: delete the announcement Leases nobody holds."""
         listing = await self.client.request("GET", LEASE.path(namespace=self.namespace))
         gone = []
         for name in stale_leases(listing.get("items") or []):
@@ -163,7 +223,14 @@ class L2Announcer:
             except ApiError as err:
                 if err.code != 404:
                     raise
-        return gone
+        if gone:
+            log.info("deleted %d announcement Leases nobody holds: %s", len(gone),
+                     ", ".join(gone))
+
+    async def resync(self) -> None:
+        """The responder read back; entries changed or removed behind our back repaired."""
+        if self.responder is not None:
+            await asyncio.to_thread(self.responder.resync)
 
     async def close(self) -> None:
         """Stop every election (releasing held Leases) and withdraw every entry."""
@@ -175,15 +242,16 @@ class L2Announcer:
     def status(self) -> dict[str, Any]:
         """For `hexlane status` and `hexlane l2 list`."""
         replies: dict[Entry, int] = {}
-        table = self.responder.table
-        if hasattr(table, "entries"):
+        if self.responder is not None and isinstance(self.responder.table, ResponderTable):
             try:
-                replies = {(s.ip, s.device): s.replies for s in table.entries()}
+                replies = {(s.ip, s.device): s.replies for s in self.responder.table.entries()}
             except OSError:
                 replies = {}
         return {
+            "enabled": True,
             "leaseNamespace": self.namespace,
-            "devices": list(self.devices()),
+            "leaseDuration": self.timing.duration,
+            "devices": list(self.devices),
             "candidates": len(self.candidates),
             "leading": len(self.leading),
             "garpsSent": self.garps_sent,
@@ -201,3 +269,21 @@ class L2Announcer:
                  "holder": self.electors[key].holder if key in self.electors else ""}
                 for key, cand in sorted(self.candidates.items()) for ns, n in [key]],
         }
+
+
+def _announceable(raw: Mapping[str, Any]) -> bool:
+    """A Service object worth parsing: it has an external IP or an ingress IP."""
+    spec, status = raw.get("spec") or {}, raw.get("status") or {}
+    ingress = (status.get("loadBalancer") or {}).get("ingress") or []
+    return bool(spec.get("externalIPs")) or any(i.get("ip") for i in ingress
+                                                if isinstance(i, Mapping))
+
+
+def _service(raw: Mapping[str, Any]) -> Service | None:
+    try:
+        return Service.parse(raw)
+    except (InputError, ValueError) as err:
+        meta = raw.get("metadata") or {}
+        log.warning("L2: skipping Service %s/%s: %s", meta.get("namespace", ""),
+                    meta.get("name", ""), err)
+        return None

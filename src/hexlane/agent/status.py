@@ -32,6 +32,7 @@ from hexlane.routing.routes import HOST_DEVICE
 
 from . import cniconf
 from .endpoints import EndpointManager
+from .l2 import L2Announcer
 from .loadbalancer import LoadBalancer
 from .nodemanager import NodeManager
 from .programs import attached_programs
@@ -80,7 +81,7 @@ class AgentStatus:
                  cni: cniconf.CniFiles, api: ApiContact,
                  informers: Mapping[str, Informer], nodes: NodeManager,
                  endpoints: Callable[[], EndpointManager | None], lb: LoadBalancer | None,
-                 controllers: Sequence[Controller],
+                 l2: L2Announcer | None, controllers: Sequence[Controller],
                  reconcilers: Callable[[], Sequence[Any]]) -> None:
         self.node = node
         self.values = values
@@ -91,6 +92,7 @@ class AgentStatus:
         self.nodes = nodes
         self.endpoints = endpoints
         self.lb = lb
+        self.l2 = l2
         self.controllers = controllers
         self.reconcilers = reconcilers
 
@@ -147,6 +149,7 @@ class AgentStatus:
             "now": now,
             "waitingFor": "" if manager is not None else self.nodes.waiting_for,
             "kubeProxyReplacement": self._kube_proxy_replacement(),
+            "l2": self.l2.status() if self.l2 is not None else {"enabled": False},
             "kubernetes": {
                 "server": api.client.server,
                 "reachable": api.last_contact is not None and not api.error,
@@ -268,6 +271,16 @@ def _rows(status: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows.append(("KubeProxyReplacement",
                  f"{'True' if kpr.get('enabled') else 'False'}"
                  + (f"   [{detail}]" if detail else "")))
+    l2 = status.get("l2") or {}
+    if l2.get("enabled"):
+        rows.append(("L2 announcements",
+                     f"Enabled   {len(l2.get('announcements') or [])} IPs announced on "
+                     f"{', '.join(l2.get('devices') or []) or '(no device)'}   leading "
+                     f"{l2.get('leading', 0)}/{l2.get('candidates', 0)} Services competed for"
+                     f"   lease {l2.get('leaseDuration', 0):g}s"
+                     + (f"   error: {l2['lastError']}" if l2.get("lastError") else "")))
+    else:
+        rows.append(("L2 announcements", "Disabled"))
     k8s = status.get("kubernetes") or {}
     informers = k8s.get("informers") or {}
     synced = sum(1 for i in informers.values() if i.get("synced"))

@@ -12,30 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
-from .cmd_status import DEFAULT_STATE_DIR, fetch_status
+from . import flags
+from .cmd_status import fetch_status
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("l2", help="L2 (ARP) announcements of this node",
                                    description="L2 announcements of this node's agent.")
-    sub = parser.add_subparsers(dest="l2_command", metavar="COMMAND")
+    sub = flags.commands(parser, "l2_command")
     lst = sub.add_parser("list", help="announced IPs, interfaces, Services, replies sent")
-    lst.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    lst.add_argument("--state-dir", default=os.environ.get("HEXLANE_STATE_DIR",
-                                                           DEFAULT_STATE_DIR),
-                     help="the agent's state directory (env HEXLANE_STATE_DIR, "
-                          "default %(default)s)")
+    flags.output(lst)
+    flags.state_dir(lst)
     lst.set_defaults(func=cmd_list)
-    parser.set_defaults(func=lambda _args: _usage(parser))
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def cmd_list(args: argparse.Namespace) -> int:
