@@ -7,9 +7,9 @@ Service by NodePort and by its LoadBalancer IP, Maglev spreads the connections, 
 `hexlane status` and `hexlane service list` show what is programmed, and a node dies while
 traffic keeps flowing to the backends that remain.
 
-Every step prints the command it runs (as a user would type it) and what came back. What is
-not built yet is said where it matters: L2 (ARP) announcements do not exist yet, so the demo
-routes the LoadBalancer IP via node1 inside the client's namespace instead of ARP.
+Every step prints the command it runs (as a user would type it) and what came back. Seed
+000's L2 policy makes one node answer ARP for the LoadBalancer IP (the holder of the Service's
+Lease): the client arpings it and reaches it with no route of its own.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hexlane.k8s.client import ApiError
 from hexlane.lab import manager
 
 REPO_EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 DEMO_SERVICE = "echo"
 DEMO_NAMESPACE = "default"
+L2_LEASE = f"cilium-l2announce-{DEMO_NAMESPACE}-{DEMO_SERVICE}"
 
 
 class DemoError(manager.LabError):
@@ -76,6 +78,20 @@ def _wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
     if result is None:
         raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
     return result
+
+
+def _l2_holder(lab: str) -> str:
+    """The node holding the demo Service's L2 announcement Lease ("" while none does)."""
+    state = manager.LabState.load(lab)
+    if state is None:
+        return ""
+    try:
+        lease = manager.api_request(
+            state.plan, "GET", f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"
+                               f"{L2_LEASE}")
+    except ApiError:  # not created yet
+        return ""
+    return str((lease.get("spec") or {}).get("holderIdentity") or "")
 
 
 def _plan(lab: str) -> manager.LabPlan:
@@ -165,7 +181,6 @@ def run(lab: str, *, keep: bool = False, nodes: int = 3) -> int:
 
         _say("LB-IPAM: seed 000's pool and L2 policy, applied as the guide says")
         _kubectl(lab, "apply", "-f", str(cilium_config))
-        print("(L2 announcements are not built yet: the policy is stored, not acted on)")
 
         _say("A Deployment of 3 pods behind a LoadBalancer Service")
         with resources.as_file(resources.files("hexlane.lab") / "demo.yaml") as manifest:
@@ -189,9 +204,12 @@ def run(lab: str, *, keep: bool = False, nodes: int = 3) -> int:
         if "(no answer)" in answered or len(answered) < 2:
             raise DemoError("NodePort connections did not spread over the backends")
 
-        _say(f"From the laptop: the LoadBalancer IP {lb_ip}")
-        print("(no ARP announcements yet: route the pool's IP via node1 inside the client)")
-        _run_in(lab, "client", ["ip", "route", "replace", f"{lb_ip}/32", "via", node1_ip])
+        _say(f"L2 announcements: which node answers ARP for {lb_ip}")
+        announcer = _wait_for("a node to hold the Service's Lease", lambda: _l2_holder(lab), 60)
+        _kubectl(lab, "-n", "kube-system", "get", "lease", L2_LEASE, "-o", "wide")
+        _run_in(lab, announcer, ["hexlane", "l2", "list"])
+        _say(f"From the laptop: the LoadBalancer IP {lb_ip} (ARP, no route of its own)")
+        _run_in(lab, "client", ["arping", "-c", "2", "-w", "3", "-i", "eth0", lb_ip])
         _run_in(lab, "client", ["curl", "-s", "--max-time", "3", f"http://{lb_ip}/whoami"])
         answered = _spread(lab, f"http://{lb_ip}/", range(42000, 42024))
         _print_spread(answered)
@@ -202,9 +220,11 @@ def run(lab: str, *, keep: bool = False, nodes: int = 3) -> int:
         _run_in(lab, "node1", ["hexlane", "service", "list"])
         _run_in(lab, "node1", ["hexlane", "bpf", "lb", "maglev", "list"])
 
-        victim = max((node for _, node in backends if node != "node1"), default=None)
+        victim = max((node for _, node in backends if node not in ("node1", announcer)),
+                     default=None)
         if victim is not None:
-            _say(f"{victim} dies (processes killed, LAN link down); traffic keeps flowing")
+            _say(f"{victim} dies (processes killed, LAN link down); traffic keeps flowing "
+                 f"({announcer} keeps announcing {lb_ip})")
             _show(["hexlane", "lab", "kill", "--name", lab, victim])
             manager.kill(lab, victim)
             _wait_for(f"{victim}'s backend to leave the Service",
