@@ -216,9 +216,10 @@ def run(lab: str, *, keep: bool = False, nodes: int = 3) -> int:
         if "(no answer)" in answered:
             raise DemoError("the LoadBalancer IP did not answer every connection")
 
-        _say("What node1 programmed in eBPF (Maglev, SNAT), as `cilium service list` shows")
-        _run_in(lab, "node1", ["hexlane", "service", "list"])
-        _run_in(lab, "node1", ["hexlane", "bpf", "lb", "maglev", "list"])
+        _say(f"What {announcer} (where {lb_ip} comes in) programmed in eBPF (Maglev, SNAT), "
+             "as `cilium service list` shows")
+        _run_in(lab, announcer, ["hexlane", "service", "list"])
+        _run_in(lab, announcer, ["hexlane", "bpf", "lb", "maglev", "list"])
 
         victim = max((node for _, node in backends if node not in ("node1", announcer)),
                      default=None)
@@ -230,8 +231,8 @@ def run(lab: str, *, keep: bool = False, nodes: int = 3) -> int:
             _wait_for(f"{victim}'s backend to leave the Service",
                       lambda: all(node != victim for _, node in _ready_endpoints(lab)), 90)
             gone = {ip for ip, node in backends if node == victim}
-            _wait_for("node1's datapath to drop the dead backend",
-                      lambda: not gone & set(_programmed_backends(lab, "node1")), 30)
+            _wait_for(f"{announcer}'s datapath to drop the dead backend",
+                      lambda: not gone & set(_programmed_backends(lab, announcer)), 30)
             answered = _spread(lab, f"http://{lb_ip}/", range(43000, 43016))
             _print_spread(answered)
             if "(no answer)" in answered:
