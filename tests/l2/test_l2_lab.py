@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers.lab import Lab, running_lab
 from helpers.wait import wait_for
 
