@@ -11,7 +11,6 @@ on the wire.
 
 from __future__ import annotations
 
-import ctypes
 import secrets
 import subprocess
 import time
@@ -20,17 +19,7 @@ from typing import TypeVar
 
 import pytest
 
-from hexlane.datapath.l2 import (
-    LIVENESS_MAP,
-    RESPONDER_MAP,
-    L2Liveness,
-    L2ResponderEntry,
-    L2ResponderKey,
-    Liveness,
-    ResponderTable,
-    device_mac,
-    send_garp,
-)
+from hexlane.datapath.l2 import Liveness, device_mac, open_maps, send_garp
 from hexlane.datapath.lb.attach import TcTable
 from hexlane.datapath.lb.loader import NETDEV_TC_PRIORITY, PROGRAM_FROM_NETDEV, LbDatapath
 from hexlane.datapath.reconcile import Reconciler
@@ -80,11 +69,7 @@ def arping(client: str, ip: str) -> list[str]:
 def test_announced_ips_are_answered_with_the_devices_mac(
         lb: LbDatapath, pair: tuple[str, str]) -> None:
     node, client = pair
-    responder = lb.obj.map(RESPONDER_MAP, key_type=L2ResponderKey,
-                           value_type=L2ResponderEntry)
-    liveness = Liveness(lb.obj.map(LIVENESS_MAP, key_type=ctypes.c_uint32,
-                                   value_type=L2Liveness), max_age=15.0)
-    table = ResponderTable(responder)
+    table, liveness = open_maps(lb.obj, max_age=15.0)
     rec: Reconciler[tuple[str, str], str] = Reconciler(table)
 
     tc = TcTable(lb)

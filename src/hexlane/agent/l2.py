@@ -26,18 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hexlane.config import Values
-from hexlane.datapath.l2 import (
-    LIVENESS_MAP,
-    RESPONDER_MAP,
-    L2Liveness,
-    L2ResponderEntry,
-    L2ResponderKey,
-    Liveness,
-    ResponderTable,
-    device_mac,
-    send_garp,
-)
-from hexlane.datapath.layout import u32
+from hexlane.datapath.l2 import Liveness, ResponderTable, device_mac, open_maps, send_garp
 from hexlane.datapath.lb.loader import LbDatapath
 from hexlane.datapath.reconcile import Reconciler
 from hexlane.k8s.client import ApiError, KubeClient
@@ -105,12 +94,8 @@ class L2Announcer:
         """Take the responder and liveness maps of the loaded load balancer; announce on
         these devices (the node's LAN device)."""
         self.devices = tuple(devices)
-        responder = datapath.obj.map(RESPONDER_MAP, key_type=L2ResponderKey,
-                                     value_type=L2ResponderEntry)
-        self.responder = Reconciler(ResponderTable(responder))
-        self.liveness = Liveness(datapath.obj.map(LIVENESS_MAP, key_type=u32,
-                                                  value_type=L2Liveness),
-                                 max_age=self.timing.duration)
+        table, self.liveness = open_maps(datapath.obj, max_age=self.timing.duration)
+        self.responder = Reconciler(table)
         self.liveness.stamp()
 
     @property

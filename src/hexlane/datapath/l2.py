@@ -23,6 +23,7 @@ import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .layout import ip4, ip4_str, u8, u16, u32, u64
 from .reconcile import Table
@@ -147,6 +148,14 @@ class Liveness:
     def stamp(self) -> None:
         value = L2Liveness(agent_ns=time.monotonic_ns(), max_age_ns=self.max_age_ns)
         self.map.update(ctypes.c_uint32(0), value)  # type: ignore[attr-defined]
+
+
+def open_maps(obj: Any, max_age: float) -> tuple[ResponderTable, Liveness]:
+    """The responder table and the liveness stamp of the loaded load balancer object
+    (`LbDatapath.obj`); answers stop `max_age` seconds after the last stamp."""
+    responder = obj.map(RESPONDER_MAP, key_type=L2ResponderKey, value_type=L2ResponderEntry)
+    liveness = obj.map(LIVENESS_MAP, key_type=u32, value_type=L2Liveness)
+    return ResponderTable(responder), Liveness(liveness, max_age)
 
 
 def garp_frame(ip: str, mac: str) -> bytes:
