@@ -314,3 +314,43 @@ def test_garp_schedule_sends_five_per_takeover_and_none_after_a_release(
         since = [x for x in sends[e] if x >= taken[e]]
         assert len(since) == 5
         assert all(abs((b - a) - 1.1) < 0.051 for a, b in itertools.pairwise(since))
+
+
+# -- hexlane's election: eligibility from the API's objects ---------------------------------
+
+def slice_of(service: str, endpoints: list[tuple[str, str, bool]]) -> Any:
+    from hexlane.model.endpointslice import EndpointSlice
+    return EndpointSlice.parse({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": f"{service}-x", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "nodeName": node, "conditions": {"ready": ready}}
+                      for ip, node, ready in endpoints],
+        "ports": [{"port": 80, "protocol": "TCP"}]})
+
+
+def test_eligibility_follows_node_selectors_kinds_and_local_endpoints() -> None:
+    from hexlane.l2.announce import eligible_nodes, local_endpoint_nodes, owned_entries
+    nodes = {"n1": {"kubernetes.io/os": "linux", "zone": "a"},
+             "n2": {"kubernetes.io/os": "linux", "zone": "b"},
+             "pi": {"zone": "a"}}
+    linux = policy({"loadBalancerIPs": True, "nodeSelector": {
+        "matchLabels": {"kubernetes.io/os": "linux"}}}, "linux")
+    zone_a_ext = policy({"externalIPs": True, "nodeSelector": {
+        "matchLabels": {"zone": "a"}}}, "zone-a")
+    web = svc("web", ingress=["10.0.0.150"], external=["10.0.0.160"])
+    local_obj = svc("local", ingress=["10.0.0.151"])
+    local = Service.parse({**local_obj.to_dict(), "spec": {
+        **local_obj.to_dict()["spec"], "externalTrafficPolicy": "Local"}})
+    ends = local_endpoint_nodes([slice_of("local", [("10.42.1.5", "n2", True),
+                                                    ("10.42.0.5", "n1", False)])])
+    assert ends == {("default", "local"): frozenset({"n2"})}
+    got = eligible_nodes(nodes, [linux, zone_a_ext], [web, local], ends)
+    assert got == {"10.0.0.150": {"n1", "n2"}, "10.0.0.160": {"n1", "pi"},
+                   "10.0.0.151": {"n2"}}
+    # No ready local endpoint anywhere: nobody may announce an eTP=Local IP.
+    assert eligible_nodes(nodes, [linux], [local], {})["10.0.0.151"] == frozenset()
+    cands = candidates(nodes["n1"], ("eth0",), [linux, zone_a_ext], [web])
+    assert owned_entries(cands, ["10.0.0.160"]) == {("10.0.0.160", "eth0"): (("default", "web"),)}
+    assert owned_entries(cands, []) == {}

@@ -427,6 +427,17 @@ _ACTING = (
           "how long the leader keeps retrying to renew before it gives up."),
     _acts("l2announcements.leaseRetryPeriod", "duration",
           "wait between lease acquire/renew attempts."),
+    _acts("l2announcements.election", "enum",
+          "hexlane's own: hexlane (agents hear each other's heartbeats on the LAN and hash "
+          "each IP to one live node: sub-second failover, no API writes) or lease (one Lease "
+          "per Service, as Cilium).", choices=("hexlane", "lease")),
+    _acts("l2announcements.heartbeat.interval", "duration",
+          "hexlane's own: how often each agent sends its heartbeat (election: hexlane)."),
+    _acts("l2announcements.heartbeat.deadAfter", "duration",
+          "hexlane's own: a node not heard from for this long is dead; its IPs move and its "
+          "backends leave every node's load balancer (election: hexlane)."),
+    _acts("l2announcements.heartbeat.port", "port",
+          "hexlane's own: the UDP port of the heartbeats (LAN broadcast)."),
     _acts("externalIPs.enabled", "bool",
           "load-balance Service spec.externalIPs (always on with kubeProxyReplacement)."),
     _acts("loadBalancer.algorithm", "enum",

@@ -67,6 +67,10 @@ class L2Announcements:
     lease_duration: float  # seconds, after Cilium's sanitising
     lease_renew_deadline: float
     lease_retry_period: float
+    election: str = "hexlane"  # "hexlane" | "lease"
+    heartbeat_interval: float = 0.1
+    dead_after: float = 0.5
+    heartbeat_port: int = 4251
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,9 +494,24 @@ def _l2(read: _Reader, report: _Report) -> L2Announcements:
                f"retry period {retry:g}s is not 20% below the renew deadline {renew:g}s; "
                f"Cilium uses {renew / 2:g}s", "warning")
         retry = renew / 2
+    interval = parse_duration(read("l2announcements.heartbeat.interval"))
+    dead_after = parse_duration(read("l2announcements.heartbeat.deadAfter"))
+    if interval <= 0:
+        report("l2announcements.heartbeat.interval",
+               f"heartbeat interval {interval:g}s must be above 0; hexlane uses 0.1s")
+        interval = 0.1
+    if dead_after < 3 * interval:
+        report("l2announcements.heartbeat.deadAfter",
+               f"{dead_after:g}s is less than three heartbeat intervals ({3 * interval:g}s): "
+               "one lost datagram would kill a node; hexlane uses "
+               f"{5 * interval:g}s", "warning")
+        dead_after = 5 * interval
     return L2Announcements(enabled=bool(read("l2announcements.enabled")),
                            lease_duration=duration, lease_renew_deadline=renew,
-                           lease_retry_period=retry)
+                           lease_retry_period=retry,
+                           election=str(read("l2announcements.election")),
+                           heartbeat_interval=interval, dead_after=dead_after,
+                           heartbeat_port=int(read("l2announcements.heartbeat.port")))
 
 
 def _all_paths(tree: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -11,6 +11,12 @@ As Cilium's `pkg/l2announcer`:
   in the agent's namespace, and while it holds it answers ARP for the Service's IPs of the
   applying policies' kinds on each device the policies select.
 
+In hexlane's own election (`l2announcements.election: hexlane`) there are no Leases: every
+agent computes, from the same API objects, which nodes are eligible for each IP
+(`eligible_nodes`), and with the heartbeat's liveness the same owner for each IP
+(`hexlane.l2.owner`); a node's responder holds the entries of the IPs it owns
+(`owned_entries`).
+
 One difference: a node none of whose devices a policy selects does not compete (Cilium's
 would win the Lease and announce nothing, leaving the IP unreachable). IPv6 addresses are not
 announced (no NDP responder).
@@ -22,6 +28,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from hexlane.model.endpointslice import EndpointSlice
 from hexlane.model.service import Service
 
 from .policy import Policy
@@ -114,6 +121,68 @@ def responder_entries(candidates: Mapping[ServiceKey, Candidate],
         for entry in cand.entries:
             out.setdefault(entry, []).append(key)
     return {entry: tuple(keys) for entry, keys in out.items()}
+
+
+def owned_entries(candidates: Mapping[ServiceKey, Candidate], owned: Iterable[str]
+                  ) -> dict[Entry, tuple[ServiceKey, ...]]:
+    """What the responder holds in hexlane's election: the entries of the IPs this node owns
+    (`hexlane.l2.owner`), with the Services that want each."""
+    ips = set(owned)
+    out: dict[Entry, list[ServiceKey]] = {}
+    for key in sorted(candidates):
+        for entry in candidates[key].entries:
+            if entry[0] in ips:
+                out.setdefault(entry, []).append(key)
+    return {entry: tuple(keys) for entry, keys in out.items()}
+
+
+def local_endpoint_nodes(slices: Iterable[EndpointSlice]) -> dict[ServiceKey, frozenset[str]]:
+    """Service -> the nodes with a ready endpoint of it (for externalTrafficPolicy: Local)."""
+    out: dict[ServiceKey, set[str]] = {}
+    for eps in slices:
+        if not eps.service_name:
+            continue
+        nodes = out.setdefault((eps.namespace, eps.service_name), set())
+        nodes.update(e.node_name for e in eps.endpoints
+                     if e.node_name and e.conditions.is_ready)
+    return {key: frozenset(nodes) for key, nodes in out.items()}
+
+
+def eligible_nodes(nodes: Mapping[str, Mapping[str, str]], policies: Iterable[Policy],
+                   services: Iterable[Service],
+                   local_endpoints: Mapping[ServiceKey, frozenset[str]]
+                   ) -> dict[str, frozenset[str]]:
+    """IP -> the nodes that may announce it, from what every agent sees alike (the API's
+    Nodes, policies, Services and EndpointSlices; not liveness): a node is eligible for a
+    Service's IP when a policy applying to the Service for that kind of IP selects the node,
+    and, for `externalTrafficPolicy: Local`, when it has a ready endpoint of the Service
+    (elsewhere the datapath would drop the traffic: cilium#27800). Several Services on one
+    IP (a sharing key): the nodes eligible for all of them."""
+    pols = sorted(policies, key=lambda p: p.name)
+    out: dict[str, frozenset[str]] = {}
+    for svc in services:
+        if svc.load_balancer_class not in (None, LB_CLASS_L2):
+            continue
+        external = _ipv4(svc.external_ips)
+        ingress = _ipv4(i.ip for i in svc.ingress if i.ip)
+        if not external and not ingress:
+            continue
+        labels = service_labels(svc)
+        local = local_endpoints.get((svc.namespace, svc.name), frozenset()) \
+            if svc.external_traffic_policy == "Local" else None
+        per_ip: dict[str, set[str]] = {}
+        for policy in pols:
+            if not policy.selects_service(labels):
+                continue
+            ips = (external if policy.external_ips else []) + \
+                (ingress if policy.load_balancer_ips else [])
+            chosen = {n for n, node_labels in nodes.items() if policy.selects_node(node_labels)
+                      and (local is None or n in local)}
+            for ip in ips:
+                per_ip.setdefault(ip, set()).update(chosen)
+        for ip, chosen in per_ip.items():
+            out[ip] = out[ip] & frozenset(chosen) if ip in out else frozenset(chosen)
+    return out
 
 
 def stale_leases(leases: Iterable[Mapping[str, object]]) -> list[str]:
