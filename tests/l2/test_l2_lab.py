@@ -1,7 +1,8 @@
-"""L2 announcements in a lab, as a homelab user meets them (seed 000's values and policy).
+"""L2 announcements with Cilium's election in a lab, as a homelab user meets them (seed 000's
+values and policy).
 
-One 2-node lab with seed 000's values (kube-proxy replacement, l2announcements, LB-IPAM) and
-short leases (3s/1s/200ms, Cilium's suggested fast timings). Pins down, judged by arping,
+One 2-node lab with seed 000's values (kube-proxy replacement, l2announcements, LB-IPAM),
+`l2announcements.election: lease` and short leases (3s/1s/200ms, Cilium's suggested fast timings). Pins down, judged by arping,
 curl and tcpdump in the client (the laptop on the LAN) and kubectl:
 - the LoadBalancer IP from seed 000's pool answers ARP with the MAC of the node holding the
   Service's Lease `cilium-l2announce-default-echo`, and curl reaches the Service with no
@@ -44,6 +45,7 @@ DEMO = ROOT / "src" / "hexlane" / "lab" / "demo.yaml"
 def lab() -> Iterator[Lab]:
     with running_lab(f"l{secrets.token_hex(3)}", "--node-monitor-grace-period", "6",
                      "--values", str(SEEDS / "seed-000" / "values.yaml"),
+                     "--set", "l2announcements.election=lease",
                      "--set", "l2announcements.leaseDuration=3s",
                      "--set", "l2announcements.leaseRenewDeadline=1s",
                      "--set", "l2announcements.leaseRetryPeriod=200ms") as lab:
