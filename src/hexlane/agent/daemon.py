@@ -136,7 +136,9 @@ class Agent:
             if values.kube_proxy_replacement else None
         # (the values refuse l2announcements without kubeProxyReplacement: the responder is
         # in the load balancer's program)
-        self.l2 = l2.L2Announcer(self.client, config.node, values, self.informers) \
+        self.l2 = l2.L2Announcer(self.client, config.node, values, self.informers,
+                                 state_dir=config.state_dir,
+                                 on_unreachable=self._unreachable) \
             if values.l2announcements.enabled and self.lb is not None else None
         # Datapath (the endpoint manager and the API once this node is known)
         self.endpoints: EndpointManager | None = None
@@ -223,6 +225,13 @@ class Agent:
         if repaired:
             log.warning("resync: repaired %d kernel objects changed behind the agent's back",
                         repaired)
+
+    def _unreachable(self, nodes: frozenset[str]) -> None:
+        """The L2 heartbeat lost (or found again) nodes: their backends leave (or rejoin)
+        every Service at once, ahead of the node-lifecycle grace period."""
+        if self.lb is not None:
+            self.lb.set_unreachable_nodes(nodes)
+            self.controller("services").trigger()
 
     def _after_cni_add(self) -> None:
         """A pod veth appeared: put the load balancer on it before the pod's first packet."""

@@ -8,8 +8,8 @@ Service by NodePort and by its LoadBalancer IP, Maglev spreads the connections, 
 traffic keeps flowing to the backends that remain.
 
 Every step prints the command it runs (as a user would type it) and what came back. Seed
-000's L2 policy makes one node answer ARP for the LoadBalancer IP (the holder of the Service's
-Lease): the client arpings it and reaches it with no route of its own.
+000's L2 policy makes one node answer ARP for the LoadBalancer IP (the one hexlane's election
+gives it to): the client arpings it and reaches it with no route of its own.
 """
 
 from __future__ import annotations
@@ -25,13 +25,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hexlane.k8s.client import ApiError
 from hexlane.lab import manager
 
 REPO_EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 DEMO_SERVICE = "echo"
 DEMO_NAMESPACE = "default"
-L2_LEASE = f"cilium-l2announce-{DEMO_NAMESPACE}-{DEMO_SERVICE}"
 
 
 class DemoError(manager.LabError):
@@ -80,18 +78,19 @@ def _wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
     return result
 
 
-def _l2_holder(lab: str) -> str:
-    """The node holding the demo Service's L2 announcement Lease ("" while none does)."""
-    state = manager.LabState.load(lab)
-    if state is None:
-        return ""
-    try:
-        lease = manager.api_request(
-            state.plan, "GET", f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"
-                               f"{L2_LEASE}")
-    except ApiError:  # not created yet
-        return ""
-    return str((lease.get("spec") or {}).get("holderIdentity") or "")
+def _l2_announcer(lab: str, ip: str) -> str:
+    """The node whose agent announces `ip` ("" while none does), as `hexlane l2 list` on
+    each node says (in either election)."""
+    for host in _plan(lab).node_hosts:
+        out = _run_in(lab, host.role, ["hexlane", "l2", "list", "-o", "json"], check=False,
+                      echo=False)
+        try:
+            listed = json.loads(out)
+        except ValueError:
+            continue
+        if any(a.get("ip") == ip for a in listed.get("announcements") or []):
+            return host.role
+    return ""
 
 
 def _plan(lab: str) -> manager.LabPlan:
@@ -205,8 +204,8 @@ def run(lab: str, *, keep: bool = False, nodes: int = 3) -> int:
             raise DemoError("NodePort connections did not spread over the backends")
 
         _say(f"L2 announcements: which node answers ARP for {lb_ip}")
-        announcer = _wait_for("a node to hold the Service's Lease", lambda: _l2_holder(lab), 60)
-        _kubectl(lab, "-n", "kube-system", "get", "lease", L2_LEASE, "-o", "wide")
+        announcer = _wait_for(f"a node to announce {lb_ip}",
+                              lambda: _l2_announcer(lab, lb_ip), 60)
         _run_in(lab, announcer, ["hexlane", "l2", "list"])
         _say(f"From the laptop: the LoadBalancer IP {lb_ip} (ARP, no route of its own)")
         _run_in(lab, "client", ["arping", "-c", "2", "-w", "3", "-i", "eth0", lb_ip])

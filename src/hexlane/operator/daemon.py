@@ -8,6 +8,8 @@
     its own informers and write queue; a failed run is retried after a backoff):
       lbipam   CiliumLoadBalancerIPPool + Service -> Service and pool status
       podcidr  Node -> CiliumNode spec.ipam.podCIDRs (only with ipam.mode: cluster-pool)
+      l2-key   the Secret kube-system/hexlane-l2-heartbeat, created once (hexlane's L2
+               election: l2announcements.enabled with election: hexlane)
 
 Only the leader runs controllers, so two replicas never both write. Losing the lease stops
 them (their informers and pending writes go with them); winning it again starts them fresh
@@ -31,10 +33,11 @@ from aiohttp import web
 from hexlane.config import Values
 from hexlane.ipam.inputs import options_from_values
 from hexlane.ipam.podcidr import parse_cluster_pool
-from hexlane.k8s.client import KubeClient, make_client
+from hexlane.k8s.client import ApiError, KubeClient, make_client
 from hexlane.k8s.election import LeaseTiming
 from hexlane.k8s.elector import LeaderElector
 from hexlane.k8s.runtime import cancel, serve_metrics, stop_on_signals
+from hexlane.l2 import key as l2key
 
 from .lbipam import LBIPAMController
 from .metrics import OperatorMetrics
@@ -108,9 +111,28 @@ class Operator:
             self.podcidr = PodCIDRController(self.client, self.metrics, self.pod_pool,
                                              values.ipam.cluster_pool_ipv4_mask_size)
             parts.append(("podcidr", self.podcidr.run))
+        if values.l2announcements.enabled and values.l2announcements.election == "hexlane":
+            parts.append(("l2-key", self._ensure_l2_key))
         self._tasks = [asyncio.create_task(run(), name=name) for name, run in parts]
         log.info("%s leads: started %s", self.config.identity,
                  ", ".join(name for name, _ in parts))
+
+    async def _ensure_l2_key(self) -> None:
+        """The L2 heartbeat key's Secret, made once (kept if it exists: agents hold it)."""
+        path = f"/api/v1/namespaces/{l2key.SECRET_NAMESPACE}/secrets"
+        delay = 0.25
+        while True:
+            try:
+                await self.client.request("POST", path, body=l2key.new_secret())
+                log.info("created the L2 heartbeat key %s/%s", l2key.SECRET_NAMESPACE,
+                         l2key.SECRET_NAME)
+                return
+            except ApiError as err:
+                if err.code == 409:
+                    return
+                log.warning("creating the L2 heartbeat key: %s (retrying)", err)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     def _stopped_leading(self) -> None:
         self.metrics.is_leader.set(0)
