@@ -5,7 +5,10 @@ A Service's way from the API to the maps goes through this file once (docs/code-
 1. the informers (`hexlane.k8s.informer`) queue the keys of changed Services,
    EndpointSlices and Nodes; the `services` controller calls `LoadBalancer.sync()`;
 2. `sync` parses each changed object once (`hexlane.model`) and hands it to the pure model
-   (`hexlane.lb.services.LbModel`: `set_service`, `set_slice`, `set_nodes`, `delete_...`);
+   (`hexlane.lb.services.LbModel`: `set_service`, `set_slice`, `set_nodes`, `delete_...`),
+   with the nodes the agents' heartbeat last found dead (`LoadBalancer.set_unreachable_nodes`,
+   kept until then: the model is never touched while a commit runs in its thread), whose
+   backends leave every Service for new connections (quarantined: docs/service-lb.md);
 3. `ServiceReconciler.commit()` asks the model what the Services touched since the last
    commit change (a `Delta`: only their entries, whatever the number of Services) and hands
    it to `hexlane.datapath.lb.sync.LbSync`, whose reconcilers (`hexlane.datapath.reconcile`)
@@ -282,6 +285,8 @@ class LoadBalancer:
         self.health: HealthServers | None = None
         self.device = ""
         self._endpoints: EndpointManager | None = None
+        #: the nodes found dead, handed to the model by the next `sync()`
+        self.unreachable: frozenset[str] = frozenset()
 
     async def load(self, device: str, endpoints: EndpointManager) -> None:
         """Compile and load the programs and maps, attach them (LAN `device`, lo,
@@ -325,8 +330,16 @@ class LoadBalancer:
         if self.health is not None:
             await self.health.sync()
 
+    def set_unreachable_nodes(self, names: Iterable[str]) -> None:
+        """The nodes the heartbeat finds dead now (the whole set each time; this node's name
+        is ignored). Only kept: the next `sync()` (the `services` controller, which the caller
+        triggers) hands it to the model, which recomputes the Services with endpoints on the
+        nodes that changed."""
+        self.unreachable = frozenset(names)
+
     def _feed(self, model: LbModel) -> None:
         """Hand the objects changed since the last run to the model (parsed once each)."""
+        model.set_unreachable_nodes(self.unreachable)
         for name, queue in self.queues.items():
             cache = self.informers[name].cache
             while len(queue):

@@ -18,6 +18,15 @@ Backends come from the Service's EndpointSlices (label kubernetes.io/service-nam
 address type): ready endpoints; only when none is ready, the serving terminating ones (KEP
 1669, as Cilium). A backend is (address, port, protocol), shared by every frontend using it.
 
+Unreachable nodes (`LbModel.set_unreachable_nodes`, from the agents' heartbeat; never this
+node): an endpoint whose `nodeName` is one of them is not chosen for new connections, as if
+it were not ready, before Kubernetes' node-lifecycle controller says so. It stays in the
+backend map, quarantined (Cilium's BE_STATE_QUARANTINED) and in no slot, like a draining
+terminating backend: its id is kept, established flows are not steered elsewhere (a node
+wrongly thought dead loses none of them), and when the node is reachable again the backend
+comes back with the same id. A Service whose backends are all on unreachable nodes has none
+for new connections (ICMP reject, as with no ready endpoint).
+
 Traffic policies follow Cilium's two scopes: with `externalTrafficPolicy: Local` an external
 frontend's EXT scope holds only this node's backends (client address preserved) and its INT
 scope (traffic from inside the cluster) all of them; with `internalTrafficPolicy: Local`
@@ -57,6 +66,9 @@ SCOPE_INT = 1
 
 STATE_ACTIVE = "active"
 STATE_TERMINATING = "terminating"
+STATE_QUARANTINED = "quarantined"  # on an unreachable node: kept, never chosen
+# Which state wins when Services say different things of one backend.
+_STATE_RANK = {STATE_ACTIVE: 0, STATE_TERMINATING: 1, STATE_QUARANTINED: 2}
 
 ALGORITHMS = ("random", "maglev")
 MODES = ("snat", "dsr", "hybrid")
@@ -107,7 +119,7 @@ class Backend:
     address: str
     port: int
     protocol: str
-    state: str  # STATE_ACTIVE | STATE_TERMINATING
+    state: str  # STATE_ACTIVE | STATE_TERMINATING | STATE_QUARANTINED
     node_name: str
     local: bool  # on this node
 
@@ -253,14 +265,17 @@ class _Candidate:
     node_name: str
 
 
-def _slice_backends(port: ServicePort, slices: Sequence[EndpointSlice]
+def _slice_backends(port: ServicePort, slices: Sequence[EndpointSlice],
+                    unreachable: Collection[str] = frozenset()
                     ) -> tuple[list[_Candidate], list[_Candidate]]:
     """The Service port's backends from its slices: (chosen, kept). Chosen are the ready
-    ones, else the serving terminating ones; kept are those that stay in the backend map
-    though not chosen (serving terminating beside ready ones), so established connections
-    to them go on until they end."""
+    ones, else the serving terminating ones, on reachable nodes; kept are those that stay in
+    the backend map though not chosen (serving terminating beside ready ones, and the
+    serving ones on unreachable nodes, quarantined), so established connections to them go
+    on until they end."""
     ready: dict[BackendKey, _Candidate] = {}
     terminating: dict[BackendKey, _Candidate] = {}
+    quarantined: dict[BackendKey, _Candidate] = {}
     for sl in slices:
         if sl.address_type != "IPv4":
             continue
@@ -273,13 +288,17 @@ def _slice_backends(port: ServicePort, slices: Sequence[EndpointSlice]
                 c = ep.conditions
                 for address in ep.addresses[:1]:  # Kubernetes uses only the first address
                     key = BackendKey(address, ep_port.port, port.protocol)
-                    if c.is_ready and not c.is_terminating:
+                    if ep.node_name in unreachable:
+                        if c.is_serving:
+                            quarantined.setdefault(
+                                key, _Candidate(key, STATE_QUARANTINED, ep.node_name))
+                    elif c.is_ready and not c.is_terminating:
                         ready.setdefault(key, _Candidate(key, STATE_ACTIVE, ep.node_name))
                     elif c.is_serving:
                         terminating.setdefault(
                             key, _Candidate(key, STATE_TERMINATING, ep.node_name))
     chosen = ready if ready else terminating
-    kept = terminating if ready else {}
+    kept = {**quarantined, **terminating} if ready else quarantined
     return [chosen[k] for k in sorted(chosen)], [kept[k] for k in sorted(kept)]
 
 
@@ -355,8 +374,10 @@ def _select(cands: Sequence[_Candidate], local_only: bool,
 
 
 def plan_service(svc: Service, slices: Iterable[EndpointSlice], node_ips: Sequence[str],
-                 node_name: str, settings: LbSettings) -> ServicePlan:
-    """One Service's frontends and backends on this node (pure; no ids, no other Service)."""
+                 node_name: str, settings: LbSettings,
+                 unreachable: Collection[str] = frozenset()) -> ServicePlan:
+    """One Service's frontends and backends on this node (pure; no ids, no other Service);
+    endpoints on `unreachable` nodes are quarantined (module doc)."""
     key = (svc.namespace, svc.name)
     if svc.type == "ExternalName" or svc.headless:
         return ServicePlan(key, (), (), frozenset(), None, ())
@@ -372,7 +393,7 @@ def plan_service(svc: Service, slices: Iterable[EndpointSlice], node_ips: Sequen
     for port in svc.ports:
         if port.protocol not in ("TCP", "UDP"):
             continue  # SCTP: not in the datapath
-        cands, kept = _slice_backends(port, svc_slices)
+        cands, kept = _slice_backends(port, svc_slices, unreachable)
         for c in (*cands, *kept):
             candidates.setdefault(c.key, c)
         draining.update(c.key for c in kept)
@@ -436,7 +457,8 @@ def _next_id(used: Collection[int], limit: int, last: int) -> int | None:
 class LbModel:
     """This node's load-balancer state, kept up to date one object at a time (pure: data in,
     data out, no I/O). Feed it Services, EndpointSlices and Nodes as they change
-    (`set_service`, `delete_service`, `set_slice`, `delete_slice`, `set_nodes`); `commit()`
+    (`set_service`, `delete_service`, `set_slice`, `delete_slice`, `set_nodes`), and the
+    nodes the heartbeat finds dead (`set_unreachable_nodes`); `commit()`
     recomputes only the Services touched since the last commit and returns the `Delta` to
     write; `state()` is the whole `DesiredState` (for listings; it costs O(n)).
 
@@ -466,6 +488,11 @@ class LbModel:
         self.services: dict[ServiceKey, Service] = {}
         self._slices: dict[ServiceKey, dict[str, EndpointSlice]] = {}
         self._slice_owner: dict[tuple[str, str], ServiceKey] = {}
+        # node name -> Services with endpoints there -> how many of their slices say so
+        # (what a node becoming unreachable, or reachable again, makes dirty)
+        self._slice_nodes: dict[tuple[str, str], frozenset[str]] = {}
+        self._node_services: dict[str, dict[ServiceKey, int]] = {}
+        self.unreachable: frozenset[str] = frozenset()
         self._plans: dict[ServiceKey, ServicePlan] = {}
         self._claims: dict[FrontendKey, dict[ServiceKey, _Planned]] = {}
         # what the Services say of each backend: (state, node) -> how many say it
@@ -507,6 +534,8 @@ class LbModel:
         if slices.get(sl.name) != sl:
             slices[sl.name] = sl
             self._slice_owner[ident] = target
+            self._index_nodes(ident, target, frozenset(ep.node_name for ep in sl.endpoints
+                                                       if ep.node_name))
             self._dirty.add(target)
 
     def delete_slice(self, namespace: str, name: str) -> None:
@@ -517,7 +546,35 @@ class LbModel:
         slices.pop(name, None)
         if not slices:
             self._slices.pop(owner, None)
+        self._index_nodes((namespace, name), owner, frozenset())
         self._dirty.add(owner)
+
+    def _index_nodes(self, ident: tuple[str, str], owner: ServiceKey,
+                     nodes: frozenset[str]) -> None:
+        """The slice `ident` (of Service `owner`) now has endpoints on `nodes`."""
+        old = self._slice_nodes.pop(ident, frozenset())
+        if nodes:
+            self._slice_nodes[ident] = nodes
+        for name in old - nodes:
+            services = self._node_services[name]
+            services[owner] -= 1
+            if not services[owner]:
+                del services[owner]
+                if not services:
+                    del self._node_services[name]
+        for name in nodes - old:
+            services = self._node_services.setdefault(name, {})
+            services[owner] = services.get(owner, 0) + 1
+
+    def set_unreachable_nodes(self, names: Iterable[str]) -> None:
+        """The nodes found dead (the agents' heartbeat): their endpoints are quarantined
+        (module doc) until a later call leaves them out. This node is never unreachable to
+        itself (its name is ignored). Only the Services with endpoints on a node that
+        changed are recomputed by the next `commit()`."""
+        wanted = frozenset(names) - {self.node_name}
+        for name in wanted ^ self.unreachable:
+            self._dirty.update(self._node_services.get(name, ()))
+        self.unreachable = wanted
 
     def set_nodes(self, nodes: Iterable[Node]) -> None:
         """This node's addresses (NodePort frontends) from the Node objects."""
@@ -581,7 +638,7 @@ class LbModel:
             if svc is None:
                 continue
             new = plan_service(svc, self._slices.get(key, {}).values(), self.node_ips,
-                               self.node_name, self.settings)
+                               self.node_name, self.settings, self.unreachable)
             self._plans[key] = new
             problems += new.problems
             for p in new.frontends:
@@ -666,7 +723,7 @@ class LbModel:
                     self.last_backend = bid
                 self.backend_ids[bk] = bid
             # Services that disagree (one slice still says terminating): active wins.
-            state, node = min(offered, key=lambda o: (o[0] != STATE_ACTIVE, o[1]))
+            state, node = min(offered, key=lambda o: (_STATE_RANK[o[0]], o[1]))
             backend = Backend(bid, bk.address, bk.port, bk.protocol, state, node,
                               node == self.node_name)
             if self.backends.get(bid) != backend:
@@ -773,10 +830,13 @@ def desired_state(
     node_name: str,
     settings: LbSettings,
     ids: IdAllocations | None = None,
+    unreachable: Iterable[str] = (),
 ) -> DesiredState:
     """Every frontend, backend, Maglev table and health check this node should program,
-    computed at once (a fresh `LbModel` fed everything)."""
+    computed at once (a fresh `LbModel` fed everything), with the endpoints on `unreachable`
+    nodes quarantined."""
     model = LbModel(node_name, settings, ids)
+    model.set_unreachable_nodes(unreachable)
     model.replace_all(services, slices, nodes)
     model.commit()
     return model.state()

@@ -43,6 +43,8 @@ from hexlane.lb.services import (
     EXTERNAL_IP,
     LOAD_BALANCER,
     NODE_PORT,
+    STATE_ACTIVE,
+    STATE_QUARANTINED,
     STATE_TERMINATING,
     Backend,
     BackendKey,
@@ -58,6 +60,8 @@ PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
 TYPE_FLAGS = {LOAD_BALANCER: SVC_FLAG_LOADBALANCER, NODE_PORT: SVC_FLAG_NODEPORT,
               EXTERNAL_IP: SVC_FLAG_EXTERNAL_IP}  # a ClusterIP frontend has none
 ALGORITHMS = {"random": LB_SELECTION_RANDOM, "maglev": LB_SELECTION_MAGLEV}
+_BACKEND_STATES = {STATE_ACTIVE: BackendState.ACTIVE, STATE_TERMINATING: BackendState.TERMINATING,
+                   STATE_QUARANTINED: BackendState.QUARANTINED}
 
 
 @dataclass(frozen=True)
@@ -172,8 +176,7 @@ def raw_entry(entry: ServiceEntry) -> RawEntry:
 def raw_backend(b: Backend) -> tuple[bytes, bytes]:
     value = Lb4Backend(address=ip4(b.address), port=port16(b.port),
                        proto=PROTO_NUMBERS[b.protocol],
-                       flags=BackendState.TERMINATING if b.state == STATE_TERMINATING
-                       else BackendState.ACTIVE,
+                       flags=_BACKEND_STATES[b.state],
                        node_local=BE_NODE_LOCAL if b.local else BE_NODE_REMOTE)
     return bytes(ctypes.c_uint32(b.id)), bytes(value)
 
