@@ -16,7 +16,7 @@ from hexlane.agent.l2 import KINDS, L2Announcer
 from hexlane.config import load_values
 from hexlane.k8s.client import make_client
 from hexlane.k8s.informer import Informer
-from hexlane.k8s.resources import CiliumL2AnnouncementPolicy, Node, Service
+from hexlane.k8s.resources import CiliumL2AnnouncementPolicy, EndpointSlice, Node, Service
 
 
 def lease(name: str, holder: str) -> dict[str, Any]:
@@ -31,7 +31,8 @@ def run_announcer(apiserver: Apiserver, namespace: str, work: Any) -> Any:
     async def go() -> Any:
         async with make_client(None, apiserver.kubeconfig,
                                registry=CollectorRegistry()) as client:
-            kinds = dict(zip(KINDS, (CiliumL2AnnouncementPolicy, Service, Node), strict=True))
+            kinds = dict(zip(KINDS, (CiliumL2AnnouncementPolicy, Service, Node, EndpointSlice),
+                             strict=True))
             informers = {name: Informer(client, kind) for name, kind in kinds.items()}
             return await work(L2Announcer(client, "node1", values, informers,
                                           namespace=namespace))

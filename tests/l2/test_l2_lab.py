@@ -2,8 +2,9 @@
 values and policy).
 
 One 2-node lab with seed 000's values (kube-proxy replacement, l2announcements, LB-IPAM),
-`l2announcements.election: lease` and short leases (3s/1s/200ms, Cilium's suggested fast timings). Pins down, judged by arping,
-curl and tcpdump in the client (the laptop on the LAN) and kubectl:
+`l2announcements.election: lease` and short leases (3s/1s/200ms, Cilium's suggested fast
+timings). Pins down, judged by arping, curl and tcpdump in the client (the laptop on the
+LAN) and kubectl:
 - the LoadBalancer IP from seed 000's pool answers ARP with the MAC of the node holding the
   Service's Lease `cilium-l2announce-default-echo`, and curl reaches the Service with no
   route added by hand; `hexlane l2 list` on that node shows the IP, the policy, replies;

@@ -279,7 +279,7 @@ class Agent:
         if self.lb is not None:
             await self.lb.load(self.nodes.device, self.endpoints)
             if self.l2 is not None and self.lb.datapath is not None:
-                self.l2.load(self.lb.datapath, [self.nodes.device])
+                self.l2.load(self.lb.datapath, [self.nodes.device], str(local.node_ip))
 
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config

@@ -29,6 +29,7 @@ from hexlane.l2.heartbeat import Membership
 log = logging.getLogger(__name__)
 
 KEY_CACHE = "l2-heartbeat.key"
+INCARNATION_FILE = "l2-heartbeat.incarnation"
 BROADCAST = "255.255.255.255"
 
 
@@ -56,6 +57,21 @@ async def load_key(client: KubeClient, state_dir: Path) -> bytes:
         f.write(key)
     os.replace(tmp, cache)
     return key
+
+
+def next_incarnation(state_dir: Path) -> int:
+    """This run's incarnation: above every earlier run's (receivers accept only a larger
+    (incarnation, seq) from a node), even with the clock stepped back; remembered."""
+    path = state_dir / INCARNATION_FILE
+    try:
+        saved = int(path.read_text())
+    except (OSError, ValueError):
+        saved = 0
+    value = max(time.time_ns(), saved + 1)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{value}\n")
+    os.replace(tmp, path)
+    return value
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -125,9 +141,15 @@ class Heartbeat:
                     log.debug("heartbeat not sent: %s", err)
             self._check()
             wake = self.membership.next_deadline(now)
-            await asyncio.sleep(max(0.005, min(wake - self.clock(), 0.1)))
+            delay = 0.1 if wake is None else wake - self.clock()
+            await asyncio.sleep(max(0.005, min(delay, 0.1)))
 
     async def stop(self) -> None:
+        """Say goodbye (a LEAVING heartbeat: the others take over at once), then close."""
+        if self._transport is not None:
+            with contextlib.suppress(OSError):
+                self._transport.sendto(self.membership.leave(self.clock()),
+                                       (BROADCAST, self.port))
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

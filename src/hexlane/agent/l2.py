@@ -69,7 +69,7 @@ from hexlane.model.endpointslice import EndpointSlice
 from hexlane.model.errors import InputError
 from hexlane.model.service import Service
 
-from .heartbeat import Heartbeat, load_key
+from .heartbeat import Heartbeat, load_key, next_incarnation
 
 log = logging.getLogger(__name__)
 POLICY = kind_of(CiliumL2AnnouncementPolicy)
@@ -126,6 +126,7 @@ class L2Announcer:
         self.eligible: dict[str, frozenset[str]] = {}
         self.owners: dict[str, str | None] = {}
         self.links: dict[str, bool] = {}
+        self.node_ip = ""
         self.timing = LeaseTiming.sanitised(l2.lease_duration, l2.lease_renew_deadline,
                                             l2.lease_retry_period)
         self.informers = {name: informers[name] for name in KINDS}
@@ -141,12 +142,14 @@ class L2Announcer:
         self.garps: GarpSchedule[Entry] = GarpSchedule()
         self.held: dict[Entry, tuple[ServiceKey, ...]] = {}
         self.garps_sent = 0
+        self.taken = 0  # entries this node started answering for (takeovers included)
         self.last_error: str | None = None
 
-    def load(self, datapath: LbDatapath, devices: Sequence[str]) -> None:
+    def load(self, datapath: LbDatapath, devices: Sequence[str], node_ip: str) -> None:
         """Take the responder and liveness maps of the loaded load balancer; announce on
-        these devices (the node's LAN device)."""
+        these devices (the node's LAN device, whose address is `node_ip`)."""
         self.devices = tuple(devices)
+        self.node_ip = node_ip
         max_age = self.l2.dead_after if self.election == "hexlane" else self.timing.duration
         table, self.liveness = open_maps(datapath.obj, max_age=max_age)
         self.responder = Reconciler(table)
@@ -210,7 +213,9 @@ class L2Announcer:
         if self.state_dir is None:
             raise RuntimeError("hexlane's L2 election needs the agent's state directory")
         key = await load_key(self.client, self.state_dir)
-        membership = Membership(self.node, key, interval=self.l2.heartbeat_interval,
+        membership = Membership(self.node, key, address=self.node_ip,
+                                incarnation=next_incarnation(self.state_dir),
+                                interval=self.l2.heartbeat_interval,
                                 dead_after=self.l2.dead_after)
         heartbeat = Heartbeat(membership, self.devices[0], self.l2.heartbeat_port,
                               self._alive_changed, clock=self.clock)
@@ -286,6 +291,7 @@ class L2Announcer:
         self.last_error = (f"{len(result.failed)} responder entries not written: "
                            f"{next(iter(result.failed.values()))}" if result.failed else None)
         for entry in self.garps.update(desired, self.clock()):
+            self.taken += 1
             log.info("announcing %s on %s for %s", entry[0], entry[1],
                      ", ".join(f"{ns}/{n}" for ns, n in self.held[entry]))
         self._send_due()
@@ -387,7 +393,10 @@ class L2Announcer:
             **({"heartbeat": {"alive": sorted(hb.alive | {self.node}) if hb else [],
                               "unreachable": sorted(self.unreachable),
                               "sent": hb.sent if hb else 0,
-                              "counters": dict(hb.membership.counters) if hb else {},
+                              "accepted": hb.membership.accepted if hb else 0,
+                              # its own broadcasts come back to it: not a rejection
+                              "rejected": {k: v for k, v in hb.membership.rejected.items()
+                                           if k != "self"} if hb else {},
                               "deadAfter": self.l2.dead_after,
                               "port": self.l2.heartbeat_port}} if hexlane else {}),
             "leaseNamespace": self.namespace,
@@ -397,6 +406,7 @@ class L2Announcer:
             "leading": len({k for keys in self.held.values() for k in keys}) if hexlane
             else len(self.leading),
             "garpsSent": self.garps_sent,
+            "taken": self.taken,
             "lastError": self.last_error or "",
             "badPolicies": sorted(n for n, r in self.reads.items() if r.policy is None),
             "announcements": [

@@ -277,7 +277,11 @@ def _rows(status: Mapping[str, Any]) -> list[tuple[str, str]]:
                      f"Enabled   {len(l2.get('announcements') or [])} IPs announced on "
                      f"{', '.join(l2.get('devices') or []) or '(no device)'}   leading "
                      f"{l2.get('leading', 0)}/{l2.get('candidates', 0)} Services competed for"
-                     f"   lease {l2.get('leaseDuration', 0):g}s"
+                     + (f"   election hexlane, alive {', '.join(hb.get('alive') or [])}"
+                        + (f", unreachable {', '.join(hb['unreachable'])}"
+                           if hb.get("unreachable") else "")
+                        if (hb := l2.get("heartbeat")) is not None
+                        else f"   election lease, lease {l2.get('leaseDuration', 0):g}s")
                      + (f"   error: {l2['lastError']}" if l2.get("lastError") else "")))
     else:
         rows.append(("L2 announcements", "Disabled"))

@@ -60,7 +60,8 @@ def format_list(l2: dict[str, Any]) -> str:
         lines.append("Competing, announced elsewhere:")
         for c in others:
             holder = c.get("holder") or "(nobody yet)"
-            lines.append(f"  {c['service']}  lease {c['lease']}  held by {holder}")
+            how = f"lease {c['lease']}  held by" if c.get("lease") else "announced by"
+            lines.append(f"  {c['service']}  {how} {holder}")
     for name in l2.get("badPolicies") or []:
         lines.append(f"policy {name} is not used: see its io.cilium/bad-* conditions")
     if l2.get("lastError"):

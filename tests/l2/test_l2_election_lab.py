@@ -1,0 +1,237 @@
+"""hexlane's own L2 election (the default) in a 3-node lab with seed 000's values and policy.
+
+Judged by arping and TCP connections from the client (the laptop on the LAN), `hexlane l2
+list` on the nodes and the lab's own controls. Pins down:
+- 30 LoadBalancer Services announced once each, at most 10 per node;
+- 60 s of steady traffic with no kill: no IP changes owner, no connection fails; a heartbeat
+  forged by the client (no key) for a node name is rejected and changes nothing;
+- an `externalTrafficPolicy: Local` Service is announced only from the node with its endpoint;
+- a node's LAN link set down moves its IPs to the others within a second; up again, one
+  announcer per IP;
+- with the control-plane host frozen (no API server), a killed node's IPs still move, and
+  connections to them succeed within a second.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from helpers.lab import Lab, running_lab
+from helpers.wait import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = ROOT / "examples" / "seed-000"
+NODES = ("node1", "node2", "node3")
+SERVICES = 30
+
+WORKLOAD = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: hexlane/workload, ports: [{containerPort: 80}]}]
+"""
+
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  type: LoadBalancer
+  selector: {{app: {app}}}
+  externalTrafficPolicy: {etp}
+  ports: [{{port: 80, targetPort: 80}}]
+"""
+
+LOCAL = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: solo, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: solo}}
+  template:
+    metadata: {labels: {app: solo}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: node3}
+      containers: [{name: solo, image: hexlane/workload, ports: [{containerPort: 80}]}]
+"""
+
+# Opens a TCP connection to each IP given, in turn, for SECONDS; prints failures as JSON.
+PROBE = r"""
+import json, socket, sys, time
+ips, end, fails, n = sys.argv[2:], time.time() + float(sys.argv[1]), [], 0
+while time.time() < end:
+    for ip in ips:
+        t = time.time(); n += 1
+        try:
+            s = socket.create_connection((ip, 80), timeout=0.3); s.close()
+        except OSError as e:
+            fails.append([round(t, 3), ip, str(e)])
+        time.sleep(0.02)
+print(json.dumps({"connections": n, "failures": fails}))
+"""
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with running_lab(f"e{secrets.token_hex(3)}", "--nodes", "3",
+                     "--values", str(SEED / "values.yaml")) as lab:
+        lab.kubectl("apply", "-f", str(SEED / "cilium-config.yaml"))
+        docs = [WORKLOAD] + [SERVICE.format(name=f"s{i:02d}", app="web", etp="Cluster")
+                             for i in range(SERVICES)]
+        lab.kubectl("apply", "-f", "-", stdin="---\n".join(docs))
+        yield lab
+
+
+def listed(lab: Lab, node: str) -> dict[str, object]:
+    out = lab.exec(node, "hexlane", "l2", "list", "-o", "json", check=False)
+    return dict(json.loads(out.stdout)) if out.returncode == 0 else {}
+
+
+def owners(lab: Lab, nodes: tuple[str, ...] = NODES) -> dict[str, list[str]]:
+    """IP -> the nodes announcing it."""
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        views = dict(zip(nodes, pool.map(lambda n: listed(lab, n), nodes), strict=True))
+    out: dict[str, list[str]] = {}
+    for node, view in views.items():
+        for a in view.get("announcements") or []:  # type: ignore[attr-defined]
+            out.setdefault(a["ip"], []).append(node)
+    return out
+
+
+def ingress_ips(lab: Lab, prefix: str = "s") -> dict[str, str]:
+    items = lab.api("/api/v1/namespaces/default/services")["items"]
+    return {s["metadata"]["name"]: ing[0]["ip"] for s in items
+            if s["metadata"]["name"].startswith(prefix)
+            and (ing := (s.get("status") or {}).get("loadBalancer", {}).get("ingress"))}
+
+
+def taken(lab: Lab) -> int:
+    return sum(int(listed(lab, n).get("taken", 0)) for n in NODES)  # type: ignore[call-overload]
+
+
+def mac(lab: Lab, node: str) -> str:
+    return str(json.loads(lab.exec(node, "ip", "-j", "link", "show", "eth0").stdout)[0]
+               ["address"]).lower()
+
+
+def arping(lab: Lab, ip: str) -> list[str]:
+    out = lab.exec("client", "arping", "-r", "-c", "1", "-w", "0.5", "-i", "eth0", ip,
+                   check=False)
+    return [line.strip().lower() for line in out.stdout.splitlines() if line.strip()]
+
+
+def forge(lab: Lab, name: str) -> None:
+    """A heartbeat for `name` signed with a key the client made up, broadcast on the LAN."""
+    code = ("import secrets, socket, sys\n"
+            "from hexlane.l2.heartbeat import Heartbeat, encode\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n"
+            "for seq in range(1, 30):\n"
+            "    hb = Heartbeat(sys.argv[1], 2**62, seq, '10.0.0.2')\n"
+            "    s.sendto(encode(hb, secrets.token_bytes(32)), ('255.255.255.255', 4251))\n")
+    subprocess.run(["ip", "netns", "exec", f"{lab.name}-client", sys.executable, "-c", code,
+                    name], check=True, timeout=30)
+
+
+def test_thirty_services_spread_and_stay_put_under_steady_traffic(lab: Lab) -> None:
+    def all_ips() -> dict[str, str] | None:
+        found = ingress_ips(lab)
+        return found if len(found) == SERVICES else None
+
+    ips = wait_for("30 ingress IPs", all_ips, timeout=60)
+
+    def announced_once() -> dict[str, list[str]] | None:
+        seen = owners(lab)
+        ok = sorted(seen) == sorted(ips.values()) and all(len(n) == 1 for n in seen.values())
+        return seen if ok else None
+
+    first = wait_for("every IP announced exactly once", announced_once, timeout=30)
+    per_node = {n: sum(1 for v in first.values() if v == [n]) for n in NODES}
+    assert max(per_node.values()) <= SERVICES // len(NODES), per_node
+    before = taken(lab)
+    probe = subprocess.Popen(["ip", "netns", "exec", f"{lab.name}-client", sys.executable,
+                              "-c", PROBE, "60", *sorted(ips.values())[:6]],
+                             stdout=subprocess.PIPE, text=True)
+    time.sleep(5)
+    forge(lab, "node1")
+    forge(lab, "node9")
+    out = json.loads(probe.communicate(timeout=90)[0])
+    assert out["connections"] > 500 and out["failures"] == [], out["failures"][:5]
+    assert owners(lab) == first  # no IP changed hands
+    assert taken(lab) == before  # no takeover at all
+    rejected = listed(lab, "node2")["heartbeat"]["rejected"]  # type: ignore[index]
+    assert rejected["mac"] >= 50, rejected
+
+
+def test_an_etp_local_service_is_announced_only_where_its_endpoint_is(lab: Lab) -> None:
+    lab.kubectl("apply", "-f", "-",
+                stdin=LOCAL + "---\n" + SERVICE.format(name="local", app="solo", etp="Local"))
+    ip = wait_for("the Local Service's IP", lambda: ingress_ips(lab, "local").get("local"),
+                  timeout=60)
+    assert wait_for("node3 alone to announce it", lambda: owners(lab).get(ip) == ["node3"],
+                    timeout=30)
+    assert arping(lab, ip) == [mac(lab, "node3")]
+
+
+def test_a_node_whose_link_goes_down_hands_its_ips_over(lab: Lab) -> None:
+    o = owners(lab)
+    victim = "node1"
+    mine = sorted(ip for ip, nodes in o.items() if nodes == [victim])
+    assert mine
+    port = lab_port(lab, victim)
+    subprocess.run(["ip", "-n", f"{lab.name}-lan", "link", "set", port, "down"], check=True)
+    try:
+        start = time.monotonic()
+        moved = wait_for("its IPs to move", lambda: all(
+            (n := owners(lab, ("node2", "node3")).get(ip)) and len(n) == 1 for ip in mine),
+            timeout=10, interval=0.05)
+        assert moved and time.monotonic() - start < 3.0
+    finally:
+        subprocess.run(["ip", "-n", f"{lab.name}-lan", "link", "set", port, "up"], check=True)
+    assert wait_for("one announcer per IP again", lambda: all(
+        len(n) == 1 for n in owners(lab).values()), timeout=10)
+
+
+def test_with_the_control_plane_frozen_a_killed_nodes_ips_still_move(lab: Lab) -> None:
+    o = owners(lab)
+    victim = "node2"
+    ip = next(ip for ip, nodes in sorted(o.items()) if nodes == [victim])
+    lab.run("freeze", "cp")
+    try:
+        lab.run("kill", victim)
+        killed = time.monotonic()
+        survivors = ("node1", "node3")
+        assert wait_for("a survivor to answer ARP", lambda: arping(lab, ip)[:1] in
+                        [[mac(lab, n)] for n in survivors], timeout=5, interval=0.05)
+        assert time.monotonic() - killed < 2.0
+        probe = lab.exec("client", sys.executable, "-c", PROBE, "2", ip)
+        assert json.loads(probe.stdout)["failures"] == []
+    finally:
+        lab.run("thaw", "cp")
+    lab.run("revive", victim)
+
+
+def lab_port(lab: Lab, node: str) -> str:
+    """The LAN switch's port of `node` (set down: the node's link loses its carrier)."""
+    from hexlane.lab.manager import LabState
+    state = LabState.load(lab.name)
+    assert state is not None
+    return state.plan.host(node).port
