@@ -43,3 +43,8 @@ def test_up_options() -> None:
                  "--values", "b.yaml", "--set", "k8sServicePort=6444")
     assert (args.nodes, args.lan_ifname, args.values, args.set) == (
         2, "enp0s25", ["a.yaml", "b.yaml"], ["k8sServicePort=6444"])
+
+
+def test_freeze_and_thaw_take_a_host() -> None:
+    assert (parse("freeze", "--name", "x1", "cp").host, parse("thaw", "node2").host) == (
+        "cp", "node2")

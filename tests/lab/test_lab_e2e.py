@@ -3,9 +3,11 @@ Deployment and a Service; pods get IPs and serve HTTP/UDP, reachable across node
 caller's real address (a hostNetwork pod on the node's address, reached from the client),
 and reach the client masqueraded behind their node's address;
 EndpointSlices carry ready endpoints, then terminating ones on scale
-down, then none; deleting the Deployment garbage-collects its pods; `lab kill`/`revive` take
-a node away and back; `lab up` on an existing lab refuses; `lab down` removes everything,
-also after every process was SIGKILLed or when only a half-made lab is left."""
+down, then none; deleting the Deployment garbage-collects its pods; `lab freeze`/`thaw` stop
+and continue every process of a node (its agent silent meanwhile, `lab status` says frozen);
+`lab kill`/`revive` take a node away and back; `lab up` on an existing lab refuses; `lab down`
+removes everything, also after every process was SIGKILLed or when only a half-made lab is
+left, and a stopped process in it is continued to handle its SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
@@ -146,8 +149,6 @@ def test_deployment_pods_serve_across_nodes(lab: Lab) -> None:
 
 def test_pod_to_client_leaves_with_the_node_address(lab: Lab) -> None:
     """Masquerading: the laptop (outside the cluster) sees the pod's node, not the pod."""
-    import sys
-
     from hexlane.lab import netns
 
     server = netns.popen(f"{lab.name}-client", [
@@ -219,6 +220,58 @@ def test_host_network_pod_serves_on_the_node_address(lab: Lab) -> None:
         timeout=30)
 
 
+def node_ready(lab: Lab, node: str) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in lab.api(f"/api/v1/nodes/{node}")["status"]["conditions"])
+
+
+def agent_status(lab: Lab, node: str, timeout: float) -> str:
+    """What `hexlane status` in the node gets from its agent, with a short timeout (the
+    command's own is 10 s): "ok" or the error."""
+    from hexlane.cli.cmd_status import fetch_status
+    from hexlane.lab.manager import in_netns
+
+    try:
+        in_netns(f"{lab.name}-{node}", lambda: fetch_status(lab.dir / node / "state", timeout))
+    except RuntimeError as e:
+        return str(e)
+    return "ok"
+
+
+def test_freeze_and_thaw_a_node(lab: Lab) -> None:
+    from hexlane.lab.manager import (
+        LabState,
+        agent_healthy,
+        host_netns_paths,
+        pids_in_netns,
+        proc_state,
+        status,
+    )
+
+    state = LabState.load(lab.name)
+    assert state is not None
+    lab.run("freeze", "node2")
+    try:
+        pids = pids_in_netns(host_netns_paths(state.plan, "node2"))
+        assert pids and {p: proc_state(p) for p in pids} == {p: "T" for p in pids}
+        assert "did not answer in time" in agent_status(lab, "node2", 1.0)
+        assert agent_status(lab, "node1", 1.0) == "ok"
+        info = json.loads(lab.run("status", "-o", "json").stdout)
+        frozen = {h["host"]: h["frozen"] for h in info["hosts"]}
+        assert frozen == {"client": False, "cp": False, "node1": False, "node2": True}
+        assert {p["name"]: p["frozen"] for p in info["processes"] if p["alive"]} == {
+            p["name"]: p["host"] == "node2" for p in info["processes"] if p["alive"]}
+    finally:
+        lab.run("thaw", "node2")
+    info = status(lab.name)
+    assert not any(h["frozen"] for h in info["hosts"])
+    assert all(p["alive"] and not p["frozen"] for p in info["processes"])
+    # `hexlane status --brief` in node2 prints OK again.
+    wait_for("node2's agent healthy", lambda: agent_healthy(state.plan, "node2")[0],
+             timeout=20, interval=0.2)
+    wait_for("node2 Ready", lambda: node_ready(lab, "node2"), timeout=20, interval=0.2)
+
+
 def test_kill_and_revive_a_node(lab: Lab) -> None:
     lab.kubectl("patch", "deployment", "web", "-p", '{"spec":{"replicas":2}}')
     wait_for("2 ready pods", lambda: running(lab, 2), timeout=60)
@@ -264,6 +317,11 @@ def test_down_after_every_process_was_killed(lab: Lab) -> None:
     assert "p-node" not in links
 
 
+TERM_HANDLER = ("import signal, sys, time; "
+                "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); "
+                "print('ready', flush=True); time.sleep(60); sys.exit(3)")
+
+
 def test_down_removes_a_half_made_lab() -> None:
     """No state file, a process left in a node: discovery by name finds all of it."""
     from hexlane.lab import netns
@@ -273,10 +331,17 @@ def test_down_removes_a_half_made_lab() -> None:
         for n in made:
             netns.create(n)
         proc = netns.popen(f"{name}-node1", ["sleep", "60"], start_new_session=True)
+        # A frozen daemon that exits cleanly on SIGTERM: `down` continues it, so it exits
+        # with 0 through its handler rather than being SIGKILLed after the wait.
+        frozen = netns.popen(f"{name}-node1", [sys.executable, "-c", TERM_HANDLER],
+                             stdout=subprocess.PIPE, start_new_session=True)
+        assert frozen.stdout is not None and frozen.stdout.readline() == b"ready\n"
+        os.kill(frozen.pid, signal.SIGSTOP)
         directory = Path("/run/hexlane/lab") / name
         (directory / "node1").mkdir(parents=True)
         hexlane("lab", "down", "--name", name)
         assert proc.wait(10) is not None
+        assert frozen.wait(10) == 0
         assert lab_namespaces(name) == []
         assert not directory.exists()
     finally:

@@ -1,5 +1,6 @@
-"""`hexlane lab up|down|status|exec|kubectl|kill|revive|demo --name NAME ...`: a whole homelab
-cluster in network namespaces on this machine (see docs/lab.md and `hexlane.lab.manager`).
+"""`hexlane lab up|down|status|exec|kubectl|kill|revive|freeze|thaw|demo --name NAME ...`: a
+whole homelab cluster in network namespaces on this machine (see docs/lab.md and
+`hexlane.lab.manager`).
 
 Every verb takes `--name NAME` (at most 8 of [a-z0-9]; default `$HEXLANE_LAB` or `hl`), so
 several labs can exist at once.
@@ -90,6 +91,16 @@ def register(subparsers: Any) -> None:
     _add_name(p)
     p.add_argument("node", metavar="NODE")
     p.set_defaults(func=_revive)
+
+    p = sub.add_parser("freeze", help="SIGSTOP every process of a host (a hung machine)")
+    _add_name(p)
+    p.add_argument("host", metavar="HOST", help="cp or node<i>")
+    p.set_defaults(func=_freeze)
+
+    p = sub.add_parser("thaw", help="SIGCONT a frozen host's processes")
+    _add_name(p)
+    p.add_argument("host", metavar="HOST", help="cp or node<i>")
+    p.set_defaults(func=_thaw)
     p = sub.add_parser("demo", help="the homelab guides' story on a lab (see docs/lab.md)")
     _add_name(p)
     p.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
@@ -189,9 +200,10 @@ def _status(args: argparse.Namespace) -> int:
     print(f"lab {info['name']}: {info['phase']}, LAN {info.get('lan', '?')}")
     for h in info.get("hosts", []):
         print(f"  {h['host']:<8} {h['netns']:<16} {h['address']:<16} {h['ifname']:<8} "
-              f"link {h['link']}")
+              f"link {h['link']}{'  FROZEN' if h.get('frozen') else ''}")
     for p in info.get("processes", []):
-        print(f"  {p['name']:<16} pid {p['pid']:<8} {'alive' if p['alive'] else 'DEAD'}")
+        state = ("FROZEN" if p.get("frozen") else "alive") if p["alive"] else "DEAD"
+        print(f"  {p['name']:<16} pid {p['pid']:<8} {state}")
     for n in info.get("nodes", []):
         print(f"  Node {n['name']:<10} {'Ready' if n['ready'] else 'NotReady':<9} "
               f"{n['podCIDR']}")
@@ -230,4 +242,18 @@ def _kill(args: argparse.Namespace) -> int:
 def _revive(args: argparse.Namespace) -> int:
     manager.revive(_lab(args), args.node)
     print(f"{args.node} is back and Ready")
+    return 0
+
+
+@_guard
+def _freeze(args: argparse.Namespace) -> int:
+    pids = manager.freeze(_lab(args), args.host)
+    print(f"{args.host} frozen ({len(pids)} processes stopped; `hexlane lab thaw` resumes them)")
+    return 0
+
+
+@_guard
+def _thaw(args: argparse.Namespace) -> int:
+    pids = manager.thaw(_lab(args), args.host)
+    print(f"{args.host} thawed ({len(pids)} processes continued)")
     return 0

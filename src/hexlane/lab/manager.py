@@ -12,7 +12,9 @@ session of its own:
 Every process is recorded in `state.json` (argv, environment, pid) so `kill`/`revive` can stop
 and restart a node's, and `down` stops every process found in a namespace of the lab (by pid,
 also those no state file remembers), then removes the namespaces, the BPF pins and the lab's
-directory. Nothing is ever added to the machine's own network namespace.
+directory. `freeze`/`thaw` SIGSTOP/SIGCONT every process of a host (a node with its pods, or
+the cp); `status` reads who is frozen from the processes' state in /proc. Nothing is ever
+added to the machine's own network namespace.
 """
 
 from __future__ import annotations
@@ -217,16 +219,27 @@ def pids_in_netns(paths: Sequence[str]) -> list[int]:
     return sorted(out)
 
 
-def alive(pid: int) -> bool:
+def proc_state(pid: int) -> str:
+    """The process's state letter from /proc (`R`, `S`, `T` stopped, `Z`...); "" when gone."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return False
-    return state != "Z"
+        return ""
+
+
+def alive(pid: int) -> bool:
+    return proc_state(pid) not in ("", "Z")
+
+
+def stopped(pid: int) -> bool:
+    """Stopped by a signal (SIGSTOP: `lab freeze`), not traced."""
+    return proc_state(pid) == "T"
 
 
 def stop_pids(pids: Sequence[int], *, sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
-    """Signal each pid (its process group when it leads one), wait, then SIGKILL the rest."""
+    """Signal each pid (its process group when it leads one), wait, then SIGKILL the rest.
+    A SIGCONT follows `sig`, as systemd does, so a stopped (frozen) process handles it at once
+    instead of holding it pending until the SIGKILL."""
     def send(pid: int, s: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if os.getpgid(pid) == pid:
@@ -235,6 +248,8 @@ def stop_pids(pids: Sequence[int], *, sig: int = signal.SIGTERM, wait: float = 5
                 os.kill(pid, s)
     for pid in pids:
         send(pid, sig)
+        if sig != signal.SIGKILL:
+            send(pid, signal.SIGCONT)
     deadline = time.monotonic() + wait
     while sig != signal.SIGKILL and time.monotonic() < deadline and any(map(alive, pids)):
         time.sleep(0.05)
@@ -528,7 +543,7 @@ def down(name: str) -> list[str]:
     return left
 
 
-# --- status, kill, revive -----------------------------------------------------
+# --- status, kill, revive, freeze, thaw ---------------------------------------
 
 
 def status(name: str) -> dict[str, Any]:
@@ -541,14 +556,17 @@ def status(name: str) -> dict[str, Any]:
         return out
     plan = state.plan
     out["lan"] = str(plan.lan)
+    procs = [{"name": p.name, "host": p.host, "pid": p.pid, "alive": alive(p.pid),
+              "frozen": stopped(p.pid), "log": p.log} for p in state.procs]
     hosts = []
     for host in plan.hosts:
+        living = [p for p in procs if p["host"] == host.role and p["alive"]]
         hosts.append({"host": host.role, "netns": host.netns, "address": str(host.address),
                       "ifname": host.ifname, "exists": netns.exists(host.netns),
-                      "link": _port_state(plan, host.port)})
+                      "link": _port_state(plan, host.port),
+                      "frozen": bool(living) and all(p["frozen"] for p in living)})
     out["hosts"] = hosts
-    out["processes"] = [{"name": p.name, "host": p.host, "pid": p.pid, "alive": alive(p.pid),
-                         "log": p.log} for p in state.procs]
+    out["processes"] = procs
     try:
         nodes = list_nodes(plan)
         cilium = _cilium_pod_cidrs(plan)
@@ -557,7 +575,7 @@ def status(name: str) -> dict[str, Any]:
                          or cilium.get(name_of(n), "")} for n in nodes]
     except Exception as e:  # the API down is a status to show, not an error
         out["nodes"] = []
-        out["apiError"] = str(e)[:200]
+        out["apiError"] = str(e)[:200] or type(e).__name__  # a timeout's text is empty
     return out
 
 
@@ -601,27 +619,88 @@ def _node_role(state: LabState, target: str) -> str:
     return role
 
 
+def _host_role(state: LabState, target: str) -> str:
+    """`cp` or a node of the lab (the hosts `freeze`/`thaw` act on)."""
+    role, _, _ = parse_target(target)
+    if role == "cp":
+        return role
+    if role not in [h.role for h in state.plan.node_hosts]:
+        raise InputError(Problem(f"want cp or a node (node1..node{state.plan.nodes}), "
+                                 f"got {target!r}", "HOST"))
+    return role
+
+
+def host_netns_paths(plan: LabPlan, role: str) -> list[str]:
+    """The namespaces whose processes are the host's: its own, and for a node its pods'
+    (from the kubelet's records)."""
+    paths = [netns.netns_path(plan.netns(role))]
+    if role.startswith("node"):
+        for rec in (plan.node_dir(role) / "kubelet" / "pods").glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                pod_ns = json.loads(rec.read_text())["netns"]
+                if pod_ns:  # "" for hostNetwork pods: already in the node's namespace
+                    paths.append(netns.netns_path(pod_ns))
+    return paths
+
+
 def kill(name: str, target: str) -> None:
     """A node's sudden death: every process in it and in its pods SIGKILLed, LAN link down."""
     state = _need_state(name)
     role = _node_role(state, target)
     plan = state.plan
     _ip(plan.lan_netns, "link", "set", plan.host(role).port, "down")
-    paths = [netns.netns_path(plan.netns(role))]
-    for rec in (plan.node_dir(role) / "kubelet" / "pods").glob("*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            pod_ns = json.loads(rec.read_text())["netns"]
-            if pod_ns:  # "" for hostNetwork pods: already in the node's namespace
-                paths.append(netns.netns_path(pod_ns))
-    stop_pids(pids_in_netns(paths), sig=signal.SIGKILL)
+    stop_pids(pids_in_netns(host_netns_paths(plan, role)), sig=signal.SIGKILL)
+
+
+def freeze(name: str, target: str, *, wait: float = 2.0) -> list[int]:
+    """SIGSTOP every process of a host (a node and its pods, or `cp`); returns their pids
+    once all are stopped. The host keeps its link and state: a hung machine, not a dead one."""
+    state = _need_state(name)
+    role = _host_role(state, target)
+    paths = host_netns_paths(state.plan, role)
+    done: set[int] = set()
+    for _ in range(5):  # again for processes forked while the others were being stopped
+        pids = [p for p in pids_in_netns(paths) if p not in done]
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        done.update(pids)
+    if not any(map(alive, done)):
+        raise LabError(f"{role} has no processes to freeze (killed? `hexlane lab revive`)")
+    deadline = time.monotonic() + wait
+    while not all(stopped(p) or not alive(p) for p in done):
+        if time.monotonic() > deadline:
+            running = sorted(p for p in done if alive(p) and not stopped(p))
+            raise LabError(f"{role}: processes {running} did not stop")
+        time.sleep(0.01)
+    return sorted(p for p in done if alive(p))
+
+
+def thaw(name: str, target: str) -> list[int]:
+    """SIGCONT every process of a host (see `freeze`); returns their pids."""
+    state = _need_state(name)
+    role = _host_role(state, target)
+    return _thaw(state.plan, role)
+
+
+def _thaw(plan: LabPlan, role: str) -> list[int]:
+    pids = pids_in_netns(host_netns_paths(plan, role))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    return pids
 
 
 def revive(name: str, target: str, *, timeout: float = 60.0) -> None:
-    """Bring a killed node back: link up, its daemons started again, Ready again."""
+    """Bring a killed node back: link up, its frozen processes thawed and its dead daemons
+    started again, Ready again."""
     state = _need_state(name)
     role = _node_role(state, target)
     plan = state.plan
     _ip(plan.lan_netns, "link", "set", plan.host(role).port, "up")
+    _thaw(plan, role)
     order = {"proxy": 0, "agent": 1, "kubelet": 2}
     for proc in sorted(state.node_procs(role), key=lambda p: order.get(p.name.split("/")[-1], 3)):
         if not alive(proc.pid):
