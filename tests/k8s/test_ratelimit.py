@@ -6,12 +6,14 @@
 - against the real apiserver: with qps=5, burst=10 (Cilium's defaults) 20 requests through
   lightkube and the raw client take at least (20-10)/5 = 2 s, about 10 of them wait, and
   `hexlane_k8s_client_rate_limiter_*` and `hexlane_k8s_client_api_calls_total` count them
-  (the informer's and elector's requests go through the same transport).
+  (the informer's and elector's requests go through the same transport);
+- waiters are served in order, and one cancelled while it waits gives its token back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -109,3 +111,34 @@ def test_qps5_burst10_throttles_real_requests(apiserver: Apiserver) -> None:
                   return_code="200") == 20
     text = generate_latest(registry).decode()
     assert "hexlane_k8s_client_rate_limiter_wait_seconds_bucket" in text
+
+
+def test_requests_cancelled_while_waiting_give_their_tokens_back() -> None:
+    """An elector's renew deadline cancels requests queued behind a busy limiter: they must
+    not leave their reservations behind, or every later request waits for the dead ones (the
+    backlog grows without bound). Go's rate.Limiter.Wait with a context gives them back."""
+    async def go() -> float:
+        limiter = RateLimiter(20.0, 1)
+        await limiter.wait()  # the one token
+        for _ in range(100):  # 100 requests that give up after 10 ms: 5 s of reservations
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(limiter.wait(), 0.01)
+        start = time.monotonic()
+        await limiter.wait()
+        return time.monotonic() - start
+
+    assert asyncio.run(go()) < 0.2
+
+
+def test_waiters_are_served_in_order() -> None:
+    async def go() -> list[int]:
+        limiter = RateLimiter(100.0, 1)
+        order: list[int] = []
+
+        async def one(i: int) -> None:
+            await limiter.wait()
+            order.append(i)
+        await asyncio.gather(*(one(i) for i in range(10)))
+        return order
+
+    assert asyncio.run(go()) == list(range(10))

@@ -7,7 +7,10 @@ at most `burst` saved up) and Cilium exposes the time requests spent waiting for
   must wait for it (tokens may go negative, so concurrent callers queue up in order, as with
   Go's `rate.Limiter.Reserve`). No clock inside: `now` is an argument.
 - `RateLimiter` is the asyncio shell: it reads an injected clock, reserves, records the wait
-  in `ClientMetrics` and sleeps.
+  in `ClientMetrics` and sleeps. Waiters queue in order behind one lock and only the head
+  holds a reservation, so a request cancelled while it waits (an elector's renew deadline)
+  gives its token back or never takes one, as Go's `rate.Limiter.Wait` does with a context:
+  a backlog of cancelled requests cannot starve the ones that follow.
 - `RateLimitedTransport` wraps the HTTP transport that lightkube (httpx) uses, so every
   request the layer makes — lists, watch starts, writes, lease renewals — passes the limiter,
   and counts each answered request by method and code.
@@ -109,16 +112,30 @@ class RateLimiter:
         self.qps, self.burst = qps, burst
         self.bucket = TokenBucket(qps, burst, clock())
         self.metrics = metrics
+        self._lock = asyncio.Lock()
 
     async def wait(self, method: str = "GET") -> float:
-        """Wait for a token; returns the seconds waited (as reserved, not as slept)."""
-        delay = self.bucket.reserve(self.clock())
+        """Wait for a token; returns the seconds this request was held back (as reserved)."""
+        start = self.clock()
+        delay = 0.0
+        if not self._lock.locked():
+            delay = self.bucket.reserve(self.clock())
+            if delay > 0:
+                self.bucket.tokens += 1.0  # not free now: give it back and wait in line
+        if self._lock.locked() or delay > 0:
+            async with self._lock:
+                delay = self.bucket.reserve(self.clock())
+                if delay > 0:
+                    try:
+                        await self.sleep(delay)
+                    except asyncio.CancelledError:
+                        self.bucket.tokens += 1.0  # the only pending reservation: back
+                        raise
+            delay = max(delay, self.clock() - start)
         if self.metrics is not None:
             self.metrics.wait_seconds.labels(method).observe(delay)
             if delay > 0:
                 self.metrics.throttled.labels(method).inc()
-        if delay > 0:
-            await self.sleep(delay)
         return delay
 
 
