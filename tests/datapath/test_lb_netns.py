@@ -6,7 +6,8 @@ pod's `lxc*`), services programmed through LbSync, and no iptables rule: a TCP c
 a UDP exchange to a LoadBalancer address reach the backend (a pod of the node), which sees
 the client's own address, and the replies come back from the service address (the client's
 kernel accepts them: checksums right with real skbs); Maglev and random services both work;
-a service without backends refuses the connection at once (ICMP port unreachable).
+a service without backends refuses the connection at once (ICMP port unreachable); a frame
+for another host's MAC is left to the kernel.
 """
 
 from __future__ import annotations
@@ -123,3 +124,24 @@ def test_udp_through_a_random_service(services: Services, topo: Topology) -> Non
 def test_service_without_backends_refuses_at_once(services: Services, topo: Topology) -> None:
     services.add("10.96.0.101", 80, packets.TCP, 3, [], type=LOAD_BALANCER)
     assert client_call(topo, "tcp", "10.96.0.101", 80) == ["refused"]
+
+
+def test_a_frame_for_another_host_is_not_translated(services: Services,
+                                                    topo: Topology) -> None:
+    """A switch floods frames while it does not know the destination MAC (a dead node's,
+    after its port went down): the node receives frames for another host and must leave them
+    alone, or a client whose ARP cache still names the dead node would be served by everyone
+    (and L2 failover would look instant without any election)."""
+    services.add("10.96.0.102", 80, packets.TCP, 4, [(4, "10.78.0.2", 8080)],
+                 type=LOAD_BALANCER, local=True)
+    client = topo["client"]
+    run(client, ["ip", "neigh", "replace", "10.77.0.9", "lladdr", "02:00:00:00:00:09",
+                 "dev", "eth0", "nud", "permanent"])
+    run(client, ["ip", "route", "replace", "10.96.0.102/32", "via", "10.77.0.9"])
+    try:
+        out = client_call(topo, "tcp", "10.96.0.102", 80)
+        assert out[0] == "error", out
+    finally:
+        run(client, ["ip", "route", "del", "10.96.0.102/32"])
+        run(client, ["ip", "neigh", "del", "10.77.0.9", "dev", "eth0"])
+    assert client_call(topo, "tcp", "10.96.0.102", 80)[0] == "ok"  # to the node's MAC: served

@@ -53,7 +53,11 @@ struct hl_hook {
 	__u8 frontends;
 	bool dsr;     /* DSR packets for a local backend arrive here (from another node) */
 	bool ingress; /* an ingress hook: only there may a packet go straight into a pod */
-	bool arp;     /* ARP requests for the IPs this node announces are answered here */
+	/* The LAN device: ARP requests for the IPs this node announces are answered here, and
+	 * frames for another host (a switch floods them while it does not know the MAC) are
+	 * left to the kernel, which drops them: only the host they are for may translate.
+	 */
+	bool lan;
 };
 
 #define HL_REPLIES_NONE 0
@@ -91,7 +95,9 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	bool external = hook.frontends == HL_FRONTENDS_EXTERNAL;
 	int ret;
 
-	if (hook.arp) {
+	if (hook.lan) {
+		if (skb->pkt_type == PACKET_OTHERHOST)
+			return TC_ACT_UNSPEC;
 		ret = hl_l2_respond(skb);
 		if (ret >= 0)
 			return ret;
@@ -157,7 +163,7 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	}
 
 HL_PROGRAM(hl_from_netdev, .replies = HL_REPLIES_SEND, .dsr = true,
-	   .frontends = HL_FRONTENDS_EXTERNAL, .ingress = true, .arp = true)
+	   .frontends = HL_FRONTENDS_EXTERNAL, .ingress = true, .lan = true)
 
 /* Ingress of the tunnel device (routingMode: tunnel): pod traffic between nodes arrives
  * here decapsulated, so replies to flows a pod or the node sent to a backend on another node
