@@ -34,8 +34,10 @@ def test_yaml_by_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert (code, err) == (0, "")
     shown = yaml.safe_load(out)
     assert shown == load_values([str(f)])[0].tree
-    assert shown["l2announcements"] == {"enabled": True, "leaseDuration": "15s",
-                                        "leaseRenewDeadline": "5s", "leaseRetryPeriod": "2s"}
+    assert shown["l2announcements"] == {
+        "enabled": True, "leaseDuration": "15s", "leaseRenewDeadline": "5s",
+        "leaseRetryPeriod": "2s", "election": "hexlane",
+        "heartbeat": {"interval": "100ms", "deadAfter": "500ms", "port": 4251}}
     assert next(iter(shown)) == "kubeProxyReplacement"  # defaults' order, not sorted
 
 

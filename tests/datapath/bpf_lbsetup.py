@@ -9,9 +9,11 @@ back as it is, with TC_ACT_OK.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from helpers import packets
 from hexlane.datapath import libbpf
 from hexlane.datapath.lb.encode import PROTO_NAMES
 from hexlane.datapath.lb.loader import LbDatapath
@@ -76,11 +78,15 @@ class Services:
 
 @contextmanager
 def program_netns(prefix: str = "hl-prog") -> Iterator[str]:
-    """A namespace of its own with forwarding off, for `run_program`; its path."""
+    """A namespace of its own with forwarding off, for `run_program`; its path. A test run's
+    frame arrives on the namespace's loopback device, which gets the MAC the test frames are
+    sent to (`helpers.packets`): a frame for another host is not the LAN program's."""
     name = unique_name(prefix)
     path = create(name)
     try:
         run_in_netns(path, lambda: write_sysctl("net.ipv4.conf.all.forwarding", "0"))
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "address", packets.NODE_MAC],
+                       check=True)
         yield path
     finally:
         delete(name)

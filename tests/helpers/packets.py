@@ -11,6 +11,10 @@ TCP = 6
 UDP = 17
 
 
+#: The MAC test frames are sent to (the program namespace's device has it: frames for it are
+#: this host's, not another host's).
+NODE_MAC = "02:00:00:00:00:02"
+
 def inet_checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
@@ -42,7 +46,7 @@ def build(src: str, dst: str, sport: int, dport: int, proto: int = TCP, payload:
     ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, ihl * 4 + len(l4), 1, 0, 64, proto, 0, s, d)
     ip += ip_options
     ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
-    eth = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
+    eth = bytes.fromhex(NODE_MAC.replace(":", "")) + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
     return eth + ip + l4
 
 
