@@ -38,7 +38,7 @@ demo: setup
 
 bench: setup
 	@echo "Benchmarks (not part of the suite; each prints its ratios, figures in docs/benchmarks.md):"
-	@for b in bench/*_bench.py; do echo "  $(VENV)/bin/python $$b"; done
+	@for b in bench/*.py; do echo "  $(VENV)/bin/python $$b"; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
