@@ -136,3 +136,17 @@ def test_send_garp_puts_a_gratuitous_arp_on_the_wire(pair: tuple[str, str]) -> N
         dump.kill()
     assert mac in line and "ff:ff:ff:ff:ff:ff" in line, line
     assert f"Reply {VIP} is-at {mac}" in line, line
+
+
+def test_a_garp_moves_a_clients_entry_it_just_confirmed(pair: tuple[str, str]) -> None:
+    """The client was talking to the IP's old owner a moment ago (its neighbour entry just
+    updated, inside Linux's 1 s locktime): the new owner's GARP must still move it at once."""
+    node, client = pair
+    subprocess.run(["ip", "-n", client, "neigh", "replace", VIP, "lladdr", "02:00:00:00:00:99",
+                    "dev", "hlC0", "nud", "reachable"], check=True)
+    mac = in_netns(node, lambda: device_mac("hlN0"))
+    in_netns(node, lambda: send_garp("hlN0", VIP))
+    time.sleep(0.1)
+    out = subprocess.run(["ip", "-n", client, "neigh", "show", VIP, "dev", "hlC0"],
+                         capture_output=True, text=True, check=True).stdout
+    assert mac in out, out

@@ -159,10 +159,14 @@ def open_maps(obj: Any, max_age: float) -> tuple[ResponderTable, Liveness]:
 
 
 def garp_frame(ip: str, mac: str) -> bytes:
-    """A gratuitous ARP: an ARP reply to broadcast, sender = target = `ip` (as Cilium's)."""
+    """A gratuitous ARP: an ARP reply to broadcast, sender = target = `ip`, and target MAC =
+    sender MAC. Linux treats a reply as gratuitous (overriding the 1 s `locktime` of a
+    neighbour entry just confirmed by traffic) only when the target MAC is the sender's
+    (`arp_is_garp`); with a broadcast target MAC a client busy talking to the dead node
+    ignored the first GARP and waited for the repeat 1.1 s later."""
     src = mac_bytes(mac)
     addr = socket.inet_aton(ip)
-    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 2, src, addr, BROADCAST, addr)
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 2, src, addr, src, addr)
     return BROADCAST + src + struct.pack("!H", ETH_P_ARP) + arp
 
 
