@@ -25,7 +25,7 @@ announced (no NDP responder).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from hexlane.model.endpointslice import EndpointSlice
@@ -76,6 +76,24 @@ def _ipv4(addresses: Iterable[str]) -> list[str]:
     return out
 
 
+def _announced_ips(svc: Service, policies: Sequence[Policy]
+                   ) -> Iterator[tuple[Policy, list[str]]]:
+    """Each policy (of these, in order) that applies to `svc`, with the IPv4 addresses of the
+    Service it announces; nothing for a Service of another loadBalancerClass."""
+    if svc.load_balancer_class not in (None, LB_CLASS_L2):
+        return
+    external = _ipv4(svc.external_ips)
+    ingress = _ipv4(i.ip for i in svc.ingress if i.ip)
+    if not external and not ingress:
+        return
+    labels = service_labels(svc)
+    for policy in policies:
+        ips = (external if policy.external_ips else []) + \
+            (ingress if policy.load_balancer_ips else [])
+        if ips and policy.selects_service(labels):
+            yield policy, ips
+
+
 def candidates(node_labels: Mapping[str, str], devices: Sequence[str],
                policies: Iterable[Policy], services: Iterable[Service]
                ) -> dict[ServiceKey, Candidate]:
@@ -85,22 +103,9 @@ def candidates(node_labels: Mapping[str, str], devices: Sequence[str],
     policy_devices = {p.name: p.devices(devices) for p in on_node}
     out: dict[ServiceKey, Candidate] = {}
     for svc in services:
-        if svc.load_balancer_class not in (None, LB_CLASS_L2):
-            continue
-        external = _ipv4(svc.external_ips)
-        ingress = _ipv4(i.ip for i in svc.ingress if i.ip)
-        if not external and not ingress:
-            continue
-        labels = service_labels(svc)
         names: list[str] = []
         entries: set[Entry] = set()
-        for policy in on_node:
-            if not policy.selects_service(labels):
-                continue
-            ips = (external if policy.external_ips else []) + \
-                (ingress if policy.load_balancer_ips else [])
-            if not ips:
-                continue
+        for policy, ips in _announced_ips(svc, on_node):
             names.append(policy.name)
             entries.update((ip, dev) for ip in ips for dev in policy_devices[policy.name])
         if entries:
@@ -161,21 +166,10 @@ def eligible_nodes(nodes: Mapping[str, Mapping[str, str]], policies: Iterable[Po
     pols = sorted(policies, key=lambda p: p.name)
     out: dict[str, frozenset[str]] = {}
     for svc in services:
-        if svc.load_balancer_class not in (None, LB_CLASS_L2):
-            continue
-        external = _ipv4(svc.external_ips)
-        ingress = _ipv4(i.ip for i in svc.ingress if i.ip)
-        if not external and not ingress:
-            continue
-        labels = service_labels(svc)
         local = local_endpoints.get((svc.namespace, svc.name), frozenset()) \
             if svc.external_traffic_policy == "Local" else None
         per_ip: dict[str, set[str]] = {}
-        for policy in pols:
-            if not policy.selects_service(labels):
-                continue
-            ips = (external if policy.external_ips else []) + \
-                (ingress if policy.load_balancer_ips else [])
+        for policy, ips in _announced_ips(svc, pols):
             chosen = {n for n, node_labels in nodes.items() if policy.selects_node(node_labels)
                       and (local is None or n in local)}
             for ip in ips:
