@@ -35,18 +35,16 @@ SEED = ROOT / "examples" / "seed-000"
 NODES = ("node1", "node2", "node3")
 SERVICES = 30
 
-WORKLOAD = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: default}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: web, image: hexlane/workload, ports: [{containerPort: 80}]}]
-"""
+def deployment(name: str, replicas: int, node: str | None = None) -> str:
+    """A Deployment of the lab's workload (HTTP on 80), pinned to `node` if given."""
+    pin = f"      nodeSelector: {{kubernetes.io/hostname: {node}}}\n" if node else ""
+    return (f"apiVersion: apps/v1\nkind: Deployment\n"
+            f"metadata: {{name: {name}, namespace: default}}\n"
+            f"spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n"
+            f"  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n{pin}"
+            f"      containers: [{{name: {name}, image: hexlane/workload, "
+            f"ports: [{{containerPort: 80}}]}}]\n")
+
 
 SERVICE = """
 apiVersion: v1
@@ -57,20 +55,6 @@ spec:
   selector: {{app: {app}}}
   externalTrafficPolicy: {etp}
   ports: [{{port: 80, targetPort: 80}}]
-"""
-
-LOCAL = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: solo, namespace: default}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: solo}}
-  template:
-    metadata: {labels: {app: solo}}
-    spec:
-      nodeSelector: {kubernetes.io/hostname: node3}
-      containers: [{name: solo, image: hexlane/workload, ports: [{containerPort: 80}]}]
 """
 
 # Opens a TCP connection to each IP given, in turn, for SECONDS; prints failures as JSON.
@@ -94,7 +78,7 @@ def lab() -> Iterator[Lab]:
     with running_lab(f"e{secrets.token_hex(3)}", "--nodes", "3",
                      "--values", str(SEED / "values.yaml")) as lab:
         lab.kubectl("apply", "-f", str(SEED / "cilium-config.yaml"))
-        docs = [WORKLOAD] + [SERVICE.format(name=f"s{i:02d}", app="web", etp="Cluster")
+        docs = [deployment("web", 3)] + [SERVICE.format(name=f"s{i:02d}", app="web", etp="Cluster")
                              for i in range(SERVICES)]
         lab.kubectl("apply", "-f", "-", stdin="---\n".join(docs))
         yield lab
@@ -187,7 +171,8 @@ def test_thirty_services_spread_and_stay_put_under_steady_traffic(lab: Lab) -> N
 
 def test_an_etp_local_service_is_announced_only_where_its_endpoint_is(lab: Lab) -> None:
     lab.kubectl("apply", "-f", "-",
-                stdin=LOCAL + "---\n" + SERVICE.format(name="local", app="solo", etp="Local"))
+                stdin=deployment("solo", 1, "node3") + "---\n"
+                + SERVICE.format(name="local", app="solo", etp="Local"))
     ip = wait_for("the Local Service's IP", lambda: ingress_ips(lab, "local").get("local"),
                   timeout=60)
     assert wait_for("node3 alone to announce it", lambda: owners(lab).get(ip) == ["node3"],
