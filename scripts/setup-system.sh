@@ -5,7 +5,7 @@ set -euo pipefail
 PACKAGES=(
   clang llvm libbpf-dev bpftool           # building and loading the eBPF datapath
   iproute2 iptables nftables conntrack     # netlink, and checking that no rule of ours exists
-  arping tcpdump curl wrk iperf3           # real clients in tests, lab and benchmarks
+  arping tcpdump curl wrk iperf3 iputils-ping  # real clients in tests, lab and benchmarks
   containerd busybox-static                # containerd calling hexlane-cni in tests
   sqlite3 openssl                          # the apiserver's storage (inspection), TLS test certs
   util-linux procps psmisc                 # nsenter, ps, fuser

@@ -9,15 +9,18 @@ back as it is, with TC_ACT_OK.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from helpers import packets
 from hexlane.datapath import libbpf
+from hexlane.datapath.lb.attach import TcTable, attachments
 from hexlane.datapath.lb.encode import PROTO_NAMES
 from hexlane.datapath.lb.loader import LbDatapath
 from hexlane.datapath.lb.sync import LbSync
+from hexlane.datapath.reconcile import Reconciler
 from hexlane.datapath.sysctl import write_sysctl
 from hexlane.lab.netns import create, delete, run_in_netns, unique_name
 from hexlane.lb.services import (
@@ -29,6 +32,43 @@ from hexlane.lb.services import (
     FrontendKey,
     ServiceEntry,
 )
+
+#: a backend's servers: TCP 8080 answers "client address:port", UDP 8081 echoes with it
+SERVER = r"""
+import socket, sys, threading
+def tcp():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 8080)); s.listen(16)
+    while True:
+        c, peer = s.accept()
+        c.recv(100); c.sendall(f"{peer[0]}:{peer[1]}\n".encode()); c.close()
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 8081))
+    while True:
+        data, peer = s.recvfrom(100); s.sendto(f"{peer[0]}:{peer[1]} ".encode() + data, peer)
+for f in (tcp, udp):
+    threading.Thread(target=f, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+CLIENT = r"""
+import socket, sys
+kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    if kind == "tcp":
+        s = socket.create_connection((host, port), timeout=5); s.sendall(b"hi")
+        print("ok", s.getsockname()[1], s.getpeername()[0], s.recv(100).decode().strip())
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+        s.connect((host, port)); s.send(b"ping")
+        data, peer = s.recvfrom(100)
+        print("ok", s.getsockname()[1], peer[0], data.decode())
+except ConnectionRefusedError:
+    print("refused")
+except OSError as e:
+    print("error", e)
+"""
 
 
 class Services:
@@ -74,6 +114,17 @@ class Services:
     def _apply(self, delta: Delta) -> None:
         result = self.sync.apply(delta)
         assert not result.failed, result.failed
+
+
+def attach_as_agent(lb: LbDatapath, lan: Sequence[str]) -> None:
+    """Attach the programs to the calling thread's namespace's links as the agent does (the
+    tc table through the reconciler): `lan` are the LAN devices, `lxc*` the pods' veths."""
+    table = TcTable(lb)
+    wanted = attachments(lan, (name for _, name in socket.if_nameindex()))
+    table.wanted = set(wanted)
+    rec: Reconciler[tuple[str, str, int], int] = Reconciler(table)
+    rec.set_all({slot: table.program_id(prog) for slot, prog in wanted.items()})
+    assert not rec.resync().failed
 
 
 @contextmanager

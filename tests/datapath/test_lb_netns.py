@@ -12,60 +12,20 @@ for another host's MAC is left to the kernel.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
-from bpf_lbsetup import Services
+from bpf_lbsetup import CLIENT, SERVER, Services, attach_as_agent
 
 from helpers import packets
-from hexlane.datapath.lb.attach import TcTable, attachments
 from hexlane.datapath.lb.loader import LbDatapath
-from hexlane.datapath.reconcile import Reconciler
 from hexlane.lab.netns import Topology, netns_path, run, run_in_netns, veth
 from hexlane.lb.maglev import MaglevBackend, build_table
 from hexlane.lb.services import LOAD_BALANCER
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
-
-SERVER = r"""
-import socket, sys, threading
-def tcp():
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", 8080)); s.listen(16)
-    while True:
-        c, peer = s.accept()
-        c.recv(100); c.sendall(f"{peer[0]}:{peer[1]}\n".encode()); c.close()
-def udp():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 8081))
-    while True:
-        data, peer = s.recvfrom(100); s.sendto(f"{peer[0]}:{peer[1]} ".encode() + data, peer)
-for f in (tcp, udp):
-    threading.Thread(target=f, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-CLIENT = r"""
-import socket, sys
-kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-try:
-    if kind == "tcp":
-        s = socket.create_connection((host, port), timeout=5); s.sendall(b"hi")
-        print("ok", s.getsockname()[1], s.getpeername()[0], s.recv(100).decode().strip())
-    else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
-        s.connect((host, port)); s.send(b"ping")
-        data, peer = s.recvfrom(100)
-        print("ok", s.getsockname()[1], peer[0], data.decode())
-except ConnectionRefusedError:
-    print("refused")
-except OSError as e:
-    print("error", e)
-"""
-
 
 @pytest.fixture(scope="module")
 def topo(lb: LbDatapath) -> Iterator[Topology]:
@@ -84,15 +44,7 @@ def topo(lb: LbDatapath) -> Iterator[Topology]:
                          stdout=subprocess.PIPE, text=True)
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
 
-        def attach() -> None:
-            table = TcTable(lb)
-            wanted = attachments(["toclient"], (name for _, name in socket.if_nameindex()))
-            table.wanted = set(wanted)
-            rec: Reconciler[tuple[str, str, int], int] = Reconciler(table)
-            rec.set_all({slot: table.program_id(prog) for slot, prog in wanted.items()})
-            assert not rec.resync().failed
-
-        run_in_netns(netns_path(node), attach)
+        run_in_netns(netns_path(node), lambda: attach_as_agent(lb, ["toclient"]))
         yield t
 
 

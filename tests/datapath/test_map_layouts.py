@@ -1,9 +1,10 @@
 """The ctypes mirrors of the BPF map layouts match the headers as compiled.
 
 Pins down, for every struct mirrored in hexlane.datapath.lb.maps (bpf/hexlane_maps.h),
-hexlane.datapath.l2 (bpf/l2_responder.h) and hexlane.datapath.masq (bpf/masq.h), its size
-and each field's name and byte offset against the BTF of the built object (read with
-bpftool), so the C header stays the single declaration;
+hexlane.datapath.l2 (bpf/l2_responder.h), hexlane.datapath.events (bpf/events.h) and
+hexlane.datapath.masq (bpf/masq.h), its size and each field's name and byte offset against
+the BTF of the built object (read with bpftool; structs only the programs' stack holds, from
+a probe object built from the same header), so the C header stays the single declaration;
 and the drop reasons, flags and slot constants against the headers' text. Needs clang and
 bpftool, not root.
 """
@@ -14,12 +15,13 @@ import ctypes
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from hexlane.datapath import l2, masq
-from hexlane.datapath.build import BPF_SOURCE_DIR, compile_program
+from hexlane.datapath import events, l2, masq
+from hexlane.datapath.build import BPF_SOURCE_DIR, CFLAGS, CLANG, compile_program
 from hexlane.datapath.lb import maps
 from hexlane.datapath.lb.loader import build_options
 from hexlane.datapath.lb.maps import DROP_REASON_SLOTS, DropReason
@@ -30,19 +32,42 @@ DEFINE_RE = re.compile(r"^#define (\w+)\s+\(?([0-9x]+(?: << \d+)?)\)?", flags=re
 
 #: program source -> (its build options, the modules mirroring its maps, its main header)
 OBJECTS: dict[str, tuple[dict[str, int | str], tuple[ModuleType, ...], str]] = {
-    "lb.c": (build_options(16381, "JLfvgnHc2kaSUFaI"), (maps, l2), "hexlane_maps.h"),
+    "lb.c": (build_options(16381, "JLfvgnHc2kaSUFaI"), (maps, l2, events), "hexlane_maps.h"),
     "masq.c": ({}, (masq,), "masq.h"),
 }
 
 
-def btf_structs(source: str) -> dict[str, tuple[int, list[tuple[str, int]]]]:
+#: structs only the programs' stack holds (never a map's key or value, so not in the object's
+#: BTF): a probe object declares a map of each, from the header that has it
+STACK_ONLY = {"hl_event": "events.h"}
+
+
+def probe_object(tmp: Path) -> Path:
+    """An object whose BTF carries the STACK_ONLY structs, built from the real headers."""
+    lines = ['#include "common.h"']
+    for c_name, header in STACK_ONLY.items():
+        lines += [f'#include "{header}"',
+                  "struct { __uint(type, BPF_MAP_TYPE_ARRAY); __type(key, __u32);",
+                  f"  __type(value, struct {c_name}); __uint(max_entries, 1); }}",
+                  f"  probe_{c_name} SEC(\".maps\");"]
+    (tmp / "probe.c").write_text("\n".join(lines) + "\n")
+    subprocess.run([CLANG, *CFLAGS, f"-I{BPF_SOURCE_DIR}", "-c", "probe.c", "-o", "probe.o"],
+                   cwd=tmp, check=True, capture_output=True)
+    return tmp / "probe.o"
+
+
+Structs = dict[str, tuple[int, list[tuple[str, int]]]]
+
+
+def btf_structs(source: str, obj: Path | None = None) -> Structs:
     """Every struct in the built object's BTF: its size and (member, byte offset) list."""
     if shutil.which("bpftool") is None or shutil.which("clang") is None:
         pytest.skip("needs clang and bpftool")
-    obj = compile_program(source, OBJECTS[source][0])
+    if obj is None:
+        obj = compile_program(source, OBJECTS[source][0])
     dump = subprocess.run(["bpftool", "btf", "dump", "file", str(obj), "format", "raw"],
                           capture_output=True, text=True, check=True).stdout
-    structs: dict[str, tuple[int, list[tuple[str, int]]]] = {}
+    structs: Structs = {}
     current: list[tuple[str, int]] | None = None
     for line in dump.splitlines():
         m = STRUCT_RE.match(line)
@@ -68,8 +93,10 @@ def header_defines(header: str) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("source", sorted(OBJECTS))
-def test_every_mirror_matches_the_btf(source: str) -> None:
+def test_every_mirror_matches_the_btf(source: str, tmp_path: Path) -> None:
     structs = btf_structs(source)
+    if any(name in STACK_ONLY for module in OBJECTS[source][1] for name in module.MIRRORS):
+        structs.update(btf_structs(source, probe_object(tmp_path)))
     mirrors = {name: m for module in OBJECTS[source][1] for name, m in module.MIRRORS.items()}
     for c_name, mirror in mirrors.items():
         assert c_name in structs, f"struct {c_name} missing from the object's BTF"

@@ -33,6 +33,7 @@ BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
 BPF_MAP_TYPE_HASH_OF_MAPS = 13
+BPF_MAP_TYPE_RINGBUF = 27
 # map update flags
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -99,6 +100,8 @@ class _MapInfo(ctypes.Structure):
 
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, _c_void_p)
+#: ring_buffer_sample_fn: (ctx, data, size) -> 0 to go on
+RING_BUFFER_SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, _c_void_p, _c_void_p, ctypes.c_size_t)
 
 
 def _load_library() -> ctypes.CDLL:
@@ -151,6 +154,11 @@ def _load_library() -> ctypes.CDLL:
         "bpf_tc_detach": (ctypes.c_int, [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)]),
         "bpf_tc_query": (ctypes.c_int, [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)]),
         "libbpf_set_print": (_c_void_p, [_PRINT_FN]),
+        "ring_buffer__new": (_c_void_p, [ctypes.c_int, RING_BUFFER_SAMPLE_FN, _c_void_p,
+                                         _c_void_p]),
+        "ring_buffer__consume": (ctypes.c_int, [_c_void_p]),
+        "ring_buffer__epoll_fd": (ctypes.c_int, [_c_void_p]),
+        "ring_buffer__free": (None, [_c_void_p]),
     }
     for fname, (restype, argtypes) in sig.items():
         fn = getattr(lib, fname)
@@ -656,3 +664,29 @@ def tc_hook_destroy(ifindex: int) -> None:
     ret = _lib.bpf_tc_hook_destroy(ctypes.byref(hook))
     if ret < 0 and _err(ret) != errno_mod.ENOENT:
         raise BpfError(_err(ret), f"destroy clsact on ifindex {ifindex}")
+
+
+# --- ring buffers (BPF_MAP_TYPE_RINGBUF) ------------------------------------------------------
+
+
+def ring_buffer_new(map_fd: int, callback: Any) -> int:
+    """libbpf's consumer of a ring buffer map; `callback` (a RING_BUFFER_SAMPLE_FN the caller
+    keeps alive) is called for each record by `ring_buffer_consume`."""
+    rb = _lib.ring_buffer__new(map_fd, callback, None, None)
+    if not rb:
+        raise BpfError(_null_err(), f"open ring buffer of map fd {map_fd}")
+    return int(rb)
+
+
+def ring_buffer_consume(rb: int) -> int:
+    """Hand every record waiting to the callback, without blocking; how many there were."""
+    return _check(_lib.ring_buffer__consume(rb), "consume ring buffer")
+
+
+def ring_buffer_epoll_fd(rb: int) -> int:
+    """An epoll fd that is readable while records wait (for an event loop)."""
+    return _check(_lib.ring_buffer__epoll_fd(rb), "ring buffer epoll fd")
+
+
+def ring_buffer_free(rb: int) -> None:
+    _lib.ring_buffer__free(rb)

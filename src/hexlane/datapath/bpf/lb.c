@@ -37,6 +37,7 @@
 #include "conntrack.h"
 #include "lb.h"
 #include "icmp.h"
+#include "events.h"
 #include "nat.h"
 #include "l2_responder.h"
 
@@ -58,7 +59,14 @@ struct hl_hook {
 	 * left to the kernel, which drops them: only the host they are for may translate.
 	 */
 	bool lan;
+	/* Which packets this hook reports to Hubble (events.h) besides those it translates: */
+	__u8 trace;
 };
+
+#define HL_TRACE_XLATED   0 /* only those it translates or turns back */
+#define HL_TRACE_ALL      1 /* every packet (a pod's, leaving it) */
+#define HL_TRACE_INBOUND  2 /* packets for this node's pods (entering the node) */
+#define HL_TRACE_UNMARKED 3 /* packets no hook of this node has considered (into a pod) */
 
 #define HL_REPLIES_NONE 0
 #define HL_REPLIES_SEND 1
@@ -72,13 +80,87 @@ struct hl_hook {
  * reply now goes to the client, a hairpin reply to the pod itself, any other to its pod.
  */
 static __always_inline int hl_reply_redirect(struct __sk_buff *skb, const struct pkt4 *p,
-					     bool ingress)
+					     bool ingress, const struct hl_trace *tr)
 {
 	__be32 daddr;
 
 	if (bpf_skb_load_bytes(skb, IP_DADDR_OFF, &daddr, sizeof(daddr)) < 0)
 		return hl_drop(HL_DROP_TRUNCATED);
-	return hl_fib_redirect(skb, daddr, p->proto, false, !ingress);
+	return hl_fib_redirect(skb, daddr, p->proto, false, !ingress, tr);
+}
+
+/* A drop: counted, and reported with what is known of the packet. */
+static __always_inline int hl_drop_traced(struct __sk_buff *skb, const struct hl_trace *tr,
+					  __u32 reason)
+{
+	hl_drop_report(skb, tr, reason);
+	return hl_drop(reason);
+}
+
+/* A packet this hook hands on untranslated, reported as the hook's `trace` says. */
+static __always_inline void hl_trace_pass(struct __sk_buff *skb, const struct hl_hook *hook,
+					  const struct hl_trace *tr)
+{
+	const struct hl_trace_config *cfg;
+
+	switch (hook->trace) {
+	case HL_TRACE_ALL:
+		hl_trace_report(skb, tr, 0);
+		break;
+	case HL_TRACE_INBOUND:
+		cfg = hl_trace_on();
+		if (cfg && cfg->pod_mask && (tr->daddr & cfg->pod_mask) == cfg->pod_net)
+			hl_trace_report(skb, tr, HL_OBS_TO_ENDPOINT);
+		break;
+	case HL_TRACE_UNMARKED:
+		if (!(skb->mark & HL_MARK_TRACED))
+			hl_trace_report(skb, tr, HL_OBS_TO_ENDPOINT);
+		break;
+	default:
+		break;
+	}
+}
+
+/* A packet the parser passes on (not TCP/UDP, or a fragment): ICMP is reported too, with
+ * the echo identifier standing for the ports as the masquerade takes it.
+ */
+static __always_inline void hl_trace_other(struct __sk_buff *skb, const struct hl_hook *hook)
+{
+	struct hl_icmp_echo icmp;
+	struct hl_trace tr = {};
+	struct iphdr ip4;
+
+	if (hook->trace == HL_TRACE_XLATED || skb->protocol != bpf_htons(ETH_P_IP) ||
+	    !hl_trace_on())
+		return;
+	if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &ip4, sizeof(ip4)) < 0 ||
+	    ip4.version != 4 || ip4.protocol != IPPROTO_ICMP || (ip4.frag_off & bpf_htons(0x1fff)))
+		return;
+	if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + ip4.ihl * 4, &icmp, sizeof(icmp)) < 0)
+		return;
+	tr.saddr = ip4.saddr;
+	tr.daddr = ip4.daddr;
+	tr.proto = IPPROTO_ICMP;
+	tr.flags = HL_EV_F_L4;
+	tr.icmp_type = icmp.type;
+	tr.icmp_code = icmp.code;
+	if (icmp.type == HL_ICMP_ECHO)
+		tr.sport = icmp.id;
+	else if (icmp.type == HL_ICMP_ECHOREPLY)
+		tr.dport = icmp.id;
+	hl_trace_pass(skb, hook, &tr);
+}
+
+/* What a packet that could not be parsed shows: its addresses, when its IPv4 header is there. */
+static __always_inline void hl_trace_unparsed(struct __sk_buff *skb, struct hl_trace *tr)
+{
+	struct iphdr ip4;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP) &&
+	    bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &ip4, sizeof(ip4)) == 0) {
+		tr->saddr = ip4.saddr;
+		tr->daddr = ip4.daddr;
+	}
 }
 
 /* Every program's body: replies first, then DSR packets, then packets to a frontend. Returns
@@ -89,6 +171,7 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	const struct lb4_service *svc;
 	struct lb4_key key = {};
 	struct pkt4 p = {};
+	struct hl_trace tr = {};
 	__be32 daddr = 0;
 	int verdict = TC_ACT_OK;
 	bool local = false;
@@ -103,37 +186,48 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 			return ret;
 	}
 	ret = hl_parse_ipv4(skb, &p);
-	if (ret == PARSE_PASS)
+	if (ret == PARSE_PASS) {
+		hl_trace_other(skb, &hook);
 		return TC_ACT_UNSPEC;
-	if (ret < 0)
-		return hl_drop(-ret);
+	}
+	if (ret < 0) {
+		hl_trace_unparsed(skb, &tr);
+		return hl_drop_traced(skb, &tr, -ret);
+	}
+	hl_trace_from_pkt(&tr, &p);
 
 	if (hook.replies != HL_REPLIES_NONE) {
-		ret = hl_lb4_reverse(skb, &p);
+		ret = hl_lb4_reverse(skb, &p, &tr);
 		if (ret < 0)
-			return hl_drop(-ret);
-		if (hook.replies == HL_REPLIES_PASS)
+			return hl_drop_traced(skb, &tr, -ret);
+		if (hook.replies == HL_REPLIES_PASS) {
+			if (ret > 0 && hook.trace == HL_TRACE_UNMARKED)
+				hl_trace_report(skb, &tr, HL_OBS_TO_ENDPOINT);
+			else if (ret == 0)
+				hl_trace_pass(skb, &hook, &tr);
 			return TC_ACT_UNSPEC;
+		}
 		/* By the FIB, not the kernel's forwarding: a NodePort reply now has the node's
 		 * own address as source, which the input route check would reject. A hairpin
 		 * reply's destination changed too: read it again.
 		 */
 		if (ret > 0)
-			return hl_reply_redirect(skb, &p, hook.ingress);
+			return hl_reply_redirect(skb, &p, hook.ingress, &tr);
 	}
 	if (hook.dsr) {
-		ret = hl_dsr_accept(skb, &p);
+		ret = hl_dsr_accept(skb, &p, &tr);
 		if (ret < 0)
-			return hl_drop(-ret);
+			return hl_drop_traced(skb, &tr, -ret);
 		/* Straight into the backend's namespace: the client's address is kept, and when
 		 * the client is this node itself the input route check would drop it (a local
 		 * source).
 		 */
 		if (ret > 0)
-			return hl_fib_redirect(skb, p.daddr, p.proto, true, false);
+			return hl_fib_redirect(skb, p.daddr, p.proto, true, false, &tr);
 	}
 	if (hook.frontends == HL_FRONTENDS_NONE) {
 		hl_ct_forget_stale_reply(&p);
+		hl_trace_pass(skb, &hook, &tr);
 		return TC_ACT_UNSPEC;
 	}
 
@@ -144,15 +238,16 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	if (!svc || (external && !hl_lb4_is_external(svc))) {
 		if (hook.replies != HL_REPLIES_NONE)
 			hl_ct_forget_stale_reply(&p);
+		hl_trace_pass(skb, &hook, &tr);
 		return TC_ACT_UNSPEC;
 	}
 
-	ret = hl_lb4_translate(skb, &p, &key, svc, external, &daddr, &verdict, &local);
+	ret = hl_lb4_translate(skb, &p, &key, svc, external, &daddr, &verdict, &local, &tr);
 	if (ret < 0)
-		return hl_drop(-ret);
+		return hl_drop_traced(skb, &tr, -ret);
 	if (ret == HL_REJECTED)
 		return verdict;
-	return hl_fib_redirect(skb, daddr, p.proto, hook.ingress && local, !hook.ingress);
+	return hl_fib_redirect(skb, daddr, p.proto, hook.ingress && local, !hook.ingress, &tr);
 }
 
 /* One program per attach point: its name, and what it does there (struct hl_hook). */
@@ -163,17 +258,18 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	}
 
 HL_PROGRAM(hl_from_netdev, .replies = HL_REPLIES_SEND, .dsr = true,
-	   .frontends = HL_FRONTENDS_EXTERNAL, .ingress = true, .lan = true)
+	   .frontends = HL_FRONTENDS_EXTERNAL, .ingress = true, .lan = true,
+	   .trace = HL_TRACE_INBOUND)
 
 /* Ingress of the tunnel device (routingMode: tunnel): pod traffic between nodes arrives
  * here decapsulated, so replies to flows a pod or the node sent to a backend on another node
  * are turned back here, and DSR packets for a local backend come this way too.
  */
 HL_PROGRAM(hl_from_overlay, .replies = HL_REPLIES_SEND, .dsr = true,
-	   .frontends = HL_FRONTENDS_NONE, .ingress = true)
+	   .frontends = HL_FRONTENDS_NONE, .ingress = true, .trace = HL_TRACE_INBOUND)
 
 HL_PROGRAM(hl_from_pod, .replies = HL_REPLIES_SEND, .frontends = HL_FRONTENDS_INTERNAL,
-	   .ingress = true)
+	   .ingress = true, .trace = HL_TRACE_ALL)
 
 HL_PROGRAM(hl_from_host, .replies = HL_REPLIES_NONE, .frontends = HL_FRONTENDS_INTERNAL)
 
@@ -196,6 +292,6 @@ HL_PROGRAM(hl_to_overlay, .replies = HL_REPLIES_PASS)
 /* Egress of every pod's host-side veth: a reply of a host-network backend of this node to
  * a pod of this node (replies from elsewhere were turned back where they came in).
  */
-HL_PROGRAM(hl_to_pod, .replies = HL_REPLIES_PASS)
+HL_PROGRAM(hl_to_pod, .replies = HL_REPLIES_PASS, .trace = HL_TRACE_UNMARKED)
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -18,6 +18,7 @@
 #include "conntrack.h"
 #include "lb.h"
 #include "icmp.h"
+#include "events.h"
 
 #define AF_INET 2
 #define HL_LOOPBACK_IFINDEX 1 /* lo is the first link of every network namespace */
@@ -138,7 +139,8 @@ static __always_inline int hl_dsr_insert(struct __sk_buff *skb, __be32 svc_addr,
  * the reply must seem to come from, then remove the option (the pod sees a plain packet).
  * Returns 1 when the option was there and handled, 0 when there is none, or -(reason).
  */
-static __always_inline int hl_dsr_accept(struct __sk_buff *skb, const struct pkt4 *p)
+static __always_inline int hl_dsr_accept(struct __sk_buff *skb, const struct pkt4 *p,
+					 struct hl_trace *tr)
 {
 	struct hl_dsr_opt opt;
 	struct ct4_key key = {};
@@ -166,6 +168,9 @@ static __always_inline int hl_dsr_accept(struct __sk_buff *skb, const struct pkt
 	entry.nat_port = opt.port;
 	if (bpf_map_update_elem(&hl_ct4, &key, &entry, BPF_ANY) < 0)
 		return -HL_DROP_CT_CREATE;
+	tr->svc_addr = opt.addr;
+	tr->svc_port = opt.port;
+	tr->flags |= HL_EV_F_SERVICE;
 
 	/* Only a header of exactly 20 bytes + our option is stripped; with other options too,
 	 * ours is left in place (the kernel ignores unknown options on received packets).
@@ -195,10 +200,12 @@ static __always_inline int hl_dsr_accept(struct __sk_buff *skb, const struct pkt
 }
 
 /* A reply of a translated flow (matched through its reply entry): the source becomes the
- * frontend again (and for SNAT flows the destination the client). Returns 1 when translated,
- * 0 when the packet is no reply of ours, or -(reason).
+ * frontend again (and for SNAT flows the destination the client). Returns 1 when translated
+ * (`tr` then holds the backend -> client tuple and the frontend), 0 when the packet is no
+ * reply of ours, or -(reason).
  */
-static __always_inline int hl_lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
+static __always_inline int hl_lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p,
+					  struct hl_trace *tr)
 {
 	const struct lb4_reverse_nat *nat;
 	struct ct4_key ct_key = {};
@@ -227,6 +234,13 @@ static __always_inline int hl_lb4_reverse(struct __sk_buff *skb, const struct pk
 	if (ct->flags & CT_ENTRY_F_SNAT) {
 		client_addr = ct->nat_addr;
 		client_port = ct->nat_port;
+	}
+	tr->svc_addr = new_saddr;
+	tr->svc_port = new_sport;
+	tr->flags |= HL_EV_F_SERVICE;
+	if (client_addr) {
+		tr->daddr = client_addr;
+		tr->dport = client_port;
 	}
 
 	if (client_addr) {
@@ -332,7 +346,7 @@ static __always_inline bool hl_tuple_taken(const struct pkt4 *p,
 static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct pkt4 *p,
 					    struct lb4_key *key, const struct lb4_service *svc,
 					    bool external, __be32 *daddr_out, int *verdict,
-					    bool *local_out)
+					    bool *local_out, struct hl_trace *tr)
 {
 	const struct lb4_backend *backend = NULL;
 	struct ct4_key ct_key = {};
@@ -344,6 +358,9 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 	bool affinity;
 	int ret;
 
+	tr->svc_addr = p->daddr;
+	tr->svc_port = p->dport;
+	tr->flags |= HL_EV_F_SERVICE;
 	hl_ct_key_forward(&ct_key, p, CT_F_SERVICE);
 	/* A TCP SYN starts a new connection even where an entry of an earlier one with the
 	 * same tuple lingers: choose again and write both entries anew.
@@ -377,6 +394,7 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 	if (!backend) {
 		if (svc->count == 0) {
 			hl_drop(HL_DROP_NO_BACKEND);
+			hl_drop_report(skb, tr, HL_DROP_NO_BACKEND);
 			ret = hl_icmp_reject(skb, p);
 			if (ret < 0)
 				return ret;
@@ -460,6 +478,12 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 
 	*daddr_out = backend->address;
 	*local_out = backend->node_local == BE_NODE_LOCAL;
+	tr->daddr = backend->address;
+	tr->dport = backend->port;
+	if (fwd == HL_FWD_SNAT) {
+		tr->xlated_saddr = node_ip;
+		tr->flags |= HL_EV_F_XLATED_SRC;
+	}
 	ret = hl_rewrite_dst(skb, p, backend->address, backend->port);
 	if (ret < 0)
 		return ret;
@@ -488,7 +512,7 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
  * goes in through the loopback (below); no route: on as it is.
  */
 static __always_inline int hl_fib_redirect(struct __sk_buff *skb, __be32 daddr, __u8 proto,
-					   bool to_pod, bool egress)
+					   bool to_pod, bool egress, const struct hl_trace *tr)
 {
 	struct bpf_fib_lookup fib = {};
 	struct bpf_redir_neigh nh = {};
@@ -509,6 +533,8 @@ static __always_inline int hl_fib_redirect(struct __sk_buff *skb, __be32 daddr, 
 	fib.ipv4_dst = daddr;
 	fib.ifindex = skb->ifindex;
 	ret = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (tr)
+		hl_trace_redirect(skb, tr, daddr, ret, fib.ifindex, to_pod);
 	if (ret == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
 		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)

@@ -20,6 +20,17 @@ from pathlib import Path
 from hexlane.datapath import libbpf
 from hexlane.datapath.bpffs import on_bpffs
 from hexlane.datapath.build import compile_program
+from hexlane.datapath.events import (
+    EVENT_MAPS,
+    EVENTS_MAP,
+    EVENTS_STATS_MAP,
+    TRACE_CONFIG_MAP,
+    TRACE_MAP,
+    HlEventsStats,
+    HlTrace4Entry,
+    HlTrace4Key,
+    HlTraceConfig,
+)
 from hexlane.datapath.lb.maps import (
     AFFINITY_MAP,
     AFFINITY_MATCH_MAP,
@@ -92,6 +103,10 @@ class LbMaps:
     affinity_match: libbpf.Map
     drops: libbpf.Map
     config: libbpf.Map
+    events: libbpf.Map  # the flow events' ring buffer (hexlane.datapath.events)
+    events_stats: libbpf.Map
+    trace_config: libbpf.Map
+    trace: libbpf.Map
 
 
 class LbDatapath:
@@ -112,6 +127,12 @@ class LbDatapath:
                                    value_type=ctypes.c_uint8),
             drops=obj.map(DROPS_MAP, key_type=ctypes.c_uint32, value_type=ctypes.c_uint64),
             config=obj.map(CONFIG_MAP, key_type=ctypes.c_uint32, value_type=LbNodeConfig),
+            events=obj.map(EVENTS_MAP),
+            events_stats=obj.map(EVENTS_STATS_MAP, key_type=ctypes.c_uint32,
+                                 value_type=HlEventsStats),
+            trace_config=obj.map(TRACE_CONFIG_MAP, key_type=ctypes.c_uint32,
+                                 value_type=HlTraceConfig),
+            trace=obj.map(TRACE_MAP, key_type=HlTrace4Key, value_type=HlTrace4Entry),
         )
 
     @classmethod
@@ -156,7 +177,7 @@ class LbDatapath:
         """Remove every pin under bpf_root that this datapath made (hexlane cleanup)."""
         for name in (*PROGRAMS, SERVICES_MAP, BACKENDS_MAP, REVNAT_MAP,
                      maglev_pin_name(self.table_size), CT_MAP,
-                     AFFINITY_MAP, AFFINITY_MATCH_MAP, DROPS_MAP, CONFIG_MAP):
+                     AFFINITY_MAP, AFFINITY_MATCH_MAP, DROPS_MAP, CONFIG_MAP, *EVENT_MAPS):
             pin = self.bpf_root / name
             if pin.exists():
                 pin.unlink()

@@ -1,0 +1,186 @@
+"""Flow events from the LB programs on real packets, read from the ring buffer as the agent does.
+
+Pins down, on a client, a node with two pods (lxc veths) and the programs attached as the
+agent attaches them: a TCP connection from the client to a LoadBalancer address is reported
+once per direction and TCP flag (Cilium's monitor aggregation), the request at the backend's
+veth as to-endpoint with the client and backend addresses and the frontend, the reply as
+to-network marked as the reply; pod-to-pod traffic is reported once, where it leaves the
+first pod (to-endpoint: this node's pod CIDR), not again where it enters the second; a
+service without backends yields a drop event with its reason; UDP and ICMP are reported;
+with events off nothing is; and what was emitted = received + lost.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+
+import pytest
+from bpf_lbsetup import CLIENT, SERVER, Services, attach_as_agent
+
+from helpers import packets
+from hexlane.datapath.events import (
+    EVENT_DROP,
+    EVENT_TRACE,
+    Event,
+    EventReader,
+    ObservationPoint,
+    decode,
+    read_stats,
+    trace_config,
+)
+from hexlane.datapath.lb.loader import LbDatapath
+from hexlane.datapath.lb.maps import DropReason
+from hexlane.lab.netns import Topology, netns_path, run, run_in_netns, veth
+from hexlane.lb.services import LOAD_BALANCER
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
+CLIENT_IP, BACKEND_IP, POD2_IP = "10.77.0.2", "10.78.0.2", "10.78.0.3"
+
+
+@pytest.fixture(scope="module")
+def topo(lb: LbDatapath) -> Iterator[Topology]:
+    with Topology("hl-ev") as t:
+        client, node, backend, pod2 = t.add("client"), t.add("node"), t.add("be"), t.add("p2")
+        veth(client, "eth0", node, "toclient")
+        veth(node, "lxc0b1", backend, "eth0")
+        veth(node, "lxc0b2", pod2, "eth0")
+        run(client, ["ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0"])
+        run(client, ["ip", "route", "add", "default", "via", "10.77.0.1"])
+        run(node, ["ip", "addr", "add", "10.77.0.1/24", "dev", "toclient"])
+        for dev, ip in (("lxc0b1", BACKEND_IP), ("lxc0b2", POD2_IP)):
+            run(node, ["ip", "addr", "add", "10.78.0.1/32", "dev", dev])
+            run(node, ["ip", "route", "add", f"{ip}/32", "dev", dev])
+        run(node, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        for pod, ip in ((backend, BACKEND_IP), (pod2, POD2_IP)):
+            run(pod, ["ip", "addr", "add", f"{ip}/32", "dev", "eth0"])
+            run(pod, ["ip", "route", "add", "10.78.0.1", "dev", "eth0"])
+            run(pod, ["ip", "route", "add", "default", "via", "10.78.0.1"])
+        server = t.start("be", [sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        run_in_netns(netns_path(node), lambda: attach_as_agent(lb, ["toclient"]))
+        yield t
+
+
+@pytest.fixture
+def events(lb: LbDatapath, topo: Topology) -> Iterator[EventReader]:
+    """Events on (this node's pod CIDR 10.78.0.0/24), a reader over the ring, drained."""
+    cfg = trace_config(on=True, pod_cidr=IPv4Network("10.78.0.0/24"), overlay_ifindex=0,
+                       host_ifindex=0)
+    lb.maps.trace_config.update(ctypes.c_uint32(0), cfg)
+    with EventReader(lb.maps.events) as reader:
+        reader.consume()
+        yield reader
+    lb.maps.trace_config.update(ctypes.c_uint32(0), trace_config(
+        on=False, pod_cidr=None, overlay_ifindex=0, host_ifindex=0))
+
+
+def call(t: Topology, source: str, kind: str, host: str, port: int) -> list[str]:
+    return run(t[source], [sys.executable, "-c", CLIENT, kind, host, str(port)],
+               timeout=20).stdout.split()
+
+
+def drained(reader: EventReader) -> list[Event]:
+    time.sleep(0.2)  # the last FIN/ACKs of a closed connection
+    return [decode(raw) for raw in reader.consume()]
+
+
+def summary(ev: Event) -> tuple[object, ...]:
+    return (ev.type, ObservationPoint(ev.obs_point).name if ev.type == EVENT_TRACE else "",
+            ev.saddr, ev.sport, ev.daddr, ev.dport, ev.tcp_flags, ev.is_reply)
+
+
+def test_a_connection_to_a_service_is_traced_once_per_direction_and_flag(
+        lb: LbDatapath, services: Services, topo: Topology, events: EventReader) -> None:
+    services.add("10.96.0.110", 80, packets.TCP, 11, [(11, BACKEND_IP, 8080)],
+                 type=LOAD_BALANCER, local=True)
+    status, port, *_ = call(topo, "client", "tcp", "10.96.0.110", 80)
+    assert status == "ok"
+    port_n = int(port)
+    got = drained(events)
+    assert got, "no events"
+    assert all({ev.saddr, ev.daddr} == {CLIENT_IP, BACKEND_IP} for ev in got), got
+    assert all(ev.type == EVENT_TRACE and ev.svc_addr == "10.96.0.110" and ev.svc_port == 80
+               for ev in got), got
+    seen = [summary(ev) for ev in got]
+    assert seen[:2] == [
+        (EVENT_TRACE, "TO_ENDPOINT", CLIENT_IP, port_n, BACKEND_IP, 8080, SYN, False),
+        (EVENT_TRACE, "TO_NETWORK", BACKEND_IP, 8080, CLIENT_IP, port_n, SYN | ACK, True),
+    ]
+    # Then only the closing flags, once each per direction; never a plain ACK.
+    rest = seen[2:]
+    assert rest and len(rest) == len(set(rest)), rest
+    assert all(s[6] & (FIN | RST) for s in rest), rest
+    forward = [s for s in rest if s[2] == CLIENT_IP]
+    assert all(s[1] == "TO_ENDPOINT" and not s[7] for s in forward), forward
+    assert all(s[1] == "TO_NETWORK" and s[7] for s in rest if s[2] == BACKEND_IP), rest
+
+
+def test_pod_to_pod_is_traced_where_it_leaves_the_pod_only(
+        topo: Topology, events: EventReader) -> None:
+    status, port, *_ = call(topo, "p2", "tcp", BACKEND_IP, 8080)
+    assert status == "ok"
+    got = [summary(ev) for ev in drained(events)]
+    assert got[:2] == [
+        (EVENT_TRACE, "TO_ENDPOINT", POD2_IP, int(port), BACKEND_IP, 8080, SYN, False),
+        (EVENT_TRACE, "TO_ENDPOINT", BACKEND_IP, 8080, POD2_IP, int(port), SYN | ACK, True),
+    ]
+    assert len(got) == len(set(got)), got  # not once more by the receiving veth's egress
+
+
+def test_udp_and_icmp_are_traced(topo: Topology, events: EventReader) -> None:
+    status, port, *_ = call(topo, "p2", "udp", BACKEND_IP, 8081)
+    assert status == "ok"
+    run(topo["p2"], ["ping", "-c", "2", "-i", "0.2", "-W", "2", BACKEND_IP], timeout=10)
+    got = drained(events)
+    udp = [summary(ev) for ev in got if ev.proto == 17]
+    assert udp == [
+        (EVENT_TRACE, "TO_ENDPOINT", POD2_IP, int(port), BACKEND_IP, 8081, 0, False),
+        (EVENT_TRACE, "TO_ENDPOINT", BACKEND_IP, 8081, POD2_IP, int(port), 0, True),
+    ]
+    icmp = [(ev.saddr, ev.daddr, ev.icmp_type, ev.is_reply) for ev in got if ev.proto == 1]
+    # two echoes, reported once each way (aggregated by the echo identifier)
+    assert icmp == [(POD2_IP, BACKEND_IP, 8, False), (BACKEND_IP, POD2_IP, 0, True)]
+
+
+def test_a_service_without_backends_reports_the_drop(
+        services: Services, topo: Topology, events: EventReader) -> None:
+    services.add("10.96.0.111", 80, packets.TCP, 12, [], type=LOAD_BALANCER)
+    assert call(topo, "client", "tcp", "10.96.0.111", 80) == ["refused"]
+    drops = [ev for ev in drained(events) if ev.type == EVENT_DROP]
+    assert len(drops) == 1
+    (drop,) = drops
+    assert (drop.reason, drop.saddr, drop.daddr, drop.dport, drop.svc_addr) == (
+        DropReason.NO_BACKEND, CLIENT_IP, "10.96.0.111", 80, "10.96.0.111")
+
+
+def test_emitted_is_received_plus_lost(lb: LbDatapath, topo: Topology,
+                                       events: EventReader) -> None:
+    before = read_stats(lb.maps.events_stats)
+    received_before = events.received
+    for _ in range(5):
+        assert call(topo, "p2", "tcp", BACKEND_IP, 8080)[0] == "ok"
+    drained(events)
+    after = read_stats(lb.maps.events_stats)
+    emitted = after.emitted - before.emitted
+    assert emitted >= 5 * 4  # SYN, SYN-ACK and a FIN each way per connection
+    assert events.received - received_before + after.lost - before.lost == emitted
+    assert after.lost == before.lost
+
+
+def test_nothing_is_reported_while_events_are_off(lb: LbDatapath, topo: Topology) -> None:
+    lb.maps.trace_config.update(ctypes.c_uint32(0), trace_config(
+        on=False, pod_cidr=None, overlay_ifindex=0, host_ifindex=0))
+    with EventReader(lb.maps.events) as reader:
+        reader.consume()
+        before = read_stats(lb.maps.events_stats).emitted
+        assert call(topo, "p2", "tcp", BACKEND_IP, 8080)[0] == "ok"
+        assert drained(reader) == []
+        assert read_stats(lb.maps.events_stats).emitted == before
