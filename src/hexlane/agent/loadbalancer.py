@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from hexlane.config import Values
+from hexlane.datapath.events import trace_config
 from hexlane.datapath.lb.attach import NoArpTable, TcTable, attachments
 from hexlane.datapath.lb.conntrack import gc_conntrack
 from hexlane.datapath.lb.encode import recover_ids
@@ -125,6 +126,9 @@ class ServiceReconciler:
         self.noarp: Reconciler[str, bool] = Reconciler(noarp)
         noarp.names = lambda: list(self.noarp.desired)
         self.lan: tuple[str, ...] = ()
+        #: flow events for Hubble (hexlane.datapath.events): on, and this node's pod CIDR
+        self.events = False
+        self.pod_cidr: IPv4Network | None = None
         self.last_updated: float | None = None  # wall clock of the last successful commit
         self.last_error: str | None = None
         self._resynced = False
@@ -185,7 +189,7 @@ class ServiceReconciler:
         self._resynced = True
         self._record(result)
         self._set_attachments()  # links that came or went since (a re-created device)
-        for rec in (self.attachments, self.sysctls, self.noarp):
+        for rec in (self.sync.trace_config, self.attachments, self.sysctls, self.noarp):
             result.add(rec.resync())
         return result
 
@@ -240,19 +244,32 @@ class ServiceReconciler:
             if result.failed:
                 raise RuntimeError(f"{rec.name}: {'; '.join(map(str, result.failed.values()))}")
         self._set_attachments()
+        self.sync.trace_config.flush()
         result = self.attachments.resync()
         return _slot_names(self.attachments.desired, result)
 
     def _set_attachments(self) -> None:
-        wanted = attachments(self.lan, (name for _, name in socket.if_nameindex()))
+        """The tc slots for the links there are, and the flow events' config, which names
+        the tunnel device and hexlane_host by index (either may come or go)."""
+        links = {name: index for index, name in socket.if_nameindex()}
+        wanted = attachments(self.lan, links)
         self.tc.wanted = set(wanted)
         self.attachments.set_all({slot: self.tc.program_id(program)
                                   for slot, program in wanted.items()})
+        self.sync.set_trace_config(trace_config(
+            on=self.events, pod_cidr=self.pod_cidr,
+            overlay_ifindex=links.get(VXLAN_DEVICE, 0), host_ifindex=links.get(HOST_DEVICE, 0)))
+
+    def set_events(self, on: bool, pod_cidr: IPv4Network | None) -> None:
+        """Switch the programs' flow events on or off (written by the next attach_links)."""
+        self.events = on
+        self.pod_cidr = pod_cidr
 
     def attach_links(self) -> int:
         """Attach to links that appeared (pod veths, the tunnel device), forget gone ones;
         the number of slots written."""
         self._set_attachments()
+        self.sync.trace_config.flush()
         return self.attachments.flush().updated
 
 
@@ -300,6 +317,9 @@ class LoadBalancer:
                                                 table_size=values.maglev.table_size,
                                                 hash_seed=values.maglev.hash_seed)
         self.reconciler = ServiceReconciler(self.datapath, self.node, values)
+        pod_cidr = endpoints.pod_cidr
+        self.reconciler.set_events(values.hubble.enabled,
+                                   pod_cidr if isinstance(pod_cidr, IPv4Network) else None)
         attached = await asyncio.to_thread(self.reconciler.attach, [device])
         log.info("service load balancer attached: %s", ", ".join(attached))
         await self._route(frozenset())

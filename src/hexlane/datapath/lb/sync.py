@@ -3,12 +3,13 @@
     sync = LbSync(datapath)                  # one Reconciler per LB map
     sync.apply(delta)                        # an `hexlane.lb.services.Delta`: its keys only
     sync.set_node_ip("10.0.0.11")            # the NodePort SNAT source (the config map)
+    sync.set_trace_config(cfg)               # flow events on/off (hexlane.datapath.events)
     sync.resync()                            # read every map, repair what differs
 
 Tables, in the order their upserts are written (deletes go in reverse): backends, reverse
 NAT, affinity matches, Maglev tables, services (a service's slots before its slot 0), and the
 node config. A change to one Service touches only its own keys, whatever the number of
-Services; `resync()` compares the whole desired state with what the maps hold (entries
+Services (then the flow events' config); `resync()` compares the whole desired state with what the maps hold (entries
 changed, deleted or added behind the agent's back are repaired and counted). The first call
 after the agent starts should be `resync()`: it writes only what the pinned maps lack.
 """
@@ -20,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hexlane.datapath import libbpf
+from hexlane.datapath.events import HlTraceConfig
 from hexlane.datapath.layout import ip4
 from hexlane.datapath.lb.encode import raw_backend, raw_entry, slot0_last
 from hexlane.datapath.lb.loader import LbDatapath
@@ -117,13 +119,16 @@ class LbSync:
         self.services: Reconciler[bytes, bytes] = Reconciler(
             MapTable(m.services, "lb4_services", order=slot0_last))
         self.config: Reconciler[bytes, bytes] = Reconciler(MapTable(m.config, "lb_config"))
+        self.trace_config: Reconciler[bytes, bytes] = Reconciler(
+            MapTable(m.trace_config, "trace_config"))
         self.group: list[Reconciler[bytes, Any]] = [
             self.backends, self.revnat, self.affinity_match, self.maglev, self.services]
         self.set_node_ip(None)
+        self.set_trace_config(HlTraceConfig())
 
     @property
     def reconcilers(self) -> list[Reconciler[bytes, Any]]:
-        return [*self.group, self.config]
+        return [*self.group, self.config, self.trace_config]
 
     def apply(self, delta: Delta) -> FlushResult:
         """Put the delta's entries into the desired tables and write them."""
@@ -174,8 +179,13 @@ class LbSync:
         self.config.put(bytes(ctypes.c_uint32(0)),
                         bytes(LbNodeConfig(node_ip=ip4(address) if address else 0)))
 
+    def set_trace_config(self, cfg: HlTraceConfig) -> None:
+        """Flow events on or off, and what the programs need to know to report them
+        (hexlane.datapath.events.trace_config)."""
+        self.trace_config.put(bytes(ctypes.c_uint32(0)), bytes(cfg))
+
     def flush(self) -> FlushResult:
-        return flush_group(self.group).add(self.config.flush())
+        return flush_group(self.group).add(self.config.flush()).add(self.trace_config.flush())
 
     def resync(self) -> FlushResult:
         """Read every LB map; repair what differs from the desired tables."""
