@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hexlane-installed
 
-.PHONY: setup system-packages venv test lint typecheck layers unit demo bench clean
+.PHONY: setup system-packages venv test lint typecheck layers unit demo bench proto clean
 
 setup: system-packages venv
 
@@ -32,6 +32,9 @@ unit: venv
 	$(VENV)/bin/pytest -q
 
 test: setup lint typecheck layers unit
+
+proto: venv  # the Hubble API's Python modules from its .proto files (commit the result)
+	$(PY) scripts/hubble_proto.py
 
 demo: setup
 	$(VENV)/bin/hexlane lab demo --name demo

@@ -1,0 +1,1 @@
+"""Generated from observer/observer.proto (`make proto`)."""

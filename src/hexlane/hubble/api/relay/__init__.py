@@ -1,0 +1,1 @@
+"""Generated from relay/relay.proto (`make proto`)."""
