@@ -147,7 +147,7 @@ class FlowParser:
             reason = DROP_REASONS.get(ev.reason, flow_pb2.DROP_REASON_UNKNOWN)
             f.verdict = flow_pb2.DROPPED
             f.drop_reason = reason
-            f.drop_reason_desc = reason  # type: ignore[assignment]
+            f.drop_reason_desc = reason
             f.event_type.type = EVENT_DROP
             f.event_type.sub_type = reason
             # Leaving a pod of this node, or on the way into the node
