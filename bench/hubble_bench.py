@@ -1,0 +1,209 @@
+"""Hubble benchmark: the new-connection rate with flow events off and on, and what ingesting costs.
+
+The topology of bench/datapath_bench.py (a client, a node, a backend pod on an lxc veth, in
+namespaces only) with one LoadBalancer Service, hl_from_netdev on the node's client-facing
+interface and hl_from_pod on the pod's veth. The client opens new TCP connections as fast as
+it can (connect, one byte, answer, RST close: bench/c/connrate.c) to the Service's LB IP.
+
+Side by side, `--repeat` rounds interleaved:
+- off: flow events off (hubble.enabled false: the programs skip every event);
+- on: events on, and an ingester reading them as the agent does: the same code path
+  (`hexlane.agent.hubble.HubbleObserver`: libbpf's ring buffer, decode, FlowParser with the
+  endpoints known, FlowStore of 4095), in a process of its own competing for the same CPUs.
+
+Printed: the rate with Hubble on / off (target >= 0.95x), events emitted, received and lost
+over the "on" rounds (target: lost 0 and received + lost = emitted), and the ingester's CPU
+seconds per 1,000 flows.
+
+Run as root: `.venv/bin/python bench/hubble_bench.py [--seconds 5] [--threads 8]
+[--repeat 3] [-o json]`. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from datapath_bench import (  # noqa: E402
+    C_SOURCE,
+    NODE_IP,
+    POD_IPS,
+    TARGET_PORT,
+    build_topology,
+    lb_ip,
+    measure,
+    objects,
+)
+
+from hexlane.agent.hubble import HubbleObserver  # noqa: E402
+from hexlane.agent.loadbalancer import ServiceReconciler  # noqa: E402
+from hexlane.datapath import libbpf  # noqa: E402
+from hexlane.datapath.bpffs import scratch_bpf_dir  # noqa: E402
+from hexlane.datapath.events import (  # noqa: E402
+    EVENTS_MAP,
+    EVENTS_STATS_MAP,
+    HlEventsStats,
+    read_stats,
+    trace_config,
+)
+from hexlane.datapath.lb.loader import (  # noqa: E402
+    PROGRAM_FROM_NETDEV,
+    PROGRAM_FROM_POD,
+    TC_HANDLE,
+    TC_PRIORITY,
+    LbDatapath,
+)
+from hexlane.hubble.store import FlowStore  # noqa: E402
+from hexlane.lab.netns import Topology, netns_path, run, run_in_netns  # noqa: E402
+from hexlane.lb.services import LbSettings  # noqa: E402
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def ingest(bpf_root: Path) -> dict[str, Any]:
+    """The ingester process: read events until stdin closes; what it read and its CPU."""
+    events = libbpf.Map.from_pin(bpf_root / EVENTS_MAP)
+    stats = libbpf.Map.from_pin(bpf_root / EVENTS_STATS_MAP, key_type=ctypes.c_uint32,
+                                value_type=HlEventsStats)
+    store = FlowStore(4095, node_name="node")
+    observer = HubbleObserver("node", {}, store,
+                              services=lambda a, p, proto: ("bench", "svc0"))
+    for i, ip in enumerate(POD_IPS):
+        observer.endpoints.set_pod({
+            "metadata": {"name": f"backend-{i}", "namespace": "bench",
+                         "labels": {"app": "backend"}},
+            "spec": {"nodeName": "node"}, "status": {"podIP": ip}})
+    observer.endpoints.set_node({"metadata": {"name": "node"}, "status": {
+        "addresses": [{"type": "InternalIP", "address": NODE_IP}]}})
+    observer.start(events, stats, [])
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    loop.add_reader(sys.stdin.fileno(), done.set)
+    ready_cpu = cpu_seconds()
+    print("ready", flush=True)
+    await done.wait()
+    await asyncio.sleep(0.3)  # the last events of the round
+    observer.drain()
+    cpu = cpu_seconds() - ready_cpu
+    observer.close()
+    return {"received": observer.stats().received, "cpu_s": round(cpu, 3),
+            "flows_seen": store.seen_flows}
+
+
+def set_events(lb: LbDatapath, on: bool) -> None:
+    cfg = trace_config(on=on, pod_cidr=IPv4Network("10.42.1.0/24"), overlay_ifindex=0,
+                       host_ifindex=0)
+    lb.maps.trace_config.update(ctypes.c_uint32(0), cfg)
+
+
+def bench(binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, Any]:
+    rounds: dict[str, list[float]] = {"off": [], "on": []}
+    emitted = received = lost = 0
+    cpu = 0.0
+    target = lb_ip(0)
+    with Topology("hl-hbb") as t:
+        build_topology(t)
+        server = t.start("pod", [binary, "server", str(TARGET_PORT), "2"],
+                         stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        lb = LbDatapath.load(bpf_root, table_size=251)
+        try:
+            rec = ServiceReconciler(lb, "node",
+                                    settings=LbSettings(algorithm="maglev", table_size=251))
+            rec.update(*objects(1))
+
+            def attach() -> None:
+                for dev, prog in (("toclient", PROGRAM_FROM_NETDEV),
+                                  ("lxcbench", PROGRAM_FROM_POD)):
+                    libbpf.tc_attach(socket.if_nametoindex(dev), lb.program_fd(prog),
+                                     "ingress", handle=TC_HANDLE, priority=TC_PRIORITY)
+
+            run_in_netns(netns_path(t["node"]), attach)
+            for _ in range(args.repeat):
+                set_events(lb, False)
+                got = measure(t, binary, target, args.seconds, args.threads)
+                print(f"  off: {got}", file=sys.stderr, flush=True)
+                rounds["off"].append(got["rate"])
+
+                ingester = subprocess.Popen(
+                    [sys.executable, __file__, "--ingest", str(bpf_root)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                assert ingester.stdout is not None and ingester.stdin is not None
+                assert ingester.stdout.readline().strip() == "ready"
+                before = read_stats(lb.maps.events_stats)
+                set_events(lb, True)
+                got = measure(t, binary, target, args.seconds, args.threads)
+                set_events(lb, False)
+                after = read_stats(lb.maps.events_stats)
+                ingester.stdin.close()
+                report = json.loads(ingester.stdout.read())
+                ingester.wait(timeout=30)
+                print(f"  on: {got} ingester {report}", file=sys.stderr, flush=True)
+                rounds["on"].append(got["rate"])
+                emitted += after.emitted - before.emitted
+                lost += after.lost - before.lost
+                received += report["received"]
+                cpu += report["cpu_s"]
+        finally:
+            lb.unpin()
+            lb.close()
+    ratios = [on / off for on, off in zip(rounds["on"], rounds["off"], strict=True)]
+    return {
+        "off_rate": round(statistics.median(rounds["off"]), 1),
+        "on_rate": round(statistics.median(rounds["on"]), 1),
+        "on_off_ratio": round(statistics.median(ratios), 3),
+        "emitted": emitted, "received": received, "lost": lost,
+        "balanced": received + lost == emitted,
+        "cpu_s_per_1000_flows": round(cpu / received * 1000, 4) if received else None,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    parser.add_argument("--ingest", metavar="BPF_ROOT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.ingest:
+        print(json.dumps(asyncio.run(ingest(Path(args.ingest)))), flush=True)
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="hexlane-hubblebench-"))
+    binary = str(work / "connrate")
+    subprocess.run(["cc", "-O2", "-pthread", "-o", binary, str(C_SOURCE)], check=True)
+    try:
+        with scratch_bpf_dir("hexlane-hubble-bench") as root:
+            result = bench(binary, args, root)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.output == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"new connections/s: Hubble off {result['off_rate']:.0f}, on "
+              f"{result['on_rate']:.0f}: {result['on_off_ratio']:.3f}x (target >= 0.95x)\n"
+              f"events: emitted {result['emitted']}, received {result['received']}, lost "
+              f"{result['lost']} (received + lost = emitted: {result['balanced']}; target "
+              f"lost 0)\ningester CPU: {result['cpu_s_per_1000_flows']} s per 1,000 flows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
