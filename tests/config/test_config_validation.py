@@ -2,10 +2,11 @@
 
 Pins down: values files that are not maps or not YAML; wrong types; values outside the sets
 Cilium accepts (load-balancer mode/algorithm, Maglev table sizes and seeds, routing and IPAM
-modes, CIDRs, mask sizes, ports, host:port, durations, cluster name/id, ring capacity); the
-relations Cilium enforces between keys (DSR needs native routing here, native routing with
-masquerading needs ipv4NativeRoutingCIDR, L2 announcements and BPF masquerade need
-kube-proxy replacement, ...); and bad `--set` syntax. Bad input never raises.
+modes, CIDRs, mask sizes, ports, host:port, durations, cluster name/id, ring capacity, Hubble
+TLS PEMs); the relations Cilium enforces between keys (DSR needs native routing here, native
+routing with masquerading needs ipv4NativeRoutingCIDR, L2 announcements and BPF masquerade
+need kube-proxy replacement, Hubble's server certificate and key go together, ...); and bad
+`--set` syntax. Bad input never raises.
 """
 
 from __future__ import annotations
@@ -127,6 +128,21 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("metrics not list", {"hubble": {"metrics": {"enabled": "drop,tcp"}}},
      "hubble.metrics.enabled", "list of names"),
     ("hubble not map", {"hubble": True}, "hubble", "expected a map"),
+    ("hubble tls cert not base64", {"hubble": {"tls": {"server": {"cert": "not pem!"}}}},
+     "hubble.tls.server.cert", "base64"),
+    ("hubble tls cert not pem", {"hubble": {"tls": {"server": {"cert": "aGVsbG8="}}}},
+     "hubble.tls.server.cert", "BEGIN"),
+    ("hubble tls extra ip", {"hubble": {"tls": {"server": {"extraIpAddresses": ["x"]}}}},
+     "hubble.tls.server.extraIpAddresses[0]", "IP address"),
+    ("hubble tls method", {"hubble": {"tls": {"auto": {"method": "vault"}}}},
+     "hubble.tls.auto.method", "helm, cronJob, certmanager"),
+    ("hubble tls key without cert",
+     {"hubble": {"tls": {"server": {"key": "LS0tLS1CRUdJTiBYLS0tLS0K"}}}},
+     "hubble.tls.server.cert", "give both"),
+    ("hubble tls no auto no cert", {"hubble": {"tls": {"auto": {"enabled": False}}}},
+     "hubble.tls.server.cert", "needs the server certificate"),
+    ("tls ca cert without key", {"tls": {"ca": {"cert": "LS0tLS1CRUdJTiBYLS0tLS0K"}}},
+     "tls.ca.key", "cannot sign"),
     ("cluster name", {"cluster": {"name": "Home_Ops"}}, "cluster.name", "lower-case"),
     ("cluster id", {"cluster": {"id": 256}}, "cluster.id", "0 to 255"),
     ("operator replicas", {"operator": {"replicas": -1}}, "operator.replicas", "at least 0"),

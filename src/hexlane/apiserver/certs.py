@@ -20,7 +20,8 @@ DNS_NAMES = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.defaul
              "kubernetes.default.svc.cluster.local")
 
 
-def _san(hosts: Iterable[str]) -> str:
+def subject_alt_names(hosts: Iterable[str]) -> str:
+    """openssl's subjectAltName value for host names and addresses: `DNS:a,IP:10.0.0.1`."""
     entries: list[str] = []
     for host in hosts:
         try:
@@ -36,7 +37,7 @@ def _san(hosts: Iterable[str]) -> str:
 def ensure_self_signed(data_dir: Path, hosts: Iterable[str]) -> tuple[Path, Path]:
     """(certificate, key) in `data_dir`, made when missing or valid for other names."""
     cert, key, names = data_dir / "tls.crt", data_dir / "tls.key", data_dir / "tls.names"
-    san = _san([*hosts, *DNS_NAMES])
+    san = subject_alt_names([*hosts, *DNS_NAMES])
     if cert.exists() and key.exists() and names.exists() and names.read_text() == san:
         return cert, key
     cmd = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
@@ -46,14 +47,19 @@ def ensure_self_signed(data_dir: Path, hosts: Iterable[str]) -> tuple[Path, Path
            "-addext", "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign",
            "-addext", "extendedKeyUsage=serverAuth",
            "-keyout", str(key), "-out", str(cert)]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
-    except FileNotFoundError as e:
-        raise InputError(Problem("openssl is needed to make a serving certificate; install it "
-                                 "or pass --tls-cert/--tls-key", "--tls-cert")) from e
-    except subprocess.CalledProcessError as e:
-        raise InputError(Problem(f"openssl failed to make a certificate: {e.stderr.strip()}",
-                                 "--tls-cert")) from e
+    run_openssl(cmd, "--tls-cert", "or pass --tls-cert/--tls-key")
     key.chmod(0o600)
     names.write_text(san)
     return cert, key
+
+
+def run_openssl(cmd: list[str], field: str, alternative: str = "") -> None:
+    """Run an openssl command; InputError naming `field` when openssl is missing or fails."""
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    except FileNotFoundError as e:
+        raise InputError(Problem("openssl is needed to make certificates; install it"
+                                 + (f" {alternative}" if alternative else ""), field)) from e
+    except subprocess.CalledProcessError as e:
+        raise InputError(Problem(f"openssl failed to make a certificate: {e.stderr.strip()}",
+                                 field)) from e

@@ -15,6 +15,7 @@ from hexlane.config.strvals import StrvalsError, parse_set, parse_set_into
 from hexlane.config.values import (
     Cluster,
     Hubble,
+    HubbleTls,
     Ipam,
     K8sClientRateLimit,
     L2Announcements,
@@ -31,7 +32,8 @@ from hexlane.config.values import (
 )
 
 __all__ = [
-    "MAGLEV_TABLE_SIZES", "SPECS", "Cluster", "Hubble", "Ipam", "K8sClientRateLimit", "KeySpec",
+    "MAGLEV_TABLE_SIZES", "SPECS", "Cluster", "Hubble", "HubbleTls", "Ipam", "K8sClientRateLimit",
+    "KeySpec",
     "L2Announcements", "LoadBalancer", "Maglev", "Operator", "Prometheus", "StrvalsError",
     "Values", "ValuesDocument", "coalesce", "default_tree", "defaults", "format_duration",
     "load_values", "merge_maps", "parse_duration", "parse_set", "parse_set_into",

@@ -370,6 +370,32 @@ def _ipv6_enabled(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
     return out, []
 
 
+def _pem_base64(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if value == "":
+        return "", []
+    expected = "expected base64 of a PEM block (`base64 -w0 < file.pem`) or \"\""
+    if not isinstance(value, str):
+        raise Invalid(f"{expected}, got {value!r}")
+    try:
+        pem = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise Invalid(f"{expected}: not base64") from None
+    if b"-----BEGIN " not in pem:
+        raise Invalid(f"{expected}: the decoded text has no -----BEGIN line")
+    return value.strip(), []
+
+
+def _ip_list(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if not isinstance(value, list):
+        raise Invalid(f"expected a list of IP addresses, got {value!r}")
+    for i, item in enumerate(value):
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            raise Invalid(f"expected an IP address, got {item!r}", at=f"[{i}]") from None
+    return value, []
+
+
 def _any(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
     return value, []
 
@@ -385,6 +411,7 @@ NORMALISERS: dict[str, Callable[[Any, KeySpec], tuple[Any, list[Note]]]] = {
     "listen_address": _listen_address, "routing_mode": _routing_mode,
     "tunnel_protocol": _tunnel_protocol, "acceleration": _acceleration,
     "ipv4_enabled": _ipv4_enabled, "ipv6_enabled": _ipv6_enabled, "any": _any,
+    "pem_base64": _pem_base64, "ip_list": _ip_list,
 }
 
 
@@ -510,6 +537,34 @@ _ACTING = (
           "TCP address of the agent's Hubble API (relay connects here); empty = none."),
     _acts("hubble.eventBufferCapacity", "ring_capacity",
           "flows kept in each agent's ring buffer (2^n-1)."),
+    _acts("hubble.tls.enabled", "bool",
+          "serve hubble.listenAddress with TLS and require client certificates signed by "
+          "the Hubble CA (mutual TLS); the UNIX sockets stay plaintext."),
+    _acts("hubble.tls.auto.enabled", "bool",
+          "make the Hubble CA (unless tls.ca.cert is given) and the agents' certificates "
+          "when hubble.tls.server.cert/key are not given."),
+    _acts("hubble.tls.auto.method", "enum",
+          "how Cilium's chart makes certificates (helm, cronJob, certmanager); hexlane makes "
+          "them itself whichever is chosen.", choices=("helm", "cronJob", "certmanager")),
+    _acts("hubble.tls.auto.certValidityDuration", "positive_int",
+          "days the certificates hexlane makes are valid."),
+    _acts("hubble.tls.server.cert", "pem_base64",
+          "base64 PEM certificate of the agents' Hubble server (\"\" = made by hexlane); "
+          "Cilium names it *.<cluster.name>.hubble-grpc.cilium.io."),
+    _acts("hubble.tls.server.key", "pem_base64",
+          "base64 PEM private key of hubble.tls.server.cert."),
+    _acts("hubble.tls.server.extraDnsNames", "str_list",
+          "more DNS names in the server certificate hexlane makes."),
+    _acts("hubble.tls.server.extraIpAddresses", "ip_list",
+          "more IP addresses in the server certificate hexlane makes (the node's own are "
+          "always in)."),
+    _acts("tls.ca.cert", "pem_base64",
+          "base64 PEM of the CA that signs Hubble's certificates and whose client "
+          "certificates agents accept (\"\" = made by hexlane)."),
+    _acts("tls.ca.key", "pem_base64",
+          "base64 PEM private key of tls.ca.cert (needed to sign the agents' certificates)."),
+    _acts("tls.ca.certValidityDuration", "positive_int",
+          "days the CA hexlane makes is valid."),
     _acts("hubble.metrics.enabled", "hubble_metrics",
           "Hubble metrics to export (dns, drop, tcp, flow, port-distribution, icmp, http, "
           "with options after ':'); null = no Hubble metrics.", nullable=True),
@@ -556,7 +611,9 @@ _IGNORED = (
     _ignored("hubble.ui.replicas"),
     _ignored("hubble.ui.service"),
     _ignored("hubble.relay.service"),
-    _ignored("hubble.tls"),
+    _ignored("hubble.tls.auto.schedule"),
+    _ignored("hubble.tls.auto.certManagerIssuerRef"),
+    _ignored("hubble.tls.server.existingSecret"),
     _ignored("hubble.peerService"),
     _ignored("loadBalancer.l7"),
     _ignored("hostPort"),

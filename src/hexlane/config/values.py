@@ -103,6 +103,23 @@ class Ipam:
 
 
 @dataclass(frozen=True, slots=True)
+class HubbleTls:
+    """TLS of the agents' Hubble TCP listener (hubble.tls.*, tls.ca.*); PEMs base64 as given."""
+
+    enabled: bool
+    auto_enabled: bool
+    auto_method: str
+    cert_validity_days: int
+    server_cert: str  # "" = made by hexlane
+    server_key: str
+    extra_dns_names: tuple[str, ...]
+    extra_ip_addresses: tuple[str, ...]
+    ca_cert: str  # "" = made by hexlane
+    ca_key: str
+    ca_validity_days: int
+
+
+@dataclass(frozen=True, slots=True)
 class Hubble:
     """Flow observability: the agent's Hubble server, metrics, relay and UI."""
 
@@ -110,6 +127,7 @@ class Hubble:
     socket_path: str
     listen_address: str  # "" = no TCP listener
     event_buffer_capacity: int
+    tls: HubbleTls
     metrics: tuple[str, ...]  # empty = Hubble metrics off
     metrics_port: int
     relay_enabled: bool
@@ -402,6 +420,18 @@ def _build(tree: dict[str, Any], read: _Reader, report: _Report) -> Values:
             socket_path=read("hubble.socketPath"),
             listen_address=read("hubble.listenAddress"),
             event_buffer_capacity=int(read("hubble.eventBufferCapacity")),
+            tls=HubbleTls(
+                enabled=bool(read("hubble.tls.enabled")),
+                auto_enabled=bool(read("hubble.tls.auto.enabled")),
+                auto_method=str(read("hubble.tls.auto.method")),
+                cert_validity_days=int(read("hubble.tls.auto.certValidityDuration")),
+                server_cert=str(read("hubble.tls.server.cert") or ""),
+                server_key=str(read("hubble.tls.server.key") or ""),
+                extra_dns_names=tuple(read("hubble.tls.server.extraDnsNames") or ()),
+                extra_ip_addresses=tuple(read("hubble.tls.server.extraIpAddresses") or ()),
+                ca_cert=str(read("tls.ca.cert") or ""),
+                ca_key=str(read("tls.ca.key") or ""),
+                ca_validity_days=int(read("tls.ca.certValidityDuration"))),
             metrics=tuple(metrics or ()),
             metrics_port=int(read("hubble.metrics.port")),
             relay_enabled=bool(read("hubble.relay.enabled")),
@@ -462,6 +492,22 @@ def _check_relations(v: Values, read: _Reader, report: _Report) -> None:
     elif v.bpf_masquerade and not v.node_port_enabled and valid("kubeProxyReplacement"):
         report("bpf.masquerade",
                "BPF masquerading needs kubeProxyReplacement: true (or nodePort.enabled)")
+    tls = v.hubble.tls
+    if bool(tls.server_cert) != bool(tls.server_key) \
+            and valid("hubble.tls.server.cert", "hubble.tls.server.key"):
+        report("hubble.tls.server.key" if tls.server_cert else "hubble.tls.server.cert",
+               "hubble.tls.server.cert and hubble.tls.server.key go together: give both or "
+               "neither")
+    if tls.enabled and not tls.auto_enabled and not tls.server_cert \
+            and valid("hubble.tls.enabled", "hubble.tls.auto.enabled"):
+        report("hubble.tls.server.cert",
+               "hubble.tls.enabled with hubble.tls.auto.enabled false needs the server "
+               "certificate and key in hubble.tls.server.cert/key",
+               source_path="hubble.tls.auto.enabled")
+    if tls.ca_cert and not tls.ca_key and tls.auto_enabled and not tls.server_cert \
+            and valid("tls.ca.cert"):
+        report("tls.ca.key", "tls.ca.cert without tls.ca.key cannot sign the agents' "
+               "certificates: give tls.ca.key, or hubble.tls.server.cert/key")
     mask_key = "ipam.operator.clusterPoolIPv4MaskSize"
     if v.ipam.mode == "cluster-pool" \
             and valid("ipam.mode", mask_key, "ipam.operator.clusterPoolIPv4PodCIDRList"):
