@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from datapath_bench import (  # noqa: E402
+from datapath_bench import (
     C_SOURCE,
     NODE_IP,
     POD_IPS,
@@ -49,27 +49,27 @@ from datapath_bench import (  # noqa: E402
     objects,
 )
 
-from hexlane.agent.hubble import HubbleObserver  # noqa: E402
-from hexlane.agent.loadbalancer import ServiceReconciler  # noqa: E402
-from hexlane.datapath import libbpf  # noqa: E402
-from hexlane.datapath.bpffs import scratch_bpf_dir  # noqa: E402
-from hexlane.datapath.events import (  # noqa: E402
+from hexlane.agent.hubble import HubbleObserver
+from hexlane.agent.loadbalancer import ServiceReconciler
+from hexlane.datapath import libbpf
+from hexlane.datapath.bpffs import scratch_bpf_dir
+from hexlane.datapath.events import (
     EVENTS_MAP,
     EVENTS_STATS_MAP,
     HlEventsStats,
     read_stats,
     trace_config,
 )
-from hexlane.datapath.lb.loader import (  # noqa: E402
+from hexlane.datapath.lb.loader import (
     PROGRAM_FROM_NETDEV,
     PROGRAM_FROM_POD,
     TC_HANDLE,
     TC_PRIORITY,
     LbDatapath,
 )
-from hexlane.hubble.store import FlowStore  # noqa: E402
-from hexlane.lab.netns import Topology, netns_path, run, run_in_netns  # noqa: E402
-from hexlane.lb.services import LbSettings  # noqa: E402
+from hexlane.hubble.store import FlowStore
+from hexlane.lab.netns import Topology, netns_path, run_in_netns
+from hexlane.lb.services import LbSettings
 
 
 def cpu_seconds() -> float:

@@ -8,12 +8,15 @@ those when the suite does not run as root. Nothing else checks the user.
 Fixtures: `bpffs`, the run's private directory on a BPF file system (tests pin below it, each
 in a subdirectory of its own); `apiserver`, the run's shared `hexlane apiserver` process, and
 `api`, its JSON client; `apiservers`, a module's own apiservers (other flags, a cluster to
-itself). Helpers shared by several folders are in tests/helpers/.
+itself); `lab`, the run's shared 2-node lab (defaults; tests using it keep to namespaces of
+their own or clean up after themselves). Helpers shared by several folders are in
+tests/helpers/.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from helpers.apiserver import Api, Apiserver, Apiservers
+from helpers.lab import Lab, running_lab
 from hexlane.datapath.bpffs import scratch_bpf_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,3 +79,11 @@ def apiservers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apiservers]
     Every one is stopped when the module ends, also after a failure."""
     with Apiservers(tmp_path_factory.mktemp("apiservers")) as start:
         yield start
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """One lab per test session (2 nodes, the default values, a unique name), always torn
+    down, also on failure."""
+    with running_lab(f"t{secrets.token_hex(3)}", "--node-monitor-grace-period", "6") as lab:
+        yield lab

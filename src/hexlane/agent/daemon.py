@@ -53,6 +53,7 @@ from aiohttp import web
 from hexlane import __version__
 from hexlane.config import Values
 from hexlane.datapath.bpffs import ensure_bpffs, on_bpffs
+from hexlane.hubble.server import ABSTRACT_NAME as HUBBLE_ABSTRACT_NAME
 from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.controller import Controller
 from hexlane.k8s.informer import Informer
@@ -69,6 +70,7 @@ from hexlane.routing.routes import NodeRouting, RoutingSettings
 
 from . import api, cniconf, l2
 from .endpoints import EndpointManager, MasqueradeSettings
+from .hubble import HubblePart
 from .loadbalancer import LoadBalancer
 from .metrics import AgentMetrics
 from .nodemanager import NodeManager
@@ -99,6 +101,9 @@ class AgentConfig:
     #: The cluster's ClusterIP range, routed to hexlane_host so the node's own connections
     #: to ClusterIPs meet the load balancer (None: they are not load-balanced).
     service_cidr: str | None = None
+    #: The Hubble CA every node's certificate is signed by (hubble.tls; None: made in
+    #: $STATE_DIR/hubble-tls/ca unless the values give tls.ca.*)
+    hubble_ca_dir: Path | None = None
 
 
 def _informers(client: KubeClient, node: str, values: Values) -> dict[str, Informer]:
@@ -112,6 +117,9 @@ def _informers(client: KubeClient, node: str, values: Values) -> dict[str, Infor
         informers["ciliumnodes"] = Informer(client, CiliumNode)
     if values.l2announcements.enabled:
         informers["ciliuml2announcementpolicies"] = Informer(client, CiliumL2AnnouncementPolicy)
+    if values.hubble.enabled and values.kube_proxy_replacement:
+        # Flows name the pods of every node, not only this one's.
+        informers["hubble-pods"] = Informer(client, Pod)
     return informers
 
 
@@ -140,6 +148,12 @@ class Agent:
                                  state_dir=config.state_dir,
                                  on_unreachable=self._unreachable) \
             if values.l2announcements.enabled and self.lb is not None else None
+        # Flows: the load balancer's programs report them (so with kubeProxyReplacement only)
+        self.hubble = HubblePart(config.node, values, self.informers, self.lb,
+                                 config.state_dir, ca_dir=config.hubble_ca_dir,
+                                 abstract_name=None if config.abstract_name is None
+                                 else HUBBLE_ABSTRACT_NAME) \
+            if values.hubble.enabled and self.lb is not None else None
         # Datapath (the endpoint manager and the API once this node is known)
         self.endpoints: EndpointManager | None = None
         self.cni = cniconf.CniFiles(config.cni_conf_dir, config.cni_bin_dir, config.state_dir)
@@ -170,7 +184,7 @@ class Agent:
             config.node, values, sync_interval=interval, cni=self.cni, api=self.contact,
             informers=self.informers, nodes=self.nodes, endpoints=lambda: self.endpoints,
             lb=self.lb, l2=self.l2, controllers=self.controllers,
-            reconcilers=self.reconcilers)
+            reconcilers=self.reconcilers, hubble=self.hubble)
         self.metrics.watch(lambda: self.endpoints, self.controllers,
                            lambda: self.nodes.last_sync, self.reconcilers)
 
@@ -237,6 +251,8 @@ class Agent:
         """A pod veth appeared: put the load balancer on it before the pod's first packet."""
         if self.lb is not None:
             self.lb.attach_links()
+        if self.hubble is not None:
+            self.hubble.links_changed()
 
     # -- running -----------------------------------------------------------------------------
 
@@ -280,6 +296,9 @@ class Agent:
             await self.lb.load(self.nodes.device, self.endpoints)
             if self.l2 is not None and self.lb.datapath is not None:
                 self.l2.load(self.lb.datapath, [self.nodes.device], str(local.node_ip))
+            if self.hubble is not None:
+                await self.hubble.start([str(local.node_ip)],
+                                        [str(self.endpoints.router_ip)])
 
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
@@ -316,6 +335,8 @@ class Agent:
             if self.l2 is not None:
                 # Leases released and answers withdrawn: another node takes over at once.
                 await self.l2.close()
+            if self.hubble is not None:
+                await self.hubble.close()
             if self.lb is not None:
                 await self.lb.close()  # maps and programs stay pinned and attached
             if self.endpoints is not None:

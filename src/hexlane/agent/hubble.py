@@ -2,6 +2,10 @@
 
     events ring (hl_events) --EventReader--> decode --FlowParser--> store --> Observer API
 
+`HubblePart` is the agent's part: the store (`hubble.eventBufferCapacity`), the observer and
+the server (`$STATE_DIR/hubble.sock`, `@hexlane-hubble`, `hubble.listenAddress` with mTLS when
+`hubble.tls.enabled`), started once the load balancer's maps are loaded.
+
 `HubbleObserver.start(events, stats)` opens libbpf's ring buffer over the load balancer's pinned
 ``hl_events`` map and registers its epoll fd with the event loop: whenever records wait they
 are all taken at once, turned into `flow.Flow`s (`hexlane.hubble.parser`, naming endpoints
@@ -19,14 +23,21 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+from hexlane.config import Values
 from hexlane.datapath import libbpf
 from hexlane.datapath.events import EventReader, decode, read_stats
 from hexlane.hubble.api.flow import flow_pb2
+from hexlane.hubble.certs import node_tls
 from hexlane.hubble.endpoints import Endpoints, ServiceLookup
 from hexlane.hubble.parser import FlowParser
+from hexlane.hubble.server import ABSTRACT_NAME, SOCKET_NAME, HubbleServer
+from hexlane.hubble.store import FlowStore
 from hexlane.k8s.informer import Informer
+
+from .loadbalancer import LoadBalancer
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +71,9 @@ class HubbleObserver:
         self.node = node
         self.store = store
         self.endpoints = Endpoints(node, cluster, services)
-        self.parser = FlowParser(node, self.endpoints, wall_offset_ns(), cluster=cluster,
-                                 interfaces=_interfaces())
+        # Flows name their node as Cilium's do: <cluster>/<node>
+        self.parser = FlowParser(f"{cluster}/{node}", self.endpoints, wall_offset_ns(),
+                                 cluster=cluster, interfaces=_interfaces(), local_node=node)
         self.informers = {name: informers[name] for name in KINDS if name in informers}
         self._reader: EventReader | None = None
         self._stats: libbpf.Map | None = None
@@ -130,3 +142,64 @@ def _updated(handler: Callable[[Any], None]) -> Callable[[Any, Any], None]:
 
 def _interfaces() -> dict[int, str]:
     return {index: name for index, name in socket.if_nameindex()}
+
+
+class HubblePart:
+    """The agent's Hubble (see the module docstring)."""
+
+    def __init__(self, node: str, values: Values, informers: Mapping[str, Informer],
+                 lb: LoadBalancer, state_dir: Path, *, ca_dir: Path | None = None,
+                 abstract_name: str | None = ABSTRACT_NAME) -> None:
+        self.node = node
+        self.values = values
+        self.lb = lb
+        self.state_dir = state_dir
+        self.ca_dir = ca_dir
+        self.abstract_name = abstract_name
+        self.cluster = values.cluster.name
+        self.store = FlowStore(values.hubble.event_buffer_capacity,
+                               node_name=f"{self.cluster}/{node}")
+        self.observer = HubbleObserver(node, informers, self.store, cluster=self.cluster,
+                                       services=lb.service_at)
+        self.server: HubbleServer | None = None
+
+    async def start(self, node_ips: list[str], host_addresses: list[str]) -> None:
+        """Read the load balancer's events and serve them (once its maps are loaded)."""
+        datapath = self.lb.datapath
+        if datapath is None:
+            raise RuntimeError("hubble: the load balancer is not loaded")
+        self.observer.start(datapath.maps.events, datapath.maps.events_stats,
+                            [*node_ips, *host_addresses])
+        hubble = self.values.hubble
+        tls = None
+        if hubble.listen_address:
+            tls = await asyncio.to_thread(
+                node_tls, hubble.tls, self.state_dir / "hubble-tls", cluster=self.cluster,
+                node=self.node, ips=node_ips, ca_dir=self.ca_dir)
+        self.server = HubbleServer(self.store, f"{self.cluster}/{self.node}",
+                                   socket_path=self.state_dir / SOCKET_NAME,
+                                   abstract_name=self.abstract_name,
+                                   listen_address=hubble.listen_address, tls=tls)
+        await self.server.start()
+
+    def links_changed(self) -> None:
+        self.observer.refresh_interfaces()
+
+    def status(self) -> dict[str, Any]:
+        stats = self.observer.stats()
+        store = self.store
+        return {
+            "enabled": True,
+            "serving": self.server is not None,
+            "flows": store.num_flows, "maxFlows": store.max_flows,
+            "seenFlows": store.seen_flows, "flowsRate": round(store.flows_rate(), 2),
+            "events": {"received": stats.received, "emitted": stats.emitted,
+                       "lost": stats.lost, "unreadable": stats.parse_errors},
+            "listenAddress": self.values.hubble.listen_address,
+            "tls": bool(self.server and self.server.tls),
+        }
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        self.observer.close()

@@ -69,7 +69,10 @@ from hexlane.datapath.reconcile import FlushResult, Reconciler
 from hexlane.datapath.sysctl import sysctl_reconciler
 from hexlane.k8s.informer import Informer, KeyQueue
 from hexlane.lb.services import (
+    SCOPE_EXT,
+    SCOPE_INT,
     DesiredState,
+    FrontendKey,
     HealthCheck,
     LbModel,
     LbSettings,
@@ -418,6 +421,17 @@ class LoadBalancer:
             self.reconciler.attach_links()
         except OSError as err:  # retried by the services controller's next run
             log.warning("attaching the load balancer to a new pod: %s", err)
+
+    def service_at(self, address: str, port: int, protocol: str) -> tuple[str, str] | None:
+        """(namespace, name) of the Service with this frontend (for flows), if served."""
+        if self.reconciler is None:
+            return None
+        entries = self.reconciler.model.entries
+        for scope in (SCOPE_EXT, SCOPE_INT):
+            entry = entries.get(FrontendKey(address, port, protocol, scope))
+            if entry is not None:
+                return entry.namespace, entry.name
+        return None
 
     def expected_programs(self, tunnel: bool) -> list[dict[str, str]]:
         """The programs `hexlane status` expects on the node's devices (pod veths aside);

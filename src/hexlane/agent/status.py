@@ -32,6 +32,7 @@ from hexlane.routing.routes import HOST_DEVICE
 
 from . import cniconf
 from .endpoints import EndpointManager
+from .hubble import HubblePart
 from .l2 import L2Announcer
 from .loadbalancer import LoadBalancer
 from .nodemanager import NodeManager
@@ -82,7 +83,8 @@ class AgentStatus:
                  informers: Mapping[str, Informer], nodes: NodeManager,
                  endpoints: Callable[[], EndpointManager | None], lb: LoadBalancer | None,
                  l2: L2Announcer | None, controllers: Sequence[Controller],
-                 reconcilers: Callable[[], Sequence[Any]]) -> None:
+                 reconcilers: Callable[[], Sequence[Any]],
+                 hubble: HubblePart | None = None) -> None:
         self.node = node
         self.values = values
         self.sync_interval = sync_interval
@@ -95,6 +97,7 @@ class AgentStatus:
         self.l2 = l2
         self.controllers = controllers
         self.reconcilers = reconcilers
+        self.hubble = hubble
 
     def _expected_programs(self) -> list[dict[str, str]]:
         manager = self.endpoints()
@@ -133,6 +136,15 @@ class AgentStatus:
                            "off and no kube-proxy runs here")
         return doc
 
+    def _hubble(self) -> dict[str, Any]:
+        if self.hubble is not None:
+            return self.hubble.status()
+        doc: dict[str, Any] = {"enabled": False}
+        if self.values.hubble.enabled:
+            doc["note"] = ("flows come from the service load balancer's programs: "
+                           "kubeProxyReplacement is off")
+        return doc
+
     async def document(self) -> dict[str, Any]:
         """The document `GET /v1/status` answers (see docs/agent.md)."""
         values = self.values
@@ -150,6 +162,7 @@ class AgentStatus:
             "waitingFor": "" if manager is not None else self.nodes.waiting_for,
             "kubeProxyReplacement": self._kube_proxy_replacement(),
             "l2": self.l2.status() if self.l2 is not None else {"enabled": False},
+            "hubble": self._hubble(),
             "kubernetes": {
                 "server": api.client.server,
                 "reachable": api.last_contact is not None and not api.error,
@@ -285,6 +298,22 @@ def _rows(status: Mapping[str, Any]) -> list[tuple[str, str]]:
                      + (f"   error: {l2['lastError']}" if l2.get("lastError") else "")))
     else:
         rows.append(("L2 announcements", "Disabled"))
+    hubble = status.get("hubble") or {}
+    if hubble.get("enabled"):
+        events = hubble.get("events") or {}
+        max_flows = int(hubble.get("maxFlows") or 0)
+        rows.append(("Hubble",
+                     f"{'Ok' if hubble.get('serving') else 'Starting'}   Current/Max Flows: "
+                     f"{hubble.get('flows', 0):,}/{max_flows:,} "
+                     f"({100 * int(hubble.get('flows', 0)) / max(max_flows, 1):.2f}%), "
+                     f"Flows/s: {hubble.get('flowsRate', 0):.2f}   events received "
+                     f"{events.get('received', 0):,}, lost {events.get('lost', 0):,}"
+                     + (f"   {hubble['listenAddress']} "
+                        f"({'mTLS' if hubble.get('tls') else 'plaintext'})"
+                        if hubble.get("listenAddress") else "")))
+    else:
+        rows.append(("Hubble", "Disabled" + (f"   [{hubble['note']}]"
+                                            if hubble.get("note") else "")))
     k8s = status.get("kubernetes") or {}
     informers = k8s.get("informers") or {}
     synced = sum(1 for i in informers.values() if i.get("synced"))

@@ -50,6 +50,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host-namespace", action="store_true",
                         help="allow running in a network namespace that is not a named one "
                              "(a real node's own namespace; the lab and tests never need it)")
+    parser.add_argument("--hubble-ca-dir", type=Path, metavar="DIR",
+                        help="the Hubble CA (ca.crt, ca.key) every node's Hubble certificate "
+                             "is signed by when hubble.tls.enabled and the values give no "
+                             "tls.ca.* (default: one of this node's own in the state dir)")
     parser.add_argument("--sync-interval", default="10s", metavar="D",
                         help="how often controllers converge without an event (10s)")
     parser.set_defaults(func=run)
@@ -84,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
                                                          values.prometheus.enabled,
                                                          values.prometheus.port),
                          host_namespace=args.host_namespace, sync_interval=interval,
-                         service_cidr=_service_cidr(args.service_cidr))
+                         service_cidr=_service_cidr(args.service_cidr),
+                         hubble_ca_dir=args.hubble_ca_dir)
     try:
         return asyncio.run(run_agent(config))
     except (OSError, RuntimeError) as err:

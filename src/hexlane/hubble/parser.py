@@ -110,8 +110,11 @@ class FlowParser:
     """Events of one node into flows (see the module docstring)."""
 
     def __init__(self, node_name: str, lookup: Lookup, wall_offset_ns: int, *,
-                 cluster: str = "default", interfaces: dict[int, str] | None = None) -> None:
-        self.node_name = node_name
+                 cluster: str = "default", interfaces: dict[int, str] | None = None,
+                 local_node: str | None = None) -> None:
+        self.node_name = node_name  # as flows name it (Cilium's: <cluster>/<node>)
+        #: the Node's own name, as pods' spec.nodeName gives it
+        self.local_node = local_node if local_node is not None else node_name
         self.lookup = lookup
         self.wall_offset_ns = wall_offset_ns
         self.cluster = cluster
@@ -151,7 +154,7 @@ class FlowParser:
             f.event_type.type = EVENT_DROP
             f.event_type.sub_type = reason
             # Leaving a pod of this node, or on the way into the node
-            local = source.pod is not None and source.pod.node_name == self.node_name
+            local = source.pod is not None and source.pod.node_name == self.local_node
             f.traffic_direction = flow_pb2.EGRESS if local else flow_pb2.INGRESS
         else:
             obs = ev.obs_point

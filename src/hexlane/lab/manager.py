@@ -40,6 +40,7 @@ import yaml
 
 from hexlane.config import Values, require_values
 from hexlane.datapath.bpffs import is_bpffs
+from hexlane.hubble import certs as hubble_certs
 from hexlane.k8s.client import KubeClient, load_client_config
 from hexlane.k8s.ratelimit import RateLimiter
 from hexlane.model.errors import InputError, Problem
@@ -427,6 +428,14 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         state.procs.append(start_proc(plan, p))
     state.save()
 
+    # Hubble's mTLS: one CA for every node's certificate, and a client certificate for the
+    # CLI and the relay (hubble.tls.enabled, Cilium's default).
+    hubble_ca: list[str] = []
+    if values.get("hubble.enabled") and values.get("hubble.tls.enabled"):
+        ca = hubble_certs.ensure_ca(plan.hubble_ca_dir)
+        hubble_certs.ensure_client_cert(ca, plan.hubble_client_dir)
+        hubble_ca = ["--hubble-ca-dir", str(plan.hubble_ca_dir)]
+
     # Nodes: the API proxy, the lab kubelet and the agent.
     for host in plan.node_hosts:
         role = host.role
@@ -454,7 +463,7 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
                 "agent", "--node", role, "--kubeconfig", str(node_kubeconfig),
                 "--values", str(values_file), "--state-dir", str(plan.state_dir(role)),
                 "--bpf-root", str(plan.bpf_root(role)), "--cni-conf-dir", str(conf_dir),
-                "--cni-bin-dir", str(bin_dir), "--service-cidr", SERVICE_CIDR),
+                "--cni-bin-dir", str(bin_dir), "--service-cidr", SERVICE_CIDR, *hubble_ca),
             env, str(node_dir / "logs" / "agent.log"))))
     state.save()
     _wait("every node Ready", lambda: _all_ready(plan), timeout, state.procs)

@@ -182,6 +182,16 @@ class LabPlan:
         return self.bpf_base / f"hexlane-{self.name}-{role}"
 
     @property
+    def hubble_ca_dir(self) -> Path:
+        """The lab's Hubble CA (every agent's certificate is signed by it)."""
+        return self.dir / "hubble-ca"
+
+    @property
+    def hubble_client_dir(self) -> Path:
+        """A client certificate of that CA (client.crt, client.key) for the CLI and relay."""
+        return self.dir / "hubble-client"
+
+    @property
     def private_bpffs(self) -> Path:
         """The lab's own BPF file system mount point, used when /sys/fs/bpf is none."""
         return self.dir / "bpffs"

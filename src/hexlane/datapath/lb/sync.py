@@ -7,10 +7,11 @@
     sync.resync()                            # read every map, repair what differs
 
 Tables, in the order their upserts are written (deletes go in reverse): backends, reverse
-NAT, affinity matches, Maglev tables, services (a service's slots before its slot 0), and the
-node config. A change to one Service touches only its own keys, whatever the number of
-Services (then the flow events' config); `resync()` compares the whole desired state with what the maps hold (entries
-changed, deleted or added behind the agent's back are repaired and counted). The first call
+NAT, affinity matches, Maglev tables, services (a service's slots before its slot 0), the
+node config, the flow events' config. A change to one Service touches only its own keys,
+whatever the number of Services; `resync()` compares the whole desired state with what the
+maps hold (entries changed, deleted or added behind the agent's back are repaired and
+counted). The first call
 after the agent starts should be `resync()`: it writes only what the pinned maps lack.
 """
 
