@@ -12,7 +12,6 @@ with events off nothing is; and what was emitted = received + lost.
 
 from __future__ import annotations
 
-import ctypes
 import subprocess
 import sys
 import time
@@ -69,17 +68,23 @@ def topo(lb: LbDatapath) -> Iterator[Topology]:
         yield t
 
 
+def set_events(services: Services, on: bool) -> None:
+    """Through the agent's own path: LbSync's reconciled config (this node's pod CIDR is
+    10.78.0.0/24)."""
+    services.sync.set_trace_config(trace_config(
+        on=on, pod_cidr=IPv4Network("10.78.0.0/24") if on else None, overlay_ifindex=0,
+        host_ifindex=0))
+    assert not services.sync.flush().failed
+
+
 @pytest.fixture
-def events(lb: LbDatapath, topo: Topology) -> Iterator[EventReader]:
-    """Events on (this node's pod CIDR 10.78.0.0/24), a reader over the ring, drained."""
-    cfg = trace_config(on=True, pod_cidr=IPv4Network("10.78.0.0/24"), overlay_ifindex=0,
-                       host_ifindex=0)
-    lb.maps.trace_config.update(ctypes.c_uint32(0), cfg)
+def events(lb: LbDatapath, services: Services, topo: Topology) -> Iterator[EventReader]:
+    """Events on, a reader over the ring, drained."""
+    set_events(services, True)
     with EventReader(lb.maps.events) as reader:
         reader.consume()
         yield reader
-    lb.maps.trace_config.update(ctypes.c_uint32(0), trace_config(
-        on=False, pod_cidr=None, overlay_ifindex=0, host_ifindex=0))
+    set_events(services, False)
 
 
 def call(t: Topology, source: str, kind: str, host: str, port: int) -> list[str]:
@@ -175,9 +180,9 @@ def test_emitted_is_received_plus_lost(lb: LbDatapath, topo: Topology,
     assert after.lost == before.lost
 
 
-def test_nothing_is_reported_while_events_are_off(lb: LbDatapath, topo: Topology) -> None:
-    lb.maps.trace_config.update(ctypes.c_uint32(0), trace_config(
-        on=False, pod_cidr=None, overlay_ifindex=0, host_ifindex=0))
+def test_nothing_is_reported_while_events_are_off(lb: LbDatapath, services: Services,
+                                                  topo: Topology) -> None:
+    set_events(services, False)
     with EventReader(lb.maps.events) as reader:
         reader.consume()
         before = read_stats(lb.maps.events_stats).emitted

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import socket
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -26,6 +27,7 @@ EVENTS_STATS_MAP = "hl_events_stats"
 TRACE_CONFIG_MAP = "hl_trace_config"
 TRACE_MAP = "hl_trace4"
 EVENT_MAPS = (EVENTS_MAP, EVENTS_STATS_MAP, TRACE_CONFIG_MAP, TRACE_MAP)
+_ntoa = socket.inet_ntoa
 
 EVENT_DROP = 1  # Cilium's monitor message types (Hubble's event_type.type)
 EVENT_TRACE = 4
@@ -86,9 +88,10 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "hl_trace4_entry": HlTrace4Entry,
 }
 
-# Addresses and ports as the packet has them (network order): read big-endian here.
-_EVENT = struct.Struct("<QBBBBBBBBII4s4s2s2s4s2sxx4s")
-EVENT_SIZE = _EVENT.size
+# The host-order head, then addresses and ports as the packet has them (network order).
+_HEAD = struct.Struct("<QBBBBBBBBII")
+_TUPLE = struct.Struct(">4s4sHH4sHxx4s")
+EVENT_SIZE = _HEAD.size + _TUPLE.size
 assert ctypes.sizeof(HlEvent) == EVENT_SIZE
 
 
@@ -120,23 +123,20 @@ class Event:
         return bool(self.flags & EventFlag.REPLY)
 
 
-def _addr(raw: bytes) -> str:
-    return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}"
+_F_SERVICE = int(EventFlag.SERVICE)
+_F_XLATED_SRC = int(EventFlag.XLATED_SRC)
 
 
 def decode(raw: bytes) -> Event:
     """One ring record (at least EVENT_SIZE bytes) as an `Event`."""
     (ktime, etype, obs, reason, tcp_flags, proto, flags, icmp_type, icmp_code, ifindex,
-     length, saddr, daddr, sport, dport, svc_addr, svc_port, xlated) = _EVENT.unpack_from(raw)
+     length) = _HEAD.unpack_from(raw)
+    saddr, daddr, sport, dport, svc_addr, svc_port, xlated = _TUPLE.unpack_from(raw, 24)
     return Event(
-        ktime_ns=ktime, type=etype, obs_point=obs, reason=reason, tcp_flags=tcp_flags,
-        proto=proto, flags=flags, icmp_type=icmp_type, icmp_code=icmp_code, ifindex=ifindex,
-        length=length, saddr=_addr(saddr), daddr=_addr(daddr),
-        sport=int.from_bytes(sport, "big"), dport=int.from_bytes(dport, "big"),
-        svc_addr=_addr(svc_addr) if flags & EventFlag.SERVICE else None,
-        svc_port=int.from_bytes(svc_port, "big"),
-        xlated_saddr=_addr(xlated) if flags & EventFlag.XLATED_SRC else None,
-    )
+        ktime, etype, obs, reason, tcp_flags, proto, flags, icmp_type, icmp_code, ifindex,
+        length, _ntoa(saddr), _ntoa(daddr), sport, dport,
+        _ntoa(svc_addr) if flags & _F_SERVICE else None, svc_port,
+        _ntoa(xlated) if flags & _F_XLATED_SRC else None)
 
 
 def trace_config(*, on: bool, pod_cidr: IPv4Network | None, overlay_ifindex: int,
