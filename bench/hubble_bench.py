@@ -56,6 +56,7 @@ from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.datapath.events import (
     EVENTS_MAP,
     EVENTS_STATS_MAP,
+    EventReader,
     HlEventsStats,
     read_stats,
     trace_config,
@@ -102,9 +103,9 @@ async def ingest(bpf_root: Path) -> dict[str, Any]:
     await asyncio.sleep(0.3)  # the last events of the round
     observer.drain()
     cpu = cpu_seconds() - ready_cpu
+    received = observer.stats().received
     observer.close()
-    return {"received": observer.stats().received, "cpu_s": round(cpu, 3),
-            "flows_seen": store.seen_flows}
+    return {"received": received, "cpu_s": round(cpu, 3), "flows_seen": store.seen_flows}
 
 
 def set_events(lb: LbDatapath, on: bool) -> None:
@@ -114,7 +115,7 @@ def set_events(lb: LbDatapath, on: bool) -> None:
 
 
 def bench(binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, Any]:
-    rounds: dict[str, list[float]] = {"off": [], "on": []}
+    rounds: dict[str, list[float]] = {"off": [], "on": [], "datapath": []}
     emitted = received = lost = 0
     cpu = 0.0
     target = lb_ip(0)
@@ -142,6 +143,15 @@ def bench(binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, An
                 print(f"  off: {got}", file=sys.stderr, flush=True)
                 rounds["off"].append(got["rate"])
 
+                # events on, nobody reading: what the programs' reporting alone costs
+                set_events(lb, True)
+                got = measure(t, binary, target, args.seconds, args.threads)
+                set_events(lb, False)
+                print(f"  datapath only: {got}", file=sys.stderr, flush=True)
+                rounds["datapath"].append(got["rate"])
+                with EventReader(lb.maps.events) as drain:  # empty the ring for the next
+                    drain.consume()
+
                 ingester = subprocess.Popen(
                     [sys.executable, __file__, "--ingest", str(bpf_root)],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -165,7 +175,9 @@ def bench(binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, An
             lb.unpin()
             lb.close()
     ratios = [on / off for on, off in zip(rounds["on"], rounds["off"], strict=True)]
+    datapath = [d / off for d, off in zip(rounds["datapath"], rounds["off"], strict=True)]
     return {
+        "datapath_only_ratio": round(statistics.median(datapath), 3),
         "off_rate": round(statistics.median(rounds["off"]), 1),
         "on_rate": round(statistics.median(rounds["on"]), 1),
         "on_off_ratio": round(statistics.median(ratios), 3),
@@ -198,7 +210,9 @@ def main() -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"new connections/s: Hubble off {result['off_rate']:.0f}, on "
-              f"{result['on_rate']:.0f}: {result['on_off_ratio']:.3f}x (target >= 0.95x)\n"
+              f"{result['on_rate']:.0f}: {result['on_off_ratio']:.3f}x (target >= 0.95x); "
+              f"events on with nobody reading (the programs' cost alone): "
+              f"{result['datapath_only_ratio']:.3f}x\n"
               f"events: emitted {result['emitted']}, received {result['received']}, lost "
               f"{result['lost']} (received + lost = emitted: {result['balanced']}; target "
               f"lost 0)\ningester CPU: {result['cpu_s_per_1000_flows']} s per 1,000 flows")

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from hexlane.config import Values
 from hexlane.datapath import libbpf
-from hexlane.datapath.events import EventReader, decode, read_stats
+from hexlane.datapath.events import EventReader, read_stats
 from hexlane.hubble.api.flow import flow_pb2
 from hexlane.hubble.certs import node_tls
 from hexlane.hubble.endpoints import Endpoints, ServiceLookup
@@ -40,6 +40,10 @@ from hexlane.k8s.informer import Informer
 from .loadbalancer import LoadBalancer
 
 log = logging.getLogger(__name__)
+
+#: how often the ring is drained when the programs did not wake us (they do only once a good
+#: share of it is full): the delay a flow can take to reach `hubble observe --follow`
+DRAIN_INTERVAL_S = 0.05
 
 #: the informers whose objects name endpoints: every Pod of the cluster, the Nodes
 KINDS = ("hubble-pods", "nodes")
@@ -78,6 +82,7 @@ class HubbleObserver:
         self._reader: EventReader | None = None
         self._stats: libbpf.Map | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.Task[None] | None = None
         self.parse_errors = 0
         self._watch()
 
@@ -93,30 +98,37 @@ class HubbleObserver:
 
     def start(self, events: libbpf.Map, stats: libbpf.Map, host_addresses: list[str]) -> None:
         """Read the datapath's events (the load balancer's `events` and `events_stats` maps)
-        from now on (call from the event loop)."""
+        from now on (call from the event loop): when the programs wake us (the ring filling
+        up), and every DRAIN_INTERVAL_S."""
         self.endpoints.host_addresses(host_addresses)
         self._stats = stats
         self._reader = EventReader(events)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._reader.fileno(), self.drain)
         self.drain()  # what the ring holds from before (a restart)
+        self._timer = self._loop.create_task(self._drain_often(), name="hubble-drain")
+
+    async def _drain_often(self) -> None:
+        while True:
+            await asyncio.sleep(DRAIN_INTERVAL_S)
+            self.drain()
 
     def drain(self) -> int:
         """Every event waiting, into flows; how many."""
         if self._reader is None:
             return 0
-        records = self._reader.consume()
-        parse, add = self.parser.flow, self.store.add
-        for raw in records:
+        batch = self._reader.consume_batch()
+        parse, add, event = self.parser.flow, self.store.add, batch.event
+        for i in range(len(batch)):
             try:
-                flow = parse(decode(raw))
+                flow = parse(event(i))
             except Exception as exc:  # one bad record must not stop the others
                 self.parse_errors += 1
                 if self.parse_errors <= 3:
                     log.warning("hubble: an event could not be read: %s", exc)
                 continue
             add(flow)
-        return len(records)
+        return len(batch)
 
     def stats(self) -> HubbleStats:
         received = self._reader.received if self._reader else 0
@@ -129,6 +141,9 @@ class HubbleObserver:
         self.parser.interfaces = _interfaces()
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._reader is not None:
             if self._loop is not None:
                 self._loop.remove_reader(self._reader.fileno())

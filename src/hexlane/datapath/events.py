@@ -5,19 +5,24 @@ ring buffer (pinned under --bpf-root beside the other maps) and count what they 
 what the ring could not take in ``hl_events_stats``; ``hl_trace_config`` switches them on and
 tells them this node's pod CIDR and devices; ``hl_trace4`` is their aggregation state.
 
-`decode(raw)` (pure) turns one record into an `Event`; `EventReader(map)` is libbpf's
-ring_buffer over the map: `fileno()` is an epoll fd that turns readable when records wait,
-`consume()` takes them all without blocking (the agent registers the fd with its event loop).
+`decode(raw)` (pure) turns one record into an `Event`; `EventReader(map)` reads the ring
+through the map's memory: `consume_batch()` takes every committed record at once (one copy,
+an `EventBatch` whose events are decoded when asked for), `fileno()` is the map's fd, which
+turns readable when the kernel wakes the reader (for the first record after the reader
+caught up, so once per batch however busy the ring).
 """
 
 from __future__ import annotations
 
 import ctypes
 import enum
+import mmap
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network
+from typing import NamedTuple
 
 from hexlane.datapath import libbpf
 from hexlane.datapath.layout import ip4, ip4_str, u8, u16, u32, u64
@@ -95,9 +100,8 @@ EVENT_SIZE = _HEAD.size + _TUPLE.size
 assert ctypes.sizeof(HlEvent) == EVENT_SIZE
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One decoded `struct hl_event`."""
+class Event(NamedTuple):
+    """One decoded `struct hl_event` (a tuple: thousands a second are made)."""
 
     ktime_ns: int
     type: int  # EVENT_TRACE / EVENT_DROP
@@ -120,18 +124,24 @@ class Event:
 
     @property
     def is_reply(self) -> bool:
-        return bool(self.flags & EventFlag.REPLY)
+        return bool(self.flags & _F_REPLY)
 
 
+_F_REPLY = int(EventFlag.REPLY)
 _F_SERVICE = int(EventFlag.SERVICE)
 _F_XLATED_SRC = int(EventFlag.XLATED_SRC)
 
 
 def decode(raw: bytes) -> Event:
     """One ring record (at least EVENT_SIZE bytes) as an `Event`."""
+    return decode_at(raw, 0)
+
+
+def decode_at(raw: bytes, at: int) -> Event:
+    """The event at offset `at` of `raw`."""
     (ktime, etype, obs, reason, tcp_flags, proto, flags, icmp_type, icmp_code, ifindex,
-     length) = _HEAD.unpack_from(raw)
-    saddr, daddr, sport, dport, svc_addr, svc_port, xlated = _TUPLE.unpack_from(raw, 24)
+     length) = _HEAD.unpack_from(raw, at)
+    saddr, daddr, sport, dport, svc_addr, svc_port, xlated = _TUPLE.unpack_from(raw, at + 24)
     return Event(
         ktime, etype, obs, reason, tcp_flags, proto, flags, icmp_type, icmp_code, ifindex,
         length, _ntoa(saddr), _ntoa(daddr), sport, dport,
@@ -171,41 +181,122 @@ def describe_config(cfg: HlTraceConfig) -> str:
             f"host={cfg.host_ifindex}")
 
 
+#: ring buffer record header bits (linux/bpf.h BPF_RINGBUF_BUSY_BIT, _DISCARD_BIT)
+RINGBUF_BUSY = 1 << 31
+RINGBUF_DISCARD = 1 << 30
+RINGBUF_HDR = 8
+RECORD_SIZE = RINGBUF_HDR + EVENT_SIZE  # 8-byte aligned already
+assert RECORD_SIZE % 8 == 0
+
+
+class EventBatch(NamedTuple):
+    """Records taken from the ring at once: `data` holds them back to back as the ring had
+    them (each behind its 8-byte header), `offsets` where each event starts in it."""
+
+    data: bytes
+    offsets: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def event(self, i: int) -> Event:
+        return decode_at(self.data, self.offsets[i])
+
+
 class EventReader:
-    """libbpf's ring_buffer over the events map (see the module docstring)."""
+    """A consumer of the events ring buffer, through the map's memory (module docstring).
+
+    The kernel's ring buffer ABI, as libbpf's own consumer uses it: the map's first page is
+    the consumer position (ours to write), the next the producer position, then the data,
+    mapped twice in a row so a stretch of records that wraps reads as one. `consume()` copies
+    every committed record at once and moves the consumer position past them: one copy for
+    thousands of events (libbpf's ring_buffer__consume calls back into Python per record,
+    1-2 us each). `fileno()` is the map's fd, readable when the programs signalled data.
+    Reads of the producer position need no fence on x86-64 (loads are not reordered with
+    older loads); the consumer position is written after the copy.
+    """
 
     def __init__(self, events_map: libbpf.Map) -> None:
-        self._records: list[bytes] = []
-        records = self._records
-        string_at = ctypes.string_at
-
-        def sample(_ctx: int | None, data: int, size: int) -> int:
-            records.append(string_at(data, size))
-            return 0
-
-        # Kept on the instance: libbpf calls it for as long as the ring buffer lives.
-        self._callback = libbpf.RING_BUFFER_SAMPLE_FN(sample)
-        self._rb = libbpf.ring_buffer_new(events_map.fd, self._callback)
+        if events_map.map_type != libbpf.BPF_MAP_TYPE_RINGBUF:
+            raise ValueError(f"{events_map.name} is not a ring buffer map")
+        page = mmap.PAGESIZE
+        self.size = events_map.max_entries
+        self._mask = self.size - 1
+        self._fd = events_map.fd
+        self._consumer = mmap.mmap(self._fd, page, mmap.MAP_SHARED,
+                                   mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._producer = mmap.mmap(self._fd, page + 2 * self.size, mmap.MAP_SHARED,
+                                   mmap.PROT_READ, offset=page)
+        self._view = memoryview(self._producer)
+        self._page = page
         self.received = 0
 
     def fileno(self) -> int:
-        return libbpf.ring_buffer_epoll_fd(self._rb)
+        return self._fd
+
+    def pending_bytes(self) -> int:
+        return _U64.unpack_from(self._producer, 0)[0] - _U64.unpack_from(self._consumer, 0)[0]
+
+    def consume_batch(self) -> EventBatch:
+        """Every committed record now in the ring, oldest first (never blocks)."""
+        cons = _U64.unpack_from(self._consumer, 0)[0]
+        prod = _U64.unpack_from(self._producer, 0)[0]
+        if prod <= cons:
+            return EventBatch(b"", ())
+        start = self._page + (cons & self._mask)
+        data = bytes(self._view[start:start + (prod - cons)])
+        offsets, used = _records(data)
+        _U64.pack_into(self._consumer, 0, cons + used)
+        self.received += len(offsets)
+        return EventBatch(data, offsets)
 
     def consume(self) -> list[bytes]:
-        """Every record waiting, oldest first (never blocks)."""
-        libbpf.ring_buffer_consume(self._rb)
-        out = self._records[:]
-        self._records.clear()
-        self.received += len(out)
-        return out
+        """Every committed record now in the ring, each as its own bytes (tests, tools)."""
+        batch = self.consume_batch()
+        return [batch.data[o:o + EVENT_SIZE] for o in batch.offsets]
 
     def close(self) -> None:
-        if self._rb:
-            libbpf.ring_buffer_free(self._rb)
-            self._rb = 0
+        if self._consumer is not None:
+            self._view.release()
+            self._producer.close()
+            self._consumer.close()
+            self._consumer = None  # type: ignore[assignment]
 
     def __enter__(self) -> EventReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_U64 = struct.Struct("<Q")
+_HDR_LEN = EVENT_SIZE  # what every committed record of ours has in its header's length
+
+
+def _records(data: bytes) -> tuple[Sequence[int], int]:
+    """Where each committed event starts in `data` (a copy of the ring from the consumer
+    position), and how many bytes they and the discarded records before the first busy one
+    take (how far the consumer position moves)."""
+    n = len(data) // RECORD_SIZE
+    if n * RECORD_SIZE == len(data):
+        # The common case: nothing but our fixed-size records, all committed.
+        headers = memoryview(data).cast("I")[::RECORD_SIZE // 4]
+        if headers.tolist().count(_HDR_LEN) == n:
+            return range(RINGBUF_HDR, len(data), RECORD_SIZE), len(data)
+    offsets: list[int] = []
+    pos = 0
+    while pos + RINGBUF_HDR <= len(data):
+        (length,) = _U32.unpack_from(data, pos)
+        if length & RINGBUF_BUSY:
+            break  # not committed yet: it and what follows wait for the next call
+        size = length & ~(RINGBUF_BUSY | RINGBUF_DISCARD)
+        end = (pos + RINGBUF_HDR + size + 7) & ~7
+        if end > len(data):
+            break  # never seen (the producer position covers whole records): be safe
+        if not length & RINGBUF_DISCARD and size >= EVENT_SIZE:
+            offsets.append(pos + RINGBUF_HDR)
+        pos = end
+    return offsets, pos
+
+
+_U32 = struct.Struct("<I")

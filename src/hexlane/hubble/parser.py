@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
-
-from google.protobuf import wrappers_pb2
 
 from hexlane.datapath.events import EVENT_DROP, EVENT_TRACE, Event, EventFlag, ObservationPoint
 from hexlane.hubble.api.flow import flow_pb2
+
+_F_L4 = int(EventFlag.L4)
+_TO_ENDPOINT = int(ObservationPoint.TO_ENDPOINT)
 
 # Cilium's reserved identities
 IDENTITY_UNKNOWN = 0
@@ -90,11 +92,15 @@ class Lookup(Protocol):
         ...
 
 
+@lru_cache(maxsize=256)
 def tcp_flags(bits: int) -> flow_pb2.TCPFlags:
+    """The flags message of a TCP flags byte (shared: copy it into a flow, never change it)."""
     return flow_pb2.TCPFlags(**{name: True for name, bit in _TCP_FLAG_BITS if bits & bit})
 
 
+@lru_cache(maxsize=4096)
 def endpoint(who: Who, cluster: str) -> flow_pb2.Endpoint:
+    """Hubble's Endpoint of `who` (shared: copy it into a flow, never change it)."""
     if who.pod is not None:
         pod = who.pod
         return flow_pb2.Endpoint(
@@ -162,9 +168,11 @@ class FlowParser:
             f.event_type.type = EVENT_TRACE
             f.event_type.sub_type = TRACE_SUB_TYPES.get(obs, 0)  # type: ignore[call-overload]
             f.trace_observation_point = obs  # type: ignore[assignment]
-            f.is_reply.CopyFrom(wrappers_pb2.BoolValue(value=ev.is_reply))
-            f.reply = ev.is_reply
-            ingress = obs == ObservationPoint.TO_ENDPOINT
+            reply = ev.is_reply
+            f.is_reply.SetInParent()
+            f.is_reply.value = reply
+            f.reply = reply
+            ingress = obs == _TO_ENDPOINT
             if ev.is_reply:
                 ingress = not ingress
             f.traffic_direction = flow_pb2.INGRESS if ingress else flow_pb2.EGRESS
@@ -172,7 +180,7 @@ class FlowParser:
 
     @staticmethod
     def _l4(f: flow_pb2.Flow, ev: Event) -> None:
-        if not ev.flags & EventFlag.L4:
+        if not ev.flags & _F_L4:
             return
         if ev.proto == IPPROTO_TCP:
             f.l4.TCP.source_port = ev.sport

@@ -221,6 +221,9 @@ static __always_inline void hl_event_emit(struct hl_event *ev)
 
 	if (stats)
 		__sync_fetch_and_add(&stats->emitted, 1);
+	/* Flags 0: the kernel wakes the reader only for the first record after it caught up
+	 * (it is asleep then), so a busy ring costs one wakeup per batch the agent reads.
+	 */
 	if (bpf_ringbuf_output(&hl_events, ev, sizeof(*ev), 0) < 0 && stats)
 		__sync_fetch_and_add(&stats->lost, 1);
 }
