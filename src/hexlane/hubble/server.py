@@ -154,6 +154,8 @@ class Observer(observer_grpc.ObserverBase):
         assert request is not None
         query = query_from_request(request)
         mask = _field_mask(request)
+        # Headers now, not with the first flow: a follower may wait long for one.
+        await stream.send_initial_metadata()
         async for item in self.store.flows(query):
             if isinstance(item, int):
                 response = observer_pb2.GetFlowsResponse(
