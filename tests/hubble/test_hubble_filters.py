@@ -76,14 +76,14 @@ def filters(draw: st.DrawFn) -> flow_pb2.FlowFilter:
     return ff
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(flows(), filters())
 def test_blacklisting_a_filter_is_its_complement(f: flow_pb2.Flow, ff: flow_pb2.FlowFilter
                                                  ) -> None:
     assert compile_filters([], [ff])(f) == (not compile_filters([ff])(f))
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(flows(), st.lists(filters(), min_size=1, max_size=4))
 def test_whitelist_is_an_order_free_or(f: flow_pb2.Flow, wl: list[flow_pb2.FlowFilter]
                                        ) -> None:
@@ -92,7 +92,7 @@ def test_whitelist_is_an_order_free_or(f: flow_pb2.Flow, wl: list[flow_pb2.FlowF
         assert compile_filters(list(order))(f) == expected
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(flows(), st.lists(filters(), max_size=3), st.lists(filters(), max_size=3))
 def test_answer_is_whitelist_minus_blacklist(f: flow_pb2.Flow, wl: list, bl: list) -> None:
     allowed = not wl or any(compile_filter(w)(f) for w in wl)
@@ -100,7 +100,7 @@ def test_answer_is_whitelist_minus_blacklist(f: flow_pb2.Flow, wl: list, bl: lis
     assert compile_filters(wl, bl)(f) == (allowed and not denied)
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(flows(), filters(), filters())
 def test_fields_of_one_filter_are_anded(f: flow_pb2.Flow, a: flow_pb2.FlowFilter,
                                         b: flow_pb2.FlowFilter) -> None:
@@ -114,7 +114,7 @@ def test_fields_of_one_filter_are_anded(f: flow_pb2.Flow, a: flow_pb2.FlowFilter
     assert compile_filter(merged)(f) == (compile_filter(a)(f) and compile_filter(b)(f))
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(flows(), st.sampled_from(sorted(FIELDS)), st.data())
 def test_values_of_one_field_are_ored(f: flow_pb2.Flow, name: str, data: st.DataObject
                                       ) -> None:

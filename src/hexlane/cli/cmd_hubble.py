@@ -222,10 +222,9 @@ async def _observe(args: argparse.Namespace, address: Any, tls: Any, request: An
     printed = 0
     try:
         async with observer_grpc.ObserverStub(channel).GetFlows.open() as stream:
-            await call(address, stream.send_message(request, end=True), args.timeout)
-            await call(address, stream.recv_initial_metadata(), args.timeout)
+            await call(address, stream.send_message(request, end=True), args.timeout, tls)
             while True:
-                response = await call(address, stream.recv_message(), None)
+                response = await call(address, stream.recv_message(), None, tls)
                 if response is None:
                     break
                 kind = response.WhichOneof("response_types")
@@ -273,9 +272,9 @@ async def _status(args: argparse.Namespace, address: Any, tls: Any) -> int:
 
     channel = open_channel(address, tls)
     try:
-        healthy = await health(channel, address, args.timeout)
+        healthy = await health(channel, address, args.timeout, tls)
         status = await call(address, observer_grpc.ObserverStub(channel).ServerStatus(
-            observer_pb2.ServerStatusRequest()), args.timeout)
+            observer_pb2.ServerStatusRequest()), args.timeout, tls)
     finally:
         channel.close()
     if args.output == "json":
@@ -302,11 +301,11 @@ async def _list(args: argparse.Namespace, address: Any, tls: Any) -> int:
     try:
         if args.list_kind == "nodes":
             answer: Any = await call(address, stub.GetNodes(observer_pb2.GetNodesRequest()),
-                                     args.timeout)
+                                     args.timeout, tls)
             text = fmt.nodes_table(answer.nodes)
         else:
             answer = await call(address, stub.GetNamespaces(
-                observer_pb2.GetNamespacesRequest()), args.timeout)
+                observer_pb2.GetNamespacesRequest()), args.timeout, tls)
             text = fmt.namespaces_table(answer.namespaces)
     finally:
         channel.close()

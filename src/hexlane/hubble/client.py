@@ -106,7 +106,8 @@ def open_channel(address: Address, tls: ClientTLS) -> Channel:
     return Channel(address.host, address.port, ssl=ctx, config=config)
 
 
-async def call(address: Address, what: Awaitable[T], timeout: float | None) -> T:
+async def call(address: Address, what: Awaitable[T], timeout: float | None,
+               tls: ClientTLS | None = None) -> T:
     """Await a call to the server, turning every failure into HubbleUnreachable."""
     where = address.text
     try:
@@ -125,13 +126,21 @@ async def call(address: Address, what: Awaitable[T], timeout: float | None) -> T
         raise HubbleUnreachable(f"cannot reach the Hubble server at {where}: {reason}"
                                 ) from None
     except (StreamTerminatedError, h2.exceptions.ProtocolError) as e:
-        raise HubbleUnreachable(f"the Hubble server at {where} broke the connection ({e}); "
-                                "is it a TLS server (--tls) or a plaintext one?") from None
+        if tls is not None and tls.enabled and not tls.cert_file:
+            hint = ("does it require a client certificate (--tls-client-cert-file and "
+                    "--tls-client-key-file)?")
+        elif tls is not None and tls.enabled:
+            hint = "does it accept this client certificate, and is it a TLS server?"
+        else:
+            hint = "is it a TLS server (then use --tls)?"
+        raise HubbleUnreachable(f"the Hubble server at {where} closed the connection "
+                                f"({e}); {hint}") from None
 
 
-async def health(channel: Channel, address: Address, timeout: float) -> bool:
+async def health(channel: Channel, address: Address, timeout: float,
+                 tls: ClientTLS | None = None) -> bool:
     """Whether the server reports `hubble.server.Observer` as SERVING (what `hubble status`
     checks first)."""
     answer = await call(address, HealthStub(channel).Check(
-        HealthCheckRequest(service=HEALTH_SERVICE)), timeout)
+        HealthCheckRequest(service=HEALTH_SERVICE)), timeout, tls)
     return bool(answer.status == HealthCheckResponse.SERVING)

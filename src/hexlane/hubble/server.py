@@ -44,6 +44,7 @@ from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server, Stream
 
 from hexlane import __version__
+from hexlane.config import Values
 from hexlane.hubble.api.flow import flow_pb2
 from hexlane.hubble.api.observer import observer_grpc, observer_pb2
 from hexlane.hubble.api.relay import relay_pb2
@@ -54,6 +55,9 @@ from hexlane.hubble.store import FlowStore
 log = logging.getLogger("hexlane.hubble.server")
 
 SOCKET_NAME = "hubble.sock"
+# Cilium's hubble.socketPath default; on hexlane it means this node's $STATE_DIR/hubble.sock
+# (the lab runs several nodes on one machine, each with its own state directory).
+CILIUM_SOCKET_PATH = "/var/run/cilium/hubble.sock"
 ABSTRACT_NAME = "hexlane-hubble"
 DEFAULT_LISTEN_ADDRESS = ":4244"
 # The name `hubble status` (and Cilium's own health checks) ask the health service about.
@@ -154,6 +158,8 @@ class Observer(observer_grpc.ObserverBase):
         assert request is not None
         query = query_from_request(request)
         mask = _field_mask(request)
+        # Headers now, not with the first flow: a follower may wait long for one.
+        await stream.send_initial_metadata()
         async for item in self.store.flows(query):
             if isinstance(item, int):
                 response = observer_pb2.GetFlowsResponse(
@@ -341,3 +347,31 @@ class HubbleServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def socket_path(values_socket_path: str, state_dir: Path) -> Path:
+    """Where the node's socket goes: `hubble.socketPath`, except that Cilium's default means
+    `$STATE_DIR/hubble.sock`."""
+    if not values_socket_path or values_socket_path == CILIUM_SOCKET_PATH:
+        return state_dir / SOCKET_NAME
+    return Path(values_socket_path)
+
+
+def node_name(cluster: str, node: str) -> str:
+    """The name a node's flows carry, as Cilium writes it: "<cluster>/<node>"."""
+    return f"{cluster}/{node}"
+
+
+def node_server(values: Values, *, state_dir: Path, node: str, tls: HubbleTLS | None = None,
+                abstract_name: str | None = ABSTRACT_NAME, node_address: str = ""
+                ) -> HubbleServer:
+    """The node's server and an empty store as the values say (`hubble.eventBufferCapacity`,
+    `hubble.socketPath`, `hubble.listenAddress`); `tls` from `certs.node_tls` (None: the TCP
+    listener is plaintext). Nothing listens before `start()`."""
+    name = node_name(values.cluster.name, node)
+    store = FlowStore(values.hubble.event_buffer_capacity, node_name=name)
+    return HubbleServer(store, name, socket_path=socket_path(values.hubble.socket_path,
+                                                             state_dir),
+                        abstract_name=abstract_name,
+                        listen_address=values.hubble.listen_address, tls=tls,
+                        node_address=node_address)
