@@ -89,3 +89,57 @@ async def test_follow_ends_when_until_has_passed() -> None:
     q = FlowQuery(ALL, follow=True, until_ns=BASE_NS + 50_000_000)
     got = await asyncio.wait_for(_collect(store.flows(q), 10), 2)
     assert got == []
+
+
+class Pending:
+    """Flows built only when asked; remembers which were."""
+
+    def __init__(self, start: int, count: int, ns: str = "lazy") -> None:
+        self.start, self.count, self.ns = start, count, ns
+        self.built: list[int] = []
+
+    def __len__(self) -> int:
+        return self.count
+
+    def flow(self, i: int) -> flow_pb2.Flow:
+        self.built.append(self.start + i)
+        return pod_flow(self.start + i, ns=self.ns)
+
+
+async def test_pending_flows_are_built_only_when_read_and_only_the_newest() -> None:
+    store = FlowStore(7)
+    batches = [Pending(0, 5), Pending(5, 20), Pending(25, 4)]
+    for batch in batches:
+        store.add_pending(batch)
+    assert batches[0].built == [] and batches[1].built == []  # nothing built yet
+    assert (store.seen_flows, store.num_flows, store.overwritten) == (29, 7, 22)
+    flows = await _stored(store, FlowQuery(ALL, number=10))
+    assert [f.l4.TCP.source_port for f in flows] == [
+        pod_flow(i).l4.TCP.source_port for i in range(22, 29)]
+    # only the 7 newest were ever built; the first batch was dropped unbuilt
+    assert batches[0].built == [] and batches[1].built == [22, 23, 24]
+    assert batches[2].built == [25, 26, 27, 28]
+    assert store.namespaces() == [("", "lazy")]
+    store.add(pod_flow(29, ns="eager"))  # an eager flow after pending ones keeps the order
+    assert store.seen_flows == 30 and store.num_flows == 7
+
+
+async def _stored(store: FlowStore, query: FlowQuery) -> list[flow_pb2.Flow]:
+    return [f async for f in store.flows(query) if not isinstance(f, int)]
+
+
+async def test_a_follower_wakes_on_pending_flows() -> None:
+    store = FlowStore(7)
+    got: list[flow_pb2.Flow | int] = []
+
+    async def follow() -> None:
+        async for item in store.flows(FlowQuery(ALL, follow=True)):
+            got.append(item)
+            if len(got) == 3:
+                return
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.01)
+    store.add_pending(Pending(0, 3))
+    await asyncio.wait_for(task, 2)
+    assert len(got) == 3 and not any(isinstance(x, int) for x in got)

@@ -1,16 +1,18 @@
 """This node's Hubble: the datapath's events, read as they come, into flows, kept and served.
 
-    events ring (hl_events) --EventReader--> decode --FlowParser--> store --> Observer API
+    events ring (hl_events) --EventReader--> store (pending) --FlowParser, when read-->
+    flows --> Observer API
 
 `HubblePart` is the agent's part: the store (`hubble.eventBufferCapacity`), the observer and
 the server (`$STATE_DIR/hubble.sock`, `@hexlane-hubble`, `hubble.listenAddress` with mTLS when
 `hubble.tls.enabled`), started once the load balancer's maps are loaded.
 
-`HubbleObserver.start(events, stats)` opens libbpf's ring buffer over the load balancer's pinned
-``hl_events`` map and registers its epoll fd with the event loop: whenever records wait they
-are all taken at once, turned into `flow.Flow`s (`hexlane.hubble.parser`, naming endpoints
-from the Pods and Nodes the agent watches and Services from the load balancer's frontends)
-and added to the store the Observer API serves (`hexlane.hubble.server`). Counts:
+`HubbleObserver.start(events, stats)` reads the load balancer's pinned ``hl_events`` ring
+every 50 ms: every record waiting is taken at once and handed to the store as pending flows,
+built into `flow.Flow`s when someone reads them (`hexlane.hubble.parser`, naming endpoints
+from the Pods and Nodes the agent watches, as they were when the batch was read, and
+Services from the load balancer's frontends); the Observer API (`hexlane.hubble.server`)
+serves the store. Counts:
 `received` (records read), the programs' `emitted` and `lost` (ring full), so received + lost
 = emitted once the ring is drained (`stats()`, `hexlane status`, /metrics).
 """
@@ -29,20 +31,20 @@ from typing import Any, Protocol
 from hexlane.config import Values
 from hexlane.datapath import libbpf
 from hexlane.datapath.events import EventReader, read_stats
-from hexlane.hubble.api.flow import flow_pb2
 from hexlane.hubble.certs import node_tls
 from hexlane.hubble.endpoints import Endpoints, ServiceLookup
-from hexlane.hubble.parser import FlowParser
-from hexlane.hubble.server import ABSTRACT_NAME, SOCKET_NAME, HubbleServer
-from hexlane.hubble.store import FlowStore
+from hexlane.hubble.parser import EventFlows, FlowParser
+from hexlane.hubble.server import ABSTRACT_NAME, node_server
+from hexlane.hubble.store import PendingFlows
 from hexlane.k8s.informer import Informer
 
 from .loadbalancer import LoadBalancer
 
 log = logging.getLogger(__name__)
 
-#: how often the ring is drained when the programs did not wake us (they do only once a good
-#: share of it is full): the delay a flow can take to reach `hubble observe --follow`
+#: how often the ring is drained (the programs wake nobody): the most a flow waits before
+#: `hubble observe --follow` can show it. The ring (4 MiB, 74,898 events) holds 0.75 s of
+#: 100,000 events a second.
 DRAIN_INTERVAL_S = 0.05
 
 #: the informers whose objects name endpoints: every Pod of the cluster, the Nodes
@@ -50,7 +52,7 @@ KINDS = ("hubble-pods", "nodes")
 
 
 class FlowSink(Protocol):
-    def add(self, flow: flow_pb2.Flow) -> Any: ...
+    def add_pending(self, batch: PendingFlows) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,7 @@ class HubbleObserver:
         self.informers = {name: informers[name] for name in KINDS if name in informers}
         self._reader: EventReader | None = None
         self._stats: libbpf.Map | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
-        self.parse_errors = 0
         self._watch()
 
     def _watch(self) -> None:
@@ -98,15 +98,13 @@ class HubbleObserver:
 
     def start(self, events: libbpf.Map, stats: libbpf.Map, host_addresses: list[str]) -> None:
         """Read the datapath's events (the load balancer's `events` and `events_stats` maps)
-        from now on (call from the event loop): when the programs wake us (the ring filling
-        up), and every DRAIN_INTERVAL_S."""
+        from now on, every DRAIN_INTERVAL_S (call from the event loop)."""
         self.endpoints.host_addresses(host_addresses)
         self._stats = stats
         self._reader = EventReader(events)
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._reader.fileno(), self.drain)
         self.drain()  # what the ring holds from before (a restart)
-        self._timer = self._loop.create_task(self._drain_often(), name="hubble-drain")
+        self._timer = asyncio.get_running_loop().create_task(self._drain_often(),
+                                                             name="hubble-drain")
 
     async def _drain_often(self) -> None:
         while True:
@@ -114,28 +112,20 @@ class HubbleObserver:
             self.drain()
 
     def drain(self) -> int:
-        """Every event waiting, into flows; how many."""
+        """Every event waiting, to the store as pending flows (built when read); how many."""
         if self._reader is None:
             return 0
         batch = self._reader.consume_batch()
-        parse, add, event = self.parser.flow, self.store.add, batch.event
-        for i in range(len(batch)):
-            try:
-                flow = parse(event(i))
-            except Exception as exc:  # one bad record must not stop the others
-                self.parse_errors += 1
-                if self.parse_errors <= 3:
-                    log.warning("hubble: an event could not be read: %s", exc)
-                continue
-            add(flow)
+        if len(batch):
+            self.store.add_pending(EventFlows(batch, self.parser, self.endpoints.snapshot()))
         return len(batch)
 
     def stats(self) -> HubbleStats:
         received = self._reader.received if self._reader else 0
         if self._stats is None:
-            return HubbleStats(received, 0, 0, self.parse_errors)
+            return HubbleStats(received, 0, 0, self.parser.errors)
         counts = read_stats(self._stats)
-        return HubbleStats(received, counts.emitted, counts.lost, self.parse_errors)
+        return HubbleStats(received, counts.emitted, counts.lost, self.parser.errors)
 
     def refresh_interfaces(self) -> None:
         self.parser.interfaces = _interfaces()
@@ -145,8 +135,6 @@ class HubbleObserver:
             self._timer.cancel()
             self._timer = None
         if self._reader is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(self._reader.fileno())
             self._reader.close()
             self._reader = None
 
@@ -172,11 +160,13 @@ class HubblePart:
         self.ca_dir = ca_dir
         self.abstract_name = abstract_name
         self.cluster = values.cluster.name
-        self.store = FlowStore(values.hubble.event_buffer_capacity,
-                               node_name=f"{self.cluster}/{node}")
+        # Nothing listens before start()
+        self.server = node_server(values, state_dir=state_dir, node=node,
+                                  abstract_name=abstract_name)
+        self.store = self.server.store
         self.observer = HubbleObserver(node, informers, self.store, cluster=self.cluster,
                                        services=lb.service_at)
-        self.server: HubbleServer | None = None
+        self.serving = False
 
     async def start(self, node_ips: list[str], host_addresses: list[str]) -> None:
         """Read the load balancer's events and serve them (once its maps are loaded)."""
@@ -186,16 +176,12 @@ class HubblePart:
         self.observer.start(datapath.maps.events, datapath.maps.events_stats,
                             [*node_ips, *host_addresses])
         hubble = self.values.hubble
-        tls = None
         if hubble.listen_address:
-            tls = await asyncio.to_thread(
+            self.server.tls = await asyncio.to_thread(
                 node_tls, hubble.tls, self.state_dir / "hubble-tls", cluster=self.cluster,
                 node=self.node, ips=node_ips, ca_dir=self.ca_dir)
-        self.server = HubbleServer(self.store, f"{self.cluster}/{self.node}",
-                                   socket_path=self.state_dir / SOCKET_NAME,
-                                   abstract_name=self.abstract_name,
-                                   listen_address=hubble.listen_address, tls=tls)
         await self.server.start()
+        self.serving = True
 
     def links_changed(self) -> None:
         self.observer.refresh_interfaces()
@@ -205,16 +191,16 @@ class HubblePart:
         store = self.store
         return {
             "enabled": True,
-            "serving": self.server is not None,
+            "serving": self.serving,
             "flows": store.num_flows, "maxFlows": store.max_flows,
             "seenFlows": store.seen_flows, "flowsRate": round(store.flows_rate(), 2),
             "events": {"received": stats.received, "emitted": stats.emitted,
                        "lost": stats.lost, "unreadable": stats.parse_errors},
             "listenAddress": self.values.hubble.listen_address,
-            "tls": bool(self.server and self.server.tls),
+            "tls": self.server.tls is not None,
         }
 
     async def close(self) -> None:
-        if self.server is not None:
-            await self.server.stop()
+        await self.server.stop()
+        self.serving = False
         self.observer.close()

@@ -7,9 +7,8 @@ tells them this node's pod CIDR and devices; ``hl_trace4`` is their aggregation 
 
 `decode(raw)` (pure) turns one record into an `Event`; `EventReader(map)` reads the ring
 through the map's memory: `consume_batch()` takes every committed record at once (one copy,
-an `EventBatch` whose events are decoded when asked for), `fileno()` is the map's fd, which
-turns readable when the kernel wakes the reader (for the first record after the reader
-caught up, so once per batch however busy the ring).
+an `EventBatch` whose events are decoded when asked for), the programs wake nobody
+(BPF_RB_NO_WAKEUP): the agent drains the ring on a short timer.
 """
 
 from __future__ import annotations
@@ -167,12 +166,11 @@ class EventStats:
 
 
 def read_stats(stats_map: libbpf.Map) -> EventStats:
-    """What the programs emitted and the ring could not take, since the map was created."""
-    value = stats_map.lookup(ctypes.c_uint32(0))
-    if value is None:
-        return EventStats(0, 0)
-    raw = HlEventsStats.from_buffer_copy(bytes(value))
-    return EventStats(int(raw.emitted), int(raw.lost))
+    """What the programs emitted and the ring could not take, since the map was created
+    (summed over the CPUs)."""
+    values = stats_map.lookup_percpu(ctypes.c_uint32(0)) or []
+    raw = [HlEventsStats.from_buffer_copy(bytes(v)) for v in values]
+    return EventStats(sum(int(r.emitted) for r in raw), sum(int(r.lost) for r in raw))
 
 
 def describe_config(cfg: HlTraceConfig) -> str:
@@ -211,7 +209,7 @@ class EventReader:
     mapped twice in a row so a stretch of records that wraps reads as one. `consume()` copies
     every committed record at once and moves the consumer position past them: one copy for
     thousands of events (libbpf's ring_buffer__consume calls back into Python per record,
-    1-2 us each). `fileno()` is the map's fd, readable when the programs signalled data.
+    1-2 us each).
     Reads of the producer position need no fence on x86-64 (loads are not reordered with
     older loads); the consumer position is written after the copy.
     """
@@ -230,9 +228,6 @@ class EventReader:
         self._view = memoryview(self._producer)
         self._page = page
         self.received = 0
-
-    def fileno(self) -> int:
-        return self._fd
 
     def pending_bytes(self) -> int:
         return _U64.unpack_from(self._producer, 0)[0] - _U64.unpack_from(self._consumer, 0)[0]

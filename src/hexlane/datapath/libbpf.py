@@ -154,6 +154,7 @@ def _load_library() -> ctypes.CDLL:
         "bpf_tc_detach": (ctypes.c_int, [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)]),
         "bpf_tc_query": (ctypes.c_int, [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)]),
         "libbpf_set_print": (_c_void_p, [_PRINT_FN]),
+        "libbpf_num_possible_cpus": (ctypes.c_int, []),
         "ring_buffer__new": (_c_void_p, [ctypes.c_int, RING_BUFFER_SAMPLE_FN, _c_void_p,
                                          _c_void_p]),
         "ring_buffer__consume": (ctypes.c_int, [_c_void_p]),
@@ -360,6 +361,22 @@ class Map:
                 return None
             raise BpfError(err, f"lookup in map {self.name}")
         return self._value(v.raw)
+
+    def lookup_percpu(self, key: Any) -> list[Any] | None:
+        """A per-CPU map's values under `key`, one per possible CPU (each as the value type),
+        or None."""
+        k = _as_buffer(key, self.key_size, f"map {self.name} key")
+        stride = (self.value_size + 7) & ~7
+        cpus = num_possible_cpus()
+        v = ctypes.create_string_buffer(stride * cpus)
+        ret = _lib.bpf_map_lookup_elem(self.fd, k, v)
+        if ret < 0:
+            err = _err(ret)
+            if err == errno_mod.ENOENT:
+                return None
+            raise BpfError(err, f"lookup in map {self.name}")
+        raw = v.raw
+        return [self._value(raw[i * stride:i * stride + self.value_size]) for i in range(cpus)]
 
     def delete(self, key: Any) -> bool:
         """Delete `key`; False if it was not there."""
@@ -690,3 +707,8 @@ def ring_buffer_epoll_fd(rb: int) -> int:
 
 def ring_buffer_free(rb: int) -> None:
     _lib.ring_buffer__free(rb)
+
+
+def num_possible_cpus() -> int:
+    """How many values a per-CPU map holds per key (libbpf_num_possible_cpus)."""
+    return _check(_lib.libbpf_num_possible_cpus(), "count the possible CPUs")

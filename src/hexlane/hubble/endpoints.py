@@ -2,7 +2,8 @@
 
 `Endpoints(node_name, cluster, services)` is the `hexlane.hubble.parser.Lookup` the agent
 keeps up to date from its informers (`set_pod`/`delete_pod`, `set_node`/`delete_node`,
-`host_addresses`): a pod's address names the pod (namespace, name, labels as Cilium shows
+`host_addresses`; `snapshot()` freezes the answers of now, for flows built later): a pod's
+address names the pod (namespace, name, labels as Cilium shows
 them, its workload from its owners); this node's addresses are the reserved identity host,
 other nodes' remote-node, anything else the world. Services are looked up through the
 function given (the load balancer's frontends). No I/O: objects in, answers out.
@@ -102,27 +103,31 @@ class Endpoints:
         self._pod_addresses: dict[str, list[str]] = {}  # ns/name -> its addresses
         self._nodes: dict[str, list[str]] = {}  # name -> addresses
         self._node_ips: dict[str, Who] = {}
-        self._host: set[str] = set()
+        self._host: frozenset[str] = frozenset()
 
     # -- updates --------------------------------------------------------------------------
 
+    # The address maps are never changed in place, only replaced: a snapshot keeps the ones
+    # of its time.
+
     def set_pod(self, pod: Mapping[str, Any]) -> None:
         key = _key(pod)
-        self._drop_pod(key)
         addresses = pod_addresses(pod)
-        if not addresses:
-            return
-        who = Who(IDENTITY_UNKNOWN, pod_info(pod, self.cluster))
-        self._pod_addresses[key] = addresses
-        for address in addresses:
-            self._pods[address] = who
+        pods = self._without(key)
+        if addresses:
+            who = Who(IDENTITY_UNKNOWN, pod_info(pod, self.cluster))
+            self._pod_addresses[key] = addresses
+            pods.update(dict.fromkeys(addresses, who))
+        self._pods = pods
 
     def delete_pod(self, pod: Mapping[str, Any]) -> None:
-        self._drop_pod(_key(pod))
+        self._pods = self._without(_key(pod))
 
-    def _drop_pod(self, key: str) -> None:
+    def _without(self, key: str) -> dict[str, Who]:
+        pods = dict(self._pods)
         for address in self._pod_addresses.pop(key, ()):
-            self._pods.pop(address, None)
+            pods.pop(address, None)
+        return pods
 
     def set_node(self, node: Mapping[str, Any]) -> None:
         name = str((node.get("metadata") or {}).get("name") or "")
@@ -135,7 +140,7 @@ class Endpoints:
 
     def host_addresses(self, addresses: Iterable[str]) -> None:
         """This node's own addresses besides its Node object's (the router IP)."""
-        self._host = set(addresses)
+        self._host = frozenset(addresses)
 
     def _reindex_nodes(self) -> None:
         self._node_ips = {address: _HOST if name == self.node_name else _REMOTE_NODE
@@ -144,15 +149,41 @@ class Endpoints:
     # -- Lookup ---------------------------------------------------------------------------
 
     def who(self, address: str) -> Who:
-        pod = self._pods.get(address)
-        if pod is not None:
-            return pod
-        if address in self._host:
-            return _HOST
-        return self._node_ips.get(address, _WORLD)
+        return _who(self._pods, self._host, self._node_ips, address)
 
     def service(self, address: str, port: int, protocol: str) -> tuple[str, str] | None:
         return self.services(address, port, protocol) if self.services else None
 
+    def snapshot(self) -> Snapshot:
+        """The answers of now (Services excepted: they are looked up when asked)."""
+        return Snapshot(self._pods, frozenset(self._host), self._node_ips, self.services)
+
     def namespaces(self) -> set[str]:
         return {who.pod.namespace for who in self._pods.values() if who.pod is not None}
+
+
+def _who(pods: Mapping[str, Who], host: frozenset[str], node_ips: Mapping[str, Who],
+         address: str) -> Who:
+    pod = pods.get(address)
+    if pod is not None:
+        return pod
+    if address in host:
+        return _HOST
+    return node_ips.get(address, _WORLD)
+
+
+class Snapshot:
+    """`Endpoints` as it was when taken (a `Lookup`)."""
+
+    __slots__ = ("_host", "_node_ips", "_pods", "services")
+
+    def __init__(self, pods: Mapping[str, Who], host: frozenset[str],
+                 node_ips: Mapping[str, Who], services: ServiceLookup | None) -> None:
+        self._pods, self._host, self._node_ips = pods, host, node_ips
+        self.services = services
+
+    def who(self, address: str) -> Who:
+        return _who(self._pods, self._host, self._node_ips, address)
+
+    def service(self, address: str, port: int, protocol: str) -> tuple[str, str] | None:
+        return self.services(address, port, protocol) if self.services else None

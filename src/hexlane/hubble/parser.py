@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
 
-from hexlane.datapath.events import EVENT_DROP, EVENT_TRACE, Event, EventFlag, ObservationPoint
+from hexlane.datapath.events import (
+    EVENT_DROP,
+    EVENT_TRACE,
+    Event,
+    EventBatch,
+    EventFlag,
+    ObservationPoint,
+)
 from hexlane.hubble.api.flow import flow_pb2
 
 _F_L4 = int(EventFlag.L4)
@@ -126,8 +133,11 @@ class FlowParser:
         self.cluster = cluster
         #: ifindex -> name, as the caller knows them (missing: the index alone)
         self.interfaces = interfaces if interfaces is not None else {}
+        self.errors = 0  # events that could not be read
 
-    def flow(self, ev: Event) -> flow_pb2.Flow:
+    def flow(self, ev: Event, lookup: Lookup | None = None) -> flow_pb2.Flow:
+        """The flow of `ev`, naming endpoints through `lookup` (default: the parser's)."""
+        lookup = lookup or self.lookup
         f = flow_pb2.Flow()
         ns = ev.ktime_ns + self.wall_offset_ns
         f.time.seconds, f.time.nanos = divmod(ns, 1_000_000_000)
@@ -140,15 +150,15 @@ class FlowParser:
         if ev.xlated_saddr:
             f.IP.source_xlated = ev.xlated_saddr
         self._l4(f, ev)
-        source = self.lookup.who(ev.saddr)
+        source = lookup.who(ev.saddr)
         f.source.CopyFrom(endpoint(source, self.cluster))
-        f.destination.CopyFrom(endpoint(self.lookup.who(ev.daddr), self.cluster))
+        f.destination.CopyFrom(endpoint(lookup.who(ev.daddr), self.cluster))
         f.interface.index = ev.ifindex
         name = self.interfaces.get(ev.ifindex)
         if name:
             f.interface.name = name
         if ev.svc_addr is not None and ev.proto in _PROTO_NAMES:
-            svc = self.lookup.service(ev.svc_addr, ev.svc_port, _PROTO_NAMES[ev.proto])
+            svc = lookup.service(ev.svc_addr, ev.svc_port, _PROTO_NAMES[ev.proto])
             if svc is not None:
                 target = f.source_service if ev.is_reply else f.destination_service
                 target.namespace, target.name = svc
@@ -192,3 +202,25 @@ class FlowParser:
         elif ev.proto == IPPROTO_ICMP:
             f.l4.ICMPv4.type = ev.icmp_type
             f.l4.ICMPv4.code = ev.icmp_code
+
+
+class EventFlows:
+    """A batch of events read from the ring as the store's pending flows: each flow built
+    when the store asks for it, naming endpoints as they were when the batch was read."""
+
+    __slots__ = ("batch", "lookup", "parser")
+
+    def __init__(self, batch: EventBatch, parser: FlowParser, lookup: Lookup) -> None:
+        self.batch, self.parser, self.lookup = batch, parser, lookup
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def flow(self, i: int) -> flow_pb2.Flow:
+        try:
+            return self.parser.flow(self.batch.event(i), self.lookup)
+        except Exception as exc:  # a bad record must not cost the others
+            self.parser.errors += 1
+            f = flow_pb2.Flow(node_name=self.parser.node_name, verdict=flow_pb2.ERROR)
+            f.Summary = f"hexlane could not read this event: {exc}"
+            return f

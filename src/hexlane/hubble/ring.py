@@ -81,6 +81,12 @@ class FlowRing(Generic[T]):
         self._seen = seq + 1
         return seq, evicted
 
+    def skip(self, count: int) -> None:
+        """Count `count` items as appended and at once pushed out, without holding them (the
+        store's pending flows that newer ones overwrite before anyone reads them). The
+        caller appends at least `capacity` items next, so no slot stays stale."""
+        self._seen += count
+
     def get(self, seq: int) -> T:
         """The item with sequence number `seq`; IndexError when not held (any more, or yet)."""
         if not self.oldest <= seq < self._seen:

@@ -123,7 +123,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hl_events SEC(".maps");
 
-HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, struct hl_events_stats, 1, 0)
+/* per CPU: counting thousands of events a second on one shared line would bounce it */
+HL_PINNED_MAP(BPF_MAP_TYPE_PERCPU_ARRAY, __u32, struct hl_events_stats, 1, 0)
 	hl_events_stats SEC(".maps");
 
 HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, struct hl_trace_config, 1, 0)
@@ -220,12 +221,13 @@ static __always_inline void hl_event_emit(struct hl_event *ev)
 	struct hl_events_stats *stats = bpf_map_lookup_elem(&hl_events_stats, &zero);
 
 	if (stats)
-		__sync_fetch_and_add(&stats->emitted, 1);
-	/* Flags 0: the kernel wakes the reader only for the first record after it caught up
-	 * (it is asleep then), so a busy ring costs one wakeup per batch the agent reads.
+		stats->emitted++;
+	/* Nobody is woken: the agent drains the ring on a short timer. (A wakeup for the first
+	 * record after each drain, the default, cost an interrupt and a context switch for a
+	 * few records at a time on a busy node.)
 	 */
-	if (bpf_ringbuf_output(&hl_events, ev, sizeof(*ev), 0) < 0 && stats)
-		__sync_fetch_and_add(&stats->lost, 1);
+	if (bpf_ringbuf_output(&hl_events, ev, sizeof(*ev), BPF_RB_NO_WAKEUP) < 0 && stats)
+		stats->lost++;
 }
 
 static __always_inline void hl_event_fill(struct hl_event *ev, struct __sk_buff *skb,
