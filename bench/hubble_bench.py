@@ -101,7 +101,12 @@ async def ingest(bpf_root: Path) -> dict[str, Any]:
     observer.start(events, stats, [])
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
-    loop.add_reader(sys.stdin.fileno(), done.set)
+
+    def stdin_closed() -> None:
+        loop.remove_reader(sys.stdin.fileno())  # at EOF it stays readable: once is enough
+        done.set()
+
+    loop.add_reader(sys.stdin.fileno(), stdin_closed)
     ready_cpu = cpu_seconds()
     print("ready", flush=True)
     await done.wait()
