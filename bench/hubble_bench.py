@@ -202,6 +202,8 @@ def bench(binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, An
         "off_rate": round(statistics.median(rounds["off"]), 1),
         "on_rate": round(statistics.median(rounds["on"]), 1),
         "on_off_ratio": round(statistics.median(ratios), 3),
+        "on_off_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+        "datapath_only_ratio_range": [round(min(datapath), 3), round(max(datapath), 3)],
         "emitted": emitted, "received": received, "lost": lost,
         "balanced": received + lost == emitted,
         "cpu_s_per_1000_events": round(cpu / received * 1000, 4) if received else None,
@@ -232,9 +234,12 @@ def main() -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"new connections/s: Hubble off {result['off_rate']:.0f}, on "
-              f"{result['on_rate']:.0f}: {result['on_off_ratio']:.3f}x (target >= 0.95x); "
-              f"events on with nobody reading (the programs' cost alone): "
-              f"{result['datapath_only_ratio']:.3f}x\n"
+              f"{result['on_rate']:.0f}: {result['on_off_ratio']:.3f}x (rounds "
+              f"{result['on_off_ratio_range'][0]:.3f}-{result['on_off_ratio_range'][1]:.3f}; "
+              f"target >= 0.95x); events on with nobody reading (the programs' cost alone): "
+              f"{result['datapath_only_ratio']:.3f}x (rounds "
+              f"{result['datapath_only_ratio_range'][0]:.3f}-"
+              f"{result['datapath_only_ratio_range'][1]:.3f})\n"
               f"events: emitted {result['emitted']}, received {result['received']}, lost "
               f"{result['lost']} (received + lost = emitted: {result['balanced']}; target "
               f"lost 0)\nagent CPU: {result['cpu_s_per_1000_events']} s per 1,000 events read "
