@@ -95,3 +95,21 @@ def test_text_shows_the_usual_lines() -> None:
     assert "True   [4 services, 6 backends, maglev, dsr]" in format_status(doc)
     doc["kubernetes"]["reachable"] = False
     assert "Not healthy" in format_status(doc) and "Unreachable" in format_status(doc)
+
+
+def test_hubble_line() -> None:
+    doc = healthy_doc()
+    assert "Hubble:" in format_status(doc) and "Disabled" in format_status(doc)
+    doc["hubble"] = {"enabled": False, "note": "flows come from the service load balancer's "
+                                               "programs: kubeProxyReplacement is off"}
+    assert "Disabled   [flows come from" in format_status(doc)
+    doc["hubble"] = {"enabled": True, "serving": True, "flows": 123, "maxFlows": 4095,
+                     "flowsRate": 1.5, "events": {"received": 2000, "lost": 3},
+                     "listenAddress": ":4244", "tls": True, "error": ""}
+    text = format_status(doc)
+    assert ("Ok   Current/Max Flows: 123/4,095 (3.00%), Flows/s: 1.50   events received "
+            "2,000, lost 3   :4244 (mTLS)") in text
+    doc["hubble"].update(serving=False, error="the Hubble API is not served: address in use")
+    text = format_status(doc)
+    assert "Warning: the Hubble API is not served: address in use" in text
+    assert health(doc) == []  # the node's networking does not depend on it

@@ -167,6 +167,7 @@ class HubblePart:
         self.observer = HubbleObserver(node, informers, self.store, cluster=self.cluster,
                                        services=lb.service_at)
         self.serving = False
+        self.error = ""
 
     async def start(self, node_ips: list[str], host_addresses: list[str]) -> None:
         """Read the load balancer's events and serve them (once its maps are loaded)."""
@@ -176,11 +177,18 @@ class HubblePart:
         self.observer.start(datapath.maps.events, datapath.maps.events_stats,
                             [*node_ips, *host_addresses])
         hubble = self.values.hubble
-        if hubble.listen_address:
-            self.server.tls = await asyncio.to_thread(
-                node_tls, hubble.tls, self.state_dir / "hubble-tls", cluster=self.cluster,
-                node=self.node, ips=node_ips, ca_dir=self.ca_dir)
-        await self.server.start()
+        try:
+            if hubble.listen_address:
+                self.server.tls = await asyncio.to_thread(
+                    node_tls, hubble.tls, self.state_dir / "hubble-tls", cluster=self.cluster,
+                    node=self.node, ips=node_ips, ca_dir=self.ca_dir)
+            await self.server.start()
+        except (OSError, RuntimeError, ValueError) as err:
+            # The node's networking does not depend on it: flows are still kept, and the
+            # status says why nobody can read them.
+            self.error = f"the Hubble API is not served: {err}"
+            log.error("hubble: %s", self.error)
+            return
         self.serving = True
 
     def links_changed(self) -> None:
@@ -198,6 +206,7 @@ class HubblePart:
                        "lost": stats.lost, "unreadable": stats.parse_errors},
             "listenAddress": self.values.hubble.listen_address,
             "tls": self.server.tls is not None,
+            "error": self.error,
         }
 
     async def close(self) -> None:

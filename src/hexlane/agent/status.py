@@ -302,8 +302,10 @@ def _rows(status: Mapping[str, Any]) -> list[tuple[str, str]]:
     if hubble.get("enabled"):
         events = hubble.get("events") or {}
         max_flows = int(hubble.get("maxFlows") or 0)
+        state = ("Ok" if hubble.get("serving") else
+                 f"Warning: {hubble['error']}" if hubble.get("error") else "Starting")
         rows.append(("Hubble",
-                     f"{'Ok' if hubble.get('serving') else 'Starting'}   Current/Max Flows: "
+                     f"{state}   Current/Max Flows: "
                      f"{hubble.get('flows', 0):,}/{max_flows:,} "
                      f"({100 * int(hubble.get('flows', 0)) / max(max_flows, 1):.2f}%), "
                      f"Flows/s: {hubble.get('flowsRate', 0):.2f}   events received "
