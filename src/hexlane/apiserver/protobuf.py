@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 MAGIC = b"k8s\x00"
+MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 
 # A message is {field number: (json name, type)}; a type is a scalar name ("string", "bytes",
 # "int", "bool", "time", "intorstring"; "int*" and "bool*" for Go pointer fields, whose zero
