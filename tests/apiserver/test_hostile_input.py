@@ -14,6 +14,7 @@ private."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -220,7 +221,8 @@ def test_media_types_sizes_yaml_and_continue_tokens(api: Any, ns: str) -> None:
     status, _ = _raw(api, "POST", path, "metadata: {name: from-yaml}\ndata: {k: v}\n",
                      "application/yaml")
     assert status == 201
-    for token in ("W1tbW1tbW1tb", "bm90IGpzb24", "e30", "x" * 5000):
+    deep_token = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=")
+    for token in ("W1tbW1tbW1tb", "bm90IGpzb24", "e30", "x" * 5000, deep_token):
         status, _ = _raw(api, "GET", f"{path}?limit=1&continue={token}", "", None)
         assert status == 400
 
