@@ -306,3 +306,15 @@ def test_files_of_an_older_version_are_made_private(tmp_path: Path) -> None:
         assert _mode(data / "state.db") == 0o600 and _mode(data / "token") == 0o600
     finally:
         server.stop()
+
+
+def test_hostile_protobuf_bodies_are_refused_without_a_500(api: Any, ns: str) -> None:
+    """Bodies a fuzzer found: a fixed64 where bytes belong (read as bytes(n) of a number, n
+    bytes allocated), a varint where a message belongs, an endless varint, bad UTF-8."""
+    bodies = [b"k8s\x00\x1109\xd9d\x04'", b"k8s\x00\x08qYU\x1e\x90!\x04",
+              b"k8s\x00" + b"\xff" * 5000 + b"\x01",
+              b"k8s\x00\n\xdeH\n\xb3Q\xf3\xfd\x96Y\x03\xc2-\xbc\xa3G\xa3\x7fq\x15\x7f\xa8"]
+    for body in bodies:
+        status, answer = api.raw("POST", f"/api/v1/namespaces/{ns}/configmaps", body,
+                                 "application/vnd.kubernetes.protobuf")
+        assert status == 415 and answer["reason"] == "UnsupportedMediaType", (body, answer)
