@@ -13,7 +13,8 @@ which decide the address families a Service without ipFamilies asks for.
 
 Output: per LoadBalancer Service its IPs and its `cilium.io/IPAMRequestSatisfied` condition,
 per pool its conflict condition and counters. Bad input (an invalid pool CIDR, a malformed
-Service) is reported as problems with file, line, object and field, and exits 2.
+Service) is reported as problems with file, line, object and field, and exits 2; a path
+that holds no object at all exits 1 ("no objects found in PATH").
 """
 
 from __future__ import annotations

@@ -10,9 +10,13 @@ Across objects it also warns about pools whose blocks overlap (Cilium marks the 
 conflicting) and objects defined twice. Values files and `--set` flags go through the same
 loader the daemons use (`hexlane.config.load_values`).
 
-Each problem is one line: `error: FILE:LINE: Kind/name: field.path: message`.
-Exit status: 0 when there is no error (warnings allowed), 1 when problems were found, 2 when
-input could not be used at all (a file that does not exist or cannot be read).
+Each problem is one line: `error: FILE:LINE: Kind/name: field.path: message`, said once;
+names are cut to 253 characters and control characters escaped. Files are read one document
+at a time within hexlane's input limits (`hexlane.inputlimits`: nesting 100 deep, YAML
+aliases adding at most 100,000 nodes, finite numbers, at most 10,000 documents per file).
+Exit status: 0 when there is no error (warnings allowed), 1 when problems were found (a path
+that holds no object at all is one: "no objects found in PATH"), 2 when input could not be
+used at all (a file that does not exist or cannot be read).
 """
 
 from __future__ import annotations
