@@ -83,7 +83,12 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# One decoder for every call: json.loads with hooks would build a new one each time.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def loads_json(data: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
-    """`json.loads` within the limits: ValueError (LimitError for a limit) for bad input."""
+    """`json.loads` within the limits: ValueError (LimitError for a limit) for bad input.
+    Bytes must be UTF-8, as JSON on the wire is."""
     check_json_depth(data, max_depth)
-    return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    return _DECODER.decode(data.decode() if isinstance(data, bytes) else data)

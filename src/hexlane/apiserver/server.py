@@ -366,6 +366,17 @@ class ApiServer:
             return {**obj, "apiVersion": info.group_version}
         return obj
 
+    def _written(self, rp: ResourcePath, obj: dict[str, Any], status: int = 200
+                 ) -> web.Response:
+        """The answer to a write: the JSON the store made of `obj` when it is the stored
+        object (no second encoding), else `obj` encoded (a dry run, a write of nothing)."""
+        meta = obj.get("metadata") or {}
+        stored = self.store.get(rp.info.storage_key, meta.get("namespace", ""),
+                                meta.get("name", ""))
+        if stored is not None and stored.obj is obj:
+            return self._json(self._raw(rp, stored), status)
+        return self._json(self._present(rp, obj), status)
+
     def _raw(self, rp: ResourcePath, stored: Stored) -> str:
         info = rp.info
         if info.storage_version and stored.obj.get("apiVersion") != info.group_version:
@@ -528,7 +539,7 @@ class ApiServer:
         dry, strict = self._dry_run(request), self._strict(request)
         obj = await self.store.transact(
             lambda txn: self.rules.create(txn, target, body, dry_run=dry, strict=strict))
-        return self._json(self._present(rp, obj), 201)
+        return self._written(rp, obj, 201)
 
     async def _bind(self, request: web.Request, rp: ResourcePath) -> web.Response:
         """POST pods/<name>/binding: what a scheduler does to put a Pod on a node."""
@@ -551,7 +562,7 @@ class ApiServer:
         dry, strict = self._dry_run(request), self._strict(request)
         obj = await self.store.transact(lambda txn: self.rules.update(
             txn, target, body, subresource=rp.subresource, dry_run=dry, strict=strict))
-        return self._json(self._present(rp, obj))
+        return self._written(rp, obj)
 
     async def _patch(self, request: web.Request, rp: ResourcePath) -> web.Response:
         ctype = request.headers.get("Content-Type", "")
@@ -560,7 +571,7 @@ class ApiServer:
         dry, strict = self._dry_run(request), self._strict(request)
         obj = await self.store.transact(lambda txn: self.rules.patch(
             txn, target, body, ctype, subresource=rp.subresource, dry_run=dry, strict=strict))
-        return self._json(self._present(rp, obj))
+        return self._written(rp, obj)
 
     def _delete_options(self, request: web.Request, body: Any) -> DeleteOptions:
         opts = body if isinstance(body, dict) else {}

@@ -72,10 +72,37 @@ class _Walk:
     in_status: bool = False
 
 
-# A compiled node: (value, path, go_field, walk) -> None. `go_field` is how Go's decoder names
-# the field in a type error: its struct, then the dotted path without list indices
-# (`EnvVar.spec.template.spec.containers.env.value`); "" for the object itself.
-_Check = Callable[[Any, str, str, _Walk], None]
+# Where a value is: None for the object itself, else (parent, key, how, struct): `how` is
+# _FIELD (key is a struct field, `struct` the bare name of the struct holding it), _INDEX (a
+# list index) or _KEY (a map key). Built as a chain of tuples while walking and turned into
+# text only for a problem, so a write that is fine formats no path at all.
+_FIELD, _INDEX, _KEY = 0, 1, 2
+Loc = tuple[Any, Any, int, str] | None
+# A compiled node: (value, loc, walk) -> None.
+_Check = Callable[[Any, Loc, _Walk], None]
+
+
+def _path(loc: Loc) -> str:
+    """The field path (`spec.template.spec.containers[0].env[0].value`)."""
+    parts = []
+    while loc is not None:
+        loc, key, how, _struct = loc
+        parts.append(f".{key}" if how == _FIELD else f"[{key}]")
+    return "".join(reversed(parts)).removeprefix(".")
+
+
+def _go_field(loc: Loc) -> str:
+    """How Go's decoder names the field in a type error: the struct holding it, then the
+    dotted path without indices (`EnvVar.spec.template.spec.containers.env.value`); "" for
+    the object itself."""
+    keys: list[str] = []
+    owner = ""
+    while loc is not None:
+        loc, key, how, struct = loc
+        if how == _FIELD:
+            keys.append(key)
+            owner = owner or struct
+    return f"{owner}.{'.'.join(reversed(keys))}" if owner else ""
 
 
 def _value_kind(value: Any) -> str:
@@ -97,12 +124,6 @@ def _short(name: str) -> str:
     return ".".join(parts[-2:])
 
 
-def _child_field(struct: str, go_field: str, key: str) -> str:
-    """The Go field name of `key` in struct `struct` reached at `go_field`."""
-    dotted = go_field.split(".", 1)[1] if go_field else ""
-    return f"{struct}.{dotted}.{key}" if dotted else f"{struct}.{key}"
-
-
 class _Compiler:
     """Turns definitions into checks; one per definition name, shared by every kind."""
 
@@ -115,7 +136,7 @@ class _Compiler:
         if name not in self.compiled:
             slot: list[_Check] = []
             # A placeholder first: definitions refer to themselves (JSONSchemaProps).
-            self.compiled[name] = lambda v, p, g, w: slot[0](v, p, g, w)
+            self.compiled[name] = lambda v, loc, w: slot[0](v, loc, w)
             slot.append(self._schema(self.defs[name], name))
             self.compiled[name] = slot[0]
         return self.compiled[name]
@@ -176,23 +197,23 @@ class _Compiler:
         return _struct(fields, required, name.split(".")[-1], _short(name))
 
 
-def _type_error(walk: _Walk, path: str, go_field: str, value: Any, go_type: str,
-                detail: str = "") -> None:
+def _type_error(walk: _Walk, loc: Loc, value: Any, go_type: str, detail: str = "") -> None:
     kind = _value_kind(value)
     if detail:
         kind = f"{kind} {detail}"
+    go_field = _go_field(loc)
     where = f"Go struct field {go_field}" if go_field else "Go value"
     walk.out.type_problems.append(TypeProblem(
-        path, f"json: cannot unmarshal {kind} into {where} of type {go_type}"))
+        _path(loc), f"json: cannot unmarshal {kind} into {where} of type {go_type}"))
 
 
-def _anything(value: Any, path: str, go_field: str, walk: _Walk) -> None:
+def _anything(value: Any, loc: Loc, walk: _Walk) -> None:
     return None
 
 
-def _object_anything(value: Any, path: str, go_field: str, walk: _Walk) -> None:
+def _object_anything(value: Any, loc: Loc, walk: _Walk) -> None:
     if value is not None and not isinstance(value, dict):
-        _type_error(walk, path, go_field, value, "map[string]interface {}")
+        _type_error(walk, loc, value, "map[string]interface {}")
 
 
 def _scalar(kinds: set[str], fmt: str | None) -> _Check:
@@ -205,90 +226,90 @@ def _scalar(kinds: set[str], fmt: str | None) -> _Check:
                "[]uint8" if fmt == "byte" else "string")
     bits = _INT_BITS.get(fmt or "")
 
-    def check(value: Any, path: str, go_field: str, walk: _Walk) -> None:
+    def check(value: Any, loc: Loc, walk: _Walk) -> None:
         if value is None:
             return
         if isinstance(value, bool):
             if not want_bool:
-                _type_error(walk, path, go_field, value, go_type)
+                _type_error(walk, loc, value, go_type)
             return
         if isinstance(value, int | float):
             if want_num:
                 return
             if not want_int:
-                _type_error(walk, path, go_field, value, go_type)
+                _type_error(walk, loc, value, go_type)
                 return
             if isinstance(value, float) and not value.is_integer():
-                _type_error(walk, path, go_field, value, go_type, str(value))
+                _type_error(walk, loc, value, go_type, str(value))
                 return
             if bits is not None and not -(1 << bits) <= int(value) < (1 << bits):
-                _type_error(walk, path, go_field, value, go_type, str(int(value)))
+                _type_error(walk, loc, value, go_type, str(int(value)))
             return
         if isinstance(value, str):
             if not want_str:
-                _type_error(walk, path, go_field, value, go_type)
+                _type_error(walk, loc, value, go_type)
             elif fmt == "byte":
                 try:
                     base64.b64decode(value, validate=True)
                 except (binascii.Error, ValueError):
                     walk.out.type_problems.append(TypeProblem(
-                        path, f"illegal base64 data in Go struct field {go_field}"))
+                        _path(loc), f"illegal base64 data in Go struct field {_go_field(loc)}"))
             elif fmt == "date-time" and not _format_ok(value, "date-time"):
                 walk.out.type_problems.append(TypeProblem(
-                    path, f'parsing time "{value[:64]}" as "2006-01-02T15:04:05Z07:00" in Go '
-                          f"struct field {go_field}: not an RFC 3339 time"))
+                    _path(loc), f'parsing time "{value[:64]}" as "2006-01-02T15:04:05Z07:00" '
+                                f"in Go struct field {_go_field(loc)}: not an RFC 3339 time"))
             return
-        _type_error(walk, path, go_field, value, go_type)
+        _type_error(walk, loc, value, go_type)
     return check
 
 
 def _array(item: _Check, go_item: str) -> _Check:
-    def check(value: Any, path: str, go_field: str, walk: _Walk) -> None:
+    def check(value: Any, loc: Loc, walk: _Walk) -> None:
         if value is None:
             return
         if not isinstance(value, list):
-            _type_error(walk, path, go_field, value, "[]" + go_item)
+            _type_error(walk, loc, value, "[]" + go_item)
             return
         for i, entry in enumerate(value):
-            item(entry, f"{path}[{i}]", go_field, walk)
+            item(entry, (loc, i, _INDEX, ""), walk)
     return check
 
 
 def _map(item: _Check, go_item: str) -> _Check:
-    def check(value: Any, path: str, go_field: str, walk: _Walk) -> None:
+    def check(value: Any, loc: Loc, walk: _Walk) -> None:
         if value is None:
             return
         if not isinstance(value, dict):
-            _type_error(walk, path, go_field, value, "map[string]" + go_item)
+            _type_error(walk, loc, value, "map[string]" + go_item)
             return
         for key, entry in value.items():
-            item(entry, f"{path}[{key}]", go_field, walk)
+            item(entry, (loc, key, _KEY, ""), walk)
     return check
 
 
 def _struct(fields: dict[str, _Check], required: tuple[str, ...], struct: str,
             go_type: str) -> _Check:
-    def check(value: Any, path: str, go_field: str, walk: _Walk) -> None:
+    def check(value: Any, loc: Loc, walk: _Walk) -> None:
         if value is None:
             return
         if not isinstance(value, dict):
-            _type_error(walk, path, go_field, value, go_type)
+            _type_error(walk, loc, value, go_type)
             return
         unknown = None
         for key, entry in value.items():
             known = fields.get(key)
-            sub = f"{path}.{key}" if path else key
             if known is None:
                 if unknown is None:
                     unknown = []
                 unknown.append(key)
-                walk.out.unknown.append(sub)
+                walk.out.unknown.append(_path((loc, key, _FIELD, struct)))
                 continue
-            in_status = walk.in_status
-            if not path and key == "status":
+            if loc is None and key == "status":
                 walk.in_status = True
-            known(entry, sub, _child_field(struct, go_field, key), walk)
-            walk.in_status = in_status
+                known(entry, (loc, key, _FIELD, struct), walk)
+                walk.in_status = False
+            else:
+                known(entry, (loc, key, _FIELD, struct), walk)
         if unknown:
             for key in unknown:
                 del value[key]
@@ -296,7 +317,7 @@ def _struct(fields: dict[str, _Check], required: tuple[str, ...], struct: str,
             for key in required:
                 if value.get(key) is None:
                     walk.out.required.append(
-                        Problem("Required value", f"{path}.{key}" if path else key))
+                        Problem("Required value", _path((loc, key, _FIELD, struct))))
     return check
 
 
@@ -311,7 +332,7 @@ class Validator:
         """Type problems, missing required fields and unknown fields of `obj`, whose
         unknown fields are dropped (in place)."""
         walk = _Walk(Checked())
-        self._check(obj, "", "", walk)
+        self._check(obj, None, walk)
         return walk.out
 
 
