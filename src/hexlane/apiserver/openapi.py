@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from hexlane.apiserver.resources import Registry, ResourceInfo
+from hexlane.apiserver.resources import BUILTIN, Registry, ResourceInfo
 from hexlane.apiserver.status import ApiError
 from hexlane.apiserver.storage import dumps
 
@@ -154,8 +154,6 @@ def closure(names: set[str]) -> set[str]:
 
 
 def _builtin_definition_names() -> set[str]:
-    from hexlane.apiserver.resources import BUILTIN
-
     names = {definition_for(i.group, i.version, i.kind) for i in BUILTIN}
     return closure({n for n in names if n is not None})
 

@@ -27,7 +27,8 @@ from functools import cache, lru_cache
 from typing import Any
 
 from hexlane.apiserver import openapi
-from hexlane.apiserver.schema import _format_ok
+from hexlane.apiserver.resources import BUILTIN
+from hexlane.apiserver.schema import format_ok
 from hexlane.model.errors import Problem
 
 # Fields the definitions mark required that Kubernetes' validation accepts absent or empty.
@@ -130,7 +131,6 @@ class _Compiler:
     def __init__(self) -> None:
         self.defs = openapi.definitions()
         self.compiled: dict[str, _Check] = {}
-        self.go_types: dict[str, str] = {}
 
     def definition(self, name: str) -> _Check:
         if name not in self.compiled:
@@ -254,7 +254,7 @@ def _scalar(kinds: set[str], fmt: str | None) -> _Check:
                 except (binascii.Error, ValueError):
                     walk.out.type_problems.append(TypeProblem(
                         _path(loc), f"illegal base64 data in Go struct field {_go_field(loc)}"))
-            elif fmt == "date-time" and not _format_ok(value, "date-time"):
+            elif fmt == "date-time" and not format_ok(value, "date-time"):
                 walk.out.type_problems.append(TypeProblem(
                     _path(loc), f'parsing time "{value[:64]}" as "2006-01-02T15:04:05Z07:00" '
                                 f"in Go struct field {_go_field(loc)}: not an RFC 3339 time"))
@@ -343,8 +343,6 @@ def _compiler() -> _Compiler:
 
 def compile_builtin() -> None:
     """Compile the validators of every built-in kind served (at start, not on a first write)."""
-    from hexlane.apiserver.resources import BUILTIN
-
     for info in BUILTIN:
         validator(info.group, info.version, info.kind)
     for group, version, kind in (("", "v1", "Binding"), ("autoscaling", "v1", "Scale")):
