@@ -389,10 +389,10 @@ class Rules:
 
     @staticmethod
     def _require_namespace(txn: Txn, namespace: str) -> None:
-        ns = txn.get(NAMESPACE_KEY, "", namespace)
-        if ns is None:
+        exists, deleting = txn.deletion_of(NAMESPACE_KEY, "", namespace)
+        if not exists:
             raise not_found("", "namespaces", namespace)
-        if ns["metadata"].get("deletionTimestamp"):
+        if deleting:
             raise ApiError(403, "Forbidden", f"unable to create new content in namespace "
                            f"{namespace} because it is being terminated",
                            {"name": namespace, "kind": "namespaces"})

@@ -45,6 +45,8 @@ _OPTIONAL_IN_FACT = {
      "storage"),
 }
 _INT_BITS = {"int32": 31, "int64": 63}
+# The scalar checks whose values a struct or map tests inline: check -> str or bool.
+_PLAIN: dict[Any, type | None] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +227,10 @@ def _scalar(kinds: set[str], fmt: str | None) -> _Check:
                "float64" if want_num else "bool" if want_bool else
                "[]uint8" if fmt == "byte" else "string")
     bits = _INT_BITS.get(fmt or "")
+    # A string without format, or a boolean: the caller tests `type(value) is plain` inline
+    # and calls the check only for a value that is not (most fields of most objects).
+    plain = str if kinds == {"string"} and fmt not in ("byte", "date-time") else \
+        bool if kinds == {"boolean"} else None
 
     def check(value: Any, loc: Loc, walk: _Walk) -> None:
         if value is None:
@@ -260,6 +266,7 @@ def _scalar(kinds: set[str], fmt: str | None) -> _Check:
                                 f"in Go struct field {_go_field(loc)}: not an RFC 3339 time"))
             return
         _type_error(walk, loc, value, go_type)
+    _PLAIN[check] = plain
     return check
 
 
@@ -276,6 +283,8 @@ def _array(item: _Check, go_item: str) -> _Check:
 
 
 def _map(item: _Check, go_item: str) -> _Check:
+    plain = _PLAIN.get(item)
+
     def check(value: Any, loc: Loc, walk: _Walk) -> None:
         if value is None:
             return
@@ -283,12 +292,16 @@ def _map(item: _Check, go_item: str) -> _Check:
             _type_error(walk, loc, value, "map[string]" + go_item)
             return
         for key, entry in value.items():
+            if entry is None or type(entry) is plain:
+                continue
             item(entry, (loc, key, _KEY, ""), walk)
     return check
 
 
-def _struct(fields: dict[str, _Check], required: tuple[str, ...], struct: str,
+def _struct(checks: dict[str, _Check], required: tuple[str, ...], struct: str,
             go_type: str) -> _Check:
+    fields = {key: (check, _PLAIN.get(check)) for key, check in checks.items()}
+
     def check(value: Any, loc: Loc, walk: _Walk) -> None:
         if value is None:
             return
@@ -297,12 +310,15 @@ def _struct(fields: dict[str, _Check], required: tuple[str, ...], struct: str,
             return
         unknown = None
         for key, entry in value.items():
-            known = fields.get(key)
-            if known is None:
+            field_check = fields.get(key)
+            if field_check is None:
                 if unknown is None:
                     unknown = []
                 unknown.append(key)
                 walk.out.unknown.append(_path((loc, key, _FIELD, struct)))
+                continue
+            known, plain = field_check
+            if entry is None or type(entry) is plain:
                 continue
             if loc is None and key == "status":
                 walk.in_status = True
