@@ -7,6 +7,7 @@ path, and the 410 Expired ERROR event once the resourceVersion is older than --w
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 import uuid
@@ -177,7 +178,8 @@ def _informer_cycle(apiserver: Any, ns: str, *, bookmarks: bool) -> list[str]:
         other = type(api)(api.host, api.port, api.token, apiserver.data_dir / "tls.crt")
         for i in range(6):  # one more than the history of 5
             other.post("/api/v1/namespaces/default/secrets",
-                       {"metadata": {"generateName": "noise-"}, "data": {"i": str(i)}})
+                       {"metadata": {"generateName": "noise-"},
+                        "data": {"i": base64.b64encode(str(i).encode()).decode()}})
         other.close()
 
     for round_ in range(2):

@@ -19,7 +19,7 @@ EXAMPLES = REPO / "examples"
 
 # (fixture, field path in the output, what the output must say was expected/wrong)
 CASES = [
-    ("yaml-syntax.yaml", "line 9", "expected <block end>"),
+    ("yaml-syntax.yaml", "line 9", "did not find expected"),
     ("not-a-mapping.yaml", "document 1", "expected a Kubernetes object"),
     ("wrong-type.yaml", "spec.blocks", "expected a list"),
     ("invalid-cidr.yaml", "spec.blocks[0].cidr", "prefix length 33"),

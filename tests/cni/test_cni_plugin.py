@@ -43,7 +43,8 @@ def test_plugin_imports_only_the_standard_library_and_starts_fast() -> None:
              "('aiohttp','pyroute2','yaml','lightkube','asyncio','hexlane')))")
     loaded = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True,
                                        text=True, check=True).stdout.replace("'", '"'))
-    assert loaded == ["hexlane", "hexlane.cni", "hexlane.cni.main", "hexlane.cnispec"]
+    assert loaded == ["hexlane", "hexlane.cni", "hexlane.cni.main", "hexlane.cnispec",
+                      "hexlane.inputlimits"]
     times = []
     for _ in range(5):
         start = time.perf_counter()

@@ -114,6 +114,26 @@ class Api:
         except ValueError:
             return resp.status, text
 
+    def raw(self, method: str, path: str, data: bytes, content_type: str | None,
+            timeout: float = 30.0) -> tuple[int, Any]:
+        """One request with `data` as the body, sent as it is (hostile bodies: not JSON,
+        too deep, too large, with any Content-Type or none), on a connection of its own;
+        (status, decoded JSON body, or the text when it is not JSON)."""
+        conn = self.connection(timeout)
+        try:
+            hdrs = self.headers()
+            if content_type is not None:
+                hdrs["Content-Type"] = content_type
+            conn.request(method, path, body=data, headers=hdrs)
+            resp = conn.getresponse()
+            text = resp.read().decode(errors="replace")
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(text) if text else None
+        except ValueError:
+            return resp.status, text
+
     def get(self, path: str, **kw: Any) -> tuple[int, Any]:
         return self.request("GET", path, **kw)
 

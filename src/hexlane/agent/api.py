@@ -2,7 +2,11 @@
 
 The abstract socket belongs to the network namespace the agent runs in, so a CNI plugin or a
 CLI started in a node's namespace reaches that node's agent with no configuration; the socket
-file is the fallback for callers elsewhere. A caller may send `callerNetns` (the "dev:inode"
+file is the fallback for callers elsewhere. An abstract socket has no file permissions: any
+process of the namespace (any local user, any hostNetwork pod) can connect. So every request,
+on either socket, is served only to a caller that is root or holds CAP_NET_ADMIN, as the
+kernel reports it (`SO_PEERCRED`, then the caller's effective capabilities); others get 403
+with CNI error 103. A caller may send `callerNetns` (the "dev:inode"
 of its network namespace): a CNI request from another namespace than the agent's is refused,
 because the pod's host side would land in the wrong node.
 
@@ -23,10 +27,10 @@ socket file alone: `/v1/status`, and every CNI call with "try again" (CNI error 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
+import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,13 @@ from typing import Any
 from aiohttp import web
 
 from hexlane.agent.endpoints import CNIError, CNIRequest, EndpointManager
-from hexlane.cnispec import ERR_INVALID_CONFIG, ERR_NOT_AVAILABLE, ERR_SETUP_FAILED
+from hexlane.cnispec import (
+    ERR_INVALID_CONFIG,
+    ERR_NOT_AVAILABLE,
+    ERR_PERMISSION,
+    ERR_SETUP_FAILED,
+)
+from hexlane.inputlimits import loads_json
 
 log = logging.getLogger("hexlane.agent.api")
 
@@ -49,15 +59,16 @@ StatusFunc = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
 def _error(err: CNIError) -> web.Response:
-    status = 400 if err.code < 50 else 503 if err.code in (11, 50) else 500
+    status = 403 if err.code == ERR_PERMISSION else 400 if err.code < 50 else \
+        503 if err.code in (11, 50) else 500
     return web.json_response(err.to_dict(), status=status)
 
 
 async def _body(request: web.Request, manager: EndpointManager) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CNIError(ERR_INVALID_CONFIG, "request body is not JSON") from None
+        body = loads_json(await request.read())
+    except ValueError as err:
+        raise CNIError(ERR_INVALID_CONFIG, "request body is not JSON", str(err)) from None
     if not isinstance(body, dict):
         raise CNIError(ERR_INVALID_CONFIG, "request body must be a JSON object")
     caller = body.get("callerNetns")
@@ -66,6 +77,47 @@ async def _body(request: web.Request, manager: EndpointManager) -> dict[str, Any
                        "this agent serves the node whose network namespace is "
                        f"{manager.netns_id}; the caller runs in {caller}")
     return body
+
+
+_CAP_NET_ADMIN = 12
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+def _caller(request: web.Request) -> tuple[int, int] | None:
+    """(pid, uid) of the process at the other end of the request's UNIX socket."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                   _UCRED.size))
+    return pid, uid
+
+
+def _has_net_admin(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_NET_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+@web.middleware
+async def _privileged_callers_only(request: web.Request, handler: Handler
+                                   ) -> web.StreamResponse:
+    caller = _caller(request)
+    if caller is not None:
+        pid, uid = caller
+        if uid != 0 and not (pid > 0 and _has_net_admin(pid)):
+            log.warning("%s %s refused: caller pid %d uid %d is neither root nor holds "
+                        "CAP_NET_ADMIN", request.method, request.path, pid, uid)
+            return _error(CNIError(ERR_PERMISSION, "permission denied",
+                                   f"the agent's API serves root or CAP_NET_ADMIN only; the "
+                                   f"caller (pid {pid}) runs as uid {uid}"))
+    return await handler(request)
 
 
 def _handles_cni_errors(handler: Handler) -> Handler:
@@ -191,7 +243,7 @@ async def serve_api(state_dir: Path, manager: EndpointManager, *,
                     status: StatusFunc | None = None,
                     after_add: Callable[[], None] = lambda: None) -> ApiServer:
     """Serve the endpoint API on `state_dir/agent.sock` and `@abstract_name` (this netns)."""
-    app = web.Application()
+    app = web.Application(middlewares=[_privileged_callers_only])
     if status is not None:
         _status_route(app, status)
     add_routes(app, manager, after_add)
@@ -220,7 +272,7 @@ async def serve_starting(state_dir: Path, status: StatusFunc,
         return web.json_response({"code": 11, "msg": "hexlane agent starting",
                                   "details": f"waiting for {waiting_for()}"}, status=503)
 
-    app = web.Application()
+    app = web.Application(middlewares=[_privileged_callers_only])
     _status_route(app, status)
     app.router.add_route("*", "/{tail:.*}", starting)
     runner = web.AppRunner(app, access_log=None)

@@ -29,7 +29,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +48,7 @@ from hexlane.cnispec import (  # shared with the CNI plugin
     ERR_NOT_AVAILABLE,
     ERR_SETUP_FAILED,
     ERR_UNKNOWN_CONTAINER,
+    valid_ifname,
 )
 from hexlane.datapath import netlink
 from hexlane.datapath.masq import MasqDatapath
@@ -74,7 +74,6 @@ STATE_FILE = "endpoints.json"
 #: The sysctls the endpoint manager keeps set in the node's namespace.
 SYSCTLS = {"net.ipv4.ip_forward": "1"}
 
-_IFNAME = re.compile(r"^[^/:\s]{1,15}$")
 
 
 class CNIError(Exception):
@@ -113,9 +112,10 @@ class CNIRequest:
             raise CNIError(ERR_INVALID_ENV, "invalid CNI_CONTAINERID",
                            f"want letters, digits, '_', '.', '-'; got {cid!r}")
         ifname = body.get("ifname")
-        if not isinstance(ifname, str) or not _IFNAME.match(ifname):
+        if not isinstance(ifname, str) or not valid_ifname(ifname):
             raise CNIError(ERR_INVALID_ENV, "invalid CNI_IFNAME",
-                           f"want 1-15 characters without '/', ':' or spaces; got {ifname!r}")
+                           "want 1-15 characters without '/', ':' or white space, not '.' or "
+                           f"'..'; got {str(ifname)[:64]!r}")
         netns = body.get("netns") or ""
         if not isinstance(netns, str) or (need_netns and not netns.startswith("/")):
             raise CNIError(ERR_INVALID_ENV, "invalid CNI_NETNS",

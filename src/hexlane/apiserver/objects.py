@@ -30,7 +30,7 @@ from typing import Any
 
 from hexlane.apiserver import patch as patching
 from hexlane.apiserver import schema as schemas
-from hexlane.apiserver import services
+from hexlane.apiserver import services, validation
 from hexlane.apiserver.resources import CRD_KEY, NAMESPACE_KEY, SERVICE_KEY, ResourceInfo
 from hexlane.apiserver.status import (
     STALE,
@@ -42,7 +42,7 @@ from hexlane.apiserver.status import (
     not_found,
 )
 from hexlane.apiserver.storage import Txn
-from hexlane.model.errors import InputError, Problem
+from hexlane.model.errors import InputError, Problem, shown
 from hexlane.model.selectors import label_key_problem, label_value_problem
 
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
@@ -94,6 +94,7 @@ class Rules:
     def create(self, txn: Txn, t: Target, body: Any, *, dry_run: bool = False,
                strict: bool = False) -> dict[str, Any]:
         obj = self._body(t, body)
+        required = _decode(t.info, obj, strict)
         meta = obj["metadata"]
         if t.info.namespaced:
             self._check_body_namespace(t, meta)
@@ -113,7 +114,7 @@ class Rules:
                     break
             meta["name"] = name
         t = Target(t.info, t.namespace, name)
-        self._validate_meta(t, obj)
+        self._validate_meta(t, obj, required)
         if txn.get(t.info.storage_key, t.namespace, name) is not None:
             raise already_exists(t.info.group, t.info.plural, name)
         for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds",
@@ -137,6 +138,7 @@ class Rules:
                dry_run: bool = False, strict: bool = False) -> dict[str, Any]:
         cur = self._current(txn, t)
         obj = self._body(t, body)
+        required = _decode(t.info, obj, strict)
         meta = obj["metadata"]
         if meta.get("name") and meta["name"] != t.name:
             raise bad_request(f"the name of the object ({meta['name']}) does not match the "
@@ -144,7 +146,7 @@ class Rules:
         if t.info.namespaced:
             self._check_body_namespace(t, meta)
         self._check_rv(t, cur, meta.get("resourceVersion"))
-        return self._write_update(txn, t, cur, obj, subresource, dry_run, strict)
+        return self._write_update(txn, t, cur, obj, subresource, dry_run, strict, required)
 
     def patch(self, txn: Txn, t: Target, patch_body: Any, content_type: str, *,
               subresource: str = "", dry_run: bool = False,
@@ -156,15 +158,23 @@ class Rules:
         meta = patched.get("metadata")
         if not isinstance(meta, dict):
             raise bad_request("the patched object has no metadata")
+        if meta.get("name") != t.name:
+            raise bad_request(f"the name of the object ({shown(str(meta.get('name')))}) does "
+                              f"not match the name on the URL ({t.name})")
+        if t.info.namespaced and meta.get("namespace", t.namespace) != t.namespace:
+            raise bad_request("the namespace of the object "
+                              f"({shown(str(meta.get('namespace')))}) does not match the "
+                              f"namespace on the URL ({t.namespace})")
         rv = meta.get("resourceVersion")
         if rv != cur["metadata"].get("resourceVersion"):
             self._check_rv(t, cur, rv)
-        meta["name"] = t.name
         obj = self._body(t, patched)
-        return self._write_update(txn, t, cur, obj, subresource, dry_run, strict)
+        required = _decode(t.info, obj, strict, cur)
+        return self._write_update(txn, t, cur, obj, subresource, dry_run, strict, required)
 
     def _write_update(self, txn: Txn, t: Target, cur: dict[str, Any], obj: dict[str, Any],
-                      subresource: str, dry_run: bool, strict: bool = False) -> dict[str, Any]:
+                      subresource: str, dry_run: bool, strict: bool = False,
+                      required: list[Problem] | None = None) -> dict[str, Any]:
         if subresource == "status":
             new = copy.deepcopy(cur)
             if "status" in obj:
@@ -192,7 +202,7 @@ class Rules:
                     new["status"] = cur["status"]
                 else:
                     new.pop("status", None)
-            self._validate_meta(t, new)
+            self._validate_meta(t, new, required or [])
         new["metadata"]["resourceVersion"] = cur["metadata"].get("resourceVersion")
         new = self._prepare(txn, t, cur, new, strict)
         if spec_part(new) != spec_part(cur):
@@ -226,8 +236,14 @@ class Rules:
 
     def bind(self, txn: Txn, t: Target, binding: Any) -> dict[str, Any]:
         """Set a Pod's spec.nodeName from a Binding, once (409 if it is already bound)."""
-        node = ((binding or {}).get("target") or {}).get("name") if isinstance(
-            binding, dict) else None
+        if not isinstance(binding, dict):
+            raise bad_request("the request body must be a Binding object")
+        binding_kind = validation.validator("", "v1", "Binding")
+        assert binding_kind is not None
+        checked = binding_kind.check(binding)
+        if checked.type_problems:
+            raise _cannot_decode("Binding", "v1", checked)
+        node = (binding.get("target") or {}).get("name")
         if not node:
             raise invalid("", "Binding", t.name, [Problem("Required value", "target.name")])
         cur = self._current(txn, t)
@@ -251,6 +267,11 @@ class Rules:
             body = _apply_patch(scale, body, content_type, "Scale")
         if not isinstance(body, dict):
             raise bad_request("the request body must be a Scale object")
+        scale_kind = validation.validator("autoscaling", "v1", "Scale")
+        assert scale_kind is not None
+        checked = scale_kind.check(body)
+        if checked.type_problems:
+            raise _cannot_decode("Scale", "v1", checked)
         self._check_rv(t, cur, (body.get("metadata") or {}).get("resourceVersion"))
         replicas = (body.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
@@ -368,10 +389,10 @@ class Rules:
 
     @staticmethod
     def _require_namespace(txn: Txn, namespace: str) -> None:
-        ns = txn.get(NAMESPACE_KEY, "", namespace)
-        if ns is None:
+        exists, deleting = txn.deletion_of(NAMESPACE_KEY, "", namespace)
+        if not exists:
             raise not_found("", "namespaces", namespace)
-        if ns["metadata"].get("deletionTimestamp"):
+        if deleting:
             raise ApiError(403, "Forbidden", f"unable to create new content in namespace "
                            f"{namespace} because it is being terminated",
                            {"name": namespace, "kind": "namespaces"})
@@ -402,14 +423,16 @@ class Rules:
             raise bad_request("metadata must be an object")
         return obj
 
-    def _validate_meta(self, t: Target, obj: dict[str, Any]) -> None:
+    def _validate_meta(self, t: Target, obj: dict[str, Any],
+                       found: list[Problem]) -> None:
+        """422 for a bad name, labels or annotations, with the problems already `found`."""
         meta = obj["metadata"]
-        problems: list[Problem] = []
+        problems: list[Problem] = list(found)
         name = meta.get("name", "")
         rule = _LABEL_NAME_RE if t.info.storage_key in (NAMESPACE_KEY, SERVICE_KEY) else _NAME_RE
         if not isinstance(name, str) or not rule.match(name) or len(name) > 253:
             problems.append(Problem(
-                f"Invalid value: {name!r}: a lowercase RFC 1123 "
+                f"Invalid value: {shown(repr(name))}: a lowercase RFC 1123 "
                 f"{'label' if rule is _LABEL_NAME_RE else 'subdomain'} must consist of lower "
                 "case alphanumeric characters, '-' or '.', and must start and end with an "
                 "alphanumeric character", "metadata.name"))
@@ -430,7 +453,7 @@ class Rules:
                 elif field_name == "labels" and (why := label_value_problem(v)) is not None:
                     problems.append(Problem(why, path))
         if problems:
-            raise invalid(t.info.group, t.info.kind, str(name), problems)
+            raise invalid(t.info.group, t.info.kind, shown(str(name)), problems)
 
     def _prepare(self, txn: Txn, t: Target, cur: dict[str, Any] | None,
                  obj: dict[str, Any], strict: bool = False) -> dict[str, Any]:
@@ -463,10 +486,7 @@ class Rules:
                     cur, t.info.schema)))
                 unknown = [f for f in unknown if f not in stale]
             if unknown:
-                raise bad_request(
-                    f'{t.info.kind} in version "{t.info.version}" cannot be handled as a '
-                    f"{t.info.kind}: strict decoding error: "
-                    + ", ".join(f'unknown field "{f}"' for f in unknown))
+                raise _strict_unknown(t.info, unknown)
             obj = schemas.apply_schema_defaults(pruned, t.info.schema)
             problems = schemas.validate_against_schema(obj, t.info.schema)
             errors = [p for p in problems if p.severity == "error"]
@@ -501,6 +521,44 @@ class Rules:
         owner = t.owner_key()
         txn.set_allocations(owner, "clusterip", ips)
         txn.set_allocations(owner, "nodeport", {str(p) for p in ports})
+
+
+def _cannot_decode(kind: str, version: str, checked: validation.Checked) -> ApiError:
+    """400 for values Kubernetes' decoder refuses, worded as it words them, each field a
+    cause."""
+    messages = "; ".join(p.go_message for p in checked.type_problems)
+    err = bad_request(f'{kind} in version "{version}" cannot be handled as a {kind}: '
+                      f"{messages}")
+    err.details = {"kind": kind, "causes": [
+        {"reason": "FieldValueInvalid", "message": p.problem().message, "field": p.path}
+        for p in checked.type_problems]}
+    return err
+
+
+def _strict_unknown(info: ResourceInfo, unknown: list[str]) -> ApiError:
+    return bad_request(f'{info.kind} in version "{info.version}" cannot be handled as a '
+                       f"{info.kind}: strict decoding error: "
+                       + ", ".join(f'unknown field "{shown(f)}"' for f in unknown))
+
+
+def _decode(info: ResourceInfo, obj: dict[str, Any], strict: bool,
+            cur: dict[str, Any] | None = None) -> list[Problem]:
+    """What Kubernetes' decoder does to a body of a built-in kind: 400 for a value of the
+    wrong type, unknown fields dropped (400 with `strict`, except those the stored object
+    `cur` already had); the missing required fields, for the 422 of validation."""
+    check = validation.validator(info.group, info.version, info.kind)
+    if check is None:
+        return []
+    checked = check.check(obj)
+    if checked.type_problems:
+        raise _cannot_decode(info.kind, info.version, checked)
+    unknown = checked.unknown
+    if strict and unknown and cur is not None:
+        stale = set(check.check(copy.deepcopy(cur)).unknown)
+        unknown = [f for f in unknown if f not in stale]
+    if strict and unknown:
+        raise _strict_unknown(info, unknown)
+    return checked.required
 
 
 def _apply_patch(obj: dict[str, Any], patch_body: Any, content_type: str, kind: str) -> Any:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 MAGIC = b"k8s\x00"
+MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 
 # A message is {field number: (json name, type)}; a type is a scalar name ("string", "bytes",
 # "int", "bool", "time", "intorstring"; "int*" and "bool*" for Go pointer fields, whose zero
@@ -102,6 +103,8 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     while True:
         if pos >= len(data):
             raise ProtobufError("truncated varint")
+        if shift > 63:  # ten bytes at most: a longer run would build an unbounded integer
+            raise ProtobufError("varint longer than 64 bits")
         byte = data[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -122,6 +125,8 @@ def _fields(data: bytes) -> list[tuple[int, int, Any]]:
             value, pos = _varint(data, pos)
         elif wire == 2:
             length, pos = _varint(data, pos)
+            if length > len(data) - pos:
+                raise ProtobufError("truncated length-delimited field")
             value, pos = data[pos:pos + length], pos + length
         elif wire == 1:
             value, pos = int.from_bytes(data[pos:pos + 8], "little"), pos + 8
@@ -134,14 +139,19 @@ def _fields(data: bytes) -> list[tuple[int, int, Any]]:
 
 
 def _scalar(kind: Any, value: Any) -> Any:
+    if kind in ("bool", "bool*", "int", "int*") and not isinstance(value, int):
+        raise ProtobufError(f"a {kind.rstrip('*')} field sent as bytes")
+    if kind not in ("bool", "bool*", "int", "int*") and not isinstance(value, bytes):
+        # bytes(n) of a number would allocate n bytes
+        raise ProtobufError("a length-delimited field sent as a number")
     if isinstance(kind, dict):
         return _message(value, kind)
     if kind == "string":
-        return bytes(value).decode("utf-8")
+        return value.decode("utf-8")
     if kind == "bytes":
-        return base64.b64encode(bytes(value)).decode()
+        return base64.b64encode(value).decode()
     if kind == "raw":
-        return bytes(value)
+        return value
     if kind in ("bool", "bool*"):
         return bool(value)
     if kind in ("int", "int*"):
@@ -164,6 +174,8 @@ def _message(data: bytes, schema: Schema) -> dict[str, Any]:
             continue  # a field hexlane does not read
         name, kind = schema[number]
         if isinstance(kind, tuple) and kind[0] == "map":
+            if not isinstance(value, bytes):
+                raise ProtobufError(f"{name}: a map entry sent as a number")
             entry = _message(value, {1: ("key", "string"), 2: ("value", kind[1])})
             out.setdefault(name, {})[entry.get("key", "")] = entry.get("value", "")
         elif isinstance(kind, tuple) and kind[0] == "list":
@@ -182,7 +194,10 @@ def decode(body: bytes) -> dict[str, Any]:
     """The JSON form of a protobuf-encoded object of one of `KINDS`."""
     if not body.startswith(MAGIC):
         raise ProtobufError("not a Kubernetes protobuf message (no k8s magic prefix)")
-    envelope = _message(body[len(MAGIC):], _ENVELOPE)
+    try:
+        envelope = _message(body[len(MAGIC):], _ENVELOPE)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ProtobufError(f"not a valid Kubernetes protobuf envelope: {e}") from None
     type_meta = envelope.get("typeMeta", {})
     kind = type_meta.get("kind", "")
     schema = KINDS.get(kind)
@@ -190,5 +205,8 @@ def decode(body: bytes) -> dict[str, Any]:
         raise ProtobufError(f"hexlane reads protobuf bodies only for "
                             f"{', '.join(sorted(KINDS))}, not {kind or 'this kind'}; send "
                             "JSON (kubectl apply -f, or kubectl create -f FILE)")
-    obj = _message(envelope.get("raw", b""), schema)
+    try:
+        obj = _message(envelope.get("raw", b""), schema)
+    except (ValueError, TypeError, OverflowError) as e:  # a field of the wrong wire type, ...
+        raise ProtobufError(f"not a valid {kind} message: {e}") from None
     return {"apiVersion": type_meta.get("apiVersion", "v1"), "kind": kind, **obj}

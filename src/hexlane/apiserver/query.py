@@ -17,6 +17,7 @@ from typing import Any
 
 from hexlane.apiserver.resources import ResourceInfo
 from hexlane.apiserver.status import bad_request
+from hexlane.inputlimits import loads_json
 from hexlane.model.errors import InputError
 from hexlane.model.selectors import LabelSelector
 
@@ -136,7 +137,7 @@ def encode_continue(rv: int, key: tuple[str, str]) -> str:
 def decode_continue(token: str) -> tuple[int, tuple[str, str]]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
+        data = loads_json(raw)
         return int(data["rv"]), (str(data["start"][0]), str(data["start"][1]))
     except (binascii.Error, ValueError, KeyError, IndexError, TypeError) as e:
         raise bad_request(f"invalid continue token: {e}") from e

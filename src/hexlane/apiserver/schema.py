@@ -209,7 +209,7 @@ def _check_string(value: str, schema: dict, path: str, out: list[Problem]) -> No
         if compiled is not None and not compiled.search(value):
             out.append(_invalid(path, value, f"{_body(path)} should match '{pattern}'"))
     fmt = schema.get("format")
-    if isinstance(fmt, str) and not _format_ok(value, fmt):
+    if isinstance(fmt, str) and not format_ok(value, fmt):
         out.append(_invalid(path, value, f"{_body(path)} must be of type {fmt}: "
                                          f"{_quote(value)}"))
 
@@ -346,7 +346,7 @@ _HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]{0,62})?(\.[a-zA-Z0-9]([-a-
                           r"\.?$")
 
 
-def _format_ok(value: str, fmt: str) -> bool:
+def format_ok(value: str, fmt: str) -> bool:
     """Light checks for the formats Kubernetes checks; unknown formats pass, as there."""
     try:
         if fmt == "ipv4":

@@ -21,7 +21,6 @@ import base64
 import bisect
 import hmac
 import itertools
-import json
 import logging
 import ssl
 import time
@@ -36,7 +35,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from hexlane.apiserver import bootstrap, discovery, protobuf
+from hexlane.apiserver import bootstrap, discovery, openapi, protobuf, validation
+from hexlane.apiserver import patch as patching
 from hexlane.apiserver.objects import DeleteOptions, Rules, Target, scale_of
 from hexlane.apiserver.query import (
     JSON,
@@ -52,10 +52,19 @@ from hexlane.apiserver.resources import CRD_KEY, Registry, ResourceInfo
 from hexlane.apiserver.status import ApiError, bad_request, expired, not_found, status_object
 from hexlane.apiserver.storage import ADDED, DELETED, MODIFIED, Event, Store, Stored, dumps
 from hexlane.apiserver.tables import to_table
+from hexlane.inputlimits import MAX_REQUEST_BYTES, loads_json
+from hexlane.model.errors import InputError
+from hexlane.model.manifests import load_yaml_document
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WATCH_TIMEOUT = 1800.0
+_YAML = "application/yaml"
+
+
+def _unsupported_media_type(accepted: tuple[str, ...]) -> ApiError:
+    return ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown "
+                    f"format - accepted media types include: {', '.join(accepted)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,16 @@ class Metrics:
         self.write_seconds = Counter("apiserver_write_seconds",
                                      "Seconds spent waiting for durable writes",
                                      registry=self.registry)
+        self._requests: dict[tuple[str, str, str, int], Any] = {}
+
+    def request(self, verb: str, group: str, resource: str, code: int) -> Any:
+        """The request counter of these labels (looked up once: `labels()` checks and locks
+        on every call, a cost every request would pay)."""
+        key = (verb, group, resource, code)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(verb, group, resource, str(code))
+        return child
 
 
 # --- the server ---------------------------------------------------------------------------
@@ -118,7 +137,8 @@ class ApiServer:
         self.registry = Registry()
         self.rules = Rules(service_cidr=config.service_cidr)
         self.metrics = Metrics()
-        self.app = web.Application(middlewares=[self._middleware], client_max_size=16 << 20)
+        self.app = web.Application(middlewares=[self._middleware],
+                                   client_max_size=MAX_REQUEST_BYTES)
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self.app.on_startup.append(self._on_startup)
         self.app.on_cleanup.append(self._on_cleanup)
@@ -130,6 +150,7 @@ class ApiServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def _on_startup(self, app: web.Application) -> None:
+        validation.compile_builtin()
         await self.store.start()
         for stored in list(self.store.objects.get(CRD_KEY, {}).values()):
             self.registry.set_crd(stored.obj["metadata"]["name"], stored.obj)
@@ -219,8 +240,8 @@ class ApiServer:
         return web.Response(body=text.encode(), status=status, content_type=JSON)
 
     def _count(self, verb: str, info: ResourceInfo | None, code: int) -> None:
-        self.metrics.requests.labels(verb, info.group if info else "",
-                                     info.plural if info else "", str(code)).inc()
+        self.metrics.request(verb, info.group if info else "", info.plural if info else "",
+                             code).inc()
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -256,14 +277,14 @@ class ApiServer:
     def _openapi(self, request: web.Request, segs: list[str]) -> web.Response:
         if segs[1:] == ["v2"]:
             if "protobuf" in request.headers.get("Accept", ""):
-                return web.Response(body=discovery.OPENAPI_V2_PROTOBUF,
-                                    content_type=discovery.OPENAPI_V2_PROTOBUF_TYPE)
-            return self._json(discovery.openapi_v2())
+                return web.Response(body=openapi.openapi_v2_protobuf(),
+                                    content_type=openapi.OPENAPI_V2_PROTOBUF_TYPE)
+            return self._json(openapi.openapi_v2())
         if segs[1:2] != ["v3"]:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if len(segs) == 2:
-            return self._json(discovery.openapi_v3_index(self.registry))
-        return self._json(discovery.openapi_v3(self.registry, "/".join(segs[2:])))
+            return self._json(openapi.openapi_v3_index(self.registry))
+        return self._json(openapi.openapi_v3(self.registry, "/".join(segs[2:])))
 
     # -- resources ---------------------------------------------------------------------------
 
@@ -354,6 +375,17 @@ class ApiServer:
         if info.storage_version and obj.get("apiVersion") != info.group_version:
             return {**obj, "apiVersion": info.group_version}
         return obj
+
+    def _written(self, rp: ResourcePath, obj: dict[str, Any], status: int = 200
+                 ) -> web.Response:
+        """The answer to a write: the JSON the store made of `obj` when it is the stored
+        object (no second encoding), else `obj` encoded (a dry run, a write of nothing)."""
+        meta = obj.get("metadata") or {}
+        stored = self.store.get(rp.info.storage_key, meta.get("namespace", ""),
+                                meta.get("name", ""))
+        if stored is not None and stored.obj is obj:
+            return self._json(self._raw(rp, stored), status)
+        return self._json(self._present(rp, obj), status)
 
     def _raw(self, rp: ResourcePath, stored: Stored) -> str:
         info = rp.info
@@ -472,20 +504,35 @@ class ApiServer:
         body = head[:-1] + ',"items":[' + ",".join(self._raw(rp, s) for s in items) + "]}"
         return self._json(body)
 
-    async def _body(self, request: web.Request) -> Any:
-        ctype = request.content_type
-        raw = await request.read()
+    async def _body(self, request: web.Request, *, patch: bool = False) -> Any:
+        """The decoded request body (None when empty), within the input limits.
+
+        As Kubernetes: no Content-Type means JSON; a media type it does not read is 415; a
+        body over 3 MiB is 413; a body that does not decode is 400."""
+        ctype = patching.media_type(request.headers.get("Content-Type", ""))
+        if patch:
+            if ctype not in (*patching.PATCH_TYPES, patching.APPLY_PATCH):
+                raise _unsupported_media_type((*patching.PATCH_TYPES, patching.APPLY_PATCH))
+        elif ctype not in ("", JSON, _YAML, protobuf.MEDIA_TYPE):
+            raise _unsupported_media_type((JSON, _YAML, protobuf.MEDIA_TYPE))
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as e:
+            raise ApiError(413, "RequestEntityTooLarge", "Request entity too large: limit is "
+                           f"{MAX_REQUEST_BYTES}") from e
         if not raw:
             return None
         try:
-            if ctype in ("application/yaml", "application/apply-patch+yaml"):
-                return yaml.safe_load(raw)
-            if "protobuf" in ctype:
+            if ctype in (_YAML, patching.APPLY_PATCH):
+                return load_yaml_document(raw.decode(), "the request body")
+            if ctype == protobuf.MEDIA_TYPE:
                 return protobuf.decode(raw)
-            return json.loads(raw)
+            return loads_json(raw)
         except protobuf.ProtobufError as e:
             raise ApiError(415, "UnsupportedMediaType", str(e)) from e
-        except (ValueError, yaml.YAMLError) as e:
+        except InputError as e:
+            raise bad_request("; ".join(p.message for p in e.problems)) from e
+        except ValueError as e:
             raise bad_request(f"the request body is not valid JSON: {e}") from e
 
     @staticmethod
@@ -502,7 +549,7 @@ class ApiServer:
         dry, strict = self._dry_run(request), self._strict(request)
         obj = await self.store.transact(
             lambda txn: self.rules.create(txn, target, body, dry_run=dry, strict=strict))
-        return self._json(self._present(rp, obj), 201)
+        return self._written(rp, obj, 201)
 
     async def _bind(self, request: web.Request, rp: ResourcePath) -> web.Response:
         """POST pods/<name>/binding: what a scheduler does to put a Pod on a node."""
@@ -513,7 +560,7 @@ class ApiServer:
 
     async def _scale(self, request: web.Request, rp: ResourcePath) -> web.Response:
         """PUT or PATCH deployments/<name>/scale: an autoscaling/v1 Scale of spec.replicas."""
-        body = await self._body(request)
+        body = await self._body(request, patch=request.method == "PATCH")
         ctype = request.headers.get("Content-Type", "") if request.method == "PATCH" else ""
         target = Target(rp.info, rp.namespace, rp.name)
         obj = await self.store.transact(lambda txn: self.rules.scale(txn, target, body, ctype))
@@ -525,16 +572,16 @@ class ApiServer:
         dry, strict = self._dry_run(request), self._strict(request)
         obj = await self.store.transact(lambda txn: self.rules.update(
             txn, target, body, subresource=rp.subresource, dry_run=dry, strict=strict))
-        return self._json(self._present(rp, obj))
+        return self._written(rp, obj)
 
     async def _patch(self, request: web.Request, rp: ResourcePath) -> web.Response:
         ctype = request.headers.get("Content-Type", "")
-        body = await self._body(request)
+        body = await self._body(request, patch=True)
         target = Target(rp.info, rp.namespace, rp.name)
         dry, strict = self._dry_run(request), self._strict(request)
         obj = await self.store.transact(lambda txn: self.rules.patch(
             txn, target, body, ctype, subresource=rp.subresource, dry_run=dry, strict=strict))
-        return self._json(self._present(rp, obj))
+        return self._written(rp, obj)
 
     def _delete_options(self, request: web.Request, body: Any) -> DeleteOptions:
         opts = body if isinstance(body, dict) else {}

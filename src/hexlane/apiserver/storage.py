@@ -102,6 +102,14 @@ class Txn:
             (resource, namespace, name)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def deletion_of(self, resource: str, namespace: str, name: str) -> tuple[bool, Any]:
+        """Whether the object exists, and its `metadata.deletionTimestamp`, read by SQLite
+        without decoding the whole object (a create checks its namespace this way)."""
+        row = self._conn.execute(
+            "SELECT json_extract(data, '$.metadata.deletionTimestamp') FROM objects "
+            "WHERE resource=? AND namespace=? AND name=?", (resource, namespace, name)).fetchone()
+        return (row is not None), (row[0] if row else None)
+
     def list_objects(self, resource: str,
                      namespace: str | None = None) -> list[dict[str, Any]]:
         if namespace is None:

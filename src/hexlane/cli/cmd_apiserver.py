@@ -1,6 +1,8 @@
 """`hexlane apiserver`: run the embedded Kubernetes-compatible API server on SQLite.
 
-It keeps its database, token and kubeconfig in `--data-dir`, listens on loopback
+It keeps its database (every object, Secrets included), token and kubeconfig in
+`--data-dir`, which it locks for its whole life (a second server on it stops at once) and
+keeps private (0700, files 0600; see `hexlane.apiserver.datadir`). It listens on loopback
 (127.0.0.1:6443) unless told otherwise, and writes `DIR/kubeconfig` once it is listening
 (`--listen 127.0.0.1:0` picks a free port; the kubeconfig names the port actually bound), so
 `kubectl --kubeconfig DIR/kubeconfig` works at once. Without `--token-file` a random token is
@@ -92,7 +94,7 @@ def _token(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hexlane.apiserver import certs, services
+    from hexlane.apiserver import certs, datadir, services
     from hexlane.apiserver.server import ApiServer, ServerConfig, write_kubeconfig
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -105,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise InputError(Problem(f"not a CIDR: {args.service_cidr!r}", "--service-cidr")) from e
     data_dir: Path = args.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # Before anything in the directory is touched: a second server on it stops here.
+    lock = datadir.claim(data_dir)
     tls_cert, tls_key = args.tls_cert, args.tls_key
     token: str | None = None
     if not args.plain_http:
@@ -145,5 +148,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             await server.stop()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        lock.release()
     return 0

@@ -13,7 +13,8 @@ which decide the address families a Service without ipFamilies asks for.
 
 Output: per LoadBalancer Service its IPs and its `cilium.io/IPAMRequestSatisfied` condition,
 per pool its conflict condition and counters. Bad input (an invalid pool CIDR, a malformed
-Service) is reported as problems with file, line, object and field, and exits 2.
+Service) is reported as problems with file, line, object and field, and exits 2; a path
+that holds no object at all exits 1 ("no objects found in PATH").
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import Any
 from hexlane.ipam.inputs import options_from_values, pool_input_from_model, service_input_from_model
 from hexlane.ipam.lbipam import LBIPAMPlan, PoolInput, ServiceInput, allocate
 from hexlane.model.cilium import LBIPPool
-from hexlane.model.errors import InputError, Problem
-from hexlane.model.manifests import expand_paths, read_manifests
+from hexlane.model.errors import InputError, Problem, no_objects
+from hexlane.model.manifests import Manifest, expand_paths, read_manifests
 from hexlane.model.registry import parse_object
 from hexlane.model.service import Service
 
@@ -70,38 +71,64 @@ def read_inputs(paths: list[str], skip: list[str], *, recursive: bool = False
     # pool added after a dump of the cluster is the newest, and with no timestamps at all
     # file order decides.
     clock: datetime | None = None
-    for path in expand_paths(paths, recursive=recursive):
-        if os.path.normpath(path) in skipped:
-            continue
-        if not os.path.exists(path):
-            problems.append(Problem("no such file or directory", file=path))
-            continue
-        manifests, found = read_manifests(path)
-        problems += found
-        for m in manifests:
-            for prefix, raw in _documents(m.obj):
-                if raw.get("kind") not in _KINDS:
-                    continue  # other kinds, and values files lying beside the manifests
-                try:
-                    obj = parse_object(raw, prefix)
-                except InputError as e:
-                    problems += [p.located(file=m.where(p.path)) for p in e.problems]
-                    continue
-                if isinstance(obj, LBIPPool):
-                    pool = pool_input_from_model(obj, order)
-                    clock = pool.created or clock
-                    pools.append(replace(pool, created=pool.created or clock))
-                elif isinstance(obj, Service):
-                    svc = service_input_from_model(obj, order)
-                    clock = svc.created or clock
-                    services.append(replace(svc, created=svc.created or clock))
-                else:
-                    continue
-                problems += [w.located(file=m.where(w.path)) for w in obj.warnings]
-                order += 1
+    empty: list[Problem] = []
+    for arg in paths:
+        objects = 0
+        problems_before = len(problems)
+        for path in expand_paths([arg], recursive=recursive):
+            if os.path.normpath(path) in skipped:
+                continue
+            if not os.path.exists(path):
+                problems.append(Problem("no such file or directory", file=path))
+                continue
+            manifests, found = read_manifests(path)
+            problems += found
+            for m in manifests:
+                documents = _documents(m.obj)
+                objects += len(documents)
+                for prefix, raw in documents:
+                    parsed = _read_object(m, prefix, raw, order, clock, problems)
+                    if parsed is None:
+                        continue
+                    if isinstance(parsed, PoolInput):
+                        pools.append(parsed)
+                    else:
+                        services.append(parsed)
+                    clock = parsed.created
+                    order += 1
+        if not objects and len(problems) == problems_before:
+            empty.append(no_objects(arg))
     if any(p.severity == "error" for p in problems):
-        raise InputError(problems)
+        raise InputError(problems + empty)
+    if empty:
+        # Nothing else wrong: the input was read and held nothing (exit 1, as `validate`).
+        raise InputError(problems + empty, exit_code=1)
     return pools, services, problems
+
+
+def _read_object(m: Manifest, prefix: str, raw: dict[str, Any], order: int,
+                 clock: datetime | None, problems: list[Problem]
+                 ) -> PoolInput | ServiceInput | None:
+    """A pool or Service of document `m` as the allocator's input (None for other kinds and
+    for objects with errors, which go to `problems` with the warnings)."""
+    if raw.get("kind") not in _KINDS:
+        return None  # other kinds, and values files lying beside the manifests
+    try:
+        obj = parse_object(raw, prefix)
+    except InputError as e:
+        problems += [p.located(file=m.where(p.path)) for p in e.problems]
+        return None
+    parsed: PoolInput | ServiceInput
+    if isinstance(obj, LBIPPool):
+        pool = pool_input_from_model(obj, order)
+        parsed = replace(pool, created=pool.created or clock)
+    elif isinstance(obj, Service):
+        svc = service_input_from_model(obj, order)
+        parsed = replace(svc, created=svc.created or clock)
+    else:
+        return None
+    problems += [w.located(file=m.where(w.path)) for w in obj.warnings]
+    return parsed
 
 
 def _documents(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

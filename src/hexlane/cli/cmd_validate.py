@@ -10,9 +10,13 @@ Across objects it also warns about pools whose blocks overlap (Cilium marks the 
 conflicting) and objects defined twice. Values files and `--set` flags go through the same
 loader the daemons use (`hexlane.config.load_values`).
 
-Each problem is one line: `error: FILE:LINE: Kind/name: field.path: message`.
-Exit status: 0 when there is no error (warnings allowed), 1 when problems were found, 2 when
-input could not be used at all (a file that does not exist or cannot be read).
+Each problem is one line: `error: FILE:LINE: Kind/name: field.path: message`, said once;
+names are cut to 253 characters and control characters escaped. Files are read one document
+at a time within hexlane's input limits (`hexlane.inputlimits`: nesting 100 deep, YAML
+aliases adding at most 100,000 nodes, finite numbers, at most 10,000 documents per file).
+Exit status: 0 when there is no error (warnings allowed), 1 when problems were found (a path
+that holds no object at all is one: "no objects found in PATH"), 2 when input could not be
+used at all (a file that does not exist or cannot be read).
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hexlane.model.cilium import LBIPPool
-from hexlane.model.errors import InputError, Problem
-from hexlane.model.manifests import Manifest, expand_paths, read_text, scan_manifests
+from hexlane.model.errors import SHOWN_NAME, InputError, Problem, cut, no_objects
+from hexlane.model.manifests import Manifest, expand_paths, read_manifests, read_text
 from hexlane.model.registry import Unread, object_ref, parse_object
 
 from . import flags
@@ -76,41 +80,51 @@ def validate_manifests(report: Report, paths: Sequence[str], skip: Sequence[str]
     """
     parsed: list[tuple[Manifest, Any]] = []
     skipped = {os.path.normpath(s) for s in skip}
-    for path in expand_paths(paths, recursive=recursive):
-        if os.path.normpath(path) in skipped:
-            continue
-        if path != "-" and not os.path.exists(path):
-            report.problems.append(Problem("no such file or directory", file=path))
-            report.unusable = True
-            continue
-        try:
-            text = read_text(path)
-        except InputError as e:
-            report.problems += e.problems
-            report.unusable = True
-            continue
-        report.files.append(path)
-        manifests, problems = scan_manifests(text, path)
-        report.problems += problems
-        for m in manifests:
-            if "apiVersion" not in m.obj and "kind" not in m.obj:
-                # Not a Kubernetes object at all: most likely a Helm values file in the same
-                # directory as the manifests. Said once per file, not an error.
-                if not any(p.file.startswith(f"{path}:") and "not a Kubernetes object"
-                           in p.message for p in report.problems):
-                    report.problems.append(Problem(
-                        "not a Kubernetes object (no apiVersion and kind): skipped; a Helm "
-                        "values file is checked with --values FILE", file=m.where(),
-                        severity="warning"))
+    for arg in paths:
+        found = 0
+        problems_before = len(report.problems)
+        for path in expand_paths([arg], recursive=recursive):
+            if os.path.normpath(path) in skipped:
                 continue
-            items = m.obj.get("items")
-            if m.obj.get("kind") == "List" and isinstance(items, list):
-                # `kubectl get -o yaml` output: check every item where it stands.
-                for i, item in enumerate(items):
-                    check_object(report, parsed, m, item, f"items[{i}]")
+            if path != "-" and not os.path.exists(path):
+                report.problems.append(Problem("no such file or directory", file=path))
+                report.unusable = True
                 continue
-            check_object(report, parsed, m, m.obj, "")
+            manifests, problems = read_manifests(path)
+            if problems and problems[0].message.startswith("cannot read file"):
+                report.problems += problems
+                report.unusable = True
+                continue
+            report.files.append(path)
+            report.problems += problems
+            for m in manifests:
+                found += _check_manifest(report, parsed, m, path)
+        if not found and len(report.problems) == problems_before:
+            report.problems.append(no_objects(arg))
     return parsed
+
+
+def _check_manifest(report: Report, parsed: list[tuple[Manifest, Any]], m: Manifest,
+                    path: str) -> int:
+    """Check the object(s) of one document; how many objects it held."""
+    if "apiVersion" not in m.obj and "kind" not in m.obj:
+        # Not a Kubernetes object at all: most likely a Helm values file in the same
+        # directory as the manifests. Said once per file, not an error.
+        if not any(p.file.startswith(f"{path}:") and "not a Kubernetes object"
+                   in p.message for p in report.problems):
+            report.problems.append(Problem(
+                "not a Kubernetes object (no apiVersion and kind): skipped; a Helm "
+                "values file is checked with --values FILE", file=m.where(),
+                severity="warning"))
+        return 0
+    items = m.obj.get("items")
+    if m.obj.get("kind") == "List" and isinstance(items, list):
+        # `kubectl get -o yaml` output: check every item where it stands.
+        for i, item in enumerate(items):
+            check_object(report, parsed, m, item, f"items[{i}]")
+        return len(items)
+    check_object(report, parsed, m, m.obj, "")
+    return 1
 
 
 def check_object(report: Report, parsed: list[tuple[Manifest, Any]], m: Manifest, raw: Any,
@@ -191,7 +205,7 @@ def validate_values(report: Report, values: Sequence[str], set_flags: Sequence[s
 def _ident(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
-    return {k: v if isinstance(v, str) else "" for k, v in (
+    return {k: cut(v, SHOWN_NAME) if isinstance(v, str) else "" for k, v in (
         ("apiVersion", obj.get("apiVersion")), ("kind", obj.get("kind")),
         ("name", meta.get("name")), ("namespace", meta.get("namespace")))}
 

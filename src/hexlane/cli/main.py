@@ -3,7 +3,8 @@
 Each command module defines `register(subparsers)` which adds its parser and sets
 `func(args) -> int`. Only modules that exist are registered, so no command that does not
 work is ever offered. User-input errors (`InputError`) are printed as one line per problem
-with file, object and field, and exit 2; never a traceback.
+with file, object and field, and exit 2 (1 for input that was read and held no object);
+never a traceback.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as e:
         for p in e.problems:
             print(f"error: {p}" if p.severity == "error" else str(p), file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -11,7 +11,13 @@ the environment wins because one config file serves every node of a lab, each wi
 A DEL while the agent is down is written to `$STATE_DIR/cni-del-queue/` and succeeds; the agent
 carries it out when it starts (the pod's veth dies with its namespace anyway; the IP is freed
 then). Imports are the standard library only (and `hexlane.cnispec`, the error codes and paths it
-shares with the agent), since runtimes start the plugin for every call.
+shares with the agent, and `hexlane.inputlimits`), since runtimes start the plugin for every
+call.
+
+Hostile input gets a CNI error on stdout, never a traceback: stdin over 1 MiB or nested over
+100 levels is error 6 (decode), an interface name Linux would not take (`/../x`, 16 or more
+characters) is error 4 before anything is sent or queued, and an unexpected failure of the
+plugin itself is error 100 naming it.
 """
 
 from __future__ import annotations
@@ -32,9 +38,12 @@ from hexlane.cnispec import (
     ERR_INVALID_ENV,
     ERR_IO,
     ERR_NOT_AVAILABLE,
+    ERR_SETUP_FAILED,
     ERR_TRY_AGAIN,
     ERR_UNSUPPORTED_FIELD,
+    valid_ifname,
 )
+from hexlane.inputlimits import MAX_CNI_INPUT_BYTES, loads_json
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = "1.1.0"
@@ -133,7 +142,7 @@ def call_agent(state_dir: str, method: str, path: str, body: dict[str, Any] | No
         finally:
             sock.close()
         try:
-            return status, json.loads(data or b"{}")
+            return status, loads_json(data or b"{}")
         except ValueError:
             raise PluginError(ERR_IO, "hexlane agent sent a bad answer",
                               data[:200].decode(errors="replace")) from None
@@ -186,7 +195,7 @@ def parse_cni_args(text: str) -> dict[str, str]:
 
 def _read_config(stdin: str) -> dict[str, Any]:
     try:
-        config = json.loads(stdin)
+        config = loads_json(stdin)
     except ValueError as err:
         raise PluginError(ERR_DECODE, "failed to decode network configuration", str(err)) \
             from None
@@ -225,11 +234,16 @@ def _attachment(command: str, config: dict[str, Any]) -> dict[str, Any]:
     cid = _env("CNI_CONTAINERID", True)
     if not CONTAINER_ID.match(cid):
         raise PluginError(ERR_INVALID_ENV, "invalid CNI_CONTAINERID",
-                          f"want letters, digits, '_', '.', '-'; got {cid!r}")
+                          f"want letters, digits, '_', '.', '-'; got {cid[:64]!r}")
+    ifname = _env("CNI_IFNAME", True)
+    if not valid_ifname(ifname):
+        raise PluginError(ERR_INVALID_ENV, "invalid CNI_IFNAME",
+                          "want 1-15 characters without '/', ':' or white space, not '.' or "
+                          f"'..'; got {ifname[:64]!r}")
     return {
         "containerID": cid,
         "netns": _env("CNI_NETNS", command != "DEL"),
-        "ifname": _env("CNI_IFNAME", True),
+        "ifname": ifname,
         "args": parse_cni_args(os.environ.get("CNI_ARGS", "")),
         "network": config["name"],
     }
@@ -304,32 +318,57 @@ def run(command: str, stdin: str) -> dict[str, Any] | None:
                           f"no agent on this node's sockets ({err})") from None
 
 
+def _read_stdin(command: str) -> str:
+    """The network configuration on stdin, at most 1 MiB of UTF-8."""
+    # VERSION's stdin is only read when it is not a terminal, so a person can run it by hand.
+    if command == "VERSION" and sys.stdin.isatty():
+        return ""
+    data = sys.stdin.buffer.read(MAX_CNI_INPUT_BYTES + 1)
+    if len(data) > MAX_CNI_INPUT_BYTES:
+        raise PluginError(ERR_DECODE, "failed to decode network configuration",
+                          f"more than {MAX_CNI_INPUT_BYTES} bytes on stdin (hexlane's limit)")
+    try:
+        return data.decode()
+    except UnicodeDecodeError as err:
+        raise PluginError(ERR_DECODE, "failed to decode network configuration",
+                          f"not UTF-8: {err}") from None
+
+
+def _asked_version(stdin: str) -> str:
+    """The error's cniVersion: the config's when it names one we speak."""
+    try:
+        asked = loads_json(stdin).get("cniVersion") if stdin.strip() else None
+    except (ValueError, AttributeError):
+        return LATEST
+    return asked if asked in SUPPORTED_VERSIONS else LATEST
+
+
 def main() -> int:
     command = os.environ.get("CNI_COMMAND", "")
-    # VERSION's stdin is only read when it is not a terminal, so a person can run it by hand.
-    stdin = "" if command == "VERSION" and sys.stdin.isatty() else sys.stdin.read()
     version = LATEST
     try:
-        # The error's cniVersion follows the config when it names one we speak.
-        asked = json.loads(stdin).get("cniVersion") if stdin.strip() else None
-        if asked in SUPPORTED_VERSIONS:
-            version = asked
-    except (ValueError, AttributeError):
-        pass
-    try:
+        stdin = _read_stdin(command)
+        version = _asked_version(stdin)
         if not command:
             raise PluginError(ERR_INVALID_ENV, "CNI_COMMAND is not set",
                               "the runtime must set CNI_COMMAND")
         output = run(command, stdin)
     except PluginError as err:
-        json.dump({"cniVersion": version, "code": err.code, "msg": err.msg,
-                   "details": err.details}, sys.stdout)
-        sys.stdout.write("\n")
+        _print({"cniVersion": version, "code": err.code, "msg": err.msg,
+                "details": err.details})
+        return 1
+    except Exception as err:  # a plugin bug still reaches the runtime as a CNI error
+        _print({"cniVersion": version, "code": ERR_SETUP_FAILED, "msg": "hexlane-cni failed",
+                "details": f"{type(err).__name__}: {str(err)[:500]}"})
         return 1
     if output is not None:
-        json.dump(output, sys.stdout)
-        sys.stdout.write("\n")
+        _print(output)
     return 0
+
+
+def _print(answer: dict[str, Any]) -> None:
+    json.dump(answer, sys.stdout)
+    sys.stdout.write("\n")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from hexlane.model.errors import Problem
+from hexlane.model.errors import Problem, shown
 from hexlane.model.reader import EMPTY, FrozenMap, Problems, Reader, format_time
 
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -29,14 +29,14 @@ _CONDITION_STATUSES = ("True", "False", "Unknown")
 
 def dns_label_problem(name: str) -> str | None:
     if len(name) > 63 or not _DNS_LABEL_RE.match(name):
-        return (f"invalid name {name!r}: expected a DNS label (at most 63 characters, "
+        return (f"invalid name '{shown(name)}': expected a DNS label (at most 63 characters, "
                 "lowercase letters, digits and '-', starting and ending alphanumeric)")
     return None
 
 
 def dns1035_problem(name: str) -> str | None:
     if len(name) > 63 or not _DNS1035_RE.match(name):
-        return (f"invalid name {name!r}: expected a DNS-1035 label (at most 63 characters, "
+        return (f"invalid name '{shown(name)}': expected a DNS-1035 label (at most 63 characters, "
                 "lowercase letters, digits and '-', starting with a letter and ending "
                 "alphanumeric)")
     return None
@@ -44,7 +44,7 @@ def dns1035_problem(name: str) -> str | None:
 
 def subdomain_problem(name: str) -> str | None:
     if len(name) > 253 or not _SUBDOMAIN_RE.match(name):
-        return (f"invalid name {name!r}: expected a DNS subdomain (at most 253 characters, "
+        return (f"invalid name '{shown(name)}': expected a DNS subdomain (at most 253 characters, "
                 "lowercase letters, digits, '-' and '.', starting and ending alphanumeric)")
     return None
 
@@ -124,7 +124,8 @@ class ObjectMeta:
         r.unknown_fields(METADATA_FIELDS, what="metadata")
         name = r.string("name", what="a name")
         if not name:
-            if not r.has("generateName"):
+            # A name of the wrong type has its problem already: one problem, one message.
+            if r.get("name") in (None, "") and not r.has("generateName"):
                 r.error("name", "required field is missing: expected the object's name")
         elif (why := NAME_RULES[name_rule](name)) is not None:
             r.error("name", why)

@@ -14,7 +14,7 @@ from typing import Any
 
 from hexlane.model.cilium import L2AnnouncementPolicy, LBIPPool
 from hexlane.model.endpointslice import EndpointSlice
-from hexlane.model.errors import InputError, Problem
+from hexlane.model.errors import InputError, Problem, shown
 from hexlane.model.netpol import (
     CiliumClusterwideNetworkPolicy,
     CiliumNetworkPolicy,
@@ -58,7 +58,7 @@ class Unread:
 
 def object_ref(kind: str, name: str) -> str:
     """How an object is named in problems: `Kind/name`."""
-    return f"{kind or 'object'}/{name or '<unnamed>'}"
+    return f"{shown(kind) or 'object'}/{shown(name) or '<unnamed>'}"
 
 
 def describe_object(obj: Any) -> str:
