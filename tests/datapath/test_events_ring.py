@@ -31,7 +31,7 @@ def tags(data: bytes, offsets: object) -> list[int]:
 
 def test_every_committed_record_is_taken() -> None:
     data = b"".join(record(i) for i in range(5))
-    offsets, used = _records(data)
+    offsets, _l7, used = _records(data)
     assert tags(data, offsets) == [0, 1, 2, 3, 4] and used == len(data)
     assert len(EventBatch(data, offsets)) == 5
 
@@ -39,12 +39,12 @@ def test_every_committed_record_is_taken() -> None:
 def test_discarded_records_are_skipped_and_a_busy_one_stops_the_read() -> None:
     data = (record(1) + record(2, RINGBUF_DISCARD) + record(3) + record(4, RINGBUF_BUSY)
             + record(5))
-    offsets, used = _records(data)
+    offsets, _l7, used = _records(data)
     assert tags(data, offsets) == [1, 3]
     assert used == 3 * RECORD_SIZE  # the busy record and the one after it stay in the ring
 
 
 def test_a_partial_copy_is_not_read_past() -> None:
     data = record(1) + record(2)[:20]
-    offsets, used = _records(data)
+    offsets, _l7, used = _records(data)
     assert tags(data, offsets) == [1] and used <= len(data)

@@ -33,7 +33,7 @@ from hexlane.datapath import libbpf
 from hexlane.datapath.events import EventReader, read_stats
 from hexlane.hubble.certs import node_tls
 from hexlane.hubble.endpoints import Endpoints, ServiceLookup
-from hexlane.hubble.parser import EventFlows, FlowParser
+from hexlane.hubble.parser import EventFlows, FlowParser, L7Reader
 from hexlane.hubble.server import ABSTRACT_NAME, node_server
 from hexlane.hubble.store import PendingFlows
 from hexlane.k8s.informer import Informer
@@ -80,6 +80,8 @@ class HubbleObserver:
         # Flows name their node as Cilium's do: <cluster>/<node>
         self.parser = FlowParser(f"{cluster}/{node}", self.endpoints, wall_offset_ns(),
                                  cluster=cluster, interfaces=_interfaces(), local_node=node)
+        #: L7 records are read as they are taken (a response is paired with its request)
+        self.l7 = L7Reader()
         self.informers = {name: informers[name] for name in KINDS if name in informers}
         self._reader: EventReader | None = None
         self._stats: libbpf.Map | None = None
@@ -117,7 +119,8 @@ class HubbleObserver:
             return 0
         batch = self._reader.consume_batch()
         if len(batch):
-            self.store.add_pending(EventFlows(batch, self.parser, self.endpoints.snapshot()))
+            l7 = self.l7.read_batch(batch) if batch.l7 else None
+            self.store.add_pending(EventFlows(batch, self.parser, self.endpoints.snapshot(), l7))
         return len(batch)
 
     def stats(self) -> HubbleStats:
@@ -125,7 +128,8 @@ class HubbleObserver:
         if self._stats is None:
             return HubbleStats(received, 0, 0, self.parser.errors)
         counts = read_stats(self._stats)
-        return HubbleStats(received, counts.emitted, counts.lost, self.parser.errors)
+        return HubbleStats(received, counts.emitted, counts.lost,
+                           self.parser.errors + self.l7.errors)
 
     def refresh_interfaces(self) -> None:
         self.parser.interfaces = _interfaces()

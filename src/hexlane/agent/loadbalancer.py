@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from hexlane.config import Values
-from hexlane.datapath.events import trace_config
+from hexlane.datapath.events import l7_port_entries, trace_config
 from hexlane.datapath.lb.attach import NoArpTable, TcTable, attachments
 from hexlane.datapath.lb.conntrack import gc_conntrack
 from hexlane.datapath.lb.encode import recover_ids
@@ -129,9 +129,12 @@ class ServiceReconciler:
         self.noarp: Reconciler[str, bool] = Reconciler(noarp)
         noarp.names = lambda: list(self.noarp.desired)
         self.lan: tuple[str, ...] = ()
-        #: flow events for Hubble (hexlane.datapath.events): on, and this node's pod CIDR
+        #: flow events for Hubble (hexlane.datapath.events): on, L7 records on, this node's
+        #: pod CIDR and the cluster's
         self.events = False
+        self.l7 = False
         self.pod_cidr: IPv4Network | None = None
+        self.cluster_cidr: IPv4Network | None = None
         self.last_updated: float | None = None  # wall clock of the last successful commit
         self.last_error: str | None = None
         self._resynced = False
@@ -247,6 +250,7 @@ class ServiceReconciler:
             if result.failed:
                 raise RuntimeError(f"{rec.name}: {'; '.join(map(str, result.failed.values()))}")
         self._set_attachments()
+        self.sync.l7_ports.flush()
         self.sync.trace_config.flush()
         result = self.attachments.resync()
         return _slot_names(self.attachments.desired, result)
@@ -261,12 +265,19 @@ class ServiceReconciler:
                                   for slot, program in wanted.items()})
         self.sync.set_trace_config(trace_config(
             on=self.events, pod_cidr=self.pod_cidr,
-            overlay_ifindex=links.get(VXLAN_DEVICE, 0), host_ifindex=links.get(HOST_DEVICE, 0)))
+            overlay_ifindex=links.get(VXLAN_DEVICE, 0), host_ifindex=links.get(HOST_DEVICE, 0),
+            l7=self.l7, cluster_cidr=self.cluster_cidr))
 
-    def set_events(self, on: bool, pod_cidr: IPv4Network | None) -> None:
-        """Switch the programs' flow events on or off (written by the next attach_links)."""
+    def set_events(self, on: bool, pod_cidr: IPv4Network | None, *,
+                   cluster_cidr: IPv4Network | None = None, l7: bool = False,
+                   dns_ports: Sequence[int] = (), http_ports: Sequence[int] = ()) -> None:
+        """Switch the programs' flow events on or off, and their L7 records on the DNS and
+        HTTP ports (written by the next attach_links)."""
         self.events = on
+        self.l7 = l7
         self.pod_cidr = pod_cidr
+        self.cluster_cidr = cluster_cidr
+        self.sync.set_l7_ports(l7_port_entries(dns_ports, http_ports) if on and l7 else {})
 
     def attach_links(self) -> int:
         """Attach to links that appeared (pod veths, the tunnel device), forget gone ones;
@@ -274,6 +285,15 @@ class ServiceReconciler:
         self._set_attachments()
         self.sync.trace_config.flush()
         return self.attachments.flush().updated
+
+
+def cluster_pod_cidr(values: Values) -> IPv4Network | None:
+    """The cluster's pod addresses, as one CIDR (L7 records ask whether a client is a pod):
+    the cluster pool's first, else the native routing CIDR (kubernetes IPAM), else none."""
+    pools = values.ipam.cluster_pool_ipv4_pod_cidrs
+    if values.ipam.mode == "cluster-pool" and pools:
+        return pools[0]
+    return values.ipv4_native_routing_cidr
 
 
 def _slot_names(desired: dict[Any, int], result: FlushResult) -> list[str]:
@@ -321,8 +341,11 @@ class LoadBalancer:
                                                 hash_seed=values.maglev.hash_seed)
         self.reconciler = ServiceReconciler(self.datapath, self.node, values)
         pod_cidr = endpoints.pod_cidr
+        l7 = values.hubble.l7
         self.reconciler.set_events(values.hubble.enabled,
-                                   pod_cidr if isinstance(pod_cidr, IPv4Network) else None)
+                                   pod_cidr if isinstance(pod_cidr, IPv4Network) else None,
+                                   cluster_cidr=cluster_pod_cidr(values), l7=l7.enabled,
+                                   dns_ports=l7.dns_ports, http_ports=l7.http_ports)
         attached = await asyncio.to_thread(self.reconciler.attach, [device])
         log.info("service load balancer attached: %s", ", ".join(attached))
         await self._route(frozenset())

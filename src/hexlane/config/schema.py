@@ -124,6 +124,17 @@ def _port(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
         raise Invalid(f"expected a port number from 1 to 65535, got {value!r}") from None
 
 
+def _port_list(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if not isinstance(value, list):
+        raise Invalid(f"expected a list of port numbers, got {value!r}")
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= 65535:
+            raise Invalid(f"expected a port number from 1 to 65535, got {item!r}", at=f"[{i}]")
+    if len(value) > 16:
+        raise Invalid(f"at most 16 ports, got {len(value)}")
+    return value, []
+
+
 def _str(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
     if isinstance(value, str):
         return value, []
@@ -411,7 +422,7 @@ NORMALISERS: dict[str, Callable[[Any, KeySpec], tuple[Any, list[Note]]]] = {
     "listen_address": _listen_address, "routing_mode": _routing_mode,
     "tunnel_protocol": _tunnel_protocol, "acceleration": _acceleration,
     "ipv4_enabled": _ipv4_enabled, "ipv6_enabled": _ipv6_enabled, "any": _any,
-    "pem_base64": _pem_base64, "ip_list": _ip_list,
+    "pem_base64": _pem_base64, "ip_list": _ip_list, "port_list": _port_list,
 }
 
 
@@ -569,6 +580,14 @@ _ACTING = (
           "Hubble metrics to export (dns, drop, tcp, flow, port-distribution, icmp, http, "
           "with options after ':'); null = no Hubble metrics.", nullable=True),
     _acts("hubble.metrics.port", "port", "port of the Hubble metrics endpoint."),
+    _acts("hubble.l7.enabled", "bool",
+          "hexlane's own: DNS and HTTP/1.x flows (l7.dns, l7.http with latency) from the first "
+          "bytes of messages on hubble.l7.dnsPorts and hubble.l7.httpPorts, seen by the "
+          "datapath without a proxy (Cilium needs an L7 policy and Envoy for them)."),
+    _acts("hubble.l7.dnsPorts", "port_list",
+          "hexlane's own: ports whose UDP and TCP traffic is read as DNS (hubble.l7.enabled)."),
+    _acts("hubble.l7.httpPorts", "port_list",
+          "hexlane's own: ports whose TCP traffic is read as HTTP/1.x (hubble.l7.enabled)."),
     _acts("hubble.relay.enabled", "bool", "run hubble relay (flows of all nodes)."),
     _acts("hubble.relay.listenPort", "port", "port hubble relay listens on."),
     _acts("hubble.ui.enabled", "bool", "serve the Hubble web UI."),

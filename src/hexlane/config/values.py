@@ -120,6 +120,15 @@ class HubbleTls:
 
 
 @dataclass(frozen=True, slots=True)
+class HubbleL7:
+    """DNS and HTTP/1.x flows without a proxy (hubble.l7.*, hexlane's own keys)."""
+
+    enabled: bool = True
+    dns_ports: tuple[int, ...] = (53,)
+    http_ports: tuple[int, ...] = (80, 8080)
+
+
+@dataclass(frozen=True, slots=True)
 class Hubble:
     """Flow observability: the agent's Hubble server, metrics, relay and UI."""
 
@@ -133,6 +142,7 @@ class Hubble:
     relay_enabled: bool
     relay_listen_port: int
     ui_enabled: bool
+    l7: HubbleL7 = HubbleL7()
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +444,9 @@ def _build(tree: dict[str, Any], read: _Reader, report: _Report) -> Values:
                 ca_validity_days=int(read("tls.ca.certValidityDuration"))),
             metrics=tuple(metrics or ()),
             metrics_port=int(read("hubble.metrics.port")),
+            l7=HubbleL7(enabled=bool(read("hubble.l7.enabled")),
+                        dns_ports=tuple(read("hubble.l7.dnsPorts") or ()),
+                        http_ports=tuple(read("hubble.l7.httpPorts") or ())),
             relay_enabled=bool(read("hubble.relay.enabled")),
             relay_listen_port=int(read("hubble.relay.listenPort")),
             ui_enabled=bool(read("hubble.ui.enabled"))),

@@ -30,13 +30,34 @@ EVENTS_MAP = "hl_events"
 EVENTS_STATS_MAP = "hl_events_stats"
 TRACE_CONFIG_MAP = "hl_trace_config"
 TRACE_MAP = "hl_trace4"
-EVENT_MAPS = (EVENTS_MAP, EVENTS_STATS_MAP, TRACE_CONFIG_MAP, TRACE_MAP)
+L7_PORTS_MAP = "hl_l7_ports"
+EVENT_MAPS = (EVENTS_MAP, EVENTS_STATS_MAP, TRACE_CONFIG_MAP, TRACE_MAP, L7_PORTS_MAP)
 _ntoa = socket.inet_ntoa
 
 EVENT_DROP = 1  # Cilium's monitor message types (Hubble's event_type.type)
 EVENT_TRACE = 4
+EVENT_L7 = 129  # Cilium's access log: an L7 record
 
 TRACE_F_ON = 1
+TRACE_F_L7 = 2  # hand up the first bytes of DNS and HTTP messages
+
+#: the most payload an L7 record carries (HL_L7_CAPTURE)
+L7_CAPTURE = 512
+
+
+class L7Kind(enum.IntEnum):
+    """What a port listed in hl_l7_ports carries (HL_L7_*)."""
+
+    DNS = 1
+    HTTP = 2
+
+
+class L7Side(enum.IntEnum):
+    """Where an L7 message was seen: at its client pod, or (the client not a pod) at its
+    server pod."""
+
+    CLIENT = 1
+    SERVER = 2
 #: skb->mark bit the programs set on a packet they considered for a trace
 MARK_TRACED = 0x00100000
 
@@ -56,6 +77,7 @@ class EventFlag(enum.IntFlag):
     SERVICE = 1 << 1
     XLATED_SRC = 1 << 2
     L4 = 1 << 3
+    RESPONSE = 1 << 4  # L7: a response (else a request)
 
 
 class HlEvent(ctypes.Structure):
@@ -68,7 +90,17 @@ class HlEvent(ctypes.Structure):
 
 class HlTraceConfig(ctypes.Structure):
     _fields_ = [("flags", u32), ("pod_net", u32), ("pod_mask", u32), ("overlay_ifindex", u32),
-                ("host_ifindex", u32), ("pad", u32)]
+                ("host_ifindex", u32), ("cluster_net", u32), ("cluster_mask", u32),
+                ("pad", u32)]
+
+
+class HlL7Port(ctypes.Structure):
+    _fields_ = [("port", u16), ("proto", u8), ("pad", u8)]
+
+
+class HlL7Event(ctypes.Structure):
+    _fields_ = [("ev", HlEvent), ("cap_len", u16), ("kind", u8), ("side", u8), ("pad", u32),
+                ("data", u8 * L7_CAPTURE)]
 
 
 class HlEventsStats(ctypes.Structure):
@@ -90,6 +122,8 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "hl_events_stats": HlEventsStats,
     "hl_trace4_key": HlTrace4Key,
     "hl_trace4_entry": HlTrace4Entry,
+    "hl_l7_port": HlL7Port,
+    "hl_l7_event": HlL7Event,
 }
 
 # The host-order head, then addresses and ports as the packet has them (network order).
@@ -149,14 +183,30 @@ def decode_at(raw: bytes, at: int) -> Event:
 
 
 def trace_config(*, on: bool, pod_cidr: IPv4Network | None, overlay_ifindex: int,
-                 host_ifindex: int) -> HlTraceConfig:
-    """The hl_trace_config entry: events on or off, this node's pod CIDR and devices."""
-    cfg = HlTraceConfig(flags=TRACE_F_ON if on else 0, overlay_ifindex=overlay_ifindex,
-                        host_ifindex=host_ifindex)
+                 host_ifindex: int, l7: bool = False,
+                 cluster_cidr: IPv4Network | None = None) -> HlTraceConfig:
+    """The hl_trace_config entry: events on or off, L7 records on or off, this node's pod
+    CIDR, the cluster's (whose addresses are pods) and the node's devices."""
+    flags = (TRACE_F_ON if on else 0) | (TRACE_F_L7 if on and l7 else 0)
+    cfg = HlTraceConfig(flags=flags, overlay_ifindex=overlay_ifindex, host_ifindex=host_ifindex)
     if pod_cidr is not None:
         cfg.pod_net = ip4(pod_cidr.network_address)
         cfg.pod_mask = ip4(pod_cidr.netmask)
+    if cluster_cidr is not None:
+        cfg.cluster_net = ip4(cluster_cidr.network_address)
+        cfg.cluster_mask = ip4(cluster_cidr.netmask)
     return cfg
+
+
+def l7_port_entries(dns_ports: Sequence[int], http_ports: Sequence[int]) -> dict[bytes, bytes]:
+    """hl_l7_ports: DNS on UDP and TCP, HTTP on TCP (keys and values as the map holds them)."""
+    entries: dict[bytes, bytes] = {}
+    for port in dns_ports:
+        for proto in (socket.IPPROTO_UDP, socket.IPPROTO_TCP):
+            entries[bytes(HlL7Port(socket.htons(port), proto))] = bytes([L7Kind.DNS])
+    for port in http_ports:
+        entries[bytes(HlL7Port(socket.htons(port), socket.IPPROTO_TCP))] = bytes([L7Kind.HTTP])
+    return entries
 
 
 @dataclass(frozen=True)
@@ -175,7 +225,9 @@ def read_stats(stats_map: libbpf.Map) -> EventStats:
 
 def describe_config(cfg: HlTraceConfig) -> str:
     net = ip4_str(cfg.pod_net) if cfg.pod_mask else "-"
-    return (f"on={bool(cfg.flags & TRACE_F_ON)} pod_net={net} overlay={cfg.overlay_ifindex} "
+    cluster = ip4_str(cfg.cluster_net) if cfg.cluster_mask else "-"
+    return (f"on={bool(cfg.flags & TRACE_F_ON)} l7={bool(cfg.flags & TRACE_F_L7)} "
+            f"pod_net={net} cluster_net={cluster} overlay={cfg.overlay_ifindex} "
             f"host={cfg.host_ifindex}")
 
 
@@ -189,16 +241,35 @@ assert RECORD_SIZE % 8 == 0
 
 class EventBatch(NamedTuple):
     """Records taken from the ring at once: `data` holds them back to back as the ring had
-    them (each behind its 8-byte header), `offsets` where each event starts in it."""
+    them (each behind its 8-byte header), `offsets` where each event starts in it, `l7`
+    which of them (indexes into `offsets`) are L7 records, with their payload."""
 
     data: bytes
     offsets: Sequence[int]
+    l7: Sequence[int] = ()
 
     def __len__(self) -> int:
         return len(self.offsets)
 
     def event(self, i: int) -> Event:
         return decode_at(self.data, self.offsets[i])
+
+    def payload(self, i: int) -> L7Payload:
+        """What L7 record `i` carries (after its `struct hl_event`)."""
+        at = self.offsets[i] + EVENT_SIZE
+        cap_len, kind, side = _L7_HEAD.unpack_from(self.data, at)
+        start = at + _L7_HEAD.size
+        return L7Payload(kind, side, self.data[start:start + min(cap_len, L7_CAPTURE)])
+
+
+class L7Payload(NamedTuple):
+    kind: int  # L7Kind
+    side: int  # L7Side
+    data: bytes
+
+
+_L7_HEAD = struct.Struct("<HBBxxxx")
+assert _L7_HEAD.size == ctypes.sizeof(HlL7Event) - EVENT_SIZE - L7_CAPTURE
 
 
 class EventReader:
@@ -240,10 +311,10 @@ class EventReader:
             return EventBatch(b"", ())
         start = self._page + (cons & self._mask)
         data = bytes(self._view[start:start + (prod - cons)])
-        offsets, used = _records(data)
+        offsets, l7, used = _records(data)
         _U64.pack_into(self._consumer, 0, cons + used)
         self.received += len(offsets)
-        return EventBatch(data, offsets)
+        return EventBatch(data, offsets, l7)
 
     def consume(self) -> list[bytes]:
         """Every committed record now in the ring, each as its own bytes (tests, tools)."""
@@ -268,17 +339,19 @@ _U64 = struct.Struct("<Q")
 _HDR_LEN = EVENT_SIZE  # what every committed record of ours has in its header's length
 
 
-def _records(data: bytes) -> tuple[Sequence[int], int]:
+def _records(data: bytes) -> tuple[Sequence[int], Sequence[int], int]:
     """Where each committed event starts in `data` (a copy of the ring from the consumer
-    position), and how many bytes they and the discarded records before the first busy one
-    take (how far the consumer position moves)."""
+    position), which of them are L7 records (longer), and how many bytes they and the
+    discarded records before the first busy one take (how far the consumer position
+    moves)."""
     n = len(data) // RECORD_SIZE
     if n * RECORD_SIZE == len(data):
         # The common case: nothing but our fixed-size records, all committed.
         headers = memoryview(data).cast("I")[::RECORD_SIZE // 4]
         if headers.tolist().count(_HDR_LEN) == n:
-            return range(RINGBUF_HDR, len(data), RECORD_SIZE), len(data)
+            return range(RINGBUF_HDR, len(data), RECORD_SIZE), (), len(data)
     offsets: list[int] = []
+    l7: list[int] = []
     pos = 0
     while pos + RINGBUF_HDR <= len(data):
         (length,) = _U32.unpack_from(data, pos)
@@ -289,9 +362,11 @@ def _records(data: bytes) -> tuple[Sequence[int], int]:
         if end > len(data):
             break  # never seen (the producer position covers whole records): be safe
         if not length & RINGBUF_DISCARD and size >= EVENT_SIZE:
+            if size >= EVENT_SIZE + _L7_HEAD.size:
+                l7.append(len(offsets))
             offsets.append(pos + RINGBUF_HDR)
         pos = end
-    return offsets, pos
+    return offsets, l7, pos
 
 
 _U32 = struct.Struct("<I")

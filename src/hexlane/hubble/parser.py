@@ -8,6 +8,13 @@ type, source and destination endpoints, the Service a translated flow went throu
 destination's for a request, the source's for its reply), is_reply, the traffic direction
 relative to this node's endpoint, the observation point, node and interface, event type.
 
+An L7 record (a DNS message or an HTTP/1.x head the datapath handed up) becomes an L7 flow
+as Cilium's proxy reports it: `l7.dns` or `l7.http`, REQUEST or RESPONSE, a response with its
+latency and (HTTP) its request's method and URL, egress when seen at the client pod, ingress
+at the server pod. `L7Reader` reads the records in the order they came (it pairs a response
+with its request), when the batch is taken from the ring; the flow is built later like the
+others.
+
 Who an address is comes from a `Lookup` (the agent's, built from the API's Pods, Nodes and
 Services): a pod (namespace, name, labels, workloads), this node (reserved identity host),
 another node (remote-node), else the world. Identities are the reserved ones, or 0 for pods
@@ -23,15 +30,29 @@ from typing import Protocol
 
 from hexlane.datapath.events import (
     EVENT_DROP,
+    EVENT_L7,
     EVENT_TRACE,
     Event,
     EventBatch,
     EventFlag,
+    L7Kind,
+    L7Payload,
+    L7Side,
     ObservationPoint,
 )
 from hexlane.hubble.api.flow import flow_pb2
+from hexlane.hubble.l7 import (
+    OBSERVATION_SOURCE,
+    DnsRecord,
+    HttpRecord,
+    L7Error,
+    L7Pairs,
+    parse_dns,
+    parse_http,
+)
 
 _F_L4 = int(EventFlag.L4)
+_F_RESPONSE = int(EventFlag.RESPONSE)
 _TO_ENDPOINT = int(ObservationPoint.TO_ENDPOINT)
 
 # Cilium's reserved identities
@@ -69,6 +90,8 @@ _TCP_FLAG_BITS = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("
                   ("URG", 0x20), ("ECE", 0x40), ("CWR", 0x80))
 IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP = 1, 6, 17
 _PROTO_NAMES = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP"}
+_RCODES = {1: "Format Error", 2: "Server Failure", 3: "Non-Existent Domain",
+           4: "Not Implemented", 5: "Refused"}
 
 
 @dataclass(frozen=True)
@@ -119,6 +142,69 @@ def endpoint(who: Who, cluster: str) -> flow_pb2.Endpoint:
     return flow_pb2.Endpoint(identity=who.identity, labels=labels)
 
 
+@dataclass(frozen=True, slots=True)
+class L7Info:
+    """What an L7 record says, read when its batch was taken (L7Reader)."""
+
+    kind: int  # L7Kind
+    side: int  # L7Side
+    response: bool
+    record: DnsRecord | HttpRecord | None  # None: the bytes could not be read
+    latency_ns: int = 0
+    request: HttpRecord | None = None  # an HTTP response's request
+    error: str = ""
+
+
+class L7Reader:
+    """L7 records of one node, read in the order they came (module docstring)."""
+
+    def __init__(self, pairs: L7Pairs | None = None) -> None:
+        self.pairs = pairs if pairs is not None else L7Pairs()
+        self.errors = 0  # records that were not DNS or HTTP after all
+
+    def read(self, ev: Event, payload: L7Payload) -> L7Info:
+        response = bool(ev.flags & _F_RESPONSE)
+        kind, side = payload.kind, payload.side
+        # client first: a request goes from it, a response to it
+        if response:
+            conn: tuple[object, ...] = (ev.daddr, ev.dport, ev.saddr, ev.sport, ev.proto)
+        else:
+            conn = (ev.saddr, ev.sport, ev.daddr, ev.dport, ev.proto)
+        try:
+            if kind == L7Kind.DNS:
+                dns = parse_dns(payload.data, tcp=ev.proto == IPPROTO_TCP)
+                key = (*conn, dns.id)
+                if not response:
+                    self.pairs.request(key, ev.ktime_ns)
+                    return L7Info(kind, side, False, dns)
+                paired = self.pairs.response(key, ev.ktime_ns)
+                return L7Info(kind, side, True, dns, paired[0] if paired else 0)
+            http = parse_http(payload.data, response=response)
+        except L7Error as err:
+            self.errors += 1
+            return L7Info(kind, side, response, None, error=str(err))
+        if not response:
+            self.pairs.request(conn, ev.ktime_ns, http)
+            return L7Info(kind, side, False, http)
+        paired = self.pairs.response(conn, ev.ktime_ns)
+        if paired is None:
+            return L7Info(kind, side, True, http)
+        request = paired[1] if isinstance(paired[1], HttpRecord) else None
+        return L7Info(kind, side, True, http, paired[0], request)
+
+    def read_batch(self, batch: EventBatch) -> dict[int, L7Info]:
+        """Every L7 record of `batch`, by index; requests waiting too long are forgotten."""
+        out: dict[int, L7Info] = {}
+        ev = None
+        for i in batch.l7:
+            ev = batch.event(i)
+            if ev.type == EVENT_L7:
+                out[i] = self.read(ev, batch.payload(i))
+        if ev is not None:
+            self.pairs.expire(ev.ktime_ns)
+        return out
+
+
 class FlowParser:
     """Events of one node into flows (see the module docstring)."""
 
@@ -135,8 +221,10 @@ class FlowParser:
         self.interfaces = interfaces if interfaces is not None else {}
         self.errors = 0  # events that could not be read
 
-    def flow(self, ev: Event, lookup: Lookup | None = None) -> flow_pb2.Flow:
-        """The flow of `ev`, naming endpoints through `lookup` (default: the parser's)."""
+    def flow(self, ev: Event, lookup: Lookup | None = None,
+             l7: L7Info | None = None) -> flow_pb2.Flow:
+        """The flow of `ev`, naming endpoints through `lookup` (default: the parser's);
+        an L7 record's flow needs what its `L7Info` says."""
         lookup = lookup or self.lookup
         f = flow_pb2.Flow()
         ns = ev.ktime_ns + self.wall_offset_ns
@@ -160,9 +248,12 @@ class FlowParser:
         if ev.svc_addr is not None and ev.proto in _PROTO_NAMES:
             svc = lookup.service(ev.svc_addr, ev.svc_port, _PROTO_NAMES[ev.proto])
             if svc is not None:
-                target = f.source_service if ev.is_reply else f.destination_service
+                reply = ev.is_reply or (ev.type == EVENT_L7 and ev.flags & _F_RESPONSE)
+                target = f.source_service if reply else f.destination_service
                 target.namespace, target.name = svc
-        if ev.type == EVENT_DROP:
+        if ev.type == EVENT_L7:
+            self._l7(f, ev, l7)
+        elif ev.type == EVENT_DROP:
             reason = DROP_REASONS.get(ev.reason, flow_pb2.DROP_REASON_UNKNOWN)
             f.verdict = flow_pb2.DROPPED
             f.drop_reason = reason
@@ -189,6 +280,59 @@ class FlowParser:
         return f
 
     @staticmethod
+    def _l7(f: flow_pb2.Flow, ev: Event, info: L7Info | None) -> None:
+        f.Type = flow_pb2.L7
+        f.verdict = flow_pb2.FORWARDED
+        f.event_type.type = EVENT_L7
+        response = bool(ev.flags & _F_RESPONSE)
+        f.is_reply.SetInParent()
+        f.is_reply.value = response
+        f.reply = response
+        client = info is None or info.side == L7Side.CLIENT
+        f.traffic_direction = flow_pb2.EGRESS if client else flow_pb2.INGRESS
+        f.l7.type = flow_pb2.RESPONSE if response else flow_pb2.REQUEST
+        if info is None or info.record is None:
+            f.Summary = f"L7 message not read: {info.error if info else 'no record'}"
+            return
+        f.l7.latency_ns = info.latency_ns
+        record = info.record
+        if isinstance(record, DnsRecord):
+            d = f.l7.dns
+            d.query = record.query
+            d.qtypes.extend(record.qtypes)
+            d.observation_source = OBSERVATION_SOURCE
+            types = " ".join(record.qtypes)
+            if response:
+                d.rcode = record.rcode
+                d.ips.extend(record.ips)
+                d.rrtypes.extend(record.rrtypes)
+                d.ttl = record.ttl
+                d.cnames.extend(record.cnames)
+                answer = ",".join(f'"{ip}"' for ip in record.ips)
+                f.Summary = (f"DNS Answer {answer} TTL: {record.ttl} "
+                             f"({OBSERVATION_SOURCE} {record.query} {types})"
+                             if record.rcode == 0 else
+                             f"DNS Answer RCode: {_RCODES.get(record.rcode, record.rcode)} "
+                             f"({OBSERVATION_SOURCE} {record.query} {types})")
+            else:
+                f.Summary = f"DNS Query {record.query} {types}"
+            return
+        h = f.l7.http
+        h.protocol = record.protocol
+        h.headers.extend(flow_pb2.HTTPHeader(key=k, value=v) for k, v in record.headers)
+        if response:
+            h.code = record.code
+            request = info.request
+            if request is not None:
+                h.method, h.url = request.method, request.url
+            ms = info.latency_ns // 1_000_000
+            f.Summary = (f"{record.protocol} {record.code} {ms}ms ({h.method} {h.url})"
+                         if request is not None else f"{record.protocol} {record.code}")
+        else:
+            h.method, h.url = record.method, record.url
+            f.Summary = f"{record.protocol} {record.method} {record.url}"
+
+    @staticmethod
     def _l4(f: flow_pb2.Flow, ev: Event) -> None:
         if not ev.flags & _F_L4:
             return
@@ -206,19 +350,22 @@ class FlowParser:
 
 class EventFlows:
     """A batch of events read from the ring as the store's pending flows: each flow built
-    when the store asks for it, naming endpoints as they were when the batch was read."""
+    when the store asks for it, naming endpoints as they were when the batch was read (and
+    its L7 records as `L7Reader` read them then)."""
 
-    __slots__ = ("batch", "lookup", "parser")
+    __slots__ = ("batch", "l7", "lookup", "parser")
 
-    def __init__(self, batch: EventBatch, parser: FlowParser, lookup: Lookup) -> None:
+    def __init__(self, batch: EventBatch, parser: FlowParser, lookup: Lookup,
+                 l7: dict[int, L7Info] | None = None) -> None:
         self.batch, self.parser, self.lookup = batch, parser, lookup
+        self.l7 = l7 or {}
 
     def __len__(self) -> int:
         return len(self.batch)
 
     def flow(self, i: int) -> flow_pb2.Flow:
         try:
-            return self.parser.flow(self.batch.event(i), self.lookup)
+            return self.parser.flow(self.batch.event(i), self.lookup, self.l7.get(i))
         except Exception as exc:  # a bad record must not cost the others
             self.parser.errors += 1
             f = flow_pb2.Flow(node_name=self.parser.node_name, verdict=flow_pb2.ERROR)

@@ -38,6 +38,7 @@
 /* Cilium's monitor message types, as Hubble's event_type.type reports them */
 #define HL_EVENT_DROP  1
 #define HL_EVENT_TRACE 4
+#define HL_EVENT_L7    129 /* Cilium's access log (its proxy's L7 records) */
 
 /* Cilium's trace observation points (flow.TraceObservationPoint) */
 #define HL_OBS_TO_HOST     2
@@ -51,9 +52,24 @@
 #define HL_EV_F_SERVICE      (1 << 1) /* svc_addr/svc_port: the frontend it was sent to */
 #define HL_EV_F_XLATED_SRC   (1 << 2) /* xlated_saddr: the source it left with (SNAT) */
 #define HL_EV_F_L4           (1 << 3) /* sport/dport are parsed (TCP, UDP; ICMP: type/code) */
+#define HL_EV_F_RESPONSE     (1 << 4) /* L7: a response (else a request) */
 
 /* hl_trace_config.flags */
 #define HL_TRACE_F_ON (1 << 0)
+#define HL_TRACE_F_L7 (1 << 1) /* hand up the first bytes of DNS and HTTP messages */
+
+/* L7 visibility without a proxy: the first bytes of a DNS or HTTP/1.x message, on the ports
+ * the agent lists in hl_l7_ports, are handed up in an HL_EVENT_L7 record (struct
+ * hl_l7_event). Each message is handed up once in the cluster, where its client is when the
+ * client is a pod (the request leaving it, the response coming to it), else where its server
+ * pod is; so a request and its response are seen on the same node, and the agent there pairs
+ * them for the latency.
+ */
+#define HL_L7_CAPTURE 512 /* bytes of payload at most */
+#define HL_L7_DNS  1
+#define HL_L7_HTTP 2
+#define HL_L7_CLIENT 1 /* seen at the client pod (egress) */
+#define HL_L7_SERVER 2 /* seen at the server pod (ingress) */
 
 /* A packet some hook of ours has considered for a trace (skb->mark; a veth into another
  * namespace clears it, as it clears every mark).
@@ -109,7 +125,25 @@ struct hl_trace_config {
 	__be32 pod_mask;
 	__u32 overlay_ifindex;  /* the tunnel device (0: none) */
 	__u32 host_ifindex;     /* hexlane_host */
+	__be32 cluster_net;     /* the cluster's pod CIDR: its addresses are pods */
+	__be32 cluster_mask;
 	__u32 pad;
+};
+
+/* hl_l7_ports: which ports carry which protocol (HL_L7_*) */
+struct hl_l7_port {
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct hl_l7_event {
+	struct hl_event ev;     /* type HL_EVENT_L7; flags HL_EV_F_RESPONSE */
+	__u16 cap_len;          /* bytes of data */
+	__u8 kind;              /* HL_L7_* */
+	__u8 side;              /* HL_L7_CLIENT, HL_L7_SERVER */
+	__u32 pad;
+	__u8 data[HL_L7_CAPTURE];
 };
 
 struct hl_events_stats {
@@ -132,6 +166,16 @@ HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, struct hl_trace_config, 1, 0)
 
 HL_PINNED_MAP(BPF_MAP_TYPE_LRU_HASH, struct hl_trace4_key, struct hl_trace4_entry,
 	      HL_TRACE_MAP_MAX_ENTRIES, BPF_F_NO_COMMON_LRU) hl_trace4 SEC(".maps");
+
+HL_PINNED_MAP(BPF_MAP_TYPE_HASH, struct hl_l7_port, __u8, 64, 0) hl_l7_ports SEC(".maps");
+
+/* where an L7 record is put together (too big for the stack) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hl_l7_event);
+	__uint(max_entries, 1);
+} hl_l7_scratch SEC(".maps");
 
 /* What a hook knows about the packet it reports: the logical tuple and the translation. */
 struct hl_trace {
@@ -289,6 +333,138 @@ static __always_inline __u8 hl_trace_obs_point(struct __sk_buff *skb,
 	return hl_trace_point(cfg, daddr, ret, fib.ifindex, false);
 }
 
+static __always_inline bool hl_in(__be32 addr, __be32 net, __be32 mask)
+{
+	return mask && (addr & mask) == net;
+}
+
+/* The protocol a port carries (HL_L7_*), 0: none of the listed. */
+static __always_inline __u8 hl_l7_kind(__be16 port, __u8 proto)
+{
+	struct hl_l7_port key = { .port = port, .proto = proto };
+	__u8 *kind = bpf_map_lookup_elem(&hl_l7_ports, &key);
+
+	return kind ? *kind : 0;
+}
+
+/* Whether the first four bytes of a TCP payload start an HTTP/1.x request. */
+static __always_inline bool hl_http_request(__u32 head)
+{
+	switch (bpf_ntohl(head)) {
+	case 0x47455420: /* "GET " */
+	case 0x504f5354: /* "POST" */
+	case 0x50555420: /* "PUT " */
+	case 0x48454144: /* "HEAD" */
+	case 0x44454c45: /* "DELE" */
+	case 0x50415443: /* "PATC" */
+	case 0x4f505449: /* "OPTI" */
+	case 0x434f4e4e: /* "CONN" */
+	case 0x54524143: /* "TRAC" */
+		return true;
+	}
+	return false;
+}
+
+/* Hand up the first bytes of a DNS or HTTP message this packet carries, when this node is
+ * where it is seen (see HL_L7_CAPTURE). `tr` is the logical tuple (client and backend, or
+ * backend and client for a reply), with the frontend when a Service was in the way. The
+ * message says itself whether it is a response (DNS: the QR bit; HTTP: "HTTP/1.x" first).
+ */
+static __always_inline void hl_l7_capture(struct __sk_buff *skb,
+					  const struct hl_trace_config *cfg,
+					  const struct hl_trace *tr)
+{
+	struct hl_l7_event *rec;
+	struct iphdr ip4;
+	__u32 zero = 0, head = 0;
+	__u64 off, len; /* 64 bits: a 32-bit length is zero-extended in a copy the verifier
+			 * may not be shown */
+	__be32 client, server;
+	__u8 kind, side, byte;
+	bool response;
+
+	if (tr->proto != IPPROTO_TCP && tr->proto != IPPROTO_UDP)
+		return;
+	kind = hl_l7_kind(tr->dport, tr->proto);
+	if (!kind)
+		kind = hl_l7_kind(tr->sport, tr->proto);
+	if (!kind && (tr->flags & HL_EV_F_SERVICE))
+		kind = hl_l7_kind(tr->svc_port, tr->proto);
+	if (!kind)
+		return;
+	if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &ip4, sizeof(ip4)) < 0)
+		return;
+	off = sizeof(struct ethhdr) + ip4.ihl * 4;
+	if (tr->proto == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, off + 12, &byte, 1) < 0)
+			return;
+		off += (byte >> 4) * 4;
+	} else {
+		off += sizeof(struct udphdr);
+	}
+	if (off >= skb->len)
+		return; /* no payload */
+	len = skb->len - off;
+	if (kind == HL_L7_HTTP) {
+		if (tr->proto != IPPROTO_TCP || bpf_skb_load_bytes(skb, off, &head, 4) < 0)
+			return;
+		if (head == bpf_htonl(0x48545450)) /* "HTTP" */
+			response = true;
+		else if (hl_http_request(head))
+			response = false;
+		else
+			return; /* the rest of a message, a body */
+	} else {
+		/* a DNS header (12 bytes), behind its length on TCP; byte 2 holds QR */
+		__u32 dns = tr->proto == IPPROTO_TCP ? 2 : 0;
+
+		if (len < dns + 12 || bpf_skb_load_bytes(skb, off + dns + 2, &byte, 1) < 0)
+			return;
+		response = byte & 0x80;
+	}
+	client = response ? tr->daddr : tr->saddr;
+	server = response ? tr->saddr : tr->daddr;
+	if (hl_in(client, cfg->cluster_net, cfg->cluster_mask)) {
+		/* the client is a pod: seen where it is */
+		if (!hl_in(client, cfg->pod_net, cfg->pod_mask))
+			return;
+		side = HL_L7_CLIENT;
+	} else {
+		if (!hl_in(server, cfg->pod_net, cfg->pod_mask))
+			return;
+		side = HL_L7_SERVER;
+	}
+	if (len > HL_L7_CAPTURE)
+		len = HL_L7_CAPTURE;
+	if (len < 1)
+		return;
+	rec = bpf_map_lookup_elem(&hl_l7_scratch, &zero);
+	if (!rec)
+		return;
+	if (bpf_skb_load_bytes(skb, off, rec->data, len) < 0)
+		return;
+	__builtin_memset(&rec->ev, 0, sizeof(rec->ev));
+	hl_event_fill(&rec->ev, skb, tr);
+	rec->ev.type = HL_EVENT_L7;
+	if (response)
+		rec->ev.flags |= HL_EV_F_RESPONSE;
+	rec->cap_len = len;
+	rec->kind = kind;
+	rec->side = side;
+	rec->pad = 0;
+	{
+		struct hl_events_stats *stats = bpf_map_lookup_elem(&hl_events_stats, &zero);
+		__u32 size = offsetof(struct hl_l7_event, data) + len;
+
+		if (stats)
+			stats->emitted++;
+		if (size > sizeof(*rec))
+			return;
+		if (bpf_ringbuf_output(&hl_events, rec, size, BPF_RB_NO_WAKEUP) < 0 && stats)
+			stats->lost++;
+	}
+}
+
 /* Report `tr` (if the aggregation says so) at observation point `obs` (0: ask the FIB). */
 static __always_inline void hl_trace_report(struct __sk_buff *skb, const struct hl_trace *tr,
 					    __u8 obs)
@@ -300,6 +476,8 @@ static __always_inline void hl_trace_report(struct __sk_buff *skb, const struct 
 	if (!cfg)
 		return;
 	skb->mark |= HL_MARK_TRACED;
+	if (cfg->flags & HL_TRACE_F_L7)
+		hl_l7_capture(skb, cfg, tr);
 	if (!hl_trace_aggregate(tr, &reply))
 		return;
 	if (!obs)

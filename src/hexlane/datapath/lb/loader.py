@@ -24,9 +24,11 @@ from hexlane.datapath.events import (
     EVENT_MAPS,
     EVENTS_MAP,
     EVENTS_STATS_MAP,
+    L7_PORTS_MAP,
     TRACE_CONFIG_MAP,
     TRACE_MAP,
     HlEventsStats,
+    HlL7Port,
     HlTrace4Entry,
     HlTrace4Key,
     HlTraceConfig,
@@ -107,6 +109,7 @@ class LbMaps:
     events_stats: libbpf.Map
     trace_config: libbpf.Map
     trace: libbpf.Map
+    l7_ports: libbpf.Map  # which ports carry DNS and HTTP (events.l7_port_entries)
 
 
 class LbDatapath:
@@ -133,6 +136,7 @@ class LbDatapath:
             trace_config=obj.map(TRACE_CONFIG_MAP, key_type=ctypes.c_uint32,
                                  value_type=HlTraceConfig),
             trace=obj.map(TRACE_MAP, key_type=HlTrace4Key, value_type=HlTrace4Entry),
+            l7_ports=obj.map(L7_PORTS_MAP, key_type=HlL7Port, value_type=ctypes.c_uint8),
         )
 
     @classmethod

@@ -4,6 +4,7 @@
     sync.apply(delta)                        # an `hexlane.lb.services.Delta`: its keys only
     sync.set_node_ip("10.0.0.11")            # the NodePort SNAT source (the config map)
     sync.set_trace_config(cfg)               # flow events on/off (hexlane.datapath.events)
+    sync.set_l7_ports(entries)               # which ports carry DNS and HTTP
     sync.resync()                            # read every map, repair what differs
 
 Tables, in the order their upserts are written (deletes go in reverse): backends, reverse
@@ -122,6 +123,7 @@ class LbSync:
         self.config: Reconciler[bytes, bytes] = Reconciler(MapTable(m.config, "lb_config"))
         self.trace_config: Reconciler[bytes, bytes] = Reconciler(
             MapTable(m.trace_config, "trace_config"))
+        self.l7_ports: Reconciler[bytes, bytes] = Reconciler(MapTable(m.l7_ports, "l7_ports"))
         self.group: list[Reconciler[bytes, Any]] = [
             self.backends, self.revnat, self.affinity_match, self.maglev, self.services]
         self.set_node_ip(None)
@@ -129,7 +131,7 @@ class LbSync:
 
     @property
     def reconcilers(self) -> list[Reconciler[bytes, Any]]:
-        return [*self.group, self.config, self.trace_config]
+        return [*self.group, self.config, self.l7_ports, self.trace_config]
 
     def apply(self, delta: Delta) -> FlushResult:
         """Put the delta's entries into the desired tables and write them."""
@@ -185,8 +187,13 @@ class LbSync:
         (hexlane.datapath.events.trace_config)."""
         self.trace_config.put(bytes(ctypes.c_uint32(0)), bytes(cfg))
 
+    def set_l7_ports(self, entries: Mapping[bytes, bytes]) -> None:
+        """Which ports carry DNS and HTTP (hexlane.datapath.events.l7_port_entries)."""
+        self.l7_ports.set_all(dict(entries))
+
     def flush(self) -> FlushResult:
-        return flush_group(self.group).add(self.config.flush()).add(self.trace_config.flush())
+        return (flush_group(self.group).add(self.config.flush()).add(self.l7_ports.flush())
+                .add(self.trace_config.flush()))
 
     def resync(self) -> FlushResult:
         """Read every LB map; repair what differs from the desired tables."""
