@@ -12,7 +12,10 @@ points (to-overlay / to-endpoint), with the pods, workloads and the Service name
 is DROPPED with Service backend not found; filters (--from-pod, --to-pod, --verdict, --not,
 --port, -t drop, --to-service) select exactly those; and grpcurl (plaintext on the node's
 socket, and mTLS on 4244 from another host with the lab's client certificate) gets the
-same flows, ServerStatus and the health check `hubble status` makes.
+same flows, ServerStatus and the health check `hubble status` makes. HTTP on the Service's
+port shows as L7 flows without a proxy (hubble.l7, on by default): each request and response
+once, on the client's node, with method, URL, status and the response's latency; a 404 too;
+`--protocol http` and `-t l7` select them.
 """
 
 from __future__ import annotations
@@ -136,8 +139,10 @@ def traffic(lab: Lab) -> dict[str, Any]:
         assert who == remote["metadata"]["name"]
         _, answer = curl(lab, f"http://{empty}/")  # refused (curl has no local port then)
         assert answer == ""
+        missing_port, _ = curl(lab, f"http://{svc}/missing")  # a 404
+        svc_ports.append(missing_port)
         return {"conns": conns, "by_node": by_node, "direct": direct_port, "svc": svc,
-                "empty": empty, "svc_ports": svc_ports}
+                "empty": empty, "svc_ports": svc_ports, "missing": missing_port}
     except BaseException:
         lab.kubectl("delete", "namespace", NS, "--wait=false", check=False)
         raise
@@ -149,9 +154,12 @@ def cleanup(lab: Lab) -> Any:
     lab.kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
 
-def conn_flows(flows: list[dict[str, Any]], port: int) -> list[dict[str, Any]]:
+def conn_flows(flows: list[dict[str, Any]], port: int, *, l7: bool = False
+               ) -> list[dict[str, Any]]:
+    """The connection's L3/L4 flows (`l7`: its L7 flows instead)."""
     return [f for f in flows if port in (f.get("l4", {}).get("TCP", {}).get("source_port"),
-                                         f.get("l4", {}).get("TCP", {}).get("destination_port"))]
+                                         f.get("l4", {}).get("TCP", {}).get("destination_port"))
+            and (f.get("Type") == "L7") == l7]
 
 
 def assert_one_connection(flows: list[dict[str, Any]], out: str, back: str) -> None:
@@ -262,3 +270,29 @@ def _json_stream(text: str) -> list[str]:
         while i < len(text) and text[i].isspace():
             i += 1
     return out
+
+
+def test_http_shows_as_l7_flows_on_the_clients_node(lab: Lab, traffic: dict[str, Any]) -> None:
+    node1 = observe(lab, "node1", "-n", NS, "--protocol", "http")
+    node2 = observe(lab, "node2", "-n", NS, "-t", "l7")
+    svc = traffic["svc"]
+    for backend, port in traffic["conns"].items():
+        flows = conn_flows(node1, port, l7=True)
+        assert [(f["l7"]["type"], f["traffic_direction"]) for f in flows] == [
+            ("REQUEST", "EGRESS"), ("RESPONSE", "EGRESS")], flows
+        request, response = flows
+        assert request["l7"]["http"]["method"] == "GET"
+        assert request["l7"]["http"]["url"] == f"http://{svc}/"
+        assert request["source"]["pod_name"] == "client"
+        assert request["destination"]["pod_name"] == backend
+        assert request["destination_service"] == {"name": "echo", "namespace": NS}
+        assert response["l7"]["http"]["code"] == 200
+        assert (response["l7"]["http"]["method"], response["l7"]["http"]["url"]) == (
+            "GET", f"http://{svc}/")
+        assert 0 < int(response["l7"]["latency_ns"]) < 3 * 10**9
+        # seen once in the cluster: not again where the backend is
+        assert conn_flows(node2, port, l7=True) == []
+    missing = conn_flows(node1, traffic["missing"], l7=True)
+    assert [f["l7"]["http"].get("code", 0) for f in missing] == [0, 404], missing
+    # every flow --protocol http gave is an HTTP L7 flow
+    assert node1 and all("http" in f["l7"] for f in node1)
