@@ -8,6 +8,8 @@
  *       read the answer, close with RST (SO_LINGER 0, so no TIME_WAIT piles up). Prints one
  *       JSON line: {"conns", "errors", "rate", "p50_us", "p99_us"} (latency = connect to
  *       answer read).
+ * With CONNRATE_HTTP=1 in the environment the request is an HTTP/1.1 GET and the answer an
+ * HTTP/1.1 200 (bench/l7_bench.py).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -32,6 +34,17 @@ static double deadline;
 static unsigned *samples;
 static long n_samples, n_errors;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static const char *request = "x", *answer = "ok\n";
+
+static void http_mode(void)
+{
+	const char *http = getenv("CONNRATE_HTTP");
+
+	if (http && !strcmp(http, "1")) {
+		request = "GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+		answer = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
+	}
+}
 
 static double now(void)
 {
@@ -63,7 +76,8 @@ static int serve(int port, int workers)
 
 				if (c < 0)
 					continue;
-				if (read(c, buf, sizeof(buf)) > 0 && write(c, "ok\n", 3) < 0)
+				if (read(c, buf, sizeof(buf)) > 0 &&
+				    write(c, answer, strlen(answer)) < 0)
 					perror("write");
 				close(c);
 			}
@@ -83,7 +97,8 @@ static void *client_thread(void *arg)
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 	struct timeval tv = { .tv_sec = 1 }; /* a lost SYN is an error, not a 2-minute stall */
 	int one = 1;
-	char buf[16];
+	char buf[128];
+	size_t len = strlen(request);
 
 	(void)arg;
 	while (now() < deadline) {
@@ -95,7 +110,7 @@ static void *client_thread(void *arg)
 		setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		if (connect(s, (struct sockaddr *)&target, sizeof(target)) < 0 ||
-		    write(s, "x", 1) != 1 || read(s, buf, sizeof(buf)) <= 0) {
+		    write(s, request, len) != (ssize_t)len || read(s, buf, sizeof(buf)) <= 0) {
 			errors++;
 			close(s);
 			continue;
@@ -150,6 +165,7 @@ static int client(const char *host, int port, double seconds, int threads)
 
 int main(int argc, char **argv)
 {
+	http_mode();
 	if (argc == 4 && !strcmp(argv[1], "server"))
 		return serve(atoi(argv[2]), atoi(argv[3]));
 	if (argc == 6 && !strcmp(argv[1], "client"))
