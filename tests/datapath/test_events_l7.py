@@ -41,7 +41,7 @@ from hexlane.lb.services import CLUSTER_IP, LOAD_BALANCER
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 CLIENT_IP, BACKEND_IP, POD2_IP = "10.77.0.2", "10.78.0.2", "10.78.0.3"
-LB_VIP, CLUSTER_VIP = "10.96.0.120", "10.43.0.120"
+LB_VIP, CLUSTER_VIP, HAIRPIN_VIP = "10.96.0.120", "10.43.0.120", "10.43.0.121"
 
 # HTTP on 8080 and 9090 (9090 not listed), DNS on 53 over UDP and TCP: dnspython answers
 # every A question with 10.1.2.3 and NXDOMAIN for names under "missing."
@@ -130,9 +130,10 @@ def topo(lb: LbDatapath) -> Iterator[Topology]:
             run(pod, ["ip", "route", "add", "10.78.0.1", "dev", "eth0"])
             run(pod, ["ip", "route", "add", "default", "via", "10.78.0.1"])
             run(pod, ["ip", "link", "set", "lo", "up"])
-        server = t.start("be", [sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        for pod in ("be", "p2"):
+            server = t.start(pod, [sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         run_in_netns(netns_path(node), lambda: attach_as_agent(lb, ["toclient"]))
         yield t
 
@@ -158,6 +159,8 @@ def reader(lb: LbDatapath, services: Services, topo: Topology) -> Iterator[Event
     services.add(CLUSTER_VIP, 53, packets.UDP, 23, [(23, BACKEND_IP, 53)], type=CLUSTER_IP,
                  local=True)
     services.add(CLUSTER_VIP, 53, packets.TCP, 24, [(24, BACKEND_IP, 53)], type=CLUSTER_IP,
+                 local=True)
+    services.add(HAIRPIN_VIP, 80, packets.TCP, 26, [(26, POD2_IP, 8080)], type=CLUSTER_IP,
                  local=True)
     set_l7(services, True)
     with EventReader(lb.maps.events) as r:
@@ -245,6 +248,13 @@ def test_dns_over_udp_and_tcp(topo: Topology, reader: EventReader) -> None:
     assert flows[1].l7.dns.ttl == 5 and tuple(flows[1].l7.dns.rrtypes) == ("A",)
     assert all(f.l7.latency_ns > 0 for f in flows[1::2])
     assert flows[1].Summary.startswith('DNS Answer "10.1.2.3" TTL: 5')
+
+
+def test_a_pod_reaching_itself_is_seen_once(topo: Topology, reader: EventReader) -> None:
+    assert call(topo, "p2", "http", HAIRPIN_VIP, 80, "/") == "200"
+    got = records(reader)
+    assert got == [("HTTP", "CLIENT", POD2_IP, POD2_IP, b"GET "),
+                   ("HTTP", "CLIENT", POD2_IP, POD2_IP, b"HTTP")], got
 
 
 def test_only_listed_ports_and_message_heads_are_handed_up(
