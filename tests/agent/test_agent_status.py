@@ -113,3 +113,8 @@ def test_hubble_line() -> None:
     text = format_status(doc)
     assert "Warning: the Hubble API is not served: address in use" in text
     assert health(doc) == []  # the node's networking does not depend on it
+    doc["hubble"].update(l7={"enabled": True, "dnsPorts": [53], "httpPorts": [80, 8080]},
+                         events={"received": 5, "lost": 0, "unreadable": 2})
+    assert "L7: DNS 53, HTTP 80,8080 (2 unreadable)" in format_status(doc)
+    doc["hubble"]["l7"] = {"enabled": False}
+    assert "L7: off" in format_status(doc)

@@ -210,6 +210,9 @@ class HubblePart:
                        "lost": stats.lost, "unreadable": stats.parse_errors},
             "listenAddress": self.values.hubble.listen_address,
             "tls": self.server.tls is not None,
+            "l7": {"enabled": self.values.hubble.l7.enabled,
+                   "dnsPorts": list(self.values.hubble.l7.dns_ports),
+                   "httpPorts": list(self.values.hubble.l7.http_ports)},
             "error": self.error,
         }
 

@@ -312,7 +312,8 @@ def _rows(status: Mapping[str, Any]) -> list[tuple[str, str]]:
                      f"{events.get('received', 0):,}, lost {events.get('lost', 0):,}"
                      + (f"   {hubble['listenAddress']} "
                         f"({'mTLS' if hubble.get('tls') else 'plaintext'})"
-                        if hubble.get("listenAddress") else "")))
+                        if hubble.get("listenAddress") else "")
+                     + _l7_text(hubble.get("l7"), events)))
     else:
         rows.append(("Hubble", "Disabled" + (f"   [{hubble['note']}]"
                                             if hubble.get("note") else "")))
@@ -379,6 +380,19 @@ def _rows(status: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows.append(("Health", "OK" if not reasons else "Not healthy"))
     rows.extend(("", r) for r in reasons)
     return rows
+
+
+def _l7_text(l7: dict[str, Any] | None, events: dict[str, Any]) -> str:
+    if not l7:
+        return ""
+    if not l7.get("enabled"):
+        return "   L7: off"
+    ports = [f"DNS {','.join(map(str, l7.get('dnsPorts') or ()))}" if l7.get("dnsPorts")
+             else "", f"HTTP {','.join(map(str, l7.get('httpPorts') or ()))}"
+             if l7.get("httpPorts") else ""]
+    unreadable = int(events.get("unreadable") or 0)
+    return (f"   L7: {', '.join(p for p in ports if p) or 'no ports'}"
+            + (f" ({unreadable:,} unreadable)" if unreadable else ""))
 
 
 def format_status(status: Mapping[str, Any]) -> str:
