@@ -8,8 +8,11 @@ that falls behind the ring told exactly how many flows it lost."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import stat
+import subprocess
 
+import pytest
 from grpclib.client import Channel
 from hubble_helpers import RunningHubble, grpcurl, json_stream, pod_flow
 
@@ -177,3 +180,32 @@ def test_a_follower_behind_the_ring_gets_lost_events(fresh_hubble: RunningHubble
     received, lost, sources = asyncio.run(follow())
     assert received + lost == added
     assert lost > 0 and set(sources) == {3}  # flow.HUBBLE_RING_BUFFER
+
+
+# Connect to an abstract socket, send HTTP/2's preface and an empty SETTINGS frame, print
+# how many bytes the server answers before closing (its SETTINGS: > 0; cut off: 0).
+_H2_PROBE = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(5)
+s.connect("\0" + sys.argv[1])
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+try:
+    print(len(s.recv(1024)))
+except ConnectionResetError:
+    print(0)
+"""
+
+
+def test_the_abstract_socket_serves_root_and_cap_net_admin_only(hubble: RunningHubble) -> None:
+    """The abstract socket has no file permissions: a caller that is neither root nor holds
+    CAP_NET_ADMIN is cut off (the socket file's mode 0600 does the same for the file)."""
+    if shutil.which("runuser") is None:
+        pytest.skip("needs runuser")
+
+    def probe(*prefix: str) -> int:
+        out = subprocess.run([*prefix, "/usr/bin/python3", "-c", _H2_PROBE, hubble.abstract],
+                             capture_output=True, text=True, timeout=30, check=True)
+        return int(out.stdout)
+
+    assert probe("runuser", "-u", "nobody", "--") == 0
+    assert probe() > 0

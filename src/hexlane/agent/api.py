@@ -30,7 +30,6 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from hexlane.cnispec import (
     ERR_SETUP_FAILED,
 )
 from hexlane.inputlimits import loads_json
+from hexlane.peercred import peer, privileged
 
 log = logging.getLogger("hexlane.agent.api")
 
@@ -79,30 +79,10 @@ async def _body(request: web.Request, manager: EndpointManager) -> dict[str, Any
     return body
 
 
-_CAP_NET_ADMIN = 12
-_UCRED = struct.Struct("3i")  # pid, uid, gid
-
-
 def _caller(request: web.Request) -> tuple[int, int] | None:
     """(pid, uid) of the process at the other end of the request's UNIX socket."""
     transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or sock.family != socket.AF_UNIX:
-        return None
-    pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                   _UCRED.size))
-    return pid, uid
-
-
-def _has_net_admin(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> _CAP_NET_ADMIN & 1)
-    except (OSError, ValueError):
-        pass
-    return False
+    return peer(transport.get_extra_info("socket") if transport is not None else None)
 
 
 @web.middleware
@@ -111,7 +91,7 @@ async def _privileged_callers_only(request: web.Request, handler: Handler
     caller = _caller(request)
     if caller is not None:
         pid, uid = caller
-        if uid != 0 and not (pid > 0 and _has_net_admin(pid)):
+        if not privileged(pid, uid):
             log.warning("%s %s refused: caller pid %d uid %d is neither root nor holds "
                         "CAP_NET_ADMIN", request.method, request.path, pid, uid)
             return _error(CNIError(ERR_PERMISSION, "permission denied",

@@ -10,7 +10,9 @@
 Three listeners serve the same services (grpclib, HTTP/2):
 - the UNIX socket `socket_path` (mode 0600, plaintext; a stale file is replaced);
 - the abstract UNIX socket `@hexlane-hubble` of the network namespace the server runs in, so
-  a CLI started in a node's namespace finds that node with no configuration;
+  a CLI started in a node's namespace finds that node with no configuration; it has no file
+  permissions, so the server closes connections from callers that are neither root nor hold
+  CAP_NET_ADMIN (`hexlane.peercred`), as the socket file's mode 0600 keeps them out;
 - TCP `listen_address` (`hubble.listenAddress`, ":4244" = every address), plaintext or, with
   `tls`, TLS 1.3 with the server certificate, and client certificates required when client CA
   files are given (as Cilium's agent does on 4244).
@@ -51,6 +53,7 @@ from hexlane.hubble.api.relay import relay_pb2
 from hexlane.hubble.filters import FilterError, compile_filters
 from hexlane.hubble.reading import FlowQuery
 from hexlane.hubble.store import FlowStore
+from hexlane.peercred import peer, privileged
 
 log = logging.getLogger("hexlane.hubble.server")
 
@@ -255,6 +258,36 @@ def unix_socket(path: Path) -> socket.socket:
     return sock
 
 
+class PrivilegedOnlyServer(Server):
+    """A grpclib server that closes every connection whose peer is neither root nor holds
+    CAP_NET_ADMIN (for the abstract socket, which has no file permissions)."""
+
+    def _protocol_factory(self) -> Any:
+        protocol = super()._protocol_factory()
+        made, lost = protocol.connection_made, protocol.connection_lost
+        refused = False
+
+        def connection_made(transport: asyncio.Transport) -> None:
+            nonlocal refused
+            caller = peer(transport.get_extra_info("socket"))
+            if caller is not None and not privileged(*caller):
+                # before the protocol sends a byte: the caller learns nothing
+                refused = True
+                log.warning("hubble: refused a connection from pid %d uid %d (neither root "
+                            "nor CAP_NET_ADMIN)", *caller)
+                transport.abort()
+                return
+            made(transport)
+
+        def connection_lost(exc: BaseException | None) -> None:
+            if not refused:
+                lost(exc)
+
+        protocol.connection_made = connection_made  # type: ignore[method-assign,assignment]
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+        return protocol
+
+
 def abstract_socket(name: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -310,14 +343,15 @@ class HubbleServer:
                                 f"unix://{self.socket_path}"))
             if self.abstract_name:
                 sockets.append((abstract_socket(self.abstract_name), None,
-                                f"unix-abstract:{self.abstract_name}"))
+                                f"unix-abstract:{self.abstract_name} (root and CAP_NET_ADMIN)"))
             if self.listen_address:
                 tcp = tcp_socket(self.listen_address)
                 self.tcp_address = tcp.getsockname()[:2]
                 sockets.append((tcp, self.tls.context() if self.tls else None,
                                 f"{self.listen_address} ({self._tls_text()})"))
             for sock, ctx, where in sockets:
-                server = Server(services)
+                server = (PrivilegedOnlyServer(services) if where.startswith("unix-abstract:")
+                          else Server(services))
                 await server.start(sock=sock, ssl=ctx)
                 self._servers.append(server)
                 log.info("hubble: serving on %s", where)
