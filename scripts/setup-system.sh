@@ -6,6 +6,7 @@ PACKAGES=(
   clang llvm libbpf-dev bpftool           # building and loading the eBPF datapath
   iproute2 iptables nftables conntrack     # netlink, and checking that no rule of ours exists
   arping tcpdump curl wrk iperf3 iputils-ping  # real clients in tests, lab and benchmarks
+  bind9-dnsutils                           # dig: queries to the lab's cluster DNS in tests
   containerd busybox-static                # containerd calling hexlane-cni in tests
   sqlite3 openssl                          # the apiserver's storage (inspection), TLS test certs
   util-linux procps psmisc                 # nsenter, ps, fuser
