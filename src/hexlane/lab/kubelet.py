@@ -11,6 +11,10 @@ It does what a kubelet with a CNI runtime does, with a Python workload instead o
   of its config directory (the real `hexlane-cni`) exactly as a runtime does, starts the
   workload (`python -m hexlane.lab.workload`) in it, and writes the pod's status (podIP,
   phase Running, Ready once the workload has bound its ports, containerStatuses);
+- writes each pod's resolv.conf for its dnsPolicy (`--cluster-dns`, `--cluster-domain`:
+  ClusterFirst pods search `<ns>.svc.cluster.local svc.cluster.local cluster.local` and ask
+  the kube-dns Service) to `--dir/pods/<uid>.resolv.conf`, and the workload sees it at
+  /etc/resolv.conf through a mount namespace of its own (`netns.with_resolv_conf`);
 - deletes pods gracefully: on deletionTimestamp it runs the preStop sleep (endpoints stay
   serving, not ready), sends SIGTERM, marks the pod not ready, waits for the workload up to
   the grace period (then SIGKILL), runs CNI DEL, removes the namespace and deletes the Pod
@@ -22,6 +26,7 @@ what to tear down (pods that are gone).
 
     python -m hexlane.lab.kubelet --lab NAME --node node1 --node-ip 10.0.0.11
         --kubeconfig F --dir D --cni-conf-dir D --cni-bin-dir D [--control-plane]
+        [--cluster-dns 10.43.0.10] [--cluster-domain cluster.local]
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from hexlane.k8s.runtime import log_to_stderr, run_until_stopped
 from hexlane.k8s.statuswriter import patch_status
 
 from . import netns
+from .clusterdns import CLUSTER_DOMAIN, pod_resolv_conf
 from .cnirun import CNIFailed, cni_add, cni_del, load_network_config, result_ipv4
 from .podspec import (
     grace_seconds,
@@ -65,7 +71,7 @@ from .podspec import (
     uid_of,
     workload_ports,
 )
-from .topology import pod_netns_name
+from .topology import pod_netns_name, pod_resolv_conf_path
 
 log = logging.getLogger("hexlane.lab.kubelet")
 
@@ -119,6 +125,9 @@ class Kubelet:
         self.terminating: dict[str, asyncio.Task[None]] = {}  # by uid
         self.locks: dict[str, asyncio.Lock] = {}
         self.last_failure: dict[str, str] = {}  # by uid: the sandbox error last reported
+        self.no_resolv_conf: set[str] = set()  # by uid: told that the pod gets none
+        self.cluster_dns: str = args.cluster_dns
+        self.cluster_domain: str = args.cluster_domain
         self.informer = Informer(client, Pod, field_selector=f"spec.nodeName={self.node}")
         self.queue = self.informer.key_queue()
         self.env = {k: v for k, v in os.environ.items()
@@ -145,8 +154,10 @@ class Kubelet:
     def _forget(self, rec: PodRecord) -> None:
         self.records.pop(rec.uid, None)
         self.last_failure.pop(rec.uid, None)
+        self.no_resolv_conf.discard(rec.uid)
         self.procs.pop(rec.uid, None)
         (self.pods_dir / f"{rec.uid}.json").unlink(missing_ok=True)
+        pod_resolv_conf_path(self.dir, rec.uid).unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):
             (self.pods_dir / f"{rec.uid}.ready").unlink()
 
@@ -401,6 +412,29 @@ class Kubelet:
         return b"hexlane.lab.workload" in cmdline and rec.name.encode() in cmdline \
             and state != "Z"
 
+    def write_resolv_conf(self, pod: dict[str, Any], rec: PodRecord) -> Path | None:
+        """The pod's resolv.conf for its dnsPolicy (None: it sees the host's as it is)."""
+        path = pod_resolv_conf_path(self.dir, rec.uid)
+        try:
+            host = netns.RESOLV_CONF.read_text()
+        except OSError as e:
+            # Nothing to bind a pod's file over (and the host's is unreadable): say so once.
+            if rec.uid not in self.no_resolv_conf:
+                log.warning("pod %s: %s unreadable (%s); the pod gets no resolv.conf",
+                            rec.key, netns.RESOLV_CONF, e.strerror)
+                self.no_resolv_conf.add(rec.uid)
+            path.unlink(missing_ok=True)
+            return None
+        text = pod_resolv_conf(pod, cluster_dns=self.cluster_dns, host=host,
+                               domain=self.cluster_domain) if self.cluster_dns else None
+        if text is None:
+            path.unlink(missing_ok=True)
+            return None
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        return path
+
     def start_workload(self, pod: dict[str, Any], rec: PodRecord) -> None:
         tcp, udp = workload_ports(pod)
         ready = self.pods_dir / f"{rec.uid}.ready"
@@ -409,6 +443,7 @@ class Kubelet:
                 "--node", self.node, "--ready-file", str(ready)]
         argv += [a for p in tcp for a in ("--tcp", str(p))]
         argv += [a for p in udp for a in ("--udp", str(p))]
+        argv = netns.with_resolv_conf(self.write_resolv_conf(pod, rec), argv)
         log_path = self.dir / "logs" / f"{rec.namespace}_{rec.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
@@ -564,6 +599,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cni-bin-dir", required=True)
     p.add_argument("--control-plane", action="store_true")
     p.add_argument("--lease-renew", type=float, default=10.0)
+    p.add_argument("--cluster-dns", default="", help="the nameserver of ClusterFirst pods "
+                   "(the kube-dns Service's address); none: every pod sees the host's "
+                   "resolv.conf")
+    p.add_argument("--cluster-domain", default=CLUSTER_DOMAIN)
     args = p.parse_args(argv)
     log_to_stderr()
     return asyncio.run(_main(args))

@@ -5,7 +5,9 @@ values, kubeconfigs) and starts the daemons, each with `nsenter --net=/run/netns
 session of its own:
 
 - cp: `hexlane apiserver` on <cp>:6443, the API proxy when the values' k8sServiceHost is a
-  loopback address, `python -m hexlane.lab.controllermanager` and `hexlane operator`;
+  loopback address, `python -m hexlane.lab.controllermanager`, the cluster DNS
+  (`python -m hexlane.lab.dnsserver` on <cp>:53, behind kube-system/kube-dns at 10.43.0.10)
+  and `hexlane operator`;
 - every node: the API proxy (k8sServiceHost/Port, e.g. k3s's 127.0.0.1:6444), `hexlane agent`
   (its CNI config and plugin go to the node's directories in the lab's) and the lab kubelet.
 
@@ -52,6 +54,7 @@ from .topology import (
     BPF_ROOT,
     BRIDGE,
     CLUSTER_CIDR,
+    CLUSTER_DNS,
     LAB_ROOT,
     SERVICE_CIDR,
     LabPlan,
@@ -59,6 +62,7 @@ from .topology import (
     lab_dir,
     parse_target,
     pod_netns_name,
+    pod_resolv_conf_path,
 )
 
 T = TypeVar("T")
@@ -421,6 +425,9 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         str(values_file), "--cluster-cidr", str(cluster_cidr(values)),
         "--node-monitor-grace-period", str(node_grace)], {},
         str(plan.dir / "logs" / "controllers.log")))
+    cp_procs.append(Proc("dns", "cp", [
+        sys.executable, "-m", "hexlane.lab.dnsserver", "--kubeconfig", kc, "--listen",
+        str(cp.ip), "--service-ip", CLUSTER_DNS], {}, str(plan.dir / "logs" / "dns.log")))
     cp_procs.append(Proc("operator", "cp", hexlane_argv(
         "operator", "--kubeconfig", str(node_kubeconfig if endpoint.proxy else kc),
         "--values", str(values_file)), {}, str(plan.dir / "logs" / "operator.log")))
@@ -452,7 +459,8 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
             sys.executable, "-m", "hexlane.lab.kubelet", "--lab", name, "--node", role,
             "--node-ip", str(host.ip), "--kubeconfig", str(node_kubeconfig),
             "--dir", str(node_dir / "kubelet"), "--cni-conf-dir", str(conf_dir),
-            "--cni-bin-dir", str(bin_dir), "--lease-renew", str(min(10.0, node_grace / 4))]
+            "--cni-bin-dir", str(bin_dir), "--lease-renew", str(min(10.0, node_grace / 4)),
+            "--cluster-dns", CLUSTER_DNS]
         if host.role == "node1":
             kubelet_argv.append("--control-plane")
         state.procs.append(start_proc(plan, Proc(
@@ -471,9 +479,18 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         _wait(f"the agent of {host.role} to be healthy",
               lambda role=host.role: agent_healthy(plan, role)[0],  # type: ignore[misc]
               timeout, state.node_procs(host.role))
+    _wait("the cluster DNS (kube-system/kube-dns's endpoints)", lambda: _dns_published(plan),
+          timeout, [p for p in state.procs if p.name == "dns"])
     state.phase = "up"
     state.save()
     return state
+
+
+def _dns_published(plan: LabPlan) -> bool:
+    """The DNS server serves and has put itself behind kube-system/kube-dns."""
+    eps = api_request(plan, "GET", "/apis/discovery.k8s.io/v1/namespaces/kube-system/"
+                      "endpointslices/kube-dns")
+    return any(str(plan.cp.ip) in (e.get("addresses") or []) for e in eps.get("endpoints") or [])
 
 
 def cni_dirs(plan: LabPlan, role: str) -> tuple[Path, Path]:
@@ -735,11 +752,16 @@ def exec_argv(name: str, target: str, argv: Sequence[str]) -> tuple[list[str], d
         assert namespace is not None and pod is not None
         obj = api_request(plan, "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
         spec = obj.get("spec") or {}
-        ns = pod_netns_name(name, str(obj["metadata"]["uid"]))
+        uid = str(obj["metadata"]["uid"])
+        ns = pod_netns_name(name, uid)
         if spec.get("hostNetwork") and spec.get("nodeName"):
             ns = plan.netns(str(spec["nodeName"]))
         if not netns.exists(ns):
             raise LabError(f"pod {namespace}/{pod} has no sandbox (yet) on this machine")
+        # The pod's resolv.conf, as its workload sees it (none: the host's).
+        resolv = pod_resolv_conf_path(plan.node_dir(str(spec.get("nodeName") or "")) /
+                                      "kubelet", uid)
+        argv = netns.with_resolv_conf(resolv if resolv.exists() else None, argv)
     else:
         if role not in [h.role for h in plan.hosts]:
             raise InputError(Problem(f"the lab has no {role}", "TARGET"))

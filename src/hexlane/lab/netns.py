@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from hexlane.datapath.netlink import setns
 
 NETNS_DIR = Path("/run/netns")
+RESOLV_CONF = Path("/etc/resolv.conf")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 
 T = TypeVar("T")
@@ -63,6 +64,18 @@ def delete(name: str) -> None:
 def nsenter(name: str, argv: Sequence[str]) -> list[str]:
     """The command line running `argv` in the named namespace (keeping the machine's mounts)."""
     return ["nsenter", f"--net={netns_path(name)}", "--", *argv]
+
+
+def with_resolv_conf(resolv_conf: str | Path | None, argv: Sequence[str]) -> list[str]:
+    """The command line running `argv` with the file `resolv_conf` seen at /etc/resolv.conf:
+    in a mount namespace of its own with that file bind-mounted over it, as `ip netns exec`
+    does with /etc/netns/NAME/resolv.conf. The machine's file is never changed; the mounts
+    are slaves of the machine's, so a network namespace removed later (its bind mount under
+    /run/netns) is released in them too. `resolv_conf` None: `argv` unchanged."""
+    if resolv_conf is None:
+        return list(argv)
+    return ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c",
+            f'mount --bind "$0" {RESOLV_CONF} && exec "$@"', str(resolv_conf), *argv]
 
 
 def run(name: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30,

@@ -36,6 +36,7 @@ BRIDGE = "br0"
 APISERVER_PORT = 6443
 CLUSTER_CIDR = "10.42.0.0/16"
 SERVICE_CIDR = "10.43.0.0/16"
+CLUSTER_DNS = "10.43.0.10"  # k3s's --cluster-dns: the kube-dns Service's address
 CP_HOST = 10
 CLIENT_HOST = 2
 _IFNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,15}$")
@@ -215,6 +216,11 @@ def pod_netns_name(lab: str, uid: str) -> str:
     """A pod's namespace: the lab's prefix and the start of the pod's uid (hex only)."""
     digest = re.sub(r"[^0-9a-f]", "", uid.lower())[:12]
     return f"{lab}-p{digest}"
+
+
+def pod_resolv_conf_path(kubelet_dir: Path, uid: str) -> Path:
+    """Where a node's kubelet keeps the resolv.conf it wrote for a pod (`lab exec` reads it)."""
+    return kubelet_dir / "pods" / f"{uid}.resolv.conf"
 
 
 def parse_target(text: str) -> tuple[str, str | None, str | None]:
