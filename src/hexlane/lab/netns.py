@@ -69,9 +69,11 @@ def nsenter(name: str, argv: Sequence[str]) -> list[str]:
 def with_resolv_conf(resolv_conf: str | Path | None, argv: Sequence[str]) -> list[str]:
     """The command line running `argv` with the file `resolv_conf` seen at /etc/resolv.conf:
     in a mount namespace of its own with that file bind-mounted over it, as `ip netns exec`
-    does with /etc/netns/NAME/resolv.conf. The machine's file is never changed; the mounts
-    are slaves of the machine's, so a network namespace removed later (its bind mount under
-    /run/netns) is released in them too. `resolv_conf` None: `argv` unchanged."""
+    does with /etc/netns/NAME/resolv.conf. The machine's file is never changed, and the
+    copies of its mounts are its slaves: what it unmounts later (a lab's own bpffs) goes
+    from them too, and a network namespace removed under /run/netns is released in them
+    (the kernel detaches a mount whose file is removed, in every mount namespace).
+    `resolv_conf` None: `argv` unchanged."""
     if resolv_conf is None:
         return list(argv)
     return ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c",
