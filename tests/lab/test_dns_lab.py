@@ -5,7 +5,8 @@ by full and short names through real packets across hexlane's datapath (pod -> C
 host-network backend on the control plane, tunnel mode), over UDP and TCP; NXDOMAIN with
 the SOA for a missing Service, NODATA for AAAA, SRV, headless endpoints, PTR, REFUSED
 outside the cluster; a Service created now resolves within two seconds; Hubble sees the
-queries; kube-dns deleted comes back; CoreDNS's counters are served on 9153."""
+queries and reads them as DNS (L7 flows); kube-dns deleted comes back; CoreDNS's counters
+are served on 9153."""
 
 from __future__ import annotations
 
@@ -200,6 +201,13 @@ def test_hubble_sees_the_queries_on_the_pods_node(lab: Lab, app: Any) -> None:
     assert all(f["IP"]["destination"] == "10.0.0.10" and
                f["destination_service"] == {"name": "kube-dns", "namespace": "kube-system"}
                for f in flows)
+    # ... and read as DNS: the query and its answer, paired (hubble.l7, on by default)
+    out = lab.exec(app["node"], "hexlane", "hubble", "observe", "--last", "2000", "-o",
+                   "jsonpb", "--pod", f"{NS}/{app['pod']}", "--protocol", "dns").stdout
+    l7 = [json.loads(line)["flow"]["l7"] for line in out.splitlines() if line.strip()]
+    answers = [x for x in l7 if x["type"] == "RESPONSE" and x["dns"]["query"] == f"{fq}."]
+    assert answers and all(x["dns"]["ips"] == [app["ip"]] and x["dns"]["ttl"] == 5
+                           for x in answers if x["dns"]["qtypes"] == ["A"])
 
 
 def test_kube_dns_deleted_comes_back(lab: Lab, app: Any) -> None:
