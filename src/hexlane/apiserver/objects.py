@@ -462,15 +462,19 @@ class Rules:
         resource's schema does not declare are an error instead of being pruned."""
         key = t.info.storage_key
         if key == NAMESPACE_KEY:
+            spec = _spec(obj)
+            if cur is None and spec is not None:
+                spec.setdefault("finalizers", ["kubernetes"])
             if cur is None:
-                obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
                 obj["status"] = {"phase": "Active"}
         elif key == "core/pods" and cur is None:
             obj["status"] = {"phase": "Pending"}
         elif key == "core/secrets":
             obj.setdefault("type", "Opaque")
         elif key == "apps/deployments":
-            obj.setdefault("spec", {}).setdefault("replicas", 1)
+            spec = _spec(obj)
+            if spec is not None:
+                spec.setdefault("replicas", 1)
         elif key == SERVICE_KEY:
             obj = self._prepare_service(txn, t, cur, obj)
         elif key == CRD_KEY:
@@ -667,3 +671,12 @@ def _prepare_crd(t: Target, cur: dict[str, Any] | None, obj: dict[str, Any]) -> 
         ],
         "storedVersions": stored,
     }
+
+
+def _spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The object's spec to default into: a null or absent spec is an empty one (as JSON's
+    null decodes to Go's zero value); anything else not a mapping is left to validation."""
+    if obj.get("spec") is None:
+        obj["spec"] = {}
+    spec = obj["spec"]
+    return spec if isinstance(spec, dict) else None
