@@ -183,7 +183,7 @@ class Rules:
                 new.pop("status", None)
         elif subresource == "finalize":  # namespaces: only spec.finalizers changes
             new = copy.deepcopy(cur)
-            new.setdefault("spec", {})["finalizers"] = list(
+            _spec_of(new)["finalizers"] = list(
                 (obj.get("spec") or {}).get("finalizers") or [])
         else:
             new = obj
@@ -251,7 +251,7 @@ class Rules:
             raise conflict("", "pods", t.name, f"pod {t.name} is already assigned to node "
                            f"\"{cur['spec']['nodeName']}\"")
         new = copy.deepcopy(cur)
-        new.setdefault("spec", {})["nodeName"] = node
+        _spec_of(new)["nodeName"] = node
         txn.put(t.info.storage_key, t.namespace, t.name, new, cur)
         return new
 
@@ -279,7 +279,7 @@ class Rules:
                 f"Invalid value: {replicas!r}: must be greater than or equal to 0",
                 "spec.replicas")])
         new = copy.deepcopy(cur)
-        new.setdefault("spec", {})["replicas"] = replicas
+        _spec_of(new)["replicas"] = replicas
         return self._write_update(txn, t, cur, new, "", False)
 
     # -- delete ------------------------------------------------------------------------------
@@ -680,3 +680,12 @@ def _spec(obj: dict[str, Any]) -> dict[str, Any] | None:
         obj["spec"] = {}
     spec = obj["spec"]
     return spec if isinstance(spec, dict) else None
+
+
+def _spec_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """The spec of a stored object, to write into (a spec that is not a mapping is replaced:
+    what was stored could never have been valid)."""
+    spec = _spec(obj)
+    if spec is None:
+        spec = obj["spec"] = {}
+    return spec
