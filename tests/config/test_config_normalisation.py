@@ -221,12 +221,12 @@ def test_hubble_metrics_list() -> None:
     assert defaults().hubble.metrics == ()
 
 
-def test_unknown_hubble_metric_warns() -> None:
-    values, problems = resolve({"hubble": {"metrics": {"enabled": ["drop", "latency:x"]}}})
-    assert values.hubble.metrics == ("drop", "latency:x")
-    [warning] = problems
-    assert (warning.path, warning.severity) == ("hubble.metrics.enabled", "warning")
-    assert "'latency:x'" in warning.message
+def test_unknown_hubble_metric_is_an_error_naming_the_entry() -> None:
+    _, problems = resolve_values([("v.yaml", {"hubble": {"metrics": {
+        "enabled": ["drop", "latency:x"]}}})])
+    [error] = problems
+    assert (error.path, error.severity) == ("hubble.metrics.enabled[1]", "error")
+    assert "unknown Hubble metric 'latency'" in error.message
 
 
 def test_values_are_immutable_and_tree_is_a_copy() -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hexlane.config.duration import parse_duration
+from hexlane.config.hubble_metrics import MetricOptionError, parse_metric_list
 from hexlane.model.errors import Problem, join_path
 
 # Cilium's Maglev table sizes (pkg/maglev, Documentation/network/kubernetes/kubeproxy-free.rst):
@@ -218,18 +219,17 @@ def _str_list(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
     return value, []
 
 
-# Hubble's metric handlers in Cilium v1.16 (pkg/hubble/metrics/*); options follow a ':'.
-HUBBLE_METRICS = ("dns", "drop", "flow", "flows-to-world", "http", "httpV2", "icmp", "kafka",
-                  "policy", "port-distribution", "tcp")
-
-
 def _hubble_metrics(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    """Hubble's metric list with Cilium's option syntax (`hexlane.config.hubble_metrics`):
+    an unknown metric, option or context is an error naming the entry."""
     out, _ = _str_list(value, spec)
-    unknown = [m for m in out or () if m.split(":", 1)[0] not in HUBBLE_METRICS]
-    if unknown:
-        return out, [("warning", f"unknown Hubble metric {', '.join(map(repr, unknown))} "
-                                 f"(Cilium has {', '.join(HUBBLE_METRICS)}); it is ignored")]
-    return out, []
+    if out is None:
+        return out, []
+    try:
+        _, warnings = parse_metric_list(out)
+    except MetricOptionError as e:
+        raise Invalid(str(e), at=f"[{e.index}]") from None
+    return out, [("warning", w) for w in warnings]
 
 
 def split_host_port(text: str) -> tuple[str, int]:
@@ -577,9 +577,13 @@ _ACTING = (
     _acts("tls.ca.certValidityDuration", "positive_int",
           "days the CA hexlane makes is valid."),
     _acts("hubble.metrics.enabled", "hubble_metrics",
-          "Hubble metrics to export (dns, drop, tcp, flow, port-distribution, icmp, http, "
-          "with options after ':'); null = no Hubble metrics.", nullable=True),
-    _acts("hubble.metrics.port", "port", "port of the Hubble metrics endpoint."),
+          "Hubble metrics each agent counts and serves on hubble.metrics.port (dns, drop, "
+          "flow, flows-to-world, http, httpV2, icmp, port-distribution, tcp; options after "
+          "':' separated by ';', e.g. dns:query;ignoreAAAA or "
+          "flow:sourceContext=pod|ip;labelsContext=traffic_direction); null or [] = none.",
+          nullable=True),
+    _acts("hubble.metrics.port", "port",
+          "port of each agent's Hubble metrics endpoint (/metrics on every address)."),
     _acts("hubble.l7.enabled", "bool",
           "hexlane's own: DNS and HTTP/1.x flows (l7.dns, l7.http with latency) from the first "
           "bytes of messages on hubble.l7.dnsPorts and hubble.l7.httpPorts, seen by the "
