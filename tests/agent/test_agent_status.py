@@ -108,7 +108,14 @@ def test_hubble_line() -> None:
                      "listenAddress": ":4244", "tls": True, "error": ""}
     text = format_status(doc)
     assert ("Ok   Current/Max Flows: 123/4,095 (3.00%), Flows/s: 1.50   events received "
-            "2,000, lost 3   :4244 (mTLS)") in text
+            "2,000, lost 3   :4244 (mTLS)   Metrics: Disabled") in text
+    doc["hubble"]["metrics"] = {"enabled": True, "serving": True, "address": ":9965",
+                                "metrics": ["drop", "flow"], "error": ""}
+    assert "Metrics: Ok (:9965/metrics: drop, flow)" in format_status(doc)
+    doc["hubble"]["metrics"].update(serving=False, error="Hubble metrics are not served: "
+                                                        "address in use")
+    assert "Metrics: Warning: Hubble metrics are not served: address in use" \
+        in format_status(doc)
     doc["hubble"].update(serving=False, error="the Hubble API is not served: address in use")
     text = format_status(doc)
     assert "Warning: the Hubble API is not served: address in use" in text

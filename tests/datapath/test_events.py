@@ -7,11 +7,14 @@ veth as to-endpoint with the client and backend addresses and the frontend, the 
 to-network marked as the reply; pod-to-pod traffic is reported once, where it leaves the
 first pod (to-endpoint: this node's pod CIDR), not again where it enters the second; a
 service without backends yields a drop event with its reason; UDP and ICMP are reported;
-with events off nothing is; and what was emitted = received + lost.
+with events off nothing is; and what was emitted = received + lost. With Hubble metrics on,
+the agent's observer builds every flow once as it drains the ring, the handlers count each
+(SYNs, requests by port, echo requests) and the store keeps the very flows built.
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -22,6 +25,8 @@ import pytest
 from bpf_lbsetup import CLIENT, SERVER, Services, attach_as_agent
 
 from helpers import packets
+from hexlane.agent.hubble import HubbleObserver
+from hexlane.config.hubble_metrics import parse_metric_list
 from hexlane.datapath.events import (
     EVENT_DROP,
     EVENT_TRACE,
@@ -34,6 +39,11 @@ from hexlane.datapath.events import (
 )
 from hexlane.datapath.lb.loader import LbDatapath
 from hexlane.datapath.lb.maps import DropReason
+from hexlane.hubble.api.flow import flow_pb2
+from hexlane.hubble.filters import compile_filters
+from hexlane.hubble.metrics import HubbleMetrics
+from hexlane.hubble.reading import FlowQuery
+from hexlane.hubble.store import FlowStore
 from hexlane.lab.netns import Topology, netns_path, run, run_in_netns, veth
 from hexlane.lb.services import LOAD_BALANCER
 
@@ -189,3 +199,53 @@ def test_nothing_is_reported_while_events_are_off(lb: LbDatapath, services: Serv
         assert call(topo, "p2", "tcp", BACKEND_IP, 8080)[0] == "ok"
         assert drained(reader) == []
         assert read_stats(lb.maps.events_stats).emitted == before
+
+
+def test_with_metrics_every_flow_is_built_once_counted_and_kept(
+        lb: LbDatapath, services: Services, topo: Topology) -> None:
+    specs, _ = parse_metric_list(["flow", "tcp", "port-distribution", "icmp"])
+    metrics = HubbleMetrics(specs)
+    store = FlowStore(4095, node_name="node")
+    observer = HubbleObserver("node", {}, store, metrics=metrics)
+    built = 0
+    build = observer.parser.flow
+
+    def counting(*args: object) -> flow_pb2.Flow:
+        nonlocal built
+        built += 1
+        return build(*args)  # type: ignore[arg-type]
+
+    observer.parser.flow = counting  # type: ignore[method-assign]
+
+    async def traffic() -> tuple[list[flow_pb2.Flow], int]:
+        observer.start(lb.maps.events, lb.maps.events_stats, [])
+        try:
+            for _ in range(3):
+                assert (await asyncio.to_thread(call, topo, "p2", "tcp", BACKEND_IP,
+                                                8080))[0] == "ok"
+            await asyncio.to_thread(run, topo["p2"], ["ping", "-c", "1", "-W", "2",
+                                                      BACKEND_IP], timeout=10)
+            await asyncio.sleep(0.4)  # the closing FINs, and a drain after them
+            received = observer.stats().received
+        finally:
+            observer.close()
+        return [f async for f in store.flows(FlowQuery(compile_filters()))
+                if not isinstance(f, int)], received
+
+    with EventReader(lb.maps.events) as reader:
+        reader.consume()  # what earlier tests left
+    set_events(services, True)
+    try:
+        flows, received = asyncio.run(traffic())
+    finally:
+        set_events(services, False)
+    assert received == len(flows) == store.seen_flows == built  # built once, when drained
+    fams = {fam.name: fam.series for fam in metrics.flows.families}
+    assert sum(fams["hubble_flows_processed"].values()) == received  # type: ignore[arg-type]
+    assert fams["hubble_tcp_flags"][("SYN", "IPv4")] == 3
+    assert fams["hubble_tcp_flags"][("SYN-ACK", "IPv4")] == 3
+    requests = sum(1 for f in flows if f.l4.TCP.destination_port == 8080
+                   and not f.is_reply.value)
+    assert requests >= 6  # a SYN and a FIN at least per connection
+    assert fams["hubble_port_distribution"][("TCP", "8080")] == requests
+    assert fams["hubble_icmp"] == {("IPv4", "EchoRequest"): 1.0, ("IPv4", "EchoReply"): 1.0}

@@ -15,6 +15,13 @@ Services from the load balancer's frontends); the Observer API (`hexlane.hubble.
 serves the store. Counts:
 `received` (records read), the programs' `emitted` and `lost` (ring full), so received + lost
 = emitted once the ring is drained (`stats()`, `hexlane status`, /metrics).
+
+Hubble metrics (`hubble.metrics.enabled`, `hexlane.hubble.metrics`) need every flow, not
+only those read: then each batch is built once as it is drained, METER_SLICE flows at a time
+(the event loop serves others between slices), every flow counted by the handlers, and the
+built flows go to the store, which builds nothing twice. The registry is served on
+`hubble.metrics.port` (9965), apart from the agent's own :9962, as Cilium does; a deleted
+pod's series go a minute later.
 """
 
 from __future__ import annotations
@@ -28,14 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiohttp import web
+
 from hexlane.config import Values
 from hexlane.datapath import libbpf
 from hexlane.datapath.events import EventReader, read_stats
 from hexlane.hubble.certs import node_tls
 from hexlane.hubble.endpoints import Endpoints, ServiceLookup
+from hexlane.hubble.metrics import HubbleMetrics, parse_metric_list
 from hexlane.hubble.parser import EventFlows, FlowParser, L7Reader
 from hexlane.hubble.server import ABSTRACT_NAME, node_server
-from hexlane.hubble.store import PendingFlows
+from hexlane.hubble.store import BuiltFlows, PendingFlows
 from hexlane.k8s.informer import Informer
 
 from .loadbalancer import LoadBalancer
@@ -49,6 +59,9 @@ DRAIN_INTERVAL_S = 0.05
 
 #: the informers whose objects name endpoints: every Pod of the cluster, the Nodes
 KINDS = ("hubble-pods", "nodes")
+#: with metrics on, flows are built and counted this many at a time before the event loop
+#: serves others (about 10 ms of work)
+METER_SLICE = 256
 
 
 class FlowSink(Protocol):
@@ -73,9 +86,11 @@ class HubbleObserver:
     """See the module docstring."""
 
     def __init__(self, node: str, informers: Mapping[str, Informer], store: FlowSink, *,
-                 cluster: str = "default", services: ServiceLookup | None = None) -> None:
+                 cluster: str = "default", services: ServiceLookup | None = None,
+                 metrics: HubbleMetrics | None = None) -> None:
         self.node = node
         self.store = store
+        self.metrics = metrics
         self.endpoints = Endpoints(node, cluster, services)
         # Flows name their node as Cilium's do: <cluster>/<node>
         self.parser = FlowParser(f"{cluster}/{node}", self.endpoints, wall_offset_ns(),
@@ -92,7 +107,7 @@ class HubbleObserver:
         pods = self.informers.get("hubble-pods")
         if pods is not None:
             pods.add_handler(self.endpoints.set_pod, _updated(self.endpoints.set_pod),
-                             self.endpoints.delete_pod)
+                             self._pod_deleted)
         nodes = self.informers.get("nodes")
         if nodes is not None:
             nodes.add_handler(self.endpoints.set_node, _updated(self.endpoints.set_node),
@@ -108,20 +123,54 @@ class HubbleObserver:
         self._timer = asyncio.get_running_loop().create_task(self._drain_often(),
                                                              name="hubble-drain")
 
+    def _pod_deleted(self, pod: Any) -> None:
+        self.endpoints.delete_pod(pod)
+        if self.metrics is not None:
+            meta = pod.get("metadata") or {}
+            self.metrics.pod_deleted(str(meta.get("namespace") or ""),
+                                     str(meta.get("name") or ""))
+
     async def _drain_often(self) -> None:
         while True:
             await asyncio.sleep(DRAIN_INTERVAL_S)
-            self.drain()
+            pending = self._take()
+            if pending is None:
+                continue
+            if self.metrics is None:
+                self.store.add_pending(pending)
+                continue
+            for start in range(0, len(pending), METER_SLICE):
+                self.store.add_pending(self._count(pending, start, start + METER_SLICE))
+                await asyncio.sleep(0)
 
     def drain(self) -> int:
-        """Every event waiting, to the store as pending flows (built when read); how many."""
-        if self._reader is None:
+        """Every event waiting, to the store: as pending flows (built when read), or with
+        metrics on built and counted now; how many."""
+        pending = self._take()
+        if pending is None:
             return 0
+        self.store.add_pending(pending if self.metrics is None
+                               else self._count(pending, 0, len(pending)))
+        return len(pending)
+
+    def _take(self) -> EventFlows | None:
+        """The events waiting in the ring, as flows naming endpoints as they are now."""
+        if self._reader is None:
+            return None
         batch = self._reader.consume_batch()
-        if len(batch):
-            l7 = self.l7.read_batch(batch) if batch.l7 else None
-            self.store.add_pending(EventFlows(batch, self.parser, self.endpoints.snapshot(), l7))
-        return len(batch)
+        if not len(batch):
+            return None
+        l7 = self.l7.read_batch(batch) if batch.l7 else None
+        return EventFlows(batch, self.parser, self.endpoints.snapshot(), l7)
+
+    def _count(self, pending: EventFlows, start: int, end: int) -> BuiltFlows:
+        """Flows start..end of the batch built, and counted by every metric handler."""
+        assert self.metrics is not None
+        flows = [pending.flow(i) for i in range(start, min(end, len(pending)))]
+        process = self.metrics.process
+        for flow in flows:
+            process(flow)
+        return BuiltFlows(flows)
 
     def stats(self) -> HubbleStats:
         received = self._reader.received if self._reader else 0
@@ -156,7 +205,8 @@ class HubblePart:
 
     def __init__(self, node: str, values: Values, informers: Mapping[str, Informer],
                  lb: LoadBalancer, state_dir: Path, *, ca_dir: Path | None = None,
-                 abstract_name: str | None = ABSTRACT_NAME) -> None:
+                 abstract_name: str | None = ABSTRACT_NAME,
+                 metrics_addr: tuple[str, int] | None = None) -> None:
         self.node = node
         self.values = values
         self.lb = lb
@@ -168,10 +218,21 @@ class HubblePart:
         self.server = node_server(values, state_dir=state_dir, node=node,
                                   abstract_name=abstract_name)
         self.store = self.server.store
+        # Hubble metrics when hubble.metrics.enabled lists any (the values were checked)
+        self.metrics: HubbleMetrics | None = None
+        self.metrics_addr = metrics_addr or ("", values.hubble.metrics_port)
+        if values.hubble.metrics:
+            specs, warnings = parse_metric_list(values.hubble.metrics)
+            for warning in warnings:
+                log.warning("hubble: %s", warning)
+            self.metrics = HubbleMetrics(specs, lost=lambda: self.observer.stats().lost)
         self.observer = HubbleObserver(node, informers, self.store, cluster=self.cluster,
-                                       services=lb.service_at)
+                                       services=lb.service_at, metrics=self.metrics)
         self.serving = False
         self.error = ""
+        self._metrics_runner: web.AppRunner | None = None
+        self.metrics_bound: tuple[str, int] | None = None
+        self.metrics_error = ""
 
     async def start(self, node_ips: list[str], host_addresses: list[str]) -> None:
         """Read the load balancer's events and serve them (once its maps are loaded)."""
@@ -180,6 +241,14 @@ class HubblePart:
             raise RuntimeError("hubble: the load balancer is not loaded")
         self.observer.start(datapath.maps.events, datapath.maps.events_stats,
                             [*node_ips, *host_addresses])
+        if self.metrics is not None:
+            try:
+                self._metrics_runner, self.metrics_bound = await self.metrics.serve(
+                    self.metrics_addr)
+            except OSError as err:
+                # Counted all the same; the status says why nobody can scrape them.
+                self.metrics_error = f"Hubble metrics are not served: {err}"
+                log.error("hubble: %s", self.metrics_error)
         hubble = self.values.hubble
         try:
             if hubble.listen_address:
@@ -214,9 +283,22 @@ class HubblePart:
                    "dnsPorts": list(self.values.hubble.l7.dns_ports),
                    "httpPorts": list(self.values.hubble.l7.http_ports)},
             "error": self.error,
+            "metrics": self._metrics_status(),
         }
+
+    def _metrics_status(self) -> dict[str, Any]:
+        if self.metrics is None:
+            return {"enabled": False}
+        bound = self.metrics_bound
+        return {"enabled": True, "serving": bound is not None,
+                "address": f"{bound[0] if bound[0] not in ('', '0.0.0.0', '::') else ''}"
+                           f":{bound[1]}" if bound else "",
+                "metrics": list(self.values.hubble.metrics), "error": self.metrics_error}
 
     async def close(self) -> None:
         await self.server.stop()
         self.serving = False
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
         self.observer.close()

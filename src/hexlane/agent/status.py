@@ -313,7 +313,8 @@ def _rows(status: Mapping[str, Any]) -> list[tuple[str, str]]:
                      + (f"   {hubble['listenAddress']} "
                         f"({'mTLS' if hubble.get('tls') else 'plaintext'})"
                         if hubble.get("listenAddress") else "")
-                     + _l7_text(hubble.get("l7"), events)))
+                     + _l7_text(hubble.get("l7"), events)
+                     + f"   Metrics: {_hubble_metrics(hubble.get('metrics') or {})}"))
     else:
         rows.append(("Hubble", "Disabled" + (f"   [{hubble['note']}]"
                                             if hubble.get("note") else "")))
@@ -407,3 +408,14 @@ def brief(status: Mapping[str, Any]) -> tuple[bool, Sequence[str]]:
     """`hexlane status --brief`: (healthy, reasons)."""
     reasons = health(status)
     return not reasons, reasons
+
+
+def _hubble_metrics(metrics: dict[str, Any]) -> str:
+    """Cilium's "Metrics:" of the Hubble line, with where they are served."""
+    if not metrics.get("enabled"):
+        return "Disabled"
+    if metrics.get("error"):
+        return f"Warning: {metrics['error']}"
+    if not metrics.get("serving"):
+        return "Starting"
+    return f"Ok ({metrics.get('address')}/metrics: {', '.join(metrics.get('metrics') or ())})"

@@ -19,7 +19,8 @@ the agent may hand over `add_pending(batch)`: a batch that builds its flows only
 (`PendingFlows`). They count as seen at once and wake the followers; they are built, at most
 `capacity` of the newest, when something reads the store (a request, a follower, a counter),
 and the older ones count as overwritten without ever being built: what nobody reads costs
-next to nothing.
+next to nothing. When Hubble metrics are on, the agent builds every flow anyway and hands
+them over as `BuiltFlows`, through the same door.
 """
 
 from __future__ import annotations
@@ -45,6 +46,22 @@ class PendingFlows(Protocol):
     def __len__(self) -> int: ...
 
     def flow(self, i: int) -> flow_pb2.Flow: ...
+
+
+class BuiltFlows:
+    """Flows built already (Hubble metrics needed every one), handed over as pending flows:
+    the store keeps at most its capacity of the newest and builds nothing again."""
+
+    __slots__ = ("flows",)
+
+    def __init__(self, flows: list[flow_pb2.Flow]) -> None:
+        self.flows = flows
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    def flow(self, i: int) -> flow_pb2.Flow:
+        return self.flows[i]
 
 
 class FlowStore:
