@@ -11,15 +11,20 @@ Side by side, `--repeat` rounds interleaved:
   (`hexlane.agent.hubble.HubbleObserver`: the ring read through the map's memory, each batch
   handed to a FlowStore of 4095 as pending flows, built when read), in a process of its own
   competing for the same CPUs;
-- datapath only: events on and nobody reading (the programs' own cost).
+- datapath only: events on and nobody reading (the programs' own cost);
+- metrics: as "on", with Hubble metrics on in the ingester (`--metrics`, default the seeds'
+  list): every flow built as it is drained and counted by the handlers.
 
 Printed: the rate with Hubble on / off (target >= 0.95x), events emitted, received and lost
 over the "on" rounds (target: lost 0 and received + lost = emitted), the ingester's CPU
 seconds per 1,000 events read, and per 1,000 flows built when a reader asks for the whole
-ring at the end of each round (checked to name the backend pods).
+ring at the end of each round (checked to name the backend pods); with metrics, the
+ingester's CPU seconds per 1,000 flows built and counted (every event received is, once the
+ingester has finished the batch in hand), and what the ring lost meanwhile.
 
 Run as root: `.venv/bin/python bench/hubble_bench.py [--seconds 5] [--threads 8]
-[--repeat 3] [-o json]`. Not part of the test suite.
+[--repeat 3] [--metrics dns:query;ignoreAAAA,drop,...] [-o json]`. Not part of the test
+suite.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from datapath_bench import (
 
 from hexlane.agent.hubble import HubbleObserver
 from hexlane.agent.loadbalancer import ServiceReconciler
+from hexlane.config.hubble_metrics import parse_metric_list
 from hexlane.datapath import libbpf
 from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.datapath.events import (
@@ -72,6 +78,7 @@ from hexlane.datapath.lb.loader import (
     LbDatapath,
 )
 from hexlane.hubble.filters import compile_filters
+from hexlane.hubble.metrics import HubbleMetrics
 from hexlane.hubble.reading import FlowQuery
 from hexlane.hubble.store import FlowStore
 from hexlane.lab.netns import Topology, netns_path, run_in_netns
@@ -83,13 +90,20 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def ingest(bpf_root: Path) -> dict[str, Any]:
+SEED_METRICS = "dns:query;ignoreAAAA,drop,tcp,flow,port-distribution,icmp,http"
+
+
+async def ingest(bpf_root: Path, metrics_list: str) -> dict[str, Any]:
     """The ingester process: read events until stdin closes; what it read and its CPU."""
     events = libbpf.Map.from_pin(bpf_root / EVENTS_MAP)
     stats = libbpf.Map.from_pin(bpf_root / EVENTS_STATS_MAP, key_type=ctypes.c_uint32,
                                 value_type=HlEventsStats)
     store = FlowStore(4095, node_name="node")
-    observer = HubbleObserver("node", {}, store,
+    metrics = None
+    if metrics_list:
+        specs, _ = parse_metric_list(metrics_list.split(","))
+        metrics = HubbleMetrics(specs)
+    observer = HubbleObserver("node", {}, store, metrics=metrics,
                               services=lambda a, p, proto: ("bench", "svc0"))
     for i, ip in enumerate(POD_IPS):
         observer.endpoints.set_pod({
@@ -112,6 +126,11 @@ async def ingest(bpf_root: Path) -> dict[str, Any]:
     await done.wait()
     await asyncio.sleep(0.3)  # the last events of the round
     observer.drain()
+    if metrics is not None:  # the batch the drain task was building and counting
+        for _ in range(600):
+            if counted(metrics) >= observer.stats().received:
+                break
+            await asyncio.sleep(0.05)
     cpu = cpu_seconds() - ready_cpu
     received = observer.stats().received
     # What a reader then pays: every flow the ring holds, built (GetFlows of all).
@@ -123,7 +142,14 @@ async def ingest(bpf_root: Path) -> dict[str, Any]:
                 or f.source.pod_name.startswith("backend-"))
     observer.close()
     return {"received": received, "cpu_s": round(cpu, 3), "flows_seen": store.seen_flows,
-            "built": len(flows), "build_cpu_s": round(build, 4), "named": named}
+            "built": len(flows), "build_cpu_s": round(build, 4), "named": named,
+            "counted": counted(metrics) if metrics is not None else 0}
+
+
+def counted(metrics: HubbleMetrics) -> int:
+    """Flows the `flow` handler counted (every flow it was given)."""
+    family = next(f for f in metrics.flows.families if f.name == "hubble_flows_processed")
+    return int(sum(family.series.values()))  # type: ignore[arg-type]
 
 
 def set_events(lb: LbDatapath, on: bool) -> None:
@@ -132,10 +158,31 @@ def set_events(lb: LbDatapath, on: bool) -> None:
     lb.maps.trace_config.update(ctypes.c_uint32(0), cfg)
 
 
+def with_ingester(lb: LbDatapath, t: Topology, binary: str, args: argparse.Namespace,
+                  bpf_root: Path, metrics: str) -> dict[str, Any]:
+    """One round with events on and an ingester (with Hubble metrics when `metrics`)."""
+    ingester = subprocess.Popen(
+        [sys.executable, __file__, "--ingest", str(bpf_root), "--metrics", metrics],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert ingester.stdout is not None and ingester.stdin is not None
+    assert ingester.stdout.readline().strip() == "ready"
+    before = read_stats(lb.maps.events_stats)
+    set_events(lb, True)
+    got = measure(t, binary, lb_ip(0), args.seconds, args.threads)
+    set_events(lb, False)
+    after = read_stats(lb.maps.events_stats)
+    ingester.stdin.close()
+    report = json.loads(ingester.stdout.read())
+    ingester.wait(timeout=30)
+    assert report["named"] == report["built"], "flows must name the backend pod"
+    return {**report, "rate": got["rate"], "emitted": after.emitted - before.emitted,
+            "lost": after.lost - before.lost}
+
+
 def bench(binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, Any]:
-    rounds: dict[str, list[float]] = {"off": [], "on": [], "datapath": []}
-    emitted = received = lost = built = 0
-    cpu = build_cpu = 0.0
+    rounds: dict[str, list[float]] = {"off": [], "on": [], "datapath": [], "metrics": []}
+    totals = {mode: dict.fromkeys(("emitted", "received", "lost", "built", "counted", "cpu_s",
+                                   "build_cpu_s"), 0.0) for mode in ("on", "metrics")}
     target = lb_ip(0)
     with Topology("hl-hbb") as t:
         build_topology(t)
@@ -170,44 +217,44 @@ def bench(binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, An
                 with EventReader(lb.maps.events) as drain:  # empty the ring for the next
                     drain.consume()
 
-                ingester = subprocess.Popen(
-                    [sys.executable, __file__, "--ingest", str(bpf_root)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                assert ingester.stdout is not None and ingester.stdin is not None
-                assert ingester.stdout.readline().strip() == "ready"
-                before = read_stats(lb.maps.events_stats)
-                set_events(lb, True)
-                got = measure(t, binary, target, args.seconds, args.threads)
-                set_events(lb, False)
-                after = read_stats(lb.maps.events_stats)
-                ingester.stdin.close()
-                report = json.loads(ingester.stdout.read())
-                ingester.wait(timeout=30)
-                print(f"  on: {got} ingester {report}", file=sys.stderr, flush=True)
-                rounds["on"].append(got["rate"])
-                emitted += after.emitted - before.emitted
-                lost += after.lost - before.lost
-                received += report["received"]
-                cpu += report["cpu_s"]
-                built += report["built"]
-                build_cpu += report["build_cpu_s"]
-                assert report["named"] == report["built"], "flows must name the backend pod"
+                for mode, metrics in (("on", ""), ("metrics", args.metrics)):
+                    report = with_ingester(lb, t, binary, args, bpf_root, metrics)
+                    print(f"  {mode}: {report}", file=sys.stderr, flush=True)
+                    rounds[mode].append(report["rate"])
+                    for key in totals[mode]:
+                        totals[mode][key] += report[key]
         finally:
             lb.unpin()
             lb.close()
-    ratios = [on / off for on, off in zip(rounds["on"], rounds["off"], strict=True)]
-    datapath = [d / off for d, off in zip(rounds["datapath"], rounds["off"], strict=True)]
+
+    def ratio(mode: str) -> list[float]:
+        return [x / off for x, off in zip(rounds[mode], rounds["off"], strict=True)]
+
+    def per_1000(mode: str, cpu: str, count: str) -> float | None:
+        n = totals[mode][count]
+        return round(totals[mode][cpu] / n * 1000, 4) if n else None
+
+    on, metrics, datapath = ratio("on"), ratio("metrics"), ratio("datapath")
     return {
         "datapath_only_ratio": round(statistics.median(datapath), 3),
         "off_rate": round(statistics.median(rounds["off"]), 1),
         "on_rate": round(statistics.median(rounds["on"]), 1),
-        "on_off_ratio": round(statistics.median(ratios), 3),
-        "on_off_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+        "on_off_ratio": round(statistics.median(on), 3),
+        "on_off_ratio_range": [round(min(on), 3), round(max(on), 3)],
+        "metrics_off_ratio": round(statistics.median(metrics), 3),
+        "metrics_off_ratio_range": [round(min(metrics), 3), round(max(metrics), 3)],
         "datapath_only_ratio_range": [round(min(datapath), 3), round(max(datapath), 3)],
-        "emitted": emitted, "received": received, "lost": lost,
-        "balanced": received + lost == emitted,
-        "cpu_s_per_1000_events": round(cpu / received * 1000, 4) if received else None,
-        "cpu_s_per_1000_flows_built": round(build_cpu / built * 1000, 4) if built else None,
+        "emitted": int(totals["on"]["emitted"]), "received": int(totals["on"]["received"]),
+        "lost": int(totals["on"]["lost"]),
+        "balanced": totals["on"]["received"] + totals["on"]["lost"]
+        == totals["on"]["emitted"],
+        "metrics_emitted": int(totals["metrics"]["emitted"]),
+        "metrics_received": int(totals["metrics"]["received"]),
+        "metrics_lost": int(totals["metrics"]["lost"]),
+        "metrics_counted_all": totals["metrics"]["counted"] == totals["metrics"]["received"],
+        "cpu_s_per_1000_events": per_1000("on", "cpu_s", "received"),
+        "cpu_s_per_1000_flows_built": per_1000("on", "build_cpu_s", "built"),
+        "metrics_cpu_s_per_1000_flows": per_1000("metrics", "cpu_s", "counted"),
     }
 
 
@@ -217,10 +264,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    parser.add_argument("--metrics", default=SEED_METRICS,
+                        help="hubble.metrics.enabled of the metrics rounds, comma-separated "
+                             "(default: seed 002's list)")
     parser.add_argument("--ingest", metavar="BPF_ROOT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ingest:
-        print(json.dumps(asyncio.run(ingest(Path(args.ingest)))), flush=True)
+        print(json.dumps(asyncio.run(ingest(Path(args.ingest), args.metrics))), flush=True)
         return 0
     work = Path(tempfile.mkdtemp(prefix="hexlane-hubblebench-"))
     binary = str(work / "connrate")
@@ -239,12 +289,19 @@ def main() -> int:
               f"target >= 0.95x); events on with nobody reading (the programs' cost alone): "
               f"{result['datapath_only_ratio']:.3f}x (rounds "
               f"{result['datapath_only_ratio_range'][0]:.3f}-"
-              f"{result['datapath_only_ratio_range'][1]:.3f})\n"
+              f"{result['datapath_only_ratio_range'][1]:.3f}); with Hubble metrics "
+              f"{result['metrics_off_ratio']:.3f}x (rounds "
+              f"{result['metrics_off_ratio_range'][0]:.3f}-"
+              f"{result['metrics_off_ratio_range'][1]:.3f})\n"
               f"events: emitted {result['emitted']}, received {result['received']}, lost "
               f"{result['lost']} (received + lost = emitted: {result['balanced']}; target "
               f"lost 0)\nagent CPU: {result['cpu_s_per_1000_events']} s per 1,000 events read "
               f"(each kept as a flow to build when read); "
-              f"{result['cpu_s_per_1000_flows_built']} s per 1,000 flows built for a reader")
+              f"{result['cpu_s_per_1000_flows_built']} s per 1,000 flows built for a reader; "
+              f"with metrics {result['metrics_cpu_s_per_1000_flows']} s per 1,000 flows "
+              f"(each built and counted; every one received counted: "
+              f"{result['metrics_counted_all']}; events emitted {result['metrics_emitted']}, "
+              f"received {result['metrics_received']}, lost {result['metrics_lost']})")
     return 0
 
 
