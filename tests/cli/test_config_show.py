@@ -3,12 +3,15 @@
 Pins down: YAML by default and JSON with `-o json`, both equal to the loaded tree; `-f` and
 `--values` both take files, repeatable, later wins, then `--set`; warnings go to stderr with
 exit 0; errors print one line per problem (file, key, expectation) with exit 2 and nothing
-on stdout; and every `examples/*/values*.yaml` in the repository shows without errors.
+on stdout; and every `examples/*/values*.yaml` in the repository shows without errors. A
+wrong Hubble metric option is such an error, and the agent refuses it before it starts.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +136,24 @@ def test_each_example_seed_layered_shows(seed: Path, capsys: pytest.CaptureFixtu
     code, out, err = run(argv, capsys)
     assert code == 0, err
     assert json.loads(out)["kubeProxyReplacement"] is True
+
+
+def test_a_wrong_hubble_metric_option_is_an_error_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "v.yaml"
+    f.write_text("hubble:\n  metrics:\n    enabled:\n      - drop\n      - dns:query;ignoreAAA\n")
+    code, out, err = run(["config", "show", "-f", str(f)], capsys)
+    assert (code, out) == (2, "")
+    assert f"error: {f}:5: hubble.metrics.enabled[1]: 'dns:query;ignoreAAA': unknown option " \
+           "'ignoreAAA' of metric dns (accepted: query, ignoreAAAA," in err
+
+
+def test_the_agent_refuses_a_wrong_hubble_metric_before_starting(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hexlane.cli.main", "agent", "--node", "n1", "--state-dir",
+         str(tmp_path / "state"), "--bpf-root", str(tmp_path / "bpf"),
+         "--set", "hubble.metrics.enabled={flow:sourceContext=pod|nodename}"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "unknown context 'nodename' in sourceContext" in done.stderr
+    assert not (tmp_path / "state").exists()  # nothing started

@@ -119,7 +119,10 @@ class HubbleObserver:
         self.endpoints.host_addresses(host_addresses)
         self._stats = stats
         self._reader = EventReader(events)
-        self.drain()  # what the ring holds from before (a restart)
+        if self.metrics is None:
+            self.drain()  # what the ring holds from before (a restart)
+        # (with metrics the first tick takes it, slice by slice: a full ring is 74,898 flows
+        # to build)
         self._timer = asyncio.get_running_loop().create_task(self._drain_often(),
                                                              name="hubble-drain")
 
