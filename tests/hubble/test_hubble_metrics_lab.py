@@ -10,10 +10,12 @@ to the echo pod.
 
 Pins down, through PromQL on Prometheus' HTTP API (promtool query): every target is up; on
 each node (the request leaves node2 through the tunnel and reaches echo on node1), the
-namespace's SYNs and SYN-ACKs are N, its FINs 2N, its requests to port 8080 2N (SYN and FIN
-of each), its traces 4N (to-overlay and to-endpoint halves), the drop is one
-SERVICE_BACKEND_NOT_FOUND on node2, echo requests and replies M each; the lost events series
-is there; and `promtool check metrics` passes on every endpoint's output.
+namespace's SYNs and SYN-ACKs are N, its FINs 2N, its traces 4N (to-overlay and to-endpoint
+halves), its requests to port 8080 2N (SYN and FIN of each; on node2 also the N HTTP
+requests), the drop is one SERVICE_BACKEND_NOT_FOUND on node2, echo requests and replies M
+each; node2, the client's, counts N HTTP requests and N responses (200) with their
+durations (L7 flows without a proxy); the lost events series is there; and
+`promtool check metrics` passes on every endpoint's output.
 """
 
 from __future__ import annotations
@@ -202,10 +204,18 @@ def per_node(prom: Prometheus, expr: str) -> dict[str, float]:
             for r in prom.query(f"sum by (instance) ({expr})")}
 
 
-def settled(prom: Prometheus, expr: str, expected: dict[str, float]) -> dict[str, float]:
+def settled(prom: Prometheus, expr: str, expected: dict[str, float]) -> None:
     """The per-node values once Prometheus has scraped them (they only ever grow to it)."""
-    return wait_for(f"{expr} = {expected}", lambda: (
-        got if (got := per_node(prom, expr)) == expected else None), timeout=15, interval=0.5)
+    seen: list[dict[str, float]] = []
+
+    def check() -> bool:
+        seen.append(per_node(prom, expr))
+        return seen[-1] == expected
+
+    try:
+        wait_for(f"{expr} = {expected}", check, timeout=15, interval=0.5)
+    except AssertionError:
+        raise AssertionError(f"{expr}: expected {expected}, got {seen[-1]}") from None
 
 
 def test_prometheus_sees_the_counts_of_known_traffic(prometheus: Prometheus,
@@ -215,8 +225,10 @@ def test_prometheus_sees_the_counts_of_known_traffic(prometheus: Prometheus,
     settled(prometheus, tcp.replace("}", ',flag="SYN"}'), dict.fromkeys(both, n))
     settled(prometheus, tcp.replace("}", ',flag="SYN-ACK"}'), dict.fromkeys(both, n))
     settled(prometheus, tcp.replace("}", ',flag="FIN"}'), dict.fromkeys(both, 2 * n))
+    # node2 also counts the HTTP requests: their L7 flows are requests to port 8080 too, as
+    # a proxy's L7 flows are in Cilium
     settled(prometheus, f'hubble_port_distribution_total{{destination_namespace="{NS}",'
-                        'protocol="TCP",port="8080"}', dict.fromkeys(both, 2 * n))
+                        'protocol="TCP",port="8080"}', {"node1": 2 * n, "node2": 3 * n})
     flows = (f'hubble_flows_processed_total{{source="{NS}",type="Trace",protocol="TCP",'
              'verdict="FORWARDED"}')
     settled(prometheus, flows, dict.fromkeys(both, 4 * n))
@@ -230,6 +242,15 @@ def test_prometheus_sees_the_counts_of_known_traffic(prometheus: Prometheus,
     for kind in ("EchoRequest", "EchoReply"):
         settled(prometheus, f'hubble_icmp_total{{source="{NS}",family="IPv4",type="{kind}"}}',
                 dict.fromkeys(both, N_PINGS))
+    # HTTP without a proxy: each request and response once, on the client's node
+    settled(prometheus, f'hubble_flows_processed_total{{source="{NS}",type="L7",'
+                        'subtype="HTTP",protocol="HTTP"}', {"node2": 2 * n})
+    settled(prometheus, 'hubble_http_requests_total{method="GET",protocol="HTTP/1.1",'
+                        'reporter="client"}', {"node2": n})
+    settled(prometheus, 'hubble_http_responses_total{method="GET",status="200",'
+                        'reporter="client"}', {"node2": n})
+    settled(prometheus, 'hubble_http_request_duration_seconds_count{method="GET",'
+                        'reporter="client"}', {"node2": n})
     lost = per_node(prometheus, 'hubble_lost_events_total{source="perf_event_ring_buffer"}')
     assert set(lost) == set(both)
     # the agents' and the operator's own metrics come through the same Prometheus
