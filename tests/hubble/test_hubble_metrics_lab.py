@@ -5,16 +5,18 @@ that keep this test's namespace apart), and in the client host's namespace a Pro
 a temporary configuration and storage, scraping every second each agent's :9962 and :9965
 and the operator's :9963, stopped at the end. In a fresh namespace: an echo pod on node1, a
 client pod on node2, a Service in front of echo and one with no endpoints. The client makes
-N new connections to the Service, one to the empty Service (dropped), and M separate pings
-to the echo pod.
+N new connections to the Service (the last by its name, looked up in the lab's cluster DNS,
+for a path that is not there), one to the empty Service (dropped), and M separate pings to
+the echo pod.
 
 Pins down, through PromQL on Prometheus' HTTP API (promtool query): every target is up; on
 each node (the request leaves node2 through the tunnel and reaches echo on node1), the
 namespace's SYNs and SYN-ACKs are N, its FINs 2N, its traces 4N (to-overlay and to-endpoint
 halves), its requests to port 8080 2N (SYN and FIN of each; on node2 also the N HTTP
 requests), the drop is one SERVICE_BACKEND_NOT_FOUND on node2, echo requests and replies M
-each; node2, the client's, counts N HTTP requests and N responses (200) with their
-durations (L7 flows without a proxy); the lost events series is there; and
+each; node2, the client's, counts N HTTP requests and N responses (one 404) with their
+durations, and the name's A query and answer (L7 flows without a proxy); the lost events
+series is there; and
 `promtool check metrics` passes on every endpoint's output.
 """
 
@@ -44,6 +46,7 @@ METRICS = ("dns:query;ignoreAAAA", "drop:sourceContext=namespace",
            "port-distribution:labelsContext=destination_namespace",
            "icmp:sourceContext=namespace", "http")
 NODES = {"node1": "10.0.0.11", "node2": "10.0.0.12"}
+FQDN = f"echo.{NS}.svc.cluster.local."
 OPERATOR = "10.0.0.10:9963"
 MANIFESTS = f"""
 apiVersion: v1
@@ -186,10 +189,15 @@ def traffic(mlab: Lab, prometheus: Prometheus) -> dict[str, Any]:
     wait_for("node2 to program echo's Service", lambda: _backend_programmed(
         lab, ips["echo"], echo_ip), timeout=30, interval=0.3)
     client = f"pod/{NS}/client"
-    codes = lab.exec(client, "sh", "-c", f"for i in $(seq {N_CONNECTIONS}); do curl -s "
+    codes = lab.exec(client, "sh", "-c", f"for i in $(seq {N_CONNECTIONS - 1}); do curl -s "
                      f"-o /dev/null -m 3 -w '%{{http_code}}\\n' http://{ips['echo']}/; done"
                      ).stdout.split()
-    assert codes == ["200"] * N_CONNECTIONS
+    assert codes == ["200"] * (N_CONNECTIONS - 1)
+    # the last connection by name (the lab's cluster DNS: one A and one AAAA query, the
+    # trailing dot skipping the search path) to a path the workload does not have
+    missing = lab.exec(client, "curl", "-s", "-o", "/dev/null", "-m", "3", "-w",
+                       "%{http_code}", f"http://{FQDN}/missing").stdout
+    assert missing == "404"
     refused = lab.exec(client, "curl", "-s", "-m", "3", f"http://{ips['empty']}/", check=False)
     assert refused.returncode != 0
     for _ in range(N_PINGS):  # one echo identifier each: one flow each way per ping
@@ -248,9 +256,19 @@ def test_prometheus_sees_the_counts_of_known_traffic(prometheus: Prometheus,
     settled(prometheus, 'hubble_http_requests_total{method="GET",protocol="HTTP/1.1",'
                         'reporter="client"}', {"node2": n})
     settled(prometheus, 'hubble_http_responses_total{method="GET",status="200",'
-                        'reporter="client"}', {"node2": n})
+                        'reporter="client"}', {"node2": n - 1})
+    settled(prometheus, 'hubble_http_responses_total{method="GET",status="404",'
+                        'reporter="client"}', {"node2": 1})
     settled(prometheus, 'hubble_http_request_duration_seconds_count{method="GET",'
                         'reporter="client"}', {"node2": n})
+    # the name looked up: its A query and answer (ignoreAAAA leaves the AAAA ones out)
+    settled(prometheus, f'hubble_dns_queries_total{{query="{FQDN}",qtypes="A",rcode="",'
+                        'ips_returned="0"}', {"node2": 1})
+    settled(prometheus, f'hubble_dns_responses_total{{query="{FQDN}",qtypes="A",'
+                        'rcode="No Error",ips_returned="1"}', {"node2": 1})
+    settled(prometheus, f'hubble_dns_response_types_total{{query="{FQDN}",qtypes="A",'
+                        'type="A"}', {"node2": 1})
+    assert per_node(prometheus, 'hubble_dns_queries_total{qtypes="AAAA"}') == {}
     lost = per_node(prometheus, 'hubble_lost_events_total{source="perf_event_ring_buffer"}')
     assert set(lost) == set(both)
     # the agents' and the operator's own metrics come through the same Prometheus
