@@ -84,6 +84,11 @@ def apiservers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apiservers]
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     """One lab per test session (2 nodes, the default values, a unique name), always torn
-    down, also on failure."""
-    with running_lab(f"t{secrets.token_hex(3)}", "--node-monitor-grace-period", "6") as lab:
+    down, also on failure. Two values differ, for the agents' metrics test
+    (tests/agent/test_agent_metrics_lab.py): the agents serve /metrics on :9962 (as the seeds
+    have it), and the resync that repairs kernel objects changed behind their back runs every
+    10 s instead of 60 s."""
+    with running_lab(f"t{secrets.token_hex(3)}", "--node-monitor-grace-period", "6",
+                     "--set", "prometheus.enabled=true",
+                     "--set", "reconciler.resyncInterval=10s") as lab:
         yield lab

@@ -129,7 +129,7 @@ def test_agents_become_healthy_and_report(native: Cluster) -> None:
     metrics = native.run("node1", sys.executable, "-c",
                          "import urllib.request;print(urllib.request.urlopen("
                          "'http://127.0.0.1:9962/metrics').read().decode())").stdout
-    assert "hexlane_endpoint " in metrics and "process_cpu_seconds_total" in metrics
+    assert "cilium_endpoint " in metrics and "cilium_process_cpu_seconds_total" in metrics
 
 
 def test_pods_reach_each_other_across_nodes(native: Cluster) -> None:

@@ -2,7 +2,8 @@
 
 A node namespace and a client namespace joined by a veth; the load balancer's netdev program
 on the node end's ingress. Pins down: a request for an announced IP on that device gets a
-reply with the device's MAC (counted in the entry), through the reconciler's table; an IP
+reply with the device's MAC (counted in the entry, and in the total that outlives entries),
+through the reconciler's table; an IP
 not announced, or announced on another device, is not answered by us; a stale liveness stamp
 (the agent stopped) silences the responder, a fresh one brings it back; a removed entry stops
 the replies; `send_garp` puts a gratuitous ARP (reply to broadcast, sender = target = the IP)
@@ -19,7 +20,7 @@ from typing import TypeVar
 
 import pytest
 
-from hexlane.datapath.l2 import Liveness, device_mac, open_maps, send_garp
+from hexlane.datapath.l2 import Liveness, arp_replies, device_mac, open_maps, send_garp
 from hexlane.datapath.lb.attach import TcTable
 from hexlane.datapath.lb.loader import NETDEV_TC_PRIORITY, PROGRAM_FROM_NETDEV, LbDatapath
 from hexlane.datapath.reconcile import Reconciler
@@ -87,6 +88,7 @@ def test_announced_ips_are_answered_with_the_devices_mac(
         return mac
 
     mac = in_netns(node, setup)
+    replies = arp_replies(lb.obj)
     try:
         assert arping(client, VIP) == [mac]
         assert arping(client, VIP) == [mac]
@@ -117,6 +119,8 @@ def test_announced_ips_are_answered_with_the_devices_mac(
         rec.set_all({})
         in_netns(node, rec.flush)
         assert arping(client, VIP) == []
+        # Every reply of ours, the withdrawn entry's included
+        assert arp_replies(lb.obj) == replies + 4
     finally:
         rec.set_all({})
         in_netns(node, rec.flush)

@@ -8,7 +8,9 @@ reason counted, unrelated traffic passed on untouched, pinned maps surviving a r
 affinity holding only while its backend belongs to the service, and a pod reaching itself
 through its service (hairpin) SNATed to 169.254.42.1 and its reply turned back. A service
 without backends answers ICMP port unreachable (back out of the device), counted as a
-NO_BACKEND drop.
+NO_BACKEND drop. Forwards and drops are counted in hl_metrics by direction with their bytes:
+every packet a pod veth's hook hands on (out of a pod: EGRESS, into one: INGRESS), the
+packets the node's other hooks translate (SERVICE), none of what those pass untouched.
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ from hexlane.datapath import libbpf
 from hexlane.datapath.layout import ip4, port16
 from hexlane.datapath.lb import view
 from hexlane.datapath.lb.encode import service_id_key
-from hexlane.datapath.lb.loader import PROGRAM_FROM_POD, PROGRAM_TO_POD, LbDatapath
+from hexlane.datapath.lb.loader import (
+    PROGRAM_FROM_HOST,
+    PROGRAM_FROM_NETDEV,
+    PROGRAM_FROM_POD,
+    PROGRAM_TO_POD,
+    LbDatapath,
+)
 from hexlane.datapath.lb.maps import CT_F_REPLY, CT_F_SERVICE, Ct4Key, DropReason, Lb4Key
 from hexlane.datapath.lb.sync import MaglevTable
+from hexlane.datapath.metrics import Count, Direction, read_counters
 
 CLIENT = "10.0.1.5"
 Run = Callable[[str, bytes], libbpf.TestRunResult]
@@ -361,3 +370,35 @@ def test_program_names_fit_the_kernels_name_length() -> None:
     from hexlane.datapath.lb.loader import PROGRAMS
 
     assert all(len(name) <= 15 for name in PROGRAMS), [n for n in PROGRAMS if len(n) > 15]
+
+
+@pytest.mark.root
+def test_forwards_and_drops_are_counted_by_direction_with_their_bytes(
+        lb: LbDatapath, services: Services, run: Run) -> None:
+    services.add("10.96.0.40", 80, packets.TCP, 40, [(140, "10.244.9.1", 8080)])
+    services.add("10.96.0.41", 80, packets.TCP, 41, [])
+    to_service = packets.build(CLIENT, "10.96.0.40", 48000, 80, packets.TCP, b"x" * 100)
+    elsewhere = packets.build(CLIENT, "10.0.9.9", 48001, 80, packets.TCP, b"y" * 30)
+    refused = packets.build(CLIENT, "10.96.0.41", 48002, 80)
+    truncated = to_service[:14 + 20 + 10]
+    runs = [(PROGRAM_FROM_POD, to_service), (PROGRAM_FROM_POD, elsewhere),
+            (PROGRAM_TO_POD, elsewhere), (PROGRAM_FROM_HOST, to_service),
+            (PROGRAM_FROM_HOST, elsewhere), (PROGRAM_FROM_NETDEV, elsewhere),
+            (PROGRAM_FROM_HOST, refused), (PROGRAM_TO_POD, truncated)]
+    before = read_counters(lb.maps.metrics)
+    for program, frame in runs:
+        run(program, frame)
+    after = read_counters(lb.maps.metrics)
+    grown = {key: Count(count.packets - before.get(key, Count(0, 0)).packets,
+                        count.bytes - before.get(key, Count(0, 0)).bytes)
+             for key, count in after.items() if count != before.get(key)}
+    assert grown == {
+        # a pod's packets, translated or not
+        (DropReason.NONE, Direction.EGRESS): Count(2, len(to_service) + len(elsewhere)),
+        # what passes into a pod
+        (DropReason.NONE, Direction.INGRESS): Count(1, len(elsewhere)),
+        # the node's own connection to a Service, translated; nothing it passes untouched
+        (DropReason.NONE, Direction.SERVICE): Count(1, len(to_service)),
+        (DropReason.NO_BACKEND, Direction.SERVICE): Count(1, len(refused)),
+        (DropReason.TRUNCATED, Direction.INGRESS): Count(1, len(truncated)),
+    }

@@ -1,12 +1,13 @@
 """The ctypes mirrors of the BPF map layouts match the headers as compiled.
 
 Pins down, for every struct mirrored in hexlane.datapath.lb.maps (bpf/hexlane_maps.h),
-hexlane.datapath.l2 (bpf/l2_responder.h), hexlane.datapath.events (bpf/events.h) and
-hexlane.datapath.masq (bpf/masq.h), its size and each field's name and byte offset against
+hexlane.datapath.l2 (bpf/l2_responder.h), hexlane.datapath.events (bpf/events.h),
+hexlane.datapath.metrics (bpf/metrics.h, in both objects) and hexlane.datapath.masq
+(bpf/masq.h), its size and each field's name and byte offset against
 the BTF of the built object (read with bpftool; structs only the programs' stack holds, from
 a probe object built from the same header), so the C header stays the single declaration;
-and the drop reasons, flags and slot constants against the headers' text. Needs clang and
-bpftool, not root.
+and the drop reasons, directions, flags and slot constants against the headers' text. Needs
+clang and bpftool, not root.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from types import ModuleType
 
 import pytest
 
-from hexlane.datapath import events, l2, masq
+from hexlane.datapath import events, l2, masq, metrics
 from hexlane.datapath.build import BPF_SOURCE_DIR, CFLAGS, CLANG, compile_program
 from hexlane.datapath.lb import maps
 from hexlane.datapath.lb.loader import build_options
@@ -32,8 +33,9 @@ DEFINE_RE = re.compile(r"^#define (\w+)\s+\(?([0-9x]+(?: << \d+)?)\)?", flags=re
 
 #: program source -> (its build options, the modules mirroring its maps, its main header)
 OBJECTS: dict[str, tuple[dict[str, int | str], tuple[ModuleType, ...], str]] = {
-    "lb.c": (build_options(16381, "JLfvgnHc2kaSUFaI"), (maps, l2, events), "hexlane_maps.h"),
-    "masq.c": ({}, (masq,), "masq.h"),
+    "lb.c": (build_options(16381, "JLfvgnHc2kaSUFaI"), (maps, l2, events, metrics),
+             "hexlane_maps.h"),
+    "masq.c": ({}, (masq, metrics), "masq.h"),
 }
 
 
@@ -113,6 +115,14 @@ def test_drop_reasons_match_the_header() -> None:
     slots = in_c.pop("MAX")
     assert {r.name: int(r) for r in DropReason} == in_c
     assert slots == DROP_REASON_SLOTS and max(in_c.values()) < slots
+
+
+def test_metric_directions_match_the_header() -> None:
+    defines = header_defines("metrics.h")
+    assert {f"HL_DIR_{d.name}": int(d) for d in metrics.Direction} == {
+        name: value for name, value in defines.items()
+        if name.startswith("HL_DIR_") and name != "HL_DIR_MAX"}
+    assert defines["HL_DIR_MAX"] == metrics.DIRECTIONS
 
 
 def test_lb_constants_match_the_header() -> None:

@@ -2,7 +2,9 @@
 
 Judged by arping and TCP connections from the client (the laptop on the LAN), `hexlane l2
 list` on the nodes and the lab's own controls. Pins down:
-- 30 LoadBalancer Services announced once each, at most 10 per node;
+- 30 LoadBalancer Services announced once each, at most 10 per node; each node's metrics
+  (:9962) count the IPs it announces, the announcements it took and the ARP requests it
+  answered;
 - 60 s of steady traffic with no kill: no IP changes owner, no connection fails; a heartbeat
   forged by the client (no key) for a node name is rejected and changes nothing;
 - an `externalTrafficPolicy: Local` Service is announced only from the node with its endpoint;
@@ -24,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from helpers.lab import Lab, running_lab
 from helpers.wait import wait_for
@@ -76,7 +79,8 @@ print(json.dumps({"connections": n, "failures": fails}))
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     with running_lab(f"e{secrets.token_hex(3)}", "--nodes", "3",
-                     "--values", str(SEED / "values.yaml")) as lab:
+                     "--values", str(SEED / "values.yaml"),
+                     "--set", "prometheus.enabled=true") as lab:
         lab.kubectl("apply", "-f", str(SEED / "cilium-config.yaml"))
         docs = [deployment("web", 3)] + [SERVICE.format(name=f"s{i:02d}", app="web", etp="Cluster")
                              for i in range(SERVICES)]
@@ -109,6 +113,15 @@ def ingress_ips(lab: Lab, prefix: str = "s") -> dict[str, str]:
 
 def taken(lab: Lab) -> int:
     return sum(int(listed(lab, n).get("taken", 0)) for n in NODES)  # type: ignore[call-overload]
+
+
+def l2_metrics(lab: Lab, node: str) -> dict[str, float]:
+    """The node's hexlane_l2_* samples ("name{labels}": value), read from the client."""
+    ip = f"10.0.0.{10 + int(node.removeprefix('node'))}"
+    text = lab.exec("client", "curl", "-sS", "-m", "5", f"http://{ip}:9962/metrics").stdout
+    return {s.name + (json.dumps(s.labels, sort_keys=True) if s.labels else ""): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name.startswith("hexlane_l2_")}
 
 
 def mac(lab: Lab, node: str) -> str:
@@ -167,6 +180,12 @@ def test_thirty_services_spread_and_stay_put_under_steady_traffic(lab: Lab) -> N
     assert taken(lab) == before  # no takeover at all
     rejected = listed(lab, "node2")["heartbeat"]["rejected"]  # type: ignore[index]
     assert rejected["mac"] >= 50, rejected
+    metrics = {n: l2_metrics(lab, n) for n in NODES}
+    assert {n: m["hexlane_l2_announced_ips"] for n, m in metrics.items()} == per_node
+    assert sum(m['hexlane_l2_election_changes_total{"change": "taken"}']
+               for m in metrics.values()) == before
+    # the client ARPed for each of the six IPs it connected to
+    assert sum(m["hexlane_l2_arp_replies_total"] for m in metrics.values()) >= 6
 
 
 def test_an_etp_local_service_is_announced_only_where_its_endpoint_is(lab: Lab) -> None:

@@ -4,7 +4,8 @@ Pins down: a pod's TCP/UDP/ICMP-echo packet to the world leaves with the node IP
 port (or echo identifier) from the configured range, with valid IP and L4 checksums; the same
 flow keeps its port; the reply is turned back to the pod's address and port; destinations in a
 non-masquerade prefix and sources outside the node's pod CIDR pass untouched; a UDP checksum
-of 0 ("none") stays 0; when no NAT port is free the new flow is dropped and counted; every
+of 0 ("none") stays 0; when no NAT port is free the new flow is dropped and counted (also in
+hl_metrics, the map of drops the load balancer's object shares: a pod's packet, EGRESS); every
 packet not dropped goes on to the next filter (TC_ACT_UNSPEC).
 """
 
@@ -20,7 +21,10 @@ import pytest
 
 from helpers.packets import inet_checksum
 from hexlane.datapath import libbpf
+from hexlane.datapath.lb.loader import LbDatapath
+from hexlane.datapath.lb.maps import DropReason
 from hexlane.datapath.masq import PROGRAM_EGRESS, PROGRAM_INGRESS, MasqDatapath
+from hexlane.datapath.metrics import Count, Direction, read_counters
 from hexlane.routing.masquerade import MasqPlan
 
 pytestmark = [pytest.mark.root]
@@ -153,10 +157,25 @@ def test_no_free_port_drops_the_new_flow(masq: MasqDatapath) -> None:
     masq.configure(plan(61000, 61000))
     first = run(masq, PROGRAM_EGRESS, packet(POD, WORLD, 6, tcp(40001, 443)))
     assert parse(first.data)[3][0:2] == struct.pack("!H", 61000)
-    other = run(masq, PROGRAM_EGRESS, packet(POD, WORLD, 6, tcp(40002, 443)))
+    dropped = packet(POD, WORLD, 6, tcp(40002, 443))
+    other = run(masq, PROGRAM_EGRESS, dropped)
     assert other.retval == TC_ACT_SHOT
     assert masq.counters()["no_port"] == 1
+    assert read_counters(masq.metrics) == {
+        (DropReason.SNAT_PORTS, Direction.EGRESS): Count(1, len(dropped))}
     elsewhere = run(masq, PROGRAM_EGRESS, packet(POD, WORLD, 6, tcp(40002, 8443)))
     assert elsewhere.retval == TC_ACT_UNSPEC  # the port is per remote address and port
     assert [(e.pod_port, e.node_port) for e in masq.entries()] == [(40001, 61000),
                                                                     (40002, 61000)]
+
+
+def test_the_load_balancer_shares_the_counters(masq: MasqDatapath) -> None:
+    lb = LbDatapath.load(masq.bpf_root)  # after the masquerade: it reuses the pinned map
+    try:
+        masq.configure(plan(61000, 61000))
+        run(masq, PROGRAM_EGRESS, packet(POD, WORLD, 6, tcp(40001, 443)))
+        run(masq, PROGRAM_EGRESS, packet(POD, WORLD, 6, tcp(40002, 443)))
+        assert read_counters(lb.maps.metrics) == read_counters(masq.metrics) != {}
+    finally:
+        lb.unpin()
+        lb.close()

@@ -25,6 +25,8 @@
       heartbeat     GET /version, so `status` knows the API server answers
       cni-config    cni.install: the CNI files, put back when changed
       resync        every kernel object read back, what differs repaired
+      bpf-map-pressure  (metrics served) the maps the kernel writes counted
+                    (conntrack, affinity, Hubble's trace, NAT) every 10 s        metrics.py
       services      services, endpointslices, nodes -> loadbalancer.sync
       conntrack-gc  loadbalancer.gc_conntrack: idle flows expire (Cilium's timeouts)
       l2            ciliuml2announcementpolicies, services, nodes -> l2.sync
@@ -52,7 +54,9 @@ from aiohttp import web
 
 from hexlane import __version__
 from hexlane.config import Values
+from hexlane.datapath import libbpf
 from hexlane.datapath.bpffs import ensure_bpffs, on_bpffs
+from hexlane.datapath.l2 import arp_replies
 from hexlane.hubble.server import ABSTRACT_NAME as HUBBLE_ABSTRACT_NAME
 from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.controller import Controller
@@ -72,7 +76,7 @@ from . import api, cniconf, l2
 from .endpoints import EndpointManager, MasqueradeSettings
 from .hubble import HubblePart
 from .loadbalancer import LoadBalancer
-from .metrics import AgentMetrics
+from .metrics import MAP_COUNT_S, AgentMetrics, KernelMapCounts
 from .nodemanager import NodeManager
 from .status import AgentStatus, ApiContact
 
@@ -158,6 +162,7 @@ class Agent:
         self.endpoints: EndpointManager | None = None
         self.cni = cniconf.CniFiles(config.cni_conf_dir, config.cni_bin_dir, config.state_dir)
         self.api: api.ApiServer | None = None
+        self.kernel_maps = KernelMapCounts(self._kernel_written_maps)
         # Controllers, and the informers that trigger them
         self.controllers = [
             Controller("routes", self._sync_routes, interval=interval),
@@ -166,6 +171,9 @@ class Agent:
             # Every kernel object the agent owns is read back and repaired this often.
             Controller("resync", self._resync, interval=values.resync_interval),
         ]
+        if config.metrics_addr is not None:
+            self.controllers.append(Controller("bpf-map-pressure", self.kernel_maps.refresh,
+                                               interval=MAP_COUNT_S))
         self._follow(("nodes", "ciliumnodes"), self.controller("routes"))
         if self.lb is not None:
             self.controllers += [
@@ -185,8 +193,11 @@ class Agent:
             informers=self.informers, nodes=self.nodes, endpoints=lambda: self.endpoints,
             lb=self.lb, l2=self.l2, controllers=self.controllers,
             reconcilers=self.reconcilers, hubble=self.hubble)
-        self.metrics.watch(lambda: self.endpoints, self.controllers,
-                           lambda: self.nodes.last_sync, self.reconcilers)
+        self.metrics.watch(endpoints=lambda: self.endpoints, controllers=self.controllers,
+                           last_sync=lambda: self.nodes.last_sync,
+                           reconcilers=self.reconcilers, counters=self._counters_map,
+                           kernel_maps=self.kernel_maps, l2=lambda: self.l2,
+                           arp_replies=self._arp_replies)
 
     def _follow(self, kinds: tuple[str, ...], controller: Controller) -> None:
         """Trigger `controller` on every change of these informers' objects."""
@@ -209,6 +220,33 @@ class Agent:
         if self.endpoints is not None:
             out += self.endpoints.reconcilers
         return out + self.cni.reconcilers
+
+    # -- what the metrics read ---------------------------------------------------------------
+
+    def _counters_map(self) -> libbpf.Map | None:
+        """The datapath's forward and drop counters (hl_metrics), through whichever object
+        holds it: the load balancer's, else the masquerade's."""
+        if self.lb is not None and self.lb.datapath is not None:
+            return self.lb.datapath.maps.metrics
+        masq = self.endpoints.masq if self.endpoints is not None else None
+        return masq.metrics if masq is not None else None
+
+    def _kernel_written_maps(self) -> list[libbpf.Map]:
+        """The maps the programs fill themselves (LRU): conntrack, session affinity, Hubble's
+        trace aggregation, the masquerade's NAT."""
+        out = []
+        if self.lb is not None and self.lb.datapath is not None:
+            m = self.lb.datapath.maps
+            out += [m.ct, m.affinity, m.trace]
+        masq = self.endpoints.masq if self.endpoints is not None else None
+        if masq is not None:
+            out.append(masq.snat)
+        return out
+
+    def _arp_replies(self) -> int | None:
+        if self.lb is None or self.lb.datapath is None:
+            return None
+        return arp_replies(self.lb.datapath.obj)
 
     # -- controllers -------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ experiments) serves it alone in a node namespace with the endpoint API (`api.ser
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -204,6 +205,9 @@ class EndpointManager:
         self.pod_cidr = local.pod_cidrs[0]
         self.router_ip = router_ip(self.pod_cidr)
         self.allocator = PodIPAllocator(self.pod_cidr)
+        #: pod IPs allocated and released since the start ("allocate", "release"), and ADDs
+        #: refused because the pod CIDR was full ("exhausted"), for the metrics
+        self.ipam_events: collections.Counter[str] = collections.Counter()
         self.endpoints: dict[str, Endpoint] = {}
         self.nodes: tuple[NodeRouting, ...] = ()
         #: routed to hexlane_host (the service CIDR, LoadBalancer and external IPs)
@@ -277,6 +281,11 @@ class EndpointManager:
             await self._ipr.__aexit__(None, None, None)
             self._ipr = None
         self.started = False
+
+    @property
+    def masq(self) -> MasqDatapath | None:
+        """The loaded masquerade (None before the start, or without masquerading)."""
+        return self._masq
 
     @property
     def ipr(self) -> AsyncIPRoute:
@@ -437,10 +446,14 @@ class EndpointManager:
                 if other.host_ifname == name and other.owner != req.owner:
                     raise CNIError(ERR_SETUP_FAILED, "host interface name in use",
                                    f"{name} belongs to {other.owner}")
+            fresh = req.owner not in self.allocator.allocations
             try:
                 ip = self.allocator.allocate(req.owner)
             except PodIPsExhausted as err:
+                self.ipam_events["exhausted"] += 1
                 raise CNIError(ERR_IPAM_EXHAUSTED, "no free pod IP", str(err)) from None
+            if fresh:
+                self.ipam_events["allocate"] += 1
             ep = existing or Endpoint(
                 container_id=req.container_id, ifname=req.ifname, netns=req.netns,
                 network=req.network, ip=ip, host_ifname=name,
@@ -490,9 +503,16 @@ class EndpointManager:
         """Remove the endpoint's veth (its route and neighbour entry go with it) and IP."""
         await netlink.delete_link(self.ipr, ep.host_ifname)
         self.endpoints.pop(ep.owner, None)
-        self.allocator.release(ep.owner)
+        self._release(ep.owner)
         self._save()
         await self._apply(detect=False)  # out of the desired tables
+
+    def _release(self, owner: str) -> bool:
+        """Free the owner's pod IP; False when it had none."""
+        if self.allocator.release(owner) is None:
+            return False
+        self.ipam_events["release"] += 1
+        return True
 
     async def delete(self, req: CNIRequest) -> bool:
         """CNI DEL: remove the veth, the route and the IP. Idempotent; False when nothing was."""
@@ -503,7 +523,7 @@ class EndpointManager:
                 name = host_ifname(req.container_id)
                 if all(other.host_ifname != name for other in self.endpoints.values()):
                     await netlink.delete_link(self.ipr, name)
-                if self.allocator.release(req.owner) is not None:
+                if self._release(req.owner):
                     self._save()
                 return False
             await self._forget(ep)

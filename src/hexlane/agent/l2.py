@@ -143,6 +143,8 @@ class L2Announcer:
         self.held: dict[Entry, tuple[ServiceKey, ...]] = {}
         self.garps_sent = 0
         self.taken = 0  # entries this node started answering for (takeovers included)
+        self.released = 0  # entries it stopped answering for (moved away, withdrawn)
+        self._answered: frozenset[Entry] = frozenset()
         self.last_error: str | None = None
 
     def load(self, datapath: LbDatapath, devices: Sequence[str], node_ip: str) -> None:
@@ -287,6 +289,8 @@ class L2Announcer:
             except OSError as err:  # the device went away: nothing to answer on
                 log.warning("L2 announcement of %s on %s: %s", entry[0], entry[1], err)
         self.responder.set_all(desired)
+        self.released += len(self._answered - desired.keys())
+        self._answered = frozenset(desired)
         result = self.responder.flush()
         self.last_error = (f"{len(result.failed)} responder entries not written: "
                            f"{next(iter(result.failed.values()))}" if result.failed else None)

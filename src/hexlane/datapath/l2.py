@@ -8,6 +8,7 @@ in the load balancer's object, so it is loaded with it). Here:
   the entry, which is not drift);
 - `Liveness`: the agent stamps `hl_l2_liveness` every second; the datapath stops answering
   when the stamp is older than the lease duration (a wedged agent must not keep an IP);
+- `arp_replies`: every reply sent, from `hl_l2_replies` (per CPU);
 - `send_garp`: one gratuitous ARP (an ARP reply to broadcast, sender = target = the IP) out
   of a device, through an AF_PACKET socket in the caller's network namespace.
 
@@ -30,6 +31,7 @@ from .reconcile import Table
 
 RESPONDER_MAP = "hl_l2_responder_v4"
 LIVENESS_MAP = "hl_l2_liveness"
+REPLIES_MAP = "hl_l2_replies"
 ETH_P_ARP = 0x0806
 BROADCAST = b"\xff" * 6
 SIOCGIFHWADDR = 0x8927
@@ -156,6 +158,13 @@ def open_maps(obj: Any, max_age: float) -> tuple[ResponderTable, Liveness]:
     responder = obj.map(RESPONDER_MAP, key_type=L2ResponderKey, value_type=L2ResponderEntry)
     liveness = obj.map(LIVENESS_MAP, key_type=u32, value_type=L2Liveness)
     return ResponderTable(responder), Liveness(liveness, max_age)
+
+
+def arp_replies(obj: Any) -> int:
+    """ARP replies the responder of the loaded load balancer object sent since its maps were
+    created (every entry's, summed over the CPUs)."""
+    values = obj.map(REPLIES_MAP, key_type=u32, value_type=u64).lookup_percpu(u32(0))
+    return sum(int(v.value) for v in values or ())
 
 
 def garp_frame(ip: str, mac: str) -> bytes:

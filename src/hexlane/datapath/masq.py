@@ -1,7 +1,8 @@
 """Loading and configuring the eBPF masquerading (`bpf/masq.c`) on a node's external interface.
 
 `MasqDatapath.load(bpf_root)` compiles and loads `masq.c` with its maps pinned by name under
-`bpf_root` (NAT state survives an agent restart); `configure(plan)` writes what
+`bpf_root` (NAT state survives an agent restart; ``hl_metrics``, the counters of drops, is
+shared with the load balancer's object); `configure(plan)` writes what
 `hexlane.routing.masquerade.plan_masquerade` decided into `hl_masq4_nonmasq` and `hl_masq4_config`,
 through one reconciler per map (`hexlane.datapath.reconcile`), and `resync()` reads both maps
 back and repairs what changed behind the agent's back; `attach(ifindex)` puts the programs on
@@ -25,6 +26,7 @@ from hexlane.datapath import libbpf, tc
 from hexlane.datapath.bpffs import on_bpffs
 from hexlane.datapath.build import compile_program
 from hexlane.datapath.layout import ip4, ip4_address, port_int, u8, u16, u32, u64
+from hexlane.datapath.metrics import METRICS_MAP, HlMetricsValue
 from hexlane.datapath.reconcile import FlushResult, MapTable, Reconciler, flush_group
 from hexlane.routing.masquerade import MasqPlan
 
@@ -98,6 +100,8 @@ class MasqDatapath:
         self.nonmasq = obj.map(NONMASQ_MAP, key_type=Masq4NonmasqKey, value_type=ctypes.c_uint8)
         self.snat = obj.map(SNAT_MAP, key_type=Snat4Key, value_type=Snat4Entry)
         self.stats = obj.map(STATS_MAP, key_type=ctypes.c_uint32, value_type=ctypes.c_uint64)
+        # shared with the load balancer's object: drops by reason and direction
+        self.metrics = obj.map(METRICS_MAP, key_type=ctypes.c_uint32, value_type=HlMetricsValue)
         # What `configure` wants in the two maps the agent writes (raw keys and values).
         self.config_rec: Reconciler[bytes, bytes] = Reconciler(MapTable(self.config))
         self.nonmasq_rec: Reconciler[bytes, bytes] = Reconciler(MapTable(self.nonmasq))
@@ -198,7 +202,7 @@ class MasqDatapath:
 
     def unpin(self) -> None:
         """Remove every pin this datapath made under bpf_root (hexlane cleanup)."""
-        for name in (*PROGRAMS, CONFIG_MAP, NONMASQ_MAP, SNAT_MAP, STATS_MAP):
+        for name in (*PROGRAMS, CONFIG_MAP, NONMASQ_MAP, SNAT_MAP, STATS_MAP, METRICS_MAP):
             pin = self.bpf_root / name
             if pin.exists():
                 pin.unlink()

@@ -1,12 +1,13 @@
 """The operator's Prometheus metrics, in one registry per operator (tests run several).
 
 Served with the client layer's metrics (`hexlane_k8s_client_*`: rate-limiter waits, API calls
-by method and code) on `--metrics-addr` (Cilium's operator port, 9963), beside `/healthz`.
+by method and code) and the process's (`cilium_operator_process_*`, Cilium's operator's names
+for them) on `--metrics-addr` (Cilium's operator port, 9963), beside `/healthz`.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                      10.0, 30.0)
@@ -18,6 +19,7 @@ class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        ProcessCollector(namespace="cilium_operator", registry=r)
         self.is_leader = Gauge(
             "hexlane_operator_is_leader",
             "1 while this operator holds the cilium-operator-resource-lock Lease", registry=r)

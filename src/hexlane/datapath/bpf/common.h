@@ -45,7 +45,7 @@
 	}
 
 /* Why a packet is dropped: what the parser (parse.h) and the rewrites (csum.h) return, negated,
- * and the index of its counter in the load balancer's hl_drops map.
+ * and the reason of its counter in hl_metrics (metrics.h; HL_DROP_NONE counts forwards there).
  */
 enum hl_drop_reason {
 	HL_DROP_NONE = 0,
@@ -58,9 +58,10 @@ enum hl_drop_reason {
 	HL_DROP_CSUM = 7,            /* checksum update failed */
 	HL_DROP_CT_CREATE = 8,       /* conntrack map full or update failed */
 	HL_DROP_REPLY_NAT = 9,       /* reply matched conntrack but its reverse NAT is missing */
-	HL_DROP_SNAT_PORTS = 10,     /* NodePort SNAT found no free NAT port */
+	HL_DROP_SNAT_PORTS = 10,     /* SNAT (NodePort, masquerade) found no free NAT port */
 	HL_DROP_DSR_OPT = 11,        /* a DSR option that is malformed or truncated */
 	HL_DROP_NO_NODE_IP = 12,     /* SNAT needed but the agent set no node address */
+	HL_DROP_UNKNOWN = 15,        /* a reason the counters do not know (a bug) */
 	HL_DROP_MAX = 16,
 };
 

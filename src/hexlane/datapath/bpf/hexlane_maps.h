@@ -3,9 +3,10 @@
  *
  * The shapes follow Cilium's (bpf/lib/common.h, bpf/lib/lb.h): a service map keyed by
  * {frontend, slot} whose slot 0 is the service itself and slots 1..count its backends, a
- * backend map, reverse NAT, a per-service Maglev table in a map of maps, a conntrack LRU, a
- * session-affinity LRU, and a drop counter per reason. hexlane/datapath/lb/maps.py mirrors every
- * struct here with ctypes; tests/datapath checks the mirror against this header's BTF.
+ * backend map, reverse NAT, a per-service Maglev table in a map of maps, a conntrack LRU and a
+ * session-affinity LRU (the counters of forwards and drops are metrics.h's).
+ * hexlane/datapath/lb/maps.py mirrors every struct here with ctypes; tests/datapath checks the
+ * mirror against this header's BTF.
  *
  * Maps are pinned by name under the agent's --bpf-root, so they outlive the agent: a restarted
  * agent reuses them and traffic keeps its conntrack state.
@@ -228,8 +229,5 @@ HL_PINNED_MAP(BPF_MAP_TYPE_HASH, struct lb_affinity_match, __u8,
 
 HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, struct lb_node_config,
 	      1, 0) hl_lb_config SEC(".maps");
-
-HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, __u64,
-	      HL_DROP_MAX, 0) hl_drops SEC(".maps");
 
 #endif /* HEXLANE_MAPS_H */

@@ -5,7 +5,8 @@
  * hl_l2_responder_v4 holds one entry per (IP, ingress ifindex) the node announces; the agent
  * keeps it through its reconciler. A request for such an IP arriving on exactly that device
  * is turned around in place into a reply carrying the device's MAC (kept in the entry, since
- * one object serves every device) and sent back out of it; the entry counts the replies.
+ * one object serves every device) and sent back out of it; the entry counts the replies, and
+ * so does hl_l2_replies, for all of them (an entry's count goes with it when its IP moves).
  * hl_l2_liveness holds the agent's last heartbeat (bpf_ktime_get_ns clock, CLOCK_MONOTONIC)
  * and how old it may get: an agent that stops refreshing it (wedged, SIGSTOPped) stops being
  * answered for after the lease duration, so another node's takeover is not fought.
@@ -44,6 +45,9 @@ HL_PINNED_MAP(BPF_MAP_TYPE_HASH, struct l2_responder_v4_key, struct l2_responder
 
 HL_PINNED_MAP(BPF_MAP_TYPE_ARRAY, __u32, struct l2_liveness, 1, 0) hl_l2_liveness SEC(".maps");
 
+/* every reply sent, per CPU (the agent's hexlane_l2_arp_replies_total) */
+HL_PINNED_MAP(BPF_MAP_TYPE_PERCPU_ARRAY, __u32, __u64, 1, 0) hl_l2_replies SEC(".maps");
+
 struct hl_arphdr {
 	__be16 ar_hrd;
 	__be16 ar_pro;
@@ -71,6 +75,7 @@ static __always_inline int hl_l2_respond(struct __sk_buff *skb)
 	struct l2_responder_v4_key key = {};
 	struct l2_responder_v4_entry *entry;
 	struct l2_liveness *live;
+	__u64 *replies;
 	__u32 zero = 0;
 	__be32 tip;
 	__u64 now;
@@ -106,6 +111,9 @@ static __always_inline int hl_l2_respond(struct __sk_buff *skb)
 	__builtin_memcpy(body->sha, entry->mac, ETH_ALEN);
 	body->sip = tip;
 	__sync_fetch_and_add(&entry->responses_sent, 1);
+	replies = bpf_map_lookup_elem(&hl_l2_replies, &zero);
+	if (replies)
+		(*replies)++;
 	return bpf_redirect(skb->ifindex, 0);
 }
 

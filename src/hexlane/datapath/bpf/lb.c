@@ -26,11 +26,14 @@
  * program's goes on to the next filter (TC_ACT_UNSPEC).
  *
  * A service without backends rejects the packet with ICMP port unreachable (icmp.h), counted
- * as HL_DROP_NO_BACKEND. Malformed or truncated packets are dropped and counted by reason in
- * hl_drops.
+ * as HL_DROP_NO_BACKEND. Malformed or truncated packets are dropped and counted by reason.
+ * Forwards and drops are counted by direction in hl_metrics (metrics.h): the pod veths' hooks
+ * count every packet they hand on (out of a pod: EGRESS, into one: INGRESS), the others the
+ * packets they translate or turn back and send on themselves (SERVICE).
  */
 #include "common.h"
 #include "hexlane_maps.h"
+#include "metrics.h"
 #include "drop.h"
 #include "parse.h"
 #include "csum.h"
@@ -61,6 +64,7 @@ struct hl_hook {
 	bool lan;
 	/* Which packets this hook reports to Hubble (events.h) besides those it translates: */
 	__u8 trace;
+	__u8 dir; /* HL_DIR_*: the direction its forwards and drops are counted in */
 };
 
 #define HL_TRACE_XLATED   0 /* only those it translates or turns back */
@@ -80,21 +84,42 @@ struct hl_hook {
  * reply now goes to the client, a hairpin reply to the pod itself, any other to its pod.
  */
 static __always_inline int hl_reply_redirect(struct __sk_buff *skb, const struct pkt4 *p,
-					     bool ingress, const struct hl_trace *tr)
+					     const struct hl_hook *hook, const struct hl_trace *tr)
 {
 	__be32 daddr;
 
 	if (bpf_skb_load_bytes(skb, IP_DADDR_OFF, &daddr, sizeof(daddr)) < 0)
-		return hl_drop(HL_DROP_TRUNCATED);
-	return hl_fib_redirect(skb, daddr, p->proto, false, !ingress, tr);
+		return hl_drop(skb, HL_DROP_TRUNCATED, hook->dir);
+	return hl_fib_redirect(skb, daddr, p->proto, false, !hook->ingress, tr);
 }
 
 /* A drop: counted, and reported with what is known of the packet. */
-static __always_inline int hl_drop_traced(struct __sk_buff *skb, const struct hl_trace *tr,
-					  __u32 reason)
+static __always_inline int hl_drop_traced(struct __sk_buff *skb, const struct hl_hook *hook,
+					  const struct hl_trace *tr, __u32 reason)
 {
 	hl_drop_report(skb, tr, reason);
-	return hl_drop(reason);
+	return hl_drop(skb, reason, hook->dir);
+}
+
+/* A packet the hook hands on to the kernel as it is: a forward where the hook counts every
+ * packet (a pod veth's).
+ */
+static __always_inline int hl_pass(struct __sk_buff *skb, const struct hl_hook *hook)
+{
+	if (hook->dir != HL_DIR_SERVICE)
+		hl_count_forward(skb, hook->dir);
+	return TC_ACT_UNSPEC;
+}
+
+/* A packet the hook sends on itself (`verdict`: a redirect, or TC_ACT_OK), counted as its
+ * forward; a drop was counted where it happened.
+ */
+static __always_inline int hl_sent(struct __sk_buff *skb, const struct hl_hook *hook,
+				   int verdict)
+{
+	if (verdict != TC_ACT_SHOT)
+		hl_count_forward(skb, hook->dir);
+	return verdict;
 }
 
 /* A packet this hook hands on untranslated, reported as the hook's `trace` says. */
@@ -173,6 +198,7 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	struct pkt4 p = {};
 	struct hl_trace tr = {};
 	__be32 daddr = 0;
+	__u32 len;
 	int verdict = TC_ACT_OK;
 	bool local = false;
 	bool external = hook.frontends == HL_FRONTENDS_EXTERNAL;
@@ -188,47 +214,50 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	ret = hl_parse_ipv4(skb, &p);
 	if (ret == PARSE_PASS) {
 		hl_trace_other(skb, &hook);
-		return TC_ACT_UNSPEC;
+		return hl_pass(skb, &hook);
 	}
 	if (ret < 0) {
 		hl_trace_unparsed(skb, &tr);
-		return hl_drop_traced(skb, &tr, -ret);
+		return hl_drop_traced(skb, &hook, &tr, -ret);
 	}
 	hl_trace_from_pkt(&tr, &p);
 
 	if (hook.replies != HL_REPLIES_NONE) {
 		ret = hl_lb4_reverse(skb, &p, &tr);
 		if (ret < 0)
-			return hl_drop_traced(skb, &tr, -ret);
+			return hl_drop_traced(skb, &hook, &tr, -ret);
 		if (hook.replies == HL_REPLIES_PASS) {
 			if (ret > 0 && hook.trace == HL_TRACE_UNMARKED)
 				hl_trace_report(skb, &tr, HL_OBS_TO_ENDPOINT);
 			else if (ret == 0)
 				hl_trace_pass(skb, &hook, &tr);
-			return TC_ACT_UNSPEC;
+			if (ret > 0 && hook.dir == HL_DIR_SERVICE)
+				hl_count_forward(skb, HL_DIR_SERVICE); /* turned back */
+			return hl_pass(skb, &hook);
 		}
 		/* By the FIB, not the kernel's forwarding: a NodePort reply now has the node's
 		 * own address as source, which the input route check would reject. A hairpin
 		 * reply's destination changed too: read it again.
 		 */
 		if (ret > 0)
-			return hl_reply_redirect(skb, &p, hook.ingress, &tr);
+			return hl_sent(skb, &hook, hl_reply_redirect(skb, &p, &hook, &tr));
 	}
 	if (hook.dsr) {
 		ret = hl_dsr_accept(skb, &p, &tr);
 		if (ret < 0)
-			return hl_drop_traced(skb, &tr, -ret);
+			return hl_drop_traced(skb, &hook, &tr, -ret);
 		/* Straight into the backend's namespace: the client's address is kept, and when
 		 * the client is this node itself the input route check would drop it (a local
 		 * source).
 		 */
 		if (ret > 0)
-			return hl_fib_redirect(skb, p.daddr, p.proto, true, false, &tr);
+			return hl_sent(skb, &hook,
+				       hl_fib_redirect(skb, p.daddr, p.proto, true, false, &tr));
 	}
 	if (hook.frontends == HL_FRONTENDS_NONE) {
 		hl_ct_forget_stale_reply(&p);
 		hl_trace_pass(skb, &hook, &tr);
-		return TC_ACT_UNSPEC;
+		return hl_pass(skb, &hook);
 	}
 
 	key.address = p.daddr;
@@ -239,15 +268,20 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 		if (hook.replies != HL_REPLIES_NONE)
 			hl_ct_forget_stale_reply(&p);
 		hl_trace_pass(skb, &hook, &tr);
-		return TC_ACT_UNSPEC;
+		return hl_pass(skb, &hook);
 	}
 
+	len = skb->len;
 	ret = hl_lb4_translate(skb, &p, &key, svc, external, &daddr, &verdict, &local, &tr);
 	if (ret < 0)
-		return hl_drop_traced(skb, &tr, -ret);
-	if (ret == HL_REJECTED)
+		return hl_drop_traced(skb, &hook, &tr, -ret);
+	if (ret == HL_REJECTED) {
+		/* turned into an ICMP error back to the client: the packet itself is dropped */
+		hl_count_len(len, HL_DROP_NO_BACKEND, hook.dir);
 		return verdict;
-	return hl_fib_redirect(skb, daddr, p.proto, hook.ingress && local, !hook.ingress, &tr);
+	}
+	return hl_sent(skb, &hook, hl_fib_redirect(skb, daddr, p.proto, hook.ingress && local,
+						   !hook.ingress, &tr));
 }
 
 /* One program per attach point: its name, and what it does there (struct hl_hook). */
@@ -259,39 +293,43 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 
 HL_PROGRAM(hl_from_netdev, .replies = HL_REPLIES_SEND, .dsr = true,
 	   .frontends = HL_FRONTENDS_EXTERNAL, .ingress = true, .lan = true,
-	   .trace = HL_TRACE_INBOUND)
+	   .trace = HL_TRACE_INBOUND, .dir = HL_DIR_SERVICE)
 
 /* Ingress of the tunnel device (routingMode: tunnel): pod traffic between nodes arrives
  * here decapsulated, so replies to flows a pod or the node sent to a backend on another node
  * are turned back here, and DSR packets for a local backend come this way too.
  */
 HL_PROGRAM(hl_from_overlay, .replies = HL_REPLIES_SEND, .dsr = true,
-	   .frontends = HL_FRONTENDS_NONE, .ingress = true, .trace = HL_TRACE_INBOUND)
+	   .frontends = HL_FRONTENDS_NONE, .ingress = true, .trace = HL_TRACE_INBOUND,
+	   .dir = HL_DIR_SERVICE)
 
 HL_PROGRAM(hl_from_pod, .replies = HL_REPLIES_SEND, .frontends = HL_FRONTENDS_INTERNAL,
-	   .ingress = true, .trace = HL_TRACE_ALL)
+	   .ingress = true, .trace = HL_TRACE_ALL, .dir = HL_DIR_EGRESS)
 
-HL_PROGRAM(hl_from_host, .replies = HL_REPLIES_NONE, .frontends = HL_FRONTENDS_INTERNAL)
+HL_PROGRAM(hl_from_host, .replies = HL_REPLIES_NONE, .frontends = HL_FRONTENDS_INTERNAL,
+	   .dir = HL_DIR_SERVICE)
 
 /* Egress of the loopback device, which every packet of the node to one of its own addresses
  * takes: its connections to its own NodePorts are translated here (DNAT, then the FIB), and
  * replies that reach such a connection through the loopback (from a host-network backend of
  * this node) are turned back.
  */
-HL_PROGRAM(hl_from_lo, .replies = HL_REPLIES_SEND, .frontends = HL_FRONTENDS_INTERNAL)
+HL_PROGRAM(hl_from_lo, .replies = HL_REPLIES_SEND, .frontends = HL_FRONTENDS_INTERNAL,
+	   .dir = HL_DIR_SERVICE)
 
 /* Egress of the LAN interface: a reply of a host-network backend of this node (its socket
  * answers from the node's own stack) to a client outside, before it leaves (and before the
  * masquerade behind it).
  */
-HL_PROGRAM(hl_to_netdev, .replies = HL_REPLIES_PASS)
+HL_PROGRAM(hl_to_netdev, .replies = HL_REPLIES_PASS, .dir = HL_DIR_SERVICE)
 
 /* Egress of the VXLAN device: the same replies, to a pod on another node (tunnel mode). */
-HL_PROGRAM(hl_to_overlay, .replies = HL_REPLIES_PASS)
+HL_PROGRAM(hl_to_overlay, .replies = HL_REPLIES_PASS, .dir = HL_DIR_SERVICE)
 
 /* Egress of every pod's host-side veth: a reply of a host-network backend of this node to
  * a pod of this node (replies from elsewhere were turned back where they came in).
  */
-HL_PROGRAM(hl_to_pod, .replies = HL_REPLIES_PASS, .trace = HL_TRACE_UNMARKED)
+HL_PROGRAM(hl_to_pod, .replies = HL_REPLIES_PASS, .trace = HL_TRACE_UNMARKED,
+	   .dir = HL_DIR_INGRESS)
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -15,13 +15,16 @@
  * this program's job. The programs sit behind the load balancer's (tc priority 2 after 1),
  * which hands on what it does not translate.
  *
- * Headers and rewrites are the load balancer's (parse.h, csum.h); the maps are masq.h's alone
- * (this object creates none of the load balancer's).
+ * Headers and rewrites are the load balancer's (parse.h, csum.h); the maps are masq.h's, and
+ * the counters of drops by reason and direction, hl_metrics (metrics.h), which this object
+ * shares with the load balancer's (a pod's packets dropped here are EGRESS, replies to pods
+ * INGRESS).
  */
 #include "common.h"
 #include "parse.h"
 #include "csum.h"
 #include "masq.h"
+#include "metrics.h"
 
 /* Every packet not dropped goes on to the next filter (and, after the last, on its way), so
  * programs attached behind ours still see it. */
@@ -88,6 +91,7 @@ static __always_inline int masq_handle(struct __sk_buff *skb, bool egress)
 	struct snat4_key key = {};
 	struct pkt4 p = {};
 	__u32 zero = 0;
+	int ret;
 
 	if (hl_parse_ipv4_echo(skb, &p, egress ? HL_ICMP_ECHO : HL_ICMP_ECHOREPLY) != PARSE_OK)
 		return MASQ_PASS;
@@ -111,14 +115,17 @@ static __always_inline int masq_handle(struct __sk_buff *skb, bool egress)
 		nat = masq_new_flow(&p, cfg, &key);
 		if (!nat) {
 			masq_count(MASQ_STAT_NO_PORT);
+			hl_count(skb, HL_DROP_SNAT_PORTS, HL_DIR_EGRESS);
 			return TC_ACT_SHOT;
 		}
 	} else {
 		return MASQ_PASS;
 	}
-	if (__hl_rewrite_side(skb, &p, egress, nat->to_addr, nat->to_port,
-			      p.proto == IPPROTO_ICMP) < 0) {
+	ret = __hl_rewrite_side(skb, &p, egress, nat->to_addr, nat->to_port,
+				p.proto == IPPROTO_ICMP);
+	if (ret < 0) {
 		masq_count(MASQ_STAT_REWRITE);
+		hl_count(skb, -ret, egress ? HL_DIR_EGRESS : HL_DIR_INGRESS);
 		return TC_ACT_SHOT;
 	}
 	masq_count(egress ? MASQ_STAT_EGRESS : MASQ_STAT_INGRESS);

@@ -12,7 +12,7 @@
 
 #include "common.h"
 #include "hexlane_maps.h"
-#include "drop.h"
+#include "metrics.h"
 #include "parse.h"
 #include "csum.h"
 #include "conntrack.h"
@@ -393,7 +393,7 @@ static __always_inline int hl_lb4_translate(struct __sk_buff *skb, const struct 
 
 	if (!backend) {
 		if (svc->count == 0) {
-			hl_drop(HL_DROP_NO_BACKEND);
+			/* counted by the caller, which knows the direction */
 			hl_drop_report(skb, tr, HL_DROP_NO_BACKEND);
 			ret = hl_icmp_reject(skb, p);
 			if (ret < 0)
@@ -539,8 +539,11 @@ static __always_inline int hl_fib_redirect(struct __sk_buff *skb, __be32 daddr, 
 		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
 		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
 			return TC_ACT_OK;
-		if (to_pod)
+		if (to_pod) {
+			/* the pod veth's egress (hl_to_pod) is skipped: counted here */
+			hl_count_forward(skb, HL_DIR_INGRESS);
 			return bpf_redirect_peer(fib.ifindex, 0);
+		}
 		return bpf_redirect(fib.ifindex, 0);
 	}
 	if (ret == BPF_FIB_LKUP_RET_NO_NEIGH) {

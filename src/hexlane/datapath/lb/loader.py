@@ -39,7 +39,6 @@ from hexlane.datapath.lb.maps import (
     BACKENDS_MAP,
     CONFIG_MAP,
     CT_MAP,
-    DROPS_MAP,
     MAGLEV_MAP,
     REVNAT_MAP,
     SERVICES_MAP,
@@ -55,6 +54,7 @@ from hexlane.datapath.lb.maps import (
     LbNodeConfig,
     maglev_pin_name,
 )
+from hexlane.datapath.metrics import METRICS_MAP, HlMetricsValue
 from hexlane.lb.maglev import (
     DEFAULT_HASH_SEED,
     DEFAULT_TABLE_SIZE,
@@ -103,7 +103,7 @@ class LbMaps:
     ct: libbpf.Map
     affinity: libbpf.Map
     affinity_match: libbpf.Map
-    drops: libbpf.Map
+    metrics: libbpf.Map  # forwards and drops by reason and direction (datapath.metrics)
     config: libbpf.Map
     events: libbpf.Map  # the flow events' ring buffer (hexlane.datapath.events)
     events_stats: libbpf.Map
@@ -128,7 +128,7 @@ class LbDatapath:
             affinity=obj.map(AFFINITY_MAP, key_type=Lb4AffinityKey, value_type=LbAffinityVal),
             affinity_match=obj.map(AFFINITY_MATCH_MAP, key_type=LbAffinityMatch,
                                    value_type=ctypes.c_uint8),
-            drops=obj.map(DROPS_MAP, key_type=ctypes.c_uint32, value_type=ctypes.c_uint64),
+            metrics=obj.map(METRICS_MAP, key_type=ctypes.c_uint32, value_type=HlMetricsValue),
             config=obj.map(CONFIG_MAP, key_type=ctypes.c_uint32, value_type=LbNodeConfig),
             events=obj.map(EVENTS_MAP),
             events_stats=obj.map(EVENTS_STATS_MAP, key_type=ctypes.c_uint32,
@@ -181,7 +181,7 @@ class LbDatapath:
         """Remove every pin under bpf_root that this datapath made (hexlane cleanup)."""
         for name in (*PROGRAMS, SERVICES_MAP, BACKENDS_MAP, REVNAT_MAP,
                      maglev_pin_name(self.table_size), CT_MAP,
-                     AFFINITY_MAP, AFFINITY_MATCH_MAP, DROPS_MAP, CONFIG_MAP, *EVENT_MAPS):
+                     AFFINITY_MAP, AFFINITY_MATCH_MAP, METRICS_MAP, CONFIG_MAP, *EVENT_MAPS):
             pin = self.bpf_root / name
             if pin.exists():
                 pin.unlink()

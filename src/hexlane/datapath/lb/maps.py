@@ -23,7 +23,6 @@ MAGLEV_MAP = "hl_lb4_maglev"
 CT_MAP = "hl_ct4"
 AFFINITY_MAP = "hl_lb4_affinity"
 AFFINITY_MATCH_MAP = "hl_lb_aff_match"
-DROPS_MAP = "hl_drops"
 CONFIG_MAP = "hl_lb_config"
 
 # lb4_service.flags / flags2 (Cilium's SVC_FLAG_*)
@@ -77,7 +76,8 @@ IPPROTO_UDP = socket.IPPROTO_UDP
 
 
 class DropReason(enum.IntEnum):
-    """enum hl_drop_reason: the index of each counter in the hl_drops map."""
+    """enum hl_drop_reason: why a packet was dropped (the reason of its counter in
+    hl_metrics, `hexlane.datapath.metrics`, where NONE counts forwards)."""
 
     NONE = 0
     TRUNCATED = 1
@@ -92,6 +92,7 @@ class DropReason(enum.IntEnum):
     SNAT_PORTS = 10
     DSR_OPT = 11
     NO_NODE_IP = 12
+    UNKNOWN = 15
 
 
 DROP_REASON_SLOTS = 16  # HL_DROP_MAX

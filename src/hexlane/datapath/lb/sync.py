@@ -47,6 +47,11 @@ class MaglevTable(Table[bytes, tuple[int, ...]]):
     def __init__(self, datapath: LbDatapath) -> None:
         self.datapath = datapath
 
+    @property
+    def map(self) -> libbpf.Map:
+        """The outer map (one entry per service with a table)."""
+        return self.datapath.maps.maglev
+
     def read(self) -> dict[bytes, tuple[int, ...]]:
         out: dict[bytes, tuple[int, ...]] = {}
         outer = self.datapath.maps.maglev

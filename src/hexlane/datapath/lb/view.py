@@ -21,7 +21,6 @@ from hexlane.datapath.lb.encode import ALGORITHMS, PROTO_NAMES, TYPE_FLAGS
 from hexlane.datapath.lb.maps import (
     AFFINITY_TIMEOUT_MASK,
     BACKENDS_MAP,
-    DROPS_MAP,
     LB_ALGORITHM_SHIFT,
     MAGLEV_MAP,
     SERVICES_MAP,
@@ -37,6 +36,7 @@ from hexlane.datapath.lb.maps import (
     Lb4Key,
     Lb4Service,
 )
+from hexlane.datapath.metrics import METRICS_MAP, HlMetricsValue, read_counters
 from hexlane.lb.services import CLUSTER_IP
 
 _PROTOS = {**PROTO_NAMES, socket.IPPROTO_SCTP: "SCTP"}
@@ -155,12 +155,12 @@ def maglev_tables(bpf_root: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def drops(bpf_root: str | os.PathLike[str]) -> dict[str, int]:
-    """Drops counted by the programs, by reason name."""
-    with libbpf.Map.from_pin(_pin(bpf_root, DROPS_MAP), key_type=ctypes.c_uint32,
-                             value_type=ctypes.c_uint64) as m:
-        out = {}
-        for reason in DropReason:
-            value = m.lookup(ctypes.c_uint32(reason))
-            if value is not None and value.value:
-                out[reason.name.lower()] = int(value.value)
+    """Packets the programs dropped, by reason name (every direction)."""
+    with libbpf.Map.from_pin(_pin(bpf_root, METRICS_MAP), key_type=ctypes.c_uint32,
+                             value_type=HlMetricsValue) as m:
+        out: dict[str, int] = {}
+        for (reason, _), count in read_counters(m).items():
+            if reason != DropReason.NONE:
+                name = reason.name.lower()
+                out[name] = out.get(name, 0) + count.packets
         return out
