@@ -14,13 +14,13 @@ drop "Service backend not found" (SERVICE) of one SYN's bytes; the resync's repa
 lb4_services; map pressure above 0 for the services and conntrack maps; a pod IP allocated;
 the operator's pool and Service counted. Every endpoint passes `promtool check metrics`,
 and every metric name in every query of the agent's and the operator's dashboards
-(dashboards/*.json) is a series one of them exposes. The Hubble dashboard's are checked
-against :9965 once Hubble's metrics are built (branch issue15-hubble-metrics).
+(dashboards/*.json) is a series one of them exposes. The Hubble dashboard's are checked in
+tests/hubble/test_hubble_metrics_lab.py, whose lab has Hubble's metrics and every kind of
+traffic they count.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import secrets
 import shutil
@@ -228,17 +228,6 @@ def test_every_dashboard_query_names_a_series_that_exists(scraped: dict[str, Any
     names = exposed(list(scraped["texts"].values()))
     queries = dashboard_queries(json.loads((DASHBOARDS / dashboard).read_text()))
     assert queries
-    missing = {(name, query) for query in queries for name in metric_names(query)
-               if name not in names}
-    assert not missing, sorted(missing)
-
-
-def test_the_hubble_dashboards_queries_name_series_that_exist(lab: Lab) -> None:
-    if importlib.util.find_spec("hexlane.hubble.metrics") is None:
-        pytest.skip("Hubble's metrics on :9965 are built on branch issue15-hubble-metrics: "
-                    "checked once it merges")
-    names = exposed([scrape(lab, f"{ip}:9965") for ip in (NODE1, NODE2)])
-    queries = dashboard_queries(json.loads((DASHBOARDS / "hexlane-hubble.json").read_text()))
     missing = {(name, query) for query in queries for name in metric_names(query)
                if name not in names}
     assert not missing, sorted(missing)

@@ -33,8 +33,11 @@ from typing import Any
 import pytest
 
 from helpers.lab import Lab, running_lab
+from helpers.promql import dashboard_queries, metric_names
 from helpers.wait import wait_for
 from hexlane.lab.netns import nsenter
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -287,3 +290,17 @@ def test_promtool_check_metrics_passes_on_every_endpoint(prometheus: Prometheus,
                                  capture_output=True, timeout=30)
         assert checked.returncode == 0, (endpoint, checked.stdout, checked.stderr,
                                          time.monotonic() - start)
+
+
+def test_every_hubble_dashboard_query_names_a_series_that_exists(prometheus: Prometheus,
+                                                                 traffic: dict[str, Any]
+                                                                 ) -> None:
+    """dashboards/hexlane-hubble.json reads only series the agents expose after the known
+    traffic (TCP, HTTP, DNS, a drop, pings), as Prometheus scraped them."""
+    queries = dashboard_queries(json.loads((DASHBOARDS / "hexlane-hubble.json").read_text()))
+    assert queries
+    names = {name for query in queries for name in metric_names(query)}
+    assert names
+    missing = sorted(name for name in names
+                     if not prometheus.value(f'count({{__name__="{name}"}})'))
+    assert not missing, missing
