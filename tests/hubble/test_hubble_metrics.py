@@ -14,6 +14,8 @@ name (hypothesis).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hubble_helpers import flow
 from hypothesis import given, settings
@@ -26,6 +28,7 @@ from hexlane.config.hubble_metrics import (
     parse_metric,
     parse_metric_list,
 )
+from hexlane.config.loader import require_values
 from hexlane.hubble.api.flow import flow_pb2
 from hexlane.hubble.metrics.handlers import FlowMetrics, Histogram
 
@@ -361,3 +364,20 @@ def test_every_series_has_one_value_per_label(name: str, opts: dict[str, str]) -
         assert len(set(fam.label_names)) == len(fam.label_names)
         for key in fam.series:
             assert len(key) == len(fam.label_names), (fam.name, fam.label_names, key)
+
+
+@pytest.mark.parametrize("files", [
+    ("seed-000/values.yaml", "seed-000/values-monitoring.yaml", "seed-000/values-hubble.yaml"),
+    ("seed-002/values.yaml",)])
+def test_the_seeds_files_enable_every_metric_they_list(files: tuple[str, ...]) -> None:
+    """The seeds' own values files, layered as examples/README.md says, as the agent reads
+    them: every metric they list is built, no problem reported for the list."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    values, problems = require_values([str(examples / f) for f in files])
+    specs, warnings = parse_metric_list(list(values.hubble.metrics))
+    assert {s.name for s in specs} == {"dns", "drop", "tcp", "flow", "port-distribution",
+                                       "icmp", "http"}
+    # (warnings about the seeds' other keys, e.g. a misplaced serviceMonitor, are theirs)
+    assert warnings == [] and not [p for p in problems if p.path == "hubble.metrics.enabled"]
+    handlers = FlowMetrics(specs)
+    assert [h.spec.name for h in handlers.handlers] == [s.name for s in specs]
