@@ -90,20 +90,13 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-SEED_METRICS = "dns:query;ignoreAAAA,drop,tcp,flow,port-distribution,icmp,http"
-
-
-async def ingest(bpf_root: Path, metrics_list: str) -> dict[str, Any]:
-    """The ingester process: read events until stdin closes; what it read and its CPU."""
+def start_observer(bpf_root: Path, sink: Any, metrics: Any = None) -> HubbleObserver:
+    """An ingester's observer, as the agent's, reading the pinned ring into `sink`; it knows
+    the backend pods and the node by name."""
     events = libbpf.Map.from_pin(bpf_root / EVENTS_MAP)
     stats = libbpf.Map.from_pin(bpf_root / EVENTS_STATS_MAP, key_type=ctypes.c_uint32,
                                 value_type=HlEventsStats)
-    store = FlowStore(4095, node_name="node")
-    metrics = None
-    if metrics_list:
-        specs, _ = parse_metric_list(metrics_list.split(","))
-        metrics = HubbleMetrics(specs)
-    observer = HubbleObserver("node", {}, store, metrics=metrics,
+    observer = HubbleObserver("node", {}, sink, metrics=metrics,
                               services=lambda a, p, proto: ("bench", "svc0"))
     for i, ip in enumerate(POD_IPS):
         observer.endpoints.set_pod({
@@ -113,17 +106,52 @@ async def ingest(bpf_root: Path, metrics_list: str) -> dict[str, Any]:
     observer.endpoints.set_node({"metadata": {"name": "node"}, "status": {
         "addresses": [{"type": "InternalIP", "address": NODE_IP}]}})
     observer.start(events, stats, [])
+    return observer
+
+
+async def stdin_closed() -> None:
+    """Until the benchmark closes the ingester's stdin (the end of a round)."""
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
 
-    def stdin_closed() -> None:
+    def closed() -> None:
         loop.remove_reader(sys.stdin.fileno())  # at EOF it stays readable: once is enough
         done.set()
 
-    loop.add_reader(sys.stdin.fileno(), stdin_closed)
+    loop.add_reader(sys.stdin.fileno(), closed)
+    await done.wait()
+
+
+def load_and_attach(t: Topology, bpf_root: Path) -> LbDatapath:
+    """The LB programs loaded with one Service (Maglev, table 251), attached in the node:
+    hl_from_netdev on the client side, hl_from_pod on the pod's veth."""
+    lb = LbDatapath.load(bpf_root, table_size=251)
+    rec = ServiceReconciler(lb, "node", settings=LbSettings(algorithm="maglev", table_size=251))
+    rec.update(*objects(1))
+
+    def attach() -> None:
+        for dev, prog in (("toclient", PROGRAM_FROM_NETDEV), ("lxcbench", PROGRAM_FROM_POD)):
+            libbpf.tc_attach(socket.if_nametoindex(dev), lb.program_fd(prog),
+                             "ingress", handle=TC_HANDLE, priority=TC_PRIORITY)
+
+    run_in_netns(netns_path(t["node"]), attach)
+    return lb
+
+
+SEED_METRICS = "dns:query;ignoreAAAA,drop,tcp,flow,port-distribution,icmp,http"
+
+
+async def ingest(bpf_root: Path, metrics_list: str) -> dict[str, Any]:
+    """The ingester process: read events until stdin closes; what it read and its CPU."""
+    store = FlowStore(4095, node_name="node")
+    metrics = None
+    if metrics_list:
+        specs, _ = parse_metric_list(metrics_list.split(","))
+        metrics = HubbleMetrics(specs)
+    observer = start_observer(bpf_root, store, metrics)
     ready_cpu = cpu_seconds()
     print("ready", flush=True)
-    await done.wait()
+    await stdin_closed()
     await asyncio.sleep(0.3)  # the last events of the round
     observer.drain()
     if metrics is not None:  # the batch the drain task was building and counting
@@ -189,19 +217,8 @@ def bench(binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, An
         server = t.start("pod", [binary, "server", str(TARGET_PORT), "2"],
                          stdout=subprocess.PIPE, text=True)
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        lb = LbDatapath.load(bpf_root, table_size=251)
+        lb = load_and_attach(t, bpf_root)
         try:
-            rec = ServiceReconciler(lb, "node",
-                                    settings=LbSettings(algorithm="maglev", table_size=251))
-            rec.update(*objects(1))
-
-            def attach() -> None:
-                for dev, prog in (("toclient", PROGRAM_FROM_NETDEV),
-                                  ("lxcbench", PROGRAM_FROM_POD)):
-                    libbpf.tc_attach(socket.if_nametoindex(dev), lb.program_fd(prog),
-                                     "ingress", handle=TC_HANDLE, priority=TC_PRIORITY)
-
-            run_in_netns(netns_path(t["node"]), attach)
             for _ in range(args.repeat):
                 set_events(lb, False)
                 got = measure(t, binary, target, args.seconds, args.threads)

@@ -27,9 +27,7 @@ import asyncio
 import ctypes
 import json
 import os
-import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,44 +40,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datapath_bench import (
     C_SOURCE,
-    NODE_IP,
-    POD_IPS,
     TARGET_PORT,
     build_topology,
     lb_ip,
     measure,
-    objects,
 )
+from hubble_bench import cpu_seconds, load_and_attach, start_observer, stdin_closed
 
-from hexlane.agent.hubble import HubbleObserver
-from hexlane.agent.loadbalancer import ServiceReconciler
-from hexlane.datapath import libbpf
 from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.datapath.events import (
-    EVENTS_MAP,
-    EVENTS_STATS_MAP,
     EventReader,
-    HlEventsStats,
     l7_port_entries,
     read_stats,
     trace_config,
 )
 from hexlane.datapath.lb.loader import (
-    PROGRAM_FROM_NETDEV,
-    PROGRAM_FROM_POD,
-    TC_HANDLE,
-    TC_PRIORITY,
     LbDatapath,
 )
 from hexlane.hubble.api.flow import flow_pb2
 from hexlane.hubble.store import PendingFlows
-from hexlane.lab.netns import Topology, netns_path, run_in_netns
-from hexlane.lb.services import LbSettings
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+from hexlane.lab.netns import Topology
 
 
 class BuildEvery:
@@ -99,30 +79,11 @@ class BuildEvery:
 
 async def ingest(bpf_root: Path) -> dict[str, Any]:
     """The ingester process: read events until stdin closes; what it read and its CPU."""
-    events = libbpf.Map.from_pin(bpf_root / EVENTS_MAP)
-    stats = libbpf.Map.from_pin(bpf_root / EVENTS_STATS_MAP, key_type=ctypes.c_uint32,
-                                value_type=HlEventsStats)
     sink = BuildEvery()
-    observer = HubbleObserver("node", {}, sink, services=lambda a, p, proto: ("bench", "svc0"))
-    for i, ip in enumerate(POD_IPS):
-        observer.endpoints.set_pod({
-            "metadata": {"name": f"backend-{i}", "namespace": "bench",
-                         "labels": {"app": "backend"}},
-            "spec": {"nodeName": "node"}, "status": {"podIP": ip}})
-    observer.endpoints.set_node({"metadata": {"name": "node"}, "status": {
-        "addresses": [{"type": "InternalIP", "address": NODE_IP}]}})
-    observer.start(events, stats, [])
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-
-    def stdin_closed() -> None:
-        loop.remove_reader(sys.stdin.fileno())
-        done.set()
-
-    loop.add_reader(sys.stdin.fileno(), stdin_closed)
+    observer = start_observer(bpf_root, sink)
     ready_cpu = cpu_seconds()
     print("ready", flush=True)
-    await done.wait()
+    await stdin_closed()
     await asyncio.sleep(0.3)
     observer.drain()
     cpu = cpu_seconds() - ready_cpu
@@ -147,21 +108,10 @@ def bench(binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, An
         server = t.start("pod", [binary, "server", str(TARGET_PORT), "2"],
                          stdout=subprocess.PIPE, text=True)
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        lb = LbDatapath.load(bpf_root, table_size=251)
+        lb = load_and_attach(t, bpf_root)
         try:
-            rec = ServiceReconciler(lb, "node",
-                                    settings=LbSettings(algorithm="maglev", table_size=251))
-            rec.update(*objects(1))
             for key, value in l7_port_entries([53], [80, 8080]).items():
                 lb.maps.l7_ports.update(key, value)
-
-            def attach() -> None:
-                for dev, prog in (("toclient", PROGRAM_FROM_NETDEV),
-                                  ("lxcbench", PROGRAM_FROM_POD)):
-                    libbpf.tc_attach(socket.if_nametoindex(dev), lb.program_fd(prog),
-                                     "ingress", handle=TC_HANDLE, priority=TC_PRIORITY)
-
-            run_in_netns(netns_path(t["node"]), attach)
             for _ in range(args.repeat):
                 for mode in ("off", "on"):
                     with EventReader(lb.maps.events) as drain:

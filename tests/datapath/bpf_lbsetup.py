@@ -22,7 +22,7 @@ from hexlane.datapath.lb.loader import LbDatapath
 from hexlane.datapath.lb.sync import LbSync
 from hexlane.datapath.reconcile import Reconciler
 from hexlane.datapath.sysctl import write_sysctl
-from hexlane.lab.netns import create, delete, run_in_netns, unique_name
+from hexlane.lab.netns import Topology, create, delete, run, run_in_netns, unique_name, veth
 from hexlane.lb.services import (
     CLUSTER_IP,
     SCOPE_EXT,
@@ -147,3 +147,29 @@ def run_program(lb: LbDatapath, netns: str, program: str, frame: bytes
                 ) -> libbpf.TestRunResult:
     """One run of `program` on `frame`, in the namespace at `netns`."""
     return run_in_netns(netns, lambda: libbpf.test_run(lb.program_fd(program), frame))
+
+
+#: a client on the LAN side, a node, and two pods of the node's pod CIDR 10.78.0.0/24
+CLIENT_IP, BACKEND_IP, POD2_IP = "10.77.0.2", "10.78.0.2", "10.78.0.3"
+
+
+def client_node_two_pods(t: Topology) -> None:
+    """Namespaces `client`, `node`, `be` and `p2` in `t`: the client 10.77.0.2 routed
+    through the node (10.77.0.1 on `toclient`), the pods BACKEND_IP and POD2_IP behind
+    the node's lxc0b1 and lxc0b2 veths with /32 routes, as the agent wires pods."""
+    client, node, backend, pod2 = t.add("client"), t.add("node"), t.add("be"), t.add("p2")
+    veth(client, "eth0", node, "toclient")
+    veth(node, "lxc0b1", backend, "eth0")
+    veth(node, "lxc0b2", pod2, "eth0")
+    run(client, ["ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0"])
+    run(client, ["ip", "route", "add", "default", "via", "10.77.0.1"])
+    run(node, ["ip", "addr", "add", "10.77.0.1/24", "dev", "toclient"])
+    for dev, ip in (("lxc0b1", BACKEND_IP), ("lxc0b2", POD2_IP)):
+        run(node, ["ip", "addr", "add", "10.78.0.1/32", "dev", dev])
+        run(node, ["ip", "route", "add", f"{ip}/32", "dev", dev])
+    run(node, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    for pod, ip in ((backend, BACKEND_IP), (pod2, POD2_IP)):
+        run(pod, ["ip", "addr", "add", f"{ip}/32", "dev", "eth0"])
+        run(pod, ["ip", "route", "add", "10.78.0.1", "dev", "eth0"])
+        run(pod, ["ip", "route", "add", "default", "via", "10.78.0.1"])
+        run(pod, ["ip", "link", "set", "lo", "up"])

@@ -22,7 +22,16 @@ from collections.abc import Iterator
 from ipaddress import IPv4Network
 
 import pytest
-from bpf_lbsetup import CLIENT, SERVER, Services, attach_as_agent
+from bpf_lbsetup import (
+    BACKEND_IP,
+    CLIENT,
+    CLIENT_IP,
+    POD2_IP,
+    SERVER,
+    Services,
+    attach_as_agent,
+    client_node_two_pods,
+)
 
 from helpers import packets
 from hexlane.agent.hubble import HubbleObserver
@@ -44,37 +53,22 @@ from hexlane.hubble.filters import compile_filters
 from hexlane.hubble.metrics import HubbleMetrics
 from hexlane.hubble.reading import FlowQuery
 from hexlane.hubble.store import FlowStore
-from hexlane.lab.netns import Topology, netns_path, run, run_in_netns, veth
+from hexlane.lab.netns import Topology, netns_path, run, run_in_netns
 from hexlane.lb.services import LOAD_BALANCER
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
-CLIENT_IP, BACKEND_IP, POD2_IP = "10.77.0.2", "10.78.0.2", "10.78.0.3"
 
 
 @pytest.fixture(scope="module")
 def topo(lb: LbDatapath) -> Iterator[Topology]:
     with Topology("hl-ev") as t:
-        client, node, backend, pod2 = t.add("client"), t.add("node"), t.add("be"), t.add("p2")
-        veth(client, "eth0", node, "toclient")
-        veth(node, "lxc0b1", backend, "eth0")
-        veth(node, "lxc0b2", pod2, "eth0")
-        run(client, ["ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0"])
-        run(client, ["ip", "route", "add", "default", "via", "10.77.0.1"])
-        run(node, ["ip", "addr", "add", "10.77.0.1/24", "dev", "toclient"])
-        for dev, ip in (("lxc0b1", BACKEND_IP), ("lxc0b2", POD2_IP)):
-            run(node, ["ip", "addr", "add", "10.78.0.1/32", "dev", dev])
-            run(node, ["ip", "route", "add", f"{ip}/32", "dev", dev])
-        run(node, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        for pod, ip in ((backend, BACKEND_IP), (pod2, POD2_IP)):
-            run(pod, ["ip", "addr", "add", f"{ip}/32", "dev", "eth0"])
-            run(pod, ["ip", "route", "add", "10.78.0.1", "dev", "eth0"])
-            run(pod, ["ip", "route", "add", "default", "via", "10.78.0.1"])
+        client_node_two_pods(t)
         server = t.start("be", [sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        run_in_netns(netns_path(node), lambda: attach_as_agent(lb, ["toclient"]))
+        run_in_netns(netns_path(t["node"]), lambda: attach_as_agent(lb, ["toclient"]))
         yield t
 
 

@@ -21,7 +21,14 @@ from collections.abc import Iterator
 from ipaddress import IPv4Network
 
 import pytest
-from bpf_lbsetup import Services, attach_as_agent
+from bpf_lbsetup import (
+    BACKEND_IP,
+    CLIENT_IP,
+    POD2_IP,
+    Services,
+    attach_as_agent,
+    client_node_two_pods,
+)
 
 from helpers import packets
 from hexlane.datapath.events import (
@@ -35,12 +42,11 @@ from hexlane.datapath.events import (
 from hexlane.datapath.lb.loader import LbDatapath
 from hexlane.hubble.api.flow import flow_pb2
 from hexlane.hubble.parser import FlowParser, L7Reader, Who
-from hexlane.lab.netns import Topology, netns_path, run, run_in_netns, veth
+from hexlane.lab.netns import Topology, netns_path, run, run_in_netns
 from hexlane.lb.services import CLUSTER_IP, LOAD_BALANCER
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
-CLIENT_IP, BACKEND_IP, POD2_IP = "10.77.0.2", "10.78.0.2", "10.78.0.3"
 LB_VIP, CLUSTER_VIP, HAIRPIN_VIP = "10.96.0.120", "10.43.0.120", "10.43.0.121"
 
 # HTTP on 8080 and 9090 (9090 not listed), DNS on 53 over UDP and TCP: dnspython answers
@@ -114,27 +120,12 @@ else:
 @pytest.fixture(scope="module")
 def topo(lb: LbDatapath) -> Iterator[Topology]:
     with Topology("hl-l7") as t:
-        client, node, backend, pod2 = t.add("client"), t.add("node"), t.add("be"), t.add("p2")
-        veth(client, "eth0", node, "toclient")
-        veth(node, "lxc0b1", backend, "eth0")
-        veth(node, "lxc0b2", pod2, "eth0")
-        run(client, ["ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0"])
-        run(client, ["ip", "route", "add", "default", "via", "10.77.0.1"])
-        run(node, ["ip", "addr", "add", "10.77.0.1/24", "dev", "toclient"])
-        for dev, ip in (("lxc0b1", BACKEND_IP), ("lxc0b2", POD2_IP)):
-            run(node, ["ip", "addr", "add", "10.78.0.1/32", "dev", dev])
-            run(node, ["ip", "route", "add", f"{ip}/32", "dev", dev])
-        run(node, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        for pod, ip in ((backend, BACKEND_IP), (pod2, POD2_IP)):
-            run(pod, ["ip", "addr", "add", f"{ip}/32", "dev", "eth0"])
-            run(pod, ["ip", "route", "add", "10.78.0.1", "dev", "eth0"])
-            run(pod, ["ip", "route", "add", "default", "via", "10.78.0.1"])
-            run(pod, ["ip", "link", "set", "lo", "up"])
+        client_node_two_pods(t)
         for pod in ("be", "p2"):
             server = t.start(pod, [sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
             assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        run_in_netns(netns_path(node), lambda: attach_as_agent(lb, ["toclient"]))
+        run_in_netns(netns_path(t["node"]), lambda: attach_as_agent(lb, ["toclient"]))
         yield t
 
 
