@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,16 +100,20 @@ SEC = 1_000_000_000
 
 
 class RunningHubble:
-    """A HubbleServer on a UNIX socket, a unique abstract socket and 127.0.0.1:<free port>,
-    running its own event loop in a thread; stopped (socket removed) on exit."""
+    """A HubbleServer (of `node`) on a UNIX socket, a unique abstract socket and `listen`
+    (127.0.0.1:<free port>), running its own event loop in a thread; stopped (socket
+    removed) on exit."""
 
     def __init__(self, directory: Path, *, capacity: int = 63,
-                 tls: HubbleTLS | None = None) -> None:
+                 tls: HubbleTLS | None = None, node: str = "default/node1",
+                 listen: str = "127.0.0.1:0") -> None:
         self.socket = directory / "hubble.sock"
         self.abstract = f"hexlane-hubble-test-{uuid.uuid4().hex[:12]}"
         self.state_dir = directory
         self.tls = tls
         self._capacity = capacity
+        self.node = node
+        self.listen = listen
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
@@ -115,10 +121,10 @@ class RunningHubble:
         self._thread.start()
 
         async def start() -> None:
-            self.store = FlowStore(self._capacity, node_name="default/node1")
-            self.server = HubbleServer(self.store, "default/node1", socket_path=self.socket,
+            self.store = FlowStore(self._capacity, node_name=self.node)
+            self.server = HubbleServer(self.store, self.node, socket_path=self.socket,
                                        abstract_name=self.abstract,
-                                       listen_address="127.0.0.1:0", tls=self.tls)
+                                       listen_address=self.listen, tls=self.tls)
             await self.server.start()
 
         try:
@@ -197,3 +203,51 @@ def hexlane(*args: str, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*HEXLANE, *args], capture_output=True, text=True, timeout=30,
                           env=env)
+
+
+class Follower:
+    """A command printing one JSON object per line (`hexlane hubble observe -f -o json`),
+    its objects in a queue as they come."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(json.loads(line))
+
+    def take(self, n: int, timeout: float = 10) -> list[dict[str, Any]]:
+        out, deadline = [], time.monotonic() + timeout
+        while len(out) < n:
+            try:
+                out.append(self.lines.get(timeout=max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(f"got {len(out)} of {n} lines: {out}") from None
+        return out
+
+    def drain(self) -> list[dict[str, Any]]:
+        """What came so far and was not taken."""
+        out = []
+        while not self.lines.empty():
+            out.append(self.lines.get_nowait())
+        return out
+
+    def until(self, wanted: Callable[[dict[str, Any]], bool], timeout: float = 10
+              ) -> dict[str, Any]:
+        """The first object `wanted` accepts (those before it are dropped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                item = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"nothing wanted within {timeout:g}s") from None
+            if wanted(item):
+                return item
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import flags
+from . import cmd_hubble_relay, flags
 
 
 class _FilterFlag(argparse.Action):
@@ -90,7 +90,8 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("server")
     group.add_argument("--server", metavar="ADDR",
                        help="unix:///path, unix-abstract:NAME or host:port (default: this "
-                            "node's $STATE_DIR/hubble.sock, else @hexlane-hubble)")
+                            "node's $STATE_DIR/hubble.sock, else @hexlane-hubble, else the "
+                            "relay at localhost:4245)")
     group.add_argument("--tls", action="store_true", help="connect with TLS")
     group.add_argument("--tls-ca-cert-files", nargs="+", action="extend", default=[],
                        metavar="FILE", help="CA certificates to verify the server with")
@@ -152,6 +153,8 @@ def register(subparsers: Any) -> None:
         p.add_argument("-o", "--output", choices=("table", "json"), default="table")
         _server_flags(p)
         p.set_defaults(func=run_list, list_kind=kind)
+
+    cmd_hubble_relay.register(sub)
 
 
 # --- shared ----------------------------------------------------------------------------
@@ -230,6 +233,12 @@ async def _observe(args: argparse.Namespace, address: Any, tls: Any, request: An
                 kind = response.WhichOneof("response_types")
                 if kind == "lost_events":
                     print(fmt.lost_events_text(response), file=sys.stderr, flush=True)
+                    continue
+                if kind == "node_status":
+                    if args.output in ("json", "jsonpb"):
+                        out.write(fmt.json_line(response) + "\n")
+                    else:
+                        print(fmt.node_status_text(response), file=sys.stderr, flush=True)
                     continue
                 if kind != "flow":
                     continue

@@ -594,6 +594,21 @@ _ACTING = (
           "hexlane's own: ports whose TCP traffic is read as HTTP/1.x (hubble.l7.enabled)."),
     _acts("hubble.relay.enabled", "bool", "run hubble relay (flows of all nodes)."),
     _acts("hubble.relay.listenPort", "port", "port hubble relay listens on."),
+    _acts("hubble.relay.listenHost", "str",
+          "address hubble relay listens on (\"\" = every address)."),
+    _acts("hubble.relay.dialTimeout", "duration",
+          "how long hubble relay waits for a node's Hubble server to answer before it "
+          "counts the node unavailable (null = 5s, Cilium's relay default).", nullable=True),
+    _acts("hubble.relay.retryTimeout", "duration",
+          "how often hubble relay tries an unavailable node again (null = 30s, Cilium's "
+          "relay default).", nullable=True),
+    _acts("hubble.relay.sortBufferLenMax", "positive_int",
+          "flows hubble relay holds per follower to sort them by time across nodes; more "
+          "are sent at once, oldest first (null = 4096).", nullable=True),
+    _acts("hubble.relay.sortBufferDrainTimeout", "duration",
+          "the most a flow waits in hubble relay for earlier flows of slower nodes: follow "
+          "mode orders flows within this window, and a silent node never holds the stream "
+          "back longer (null = 20ms; Cilium's relay waits 1s).", nullable=True),
     _acts("hubble.ui.enabled", "bool", "serve the Hubble web UI."),
     _acts("prometheus.enabled", "bool", "serve agent metrics."),
     _acts("prometheus.port", "port", "port of the agent metrics endpoint."),

@@ -129,6 +129,19 @@ class HubbleL7:
 
 
 @dataclass(frozen=True, slots=True)
+class HubbleRelay:
+    """hubble relay's settings beyond enabled/listenPort (seconds; Cilium's relay defaults
+    where the chart leaves them null, except the sort window: see sort_window)."""
+
+    listen_host: str = ""
+    dial_timeout: float = 5.0
+    retry_timeout: float = 30.0
+    sort_buffer_len_max: int = 4096
+    # W: the most a flow waits for earlier flows of other nodes (Cilium's relay: 1 s).
+    sort_window: float = 0.020
+
+
+@dataclass(frozen=True, slots=True)
 class Hubble:
     """Flow observability: the agent's Hubble server, metrics, relay and UI."""
 
@@ -143,6 +156,7 @@ class Hubble:
     relay_listen_port: int
     ui_enabled: bool
     l7: HubbleL7 = HubbleL7()
+    relay: HubbleRelay = HubbleRelay()
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +463,7 @@ def _build(tree: dict[str, Any], read: _Reader, report: _Report) -> Values:
                         http_ports=tuple(read("hubble.l7.httpPorts") or ())),
             relay_enabled=bool(read("hubble.relay.enabled")),
             relay_listen_port=int(read("hubble.relay.listenPort")),
+            relay=_hubble_relay(read),
             ui_enabled=bool(read("hubble.ui.enabled"))),
         prometheus=Prometheus(enabled=bool(read("prometheus.enabled")),
                               port=int(read("prometheus.port"))),
@@ -571,6 +586,23 @@ def _l2(read: _Reader, report: _Report) -> L2Announcements:
                            election=str(read("l2announcements.election")),
                            heartbeat_interval=interval, dead_after=dead_after,
                            heartbeat_port=int(read("l2announcements.heartbeat.port")))
+
+
+def _hubble_relay(read: _Reader) -> HubbleRelay:
+    """hubble.relay.*: a null takes hexlane's default (HubbleRelay's)."""
+    base = HubbleRelay()
+
+    def seconds(path: str, default: float) -> float:
+        value = read(path)
+        return default if value is None else parse_duration(value)
+
+    len_max = read("hubble.relay.sortBufferLenMax")
+    return HubbleRelay(
+        listen_host=str(read("hubble.relay.listenHost") or ""),
+        dial_timeout=seconds("hubble.relay.dialTimeout", base.dial_timeout),
+        retry_timeout=seconds("hubble.relay.retryTimeout", base.retry_timeout),
+        sort_buffer_len_max=base.sort_buffer_len_max if len_max is None else int(len_max),
+        sort_window=seconds("hubble.relay.sortBufferDrainTimeout", base.sort_window))
 
 
 def _all_paths(tree: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -3,8 +3,9 @@
 Addresses are written as the hubble CLI takes them: `unix:///var/run/hexlane/hubble.sock`
 (or `unix:PATH`), `unix-abstract:hexlane-hubble` (an abstract socket of the caller's network
 namespace), `host:port` and `[v6]:port`. Without `--server`, the node's own server:
-`$STATE_DIR/hubble.sock` when that file exists, else `@hexlane-hubble`, which exists in a
-node's network namespace only.
+`$STATE_DIR/hubble.sock` when that file exists, else `@hexlane-hubble` when it listens
+(in a node's network namespace), else Hubble Relay at `localhost:4245` as the hubble CLI
+does (the lab's control-plane host runs the relay).
 
 Every failure to talk to the server becomes a `HubbleUnreachable` whose message is one line
 naming the address.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -30,6 +32,9 @@ from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from hexlane.hubble.server import ABSTRACT_NAME, HEALTH_SERVICE, SOCKET_NAME
 
 T = TypeVar("T")
+
+RELAY_PORT = 4245
+RELAY_ADDRESS = f"localhost:{RELAY_PORT}"
 
 
 class HubbleUnreachable(Exception):
@@ -62,11 +67,24 @@ def parse_address(text: str) -> Address:
 
 
 def default_address(state_dir: Path) -> Address:
-    """This node's server: the socket file in `state_dir`, else the abstract socket."""
+    """This node's server: the socket file in `state_dir`, else the abstract socket when
+    something listens there (a node's network namespace), else the relay on
+    `localhost:4245` (the hubble CLI's default)."""
     path = state_dir / SOCKET_NAME
     if path.exists():
         return Address(f"unix://{path}", path=str(path))
-    return Address(f"unix-abstract:{ABSTRACT_NAME}", path="\0" + ABSTRACT_NAME)
+    if _listening("\0" + ABSTRACT_NAME):
+        return Address(f"unix-abstract:{ABSTRACT_NAME}", path="\0" + ABSTRACT_NAME)
+    return Address(RELAY_ADDRESS, host="localhost", port=RELAY_PORT)
+
+
+def _listening(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -384,6 +384,21 @@ def lost_events_text(response: observer_pb2.GetFlowsResponse) -> str:
     return f"{when}: EVENTS LOST: {source} CPU({cpu}) {lost.num_events_lost}"
 
 
+def node_status_text(response: observer_pb2.GetFlowsResponse) -> str:
+    """A relay's node status event: `<time>: 1 node unavailable: default/node2 (why)`."""
+    status = response.node_status
+    when = timestamp_text(response.time.seconds, response.time.nanos, response.HasField("time"))
+    count = len(status.node_names)
+    nodes = f"{count} node{'' if count == 1 else 's'}"
+    what = {relay_pb2.NODE_CONNECTED: f"receiving flows from {nodes}",
+            relay_pb2.NODE_UNAVAILABLE: f"{nodes} unavailable",
+            relay_pb2.NODE_GONE: f"{nodes} removed from the cluster",
+            relay_pb2.NODE_ERROR: f"error on {nodes}"}.get(status.state_change,
+                                                            f"{nodes} in an unknown state")
+    why = f" ({status.message})" if status.message else ""
+    return f"{when}: {what}: {', '.join(status.node_names)}{why}"
+
+
 def _comma(n: int) -> str:
     return f"{n:,}"
 

@@ -90,7 +90,7 @@ class HubbleTLS:
         return ctx
 
 
-class _Health(HealthBase):
+class Health(HealthBase):
     """Always SERVING for the names Hubble clients check; NOT_FOUND for others."""
 
     def __init__(self, names: Sequence[str]) -> None:
@@ -136,7 +136,8 @@ def query_from_request(request: observer_pb2.GetFlowsRequest) -> FlowQuery:
                      follow=request.follow, since_ns=since, until_ns=until)
 
 
-def _field_mask(request: observer_pb2.GetFlowsRequest) -> field_mask_pb2.FieldMask | None:
+def validate_field_mask(request: observer_pb2.GetFlowsRequest
+                        ) -> field_mask_pb2.FieldMask | None:
     if not request.HasField("field_mask") or not request.field_mask.paths:
         return None
     mask = request.field_mask
@@ -160,7 +161,7 @@ class Observer(observer_grpc.ObserverBase):
         request = await stream.recv_message()
         assert request is not None
         query = query_from_request(request)
-        mask = _field_mask(request)
+        mask = validate_field_mask(request)
         # Headers now, not with the first flow: a follower may wait long for one.
         await stream.send_initial_metadata()
         async for item in self.store.flows(query):
@@ -320,7 +321,7 @@ class HubbleServer:
                                  address=self.node_address or self._default_address(),
                                  state=relay_pb2.NODE_CONNECTED, tls=tls)
         observer = Observer(self.store, self.node_name, node)
-        health = _Health(("", HEALTH_SERVICE, "observer.Observer"))
+        health = Health(("", HEALTH_SERVICE, "observer.Observer"))
         return ServerReflection.extend([observer, health])
 
     def _tls_text(self) -> str:

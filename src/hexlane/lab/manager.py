@@ -75,6 +75,10 @@ BASE_VALUES: dict[str, Any] = {
     "externalIPs": {"enabled": True},
     # One lab can hold Services in every forwarding mode and algorithm at once.
     "bpf": {"lbAlgorithmAnnotation": True, "lbModeAnnotation": True},
+    # Every node's flows in one place (`hexlane lab exec cp -- hexlane hubble observe`);
+    # the lab's nodes are one hop away, so a dead one is noticed and a revived one
+    # rejoins within seconds.
+    "hubble": {"relay": {"enabled": True, "dialTimeout": "2s", "retryTimeout": "1s"}},
 }
 
 
@@ -442,6 +446,13 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         ca = hubble_certs.ensure_ca(plan.hubble_ca_dir)
         hubble_certs.ensure_client_cert(ca, plan.hubble_client_dir)
         hubble_ca = ["--hubble-ca-dir", str(plan.hubble_ca_dir)]
+    if values.get("hubble.enabled") and values.get("hubble.relay.enabled"):
+        # Hubble Relay on the control-plane host, as `hubble observe` expects it at
+        # localhost:4245 there; its peers are the Nodes.
+        state.procs.append(start_proc(plan, Proc("hubble-relay", "cp", hexlane_argv(
+            "hubble", "relay", "--kubeconfig", kc, "--values", str(values_file),
+            *hubble_ca), {}, str(plan.dir / "logs" / "hubble-relay.log"))))
+        state.save()
 
     # Nodes: the API proxy, the lab kubelet and the agent.
     for host in plan.node_hosts:
