@@ -3,12 +3,14 @@ services and messages it finds by reflection, ServerStatus, GetFlows with number
 whitelist and blacklist, GetNodes, GetNamespaces, the health check `hubble status` makes,
 INVALID_ARGUMENT for bad filters; the socket file's mode; mutual TLS on TCP (a client
 certificate of the Hubble CA is required, others and plaintext are refused); and a follower
-that falls behind the ring told exactly how many flows it lost."""
+that falls behind the ring told exactly how many flows it lost; TCP connections without
+Nagle's delay."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import stat
 import subprocess
 
@@ -18,6 +20,7 @@ from hubble_helpers import RunningHubble, grpcurl, json_stream, pod_flow
 
 from hexlane.hubble.api.observer import observer_grpc, observer_pb2
 from hexlane.hubble.certs import CertPair
+from hexlane.hubble.server import tcp_socket
 
 GET_FLOWS = "observer.Observer/GetFlows"
 
@@ -209,3 +212,14 @@ def test_the_abstract_socket_serves_root_and_cap_net_admin_only(hubble: RunningH
 
     assert probe("runuser", "-u", "nobody", "--") == 0
     assert probe() > 0
+
+
+def test_tcp_connections_send_without_nagle() -> None:
+    """Accepted connections carry TCP_NODELAY: asyncio and grpclib set it only on sockets
+    made with proto IPPROTO_TCP, which create_server's are not, and with Nagle a follower's
+    next flow waited for the client's delayed ACK (~40 ms)."""
+    listener = tcp_socket("127.0.0.1:0")
+    with listener, socket.create_connection(listener.getsockname()[:2]):
+        accepted, _ = listener.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

@@ -230,7 +230,17 @@ def parse_listen_address(text: str) -> tuple[str, int]:
 
 
 def tcp_socket(listen_address: str) -> socket.socket:
-    """A bound TCP socket for "host:port" (":port" = every address, v4 and v6)."""
+    """A bound TCP socket for "host:port" (":port" = every address, v4 and v6), with
+    TCP_NODELAY, which the connections it accepts inherit."""
+    sock = _tcp_listener(listen_address)
+    # asyncio and grpclib set TCP_NODELAY only on sockets made with proto IPPROTO_TCP, and
+    # create_server's (and so the accepted ones) have proto 0: without this, Nagle holds a
+    # stream's next small message until the client's delayed ACK, ~40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _tcp_listener(listen_address: str) -> socket.socket:
     host, port = parse_listen_address(listen_address)
     if not host:
         if socket.has_dualstack_ipv6():
