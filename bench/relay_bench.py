@@ -381,6 +381,10 @@ def latency_round(args: argparse.Namespace, window: str) -> dict[str, Any]:
     return got
 
 
+def windows(args: argparse.Namespace) -> list[str]:
+    return [w for w in args.windows.split(",") if w]
+
+
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -411,7 +415,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                                            for r in rounds]),
         }
     result["load_after_throughput"] = load()
-    for window in args.windows.split(","):
+    for window in windows(args):
         rounds = []
         for i in range(args.repeat):
             got = latency_round(args, window)
@@ -433,6 +437,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
+    def ms(s: dict[str, float]) -> dict[str, float]:
+        return {k: v * 1000 for k, v in s.items()}
+
     def fig(s: dict[str, float], unit: str = "") -> str:
         return f"{s['median']:,.2f}{unit} ({s['min']:,.2f}-{s['max']:,.2f})"
 
@@ -450,13 +457,15 @@ def print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"  (b) relay, three replays     {fig(t['relay_rate'], ' flows/s')}   "
               f"lost_events {t['lost_events_relay']}")
         print(f"  b/a                          {fig(t['ratio'], 'x')}   target >= 0.8x")
-        print(f"  CPU per 1,000 flows: relay {fig(t['relay_cpu_per_1000'], ' s')}, "
-              f"one replay {fig(t['replay_cpu_per_1000'], ' s')}")
+        print(f"  CPU per 1,000 flows: relay {fig(ms(t['relay_cpu_per_1000']), ' ms')}, "
+              f"one replay {fig(ms(t['replay_cpu_per_1000']), ' ms')}")
+    if not windows(args):
+        return
     print(f"\nlatency at {args.rate:g} flows/s per node (three nodes), flows added every "
           f"{args.batch_ms:g} ms; ms from the flow's time to the follower:")
     print(f"  {'W':>6}  {'direct p50':>10} {'p99':>8}  {'relay p50':>10} {'p99':>8}  "
           f"{'added p50':>10} {'p99':>8}  lost")
-    for window in args.windows.split(","):
+    for window in windows(args):
         s = r[f"latency_{window}"]
         print(f"  {window:>6}  {s['direct_p50']['median']:>10.2f} "
               f"{s['direct_p99']['median']:>8.2f}  {s['relay_p50']['median']:>10.2f} "
@@ -475,7 +484,8 @@ def main() -> int:
     parser.add_argument("--batch-ms", type=float, default=1.0,
                         help="latency runs: add the flows due every this many ms")
     parser.add_argument("--windows", default="5ms,20ms,100ms",
-                        help="the relay's sort windows W of the latency runs")
+                        help="the relay's sort windows W of the latency runs (\"\": no "
+                             "latency runs)")
     parser.add_argument("--open-loop", action="store_true",
                         help="also run the throughput rounds with free-running replays")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
