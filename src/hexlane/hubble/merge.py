@@ -26,7 +26,7 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -42,14 +42,13 @@ def merge_history(per_node: Sequence[Iterable[T]], time_of: Callable[[T], int], 
     return merged[:number] if first else merged[-number:]
 
 
-@dataclass(order=True)
+@dataclass(slots=True)
 class _Held(Generic[T]):
     time_ns: int
-    seq: int
-    arrived_ns: int = field(compare=False)
-    node: str = field(compare=False)
-    item: T = field(compare=False)
-    sent: bool = field(default=False, compare=False)
+    arrived_ns: int
+    node: str
+    item: T
+    sent: bool = False
 
 
 class SortBuffer(Generic[T]):
@@ -67,7 +66,8 @@ class SortBuffer(Generic[T]):
             raise ValueError("window_ns must be >= 0 and max_len >= 1")
         self.window_ns = window_ns
         self.max_len = max_len
-        self._heap: list[_Held[T]] = []
+        # (time, arrival sequence, held): tuples compare in C, the sequence breaks ties
+        self._heap: list[tuple[int, int, _Held[T]]] = []
         self._arrivals: deque[_Held[T]] = deque()  # in arrival order; sent ones skipped
         self._watermarks: dict[str, int] = {}
         self._nodes: set[str] = set()
@@ -84,8 +84,8 @@ class SortBuffer(Generic[T]):
             del self._watermarks[gone]
 
     def push(self, node: str, time_ns: int, item: T, now_ns: int) -> None:
-        held = _Held(time_ns, next(self._seq), now_ns, node, item)
-        heapq.heappush(self._heap, held)
+        held = _Held(time_ns, now_ns, node, item)
+        heapq.heappush(self._heap, (time_ns, next(self._seq), held))
         self._arrivals.append(held)
         self._held += 1
         if time_ns > self._watermarks.get(node, -1):
@@ -96,7 +96,7 @@ class SortBuffer(Generic[T]):
                    for n in self._nodes if n != held.node)
 
     def _pop(self) -> T:
-        held = heapq.heappop(self._heap)
+        held = heapq.heappop(self._heap)[2]
         held.sent = True
         self._held -= 1
         return held.item
@@ -110,7 +110,7 @@ class SortBuffer(Generic[T]):
             expired = self._arrivals[0] if (
                 self._arrivals and self._arrivals[0].arrived_ns + self.window_ns <= now_ns
             ) else None
-            head = self._heap[0]
+            head = self._heap[0][2]
             if expired is not None:
                 # Everything up to the flow that waited W goes, in time order.
                 while not expired.sent:

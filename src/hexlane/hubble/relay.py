@@ -342,7 +342,8 @@ class _Follow:
         self.send = send
         self.buffer: SortBuffer[observer_pb2.GetFlowsResponse] = SortBuffer(
             int(window * 1e9), max_len)
-        self.queue: asyncio.Queue[tuple[str, observer_pb2.GetFlowsResponse]] = \
+        # (node, response, its flow's time or None when it is no flow)
+        self.queue: asyncio.Queue[tuple[str, observer_pb2.GetFlowsResponse, int | None]] = \
             asyncio.Queue(QUEUE_LEN)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.live: set[str] = set()  # nodes whose stream runs: only they hold flows back
@@ -391,17 +392,18 @@ class _Follow:
         try:
             async for response in _node_flows(conn, self._resume_request(name),
                                               self.pool.dial_timeout):
+                t = None
                 if response.HasField("flow"):
                     t = response_time_ns(response)
-                    last_t, uuids = self.last.get(name, (-1, set()))
                     uuid = response.flow.uuid
-                    if t < last_t or (t == last_t and uuid and uuid in uuids):
+                    last = self.last.get(name)
+                    if last is None or t > last[0]:
+                        self.last[name] = (t, {uuid})
+                    elif t < last[0] or (uuid and uuid in last[1]):
                         continue  # sent before the node went away
-                    if t > last_t:
-                        uuids = set()
-                    uuids.add(uuid)
-                    self.last[name] = (t, uuids)
-                await self.queue.put((name, response))
+                    else:
+                        last[1].add(uuid)
+                await self.queue.put((name, response, t))
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -466,10 +468,11 @@ class _Follow:
         if rest:
             await self.send(rest)
 
-    async def _take(self, item: tuple[str, observer_pb2.GetFlowsResponse]) -> None:
-        name, response = item
-        if response.HasField("flow"):
-            self.buffer.push(name, response_time_ns(response), response, time.monotonic_ns())
+    async def _take(self, item: tuple[str, observer_pb2.GetFlowsResponse, int | None]
+                    ) -> None:
+        name, response, t = item
+        if t is not None:
+            self.buffer.push(name, t, response, time.monotonic_ns())
         else:  # lost events and the like: no time order to keep
             await self.send([response])
 
