@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gzip
 import itertools
 import json
@@ -46,7 +47,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -394,16 +395,24 @@ def spread(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 3)}
 
 
+def repeated(args: argparse.Namespace, what: str, run: Callable[[], dict[str, Any]]
+             ) -> list[dict[str, Any]]:
+    """`--repeat` rounds of `run`, each shown on stderr as it ends."""
+    rounds = []
+    for i in range(args.repeat):
+        got = run()
+        print(f"  {what} {i + 1}: {got}", file=sys.stderr, flush=True)
+        rounds.append(got)
+    return rounds
+
+
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"load_before": load(), "started": time.strftime(
         "%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     modes = ["paced", "open"] if args.open_loop else ["paced"]
     for mode in modes:
-        rounds = []
-        for i in range(args.repeat):
-            got = throughput_round(args, mode)
-            print(f"  throughput {mode} {i + 1}: {got}", file=sys.stderr, flush=True)
-            rounds.append(got)
+        rounds = repeated(args, f"throughput {mode}",
+                          functools.partial(throughput_round, args, mode))
         result[f"throughput_{mode}"] = {
             "direct_rate": spread([r["direct"]["rate"] for r in rounds]),
             "relay_rate": spread([r["relay"]["rate"] for r in rounds]),
@@ -416,11 +425,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         }
     result["load_after_throughput"] = load()
     for window in windows(args):
-        rounds = []
-        for i in range(args.repeat):
-            got = latency_round(args, window)
-            print(f"  latency W={window} {i + 1}: {got}", file=sys.stderr, flush=True)
-            rounds.append(got)
+        rounds = repeated(args, f"latency W={window}",
+                          functools.partial(latency_round, args, window))
         result[f"latency_{window}"] = {
             key: spread([r[side][p] if side else r[p] for r in rounds])
             for key, side, p in (("direct_p50", "direct", "p50_ms"),

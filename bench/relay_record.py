@@ -36,6 +36,11 @@ LAB = "rb"
 NS = "relay-bench"
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "relay_flows.jsonl.gz"
 
+CLIENTS = "".join(
+    f"apiVersion: v1\nkind: Pod\n"
+    f"metadata: {{name: client{i}, namespace: {NS}, labels: {{app: client}}}}\n"
+    f"spec: {{nodeName: node{i}, containers: [{{name: client, image: hexlane/workload}}]}}\n"
+    "---\n" for i in (1, 2))
 MANIFESTS = f"""
 apiVersion: v1
 kind: Namespace
@@ -52,20 +57,7 @@ spec:
     spec:
       containers: [{{name: echo, image: hexlane/workload, ports: [{{containerPort: 8080}}]}}]
 ---
-apiVersion: v1
-kind: Pod
-metadata: {{name: client1, namespace: {NS}, labels: {{app: client}}}}
-spec:
-  nodeName: node1
-  containers: [{{name: client, image: hexlane/workload}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: client2, namespace: {NS}, labels: {{app: client}}}}
-spec:
-  nodeName: node2
-  containers: [{{name: client, image: hexlane/workload}}]
----
+{CLIENTS}
 apiVersion: v1
 kind: Service
 metadata: {{name: echo, namespace: {NS}}}
