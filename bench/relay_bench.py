@@ -28,7 +28,9 @@ processes read the same CLOCK_REALTIME); p50 and p99 of each, and the relay's ad
 (relay minus direct).
 
 Run: `.venv/bin/python bench/relay_bench.py [--duration 10] [--warmup 2] [--repeat 3]
-[--rate 1000] [--windows 5ms,20ms,100ms] [-o json]`. Not part of the test suite.
+[--rate 1000] [--batch-ms 1] [--windows 5ms,20ms,100ms] [--open-loop] [--no-throughput]
+[-o json]` (`--windows ""`: no latency runs). Figures in docs/benchmarks.md ("Hubble
+Relay"). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -368,7 +370,7 @@ def throughput_round(args: argparse.Namespace, mode: str) -> dict[str, Any]:
 
 
 def per_1000(cpu_s: float, count: int) -> float | None:
-    return round(cpu_s / count * 1000, 4) if count else None
+    return round(cpu_s / count * 1000, 5) if count else None
 
 
 def latency_round(args: argparse.Namespace, window: str) -> dict[str, Any]:
@@ -409,7 +411,7 @@ def repeated(args: argparse.Namespace, what: str, run: Callable[[], dict[str, An
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"load_before": load(), "started": time.strftime(
         "%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    modes = ["paced", "open"] if args.open_loop else ["paced"]
+    modes = [] if args.no_throughput else ["paced", "open"] if args.open_loop else ["paced"]
     for mode in modes:
         rounds = repeated(args, f"throughput {mode}",
                           functools.partial(throughput_round, args, mode))
@@ -494,6 +496,8 @@ def main() -> int:
                              "latency runs)")
     parser.add_argument("--open-loop", action="store_true",
                         help="also run the throughput rounds with free-running replays")
+    parser.add_argument("--no-throughput", action="store_true",
+                        help="the latency runs alone")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser.add_argument("--replay", metavar="NODE", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="paced", help=argparse.SUPPRESS)
