@@ -48,6 +48,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -308,24 +309,26 @@ def relay(replays: Replays, window: str = "") -> Iterator[tuple[str, int]]:
             *(f"--peer={node}={replays.address(node)}" for node in replays.procs)]
     if window:
         argv += ["--sort-buffer-drain-timeout", window]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while asyncio.run(connected_nodes(address)) != len(replays.procs):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the relay did not connect to the replays: "
-                                   f"{proc.stderr.read() if proc.stderr else ''}")
-            time.sleep(0.2)
-        yield address, proc.pid
-    finally:
-        proc.terminate()
+    # a file, not a pipe: a relay with much to say never blocks on it
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        address = f"127.0.0.1:{port}"
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            deadline = time.monotonic() + 30
+            while asyncio.run(connected_nodes(address)) != len(replays.procs):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"the relay did not connect to the replays: "
+                                       f"{log.read()[-2000:]}")
+                time.sleep(0.2)
+            yield address, proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 async def connected_nodes(address: str) -> int:
