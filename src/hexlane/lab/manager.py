@@ -525,6 +525,8 @@ def usage(plan: LabPlan) -> str:
         f"  hexlane lab kubectl{flag} get nodes -o wide",
         f"  hexlane lab exec{flag} client -- curl http://<pod-ip>/whoami",
         f"  hexlane lab exec{flag} node1 -- hexlane status",
+        f"  hexlane lab exec{flag} cp -- hexlane hubble observe -f   # every node's flows "
+        "(Hubble Relay)",
         f"  hexlane lab status{flag}",
         f"  hexlane lab down{flag}",
         f"state and logs: {plan.dir}",
