@@ -53,6 +53,9 @@ RETRY_SECONDS = 1.0
 HEARTBEAT_SECONDS = 15.0
 STREAM_QUEUE = 256  # SSE chunks waiting for a slow browser before upstream waits too
 STATIC = Path(__file__).parent / "static"
+# A browser that goes cancels its stream's handler, so its upstream follow ends at once; the
+# streams never end by themselves, so stopping cancels them after a second.
+RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True, "shutdown_timeout": 1.0}
 # The page loads nothing but its own files and API (no CDN, no inline code).
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -288,9 +291,8 @@ async def serve(sock: socket.socket, address: Address, tls: ClientTLS, *, timeou
                 ) -> None:
     """Serve the UI on the bound TCP socket `sock` (`hexlane.hubble.server.tcp_socket`)
     until cancelled; the socket is closed at the end."""
-    # Browsers' streams never end by themselves: stopping cancels them after a second.
     runner = web.AppRunner(UiApp(Observer(address, tls, timeout)).app(), access_log=None,
-                           handler_cancellation=True, shutdown_timeout=1.0)
+                           **RUNNER_OPTIONS)
     try:
         await runner.setup()
         await web.SockSite(runner, sock).start()

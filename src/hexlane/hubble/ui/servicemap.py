@@ -169,7 +169,8 @@ def service_map(flows: Iterable[flow_pb2.Flow], *, now_ns: int, namespace: str =
         ends = []
         for ep in (flow.source, flow.destination):
             box, ns, name, kind = endpoint_box(ep)
-            boxes.setdefault(box, (ns, name, kind))
+            if box not in boxes or (kind and not boxes[box][2]):  # a kind once known stays
+                boxes[box] = (ns, name, kind)
             if kind != "reserved" and ep.pod_name:
                 pods[box].add(ep.pod_name)
             ends.append(box)
