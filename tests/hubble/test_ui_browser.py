@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from hubble_helpers import HEXLANE, UI_EDGES, UI_NODES, RunningHubble, ui_flow, ui_flows
+from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from helpers.browser import HubbleUiPage, browser_missing, chromium, console_errors, screenshot
@@ -113,6 +114,8 @@ def test_map_flows_filters_and_details(browser: WebDriver, ui_netns: str,
         assert details["fields"]["drop-reason"] == "SERVICE_BACKEND_NOT_FOUND"
         assert '"pod_name": "echo-5b6c7d8e9f-abcde"' in details["json"]
         screenshot(browser, tmp_path / "hubble-ui.png")
+        browser.find_element(By.ID, "details-close").click()
+        wait_until("the details closed", page.details, lambda d: not d["visible"])
 
         # filters narrow the table and land in the URL
         page.set_filter("verdict", "DROPPED")

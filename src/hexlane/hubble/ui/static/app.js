@@ -108,24 +108,29 @@ async function refreshStatus() {
   }
 }
 
+// The selector's choices: every namespace, and the one chosen even before a flow names it.
+function offerNamespaces(names) {
+  const offered = new Set(names);
+  if (state.filters.namespace) offered.add(state.filters.namespace);
+  const select = $("namespace");
+  const wanted = ["", ...[...offered].sort()];
+  const have = [...select.options].map((o) => o.value);
+  if (wanted.join("\n") !== have.join("\n")) {
+    select.replaceChildren(...wanted.map((name) => {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name || "All namespaces";
+      return option;
+    }));
+  }
+  select.value = state.filters.namespace;
+}
+
 async function refreshNamespaces() {
   try {
     const answer = await getJson("/api/namespaces");
     setError("namespaces", null);
-    const names = new Set(answer.namespaces.map((ns) => ns.namespace));
-    if (state.filters.namespace) names.add(state.filters.namespace);
-    const select = $("namespace");
-    const wanted = ["", ...[...names].sort()];
-    const have = [...select.options].map((o) => o.value);
-    if (wanted.join("\n") !== have.join("\n")) {
-      select.replaceChildren(...wanted.map((name) => {
-        const option = document.createElement("option");
-        option.value = name;
-        option.textContent = name || "All namespaces";
-        return option;
-      }));
-    }
-    select.value = state.filters.namespace;
+    offerNamespaces(answer.namespaces.map((ns) => ns.namespace));
   } catch (err) {
     setError("namespaces", err.message);
   }
@@ -276,8 +281,8 @@ function anchors(edges, boxes) {
 // An edge as a path of cubic Bézier segments [p0, p1, p2, p3]: one curve from side to side,
 // or, when that curve would cross another box, out into the free lane above or below the
 // boxes in its way, along it, and back in. A box's edges to itself are loops above it, the
-// `loop`-th one higher.
-function edgePath(a, b, ends, loop, boxes) {
+// `loop`-th one higher. `lanes` are those taken by the edges drawn before.
+function edgePath(a, b, ends, loop, boxes, lanes) {
   const way = orientation(a, b);
   if (way === "self") {
     const x1 = a.x + a.w * 0.62, x2 = a.x + a.w * 0.38, top = a.y - 34 - 14 * loop;
@@ -298,11 +303,15 @@ function edgePath(a, b, ends, loop, boxes) {
   const [lo, hi] = [Math.min(xa, xb), Math.max(xa, xb)];
   const inWay = others.filter((box) => box.x < hi && box.x + box.w > lo);
   const free = (y) => !inWay.some((box) => y > box.y - 6 && y < box.y + box.h + 6);
+  // another edge's lane over the same stretch: 10 px apart
+  const unused = (y) => !lanes.some((l) => Math.abs(l.y - y) < 10 && l.lo < hi && l.hi > lo);
   const middle = (p0[1] + p3[1]) / 2;
-  const lanes = inWay.flatMap((box) => [box.y - ROW_GAP / 2, box.y + box.h + ROW_GAP / 2])
-    .filter(free).sort((y1, y2) => Math.abs(y1 - middle) - Math.abs(y2 - middle));
-  if (!lanes.length) return direct;
-  const y = lanes[0], bend = sign * 30;
+  const candidates = inWay.flatMap((box) => [box.y - ROW_GAP / 2, box.y + box.h + ROW_GAP / 2])
+    .flatMap((y) => [y, y - 10, y + 10]).filter((y) => free(y) && unused(y))
+    .sort((y1, y2) => Math.abs(y1 - middle) - Math.abs(y2 - middle));
+  if (!candidates.length) return direct;
+  const y = candidates[0], bend = sign * 30;
+  lanes.push({ y, lo, hi });
   return [
     [p0, [p0[0] + bend, p0[1]], [xa - bend, y], [xa, y]],
     [[xa, y], [xa, y], [xb, y], [xb, y]],
@@ -387,13 +396,14 @@ function renderMap(map) {
   const labelLayer = svg("g", { class: "edge-labels" }, root); // never hidden by a box
   const ends = anchors(map.edges, boxes);
   const loops = new Map(); // box -> its loops drawn so far
+  const lanes = [];
   // what a label must not cover: the boxes and the namespaces' names
   const taken = [...boxes.values(), ...frames.map((f) => ({ x: f.x, y: f.y, w: 120, h: HEAD }))];
   map.edges.forEach((e, i) => {
     const loop = e.source === e.destination ? (loops.get(e.source) || 0) : 0;
     if (e.source === e.destination) loops.set(e.source, loop + 1);
     const path = edgePath(boxes.get(e.source), boxes.get(e.destination), ends[i], loop,
-      [...boxes.values()]);
+      [...boxes.values()], lanes);
     const attrs = { class: "edge" + (e.dropped ? " dropped" : ""),
       "data-edge": `${e.source}->${e.destination}`, "data-protocol": e.protocol,
       "data-port": e.port, "data-verdict": e.verdict, "data-flows": e.flows,
@@ -588,7 +598,7 @@ function showDetails(item, row) {
 
 function fillForm() {
   for (const name of TABLE_FILTERS) $("filter-" + name).value = state.filters[name];
-  $("namespace").value = state.filters.namespace;
+  offerNamespaces([...$("namespace").options].map((o) => o.value).filter(Boolean));
 }
 
 function applyFilters(changes) {
@@ -605,9 +615,8 @@ function readForm() {
 }
 
 function start() {
-  // a namespace in the URL that no flow names yet is still offered
-  refreshNamespaces();
   fillForm();
+  refreshNamespaces();
   $("filters").addEventListener("submit", (event) => {
     event.preventDefault();
     applyFilters(readForm());
