@@ -4,13 +4,15 @@ flows with every filter the page has (and 400 naming a bad one), the service map
 namespaces and of one, the live stream (Server-Sent Events: stored flows, then new ones; its
 upstream follow ends when the client goes), the page and its assets (served from the
 package, our own files only, no address outside the UI), and an Observer that cannot be
-reached: 502/503 with the one-line error, then recovery once it is back."""
+reached: 502/503 with the one-line error, then recovery once it is back; and the
+command's own errors."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
+import socket
 import time
 import tomllib
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +23,15 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
-from hubble_helpers import UI_EDGES, UI_NODES, UI_REPLIES, RunningHubble, ui_flow, ui_flows
+from hubble_helpers import (
+    UI_EDGES,
+    UI_NODES,
+    UI_REPLIES,
+    RunningHubble,
+    hexlane,
+    ui_flow,
+    ui_flows,
+)
 
 from hexlane.hubble.api.flow import flow_pb2
 from hexlane.hubble.client import ClientTLS, parse_address
@@ -115,8 +125,19 @@ async def test_a_bad_filter_is_400_naming_it(ui: TestClient[Any, Any], query: st
         assert answer["error"].startswith(message), answer
 
 
+async def _whole_map(ui: TestClient[Any, Any]) -> Any:
+    """/api/map once the map's feed has read every flow (it starts with the app)."""
+    for _ in range(50):
+        whole = await _json(await ui.get("/api/map"))
+        if whole["flows"] == ALL:
+            break
+        await asyncio.sleep(0.1)
+    return whole
+
+
 async def test_service_map_of_all_namespaces_and_of_one(ui: TestClient[Any, Any]) -> None:
-    whole = await _json(await ui.get("/api/map"))
+    whole = await _whole_map(ui)
+    assert whole["flows"] == ALL
     assert whole["namespace"] == "" and whole["namespaces"] == ["bar", "foo", "kube-system"]
     assert {n["id"] for n in whole["nodes"]} == UI_NODES
     edges = {(f"{e['source']}->{e['destination']}", e["protocol"], e["port"], e["verdict"]):
@@ -236,3 +257,23 @@ def test_the_assets_are_package_data() -> None:
     for path in STATIC.iterdir():
         relative = str(path.relative_to(root))
         assert any(fnmatch(relative, p) for p in patterns), relative
+
+
+def test_the_commands_errors_are_one_line(tmp_path: Path) -> None:
+    """`hexlane hubble ui` refuses before serving: a bad flag (2), files or a port it
+    cannot use (1), each one line naming what."""
+    proc = hexlane("hubble", "ui", "--listen", "nope")
+    assert (proc.returncode, proc.stderr) == (
+        2, "error: --listen: expected ADDR:PORT, got 'nope'\n")
+    missing = str(tmp_path / "client.crt")
+    proc = hexlane("hubble", "ui", "--listen", "127.0.0.1:0", "--tls-client-cert-file",
+                   missing, "--tls-client-key-file", missing)
+    assert (proc.returncode, proc.stderr) == (
+        1, f"error: cannot use the TLS files ({missing}, {missing}): No such file or "
+           "directory\n")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        proc = hexlane("hubble", "ui", "--listen", f"127.0.0.1:{port}")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: Address already "
+                                  "in use")

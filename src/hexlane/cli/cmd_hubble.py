@@ -350,9 +350,15 @@ def run_ui(args: argparse.Namespace) -> int:
     address, tls = _connection(args)
     try:
         tls.context()  # certificate files read now: a bad one is an error before serving
-        sock = tcp_socket(args.listen)
     except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        files = ", ".join(f for f in (*tls.ca_files, tls.cert_file, tls.key_file) if f)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        print(f"error: cannot use the TLS files ({files}): {reason}", file=sys.stderr)
+        return 1
+    try:
+        sock = tcp_socket(args.listen)
+    except OSError as e:
+        print(f"error: cannot listen on {args.listen}: {e.strerror or e}", file=sys.stderr)
         return 1
     log_to_stderr(args.verbose)
     asyncio.run(run_until_stopped(serve(sock, address, tls, timeout=args.timeout),
