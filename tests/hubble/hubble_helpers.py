@@ -1,5 +1,6 @@
 """Helpers for Hubble tests: synthetic flows shaped as the agent builds them (trace at
-to-endpoint, drops with their reason), the known flows the shared test server holds, that
+to-endpoint, drops with their reason), the known flows the shared test server holds, the
+Hubble UI's known traffic of three namespaces (`ui_flows`, what it draws: `UI_EDGES`), that
 server (`RunningHubble`: real sockets, its own loop in a thread), and the clients no one here
 wrote or that run as a user would: grpcurl and the `hexlane` command."""
 

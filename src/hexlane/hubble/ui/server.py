@@ -58,8 +58,8 @@ STATIC = Path(__file__).parent / "static"
 RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True, "shutdown_timeout": 1.0}
 # The page loads nothing but its own files and API (no CDN, no inline code).
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
-                               "base-uri 'none'; frame-ancestors 'none'",
+    "Content-Security-Policy": "default-src 'self'; object-src 'none'; base-uri 'none'; "
+                               "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -141,6 +141,9 @@ class MapFeed:
                            "stream of flows")
             except HubbleUnreachable as e:
                 self._lost(str(e))
+            except Exception as e:  # a bug here must not leave the map stale for good
+                log.exception("hubble ui: the map's feed failed")
+                self._lost(f"the map's feed failed: {e!r}")
             await asyncio.sleep(RETRY_SECONDS)
 
     def _lost(self, error: str) -> None:
