@@ -43,6 +43,7 @@ import yaml
 from hexlane.config import Values, require_values
 from hexlane.datapath.bpffs import is_bpffs
 from hexlane.hubble import certs as hubble_certs
+from hexlane.hubble.ui import UI_PORT
 from hexlane.k8s.client import KubeClient, load_client_config
 from hexlane.k8s.ratelimit import RateLimiter
 from hexlane.model.errors import InputError, Problem
@@ -78,7 +79,8 @@ BASE_VALUES: dict[str, Any] = {
     # Every node's flows in one place (`hexlane lab exec cp -- hexlane hubble observe`);
     # the lab's nodes are one hop away, so a dead one is noticed and a revived one
     # rejoins within seconds.
-    "hubble": {"relay": {"enabled": True, "dialTimeout": "2s", "retryTimeout": "1s"}},
+    "hubble": {"relay": {"enabled": True, "dialTimeout": "2s", "retryTimeout": "1s"},
+               "ui": {"enabled": True}},
 }
 
 
@@ -452,6 +454,11 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         state.procs.append(start_proc(plan, Proc("hubble-relay", "cp", hexlane_argv(
             "hubble", "relay", "--kubeconfig", kc, "--values", str(values_file),
             *hubble_ca), {}, str(plan.dir / "logs" / "hubble-relay.log"))))
+        if values.get("hubble.ui.enabled"):
+            # The UI beside it, reading the relay (its default server, localhost:4245).
+            state.procs.append(start_proc(plan, Proc("hubble-ui", "cp", hexlane_argv(
+                "hubble", "ui", "--listen", f":{UI_PORT}"), {},
+                str(plan.dir / "logs" / "hubble-ui.log"))))
         state.save()
 
     # Nodes: the API proxy, the lab kubelet and the agent.
@@ -527,6 +534,8 @@ def usage(plan: LabPlan) -> str:
         f"  hexlane lab exec{flag} node1 -- hexlane status",
         f"  hexlane lab exec{flag} cp -- hexlane hubble observe -f   # every node's flows "
         "(Hubble Relay)",
+        f"  Hubble UI: http://{plan.cp.ip}:{UI_PORT}/ (from the client: a browser in "
+        "its namespace)",
         f"  hexlane lab status{flag}",
         f"  hexlane lab down{flag}",
         f"state and logs: {plan.dir}",
