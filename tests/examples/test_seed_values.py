@@ -63,7 +63,9 @@ def test_seed_000_k3s_values_with_monitoring_and_hubble() -> None:
     assert values.ipam.cluster_pool_ipv4_pod_cidrs == (ipaddress.ip_network("10.42.0.0/16"),)
     # values.yaml's operator keys survive values-monitoring.yaml's operator block (deep merge).
     assert values.get("operator.rollOutPods") is True
-    assert values.get("operator.nodeSelector") == {"node-role.kubernetes.io/master": "true"}
+    # Maps merge with the chart's defaults, as Helm merges them.
+    assert values.get("operator.nodeSelector") == {"node-role.kubernetes.io/master": "true",
+                                                   "kubernetes.io/os": "linux"}
     assert values.operator.prometheus_enabled is True
     assert values.prometheus.enabled is True
     assert values.hubble.relay_enabled and values.hubble.ui_enabled
