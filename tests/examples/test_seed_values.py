@@ -11,22 +11,12 @@ reported against its file and key rather than crashing.
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
 import pytest
 
+from helpers.seeds import EXAMPLES, LAYERS
 from hexlane.config import Values, load_values
 from hexlane.model.errors import Problem
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-# Layering order per seed, as examples/README.md gives it (test_seeds checks the README).
-LAYERS = {
-    "seed-000": ["values.yaml", "values-monitoring.yaml", "values-hubble.yaml"],
-    "seed-001": ["values.yaml", "values-upgrade.yaml"],
-    "seed-002": ["values.yaml"],
-    "seed-004": ["values.yaml"],
-}
 
 
 def load(seed: str, names: list[str]) -> tuple[Values, list[Problem]]:
