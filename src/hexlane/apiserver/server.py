@@ -36,8 +36,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from hexlane.apiserver import bootstrap, discovery, openapi, protobuf, validation
-from hexlane.apiserver.audit import ADMIN_USER, AuditLog
 from hexlane.apiserver import patch as patching
+from hexlane.apiserver.audit import ADMIN_USER, AuditLog
 from hexlane.apiserver.objects import DeleteOptions, Rules, Target, scale_of
 from hexlane.apiserver.query import (
     JSON,

@@ -497,8 +497,8 @@ _WORKLOAD_KEYS = (
     ("tolerations", "object_list", "taints its pods tolerate"),
     ("affinity", "object", "its pods' affinity"),
     ("priorityClassName", "str", "its pods' PriorityClass (\"\" = system-node-critical for "
-                                 "the agent, system-cluster-critical for the others, as Cilium "
-                                 "in kube-system)"),
+                                 "the agent, system-cluster-critical for the operator, as "
+                                 "Cilium's chart in kube-system; none for relay and UI)"),
     ("resources", "object", "its container's resource requests and limits"),
     ("podAnnotations", "str_map", "annotations of its pods"),
     ("podLabels", "str_map", "more labels of its pods"),
