@@ -513,7 +513,7 @@ _MONITORS = {"prometheus.serviceMonitor.": "the agent's (:9962)",
 _DASHBOARDS = {"dashboards.": "the agent's", "operator.dashboards.": "the operator's",
                "hubble.metrics.dashboards.": "Hubble's"}
 _MANIFEST_KEYS = (
-    *(_acts(f"{prefix}{key}", kind, f"`hexlane manifests`: {what} of {workload}.")
+    *(_acts(f"{prefix}{key}", kind, f"`hexlane manifests`, {workload}: {what}.")
       for prefix, workload in _WORKLOADS.items() for key, kind, what in _WORKLOAD_KEYS),
     _acts("rollOutCiliumPods", "bool",
           "`hexlane manifests`: a checksum of the config in the agent pods' annotations, so "
