@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from helpers.lab import Lab
+from helpers.lab import Lab, namespace_and_pool
 from helpers.wait import wait_for
 from hexlane.apiserver.audit import ADMIN_USER, FLUSH_INTERVAL, read_audit_log
 from hexlane.config import load_values
@@ -37,18 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 NS = f"rb-{secrets.token_hex(2)}"
 POOL = f"rb-{secrets.token_hex(2)}"
-MANIFESTS = f"""
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {NS}}}
----
-apiVersion: cilium.io/v2alpha1
-kind: CiliumLoadBalancerIPPool
-metadata: {{name: {POOL}}}
-spec:
-  blocks: [{{cidr: 10.0.0.224/29}}]
-  serviceSelector: {{matchLabels: {{pool: {POOL}}}}}
----
+MANIFESTS = namespace_and_pool(NS, POOL, "10.0.0.224/29") + f"""---
 apiVersion: v1
 kind: Service
 metadata: {{name: web, namespace: {NS}, labels: {{pool: {POOL}}}}}
