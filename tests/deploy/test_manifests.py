@@ -133,6 +133,11 @@ def test_seed_000_gets_its_monitors_dashboards_relay_and_ui(
     assert set(deployments) == {"hexlane-operator", "hexlane-hubble-relay", "hexlane-hubble-ui"}
     ui_args = deployments["hexlane-hubble-ui"]["spec"]["template"]["spec"]["containers"][0]
     assert ui_args["args"] == ["--listen", ":8081", "--server", "hubble-relay:80"]
+    relay = deployments["hexlane-hubble-relay"]["spec"]["template"]["spec"]
+    # a pod on the pod network: the kubernetes Service, not the node-local 127.0.0.1:6444
+    assert relay["containers"][0]["args"][:5] == [
+        "--values", "/etc/hexlane/values.yaml", "--set", "k8sServiceHost=", "--set"]
+    assert "hostNetwork" not in relay
     # rollOutPods: a checksum of the config in the pods, so a change of values rolls them
     operator = deployments["hexlane-operator"]["spec"]["template"]
     assert "cilium.io/cilium-configmap-checksum" in operator["metadata"]["annotations"]

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
+from helpers.audit import by_component, lab_values, refused, requests_by_user
 from helpers.lab import Lab, namespace_and_pool
 from helpers.wait import wait_for
-from hexlane.apiserver.audit import ADMIN_USER, FLUSH_INTERVAL, read_audit_log
-from hexlane.config import load_values
+from hexlane.apiserver.audit import ADMIN_USER
 from hexlane.deploy import rbac
 from hexlane.deploy.rbac import Request
 
@@ -57,43 +55,25 @@ def audited(lab: Lab) -> Iterator[dict[str, list[Request]]]:
             svc = json.loads(lab.kubectl("get", "svc", "web", "-n", NS, "-o", "json").stdout)
             return bool((svc.get("status") or {}).get("loadBalancer", {}).get("ingress"))
         wait_for("the operator to give the Service an IP", assigned, timeout=30)
-        time.sleep(FLUSH_INTERVAL * 2)  # the apiserver's buffer written out
-        records = read_audit_log(lab.dir / "audit.log")
-        by_user: dict[str, list[Request]] = {}
-        for record in records:
-            by_user.setdefault(record["user"], []).append(Request.from_audit(record))
+        by_user = requests_by_user(lab.dir)
         assert by_user.get(ADMIN_USER), "the admin's own requests are logged as the admin's"
-        yield {account: by_user.get(rbac.service_account_user(account), [])
-               for account in rbac.ACCOUNTS}
+        yield by_component(by_user)
     finally:
         lab.kubectl("delete", "namespace", NS, "--wait=false", check=False)
         lab.kubectl("delete", "ciliumloadbalancerippool", POOL, check=False)
 
 
-@pytest.fixture(scope="module")
-def lab_values(lab: Lab) -> Any:
-    values, problems = load_values([str(lab.dir / "values.yaml")])
-    assert [p for p in problems if p.severity == "error"] == []
-    return values
-
-
-@pytest.mark.parametrize("account", rbac.ACCOUNTS)
 def test_every_request_is_granted_by_the_rendered_roles(
-        account: str, audited: dict[str, list[Request]], lab_values: Any) -> None:
-    requests = audited[account]
-    assert requests, f"{account} made no request the lab's apiserver logged"
-    cluster = rbac.cluster_rules(account, lab_values)
-    namespaced = rbac.namespaced_rules(account, lab_values)
-    refused = sorted({r for r in requests if not rbac.allows(cluster, namespaced, r)},
-                     key=str)
-    assert refused == []
+        lab: Lab, audited: dict[str, list[Request]]) -> None:
+    assert all(audited.values()), "every component made requests the apiserver logged"
+    assert refused(lab.dir, audited) == {account: [] for account in rbac.ACCOUNTS}
 
 
 @pytest.mark.parametrize("account", rbac.ACCOUNTS)
 def test_every_permission_was_used_or_is_needed_elsewhere(
-        account: str, audited: dict[str, list[Request]], lab_values: Any) -> None:
-    rules = [*rbac.cluster_rules(account, lab_values),
-             *rbac.namespaced_rules(account, lab_values)]
+        account: str, lab: Lab, audited: dict[str, list[Request]]) -> None:
+    values = lab_values(lab.dir)
+    rules = [*rbac.cluster_rules(account, values), *rbac.namespaced_rules(account, values)]
     used = {(r.group, r.full_resource, r.verb) for r in audited[account]}
     unused = sorted(p for p in rbac.permissions(rules) - used
                     if (account, *p) not in rbac.NEEDED_ELSEWHERE)

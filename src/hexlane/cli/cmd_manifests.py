@@ -86,14 +86,16 @@ def hubble_ca(values: Any, ca_dir: Path | None) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     from hexlane.config import require_values
     from hexlane.deploy.render import RenderInputs, check, needs_hubble_ca, render
-    from hexlane.model.errors import InputError
+    from hexlane.model.errors import InputError, errors_only
 
     values, warnings = require_values(args.values, args.set_flags)
     for problem in warnings:
         print(str(problem), file=sys.stderr)
     problems = check(values)
-    if problems:
+    if errors_only(problems):
         raise InputError(problems)
+    for problem in problems:
+        print(str(problem), file=sys.stderr)
     ca = hubble_ca(values, args.hubble_ca_dir) if needs_hubble_ca(values) else None
     objects = render(values, RenderInputs(crds=crds(), dashboards=dashboards(),
                                           hubble_ca=ca, namespace=args.namespace))

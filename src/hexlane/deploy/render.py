@@ -29,7 +29,7 @@ import yaml
 
 from hexlane import __version__
 from hexlane.config import Values
-from hexlane.model.errors import InputError, Problem
+from hexlane.model.errors import InputError, Problem, errors_only
 
 from . import rbac
 
@@ -77,8 +77,14 @@ def needs_hubble_ca(values: Values) -> bool:
 
 
 def check(values: Values) -> list[Problem]:
-    """What `render` refuses in these values (each naming the key)."""
+    """What `render` refuses in these values (each naming the key), and warnings."""
     problems = []
+    if values.kube_proxy_replacement and not values.k8s_service_host:
+        problems.append(Problem(
+            "with kubeProxyReplacement nothing else load-balances the kubernetes Service for "
+            "the host-network agent and operator: give the API server's address (k3s "
+            "127.0.0.1:6444 behind its node-local proxy, Talos 127.0.0.1:7445), as Cilium "
+            "requires", "k8sServiceHost", severity="warning"))
     if values.hubble.tls.server_cert or values.hubble.tls.server_key:
         problems.append(Problem(
             "a server certificate shared by every node would go into a ConfigMap; give the "
@@ -90,7 +96,7 @@ def check(values: Values) -> list[Problem]:
 def render(values: Values, inputs: RenderInputs) -> list[Obj]:
     """Every object of the install, in apply order (InputError for what `check` finds, or a
     Hubble CA missing from `inputs` when the values need one)."""
-    problems = check(values)
+    problems = errors_only(check(values))
     if needs_hubble_ca(values) and inputs.hubble_ca is None:
         problems.append(Problem("hubble.tls.enabled: the Hubble CA is needed (the caller "
                                 "makes or reads it)", "tls.ca.cert"))
@@ -449,7 +455,10 @@ class _Renderer:
             return []
         v = self.v
         listen = f"{v.hubble.relay.listen_host}:{v.hubble.relay_listen_port}"
-        args = ["--values", CONFIG_FILE, "--listen-address", listen]
+        # A pod of the pod network: the in-cluster `kubernetes` Service, not the node-local
+        # API address k8sServiceHost names for the host-network agent and operator.
+        args = ["--values", CONFIG_FILE, "--set", "k8sServiceHost=", "--set",
+                "k8sServicePort=", "--listen-address", listen]
         mounts: list[Obj] = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
         volumes: list[Obj] = [_configmap_volume()]
         if needs_hubble_ca(v):
