@@ -13,6 +13,7 @@ apply changes nothing.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ import pytest
 import yaml
 
 from helpers.seeds import LAYERS, values_files
+from hexlane.cli import cmd_manifests
 from hexlane.config import load_values
 from hexlane.deploy import rbac
 from hexlane.deploy.render import RenderInputs, render
@@ -50,11 +52,17 @@ def values_args(files: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    """Each case's objects, rendered by the command (one shared CA directory)."""
+    """Each case's objects, rendered as the command renders them (one shared CA), in this
+    process (the command itself: test_the_render_is_deterministic)."""
     ca = tmp_path_factory.mktemp("ca")
-    return {case: list(yaml.safe_load_all(manifests(*values_args(files), "--hubble-ca-dir",
-                                                    str(ca)).stdout))
-            for case, files in CASES.items()}
+    out = {}
+    for case, files in CASES.items():
+        values, _ = load_values(files)
+        objects = render(values, RenderInputs(crds=cmd_manifests.crds(),
+                                              dashboards=cmd_manifests.dashboards(),
+                                              hubble_ca=cmd_manifests.hubble_ca(values, ca)))
+        out[case] = list(yaml.safe_load_all(yaml.safe_dump_all(objects)))
+    return out
 
 
 def strict_schema(schema: Any) -> Any:
@@ -210,18 +218,27 @@ def test_rbac_follows_the_values() -> None:
                   "l2announcements.election=lease")
     assert lease["Role/hexlane"]["rules"][0]["resources"] == ["leases"]
     heartbeat = roles("kubeProxyReplacement=true", "l2announcements.enabled=true")
-    assert heartbeat["Role/hexlane"]["rules"] == [{
-        "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
-        "resourceNames": ["hexlane-l2-heartbeat"]}]
+    assert heartbeat["Role/hexlane"]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "verbs": ["list", "delete"]},  # a lease election's leftovers collected
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+         "resourceNames": ["hexlane-l2-heartbeat"]}]
     kubernetes_ipam = roles("ipam.mode=kubernetes")
     assert not any("ciliumnodes" in r["resources"]
                    for r in kubernetes_ipam["ClusterRole/hexlane-operator"]["rules"])
 
 
-def test_the_render_is_deterministic(tmp_path: Path) -> None:
+def test_the_render_is_deterministic(tmp_path: Path,
+                                     rendered: dict[str, list[dict[str, Any]]]) -> None:
     args = [*values_args(values_files("seed-000")), "--hubble-ca-dir", str(tmp_path)]
     first, second = manifests(*args).stdout, manifests(*args).stdout
     assert first == second
+    made = list(yaml.safe_load_all(first))
+    secret = by_kind(made, "Secret")["hexlane-hubble-ca"]
+    assert (tmp_path / "ca.crt").read_bytes() == base64.b64decode(secret["data"]["ca.crt"])
+    # the command renders what the function does, but for the CA
+    assert [o for o in made if o["kind"] != "Secret"] == [
+        o for o in rendered["seed-000"] if o["kind"] != "Secret"]
     as_json = json.loads(manifests(*args, "-o", "json").stdout)
     assert as_json["kind"] == "List"
     assert as_json["items"] == list(yaml.safe_load_all(first))

@@ -100,9 +100,12 @@ def namespaced_rules(component: str, values: Values) -> list[Rule]:
     lease_mode, heartbeat = _l2(values)
     if component == AGENT:
         rules = []
-        if lease_mode:  # one Lease per announced Service, Cilium's cilium-l2announce-*
-            rules.append(_rule(COORDINATION, ("leases",),
-                               ("get", "list", "create", "update", "delete")))
+        if values.l2announcements.enabled:
+            # Lease election: one Lease per announced Service (Cilium's cilium-l2announce-*);
+            # either election: the ones nobody holds (left by the other) are collected.
+            verbs = ("get", "list", "create", "update", "delete") if lease_mode \
+                else ("list", "delete")
+            rules.append(_rule(COORDINATION, ("leases",), verbs))
         if heartbeat:
             rules.append(_rule("", ("secrets",), ("get",), (L2_KEY_SECRET,)))
         return rules
@@ -132,11 +135,12 @@ NEEDED_ELSEWHERE: dict[tuple[str, str, str, str], str] = {
     (AGENT, COORDINATION, "leases", "get"):
         "l2announcements.election lease: each announcing Service's Lease",
     (AGENT, COORDINATION, "leases", "list"):
-        "l2announcements.election lease: the Leases nobody holds are collected every minute",
+        "l2announcements.enabled, either election: the announcement Leases nobody holds "
+        "(a lease election's, also after switching to hexlane's) are collected every minute",
     (AGENT, COORDINATION, "leases", "create"): "l2announcements.election lease",
     (AGENT, COORDINATION, "leases", "update"): "l2announcements.election lease: renewals",
     (AGENT, COORDINATION, "leases", "delete"):
-        "l2announcements.election lease: a Lease nobody holds any more is removed",
+        "l2announcements.enabled, either election: a Lease nobody holds any more is removed",
     (AGENT, "", "secrets", "get"):
         "l2announcements.election hexlane (the default once L2 is on): the heartbeat key",
     (OPERATOR, "", "secrets", "create"):
