@@ -59,6 +59,10 @@ class AuditLog:
         self.path = path
         self._file: IO[str] | None = open(path, "a", buffering=_BUFFER)  # noqa: SIM115
         self._timer: asyncio.TimerHandle | None = None
+        # The JSON of (user, verb, group, resource, subresource, namespace), made once: a
+        # client repeats the same few requests, and encoding whole records costs a request
+        # a tenth of its time on a fast path.
+        self._heads: dict[tuple[str, ...], str] = {}
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -69,9 +73,19 @@ class AuditLog:
 
         self._timer = loop.call_later(FLUSH_INTERVAL, tick)
 
-    def record(self, **fields: Any) -> None:
-        if self._file is not None:
-            self._file.write(json.dumps(fields, separators=(",", ":")) + "\n")
+    def record(self, user: str, verb: str, group: str, resource: str, subresource: str,
+               namespace: str, name: str, code: int) -> None:
+        if self._file is None:
+            return
+        key = (user, verb, group, resource, subresource, namespace)
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) > 10_000:  # bounded, whatever clients send
+                self._heads.clear()
+            head = self._heads[key] = json.dumps(
+                dict(zip(("user", "verb", "group", "resource", "subresource", "namespace"),
+                         key, strict=True)), separators=(",", ":"))[:-1]
+        self._file.write(f'{head},"name":{json.dumps(name)},"code":{int(code)}}}\n')
 
     def flush(self) -> None:
         if self._file is not None:
