@@ -11,6 +11,7 @@ PACKAGES=(
   sqlite3 openssl                          # the apiserver's storage (inspection), TLS test certs
   util-linux procps psmisc                 # nsenter, ps, fuser
   prometheus                               # a real Prometheus and promtool scraping the lab
+  chromium chromium-driver fonts-dejavu-core  # headless Chromium (selenium) testing the Hubble UI
 )
 
 # Debian's prometheus package starts its daemon (on :9090 of the machine's own namespace)

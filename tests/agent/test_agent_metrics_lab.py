@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers.lab import Lab
+from helpers.lab import Lab, namespace_and_pool
 from helpers.promql import dashboard_queries, metric_names
 from helpers.wait import wait_for
 
@@ -44,18 +44,7 @@ POOL = f"am-{secrets.token_hex(2)}"
 N_REQUESTS = 10
 NODE1, NODE2, CP = "10.0.0.11", "10.0.0.12", "10.0.0.10"
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
-MANIFESTS = f"""
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {NS}}}
----
-apiVersion: cilium.io/v2alpha1
-kind: CiliumLoadBalancerIPPool
-metadata: {{name: {POOL}}}
-spec:
-  blocks: [{{cidr: 10.0.0.240/28}}]
-  serviceSelector: {{matchLabels: {{pool: {POOL}}}}}
----
+MANIFESTS = namespace_and_pool(NS, POOL, "10.0.0.240/28") + f"""---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: web, namespace: {NS}}}

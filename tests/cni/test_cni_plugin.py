@@ -7,7 +7,8 @@ with a non-zero exit (4 bad environment, 6 undecodable config, 7 invalid config,
 version, 2 unsupported field, 3 unknown container, 50 agent unavailable); GC and STATUS (1.1.0);
 a DEL while the agent is down is queued and carried out when it starts; an agent refuses CNI
 calls from another network namespace; the plugin imports only the standard library and starts
-fast.
+fast; the one-file plugin a real node's runtime runs (`hexlane cni install-plugin`, behind the
+agent's wrapper) does ADD and DEL the same.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from helpers.cni import PLUGIN, Agent, cni, conf
+from hexlane.agent.cniconf import CniFiles
+from hexlane.cni.bundle import install_plugin
 from hexlane.lab import netns
 from hexlane.lab.netns import Topology
 
@@ -203,4 +206,26 @@ def test_agent_refuses_calls_from_another_namespace(topo: Topology, fresh_node: 
     pod = netns.netns_path(topo.add("pod"))
     rc, out = cni(other, "ADD", conf(stateDir=str(fresh_node.state_dir)), netns_path=pod)
     assert rc != 0 and out["code"] == 50 and "another network namespace" in out["msg"]
+    assert fresh_node.get("/v1/endpoints") == []
+
+
+@pytest.mark.root
+def test_the_bundled_plugin_behind_the_agents_wrapper(topo: Topology, fresh_node: Agent,
+                                                      tmp_path: Path) -> None:
+    """What the DaemonSet sets up on a node: the zipapp in the CNI bin directory (the host's
+    python3 runs it) and the agent's wrapper exec'ing it."""
+    bundle, written = install_plugin(tmp_path / "bin")
+    assert written and not install_plugin(tmp_path / "bin")[1]  # the same bytes: no rewrite
+    CniFiles(tmp_path / "net.d", tmp_path / "bin", tmp_path / "state", plugin=bundle).install()
+    wrapper = str(tmp_path / "bin" / "hexlane-cni")
+    assert str(bundle) in Path(wrapper).read_text()
+    pod = topo.add("pod")
+    path = netns.netns_path(pod)
+    rc, result = cni(topo["node"], "ADD", conf(), container_id="ctr-z", netns_path=path,
+                     plugin=wrapper)
+    assert rc == 0, result
+    assert [ep["ip"] for ep in fresh_node.get("/v1/endpoints")] == [
+        result["ips"][0]["address"].split("/")[0]]
+    assert cni(topo["node"], "DEL", conf(), container_id="ctr-z", netns_path=path,
+               plugin=wrapper) == (0, None)
     assert fresh_node.get("/v1/endpoints") == []

@@ -11,22 +11,12 @@ reported against its file and key rather than crashing.
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
 import pytest
 
+from helpers.seeds import EXAMPLES, LAYERS
 from hexlane.config import Values, load_values
 from hexlane.model.errors import Problem
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-# Layering order per seed, as examples/README.md gives it (test_seeds checks the README).
-LAYERS = {
-    "seed-000": ["values.yaml", "values-monitoring.yaml", "values-hubble.yaml"],
-    "seed-001": ["values.yaml", "values-upgrade.yaml"],
-    "seed-002": ["values.yaml"],
-    "seed-004": ["values.yaml"],
-}
 
 
 def load(seed: str, names: list[str]) -> tuple[Values, list[Problem]]:
@@ -63,7 +53,9 @@ def test_seed_000_k3s_values_with_monitoring_and_hubble() -> None:
     assert values.ipam.cluster_pool_ipv4_pod_cidrs == (ipaddress.ip_network("10.42.0.0/16"),)
     # values.yaml's operator keys survive values-monitoring.yaml's operator block (deep merge).
     assert values.get("operator.rollOutPods") is True
-    assert values.get("operator.nodeSelector") == {"node-role.kubernetes.io/master": "true"}
+    # Maps merge with the chart's defaults, as Helm merges them.
+    assert values.get("operator.nodeSelector") == {"node-role.kubernetes.io/master": "true",
+                                                   "kubernetes.io/os": "linux"}
     assert values.operator.prometheus_enabled is True
     assert values.prometheus.enabled is True
     assert values.hubble.relay_enabled and values.hubble.ui_enabled

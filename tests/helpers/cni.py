@@ -105,9 +105,10 @@ def node_with_eth0(topo: Topology, address: str) -> str:
 
 def cni(ns: str, command: str, config: Mapping[str, Any] | str | None, *,
         container_id: str | None = "c1", netns_path: str | None = None, ifname: str = "eth0",
-        args: str = "", extra_env: Mapping[str, str] | None = None
+        args: str = "", extra_env: Mapping[str, str] | None = None, plugin: str = PLUGIN
         ) -> tuple[int, Any]:
-    """Run the real plugin in namespace `ns`; (exit code, decoded stdout or None)."""
+    """Run the real plugin (`plugin`: another executable of it) in namespace `ns`; (exit
+    code, decoded stdout or None)."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_PATH": str(BIN)}
     if command:
         env["CNI_COMMAND"] = command
@@ -121,7 +122,7 @@ def cni(ns: str, command: str, config: Mapping[str, Any] | str | None, *,
         env["CNI_ARGS"] = args
     env.update(extra_env or {})
     stdin = config if isinstance(config, str) else json.dumps(config) if config else ""
-    result = netns.run(ns, [PLUGIN], check=False, input=stdin, env=env, timeout=60)
+    result = netns.run(ns, [plugin], check=False, input=stdin, env=env, timeout=60)
     out = result.stdout.strip()
     return result.returncode, json.loads(out) if out else None
 

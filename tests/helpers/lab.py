@@ -58,6 +58,23 @@ class Lab:
         return api_request(state.plan, "GET", path)
 
 
+def namespace_and_pool(namespace: str, pool: str, cidr: str) -> str:
+    """YAML of a test's own Namespace and a CiliumLoadBalancerIPPool `pool` of `cidr` for the
+    Services labelled `pool: <pool>` (tests on the shared lab keep to their own)."""
+    return f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {namespace}}}
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumLoadBalancerIPPool
+metadata: {{name: {pool}}}
+spec:
+  blocks: [{{cidr: {cidr}}}]
+  serviceSelector: {{matchLabels: {{pool: {pool}}}}}
+"""
+
+
 def lab_namespaces(name: str) -> list[str]:
     return sorted(n for n in os.listdir("/run/netns") if n.startswith(f"{name}-")) \
         if os.path.isdir("/run/netns") else []

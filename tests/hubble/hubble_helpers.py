@@ -1,5 +1,6 @@
 """Helpers for Hubble tests: synthetic flows shaped as the agent builds them (trace at
-to-endpoint, drops with their reason), the known flows the shared test server holds, that
+to-endpoint, drops with their reason), the known flows the shared test server holds, the
+Hubble UI's known traffic of three namespaces (`ui_flows`, what it draws: `UI_EDGES`), that
 server (`RunningHubble`: real sockets, its own loop in a thread), and the clients no one here
 wrote or that run as a user would: grpcurl and the `hexlane` command."""
 
@@ -251,3 +252,88 @@ class Follower:
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+# --- known traffic for the Hubble UI ------------------------------------------------------
+
+_PODS = {  # pod -> (namespace, workload, kind, address)
+    "client-6d9f7c8b5d-x2x4k": ("bar", "client", "Deployment", "10.42.1.10"),
+    "client-6d9f7c8b5d-q7w8e": ("bar", "client", "Deployment", "10.42.1.11"),
+    "echo-5b6c7d8e9f-abcde": ("bar", "echo", "Deployment", "10.42.2.20"),
+    "web-7c9d8f6b4-zzt6m": ("foo", "web", "Deployment", "10.42.1.30"),
+    "db-0": ("foo", "db", "StatefulSet", "10.42.2.40"),
+    "coredns-7db6d8ff4d-4rl2p": ("kube-system", "coredns", "Deployment", "10.42.0.5"),
+}
+# reserved ends: name -> (identity, address)
+_RESERVED = {"world": (2, "10.0.0.2"), "host": (1, "10.0.0.11"), "remote-node": (6, "10.0.0.12"),
+             "internet": (2, "203.0.113.10")}
+
+# What the UI's map shows of `ui_flows`: (source->destination, protocol, port, verdict) and
+# how many requests each edge counts.
+UI_EDGES = {
+    ("bar/client->bar/echo", "TCP", 8080, "FORWARDED"): 6,
+    ("world->bar/echo", "TCP", 8080, "DROPPED"): 2,
+    ("host->bar/echo", "TCP", 8080, "FORWARDED"): 2,
+    ("foo/web->foo/db", "TCP", 5432, "FORWARDED"): 3,
+    ("foo/web->kube-system/coredns", "UDP", 53, "FORWARDED"): 2,
+    ("remote-node->foo/web", "TCP", 80, "FORWARDED"): 1,
+    ("bar/client->world", "TCP", 443, "FORWARDED"): 1,
+}
+UI_NODES = {"bar/client", "bar/echo", "foo/web", "foo/db", "kube-system/coredns", "world",
+            "host", "remote-node"}
+UI_REPLIES = 6  # echo's answers to client: flows in the table, no edge on the map
+
+
+def _end(name: str) -> dict[str, Any]:
+    """flow() keyword arguments for one end (prefix src_ or dst_ added by the caller)."""
+    if name in _RESERVED:
+        identity, address = _RESERVED[name]
+        label = "world" if name == "internet" else name
+        return {"ip": address, "identity": identity, "labels": (f"reserved:{label}",)}
+    ns, _, _, address = _PODS[name]
+    return {"ip": address, "ns": ns, "pod": name, "labels": (f"k8s:app={_PODS[name][1]}",)}
+
+
+def ui_flow(src: str, dst: str, *, time_ns: int, dport: int, sport: int = 40000,
+            **kw: Any) -> flow_pb2.Flow:
+    """A flow between two of the UI's known ends (pod names or world, host, remote-node,
+    internet), pods carrying their workload as the agent fills it."""
+    a, b = _end(src), _end(dst)
+    f = flow(src=a["ip"], dst=b["ip"], src_ns=a.get("ns", ""), dst_ns=b.get("ns", ""),
+             src_pod=a.get("pod", ""), dst_pod=b.get("pod", ""),
+             src_identity=a.get("identity", 0), dst_identity=b.get("identity", 0),
+             src_labels=a["labels"], dst_labels=b["labels"], sport=sport, dport=dport,
+             time_ns=time_ns, **kw)
+    for ep, name in ((f.source, src), (f.destination, dst)):
+        if name in _PODS:
+            ep.workloads.add(name=_PODS[name][1], kind=_PODS[name][2])
+    return f
+
+
+def ui_flows(now_ns: int) -> list[flow_pb2.Flow]:
+    """Known traffic of three namespaces, oldest first, a quarter second apart up to
+    `now_ns` (UI_EDGES says what it draws): bar/client's two pods call bar/echo:8080 six
+    times and get six replies; the world is dropped at bar/echo:8080 twice (no backend);
+    the host probes bar/echo twice; foo/web calls foo/db:5432 (a StatefulSet) three times
+    and kube-system/coredns on UDP 53 twice; remote-node reaches foo/web:80 once;
+    bar/client goes out to the world on 443 once."""
+    clients = ("client-6d9f7c8b5d-x2x4k", "client-6d9f7c8b5d-q7w8e")
+    plan: list[tuple[str, str, int, dict[str, Any]]] = []
+    for i in range(6):
+        plan.append((clients[i % 2], "echo-5b6c7d8e9f-abcde", 8080, {"sport": 41000 + i}))
+        plan.append(("echo-5b6c7d8e9f-abcde", clients[i % 2], 41000 + i,
+                     {"sport": 8080, "flags": ("SYN", "ACK"), "is_reply": True}))
+    for i in range(2):
+        plan.append(("world", "echo-5b6c7d8e9f-abcde", 8080,
+                     {"sport": 42000 + i, "verdict": flow_pb2.DROPPED, "drop_reason": 158,
+                      "is_reply": None}))
+        plan.append(("host", "echo-5b6c7d8e9f-abcde", 8080, {"sport": 43000 + i}))
+        plan.append(("web-7c9d8f6b4-zzt6m", "coredns-7db6d8ff4d-4rl2p", 53,
+                     {"sport": 44000 + i, "proto": "UDP"}))
+    for i in range(3):
+        plan.append(("web-7c9d8f6b4-zzt6m", "db-0", 5432, {"sport": 45000 + i}))
+    plan.append(("remote-node", "web-7c9d8f6b4-zzt6m", 80, {"sport": 46000}))
+    plan.append(("client-6d9f7c8b5d-x2x4k", "internet", 443, {"sport": 47000}))
+    start = now_ns - (len(plan) - 1) * SEC // 4
+    return [ui_flow(src, dst, dport=port, time_ns=start + i * SEC // 4, **kw)
+            for i, (src, dst, port, kw) in enumerate(plan)]

@@ -1,8 +1,9 @@
 """From Helm values to a node's Hubble server: the ring capacity, the socket (Cilium's default
 path means the node's state dir), the listen address, the node name "<cluster>/<node>"; and
 its TLS: none when hubble.tls.enabled is false, certificates made under one CA shared by the
-nodes (SAN *.<cluster>.hubble-grpc.cilium.io and the node's IPs, kept across restarts), or
-the PEMs given in hubble.tls.server.* and tls.ca.*."""
+nodes (SAN *.<cluster>.hubble-grpc.cilium.io and the node's IPs, kept across restarts), a CA
+given as files in a read-only directory (a mounted Secret: used, never made again), or the
+PEMs given in hubble.tls.server.* and tls.ca.*."""
 
 from __future__ import annotations
 
@@ -74,6 +75,25 @@ def test_certificates_made_under_one_shared_ca(tmp_path: Path) -> None:
     assert moved is not None and "IP Address:10.0.0.99" in _san(moved.cert_file)
     client = ensure_client_cert(ensure_ca(ca_dir), tmp_path / "client")
     assert _verify(ca_dir / "ca.crt", client.cert)
+
+
+def test_a_ca_given_in_a_read_only_directory_is_used_as_it_is(tmp_path: Path) -> None:
+    """What the DaemonSet mounts: the Secret hexlane-hubble-ca's ca.crt and ca.key, read-only
+    (`hexlane agent --hubble-ca-dir`)."""
+    made = ensure_ca(tmp_path / "made")
+    given = tmp_path / "given"
+    given.mkdir()
+    for name in ("ca.crt", "ca.key"):
+        (given / name).write_bytes((tmp_path / "made" / name).read_bytes())
+    given.chmod(0o555)
+    try:
+        tls = node_tls(values().hubble.tls, tmp_path / "node1", cluster="default",
+                       node="node1", ips=["10.0.0.11"], ca_dir=given)
+    finally:
+        given.chmod(0o755)
+    assert tls is not None and tls.client_ca_files == (given / "ca.crt",)
+    assert _verify(made.cert, tls.cert_file)
+    assert sorted(p.name for p in given.iterdir()) == ["ca.crt", "ca.key"]
 
 
 def test_pems_given_in_the_values(tmp_path: Path) -> None:

@@ -207,3 +207,49 @@ def test_bad_flags_are_refused_naming_the_flag() -> None:
                           "--sort-buffer-drain-timeout", "soon"], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 2 and "--sort-buffer-drain-timeout" in out.stderr
+
+
+def test_peers_follow_the_kubernetes_nodes(apiservers: Any, tmp_path: Path) -> None:
+    """With a kubeconfig the relay's peers are the Nodes: a Node added joins (its server at
+    the Node's InternalIP and hubble.listenAddress's port), a Node deleted leaves
+    (NODE_GONE to a follower), over a real apiserver's list and watch."""
+    server = apiservers()
+    port = free_port()
+    hubble = RunningHubble(tmp_path, node="default/k1", listen=f"127.0.0.2:{port}").__enter__()
+    relay_port = free_port()
+    relay = subprocess.Popen(
+        [*HEXLANE, "hubble", "relay", "--kubeconfig", str(server.kubeconfig),
+         "--set", f"hubble.listenAddress=:{port}", "--set", "hubble.tls.enabled=false",
+         "--listen-address", f"127.0.0.1:{relay_port}", "--dial-timeout", "1s",
+         "--retry-timeout", "200ms"],
+        stdout=(tmp_path / "relay.log").open("w"), stderr=subprocess.STDOUT)
+    address = f"127.0.0.1:{relay_port}"
+
+    def connected() -> int | None:
+        out = grpcurl("-plaintext", address, "observer.Observer/ServerStatus", check=False)
+        return json_stream(out.stdout)[0].get("num_connected_nodes", 0) \
+            if out.returncode == 0 else None
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "k1"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.2"}]}}
+    follower = None
+    try:
+        wait_for("the relay serving, with no nodes", lambda: connected() == 0, timeout=15,
+                 interval=0.2)
+        code, _ = server.api.post("/api/v1/nodes", node)
+        assert code == 201
+        wait_for("node k1 joined", lambda: connected() == 1, timeout=10, interval=0.2)
+        hubble.add(node_flow(1, "default/k1"))
+        follower = Follower([*HEXLANE, "hubble", "observe", "--server", address, "-f", "-o",
+                             "json", "--since", "2024-12-04T10:00:00Z"])
+        assert flow_times(follower.take(1)) == [1]
+        code, _ = server.api.delete("/api/v1/nodes/k1")
+        assert code == 200
+        event = follower.until(lambda r: "node_status" in r)["node_status"]
+        assert event["state_change"] == "NODE_GONE" and event["node_names"] == ["default/k1"]
+        wait_for("no node left", lambda: connected() == 0, timeout=10, interval=0.2)
+    finally:
+        if follower is not None:
+            follower.close()
+        relay.terminate()
+        relay.wait(10)
+        hubble.__exit__(None, None, None)

@@ -6,7 +6,9 @@ On the run's shared 2-node lab, in a namespace of its own, a pod on each node ca
 every connection is seen by both nodes (to-overlay on the client's, to-endpoint on the
 server's). Pins down: one stream holds both nodes' flows in time order; a follower hears
 node2 die (NODE_UNAVAILABLE, while node1's flows keep coming), `hubble status` counts it
-unavailable, and once node2 is revived it hears NODE_CONNECTED and node2's flows again.
+unavailable, and once node2 is revived it hears NODE_CONNECTED and node2's flows again. The
+Hubble UI the lab serves on the control plane (reading the relay) shows the pods and their
+calls to Chromium on the client host.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import json
 import secrets
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hubble_helpers import Follower
 
+from helpers.browser import HubbleUiPage, browser_missing, chromium, console_errors, screenshot
 from helpers.lab import Lab
-from helpers.wait import wait_for
+from helpers.wait import wait_for, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -88,6 +92,41 @@ def test_one_stream_holds_every_node_in_time_order(lab: Lab, pods: dict[str, str
             ("default/node2", "TO_OVERLAY"), ("default/node1", "TO_ENDPOINT")} <= points
     status = lab.exec("cp", sys.executable, "-m", "hexlane.cli.main", "hubble", "status").stdout
     assert "Healthcheck (via localhost:4245): Ok" in status and "Connected Nodes: 2/2" in status
+
+
+@pytest.mark.skipif(bool(browser_missing()), reason=browser_missing())
+def test_the_hubble_ui_shows_the_lab_through_the_relay(lab: Lab, pods: dict[str, str],
+                                                        tmp_path: Path) -> None:
+    """The UI the lab runs on the control plane (:8081, reading the relay), in Chromium on
+    the client host (the laptop): this namespace's pods as boxes, the calls between them as
+    edges, the flows of both nodes in the table, a filter that narrows it, no console error."""
+    for _ in range(2):
+        curl(lab, "p1", pods["p2"])
+        curl(lab, "p2", pods["p1"])
+    client_netns = f"{lab.name}-client"
+    with chromium(tmp_path / "chromium", netns=client_netns) as driver:
+        page = HubbleUiPage(driver, "http://10.0.0.10:8081/")
+        page.open(f"namespace={NS}")
+        want = {(f"{NS}/p1->{NS}/p2", "TCP", 8080, "FORWARDED"),
+                (f"{NS}/p2->{NS}/p1", "TCP", 8080, "FORWARDED")}
+        wait_until("both calls on the map", page.edges, lambda e: want <= e, timeout=20)
+        drawn = page.map()
+        assert drawn["namespace"] == NS and {f"{NS}/p1", f"{NS}/p2"} <= set(drawn["nodes"])
+        rows = wait_until("flows of both nodes in the table", page.rows,
+                          lambda r: len(r) >= 8, timeout=20)
+        assert {r["source"].split(":")[0] for r in rows} >= {f"{NS}/p1", f"{NS}/p2"}
+        page.set_filter("verdict", "FORWARDED")
+        page.set_filter("pod", f"{NS}/p1")
+
+        def p1_only(shown: list[dict[str, Any]]) -> bool:
+            return bool(shown) and all(f"{NS}/p1:" in x["source"] + " " + x["destination"]
+                                       for x in shown)
+        narrowed = wait_until("only p1's flows", page.rows, p1_only, timeout=10)
+        assert page.query() == {"namespace": NS, "verdict": "FORWARDED", "pod": f"{NS}/p1"}
+        assert narrowed
+        screenshot(driver, tmp_path / "hubble-ui-lab.png")
+        page.leave()
+        assert console_errors(driver) == []
 
 
 def test_a_dead_node_is_reported_and_rejoins(lab: Lab, pods: dict[str, str]) -> None:

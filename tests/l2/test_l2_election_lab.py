@@ -28,8 +28,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers.audit import by_component, refused, requests_by_user
 from helpers.lab import Lab, running_lab
 from helpers.wait import wait_for
+from hexlane.deploy import rbac
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -246,3 +248,13 @@ def lab_port(lab: Lab, node: str) -> str:
     state = LabState.load(lab.name)
     assert state is not None
     return state.plan.host(node).port
+
+
+def test_every_api_request_was_granted_by_the_rendered_roles(lab: Lab) -> None:
+    """The L2 requests (the heartbeat key's Secret) are granted by the roles
+    `hexlane manifests` renders for this lab's values, as tests/deploy/test_rbac_audit.py
+    holds the shared lab's."""
+    requests = by_component(requests_by_user(lab.dir))
+    assert ("get", "secrets") in {(r.verb, r.resource) for r in requests[rbac.AGENT]}
+    assert ("create", "secrets") in {(r.verb, r.resource) for r in requests[rbac.OPERATOR]}
+    assert refused(lab.dir, requests) == {account: [] for account in rbac.ACCOUNTS}

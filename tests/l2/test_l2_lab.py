@@ -31,8 +31,10 @@ from typing import Any
 
 import pytest
 
+from helpers.audit import by_component, refused, requests_by_user
 from helpers.lab import Lab, running_lab
 from helpers.wait import wait_for
+from hexlane.deploy import rbac
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -192,3 +194,13 @@ def test_the_announcing_node_dies_and_the_other_takes_over(lab: Lab) -> None:
     assert len(garps) >= 3, lines
     assert wait_for("curl again after the failover", lambda: curl(lab, ip), timeout=40)
     lab.run("revive", node)
+
+
+def test_every_api_request_was_granted_by_the_rendered_roles(lab: Lab) -> None:
+    """The L2 requests (one Lease per announced Service) are granted by the roles
+    `hexlane manifests` renders for this lab's values, as tests/deploy/test_rbac_audit.py
+    holds the shared lab's."""
+    requests = by_component(requests_by_user(lab.dir))
+    used = {(r.verb, r.resource) for r in requests[rbac.AGENT]}
+    assert {("create", "leases"), ("update", "leases"), ("get", "leases")} <= used
+    assert refused(lab.dir, requests) == {account: [] for account in rbac.ACCOUNTS}

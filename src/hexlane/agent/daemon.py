@@ -108,6 +108,9 @@ class AgentConfig:
     #: The Hubble CA every node's certificate is signed by (hubble.tls; None: made in
     #: $STATE_DIR/hubble-tls/ca unless the values give tls.ca.*)
     hubble_ca_dir: Path | None = None
+    #: What the CNI wrapper execs (None: this installation's hexlane-cni; a real node's
+    #: runtime needs one on the host: `hexlane cni install-plugin`).
+    cni_plugin: Path | None = None
 
 
 def _informers(client: KubeClient, node: str, values: Values) -> dict[str, Informer]:
@@ -160,7 +163,8 @@ class Agent:
             if values.hubble.enabled and self.lb is not None else None
         # Datapath (the endpoint manager and the API once this node is known)
         self.endpoints: EndpointManager | None = None
-        self.cni = cniconf.CniFiles(config.cni_conf_dir, config.cni_bin_dir, config.state_dir)
+        self.cni = cniconf.CniFiles(config.cni_conf_dir, config.cni_bin_dir, config.state_dir,
+                                    plugin=config.cni_plugin)
         self.api: api.ApiServer | None = None
         self.kernel_maps = KernelMapCounts(self._kernel_written_maps)
         # Controllers, and the informers that trigger them

@@ -111,6 +111,17 @@ BUILTIN: tuple[ResourceInfo, ...] = (
     _core("events", "event", "Event", True, ("ev",), field_labels=_EVENT_FIELDS),
     ResourceInfo("apps", "v1", "deployments", "deployment", "Deployment", True, ("deploy",),
                  ("all",), has_status=True, reset_status_on_create=True),
+    # Stored and served for `kubectl apply` of what `hexlane manifests` renders; nothing
+    # here runs their pods.
+    ResourceInfo("apps", "v1", "daemonsets", "daemonset", "DaemonSet", True, ("ds",),
+                 ("all",), has_status=True, reset_status_on_create=True),
+    ResourceInfo("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole",
+                 "ClusterRole", False),
+    ResourceInfo("rbac.authorization.k8s.io", "v1", "clusterrolebindings",
+                 "clusterrolebinding", "ClusterRoleBinding", False),
+    ResourceInfo("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", True),
+    ResourceInfo("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding",
+                 "RoleBinding", True),
     ResourceInfo("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice",
                  True, field_labels=("addressType",)),
     ResourceInfo("coordination.k8s.io", "v1", "leases", "lease", "Lease", True),

@@ -25,7 +25,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from hexlane.apiserver import bootstrap, discovery, openapi, protobuf, validation
 from hexlane.apiserver import patch as patching
+from hexlane.apiserver.audit import ADMIN_USER, AuditLog
 from hexlane.apiserver.objects import DeleteOptions, Rules, Target, scale_of
 from hexlane.apiserver.query import (
     JSON,
@@ -81,6 +82,9 @@ class ServerConfig:
     watch_history: int = 10000
     bookmark_interval: float = 60.0
     advertise_address: str | None = None
+    # More identities: token -> user (`--token-auth-file`); `token` is ADMIN_USER's.
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    audit_log: Path | None = None  # one JSON line per API request (hexlane.apiserver.audit)
 
     @property
     def database(self) -> Path:
@@ -144,6 +148,10 @@ class ApiServer:
         self.app.on_cleanup.append(self._on_cleanup)
         self.runner: web.AppRunner | None = None
         self.bound_port = config.port
+        self.audit = AuditLog(config.audit_log) if config.audit_log is not None else None
+        self._users = {f"Bearer {t}".encode(): user for t, user in config.tokens.items()}
+        if config.token is not None:
+            self._users[f"Bearer {config.token}".encode()] = ADMIN_USER
         self._watch_tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
 
@@ -152,6 +160,8 @@ class ApiServer:
     async def _on_startup(self, app: web.Application) -> None:
         validation.compile_builtin()
         await self.store.start()
+        if self.audit is not None:
+            self.audit.start()
         for stored in list(self.store.objects.get(CRD_KEY, {}).values()):
             self.registry.set_crd(stored.obj["metadata"]["name"], stored.obj)
         self.store.listeners.append(self._on_event)
@@ -159,6 +169,8 @@ class ApiServer:
     async def _on_cleanup(self, app: web.Application) -> None:
         self._stopping.set()
         await self.store.stop()
+        if self.audit is not None:
+            self.audit.close()
 
     def _on_event(self, ev: Event) -> None:
         if ev.resource == CRD_KEY:
@@ -215,11 +227,11 @@ class ApiServer:
     async def _middleware(self, request: web.Request,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                           ) -> web.StreamResponse:
-        token = self.config.token
-        if token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        if self._users:
+            user = self._user(request.headers.get("Authorization", "").encode())
+            if user is None:
                 return self._json(status_object(401, "Unauthorized", "Unauthorized"), 401)
+            request["user"] = user
         try:
             return await handler(request)
         except ApiError as e:
@@ -232,6 +244,15 @@ class ApiServer:
             log.exception("internal error serving %s %s", request.method, request.path)
             return self._json(status_object(500, "InternalError", f"Internal error: {e}"), 500)
 
+    def _user(self, given: bytes) -> str | None:
+        """The user of an Authorization header, compared in constant time with every
+        token (a client learns nothing from how long a refusal took)."""
+        found = None
+        for header, user in self._users.items():
+            if hmac.compare_digest(given, header):
+                found = user
+        return found
+
     @staticmethod
     def _json(body: Any, status: int = 200) -> web.Response:
         text = body if isinstance(body, str) else dumps(body)
@@ -239,9 +260,14 @@ class ApiServer:
         # its ApiError only for exactly "application/json", which is what Kubernetes sends.
         return web.Response(body=text.encode(), status=status, content_type=JSON)
 
-    def _count(self, verb: str, info: ResourceInfo | None, code: int) -> None:
+    def _count(self, verb: str, info: ResourceInfo | None, code: int,
+               request: web.Request | None = None, rp: ResourcePath | None = None) -> None:
         self.metrics.request(verb, info.group if info else "", info.plural if info else "",
                              code).inc()
+        if self.audit is not None and request is not None and rp is not None:
+            self.audit.record(user=request.get("user", ""), verb=verb, group=rp.info.group,
+                              resource=rp.info.plural, subresource=rp.subresource,
+                              namespace=rp.namespace, name=rp.name, code=code)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -333,7 +359,7 @@ class ApiServer:
                     resp = self._get(request, rp)
                 elif rp.watch_prefix or truthy(request.query.get("watch")):
                     verb = "watch"
-                    self._count(verb, info, 200)
+                    self._count(verb, info, 200, request, rp)
                     return await self._watch(request, rp)
                 else:
                     verb = "list"
@@ -367,7 +393,7 @@ class ApiServer:
             raise
         finally:
             if verb != "watch":
-                self._count(verb or method.lower(), info, code)
+                self._count(verb or method.lower(), info, code, request, rp)
 
     def _present(self, rp: ResourcePath, obj: dict[str, Any]) -> dict[str, Any]:
         """The object as the requested version shows it (custom resources: apiVersion)."""

@@ -2,6 +2,7 @@
 
     hexlane agent --node NAME [--kubeconfig F] [--values F]... [--set k=v]...
                   [--state-dir DIR] [--bpf-root DIR] [--cni-conf-dir DIR] [--cni-bin-dir DIR]
+                  [--cni-plugin PATH]
                   [--metrics-addr ADDR:PORT|off] [--service-cidr CIDR] [--host-namespace]
                   [--sync-interval 10s]
 
@@ -44,6 +45,10 @@ def register(subparsers: Any) -> None:
                         help="where the CNI config goes (default cni.confPath, /etc/cni/net.d)")
     parser.add_argument("--cni-bin-dir", type=Path, metavar="DIR",
                         help="where the CNI plugin goes (default cni.binPath, /opt/cni/bin)")
+    parser.add_argument("--cni-plugin", type=Path, metavar="PATH",
+                        help="the plugin the hexlane-cni wrapper execs, as the node sees it "
+                             "(default this installation's hexlane-cni; on a real node "
+                             "CNI-BIN-DIR/hexlane-cni.pyz from `hexlane cni install-plugin`)")
     parser.add_argument("--service-cidr", metavar="CIDR",
                         help="the cluster's ClusterIP range: routed to hexlane_host so the "
                              "node's own connections to ClusterIPs are load-balanced")
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                                                          values.prometheus.port),
                          host_namespace=args.host_namespace, sync_interval=interval,
                          service_cidr=_service_cidr(args.service_cidr),
-                         hubble_ca_dir=args.hubble_ca_dir)
+                         hubble_ca_dir=args.hubble_ca_dir, cni_plugin=args.cni_plugin)
     try:
         return asyncio.run(run_agent(config))
     except (OSError, RuntimeError) as err:

@@ -6,7 +6,9 @@ keeps private (0700, files 0600; see `hexlane.apiserver.datadir`). It listens on
 (127.0.0.1:6443) unless told otherwise, and writes `DIR/kubeconfig` once it is listening
 (`--listen 127.0.0.1:0` picks a free port; the kubeconfig names the port actually bound), so
 `kubectl --kubeconfig DIR/kubeconfig` works at once. Without `--token-file` a random token is
-generated into `DIR/token` (kept across restarts). It serves HTTPS, with a self-signed
+generated into `DIR/token` (kept across restarts); it is the user `admin`, and
+`--token-auth-file` adds users of their own. `--audit-log F` writes who asked for what, one
+JSON line per request (`hexlane.apiserver.audit`). It serves HTTPS, with a self-signed
 certificate made in DIR unless `--tls-cert/--tls-key` are given, because kubectl sends a
 token only over TLS; `--plain-http` serves HTTP without authentication instead.
 """
@@ -42,6 +44,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--token-file", type=Path, metavar="F",
                         help="file holding the bearer token every request must carry "
                              "(default: DIR/token, generated when missing)")
+    parser.add_argument("--token-auth-file", type=Path, metavar="F",
+                        help="more clients, each with a user name of its own: "
+                             "kube-apiserver's static token file (token,user,uid[,groups] "
+                             "per line); their requests are logged under that name")
+    parser.add_argument("--audit-log", type=Path, metavar="F",
+                        help="append one JSON line per API request (user, verb, group, "
+                             "resource, subresource, namespace, name, code) to this file")
     parser.add_argument("--tls-cert", type=Path, metavar="F", help="serve HTTPS with this "
                         "certificate (PEM); needs --tls-key. Default: a self-signed one "
                         "made in DIR (kubectl sends tokens only over TLS)")
@@ -118,8 +127,12 @@ def run(args: argparse.Namespace) -> int:
                                  services.kubernetes_service_ip(args.service_cidr))
                      if h and h not in ("0.0.0.0", "::")]
             tls_cert, tls_key = certs.ensure_self_signed(data_dir, hosts)
+    from hexlane.apiserver.audit import read_token_auth_file
+
+    tokens = read_token_auth_file(args.token_auth_file) if args.token_auth_file else {}
     config = ServerConfig(
-        data_dir=data_dir, host=host, port=port, token=token,
+        data_dir=data_dir, host=host, port=port, token=token, tokens=tokens,
+        audit_log=args.audit_log,
         tls_cert=tls_cert, tls_key=tls_key, service_cidr=args.service_cidr,
         watch_history=args.watch_history, bookmark_interval=args.bookmark_interval,
         advertise_address=args.advertise_address)

@@ -4,6 +4,11 @@
                            [filters...] [-o compact|dict|json|jsonpb|table] [server flags]
     hexlane hubble status [server flags]
     hexlane hubble list nodes|namespaces [-o table|json] [server flags]
+    hexlane hubble ui [--listen ADDR] [server flags]
+
+`hubble ui` serves the Hubble UI (a service map and a live flow table, `hexlane.hubble.ui`)
+on :8081, reading an Observer: by default the Hubble Relay at localhost:4245, as the hubble
+CLI does.
 
 Server flags: `--server ADDR` (`unix:///path`, `unix-abstract:NAME`, `host:port`; default this
 node's `$STATE_DIR/hubble.sock`, else `@hexlane-hubble`), `--tls`, `--tls-ca-cert-files`,
@@ -86,12 +91,14 @@ _SWITCH_FILTERS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
-def _server_flags(parser: argparse.ArgumentParser) -> None:
+def _server_flags(parser: argparse.ArgumentParser, server: str | None = None) -> None:
+    """The flags naming the Observer and how to reach it; `server` its default address (None:
+    this node's own server)."""
     group = parser.add_argument_group("server")
-    group.add_argument("--server", metavar="ADDR",
-                       help="unix:///path, unix-abstract:NAME or host:port (default: this "
-                            "node's $STATE_DIR/hubble.sock, else @hexlane-hubble, else the "
-                            "relay at localhost:4245)")
+    group.add_argument("--server", metavar="ADDR", default=server,
+                       help="unix:///path, unix-abstract:NAME or host:port (default: "
+                            + (server or "this node's $STATE_DIR/hubble.sock, else "
+                               "@hexlane-hubble, else the relay at localhost:4245") + ")")
     group.add_argument("--tls", action="store_true", help="connect with TLS")
     group.add_argument("--tls-ca-cert-files", nargs="+", action="extend", default=[],
                        metavar="FILE", help="CA certificates to verify the server with")
@@ -110,6 +117,8 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
+    from hexlane.hubble.ui import DEFAULT_LISTEN, DEFAULT_SERVER  # constants only: cheap
+
     parser = subparsers.add_parser(
         "hubble", help="flows of this node, like the hubble CLI",
         description="Observe the flows of a node's Hubble server (its Observer API).")
@@ -155,6 +164,18 @@ def register(subparsers: Any) -> None:
         p.set_defaults(func=run_list, list_kind=kind)
 
     cmd_hubble_relay.register(sub)
+
+    ui = sub.add_parser("ui", help="serve the Hubble UI: a service map and live flows",
+                        description="Serve the Hubble UI: a service map of one namespace or "
+                                    "all, and a live flow table with filters, read from an "
+                                    "Observer (the Hubble Relay by default, or a node's "
+                                    "Hubble server).")
+    ui.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR",
+                    help="where to serve the page: host:port, :port for every address "
+                         "(default %(default)s)")
+    ui.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _server_flags(ui, DEFAULT_SERVER)
+    ui.set_defaults(func=run_ui)
 
 
 # --- shared ----------------------------------------------------------------------------
@@ -322,4 +343,32 @@ async def _list(args: argparse.Namespace, address: Any, tls: Any) -> int:
         print(json_format.MessageToJson(answer, preserving_proto_field_name=True))
     else:
         sys.stdout.write(text)
+    return 0
+
+
+# --- ui --------------------------------------------------------------------------------
+
+
+def run_ui(args: argparse.Namespace) -> int:
+    from hexlane.hubble.server import tcp_socket
+    from hexlane.hubble.ui.server import serve
+    from hexlane.k8s.runtime import log_to_stderr, run_until_stopped
+
+    flags.parse_addr(args.listen, "--listen")
+    address, tls = _connection(args)
+    try:
+        tls.context()  # certificate files read now: a bad one is an error before serving
+    except (OSError, ValueError) as e:
+        files = ", ".join(f for f in (*tls.ca_files, tls.cert_file, tls.key_file) if f)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        print(f"error: cannot use the TLS files ({files}): {reason}", file=sys.stderr)
+        return 1
+    try:
+        sock = tcp_socket(args.listen)
+    except OSError as e:
+        print(f"error: cannot listen on {args.listen}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    log_to_stderr(args.verbose)
+    asyncio.run(run_until_stopped(serve(sock, address, tls, timeout=args.timeout),
+                                  "hubble ui"))
     return 0

@@ -20,7 +20,7 @@ from hexlane.model.errors import InputError
 # Order is the order of `hexlane --help` (`dev` registers no help: it is not listed).
 COMMAND_MODULES = (
     "config", "validate", "ipam", "apiserver", "operator", "agent", "status", "service",
-    "bpf", "l2", "hubble", "lab", "connectivity", "cleanup", "cni", "dev",
+    "bpf", "l2", "hubble", "lab", "connectivity", "manifests", "cleanup", "cni", "dev",
 )
 
 

@@ -411,6 +411,57 @@ def _any(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
     return value, []
 
 
+def _object(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    """A map copied as it is into a rendered object (affinity, resources, updateStrategy);
+    Kubernetes' own schemas check its inside when the manifests are validated."""
+    if value is None and spec.nullable:
+        return None, []
+    if not isinstance(value, Mapping):
+        raise Invalid(f"expected a map, got {value!r}")
+    return dict(value), []
+
+
+def _object_list(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    """A list of maps (tolerations, extraEnv, relabelings); null when nullable."""
+    if value is None and spec.nullable:
+        return None, []
+    if not isinstance(value, list):
+        raise Invalid(f"expected a list of maps, got {value!r}")
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise Invalid(f"expected a map, got {item!r}", at=f"[{i}]")
+    return value, []
+
+
+def _str_map(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    """Labels, annotations, a nodeSelector: names to strings (Kubernetes takes no other
+    value there, so `\"true\"` must be quoted)."""
+    if not isinstance(value, Mapping):
+        raise Invalid(f"expected a map of names to strings, got {value!r}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise Invalid(f"expected a string (quote it), got {item!r}", at=f".{key}")
+    return dict(value), []
+
+
+def _str_or_null(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if value is None:
+        return None, []
+    return _str(value, spec)
+
+
+# Prometheus' duration, as prometheus-operator's ServiceMonitor CRD checks `interval`.
+_PROM_DURATION = re.compile(
+    r"0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?"
+    r"(([0-9]+)ms)?")
+
+
+def _prom_duration(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
+    if not isinstance(value, str) or not value or not _PROM_DURATION.fullmatch(value):
+        raise Invalid(f"expected a Prometheus duration such as 10s or 1m30s, got {value!r}")
+    return value, []
+
+
 NORMALISERS: dict[str, Callable[[Any, KeySpec], tuple[Any, list[Note]]]] = {
     "bool": _bool, "count": _count, "positive_int": _positive_int, "rate": _rate,
     "port": _port, "str": _str, "enum": _enum, "duration": _duration,
@@ -423,6 +474,8 @@ NORMALISERS: dict[str, Callable[[Any, KeySpec], tuple[Any, list[Note]]]] = {
     "tunnel_protocol": _tunnel_protocol, "acceleration": _acceleration,
     "ipv4_enabled": _ipv4_enabled, "ipv6_enabled": _ipv6_enabled, "any": _any,
     "pem_base64": _pem_base64, "ip_list": _ip_list, "port_list": _port_list,
+    "object": _object, "object_list": _object_list, "str_map": _str_map,
+    "str_or_null": _str_or_null, "prom_duration": _prom_duration,
 }
 
 
@@ -433,6 +486,103 @@ def _acts(path: str, kind: str, effect: str, **kw: Any) -> KeySpec:
 def _ignored(path: str, effect: str = "accepted, no effect in hexlane") -> KeySpec:
     return KeySpec(path, "any", effect, acts=False)
 
+
+# What `hexlane manifests` renders from (Cilium's chart keys of the same meaning): one
+# group per workload, "" the agent's DaemonSet.
+_WORKLOADS = {"": "the agent DaemonSet", "operator.": "the operator Deployment",
+              "hubble.relay.": "the hubble-relay Deployment",
+              "hubble.ui.": "the hubble-ui Deployment"}
+_WORKLOAD_KEYS = (
+    ("nodeSelector", "str_map", "node labels its pods need"),
+    ("tolerations", "object_list", "taints its pods tolerate"),
+    ("affinity", "object", "its pods' affinity"),
+    ("priorityClassName", "str", "its pods' PriorityClass (\"\" = system-node-critical for "
+                                 "the agent, system-cluster-critical for the operator, as "
+                                 "Cilium's chart in kube-system; none for relay and UI)"),
+    ("resources", "object", "its container's resource requests and limits"),
+    ("podAnnotations", "str_map", "annotations of its pods"),
+    ("podLabels", "str_map", "more labels of its pods"),
+    ("annotations", "str_map", "annotations of the workload object"),
+    ("updateStrategy", "object", "its update strategy"),
+    ("extraArgs", "str_list", "more command-line flags of its hexlane command"),
+    ("extraEnv", "object_list", "more environment variables of its container"),
+)
+_MONITORS = {"prometheus.serviceMonitor.": "the agent's (:9962)",
+             "operator.prometheus.serviceMonitor.": "the operator's (:9963)",
+             "hubble.metrics.serviceMonitor.": "Hubble's (:9965)"}
+_DASHBOARDS = {"dashboards.": "the agent's", "operator.dashboards.": "the operator's",
+               "hubble.metrics.dashboards.": "Hubble's"}
+_MANIFEST_KEYS = (
+    *(_acts(f"{prefix}{key}", kind, f"`hexlane manifests`, {workload}: {what}.")
+      for prefix, workload in _WORKLOADS.items() for key, kind, what in _WORKLOAD_KEYS),
+    _acts("rollOutCiliumPods", "bool",
+          "`hexlane manifests`: a checksum of the config in the agent pods' annotations, so "
+          "they roll when the values change."),
+    *(_acts(f"{prefix}rollOutPods", "bool",
+            f"`hexlane manifests`: a checksum of the config in the annotations of the pods of "
+            f"{workload}, so they roll when the values change.")
+      for prefix, workload in _WORKLOADS.items() if prefix),
+    _acts("hubble.relay.replicas", "count", "`hexlane manifests`: hubble-relay replicas."),
+    _acts("hubble.ui.replicas", "count", "`hexlane manifests`: hubble-ui replicas."),
+    *(_acts(f"hubble.{part}.service.type", "enum",
+            f"`hexlane manifests`: the type of the hubble-{part} Service.",
+            choices=("ClusterIP", "NodePort", "LoadBalancer"))
+      for part in ("relay", "ui")),
+    *(_acts(f"hubble.{part}.service.nodePort", "port",
+            f"`hexlane manifests`: the hubble-{part} Service's node port (type NodePort).")
+      for part in ("relay", "ui")),
+    _acts("image.repository", "str",
+          "`hexlane manifests`: the hexlane image every component runs (one image: agent, "
+          "operator, relay and UI are commands of one program)."),
+    _acts("image.tag", "str", "`hexlane manifests`: its tag (\"\" = this hexlane's version)."),
+    _acts("image.pullPolicy", "enum", "`hexlane manifests`: its pull policy.",
+          choices=("Always", "IfNotPresent", "Never")),
+    _acts("securityContext.privileged", "bool",
+          "`hexlane manifests`: run the agent privileged instead of with the capabilities "
+          "below."),
+    _acts("securityContext.capabilities.ciliumAgent", "str_list",
+          "`hexlane manifests`: the agent container's capabilities. hexlane's default is what "
+          "it needs (Cilium's list also has CHOWN, KILL, SYS_MODULE, DAC_OVERRIDE, FOWNER, "
+          "SETGID, SETUID: hexlane loads no module and owns no files of others)."),
+    *(_acts(f"{prefix}enabled", "bool",
+            f"`hexlane manifests`: a ServiceMonitor for {what} metrics (and the headless "
+            "Service it selects), for a Prometheus Operator.")
+      for prefix, what in _MONITORS.items()),
+    *(_acts(f"{prefix}labels", "str_map", f"`hexlane manifests`: labels of {what} "
+                                          "ServiceMonitor (a Prometheus selects by them).")
+      for prefix, what in _MONITORS.items()),
+    *(_acts(f"{prefix}annotations", "str_map",
+            f"`hexlane manifests`: annotations of {what} ServiceMonitor.")
+      for prefix, what in _MONITORS.items()),
+    *(_acts(f"{prefix}interval", "prom_duration",
+            f"`hexlane manifests`: how often {what} metrics are scraped.")
+      for prefix, what in _MONITORS.items()),
+    *(_acts(f"{prefix}relabelings", "object_list",
+            f"`hexlane manifests`: relabelings of {what} ServiceMonitor endpoint.",
+            nullable=True)
+      for prefix, what in _MONITORS.items()),
+    *(_acts(f"{prefix}metricRelabelings", "object_list",
+            f"`hexlane manifests`: metric relabelings of {what} ServiceMonitor endpoint.",
+            nullable=True)
+      for prefix, what in _MONITORS.items()),
+    *(_acts(f"{prefix}enabled", "bool",
+            f"`hexlane manifests`: {what} Grafana dashboard as a ConfigMap (Grafana's "
+            "sidecar picks it up by its label).")
+      for prefix, what in _DASHBOARDS.items()),
+    *(_acts(f"{prefix}label", "str",
+            f"`hexlane manifests`: the label that marks {what} dashboard ConfigMap.")
+      for prefix, what in _DASHBOARDS.items()),
+    *(_acts(f"{prefix}labelValue", "str", "`hexlane manifests`: that label's value.")
+      for prefix in _DASHBOARDS),
+    *(_acts(f"{prefix}namespace", "str_or_null",
+            f"`hexlane manifests`: the namespace of {what} dashboard ConfigMap (null = the "
+            "release's).", nullable=True)
+      for prefix, what in _DASHBOARDS.items()),
+    *(_acts(f"{prefix}annotations", "str_map",
+            f"`hexlane manifests`: annotations of {what} dashboard ConfigMap (e.g. "
+            "grafana_folder).")
+      for prefix, what in _DASHBOARDS.items()),
+)
 
 _ACTING = (
     _acts("kubeProxyReplacement", "kube_proxy_replacement",
@@ -613,42 +763,44 @@ _ACTING = (
     _acts("prometheus.enabled", "bool", "serve agent metrics."),
     _acts("prometheus.port", "port", "port of the agent metrics endpoint."),
     _acts("operator.replicas", "count",
-          "operator replicas Cilium would run; informational (the lab starts one "
-          "operator)."),
+          "replicas of the operator Deployment `hexlane manifests` renders (one leads; the "
+          "lab starts one operator)."),
     _acts("operator.prometheus.enabled", "bool", "serve operator metrics."),
     _acts("operator.prometheus.port", "port", "port of the operator metrics endpoint."),
     _acts("cluster.name", "cluster_name", "cluster name shown in flows and status."),
     _acts("cluster.id", "cluster_id", "cluster ID (0-255), shown in status."),
+    _acts("cni.binPath", "str", "where the agent puts the hexlane-cni plugin (the node's "
+          "CNI bin directory; mounted from the host by `hexlane manifests`)."),
+    _acts("cni.confPath", "str", "where the agent writes 05-hexlane.conflist (the node's "
+          "CNI config directory; mounted from the host by `hexlane manifests`)."),
+    *_MANIFEST_KEYS,
 )
 
-# Deployment details: how Cilium's pods are scheduled, rolled and scraped. hexlane runs its
-# own processes, so these change nothing, but they are valid Cilium keys and stay silent.
+# Deployment details `hexlane manifests` does not render (yet): valid Cilium keys, silent.
 _POD_KEYS = (
-    "rollOutPods", "nodeSelector", "tolerations", "affinity", "resources", "podAnnotations",
-    "podLabels", "annotations", "priorityClassName", "updateStrategy", "securityContext",
-    "podSecurityContext", "extraArgs", "extraEnv", "extraVolumes", "extraVolumeMounts",
-    "image", "podDisruptionBudget", "topologySpreadConstraints",
+    "securityContext", "podSecurityContext", "extraVolumes", "extraVolumeMounts", "image",
+    "podDisruptionBudget", "topologySpreadConstraints",
 )
 _IGNORED = (
-    _ignored("rollOutCiliumPods", "accepted, no effect in hexlane (restart the agent after "
-                                  "changing values)"),
     _ignored("localRedirectPolicy"),
     _ignored("cgroup"),
-    _ignored("dashboards"),
-    _ignored("operator.dashboards"),
-    _ignored("prometheus.serviceMonitor"),
     _ignored("prometheus.metrics"),
     _ignored("prometheus.controllerGroupMetrics"),
-    _ignored("operator.prometheus.serviceMonitor"),
-    _ignored("hubble.metrics.serviceMonitor"),
-    _ignored("hubble.metrics.dashboards"),
+    *(_ignored(f"{prefix}{key}") for prefix in _MONITORS
+      for key in ("trustCRDsExist", "jobLabel", "scrapeTimeout", "namespace")),
     _ignored("hubble.metrics.enableOpenMetrics"),
-    _ignored("hubble.relay.prometheus"),
-    _ignored("hubble.relay.replicas"),
+    _ignored("hubble.metrics.serviceAnnotations"),
+    _ignored("hubble.relay.prometheus", "accepted, no effect in hexlane (its relay serves no "
+                                        "metrics yet)"),
     _ignored("hubble.ui.ingress"),
-    _ignored("hubble.ui.replicas"),
-    _ignored("hubble.ui.service"),
-    _ignored("hubble.relay.service"),
+    *(_ignored(f"hubble.{part}.service.{key}") for part in ("relay", "ui")
+      for key in ("annotations", "labels")),
+    _ignored("image.digest"),
+    _ignored("image.useDigest"),
+    _ignored("image.override"),
+    _ignored("securityContext.seLinuxOptions"),
+    *(_ignored(f"securityContext.capabilities.{key}")
+      for key in ("mountCgroup", "applySysctlOverwrites", "cleanCiliumState")),
     _ignored("hubble.tls.auto.schedule"),
     _ignored("hubble.tls.auto.certManagerIssuerRef"),
     _ignored("hubble.tls.server.existingSecret"),
@@ -659,9 +811,9 @@ _IGNORED = (
     _ignored("debug"),
     *(
         _ignored(f"{prefix}{key}")
-        for prefix in ("", "operator.", "hubble.relay.", "hubble.ui.")
+        for prefix in _WORKLOADS
         for key in _POD_KEYS
-        if f"{prefix}{key}" != "rollOutPods"  # the agent's is rollOutCiliumPods
+        if prefix or key not in ("image", "securityContext")  # the agent's act
     ),
 )
 

@@ -67,12 +67,15 @@ def _ec_key_args() -> list[str]:
 
 
 def ensure_ca(directory: Path, *, days: int = DEFAULT_VALIDITY_DAYS) -> CertPair:
-    """The Hubble CA (ca.crt, ca.key) in `directory`, made when missing."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """The Hubble CA (ca.crt, ca.key) in `directory`, made when missing. A pair found
+    there that hexlane did not make (no ca.names: a mounted Secret, a read-only directory)
+    is the CA given, used as it is."""
     pair = CertPair(directory / "ca.crt", directory / "ca.key")
     names = directory / "ca.names"
-    if _fresh(pair, names, CA_NAME):
+    given = pair.cert.exists() and pair.key.exists() and not names.exists()
+    if given or _fresh(pair, names, CA_NAME):
         return pair
+    directory.mkdir(parents=True, exist_ok=True)
     run_openssl(["openssl", "req", "-x509", *_ec_key_args(), "-days", str(days),
                  "-subj", f"/CN={CA_NAME}",
                  "-addext", "basicConstraints=critical,CA:TRUE",

@@ -1,7 +1,9 @@
 """`hexlane lab` carried out: build, inspect, break, mend and remove a lab.
 
 `up` makes the namespaces and links of `topology.LabPlan`, writes the lab's files (effective
-values, kubeconfigs) and starts the daemons, each with `nsenter --net=/run/netns/<host>` in a
+values; kubeconfigs: the admin's, and one per service account for the agents, the operator
+and the relay, so the apiserver's audit log in `audit.log` tells their requests apart) and
+starts the daemons, each with `nsenter --net=/run/netns/<host>` in a
 session of its own:
 
 - cp: `hexlane apiserver` on <cp>:6443, the API proxy when the values' k8sServiceHost is a
@@ -27,6 +29,7 @@ import dataclasses
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -42,7 +45,9 @@ import yaml
 
 from hexlane.config import Values, require_values
 from hexlane.datapath.bpffs import is_bpffs
+from hexlane.deploy.rbac import ACCOUNTS, AGENT, OPERATOR, RELAY, service_account_user
 from hexlane.hubble import certs as hubble_certs
+from hexlane.hubble.ui import UI_PORT
 from hexlane.k8s.client import KubeClient, load_client_config
 from hexlane.k8s.ratelimit import RateLimiter
 from hexlane.model.errors import InputError, Problem
@@ -67,6 +72,7 @@ from .topology import (
 
 T = TypeVar("T")
 STATE_FILE = "state.json"
+AUDIT_LOG = "audit.log"  # every API request: user, verb, resource (hexlane.apiserver.audit)
 BASE_VALUES: dict[str, Any] = {
     # Cilium's default 10.0.0.0/8 would cover the LAN.
     "ipam": {"operator": {"clusterPoolIPv4PodCIDRList": [CLUSTER_CIDR]}},
@@ -78,7 +84,8 @@ BASE_VALUES: dict[str, Any] = {
     # Every node's flows in one place (`hexlane lab exec cp -- hexlane hubble observe`);
     # the lab's nodes are one hop away, so a dead one is noticed and a revived one
     # rejoins within seconds.
-    "hubble": {"relay": {"enabled": True, "dialTimeout": "2s", "retryTimeout": "1s"}},
+    "hubble": {"relay": {"enabled": True, "dialTimeout": "2s", "retryTimeout": "1s"},
+               "ui": {"enabled": True}},
 }
 
 
@@ -332,10 +339,15 @@ def build_network(plan: LabPlan) -> None:
         _ip(host.netns, "link", "set", host.ifname, "up")
 
 
-def _kubeconfig_for(source: Path, target: Path, server: str) -> None:
+def _kubeconfig_for(source: Path, target: Path, server: str, token: str | None = None
+                    ) -> None:
+    """`source` for another server address, and with `token` another user."""
     config = yaml.safe_load(source.read_text())
     for cluster in config.get("clusters") or []:
         cluster["cluster"]["server"] = server
+    if token is not None:
+        for user in config.get("users") or []:
+            user["user"] = {"token": token}
     tmp = target.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(config, sort_keys=False))
     tmp.chmod(0o600)
@@ -401,22 +413,39 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
     _log(f"lab {name}: network {plan.lan}, {nodes} node(s)")
     build_network(plan)
 
-    # Control plane: the apiserver first, everything else needs its kubeconfig.
+    # Control plane: the apiserver first, everything else needs its kubeconfig. The agents,
+    # the operator and the relay have identities of their own (the service accounts
+    # `hexlane manifests` renders), and every request is audited: what
+    # tests/deploy/test_rbac_audit.py holds the rendered roles against.
     cp = plan.cp
     api_dir = plan.dir / "apiserver"
+    tokens = {account: secrets.token_urlsafe(24) for account in ACCOUNTS}
+    token_file = plan.dir / "tokens.csv"
+    token_file.write_text("".join(f"{token},{service_account_user(account)},{account}\n"
+                                  for account, token in tokens.items()))
+    token_file.chmod(0o600)
     api = start_proc(plan, Proc(
         "apiserver", "cp",
         hexlane_argv("apiserver", "--data-dir", str(api_dir), "--listen",
                      f"{cp.ip}:{APISERVER_PORT}", "--advertise-address", str(cp.ip),
-                     "--service-cidr", SERVICE_CIDR),
+                     "--service-cidr", SERVICE_CIDR, "--token-auth-file", str(token_file),
+                     "--audit-log", str(plan.dir / AUDIT_LOG)),
         {}, str(plan.dir / "logs" / "apiserver.log")))
     state.procs.append(api)
     state.save()
     _wait("the apiserver", lambda: (api_dir / "kubeconfig").exists(), 60, [api])
     _kubeconfig_for(api_dir / "kubeconfig", plan.dir / "kubeconfig", plan.apiserver_url)
-    node_kubeconfig = plan.dir / "node-kubeconfig"
-    _kubeconfig_for(api_dir / "kubeconfig", node_kubeconfig,
-                    f"https://{endpoint.host}:{endpoint.port}")
+    node_url = f"https://{endpoint.host}:{endpoint.port}"
+    node_kubeconfig = plan.dir / "node-kubeconfig"  # the lab kubelet's (admin)
+    _kubeconfig_for(api_dir / "kubeconfig", node_kubeconfig, node_url)
+    kubeconfigs: dict[str, Path] = {}
+    for account, token in tokens.items():
+        kubeconfigs[account] = plan.dir / f"{account}.kubeconfig"
+        # Agents through their node's API proxy; the operator (on the control plane) through
+        # the proxy there when there is one, as a node's pods would; the relay directly.
+        server = node_url if account == AGENT or (account == OPERATOR and endpoint.proxy) \
+            else plan.apiserver_url
+        _kubeconfig_for(api_dir / "kubeconfig", kubeconfigs[account], server, token)
     kc = str(plan.dir / "kubeconfig")
     proxy_argv = [sys.executable, "-m", "hexlane.lab.proxy", "--listen",
                   f"{endpoint.host}:{endpoint.port}", "--target", f"{cp.ip}:{APISERVER_PORT}"]
@@ -433,7 +462,7 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         sys.executable, "-m", "hexlane.lab.dnsserver", "--kubeconfig", kc, "--listen",
         str(cp.ip), "--service-ip", CLUSTER_DNS], {}, str(plan.dir / "logs" / "dns.log")))
     cp_procs.append(Proc("operator", "cp", hexlane_argv(
-        "operator", "--kubeconfig", str(node_kubeconfig if endpoint.proxy else kc),
+        "operator", "--kubeconfig", str(kubeconfigs[OPERATOR]),
         "--values", str(values_file)), {}, str(plan.dir / "logs" / "operator.log")))
     for p in cp_procs:
         state.procs.append(start_proc(plan, p))
@@ -450,8 +479,14 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         # Hubble Relay on the control-plane host, as `hubble observe` expects it at
         # localhost:4245 there; its peers are the Nodes.
         state.procs.append(start_proc(plan, Proc("hubble-relay", "cp", hexlane_argv(
-            "hubble", "relay", "--kubeconfig", kc, "--values", str(values_file),
+            "hubble", "relay", "--kubeconfig", str(kubeconfigs[RELAY]),
+            "--values", str(values_file),
             *hubble_ca), {}, str(plan.dir / "logs" / "hubble-relay.log"))))
+        if values.get("hubble.ui.enabled"):
+            # The UI beside it, reading the relay (its default server, localhost:4245).
+            state.procs.append(start_proc(plan, Proc("hubble-ui", "cp", hexlane_argv(
+                "hubble", "ui", "--listen", f":{UI_PORT}"), {},
+                str(plan.dir / "logs" / "hubble-ui.log"))))
         state.save()
 
     # Nodes: the API proxy, the lab kubelet and the agent.
@@ -479,7 +514,7 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         # The agent waits for its Node to be registered, as on a real node.
         state.procs.append(start_proc(plan, Proc(
             f"{role}/agent", role, hexlane_argv(
-                "agent", "--node", role, "--kubeconfig", str(node_kubeconfig),
+                "agent", "--node", role, "--kubeconfig", str(kubeconfigs[AGENT]),
                 "--values", str(values_file), "--state-dir", str(plan.state_dir(role)),
                 "--bpf-root", str(plan.bpf_root(role)), "--cni-conf-dir", str(conf_dir),
                 "--cni-bin-dir", str(bin_dir), "--service-cidr", SERVICE_CIDR, *hubble_ca),
@@ -525,6 +560,10 @@ def usage(plan: LabPlan) -> str:
         f"  hexlane lab kubectl{flag} get nodes -o wide",
         f"  hexlane lab exec{flag} client -- curl http://<pod-ip>/whoami",
         f"  hexlane lab exec{flag} node1 -- hexlane status",
+        f"  hexlane lab exec{flag} cp -- hexlane hubble observe -f   # every node's flows "
+        "(Hubble Relay)",
+        f"  Hubble UI: http://{plan.cp.ip}:{UI_PORT}/ (from the client: a browser in "
+        "its namespace)",
         f"  hexlane lab status{flag}",
         f"  hexlane lab down{flag}",
         f"state and logs: {plan.dir}",
