@@ -291,6 +291,16 @@ def node_status(state: relay_pb2.NodeState, names: Iterable[str], message: str =
     return response
 
 
+def unavailable_event(pool: PeerPool) -> observer_pb2.GetFlowsResponse | None:
+    """What a request starts with when nodes are unavailable: one NODE_UNAVAILABLE event
+    naming them and why; None when every node is connected."""
+    down = pool.unavailable()
+    if not down:
+        return None
+    return node_status(UNAVAILABLE, (c.peer.name for c in down),
+                       "; ".join(f"{c.peer.name}: {c.message}" for c in down if c.message))
+
+
 async def _node_flows(conn: PeerConn, request: observer_pb2.GetFlowsRequest,
                       timeout: float) -> AsyncIterator[observer_pb2.GetFlowsResponse]:
     """One node's answer to `request`; each message within `timeout` unless following."""
@@ -427,11 +437,9 @@ class _Follow:
     async def _run(self, events: asyncio.Queue[PeerEvent]) -> None:
         until = (self.request.until.ToNanoseconds() if self.request.HasField("until")
                  else None)
-        down = self.pool.unavailable()
-        if down:
-            await self.send([node_status(UNAVAILABLE, (c.peer.name for c in down),
-                                         "; ".join(f"{c.peer.name}: {c.message}"
-                                                   for c in down if c.message))])
+        down = unavailable_event(self.pool)
+        if down is not None:
+            await self.send([down])
         for conn in self.pool.connected():
             self._start(conn)
         get_flow: asyncio.Task[Any] = asyncio.create_task(self.queue.get())
@@ -513,11 +521,9 @@ class RelayObserver(observer_grpc.ObserverBase):
     async def _history(self, request: observer_pb2.GetFlowsRequest,
                        stream: Stream[observer_pb2.GetFlowsRequest,
                                       observer_pb2.GetFlowsResponse]) -> None:
-        down = self.pool.unavailable()
-        if down:
-            await stream.send_message(node_status(
-                UNAVAILABLE, (c.peer.name for c in down),
-                "; ".join(f"{c.peer.name}: {c.message}" for c in down if c.message)))
+        down = unavailable_event(self.pool)
+        if down is not None:
+            await stream.send_message(down)
 
         async def collect(conn: PeerConn) -> list[observer_pb2.GetFlowsResponse]:
             return [r async for r in _node_flows(conn, request, self.pool.dial_timeout)]
