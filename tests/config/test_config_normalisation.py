@@ -139,7 +139,7 @@ def test_unknown_keys_are_kept_and_warned() -> None:
 
 def test_accepted_without_effect_keys_are_silent() -> None:
     doc = {
-        "rollOutCiliumPods": True, "localRedirectPolicy": True,
+        "rollOutCiliumPods": True, "localRedirectPolicy": False,
         "cgroup": {"autoMount": {"enabled": False}, "hostRoot": "/sys/fs/cgroup"},
         "dashboards": {"enabled": True, "annotations": {"grafana_folder": "Cilium"}},
         "operator": {"rollOutPods": True, "nodeSelector": {"node-role.kubernetes.io/master":
@@ -156,6 +156,16 @@ def test_accepted_without_effect_keys_are_silent() -> None:
     assert problems == []
     assert values.tree["cgroup"]["hostRoot"] == "/sys/fs/cgroup"
     assert values.get("hubble.ui.ingress.hosts") == ["x"]
+
+
+def test_local_redirect_policy_turned_on_is_warned_as_not_acted_on() -> None:
+    """Seed 002 sets `localRedirectPolicy: true`: accepted, but a user must be told that
+    nothing redirects (the key turns on a feature hexlane does not have)."""
+    values, problems = resolve({"localRedirectPolicy": True})
+    assert values.tree["localRedirectPolicy"] is True
+    assert [(p.path, p.severity, p.file) for p in problems] == [
+        ("localRedirectPolicy", "warning", "v.yaml")]
+    assert "hexlane does not act on this key" in problems[0].message
 
 
 def test_l2_lease_sanitising_like_cilium() -> None:

@@ -400,9 +400,11 @@ async def run_agent(config: AgentConfig) -> int:
     """Run until SIGTERM or SIGINT; 0 after a clean stop."""
     stop = stop_on_signals()
     agent = Agent(config)
-    log.info("hexlane agent %s on node %s: API %s, ipam.mode %s, routingMode %s, state %s, "
-             "bpf %s", __version__, config.node, agent.client.server, config.values.ipam.mode,
-             config.values.routing_mode, config.state_dir, config.bpf_root)
+    log.info("hexlane agent %s on node %s: API %s (client rate limit %g qps, burst %d), "
+             "ipam.mode %s, routingMode %s, state %s, bpf %s", __version__, config.node,
+             agent.client.server, agent.client.limiter.qps, agent.client.limiter.burst,
+             config.values.ipam.mode, config.values.routing_mode, config.state_dir,
+             config.bpf_root)
     with contextlib.suppress(asyncio.CancelledError):
         await agent.run(stop)
     return 0

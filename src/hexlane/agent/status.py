@@ -165,6 +165,8 @@ class AgentStatus:
             "hubble": self._hubble(),
             "kubernetes": {
                 "server": api.client.server,
+                # k8sClientRateLimit as the client enforces it (qps <= 0: unlimited)
+                "rateLimit": {"qps": api.client.limiter.qps, "burst": api.client.limiter.burst},
                 "reachable": api.last_contact is not None and not api.error,
                 "error": api.error,
                 "lastContact": api.last_contact,
@@ -261,6 +263,16 @@ def health(status: Mapping[str, Any]) -> list[str]:
     return reasons
 
 
+def _rate_limit_text(limit: Any) -> str:
+    """The API client's limiter (`k8sClientRateLimit.qps/burst`) as the agent uses it."""
+    if not isinstance(limit, dict):
+        return ""
+    qps = float(limit.get("qps") or 0)
+    if qps <= 0:
+        return "   client rate limit: none"
+    return f"   client rate limit: {qps:g} qps, burst {int(limit.get('burst') or 0)}"
+
+
 def _ago(now: float, then: Any) -> str:
     age = _age(now, then)
     if age is None:
@@ -325,7 +337,8 @@ def _rows(status: Mapping[str, Any]) -> list[tuple[str, str]]:
                  f"{'Ok' if k8s.get('reachable') else 'Unreachable'}   {k8s.get('server', '')}"
                  f"   (last contact {_ago(now, k8s.get('lastContact'))}, "
                  f"last event {_ago(now, k8s.get('lastEvent'))}, "
-                 f"informers synced {synced}/{len(informers)})"))
+                 f"informers synced {synced}/{len(informers)})"
+                 + _rate_limit_text(k8s.get("rateLimit"))))
     ipam = status.get("ipam") or {}
     if ipam.get("podCIDR"):
         rows.append(("IPAM", f"{ipam.get('mode')}   pod CIDR {ipam.get('podCIDR')} "

@@ -176,8 +176,9 @@ async def run_operator(config: OperatorConfig) -> int:
     """Run until SIGTERM or SIGINT; 0 after a clean stop."""
     stop = stop_on_signals()
     operator = Operator(config)
-    log.info("hexlane operator %s: lease %s/%s, ipam.mode %s, API %s", config.identity,
-             config.lease_namespace, LEASE_NAME, config.values.ipam.mode,
-             operator.client.server)
+    log.info("hexlane operator %s: lease %s/%s, ipam.mode %s, API %s (client rate limit "
+             "%g qps, burst %d)", config.identity, config.lease_namespace, LEASE_NAME,
+             config.values.ipam.mode, operator.client.server, operator.client.limiter.qps,
+             operator.client.limiter.burst)
     await operator.run(stop)
     return 0
