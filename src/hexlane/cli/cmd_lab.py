@@ -1,4 +1,4 @@
-"""`hexlane lab up|down|status|exec|kubectl|kill|revive|freeze|thaw|demo --name NAME ...`: a
+"""`hexlane lab up|upgrade|down|status|exec|kubectl|kill|revive|freeze|thaw|demo --name NAME ...`: a
 whole homelab cluster in network namespaces on this machine (see docs/lab.md and
 `hexlane.lab.manager`).
 
@@ -60,6 +60,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--timeout", type=float, default=180.0, metavar="S",
                    help="how long to wait for nodes and agents")
     p.set_defaults(func=_up)
+
+    p = sub.add_parser("upgrade", help="layer values over a running lab's, as helm upgrade "
+                                       "--reuse-values, and restart what reads them")
+    _add_name(p)
+    p.add_argument("--values", "-f", action="append", default=[], metavar="F",
+                   help="Helm values file (repeatable, layered on the lab's current values)")
+    p.add_argument("--set", action="append", default=[], metavar="K=V",
+                   help="value override, as helm --set (repeatable)")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="how long to wait for the agents")
+    p.set_defaults(func=_upgrade)
 
     p = sub.add_parser("down", help="stop and remove a lab (also a broken one)")
     _add_name(p)
@@ -167,6 +178,16 @@ def _up(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     print(manager.usage(state.plan))
+    return 0
+
+
+@_guard
+def _upgrade(args: argparse.Namespace) -> int:
+    name = _lab(args)
+    for line in manager.upgrade(name, values_files=args.values, sets=args.set,
+                                timeout=args.timeout):
+        print(line)
+    print(f"lab {name} upgraded: values in {lab_dir(name) / 'values.yaml'}")
     return 0
 
 

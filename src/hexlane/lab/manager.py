@@ -16,9 +16,10 @@ session of its own:
 Every process is recorded in `state.json` (argv, environment, pid) so `kill`/`revive` can stop
 and restart a node's, and `down` stops every process found in a namespace of the lab (by pid,
 also those no state file remembers), then removes the namespaces, the BPF pins and the lab's
-directory. `freeze`/`thaw` SIGSTOP/SIGCONT every process of a host (a node with its pods, or
-the cp); `status` reads who is frozen from the processes' state in /proc. Nothing is ever
-added to the machine's own network namespace.
+directory. `upgrade` layers values over a running lab's (`helm upgrade --reuse-values`) and
+restarts what reads them. `freeze`/`thaw` SIGSTOP/SIGCONT every process of a host (a node
+with its pods, or the cp); `status` reads who is frozen from the processes' state in /proc.
+Nothing is ever added to the machine's own network namespace.
 """
 
 from __future__ import annotations
@@ -475,19 +476,9 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         ca = hubble_certs.ensure_ca(plan.hubble_ca_dir)
         hubble_certs.ensure_client_cert(ca, plan.hubble_client_dir)
         hubble_ca = ["--hubble-ca-dir", str(plan.hubble_ca_dir)]
-    if values.get("hubble.enabled") and values.get("hubble.relay.enabled"):
-        # Hubble Relay on the control-plane host, as `hubble observe` expects it at
-        # localhost:4245 there; its peers are the Nodes.
-        state.procs.append(start_proc(plan, Proc("hubble-relay", "cp", hexlane_argv(
-            "hubble", "relay", "--kubeconfig", str(kubeconfigs[RELAY]),
-            "--values", str(values_file),
-            *hubble_ca), {}, str(plan.dir / "logs" / "hubble-relay.log"))))
-        if values.get("hubble.ui.enabled"):
-            # The UI beside it, reading the relay (its default server, localhost:4245).
-            state.procs.append(start_proc(plan, Proc("hubble-ui", "cp", hexlane_argv(
-                "hubble", "ui", "--listen", f":{UI_PORT}"), {},
-                str(plan.dir / "logs" / "hubble-ui.log"))))
-        state.save()
+    for proc in hubble_cp_procs(plan, values, hubble_ca):
+        state.procs.append(start_proc(plan, proc))
+    state.save()
 
     # Nodes: the API proxy, the lab kubelet and the agent.
     for host in plan.node_hosts:
@@ -530,6 +521,78 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
     state.phase = "up"
     state.save()
     return state
+
+
+def hubble_cp_procs(plan: LabPlan, values: Values, hubble_ca: Sequence[str]) -> list[Proc]:
+    """The Hubble daemons of the control-plane host the values ask for: the relay (where
+    `hubble observe` expects it, localhost:4245; its peers are the Nodes) and the UI beside it
+    (reading the relay, its default server)."""
+    if not (values.get("hubble.enabled") and values.get("hubble.relay.enabled")):
+        return []
+    procs = [Proc("hubble-relay", "cp", hexlane_argv(
+        "hubble", "relay", "--kubeconfig", str(plan.dir / f"{RELAY}.kubeconfig"),
+        "--values", str(plan.dir / "values.yaml"), *hubble_ca), {},
+        str(plan.dir / "logs" / "hubble-relay.log"))]
+    if values.get("hubble.ui.enabled"):
+        procs.append(Proc("hubble-ui", "cp", hexlane_argv(
+            "hubble", "ui", "--listen", f":{UI_PORT}"), {},
+            str(plan.dir / "logs" / "hubble-ui.log")))
+    return procs
+
+
+# Values the lab's wiring is built from at `up` (addresses, proxies, pod CIDRs, certificates):
+# `upgrade` refuses to change them rather than leave a lab that does not match its values.
+FIXED_AT_UP = ("k8sServiceHost", "k8sServicePort", "ipam.mode", "ipv4NativeRoutingCIDR",
+               "ipam.operator.clusterPoolIPv4PodCIDRList", "hubble.enabled",
+               "hubble.tls.enabled")
+
+
+def upgrade(name: str, *, values_files: Sequence[str], sets: Sequence[str],
+            timeout: float = 120.0) -> list[str]:
+    """`helm upgrade --reuse-values -f F --set K=V` for a running lab: the files and flags
+    are layered over the lab's effective values, which are written anew; then, as the chart's
+    `rollOut*Pods` checksums would, the operator and every agent restart on the new values,
+    and the relay and UI start or stop as the values now ask. Returns what was restarted,
+    started and stopped; returns once every agent is healthy again."""
+    state = _need_state(name)
+    plan = state.plan
+    values_file = plan.dir / "values.yaml"
+    old = lab_values([str(values_file)], [])
+    new = lab_values([str(values_file), *values_files], sets)
+    changed = [k for k in FIXED_AT_UP if old.get(k) != new.get(k)]
+    if changed:
+        raise InputError([Problem(f"fixed when the lab was made ({old.get(k)!r}); a new lab "
+                                  f"(`lab down`, `lab up`) takes {new.get(k)!r}", k)
+                          for k in changed])
+    values_file.write_text(yaml.safe_dump(new.tree, sort_keys=True))
+    done: list[str] = []
+    restart = [p for p in state.procs if p.name == "operator" or p.name.endswith("/agent")]
+    stop_pids([p.pid for p in restart if alive(p.pid)])
+    for proc in restart:
+        start_proc(plan, proc)
+        done.append(f"restarted {proc.name}")
+    # hubble.enabled and hubble.tls.enabled are fixed: the CA is there when `up` made one.
+    hubble_ca = ["--hubble-ca-dir", str(plan.hubble_ca_dir)] \
+        if new.get("hubble.enabled") and new.get("hubble.tls.enabled") else []
+    wanted = {p.name: p for p in hubble_cp_procs(plan, new, hubble_ca)}
+    for proc in [p for p in state.procs if p.name in ("hubble-relay", "hubble-ui")]:
+        if proc.name not in wanted:
+            stop_pids([proc.pid])
+            state.procs.remove(proc)
+            done.append(f"stopped {proc.name}")
+        elif not alive(proc.pid):
+            start_proc(plan, proc)
+            done.append(f"started {proc.name}")
+        wanted.pop(proc.name, None)
+    for proc in wanted.values():
+        state.procs.append(start_proc(plan, proc))
+        done.append(f"started {proc.name}")
+    state.save()
+    for host in plan.node_hosts:
+        _wait(f"the agent of {host.role} to be healthy",
+              lambda role=host.role: agent_healthy(plan, role)[0],  # type: ignore[misc]
+              timeout, state.node_procs(host.role))
+    return done
 
 
 def _dns_published(plan: LabPlan) -> bool:
