@@ -416,6 +416,10 @@ class TestSeed001:
                           and "Connected Nodes: 2/2" in r.stdout and r.stdout, timeout=20,
                           interval=0.3)
         assert "Current/Max Flows" in status
+        # What the lab was wired from at `up` cannot change: refused, the key named.
+        refused = lab.run("upgrade", "--set", "k8sServicePort=6444", check=False)
+        assert refused.returncode != 0 and "k8sServicePort" in refused.stderr
+        assert yaml.safe_load((lab.dir / "values.yaml").read_text()) == values
         ip = lb_ip(lab)
         assert wait_for("HTTP after the upgrade",
                         lambda: curls(lab, f"http://{ip}/whoami"), timeout=15)

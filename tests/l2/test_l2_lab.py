@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -113,6 +114,9 @@ def test_the_lb_ip_answers_arp_from_the_lease_holder_and_serves(lab: Lab) -> Non
     assert others["announcements"] == []
     assert others["competing"][0]["holder"] == node
     assert "L2 announcements:     Enabled" in lab.exec(node, "hexlane", "status").stdout
+    # The guides' `kubectl get leases -n kube-system` (docs/seeds.md): the Lease and holder.
+    leases = lab.kubectl("get", "leases", "-n", "kube-system").stdout
+    assert re.search(rf"^{LEASE} +{node} ", leases, re.M), leases
 
 
 def test_a_stopped_agent_is_not_answered_for_after_the_lease(lab: Lab) -> None:
