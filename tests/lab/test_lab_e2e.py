@@ -6,8 +6,9 @@ EndpointSlices carry ready endpoints, then terminating ones on scale
 down, then none; deleting the Deployment garbage-collects its pods; `lab freeze`/`thaw` stop
 and continue every process of a node (its agent silent meanwhile, `lab status` says frozen);
 `lab kill`/`revive` take a node away and back; `lab up` on an existing lab refuses; `lab down`
-removes everything, also after every process was SIGKILLed or when only a half-made lab is
-left, and a stopped process in it is continued to handle its SIGTERM."""
+removes everything, also after every process was SIGKILLed or when only a half-made lab (or
+only its directory) is left, and a stopped process in it is continued to handle its SIGTERM;
+`lab down` of a lab that does not exist is an error naming the labs there are."""
 
 from __future__ import annotations
 
@@ -347,3 +348,29 @@ def test_down_removes_a_half_made_lab() -> None:
     finally:
         for n in made:
             netns.delete(n)
+
+
+def test_down_of_a_lab_that_does_not_exist_is_an_error() -> None:
+    name = f"n{os.urandom(3).hex()}"
+    result = hexlane("lab", "down", "--name", name, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"error: no lab named {name}; "), result.stderr
+    from hexlane.lab.manager import lab_names
+    labs = lab_names()
+    assert result.stderr.rstrip().endswith(
+        f"labs here: {', '.join(labs)}" if labs else "there is no lab on this machine")
+
+
+def test_down_removes_a_lab_of_which_only_the_directory_is_left() -> None:
+    """`up` interrupted right after making the lab's directory: still a lab to `down`."""
+    name = f"d{os.urandom(3).hex()}"
+    directory = Path("/run/hexlane/lab") / name
+    try:
+        (directory / "logs").mkdir(parents=True)
+        result = hexlane("lab", "down", "--name", name)
+        assert result.stdout == f"lab {name} removed\n"
+        assert not directory.exists()
+    finally:
+        if directory.exists():
+            import shutil
+            shutil.rmtree(directory)

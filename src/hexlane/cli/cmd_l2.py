@@ -34,6 +34,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         status = fetch_status(args.state_dir)
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
+        if hint := flags.no_local_agent(args, "state_dir"):
+            print(hint, file=sys.stderr)
         return 1
     l2 = status.get("l2") or {}
     if args.output == "json":

@@ -584,6 +584,31 @@ def lab_namespaces(name: str) -> list[str]:
     return sorted(e for e in entries if pattern.match(e))
 
 
+_HOST_NETNS = re.compile(r"^([a-z0-9]{1,8})-(lan|cp|client|node[0-9]+)$")
+
+
+def lab_names() -> list[str]:
+    """The labs on this machine, found as `lab status` and `lab down` find one: a directory
+    with a state file under the lab root, or a host namespace named `<lab>-lan|cp|client|
+    node<i>` (a lab whose `up` failed half-way, or whose state is lost)."""
+    names = set()
+    with contextlib.suppress(OSError):
+        names.update(d.name for d in LAB_ROOT.iterdir()
+                     if (d / STATE_FILE).exists() and re.fullmatch(r"[a-z0-9]{1,8}", d.name))
+    with contextlib.suppress(OSError):
+        names.update(m.group(1) for e in os.listdir(netns.NETNS_DIR)
+                     if (m := _HOST_NETNS.match(e)))
+    return sorted(names)
+
+
+def lab_leftovers(name: str) -> list[str]:
+    """Everything of lab `name` there is (namespaces, BPF roots, its directory): what `down`
+    removes; empty when there is no such lab, not even half of one."""
+    directory = lab_dir(name)
+    return [*lab_namespaces(name), *(str(p) for p in lab_bpf_roots(name)),
+            *([str(directory)] if directory.exists() else [])]
+
+
 def lab_bpf_roots(name: str) -> list[Path]:
     check_lab_name(name)
     return sorted(p for p in BPF_ROOT.glob(f"hexlane-{name}-node*") if
@@ -591,7 +616,12 @@ def lab_bpf_roots(name: str) -> list[Path]:
 
 
 def down(name: str) -> list[str]:
-    """Stop and remove everything of lab `name`; returns what is left (should be nothing)."""
+    """Stop and remove everything of lab `name`; returns what is left (should be nothing).
+    LabError when there is nothing of it at all (a mistyped name must not read as done)."""
+    if not lab_leftovers(name):
+        labs = lab_names()
+        raise LabError(f"no lab named {name}; " + (
+            f"labs here: {', '.join(labs)}" if labs else "there is no lab on this machine"))
     namespaces = lab_namespaces(name)
     pids = pids_in_netns([netns.netns_path(n) for n in namespaces])
     if pids:
