@@ -138,8 +138,9 @@ def test_unknown_keys_are_kept_and_warned() -> None:
 
 
 def test_accepted_without_effect_keys_are_silent() -> None:
+    """(Keys of features not built are silent while off: tests/config/test_not_built.py.)"""
     doc = {
-        "rollOutCiliumPods": True, "localRedirectPolicy": True,
+        "rollOutCiliumPods": True, "localRedirectPolicy": False,
         "cgroup": {"autoMount": {"enabled": False}, "hostRoot": "/sys/fs/cgroup"},
         "dashboards": {"enabled": True, "annotations": {"grafana_folder": "Cilium"}},
         "operator": {"rollOutPods": True, "nodeSelector": {"node-role.kubernetes.io/master":
@@ -149,8 +150,8 @@ def test_accepted_without_effect_keys_are_silent() -> None:
         "prometheus": {"serviceMonitor": {"enabled": True, "interval": "10s",
                                           "trustCRDsExist": True}},
         "hubble": {"metrics": {"serviceMonitor": {"enabled": True}, "dashboards": {}},
-                   "relay": {"rollOutPods": True, "prometheus": {"enabled": True}},
-                   "ui": {"rollOutPods": True, "ingress": {"enabled": True, "hosts": ["x"]}}},
+                   "relay": {"rollOutPods": True, "prometheus": {"enabled": False}},
+                   "ui": {"rollOutPods": True, "ingress": {"enabled": False, "hosts": ["x"]}}},
     }
     values, problems = resolve(doc)
     assert problems == []

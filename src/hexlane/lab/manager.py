@@ -591,7 +591,7 @@ def lab_names() -> list[str]:
     """The labs on this machine, found as `lab status` and `lab down` find one: a directory
     with a state file under the lab root, or a host namespace named `<lab>-lan|cp|client|
     node<i>` (a lab whose `up` failed half-way, or whose state is lost)."""
-    names = set()
+    names: set[str] = set()
     with contextlib.suppress(OSError):
         names.update(d.name for d in LAB_ROOT.iterdir()
                      if (d / STATE_FILE).exists() and re.fullmatch(r"[a-z0-9]{1,8}", d.name))
