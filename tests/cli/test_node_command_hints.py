@@ -1,6 +1,8 @@
 """The node commands (`hexlane status`, `service list`, `l2 list`, `bpf ...`) run on the
 machine itself find no agent at the default state dir or BPF root: with a lab on the machine
-they say to run the same command in a node through `hexlane lab exec --name X node1 -- ...`,
+they say to run the same command in a node through `hexlane lab exec --name X node1 -- ...`
+(`hexlane hubble observe|status|list`, finding no Hubble server, on the lab's cp, where the
+relay is),
 without one that no agent answers here and how to start one; pointed elsewhere (a flag or
 the environment, as `lab exec node<i>` does) they say no more than the error.
 
@@ -75,3 +77,21 @@ def test_pointed_elsewhere_no_hint(machine: tuple[Path, Path], tmp_path: Path,
     err = capsys.readouterr().err
     assert "unreachable" in err and "no pinned map" in err
     assert "lab exec" not in err and "no hexlane agent answers" not in err
+
+
+@pytest.mark.parametrize("argv", [["hubble", "observe", "--last", "3"], ["hubble", "status"],
+                                  ["hubble", "list", "nodes"]], ids=" ".join)
+def test_hubble_clients_are_sent_to_the_labs_relay(
+        machine: tuple[Path, Path], argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(Nothing listens on the machine's localhost:4245, the relay's default address.)"""
+    root, _ = machine
+    (root / "ab1").mkdir()
+    (root / "ab1" / manager.STATE_FILE).write_text("{}")
+    assert cli_main.main([*argv, "--timeout", "1"]) == 1
+    err = capsys.readouterr().err
+    assert (f"no Hubble server answers on this machine itself; a lab's Hubble Relay runs on its "
+            f"control plane: `hexlane lab exec --name ab1 cp -- hexlane {' '.join(argv)} "
+            "--timeout 1` (labs here: ab1)") in err, err
+    assert cli_main.main([*argv, "--server", "127.0.0.1:1", "--timeout", "1"]) == 1
+    assert "lab exec" not in capsys.readouterr().err

@@ -53,7 +53,9 @@ def output(parser: argparse.ArgumentParser) -> None:
                         help="output format (default text)")
 
 
-def no_local_agent(args: argparse.Namespace, flag: str) -> str:
+def no_local_agent(args: argparse.Namespace, flag: str, *, host: str = "node1",
+                   what: str = "no hexlane agent answers on this machine itself; a lab's "
+                               "agents run in its nodes") -> str:
     """A hint for a node command (`hexlane status`, `service list`, `l2 list`, `bpf ...`) that
     found nothing at the default state dir or BPF root (`flag`: "state_dir" or "bpf_root"):
     on a machine with a lab, the agents run inside its nodes, so the same command through
@@ -69,9 +71,8 @@ def no_local_agent(args: argparse.Namespace, flag: str) -> str:
     command = shlex.join(["hexlane", *argv])
     labs = lab_names()
     if labs:
-        return (f"no hexlane agent answers on this machine itself; a lab's agents run in its "
-                f"nodes: `hexlane lab exec --name {labs[0]} node1 -- {command}` (labs here: "
-                f"{', '.join(labs)})")
+        return (f"{what}: `hexlane lab exec "
+                f"--name {labs[0]} {host} -- {command}` (labs here: {', '.join(labs)})")
     return ("no hexlane agent answers on this machine: start one with `hexlane agent --node NAME "
             "...` (docs/agent.md), or a whole cluster in network namespaces with `hexlane lab "
             "up` (docs/lab.md)")
