@@ -369,15 +369,11 @@ def _tunnel_protocol(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
     return _enum(value, spec)
 
 
-
-
 def _ipv4_enabled(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
     out, _ = _bool(value, spec)
     if not out:
         raise Invalid("hexlane is IPv4-only; ipv4.enabled must be true")
     return out, []
-
-
 
 
 def _pem_base64(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
