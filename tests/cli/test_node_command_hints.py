@@ -95,3 +95,22 @@ def test_hubble_clients_are_sent_to_the_labs_relay(
             "--timeout 1` (labs here: ab1)") in err, err
     assert cli_main.main([*argv, "--server", "127.0.0.1:1", "--timeout", "1"]) == 1
     assert "lab exec" not in capsys.readouterr().err
+
+
+@pytest.mark.root
+def test_inside_a_named_namespace_no_hint() -> None:
+    """`hexlane lab exec cp -- hexlane status` (no agent on the cp): `lab exec` is no way in
+    from there, so the error stands alone."""
+    import os
+    import sys
+
+    name = f"nc{os.urandom(3).hex()}"
+    netns.create(name)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HEXLANE_")}
+        done = netns.run(name, [sys.executable, "-m", "hexlane.cli.main", "status"],
+                         check=False, env=env, timeout=30)
+        assert done.returncode == 1 and "agent unreachable" in done.stderr, done.stderr
+        assert "lab exec" not in done.stderr and "no hexlane agent answers" not in done.stderr
+    finally:
+        netns.delete(name)

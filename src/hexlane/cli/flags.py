@@ -60,10 +60,10 @@ def no_local_agent(args: argparse.Namespace, flag: str, *, host: str = "node1",
     found nothing at the default state dir or BPF root (`flag`: "state_dir" or "bpf_root"):
     on a machine with a lab, the agents run inside its nodes, so the same command through
     `hexlane lab exec`; without one, how to start an agent. "" when the user pointed the
-    command elsewhere (a flag or the environment, as `lab exec node<i>` does): the error
-    itself says what is wrong there."""
+    command elsewhere (a flag or the environment, as `lab exec node<i>` does) or it runs in
+    another network namespace (`lab exec cp`): the error itself says what is wrong there."""
     default = DEFAULT_STATE_DIR if flag == "state_dir" else DEFAULT_BPF_ROOT
-    if Path(getattr(args, flag)) != Path(default):
+    if Path(getattr(args, flag)) != Path(default) or not _in_machines_netns():
         return ""
     from hexlane.lab.manager import lab_names  # the lab's layer: only when there is a hint
 
@@ -76,6 +76,25 @@ def no_local_agent(args: argparse.Namespace, flag: str, *, host: str = "node1",
     return ("no hexlane agent answers on this machine: start one with `hexlane agent --node NAME "
             "...` (docs/agent.md), or a whole cluster in network namespaces with `hexlane lab "
             "up` (docs/lab.md)")
+
+
+def _in_machines_netns() -> bool:
+    """This process is not in a named network namespace (a lab host's, as after `lab exec
+    cp`, where `lab exec` would be no way in); True when that cannot be told."""
+    from hexlane.lab import netns  # only when there is a hint to give
+
+    try:
+        here = os.stat("/proc/self/ns/net").st_ino
+        named = os.listdir(netns.NETNS_DIR)
+    except OSError:
+        return True
+    for name in named:
+        try:
+            if os.stat(os.path.join(netns.NETNS_DIR, name)).st_ino == here:
+                return False
+        except OSError:
+            continue
+    return True
 
 
 def show(args: argparse.Namespace, read: Callable[[Path], Any],
