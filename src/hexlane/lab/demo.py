@@ -408,8 +408,14 @@ def _story(lab: str, keep: bool) -> None:
             raise DemoError(f"the prober on the client got no answer from {lb_ip}")
         time.sleep(0.5)
         _show(["hexlane", "lab", "kill", "--name", lab, announcer])
-        fault_at = time.monotonic()
+        killing = time.monotonic()
         manager.kill(lab, announcer)
+        # The fault is the LAN link going down (its BPF programs forward on while the link
+        # is up, killed agent or not): some time within kill(). Counting from its end, no
+        # answer after it comes from before the fault, and any answer before it does.
+        fault_at = time.monotonic()
+        _say(f"{announcer} killed (LAN link down, processes SIGKILLed) in "
+             f"{(fault_at - killing) * 1000:.0f} ms")
         alive = [n for n in nodes if n != announcer]
         taken = _wait_for(f"another node to announce {lb_ip}",
                           lambda: (a[lb_ip] if lb_ip in (a := _announcers(lab, alive))
@@ -434,14 +440,14 @@ def _story(lab: str, keep: bool) -> None:
                         "died")
     assert o.last_ok_before is not None and o.first_ok_after is not None
     _say(f"the laptop's traffic stopped for {o.gap * 1000:.0f} ms: last answer "
-         f"{(fault_at - o.last_ok_before) * 1000:.0f} ms before the kill, first answer "
-         f"{(o.first_ok_after - fault_at) * 1000:.0f} ms after it "
-         f"({len(samples)} connections, {o.failed} unanswered after the kill)")
+         f"{(fault_at - o.last_ok_before) * 1000:.0f} ms before {announcer} was down, first "
+         f"answer {(o.first_ok_after - fault_at) * 1000:.0f} ms after "
+         f"({len(samples)} connections, {o.failed} opened after the kill unanswered)")
     dead_ip = backends[victim_pod][0]
     if o.failed_after_recovery and o.last_failure is not None:
         late = (f"{o.failed_after_recovery} connections opened after traffic resumed went to "
-                f"it and failed, the last {(o.last_failure - fault_at) * 1000:.0f} ms after "
-                "the kill")
+                f"it and failed, the last opened {(o.last_failure - fault_at) * 1000:.0f} ms "
+                "after the kill")
     else:
         late = ("here the quarantine came with the failover (both follow the heartbeats), so "
                 "no connection opened after traffic resumed failed")
