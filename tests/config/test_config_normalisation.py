@@ -138,6 +138,7 @@ def test_unknown_keys_are_kept_and_warned() -> None:
 
 
 def test_accepted_without_effect_keys_are_silent() -> None:
+    """(Keys of features not built are silent while off: tests/config/test_not_built.py.)"""
     doc = {
         "rollOutCiliumPods": True, "localRedirectPolicy": False,
         "cgroup": {"autoMount": {"enabled": False}, "hostRoot": "/sys/fs/cgroup"},
@@ -149,23 +150,13 @@ def test_accepted_without_effect_keys_are_silent() -> None:
         "prometheus": {"serviceMonitor": {"enabled": True, "interval": "10s",
                                           "trustCRDsExist": True}},
         "hubble": {"metrics": {"serviceMonitor": {"enabled": True}, "dashboards": {}},
-                   "relay": {"rollOutPods": True, "prometheus": {"enabled": True}},
-                   "ui": {"rollOutPods": True, "ingress": {"enabled": True, "hosts": ["x"]}}},
+                   "relay": {"rollOutPods": True, "prometheus": {"enabled": False}},
+                   "ui": {"rollOutPods": True, "ingress": {"enabled": False, "hosts": ["x"]}}},
     }
     values, problems = resolve(doc)
     assert problems == []
     assert values.tree["cgroup"]["hostRoot"] == "/sys/fs/cgroup"
     assert values.get("hubble.ui.ingress.hosts") == ["x"]
-
-
-def test_local_redirect_policy_turned_on_is_warned_as_not_acted_on() -> None:
-    """Seed 002 sets `localRedirectPolicy: true`: accepted, but a user must be told that
-    nothing redirects (the key turns on a feature hexlane does not have)."""
-    values, problems = resolve({"localRedirectPolicy": True})
-    assert values.tree["localRedirectPolicy"] is True
-    assert [(p.path, p.severity, p.file) for p in problems] == [
-        ("localRedirectPolicy", "warning", "v.yaml")]
-    assert "hexlane does not act on this key" in problems[0].message
 
 
 def test_l2_lease_sanitising_like_cilium() -> None:

@@ -82,3 +82,28 @@ def test_a_gone_device_is_detached_at_once(lb: LbDatapath, netns: str) -> None:
 
     written, deleted, failing = run_in_netns(netns_path(netns), work)
     assert (written, deleted, failing) == (1, 1, {}) and rec.pending == 0
+
+
+def test_attaching_where_clsact_exists_warns_of_nothing(
+        lb: LbDatapath, netns: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The second direction of a device, and the same again (an agent restarted), find
+    clsact there: libbpf's "Exclusivity flag on, cannot modify" (the kernel's EEXIST for the
+    qdisc) is logged at debug with what it means, never as a warning."""
+    def work() -> list[int]:
+        ifindex = socket.if_nametoindex("hlv0")
+        ids = [libbpf.tc_attach(ifindex, lb.program_fd(PROGRAM_FROM_POD), "ingress",
+                                handle=9, priority=9),
+               libbpf.tc_attach(ifindex, lb.program_fd(PROGRAM_TO_POD), "egress",
+                                handle=9, priority=9),
+               libbpf.tc_attach(ifindex, lb.program_fd(PROGRAM_FROM_POD), "ingress",
+                                handle=9, priority=9)]
+        libbpf.tc_hook_destroy(ifindex)
+        return ids
+
+    with caplog.at_level("DEBUG", logger="hexlane.libbpf"):
+        ids = run_in_netns(netns_path(netns), work)
+    assert all(ids) and ids[0] == ids[2]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+    expected = [r.getMessage() for r in caplog.records if "Exclusivity flag on" in r.getMessage()]
+    assert len(expected) == 2, caplog.records  # the two attaches that found clsact
+    assert all("clsact exists already" in m and "expected" in m for m in expected)

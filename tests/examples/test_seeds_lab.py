@@ -61,7 +61,7 @@ from hexlane.lab.topology import LabPlan
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
-DEMO = Path(__file__).resolve().parents[2] / "src" / "hexlane" / "lab" / "demo.yaml"
+ECHO = Path(__file__).resolve().parents[1] / "data" / "echo.yaml"  # Deployment and Service
 HEXLANE = [sys.executable, "-m", "hexlane.cli.main"]
 
 
@@ -242,7 +242,7 @@ def lab000() -> Iterator[Lab]:
     with seed_lab("seed-000", "--nodes", "2", *args) as (lab, _):
         kubectl(lab, "create", "namespace", "example")  # service-blue's, as the guide says
         apply(lab, EXAMPLES / "seed-000" / "cilium-config.yaml",
-              EXAMPLES / "seed-000" / "service-blue.yaml", DEMO)
+              EXAMPLES / "seed-000" / "service-blue.yaml", ECHO)
         yield lab
 
 
@@ -366,7 +366,7 @@ def lab001() -> Iterator[Lab]:
                   "ens192", "--values", install, "--set", "hubble.relay.enabled=false",
                   "--set", "hubble.ui.enabled=false") as (lab, _):
         apply(lab, EXAMPLES / "seed-001" / "cilium-load-balancer-ip-pool.yaml",
-              EXAMPLES / "seed-001" / "cilium-l2-announcement-policy.yaml", DEMO)
+              EXAMPLES / "seed-001" / "cilium-l2-announcement-policy.yaml", ECHO)
         yield lab
 
 
@@ -432,13 +432,16 @@ class TestSeed001:
 def up002() -> Iterator[tuple[Lab, str]]:
     with seed_lab("seed-002", "--nodes", "3", "--lan", "192.168.0.0/24",
                   "--values", values_files("seed-002")[0]) as (lab, out):
-        apply(lab, EXAMPLES / "seed-002" / "cilium-l2.yaml", DEMO)
+        apply(lab, EXAMPLES / "seed-002" / "cilium-l2.yaml", ECHO)
         yield lab, out
 
 
 class TestSeed002:
     NODES = ("node1", "node2", "node3")
-    WARNING = "localRedirectPolicy: warning: hexlane does not act on this key"
+    # the newcomer's not-built warning (hexlane.config.schema), naming the key and that
+    # hexlane does not act on it
+    WARNING = re.compile(r"values\.yaml:\d+: localRedirectPolicy: warning: true: hexlane does "
+                         r"not build Local Redirect Policies yet; hexlane does not act on it")
 
     @pytest.fixture
     def up(self, up002: tuple[Lab, str]) -> tuple[Lab, str]:
@@ -451,8 +454,8 @@ class TestSeed002:
     def test_local_redirect_policy_is_warned_as_not_acted_on(self, up: tuple[Lab, str]
                                                              ) -> None:
         lab, out = up
-        assert self.WARNING in out
-        assert self.WARNING in (lab.dir / "node1" / "logs" / "agent.log").read_text()
+        assert self.WARNING.search(out), out
+        assert self.WARNING.search((lab.dir / "node1" / "logs" / "agent.log").read_text())
 
     def test_talos_api_port_and_kubernetes_ipam(self, lab: Lab) -> None:
         for node, status in on_nodes(lab, self.NODES, "hexlane", "status").items():
@@ -524,7 +527,7 @@ def lab004() -> Iterator[Lab]:
     with seed_lab("seed-004", "--nodes", "1", "--lan-ifname", "enp0s25",
                   "--values", values_files("seed-004")[0]) as (lab, _):
         apply(lab, EXAMPLES / "seed-004" / "ip-pool.yaml",
-              EXAMPLES / "seed-004" / "announce.yaml", DEMO)
+              EXAMPLES / "seed-004" / "announce.yaml", ECHO)
         yield lab
 
 

@@ -26,6 +26,7 @@ def hexlane(*args: str, check: bool = True,
 class Lab:
     def __init__(self, name: str) -> None:
         self.name = name
+        self.up: subprocess.CompletedProcess[str] | None = None  # what `lab up` printed
 
     def run(self, verb: str, *args: str, check: bool = True,
             timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -86,7 +87,7 @@ def running_lab(name: str, *up_args: str) -> Iterator[Lab]:
     down on leaving, also after a failure, and then none of its namespaces or state is left."""
     lab = Lab(name)
     try:
-        lab.run("up", "--nodes", "2", *up_args, timeout=300)
+        lab.up = lab.run("up", "--nodes", "2", *up_args, timeout=300)
         yield lab
     finally:
         hexlane("lab", "down", "--name", name, check=False)

@@ -1,18 +1,23 @@
 """The lab end to end, with the real daemons: `lab up` gives Ready nodes; kubectl applies a
 Deployment and a Service; pods get IPs and serve HTTP/UDP, reachable across nodes with the
 caller's real address (a hostNetwork pod on the node's address, reached from the client),
+`lab up` told each step with its seconds and printed commands that work as printed (a
+NodePort from the client, a Service by name from a pod, the agent, Hubble),
 and reach the client masqueraded behind their node's address;
 EndpointSlices carry ready endpoints, then terminating ones on scale
 down, then none; deleting the Deployment garbage-collects its pods; `lab freeze`/`thaw` stop
 and continue every process of a node (its agent silent meanwhile, `lab status` says frozen);
 `lab kill`/`revive` take a node away and back; `lab up` on an existing lab refuses; `lab down`
-removes everything, also after every process was SIGKILLed or when only a half-made lab is
-left, and a stopped process in it is continued to handle its SIGTERM."""
+removes everything, also after every process was SIGKILLed or when only a half-made lab (or
+only its directory) is left, and a stopped process in it is continued to handle its SIGTERM;
+`lab down` of a lab that does not exist is an error naming the labs there are."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -22,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from helpers.lab import Lab, hexlane, lab_namespaces
+from helpers.lab import HEXLANE, Lab, hexlane, lab_namespaces
 from helpers.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -111,6 +116,72 @@ def test_status_and_exec(lab: Lab) -> None:
     assert out.stdout.splitlines()[0] == f"/run/hexlane/lab/{lab.name}/node2/state"
     assert "10.0.0.12/24" in out.stdout
     assert lab.exec("client", "sh", "-c", "exit 7", check=False).returncode == 7
+
+
+UP_STEPS = ["LAN 10.0.0.0/24: a switch and 4 hosts", "control plane: apiserver starting",
+            "control plane: apiserver serving on 10.0.0.10:6443",
+            "control plane: started lab controllers, cluster DNS, operator",
+            "node1: started kubelet, agent", "node2: started kubelet, agent",
+            "waiting for 2 Node(s) to register and be Ready", "every Node Ready",
+            "node1: agent healthy", "node2: agent healthy", "cluster DNS serving"]
+
+
+def test_lab_up_tells_each_step_with_its_seconds(lab: Lab) -> None:
+    assert lab.up is not None
+    lines = lab.up.stderr.splitlines()
+    steps = [m.groups() for line in lines if (m := re.fullmatch(r" *(\d+\.\d)s  (.+)", line))]
+    seconds = [float(t) for t, _ in steps]
+    assert seconds == sorted(seconds)
+    said = [text for _, text in steps]
+    at = [next(i for i, text in enumerate(said) if text.startswith(step)) for step in UP_STEPS]
+    assert at == sorted(at), said
+    for node in ("node1", "node2"):
+        assert f"{node}: Node Ready" in said
+    assert len(lines) <= 20, lines  # readable: a line per step, nothing else
+    assert lab.up.stdout.startswith(f"lab {lab.name} is up: ")
+    for node in ("node1", "node2"):
+        assert libbpf_warnings(lab, node) == []
+
+
+def libbpf_warnings(lab: Lab, node: str) -> list[str]:
+    """The agent's log lines a user would take for a fault from libbpf: its warnings, and
+    the kernel's "Exclusivity flag on" (clsact there already: expected, debug only)."""
+    log = (lab.dir / node / "logs" / "agent.log").read_text(errors="replace")
+    return [line for line in log.splitlines()
+            if " WARNING hexlane.libbpf" in line or "Exclusivity flag" in line]
+
+
+def test_the_commands_lab_up_prints_work_as_printed(lab: Lab) -> None:
+    """Every `hexlane lab ...` line of `lab up`'s output, run as printed (a pod's name put in
+    for `<hello-pod>`), in order: the try-a-Service recipe reaches the pods from the client
+    through a NodePort and from a pod through the Service's name."""
+    assert lab.up is not None
+    commands = [line.split("   #")[0].strip() for line in lab.up.stdout.splitlines()
+                if line.startswith("  hexlane lab ")]
+    assert f"hexlane lab down --name {lab.name}" in commands
+    assert not [c for c in commands if "<pod-ip>" in c]
+    try:
+        pods: list[str] = []
+        for command in commands:
+            if command.startswith("hexlane lab down"):
+                continue  # the session's lab, taken down at the end
+            if "<hello-pod>" in command:
+                pods = [p["metadata"]["name"] for p in lab.api(
+                    "/api/v1/namespaces/default/pods?labelSelector=app%3Dhello")["items"]]
+                command = command.replace("<hello-pod>", pods[0])
+            argv = shlex.split(command)
+            done = subprocess.run([*HEXLANE, *argv[1:]], capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+            if "curl" in argv:
+                answer = json.loads(done.stdout)
+                assert answer["pod"].startswith("hello-"), (command, answer)
+        assert pods, "the recipe reached a pod by the Service's name"
+    finally:
+        lab.kubectl("delete", "service", "hello", "--ignore-not-found")
+        lab.kubectl("delete", "deployment", "hello", "--ignore-not-found", "--wait=false")
+        wait_for("hello's pods gone", lambda: not lab.api(
+            "/api/v1/namespaces/default/pods?labelSelector=app%3Dhello")["items"], timeout=60)
 
 
 def test_deployment_pods_serve_across_nodes(lab: Lab) -> None:
@@ -291,6 +362,10 @@ def test_kill_and_revive_a_node(lab: Lab) -> None:
     assert all(p["alive"] for p in info["processes"])
     assert {n["name"] for n in info["nodes"] if n["ready"]} == {"node1", "node2"}
     wait_for("2 ready pods again", lambda: running(lab, 2), timeout=60)
+    # The agent restarted on a node whose devices have clsact already: nothing alarming.
+    log = (lab.dir / "node2" / "logs" / "agent.log").read_text(errors="replace")
+    assert log.count("node node2 ready") == 2  # started, and started again
+    assert libbpf_warnings(lab, "node2") == []
 
 
 def test_deleting_the_deployment_collects_its_pods(lab: Lab) -> None:
@@ -347,3 +422,29 @@ def test_down_removes_a_half_made_lab() -> None:
     finally:
         for n in made:
             netns.delete(n)
+
+
+def test_down_of_a_lab_that_does_not_exist_is_an_error() -> None:
+    name = f"n{os.urandom(3).hex()}"
+    result = hexlane("lab", "down", "--name", name, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"error: no lab named {name}; "), result.stderr
+    from hexlane.lab.manager import lab_names
+    labs = lab_names()
+    assert result.stderr.rstrip().endswith(
+        f"labs here: {', '.join(labs)}" if labs else "there is no lab on this machine")
+
+
+def test_down_removes_a_lab_of_which_only_the_directory_is_left() -> None:
+    """`up` interrupted right after making the lab's directory: still a lab to `down`."""
+    name = f"d{os.urandom(3).hex()}"
+    directory = Path("/run/hexlane/lab") / name
+    try:
+        (directory / "logs").mkdir(parents=True)
+        result = hexlane("lab", "down", "--name", name)
+        assert result.stdout == f"lab {name} removed\n"
+        assert not directory.exists()
+    finally:
+        if directory.exists():
+            import shutil
+            shutil.rmtree(directory)

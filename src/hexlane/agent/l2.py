@@ -63,7 +63,7 @@ from hexlane.l2.announce import (
 )
 from hexlane.l2.garp import GarpSchedule
 from hexlane.l2.heartbeat import Membership
-from hexlane.l2.owner import assign
+from hexlane.l2.owner import assign, ranking
 from hexlane.l2.policy import PolicyRead, policy_conditions, read_policy
 from hexlane.model.endpointslice import EndpointSlice
 from hexlane.model.errors import InputError
@@ -125,6 +125,7 @@ class L2Announcer:
         self.unreachable: frozenset[str] = frozenset()
         self.eligible: dict[str, frozenset[str]] = {}
         self.owners: dict[str, str | None] = {}
+        self.alive_now: frozenset[str] = frozenset()  # the nodes alive at the last election
         self.links: dict[str, bool] = {}
         self.node_ip = ""
         self.timing = LeaseTiming.sanitised(l2.lease_duration, l2.lease_renew_deadline,
@@ -265,7 +266,8 @@ class L2Announcer:
             alive = alive - {self.node}
         members = sorted(set().union(*self.eligible.values()) | alive) \
             if self.eligible else sorted(alive)
-        self.owners = assign(self.eligible, members, frozenset(alive))
+        self.alive_now = frozenset(alive)
+        self.owners = assign(self.eligible, members, self.alive_now)
         return {ip for ip, owner in self.owners.items() if owner == self.node}
 
     # -- outputs ---------------------------------------------------------------------------
@@ -381,6 +383,16 @@ class L2Announcer:
         ips = sorted({ip for ip, _ in cand.entries})
         return next((o for ip in ips if (o := self.owners.get(ip))), "") if ips else ""
 
+    def _why(self, ip: str) -> dict[str, Any]:
+        """Why this node owns `ip` in hexlane's election: the nodes eligible for it (selected
+        by an applying policy; for eTP=Local, with a ready endpoint), those of them alive, and
+        their rendezvous ranking (the owner is the first below the load cap, see
+        hexlane.l2.owner)."""
+        eligible = self.eligible.get(ip, frozenset())
+        alive = eligible & self.alive_now
+        return {"eligible": sorted(eligible), "alive": sorted(alive),
+                "ranking": ranking(ip, alive), "owner": self.owners.get(ip) or ""}
+
     def status(self) -> dict[str, Any]:
         """For `hexlane status` and `hexlane l2 list`."""
         replies: dict[Entry, int] = {}
@@ -417,7 +429,8 @@ class L2Announcer:
                 {"ip": ip, "device": device, "node": self.node,
                  "services": [f"{ns}/{n}" for ns, n in keys],
                  "policies": sorted({p for k in keys for p in self.candidates[k].policies}),
-                 "replies": replies.get((ip, device), 0)}
+                 "replies": replies.get((ip, device), 0),
+                 **({"why": self._why(ip)} if hexlane else {})}
                 for (ip, device), keys in sorted(self.held.items())],
             "competing": [
                 {"service": f"{ns}/{n}", "lease": "" if hexlane else cand.lease,

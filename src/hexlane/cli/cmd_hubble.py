@@ -198,13 +198,19 @@ def _connection(args: argparse.Namespace) -> tuple[Any, Any]:
     return address, tls
 
 
-def _run(coro: Any) -> int:
+def _run(coro: Any, args: argparse.Namespace) -> int:
     from hexlane.hubble.client import HubbleUnreachable
 
     try:
         return int(asyncio.run(coro))
     except HubbleUnreachable as e:
         print(f"error: {e}", file=sys.stderr)
+        # Nothing named and nothing found here: on a lab's machine, the relay is on its cp.
+        if args.server is None and (hint := flags.no_local_agent(
+                args, "state_dir", host="cp",
+                what="no Hubble server answers on this machine itself; a lab's Hubble Relay "
+                     "runs on its control plane")):
+            print(hint, file=sys.stderr)
         return 1
     except (OSError, ValueError) as e:  # certificate files that cannot be read
         print(f"error: {e}", file=sys.stderr)
@@ -232,7 +238,7 @@ def run_observe(args: argparse.Namespace) -> int:
     except QueryError as e:
         raise InputError(Problem(str(e), where)) from None
     address, tls = _connection(args)
-    return _run(_observe(args, address, tls, request))
+    return _run(_observe(args, address, tls, request), args)
 
 
 async def _observe(args: argparse.Namespace, address: Any, tls: Any, request: Any) -> int:
@@ -292,7 +298,7 @@ async def _observe(args: argparse.Namespace, address: Any, tls: Any, request: An
 
 def run_status(args: argparse.Namespace) -> int:
     address, tls = _connection(args)
-    return _run(_status(args, address, tls))
+    return _run(_status(args, address, tls), args)
 
 
 async def _status(args: argparse.Namespace, address: Any, tls: Any) -> int:
@@ -316,7 +322,7 @@ async def _status(args: argparse.Namespace, address: Any, tls: Any) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     address, tls = _connection(args)
-    return _run(_list(args, address, tls))
+    return _run(_list(args, address, tls), args)
 
 
 async def _list(args: argparse.Namespace, address: Any, tls: Any) -> int:

@@ -4,8 +4,9 @@
 
 Asks this node's agent (as `hexlane status` does): one row per announced (IP, interface) with
 the Service(s) it belongs to, the announcing node, the policies that selected it and how many
-ARP requests the datapath answered for it; then the Services this node competes for without
-holding their Lease, with the node that holds it.
+ARP requests the datapath answered for it; in hexlane's election, why this node won each IP
+(the eligible nodes, those alive, their rendezvous ranking); then the Services this node
+competes for without holding their Lease, with the node that holds it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         status = fetch_status(args.state_dir)
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
+        if hint := flags.no_local_agent(args, "state_dir"):
+            print(hint, file=sys.stderr)
         return 1
     l2 = status.get("l2") or {}
     if args.output == "json":
@@ -54,6 +57,16 @@ def format_list(l2: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in rows]
+    whys = [(a["ip"], a["why"]) for a in l2.get("announcements") or [] if a.get("why")]
+    if whys:
+        lines.append("")
+        lines.append("Why this node: hexlane's election, rendezvous hashing with bounded load "
+                     "over the live eligible nodes:")
+        for ip, why in dict(whys).items():
+            lines.append(f"  {ip}  eligible {','.join(why['eligible']) or '-'}  "
+                         f"alive {','.join(why['alive']) or '-'}  "
+                         f"ranking {' > '.join(why['ranking']) or '-'}  "
+                         f"owner {why.get('owner') or '-'}")
     others = [c for c in l2.get("competing") or [] if not c["leading"]]
     if others:
         lines.append("")

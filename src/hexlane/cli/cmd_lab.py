@@ -1,4 +1,5 @@
-"""`hexlane lab up|upgrade|down|status|exec|kubectl|kill|revive|freeze|thaw|demo --name NAME ...`: a
+"""`hexlane lab up|upgrade|down|status|exec|kubectl|kill|revive|freeze|thaw|port-forward|demo
+--name NAME ...`: a
 whole homelab cluster in network namespaces on this machine (see docs/lab.md and
 `hexlane.lab.manager`).
 
@@ -42,7 +43,9 @@ def _add_name(p: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     lab = subparsers.add_parser("lab", help="a whole cluster in network namespaces",
                                 description="Build and use a homelab cluster in network "
-                                            "namespaces on this machine (see docs/lab.md).")
+                                            "namespaces on this machine (see docs/lab.md). "
+                                            "`hexlane lab demo` tells seed 000's story on one "
+                                            "(docs/lab.md, section Demo).")
     sub = lab.add_subparsers(dest="lab_command", metavar="VERB")
 
     p = sub.add_parser("up", help="build and start a lab")
@@ -112,9 +115,28 @@ def register(subparsers: Any) -> None:
     _add_name(p)
     p.add_argument("host", metavar="HOST", help="cp or node<i>")
     p.set_defaults(func=_thaw)
-    p = sub.add_parser("demo", help="the homelab guides' story on a lab (see docs/lab.md)")
+    p = sub.add_parser("port-forward", help="a lab host's TCP port on this machine's loopback",
+                       description="Listen on this machine's 127.0.0.1 and connect each "
+                                   "connection to HOST's PORT from inside the lab (as kubectl "
+                                   "port-forward); e.g. `hexlane lab port-forward cp 8081` for "
+                                   "the Hubble UI. Ctrl-C stops. See docs/lab.md.")
     _add_name(p)
-    p.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    p.add_argument("host", metavar="HOST", help="client, cp or node<i>")
+    p.add_argument("port", type=int, metavar="PORT", help="the TCP port on HOST")
+    p.add_argument("--address", default="127.0.0.1", metavar="ADDR",
+                   help="loopback address to listen on (127.0.0.1)")
+    p.add_argument("--local-port", type=int, default=None, metavar="N",
+                   help="local port (default: PORT; 0: any free one)")
+    p.set_defaults(func=_port_forward)
+    p = sub.add_parser("demo", help="seed 000's whole story on a lab of its own, about 30 s "
+                                    "(docs/lab.md#demo)",
+                       description="Build a 3-node lab with seed 000's values and tell its "
+                                   "story: LB-IPAM, L2 announcements, traffic from the laptop, "
+                                   "Hubble, a node's death; then remove the lab (see the Demo "
+                                   "section of docs/lab.md).")
+    _add_name(p)
+    p.add_argument("--keep", action="store_true",
+                   help="leave the lab up afterwards (and say how to open the Hubble UI)")
     p.set_defaults(func=_demo)
     lab.set_defaults(func=lambda args: (lab.print_help(), 2)[1])
 
@@ -196,6 +218,15 @@ def _demo(args: argparse.Namespace) -> int:
     from hexlane.lab import demo
 
     return demo.run(_lab(args), keep=args.keep)
+
+
+@_guard
+def _port_forward(args: argparse.Namespace) -> int:
+    from hexlane.lab import portforward
+
+    return portforward.run(_lab(args), args.host, args.port, address=args.address,
+                           local_port=args.local_port,
+                           say=lambda text: print(text, flush=True))
 
 
 @_guard

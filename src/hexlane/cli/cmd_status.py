@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"health": {"ok": False, "reasons": [str(err)]}}))
         else:
             print(str(err), file=sys.stdout if args.brief else sys.stderr)
+            if hint := flags.no_local_agent(args, "state_dir"):
+                print(hint, file=sys.stderr)
         return 1
     ok, reasons = brief(status)
     if args.brief:

@@ -9,6 +9,9 @@
 - `daemon`: what `hexlane agent` and `hexlane operator` share: `--kubeconfig`, Helm values,
   `--metrics-addr`, `-v`; `start_daemon(args)` sets up logging and loads the values (warnings
   printed, errors raised with file and key), `metrics_addr` decides where metrics go;
+- `no_local_agent`: what to say when the node commands find no agent (or datapath) at the
+  default place: a lab's `hexlane lab exec --name X node1 -- <the same command>`, or how to
+  start one;
 - `commands`: a group of sub-commands whose bare name prints its help and exits 2;
 - `parse_addr`, `duration`: flag values checked, an `InputError` naming the flag otherwise.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +53,50 @@ def output(parser: argparse.ArgumentParser) -> None:
                         help="output format (default text)")
 
 
+def no_local_agent(args: argparse.Namespace, flag: str, *, host: str = "node1",
+                   what: str = "no hexlane agent answers on this machine itself; a lab's "
+                               "agents run in its nodes") -> str:
+    """A hint for a node command (`hexlane status`, `service list`, `l2 list`, `bpf ...`) that
+    found nothing at the default state dir or BPF root (`flag`: "state_dir" or "bpf_root"):
+    on a machine with a lab, the agents run inside its nodes, so the same command through
+    `hexlane lab exec`; without one, how to start an agent. "" when the user pointed the
+    command elsewhere (a flag or the environment, as `lab exec node<i>` does) or it runs in
+    another network namespace (`lab exec cp`): the error itself says what is wrong there."""
+    default = DEFAULT_STATE_DIR if flag == "state_dir" else DEFAULT_BPF_ROOT
+    if Path(getattr(args, flag)) != Path(default) or not _in_machines_netns():
+        return ""
+    from hexlane.lab.manager import lab_names  # the lab's layer: only when there is a hint
+
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    command = shlex.join(["hexlane", *argv])
+    labs = lab_names()
+    if labs:
+        return (f"{what}: `hexlane lab exec "
+                f"--name {labs[0]} {host} -- {command}` (labs here: {', '.join(labs)})")
+    return ("no hexlane agent answers on this machine: start one with `hexlane agent --node NAME "
+            "...` (docs/agent.md), or a whole cluster in network namespaces with `hexlane lab "
+            "up` (docs/lab.md)")
+
+
+def _in_machines_netns() -> bool:
+    """This process is not in a named network namespace (a lab host's, as after `lab exec
+    cp`, where `lab exec` would be no way in); True when that cannot be told."""
+    from hexlane.lab import netns  # only when there is a hint to give
+
+    try:
+        here = os.stat("/proc/self/ns/net").st_ino
+        named = os.listdir(netns.NETNS_DIR)
+    except OSError:
+        return True
+    for name in named:
+        try:
+            if os.stat(os.path.join(netns.NETNS_DIR, name)).st_ino == here:
+                return False
+        except OSError:
+            continue
+    return True
+
+
 def show(args: argparse.Namespace, read: Callable[[Path], Any],
          text: Callable[[Any], None], json_view: Callable[[Any], Any] = lambda rows: rows
          ) -> int:
@@ -59,6 +107,8 @@ def show(args: argparse.Namespace, read: Callable[[Path], Any],
         rows = read(args.bpf_root)
     except (FileNotFoundError, BpfError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, FileNotFoundError) and (hint := no_local_agent(args, "bpf_root")):
+            print(hint, file=sys.stderr)
         return 1
     if args.output == "json":
         print(json.dumps(json_view(rows), indent=2))

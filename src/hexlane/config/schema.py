@@ -7,7 +7,10 @@ values tree, normalises what Helm and Cilium accept loosely (`"true"` for true, 
 a port, `strict` for kubeProxyReplacement, a CIDR string for a CIDR list,
 `endpointRoutes: true`), and reports every wrong type or value as a `Problem` naming the
 source file, the key path and what was expected. Unknown keys are kept and reported as
-warnings. Relations between keys are checked in `hexlane.config.values`.
+warnings. Values that turn on a Cilium feature hexlane does not build yet (`NOT_BUILT`:
+encryption, BGP, Local Redirect Policies, policy enforcement, ...) are accepted with a
+warning naming the key and what hexlane does instead; their Helm defaults (off) are silent.
+Relations between keys are checked in `hexlane.config.values`.
 """
 
 from __future__ import annotations
@@ -51,6 +54,13 @@ class KeySpec:
     acts: bool = True
     choices: tuple[str, ...] = ()
     nullable: bool = False
+    # A feature hexlane does not build (yet): the value of `switch` (a key below this one,
+    # or "" for this key itself) that turns it on, with one of the values in `on`, gets a
+    # warning naming that key: "hexlane does not build <not_built> yet; <instead>".
+    not_built: str = ""
+    instead: str = ""
+    switch: str = ""
+    on: tuple[Any, ...] = (True,)
 
 
 class Invalid(ValueError):
@@ -359,25 +369,10 @@ def _tunnel_protocol(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
     return _enum(value, spec)
 
 
-def _acceleration(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
-    out, _ = _enum(value, spec)
-    if out != "disabled":
-        return out, [("warning", f"XDP acceleration {out!r} is not implemented in hexlane; "
-                                 "services are handled at tc")]
-    return out, []
-
-
 def _ipv4_enabled(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
     out, _ = _bool(value, spec)
     if not out:
         raise Invalid("hexlane is IPv4-only; ipv4.enabled must be true")
-    return out, []
-
-
-def _ipv6_enabled(value: Any, spec: KeySpec) -> tuple[Any, list[Note]]:
-    out, _ = _bool(value, spec)
-    if out:
-        return out, [("warning", "hexlane is IPv4-only; IPv6 is not configured")]
     return out, []
 
 
@@ -471,8 +466,7 @@ NORMALISERS: dict[str, Callable[[Any, KeySpec], tuple[Any, list[Note]]]] = {
     "table_size": _table_size, "hash_seed": _hash_seed, "mask_size": _mask_size,
     "ring_capacity": _ring_capacity, "cluster_id": _cluster_id, "cluster_name": _cluster_name,
     "listen_address": _listen_address, "routing_mode": _routing_mode,
-    "tunnel_protocol": _tunnel_protocol, "acceleration": _acceleration,
-    "ipv4_enabled": _ipv4_enabled, "ipv6_enabled": _ipv6_enabled, "any": _any,
+    "tunnel_protocol": _tunnel_protocol, "ipv4_enabled": _ipv4_enabled, "any": _any,
     "pem_base64": _pem_base64, "ip_list": _ip_list, "port_list": _port_list,
     "object": _object, "object_list": _object_list, "str_map": _str_map,
     "str_or_null": _str_or_null, "prom_duration": _prom_duration,
@@ -485,6 +479,35 @@ def _acts(path: str, kind: str, effect: str, **kw: Any) -> KeySpec:
 
 def _ignored(path: str, effect: str = "accepted, no effect in hexlane") -> KeySpec:
     return KeySpec(path, "any", effect, acts=False)
+
+
+def _not_built(path: str, feature: str, instead: str, *, switch: str = "enabled",
+               on: tuple[Any, ...] = (True,), kind: str = "any",
+               choices: tuple[str, ...] = ()) -> KeySpec:
+    """A Cilium key (with `switch` the map of a feature, everything below it accepted) whose
+    `on` values turn on `feature`, which hexlane does not build: a warning then."""
+    key = f"{path}.{switch}" if switch else path
+    effect = (f"{' or '.join(_shown(v) for v in on)} at {key} gives a warning: hexlane does "
+              f"not build {feature} yet; {instead}.")
+    return KeySpec(path, kind, effect, acts=False, choices=choices, not_built=feature,
+                   instead=instead, switch=switch, on=on)
+
+
+def _shown(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _turned_on(value: Any, spec: KeySpec) -> tuple[str, Any] | None:
+    """(the key below spec.path that turns its feature on, its value), when it does."""
+    if spec.switch:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(spec.switch)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"  # as Cilium reads "true"
+    if any(value == v and type(value) is type(v) for v in spec.on):
+        return (f".{spec.switch}" if spec.switch else ""), value
+    return None
 
 
 # What `hexlane manifests` renders from (Cilium's chart keys of the same meaning): one
@@ -639,9 +662,10 @@ _ACTING = (
           "how DSR carries the service address to the backend node; hexlane implements opt "
           "(IPv4 option); ipip and geneve need kernel modules this machine lacks.",
           choices=("opt", "ipip", "geneve")),
-    _acts("loadBalancer.acceleration", "acceleration",
-          "XDP acceleration; only disabled is implemented (others are warned about).",
-          choices=("disabled", "native", "best-effort")),
+    _acts("loadBalancer.acceleration", "enum",
+          "XDP acceleration; only disabled is built (native and best-effort give a warning).",
+          choices=("disabled", "native", "best-effort"), not_built="XDP acceleration",
+          instead="Services are load-balanced at tc", on=("native", "best-effort")),
     _acts("maglev.tableSize", "table_size",
           "Maglev lookup table size per service (a prime from Cilium's list)."),
     _acts("maglev.hashSeed", "hash_seed",
@@ -691,7 +715,10 @@ _ACTING = (
           "NodePort services without full kube-proxy replacement (implied by "
           "kubeProxyReplacement: true)."),
     _acts("ipv4.enabled", "ipv4_enabled", "must be true: hexlane is IPv4-only."),
-    _acts("ipv6.enabled", "ipv6_enabled", "IPv6 is not implemented; true gives a warning."),
+    _acts("ipv6.enabled", "bool",
+          "IPv6 is not built (true gives a warning); LB-IPAM reads it as Cilium does, to "
+          "decide which pools' IPv6 blocks to hand out.", not_built="IPv6",
+          instead="the cluster is IPv4-only"),
     _acts("hubble.enabled", "bool", "record flows in each agent and serve the Hubble API."),
     _acts("hubble.socketPath", "str", "UNIX socket of the agent's Hubble API."),
     _acts("hubble.listenAddress", "listen_address",
@@ -706,7 +733,10 @@ _ACTING = (
           "when hubble.tls.server.cert/key are not given."),
     _acts("hubble.tls.auto.method", "enum",
           "how Cilium's chart makes certificates (helm, cronJob, certmanager); hexlane makes "
-          "them itself whichever is chosen.", choices=("helm", "cronJob", "certmanager")),
+          "them itself whichever is chosen (cronJob and certmanager give a warning).",
+          choices=("helm", "cronJob", "certmanager"),
+          not_built="certificates from a CronJob or cert-manager",
+          instead="hexlane makes the Hubble certificates itself", on=("cronJob", "certmanager")),
     _acts("hubble.tls.auto.certValidityDuration", "positive_int",
           "days the certificates hexlane makes are valid."),
     _acts("hubble.tls.server.cert", "pem_base64",
@@ -781,8 +811,49 @@ _POD_KEYS = (
     "securityContext", "podSecurityContext", "extraVolumes", "extraVolumeMounts", "image",
     "podDisruptionBudget", "topologySpreadConstraints",
 )
+# Cilium features hexlane does not build yet: accepted, and a warning when turned on.
+NOT_BUILT = (
+    _not_built("localRedirectPolicy", "Local Redirect Policies",
+               "hexlane does not act on it: CiliumLocalRedirectPolicy objects are not read, "
+               "traffic goes to the Services' backends as without it", switch="",
+               kind="bool"),
+    _not_built("policyEnforcementMode", "network policy enforcement",
+               "policies are parsed and validated only, every connection is allowed",
+               switch="", kind="enum", on=("always",), choices=("default", "always", "never")),
+    _not_built("encryption", "transparent encryption (WireGuard, IPsec)",
+               "traffic between nodes is not encrypted"),
+    _not_built("bgpControlPlane", "the BGP control plane",
+               "nothing is announced over BGP; LoadBalancer IPs are announced over L2 (ARP) "
+               "with l2announcements.enabled"),
+    _not_built("ingressController", "the Ingress controller",
+               "Ingress objects are not served"),
+    _not_built("gatewayAPI", "Gateway API support",
+               "Gateway and HTTPRoute objects are not served"),
+    _not_built("envoy", "the Envoy L7 proxy",
+               "no traffic goes through a proxy (hubble.l7 reads DNS and HTTP flows without "
+               "one)"),
+    _not_built("loadBalancer.l7", "L7 load balancing of Services through Envoy",
+               "Services are load-balanced at L4", switch="backend", on=("envoy",)),
+    _not_built("clustermesh", "Cluster Mesh", "the cluster is not connected to others",
+               switch="useAPIServer"),
+    _not_built("hostFirewall", "the host firewall", "host policies are not enforced"),
+    _not_built("bandwidthManager", "the bandwidth manager",
+               "pods' kubernetes.io/egress-bandwidth annotations are not enforced"),
+    _not_built("egressGateway", "the egress gateway",
+               "pods' traffic leaves through their own node, masqueraded to its address"),
+    _not_built("socketLB", "socket-level load balancing",
+               "Services are load-balanced per packet at tc"),
+    _not_built("hostPort", "hostPort mapping in eBPF", "pods' hostPorts are not mapped"),
+    _not_built("authentication.mutual.spire", "mutual authentication (SPIRE)",
+               "connections are not authenticated"),
+    _not_built("hubble.relay.prometheus", "metrics of Hubble Relay",
+               "the relay serves no metrics and `hexlane manifests` renders no ServiceMonitor "
+               "for it"),
+    _not_built("hubble.ui.ingress", "an Ingress for the Hubble UI",
+               "`hexlane manifests` renders none; reach the UI through its Service"),
+)
+
 _IGNORED = (
-    _ignored("localRedirectPolicy"),
     _ignored("cgroup"),
     _ignored("prometheus.metrics"),
     _ignored("prometheus.controllerGroupMetrics"),
@@ -790,9 +861,6 @@ _IGNORED = (
       for key in ("trustCRDsExist", "jobLabel", "scrapeTimeout", "namespace")),
     _ignored("hubble.metrics.enableOpenMetrics"),
     _ignored("hubble.metrics.serviceAnnotations"),
-    _ignored("hubble.relay.prometheus", "accepted, no effect in hexlane (its relay serves no "
-                                        "metrics yet)"),
-    _ignored("hubble.ui.ingress"),
     *(_ignored(f"hubble.{part}.service.{key}") for part in ("relay", "ui")
       for key in ("annotations", "labels")),
     _ignored("image.digest"),
@@ -805,9 +873,6 @@ _IGNORED = (
     _ignored("hubble.tls.auto.certManagerIssuerRef"),
     _ignored("hubble.tls.server.existingSecret"),
     _ignored("hubble.peerService"),
-    _ignored("loadBalancer.l7"),
-    _ignored("hostPort"),
-    _ignored("socketLB"),
     _ignored("debug"),
     *(
         _ignored(f"{prefix}{key}")
@@ -817,7 +882,7 @@ _IGNORED = (
     ),
 )
 
-SPECS: dict[str, KeySpec] = {s.path: s for s in (*_ACTING, *_IGNORED)}
+SPECS: dict[str, KeySpec] = {s.path: s for s in (*_ACTING, *NOT_BUILT, *_IGNORED)}
 
 # Every map on the way to a known key: these must be maps, and their unknown children are
 # reported.
@@ -871,6 +936,12 @@ def _walk(node: Mapping[str, Any], prefix: str, origin: Callable[[str], str],
                 continue
             problems += [Problem(msg, path=path, file=origin(path), severity=sev)
                          for sev, msg in notes]
+            if spec.not_built and (turned := _turned_on(out[key], spec)):
+                at, on = turned
+                problems.append(Problem(
+                    f"{_shown(on)}: hexlane does not build {spec.not_built} yet; "
+                    f"{spec.instead}", path=path + at, file=origin(path + at),
+                    severity="warning"))
         elif path in _MAPS:
             if not isinstance(value, Mapping):
                 children = sorted(p[len(path) + 1:].split(".")[0] for p in SPECS

@@ -536,13 +536,6 @@ def _check_relations(v: Values, read: _Reader, report: _Report) -> None:
             and valid("tls.ca.cert"):
         report("tls.ca.key", "tls.ca.cert without tls.ca.key cannot sign the agents' "
                "certificates: give tls.ca.key, or hubble.tls.server.cert/key")
-    if read("localRedirectPolicy") is True:
-        # Accepted (seed 002 sets it) but not acted on: saying nothing would let a user
-        # believe their CiliumLocalRedirectPolicies work.
-        report("localRedirectPolicy",
-               "hexlane does not act on this key: Local Redirect Policies are not built "
-               "(CiliumLocalRedirectPolicy is not served, nothing is redirected); accepted, "
-               "no effect", "warning")
     mask_key = "ipam.operator.clusterPoolIPv4MaskSize"
     if v.ipam.mode == "cluster-pool" \
             and valid("ipam.mode", mask_key, "ipam.operator.clusterPoolIPv4PodCIDRList"):

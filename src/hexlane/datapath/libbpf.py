@@ -668,14 +668,25 @@ def tc_attach(ifindex: int, prog_fd: int, direction: str = "ingress", *,
               handle: int = 1, priority: int = 1, replace: bool = True) -> int:
     """Attach a program at clsact `direction` of `ifindex` (creating clsact); the prog id."""
     hook = _tc_hook(ifindex, _tc_point(direction))
+    # libbpf creates clsact with NLM_F_EXCL, so when the device has it already (its other
+    # direction attached first, an agent restarted, a foreign filter) the kernel refuses with
+    # EEXIST and the extack "Exclusivity flag on, cannot modify", which libbpf prints as a
+    # warning. That is the usual case, not a fault: its lines go to debug with what they mean;
+    # any other failure raises with them, and lines of a success stay warnings.
     saved = getattr(_log_state, "lines", None)
-    _log_state.lines = []  # clsact already there is the usual case, not a warning
+    _log_state.lines = []
     try:
         ret = _lib.bpf_tc_hook_create(ctypes.byref(hook))
     finally:
         lines, _log_state.lines = _log_state.lines, saved
     if ret < 0 and _err(ret) != errno_mod.EEXIST:
         raise BpfError(_err(ret), f"create clsact on ifindex {ifindex}", "".join(lines))
+    for line in lines:
+        if ret < 0:
+            _log.debug("%s (clsact exists already on ifindex %d: expected, it is used as it "
+                       "is)", line.rstrip(), ifindex)
+        else:
+            _log.warning("%s", line.rstrip())
     opts = _TcOpts(sz=ctypes.sizeof(_TcOpts), prog_fd=prog_fd, handle=handle, priority=priority,
                    flags=BPF_TC_F_REPLACE if replace else 0)
     _check(_lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)),

@@ -98,6 +98,25 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+class Progress:
+    """`lab up`'s steps, one line each as it starts or finishes, with the seconds since `up`
+    began, on standard error (the usage `lab up` prints at the end goes to standard out)."""
+
+    def __init__(self, out: Callable[[str], None] | None = None) -> None:
+        self.started = time.monotonic()
+        self.out = out or _log
+        self.states: dict[str, str] = {}
+
+    def __call__(self, msg: str) -> None:
+        self.out(f"{time.monotonic() - self.started:5.1f}s  {msg}")
+
+    def state(self, what: str, state: str) -> None:
+        """`what: state`, when it is not what was last said of `what` (polled states)."""
+        if self.states.get(what) != state:
+            self.states[what] = state
+            self(f"{what}: {state}")
+
+
 def hexlane_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "hexlane.cli.main", *args]
 
@@ -391,8 +410,11 @@ def _tail(path: str, lines: int = 15) -> str:
 
 
 def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequence[str],
-       sets: Sequence[str], node_grace: float = 40.0, timeout: float = 120.0) -> LabState:
-    """Build and start a lab; returns when every Node is Ready and every agent is healthy."""
+       sets: Sequence[str], node_grace: float = 40.0, timeout: float = 120.0,
+       progress: Callable[[str], None] | None = None) -> LabState:
+    """Build and start a lab; returns when every Node is Ready and every agent is healthy.
+    Each step is told to `progress` (default: standard error) as it starts or finishes."""
+    say = Progress(progress)
     plan = LabPlan.make(name, nodes=nodes, lan=lan, lan_ifname=lan_ifname)
     values = lab_values(values_files, sets)
     endpoint = api_endpoint(values, plan)
@@ -413,6 +435,8 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
     values_file.write_text(yaml.safe_dump(values.tree, sort_keys=True))
     _log(f"lab {name}: network {plan.lan}, {nodes} node(s)")
     build_network(plan)
+    say(f"LAN {plan.lan}: a switch and {len(plan.hosts)} hosts "
+        f"({', '.join(h.role for h in plan.hosts)})")
 
     # Control plane: the apiserver first, everything else needs its kubeconfig. The agents,
     # the operator and the relay have identities of their own (the service accounts
@@ -434,7 +458,9 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
         {}, str(plan.dir / "logs" / "apiserver.log")))
     state.procs.append(api)
     state.save()
+    say("control plane: apiserver starting")
     _wait("the apiserver", lambda: (api_dir / "kubeconfig").exists(), 60, [api])
+    say(f"control plane: apiserver serving on {cp.ip}:{APISERVER_PORT}")
     _kubeconfig_for(api_dir / "kubeconfig", plan.dir / "kubeconfig", plan.apiserver_url)
     node_url = f"https://{endpoint.host}:{endpoint.port}"
     node_kubeconfig = plan.dir / "node-kubeconfig"  # the lab kubelet's (admin)
@@ -468,6 +494,8 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
     for p in cp_procs:
         state.procs.append(start_proc(plan, p))
     state.save()
+    started = {"cp/proxy": "API proxy", "controllers": "lab controllers", "dns": "cluster DNS",
+               "operator": "operator", "hubble-relay": "Hubble Relay", "hubble-ui": "Hubble UI"}
 
     # Hubble's mTLS: one CA for every node's certificate, and a client certificate for the
     # CLI and the relay (hubble.tls.enabled, Cilium's default).
@@ -479,6 +507,8 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
     for proc in hubble_cp_procs(plan, values, hubble_ca):
         state.procs.append(start_proc(plan, proc))
     state.save()
+    say("control plane: started " + ", ".join(started[p.name] for p in state.procs
+                                             if p.name in started))
 
     # Nodes: the API proxy, the lab kubelet and the agent.
     for host in plan.node_hosts:
@@ -510,14 +540,20 @@ def up(name: str, *, nodes: int, lan: str, lan_ifname: str, values_files: Sequen
                 "--bpf-root", str(plan.bpf_root(role)), "--cni-conf-dir", str(conf_dir),
                 "--cni-bin-dir", str(bin_dir), "--service-cidr", SERVICE_CIDR, *hubble_ca),
             env, str(node_dir / "logs" / "agent.log"))))
+        say(f"{role}: started " + ", ".join(
+            p.name.split("/")[1].replace("proxy", "API proxy") for p in state.node_procs(role)))
     state.save()
-    _wait("every node Ready", lambda: _all_ready(plan), timeout, state.procs)
+    say(f"waiting for {plan.nodes} Node(s) to register and be Ready (their daemons start)")
+    _wait("every node Ready", lambda: _all_ready(plan, say), timeout, state.procs)
+    say("every Node Ready; waiting for the agents to be healthy")
     for host in plan.node_hosts:
         _wait(f"the agent of {host.role} to be healthy",
               lambda role=host.role: agent_healthy(plan, role)[0],  # type: ignore[misc]
               timeout, state.node_procs(host.role))
+        say(f"{host.role}: agent healthy")
     _wait("the cluster DNS (kube-system/kube-dns's endpoints)", lambda: _dns_published(plan),
           timeout, [p for p in state.procs if p.name == "dns"])
+    say(f"cluster DNS serving behind kube-system/kube-dns ({CLUSTER_DNS})")
     state.phase = "up"
     state.save()
     return state
@@ -608,25 +644,49 @@ def cni_dirs(plan: LabPlan, role: str) -> tuple[Path, Path]:
     return plan.node_dir(role) / "cni" / "net.d", plan.node_dir(role) / "cni" / "bin"
 
 
-def _all_ready(plan: LabPlan) -> bool:
+def _all_ready(plan: LabPlan, say: Progress | None = None) -> bool:
+    """Every Node of the plan registered and Ready; each Node's progress told to `say` once
+    (registered, Ready)."""
     nodes = list_nodes(plan)
+    if say is not None:
+        for node in nodes:
+            say.state(name_of(node), "Node Ready" if is_node_ready(node) else
+                      "Node registered (Ready once its agent has written the CNI config)")
     return len(nodes) >= plan.nodes and all(is_node_ready(n) for n in nodes)
 
 
+# The NodePort of the Service `lab up`'s usage suggests trying (Kubernetes' range 30000-32767).
+TRY_NODEPORT = 30080
+
+
 def usage(plan: LabPlan) -> str:
+    """What `lab up` prints when the lab is up: what is where, and commands that work from
+    where they run (tests/lab/test_lab_e2e.py runs them). The client is a laptop on the LAN:
+    it reaches nodes, NodePorts and LoadBalancer IPs, never pod IPs (no route, as at home)."""
     n = plan.name
     flag = "" if n == "hl" else f" --name {n}"
+    node1 = plan.node_hosts[0]
     return "\n".join([
         f"lab {n} is up: LAN {plan.lan}, client {plan.client.ip}, control plane {plan.cp.ip} "
         f"(apiserver :{APISERVER_PORT}), nodes " + ", ".join(
             f"{h.role} {h.ip}" for h in plan.node_hosts),
         f"  hexlane lab kubectl{flag} get nodes -o wide",
-        f"  hexlane lab exec{flag} client -- curl http://<pod-ip>/whoami",
-        f"  hexlane lab exec{flag} node1 -- hexlane status",
-        f"  hexlane lab exec{flag} cp -- hexlane hubble observe -f   # every node's flows "
-        "(Hubble Relay)",
+        f"  hexlane lab exec{flag} node1 -- hexlane status   # node1's agent; node commands "
+        "(service list, l2 list, bpf ...) run in a node",
+        f"  hexlane lab exec{flag} cp -- hexlane hubble observe --last 20   # every node's "
+        "flows (Hubble Relay; -f follows)",
         f"  Hubble UI: http://{plan.cp.ip}:{UI_PORT}/ (from the client: a browser in "
         "its namespace)",
+        "a Service to try (the client reaches nodes and Services, not pod IPs):",
+        f"  hexlane lab kubectl{flag} create deployment hello --image=hexlane/workload "
+        "--port=80 --replicas=2",
+        f"  hexlane lab kubectl{flag} create service nodeport hello --tcp=80:80 "
+        f"--node-port={TRY_NODEPORT}",
+        f"  hexlane lab kubectl{flag} rollout status deployment/hello",
+        f"  hexlane lab exec{flag} client -- curl -s --retry 5 --retry-connrefused "
+        f"http://{node1.ip}:{TRY_NODEPORT}/whoami",
+        f"  hexlane lab exec{flag} pod/default/<hello-pod> -- curl -s http://hello/whoami   "
+        "# from a pod (a name from `get pods`), the Service by name",
         f"  hexlane lab status{flag}",
         f"  hexlane lab down{flag}",
         f"state and logs: {plan.dir}",
@@ -647,6 +707,31 @@ def lab_namespaces(name: str) -> list[str]:
     return sorted(e for e in entries if pattern.match(e))
 
 
+_HOST_NETNS = re.compile(r"^([a-z0-9]{1,8})-(lan|cp|client|node[0-9]+)$")
+
+
+def lab_names() -> list[str]:
+    """The labs on this machine, found as `lab status` and `lab down` find one: a directory
+    with a state file under the lab root, or a host namespace named `<lab>-lan|cp|client|
+    node<i>` (a lab whose `up` failed half-way, or whose state is lost)."""
+    names: set[str] = set()
+    with contextlib.suppress(OSError):
+        names.update(d.name for d in LAB_ROOT.iterdir()
+                     if (d / STATE_FILE).exists() and re.fullmatch(r"[a-z0-9]{1,8}", d.name))
+    with contextlib.suppress(OSError):
+        names.update(m.group(1) for e in os.listdir(netns.NETNS_DIR)
+                     if (m := _HOST_NETNS.match(e)))
+    return sorted(names)
+
+
+def lab_leftovers(name: str) -> list[str]:
+    """Everything of lab `name` there is (namespaces, BPF roots, its directory): what `down`
+    removes; empty when there is no such lab, not even half of one."""
+    directory = lab_dir(name)
+    return [*lab_namespaces(name), *(str(p) for p in lab_bpf_roots(name)),
+            *([str(directory)] if directory.exists() else [])]
+
+
 def lab_bpf_roots(name: str) -> list[Path]:
     check_lab_name(name)
     return sorted(p for p in BPF_ROOT.glob(f"hexlane-{name}-node*") if
@@ -654,7 +739,12 @@ def lab_bpf_roots(name: str) -> list[Path]:
 
 
 def down(name: str) -> list[str]:
-    """Stop and remove everything of lab `name`; returns what is left (should be nothing)."""
+    """Stop and remove everything of lab `name`; returns what is left (should be nothing).
+    LabError when there is nothing of it at all (a mistyped name must not read as done)."""
+    if not lab_leftovers(name):
+        labs = lab_names()
+        raise LabError(f"no lab named {name}; " + (
+            f"labs here: {', '.join(labs)}" if labs else "there is no lab on this machine"))
     namespaces = lab_namespaces(name)
     pids = pids_in_netns([netns.netns_path(n) for n in namespaces])
     if pids:
