@@ -12,8 +12,8 @@ What is deployed, which cells are probed and what each must see is decided by th
 3. waits for every pod Running and Ready, every LoadBalancer IP, every EndpointSlice, and
    every node's datapath to serve the Services (`hexlane service list` in the node; a node
    that does not converge is a warning, its cells then say what fails);
-4. routes the LoadBalancer and external IPs via node1 inside the client (a /32 each: L2
-   announcements are not built);
+4. routes the LoadBalancer and external IPs via node1 inside the client (a /32 each: the
+   test does not count on L2 announcements, off in the default values);
 5. runs each cell's probe in its source's network namespace, the lab's way
    (`manager.exec_argv`: `nsenter --net`): curl for TCP (`conncheck.curl_argv`; HTTPS and
    uploads: `https_argv`, `upload_argv`), a small Python probe for UDP
