@@ -163,9 +163,9 @@ def ipcache_entries(pods: Iterable[tuple[str, int]], local_node_ips: Iterable[st
 
 def ipcache_lookup(ipcache: Mapping[IPv4Network, int], ip: str | IPv4Address) -> int:
     """Longest-prefix match of `ip`; world when nothing (not even 0.0.0.0/0) contains it."""
-    addr = IPv4Address(ip) if isinstance(ip, str) else ip
-    for bits in range(32, -1, -1):
-        ident = ipcache.get(IPv4Network((int(addr) >> (32 - bits) << (32 - bits), bits)))
+    addr = int(IPv4Address(ip) if isinstance(ip, str) else ip)
+    for bits in sorted({net.prefixlen for net in ipcache}, reverse=True):
+        ident = ipcache.get(IPv4Network((addr >> (32 - bits) << (32 - bits), bits)))
         if ident is not None:
             return ident
     return int(ReservedIdentity.WORLD)
