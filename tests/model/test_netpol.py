@@ -41,6 +41,17 @@ def test_k8s_policy() -> None:
     assert NetworkPolicy.parse(np({})).policy_types == ("Ingress",)
 
 
+@pytest.mark.parametrize(("spec", "types"), [
+    ({}, ("Ingress",)),
+    ({"egress": []}, ("Ingress",)),            # no egress rule: Kubernetes adds no Egress
+    ({"egress": [{}]}, ("Ingress", "Egress")),
+    ({"policyTypes": [], "egress": [{}]}, ("Ingress", "Egress")),  # empty = not given
+    ({"policyTypes": ["Egress"]}, ("Egress",)),
+])
+def test_policy_types_default_as_kubernetes_does(spec, types):
+    assert NetworkPolicy.parse(np(spec)).policy_types == types
+
+
 @pytest.mark.parametrize(("spec", "path", "fragment"), [
     ({"ingress": [{"ports": [{"port": 8080, "endPort": 8000}]}]},
      "spec.ingress[0].ports[0].endPort", "below port"),

@@ -92,9 +92,11 @@ class NetworkPolicy(ObjectView):
                                            "or Egress")
             elif t not in types:
                 types.append(t)
-        if not spec.has("policyTypes"):
-            # Kubernetes' default: Ingress always, Egress when egress rules are given.
-            types = ["Ingress"] + (["Egress"] if spec.has("egress") else [])
+        if not spec.get("policyTypes"):
+            # Kubernetes' default (SetDefaults_NetworkPolicy): when policyTypes is missing or
+            # empty, Ingress always, Egress when there is at least one egress rule (an empty
+            # `egress: []` adds nothing).
+            types = ["Ingress"] + (["Egress"] if egress else [])
         warnings = r.problems.check()
         return cls(meta=meta, pod_selector=pod_selector, policy_types=tuple(types),
                    ingress=ingress, egress=egress, api_version=api_version, warnings=warnings)

@@ -128,6 +128,7 @@ class Pod(ObjectView):
     NAMESPACED = True
 
     node_name: str = ""
+    service_account: str = ""  # spec.serviceAccountName (part of its security identity)
     containers: tuple[Container, ...] = ()
     host_network: bool = False
     phase: str = ""
@@ -186,7 +187,8 @@ class Pod(ObjectView):
             ip = ipr.string("ip", required=True)
             ipr.try_parse("ip", parse_ip, ip)
             pod_ips.append(ip)
-        pod = cls(meta=meta, node_name=spec.string("nodeName"), containers=tuple(containers),
+        pod = cls(meta=meta, node_name=spec.string("nodeName"),
+                  service_account=spec.string("serviceAccountName"), containers=tuple(containers),
                   host_network=spec.boolean("hostNetwork"),
                   phase=status.string("phase", choices=POD_PHASES), pod_ip=pod_ip,
                   pod_ips=tuple(pod_ips), conditions=parse_conditions(status),
@@ -195,7 +197,8 @@ class Pod(ObjectView):
 
     def to_dict(self) -> dict[str, Any]:
         spec = {"containers": [c.to_dict() for c in self.containers],
-                **omit_empty(nodeName=self.node_name, hostNetwork=self.host_network)}
+                **omit_empty(nodeName=self.node_name, serviceAccountName=self.service_account,
+                             hostNetwork=self.host_network)}
         status = omit_empty(phase=self.phase, podIP=self.pod_ip,
                             podIPs=[{"ip": ip} for ip in self.pod_ips],
                             conditions=[c.to_dict() for c in self.conditions])
