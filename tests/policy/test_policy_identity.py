@@ -152,3 +152,32 @@ def test_cidr_labels_and_identities() -> None:
     assert again[NET("10.1.0.0/16")] == ids[NET("10.1.0.0/16")]
     assert again[NET("192.168.1.0/24")] == ids[NET("192.168.1.0/24")]
     assert again[NET("9.0.0.0/8")] == LOCAL_IDENTITY_FLAG | 1
+
+
+def test_identity_object_round_trip_and_kubernetes_labels() -> None:
+    from hexlane.policy.identity import identity_object, parse_identity_object
+
+    labels = pod_identity_labels({"app": "web", "bad key!": "x"}, "shop", {"team": "a"}, "sa1")
+    obj = identity_object(300, labels)
+    assert obj["metadata"] == {"name": "300", "labels": {
+        "app": "web", "io.cilium.k8s.namespace.labels.team": "a",
+        "io.cilium.k8s.policy.cluster": "default", "io.cilium.k8s.policy.serviceaccount": "sa1",
+        "io.kubernetes.pod.namespace": "shop"}}  # "bad key!" is no Kubernetes label key
+    assert obj["security-labels"]["k8s:bad key!"] == "x"
+    assert parse_identity_object(obj) == (300, labels)
+    assert parse_identity_object({**obj, "metadata": {"name": "7"}}) is None
+    assert parse_identity_object({**obj, "metadata": {"name": "web"}}) is None
+
+
+def test_in_use_and_observed_use_for_the_gc() -> None:
+    from hexlane.policy.identity import identities_in_use, observe_use, unused
+
+    a, b = (pod_identity_labels({"app": x}, "ns", {}) for x in "ab")
+    assert identities_in_use({256: a, 257: b}, [a, a]) == {256}
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    seen = observe_use({}, [256, 257], {256}, t0)
+    assert seen == {256: t0, 257: t0}  # first seen counts as in use
+    later = t0 + timedelta(minutes=20)
+    seen = observe_use({**seen, 999: t0}, [256, 257], {256}, later)
+    assert seen == {256: later, 257: t0}  # 999 is gone from the API: forgotten
+    assert unused(seen, {256}, later, timedelta(minutes=15)) == [257]

@@ -17,6 +17,8 @@ Routes (errors are `{code, msg, details}` with CNI error codes, HTTP 4xx/5xx):
 - `POST /v1/cni/gc` body `{network, validAttachments: [{containerID, ifname}]}`.
 - `GET /v1/cni/status`, `GET /v1/endpoints`, `GET /v1/healthz`;
 - `GET /v1/status`: the agent's status document (`hexlane status`), when the daemon gives one.
+- `GET /v1/identities`: the security identities this agent knows and its pods' (`hexlane identity
+  list`, `hexlane endpoint list`), when the daemon gives them.
 
 `serve_api(state_dir, manager, status=..., after_add=...)` is what the agent daemon wires in
 (`after_add` runs after every successful ADD, before the answer leaves: the load balancer
@@ -221,11 +223,20 @@ def _abstract_socket(name: str) -> socket.socket:
 async def serve_api(state_dir: Path, manager: EndpointManager, *,
                     abstract_name: str | None = ABSTRACT_NAME,
                     status: StatusFunc | None = None,
+                    identities: Callable[[], dict[str, Any]] | None = None,
                     after_add: Callable[[], None] = lambda: None) -> ApiServer:
-    """Serve the endpoint API on `state_dir/agent.sock` and `@abstract_name` (this netns)."""
+    """Serve the endpoint API on `state_dir/agent.sock` and `@abstract_name` (this netns);
+    `/v1/identities` answers `identities()` (the security identities, when given)."""
     app = web.Application(middlewares=[_privileged_callers_only])
     if status is not None:
         _status_route(app, status)
+    if identities is not None:
+        ident = identities
+
+        async def identities_handler(_request: web.Request) -> web.StreamResponse:
+            return web.json_response(ident())
+
+        app.router.add_get("/v1/identities", identities_handler)
     add_routes(app, manager, after_add)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

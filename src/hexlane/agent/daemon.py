@@ -3,7 +3,7 @@
     Infrastructure
       client        one rate-limited API client (`k8sClientRateLimit.qps/burst`)   k8s.client
       informers     Nodes, CiliumNodes (cluster-pool), Services, EndpointSlices,
-                    this node's Pods                                              k8s.informer
+                    this node's Pods, Namespaces, CiliumIdentities                k8s.informer
       metrics       `/metrics` on prometheus.port (9962) when prometheus.enabled  metrics.py
     Control plane
       nodes         this node's IP and pod CIDR (waited for once, remembered in
@@ -22,6 +22,8 @@
 
     Controllers (`hexlane.k8s.controller`: triggered by their informers, and every interval)
       routes        nodes, ciliumnodes -> nodes.sync: routes / VXLAN to the other nodes
+      identities    pods, namespaces, ciliumidentities -> each local pod's security
+                    identity, a CiliumIdentity created when none has its labels    identities.py
       heartbeat     GET /version, so `status` knows the API server answers
       cni-config    cni.install: the CNI files, put back when changed
       resync        every kernel object read back, what differs repaired
@@ -62,9 +64,11 @@ from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.controller import Controller
 from hexlane.k8s.informer import Informer
 from hexlane.k8s.resources import (
+    CiliumIdentity,
     CiliumL2AnnouncementPolicy,
     CiliumNode,
     EndpointSlice,
+    Namespace,
     Node,
     Pod,
     Service,
@@ -75,6 +79,8 @@ from hexlane.routing.routes import NodeRouting, RoutingSettings
 from . import api, cniconf, l2
 from .endpoints import EndpointManager, MasqueradeSettings
 from .hubble import HubblePart
+from .identities import KINDS as identities_kinds
+from .identities import IdentityAllocator
 from .loadbalancer import LoadBalancer
 from .metrics import MAP_COUNT_S, AgentMetrics, KernelMapCounts
 from .nodemanager import NodeManager
@@ -119,6 +125,9 @@ def _informers(client: KubeClient, node: str, values: Values) -> dict[str, Infor
         "services": Informer(client, Service),
         "endpointslices": Informer(client, EndpointSlice),
         "pods": Informer(client, Pod, field_selector=f"spec.nodeName={node}"),
+        # security identities of this node's pods (identities.py)
+        "namespaces": Informer(client, Namespace),
+        "ciliumidentities": Informer(client, CiliumIdentity),
     }
     if values.ipam.mode == "cluster-pool":
         informers["ciliumnodes"] = Informer(client, CiliumNode)
@@ -143,6 +152,8 @@ class Agent:
                                             registry=self.metrics.registry)
         self.informers = _informers(self.client, config.node, values)
         self.contact = ApiContact(self.client)
+        self.identities = IdentityAllocator(self.client, self.informers,
+                                            cluster=values.cluster.name)
         # Control plane
         self.nodes = NodeManager(config.node, values.ipam.mode, config.state_dir,
                                  self.informers)
@@ -174,11 +185,13 @@ class Agent:
             Controller("cni-config", self._install_cni, interval=interval),
             # Every kernel object the agent owns is read back and repaired this often.
             Controller("resync", self._resync, interval=values.resync_interval),
+            Controller("identities", self.identities.sync, interval=interval),
         ]
         if config.metrics_addr is not None:
             self.controllers.append(Controller("bpf-map-pressure", self.kernel_maps.refresh,
                                                interval=MAP_COUNT_S))
         self._follow(("nodes", "ciliumnodes"), self.controller("routes"))
+        self._follow(identities_kinds, self.controller("identities"))
         if self.lb is not None:
             self.controllers += [
                 Controller("services", self.lb.sync, interval=interval),
@@ -361,6 +374,7 @@ class Agent:
             self.api = await api.serve_api(config.state_dir, self.endpoints_or_fail,
                                            abstract_name=config.abstract_name,
                                            status=self.status.document,
+                                           identities=self.identities.document,
                                            after_add=self._after_cni_add)
             for ctrl in self.controllers:
                 ctrl.start()

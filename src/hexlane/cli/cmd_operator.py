@@ -4,17 +4,21 @@
                      [--metrics-addr 0.0.0.0:9963] [--identity NAME]
                      [--leader-election-lease-duration 15s] [...renew-deadline 10s]
                      [...retry-period 2s]
+                     [--identity-gc-interval 15m] [--identity-heartbeat-timeout 15m]
 
 Values are Cilium's Helm values (`k8sClientRateLimit.operator.qps/burst`, `ipam.*`,
 `operator.prometheus.*`, ...); an error in them is printed with file and key and exits 2
 before anything starts. The leader-election flags are Cilium's operator flags of the same
-names (Go durations). See docs/operator.md.
+names (Go durations), as are the identity GC's: how often unused CiliumIdentities are looked
+for, and how long one must have been unused to be deleted. See docs/operator.md and
+docs/policy.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from hexlane.k8s.election import LeaseTiming
@@ -41,6 +45,11 @@ def register(subparsers: Any) -> None:
                         help="how long the leader retries renewing before giving up (10s)")
     parser.add_argument("--leader-election-retry-period", default="2s", metavar="D",
                         help="time between renewals and acquisition attempts (2s)")
+    parser.add_argument("--identity-gc-interval", default="15m", metavar="D",
+                        help="how often CiliumIdentities no pod uses are looked for (15m)")
+    parser.add_argument("--identity-heartbeat-timeout", default="15m", metavar="D",
+                        help="how long an identity must be unused before it is deleted "
+                             "(15m)")
     parser.set_defaults(func=run)
 
 
@@ -72,5 +81,10 @@ def run(args: argparse.Namespace) -> int:
                             metrics_addr=flags.metrics_addr(args.metrics_addr,
                                                             values.operator.prometheus_enabled,
                                                             values.operator.prometheus_port),
-                            identity=args.identity or default_identity(), timing=timing)
+                            identity=args.identity or default_identity(), timing=timing,
+                            identity_gc_interval=timedelta(seconds=flags.duration(
+                                args.identity_gc_interval, "--identity-gc-interval")),
+                            identity_gc_grace=timedelta(seconds=flags.duration(
+                                args.identity_heartbeat_timeout,
+                                "--identity-heartbeat-timeout")))
     return asyncio.run(run_operator(config))

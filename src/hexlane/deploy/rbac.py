@@ -72,6 +72,10 @@ def cluster_rules(component: str, values: Values) -> list[Rule]:
             # the endpoints, every node's to name Hubble's flows
             _rule("", ("nodes", "services", "pods"), WATCH),
             _rule(DISCOVERY, ("endpointslices",), WATCH),
+            # security identities: the pods' namespaces' labels, CiliumIdentities read,
+            # created when new, read back after a create conflict
+            _rule("", ("namespaces",), WATCH),
+            _rule(CILIUM, ("ciliumidentities",), (*WATCH, "get", "create")),
         ]
         if values.ipam.mode == "cluster-pool":
             rules.append(_rule(CILIUM, ("ciliumnodes",), WATCH))
@@ -85,6 +89,9 @@ def cluster_rules(component: str, values: Values) -> list[Rule]:
             _rule(CILIUM, ("ciliumloadbalancerippools/status",), ("patch", "update")),
             _rule("", ("services",), WATCH),
             _rule("", ("services/status",), ("patch", "update")),
+            # identity GC: which identities some pod's labels still match, the rest deleted
+            _rule("", ("pods", "namespaces"), WATCH),
+            _rule(CILIUM, ("ciliumidentities",), (*WATCH, "delete")),
         ]
         if values.ipam.mode == "cluster-pool":
             rules += [_rule("", ("nodes",), WATCH),
@@ -145,6 +152,12 @@ NEEDED_ELSEWHERE: dict[tuple[str, str, str, str], str] = {
         "l2announcements.election hexlane (the default once L2 is on): the heartbeat key",
     (OPERATOR, "", "secrets", "create"):
         "l2announcements.election hexlane: the heartbeat key's Secret, made once",
+    (AGENT, CILIUM, "ciliumidentities", "get"):
+        "after a create conflict (another agent took the number): is it the same labels? "
+        "tests/agent/test_identities.py races two allocators",
+    (OPERATOR, CILIUM, "ciliumidentities", "delete"):
+        "identity GC after --identity-heartbeat-timeout (15m; the lab's run is shorter): "
+        "tests/operator/test_identity_gc.py",
     (OPERATOR, CILIUM, "ciliumnodes", "delete"):
         "cluster-pool: a Node deleted from the cluster loses its CiliumNode",
     (OPERATOR, CILIUM, "ciliumloadbalancerippools/status", "update"):

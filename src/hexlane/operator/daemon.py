@@ -8,6 +8,8 @@
     its own informers and write queue; a failed run is retried after a backoff):
       lbipam   CiliumLoadBalancerIPPool + Service -> Service and pool status
       podcidr  Node -> CiliumNode spec.ipam.podCIDRs (only with ipam.mode: cluster-pool)
+      identity-gc  CiliumIdentities no pod's labels match for a grace period are deleted
+               (--identity-gc-interval, --identity-heartbeat-timeout)       identitygc.py
       l2-key   the Secret kube-system/hexlane-l2-heartbeat, created once (hexlane's L2
                election: l2announcements.enabled with election: hexlane)
 
@@ -26,6 +28,7 @@ import secrets
 import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +42,7 @@ from hexlane.k8s.elector import LeaderElector
 from hexlane.k8s.runtime import cancel, serve_metrics, stop_on_signals
 from hexlane.l2 import key as l2key
 
+from . import identitygc
 from .lbipam import LBIPAMController
 from .metrics import OperatorMetrics
 from .podcidr import PodCIDRController
@@ -66,6 +70,8 @@ class OperatorConfig:
     timing: LeaseTiming = DEFAULT_TIMING
     lease_namespace: str = LEASE_NAMESPACE
     lbipam_debounce: float = 0.005
+    identity_gc_interval: timedelta = identitygc.DEFAULT_INTERVAL
+    identity_gc_grace: timedelta = identitygc.DEFAULT_GRACE
 
 
 class Operator:
@@ -94,6 +100,7 @@ class Operator:
             on_stopped_leading=self._stopped_leading)
         self.lbipam: LBIPAMController | None = None
         self.podcidr: PodCIDRController | None = None
+        self.identity_gc: identitygc.IdentityGC | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.bound_metrics_addr: tuple[str, int] | None = None
 
@@ -107,6 +114,10 @@ class Operator:
                                        debounce=self.config.lbipam_debounce)
         parts: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
             ("lbipam", self.lbipam.run)]
+        self.identity_gc = identitygc.IdentityGC(
+            self.client, self.metrics, interval=self.config.identity_gc_interval,
+            grace=self.config.identity_gc_grace, cluster=values.cluster.name)
+        parts.append(("identity-gc", self.identity_gc.run))
         if self.pod_pool is not None:
             self.podcidr = PodCIDRController(self.client, self.metrics, self.pod_pool,
                                              values.ipam.cluster_pool_ipv4_mask_size)

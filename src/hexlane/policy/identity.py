@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum
+from typing import Any
 
 IPv4Network = ipaddress.IPv4Network
 
@@ -267,6 +268,25 @@ def identity_namespace_labels(labels: Iterable[Label]) -> dict[str, str]:
             if lbl.source == SOURCE_K8S and lbl.key.startswith(NAMESPACE_LABELS_PREFIX)}
 
 
+def is_endpoint_pod(pod: Mapping[str, Any]) -> bool:
+    """A pod with an endpoint of its own: not host-network, not finished."""
+    spec = pod.get("spec") or {}
+    phase = (pod.get("status") or {}).get("phase")
+    return not spec.get("hostNetwork") and phase not in ("Succeeded", "Failed")
+
+
+def pod_labels(pod: Mapping[str, Any], namespace: Mapping[str, Any] | None,
+               cluster: str = DEFAULT_CLUSTER_NAME,
+               label_filter: LabelFilter = DEFAULT_FILTER) -> LabelSet:
+    """The identity label set of a Pod object in its Namespace object (None: no labels)."""
+    meta = pod.get("metadata") or {}
+    ns_labels = ((namespace or {}).get("metadata") or {}).get("labels") or {}
+    return pod_identity_labels(meta.get("labels") or {}, str(meta.get("namespace", "")),
+                               ns_labels, str((pod.get("spec") or {}).get(
+                                   "serviceAccountName") or ""),
+                               cluster=cluster, label_filter=label_filter)
+
+
 # --- allocation and garbage collection ----------------------------------------------------------
 
 class IdentitiesExhausted(Exception):
@@ -347,3 +367,65 @@ def plan_cidr_identities(prefixes: Iterable[IPv4Network],
         out[p] = n
         used.add(n)
     return out
+
+
+# --- CiliumIdentity objects ----------------------------------------------------------------------
+
+CILIUM_IDENTITY_API_VERSION = "cilium.io/v2"
+CILIUM_IDENTITY_KIND = "CiliumIdentity"
+_K8S_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _valid_label_key(key: str) -> bool:
+    prefix, sep, name = key.rpartition("/")
+    if sep and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return False
+    return bool(name) and bool(_K8S_LABEL_NAME.match(name))
+
+
+def identity_object(identity: int, labels: LabelSet) -> dict[str, object]:
+    """The CiliumIdentity for an allocated number, as Cilium's CRD allocator writes it:
+    named by the number, `security-labels` the whole set (`k8s:app: web`), and the `k8s:`
+    labels that are valid Kubernetes labels as the object's own labels (so `kubectl get
+    ciliumid -l app=web` and the CRD's Namespace column work)."""
+    meta_labels = {lbl.key: lbl.value for lbl in sorted(labels)
+                   if lbl.source == SOURCE_K8S and _valid_label_key(lbl.key)
+                   and _K8S_LABEL_NAME.match(lbl.value)}
+    return {"apiVersion": CILIUM_IDENTITY_API_VERSION, "kind": CILIUM_IDENTITY_KIND,
+            "metadata": {"name": str(identity), "labels": meta_labels},
+            "security-labels": security_labels(labels)}
+
+
+def parse_identity_object(obj: Mapping[str, object]) -> tuple[int, LabelSet] | None:
+    """(number, labels) of a CiliumIdentity; None when its name is not an allocated number
+    (another cluster ID's range, or not a number at all)."""
+    meta = obj.get("metadata")
+    name = str(meta.get("name", "")) if isinstance(meta, Mapping) else ""
+    if not name.isdigit():
+        return None
+    number = int(name)
+    if not MIN_ALLOCATED_IDENTITY <= number <= MAX_ALLOCATED_IDENTITY:
+        return None
+    raw = obj.get("security-labels")
+    if not isinstance(raw, Mapping):
+        return None
+    return number, from_security_labels({str(k): str(v) for k, v in raw.items()})
+
+
+def identities_in_use(identities: Mapping[int, LabelSet],
+                      pod_label_sets: Iterable[LabelSet]) -> set[int]:
+    """The identities whose labels are some existing pod's identity labels (the operator's
+    rule for "in use": it reads pods, not the agents' endpoints, so a pod between its
+    creation and its agent's allocation keeps the identity it will get)."""
+    wanted = set(pod_label_sets)
+    return {n for n, labels in identities.items() if labels in wanted}
+
+
+def observe_use(last_seen: Mapping[int, datetime], identities: Collection[int],
+                in_use: Collection[int], now: datetime) -> dict[int, datetime]:
+    """The operator's memory for `unused`: each existing identity's last time seen in use;
+    one seen for the first time counts as seen now (so a restarted operator waits a full
+    grace before deleting anything); identities gone from the API are forgotten."""
+    used = set(in_use)
+    return {n: now if n in used or n not in last_seen else last_seen[n] for n in identities}
