@@ -5,7 +5,8 @@ own service account (`system:serviceaccount:kube-system:hexlane`, `...:hexlane-o
 `...:hexlane-hubble-relay`), and the apiserver logs every request's user, verb, resource,
 subresource, namespace and name (`hexlane.apiserver.audit`). On the run's shared lab this test
 adds what makes the operator write (a CiliumLoadBalancerIPPool and a LoadBalancer Service in a
-namespace of its own, until the Service has its IP) on top of everything the run has done so
+namespace of its own, until the Service has its IP) and an agent allocate an identity (a pod in
+that namespace, until its CiliumIdentity exists) on top of everything the run has done so
 far (the agents' and the relay's informers, the operator's leader election and CiliumNodes),
 then renders the roles `hexlane manifests` gives the lab's own values.
 
@@ -43,6 +44,13 @@ spec:
   type: LoadBalancer
   selector: {{app: web}}
   ports: [{{port: 80, protocol: TCP}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: {NS}, labels: {{app: web}}}}
+spec:
+  nodeName: node1
+  containers: [{{name: web, image: hexlane/workload}}]
 """
 
 
@@ -55,6 +63,12 @@ def audited(lab: Lab) -> Iterator[dict[str, list[Request]]]:
             svc = json.loads(lab.kubectl("get", "svc", "web", "-n", NS, "-o", "json").stdout)
             return bool((svc.get("status") or {}).get("loadBalancer", {}).get("ingress"))
         wait_for("the operator to give the Service an IP", assigned, timeout=30)
+
+        def identified() -> bool:  # node1's agent allocates (or reuses) the pod's identity
+            items = json.loads(lab.kubectl("get", "ciliumidentities", "-o", "json").stdout)
+            return any(i["security-labels"].get("k8s:io.kubernetes.pod.namespace") == NS
+                       for i in items["items"])
+        wait_for("the pod's CiliumIdentity", identified, timeout=30)
         by_user = requests_by_user(lab.dir)
         assert by_user.get(ADMIN_USER), "the admin's own requests are logged as the admin's"
         yield by_component(by_user)
