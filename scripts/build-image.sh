@@ -8,6 +8,7 @@
 #   3. image/Containerfile: a venv in /opt/hexlane from those wheels (--no-index), and the BPF
 #      objects of the default values built into the agent's object cache.
 # Usage: scripts/build-image.sh [--arch amd64|arm64] [--tag IMAGE] [--mirror URL]
+#        scripts/build-image.sh --print-tag   (the default tag, and nothing built)
 #   default tag localhost/hexlane:<version> (what `hexlane manifests` names by default).
 #   arm64 (Raspberry Pi) needs qemu-user-static and binfmt-support; it is not tested here.
 # Prints the image's name last, and each step's time and the image's size on stderr.
@@ -19,12 +20,14 @@ TAG=""
 MIRROR=http://deb.debian.org/debian
 SUITE=bookworm
 PYTHON=${PYTHON:-.venv/bin/python}
+PRINT_TAG=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) ARCH=$2; shift 2 ;;
     --tag) TAG=$2; shift 2 ;;
     --mirror) MIRROR=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --print-tag) PRINT_TAG=1; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -35,6 +38,7 @@ case "$ARCH" in
 esac
 VERSION=$("$PYTHON" -c 'import hexlane; print(hexlane.__version__)')
 TAG=${TAG:-localhost/hexlane:$VERSION}
+if [ -n "$PRINT_TAG" ]; then echo "$TAG"; exit 0; fi
 
 # What the image needs at run time, from Debian:
 #   python3, python3-venv   the daemons (bookworm's python3 is 3.11, the project's)

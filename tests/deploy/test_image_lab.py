@@ -35,12 +35,10 @@ from typing import Any
 
 import pytest
 
-from helpers.lab import Lab, running_lab
+from helpers.lab import HEXLANE, Lab, running_lab
 from helpers.wait import wait_for
 from hexlane.lab.manager import LabState, alive
 from hexlane.lab.topology import lab_dir
-
-pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "scripts" / "build-image.sh"
@@ -70,6 +68,17 @@ spec:
   selector: {{app: web}}
   ports: [{{port: 80, targetPort: 8080}}]
 """
+
+
+def test_the_script_tags_the_image_the_manifests_name() -> None:
+    default = subprocess.run([str(BUILD), "--print-tag"], capture_output=True, text=True,
+                             check=True, cwd=ROOT).stdout.strip()
+    rendered = subprocess.run([*HEXLANE, "manifests", "-o", "json"], capture_output=True,
+                              text=True, check=True).stdout
+    (agent,) = [o for o in json.loads(rendered)["items"] if o["kind"] == "DaemonSet"]
+    images = {c["image"] for spec in [agent["spec"]["template"]["spec"]]
+              for c in [*spec["initContainers"], *spec["containers"]]}
+    assert images == {default}
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120
@@ -135,6 +144,8 @@ def stop(pid: int) -> None:
     wait_for(f"the lab's agent (pid {pid}) to exit", lambda: not alive(pid), timeout=30)
 
 
+@pytest.mark.slow
+@pytest.mark.root
 def test_the_agent_runs_from_the_image_in_a_lab_node(image: str) -> None:
     name = f"im{secrets.token_hex(3)}"
     container = f"hexlane-agent-{name}"
