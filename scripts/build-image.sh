@@ -60,8 +60,15 @@ base_tar=$CACHE/base-$SUITE-$ARCH-$key.tar
 base_image=localhost/hexlane-base:$SUITE-$ARCH-$key
 if [ ! -s "$base_tar" ]; then
   t=$(now)
-  root=$(mktemp -d "$CACHE/rootfs.XXXXXX")
-  trap 'rm -rf "$root"' EXIT
+  root=$(realpath "$(mktemp -d "$CACHE/rootfs.XXXXXX")")
+  # debootstrap mounts /proc and /sys in the target while it installs: never delete through
+  # a mount left by an interrupted run.
+  drop_root() {
+    awk -v r="$root/" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r \
+      | while read -r m; do umount -l "$m" || true; done
+    rm -rf --one-file-system "$root"
+  }
+  trap drop_root EXIT
   include=$(IFS=,; echo "${PACKAGES[*]}")
   log "debootstrap $SUITE $ARCH (minbase + $include)"
   debootstrap --variant=minbase --arch="$ARCH" --include="$include" \
@@ -71,9 +78,9 @@ if [ ! -s "$base_tar" ]; then
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
          "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
          "$root"/var/log/* "$root"/dev/*
-  tar --numeric-owner --xattrs -C "$root" -cf "$base_tar.tmp" .
+  tar --numeric-owner --xattrs --one-file-system -C "$root" -cf "$base_tar.tmp" .
   mv "$base_tar.tmp" "$base_tar"
-  rm -rf "$root"
+  drop_root
   trap - EXIT
   log "base built in $(since "$t") s: $base_tar"
 fi
