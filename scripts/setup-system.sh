@@ -8,6 +8,7 @@ PACKAGES=(
   arping tcpdump curl wrk iperf3 iputils-ping  # real clients in tests, lab and benchmarks
   bind9-dnsutils                           # dig: queries to the lab's cluster DNS in tests
   containerd busybox-static                # containerd calling hexlane-cni in tests
+  debootstrap podman                       # building hexlane's image (scripts/build-image.sh), running it
   sqlite3 openssl                          # the apiserver's storage (inspection), TLS test certs
   util-linux procps psmisc                 # nsenter, ps, fuser
   prometheus                               # a real Prometheus and promtool scraping the lab

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import subprocess
+import sysconfig
 import tempfile
 from collections.abc import Mapping
 from functools import lru_cache
@@ -22,10 +24,13 @@ from pathlib import Path
 
 BPF_SOURCE_DIR = Path(__file__).resolve().parent / "bpf"
 CLANG = os.environ.get("HEXLANE_CLANG", "clang")
+# Debian's multiarch triplet of this machine ("x86_64-linux-gnu", "aarch64-linux-gnu"): where
+# the kernel's uapi asm/ headers are.
+MULTIARCH = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
 # vmlinux-free: the kernel's uapi headers (with the multiarch asm/ directory) and libbpf's.
 CFLAGS: tuple[str, ...] = (
     "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
-    "-I/usr/include/x86_64-linux-gnu",
+    f"-I/usr/include/{MULTIARCH}",
 )
 
 
