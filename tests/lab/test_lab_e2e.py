@@ -358,7 +358,8 @@ def test_kill_and_revive_a_node(lab: Lab) -> None:
                    for c in node["status"]["conditions"])
     wait_for("node2 NotReady after its lease ran out", not_ready, timeout=30, interval=0.5)
     log_path = lab.dir / "node2" / "logs" / "agent.log"
-    starts = log_path.read_text(errors="replace").count("node node2 ready")
+    before = log_path.read_text(errors="replace")
+    starts = before.count("node node2 ready")
     lab.run("revive", "node2")
     info = json.loads(lab.run("status", "-o", "json").stdout)
     assert all(p["alive"] for p in info["processes"])
@@ -368,6 +369,11 @@ def test_kill_and_revive_a_node(lab: Lab) -> None:
     # (other tests on the shared lab may have restarted it before: counted from the revive)
     log = log_path.read_text(errors="replace")
     assert log.count("node node2 ready") == starts + 1  # started again
+    # The restarted agent kept the service CIDR's route (the node's own ClusterIP traffic):
+    # it never removed it to add it back once its load balancer loaded.
+    routes_said = [line for line in log[len(before):].splitlines() if "routes: added" in line]
+    assert not [line for line in routes_said if "removed" in line and "10.43.0.0/16" in
+                line.split("removed", 1)[1].split("failed", 1)[0]], routes_said
     assert libbpf_warnings(lab, "node2") == []
 
 

@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -346,6 +347,10 @@ class Agent:
         # The peers a previous run routed: the first reconcile keeps their routes instead of
         # dropping them until the informers sync (connections to other nodes would stall).
         self.endpoints.nodes = tuple(sorted(self.nodes.peers))
+        # Likewise the service CIDR the load balancer routes to hexlane_host: dropped until
+        # the load balancer loads, the node's own connections to ClusterIPs would fail.
+        if self.lb is not None and self.lb.service_cidr:
+            self.endpoints.service_routes = (IPv4Network(self.lb.service_cidr, strict=False),)
         await self.endpoints.start()
         if self.lb is not None:
             await self.lb.load(self.nodes.device, self.endpoints)
