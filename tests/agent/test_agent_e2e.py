@@ -360,11 +360,13 @@ def test_tunnel_mode_with_kubernetes_ipam(native: Cluster) -> None:
     for node in ("node1", "node2"):
         native.start_agent(node, values)
     # No pod CIDR yet: the agent says what it waits for, and the plugin is told to retry.
+    # (Right after its start it may first wait for the API or its Node: those pass.)
     def reason() -> str:
         out = native.agents["node1"].hexlane("status", "--brief")
         return out.stdout if out.returncode == 1 and "waiting for" in out.stdout else ""
 
-    waiting = wait_for("status to say what it waits for", reason, 30, 0.2)
+    waiting = wait_for("status to say it waits for a pod CIDR",
+                       lambda: (r := reason()) and "pod CIDR" in r and r, 30, 0.2)
     assert "a pod CIDR in Node spec.podCIDRs of node1" in waiting
     for i, node in ((1, "node1"), (2, "node2")):
         native.api.merge(f"/api/v1/nodes/{node}",
