@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hexlane.datapath.netlink import setns
 from hexlane.lab import manager, netns
+from hexlane.lab.proxy import pipe
 
 
 def _loopback(address: str) -> str:
@@ -33,17 +34,6 @@ def _loopback(address: str) -> str:
         raise manager.LabError(f"--address {address}: only a loopback address (the forward "
                                "is for this machine; from elsewhere use ssh -L)")
     return address
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        pass
 
 
 class Forwarder:
@@ -89,7 +79,7 @@ class Forwarder:
                 raise
             up_reader, up_writer = await asyncio.open_connection(sock=sock)
             self.connections += 1
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
             up_writer.close()
         except (OSError, TimeoutError):
             pass

@@ -25,7 +25,9 @@ def _addr(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy one direction of a relayed connection until EOF (then half-close), quietly
+    ending when either side goes away (also the port-forward's relay)."""
     try:
         while data := await reader.read(65536):
             writer.write(data)
@@ -44,7 +46,7 @@ async def _forward(target: tuple[str, int], reader: asyncio.StreamReader,
         writer.close()
         return
     try:
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
     finally:
         for w in (writer, up_writer):
             w.close()
