@@ -112,8 +112,8 @@ def test_validate_and_config_show_show_and_count_them(
                           "policyEnforcementMode=always"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and err[2].startswith(
-        "--set: policyEnforcementMode: warning: always: hexlane does not build network policy "
-        "enforcement yet; policies are parsed and validated only"), err
+        "--set: policyEnforcementMode: warning: always: hexlane does not build policy "
+        "enforcement mode `always` yet; an endpoint no policy selects allows everything"), err
 
 
 # Every seed's layered values, and the warnings they give: (file, key) pairs.

@@ -1,7 +1,7 @@
 """Security identities on the shared lab: its agents give every pod an identity from 256
 through CiliumIdentity objects, the replicas of one Deployment share one (wherever they run),
 another label set gets another, and `hexlane identity list` / `hexlane endpoint list` on a node
-show them (enforcement "disabled" until it lands)."""
+show them (enforcement "disabled": no NetworkPolicy selects them)."""
 
 from __future__ import annotations
 

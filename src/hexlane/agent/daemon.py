@@ -70,6 +70,7 @@ from hexlane.k8s.resources import (
     CiliumNode,
     EndpointSlice,
     Namespace,
+    NetworkPolicy,
     Node,
     Pod,
     Service,
@@ -85,6 +86,8 @@ from .identities import IdentityAllocator
 from .loadbalancer import LoadBalancer
 from .metrics import MAP_COUNT_S, AgentMetrics, KernelMapCounts
 from .nodemanager import NodeManager
+from .policy import KINDS as policy_kinds
+from .policy import PolicyEnforcer, enforcement_mode
 from .status import AgentStatus, ApiContact
 
 log = logging.getLogger(__name__)
@@ -134,10 +137,16 @@ def _informers(client: KubeClient, node: str, values: Values) -> dict[str, Infor
         informers["ciliumnodes"] = Informer(client, CiliumNode)
     if values.l2announcements.enabled:
         informers["ciliuml2announcementpolicies"] = Informer(client, CiliumL2AnnouncementPolicy)
-    if values.hubble.enabled and values.kube_proxy_replacement:
-        # Flows name the pods of every node, not only this one's.
-        informers["hubble-pods"] = Informer(client, Pod)
+    if values.kube_proxy_replacement and (values.hubble.enabled or _enforcing(values)):
+        # Flows name the pods of every node, not only this one's; the ipcache holds them all.
+        informers["all-pods"] = Informer(client, Pod)
+    if values.kube_proxy_replacement and _enforcing(values):
+        informers["networkpolicies"] = Informer(client, NetworkPolicy)
     return informers
+
+
+def _enforcing(values: Values) -> bool:
+    return enforcement_mode(values) != "never"
 
 
 class Agent:
@@ -167,6 +176,11 @@ class Agent:
                                  state_dir=config.state_dir,
                                  on_unreachable=self._unreachable) \
             if values.l2announcements.enabled and self.lb is not None else None
+        # Network policy: enforced in the load balancer's pod hooks
+        self.policy = PolicyEnforcer(config.node, self.informers, self.identities,
+                                     mode=enforcement_mode(values), cluster=values.cluster.name,
+                                     host_ips=self._host_ips) \
+            if self.lb is not None and _enforcing(values) else None
         # Flows: the load balancer's programs report them (so with kubeProxyReplacement only)
         self.hubble = HubblePart(config.node, values, self.informers, self.lb,
                                  config.state_dir, ca_dir=config.hubble_ca_dir,
@@ -199,6 +213,9 @@ class Agent:
                 Controller("conntrack-gc", self.lb.gc_conntrack, interval=CONNTRACK_GC_S),
             ]
             self._follow(("services", "endpointslices", "nodes"), self.controller("services"))
+        if self.policy is not None:
+            self.controllers.append(Controller("policy", self.policy.sync, interval=interval))
+            self._follow(policy_kinds, self.controller("policy"))
         if self.l2 is not None:
             self.controllers += [
                 Controller("l2", self.l2.sync, interval=interval),
@@ -210,7 +227,7 @@ class Agent:
             config.node, values, sync_interval=interval, cni=self.cni, api=self.contact,
             informers=self.informers, nodes=self.nodes, endpoints=lambda: self.endpoints,
             lb=self.lb, l2=self.l2, controllers=self.controllers,
-            reconcilers=self.reconcilers, hubble=self.hubble)
+            reconcilers=self.reconcilers, hubble=self.hubble, policy=self.policy)
         self.metrics.watch(endpoints=lambda: self.endpoints, controllers=self.controllers,
                            last_sync=lambda: self.nodes.last_sync,
                            reconcilers=self.reconcilers, counters=self._counters_map,
@@ -235,6 +252,8 @@ class Agent:
         out: list[Any] = list(self.lb.reconcilers) if self.lb is not None else []
         if self.l2 is not None:
             out += self.l2.reconcilers
+        if self.policy is not None:
+            out += self.policy.reconcilers
         if self.endpoints is not None:
             out += self.endpoints.reconcilers
         return out + self.cni.reconcilers
@@ -281,7 +300,8 @@ class Agent:
         """Read back every kernel object the agent owns; repair what differs."""
         recs = [*(self.endpoints.reconcilers if self.endpoints is not None else []),
                 *(self.lb.reconcilers if self.lb is not None else []),
-                *(self.l2.reconcilers if self.l2 is not None else [])]
+                *(self.l2.reconcilers if self.l2 is not None else []),
+                *(self.policy.reconcilers if self.policy is not None else [])]
         before = sum(r.repairs for r in recs)
         # The endpoint manager's first: it re-creates a device (hexlane_host) that the load
         # balancer then attaches to in the same pass.
@@ -291,10 +311,23 @@ class Agent:
             await self.lb.resync()
         if self.l2 is not None:
             await self.l2.resync()
+        if self.policy is not None:
+            await self.policy.resync()
         repaired = sum(r.repairs for r in recs) - before
         if repaired:
             log.warning("resync: repaired %d kernel objects changed behind the agent's back",
                         repaired)
+
+    def _host_ips(self) -> list[str]:
+        """This node's own addresses besides its Node's: hexlane_host's (the router IP its
+        connections to local pods come from)."""
+        return [str(self.endpoints.router_ip)] if self.endpoints is not None else []
+
+    def _identities_document(self) -> dict[str, Any]:
+        """`GET /v1/identities`: the identities, and each endpoint's policy enforcement."""
+        doc = self.identities.document()
+        doc["policy"] = self.policy.document() if self.policy is not None else None
+        return doc
 
     def _unreachable(self, nodes: frozenset[str]) -> None:
         """The L2 heartbeat lost (or found again) nodes: their backends leave (or rejoin)
@@ -354,6 +387,8 @@ class Agent:
         await self.endpoints.start()
         if self.lb is not None:
             await self.lb.load(self.nodes.device, self.endpoints)
+            if self.policy is not None and self.lb.datapath is not None:
+                self.policy.load(self.lb.datapath.obj)
             if self.l2 is not None and self.lb.datapath is not None:
                 self.l2.load(self.lb.datapath, [self.nodes.device], str(local.node_ip))
             if self.hubble is not None:
@@ -379,7 +414,7 @@ class Agent:
             self.api = await api.serve_api(config.state_dir, self.endpoints_or_fail,
                                            abstract_name=config.abstract_name,
                                            status=self.status.document,
-                                           identities=self.identities.document,
+                                           identities=self._identities_document,
                                            after_add=self._after_cni_add)
             for ctrl in self.controllers:
                 ctrl.start()

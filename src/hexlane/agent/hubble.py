@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 DRAIN_INTERVAL_S = 0.05
 
 #: the informers whose objects name endpoints: every Pod of the cluster, the Nodes
-KINDS = ("hubble-pods", "nodes")
+KINDS = ("all-pods", "nodes")
 #: with metrics on, flows are built and counted this many at a time before the event loop
 #: serves others (about 10 ms of work)
 METER_SLICE = 256
@@ -104,7 +104,7 @@ class HubbleObserver:
         self._watch()
 
     def _watch(self) -> None:
-        pods = self.informers.get("hubble-pods")
+        pods = self.informers.get("all-pods")
         if pods is not None:
             pods.add_handler(self.endpoints.set_pod, _updated(self.endpoints.set_pod),
                              self._pod_deleted)

@@ -36,6 +36,7 @@ from .hubble import HubblePart
 from .l2 import L2Announcer
 from .loadbalancer import LoadBalancer
 from .nodemanager import NodeManager
+from .policy import PolicyEnforcer
 from .programs import attached_programs
 
 #: A sync older than this many sync intervals makes the agent unhealthy.
@@ -84,7 +85,8 @@ class AgentStatus:
                  endpoints: Callable[[], EndpointManager | None], lb: LoadBalancer | None,
                  l2: L2Announcer | None, controllers: Sequence[Controller],
                  reconcilers: Callable[[], Sequence[Any]],
-                 hubble: HubblePart | None = None) -> None:
+                 hubble: HubblePart | None = None,
+                 policy: PolicyEnforcer | None = None) -> None:
         self.node = node
         self.values = values
         self.sync_interval = sync_interval
@@ -94,6 +96,7 @@ class AgentStatus:
         self.nodes = nodes
         self.endpoints = endpoints
         self.lb = lb
+        self.policy = policy
         self.l2 = l2
         self.controllers = controllers
         self.reconcilers = reconcilers
@@ -163,6 +166,11 @@ class AgentStatus:
             "kubeProxyReplacement": self._kube_proxy_replacement(),
             "l2": self.l2.status() if self.l2 is not None else {"enabled": False},
             "hubble": self._hubble(),
+            "policy": self.policy.document() if self.policy is not None else {
+                "mode": "never" if self.lb is not None else "",
+                "note": "" if self.lb is not None else
+                "network policy is enforced in the service load balancer's programs: "
+                "kubeProxyReplacement is off"},
             "kubernetes": {
                 "server": api.client.server,
                 # k8sClientRateLimit as the client enforces it (qps <= 0: unlimited)
@@ -330,6 +338,7 @@ def _rows(status: Mapping[str, Any]) -> list[tuple[str, str]]:
     else:
         rows.append(("Hubble", "Disabled" + (f"   [{hubble['note']}]"
                                             if hubble.get("note") else "")))
+    rows.append(("Policy", _policy_text(status.get("policy") or {})))
     k8s = status.get("kubernetes") or {}
     informers = k8s.get("informers") or {}
     synced = sum(1 for i in informers.values() if i.get("synced"))
@@ -432,3 +441,19 @@ def _hubble_metrics(metrics: dict[str, Any]) -> str:
     if not metrics.get("serving"):
         return "Starting"
     return f"Ok ({metrics.get('address')}/metrics: {', '.join(metrics.get('metrics') or ())})"
+
+
+def _policy_text(policy: Mapping[str, Any]) -> str:
+    if not policy.get("loaded"):
+        return "Disabled" + (f"   [{policy['note']}]" if policy.get("note") else
+                             "   (policyEnforcementMode never)" if policy.get("mode") == "never"
+                             else "")
+    endpoints = policy.get("endpoints") or {}
+    text = (f"Enforcing (mode {policy.get('mode')})   {policy.get('enforced', 0)}/"
+            f"{len(endpoints)} endpoints enforced, {policy.get('policyEntries', 0)} policy "
+            f"entries, {policy.get('ipcacheEntries', 0)} ipcache entries")
+    if policy.get("waiting"):
+        text += f"   waiting for identities: {', '.join(policy['waiting'])}"
+    if policy.get("problems"):
+        text += f"   problems: {'; '.join(policy['problems'])}"
+    return text

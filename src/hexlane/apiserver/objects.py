@@ -61,6 +61,9 @@ def spec_part(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
 
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Which object a request is about."""
@@ -467,6 +470,14 @@ class Rules:
                 spec.setdefault("finalizers", ["kubernetes"])
             if cur is None:
                 obj["status"] = {"phase": "Active"}
+            # As Kubernetes' NamespaceDefaultLabelName (1.21+): every namespace carries its
+            # name as a label, so a namespaceSelector can pick one namespace by name.
+            meta = obj.get("metadata")
+            if isinstance(meta, dict) and isinstance(meta.get("name"), str):
+                labels = meta.get("labels")
+                if not isinstance(labels, dict):
+                    labels = meta["labels"] = {}
+                labels[NAMESPACE_NAME_LABEL] = meta["name"]
         elif key == "core/pods" and cur is None:
             obj["status"] = {"phase": "Pending"}
         elif key == "core/secrets":

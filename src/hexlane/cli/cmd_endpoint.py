@@ -3,8 +3,8 @@
     hexlane endpoint list [-o text|json] [--state-dir DIR]
 
 Joins the agent's endpoints (`GET /v1/endpoints`: each pod attachment, its interface and IP)
-with their security identities (`GET /v1/identities`). Policy enforcement is "disabled" for
-every endpoint: hexlane does not enforce NetworkPolicy yet (docs/policy.md).
+with their security identities and policy enforcement (`GET /v1/identities`): "enabled" in a
+direction when a NetworkPolicy selects the pod for it (docs/policy.md), "disabled" otherwise.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Any
 
 from . import flags
 from .cmd_identity import fail, fetch_agent
-
-ENFORCEMENT = "disabled"  # until policy enforcement lands (issue 19)
 
 
 def register(subparsers: Any) -> None:
@@ -37,6 +35,7 @@ def endpoint_rows(endpoints: list[dict[str, Any]], identities: dict[str, Any]
     """One row per endpoint: the agent's record joined with its pod's identity."""
     pods = identities.get("pods") or {}
     labels = {row["id"]: row.get("labels") or [] for row in identities.get("identities") or []}
+    enforced = ((identities.get("policy") or {}).get("endpoints")) or {}
     rows = []
     for ep in endpoints:
         pod = f"{ep.get('pod_namespace', '')}/{ep.get('pod_name', '')}"
@@ -49,7 +48,9 @@ def endpoint_rows(endpoints: list[dict[str, Any]], identities: dict[str, Any]
             "state": ep.get("state", ""),
             "identity": ident,
             "labels": labels.get(ident, []) if ident is not None else [],
-            "policyEnforcement": {"ingress": ENFORCEMENT, "egress": ENFORCEMENT},
+            "policyEnforcement": {
+                way: "enabled" if (enforced.get(pod) or {}).get(way) else "disabled"
+                for way in ("ingress", "egress")},
         })
     return sorted(rows, key=lambda r: (r["pod"], r["containerID"]))
 

@@ -817,8 +817,9 @@ NOT_BUILT = (
                "hexlane does not act on it: CiliumLocalRedirectPolicy objects are not read, "
                "traffic goes to the Services' backends as without it", switch="",
                kind="bool"),
-    _not_built("policyEnforcementMode", "network policy enforcement",
-               "policies are parsed and validated only, every connection is allowed",
+    _not_built("policyEnforcementMode", "policy enforcement mode `always`",
+               "an endpoint no policy selects allows everything, as in mode `default`; "
+               "NetworkPolicy is enforced (`never` turns enforcement off)",
                switch="", kind="enum", on=("always",), choices=("default", "always", "never")),
     _not_built("encryption", "transparent encryption (WireGuard, IPsec)",
                "traffic between nodes is not encrypted"),

@@ -64,6 +64,10 @@ def _l2(values: Values) -> tuple[bool, bool]:
     return (l2.enabled and l2.election == "lease", l2.enabled and l2.election == "hexlane")
 
 
+def _enforcing(values: Values) -> bool:
+    return str(values.get("policyEnforcementMode", "default")).lower() != "never"
+
+
 def cluster_rules(component: str, values: Values) -> list[Rule]:
     """The ClusterRole rules of `component` (one of ACCOUNTS) for these values."""
     if component == AGENT:
@@ -77,6 +81,10 @@ def cluster_rules(component: str, values: Values) -> list[Rule]:
             _rule("", ("namespaces",), WATCH),
             _rule(CILIUM, ("ciliumidentities",), (*WATCH, "get", "create")),
         ]
+        if values.kube_proxy_replacement and _enforcing(values):
+            # network policy (enforced in the load balancer's pod hooks); Pods of every
+            # node for the ipcache
+            rules.append(_rule("networking.k8s.io", ("networkpolicies",), WATCH))
         if values.ipam.mode == "cluster-pool":
             rules.append(_rule(CILIUM, ("ciliumnodes",), WATCH))
         if values.l2announcements.enabled:

@@ -78,6 +78,7 @@ DROP_REASONS = {
     10: flow_pb2.NO_MAPPING_FOR_NAT_MASQUERADE,  # SNAT_PORTS
     11: flow_pb2.INVALID_PACKET_DROPPED,  # DSR_OPT
     12: flow_pb2.NO_MAPPING_FOR_NAT_MASQUERADE,  # NO_NODE_IP
+    13: flow_pb2.POLICY_DENIED,  # POLICY
 }
 
 #: flow.TraceObservationPoint -> the monitor's trace sub-type (event_type.sub_type)

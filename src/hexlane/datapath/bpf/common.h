@@ -61,6 +61,7 @@ enum hl_drop_reason {
 	HL_DROP_SNAT_PORTS = 10,     /* SNAT (NodePort, masquerade) found no free NAT port */
 	HL_DROP_DSR_OPT = 11,        /* a DSR option that is malformed or truncated */
 	HL_DROP_NO_NODE_IP = 12,     /* SNAT needed but the agent set no node address */
+	HL_DROP_POLICY = 13,         /* network policy denied a new connection (policy.h) */
 	HL_DROP_UNKNOWN = 15,        /* a reason the counters do not know (a bug) */
 	HL_DROP_MAX = 16,
 };

@@ -67,6 +67,7 @@
 /* ct4_key.flags: which kind of entry */
 #define CT_F_SERVICE 1 /* client -> frontend: remembers the chosen backend */
 #define CT_F_REPLY   2 /* client -> backend after DNAT: lets replies be reverse-translated */
+#define CT_F_POLICY  4 /* {endpoint, remote, ports}: a connection policy allowed (policy.h) */
 
 /* ct4_entry.flags */
 #define CT_ENTRY_F_CLOSING 1 /* a TCP FIN or RST was seen: the agent expires it soon */

@@ -41,6 +41,7 @@
 #include "lb.h"
 #include "icmp.h"
 #include "events.h"
+#include "policy.h"
 #include "nat.h"
 #include "l2_responder.h"
 
@@ -65,7 +66,15 @@ struct hl_hook {
 	/* Which packets this hook reports to Hubble (events.h) besides those it translates: */
 	__u8 trace;
 	__u8 dir; /* HL_DIR_*: the direction its forwards and drops are counted in */
+	/* Network policy (policy.h) decided here: a pod's egress (the packets it sends), or
+	 * its ingress (the packets going into it through its veth).
+	 */
+	__u8 policy;
 };
+
+#define HL_HOOK_POLICY_NONE    0
+#define HL_HOOK_POLICY_EGRESS  1
+#define HL_HOOK_POLICY_INGRESS 2
 
 #define HL_TRACE_XLATED   0 /* only those it translates or turns back */
 #define HL_TRACE_ALL      1 /* every packet (a pod's, leaving it) */
@@ -109,6 +118,26 @@ static __always_inline int hl_pass(struct __sk_buff *skb, const struct hl_hook *
 	if (hook->dir != HL_DIR_SERVICE)
 		hl_count_forward(skb, hook->dir);
 	return TC_ACT_UNSPEC;
+}
+
+/* The hook's policy (a pod's egress or ingress) for a packet it hands on untranslated:
+ * `sent` is its tuple, NULL to read it from the packet (changed since it was parsed).
+ * 0, or -HL_DROP_POLICY.
+ */
+static __always_inline int hl_policy_check(struct __sk_buff *skb, const struct hl_hook *hook,
+					   const struct hl_tuple *sent)
+{
+	struct hl_tuple t = {};
+
+	if (hook->policy == HL_HOOK_POLICY_NONE)
+		return 0;
+	if (sent)
+		t = *sent;
+	else if (hl_tuple_from_skb(skb, &t) < 0)
+		return 0;
+	if (hook->policy == HL_HOOK_POLICY_EGRESS)
+		return hl_policy_egress(&t, t.daddr, t.dport);
+	return hl_policy_ingress(&t);
 }
 
 /* A packet the hook sends on itself (`verdict`: a redirect, or TC_ACT_OK), counted as its
@@ -197,6 +226,7 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	struct lb4_key key = {};
 	struct pkt4 p = {};
 	struct hl_trace tr = {};
+	struct hl_tuple sent;
 	__be32 daddr = 0;
 	__u32 len;
 	int verdict = TC_ACT_OK;
@@ -213,6 +243,11 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	}
 	ret = hl_parse_ipv4(skb, &p);
 	if (ret == PARSE_PASS) {
+		ret = hl_policy_check(skb, &hook, NULL);
+		if (ret < 0) {
+			hl_trace_unparsed(skb, &tr);
+			return hl_drop_traced(skb, &hook, &tr, -ret);
+		}
 		hl_trace_other(skb, &hook);
 		return hl_pass(skb, &hook);
 	}
@@ -221,12 +256,15 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 		return hl_drop_traced(skb, &hook, &tr, -ret);
 	}
 	hl_trace_from_pkt(&tr, &p);
+	hl_tuple_from_pkt(&sent, &p);
 
 	if (hook.replies != HL_REPLIES_NONE) {
 		ret = hl_lb4_reverse(skb, &p, &tr);
 		if (ret < 0)
 			return hl_drop_traced(skb, &hook, &tr, -ret);
 		if (hook.replies == HL_REPLIES_PASS) {
+			if (hl_policy_check(skb, &hook, ret > 0 ? NULL : &sent) < 0)
+				return hl_drop_traced(skb, &hook, &tr, HL_DROP_POLICY);
 			if (ret > 0 && hook.trace == HL_TRACE_UNMARKED)
 				hl_trace_report(skb, &tr, HL_OBS_TO_ENDPOINT);
 			else if (ret == 0)
@@ -239,8 +277,17 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 		 * own address as source, which the input route check would reject. A hairpin
 		 * reply's destination changed too: read it again.
 		 */
-		if (ret > 0)
+		if (ret > 0) {
+			/* a pod's reply as a backend: its connection's verdict, by the tuple it
+			 * sent
+			 */
+			if (hook.policy == HL_HOOK_POLICY_EGRESS) {
+				ret = hl_policy_egress(&sent, sent.daddr, sent.dport);
+				if (ret < 0)
+					return hl_drop_traced(skb, &hook, &tr, -ret);
+			}
 			return hl_sent(skb, &hook, hl_reply_redirect(skb, &p, &hook, &tr));
+		}
 	}
 	if (hook.dsr) {
 		ret = hl_dsr_accept(skb, &p, &tr);
@@ -256,6 +303,8 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	}
 	if (hook.frontends == HL_FRONTENDS_NONE) {
 		hl_ct_forget_stale_reply(&p);
+		if (hl_policy_check(skb, &hook, &sent) < 0)
+			return hl_drop_traced(skb, &hook, &tr, HL_DROP_POLICY);
 		hl_trace_pass(skb, &hook, &tr);
 		return hl_pass(skb, &hook);
 	}
@@ -267,6 +316,8 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	if (!svc || (external && !hl_lb4_is_external(svc))) {
 		if (hook.replies != HL_REPLIES_NONE)
 			hl_ct_forget_stale_reply(&p);
+		if (hl_policy_check(skb, &hook, &sent) < 0)
+			return hl_drop_traced(skb, &hook, &tr, HL_DROP_POLICY);
 		hl_trace_pass(skb, &hook, &tr);
 		return hl_pass(skb, &hook);
 	}
@@ -279,6 +330,12 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 		/* turned into an ICMP error back to the client: the packet itself is dropped */
 		hl_count_len(len, HL_DROP_NO_BACKEND, hook.dir);
 		return verdict;
+	}
+	/* A pod's egress is decided on the backend it now goes to (tr: its address and port). */
+	if (hook.policy == HL_HOOK_POLICY_EGRESS) {
+		ret = hl_policy_egress(&sent, daddr, tr.dport);
+		if (ret < 0)
+			return hl_drop_traced(skb, &hook, &tr, -ret);
 	}
 	return hl_sent(skb, &hook, hl_fib_redirect(skb, daddr, p.proto, hook.ingress && local,
 						   !hook.ingress, &tr));
@@ -304,7 +361,8 @@ HL_PROGRAM(hl_from_overlay, .replies = HL_REPLIES_SEND, .dsr = true,
 	   .dir = HL_DIR_SERVICE)
 
 HL_PROGRAM(hl_from_pod, .replies = HL_REPLIES_SEND, .frontends = HL_FRONTENDS_INTERNAL,
-	   .ingress = true, .trace = HL_TRACE_ALL, .dir = HL_DIR_EGRESS)
+	   .ingress = true, .trace = HL_TRACE_ALL, .dir = HL_DIR_EGRESS,
+	   .policy = HL_HOOK_POLICY_EGRESS)
 
 HL_PROGRAM(hl_from_host, .replies = HL_REPLIES_NONE, .frontends = HL_FRONTENDS_INTERNAL,
 	   .dir = HL_DIR_SERVICE)
@@ -330,6 +388,6 @@ HL_PROGRAM(hl_to_overlay, .replies = HL_REPLIES_PASS, .dir = HL_DIR_SERVICE)
  * a pod of this node (replies from elsewhere were turned back where they came in).
  */
 HL_PROGRAM(hl_to_pod, .replies = HL_REPLIES_PASS, .trace = HL_TRACE_UNMARKED,
-	   .dir = HL_DIR_INGRESS)
+	   .dir = HL_DIR_INGRESS, .policy = HL_HOOK_POLICY_INGRESS)
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -19,6 +19,7 @@
 #include "lb.h"
 #include "icmp.h"
 #include "events.h"
+#include "policy.h"
 
 #define AF_INET 2
 #define HL_LOOPBACK_IFINDEX 1 /* lo is the first link of every network namespace */
@@ -540,7 +541,11 @@ static __always_inline int hl_fib_redirect(struct __sk_buff *skb, __be32 daddr, 
 		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
 			return TC_ACT_OK;
 		if (to_pod) {
-			/* the pod veth's egress (hl_to_pod) is skipped: counted here */
+			/* the pod veth's egress (hl_to_pod) is skipped: its policy is decided and
+			 * the packet counted here
+			 */
+			if (hl_policy_ingress_skb(skb, tr) < 0)
+				return hl_drop(skb, HL_DROP_POLICY, HL_DIR_INGRESS);
 			hl_count_forward(skb, HL_DIR_INGRESS);
 			return bpf_redirect_peer(fib.ifindex, 0);
 		}

@@ -58,6 +58,7 @@ class BackendState(enum.IntEnum):
 
 CT_F_SERVICE = 1
 CT_F_REPLY = 2
+CT_F_POLICY = 4  # a connection policy allowed, keyed {endpoint, remote, ports} (policy.h)
 
 CT_ENTRY_F_CLOSING = 1
 CT_ENTRY_F_SNAT = 2
@@ -92,6 +93,7 @@ class DropReason(enum.IntEnum):
     SNAT_PORTS = 10
     DSR_OPT = 11
     NO_NODE_IP = 12
+    POLICY = 13  # network policy denied a new connection
     UNKNOWN = 15
 
 

@@ -1,0 +1,228 @@
+"""The agent's network policy: NetworkPolicies, pods and identities into the datapath's tables.
+
+The `policy` controller (triggered by the informers of every Pod, Namespaces,
+CiliumIdentities, NetworkPolicies and Nodes, and every interval) runs `sync`:
+
+1. every endpoint pod of the cluster with its identity label set (`policy.identity.pod_labels`,
+   the same function the allocator uses, so the label sets match the CiliumIdentities'); this
+   node's pods are the allocator's (`identities.py`), which allocates their numbers;
+2. `policy.node.node_policy` (pure): the ipcache (pods by identity, this node as host, the
+   others as remote-node, the policies' CIDRs, world) and each local endpoint's policy;
+3. `datapath.policy.PolicyDatapath`: the three maps set to that and flushed, only what
+   changed written (the one reconciler), read back at every resync.
+
+Enforcement runs in the load balancer's pod hooks (`bpf/policy.h`), so it needs
+kubeProxyReplacement; `policyEnforcementMode: never` leaves every table empty (nothing
+enforced). Nothing is kept on disk: the API's objects decide everything, so a restarted agent
+writes the same tables (the pinned maps kept enforcing meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hexlane.datapath.policy import PolicyDatapath
+from hexlane.datapath.reconcile import FlushResult, Reconciler
+from hexlane.k8s.informer import Informer
+from hexlane.model.errors import InputError
+from hexlane.model.netpol import NetworkPolicy
+from hexlane.model.node import Node, Pod
+from hexlane.policy.identity import (
+    DEFAULT_CLUSTER_NAME,
+    DEFAULT_FILTER,
+    LabelFilter,
+    LabelSet,
+    is_endpoint_pod,
+    pod_labels,
+)
+from hexlane.policy.maps import IPv4Network
+from hexlane.policy.node import NodePolicy, datapath_tables, node_policy
+from hexlane.policy.resolve import PodInfo
+
+from .identities import IdentityAllocator
+
+log = logging.getLogger(__name__)
+
+#: The informers the policy controller follows ("all-pods": every node's pods).
+KINDS = ("all-pods", "namespaces", "ciliumidentities", "networkpolicies", "nodes")
+
+
+def enforcement_mode(values: Any) -> str:
+    return str(values.get("policyEnforcementMode", "default") or "default").lower()
+
+
+class PolicyEnforcer:
+    """See the module docstring."""
+
+    def __init__(self, node: str, informers: Mapping[str, Informer],
+                 identities: IdentityAllocator, *, mode: str = "default",
+                 cluster: str = DEFAULT_CLUSTER_NAME,
+                 label_filter: LabelFilter = DEFAULT_FILTER,
+                 host_ips: Callable[[], list[str]] = list) -> None:
+        self.node = node
+        self.informers = informers
+        self.identities = identities
+        self.mode = mode
+        self.cluster = cluster
+        self.label_filter = label_filter
+        self.host_ips = host_ips
+        self.datapath: PolicyDatapath | None = None
+        self.state: NodePolicy | None = None
+        self.problems: list[str] = []
+        #: when the tables last held what the API said (time.time), and how long that took
+        self.last_applied: float | None = None
+        self.last_seconds = 0.0
+        #: "namespace/name@resourceVersion" of the policies in the tables last written
+        self.applied: list[str] = []
+        self._versions: list[str] = []
+
+    def load(self, obj: Any) -> None:
+        """The loaded load balancer object whose pod hooks enforce (its maps are ours)."""
+        self.datapath = PolicyDatapath(obj)
+
+    @property
+    def reconcilers(self) -> list[Reconciler[bytes, bytes]]:
+        return self.datapath.reconcilers if self.datapath is not None else []
+
+    # -- the desired state ---------------------------------------------------------------
+
+    def _policies(self) -> list[NetworkPolicy]:
+        out: list[NetworkPolicy] = []
+        problems: list[str] = []
+        versions: list[str] = []
+        for obj in self.informers["networkpolicies"].cache.objects():
+            meta = obj.get("metadata") or {}
+            versions.append(f"{meta.get('namespace')}/{meta.get('name')}@"
+                            f"{meta.get('resourceVersion', '')}")
+            try:
+                out.append(NetworkPolicy.parse(obj))
+            except InputError as err:
+                meta = obj.get("metadata") or {}
+                problems.append(f"NetworkPolicy {meta.get('namespace')}/{meta.get('name')} "
+                                f"ignored: {err}")
+        self.problems = problems
+        self._versions = sorted(versions)
+        return out
+
+    def _pods(self) -> tuple[list[tuple[PodInfo, LabelSet]], set[tuple[str, str]]]:
+        namespaces = self.informers["namespaces"].cache
+        pods: list[tuple[PodInfo, LabelSet]] = []
+        local: set[tuple[str, str]] = set()
+        for obj in self.informers["all-pods"].cache.objects():
+            if not is_endpoint_pod(obj):
+                continue
+            try:
+                pod = Pod.parse(obj)
+            except InputError:
+                continue
+            ns = namespaces.get_object(pod.namespace)
+            if ns is None:
+                continue  # its identity waits for the Namespace too (identities.py)
+            info = PodInfo.from_pod(pod)
+            pods.append((info, pod_labels(obj, ns, self.cluster, self.label_filter)))
+            if pod.node_name == self.node:
+                local.add(info.key)
+        return pods, local
+
+    def _node_ips(self) -> tuple[list[str], list[str]]:
+        local: list[str] = list(self.host_ips())
+        remote: list[str] = []
+        for obj in self.informers["nodes"].cache.objects():
+            try:
+                node = Node.parse(obj)
+            except InputError:
+                continue
+            (local if node.name == self.node else remote).extend(node.internal_ips)
+        return local, remote
+
+    def desired(self) -> NodePolicy:
+        pods, local = self._pods()
+        local_ips, remote_ips = self._node_ips()
+        previous = self.state.cidr_identities if self.state is not None else None
+        return node_policy(pods, local, self.identities.known(), self._policies(),
+                           local_node_ips=local_ips, remote_node_ips=remote_ips,
+                           previous_cidr=previous)
+
+    # -- the controller ------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        if self.datapath is None:
+            return  # the load balancer is not loaded yet (the next trigger comes)
+        start = time.monotonic()
+        if self.mode == "never":
+            state = NodePolicy(ipcache={}, endpoints={}, cidr_identities={}, pod_identity={})
+            self._versions = []
+        else:
+            state = self.desired()
+        versions = list(self._versions)
+        tables = datapath_tables(state)
+        self.datapath.set(tables.ipcache, tables.endpoints, tables.entries)
+        result = await asyncio.to_thread(self.datapath.flush)
+        self._record(state, result, start)
+        if not result.failed:
+            self.applied = versions
+
+    async def resync(self) -> None:
+        if self.datapath is not None:
+            result = await asyncio.to_thread(self.datapath.resync)
+            if result.failed:
+                log.warning("policy: %d entries not written: %s", len(result.failed),
+                            "; ".join(list(result.failed.values())[:3]))
+
+    def _record(self, state: NodePolicy, result: FlushResult, start: float) -> None:
+        before = self.state
+        self.state = state
+        if result.failed:
+            log.warning("policy: %d entries not written (retried): %s", len(result.failed),
+                        "; ".join(list(result.failed.values())[:3]))
+        else:
+            self.last_applied = time.time()
+        self.last_seconds = time.monotonic() - start
+        if result.changed:
+            enforced = sum(1 for ep in state.endpoints.values() if ep.flags)
+            log.info("policy: %d of %d local endpoints enforced, %d ipcache entries "
+                     "(%d written, %d deleted in %.3f s)", enforced, len(state.endpoints),
+                     len(state.ipcache), result.updated, result.deleted, self.last_seconds)
+        if before is None or before.waiting != state.waiting:
+            for key in state.waiting:
+                log.info("policy: pod %s/%s waits for its identity", *key)
+
+    # -- what `hexlane endpoint list` and status read ----------------------------------------
+
+    def endpoint_state(self) -> dict[str, dict[str, Any]]:
+        """Per local pod ("namespace/name"): its enforcement in each direction and how many
+        policy entries it has."""
+        if self.state is None:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for (ns, name), ep in sorted(self.state.endpoints.items()):
+            out[f"{ns}/{name}"] = {
+                "ingress": ep.policy.ingress_enforced, "egress": ep.policy.egress_enforced,
+                "entries": len(ep.policy.entries), "identity": ep.identity, "ip": ep.ip}
+        return out
+
+    def ipcache(self) -> dict[IPv4Network, int]:
+        return dict(self.state.ipcache) if self.state is not None else {}
+
+    def document(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "mode": self.mode,
+            "loaded": self.datapath is not None,
+            "endpoints": self.endpoint_state(),
+            "enforced": sum(1 for ep in state.endpoints.values() if ep.flags) if state else 0,
+            "ipcacheEntries": len(state.ipcache) if state else 0,
+            "policyEntries": sum(len(ep.policy.entries) for ep in state.endpoints.values()
+                                 if ep.flags) if state else 0,
+            "waiting": [f"{ns}/{n}" for ns, n in state.waiting] if state else [],
+            "problems": list(self.problems),
+            "lastApplied": self.last_applied,
+            "applied": list(self.applied),
+            # every pod's identity as this node's ipcache holds it ("namespace/name")
+            "pods": {f"{ns}/{n}": i for (ns, n), i in sorted(state.pod_identity.items())}
+            if state else {},
+        }

@@ -1,0 +1,345 @@
+"""Kubernetes NetworkPolicy enforced in the lab: a truth table, as Kubernetes' own e2e tests.
+
+Namespaces x, y, z (unique names, labelled ns=x/y/z) with pods a, b, c each (a and c on
+node1, b on node2: same-node and cross-node pairs, through the default tunnel), every pod
+serving TCP and UDP on ports 80 and 81 (named serve-80-tcp, ...). Under each policy below,
+every source pod probes every pod on every port and protocol at once (0.5 s timeouts, in
+parallel); the observed table must equal the expected one, which
+`hexlane.policy.reference.allowed` computes from the NetworkPolicy text alone (no identities,
+no maps), with connections to oneself allowed (loopback, as the e2e tests' AllowLoopback).
+A cell that differs is probed once more with a longer timeout before it counts, so a lost
+packet is not taken for a policy. Each policy is waited for on both nodes (their agents report
+the policies' resourceVersions they enforce) before probing.
+
+Policies: deny all ingress, deny all egress, allow from a namespace, from a pod, from a pod and
+a namespace together, an ipBlock with except and a CIDR (egress to addresses outside the
+cluster: the client host 10.0.0.2 and the control plane 10.0.0.10), named ports, endPort; a
+Service's ClusterIP (policy sees the backend); changing a policy changes the table; relabelling
+a pod changes what it may reach.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.lab import Lab
+from helpers.wait import wait_for
+from hexlane.cli.cmd_identity import fetch_agent
+from hexlane.lab.manager import exec_argv
+from hexlane.model.netpol import NetworkPolicy
+from hexlane.model.node import Pod
+from hexlane.policy.reference import allowed
+from hexlane.policy.resolve import PodInfo
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+TAG = secrets.token_hex(2)
+NAMESPACES = {"x": f"x-{TAG}", "y": f"y-{TAG}", "z": f"z-{TAG}"}
+PODS = {"a": "node1", "b": "node2", "c": "node1"}
+PORTS = [(80, "TCP"), (81, "TCP"), (80, "UDP"), (81, "UDP")]
+CLIENT, CONTROL_PLANE = "10.0.0.2", "10.0.0.10"
+OUTSIDE = [(CLIENT, 80, "TCP"), (CONTROL_PLANE, 6443, "TCP")]
+PROBE = Path(__file__).parent.parent / "helpers" / "netprobe.py"
+X = NAMESPACES["x"]
+
+
+def manifests() -> str:
+    docs: list[dict[str, Any]] = []
+    for short, ns in NAMESPACES.items():
+        docs.append({"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": ns, "labels": {"ns": short}}})
+        for pod, node in PODS.items():
+            docs.append({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "namespace": ns, "labels": {"pod": pod}},
+                "spec": {"nodeName": node, "containers": [{
+                    "name": "serve", "image": "hexlane/workload",
+                    "ports": [{"name": f"serve-{p}-{proto.lower()}", "containerPort": p,
+                               "protocol": proto} for p, proto in PORTS]}]}})
+    docs.append({"apiVersion": "v1", "kind": "Service",
+                 "metadata": {"name": "svc-a", "namespace": X},
+                 "spec": {"selector": {"pod": "a"}, "ports": [{"port": 8080,
+                                                               "targetPort": 80}]}})
+    return as_list(docs)
+
+
+def as_list(docs: list[dict[str, Any]]) -> str:
+    """kubectl's input as JSON (YAML 1.1 would read the label value y as a boolean)."""
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+
+
+@dataclass
+class World:
+    pods: dict[tuple[str, str], PodInfo]
+    namespaces: dict[str, dict[str, str]]
+    netns: dict[tuple[str, str], list[str]]  # the argv prefix that runs in the pod
+    service_ip: str
+
+
+def node_policy(lab: Lab, node: str) -> dict[str, Any]:
+    """The node agent's policy document (`GET /v1/identities` on its socket, read from here:
+    the socket file is on the machine's file system)."""
+    _, env = exec_argv(lab.name, node, [])
+    return dict(fetch_agent(env["HEXLANE_STATE_DIR"], "/v1/identities")["policy"])
+
+
+def ours(entries: list[str]) -> set[str]:
+    return {e for e in entries if e.split("/", 1)[0] in NAMESPACES.values()}
+
+
+@pytest.fixture(scope="module")
+def world(lab: Lab) -> Iterator[World]:
+    lab.kubectl("apply", "-f", "-", stdin=manifests())
+    try:
+        def running() -> list[dict[str, Any]] | None:
+            items = []
+            for ns in NAMESPACES.values():
+                items += json.loads(lab.kubectl("get", "pods", "-n", ns, "-o", "json")
+                                    .stdout)["items"]
+            ok = len(items) == 9 and all(p["status"].get("phase") == "Running"
+                                         and p["status"].get("podIP") for p in items)
+            return items if ok else None
+        items = wait_for("the nine pods running", running, timeout=90, interval=0.5)
+        keys = {f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in items}
+
+        def known_everywhere() -> bool:
+            return all(keys <= set(node_policy(lab, n)["pods"]) for n in ("node1", "node2"))
+        wait_for("every pod's identity in both nodes' ipcache", known_everywhere,
+                 timeout=60, interval=0.5)
+        pods = {}
+        netns = {}
+        for obj in items:
+            info = PodInfo.from_pod(Pod.parse(obj))
+            pods[info.key] = info
+            prefix, _env = exec_argv(lab.name, f"pod/{info.namespace}/{info.name}", [])
+            netns[info.key] = prefix
+        namespaces = {}
+        for ns in NAMESPACES.values():
+            obj = json.loads(lab.kubectl("get", "namespace", ns, "-o", "json").stdout)
+            namespaces[ns] = dict(obj["metadata"].get("labels") or {})
+        svc = json.loads(lab.kubectl("get", "service", "svc-a", "-n", X, "-o", "json").stdout)
+        yield World(pods, namespaces, netns, svc["spec"]["clusterIP"])
+    finally:
+        for ns in NAMESPACES.values():
+            lab.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+# --- probing ------------------------------------------------------------------------------------
+
+Cell = tuple[str, str, int, str]  # source "ns/pod", target "ns/pod" or an address, port, proto
+
+
+def _run_probe(prefix: list[str], targets: list[tuple[str, int, str]],
+               timeout: float) -> list[bool]:
+    spec = json.dumps({"timeout": timeout, "targets": targets})
+    out = subprocess.run([*prefix, sys.executable, str(PROBE), spec], capture_output=True,
+                         text=True, timeout=30, check=True)
+    return list(json.loads(out.stdout))
+
+
+def probe(world: World, cells: list[Cell], timeout: float) -> dict[Cell, bool]:
+    """Every cell at once: one prober per source pod, all in parallel."""
+    by_source: dict[str, list[Cell]] = {}
+    for cell in cells:
+        by_source.setdefault(cell[0], []).append(cell)
+
+    def address(cell: Cell) -> str:
+        if cell[1] == "svc-a":
+            return world.service_ip
+        if "/" in cell[1]:
+            return world.pods[tuple(cell[1].split("/"))].ip  # type: ignore[index]
+        return cell[1]
+
+    def one(source: str) -> dict[Cell, bool]:
+        mine = by_source[source]
+        key = tuple(source.split("/"))
+        got = _run_probe(world.netns[key], [(address(c), c[2], c[3]) for c in mine],  # type: ignore[index]
+                         timeout)
+        return dict(zip(mine, got, strict=True))
+
+    out: dict[Cell, bool] = {}
+    with concurrent.futures.ThreadPoolExecutor(len(by_source)) as pool:
+        for part in pool.map(one, by_source):
+            out.update(part)
+    return out
+
+
+def pod_cells(world: World) -> list[Cell]:
+    names = [f"{ns}/{p}" for ns, p in sorted(world.pods)]
+    return [(s, d, port, proto) for s in names for d in names for port, proto in PORTS]
+
+
+def expected(world: World, cells: list[Cell], policies: list[NetworkPolicy]) -> dict[Cell, bool]:
+    out = {}
+    for cell in cells:
+        src, dst, port, proto = cell
+        skey: Any = tuple(src.split("/"))
+        if dst == "svc-a":
+            dkey: Any = (X, "a")
+            port = 80  # the Service's targetPort: policy sees the backend
+        else:
+            dkey = tuple(dst.split("/")) if "/" in dst else dst
+        if skey == dkey:
+            out[cell] = True  # loopback (a pod reaching itself, also through its Service)
+            continue
+        out[cell] = allowed(skey, dkey, port, proto, policies, world.pods, world.namespaces)
+    return out
+
+
+def render(cells: list[Cell], table: dict[Cell, bool], want: dict[Cell, bool]) -> str:
+    lines = [f"{'source':<14} {'target':<18} port/proto  want  got"]
+    for c in cells:
+        if table[c] != want[c]:
+            short = [c[0].split("-")[0] + c[0][-2:], c[1]]
+            lines.append(f"{short[0]:<14} {short[1]:<18} {c[2]}/{c[3]:<8} {want[c]!s:<5} "
+                         f"{table[c]}")
+    return "\n".join(lines)
+
+
+def check_table(world: World, cells: list[Cell], policies: list[NetworkPolicy]) -> None:
+    want = expected(world, cells, policies)
+    table = probe(world, cells, 0.5)
+    wrong = [c for c in cells if table[c] != want[c]]
+    if wrong:  # once more, slower: a lost packet is not a policy
+        table.update(probe(world, wrong, 1.5))
+    assert all(table[c] == want[c] for c in cells), render(cells, table, want)
+
+
+# --- applying policies --------------------------------------------------------------------------
+
+def apply(lab: Lab, docs: list[dict[str, Any]]) -> list[NetworkPolicy]:
+    """Exactly these policies in our namespaces, enforced on both nodes when it returns."""
+    lab.kubectl("delete", "networkpolicy", "--all", "-n", X)  # (every case's are in x)
+    want: set[str] = set()
+    parsed = []
+    if docs:
+        out = lab.kubectl("apply", "-o", "json", "-f", "-", stdin=as_list(docs))
+        result = json.loads(out.stdout)
+        for obj in result.get("items", [result]):
+            meta = obj["metadata"]
+            want.add(f"{meta['namespace']}/{meta['name']}@{meta['resourceVersion']}")
+            parsed.append(NetworkPolicy.parse(obj))
+    wait_for(f"both nodes enforcing {sorted(want)}",
+             lambda: all(ours(node_policy(lab, n)["applied"]) == want
+                         for n in ("node1", "node2")), timeout=30, interval=0.2)
+    return parsed
+
+
+def netpol(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": X}, "spec": spec}
+
+
+def a_ingress(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return netpol(name, {"podSelector": {"matchLabels": {"pod": "a"}},
+                         "policyTypes": ["Ingress"], "ingress": rules})
+
+
+def a_egress(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return netpol(name, {"podSelector": {"matchLabels": {"pod": "a"}},
+                         "policyTypes": ["Egress"], "egress": rules})
+
+
+CASES: dict[str, list[dict[str, Any]]] = {
+    "no policy": [],
+    "deny all ingress": [netpol("deny-ingress", {"podSelector": {},
+                                                 "policyTypes": ["Ingress"]})],
+    "deny all egress": [netpol("deny-egress", {"podSelector": {},
+                                               "policyTypes": ["Egress"]})],
+    "allow from a namespace": [a_ingress("from-y", [
+        {"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}])],
+    "allow from a pod": [a_ingress("from-b", [
+        {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}])],
+    "allow from a pod and a namespace together": [a_ingress("from-y-b", [
+        {"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}},
+                   "podSelector": {"matchLabels": {"pod": "b"}}}]}])],
+    "named ports": [a_ingress("named", [
+        {"ports": [{"port": "serve-81-tcp"}, {"port": "serve-80-udp", "protocol": "UDP"}]}])],
+    "endPort": [a_ingress("range", [
+        {"ports": [{"port": 80, "endPort": 81, "protocol": "UDP"}]}])],
+    "a namespace by its name label": [a_ingress("by-name", [
+        {"from": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": NAMESPACES["z"]}}}]}])],
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_truth_table_holds(lab: Lab, world: World, case: str) -> None:
+    policies = apply(lab, CASES[case])
+    check_table(world, pod_cells(world), policies)
+
+
+EGRESS_CASES = {
+    "ipBlock with except": [a_egress("lan-but-client", [
+        {"to": [{"ipBlock": {"cidr": "10.0.0.0/24", "except": [f"{CLIENT}/32"]}}]}])],
+    "egress to a CIDR": [a_egress("cp-only", [
+        {"to": [{"ipBlock": {"cidr": f"{CONTROL_PLANE}/32"}}],
+         "ports": [{"port": 6443}]}])],
+}
+
+
+@pytest.mark.parametrize("case", list(EGRESS_CASES))
+def test_egress_to_addresses_outside_the_cluster(lab: Lab, world: World, case: str) -> None:
+    policies = apply(lab, EGRESS_CASES[case])
+    sources = [f"{X}/a", f"{X}/b"]
+    cells = [(s, d, port, proto) for s in sources for d in (CLIENT, CONTROL_PLANE)
+             for _, port, proto in OUTSIDE if (d, port, proto) in OUTSIDE]
+    cells += [c for c in pod_cells(world) if c[0] in sources]
+    check_table(world, cells, policies)
+    want = expected(world, cells, policies)
+    # what the case is about, spelled out: x/a reaches the control plane, not the client
+    assert want[(f"{X}/a", CONTROL_PLANE, 6443, "TCP")]
+    assert not want[(f"{X}/a", CLIENT, 80, "TCP")]
+    assert want[(f"{X}/b", CLIENT, 80, "TCP")]
+
+
+def test_a_service_is_decided_on_its_backend(lab: Lab, world: World) -> None:
+    policies = apply(lab, CASES["allow from a namespace"])
+    cells = [(f"{ns}/{p}", "svc-a", 8080, "TCP") for ns, p in sorted(world.pods)]
+    check_table(world, cells, policies)
+    want = expected(world, cells, policies)
+    assert want[(f"{NAMESPACES['y']}/c", "svc-a", 8080, "TCP")]
+    assert not want[(f"{NAMESPACES['z']}/c", "svc-a", 8080, "TCP")]
+
+
+def test_changing_a_policy_and_relabelling_a_pod_change_the_table(lab: Lab,
+                                                                   world: World) -> None:
+    from_b = a_ingress("from-pod", [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}])
+    policies = apply(lab, [from_b])
+    cells = [(f"{X}/{p}", f"{X}/a", 80, "TCP") for p in ("b", "c")]
+    check_table(world, cells, policies)
+    assert expected(world, cells, policies) == {cells[0]: True, cells[1]: False}
+    # the same policy changed: from c instead of b
+    from_c = a_ingress("from-pod", [{"from": [{"podSelector": {"matchLabels": {"pod": "c"}}}]}])
+    policies = apply(lab, [from_c])
+    check_table(world, cells, policies)
+    assert expected(world, cells, policies) == {cells[0]: False, cells[1]: True}
+    # x/b relabelled pod=c: now it is one of those the policy allows
+    old = node_policy(lab, "node1")["pods"][f"{X}/b"]
+    lab.kubectl("label", "pod", "b", "-n", X, "pod=c", "--overwrite")
+    try:
+        wait_for("x/b's new identity on both nodes",
+                 lambda: all(node_policy(lab, n)["pods"].get(f"{X}/b") not in (None, old)
+                             for n in ("node1", "node2")), timeout=30, interval=0.2)
+        time.sleep(0.2)
+        relabelled = dict(world.pods)
+        b = world.pods[(X, "b")]
+        relabelled[(X, "b")] = PodInfo(b.namespace, b.name, {"pod": "c"}, b.ip, b.ports)
+        table = probe(world, cells, 1.0)
+        assert table == {cells[0]: True, cells[1]: True}, table
+        assert all(allowed((X, p), (X, "a"), 80, "TCP", policies, relabelled,
+                           world.namespaces) for p in ("b", "c"))
+    finally:
+        lab.kubectl("label", "pod", "b", "-n", X, "pod=b", "--overwrite")
+    apply(lab, [])
