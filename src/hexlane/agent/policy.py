@@ -79,6 +79,7 @@ class PolicyEnforcer:
         #: "namespace/name@resourceVersion" of the policies in the tables last written
         self.applied: list[str] = []
         self._versions: list[str] = []
+        self._resynced = False
 
     def load(self, obj: Any) -> None:
         """The loaded load balancer object whose pod hooks enforce (its maps are ours)."""
@@ -161,7 +162,11 @@ class PolicyEnforcer:
         versions = list(self._versions)
         tables = datapath_tables(state)
         self.datapath.set(tables.ipcache, tables.endpoints, tables.entries)
-        result = await asyncio.to_thread(self.datapath.flush)
+        # The first write of a process reads the maps first: what a previous run left there
+        # and nobody wants any more goes too.
+        write = self.datapath.flush if self._resynced else self.datapath.resync
+        result = await asyncio.to_thread(write)
+        self._resynced = True
         self._record(state, result, start)
         if not result.failed:
             self.applied = versions

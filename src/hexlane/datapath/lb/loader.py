@@ -55,6 +55,7 @@ from hexlane.datapath.lb.maps import (
     maglev_pin_name,
 )
 from hexlane.datapath.metrics import METRICS_MAP, HlMetricsValue
+from hexlane.datapath.policy import POLICY_MAPS
 from hexlane.lb.maglev import (
     DEFAULT_HASH_SEED,
     DEFAULT_TABLE_SIZE,
@@ -181,7 +182,8 @@ class LbDatapath:
         """Remove every pin under bpf_root that this datapath made (hexlane cleanup)."""
         for name in (*PROGRAMS, SERVICES_MAP, BACKENDS_MAP, REVNAT_MAP,
                      maglev_pin_name(self.table_size), CT_MAP,
-                     AFFINITY_MAP, AFFINITY_MATCH_MAP, METRICS_MAP, CONFIG_MAP, *EVENT_MAPS):
+                     AFFINITY_MAP, AFFINITY_MATCH_MAP, METRICS_MAP, CONFIG_MAP, *EVENT_MAPS,
+                     *POLICY_MAPS):
             pin = self.bpf_root / name
             if pin.exists():
                 pin.unlink()
