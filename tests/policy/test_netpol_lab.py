@@ -343,3 +343,30 @@ def test_changing_a_policy_and_relabelling_a_pod_change_the_table(lab: Lab,
     finally:
         lab.kubectl("label", "pod", "b", "-n", X, "pod=b", "--overwrite")
     apply(lab, [])
+
+
+def test_hubble_shows_the_policy_drop_with_both_identities(lab: Lab, world: World) -> None:
+    """A denied connection is a DROPPED flow with reason POLICY_DENIED, through the relay,
+    naming both pods and their security identities (as every node's ipcache has them)."""
+    apply(lab, CASES["deny all ingress"])
+    src, dst = (NAMESPACES["y"], "b"), (X, "a")
+    cells = [(f"{src[0]}/{src[1]}", f"{dst[0]}/{dst[1]}", 81, "TCP")]
+    assert probe(world, cells, 0.5) == {cells[0]: False}
+    ids = node_policy(lab, "node1")["pods"]
+
+    def dropped() -> dict[str, Any] | None:
+        out = lab.exec("cp", "hexlane", "hubble", "observe", "--verdict", "DROPPED",
+                       "--to-pod", f"{dst[0]}/{dst[1]}", "--last", "50", "-o", "json",
+                       check=False).stdout
+        for line in out.splitlines():
+            flow = json.loads(line).get("flow") or {}
+            source = flow.get("source", {})
+            if (source.get("namespace"), source.get("pod_name")) == src and \
+                    flow.get("l4", {}).get("TCP", {}).get("destination_port") == 81:
+                return dict(flow)
+        return None
+    flow = wait_for("the drop in Hubble", dropped, timeout=20, interval=0.5)
+    assert flow["drop_reason_desc"] == "POLICY_DENIED", flow
+    assert flow["source"]["identity"] == ids[f"{src[0]}/{src[1]}"] >= 256, flow
+    assert flow["destination"]["identity"] == ids[f"{dst[0]}/{dst[1]}"] >= 256, flow
+    apply(lab, [])

@@ -176,17 +176,20 @@ class Agent:
                                  state_dir=config.state_dir,
                                  on_unreachable=self._unreachable) \
             if values.l2announcements.enabled and self.lb is not None else None
-        # Network policy: enforced in the load balancer's pod hooks
-        self.policy = PolicyEnforcer(config.node, self.informers, self.identities,
-                                     mode=enforcement_mode(values), cluster=values.cluster.name,
-                                     host_ips=self._host_ips) \
-            if self.lb is not None and _enforcing(values) else None
         # Flows: the load balancer's programs report them (so with kubeProxyReplacement only)
         self.hubble = HubblePart(config.node, values, self.informers, self.lb,
                                  config.state_dir, ca_dir=config.hubble_ca_dir,
                                  abstract_name=None if config.abstract_name is None
                                  else HUBBLE_ABSTRACT_NAME) \
             if values.hubble.enabled and self.lb is not None else None
+        # Network policy: enforced in the load balancer's pod hooks; flows name the pods'
+        # identities it resolves
+        self.policy = PolicyEnforcer(
+            config.node, self.informers, self.identities, mode=enforcement_mode(values),
+            cluster=values.cluster.name, host_ips=self._host_ips,
+            on_identities=self.hubble.observer.endpoints.set_identities
+            if self.hubble is not None else None) \
+            if self.lb is not None and _enforcing(values) else None
         # Datapath (the endpoint manager and the API once this node is known)
         self.endpoints: EndpointManager | None = None
         self.cni = cniconf.CniFiles(config.cni_conf_dir, config.cni_bin_dir, config.state_dir,

@@ -62,7 +62,8 @@ class PolicyEnforcer:
                  identities: IdentityAllocator, *, mode: str = "default",
                  cluster: str = DEFAULT_CLUSTER_NAME,
                  label_filter: LabelFilter = DEFAULT_FILTER,
-                 host_ips: Callable[[], list[str]] = list) -> None:
+                 host_ips: Callable[[], list[str]] = list,
+                 on_identities: Callable[[dict[str, int]], None] | None = None) -> None:
         self.node = node
         self.informers = informers
         self.identities = identities
@@ -70,6 +71,8 @@ class PolicyEnforcer:
         self.cluster = cluster
         self.label_filter = label_filter
         self.host_ips = host_ips
+        #: told every pod's identity after each sync ("namespace/name" -> number: Hubble)
+        self.on_identities = on_identities
         self.datapath: PolicyDatapath | None = None
         self.state: NodePolicy | None = None
         self.problems: list[str] = []
@@ -170,6 +173,8 @@ class PolicyEnforcer:
         self._record(state, result, start)
         if not result.failed:
             self.applied = versions
+        if self.on_identities is not None:
+            self.on_identities({f"{ns}/{n}": i for (ns, n), i in state.pod_identity.items()})
 
     async def resync(self) -> None:
         if self.datapath is not None:

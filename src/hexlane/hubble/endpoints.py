@@ -4,7 +4,8 @@
 keeps up to date from its informers (`set_pod`/`delete_pod`, `set_node`/`delete_node`,
 `host_addresses`; `snapshot()` freezes the answers of now, for flows built later): a pod's
 address names the pod (namespace, name, labels as Cilium shows
-them, its workload from its owners); this node's addresses are the reserved identity host,
+them, its workload from its owners, its security identity once the policy controller knows
+it: `set_identities`); this node's addresses are the reserved identity host,
 other nodes' remote-node, anything else the world. Services are looked up through the
 function given (the load balancer's frontends). No I/O: objects in, answers out.
 """
@@ -12,6 +13,7 @@ function given (the load balancer's frontends). No I/O: objects in, answers out.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from hexlane.hubble.parser import (
@@ -104,6 +106,7 @@ class Endpoints:
         self._nodes: dict[str, list[str]] = {}  # name -> addresses
         self._node_ips: dict[str, Who] = {}
         self._host: frozenset[str] = frozenset()
+        self._identities: dict[str, int] = {}  # ns/name -> security identity
 
     # -- updates --------------------------------------------------------------------------
 
@@ -115,9 +118,26 @@ class Endpoints:
         addresses = pod_addresses(pod)
         pods = self._without(key)
         if addresses:
-            who = Who(IDENTITY_UNKNOWN, pod_info(pod, self.cluster))
+            who = Who(self._identities.get(key, IDENTITY_UNKNOWN), pod_info(pod, self.cluster))
             self._pod_addresses[key] = addresses
             pods.update(dict.fromkeys(addresses, who))
+        self._pods = pods
+
+    def set_identities(self, identities: Mapping[str, int]) -> None:
+        """Every pod's security identity ("namespace/name" -> number, the policy
+        controller's): flows name it from now on."""
+        changed = {k for k in set(identities) | set(self._identities)
+                   if identities.get(k) != self._identities.get(k)}
+        self._identities = dict(identities)
+        if not changed:
+            return
+        pods = dict(self._pods)
+        for key in changed:
+            for address in self._pod_addresses.get(key, ()):
+                who = pods.get(address)
+                if who is not None:
+                    pods[address] = replace(who, identity=identities.get(key,
+                                                                         IDENTITY_UNKNOWN))
         self._pods = pods
 
     def delete_pod(self, pod: Mapping[str, Any]) -> None:
