@@ -131,6 +131,8 @@ class ServiceReconciler:
         self.noarp: Reconciler[str, bool] = Reconciler(noarp)
         noarp.names = lambda: list(self.noarp.desired)
         self.lan: tuple[str, ...] = ()
+        #: where `attach` records the sysctls' values before (for `hexlane cleanup`)
+        self.state_dir: Path | None = None
         #: flow events for Hubble (hexlane.datapath.events): on, L7 records on, this node's
         #: pod CIDR and the cluster's
         self.events = False
@@ -349,6 +351,7 @@ class LoadBalancer:
                                                 table_size=values.maglev.table_size,
                                                 hash_seed=values.maglev.hash_seed)
         self.reconciler = ServiceReconciler(self.datapath, self.node, values)
+        self.reconciler.state_dir = self.state_dir
         pod_cidr = endpoints.pod_cidr
         l7 = values.hubble.l7
         self.reconciler.set_events(values.hubble.enabled,
