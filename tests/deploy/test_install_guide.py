@@ -27,15 +27,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from helpers.lab import HEXLANE, Lab, running_lab
+from helpers.lab import Lab, running_lab
 from helpers.seeds import EXAMPLES
 from helpers.wait import wait_for
-from hexlane.lab.manager import LabState
+from hexlane.cni.bundle import install_plugin
+from hexlane.lab.manager import LabState, exec_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "install-k3s.md"
@@ -68,6 +71,9 @@ NOT_RUN = {
     "k3s-uninstall": "uninstalls k3s from the machine",
     "cilium-leftovers": "no Cilium in the lab",
 }
+CILIUM = "/apis/cilium.io/v2alpha1"
+KUBE_SYSTEM = "/api/v1/namespaces/kube-system"
+LO_ACCEPT_LOCAL = "/proc/sys/net/ipv4/conf/lo/accept_local"
 SEEDS = ("seed-000", "seed-001", "seed-002", "seed-004")
 METALLB_SERVICE = """
 apiVersion: v1
@@ -185,21 +191,35 @@ class GuideLab:
         return self._run("node1", block_id)
 
     def _run(self, host: str, block_id: str) -> str:
-        done = subprocess.run(
-            [*HEXLANE, "lab", "exec", "--name", self.lab.name, host, "--",
-             "bash", "-euo", "pipefail", "-c", BLOCKS[block_id][1]],
-            cwd=self.work, env=env_for(self.work, self.kubeconfig), capture_output=True,
-            text=True, timeout=120, check=False)
+        start = time.monotonic()
+        done = self._exec(host, ["bash", "-euo", "pipefail", "-c", BLOCKS[block_id][1]])
         assert done.returncode == 0, f"{block_id}:\n{done.stdout}\n{done.stderr}"
+        print(f"guide block {block_id} ({host}): {time.monotonic() - start:.1f} s")
         return done.stdout
 
-    def get(self, *args: str) -> dict:  # type: ignore[type-arg]
-        out = self.lab.kubectl("get", *args, "-o", "json").stdout
-        return json.loads(out)  # type: ignore[no-any-return]
+    def _exec(self, host: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        """`hexlane lab exec --name LAB HOST -- ARGV` (the same command line and environment:
+        `exec_argv`) without starting the CLI each time, from the working directory, with
+        the lab's kubeconfig."""
+        cmd, env = exec_argv(self.lab.name, host, argv)
+        return subprocess.run(cmd, cwd=self.work, env={**env_for(self.work, self.kubeconfig),
+                                                        **env},
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    def get(self, path: str) -> dict[str, Any]:
+        """An object (or list) read from the lab's API, in this process (no kubectl: fast)."""
+        obj: dict[str, Any] = self.lab.api(path)
+        return obj
+
+    def sh(self, host: str, script: str) -> str:
+        """One shell script in a lab host; its stdout (it must succeed)."""
+        done = self._exec(host, ["sh", "-c", script])
+        assert done.returncode == 0, f"{script}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
 
 
 def ingress_ip(lab: GuideLab, name: str) -> str | None:
-    status = lab.get("service", name, "-n", "default").get("status") or {}
+    status = lab.get(f"/api/v1/namespaces/default/services/{name}").get("status") or {}
     ingress = (status.get("loadBalancer") or {}).get("ingress") or []
     return str(ingress[0]["ip"]) if ingress else None
 
@@ -214,7 +234,12 @@ def test_the_guide_on_a_lab(tmp_path: Path) -> None:
 
 
 def _walk_the_guide(g: GuideLab) -> None:
-    shutil.copy(EXAMPLES / "seed-000" / "values.yaml", g.work / "values.yaml")
+    # Seed 000's values with its own one-node line uncommented (`# replicas: 1  # Uncomment
+    # this if you only have one node`): two host-network operators on one node would fight
+    # for their ports in the lab, which does not schedule by anti-affinity.
+    values = (EXAMPLES / "seed-000" / "values.yaml").read_text()
+    assert "  # replicas: 1" in values
+    (g.work / "values.yaml").write_text(values.replace("  # replicas: 1", "  replicas: 1", 1))
     # 3. Render and apply.
     g.client("render")
     g.client("apply")
@@ -223,13 +248,13 @@ def _walk_the_guide(g: GuideLab) -> None:
                  "configmap/hexlane-config", "ciliumloadbalancerippools.cilium.io"):
         assert name in listed, listed
     # 4. What `kubectl exec ds/hexlane -- hexlane status` shows, from the node's agent.
-    assert g.lab.exec("node1", "hexlane", "status", "--brief").stdout.strip() == "OK"
-    assert "Kubernetes:" in g.lab.exec("node1", "hexlane", "status").stdout
+    status = g.sh("node1", "hexlane status --brief && hexlane status")
+    assert status.startswith("OK\n") and "Kubernetes:" in status, status
 
     # 6 (before 5): a Service MetalLB gave an IP; then 5's pool and policy.
     g.lab.kubectl("apply", "-f", "-", stdin=METALLB_SERVICE)
     assert "first-pool" in g.client("pool")
-    assert g.get("ciliuml2announcementpolicies")["items"]
+    assert g.get(f"{CILIUM}/ciliuml2announcementpolicies")["items"]
     wait_for("the MetalLB-annotated Service to get its IP",
              lambda: ingress_ip(g, "legacy") == "10.0.0.150", timeout=30, interval=0.5)
     out = g.client("service")
@@ -241,8 +266,8 @@ def _walk_the_guide(g: GuideLab) -> None:
     assert row.split()[1] == "10.0.0.150" and "satisfied" in row, plan
 
     # 8. Upgrade: a changed value rolls the checksum, the CA stays.
-    ca_before = g.get("secret", "hexlane-hubble-ca", "-n", "kube-system")["data"]
-    before = g.get("daemonset", "hexlane", "-n", "kube-system")
+    ca_before = g.get(f"{KUBE_SYSTEM}/secrets/hexlane-hubble-ca")["data"]
+    before = g.get("/apis/apps/v1/namespaces/kube-system/daemonsets/hexlane")
     key = "cilium.io/cilium-configmap-checksum"
     old_sum = before["spec"]["template"]["metadata"]["annotations"][key]
     values = yaml.safe_load((g.work / "values.yaml").read_text())
@@ -250,9 +275,9 @@ def _walk_the_guide(g: GuideLab) -> None:
     (g.work / "values.yaml").write_text(yaml.safe_dump(values))
     printed = g.client("upgrade").strip().splitlines()[-1]
     assert printed != old_sum and len(printed) == 64, printed
-    config = g.get("configmap", "hexlane-config", "-n", "kube-system")["data"]["values.yaml"]
+    config = g.get(f"{KUBE_SYSTEM}/configmaps/hexlane-config")["data"]["values.yaml"]
     assert yaml.safe_load(config)["k8sClientRateLimit"]["qps"] == 60
-    assert g.get("secret", "hexlane-hubble-ca", "-n", "kube-system")["data"] == ca_before
+    assert g.get(f"{KUBE_SYSTEM}/secrets/hexlane-hubble-ca")["data"] == ca_before
 
     # 9. Uninstall: the objects, then the node.
     g.client("delete")
@@ -268,29 +293,28 @@ def _cleanup_the_node(g: GuideLab) -> None:
     argv = proc.argv
     conf_dir = Path(argv[argv.index("--cni-conf-dir") + 1])
     bin_dir = Path(argv[argv.index("--cni-bin-dir") + 1])
-    env = g.lab.exec("node1", "env").stdout
+    # What the DaemonSet's init container adds: the bundled plugin (`hexlane cni
+    # install-plugin`, a file write).
+    install_plugin(bin_dir)
+    env = g.sh("node1", f"env; echo accept_local=$(cat {LO_ACCEPT_LOCAL})")
     state_dir = Path(re.findall(r"^HEXLANE_STATE_DIR=(.*)$", env, re.M)[0])
     bpf_root = Path(re.findall(r"^HEXLANE_BPF_ROOT=(.*)$", env, re.M)[0])
-    # What the DaemonSet's init container adds: the bundled plugin.
-    g.lab.exec("node1", "hexlane", "cni", "install-plugin", str(bin_dir))
-    assert g.lab.exec("node1", "cat", "/proc/sys/net/ipv4/conf/lo/accept_local").stdout \
-        .strip() == "1"
+    assert "accept_local=1" in env.splitlines()
     assert json.loads((state_dir / "sysctls-before.json").read_text()) == {
         "net.ipv4.conf.lo.accept_local": "0"}
     os.kill(proc.pid, signal.SIGTERM)
     wait_for("node1's agent to exit", lambda: not Path(f"/proc/{proc.pid}").exists(),
              timeout=30, interval=0.2)
-    assert "hexlane_host" in g.lab.exec("node1", "ip", "-br", "link").stdout
 
     out = g.node("cleanup")
     assert "removed link hexlane_host" in out, out
     assert "removed sysctl net.ipv4.conf.lo.accept_local=0" in out, out
 
-    links = g.lab.exec("node1", "ip", "-br", "link").stdout
+    links, routes, accept_local = g.sh(
+        "node1", f"ip -br link; echo ---; ip route show proto 104; echo ---; "
+                 f"cat {LO_ACCEPT_LOCAL}").split("---\n")
     assert not re.search(r"^(hexlane_|lxc)", links, re.M), links
-    assert g.lab.exec("node1", "ip", "route", "show", "proto", "104").stdout.strip() == ""
-    assert g.lab.exec("node1", "cat", "/proc/sys/net/ipv4/conf/lo/accept_local").stdout \
-        .strip() == "0"
+    assert routes.strip() == "" and accept_local.strip() == "0", (routes, accept_local)
     assert not bpf_root.exists() or not list(bpf_root.iterdir())
     assert not (conf_dir / "05-hexlane.conflist").exists()
     assert not [p.name for p in bin_dir.iterdir() if p.name.startswith("hexlane")] \
