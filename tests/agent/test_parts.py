@@ -15,11 +15,14 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from hexlane.agent import cniconf
+from hexlane.cni import bundle
+from hexlane.datapath import sysctl
 from hexlane.datapath.netlink import is_named_netns
 from hexlane.k8s.controller import Controller
 from hexlane.lab import netns
@@ -96,6 +99,35 @@ def test_cleanup_leaves_foreign_plugins(tmp_path: Path) -> None:
     (bin_dir / "hexlane-cni").unlink()
     (bin_dir / "hexlane-cni").symlink_to("/usr/local/bin/hexlane-cni")
     assert cniconf.is_our_plugin(bin_dir / "hexlane-cni")
+
+
+def test_cleanup_finds_the_bundled_plugin_and_only_ours(tmp_path: Path) -> None:
+    """`hexlane cni install-plugin`'s zipapp (the DaemonSet's init container) is hexlane's
+    and goes with cleanup; another zip or script of that name is not."""
+    bin_dir = tmp_path / "bin"
+    path, written = bundle.install_plugin(bin_dir)
+    assert written and bundle.is_bundle(path)
+    assert cniconf.installed_files(tmp_path / "none", bin_dir) == [path]
+    path.write_bytes(bundle.SHEBANG + b"not a zip")
+    assert not bundle.is_bundle(path)
+    with zipfile.ZipFile(path, "w") as other:
+        other.writestr("__main__.py", "print('someone else')\n")
+    assert not bundle.is_bundle(path)
+    assert cniconf.installed_files(tmp_path / "none", bin_dir) == []
+
+
+def test_the_sysctls_before_are_recorded_once(tmp_path: Path) -> None:
+    """The first value seen is kept across agent restarts (a later record would hold the
+    agent's own 1); a sysctl that does not exist is not recorded."""
+    name = "net.ipv4.ip_forward"
+    now = sysctl.read_sysctl(name)
+    assert now is not None
+    sysctl.record_before(tmp_path, [name, "net.ipv4.conf.nosuchdev.accept_local"])
+    assert sysctl.recorded_before(tmp_path) == {name: now}
+    (tmp_path / sysctl.RECORD_NAME).write_text(json.dumps({name: "7"}))
+    sysctl.record_before(tmp_path, [name])
+    assert sysctl.recorded_before(tmp_path) == {name: "7"}
+    assert sysctl.recorded_before(tmp_path / "none") == {}
 
 
 def _hexlane(*args: str, ns: str | None = None) -> subprocess.CompletedProcess[str]:

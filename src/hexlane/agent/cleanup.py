@@ -8,8 +8,11 @@ system, what hexlane made:
 - routes with hexlane's protocol number (104) in the main table;
 - the BPF pins under the bpf root (the whole directory; only `hl_*` pins when the root is a
   bpffs mount point itself, which other programs share);
-- the CNI config `05-hexlane.conflist` and the plugin wrapper (only if hexlane's) in the
-  given directories and in those the agent recorded in its state dir; the state dir.
+- the CNI config `05-hexlane.conflist`, the plugin wrapper and the bundled plugin
+  `hexlane-cni.pyz` (each only if hexlane's) in the given directories and in those the agent
+  recorded in its state dir;
+- the sysctls the agent recorded before setting them (`net.ipv4.conf.lo.accept_local`), set
+  back to the recorded value where they differ; then the state dir.
 
 `remove(items)` removes them in that order (programs first, so no packet meets a half-gone
 datapath) and reports each; a second run finds nothing, so cleanup is idempotent. Stopping
@@ -28,7 +31,7 @@ from pathlib import Path
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from hexlane.datapath import libbpf, netlink
+from hexlane.datapath import libbpf, netlink, sysctl
 from hexlane.datapath.bpffs import is_bpffs, on_bpffs
 from hexlane.routing.routes import HOST_DEVICE, HOST_PEER_DEVICE
 
@@ -52,7 +55,8 @@ class CleanupPaths:
 
 @dataclass(frozen=True)
 class Leftover:
-    """One thing hexlane made: its kind ("tc", "link", "route", "pin", "file", "dir")."""
+    """One thing hexlane made: its kind ("tc", "link", "route", "pin", "file", "sysctl" as
+    `name=value before`, "dir")."""
 
     kind: str
     name: str
@@ -101,6 +105,10 @@ async def find_leftovers(paths: CleanupPaths) -> list[Leftover]:
         dirs.append(recorded)
     for conf_dir, bin_dir in dirs:
         found += [Leftover("file", str(p)) for p in cniconf.installed_files(conf_dir, bin_dir)]
+    for name, before in sorted(sysctl.recorded_before(paths.state_dir).items()):
+        now = sysctl.read_sysctl(name)
+        if now is not None and now != before:
+            found.append(Leftover("sysctl", f"{name}={before}"))
     if paths.state_dir.exists():
         found.append(Leftover("dir", str(_check_dir(paths.state_dir, "--state-dir"))))
     return found
@@ -120,6 +128,12 @@ async def _remove_one(ipr: AsyncIPRoute, item: Leftover) -> bool:
         return await netlink.delete_link(ipr, item.name)
     if item.kind == "route":
         return await netlink.remove_route(ipr, IPv4Network(item.name))
+    if item.kind == "sysctl":
+        name, before = item.name.split("=", 1)
+        if sysctl.read_sysctl(name) in (None, before):
+            return False
+        sysctl.write_sysctl(name, before)
+        return True
     path = Path(item.name)
     if item.kind == "dir":
         if not path.exists():

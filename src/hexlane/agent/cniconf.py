@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from hexlane.cni import bundle
 from hexlane.datapath.reconcile import Reconciler, Table
 
 CONF_NAME = "05-hexlane.conflist"
@@ -180,4 +181,7 @@ def installed_files(conf_dir: Path, bin_dir: Path) -> list[Path]:
     plugin = bin_dir / PLUGIN_NAME
     if (plugin.exists() or plugin.is_symlink()) and is_our_plugin(plugin):
         found.append(plugin)
+    bundled = bin_dir / bundle.PLUGIN_FILE
+    if bundled.is_file() and bundle.is_bundle(bundled):
+        found.append(bundled)
     return found

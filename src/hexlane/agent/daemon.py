@@ -168,7 +168,8 @@ class Agent:
         self.nodes = NodeManager(config.node, values.ipam.mode, config.state_dir,
                                  self.informers)
         self.lb = LoadBalancer(config.node, values, config.bpf_root, self.informers,
-                               service_cidr=config.service_cidr) \
+                               service_cidr=config.service_cidr,
+                               state_dir=config.state_dir) \
             if values.kube_proxy_replacement else None
         # (the values refuse l2announcements without kubeProxyReplacement: the responder is
         # in the load balancer's program)

@@ -66,7 +66,7 @@ from hexlane.datapath.lb.loader import (
 )
 from hexlane.datapath.lb.sync import LbSync
 from hexlane.datapath.reconcile import FlushResult, Reconciler
-from hexlane.datapath.sysctl import sysctl_reconciler
+from hexlane.datapath.sysctl import record_before, sysctl_reconciler
 from hexlane.k8s.informer import Informer, KeyQueue
 from hexlane.lb.services import (
     SCOPE_EXT,
@@ -89,6 +89,8 @@ from .healthz import HealthServers
 
 log = logging.getLogger(__name__)
 
+#: A sysctl of the node that outlives the agent; its value before is recorded for cleanup.
+LO_ACCEPT_LOCAL = "net.ipv4.conf.lo.accept_local"
 #: The informers whose changes the load balancer follows.
 KINDS = ("services", "endpointslices", "nodes")
 
@@ -129,6 +131,8 @@ class ServiceReconciler:
         self.noarp: Reconciler[str, bool] = Reconciler(noarp)
         noarp.names = lambda: list(self.noarp.desired)
         self.lan: tuple[str, ...] = ()
+        #: where `attach` records the sysctls' values before (for `hexlane cleanup`)
+        self.state_dir: Path | None = None
         #: flow events for Hubble (hexlane.datapath.events): on, L7 records on, this node's
         #: pod CIDR and the cluster's
         self.events = False
@@ -228,7 +232,7 @@ class ServiceReconciler:
         # replies come back in through lo with one of the node's addresses as source (as
         # Cilium sets it on cilium_host, accept_local lets such a packet in; traffic looped
         # back by the kernel itself never meets this check).
-        sysctls = {"net.ipv4.conf.lo.accept_local": "1"}
+        sysctls = {LO_ACCEPT_LOCAL: "1"}
         try:
             socket.if_nametoindex(HOST_DEVICE)
         except OSError:
@@ -244,6 +248,10 @@ class ServiceReconciler:
             # hexlane_host to the kernel's forwarding, in through its peer with the router IP
             # (one of the node's own addresses) as source.
             sysctls[f"net.ipv4.conf.{HOST_PEER_DEVICE}.accept_local"] = "1"
+        if self.state_dir is not None:
+            # lo's outlives hexlane (hexlane_net's goes with the link): `hexlane cleanup`
+            # puts back what the node had.
+            record_before(self.state_dir, [LO_ACCEPT_LOCAL])
         self.sysctls.set_all(sysctls)
         for rec in (self.sysctls, self.noarp):
             result = rec.resync()
@@ -308,8 +316,11 @@ class LoadBalancer:
     the `resync` controller `resync()`; `load()` once the node's LAN device is known."""
 
     def __init__(self, node: str, values: Values, bpf_root: Path,
-                 informers: Mapping[str, Informer], *, service_cidr: str | None = None) -> None:
+                 informers: Mapping[str, Informer], *, service_cidr: str | None = None,
+                 state_dir: Path | None = None) -> None:
         self.node = node
+        #: where the sysctls' values before the first start are recorded (for cleanup)
+        self.state_dir = state_dir
         self.values = values
         self.bpf_root = bpf_root
         #: routed to hexlane_host with the LoadBalancer and external IPs (None: the node's
@@ -340,6 +351,7 @@ class LoadBalancer:
                                                 table_size=values.maglev.table_size,
                                                 hash_seed=values.maglev.hash_seed)
         self.reconciler = ServiceReconciler(self.datapath, self.node, values)
+        self.reconciler.state_dir = self.state_dir
         pod_cidr = endpoints.pod_cidr
         l7 = values.hubble.l7
         self.reconciler.set_events(values.hubble.enabled,

@@ -1,4 +1,5 @@
-"""`hexlane cleanup`: remove every interface, route, BPF pin, tc filter and file hexlane made.
+"""`hexlane cleanup`: remove every interface, route, BPF pin, tc filter and file hexlane made
+(and put back the sysctl it recorded).
 
     hexlane cleanup [--state-dir D] [--bpf-root B] [--cni-conf-dir D] [--cni-bin-dir D]
                     [--yes] [--host-namespace] [-o text|json]

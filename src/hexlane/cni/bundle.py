@@ -63,3 +63,17 @@ def install_plugin(directory: Path) -> tuple[Path, bool]:
     os.chmod(tmp, 0o755)
     os.replace(tmp, target)
     return target, True
+
+
+def is_bundle(path: Path) -> bool:
+    """Whether `path` is a plugin bundle hexlane wrote (its shebang, then a zip holding the
+    plugin's modules), whatever version: for `hexlane cleanup`."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(SHEBANG)) != SHEBANG:
+                return False
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return {f"hexlane/{m}" for m in _MODULES} <= names and "__main__.py" in names

@@ -10,16 +10,23 @@ fails (retried by the reconciler) until the device is back.
     rec = sysctl_reconciler({"net.ipv4.ip_forward": "1"})
     rec.flush()     # set what differs
     rec.resync()    # read back, repair what someone changed (counted in rec.repairs)
+
+`record_before(state_dir, names)` keeps, in `$STATE_DIR/sysctls-before.json`, the value each
+sysctl had before hexlane first set it (a later agent start keeps the first record), so
+`hexlane cleanup` can put back what the node had.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from hexlane.datapath.reconcile import Reconciler, Table
 
 PROC_SYS = Path("/proc/sys")
+RECORD_NAME = "sysctls-before.json"
 
 
 def sysctl_path(name: str) -> Path:
@@ -41,6 +48,30 @@ def write_sysctl(name: str, value: str) -> None:
     """Set a net.* sysctl of the calling thread's network namespace, when it differs."""
     if read_sysctl(name) != value:
         sysctl_path(name).write_text(value + "\n")
+
+
+def recorded_before(state_dir: Path) -> dict[str, str]:
+    """name -> the value before hexlane set it, as `record_before` kept it ({} if none)."""
+    try:
+        data = json.loads((state_dir / RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def record_before(state_dir: Path, names: Iterable[str]) -> None:
+    """Record the current value of each of `names` not recorded yet (and existing)."""
+    record = recorded_before(state_dir)
+    new = {name: value for name in names if name not in record
+           and (value := read_sysctl(name)) is not None}
+    if not new:
+        return
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / f".{RECORD_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({**record, **new}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, state_dir / RECORD_NAME)
 
 
 class SysctlTable(Table[str, str]):
