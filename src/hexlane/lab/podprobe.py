@@ -205,7 +205,13 @@ async def probe_loop(client: KubeClient, namespace: str, pod: str, plan: str) ->
             await asyncio.sleep(POLL)
             continue
         log.info("run %s: %d job(s)", run, len(jobs))
-        results = await run_jobs(jobs)
+        try:
+            results = await run_jobs(jobs)
+        except Exception as e:  # a bug reaches the command as each cell's failure, not silence
+            log.exception("run %s failed", run)
+            results = {j.id: cc.ProbeResult(f"{j.address}:{j.port}", j.connections,
+                                            failure=f"the probe pod failed: {e!r}"[:200])
+                       for j in jobs}
         body = cc.result_configmap(pod, run, results)
         while True:
             try:
