@@ -146,7 +146,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         return 130
     if args.output == "json":
         print(json.dumps({
-            "lab": report.lab, "summary": report.summary, "failed": report.failed,
+            "cluster" if report.facts.in_pods else "lab": report.lab,
+            "summary": report.summary, "failed": report.failed,
             "warnings": report.warnings,
             "seconds": {"setup": round(report.setup_s, 1), "matrix": round(report.matrix_s, 1),
                         "cleanup": round(report.cleanup_s, 1)},

@@ -72,7 +72,7 @@ def stderr_progress(msg: str) -> None:
 class Report:
     """A finished run: one row per cell, and how long each phase took."""
 
-    lab: str
+    lab: str  # the lab's name; with --kubeconfig, the cluster's API server
     facts: cc.LabFacts
     rows: list[cc.Row] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
