@@ -614,13 +614,6 @@ def test_summary_and_table() -> None:
         "TCP", "HTTPS", cc.CHECK_HTTPS, "apiserver")
 
 
-def test_cli_kubeconfig_is_not_built(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["connectivity", "test", "--kubeconfig", "/nonexistent"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
-    assert "--kubeconfig" in err and "not built yet" in err and "exec into pods" in err
-
-
 def test_cli_rejects_lab_and_kubeconfig_together(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as err:
         main(["connectivity", "test", "--lab", "x1", "--kubeconfig", "f"])

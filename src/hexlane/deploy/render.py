@@ -149,6 +149,12 @@ def _meta(name: str, namespace: str | None, labels: Mapping[str, str],
     return meta
 
 
+def image_name(values: Values, version: str) -> str:
+    """The hexlane image every component runs: `image.repository:image.tag` (tag "" = this
+    hexlane's `version`)."""
+    return f"{values.get('image.repository')}:{values.get('image.tag') or version}"
+
+
 def _configmap_volume(name: str = "config") -> Obj:
     return {"name": name, "configMap": {"name": CONFIG_MAP}}
 
@@ -158,8 +164,7 @@ class _Renderer:
         self.v = values
         self.inputs = inputs
         self.ns = inputs.namespace
-        tag = values.get("image.tag") or inputs.version
-        self.image = f"{values.get('image.repository')}:{tag}"
+        self.image = image_name(values, inputs.version)
         self.pull = values.get("image.pullPolicy")
         self.config = config_text(values)
         self.checksum = hashlib.sha256(self.config.encode()).hexdigest()

@@ -53,6 +53,8 @@ from typing import Any
 from hexlane.config import Values
 from hexlane.model.errors import InputError, Problem
 
+from .podspec import labels_of, name_of, node_name, pod_ip
+
 NAMESPACE = "hexlane-conncheck"
 POOL_NAME = "hexlane-conncheck"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "hexlane-connectivity-test"}
@@ -106,6 +108,11 @@ MISS_PROBABILITY = 1e-3
 
 ROUTED_NOTE = "routed via node1 by the test: no L2 announcements yet"
 
+# `--kubeconfig`: the probe pods' identity, the plan they read, the results they write.
+SERVICE_ACCOUNT = "conncheck"
+PLAN_CONFIGMAP = "conncheck-plan"
+RESULT_PREFIX = "conncheck-result-"
+
 # What hexlane has not built, so cells needing it are "not testable" (docs/service-lb.md,
 # "Not built yet"). Remove an entry when the datapath serves it.
 # --- the lab ------------------------------------------------------------------------------------
@@ -117,8 +124,8 @@ class LabFacts:
 
     nodes: tuple[str, ...]  # node1..nodeN
     node_ips: tuple[str, ...]  # in the same order
-    client_ip: str
-    lan: IPv4Network
+    client_ip: str  # "" with --kubeconfig
+    lan: IPv4Network | None  # None with --kubeconfig
     routing_mode: str = "tunnel"
     lb_mode: str = "snat"
     lb_algorithm: str = "random"
@@ -127,10 +134,15 @@ class LabFacts:
     node_port: bool = True
     external_ips: bool = False
     api_server: str = "10.0.0.10"  # the control-plane host: the `kubernetes` Service's backend
+    # `--kubeconfig`: the probes run in probe pods of hexlane's `image` (pod sources only),
+    # and LoadBalancer cells are probed only when the cluster assigned IPs (`lb_ips`).
+    in_pods: bool = False
+    image: str = ""
+    lb_ips: bool = True
 
     @classmethod
     def from_values(cls, values: Values, *, nodes: Sequence[str], node_ips: Sequence[str],
-                    client_ip: str, lan: IPv4Network, api_server: str) -> LabFacts:
+                    client_ip: str, lan: IPv4Network | None, api_server: str) -> LabFacts:
         return cls(
             nodes=tuple(nodes), node_ips=tuple(node_ips), client_ip=client_ip, lan=lan,
             api_server=api_server,
@@ -257,8 +269,32 @@ def _meta(name: str, labels: Mapping[str, str] | None = None, *,
     return meta
 
 
-def _container(ports: Mapping[str, int] | None) -> dict[str, Any]:
+def serve_command(ports: Mapping[str, int] | None, *, probes: bool) -> list[str]:
+    """The command of a `--kubeconfig` probe pod (hexlane's image): the echo server on
+    `ports`, and with `probes` the probing of the cells the plan gives the pod."""
+    argv = ["hexlane", "connectivity", "serve"]
+    for proto, port in (ports or {}).items():
+        argv += ["--tcp" if proto == TCP else "--udp", str(port)]
+    if probes:
+        argv += ["--plan", PLAN_CONFIGMAP]
+    return argv
+
+
+def _container(facts: LabFacts, ports: Mapping[str, int] | None, *, probes: bool
+               ) -> dict[str, Any]:
+    """The lab's echo workload (`--lab`: the lab kubelet runs it for any image), or hexlane's
+    image running `serve_command` (`--kubeconfig`)."""
     container: dict[str, Any] = {"name": "echo", "image": "hexlane/workload"}
+    if facts.in_pods:
+        container = {
+            "name": "echo", "image": facts.image, "imagePullPolicy": "IfNotPresent",
+            "command": serve_command(ports, probes=probes),
+            "env": [{"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+                    for name, path in (("POD_NAME", "metadata.name"),
+                                       ("POD_NAMESPACE", "metadata.namespace"))]}
+        if ports and TCP in ports:
+            container["readinessProbe"] = {"tcpSocket": {"port": ports[TCP]},
+                                           "periodSeconds": 2}
     if ports:
         container["ports"] = [{"name": "tcp" if proto == TCP else "udp",
                                "containerPort": port, "protocol": proto}
@@ -266,28 +302,54 @@ def _container(ports: Mapping[str, int] | None) -> dict[str, Any]:
     return container
 
 
-def _pod_spec(node: str, ports: Mapping[str, int] | None, *,
-              host_network: bool = False) -> dict[str, Any]:
+def _pod_spec(facts: LabFacts, node: str, ports: Mapping[str, int] | None, *,
+              host_network: bool = False, probes: bool = False) -> dict[str, Any]:
     spec: dict[str, Any] = {"nodeSelector": {NODE_LABEL: node},
                             "terminationGracePeriodSeconds": 1,
-                            "containers": [_container(ports)]}
+                            "containers": [_container(facts, ports, probes=probes)]}
+    if facts.in_pods:
+        spec["serviceAccountName"] = SERVICE_ACCOUNT
+        spec["automountServiceAccountToken"] = probes
     if host_network:
         spec["hostNetwork"] = True
     return spec
 
 
-def manifests(facts: LabFacts, addresses: AddressPlan) -> list[dict[str, Any]]:
-    """Every object the test creates, in the order to create them (namespace first)."""
+def access_objects() -> list[dict[str, Any]]:
+    """The probe pods' identity and what it may do, in the test's namespace only: read the
+    plan, create result ConfigMaps (least privilege: nothing else, nowhere else)."""
+    rbac = "rbac.authorization.k8s.io/v1"
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(SERVICE_ACCOUNT)},
+        {"apiVersion": rbac, "kind": "Role", "metadata": _meta(SERVICE_ACCOUNT),
+         "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                    "resourceNames": [PLAN_CONFIGMAP], "verbs": ["get"]},
+                   {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]},
+        {"apiVersion": rbac, "kind": "RoleBinding", "metadata": _meta(SERVICE_ACCOUNT),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": SERVICE_ACCOUNT},
+         "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT,
+                       "namespace": NAMESPACE}]},
+    ]
+
+
+def manifests(facts: LabFacts, addresses: AddressPlan | None) -> list[dict[str, Any]]:
+    """Every object the test creates, in the order to create them (namespace first). No
+    `addresses` (`--kubeconfig`): no pool and no externalIP; the probe pods' ServiceAccount,
+    Role and RoleBinding instead."""
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace",
-         "metadata": {"name": NAMESPACE, "labels": dict(MANAGED_BY)}},
-        {"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumLoadBalancerIPPool",
-         "metadata": _meta(POOL_NAME, namespaced=False),
-         "spec": {"blocks": [{"start": str(addresses.pool_start),
-                              "stop": str(addresses.pool_stop)}],
-                  "serviceSelector": {"matchLabels": {
-                      "io.kubernetes.service.namespace": NAMESPACE}}}},
-    ]
+         "metadata": {"name": NAMESPACE, "labels": dict(MANAGED_BY)}}]
+    if addresses is not None:
+        objects.append(
+            {"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumLoadBalancerIPPool",
+             "metadata": _meta(POOL_NAME, namespaced=False),
+             "spec": {"blocks": [{"start": str(addresses.pool_start),
+                                  "stop": str(addresses.pool_stop)}],
+                      "serviceSelector": {"matchLabels": {
+                          "io.kubernetes.service.namespace": NAMESPACE}}}})
+    if facts.in_pods:
+        objects += access_objects()
     for node in facts.nodes:
         labels = {"app": "echo", "conncheck-node": node}
         objects.append({
@@ -296,15 +358,17 @@ def manifests(facts: LabFacts, addresses: AddressPlan) -> list[dict[str, Any]]:
             "spec": {"replicas": REPLICAS_PER_NODE,
                      "selector": {"matchLabels": labels},
                      "template": {"metadata": {"labels": labels},
-                                  "spec": _pod_spec(node, ECHO_PORTS)}}})
+                                  "spec": _pod_spec(facts, node, ECHO_PORTS,
+                                                    probes=True)}}})
     for node in facts.client_nodes:
         objects.append({"apiVersion": "v1", "kind": "Pod",
                         "metadata": _meta(f"client-{node}", {"app": "client"}),
-                        "spec": _pod_spec(node, None)})
+                        "spec": _pod_spec(facts, node, None, probes=True)})
     if facts.has(facts.second):
         objects.append({"apiVersion": "v1", "kind": "Pod",
                         "metadata": _meta(host_pod_name(facts), {"app": "echo-host"}),
-                        "spec": _pod_spec(facts.second, HOST_PORTS, host_network=True)})
+                        "spec": _pod_spec(facts, facts.second, HOST_PORTS,
+                                          host_network=True)})
     for v in VARIANTS:
         annotations = {}
         if v.mode:
@@ -328,7 +392,7 @@ def manifests(facts: LabFacts, addresses: AddressPlan) -> list[dict[str, Any]]:
             spec["externalTrafficPolicy"] = "Local"
         if v.itp_local:
             spec["internalTrafficPolicy"] = "Local"
-        if v.external_ips:
+        if v.external_ips and addresses is not None:
             spec["externalIPs"] = [str(addresses.external_ip)]
         objects.append({"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec})
     return objects
@@ -477,8 +541,20 @@ def effective_mode(v: Variant, facts: LabFacts, proto: str) -> str:
     return "dsr" if mode == "dsr" or (mode == "hybrid" and proto == TCP) else "snat"
 
 
+PODS_ONLY = ("--kubeconfig probes from pods only (node and LAN-client sources need the lab's "
+             "network namespaces: --lab)")
+NO_EXTERNAL_IP = ("--kubeconfig claims no externalIP on a cluster whose addresses it does not "
+                  "know (--lab picks one on the lab's LAN)")
+NO_LB_IP = ("no LoadBalancer IP was assigned to the test's Services (no LB-IPAM pool selects "
+            "them)")
+
+
 def _not_testable(src: Source, v: Variant, dest: Dest, facts: LabFacts) -> str:
     """Why the cell cannot be tested on this lab ("" when it can)."""
+    if facts.in_pods and src.kind != "pod":
+        return PODS_ONLY
+    if facts.in_pods and dest.kind == EXTERNAL_IP:
+        return NO_EXTERNAL_IP
     for node in (src.node, dest.node):
         if node is not None and not facts.has(node):
             return f"the lab has no {node} (lab up --nodes 2 or more)"
@@ -490,6 +566,8 @@ def _not_testable(src: Source, v: Variant, dest: Dest, facts: LabFacts) -> str:
         return f"{dest.kind} is off (kubeProxyReplacement: false, nodePort.enabled: false)"
     if dest.kind == EXTERNAL_IP and not facts.external_ips:
         return "externalIPs are off (externalIPs.enabled: false, kubeProxyReplacement: false)"
+    if dest.kind == LOAD_BALANCER and not facts.lb_ips:
+        return NO_LB_IP
     if v.mode and not facts.mode_annotation:
         return f"bpf.lbModeAnnotation is false: {MODE_ANNOTATION} is ignored"
     if v.algorithm and not facts.algorithm_annotation:
@@ -555,7 +633,8 @@ def _special_cells(src: Source, facts: LabFacts) -> list[Cell]:
     one, two = facts.first, facts.second
     out = []
     if src.hairpin or src.kind == "node" or (src.kind == "pod" and src.node == two):
-        why = "" if src.node is None or facts.has(src.node) else (
+        why = PODS_ONLY if facts.in_pods and src.kind != "pod" else "" if (
+            src.node is None or facts.has(src.node)) else (
             f"the lab has no {src.node} (lab up --nodes 2 or more)")
         e = Expect(NOT_TESTABLE, API_GROUP, why=why) if why else Expect(ANSWER, API_GROUP)
         out.append(Cell(src.key, KUBERNETES, Dest(CLUSTER_IP), TCP, e, check=CHECK_HTTPS))
@@ -656,6 +735,41 @@ def api_backends(facts: LabFacts) -> dict[str, tuple[str, str]]:
     return {facts.api_server: (API_GROUP, API_HOST)}
 
 
+POD_TARGET = f"pod/{NAMESPACE}/"
+
+
+def inventory(facts: LabFacts, pods: list[dict[str, Any]]
+               ) -> tuple[Inventory, dict[str, str]]:
+    """Who is who, and where each source runs: `pod/<namespace>/<name>` (a pod: as `hexlane
+    lab exec` names it), a node's name, or `client`."""
+    backends: dict[str, tuple[str, str]] = {}
+    by_name = {name_of(p): p for p in pods}
+    for p in pods:
+        app = labels_of(p).get("app")
+        if app in ("echo", "echo-host"):
+            backends[name_of(p)] = ("host" if app == "echo-host" else "echo", node_name(p))
+    ips: dict[str, str] = {}
+    targets: dict[str, str] = {}
+    for src in sources(facts):
+        name = ""
+        if src.hairpin:
+            name = min((n for n, (g, node) in backends.items()
+                        if g == "echo" and node == src.node), default="")
+        elif src.kind == "pod":
+            name = f"client-{src.node}"
+        if src.kind == "pod":
+            if name in by_name:
+                ips[src.key] = pod_ip(by_name[name])
+                targets[src.key] = f"{POD_TARGET}{name}"
+        elif src.kind == "node" and src.node is not None and facts.has(src.node):
+            ips[src.key] = facts.node_ip(src.node)
+            targets[src.key] = src.node
+        elif src.kind == "client":
+            ips[src.key] = facts.client_ip
+            targets[src.key] = "client"
+    return Inventory(backends, ips), targets
+
+
 # --- probes and their results -------------------------------------------------------------------
 
 
@@ -734,7 +848,12 @@ def probe_argv(cell: Cell, address: str, port: int, connections: int, *, python:
 def probe_timeout(cell: Cell, connections: int) -> float:
     """How long a cell's probe may run: curl's rounds of 20 connections at most
     CURL_MAX_TIME each; the UDP probe's 0.9 s and Python's start."""
-    return 5.0 + CURL_MAX_TIME[cell.check] * -(-connections // 20)
+    return job_timeout(cell.check, connections)
+
+
+def job_timeout(check: str, connections: int) -> float:
+    """`probe_timeout` of a cell whose probe checks `check`."""
+    return 5.0 + CURL_MAX_TIME[check] * -(-connections // 20)
 
 
 def _curl_error(exitcode: int, http_code: str, message: str) -> str:
@@ -916,6 +1035,143 @@ def parse_udp(stdout: str, attempts: int, address: str, port: int, nonce: str
     errors += ["no output"] * max(0, missing)
     return ProbeResult(f"{address}:{port}", attempts, tuple(answers), tuple(errors),
                        tuple(ports), strays=strays)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A cell to probe: from `source` (`inventory`'s target) to `address:port`."""
+
+    index: int  # the cell's place in the table
+    cell: Cell
+    source: str
+    address: str
+    port: int
+
+
+def plan_probes(cells_: Sequence[Cell], services: Mapping[str, ServiceAddresses],
+                facts: LabFacts, targets: Mapping[str, str]
+                ) -> tuple[dict[int, Row], list[Probe]]:
+    """What to probe, and the rows of the cells that are not probed (not testable or not
+    routable, or not probeable: no such Service, frontend or source), by table index."""
+    rows: dict[int, Row] = {}
+    probes: list[Probe] = []
+    for i, cell in enumerate(cells_):
+        if not cell.probed:
+            rows[i] = Row(cell, not_probed(cell))
+            continue
+        svc = services.get(cell.service)
+        addr = None if svc is None else target(cell, svc, facts)
+        src = targets.get(cell.source)
+        if addr is None or src is None:
+            what = ("no such Service" if svc is None else "the Service has no such frontend"
+                    if addr is None else "no such source")
+            rows[i] = Row(cell, Verdict(FAIL, f"cannot probe: {what}"))
+            continue
+        probes.append(Probe(i, cell, src, *addr))
+    return rows, probes
+
+
+# --- `--kubeconfig`: the probe pods' plan and results -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell's probe, as a probe pod runs it: `connections` to `address:port` with the
+    cell's `check` over `proto` (`backend`: what an HTTPS answer is credited to)."""
+
+    id: int
+    check: str
+    proto: str
+    address: str
+    port: int
+    connections: int
+    backend: str = ""
+
+    @classmethod
+    def of(cls, id: int, cell: Cell, address: str, port: int, connections: int,
+           backend: str = "") -> Job:
+        return cls(id, cell.check, cell.proto, address, port, cell.connections(connections),
+                   backend if cell.check == CHECK_HTTPS else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "check": self.check, "proto": self.proto,
+                "address": self.address, "port": self.port,
+                "connections": self.connections, "backend": self.backend}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Job:
+        check, proto = str(d["check"]), str(d["proto"])
+        if check not in CURL_MAX_TIME or proto not in PROTOCOLS:
+            raise ValueError(f"unknown check {check!r} or protocol {proto!r}")
+        connections = int(d["connections"])
+        if not 1 <= connections <= 1000:
+            raise ValueError(f"want 1 to 1000 connections, got {connections}")
+        return cls(int(d["id"]), check, proto, str(d["address"]), int(d["port"]),
+                   connections, str(d.get("backend") or ""))
+
+
+PLAN_KEY = "plan.json"
+RESULT_KEY = "result.json"
+
+
+def plan_configmap(run: str, jobs: Mapping[str, Sequence[Job]]) -> dict[str, Any]:
+    """The plan every probe pod reads: for run `run`, the jobs of each pod (by name)."""
+    body = {"run": run, "jobs": {pod: [j.to_json() for j in js] for pod, js in jobs.items()}}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(PLAN_CONFIGMAP),
+            "data": {PLAN_KEY: json.dumps(body, separators=(",", ":"))}}
+
+
+def read_plan(configmap: Mapping[str, Any], pod: str) -> tuple[str, list[Job]]:
+    """The run and the jobs of `pod` in a plan ConfigMap (ValueError when it is not one)."""
+    body = json.loads(((configmap.get("data") or {}).get(PLAN_KEY)) or "{}")
+    run = str(body.get("run") or "")
+    if not run:
+        raise ValueError(f"{PLAN_CONFIGMAP} has no run")
+    return run, [Job.from_json(j) for j in (body.get("jobs") or {}).get(pod) or []]
+
+
+def result_name(pod: str) -> str:
+    return f"{RESULT_PREFIX}{pod}"[:253]
+
+
+def _answer_json(a: Answer) -> list[Any]:
+    return [a.pod, a.client_ip, a.reply_from, a.received, a.http_status]
+
+
+def result_json(r: ProbeResult) -> dict[str, Any]:
+    return {"target": r.target, "attempts": r.attempts,
+            "answers": [_answer_json(a) for a in r.answers], "errors": list(r.errors),
+            "ports": list(r.source_ports), "failure": r.failure, "strays": r.strays}
+
+
+def result_from_json(d: Mapping[str, Any]) -> ProbeResult:
+    def opt(x: Any) -> str | None:
+        return None if x is None else str(x)
+    answers = tuple(Answer(str(pod), opt(ip), opt(frm),
+                           received if isinstance(received, int) else None, opt(status))
+                    for pod, ip, frm, received, status in d.get("answers") or [])
+    return ProbeResult(str(d["target"]), int(d["attempts"]), answers,
+                       tuple(str(e) for e in d.get("errors") or ()),
+                       tuple(int(p) for p in d.get("ports") or ()),
+                       str(d.get("failure") or ""), int(d.get("strays") or 0))
+
+
+def result_configmap(pod: str, run: str, results: Mapping[int, ProbeResult]
+                     ) -> dict[str, Any]:
+    """What a probe pod writes once its jobs of `run` are done."""
+    body = {"run": run, "pod": pod,
+            "results": {str(i): result_json(r) for i, r in results.items()}}
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _meta(result_name(pod), {"conncheck-run": run}),
+            "data": {RESULT_KEY: json.dumps(body, separators=(",", ":"))}}
+
+
+def read_results(configmap: Mapping[str, Any], run: str) -> dict[int, ProbeResult] | None:
+    """A result ConfigMap's results by job id; None when it is another run's."""
+    body = json.loads(((configmap.get("data") or {}).get(RESULT_KEY)) or "{}")
+    if body.get("run") != run:
+        return None
+    return {int(i): result_from_json(r) for i, r in (body.get("results") or {}).items()}
 
 
 # --- the verdict --------------------------------------------------------------------------------

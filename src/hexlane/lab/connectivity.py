@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hexlane.config import load_values
 from hexlane.k8s.client import ApiError
@@ -64,7 +64,7 @@ class ConnectivityError(manager.LabError):
     """The test could not be set up or run (the message says what and where)."""
 
 
-def _stderr(msg: str) -> None:
+def stderr_progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
@@ -72,7 +72,7 @@ def _stderr(msg: str) -> None:
 class Report:
     """A finished run: one row per cell, and how long each phase took."""
 
-    lab: str
+    lab: str  # the lab's name; with --kubeconfig, the cluster's API server
     facts: cc.LabFacts
     rows: list[cc.Row] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -89,15 +89,31 @@ class Report:
         return cc.summary(r.verdict for r in self.rows)
 
 
-# --- the lab's API ------------------------------------------------------------------------------
+# --- the API (the lab's, or any cluster's) -----------------------------------------------------
 
 
-def _write(plan: LabPlan, method: str, path: str, body: Any = None) -> Any:
-    return manager.api_request(plan, method, path, body=body, timeout=10.0)
+class Api(Protocol):
+    """One request to a Kubernetes API (the JSON object it answers; ApiError)."""
+
+    def request(self, method: str, path: str, body: Any = None) -> Any: ...
 
 
-def _get(plan: LabPlan, path: str) -> Any:
-    return manager.api_request(plan, "GET", path, timeout=10.0)
+@dataclass(frozen=True)
+class LabApi:
+    """The lab's API, from the client host, as `hexlane lab kubectl` reaches it."""
+
+    plan: LabPlan
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        return manager.api_request(self.plan, method, path, body=body, timeout=10.0)
+
+
+def _write(api: Api, method: str, path: str, body: Any = None) -> Any:
+    return api.request(method, path, body)
+
+
+def api_get(api: Api, path: str) -> Any:
+    return api.request("GET", path)
 
 
 def _collection(obj: Mapping[str, Any]) -> str:
@@ -107,17 +123,21 @@ def _collection(obj: Mapping[str, Any]) -> str:
             "CiliumLoadBalancerIPPool": "/apis/cilium.io/v2alpha1/ciliumloadbalancerippools",
             "Deployment": f"/apis/apps/v1{ns}/deployments",
             "Pod": f"/api/v1{ns}/pods",
-            "Service": f"/api/v1{ns}/services"}[kind]
+            "Service": f"/api/v1{ns}/services",
+            "ConfigMap": f"/api/v1{ns}/configmaps",
+            "ServiceAccount": f"/api/v1{ns}/serviceaccounts",
+            "Role": f"/apis/rbac.authorization.k8s.io/v1{ns}/roles",
+            "RoleBinding": f"/apis/rbac.authorization.k8s.io/v1{ns}/rolebindings"}[kind]
 
 
 NAMESPACE_PATH = f"/api/v1/namespaces/{cc.NAMESPACE}"
 POOL_PATH = f"/apis/cilium.io/v2alpha1/ciliumloadbalancerippools/{cc.POOL_NAME}"
 
 
-def _delete(plan: LabPlan, path: str) -> bool:
+def _delete(api: Api, path: str) -> bool:
     """Delete one object; False when it was not there."""
     try:
-        _write(plan, "DELETE", path)
+        _write(api, "DELETE", path)
     except ApiError as e:
         if e.not_found:
             return False
@@ -125,9 +145,9 @@ def _delete(plan: LabPlan, path: str) -> bool:
     return True
 
 
-def _exists(plan: LabPlan, path: str) -> bool:
+def exists(api: Api, path: str) -> bool:
     try:
-        _get(plan, path)
+        api_get(api, path)
     except ApiError as e:
         if e.not_found:
             return False
@@ -135,7 +155,7 @@ def _exists(plan: LabPlan, path: str) -> bool:
     return True
 
 
-def _wait(what: str, check: Callable[[], Any], timeout: float, explain: Callable[[], str]
+def wait_until(what: str, check: Callable[[], Any], timeout: float, explain: Callable[[], str]
           ) -> Any:
     """Poll `check` until it returns something true; ConnectivityError with `explain()`."""
     result = manager.poll(check, timeout)
@@ -163,46 +183,49 @@ def lab_facts(plan: LabPlan) -> cc.LabFacts:
         lan=plan.lan, api_server=str(plan.cp.ip))
 
 
-def _remove_objects(plan: LabPlan, uids: set[str]) -> None:
-    """Delete the namespace (and everything in it) and the pool; wait until the namespace
-    and the network namespaces of the pods `uids` (and of any pod still listed) are gone."""
+def remove_objects(api: Api, uids: set[str], *, pool: bool = True,
+                   sandbox: Callable[[str], str] | None = None) -> None:
+    """Delete the namespace (and everything in it) and, with `pool`, the pool; wait until
+    the namespace is gone and, with `sandbox` (a pod uid's network namespace: the lab's),
+    the network namespaces of the pods `uids` and of any pod still listed."""
     try:
-        pods = _get(plan, f"{NAMESPACE_PATH}/pods").get("items") or []
+        pods = api_get(api, f"{NAMESPACE_PATH}/pods").get("items") or []
         uids = uids | {uid_of(p) for p in pods}
     except ApiError as e:
         if not e.not_found:
             raise
-    _delete(plan, NAMESPACE_PATH)
-    _delete(plan, POOL_PATH)
-    sandboxes = {plan.pod_netns(uid) for uid in uids}
+    _delete(api, NAMESPACE_PATH)
+    if pool:
+        _delete(api, POOL_PATH)
+    sandboxes = {sandbox(uid) for uid in uids} if sandbox is not None else set()
 
     def gone() -> bool:
-        return not _exists(plan, NAMESPACE_PATH) and not any(map(netns.exists, sandboxes))
-    _wait(f"namespace {cc.NAMESPACE} to go", gone, GONE_TIMEOUT, lambda: ", ".join(
+        return not exists(api, NAMESPACE_PATH) and not any(map(netns.exists, sandboxes))
+    wait_until(f"namespace {cc.NAMESPACE} to go", gone, GONE_TIMEOUT, lambda: ", ".join(
         n for n in sorted(sandboxes) if netns.exists(n)) or "the namespace is still there")
 
 
-def _create(plan: LabPlan, objects: list[dict[str, Any]]) -> None:
+def create_objects(api: Api, objects: list[dict[str, Any]]) -> None:
     for obj in objects:
         try:
-            _write(plan, "POST", _collection(obj), obj)
+            _write(api, "POST", _collection(obj), obj)
         except ApiError as e:
             raise ConnectivityError(f"creating {obj['kind']} {name_of(obj)}: {e}") from e
 
 
-def _pods(plan: LabPlan) -> list[dict[str, Any]]:
-    return list(_get(plan, f"{NAMESPACE_PATH}/pods").get("items") or [])
+def _pods(api: Api) -> list[dict[str, Any]]:
+    return list(api_get(api, f"{NAMESPACE_PATH}/pods").get("items") or [])
 
 
-def _ready_pods(plan: LabPlan, facts: cc.LabFacts) -> list[dict[str, Any]] | None:
-    pods = [p for p in _pods(plan) if not is_terminating(p)]
+def ready_pods(api: Api, facts: cc.LabFacts) -> list[dict[str, Any]] | None:
+    pods = [p for p in _pods(api) if not is_terminating(p)]
     ready = [p for p in pods if is_pod_ready(p) and pod_ip(p)]
     return ready if len(ready) == cc.expected_pods(facts) else None
 
 
-def _explain_pods(plan: LabPlan) -> str:
+def explain_pods(api: Api) -> str:
     out = []
-    for p in _pods(plan):
+    for p in _pods(api):
         if is_pod_ready(p):
             continue
         conds = [c for c in (p.get("status") or {}).get("conditions") or []
@@ -212,28 +235,31 @@ def _explain_pods(plan: LabPlan) -> str:
     return "; ".join(out) or "pods missing"
 
 
-def _services(plan: LabPlan) -> dict[str, dict[str, Any]]:
-    items = _get(plan, f"{NAMESPACE_PATH}/services").get("items") or []
+def _services(api: Api) -> dict[str, dict[str, Any]]:
+    items = api_get(api, f"{NAMESPACE_PATH}/services").get("items") or []
     return {name_of(s): s for s in items}
 
 
-def _services_ready(plan: LabPlan) -> dict[str, cc.ServiceAddresses] | None:
-    objs = _services(plan)
+def services_ready(api: Api, *, lb_ips: bool = True
+                   ) -> dict[str, cc.ServiceAddresses] | None:
+    """Every Service of the test (with `lb_ips`, each LoadBalancer with its IP); None while
+    one is missing."""
+    objs = _services(api)
     out = {}
     for v in cc.VARIANTS:
         obj = objs.get(v.name)
         if obj is None:
             return None
         addrs = cc.ServiceAddresses.from_object(obj)
-        if v.type == cc.LOAD_BALANCER and not addrs.lb_ip:
+        if lb_ips and v.type == cc.LOAD_BALANCER and not addrs.lb_ip:
             return None
         out[v.name] = addrs
     return out
 
 
-def _explain_services(plan: LabPlan) -> str:
+def _explain_services(api: Api) -> str:
     out = []
-    for name, obj in sorted(_services(plan).items()):
+    for name, obj in sorted(_services(api).items()):
         addrs = cc.ServiceAddresses.from_object(obj)
         if (obj.get("spec") or {}).get("type") == cc.LOAD_BALANCER and not addrs.lb_ip:
             conds = (obj.get("status") or {}).get("conditions") or []
@@ -242,8 +268,8 @@ def _explain_services(plan: LabPlan) -> str:
     return "; ".join(out) or "Services missing"
 
 
-def _endpoint_counts(plan: LabPlan) -> dict[str, int]:
-    items = _get(plan, f"/apis/discovery.k8s.io/v1/namespaces/{cc.NAMESPACE}/endpointslices"
+def endpoint_counts(api: Api) -> dict[str, int]:
+    items = api_get(api, f"/apis/discovery.k8s.io/v1/namespaces/{cc.NAMESPACE}/endpointslices"
                  ).get("items") or []
     counts: dict[str, int] = {}
     for s in items:
@@ -254,7 +280,7 @@ def _endpoint_counts(plan: LabPlan) -> dict[str, int]:
     return counts
 
 
-def _want_endpoints(facts: cc.LabFacts) -> dict[str, int]:
+def want_endpoints(facts: cc.LabFacts) -> dict[str, int]:
     echo = cc.REPLICAS_PER_NODE * len(facts.nodes)
     second = facts.has(facts.second)
     return {v.name: (1 if second else 0) if v.group == "host" else
@@ -262,16 +288,16 @@ def _want_endpoints(facts: cc.LabFacts) -> dict[str, int]:
             for v in cc.VARIANTS}
 
 
-def _kubernetes_service(plan: LabPlan) -> tuple[cc.ServiceAddresses | None, str]:
+def kubernetes_service(api: Api) -> tuple[cc.ServiceAddresses | None, str]:
     """The `kubernetes` Service's frontends (None when it is missing) and its endpoints as
     the API lists them ("a,b"; "" when none)."""
     try:
-        svc = cc.ServiceAddresses.from_object(_get(plan, cc.KUBERNETES_PATH))
+        svc = cc.ServiceAddresses.from_object(api_get(api, cc.KUBERNETES_PATH))
     except ApiError as e:
         if e.not_found:
             return None, ""
         raise
-    slices = _get(plan, "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+    slices = api_get(api, "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
                   "?labelSelector=kubernetes.io%2Fservice-name%3Dkubernetes").get("items") or []
     addresses = {a for s in slices for e in s.get("endpoints") or []
                  for a in e.get("addresses") or []}
@@ -282,7 +308,7 @@ def _frontends(facts: cc.LabFacts, node: str,
                services: Mapping[str, cc.ServiceAddresses]) -> dict[str, int | None]:
     """The frontends `node` must serve (`ip:port/PROTO`), with the backend count its
     ClusterIP entry must hold (None: not checked)."""
-    want = _want_endpoints(facts)
+    want = want_endpoints(facts)
     out: dict[str, int | None] = {}
     for v in cc.VARIANTS:
         addrs = services[v.name]
@@ -331,37 +357,6 @@ def _unprogrammed(plan: LabPlan, facts: cc.LabFacts,
                 missing.append(f"{frontend} has {served[frontend]} of {count} backends")
         out[node] = ", ".join(missing)
     return out
-
-
-def _inventory(facts: cc.LabFacts, pods: list[dict[str, Any]]
-               ) -> tuple[cc.Inventory, dict[str, str]]:
-    """Who is who, and the `lab exec` target of every source."""
-    backends: dict[str, tuple[str, str]] = {}
-    by_name = {name_of(p): p for p in pods}
-    for p in pods:
-        app = labels_of(p).get("app")
-        if app in ("echo", "echo-host"):
-            backends[name_of(p)] = ("host" if app == "echo-host" else "echo", node_name(p))
-    ips: dict[str, str] = {}
-    targets: dict[str, str] = {}
-    for src in cc.sources(facts):
-        name = ""
-        if src.hairpin:
-            name = min((n for n, (g, node) in backends.items()
-                        if g == "echo" and node == src.node), default="")
-        elif src.kind == "pod":
-            name = f"client-{src.node}"
-        if src.kind == "pod":
-            if name in by_name:
-                ips[src.key] = pod_ip(by_name[name])
-                targets[src.key] = f"pod/{cc.NAMESPACE}/{name}"
-        elif src.kind == "node" and src.node is not None and facts.has(src.node):
-            ips[src.key] = facts.node_ip(src.node)
-            targets[src.key] = src.node
-        elif src.kind == "client":
-            ips[src.key] = facts.client_ip
-            targets[src.key] = "client"
-    return cc.Inventory(backends, ips), targets
 
 
 # --- probing ------------------------------------------------------------------------------------
@@ -419,27 +414,15 @@ def _user_command(target: str, cell: cc.Cell, address: str, port: int,
 def _run_matrix(probing: Probing, facts: cc.LabFacts,
                 services: Mapping[str, cc.ServiceAddresses], inv: cc.Inventory,
                 targets: Mapping[str, str], progress: Progress) -> list[cc.Row]:
-    cells = cc.cells(facts)
-    rows: dict[int, cc.Row] = {}
+    rows, probes = cc.plan_probes(cc.cells(facts), services, facts, targets)
     jobs: dict[str, list[tuple[int, cc.Cell, str, int]]] = {}
     prefixes: dict[str, tuple[list[str], dict[str, str]]] = {}
     path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-    for i, cell in enumerate(cells):
-        if not cell.probed:
-            rows[i] = cc.Row(cell, cc.not_probed(cell))
-            continue
-        svc = services.get(cell.service)
-        addr = None if svc is None else cc.target(cell, svc, facts)
-        src_target = targets.get(cell.source)
-        if addr is None or src_target is None:
-            what = ("no such Service" if svc is None else "the Service has no such frontend"
-                    if addr is None else "no such source")
-            rows[i] = cc.Row(cell, cc.Verdict(cc.FAIL, f"cannot probe: {what}"))
-            continue
-        if src_target not in prefixes:
-            prefix, extra = manager.exec_argv(probing.lab, src_target, [])
-            prefixes[src_target] = (prefix, {**os.environ, "PATH": path, **extra})
-        jobs.setdefault(cell.source, []).append((i, cell, *addr))
+    for p in probes:
+        if p.source not in prefixes:
+            prefix, extra = manager.exec_argv(probing.lab, p.source, [])
+            prefixes[p.source] = (prefix, {**os.environ, "PATH": path, **extra})
+        jobs.setdefault(p.cell.source, []).append((p.index, p.cell, p.address, p.port))
     limits = {src: threading.Semaphore(PER_SOURCE) for src in jobs}
 
     def work(i: int, cell: cc.Cell, address: str, port: int) -> tuple[int, cc.Row]:
@@ -471,7 +454,7 @@ def _run_matrix(probing: Probing, facts: cc.LabFacts,
 
 
 @contextlib.contextmanager
-def _no_interrupt(progress: Progress) -> Iterator[None]:
+def no_interrupt(progress: Progress) -> Iterator[None]:
     """Ctrl-C during cleanup says "cleaning up" instead of leaving things half-removed."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -485,7 +468,7 @@ def _no_interrupt(progress: Progress) -> Iterator[None]:
 
 
 def run(lab: str, *, connections: int = 60, keep: bool = False,
-        progress: Progress = _stderr) -> Report:
+        progress: Progress = stderr_progress) -> Report:
     """Deploy, probe every cell, clean up; the report (its rows in table order)."""
     if connections < 1:
         raise ConnectivityError("--connections: want at least 1")
@@ -496,7 +479,7 @@ def run(lab: str, *, connections: int = 60, keep: bool = False,
         raise ConnectivityError(f"lab {lab} is {state.phase or 'not up'}, not up")
     run = _Run(state.plan, lab_facts(state.plan), progress)
     try:
-        with _errors("setting up or probing"):
+        with errors_as("setting up or probing"):
             run.set_up()
             run.probe(connections)
     finally:
@@ -504,7 +487,7 @@ def run(lab: str, *, connections: int = 60, keep: bool = False,
         if keep:
             progress(_kept(lab, run.routes, run.node1, run.upload))
         else:
-            with _no_interrupt(progress), _errors("cleaning up"):
+            with no_interrupt(progress), errors_as("cleaning up"):
                 progress(f"removing namespace {cc.NAMESPACE}, pool {cc.POOL_NAME} and the "
                          "client's routes")
                 run.clean_up()
@@ -513,7 +496,7 @@ def run(lab: str, *, connections: int = 60, keep: bool = False,
 
 
 @contextlib.contextmanager
-def _errors(doing: str) -> Iterator[None]:
+def errors_as(doing: str) -> Iterator[None]:
     """The API's, the kernel's and the tools' errors as one line naming what was done."""
     try:
         yield
@@ -527,6 +510,7 @@ class _Run:
 
     def __init__(self, plan: LabPlan, facts: cc.LabFacts, progress: Progress) -> None:
         self.plan = plan
+        self.api = LabApi(plan)
         self.facts = facts
         self.progress = progress
         self.report = Report(plan.name, facts)
@@ -539,18 +523,18 @@ class _Run:
         self.api_backend = ""
 
     def set_up(self) -> None:
-        plan, facts, progress = self.plan, self.facts, self.progress
+        plan, api, facts, progress = self.plan, self.api, self.facts, self.progress
         start = time.monotonic()
-        pools = _get(plan, "/apis/cilium.io/v2alpha1/ciliumloadbalancerippools").get(
+        pools = api_get(api, "/apis/cilium.io/v2alpha1/ciliumloadbalancerippools").get(
             "items") or []
         ours = [p for p in pools if name_of(p) == cc.POOL_NAME]
-        if ours or _exists(plan, NAMESPACE_PATH):
+        if ours or exists(api, NAMESPACE_PATH):
             progress(f"removing what an earlier run left ({cc.NAMESPACE}, pool {cc.POOL_NAME})")
             # An earlier --keep also left the client's routes to its pool and externalIP.
             for first, last in (r for p in ours for r in cc.pool_ranges(p)):
                 self._del_routes(str(IPv4Address(int(first) + i))
                                  for i in range(min(int(last) - int(first) + 2, 64)))
-            _remove_objects(plan, set())
+            remove_objects(api, set(), sandbox=plan.pod_netns)
         addresses = cc.address_plan(plan.lan, plan.node(plan.nodes).ip, [
             r for p in pools if name_of(p) != cc.POOL_NAME for r in cc.pool_ranges(p)])
         objects = cc.manifests(facts, addresses)
@@ -558,22 +542,22 @@ class _Run:
                  f"{cc.expected_pods(facts)} pods in namespace {cc.NAMESPACE}; LB-IPAM pool "
                  f"{addresses.pool_start}-{addresses.pool_stop}, externalIP "
                  f"{addresses.external_ip}")
-        _create(plan, objects)
-        self.pods = _wait("the test's pods to be Ready", lambda: _ready_pods(plan, facts),
-                          READY_TIMEOUT, lambda: _explain_pods(plan))
+        create_objects(api, objects)
+        self.pods = wait_until("the test's pods to be Ready", lambda: ready_pods(api, facts),
+                          READY_TIMEOUT, lambda: explain_pods(api))
         self.uids = {uid_of(p) for p in self.pods}
-        self.services = _wait("LoadBalancer IPs", lambda: _services_ready(plan),
-                              READY_TIMEOUT, lambda: _explain_services(plan))
-        k8s, self.api_backend = _kubernetes_service(plan)
+        self.services = wait_until("LoadBalancer IPs", lambda: services_ready(api),
+                              READY_TIMEOUT, lambda: _explain_services(api))
+        k8s, self.api_backend = kubernetes_service(api)
         if k8s is None:
             self.report.warnings.append(f"no Service {cc.KUBERNETES}: its cells cannot probe")
         else:
             self.services[cc.KUBERNETES] = k8s
         self.upload.write_bytes(os.urandom(cc.UPLOAD_BYTES))
-        want = _want_endpoints(facts)
-        _wait("ready endpoints", lambda: all(
-            _endpoint_counts(plan).get(n, 0) == c for n, c in want.items()), READY_TIMEOUT,
-            lambda: ", ".join(f"{n} has {_endpoint_counts(plan).get(n, 0)} of {c}"
+        want = want_endpoints(facts)
+        wait_until("ready endpoints", lambda: all(
+            endpoint_counts(api).get(n, 0) == c for n, c in want.items()), READY_TIMEOUT,
+            lambda: ", ".join(f"{n} has {endpoint_counts(api).get(n, 0)} of {c}"
                               for n, c in want.items()))
         lacking: dict[str, str] = {}
 
@@ -581,7 +565,7 @@ class _Run:
             lacking.update(_unprogrammed(plan, facts, self.services))
             return not any(lacking.values())
         with contextlib.suppress(ConnectivityError):
-            _wait("every node's datapath", programmed, PROGRAM_TIMEOUT, lambda: "")
+            wait_until("every node's datapath", programmed, PROGRAM_TIMEOUT, lambda: "")
         self.report.warnings += [
             f"after {PROGRAM_TIMEOUT:.0f}s {node} does not serve everything: {what}"
             for node, what in lacking.items() if what]
@@ -595,7 +579,7 @@ class _Run:
 
     def probe(self, connections: int) -> None:
         start = time.monotonic()
-        inv, targets = _inventory(self.facts, self.pods)
+        inv, targets = cc.inventory(self.facts, self.pods)
         inv = cc.Inventory({**inv.backends, **cc.api_backends(self.facts)}, inv.source_ips)
         probing = Probing(self.plan.name, connections, str(self.upload), self.api_backend)
         self.report.rows = _run_matrix(probing, self.facts, self.services, inv, targets,
@@ -610,7 +594,7 @@ class _Run:
     def clean_up(self) -> None:
         self._del_routes(self.routes)
         self.upload.unlink(missing_ok=True)
-        _remove_objects(self.plan, self.uids)
+        remove_objects(self.api, self.uids, sandbox=self.plan.pod_netns)
 
 
 def _kept(lab: str, routes: list[str], node1: str, upload: Path) -> str:

@@ -62,7 +62,9 @@ from . import netns
 from .clusterdns import CLUSTER_DOMAIN, pod_resolv_conf
 from .cnirun import CNIFailed, cni_add, cni_del, load_network_config, result_ipv4
 from .podspec import (
+    container_env,
     grace_seconds,
+    hexlane_command,
     is_node_ready,
     is_terminating,
     name_of,
@@ -102,6 +104,7 @@ class PodRecord:
     ready_at: float = 0.0
     restarts: int = 0
     cni_result: dict[str, Any] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)  # a hexlane-image command's argv
 
     @property
     def key(self) -> str:
@@ -120,6 +123,7 @@ class Kubelet:
         self.bin_dir = Path(args.cni_bin_dir)
         self.control_plane: bool = args.control_plane
         self.lease_renew: float = args.lease_renew
+        self.kubeconfig = Path(args.kubeconfig)
         self.records: dict[str, PodRecord] = {}  # by uid
         self.procs: dict[str, subprocess.Popen[bytes]] = {}  # by uid
         self.terminating: dict[str, asyncio.Task[None]] = {}  # by uid
@@ -158,6 +162,7 @@ class Kubelet:
         self.procs.pop(rec.uid, None)
         (self.pods_dir / f"{rec.uid}.json").unlink(missing_ok=True)
         pod_resolv_conf_path(self.dir, rec.uid).unlink(missing_ok=True)
+        (self.pods_dir / f"{rec.uid}.kubeconfig").unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):
             (self.pods_dir / f"{rec.uid}.ready").unlink()
 
@@ -409,8 +414,11 @@ class Kubelet:
             state = Path(f"/proc/{rec.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             return False
-        return b"hexlane.lab.workload" in cmdline and rec.name.encode() in cmdline \
-            and state != "Z"
+        if state == "Z":
+            return False
+        if rec.command:
+            return cmdline[:len(rec.command)] == [a.encode() for a in rec.command]
+        return b"hexlane.lab.workload" in cmdline and rec.name.encode() in cmdline
 
     def write_resolv_conf(self, pod: dict[str, Any], rec: PodRecord) -> Path | None:
         """The pod's resolv.conf for its dnsPolicy (None: it sees the host's as it is)."""
@@ -435,24 +443,49 @@ class Kubelet:
         tmp.replace(path)
         return path
 
+    def _command(self, pod: dict[str, Any], rec: PodRecord, ready: Path
+                 ) -> tuple[list[str], dict[str, str]] | None:
+        """A hexlane-image container's own command (`hexlane ...`, run from this
+        installation) and its environment: the container's `env` (values and the downward
+        API's fieldRefs), KUBECONFIG (a copy of the kubelet's credentials: the lab's apiserver
+        issues no service-account tokens and enforces no RBAC) and HEXLANE_READY_FILE, the
+        file whose existence makes the pod Ready. None: the lab's echo workload runs."""
+        command = hexlane_command(pod)
+        if command is None:
+            return None
+        kubeconfig = self.pods_dir / f"{rec.uid}.kubeconfig"
+        kubeconfig.write_bytes(self.kubeconfig.read_bytes())
+        kubeconfig.chmod(0o600)
+        env = {**self.env, **container_env(pod, pod_ip=rec.ip, host_ip=self.node_ip),
+               "KUBECONFIG": str(kubeconfig), "HEXLANE_READY_FILE": str(ready)}
+        return [sys.executable, "-m", "hexlane.cli.main", *command[1:]], env
+
     def start_workload(self, pod: dict[str, Any], rec: PodRecord) -> None:
         tcp, udp = workload_ports(pod)
         ready = self.pods_dir / f"{rec.uid}.ready"
         ready.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "hexlane.lab.workload", "--pod", rec.name,
-                "--node", self.node, "--ready-file", str(ready)]
-        argv += [a for p in tcp for a in ("--tcp", str(p))]
-        argv += [a for p in udp for a in ("--udp", str(p))]
+        own = self._command(pod, rec, ready)
+        env: dict[str, str] | None = None
+        if own is not None:
+            argv, env = own
+            rec.command = list(argv)
+        else:
+            argv = [sys.executable, "-m", "hexlane.lab.workload", "--pod", rec.name,
+                    "--node", self.node, "--ready-file", str(ready)]
+            argv += [a for p in tcp for a in ("--tcp", str(p))]
+            argv += [a for p in udp for a in ("--udp", str(p))]
+            rec.command = []
         argv = netns.with_resolv_conf(self.write_resolv_conf(pod, rec), argv)
         log_path = self.dir / "logs" / f"{rec.namespace}_{rec.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
             if rec.netns:
                 proc = netns.popen(rec.netns, argv, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+                                   stderr=subprocess.STDOUT, start_new_session=True, env=env)
             else:  # hostNetwork: the kubelet's own namespace, the node's
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        env=env)
         self.procs[rec.uid] = proc
         rec.pid, rec.started_at, rec.ready_at = proc.pid, time.time(), 0.0
         self._save(rec)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hexlane.model.errors import InputError
+from hexlane.model.errors import InputError, Problem
 from hexlane.model.selectors import LabelSelector
 
 Obj = Mapping[str, Any]
@@ -178,3 +178,55 @@ def fits(pod: Obj, node: Obj) -> bool:
                 and not _tolerates(pod, taint):
             return False
     return True
+
+
+def _first_container(pod: Obj) -> Mapping[str, Any]:
+    return ((pod.get("spec") or {}).get("containers") or [{}])[0] or {}
+
+
+def is_hexlane_image(image: str) -> bool:
+    """Whether `image` is hexlane's own image (`hexlane manifests`' `image.repository`,
+    `localhost/hexlane` by default, or any registry's `.../hexlane`), at any tag or digest."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[0] == "hexlane"
+
+
+def hexlane_command(pod: Obj) -> list[str] | None:
+    """The first container's command line (`command` + `args`) when the lab kubelet runs it
+    itself: the image is hexlane's own and the command is `hexlane ...`. None otherwise (the
+    lab's echo workload runs instead)."""
+    container = _first_container(pod)
+    if not is_hexlane_image(str(container.get("image") or "")):
+        return None
+    argv = [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+    if not argv or argv[0].rsplit("/", 1)[-1] != "hexlane":
+        return None
+    return argv
+
+
+FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName",
+               "spec.serviceAccountName", "status.podIP", "status.hostIP")
+
+
+def container_env(pod: Obj, *, pod_ip: str, host_ip: str) -> dict[str, str]:
+    """The first container's `env`: plain values and the downward API's `fieldRef`s of
+    FIELD_PATHS (`pod_ip` and `host_ip` are what the kubelet assigned); other sources
+    (Secrets, ConfigMaps, resources) InputError naming the variable."""
+    fields = {"metadata.name": name_of(pod), "metadata.namespace": namespace_of(pod),
+              "metadata.uid": uid_of(pod), "spec.nodeName": node_name(pod),
+              "spec.serviceAccountName": str((pod.get("spec") or {}).get(
+                  "serviceAccountName") or "default"),
+              "status.podIP": pod_ip, "status.hostIP": host_ip}
+    out: dict[str, str] = {}
+    for var in _first_container(pod).get("env") or []:
+        name = str(var.get("name") or "")
+        if "value" in var or not var.get("valueFrom"):
+            out[name] = str(var.get("value") or "")
+            continue
+        path = str(((var.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") or "")
+        if path not in fields:
+            raise InputError(Problem(f"the lab kubelet resolves only fieldRef "
+                                     f"{', '.join(FIELD_PATHS)}", f"env {name}"))
+        out[name] = fields[path]
+    return out
