@@ -28,7 +28,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 NOT_BUILT = [s for s in SPECS.values() if s.not_built]
 # What each one is turned off by (its Helm default, or a value that keeps it off).
 OFF: dict[str, Any] = {"loadBalancer.acceleration": "disabled",
-                       "hubble.tls.auto.method": "helm", "policyEnforcementMode": "never",
+                       "hubble.tls.auto.method": "helm",
                        "loadBalancer.l7.backend": "disabled"}
 
 
@@ -49,7 +49,7 @@ def warnings(problems: list[Problem]) -> list[Problem]:
 
 def test_the_expected_keys_are_covered() -> None:
     assert {key_of(s) for s in NOT_BUILT} >= {
-        "localRedirectPolicy", "policyEnforcementMode", "encryption.enabled", "ipv6.enabled",
+        "localRedirectPolicy", "encryption.enabled", "ipv6.enabled",
         "bgpControlPlane.enabled", "ingressController.enabled", "gatewayAPI.enabled",
         "clustermesh.useAPIServer", "envoy.enabled", "hostFirewall.enabled",
         "bandwidthManager.enabled", "loadBalancer.acceleration", "hubble.tls.auto.method",
@@ -111,9 +111,7 @@ def test_validate_and_config_show_show_and_count_them(
     assert cli_main.main(["config", "show", "-f", str(values), "--set",
                           "policyEnforcementMode=always"]) == 0
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 3 and err[2].startswith(
-        "--set: policyEnforcementMode: warning: always: hexlane does not build policy "
-        "enforcement mode `always` yet; an endpoint no policy selects allows everything"), err
+    assert len(err) == 2, err  # the file's two; policyEnforcementMode always is built
 
 
 # Every seed's layered values, and the warnings they give: (file, key) pairs.

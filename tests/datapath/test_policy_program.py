@@ -28,7 +28,7 @@ from hexlane.datapath.policy import (
     PolicyDatapath,
     policy_key,
 )
-from hexlane.policy.maps import EGRESS, INGRESS, IPv4Network, PolicyEntry
+from hexlane.policy.maps import EGRESS, INGRESS, IPv4Network, PolicyEntry, with_deny_precedence
 from hexlane.policy.node import EP_F_EGRESS, EP_F_INGRESS
 
 Run = Callable[[str, bytes], libbpf.TestRunResult]
@@ -155,3 +155,22 @@ def test_the_tables_read_back_as_written(lb: LbDatapath, policy: PolicyDatapath)
     assert policy.resync().updated == 0
     policy.policy.delete(policy_key(*entries[0]))
     assert policy.resync().updated == 1
+
+
+@pytest.mark.root
+def test_icmp_by_type_and_deny_over_allow(policy: PolicyDatapath, run: Run) -> None:
+    """An `icmps` entry allows its type only (keyed as the port of protocol 1); a deny entry
+    wins over an allow that covers it, once `with_deny_precedence` made the table."""
+    entries = with_deny_precedence([
+        PolicyEntry(INGRESS, CLIENT_ID, ICMP, 8, 16),  # echo requests from the client
+        PolicyEntry(INGRESS, 0, TCP),  # any identity, any TCP port...
+        PolicyEntry(INGRESS, CLIENT_ID, TCP, 80, 16, deny=True)])  # ...but not 80 from it
+    program(policy, {WEB: (WEB_ID, EP_F_INGRESS)}, [(WEB, e) for e in entries])
+    assert run(PROGRAM_TO_POD, icmp_echo(CLIENT, WEB, ident=21)).retval == PASS
+    assert run(PROGRAM_TO_POD, icmp_echo(OTHER, WEB, ident=22)).retval == SHOT
+    timestamp = bytearray(icmp_echo(CLIENT, WEB, ident=23))
+    timestamp[packets.ETH_HLEN + 20] = 13  # type 13: not allowed
+    assert run(PROGRAM_TO_POD, bytes(timestamp)).retval == SHOT
+    assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 43000, 80)).retval == SHOT
+    assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 43001, 81)).retval == PASS
+    assert run(PROGRAM_TO_POD, packets.build(OTHER, WEB, 43002, 80)).retval == PASS

@@ -65,8 +65,10 @@ from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.controller import Controller
 from hexlane.k8s.informer import Informer
 from hexlane.k8s.resources import (
+    CiliumClusterwideNetworkPolicy,
     CiliumIdentity,
     CiliumL2AnnouncementPolicy,
+    CiliumNetworkPolicy,
     CiliumNode,
     EndpointSlice,
     Namespace,
@@ -142,6 +144,9 @@ def _informers(client: KubeClient, node: str, values: Values) -> dict[str, Infor
         informers["all-pods"] = Informer(client, Pod)
     if values.kube_proxy_replacement and _enforcing(values):
         informers["networkpolicies"] = Informer(client, NetworkPolicy)
+        informers["ciliumnetworkpolicies"] = Informer(client, CiliumNetworkPolicy)
+        informers["ciliumclusterwidenetworkpolicies"] = Informer(
+            client, CiliumClusterwideNetworkPolicy)
     return informers
 
 

@@ -29,7 +29,11 @@ from hexlane.datapath.policy import PolicyDatapath
 from hexlane.datapath.reconcile import FlushResult, Reconciler
 from hexlane.k8s.informer import Informer
 from hexlane.model.errors import InputError
-from hexlane.model.netpol import NetworkPolicy
+from hexlane.model.netpol import (
+    CiliumClusterwideNetworkPolicy,
+    CiliumNetworkPolicy,
+    NetworkPolicy,
+)
 from hexlane.model.node import Node, Pod
 from hexlane.policy.identity import (
     DEFAULT_CLUSTER_NAME,
@@ -48,7 +52,8 @@ from .identities import IdentityAllocator
 log = logging.getLogger(__name__)
 
 #: The informers the policy controller follows ("all-pods": every node's pods).
-KINDS = ("all-pods", "namespaces", "ciliumidentities", "networkpolicies", "nodes")
+KINDS = ("all-pods", "namespaces", "ciliumidentities", "networkpolicies",
+         "ciliumnetworkpolicies", "ciliumclusterwidenetworkpolicies", "nodes")
 
 
 def enforcement_mode(values: Any) -> str:
@@ -94,23 +99,36 @@ class PolicyEnforcer:
 
     # -- the desired state ---------------------------------------------------------------
 
-    def _policies(self) -> list[NetworkPolicy]:
-        out: list[NetworkPolicy] = []
+    def _policies(self) -> tuple[list[NetworkPolicy], list[CiliumNetworkPolicy]]:
+        """The NetworkPolicies and the Cilium policies (namespaced and clusterwide); one
+        that does not parse is left out and named in `problems`."""
+        k8s: list[NetworkPolicy] = []
+        cilium: list[CiliumNetworkPolicy] = []
         problems: list[str] = []
         versions: list[str] = []
-        for obj in self.informers["networkpolicies"].cache.objects():
-            meta = obj.get("metadata") or {}
-            versions.append(f"{meta.get('namespace')}/{meta.get('name')}@"
-                            f"{meta.get('resourceVersion', '')}")
-            try:
-                out.append(NetworkPolicy.parse(obj))
-            except InputError as err:
+        for informer, kind, prefix in (("networkpolicies", NetworkPolicy, ""),
+                                       ("ciliumnetworkpolicies", CiliumNetworkPolicy, "cnp:"),
+                                       ("ciliumclusterwidenetworkpolicies",
+                                        CiliumClusterwideNetworkPolicy, "ccnp:")):
+            if informer not in self.informers:
+                continue
+            for obj in self.informers[informer].cache.objects():
                 meta = obj.get("metadata") or {}
-                problems.append(f"NetworkPolicy {meta.get('namespace')}/{meta.get('name')} "
-                                f"ignored: {err}")
+                where = (f"{meta.get('namespace')}/{meta.get('name')}"
+                         if kind.NAMESPACED else str(meta.get("name")))
+                versions.append(f"{prefix}{where}@{meta.get('resourceVersion', '')}")
+                try:
+                    parsed = kind.parse(obj)
+                except InputError as err:
+                    problems.append(f"{kind.KIND} {where} ignored: {err}")
+                    continue
+                if isinstance(parsed, CiliumNetworkPolicy):
+                    cilium.append(parsed)
+                else:
+                    k8s.append(parsed)
         self.problems = problems
         self._versions = sorted(versions)
-        return out
+        return k8s, cilium
 
     def _pods(self) -> tuple[list[tuple[PodInfo, LabelSet]], set[tuple[str, str]]]:
         namespaces = self.informers["namespaces"].cache
@@ -147,9 +165,11 @@ class PolicyEnforcer:
         pods, local = self._pods()
         local_ips, remote_ips = self._node_ips()
         previous = self.state.cidr_identities if self.state is not None else None
-        return node_policy(pods, local, self.identities.known(), self._policies(),
+        k8s, cilium = self._policies()
+        return node_policy(pods, local, self.identities.known(), k8s,
                            local_node_ips=local_ips, remote_node_ips=remote_ips,
-                           previous_cidr=previous)
+                           previous_cidr=previous, cilium=cilium,
+                           always=self.mode == "always")
 
     # -- the controller ------------------------------------------------------------------
 

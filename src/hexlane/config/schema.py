@@ -651,6 +651,11 @@ _ACTING = (
           "hexlane's own: the UDP port of the heartbeats (LAN broadcast)."),
     _acts("externalIPs.enabled", "bool",
           "load-balance Service spec.externalIPs (always on with kubeProxyReplacement)."),
+    _acts("policyEnforcementMode", "enum",
+          "default: a pod is enforced in a direction once a policy selects it for that "
+          "direction; always: every pod is, in both (default deny); never: nothing is "
+          "enforced (docs/policy.md). Enforced in the load balancer's pod hooks: needs "
+          "kubeProxyReplacement.", choices=("default", "always", "never")),
     _acts("loadBalancer.algorithm", "enum",
           "backend selection: random, or maglev consistent hashing.",
           choices=("random", "maglev")),
@@ -817,10 +822,6 @@ NOT_BUILT = (
                "hexlane does not act on it: CiliumLocalRedirectPolicy objects are not read, "
                "traffic goes to the Services' backends as without it", switch="",
                kind="bool"),
-    _not_built("policyEnforcementMode", "policy enforcement mode `always`",
-               "an endpoint no policy selects allows everything, as in mode `default`; "
-               "NetworkPolicy is enforced (`never` turns enforcement off)",
-               switch="", kind="enum", on=("always",), choices=("default", "always", "never")),
     _not_built("encryption", "transparent encryption (WireGuard, IPsec)",
                "traffic between nodes is not encrypted"),
     _not_built("bgpControlPlane", "the BGP control plane",

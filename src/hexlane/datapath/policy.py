@@ -39,7 +39,8 @@ _IPCACHE_KEY = struct.Struct("<I4s")
 _U32_PAIR = struct.Struct("<II")
 _ENDPOINT_VALUE = struct.Struct("<IB3x")
 _POLICY_KEY = struct.Struct("<I4sIBB2s")
-_POLICY_VALUE = bytes(8)
+_POLICY_ALLOW = bytes(8)
+_POLICY_DENY = b"\x01" + bytes(7)  # HL_POLICY_F_DENY
 
 
 def _packed(ip: str) -> bytes:
@@ -98,7 +99,8 @@ class PolicyDatapath:
         self.ipcache_rec.set_all({ipcache_key(p): ipcache_value(i) for p, i in ipcache.items()})
         self.endpoints_rec.set_all({_packed(ip): endpoint_value(ident, flags)
                                     for ip, (ident, flags) in endpoints.items()})
-        self.policy_rec.set_all({policy_key(ip, e): _POLICY_VALUE for ip, e in entries})
+        self.policy_rec.set_all({policy_key(ip, e): _POLICY_DENY if e.deny else _POLICY_ALLOW
+                                 for ip, e in entries})
 
     def flush(self) -> FlushResult:
         return flush_group(self.reconcilers)

@@ -84,7 +84,9 @@ def cluster_rules(component: str, values: Values) -> list[Rule]:
         if values.kube_proxy_replacement and _enforcing(values):
             # network policy (enforced in the load balancer's pod hooks); Pods of every
             # node for the ipcache
-            rules.append(_rule("networking.k8s.io", ("networkpolicies",), WATCH))
+            rules += [_rule("networking.k8s.io", ("networkpolicies",), WATCH),
+                      _rule(CILIUM, ("ciliumnetworkpolicies",
+                                     "ciliumclusterwidenetworkpolicies"), WATCH)]
         if values.ipam.mode == "cluster-pool":
             rules.append(_rule(CILIUM, ("ciliumnodes",), WATCH))
         if values.l2announcements.enabled:

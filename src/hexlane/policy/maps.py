@@ -41,13 +41,16 @@ FULL_PREFIX = 64  # identity 32 + direction 8 + protocol 8 + port 16
 @dataclass(frozen=True, slots=True, order=True)
 class PolicyEntry:
     """One policy map entry: traffic with the remote `identity` (0: any) to `port`/`port_bits`
-    (port 0: any) over `protocol` (0: any) in `direction` is allowed."""
+    (port 0: any) over `protocol` (0: any) in `direction` is allowed, or with `deny` denied
+    (CiliumNetworkPolicy's ingressDeny/egressDeny). For ICMP (protocol 1) the port is the
+    ICMP type, as Cilium keys `icmps` rules."""
 
     direction: str
     identity: int
     protocol: int = PROTO_ANY
     port: int = 0
     port_bits: int = 0  # prefix length over the port's 16 bits: 16 one port, 0 any port
+    deny: bool = False
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -93,7 +96,20 @@ class PolicyEntry:
             ports = f"{rng[0]}/{proto}"
         else:
             ports = f"{rng[0]}-{rng[1]}/{proto}"
-        return f"{self.direction} {self.identity} {ports}"
+        return f"{self.direction} {self.identity} {ports}" + (" deny" if self.deny else "")
+
+    def covers(self, other: PolicyEntry) -> bool:
+        """Whether every connection `other` matches is one this entry matches too."""
+        if self.direction != other.direction or self.identity not in (0, other.identity):
+            return False
+        if self.protocol == PROTO_ANY:
+            return True
+        if self.protocol != other.protocol:
+            return False
+        mine, theirs = self.port_range, other.port_range
+        if mine is None:
+            return True
+        return theirs is not None and mine[0] <= theirs[0] and theirs[1] <= mine[1]
 
 
 def _host_mask(bits: int) -> int:
@@ -114,6 +130,27 @@ def port_range_prefixes(first: int, last: int) -> list[tuple[int, int]]:
         out.append((p, 16 - size.bit_length() + 1))
         p += size
     return out
+
+
+def with_deny_precedence(entries: Iterable[PolicyEntry]) -> frozenset[PolicyEntry]:
+    """Entries whose most-specific lookup gives deny whenever any deny entry matches, as
+    Cilium's deny-wins rule demands: an allow entry that a deny entry covers (same or any
+    identity, a protocol and port range containing its own) becomes a deny entry itself.
+    Where a deny is more specific than an allow, the LPM lookup already finds the deny."""
+    entries = set(entries)
+    denies = [e for e in entries if e.deny]
+    if not denies:
+        return frozenset(entries)
+    out: set[PolicyEntry] = set()
+    for e in entries:
+        if not e.deny and any(d.covers(e) for d in denies):
+            e = PolicyEntry(e.direction, e.identity, e.protocol, e.port, e.port_bits, deny=True)
+        out.add(e)
+    # an allow and a deny under one key: the deny
+    keys = {(e.direction, e.identity, e.protocol, e.port, e.port_bits) for e in out if e.deny}
+    return frozenset(e for e in out
+                     if e.deny or (e.direction, e.identity, e.protocol, e.port,
+                                   e.port_bits) not in keys)
 
 
 def lookup(entries: Iterable[PolicyEntry], remote_identity: int, port: int, protocol: int,

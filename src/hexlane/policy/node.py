@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from hexlane.model.netpol import NetworkPolicy
+from hexlane.model.netpol import CiliumNetworkPolicy, NetworkPolicy
 from hexlane.policy.identity import (
     LabelSet,
     ReservedIdentity,
@@ -76,11 +76,16 @@ def node_policy(pods: Iterable[tuple[PodInfo, LabelSet]], local: Collection[PodK
                 identities: Mapping[int, LabelSet], policies: Iterable[NetworkPolicy], *,
                 local_node_ips: Iterable[str] = (), remote_node_ips: Iterable[str] = (),
                 previous_cidr: Mapping[IPv4Network, int] | None = None,
-                allow_localhost: bool = True) -> NodePolicy:
+                allow_localhost: bool = True,
+                cilium: Iterable[CiliumNetworkPolicy] = (),
+                always: bool = False) -> NodePolicy:
     """The node's tables (module docstring). `pods`: every endpoint pod of the cluster with
     its identity label set; `local`: the keys of this node's; `identities`: the allocated
-    ones (number -> labels); `previous_cidr`: the CIDR identities of the last run (kept)."""
+    ones (number -> labels); `previous_cidr`: the CIDR identities of the last run (kept);
+    `cilium`: the CiliumNetworkPolicies and CiliumClusterwideNetworkPolicies; `always`:
+    policyEnforcementMode always (every endpoint enforced both ways)."""
     policies = list(policies)
+    cilium = list(cilium)
     index = labels_index(identities)
     table: dict[int, LabelSet] = {int(r): reserved_labels(r) for r in ReservedIdentity}
     table.update(identities)
@@ -95,7 +100,7 @@ def node_policy(pods: Iterable[tuple[PodInfo, LabelSet]], local: Collection[PodK
             continue
         infos.append(info)
         pod_identity[info.key] = ident
-    cidr_ids = plan_cidr_identities(policy_prefixes(policies), previous_cidr)
+    cidr_ids = plan_cidr_identities(policy_prefixes(policies, cilium), previous_cidr)
     for prefix, ident in cidr_ids.items():
         table[ident] = cidr_labels(prefix)
     named = named_ports_by_identity(infos, pod_identity)
@@ -104,7 +109,7 @@ def node_policy(pods: Iterable[tuple[PodInfo, LabelSet]], local: Collection[PodK
     endpoints = {
         p.key: LocalEndpoint(p.key, p.ip, pod_identity[p.key],
                              resolve_endpoint(p, pod_identity[p.key], policies, table, named,
-                                              cidr_ids, allow_localhost))
+                                              cidr_ids, allow_localhost, cilium, always))
         for p in infos if p.key in local}
     return NodePolicy(ipcache=cache, endpoints=endpoints, cidr_identities=cidr_ids,
                       pod_identity=pod_identity, waiting=tuple(sorted(waiting)))

@@ -32,8 +32,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hexlane.model.netaddr import parse_cidr
-from hexlane.model.netpol import CIDRBlock, NetworkPolicy, NetworkPolicyPeer, PolicyPort
+from hexlane.model.netpol import (
+    CIDRBlock,
+    CiliumNetworkPolicy,
+    NetworkPolicy,
+    NetworkPolicyPeer,
+    PolicyPort,
+)
 from hexlane.model.node import ContainerPort, Pod
+from hexlane.policy.cilium import cilium_prefixes, resolve_cilium
 from hexlane.policy.identity import (
     DEFAULT_CLUSTER_NAME,
     DEFAULT_FILTER,
@@ -61,6 +68,7 @@ from hexlane.policy.maps import (
     ipcache_lookup,
     lookup,
     port_range_prefixes,
+    with_deny_precedence,
 )
 
 PodKey = tuple[str, str]  # (namespace, name)
@@ -102,7 +110,8 @@ class EndpointPolicy:
         """The datapath's verdict for a new connection in `direction`."""
         if not self.enforced(direction):
             return True
-        return lookup(self.entries, remote_identity, port, protocol, direction) is not None
+        hit = lookup(self.entries, remote_identity, port, protocol, direction)
+        return hit is not None and not hit.deny
 
 
 # --- CIDRs --------------------------------------------------------------------------------------
@@ -134,9 +143,11 @@ def cidr_pieces(block: CIDRBlock) -> list[IPv4Network]:
     return sorted(pieces, key=lambda p: (int(p.network_address), p.prefixlen))
 
 
-def policy_prefixes(policies: Iterable[NetworkPolicy]) -> set[IPv4Network]:
-    """Every prefix the policies' ipBlocks resolve to (the ipcache's CIDR entries)."""
-    out: set[IPv4Network] = set()
+def policy_prefixes(policies: Iterable[NetworkPolicy],
+                    cilium: Iterable[CiliumNetworkPolicy] = ()) -> set[IPv4Network]:
+    """Every prefix the policies' ipBlocks and Cilium CIDR peers resolve to (the ipcache's
+    CIDR entries)."""
+    out: set[IPv4Network] = cilium_prefixes(cilium)
     for pol in policies:
         for rule in (*pol.ingress, *pol.egress):
             for peer in rule.peers:
@@ -196,7 +207,9 @@ def resolve_endpoint(pod: PodInfo, identity: int, policies: Iterable[NetworkPoli
                      identities: Mapping[int, LabelSet],
                      named_ports: Mapping[int, tuple[ContainerPort, ...]] | None = None,
                      cidr_identities: Mapping[IPv4Network, int] | None = None,
-                     allow_localhost: bool = True) -> EndpointPolicy:
+                     allow_localhost: bool = True,
+                     cilium: Iterable[CiliumNetworkPolicy] = (),
+                     always: bool = False) -> EndpointPolicy:
     """The policy of one endpoint (`pod` with `identity`), from every NetworkPolicy in the
     cluster. `identities` is the cluster's identity table (number -> labels), `named_ports`
     each pod identity's container ports (for egress named ports), `cidr_identities` the
@@ -242,10 +255,14 @@ def resolve_endpoint(pod: PodInfo, identity: int, policies: Iterable[NetworkPoli
                         for r in targets:
                             entries.update(_port_entries(direction, r, port,
                                                          named_ports.get(r, ())))
+    cil = resolve_cilium(labels, pod.ports, cilium, identities, named_ports, cidr_identities)
+    entries |= cil.entries
+    enforced[INGRESS] |= cil.ingress_enforced or always
+    enforced[EGRESS] |= cil.egress_enforced or always
     if enforced[INGRESS] and allow_localhost:
         entries.add(PolicyEntry(INGRESS, int(ReservedIdentity.HOST)))
     return EndpointPolicy(ingress_enforced=enforced[INGRESS], egress_enforced=enforced[EGRESS],
-                          entries=frozenset(entries))
+                          entries=with_deny_precedence(entries))
 
 
 # --- the whole cluster --------------------------------------------------------------------------
@@ -266,7 +283,7 @@ class ClusterPolicy:
         at the source endpoint (if the source is a local pod), its egress policy with the
         destination's identity from the ipcache; at the destination endpoint, its ingress
         policy with the source's identity from the ipcache."""
-        proto = PROTO_NUMBERS[protocol]
+        proto = 1 if protocol == "ICMP" else PROTO_NUMBERS[protocol]  # ICMP: port = type
         src, dst = self.endpoint_ips.get(src_ip), self.endpoint_ips.get(dst_ip)
         if src is not None and not self.endpoints[src].allows(
                 ipcache_lookup(self.ipcache, dst_ip), port, proto, EGRESS):
@@ -293,11 +310,14 @@ def resolve_cluster(pods: Iterable[PodInfo], namespaces: Mapping[str, Mapping[st
                     label_filter: LabelFilter = DEFAULT_FILTER,
                     existing: Mapping[int, LabelSet] | None = None,
                     local_node_ips: Iterable[str] = (), remote_node_ips: Iterable[str] = (),
-                    allow_localhost: bool = True) -> ClusterPolicy:
+                    allow_localhost: bool = True,
+                    cilium: Iterable[CiliumNetworkPolicy] = (),
+                    always: bool = False) -> ClusterPolicy:
     """Identities for every pod (reusing `existing` ones), CIDR identities, the ipcache and
     every endpoint's policy: what the agents and the operator will converge to."""
     pods = list(pods)
     policies = list(policies)
+    cilium = list(cilium)
     identities: dict[int, LabelSet] = {int(r): reserved_labels(r) for r in ReservedIdentity}
     identities.update(existing or {})
     pod_identity: dict[PodKey, int] = {}
@@ -307,14 +327,14 @@ def resolve_cluster(pods: Iterable[PodInfo], namespaces: Mapping[str, Mapping[st
         alloc = plan_allocation(labels, identities)
         identities[alloc.identity] = labels
         pod_identity[p.key] = alloc.identity
-    cidr_ids = plan_cidr_identities(policy_prefixes(policies))
+    cidr_ids = plan_cidr_identities(policy_prefixes(policies, cilium))
     for prefix, ident in cidr_ids.items():
         identities[ident] = cidr_labels(prefix)
     named = named_ports_by_identity(pods, pod_identity)
     cache = ipcache_entries(((p.ip, pod_identity[p.key]) for p in pods if p.ip),
                             local_node_ips, remote_node_ips, cidr_ids)
     endpoints = {p.key: resolve_endpoint(p, pod_identity[p.key], policies, identities, named,
-                                         cidr_ids, allow_localhost)
+                                         cidr_ids, allow_localhost, cilium, always)
                  for p in pods}
     return ClusterPolicy(identities=identities, pod_identity=pod_identity,
                          cidr_identities=cidr_ids, ipcache=cache, endpoints=endpoints,

@@ -20,8 +20,9 @@
  * port) but keyed by the tuple as the pod sent it, which its replies come back reverse
  * translated to; ingress is decided on the packet as it enters the pod. A pod reaching itself
  * through a service (hairpin: its source is HL_HAIRPIN_ADDR) is not checked, as Cilium skips
- * policy for hairpin flows. Protocols other than TCP and UDP (ICMP) are decided on protocol
- * and port 0; fragments after the first count as port 0 too (no fragment tracking yet).
+ * policy for hairpin flows. ICMP is decided on its type (keyed as the port, as Cilium keys
+ * `icmps` rules), other protocols on port 0; fragments after the first count as port 0 too
+ * (no fragment tracking yet).
  */
 #ifndef HEXLANE_POLICY_H
 #define HEXLANE_POLICY_H
@@ -114,7 +115,8 @@ struct hl_tuple {
 	__be16 dport;
 	__u8 proto;
 	__u8 tcp_flags;
-	__u16 pad;
+	__u8 icmp_type; /* ICMP: the type, which policy keys as the port (conntrack: ports 0) */
+	__u8 pad;
 };
 
 static __always_inline void hl_tuple_from_pkt(struct hl_tuple *t, const struct pkt4 *p)
@@ -125,6 +127,7 @@ static __always_inline void hl_tuple_from_pkt(struct hl_tuple *t, const struct p
 	t->dport = p->dport;
 	t->proto = p->proto;
 	t->tcp_flags = p->tcp_flags;
+	t->icmp_type = 0;
 	t->pad = 0;
 }
 
@@ -144,9 +147,23 @@ static __always_inline int hl_tuple_from_skb(struct __sk_buff *skb, struct hl_tu
 	t->dport = 0;
 	t->proto = ip4.protocol;
 	t->tcp_flags = 0;
+	t->icmp_type = 0;
 	t->pad = 0;
 	if (ip4.frag_off & bpf_htons(0x1fff))
 		return 0; /* a later fragment: no ports */
+	if (ip4.protocol == IPPROTO_ICMP) {
+		/* An echo's identifier stands for a port in conntrack, as in the masquerade: the
+		 * source port of a request, the destination port of its reply.
+		 */
+		if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + ip4.ihl * 4, l4, 6) < 0)
+			return 0;
+		t->icmp_type = l4[0];
+		if (l4[0] == 8)
+			__builtin_memcpy(&t->sport, &l4[4], 2);
+		else if (l4[0] == 0)
+			__builtin_memcpy(&t->dport, &l4[4], 2);
+		return 0;
+	}
 	if (ip4.protocol == IPPROTO_TCP) {
 		if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + ip4.ihl * 4, l4, 14) < 0)
 			return 0;
@@ -191,6 +208,12 @@ static __always_inline bool hl_policy_allows(__be32 ep, __u32 identity, __u8 dir
 		e = bpf_map_lookup_elem(&hl_policy, &key);
 	}
 	return e && !(e->flags & HL_POLICY_F_DENY);
+}
+
+/* The port a policy entry is keyed by: the destination port, an ICMP message's type. */
+static __always_inline __be16 hl_policy_port(const struct hl_tuple *t, __be16 dport)
+{
+	return t->proto == IPPROTO_ICMP ? bpf_htons(t->icmp_type) : dport;
 }
 
 /* The CT_F_POLICY key of endpoint `ep`'s connection with `remote`. */
@@ -240,7 +263,7 @@ static __always_inline int hl_policy_egress(const struct hl_tuple *sent, __be32 
 		return 0;
 	if ((ep->flags & HL_EP_F_EGRESS) && daddr != sent->saddr &&
 	    !hl_policy_allows(sent->saddr, hl_ipcache_identity(daddr), HL_POLICY_EGRESS,
-			      sent->proto, dport))
+			      sent->proto, hl_policy_port(sent, dport)))
 		return -HL_DROP_POLICY;
 	hl_policy_ct_create(&key);
 	return 0;
@@ -259,7 +282,7 @@ static __always_inline int hl_policy_ingress(const struct hl_tuple *t)
 		return 0;
 	if ((ep->flags & HL_EP_F_INGRESS) &&
 	    !hl_policy_allows(t->daddr, hl_ipcache_identity(t->saddr), HL_POLICY_INGRESS,
-			      t->proto, t->dport))
+			      t->proto, hl_policy_port(t, t->dport)))
 		return -HL_DROP_POLICY;
 	hl_policy_ct_create(&key);
 	return 0;
