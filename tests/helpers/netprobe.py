@@ -5,7 +5,8 @@
 prints a JSON list of booleans, one per target: whether the target answered. TCP: the
 connection was accepted or refused (a RST came back: the path is open, nothing listens); UDP:
 a datagram came back, or an ICMP port unreachable did (sent twice, at 0 and half the
-timeout). A target that stays silent for the timeout is False: what a policy drop looks like.
+timeout); ICMP: an echo request answered (`ping -c 1`, the port ignored). A target that stays
+silent for the timeout is False: what a policy drop looks like.
 Standard library only: it runs with the test's interpreter inside a pod's namespace.
 """
 
@@ -62,10 +63,17 @@ async def udp(ip: str, port: int, timeout: float) -> bool:
         transport.close()
 
 
+async def icmp(ip: str, _port: int, timeout: float) -> bool:
+    proc = await asyncio.create_subprocess_exec(
+        "ping", "-n", "-q", "-c", "1", "-W", str(max(timeout, 0.2)), ip,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    return await proc.wait() == 0
+
+
 async def probe(targets: list[list[Any]], timeout: float) -> list[bool]:
-    return list(await asyncio.gather(*(
-        (tcp if proto == "TCP" else udp)(ip, int(port), timeout)
-        for ip, port, proto in targets)))
+    kinds = {"TCP": tcp, "UDP": udp, "ICMP": icmp}
+    return list(await asyncio.gather(*(kinds[proto](ip, int(port), timeout)
+                                       for ip, port, proto in targets)))
 
 
 def main() -> None:

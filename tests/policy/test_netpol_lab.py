@@ -48,7 +48,7 @@ TAG = secrets.token_hex(2)
 NAMESPACES = {"x": f"x-{TAG}", "y": f"y-{TAG}", "z": f"z-{TAG}"}
 PODS = {"a": "node1", "b": "node2", "c": "node1"}
 PORTS = [(80, "TCP"), (81, "TCP"), (80, "UDP"), (81, "UDP")]
-CLIENT, CONTROL_PLANE = "10.0.0.2", "10.0.0.10"
+CLIENT, CONTROL_PLANE, NODE1_IP = "10.0.0.2", "10.0.0.10", "10.0.0.11"
 OUTSIDE = [(CLIENT, 80, "TCP"), (CONTROL_PLANE, 6443, "TCP")]
 PROBE = Path(__file__).parent.parent / "helpers" / "netprobe.py"
 X = NAMESPACES["x"]
@@ -71,6 +71,11 @@ def manifests() -> str:
                  "metadata": {"name": "svc-a", "namespace": X},
                  "spec": {"selector": {"pod": "a"}, "ports": [{"port": 8080,
                                                                "targetPort": 80}]}})
+    # the client's way in with its own address kept (to x/a on node1): entity world
+    docs.append({"apiVersion": "v1", "kind": "Service",
+                 "metadata": {"name": "svc-a-local", "namespace": X},
+                 "spec": {"type": "NodePort", "externalTrafficPolicy": "Local",
+                          "selector": {"pod": "a"}, "ports": [{"port": 80}]}})
     return as_list(docs)
 
 
@@ -83,8 +88,9 @@ def as_list(docs: list[dict[str, Any]]) -> str:
 class World:
     pods: dict[tuple[str, str], PodInfo]
     namespaces: dict[str, dict[str, str]]
-    netns: dict[tuple[str, str], list[str]]  # the argv prefix that runs in the pod
+    netns: dict[Any, list[str]]  # the argv prefix that runs in a pod, "client", "node1", ...
     service_ip: str
+    node_port: int
 
 
 def node_policy(lab: Lab, node: str) -> dict[str, Any]:
@@ -95,7 +101,14 @@ def node_policy(lab: Lab, node: str) -> dict[str, Any]:
 
 
 def ours(entries: list[str]) -> set[str]:
-    return {e for e in entries if e.split("/", 1)[0] in NAMESPACES.values()}
+    """The applied policies that are this module's: in its namespaces, or clusterwide with
+    its tag in the name."""
+    out = set()
+    for e in entries:
+        bare = e.split(":", 1)[1] if e.startswith(("cnp:", "ccnp:")) else e
+        if bare.split("/", 1)[0] in NAMESPACES.values() or (e.startswith("ccnp:") and TAG in e):
+            out.add(e)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +141,13 @@ def world(lab: Lab) -> Iterator[World]:
         for ns in NAMESPACES.values():
             obj = json.loads(lab.kubectl("get", "namespace", ns, "-o", "json").stdout)
             namespaces[ns] = dict(obj["metadata"].get("labels") or {})
+        for host in ("client", "node1", "node2"):
+            netns[host] = exec_argv(lab.name, host, [])[0]
         svc = json.loads(lab.kubectl("get", "service", "svc-a", "-n", X, "-o", "json").stdout)
-        yield World(pods, namespaces, netns, svc["spec"]["clusterIP"])
+        local = json.loads(lab.kubectl("get", "service", "svc-a-local", "-n", X, "-o",
+                                       "json").stdout)
+        yield World(pods, namespaces, netns, svc["spec"]["clusterIP"],
+                    int(local["spec"]["ports"][0]["nodePort"]))
     finally:
         for ns in NAMESPACES.values():
             lab.kubectl("delete", "namespace", ns, "--wait=false", check=False)
@@ -157,15 +175,16 @@ def probe(world: World, cells: list[Cell], timeout: float) -> dict[Cell, bool]:
     def address(cell: Cell) -> str:
         if cell[1] == "svc-a":
             return world.service_ip
+        if cell[1] == "nodeport-a":
+            return NODE1_IP
         if "/" in cell[1]:
             return world.pods[tuple(cell[1].split("/"))].ip  # type: ignore[index]
         return cell[1]
 
     def one(source: str) -> dict[Cell, bool]:
         mine = by_source[source]
-        key = tuple(source.split("/"))
-        got = _run_probe(world.netns[key], [(address(c), c[2], c[3]) for c in mine],  # type: ignore[index]
-                         timeout)
+        key = tuple(source.split("/")) if "/" in source else source
+        got = _run_probe(world.netns[key], [(address(c), c[2], c[3]) for c in mine], timeout)
         return dict(zip(mine, got, strict=True))
 
     out: dict[Cell, bool] = {}
@@ -220,7 +239,8 @@ def check_table(world: World, cells: list[Cell], policies: list[NetworkPolicy]) 
 
 def apply(lab: Lab, docs: list[dict[str, Any]]) -> list[NetworkPolicy]:
     """Exactly these policies in our namespaces, enforced on both nodes when it returns."""
-    lab.kubectl("delete", "networkpolicy", "--all", "-n", X)  # (every case's are in x)
+    lab.kubectl("delete", "networkpolicy,ciliumnetworkpolicy", "--all", "-n", X)
+    lab.kubectl("delete", "ciliumclusterwidenetworkpolicy", "-l", f"test={TAG}")
     want: set[str] = set()
     parsed = []
     if docs:
@@ -228,8 +248,13 @@ def apply(lab: Lab, docs: list[dict[str, Any]]) -> list[NetworkPolicy]:
         result = json.loads(out.stdout)
         for obj in result.get("items", [result]):
             meta = obj["metadata"]
-            want.add(f"{meta['namespace']}/{meta['name']}@{meta['resourceVersion']}")
-            parsed.append(NetworkPolicy.parse(obj))
+            kind = {"CiliumNetworkPolicy": "cnp:",
+                    "CiliumClusterwideNetworkPolicy": "ccnp:"}.get(obj["kind"], "")
+            where = f"{meta['namespace']}/{meta['name']}" if "namespace" in meta \
+                else meta["name"]
+            want.add(f"{kind}{where}@{meta['resourceVersion']}")
+            if obj["kind"] == "NetworkPolicy":
+                parsed.append(NetworkPolicy.parse(obj))
     wait_for(f"both nodes enforcing {sorted(want)}",
              lambda: all(ours(node_policy(lab, n)["applied"]) == want
                          for n in ("node1", "node2")), timeout=30, interval=0.2)
@@ -369,4 +394,89 @@ def test_hubble_shows_the_policy_drop_with_both_identities(lab: Lab, world: Worl
     assert flow["drop_reason_desc"] == "POLICY_DENIED", flow
     assert flow["source"]["identity"] == ids[f"{src[0]}/{src[1]}"] >= 256, flow
     assert flow["destination"]["identity"] == ids[f"{dst[0]}/{dst[1]}"] >= 256, flow
+    apply(lab, [])
+
+
+# --- Cilium's own policies (issue 20): hand-written tables ---------------------------------------
+
+def cnp(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+            "metadata": {"name": name, "namespace": X}, "spec": spec}
+
+
+A_SEL = {"matchLabels": {"pod": "a"}}
+NS = {k: v for k, v in NAMESPACES.items()}
+
+
+def check_cells(world: World, want: dict[Cell, bool]) -> None:
+    cells = list(want)
+    table = probe(world, cells, 0.5)
+    wrong = [c for c in cells if table[c] != want[c]]
+    if wrong:
+        table.update(probe(world, wrong, 1.5))
+    assert all(table[c] == want[c] for c in cells), render(cells, table, want)
+
+
+def test_cilium_deny_wins_over_allow(lab: Lab, world: World) -> None:
+    apply(lab, [cnp("cluster-but-y-80", {
+        "endpointSelector": A_SEL,
+        "ingress": [{"fromEntities": ["cluster"]}],
+        "ingressDeny": [{"fromEndpoints": [{"matchLabels": {
+            "k8s:io.kubernetes.pod.namespace": NS["y"]}}],
+            "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]})])
+    a = f"{X}/a"
+    check_cells(world, {
+        (f"{NS['y']}/b", a, 80, "TCP"): False, (f"{NS['y']}/c", a, 80, "TCP"): False,
+        (f"{NS['y']}/b", a, 81, "TCP"): True, (f"{NS['y']}/b", a, 80, "UDP"): True,
+        (f"{NS['z']}/b", a, 80, "TCP"): True, (f"{X}/b", a, 80, "TCP"): True})
+
+
+def test_a_clusterwide_policy_selects_in_every_namespace(lab: Lab, world: World) -> None:
+    apply(lab, [{"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+                 "metadata": {"name": f"a-from-b-{TAG}", "labels": {"test": TAG}},
+                 "spec": {"endpointSelector": A_SEL,
+                          "ingress": [{"fromEndpoints": [{"matchLabels": {"pod": "b"}}]}]}}])
+    want = {}
+    for dst in NAMESPACES.values():
+        for src in NAMESPACES.values():
+            for pod in ("b", "c"):
+                want[(f"{src}/{pod}", f"{dst}/a", 80, "TCP")] = pod == "b"
+    check_cells(world, want)
+
+
+def test_icmp_allowed_and_denied(lab: Lab, world: World) -> None:
+    apply(lab, [cnp("ping-from-x", {
+        "endpointSelector": A_SEL,
+        "ingress": [{"fromEndpoints": [{}],
+                     "icmps": [{"fields": [{"type": 8, "family": "IPv4"}]}]}]})])
+    a = f"{X}/a"
+    check_cells(world, {(f"{X}/b", a, 0, "ICMP"): True, (f"{X}/c", a, 0, "ICMP"): True,
+                        (f"{NS['y']}/b", a, 0, "ICMP"): False,
+                        (f"{X}/b", a, 80, "TCP"): False})
+
+
+def test_entities_host_remote_node_and_world(lab: Lab, world: World) -> None:
+    a = f"{X}/a"  # on node1
+    sources = {"node1": a, "node2": a, f"{NS['y']}/b": a, "client": "nodeport-a"}
+
+    def cells(allowed: set[str]) -> dict[Cell, bool]:
+        return {(src, dst, world.node_port if dst == "nodeport-a" else 80, "TCP"):
+                src in allowed for src, dst in sources.items()}
+    apply(lab, [cnp("from-remote-node", {"endpointSelector": A_SEL,
+                                         "ingress": [{"fromEntities": ["remote-node"]}]})])
+    # node1 is x/a's own host: allowed as `host` whenever ingress is enforced
+    check_cells(world, cells({"node1", "node2"}))
+    apply(lab, [cnp("from-world", {"endpointSelector": A_SEL,
+                                   "ingress": [{"fromEntities": ["world"]}]})])
+    check_cells(world, cells({"node1", "client"}))  # eTP=Local: the client's own address
+
+
+def test_cilium_egress_cidr_set_with_except(lab: Lab, world: World) -> None:
+    apply(lab, [cnp("lan-but-client", {
+        "endpointSelector": A_SEL,
+        "egress": [{"toCIDRSet": [{"cidr": "10.0.0.0/24", "except": [f"{CLIENT}/32"]}]}]})])
+    a = f"{X}/a"
+    check_cells(world, {(a, CONTROL_PLANE, 6443, "TCP"): True, (a, CLIENT, 80, "TCP"): False,
+                        (a, f"{X}/b", 80, "TCP"): False,
+                        (f"{X}/b", CLIENT, 80, "TCP"): True})
     apply(lab, [])

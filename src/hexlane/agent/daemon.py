@@ -61,6 +61,7 @@ from hexlane.datapath import libbpf
 from hexlane.datapath.bpffs import ensure_bpffs, on_bpffs
 from hexlane.datapath.l2 import arp_replies
 from hexlane.hubble.server import ABSTRACT_NAME as HUBBLE_ABSTRACT_NAME
+from hexlane.ipam.podcidr import router_ip
 from hexlane.k8s.client import KubeClient, make_client
 from hexlane.k8s.controller import Controller
 from hexlane.k8s.informer import Informer
@@ -193,6 +194,7 @@ class Agent:
         self.policy = PolicyEnforcer(
             config.node, self.informers, self.identities, mode=enforcement_mode(values),
             cluster=values.cluster.name, host_ips=self._host_ips,
+            remote_host_ips=self._remote_host_ips,
             on_identities=self.hubble.observer.endpoints.set_identities
             if self.hubble is not None else None) \
             if self.lb is not None and _enforcing(values) else None
@@ -331,6 +333,14 @@ class Agent:
         """This node's own addresses besides its Node's: hexlane_host's (the router IP its
         connections to local pods come from)."""
         return [str(self.endpoints.router_ip)] if self.endpoints is not None else []
+
+    def _remote_host_ips(self) -> list[str]:
+        """The other nodes' router IPs (their hexlane_host's: what their own connections to
+        pods come from through the tunnel): remote-node in the ipcache, as their Node IPs."""
+        if self.endpoints is None:
+            return []
+        return [str(router_ip(cidr)) for node in self.endpoints.nodes
+                for cidr in node.pod_cidrs]
 
     def _identities_document(self) -> dict[str, Any]:
         """`GET /v1/identities`: the identities, and each endpoint's policy enforcement."""

@@ -68,6 +68,7 @@ class PolicyEnforcer:
                  cluster: str = DEFAULT_CLUSTER_NAME,
                  label_filter: LabelFilter = DEFAULT_FILTER,
                  host_ips: Callable[[], list[str]] = list,
+                 remote_host_ips: Callable[[], list[str]] = list,
                  on_identities: Callable[[dict[str, int]], None] | None = None) -> None:
         self.node = node
         self.informers = informers
@@ -76,6 +77,7 @@ class PolicyEnforcer:
         self.cluster = cluster
         self.label_filter = label_filter
         self.host_ips = host_ips
+        self.remote_host_ips = remote_host_ips
         #: told every pod's identity after each sync ("namespace/name" -> number: Hubble)
         self.on_identities = on_identities
         self.datapath: PolicyDatapath | None = None
@@ -152,7 +154,7 @@ class PolicyEnforcer:
 
     def _node_ips(self) -> tuple[list[str], list[str]]:
         local: list[str] = list(self.host_ips())
-        remote: list[str] = []
+        remote: list[str] = list(self.remote_host_ips())
         for obj in self.informers["nodes"].cache.objects():
             try:
                 node = Node.parse(obj)
