@@ -11,6 +11,8 @@ A cell that differs is probed once more with a longer timeout before it counts, 
 packet is not taken for a policy. Each policy is waited for on both nodes (their agents report
 the policies' resourceVersions they enforce) before probing.
 
+`hexlane policy trace` (the agent's trace) must agree with every observed pod-to-pod cell.
+
 Policies: deny all ingress, deny all egress, allow from a namespace, from a pod, from a pod and
 a namespace together, an ipBlock with except and a CIDR (egress to addresses outside the
 cluster: the client host 10.0.0.2 and the control plane 10.0.0.10), named ports, endPort; a
@@ -26,6 +28,7 @@ import secrets
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +94,7 @@ class World:
     netns: dict[Any, list[str]]  # the argv prefix that runs in a pod, "client", "node1", ...
     service_ip: str
     node_port: int
+    lab: str
 
 
 def node_policy(lab: Lab, node: str) -> dict[str, Any]:
@@ -147,7 +151,7 @@ def world(lab: Lab) -> Iterator[World]:
         local = json.loads(lab.kubectl("get", "service", "svc-a-local", "-n", X, "-o",
                                        "json").stdout)
         yield World(pods, namespaces, netns, svc["spec"]["clusterIP"],
-                    int(local["spec"]["ports"][0]["nodePort"]))
+                    int(local["spec"]["ports"][0]["nodePort"]), lab.name)
     finally:
         for ns in NAMESPACES.values():
             lab.kubectl("delete", "namespace", ns, "--wait=false", check=False)
@@ -233,6 +237,29 @@ def check_table(world: World, cells: list[Cell], policies: list[NetworkPolicy]) 
     if wrong:  # once more, slower: a lost packet is not a policy
         table.update(probe(world, wrong, 1.5))
     assert all(table[c] == want[c] for c in cells), render(cells, table, want)
+    check_traces(world, table)
+
+
+def check_traces(world: World, table: dict[Cell, bool]) -> None:
+    """`hexlane policy trace` (the agent's /v1/policy/trace) agrees with every observed
+    pod-to-pod cell (a pod to itself is loopback: no policy)."""
+    state_dir = exec_argv(world.lab, "node1", [])[1]["HEXLANE_STATE_DIR"]
+
+    def one(item: tuple[Cell, bool]) -> str | None:
+        (src, dst, port, proto), seen = item
+        if dst == "svc-a":
+            dst, port = f"{X}/a", 80
+        if "/" not in src or "/" not in dst or src == dst:
+            return None
+        query = urllib.parse.urlencode({"src": src, "dst": dst, "dport": f"{port}/{proto}"})
+        doc = fetch_agent(state_dir, f"/v1/policy/trace?{query}")
+        if (doc["verdict"] == "ALLOWED") == seen:
+            return None
+        return (f"{src} -> {dst} {port}/{proto}: seen {seen}, traced {doc['verdict']} "
+                f"({doc['egress']['reason']}; {doc['ingress']['reason']})")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        disagree = [d for d in pool.map(one, table.items()) if d]
+    assert not disagree, "\n".join(disagree)
 
 
 # --- applying policies --------------------------------------------------------------------------
@@ -415,6 +442,7 @@ def check_cells(world: World, want: dict[Cell, bool]) -> None:
     if wrong:
         table.update(probe(world, wrong, 1.5))
     assert all(table[c] == want[c] for c in cells), render(cells, table, want)
+    check_traces(world, table)
 
 
 def test_cilium_deny_wins_over_allow(lab: Lab, world: World) -> None:
@@ -450,8 +478,9 @@ def test_icmp_allowed_and_denied(lab: Lab, world: World) -> None:
         "ingress": [{"fromEndpoints": [{}],
                      "icmps": [{"fields": [{"type": 8, "family": "IPv4"}]}]}]})])
     a = f"{X}/a"
-    check_cells(world, {(f"{X}/b", a, 0, "ICMP"): True, (f"{X}/c", a, 0, "ICMP"): True,
-                        (f"{NS['y']}/b", a, 0, "ICMP"): False,
+    # (an ICMP cell's port is the ICMP type: 8, echo request)
+    check_cells(world, {(f"{X}/b", a, 8, "ICMP"): True, (f"{X}/c", a, 8, "ICMP"): True,
+                        (f"{NS['y']}/b", a, 8, "ICMP"): False,
                         (f"{X}/b", a, 80, "TCP"): False})
 
 

@@ -34,7 +34,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -220,10 +220,45 @@ def _abstract_socket(name: str) -> socket.socket:
     return sock
 
 
+class PolicyApi(Protocol):
+    """What `/v1/policy` and `/v1/policy/trace` answer from (agent/policy.py)."""
+
+    def document(self) -> dict[str, Any]: ...
+
+    def rules(self) -> dict[str, Any]: ...
+
+    def trace(self, src: str, dst: str, port: int, protocol: str) -> Any: ...
+
+
+def _policy_routes(app: web.Application, policy: PolicyApi) -> None:
+    async def rules(_request: web.Request) -> web.StreamResponse:
+        return web.json_response({**policy.document(), "rules": policy.rules()})
+
+    async def trace(request: web.Request) -> web.StreamResponse:
+        q = request.query
+        dport = q.get("dport", "")
+        port_text, _, proto = dport.partition("/")
+        proto = (proto or "TCP").upper()
+        if not port_text.isdigit() or proto not in ("TCP", "UDP", "SCTP", "ICMP") or \
+                not q.get("src") or not q.get("dst"):
+            return web.json_response(
+                {"error": "want src=NS/POD, dst=NS/POD and dport=PORT[/TCP|UDP|SCTP|ICMP] "
+                          "(ICMP: the port is the ICMP type)"}, status=400)
+        try:
+            result = policy.trace(q["src"], q["dst"], int(port_text), proto)
+        except KeyError as err:
+            return web.json_response({"error": str(err.args[0])}, status=404)
+        return web.json_response(result.to_dict())
+
+    app.router.add_get("/v1/policy", rules)
+    app.router.add_get("/v1/policy/trace", trace)
+
+
 async def serve_api(state_dir: Path, manager: EndpointManager, *,
                     abstract_name: str | None = ABSTRACT_NAME,
                     status: StatusFunc | None = None,
                     identities: Callable[[], dict[str, Any]] | None = None,
+                    policy: PolicyApi | None = None,
                     after_add: Callable[[], None] = lambda: None) -> ApiServer:
     """Serve the endpoint API on `state_dir/agent.sock` and `@abstract_name` (this netns);
     `/v1/identities` answers `identities()` (the security identities, when given)."""
@@ -237,6 +272,8 @@ async def serve_api(state_dir: Path, manager: EndpointManager, *,
             return web.json_response(ident())
 
         app.router.add_get("/v1/identities", identities_handler)
+    if policy is not None:
+        _policy_routes(app, policy)
     add_routes(app, manager, after_add)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -434,6 +434,7 @@ class Agent:
                                            abstract_name=config.abstract_name,
                                            status=self.status.document,
                                            identities=self._identities_document,
+                                           policy=self.policy,
                                            after_add=self._after_cni_add)
             for ctrl in self.controllers:
                 ctrl.start()

@@ -40,12 +40,16 @@ from hexlane.policy.identity import (
     DEFAULT_FILTER,
     LabelFilter,
     LabelSet,
+    ReservedIdentity,
+    cidr_labels,
     is_endpoint_pod,
     pod_labels,
+    reserved_labels,
 )
 from hexlane.policy.maps import IPv4Network
 from hexlane.policy.node import NodePolicy, datapath_tables, node_policy
-from hexlane.policy.resolve import PodInfo
+from hexlane.policy.resolve import PodInfo, named_ports_by_identity
+from hexlane.policy.trace import End, Trace, trace
 
 from .identities import IdentityAllocator
 
@@ -235,6 +239,50 @@ class PolicyEnforcer:
             out[f"{ns}/{name}"] = {
                 "ingress": ep.policy.ingress_enforced, "egress": ep.policy.egress_enforced,
                 "entries": len(ep.policy.entries), "identity": ep.identity, "ip": ep.ip}
+        return out
+
+    def trace(self, src: str, dst: str, port: int, protocol: str) -> Trace:
+        """`hexlane policy trace` between two pods ("namespace/name"), from the caches this
+        node enforces from. KeyError naming what is unknown."""
+        state = self.state
+        if state is None:
+            raise KeyError("the policy controller has not run yet")
+        pods, _local = self._pods()
+        infos = {p.key: p for p, _ in pods}
+        ends = []
+        for name in (src, dst):
+            key = tuple(name.split("/", 1))
+            if len(key) != 2 or key not in infos:
+                raise KeyError(f"no pod {name} (an endpoint pod, namespace/name)")
+            ident = state.pod_identity.get(key)
+            if ident is None:
+                raise KeyError(f"pod {name} has no security identity yet")
+            ends.append(End(infos[key], ident))
+        table: dict[int, Any] = {int(r): reserved_labels(r) for r in ReservedIdentity}
+        table.update(self.identities.known())
+        for prefix, ident in state.cidr_identities.items():
+            table[ident] = cidr_labels(prefix)
+        named = named_ports_by_identity([infos[k] for k in state.pod_identity if k in infos],
+                                        state.pod_identity)
+        k8s, cilium = self._policies()
+        return trace(ends[0], ends[1], port, protocol, k8s, cilium, table, named,
+                     state.cidr_identities, always=self.mode == "always")
+
+    def rules(self) -> dict[str, Any]:
+        """`hexlane policy get`: each local endpoint's enforcement and its entries."""
+        state = self.state
+        out: dict[str, Any] = {}
+        if state is None:
+            return out
+        for (ns, name), ep in sorted(state.endpoints.items()):
+            out[f"{ns}/{name}"] = {
+                "identity": ep.identity, "ip": ep.ip,
+                "ingress": ep.policy.ingress_enforced, "egress": ep.policy.egress_enforced,
+                "entries": [{"direction": e.direction, "identity": e.identity,
+                             "protocol": e.protocol, "port": e.port,
+                             "portRange": list(e.port_range) if e.port_range else None,
+                             "deny": e.deny, "text": e.describe()}
+                            for e in sorted(ep.policy.entries)]}
         return out
 
     def ipcache(self) -> dict[IPv4Network, int]:

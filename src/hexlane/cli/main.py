@@ -21,7 +21,7 @@ from hexlane.model.errors import InputError
 # Order is the order of `hexlane --help` (`dev` registers no help: it is not listed).
 COMMAND_MODULES = (
     "config", "validate", "ipam", "apiserver", "operator", "agent", "status", "endpoint",
-    "identity", "service",
+    "identity", "policy", "service",
     "bpf", "l2", "hubble", "lab", "connectivity", "manifests", "cleanup", "cni", "dev",
 )
 
