@@ -151,3 +151,31 @@ def test_enforcement_mode_always_denies_what_nothing_allows() -> None:
     assert verdicts([], cases) == [True, True]
     assert verdicts([], cases, always=True) == [False, True]  # the host: allow-localhost
 
+
+
+def test_trace_names_the_policies_that_select_allow_and_deny() -> None:
+    from hexlane.policy.resolve import named_ports_by_identity
+    from hexlane.policy.trace import End, trace
+
+    allow = cnp({"endpointSelector": SERVER_SEL, "ingress": [FROM_CLIENT]}, name="allow")
+    deny = ccnp({"endpointSelector": SERVER_SEL, "ingressDeny": [
+        {**FROM_CLIENT, "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]},
+        name="no-80")
+    cluster = resolve_cluster(PODS, NAMESPACES, [], cilium=[allow, deny])
+    pods = {p.key: p for p in PODS}
+    ends = {k: End(pods[k], cluster.pod_identity[k]) for k in pods}
+    named = named_ports_by_identity(PODS, cluster.pod_identity)
+
+    def run(src: tuple[str, str], port: int):
+        return trace(ends[src], ends[("default", "server")], port, "TCP", [], [allow, deny],
+                     cluster.identities, named, cluster.cidr_identities)
+    t80, t81 = run(("default", "client"), 80), run(("default", "client"), 81)
+    assert not t80.allowed and t80.ingress.denied_by == (
+        "CiliumClusterwideNetworkPolicy no-80",)
+    assert t81.allowed and t81.ingress.allowed_by == ("CiliumNetworkPolicy default/allow",)
+    assert set(t81.ingress.selected_by) == {"CiliumNetworkPolicy default/allow",
+                                            "CiliumClusterwideNetworkPolicy no-80"}
+    assert not t81.egress.enforced and t81.egress.allowed
+    third = run(("default", "third"), 81)
+    assert not third.allowed and "default deny" in third.ingress.reason
+    assert third.to_dict()["verdict"] == "DENIED"
