@@ -224,7 +224,10 @@ def test_the_drop_and_filters(lab: Lab, traffic: dict[str, Any]) -> None:
     compact = lab.exec("node1", "hexlane", "hubble", "observe", "-n", NS, "--verdict",
                        "DROPPED").stdout
     port = drop["l4"]["TCP"]["source_port"]
-    assert f"{NS}/client:{port} (ID:0) <> {NS}/empty:80 (world)" in compact
+    # the client pod's security identity, as the policy controller resolved it
+    ident = drop["source"]["identity"]
+    assert ident >= 256, drop
+    assert f"{NS}/client:{port} (ID:{ident}) <> {NS}/empty:80 (world)" in compact
     assert "Service backend not found DROPPED (TCP Flags: SYN)" in compact
 
 
