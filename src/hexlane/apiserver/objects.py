@@ -507,8 +507,8 @@ class Rules:
         try:
             obj = services.default_service(obj)
             # The allocator counts what `cur` holds as free for this Service itself.
-            taken_ips = set(txn.taken("clusterip"))
-            taken_ports = {int(p) for p in txn.taken("nodeport")}
+            taken_ips = txn.allocated("clusterip")
+            taken_ports = txn.allocated("nodeport")
             # Random picks, as Kubernetes' allocators make: the lowest free value would
             # cost a scan over everything taken on every create.
             obj = services.allocate_service_addresses(

@@ -7,8 +7,9 @@ Layout (one database file, WAL mode, `synchronous=FULL`, so a commit survives po
   `history` of them kept so watches can resume; `old` is the object before the change;
 - `meta(key, value)`: `rv` (the counter, never decreasing, so resourceVersions keep growing
   across restarts) and `compacted` (the newest rv no longer in `events`);
-- `allocations(kind, value, owner)`: ClusterIPs and NodePorts in use, so a Service write reads
-  the taken set without parsing every Service.
+- `allocations(kind, value, owner)`: ClusterIPs and NodePorts in use, so a Service write asks
+  whether a value is taken without parsing every Service (indexed by owner too, so a write
+  or delete of one Service finds its own rows without a scan).
 
 Every write goes through `transact(fn)`: `fn` runs with a `Txn` (reads and writes in one
 SQLite transaction) on the event loop. Writes that arrive while a commit is in flight wait,
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS allocations (
     kind TEXT NOT NULL, value TEXT NOT NULL, owner TEXT NOT NULL,
     PRIMARY KEY (kind, value)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS allocations_by_owner ON allocations (owner, kind);
 """
 
 
@@ -187,15 +189,37 @@ class Txn:
         self.events.append(ev)
         return ev
 
-    def taken(self, kind: str) -> dict[str, str]:
-        """Allocated values of `kind` (e.g. `clusterip`, `nodeport`) -> owner key."""
-        return dict(self._conn.execute("SELECT value, owner FROM allocations WHERE kind=?",
-                                       (kind,)).fetchall())
+    def allocated(self, kind: str) -> Allocated:
+        """The allocated values of `kind`, asked of the database one value at a time."""
+        return Allocated(self._conn, kind)
 
     def set_allocations(self, owner: str, kind: str, values: set[str]) -> None:
         self._conn.execute("DELETE FROM allocations WHERE owner=? AND kind=?", (owner, kind))
         self._conn.executemany("INSERT OR REPLACE INTO allocations VALUES (?,?,?)",
                                [(kind, v, owner) for v in sorted(values)])
+
+
+class Allocated:
+    """`value in allocated` and `len(allocated)` for one kind of allocation (values as
+    stored: canonical IP strings; node ports are asked for as numbers), each a query by the
+    table's key, so a Service create costs the same with 10 Services or 10,000."""
+
+    __slots__ = ("_conn", "_kind", "_len")
+
+    def __init__(self, conn: sqlite3.Connection, kind: str) -> None:
+        self._conn = conn
+        self._kind = kind
+        self._len: int | None = None
+
+    def __contains__(self, value: object) -> bool:
+        return self._conn.execute("SELECT 1 FROM allocations WHERE kind=? AND value=?",
+                                  (self._kind, str(value))).fetchone() is not None
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = int(self._conn.execute("SELECT count(*) FROM allocations WHERE kind=?",
+                                               (self._kind,)).fetchone()[0])
+        return self._len
 
 
 class Subscription:
