@@ -267,6 +267,7 @@ class Store:
         self._pending: list[_Job] = []
         self._committing = False
         self._scheduled = False
+        self.commits = 0  # durable COMMITs (batches that wrote), for tests and metrics
         self._thread: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
@@ -454,6 +455,8 @@ class Store:
         self._committing = False
         if failed_from is not None:
             self._writer_rv = failed_from
+        elif events:
+            self.commits += 1
         self._apply(events, outcomes)
         if self._pending and not self._scheduled:
             self._start_batch()
