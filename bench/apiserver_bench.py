@@ -18,8 +18,11 @@
    durable: status PATCHes per second.
 
 Run: `.venv/bin/python bench/apiserver_bench.py [--objects 10000] [--clients 32]
-[--services 5000]`. To measure another checkout's server, put its `src` first on PYTHONPATH
-(the server runs as `python -m hexlane.cli.main apiserver`). Not part of the test suite.
+[--services 5000] [--profile DIR]`; `--profile` records the server with py-spy (a dev
+dependency) during the durable creates and the status PATCHes, as collapsed stacks
+(`DIR/creates.txt`, `DIR/status.txt`: one stack and its sample count a line). To measure
+another checkout's server, put its `src` first on PYTHONPATH (the server runs as
+`python -m hexlane.cli.main apiserver`). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import sqlite3
 import ssl
 import statistics
@@ -69,6 +73,27 @@ def raw_sqlite(path: Path, rows: int) -> float:
     elapsed = time.perf_counter() - start
     db.close()
     return rows / elapsed
+
+
+class Profile:
+    """py-spy recording the server process while a phase runs (no-op without a dir)."""
+
+    def __init__(self, directory: Path | None, server: Server, name: str) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        if directory is None:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        spy = Path(sys.executable).with_name("py-spy")
+        self.proc = subprocess.Popen(
+            [str(spy), "record", "--pid", str(server.proc.pid), "--format", "raw", "--rate",
+             "200", "--nonblocking", "--output", str(directory / f"{name}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # py-spy attaches
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            self.proc.wait(timeout=60)
 
 
 class Server:
@@ -244,7 +269,8 @@ async def concurrently(clients: int, items: list[str],
 
 
 async def status_writes(session: aiohttp.ClientSession, server: Server, ns: str,
-                        services: int, clients: int) -> tuple[float, float]:
+                        services: int, clients: int,
+                        profile_dir: Path | None = None) -> tuple[float, float]:
     """Services created per second, then status PATCHes per second (one per Service, each a
     real change: a condition the Service did not have)."""
     url = f"{server.url}/api/v1/namespaces/{ns}/services"
@@ -268,7 +294,9 @@ async def status_writes(session: aiohttp.ClientSession, server: Server, ns: str,
 
     await _warm_up(session, server, clients)
     created = await concurrently(clients, names, create)
+    profile = Profile(profile_dir, server, "status")
     patched = await concurrently(clients, names, touch)
+    profile.stop()
     return created, patched
 
 
@@ -300,7 +328,10 @@ async def run(args: argparse.Namespace) -> None:
                                         json={"metadata": {"name": "bench"}}) as r:
                     assert r.status == 201
                 names = [f"obj-{i:05d}" for i in range(args.objects)]
+                await _warm_up(session, server, args.clients)
+                profile = Profile(args.profile, server, "creates")
                 rate = await creates(session, server, "bench", names, args.clients)
+                profile.stop()
                 full_ms, count = await list_latency(session, server, "bench", "")
                 page_ms, _ = await list_latency(session, server, "bench", "?limit=500")
                 watch_runs = []
@@ -316,7 +347,8 @@ async def run(args: argparse.Namespace) -> None:
                                         json={"metadata": {"name": "svc"}}) as r:
                     assert r.status == 201
                 svc_rate, status_rate = await status_writes(session, server, "svc",
-                                                            args.services, args.clients)
+                                                            args.services, args.clients,
+                                                            args.profile)
         finally:
             server.stop()
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
@@ -351,6 +383,8 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--services", type=int, default=5000)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="record the server with py-spy into this directory")
     asyncio.run(run(parser.parse_args()))
 
 
