@@ -1,11 +1,16 @@
 """The apiserver's store on its own: writes committed together still succeed or fail one by
 one (a failing write leaves no trace and takes no resourceVersion), resourceVersions are
 contiguous and keep growing after reopening, the change history is kept to its bound, and
-`state_at` rebuilds the objects as they were at an older resourceVersion."""
+`state_at` rebuilds the objects as they were at an older resourceVersion; writes that arrive
+during a commit share the next one and are answered only after it returned, and a COMMIT
+that fails fails every write in it."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,5 +89,83 @@ async def test_history_bound_and_state_at(tmp_path: Path) -> None:
     await reopened.start()
     try:
         assert len(reopened.events) == 10 and reopened.compacted == reopened.rv - 10
+    finally:
+        await reopened.stop()
+
+
+class _SlowCommits:
+    """The store's connection with COMMITs that take `delay` seconds (so writes pile up
+    behind one) and fail when `fail` says so; records each COMMIT's end and last rv."""
+
+    def __init__(self, store: Store, delay: float, fail: Any = lambda n: False) -> None:
+        self._store = store
+        self._conn = store._conn
+        self._delay = delay
+        self._fail = fail
+        self.done: list[tuple[float, int]] = []
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and threading.current_thread() is not threading.main_thread():
+            time.sleep(self._delay)
+            if self._fail(len(self.done)):
+                self.done.append((time.monotonic(), -1))
+                raise sqlite3.OperationalError("disk I/O error (injected)")
+            result = self._conn.execute(sql, *args)
+            self.done.append((time.monotonic(), self._store._writer_rv))
+            return result
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def test_writes_arriving_during_a_commit_share_the_next_and_wait_for_it(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "db", history=1000)
+    store.open()
+    slow = _SlowCommits(store, 0.05)
+    store._conn = slow  # type: ignore[assignment]
+    await store.start()
+    try:
+        acks: list[tuple[int, float]] = []
+
+        async def write(i: int) -> None:
+            await asyncio.sleep(i * 0.002)  # arriving over ~0.2 s, during commits
+            rv = await store.transact(_put(f"o{i}", "x"))
+            acks.append((rv, time.monotonic()))
+
+        await asyncio.gather(*(write(i) for i in range(100)))
+        assert sorted(rv for rv, _ in acks) == list(range(1, 101))
+        # Group commit: far fewer COMMITs (each with its fsync) than writes.
+        assert store.commits == len(slow.done) < 20
+        for rv, acked in acks:  # answered only after the COMMIT that holds it returned
+            end = next(t for t, last in slow.done if last >= rv)
+            assert acked >= end
+        assert [ev.rv for ev in store.events_since(RES, 0)] == list(range(1, 101))
+    finally:
+        await store.stop()
+
+
+async def test_a_failed_commit_fails_its_writes_and_gives_back_their_rvs(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "db", history=1000)
+    store.open()
+    slow = _SlowCommits(store, 0.02, fail=lambda n: n == 1)
+    store._conn = slow  # type: ignore[assignment]
+    await store.start()
+    try:
+        assert await store.transact(_put("first", "x")) == 1
+        failed = await asyncio.gather(*(store.transact(_put(f"lost{i}", "x"))
+                                        for i in range(5)), return_exceptions=True)
+        assert all(isinstance(r, sqlite3.OperationalError) for r in failed)
+        assert store.get(RES, "ns", "lost0") is None and store.rv == 1
+        assert await store.transact(_put("after", "y")) == 2  # the failed rvs are reused
+    finally:
+        await store.stop()
+    reopened = Store(tmp_path / "db", history=1000)
+    await reopened.start()
+    try:
+        assert sorted(k[1] for k in reopened.objects[RES]) == ["after", "first"]
+        assert reopened.rv == 2
     finally:
         await reopened.stop()

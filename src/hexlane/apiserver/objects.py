@@ -1,7 +1,8 @@
 """What a create, update, patch or delete does to an object, as Kubernetes' registry does it.
 
-Each operation is a function of a write transaction (`Txn`) and the request; it runs on the
-store's writer thread, reads what it needs, decides, and writes. The rules kept here:
+Each operation is a function of a write transaction (`Txn`) and the request; it runs in the
+store's batch transaction (on the event loop), reads what it needs, decides, and writes. The
+rules kept here:
 
 - create: name or generateName, namespace must exist (and not be terminating), uid,
   creationTimestamp, generation 1, status dropped for kinds whose status is a subresource;
@@ -18,7 +19,6 @@ store's writer thread, reads what it needs, decides, and writes. The rules kept 
 
 from __future__ import annotations
 
-import copy
 import random
 import re
 import secrets
@@ -41,7 +41,7 @@ from hexlane.apiserver.status import (
     invalid,
     not_found,
 )
-from hexlane.apiserver.storage import Txn
+from hexlane.apiserver.storage import Txn, clone
 from hexlane.model.errors import InputError, Problem, shown
 from hexlane.model.selectors import label_key_problem, label_value_problem
 
@@ -155,7 +155,7 @@ class Rules:
               subresource: str = "", dry_run: bool = False,
               strict: bool = False) -> dict[str, Any]:
         cur = self._current(txn, t)
-        patched = _apply_patch(copy.deepcopy(cur), patch_body, content_type, t.info.kind)
+        patched = _apply_patch(clone(cur), patch_body, content_type, t.info.kind)
         if not isinstance(patched, dict):
             raise bad_request("the patch did not produce an object")
         meta = patched.get("metadata")
@@ -179,13 +179,13 @@ class Rules:
                       subresource: str, dry_run: bool, strict: bool = False,
                       required: list[Problem] | None = None) -> dict[str, Any]:
         if subresource == "status":
-            new = copy.deepcopy(cur)
+            new = clone(cur)
             if "status" in obj:
                 new["status"] = obj["status"]
             else:
                 new.pop("status", None)
         elif subresource == "finalize":  # namespaces: only spec.finalizers changes
-            new = copy.deepcopy(cur)
+            new = clone(cur)
             _spec_of(new)["finalizers"] = list(
                 (obj.get("spec") or {}).get("finalizers") or [])
         else:
@@ -253,7 +253,7 @@ class Rules:
         if cur.get("spec", {}).get("nodeName"):
             raise conflict("", "pods", t.name, f"pod {t.name} is already assigned to node "
                            f"\"{cur['spec']['nodeName']}\"")
-        new = copy.deepcopy(cur)
+        new = clone(cur)
         _spec_of(new)["nodeName"] = node
         txn.put(t.info.storage_key, t.namespace, t.name, new, cur)
         return new
@@ -281,7 +281,7 @@ class Rules:
             raise invalid("autoscaling", "Scale", t.name, [Problem(
                 f"Invalid value: {replicas!r}: must be greater than or equal to 0",
                 "spec.replicas")])
-        new = copy.deepcopy(cur)
+        new = clone(cur)
         _spec_of(new)["replicas"] = replicas
         return self._write_update(txn, t, cur, new, "", False)
 
@@ -339,7 +339,7 @@ class Rules:
 
     def _mark_deleting(self, txn: Txn, t: Target, cur: dict[str, Any],
                        grace: int) -> dict[str, Any]:
-        new = copy.deepcopy(cur)
+        new = clone(cur)
         new["metadata"]["deletionTimestamp"] = now_rfc3339(
             lambda: self.clock() + timedelta(seconds=grace))
         new["metadata"]["deletionGracePeriodSeconds"] = grace
@@ -518,8 +518,8 @@ class Rules:
         try:
             obj = services.default_service(obj)
             # The allocator counts what `cur` holds as free for this Service itself.
-            taken_ips = set(txn.taken("clusterip"))
-            taken_ports = {int(p) for p in txn.taken("nodeport")}
+            taken_ips = txn.allocated("clusterip")
+            taken_ports = txn.allocated("nodeport")
             # Random picks, as Kubernetes' allocators make: the lowest free value would
             # cost a scan over everything taken on every create.
             obj = services.allocate_service_addresses(
@@ -569,7 +569,7 @@ def _decode(info: ResourceInfo, obj: dict[str, Any], strict: bool,
         raise _cannot_decode(info.kind, info.version, checked)
     unknown = checked.unknown
     if strict and unknown and cur is not None:
-        stale = set(check.check(copy.deepcopy(cur)).unknown)
+        stale = set(check.check(clone(cur)).unknown)
         unknown = [f for f in unknown if f not in stale]
     if strict and unknown:
         raise _strict_unknown(info, unknown)

@@ -216,10 +216,14 @@ def apply_patch(current: dict, patch: Any, content_type: str, *, kind: str) -> d
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: objects merge recursively, `null` deletes, anything else replaces."""
+    """RFC 7386: objects merge recursively, `null` deletes, anything else replaces.
+
+    Neither argument is changed; the result shares with `target` the values the patch does
+    not reach (only the maps on the patch's paths are copied, one level each, not the
+    whole object at every level)."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)

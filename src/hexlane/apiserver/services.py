@@ -2,7 +2,9 @@
 allocation of its ClusterIP, NodePorts and health-check NodePort.
 
 Both are pure functions over plain dicts; the server keeps the sets of taken addresses and
-ports (see `service_allocations`) and calls them on create and update:
+ports (see `service_allocations`) and calls them on create and update, with those sets as
+anything that answers `in` and `len` (`Taken`: the server asks its database per value, so a
+create does not read everything taken):
 
     svc = default_service(body)
     svc = allocate_service_addresses(svc, old, service_cidr=..., taken_ips=...,
@@ -49,8 +51,8 @@ import functools
 import ipaddress
 import random
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from hexlane.model.errors import InputError, Problem
 
@@ -134,8 +136,33 @@ def kubernetes_service_ip(service_cidr: str) -> str:
 # --- allocation ----------------------------------------------------------------------------------
 
 
+class Taken(Protocol):
+    """The values taken (canonical IP strings or port numbers): `in` and `len`."""
+
+    def __contains__(self, value: object, /) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+
+class _Except:
+    """`base` less `own` (what the Service being written holds itself), plus `added`."""
+
+    __slots__ = ("added", "base", "own")
+
+    def __init__(self, base: Taken, own: set[Any]) -> None:
+        self.base = base
+        self.own = own
+        self.added: set[Any] = set()
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.added or (value not in self.own and value in self.base)
+
+    def __len__(self) -> int:  # an upper bound, which is what the scans need
+        return len(self.base) + len(self.added)
+
+
 def allocate_service_addresses(obj: dict, old: dict | None, *, service_cidr: str,
-                               taken_ips: set[str], taken_node_ports: set[int],
+                               taken_ips: Taken, taken_node_ports: Taken,
                                rng_seed: int | None = None) -> dict:
     """`obj` (already defaulted) with its addresses and ports allocated or checked.
 
@@ -150,8 +177,8 @@ def allocate_service_addresses(obj: dict, old: dict | None, *, service_cidr: str
     old_spec = _d(_d(old).get("spec"))
     net = ipaddress.ip_network(service_cidr, strict=False)
     own_ips, own_ports = service_allocations(old)
-    ips_taken = {_canonical_ip(ip) for ip in taken_ips} - own_ips
-    ports_taken = set(taken_node_ports) - own_ports
+    ips_taken = _Except(taken_ips, own_ips)
+    ports_taken = _Except(taken_node_ports, own_ports)
     rng = random.Random(rng_seed) if rng_seed is not None else None
     problems: list[Problem] = []
 
@@ -168,7 +195,7 @@ def allocate_service_addresses(obj: dict, old: dict | None, *, service_cidr: str
     else:
         _families(spec, net, problems)
         _cluster_ip(spec, old_spec if old is not None else None, net, ips_taken, rng, problems)
-    ports_taken |= _node_ports(spec, svc_type, ports_taken, rng, problems)
+    ports_taken.added |= _node_ports(spec, svc_type, ports_taken, rng, problems)
     _health_check_node_port(spec, svc_type, ports_taken, rng, problems)
 
     if problems:
@@ -266,7 +293,7 @@ def _families(spec: dict, net: _IPNetwork, problems: list[Problem]) -> None:
     spec["ipFamilies"] = [family]
 
 
-def _cluster_ip(spec: dict, old_spec: dict | None, net: _IPNetwork, taken: set[str],
+def _cluster_ip(spec: dict, old_spec: dict | None, net: _IPNetwork, taken: Taken,
                 rng: random.Random | None, problems: list[Problem]) -> None:
     requested = spec.get("clusterIP") or ""
     listed = spec.get("clusterIPs") or []
@@ -333,7 +360,8 @@ def _cluster_ip(spec: dict, old_spec: dict | None, net: _IPNetwork, taken: set[s
     spec["clusterIPs"] = [chosen]
 
 
-def _choose_ip(net: _IPNetwork, taken: set[str], rng: random.Random | None) -> str | None:
+def _choose_ip(net: _IPNetwork, taken: Taken, rng: random.Random | None
+               ) -> str | None:
     base = int(net.network_address)
     # Offsets 0 (network) and 1 (default/kubernetes) are never handed out, nor the IPv4
     # broadcast address.
@@ -347,18 +375,19 @@ def _choose_ip(net: _IPNetwork, taken: set[str], rng: random.Random | None) -> s
     def free(offset: int) -> bool:
         return str(ipaddress.ip_address(base + offset)) not in taken
 
-    offset = _choose(first, last, free, rng, limit=len(taken))
+    offset = _choose(first, last, free, rng, limit=lambda: len(taken))
     return None if offset is None else str(ipaddress.ip_address(base + offset))
 
 
 def _choose(first: int, last: int, free: Any, rng: random.Random | None, *,
-            limit: int) -> int | None:
+            limit: Callable[[], int]) -> int | None:
     """A free value in [first, last]: the lowest without `rng`; with it a random one from
-    the upper (dynamic) band first, then the lower, like Kubernetes' bitmap allocators."""
+    the upper (dynamic) band first, then the lower, like Kubernetes' bitmap allocators.
+    `limit()` bounds how many values can be taken (asked only when a first probe fails)."""
     size = last - first + 1
     if rng is None:
         # At most `limit` values can be taken, so the scan ends within limit + 1 steps.
-        for value in range(first, min(last, first + limit) + 1):
+        for value in range(first, min(last, first + limit()) + 1):
             if free(value):
                 return value
         return None
@@ -369,14 +398,16 @@ def _choose(first: int, last: int, free: Any, rng: random.Random | None, *,
             continue
         width = high - low + 1
         start = rng.randrange(width)
-        for step in range(min(width, limit + 1)):
+        if free(low + start):
+            return low + start
+        for step in range(1, min(width, limit() + 1)):
             value = low + (start + step) % width
             if free(value):
                 return value
     return None
 
 
-def _node_ports(spec: dict, svc_type: str, taken: set[int], rng: random.Random | None,
+def _node_ports(spec: dict, svc_type: str, taken: Taken, rng: random.Random | None,
                 problems: list[Problem]) -> set[int]:
     """Check requested NodePorts and allocate the missing ones; returns those now held."""
     held: set[int] = set()
@@ -423,7 +454,7 @@ def _node_ports(spec: dict, svc_type: str, taken: set[int], rng: random.Random |
         if not isinstance(port, dict) or port.get("nodePort"):
             continue
         chosen = _choose(low, high, lambda p: p not in taken and p not in held, rng,
-                         limit=len(taken) + len(held))
+                         limit=lambda: len(taken) + len(held))
         if chosen is None:
             problems.append(Problem("Internal error: failed to allocate a nodePort: range is "
                                     "full", f"spec.ports[{i}].nodePort"))
@@ -433,7 +464,7 @@ def _node_ports(spec: dict, svc_type: str, taken: set[int], rng: random.Random |
     return held
 
 
-def _health_check_node_port(spec: dict, svc_type: str, taken: set[int],
+def _health_check_node_port(spec: dict, svc_type: str, taken: Taken,
                             rng: random.Random | None, problems: list[Problem]) -> None:
     value = spec.get("healthCheckNodePort")
     path = "spec.healthCheckNodePort"
@@ -457,7 +488,7 @@ def _health_check_node_port(spec: dict, svc_type: str, taken: set[int],
             problems.append(Problem(f"Invalid value: {value}: provided port is already "
                                     "allocated", path))
         return
-    chosen = _choose(low, high, lambda p: p not in taken, rng, limit=len(taken))
+    chosen = _choose(low, high, lambda p: p not in taken, rng, limit=lambda: len(taken))
     if chosen is None:
         problems.append(Problem("Internal error: failed to allocate a healthCheckNodePort: "
                                 "range is full", path))
@@ -660,8 +691,7 @@ def _is_port(value: Any) -> bool:
 
 @functools.lru_cache(maxsize=1 << 17)
 def _canonical_ip(text: str) -> str:
-    # Cached: every allocation canonicalises every address already taken, and parsing them
-    # all again made one create cost tens of milliseconds at 10,000 Services.
+    # Cached: every Service write canonicalises the addresses it holds.
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:

@@ -7,31 +7,35 @@ Layout (one database file, WAL mode, `synchronous=FULL`, so a commit survives po
   `history` of them kept so watches can resume; `old` is the object before the change;
 - `meta(key, value)`: `rv` (the counter, never decreasing, so resourceVersions keep growing
   across restarts) and `compacted` (the newest rv no longer in `events`);
-- `allocations(kind, value, owner)`: ClusterIPs and NodePorts in use, so a Service write reads
-  the taken set without parsing every Service.
+- `allocations(kind, value, owner)`: ClusterIPs and NodePorts in use, so a Service write asks
+  whether a value is taken without parsing every Service (indexed by owner too, so a write
+  or delete of one Service finds its own rows without a scan).
 
-Every write goes through `transact(fn)`: `fn` runs on the single writer thread with a `Txn`
-(reads and writes in one SQLite transaction). Writes that arrive while a commit is in flight
-wait, and are then committed together (group commit, each under its own SAVEPOINT so one
-failure does not spoil the others); each caller is answered only after the COMMIT that holds
-its write returned, so an acknowledged write is always on disk. After a commit the event loop
-applies the changes to an in-memory copy (reads, lists and watches are served from it) and
-publishes them to watchers, in resourceVersion order.
+Every write goes through `transact(fn)`: `fn` runs with a `Txn` (reads and writes in one
+SQLite transaction) on the event loop. Writes that arrive while a commit is in flight wait,
+and are then run together in one transaction (group commit, each under its own SAVEPOINT so
+one failure does not spoil the others) whose COMMIT, with its one fsync, runs on the
+committer thread; each caller is answered only after the COMMIT that holds its write
+returned, so an acknowledged write is always on disk. After a commit the event loop applies
+the changes to an in-memory copy (reads, lists and watches are served from it) and publishes
+them to watchers, in resourceVersion order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import queue
 import sqlite3
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+import msgspec
 
 T = TypeVar("T")
 
@@ -51,11 +55,35 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS allocations (
     kind TEXT NOT NULL, value TEXT NOT NULL, owner TEXT NOT NULL,
     PRIMARY KEY (kind, value)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS allocations_by_owner ON allocations (owner, kind);
 """
 
 
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, as `json.dumps(obj, separators=(",", ":"), ensure_ascii=False)` makes it
+    (msgspec: about a tenth of the CPU; json for what msgspec refuses, e.g. a NaN)."""
+    try:
+        return _ENCODER.encode(obj).decode()
+    except (TypeError, msgspec.EncodeError, OverflowError):
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(raw: str | bytes) -> Any:
+    """Decode JSON this store wrote (trusted: the request's limits were checked before)."""
+    return _DECODER.decode(raw)
+
+
+def clone(obj: Any) -> Any:
+    """A deep copy of a JSON-shaped value (dicts, lists, strings, numbers, booleans, None),
+    through msgspec: a fifth of `copy.deepcopy`'s CPU for an object."""
+    try:
+        return _DECODER.decode(_ENCODER.encode(obj))
+    except (TypeError, msgspec.EncodeError, OverflowError):
+        return copy.deepcopy(obj)
 
 
 @dataclass(slots=True)
@@ -89,7 +117,7 @@ class Event:
 
 
 class Txn:
-    """Reads and writes inside the writer's transaction. Only used on the writer thread."""
+    """Reads and writes inside a batch's transaction, on the event loop while no COMMIT runs."""
 
     def __init__(self, store: Store, conn: sqlite3.Connection) -> None:
         self._store = store
@@ -100,7 +128,7 @@ class Txn:
         row = self._conn.execute(
             "SELECT data FROM objects WHERE resource=? AND namespace=? AND name=?",
             (resource, namespace, name)).fetchone()
-        return json.loads(row[0]) if row else None
+        return loads(row[0]) if row else None
 
     def deletion_of(self, resource: str, namespace: str, name: str) -> tuple[bool, Any]:
         """Whether the object exists, and its `metadata.deletionTimestamp`, read by SQLite
@@ -118,7 +146,7 @@ class Txn:
         else:
             rows = self._conn.execute("SELECT data FROM objects WHERE resource=? AND "
                                       "namespace=? ORDER BY name", (resource, namespace))
-        return [json.loads(r[0]) for r in rows]
+        return [loads(r[0]) for r in rows]
 
     def count_in_namespace(self, namespace: str) -> int:
         row = self._conn.execute("SELECT count(*) FROM objects WHERE namespace=?",
@@ -160,15 +188,37 @@ class Txn:
         self.events.append(ev)
         return ev
 
-    def taken(self, kind: str) -> dict[str, str]:
-        """Allocated values of `kind` (e.g. `clusterip`, `nodeport`) -> owner key."""
-        return dict(self._conn.execute("SELECT value, owner FROM allocations WHERE kind=?",
-                                       (kind,)).fetchall())
+    def allocated(self, kind: str) -> Allocated:
+        """The allocated values of `kind`, asked of the database one value at a time."""
+        return Allocated(self._conn, kind)
 
     def set_allocations(self, owner: str, kind: str, values: set[str]) -> None:
         self._conn.execute("DELETE FROM allocations WHERE owner=? AND kind=?", (owner, kind))
         self._conn.executemany("INSERT OR REPLACE INTO allocations VALUES (?,?,?)",
                                [(kind, v, owner) for v in sorted(values)])
+
+
+class Allocated:
+    """`value in allocated` and `len(allocated)` for one kind of allocation (values as
+    stored: canonical IP strings; node ports are asked for as numbers), each a query by the
+    table's key, so a Service create costs the same with 10 Services or 10,000."""
+
+    __slots__ = ("_conn", "_kind", "_len")
+
+    def __init__(self, conn: sqlite3.Connection, kind: str) -> None:
+        self._conn = conn
+        self._kind = kind
+        self._len: int | None = None
+
+    def __contains__(self, value: object) -> bool:
+        return self._conn.execute("SELECT 1 FROM allocations WHERE kind=? AND value=?",
+                                  (self._kind, str(value))).fetchone() is not None
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = int(self._conn.execute("SELECT count(*) FROM allocations WHERE kind=?",
+                                               (self._kind,)).fetchone()[0])
+        return self._len
 
 
 class Subscription:
@@ -189,6 +239,10 @@ class _Job:
     future: asyncio.Future[Any]
 
 
+# A batch ready for its COMMIT: its events, each job's outcome, the rv before it.
+_Commit = tuple[list[Event], list[tuple[_Job, bool, Any]], int]
+
+
 class Store:
     """The database, its in-memory copy and the watch fan-out. Open with `open()`."""
 
@@ -206,11 +260,13 @@ class Store:
         self._sorted: dict[str, list[tuple[str, str]]] = {}
         # Writer-side state.
         self._writer_rv = 0
-        # Jobs wait on the loop side while the writer commits; the whole waiting list is
-        # handed over at once when it is free, so one thread hand-off per batch, not per job.
-        self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
+        # Jobs wait on the loop while a batch commits; they then run together as the next
+        # batch, whose COMMIT goes to the committer thread: one hand-off per batch.
+        self._commits: queue.SimpleQueue[_Commit | None] = queue.SimpleQueue()
         self._pending: list[_Job] = []
-        self._writer_busy = False
+        self._committing = False
+        self._scheduled = False
+        self.commits = 0  # durable COMMITs (batches that wrote), for tests and metrics
         self._thread: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
@@ -233,13 +289,13 @@ class Store:
         self.rv = self._writer_rv = int(meta.get("rv", 0))
         for resource, ns, name, rv, data in conn.execute(
                 "SELECT resource, namespace, name, rv, data FROM objects"):
-            self.objects.setdefault(resource, {})[(ns, name)] = Stored(rv, json.loads(data), data)
+            self.objects.setdefault(resource, {})[(ns, name)] = Stored(rv, loads(data), data)
         rows = conn.execute("SELECT rv, type, resource, namespace, name, data, old FROM events "
                             "ORDER BY rv DESC LIMIT ?", (self.history,)).fetchall()
         for rv, etype, resource, ns, name, data, old in reversed(rows):
-            obj = json.loads(data)
+            obj = loads(data)
             self.events.append(Event(rv, etype, resource, ns, name, obj, data,
-                                     json.loads(old) if old else None))
+                                     loads(old) if old else None))
         self.compacted = int(meta.get("compacted", 0))
         if self.events:
             self.compacted = max(self.compacted, self.events[0].rv - 1)
@@ -248,15 +304,15 @@ class Store:
         self._conn = conn
 
     async def start(self) -> None:
-        """Start the writer thread (call from the event loop that will serve requests)."""
+        """Start the committer thread (call from the event loop that will serve requests)."""
         if self._conn is None:
             self.open()
         self._loop = asyncio.get_running_loop()
-        # The writer gives up the GIL around every SQLite call and must win it back from the
-        # busy event loop each time; with the default 5 ms switch interval a batch of writes
-        # waits tens of milliseconds for the GIL alone. 0.5 ms keeps commits prompt.
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
-        self._thread = threading.Thread(target=self._writer, name="hexlane-store-writer",
+        # The switch interval stays Python's 5 ms: the committer needs the GIL only twice
+        # per batch and gets it whenever the loop sends, receives or waits; a shorter one
+        # (0.5 ms, when a writer thread ran the writes) forced hand-overs that stalled the
+        # loop until the committer was scheduled, costly on a loaded machine.
+        self._thread = threading.Thread(target=self._committer, name="hexlane-store-commit",
                                         daemon=True)
         self._thread.start()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop,
@@ -281,7 +337,7 @@ class Store:
             await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
             self._checkpointer = None
         if self._thread is not None:
-            self._jobs.put(None)
+            self._commits.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
             self._thread = None
         if self._conn is not None:
@@ -295,73 +351,114 @@ class Store:
         assert self._loop is not None, "Store.start() first"
         fut: asyncio.Future[T] = self._loop.create_future()
         self._pending.append(_Job(fn, fut))
-        if not self._writer_busy:
-            self._hand_over()
+        if not self._committing and not self._scheduled:
+            # Next loop turn, so the writes of requests read in the same turn join this batch.
+            self._scheduled = True
+            self._loop.call_soon(self._start_batch)
         return await fut
-
-    def _hand_over(self) -> None:
-        """Give the waiting jobs (at most MAX_BATCH) to the writer thread."""
-        jobs, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        self._writer_busy = bool(jobs)
-        if jobs:
-            self._jobs.put(jobs)
 
     def _next_rv(self) -> int:
         self._writer_rv += 1
         return self._writer_rv
 
-    def _writer(self) -> None:
-        conn = self._conn
-        assert conn is not None and self._loop is not None
-        while (jobs := self._jobs.get()) is not None:
-            before = self._writer_rv
-            try:
-                self._run_batch(conn, jobs)
-            except BaseException as e:  # a bug here must fail these writes, not stop all writes
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                self._writer_rv = before
-                self._loop.call_soon_threadsafe(self._apply, [],
-                                                [(job, False, e) for job in jobs])
+    def _start_batch(self) -> None:
+        """Run the waiting jobs (at most MAX_BATCH) in one transaction, here on the event
+        loop, and give its COMMIT to the committer thread.
 
-    def _run_batch(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+        The jobs' Python (the object rules, encoding) runs on the loop because it needs the
+        GIL anyway: on a thread of its own it fought the busy loop for the GIL after every
+        SQLite call (half a switch interval each, several per write). Only the COMMIT, whose
+        fsync releases the GIL for its whole length, runs elsewhere; requests are read and
+        their jobs queued meanwhile, and become the next batch when it returns."""
+        self._scheduled = False
+        if self._committing or not self._pending:
+            return
+        conn = self._conn
+        assert conn is not None
+        jobs, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         start_rv = self._writer_rv
-        outcomes: list[tuple[_Job, bool, Any]] = []
-        events: list[Event] = []
+        changes = conn.total_changes
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in jobs:
-                before = self._writer_rv
-                conn.execute("SAVEPOINT op")
-                txn = Txn(self, conn)
-                try:
-                    result = job.fn(txn)
-                except BaseException as e:  # the job's failure is its caller's answer
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    self._writer_rv = before
-                    outcomes.append((job, False, e))
-                    continue
-                conn.execute("RELEASE op")
-                events.extend(txn.events)
-                outcomes.append((job, True, result))
-            if self._writer_rv != start_rv:
-                conn.execute("INSERT OR REPLACE INTO meta VALUES ('rv', ?)", (self._writer_rv,))
-                oldest_kept = self._writer_rv - self.history
-                if oldest_kept > 0:
-                    conn.execute("DELETE FROM events WHERE rv <= ?", (oldest_kept,))
-                    conn.execute("INSERT OR REPLACE INTO meta VALUES ('compacted', "
-                                 "max(?, coalesce((SELECT value FROM meta WHERE "
-                                 "key='compacted'), 0)))", (oldest_kept,))
-            conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            # The commit itself failed (disk full, I/O error): nothing of the batch is durable.
+            events, outcomes = self._run_batch(conn, jobs, start_rv)
+        except BaseException as e:  # a bug or a failing BEGIN: these writes fail, not all
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._writer_rv = start_rv
-            outcomes = [(job, False, e) for job in jobs]
-            events = []
-        self._loop.call_soon_threadsafe(self._apply, events, outcomes)  # type: ignore[union-attr]
+            self._committed([], [(job, False, e) for job in jobs], None)
+            return
+        if conn.total_changes == changes:
+            # Nothing written (reads, dry runs, failures): nothing to make durable.
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                outcomes = [(job, False, e) for job in jobs]
+            self._committed(events, outcomes, None)
+            return
+        self._committing = True
+        self._commits.put((events, outcomes, start_rv))
+
+    def _run_batch(self, conn: sqlite3.Connection, jobs: list[_Job], start_rv: int
+                   ) -> tuple[list[Event], list[tuple[_Job, bool, Any]]]:
+        """Each job under its own SAVEPOINT (a failing one leaves no trace and takes no
+        resourceVersion); the transaction is left open for the COMMIT."""
+        outcomes: list[tuple[_Job, bool, Any]] = []
+        events: list[Event] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for job in jobs:
+            before = self._writer_rv
+            conn.execute("SAVEPOINT op")
+            txn = Txn(self, conn)
+            try:
+                result = job.fn(txn)
+            except Exception as e:  # the job's failure is its caller's answer
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                self._writer_rv = before
+                outcomes.append((job, False, e))
+                continue
+            conn.execute("RELEASE op")
+            events.extend(txn.events)
+            outcomes.append((job, True, result))
+        if self._writer_rv != start_rv:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('rv', ?)", (self._writer_rv,))
+            oldest_kept = self._writer_rv - self.history
+            if oldest_kept > 0:
+                conn.execute("DELETE FROM events WHERE rv <= ?", (oldest_kept,))
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('compacted', "
+                             "max(?, coalesce((SELECT value FROM meta WHERE "
+                             "key='compacted'), 0)))", (oldest_kept,))
+        return events, outcomes
+
+    def _committer(self) -> None:
+        """The committer thread: COMMIT (with its fsync) each batch the loop prepared."""
+        conn = self._conn
+        assert conn is not None and self._loop is not None
+        while (item := self._commits.get()) is not None:
+            events, outcomes, start_rv = item
+            failed: int | None = None
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                # The commit itself failed (disk full, I/O error): nothing of it is durable.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                outcomes = [(job, False, e) for job, _, _ in outcomes]
+                events, failed = [], start_rv
+            self._loop.call_soon_threadsafe(self._committed, events, outcomes, failed)
+
+    def _committed(self, events: list[Event], outcomes: list[tuple[_Job, bool, Any]],
+                   failed_from: int | None) -> None:
+        """On the loop, after a batch's COMMIT returned: apply, answer, start the next."""
+        self._committing = False
+        if failed_from is not None:
+            self._writer_rv = failed_from
+        elif events:
+            self.commits += 1
+        self._apply(events, outcomes)
+        if self._pending and not self._scheduled:
+            self._start_batch()
 
     # -- loop side ---------------------------------------------------------------------------
 
@@ -395,7 +492,6 @@ class Store:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
-        self._hand_over()
 
     def get(self, resource: str, namespace: str, name: str) -> Stored | None:
         return self.objects.get(resource, {}).get((namespace, name))
