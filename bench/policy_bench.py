@@ -20,12 +20,25 @@ in every round (`--repeat`):
 - egress_N (1 and the largest of `--policies`): the same on the client's egress (the server
   and the other pods as destinations).
 
-Each round starts one variant later than the one before (none is not always first). Printed:
+Every connection is to be decided by the policy: an enforced pod's connection is decided on
+its first packet and the verdict kept (a CT_F_POLICY entry), and a closed connection's entry
+stays until the agent's conntrack GC (10 s after the RST), so a new connection that reuses its
+addresses and ports is passed on the old verdict without a policy lookup. The client's
+connect() takes its ports from one parity of the range (about 32,000), which at this rate
+come round in about a second: so a measurement of `--seconds` runs in chunks of `--chunk`
+(0.75 s), the conntrack map emptied before each; printed is the share of connections decided
+(verdict entries created / connections; 1.00 when no port came round). `--keep-conntrack`
+measures in one go without emptying (most connections then pass on a reused verdict). Each
+round starts one variant later than the one before (none is not always first). The kernel's
+own account of the programs' time (BPF_ENABLE_STATS, on for part A only: run_time_ns of
+hl_from_pod and hl_to_pod) gives their cost per connection, which other work on the machine
+disturbs far less than the rate. Printed:
 each variant's rate / none's (the median of each round's ratio to that round's none; target
 >= 0.95x, flat in the number of policies), its rate / the same direction's with 1 policy
-(flatness, same median of rounds), its policy entries, and the pure core's time to compute
-the tables. Before measuring, the path is checked to enforce: with a policy
-that allows the server another port only, a connection fails and a policy drop is counted.
+(flatness, same median of rounds), the programs' ns per connection (against none's), its
+policy entries, and the pure core's time to compute the tables. Before measuring, the path is
+checked to enforce: with a policy that allows the server another port only, a connection fails
+and a policy drop is counted.
 
 (B) Time from a change in the API to what the datapath holds on every node, in a 2-node lab
 (`hexlane lab up --name pbXXXX --nodes 2`, the default values, always taken down): a pod on
@@ -43,7 +56,8 @@ every `--poll-ms`; the API calls go from the lab's client host through one clien
 p50 / p99 / max of each, and policy p99 / Service p99 (target <= 1.5x).
 
 Run as root: `.venv/bin/python bench/policy_bench.py [--part a|b|both] [--seconds 3]
-[--threads 8] [--repeat 3] [--policies 100,1000] [--changes 50] [--poll-ms 3] [-o json]`.
+[--threads 8] [--repeat 3] [--chunk 0.75] [--keep-conntrack] [--policies 100,1000]
+[--changes 100] [--poll-ms 3] [-o json]`.
 Not part of the test suite. About 2 minutes for (A) with the defaults, 2-3 for (B).
 """
 
@@ -51,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import math
 import os
@@ -58,6 +73,7 @@ import secrets
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -73,8 +89,8 @@ from hexlane.datapath.bpffs import scratch_bpf_dir
 from hexlane.datapath.lb import view
 from hexlane.datapath.lb.attach import attachments
 from hexlane.datapath.lb.encode import lb4_key
-from hexlane.datapath.lb.loader import TC_HANDLE, LbDatapath
-from hexlane.datapath.lb.maps import SERVICES_MAP
+from hexlane.datapath.lb.loader import PROGRAM_FROM_POD, PROGRAM_TO_POD, TC_HANDLE, LbDatapath
+from hexlane.datapath.lb.maps import CT_MAP, SERVICES_MAP
 from hexlane.datapath.policy import (
     IPCACHE_MAP,
     POLICY_MAP,
@@ -200,6 +216,55 @@ def attach(lb: LbDatapath) -> list[tuple[str, str, str]]:
     return done
 
 
+def clear(ct: libbpf.Map) -> int:
+    """Every conntrack entry gone (here only the policy's verdicts: no Service is used);
+    how many there were."""
+    keys = list(ct.raw_keys())
+    for k in keys:
+        ct.delete(k)
+    return len(keys)
+
+
+def measure_decided(t: Topology, binary: str, args: argparse.Namespace,
+                    ct: libbpf.Map) -> dict[str, Any]:
+    """`args.seconds` of connections in chunks of `args.chunk` s, the conntrack map emptied
+    before each (unless --keep-conntrack): the rate over all chunks, the chunks' median
+    latencies, and how many verdict entries the connections created ("decided")."""
+    chunks, left, decided = [], args.seconds, 0
+    if not args.keep_conntrack:
+        clear(ct)
+    while left > 1e-6:
+        chunk = min(args.chunk, left) if not args.keep_conntrack else left
+        chunks.append(measure(t, binary, chunk, args.threads))
+        chunks[-1]["seconds"] = chunk
+        left -= chunk
+        decided += clear(ct) if not args.keep_conntrack else sum(1 for _ in ct.raw_keys())
+    return {"conns": sum(c["conns"] for c in chunks), "errors": sum(c["errors"] for c in chunks),
+            "rate": round(sum(c["rate"] * c["seconds"] for c in chunks) / args.seconds, 1),
+            "p50_us": statistics.median(c["p50_us"] for c in chunks),
+            "p99_us": statistics.median(c["p99_us"] for c in chunks), "decided": decided}
+
+
+# The kernel's own account of the programs' time (BPF_ENABLE_STATS: run_time_ns and run_cnt
+# in struct bpf_prog_info, at these offsets), on while the fd from bpf_enable_stats is open.
+_LIBBPF = ctypes.CDLL("libbpf.so.1", use_errno=True)
+BPF_STATS_RUN_TIME = 0
+_PROG_INFO_SIZE, _RUN_TIME_OFFSET = 256, 192
+
+
+def program_time(fds: list[int]) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over the programs."""
+    total_ns = total_runs = 0
+    for fd in fds:
+        buf = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+        size = ctypes.c_uint32(_PROG_INFO_SIZE)
+        if _LIBBPF.bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(size)) < 0:
+            raise OSError(ctypes.get_errno(), "bpf_obj_get_info_by_fd")
+        ns, runs = struct.unpack_from("<QQ", buf.raw, _RUN_TIME_OFFSET)
+        total_ns, total_runs = total_ns + ns, total_runs + runs
+    return total_ns, total_runs
+
+
 def measure(t: Topology, binary: str, seconds: float, threads: int) -> dict[str, Any]:
     out = run(t["client"], [binary, "client", SERVER_IP, str(PORT), str(seconds),
                             str(threads)], timeout=seconds + 60).stdout
@@ -231,6 +296,11 @@ def part_a(binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, A
         lb = LbDatapath.load(bpf_root / "a", table_size=251)
         try:
             pd = PolicyDatapath(lb.obj)
+            ct = lb.obj.map(CT_MAP)
+            fds = [lb.program_fd(PROGRAM_FROM_POD), lb.program_fd(PROGRAM_TO_POD)]
+            stats_fd = _LIBBPF.bpf_enable_stats(BPF_STATS_RUN_TIME)
+            if stats_fd < 0:
+                raise OSError(-stats_fd, "bpf_enable_stats")
 
             def apply(tb: Any) -> None:
                 pd.set(tb.ipcache, tb.endpoints, tb.entries)
@@ -252,10 +322,14 @@ def part_a(binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, A
                 # each round starts one variant later: none is not always first
                 for name in names[r % len(names):] + names[:r % len(names)]:
                     apply(tables[name])
-                    got = measure(t, binary, args.seconds, args.threads)
+                    ns0, runs0 = program_time(fds)
+                    got = measure_decided(t, binary, args, ct)
+                    ns1, runs1 = program_time(fds)
+                    got["bpf_ns"], got["bpf_runs"] = ns1 - ns0, runs1 - runs0
                     print(f"  [{r}] {name}: {got}", file=sys.stderr, flush=True)
                     rounds[name].append(got)
             apply(cluster.tables([])[0])
+            os.close(stats_fd)
         finally:
             lb.unpin()
             lb.close()
@@ -271,9 +345,16 @@ def part_a(binary: str, args: argparse.Namespace, bpf_root: Path) -> dict[str, A
             "p50_us": statistics.median(x["p50_us"] for x in rs),
             "p99_us": statistics.median(x["p99_us"] for x in rs),
             "errors": sum(x["errors"] for x in rs),
+            # connections decided by a policy lookup (a verdict entry created) per connection
+            "decided_share": round(sum(x["decided"] for x in rs)
+                                   / max(1, sum(x["conns"] for x in rs)), 3),
             "ratio": round(statistics.median(ratios), 3),
             "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
         }
+        per_conn = [x["bpf_ns"] / max(1, x["conns"]) for x in rs]
+        result["variants"][name]["bpf_ns_per_conn"] = round(statistics.median(per_conn), 1)
+        result["variants"][name]["bpf_ns_per_run"] = round(statistics.median(
+            x["bpf_ns"] / max(1, x["bpf_runs"]) for x in rs), 1)
         one = rounds[name.rsplit("_", 1)[0] + "_1"] if name != "none" else rs
         flat = [x["rate"] / o["rate"] for x, o in zip(rs, one, strict=True)]
         result["variants"][name]["vs_1_policy"] = round(statistics.median(flat), 3)
@@ -485,15 +566,18 @@ def report_a(a: dict[str, Any]) -> None:
           f"{dc['policy_drops']} policy drops)")
     none = a["variants"]["none"]
     print(f"  none: {none['rate']:.0f} conn/s (p50 {none['p50_us']} us, p99 "
-          f"{none['p99_us']} us)")
+          f"{none['p99_us']} us); the programs' time {none['bpf_ns_per_conn']:.0f} ns per "
+          f"connection ({none['bpf_ns_per_run']:.0f} ns per packet)")
     for name, v in a["variants"].items():
         if name == "none":
             continue
         print(f"  {name}: {v['ratio']:.3f}x (rounds {v['ratio_range'][0]:.3f}-"
               f"{v['ratio_range'][1]:.3f}; {v['rate']:.0f} conn/s, p50 {v['p50_us']} us; "
               f"{v['policies']} policies, {v['entries']} entries, tables computed in "
-              f"{v['compute_s'] * 1000:.1f} ms; errors {v['errors']}; / 1 policy "
-              f"{v['vs_1_policy']:.3f}x)")
+              f"{v['compute_s'] * 1000:.1f} ms; errors {v['errors']}; connections "
+              f"decided {v['decided_share']:.2f}; / 1 policy "
+              f"{v['vs_1_policy']:.3f}x; programs {v['bpf_ns_per_conn']:.0f} ns per "
+              f"connection, {v['bpf_ns_per_conn'] - none['bpf_ns_per_conn']:+.0f} vs none)")
     print("  target: each >= 0.95x of none, flat in the number of policies")
 
 
@@ -518,7 +602,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--policies", type=lambda s: [int(x) for x in s.split(",")],
                         default=[100, 1000], help="policy counts besides 1 (100,1000)")
-    parser.add_argument("--changes", type=int, default=50)
+    parser.add_argument("--chunk", type=float, default=0.75,
+                        help="(A) seconds per chunk, conntrack emptied between chunks")
+    parser.add_argument("--keep-conntrack", action="store_true",
+                        help="(A) one go per measurement, earlier verdicts left in conntrack")
+    parser.add_argument("--changes", type=int, default=100,
+                        help="(B) changes of each kind (100: p99 is the second largest)")
     parser.add_argument("--poll-ms", type=float, default=3.0)
     parser.add_argument("--pause", type=float, default=0.2,
                         help="seconds between changes (their work must not overlap)")
