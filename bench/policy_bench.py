@@ -71,6 +71,7 @@ import math
 import os
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -392,7 +393,7 @@ def lab(name: str) -> Iterator[LabState]:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """The nearest-rank percentile (of 50 values, p99 is the largest)."""
+    """The nearest-rank percentile (of 100 values, p99 is the second largest)."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
@@ -617,6 +618,9 @@ def main() -> int:
     if os.geteuid() != 0:
         print("error: needs root", file=sys.stderr)
         return 1
+    def terminate(*_: object) -> None:  # the lab comes down on SIGTERM too
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, terminate)
     out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                            "loadavg": [round(x, 2) for x in os.getloadavg()]}
     if args.part in ("a", "both"):
