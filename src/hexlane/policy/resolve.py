@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from hexlane.model.netaddr import parse_cidr
 from hexlane.model.netpol import (
@@ -173,19 +174,26 @@ def _peer_identities(peer: NetworkPolicyPeer, policy_ns: str,
         return out
     out = set()
     for ident, labels in identities.items():
-        ns = identity_namespace(labels)
+        ns, ns_labels, pod_labels = label_views(labels)
         if ns is None:
             continue  # not a pod identity
         if peer.namespace_selector is not None:
-            if not peer.namespace_selector.matches(identity_namespace_labels(labels)):
+            if not peer.namespace_selector.matches(ns_labels):
                 continue
         elif ns != policy_ns:
             continue
-        if peer.pod_selector is not None and not peer.pod_selector.matches(
-                k8s_pod_labels(labels)):
+        if peer.pod_selector is not None and not peer.pod_selector.matches(pod_labels):
             continue
         out.add(ident)
     return out
+
+
+@lru_cache(maxsize=1 << 16)
+def label_views(labels: LabelSet) -> tuple[str | None, Mapping[str, str], Mapping[str, str]]:
+    """An identity's namespace, namespace labels and `k8s:` labels, built once per label set
+    (selectors are matched against them thousands of times per resolution; read only)."""
+    return (identity_namespace(labels), identity_namespace_labels(labels),
+            k8s_pod_labels(labels))
 
 
 def _port_entries(direction: str, remote: int, port: PolicyPort,

@@ -230,10 +230,14 @@ static __always_inline bool hl_policy_ct_hit(const struct ct4_key *key, const st
 
 	if (!entry)
 		return false;
+	/* A new connection on the tuple of a closed one is decided again (Cilium's reopened
+	 * state): the policy may have changed since.
+	 */
+	if ((t->tcp_flags & (HL_TCP_SYN | HL_TCP_ACK)) == HL_TCP_SYN &&
+	    (entry->flags & CT_ENTRY_F_CLOSING))
+		return false;
 	if (t->tcp_flags & (HL_TCP_FIN | HL_TCP_RST))
 		entry->flags |= CT_ENTRY_F_CLOSING;
-	else if ((t->tcp_flags & (HL_TCP_SYN | HL_TCP_ACK)) == HL_TCP_SYN)
-		entry->flags &= ~CT_ENTRY_F_CLOSING;
 	entry->last_seen_ns = bpf_ktime_get_ns();
 	return true;
 }
