@@ -174,3 +174,19 @@ def test_icmp_by_type_and_deny_over_allow(policy: PolicyDatapath, run: Run) -> N
     assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 43000, 80)).retval == SHOT
     assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 43001, 81)).retval == PASS
     assert run(PROGRAM_TO_POD, packets.build(OTHER, WEB, 43002, 80)).retval == PASS
+
+
+@pytest.mark.root
+def test_a_new_connection_on_a_closed_tuple_is_decided_again(policy: PolicyDatapath,
+                                                            run: Run) -> None:
+    allow = [(WEB, PolicyEntry(INGRESS, CLIENT_ID, TCP, 80, 16))]
+    program(policy, {WEB: (WEB_ID, EP_F_INGRESS)}, allow)
+    assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 44000, 80)).retval == PASS
+    # established: the verdict holds after the policy no longer allows the port...
+    program(policy, {WEB: (WEB_ID, EP_F_INGRESS)}, [])
+    assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 44000, 80, tcp_flags=0x10)
+               ).retval == PASS
+    # ...until the connection closes: a new SYN on that tuple is a new decision
+    assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 44000, 80, tcp_flags=0x11)
+               ).retval == PASS  # FIN
+    assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 44000, 80)).retval == SHOT
