@@ -94,6 +94,9 @@ class PolicyEnforcer:
         self.applied: list[str] = []
         self._versions: list[str] = []
         self._resynced = False
+        #: parsed objects by version (a sync parses only what changed)
+        self._pod_cache: dict[Any, Any] = {}
+        self._policy_cache: dict[str, Any] = {}
 
     def load(self, obj: Any) -> None:
         """The loaded load balancer object whose pod hooks enforce (its maps are ours)."""
@@ -112,6 +115,7 @@ class PolicyEnforcer:
         cilium: list[CiliumNetworkPolicy] = []
         problems: list[str] = []
         versions: list[str] = []
+        seen: dict[str, Any] = {}
         for informer, kind, prefix in (("networkpolicies", NetworkPolicy, ""),
                                        ("ciliumnetworkpolicies", CiliumNetworkPolicy, "cnp:"),
                                        ("ciliumclusterwidenetworkpolicies",
@@ -122,38 +126,55 @@ class PolicyEnforcer:
                 meta = obj.get("metadata") or {}
                 where = (f"{meta.get('namespace')}/{meta.get('name')}"
                          if kind.NAMESPACED else str(meta.get("name")))
-                versions.append(f"{prefix}{where}@{meta.get('resourceVersion', '')}")
-                try:
-                    parsed = kind.parse(obj)
-                except InputError as err:
-                    problems.append(f"{kind.KIND} {where} ignored: {err}")
-                    continue
+                version = f"{prefix}{where}@{meta.get('resourceVersion', '')}"
+                versions.append(version)
+                parsed = self._policy_cache.get(version)
+                if parsed is None:
+                    try:
+                        parsed = kind.parse(obj)
+                    except InputError as err:
+                        problems.append(f"{kind.KIND} {where} ignored: {err}")
+                        continue
+                seen[version] = parsed
                 if isinstance(parsed, CiliumNetworkPolicy):
                     cilium.append(parsed)
                 else:
                     k8s.append(parsed)
         self.problems = problems
         self._versions = sorted(versions)
+        self._policy_cache = seen
         return k8s, cilium
 
     def _pods(self) -> tuple[list[tuple[PodInfo, LabelSet]], set[tuple[str, str]]]:
         namespaces = self.informers["namespaces"].cache
         pods: list[tuple[PodInfo, LabelSet]] = []
         local: set[tuple[str, str]] = set()
+        seen: dict[Any, Any] = {}
         for obj in self.informers["all-pods"].cache.objects():
             if not is_endpoint_pod(obj):
                 continue
-            try:
-                pod = Pod.parse(obj)
-            except InputError:
-                continue
-            ns = namespaces.get_object(pod.namespace)
+            meta = obj.get("metadata") or {}
+            ns = namespaces.get_object(str(meta.get("namespace", "")))
             if ns is None:
                 continue  # its identity waits for the Namespace too (identities.py)
-            info = PodInfo.from_pod(pod)
-            pods.append((info, pod_labels(obj, ns, self.cluster, self.label_filter)))
-            if pod.node_name == self.node:
+            # parsed once per version of the pod and of its namespace (a sync runs on
+            # every change anywhere in the cluster)
+            key = (meta.get("uid"), meta.get("resourceVersion"),
+                   (ns.get("metadata") or {}).get("resourceVersion"))
+            hit = self._pod_cache.get(key)
+            if hit is None:
+                try:
+                    pod = Pod.parse(obj)
+                except InputError:
+                    continue
+                hit = (PodInfo.from_pod(pod), pod_labels(obj, ns, self.cluster,
+                                                         self.label_filter), pod.node_name)
+            seen[key] = hit
+            info, labels, node = hit
+            pods.append((info, labels))
+            if node == self.node:
                 local.add(info.key)
+        self._pod_cache = seen
         return pods, local
 
     def _node_ips(self) -> tuple[list[str], list[str]]:
