@@ -24,7 +24,6 @@ from `informer.cache` — never from the API — once `synced` is set.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -32,13 +31,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
-
 from .backoff import Backoff
 from .cache import Cache, IndexFunc, Obj, object_key, resource_version
 from .client import ApiError, KubeClient
 from .resources import Kind, kind_of
 from .runtime import BackgroundTask
+from .transport import decode
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +171,7 @@ class Informer:
             if need_list:
                 try:
                     await self._list()
-                except (ApiError, httpx2.HTTPError, OSError) as e:
+                except (ApiError, OSError) as e:
                     self.stats.errors += 1
                     delay = self.backoff.next_delay()
                     log.warning("%r: list failed (%s); retrying in %.2fs", self, e, delay)
@@ -192,7 +190,7 @@ class Informer:
                 delay = self.backoff.next_delay()
                 log.warning("%r: watch failed (%s); relisting in %.2fs", self, e, delay)
                 await asyncio.sleep(delay)
-            except (ApiError, httpx2.HTTPError, OSError, ValueError) as e:
+            except (ApiError, OSError, ValueError) as e:
                 # Transient (connection broken, server restarting, 429/5xx): the server still
                 # has every change after our resourceVersion, so resume from it.
                 self.stats.errors += 1
@@ -261,7 +259,7 @@ class Informer:
         try:
             async with self.client.watch_lines(path, params) as lines:
                 async for line in lines:
-                    self._apply(json.loads(line))
+                    self._apply(decode(line))
                     if not got_any:
                         got_any = True
                         self.backoff.reset()

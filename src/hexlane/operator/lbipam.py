@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from hexlane.ipam.fastpath import HeldAddresses, allocate_added
-from hexlane.ipam.lbipam import LBIPAMPlan, Options
+from hexlane.ipam.lbipam import SERVICE_CONDITION, LBIPAMPlan, Options
 from hexlane.ipam.status import StatusWrite, pool_writes, reconcile, service_writes
 from hexlane.k8s.cache import Obj, object_key, resource_version
 from hexlane.k8s.client import ApiError, KubeClient
@@ -164,6 +164,16 @@ def _stored_like(stored: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
     return ips(stored) == ips(written) and conditions(stored) == conditions(written)
 
 
+def _status_only(old: Obj, new: Obj) -> bool:
+    """Whether an update changed nothing the allocator reads but the status (spec, labels,
+    annotations, generation and deletion are the same)."""
+    if old.get("spec") != new.get("spec"):
+        return False
+    old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
+    return all(old_meta.get(f) == new_meta.get(f)
+               for f in ("labels", "annotations", "generation", "deletionTimestamp"))
+
+
 @dataclass(frozen=True, slots=True)
 class RunResult:
     plan: LBIPAMPlan
@@ -202,6 +212,7 @@ class LBIPAMController:
         self.services.add_handler(self._on_service_add, self._on_service_update,
                                   self._on_service_delete)
         self.echoes_ignored = 0
+        self.foreign_ignored = 0
         self.controller = Controller(CONTROLLER, self._reconcile, interval=None,
                                      debounce=debounce)
 
@@ -232,15 +243,32 @@ class LBIPAMController:
             # (for any other change) reads it from the cache as usual.
             self.echoes_ignored += 1
             return
+        if kind == SERVICE.kind and self._foreign_status(old, new):
+            # Another controller's status on a Service LB-IPAM does not handle (another
+            # loadBalancerClass, not a LoadBalancer): the plan reads nothing of it, and a
+            # full run for it would cost seconds at 10,000 Services.
+            self.foreign_ignored += 1
+            return
         self._on_change(new)
 
+    def _foreign_status(self, old: Obj, new: Obj) -> bool:
+        if not _status_only(old, new):
+            return False
+        key = object_key(new)
+        if key in self._added:
+            return True  # its add is not handled yet: that run reads the cache as it is then
+        if self.plan is None:
+            return False
+        result = self.plan.services.get(key)
+        if result is None or result.handled:
+            return False
+        conditions = (new.get("status") or {}).get("conditions") or []
+        return not any(c.get("type") == SERVICE_CONDITION for c in conditions)
+
     def _own_echo(self, kind: str, old: Obj, new: Obj) -> bool:
-        if old.get("spec") != new.get("spec"):
+        if not _status_only(old, new):
             return False
-        old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
-        if any(old_meta.get(f) != new_meta.get(f)
-               for f in ("labels", "annotations", "generation", "deletionTimestamp")):
-            return False
+        new_meta = new.get("metadata") or {}
         key = (kind, str(new_meta.get("namespace") or ""), str(new_meta.get("name") or ""))
         written = self._echoes.get(key)
         status = written[1] if written is not None else None
