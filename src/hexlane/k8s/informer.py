@@ -116,7 +116,11 @@ class Informer:
                  indexers: Mapping[str, IndexFunc] | None = None,
                  backoff: Backoff | None = None,
                  watch_timeout: float = DEFAULT_WATCH_TIMEOUT,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 on_list_page: Callable[[list[Obj]], None] | None = None) -> None:
+        # `on_list_page(items)`: each page of a list as it arrives, before the list is
+        # whole (a controller may start work on it while the next page is on its way).
+        self.on_list_page = on_list_page
         self.client = client
         self.kind: Kind = kind_of(resource)
         self.namespace = namespace if self.kind.namespaced else None
@@ -227,11 +231,14 @@ class Informer:
                 raise
             meta = page.get("metadata") or {}
             list_rv = list_rv or str(meta.get("resourceVersion") or "")
-            for item in page.get("items") or []:
+            page_items = page.get("items") or []
+            for item in page_items:
                 # List items carry no kind/apiVersion, watch events do: make them alike.
                 item.setdefault("apiVersion", self.kind.api_version)
                 item.setdefault("kind", self.kind.kind)
-                items.append(item)
+            items.extend(page_items)
+            if self.on_list_page is not None and page_items:
+                self.on_list_page(page_items)
             if not meta.get("continue"):
                 break
             params["continue"] = str(meta["continue"])

@@ -97,6 +97,13 @@ class ParseCache(Generic[T]):
                         "; ".join(str(p) for p in e.problems))
             return None
 
+    def warm(self, objects: Sequence[Obj]) -> None:
+        """Parse these objects now (a list page while the next one is on its way), so the
+        run after the list finds them parsed. Safe in a worker thread beside the event loop:
+        it only adds entries, and `models` is not called meanwhile (see `run_once`)."""
+        for obj in objects:
+            self.parse_one(obj)
+
     def models(self, objects: Sequence[Obj]) -> list[T]:
         out: list[T] = []
         fresh: dict[str, tuple[str, T | None]] = {}
@@ -193,7 +200,8 @@ class LBIPAMController:
         self.options = options or Options()
         self.now = now
         self.pools = Informer(client, CiliumLoadBalancerIPPool)
-        self.services = Informer(client, Service)
+        self.services = Informer(client, Service, on_list_page=self._warm)
+        self._warming: list[asyncio.Future[None]] = []
         self.plan: LBIPAMPlan | None = None
         self.runs = 0
         self._pool_parser = ParseCache("CiliumLoadBalancerIPPool", _parse_pool)
@@ -290,6 +298,12 @@ class LBIPAMController:
         self._echoes.pop(key, None)
         self._on_change(obj)
 
+    def _warm(self, items: list[Obj]) -> None:
+        """Pipelining the cold start: each page of the Services' list is parsed in a worker
+        thread while the event loop reads the next page, so the first run only allocates."""
+        self._warming.append(asyncio.ensure_future(
+            asyncio.to_thread(self._service_parser.warm, items)))
+
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -301,6 +315,9 @@ class LBIPAMController:
 
     async def run_once(self, events: int = 0) -> RunResult:
         """One allocation over the caches as they are now, and its writes queued."""
+        if self._warming:
+            warming, self._warming = self._warming, []
+            await asyncio.gather(*warming)
         added, full = self._added, self._full
         self._added, self._full = set(), False
         pools = self.pools.cache.objects()
