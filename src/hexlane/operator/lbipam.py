@@ -62,6 +62,7 @@ CONTROLLER = "lbipam"
 SERVICE = kind_of(Service)
 POOL = kind_of(CiliumLoadBalancerIPPool)
 DEFAULT_DEBOUNCE = 0.005
+WRITTEN_KEPT = 4  # recent statuses per object whose echoes are told from others' writes
 
 T = TypeVar("T")
 WriteKey = tuple[str, str, str]  # (kind, namespace, name)
@@ -193,7 +194,7 @@ class LBIPAMController:
 
     def __init__(self, client: KubeClient, metrics: OperatorMetrics, *,
                  options: Options | None = None, debounce: float = DEFAULT_DEBOUNCE,
-                 workers: int = 16, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+                 workers: int = 32, now: Callable[[], datetime] = lambda: datetime.now(UTC)
                  ) -> None:
         self.client = client
         self.metrics = metrics
@@ -213,6 +214,8 @@ class LBIPAMController:
         self.fast_runs = 0
         # key -> (resourceVersion the write was computed from, status written)
         self._echoes: dict[WriteKey, tuple[str, dict[str, Any]]] = {}
+        # key -> the statuses written whose echoes may still come back, oldest first
+        self._written: dict[WriteKey, list[dict[str, Any]]] = {}
         self.writer: WriteQueue[WriteKey, StatusWrite] = WriteQueue(
             self._write, workers=workers,
             on_change=lambda n: metrics.write_queue.labels(CONTROLLER).set(n))
@@ -278,12 +281,20 @@ class LBIPAMController:
             return False
         new_meta = new.get("metadata") or {}
         key = (kind, str(new_meta.get("namespace") or ""), str(new_meta.get("name") or ""))
-        written = self._echoes.get(key)
-        status = written[1] if written is not None else None
-        if status is None:
-            pending = self.writer.current(key)
-            status = pending.status if pending is not None else None
-        return status is not None and _stored_like(new.get("status") or {}, status)
+        stored = new.get("status") or {}
+        pending = self.writer.current(key)
+        if pending is not None and _stored_like(stored, pending.status):
+            return True
+        # Any of our recent writes: with writes to one object back to back (the pool's
+        # counters, one write per new Service) the echo of an older one may come back
+        # after a newer write was done; only the newest one's echo ends the history.
+        written = self._written.get(key) or []
+        for i in range(len(written) - 1, -1, -1):
+            if _stored_like(stored, written[i]):
+                if i == len(written) - 1:
+                    del written[:-1]
+                return True
+        return False
 
     def _on_pool_delete(self, obj: Obj) -> None:
         self._on_delete(POOL.kind, obj)
@@ -296,6 +307,7 @@ class LBIPAMController:
         key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         self.writer.discard(key)
         self._echoes.pop(key, None)
+        self._written.pop(key, None)
         self._on_change(obj)
 
     def _warm(self, items: list[Obj]) -> None:
@@ -436,3 +448,6 @@ class LBIPAMController:
             raise
         self.metrics.writes.labels(CONTROLLER, write.kind, "ok").inc()
         self._echoes[key] = (write.resource_version, write.status)
+        written = self._written.setdefault(key, [])
+        written.append(write.status)
+        del written[:-WRITTEN_KEPT]
