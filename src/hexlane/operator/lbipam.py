@@ -42,7 +42,7 @@ from typing import Any, Generic, TypeVar
 
 from hexlane.ipam.fastpath import HeldAddresses, allocate_added
 from hexlane.ipam.lbipam import SERVICE_CONDITION, LBIPAMPlan, Options
-from hexlane.ipam.status import StatusWrite, pool_writes, reconcile, service_writes
+from hexlane.ipam.status import StatusWrite, pool_writes, reconcile_chunks, service_writes
 from hexlane.k8s.cache import Obj, object_key, resource_version
 from hexlane.k8s.client import ApiError, KubeClient
 from hexlane.k8s.controller import Controller
@@ -223,6 +223,7 @@ class LBIPAMController:
         self.services.add_handler(self._on_service_add, self._on_service_update,
                                   self._on_service_delete)
         self.echoes_ignored = 0
+        self._queued = 0
         self.foreign_ignored = 0
         self.controller = Controller(CONTROLLER, self._reconcile, interval=None,
                                      debounce=debounce)
@@ -334,18 +335,35 @@ class LBIPAMController:
         self._added, self._full = set(), False
         pools = self.pools.cache.objects()
         services = self.services.cache.objects()
+        self._prune_echoes()
+        self._queued = 0
         result = None if full or not added else self._fast(added)
         if result is None:
-            result = await asyncio.to_thread(self._compute, pools, services, self.plan)
+            # The writes are queued chunk by chunk from the worker thread as they are worked
+            # out: the writers start while the rest of a cold start's 10,000 are computed.
+            loop = asyncio.get_running_loop()
+            result = await asyncio.to_thread(
+                self._compute, pools, services, self.plan,
+                lambda chunk: loop.call_soon_threadsafe(self._queue, chunk))
+            # (every chunk's callback ran before this: the loop runs them in order)
         else:
             self.fast_runs += 1
+            self._queue(result.writes)
+        queued = self._queued
         self.plan = result.plan
         self.runs += 1
         self.metrics.reconcile_seconds.labels(CONTROLLER).observe(result.seconds)
         self.metrics.reconcile_batch.labels(CONTROLLER).observe(events)
-        self._prune_echoes()
-        queued = 0
-        for write in result.writes:
+        self._report(result.plan)
+        if queued or events > 1:
+            log.info("lbipam: run %d over %d pools, %d services (%d events): %d writes in "
+                     "%.3fs", self.runs, len(pools), len(services), events, queued,
+                     result.seconds)
+        return result
+
+    def _queue(self, writes: Sequence[StatusWrite]) -> None:
+        """Put a run's writes on the write queue, but not those already done or waiting."""
+        for write in writes:
             key = (write.kind, write.namespace, write.name)
             echo = self._echoes.get(key)
             if echo is not None and echo[0] == write.resource_version \
@@ -356,13 +374,7 @@ class LBIPAMController:
                     and same_status(pending.status, write.status):
                 continue  # the same write is waiting or in flight
             self.writer.put(key, write)
-            queued += 1
-        self._report(result.plan)
-        if queued or events > 1:
-            log.info("lbipam: run %d over %d pools, %d services (%d events): %d writes in "
-                     "%.3fs", self.runs, len(pools), len(services), events, queued,
-                     result.seconds)
-        return result
+            self._queued += 1
 
     def _prune_echoes(self) -> None:
         """Forget echoes that came back (or were overtaken by another change)."""
@@ -373,13 +385,19 @@ class LBIPAMController:
                 del self._echoes[key]
 
     def _compute(self, pools: Sequence[Obj], services: Sequence[Obj],
-                 previous: LBIPAMPlan | None) -> RunResult:
-        """A full run: the allocator over every pool and Service."""
+                 previous: LBIPAMPlan | None,
+                 emit: Callable[[list[StatusWrite]], object]) -> RunResult:
+        """A full run: the allocator over every pool and Service (in a worker thread); each
+        chunk of writes goes to `emit` as soon as it is worked out."""
         started = time.perf_counter()
         pool_models = self._pool_parser.models(pools)
         service_models = self._service_parser.models(services)
-        plan, writes = reconcile(pool_models, service_models, self.now(), previous=previous,
-                                 options=self.options)
+        plan, chunks = reconcile_chunks(pool_models, service_models, self.now(),
+                                        previous=previous, options=self.options)
+        writes: list[StatusWrite] = []
+        for chunk in chunks:
+            emit(chunk)
+            writes += chunk
         self._held = HeldAddresses.of(plan)
         return RunResult(plan, writes, time.perf_counter() - started)
 
