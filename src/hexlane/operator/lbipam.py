@@ -283,8 +283,9 @@ class LBIPAMController:
         new_meta = new.get("metadata") or {}
         key = (kind, str(new_meta.get("namespace") or ""), str(new_meta.get("name") or ""))
         stored = new.get("status") or {}
-        pending = self.writer.current(key)
-        if pending is not None and _stored_like(stored, pending.status):
+        # The one in flight too, not only a newer one waiting: its echo may come back
+        # before its answer does.
+        if any(_stored_like(stored, w.status) for w in self.writer.pending(key)):
             return True
         # Any of our recent writes: with writes to one object back to back (the pool's
         # counters, one write per new Service) the echo of an older one may come back
