@@ -468,8 +468,7 @@ class BenchLab:
             client = KubeClient(load_client_config(None, self.plan.dir / "kubeconfig"),
                                 RateLimiter(50, 100), timeout=10)
             try:
-                resp = await client.http.get("/metrics")
-                return str(resp.text)
+                return await client.text("/metrics")
             finally:
                 await client.aclose()
         return parse_request_counts(in_netns(self.plan.client.netns, lambda: asyncio.run(go())))

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from test_lbipam_properties import pools, services
 
 from hexlane.ipam.lbipam import LBIPAMPlan, PoolInput, ServiceInput
-from hexlane.ipam.status import applied, reconcile
+from hexlane.ipam.status import applied, reconcile, reconcile_chunks
 from hexlane.model.cilium import LBIPPool
 from hexlane.model.reader import format_time
 from hexlane.model.service import Service
@@ -103,3 +103,19 @@ def test_reconcile_converges_despite_lost_writes_and_restarts(
         if len(group) > 1:
             keys = {s.annotations.get("lbipam.cilium.io/sharing-key") for s in group}
             assert len(keys) == 1 and None not in keys, ip
+
+
+@given(pools(), services(), st.integers(min_value=1, max_value=5))
+@settings(max_examples=100, deadline=None)
+def test_chunked_writes_are_the_same_writes(ps: list[PoolInput], ss: list[ServiceInput],
+                                            chunk: int) -> None:
+    """The operator queues a run's writes chunk by chunk as they are worked out: together
+    they are exactly `reconcile`'s, in its order, and no chunk is empty."""
+    pool_objs = [LBIPPool.parse(pool_manifest(p)) for p in ps]
+    svc_objs = [Service.parse(service_manifest(s)) for s in ss]
+    plan, writes = reconcile(pool_objs, svc_objs, NOW)
+    chunked_plan, chunks = reconcile_chunks(pool_objs, svc_objs, NOW, chunk=chunk)
+    parts = list(chunks)
+    assert chunked_plan == plan
+    assert [w for part in parts for w in part] == writes
+    assert all(parts)

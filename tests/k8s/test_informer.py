@@ -14,6 +14,8 @@ that breaks connections on demand (the client reaches the proxy through `k8sServ
 - cluster-scoped cilium.io kinds and all-namespace label-selected watches work, extra
   indexes answer, a reconciler's key queue sees each changed key (deduplicated), and a
   handler that raises does not stop the cache from following the server;
+- a list comes in pages, and `on_list_page` sees each page as it arrives (every object once,
+  before the informer is synced);
 - an apiserver restarted on its data directory is followed (retries with backoff, then a
   resume or a relist, whichever its history allows).
 """
@@ -35,6 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from helpers.apiserver import Apiserver, Apiservers, Plain
 from hexlane.config import load_values
+from hexlane.k8s import informer as informer_module
 from hexlane.k8s.backoff import Backoff
 from hexlane.k8s.cache import by_field, by_label, object_key, resource_version
 from hexlane.k8s.client import KubeClient, make_client
@@ -331,6 +334,28 @@ def test_all_namespaces_with_field_index(apiserver: Apiserver) -> None:
                 [f"{spaces[0]}/web"]
             # The server's defaulting (clusterIP) is what the cache holds.
             assert informer.cache.get(f"{spaces[0]}/web")["spec"]["clusterIP"]
+
+    asyncio.run(with_everything(apiserver, body))
+
+
+def test_list_pages_are_told_as_they_arrive(apiserver: Apiserver,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(informer_module, "LIST_PAGE_SIZE", 2)
+
+    async def body(plain: Plain, proxy: Proxy, client: KubeClient) -> None:
+        ns = await new_namespace(plain)
+        for i in range(5):
+            status, obj = await plain.call("POST", f"/api/v1/namespaces/{ns}/configmaps",
+                                           {"metadata": {"name": f"cm{i}"}})
+            assert status == 201, obj
+        pages: list[tuple[bool, list[str]]] = []
+        informer = Informer(client, ConfigMap, namespace=ns, on_list_page=lambda items:
+                            pages.append((informer.synced.is_set(),
+                                          [o["metadata"]["name"] for o in items])))
+        async with running(informer):
+            await informer.wait_synced(10)
+        assert [names for _synced, names in pages] == [["cm0", "cm1"], ["cm2", "cm3"], ["cm4"]]
+        assert not any(synced for synced, _names in pages)
 
     asyncio.run(with_everything(apiserver, body))
 

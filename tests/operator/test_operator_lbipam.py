@@ -2,15 +2,19 @@
 between TCP/53 and UDP/53 with a sharing key, MetalLB's annotations, a disabled pool keeps
 what it gave and gives no more, a deleted pool's Services are re-satisfied from what remains,
 and a Service that stops being a LoadBalancer loses its IP and condition (and the pool counts
-it free). Each test has its own pools, selected by a `case` label, so the tests do not meet."""
+it free); another controller's status writes on a Service of another loadBalancerClass cost
+LB-IPAM no allocator run and are left alone. Each test has its own pools, selected by a
+`case` label, so the tests do not meet."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from operator_helpers import (
     OperatorFactory,
+    OperatorProcess,
     apply,
     ip_pool,
     lb_service,
@@ -29,9 +33,9 @@ NS = "lbipam"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def operator(apiserver: Apiserver, operators: OperatorFactory) -> None:
+def operator(apiserver: Apiserver, operators: OperatorFactory) -> OperatorProcess:
     apiserver.kubectl("create", "namespace", NS)
-    leading(operators, "lbipam", "--set", "ipam.mode=kubernetes")
+    return leading(operators, "lbipam", "--set", "ipam.mode=kubernetes")
 
 
 def ippool(name: str, case: str, *blocks: dict[str, str], **spec: Any) -> dict[str, Any]:
@@ -111,3 +115,31 @@ def test_service_that_changes_type_loses_ip_and_condition(apiserver: Apiserver) 
     assert satisfied_condition(apiserver, NS, "t1") is None
     wait_for("retype to count it free",
              lambda: pool_counters(apiserver, "retype").get("used") == "0")
+
+
+def lbipam_runs(op: OperatorProcess) -> float:
+    return op.metrics().get(
+        'hexlane_operator_reconcile_duration_seconds_count{controller="lbipam"}', -1.0)
+
+
+def test_foreign_status_writes_start_no_run(apiserver: Apiserver,
+                                            operator: OperatorProcess) -> None:
+    other = lb_service(NS, "foreign")
+    other["spec"]["loadBalancerClass"] = "example.com/other"
+    apply(apiserver, other)
+    path = f"/api/v1/namespaces/{NS}/services/foreign/status"
+
+    def settled() -> bool:
+        before = lbipam_runs(operator)
+        time.sleep(0.5)
+        return before >= 0 and lbipam_runs(operator) == before
+
+    wait_for("LB-IPAM to settle after the create", settled)
+    runs = lbipam_runs(operator)
+    for i in range(1, 6):  # what another load-balancer controller writes
+        status = {"loadBalancer": {"ingress": [{"ip": f"192.0.2.{i}"}]}}
+        code, body = apiserver.api.patch(path, {"status": status})
+        assert code == 200, body
+    time.sleep(1.0)
+    assert lbipam_runs(operator) == runs
+    assert satisfaction(apiserver, NS, "foreign") == (["192.0.2.5"], None)

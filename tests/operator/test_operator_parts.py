@@ -153,3 +153,52 @@ def test_addresses_and_lease_flags() -> None:
         build_timing("5s", "10s", "2s")
     with pytest.raises(InputError, match="not a duration"):
         build_timing("soon", "10s", "2s")
+
+
+def test_an_older_writes_echo_after_a_newer_write_starts_no_run(tmp_path: Any) -> None:
+    """The pool's counters are written once per new Service: the echo of write A may come
+    back after write B was done, or while A is in flight with B waiting. Those echoes are
+    ours (no run); once B's echo is seen, A's status coming back again is someone else's
+    doing (a run)."""
+    from prometheus_client import CollectorRegistry
+
+    from hexlane.k8s.client import KubeClient, load_client_config
+    from hexlane.k8s.ratelimit import RateLimiter
+    from hexlane.operator.lbipam import LBIPAMController
+    from hexlane.operator.metrics import OperatorMetrics
+
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n")
+    client = KubeClient(load_client_config(None, config), RateLimiter(0, 1))
+    controller = LBIPAMController(client, OperatorMetrics(CollectorRegistry()))
+
+    def counters(used: int) -> dict[str, Any]:
+        return {"conditions": [{"type": "cilium.io/IPsUsed", "status": "Unknown",
+                                "reason": "noreason", "message": str(used)}]}
+
+    def pool(rv: str, status: dict[str, Any]) -> dict[str, Any]:
+        return {"metadata": {"name": "p", "resourceVersion": rv}, "spec": {"blocks": []},
+                "status": status}
+
+    controller._full = False  # as after the first run
+    key = ("CiliumLoadBalancerIPPool", "", "p")
+
+    def write(status: dict[str, Any]) -> StatusWrite:
+        return StatusWrite("CiliumLoadBalancerIPPool", "", "p", "1", status)
+
+    controller._written[key] = [counters(1), counters(2)]  # A, then B, both done
+    controller._on_pool_update(pool("1", counters(0)), pool("2", counters(1)))  # A's echo
+    controller._on_pool_update(pool("2", counters(1)), pool("3", counters(2)))  # B's echo
+    assert (controller.echoes_ignored, controller._full) == (2, False)
+    controller._on_pool_update(pool("3", counters(2)), pool("4", counters(1)))  # not ours
+    assert (controller.echoes_ignored, controller._full) == (2, True)
+    # C in flight and D waiting behind it: C's echo, before C's answer, is ours too.
+    controller._full = False
+    controller.writer._in_flight[key] = write(counters(3))
+    controller.writer._desired[key] = write(counters(4))
+    controller._on_pool_update(pool("4", counters(1)), pool("5", counters(3)))
+    assert (controller.echoes_ignored, controller._full) == (3, False)

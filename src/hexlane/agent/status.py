@@ -58,7 +58,7 @@ class ApiContact:
 
     async def heartbeat(self) -> None:
         try:
-            await self.client.request("GET", "/version")
+            await self.client.version()
         except Exception as err:
             self.error = f"{type(err).__name__}: {err}"
             raise

@@ -18,7 +18,7 @@ managed it); Services it never touched are never written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -141,12 +141,32 @@ def reconcile(pools: Sequence[LBIPPool], services: Sequence[Service], now: datet
               previous: LBIPAMPlan | None = None, options: Options | None = None
               ) -> tuple[LBIPAMPlan, list[StatusWrite]]:
     """The plan for this informer state and the status writes it needs (pools first)."""
+    plan, chunks = reconcile_chunks(pools, services, now, previous, options)
+    return plan, [w for chunk in chunks for w in chunk]
+
+
+def reconcile_chunks(pools: Sequence[LBIPPool], services: Sequence[Service], now: datetime,
+                     previous: LBIPAMPlan | None = None, options: Options | None = None,
+                     chunk: int = 1000) -> tuple[LBIPAMPlan, Iterator[list[StatusWrite]]]:
+    """`reconcile`, with the writes computed lazily `chunk` Services at a time (the pools'
+    with the first): a caller can start writing while the rest are still being worked out."""
     plan = allocate([pool_input_from_model(p) for p in pools],
                     [service_input_from_model(s) for s in services],
                     previous=previous, options=options)
-    if plan.idle:
-        return plan, []
-    return plan, pool_writes(plan, pools, now) + service_writes(plan, services, now)
+
+    def chunks() -> Iterator[list[StatusWrite]]:
+        if plan.idle:
+            return
+        first = pool_writes(plan, pools, now)
+        for i in range(0, len(services), chunk):
+            writes = first + service_writes(plan, services[i:i + chunk], now)
+            if writes:
+                yield writes
+                first = []
+        if first:
+            yield first
+
+    return plan, chunks()
 
 
 def applied(obj: Service | LBIPPool, write: StatusWrite) -> Service | LBIPPool:

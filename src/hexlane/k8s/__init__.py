@@ -9,14 +9,19 @@ Getting a client (`client.py`)::
     values, problems = hexlane.config.load_values(["values.yaml"])
     client = make_client(values, args.kubeconfig)             # component="operator" too
     async with client:
-        ns = await client.lightkube.get(Namespace, "default")   # typed, lightkube
-        raw = await client.request("GET", "/api/v1/nodes")      # plain JSON dicts
+        ns = await client.get(Namespace, "default")            # plain JSON dicts
+        nodes = await client.list(Node)
+        await client.patch(Service, "web", {"metadata": {...}}, "default")
+        raw = await client.request("GET", kind_of(Node).path())  # the same, by hand
 
-Configuration comes from `--kubeconfig`, else `$KUBECONFIG`, else the in-cluster service
-account, else ~/.kube/config; `k8sServiceHost`/`k8sServicePort` then replace the server
-address and keep the credentials, as Cilium's agent does. Problems are `InputError`s naming
-the file and field. API errors from `request` are `ApiError` (`.code`, `.reason`,
-`.not_found`, `.conflict`, `.gone`); lightkube calls raise lightkube's `ApiError`.
+Every request goes through one transport (`transport.py`: aiohttp with pooled keep-alive
+TLS connections, msgspec JSON, the rate limiter and client metrics); paths come from
+`Kind.path`, never built by hand. lightkube only parses kubeconfigs and names the built-in
+kinds. Configuration comes from `--kubeconfig`, else `$KUBECONFIG`, else the in-cluster
+service account, else ~/.kube/config; `k8sServiceHost`/`k8sServicePort` then replace the
+server address and keep the credentials, as Cilium's agent does. Problems are `InputError`s
+naming the file and field. API errors are `ApiError` (`.code`, `.reason`, `.not_found`,
+`.conflict`, `.gone`); no answer at all is an `OSError` (`TransportError`, `TimeoutError`).
 
 Informers (`informer.py`, `cache.py`)::
 
@@ -72,6 +77,7 @@ from hexlane.k8s.cache import Cache, by_field, by_label, object_key, split_key
 from hexlane.k8s.client import (
     ApiError,
     KubeClient,
+    TransportError,
     load_client_config,
     make_client,
     override_server,
@@ -99,6 +105,7 @@ __all__ = [
     "LeaseTiming",
     "RateLimiter",
     "TokenBucket",
+    "TransportError",
     "by_field",
     "by_label",
     "kind_of",

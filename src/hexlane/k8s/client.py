@@ -11,27 +11,28 @@
 3. a token bucket from `k8sClientRateLimit.qps/burst` (the operator's own pair for
    `component="operator"`) in front of every request, counted in `ClientMetrics`.
 
-`KubeClient` carries a lightkube `AsyncClient` (`.lightkube`, typed objects) and a raw JSON
-face (`request`, `watch_lines`) that informers, status writers and the elector use; both
-share one transport, so both pass the rate limiter. Errors from the raw face are `ApiError`s
-that say which request failed and what the server answered.
+`KubeClient` makes every request through one `Transport` (`transport.py`: aiohttp, msgspec,
+the rate limiter and metrics): JSON dicts in and out (`request`, `watch_lines`), paths from
+`Kind.path` (`resources.py`). lightkube stays for what it is good at and costs nothing per
+request: parsing kubeconfigs and naming the built-in kinds. Errors are `ApiError`s that say
+which request failed and what the server answered, or `OSError`s (`TransportError`,
+`TimeoutError`) when no answer came.
 """
 
 from __future__ import annotations
 
-import json
+import base64
 import os
 import ssl
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx2
 import lightkube
 import yaml
-from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.config.models import Cluster, User
 from lightkube.core.exceptions import ConfigError
@@ -40,42 +41,23 @@ from prometheus_client import CollectorRegistry
 from hexlane.config import Values
 from hexlane.model.errors import InputError, Problem
 
-from .ratelimit import ClientMetrics, RateLimitedTransport, RateLimiter
+from .ratelimit import ClientMetrics, RateLimiter
+from .resources import kind_of
+from .transport import (
+    JSON,
+    JSON_PATCH,
+    MERGE_PATCH,
+    ApiError,
+    Credentials,
+    Transport,
+    TransportError,
+)
+
+__all__ = ["JSON", "JSON_PATCH", "MERGE_PATCH", "ApiError", "KubeClient", "TransportError",
+           "load_client_config", "make_client", "override_server"]
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_KUBECONFIG = Path("~/.kube/config")
-JSON = "application/json"
-MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
-
-
-class ApiError(Exception):
-    """The API answered a request with an error `Status` (or a connection gave none)."""
-
-    def __init__(self, method: str, path: str, code: int, reason: str, message: str,
-                 status: Mapping[str, Any] | None = None) -> None:
-        super().__init__(f"{method} {path}: {code} {reason}: {message}")
-        self.method, self.path, self.code = method, path, code
-        self.reason, self.message = reason, message
-        self.status = dict(status or {})
-
-    @property
-    def not_found(self) -> bool:
-        return self.code == 404
-
-    @property
-    def conflict(self) -> bool:
-        return self.code == 409
-
-    @property
-    def gone(self) -> bool:
-        return self.code == 410
-
-    @classmethod
-    def from_status(cls, method: str, path: str, status: Mapping[str, Any],
-                    code: int | None = None) -> ApiError:
-        return cls(method, path, int(status.get("code") or code or 0),
-                   str(status.get("reason") or ""), str(status.get("message") or ""), status)
 
 
 def _kubeconfig_problem(message: str, file: str | None, path: str = "") -> InputError:
@@ -158,27 +140,77 @@ def override_server(config: SingleConfig, host: str, port: int | None) -> Single
     return config._replace(cluster=cluster)
 
 
+def _file_or_data(config: SingleConfig, file: str | None, data: str | None,
+                  keep: list[Any]) -> str | None:
+    """A kubeconfig file field as a path (relative to the kubeconfig), or its `-data` twin
+    written to a temporary file kept alive in `keep` (ssl wants files for certificates)."""
+    if data:
+        f = tempfile.NamedTemporaryFile(prefix="hexlane-kubeconfig-")  # noqa: SIM115
+        f.write(base64.b64decode(data))
+        f.flush()
+        keep.append(f)
+        return f.name
+    if file:
+        return str(config.abs_file(file))
+    return None
+
+
+def ssl_context(config: SingleConfig) -> ssl.SSLContext | None:
+    """The TLS context for the configured server: its CA (or the system's, or none when
+    `insecure-skip-tls-verify`), and the user's client certificate. None for http://."""
+    if urlsplit(config.cluster.server).scheme != "https":
+        return None
+    cluster, user = config.cluster, config.user or User()
+    keep: list[Any] = []
+    ca = _file_or_data(config, cluster.certificate_auth, cluster.certificate_auth_data, keep)
+    if ca is not None:
+        ctx = ssl.create_default_context(cafile=ca)
+    else:
+        ctx = ssl.create_default_context()
+        if cluster.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+    cert = _file_or_data(config, user.client_cert, user.client_cert_data, keep)
+    if cert is not None:
+        key = _file_or_data(config, user.client_key, user.client_key_data, keep)
+        ctx.load_cert_chain(cert, key)
+    for f in keep:
+        f.close()
+    return ctx
+
+
+def credentials(user: User | None) -> Credentials:
+    """The `Authorization` a kubeconfig user gives (lightkube's order: token file, token,
+    exec plugin, basic auth)."""
+    if user is None:
+        return Credentials()
+    if user.auth_provider:
+        raise ConfigError("auth-provider is not supported; use an exec plugin or a token")
+    if user.token_file is not None:
+        return Credentials(token_file=user.token_file)
+    if user.token is not None:
+        return Credentials(token=user.token)
+    if user.exec:
+        if user.exec.apiVersion not in ("client.authentication.k8s.io/v1alpha1",
+                                        "client.authentication.k8s.io/v1beta1",
+                                        "client.authentication.k8s.io/v1"):
+            raise ConfigError(f"auth exec apiVersion {user.exec.apiVersion} not supported")
+        env = {v.name: v.value for v in user.exec.env or []}
+        return Credentials(exec_command=[user.exec.command, *(user.exec.args or [])],
+                           exec_env=env)
+    return Credentials(username=user.username, password=user.password)
+
+
 class KubeClient:
-    """One API connection: lightkube for typed objects, raw JSON for the layer's own use."""
+    """One API server's client: every request through one `Transport` (JSON dicts)."""
 
     def __init__(self, config: SingleConfig, limiter: RateLimiter,
                  metrics: ClientMetrics | None = None, *, timeout: float = 30.0) -> None:
-        # lightkube insists on a user entry; a kubeconfig without one means no credentials.
-        config = config._replace(user=config.user or User())
-        assert config.user is not None
         self.config = config
         self.limiter = limiter
         self.metrics = metrics
-        verify = client_adapter.verify_cluster(config.cluster, config.user, config.abs_file)
-        self.transport = RateLimitedTransport(httpx2.AsyncHTTPTransport(verify=verify),
-                                              limiter, metrics)
-        # lightkube annotates `transport` as the sync base class but hands it to
-        # httpx2.AsyncClient, which wants exactly this async one.
-        params = client_adapter.ConnectionParams(timeout=httpx2.Timeout(timeout),
-                                                 transport=self.transport)  # type: ignore[arg-type]
-        self.http: httpx2.AsyncClient = client_adapter.AsyncClient(config, params)
-        self.lightkube = lightkube.AsyncClient(config, timeout=httpx2.Timeout(timeout),
-                                               transport=self.transport)
+        self.transport = Transport(config.cluster.server, ssl_context(config),
+                                   credentials(config.user), limiter, metrics, timeout=timeout)
 
     @property
     def server(self) -> str:
@@ -187,61 +219,63 @@ class KubeClient:
     async def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
                       body: Any = None, content_type: str = JSON) -> dict[str, Any]:
         """One JSON request; the decoded answer, or `ApiError` for an error status."""
-        headers = {"Accept": JSON}
-        content = None
-        if body is not None:
-            content = json.dumps(body).encode()
-            headers["Content-Type"] = content_type
-        # params=None, not {}: an empty mapping would replace a query written into `path`.
-        resp = await self.http.request(method, path, params=dict(params) if params else None,
-                                       content=content, headers=headers)
-        return _decode(method, path, resp.status_code, resp.content)
+        return await self.transport.request(method, path, params=params, body=body,
+                                            content_type=content_type)
+
+    # -- by kind: the paths come from `Kind.path`, never built by hand ------------------------
+
+    async def get(self, kind: Any, name: str, namespace: str | None = None) -> dict[str, Any]:
+        return await self.request("GET", kind_of(kind).path(namespace, name))
+
+    async def list(self, kind: Any, namespace: str | None = None, *,
+                   params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every object of a kind (all namespaces without `namespace`), one request."""
+        answer = await self.request("GET", kind_of(kind).path(namespace), params=params)
+        return list(answer.get("items") or [])
+
+    async def create(self, kind: Any, body: Any, namespace: str | None = None,
+                     ) -> dict[str, Any]:
+        return await self.request("POST", kind_of(kind).path(namespace), body=body)
+
+    async def replace(self, kind: Any, name: str, body: Any, namespace: str | None = None,
+                      *, subresource: str | None = None) -> dict[str, Any]:
+        """PUT (a 409 `ApiError` when the body's resourceVersion is not current)."""
+        return await self.request("PUT", kind_of(kind).path(namespace, name, subresource),
+                                  body=body)
+
+    async def patch(self, kind: Any, name: str, patch: Any, namespace: str | None = None, *,
+                    subresource: str | None = None, content_type: str = MERGE_PATCH,
+                    ) -> dict[str, Any]:
+        return await self.request("PATCH", kind_of(kind).path(namespace, name, subresource),
+                                  body=patch, content_type=content_type)
+
+    async def delete(self, kind: Any, name: str, namespace: str | None = None,
+                     ) -> dict[str, Any]:
+        return await self.request("DELETE", kind_of(kind).path(namespace, name))
+
+    async def version(self) -> dict[str, Any]:
+        """The server's `/version` (what `kubectl version` shows)."""
+        return await self.request("GET", "/version")
+
+    async def text(self, path: str) -> str:
+        """A GET answered with text (the apiserver's `/metrics`)."""
+        return await self.transport.text(path)
 
     @asynccontextmanager
     async def watch_lines(self, path: str, params: Mapping[str, str],
                           ) -> AsyncIterator[AsyncIterator[bytes]]:
         """A watch stream's lines (one JSON event each); `ApiError` if it does not open."""
-        query = {**params, "watch": "true"}
-        request = self.http.build_request("GET", path, params=query, headers={"Accept": JSON},
-                                          timeout=httpx2.Timeout(self.http.timeout.connect,
-                                                                 read=None))
-        resp = await self.http.send(request, stream=True)
-        try:
-            if resp.status_code != 200:
-                _decode("GET", path, resp.status_code, await resp.aread())
-            yield _lines(resp)
-        finally:
-            await resp.aclose()
+        async with self.transport.stream(path, {**params, "watch": "true"}) as lines:
+            yield lines
 
     async def aclose(self) -> None:
-        await self.http.aclose()
-        await self.lightkube.close()
+        await self.transport.aclose()
 
     async def __aenter__(self) -> KubeClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-async def _lines(resp: httpx2.Response) -> AsyncIterator[bytes]:
-    async for line in resp.aiter_lines():
-        if line.strip():
-            yield line.encode()
-
-
-def _decode(method: str, path: str, code: int, content: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(content) if content else {}
-    except ValueError:
-        data = None
-    if 200 <= code < 300 and isinstance(data, dict):
-        return data
-    if isinstance(data, dict) and data.get("kind") == "Status":
-        raise ApiError.from_status(method, path, data, code)
-    text = content[:200].decode(errors="replace")
-    raise ApiError(method, path, code, "Unexpected" if code < 300 else "Failure",
-                   f"unexpected answer: {text!r}")
 
 
 def make_client(values: Values | None, kubeconfig: str | os.PathLike[str] | None = None, *,

@@ -27,8 +27,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx2
-
 from . import election
 from .client import ApiError, KubeClient
 from .resources import Lease, kind_of
@@ -134,7 +132,7 @@ class LeaderElector:
             # that arrives as the request completes, and stop() would then wait forever.
             async with asyncio.timeout(self.timing.renew_deadline):
                 return await self._request(action)
-        except (ApiError, httpx2.HTTPError, OSError, TimeoutError) as e:
+        except (ApiError, OSError, TimeoutError) as e:
             log.debug("%r: %s failed: %s", self, type(action).__name__, e)
             if isinstance(action, election.Get):
                 return election.ReadFailed()

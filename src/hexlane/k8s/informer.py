@@ -24,7 +24,6 @@ from `informer.cache` — never from the API — once `synced` is set.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -32,13 +31,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
-
 from .backoff import Backoff
 from .cache import Cache, IndexFunc, Obj, object_key, resource_version
 from .client import ApiError, KubeClient
 from .resources import Kind, kind_of
 from .runtime import BackgroundTask
+from .transport import decode
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +116,11 @@ class Informer:
                  indexers: Mapping[str, IndexFunc] | None = None,
                  backoff: Backoff | None = None,
                  watch_timeout: float = DEFAULT_WATCH_TIMEOUT,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 on_list_page: Callable[[list[Obj]], None] | None = None) -> None:
+        # `on_list_page(items)`: each page of a list as it arrives, before the list is
+        # whole (a controller may start work on it while the next page is on its way).
+        self.on_list_page = on_list_page
         self.client = client
         self.kind: Kind = kind_of(resource)
         self.namespace = namespace if self.kind.namespaced else None
@@ -173,7 +175,7 @@ class Informer:
             if need_list:
                 try:
                     await self._list()
-                except (ApiError, httpx2.HTTPError, OSError) as e:
+                except (ApiError, OSError) as e:
                     self.stats.errors += 1
                     delay = self.backoff.next_delay()
                     log.warning("%r: list failed (%s); retrying in %.2fs", self, e, delay)
@@ -192,7 +194,7 @@ class Informer:
                 delay = self.backoff.next_delay()
                 log.warning("%r: watch failed (%s); relisting in %.2fs", self, e, delay)
                 await asyncio.sleep(delay)
-            except (ApiError, httpx2.HTTPError, OSError, ValueError) as e:
+            except (ApiError, OSError, ValueError) as e:
                 # Transient (connection broken, server restarting, 429/5xx): the server still
                 # has every change after our resourceVersion, so resume from it.
                 self.stats.errors += 1
@@ -229,11 +231,14 @@ class Informer:
                 raise
             meta = page.get("metadata") or {}
             list_rv = list_rv or str(meta.get("resourceVersion") or "")
-            for item in page.get("items") or []:
+            page_items = page.get("items") or []
+            for item in page_items:
                 # List items carry no kind/apiVersion, watch events do: make them alike.
                 item.setdefault("apiVersion", self.kind.api_version)
                 item.setdefault("kind", self.kind.kind)
-                items.append(item)
+            items.extend(page_items)
+            if self.on_list_page is not None and page_items:
+                self.on_list_page(page_items)
             if not meta.get("continue"):
                 break
             params["continue"] = str(meta["continue"])
@@ -261,7 +266,7 @@ class Informer:
         try:
             async with self.client.watch_lines(path, params) as lines:
                 async for line in lines:
-                    self._apply(json.loads(line))
+                    self._apply(decode(line))
                     if not got_any:
                         got_any = True
                         self.backoff.reset()

@@ -11,9 +11,9 @@ at most `burst` saved up) and Cilium exposes the time requests spent waiting for
   holds a reservation, so a request cancelled while it waits (an elector's renew deadline)
   gives its token back or never takes one, as Go's `rate.Limiter.Wait` does with a context:
   a backlog of cancelled requests cannot starve the ones that follow.
-- `RateLimitedTransport` wraps the HTTP transport that lightkube (httpx) uses, so every
-  request the layer makes — lists, watch starts, writes, lease renewals — passes the limiter,
-  and counts each answered request by method and code.
+- `hexlane.k8s.transport.Transport` awaits the limiter before every request the layer
+  makes — lists, watch starts, writes, lease renewals — and counts each answered request
+  by method and code.
 
 Metrics (in the registry given to `ClientMetrics`, the process's default registry otherwise):
 `hexlane_k8s_client_rate_limiter_wait_seconds` (histogram of every request's wait, by
@@ -28,7 +28,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-import httpx2
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 WAIT_BUCKETS = (0.0, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -137,23 +136,3 @@ class RateLimiter:
             if delay > 0:
                 self.metrics.throttled.labels(method).inc()
         return delay
-
-
-class RateLimitedTransport(httpx2.AsyncBaseTransport):
-    """An httpx transport that passes each request through a `RateLimiter` first."""
-
-    def __init__(self, inner: httpx2.AsyncBaseTransport, limiter: RateLimiter,
-                 metrics: ClientMetrics | None = None) -> None:
-        self.inner = inner
-        self.limiter = limiter
-        self.metrics = metrics
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        await self.limiter.wait(request.method)
-        response = await self.inner.handle_async_request(request)
-        if self.metrics is not None:
-            self.metrics.api_calls.labels(request.method, str(response.status_code)).inc()
-        return response
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

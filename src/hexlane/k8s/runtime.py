@@ -7,7 +7,7 @@
 - `stop_on_signals()`: an event that SIGTERM and SIGINT set; a daemon runs until it is set.
 - `run_until_stopped(coro)`: run one coroutine until it ends or a signal stops it.
 - `log_to_stderr(verbose)`: the daemons' log format on standard error, without a line per
-  API request (the client's `httpx2` log) unless verbose.
+  API request (the client's `aiohttp` log) unless verbose.
 - `serve_metrics(registry, addr, routes)`: Prometheus' `/metrics` over HTTP (and whatever
   other routes the daemon answers beside it, the operator's `/healthz`).
 """
@@ -88,7 +88,7 @@ def log_to_stderr(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
                         stream=sys.stderr)
     if not verbose:
-        logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per request otherwise
+        logging.getLogger("aiohttp").setLevel(logging.WARNING)  # a line per request otherwise
 
 
 async def serve_metrics(registry: CollectorRegistry, addr: tuple[str, int],

@@ -31,8 +31,6 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Network
 from typing import Any
 
-import httpx2
-
 from hexlane.config import require_values
 from hexlane.k8s.cache import by_field
 from hexlane.k8s.client import MERGE_PATCH, ApiError, KubeClient, load_client_config
@@ -92,7 +90,7 @@ class ControllerManager:
                      self.collect_garbage, self.endpoint_slices):
             try:
                 await step()
-            except (ApiError, httpx2.HTTPError) as e:
+            except (ApiError, OSError) as e:
                 log.warning("%s: %s", step.__name__, e)
 
     # -- writes that also update our cache, so the next pass does not act twice ---------------

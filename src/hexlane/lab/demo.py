@@ -40,6 +40,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hexlane.k8s.resources import EndpointSlice, Pod, Service, kind_of
 from hexlane.lab import manager
 from hexlane.lab.probe import (
     Sample,
@@ -158,12 +159,12 @@ def _plan(lab: str) -> manager.LabPlan:
     return state.plan
 
 
-def _api(lab: str, path: str) -> Any:
-    return manager.api_request(_plan(lab), "GET", path)
+def _api(lab: str, path: str, **params: str) -> Any:
+    return manager.api_request(_plan(lab), "GET", path, params=params or None)
 
 
 def _service(lab: str, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = _api(lab, f"/api/v1/namespaces/{namespace}/services/{name}")
+    obj: dict[str, Any] = _api(lab, kind_of(Service).path(namespace, name))
     return obj
 
 
@@ -182,7 +183,7 @@ def _condition(svc: dict[str, Any]) -> dict[str, Any] | None:
 def _backends(lab: str) -> dict[str, tuple[str, str]] | None:
     """The ready pods of the Deployment: name -> (IP, node); None until all are ready on
     distinct nodes."""
-    pods = _api(lab, f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app={DEPLOYMENT}")
+    pods = _api(lab, kind_of(Pod).path(NAMESPACE), labelSelector=f"app={DEPLOYMENT}")
     ready = {}
     for p in pods.get("items") or []:
         status = p.get("status") or {}
@@ -194,8 +195,8 @@ def _backends(lab: str) -> dict[str, tuple[str, str]] | None:
 
 
 def _endpoints(lab: str, service: str) -> set[str]:
-    slices = _api(lab, f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices"
-                       f"?labelSelector=kubernetes.io/service-name={service}")
+    slices = _api(lab, kind_of(EndpointSlice).path(NAMESPACE),
+                  labelSelector=f"kubernetes.io/service-name={service}")
     return {ep["addresses"][0] for s in slices.get("items") or []
             for ep in s.get("endpoints") or []
             if (ep.get("conditions") or {}).get("ready")}

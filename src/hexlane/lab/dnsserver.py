@@ -319,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--metrics-port", type=int, default=METRICS_PORT, help="0: none")
     args = p.parse_args(argv)
     log_to_stderr()
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(_main(args))
     return 0

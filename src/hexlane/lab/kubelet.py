@@ -48,13 +48,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx2
-
 from hexlane.k8s.client import MERGE_PATCH, ApiError, KubeClient, load_client_config
 from hexlane.k8s.election import micro_time
 from hexlane.k8s.informer import Informer
 from hexlane.k8s.ratelimit import RateLimiter
-from hexlane.k8s.resources import Lease, Node, Pod, kind_of
+from hexlane.k8s.resources import Event, Lease, Node, Pod, kind_of
 from hexlane.k8s.runtime import log_to_stderr, run_until_stopped
 from hexlane.k8s.statuswriter import patch_status
 
@@ -241,7 +239,7 @@ class Kubelet:
                         time.monotonic() - last_status > HEARTBEAT:
                     await self.post_status()
                     last_status = time.monotonic()
-            except (ApiError, httpx2.HTTPError, OSError) as e:
+            except (ApiError, OSError) as e:
                 log.warning("heartbeat: %s", e)
             await asyncio.sleep(self.lease_renew)
 
@@ -280,7 +278,7 @@ class Kubelet:
             try:
                 await self.register()
                 break
-            except (ApiError, httpx2.HTTPError, OSError) as e:
+            except (ApiError, OSError) as e:
                 # The API not reachable yet (apiserver starting, proxy not up): try again.
                 log.warning("registering node %s: %s; retrying", self.node, e)
                 await asyncio.sleep(1)
@@ -307,7 +305,7 @@ class Kubelet:
             async with lock:
                 try:
                     await self.sync(key)
-                except (ApiError, httpx2.HTTPError, OSError, CNIFailed) as e:
+                except (ApiError, OSError, CNIFailed) as e:
                     log.warning("pod %s: %s; retrying", key, e)
                     asyncio.get_running_loop().call_later(2.0, self.queue.put, key)
                 except Exception:  # a bug with one pod must not stop the others
@@ -396,8 +394,7 @@ class Kubelet:
                  "source": {"component": "kubelet", "host": self.node},
                  "firstTimestamp": now, "lastTimestamp": now, "count": 1}
         with contextlib.suppress(ApiError):
-            await self.client.request("POST", f"/api/v1/namespaces/{namespace_of(pod)}/events",
-                                      body=event)
+            await self.client.create(Event, event, namespace_of(pod))
 
     def _cni_args(self, rec: PodRecord) -> dict[str, str]:
         return {"K8S_POD_NAMESPACE": rec.namespace, "K8S_POD_NAME": rec.name,
@@ -555,7 +552,7 @@ class Kubelet:
                     await self.write_status(current, rec, ready=False, terminated=True)
                 await self.teardown(rec, grace=0)
             await self._delete_pod(pod)
-        except (ApiError, httpx2.HTTPError, OSError, CNIFailed) as e:
+        except (ApiError, OSError, CNIFailed) as e:
             log.warning("pod %s/%s: termination failed: %s; retrying", namespace_of(pod),
                         name_of(pod), e)
             asyncio.get_running_loop().call_later(2.0, self.queue.put,

@@ -51,6 +51,7 @@ from hexlane.hubble import certs as hubble_certs
 from hexlane.hubble.ui import UI_PORT
 from hexlane.k8s.client import KubeClient, load_client_config
 from hexlane.k8s.ratelimit import RateLimiter
+from hexlane.k8s.resources import CiliumNode, EndpointSlice, Node, Pod, kind_of
 from hexlane.model.errors import InputError, Problem
 
 from . import netns
@@ -305,21 +306,21 @@ def in_netns(name: str, fn: Callable[[], T]) -> T:
 
 
 def api_request(plan: LabPlan, method: str, path: str, *, body: Any = None,
-                timeout: float = 5.0) -> Any:
+                params: dict[str, str] | None = None, timeout: float = 5.0) -> Any:
     """One API request from the client host, through the k8s client layer (`body`, when
-    given, sent as JSON)."""
+    given, sent as JSON; `path` from `Kind.path`)."""
     async def go() -> Any:
         client = KubeClient(load_client_config(None, plan.dir / "kubeconfig"),
                             RateLimiter(50, 100), timeout=timeout)
         try:
-            return await client.request(method, path, body=body)
+            return await client.request(method, path, body=body, params=params)
         finally:
             await client.aclose()
     return in_netns(plan.client.netns, lambda: asyncio.run(go()))
 
 
 def list_nodes(plan: LabPlan) -> list[dict[str, Any]]:
-    return list(api_request(plan, "GET", "/api/v1/nodes").get("items") or [])
+    return list(api_request(plan, "GET", kind_of(Node).path()).get("items") or [])
 
 
 def agent_healthy(plan: LabPlan, role: str) -> tuple[bool, str]:
@@ -633,8 +634,7 @@ def upgrade(name: str, *, values_files: Sequence[str], sets: Sequence[str],
 
 def _dns_published(plan: LabPlan) -> bool:
     """The DNS server serves and has put itself behind kube-system/kube-dns."""
-    eps = api_request(plan, "GET", "/apis/discovery.k8s.io/v1/namespaces/kube-system/"
-                      "endpointslices/kube-dns")
+    eps = api_request(plan, "GET", kind_of(EndpointSlice).path("kube-system", "kube-dns"))
     return any(str(plan.cp.ip) in (e.get("addresses") or []) for e in eps.get("endpoints") or [])
 
 
@@ -811,7 +811,7 @@ def status(name: str) -> dict[str, Any]:
 def _cilium_pod_cidrs(plan: LabPlan) -> dict[str, str]:
     """cluster-pool pod CIDRs, from the CiliumNodes the operator writes (none: empty)."""
     try:
-        items = api_request(plan, "GET", "/apis/cilium.io/v2/ciliumnodes").get("items") or []
+        items = api_request(plan, "GET", kind_of(CiliumNode).path()).get("items") or []
     except Exception:  # no CRD, no operator yet: nothing to show
         return {}
     return {name_of(n): ",".join(((n.get("spec") or {}).get("ipam") or {}).get("podCIDRs")
@@ -953,7 +953,7 @@ def exec_argv(name: str, target: str, argv: Sequence[str]) -> tuple[list[str], d
     env: dict[str, str] = {}
     if role == "pod":
         assert namespace is not None and pod is not None
-        obj = api_request(plan, "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
+        obj = api_request(plan, "GET", kind_of(Pod).path(namespace, pod))
         spec = obj.get("spec") or {}
         uid = str(obj["metadata"]["uid"])
         ns = pod_netns_name(name, uid)

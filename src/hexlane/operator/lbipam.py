@@ -41,8 +41,8 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from hexlane.ipam.fastpath import HeldAddresses, allocate_added
-from hexlane.ipam.lbipam import LBIPAMPlan, Options
-from hexlane.ipam.status import StatusWrite, pool_writes, reconcile, service_writes
+from hexlane.ipam.lbipam import SERVICE_CONDITION, LBIPAMPlan, Options
+from hexlane.ipam.status import StatusWrite, pool_writes, reconcile_chunks, service_writes
 from hexlane.k8s.cache import Obj, object_key, resource_version
 from hexlane.k8s.client import ApiError, KubeClient
 from hexlane.k8s.controller import Controller
@@ -62,6 +62,7 @@ CONTROLLER = "lbipam"
 SERVICE = kind_of(Service)
 POOL = kind_of(CiliumLoadBalancerIPPool)
 DEFAULT_DEBOUNCE = 0.005
+WRITTEN_KEPT = 4  # recent statuses per object whose echoes are told from others' writes
 
 T = TypeVar("T")
 WriteKey = tuple[str, str, str]  # (kind, namespace, name)
@@ -96,6 +97,13 @@ class ParseCache(Generic[T]):
             log.warning("skipping %s %s: %s", self.kind, key,
                         "; ".join(str(p) for p in e.problems))
             return None
+
+    def warm(self, objects: Sequence[Obj]) -> None:
+        """Parse these objects now (a list page while the next one is on its way), so the
+        run after the list finds them parsed. Safe in a worker thread beside the event loop:
+        it only adds entries, and `models` is not called meanwhile (see `run_once`)."""
+        for obj in objects:
+            self.parse_one(obj)
 
     def models(self, objects: Sequence[Obj]) -> list[T]:
         out: list[T] = []
@@ -164,6 +172,16 @@ def _stored_like(stored: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
     return ips(stored) == ips(written) and conditions(stored) == conditions(written)
 
 
+def _status_only(old: Obj, new: Obj) -> bool:
+    """Whether an update changed nothing the allocator reads but the status (spec, labels,
+    annotations, generation and deletion are the same)."""
+    if old.get("spec") != new.get("spec"):
+        return False
+    old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
+    return all(old_meta.get(f) == new_meta.get(f)
+               for f in ("labels", "annotations", "generation", "deletionTimestamp"))
+
+
 @dataclass(frozen=True, slots=True)
 class RunResult:
     plan: LBIPAMPlan
@@ -176,14 +194,15 @@ class LBIPAMController:
 
     def __init__(self, client: KubeClient, metrics: OperatorMetrics, *,
                  options: Options | None = None, debounce: float = DEFAULT_DEBOUNCE,
-                 workers: int = 16, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+                 workers: int = 32, now: Callable[[], datetime] = lambda: datetime.now(UTC)
                  ) -> None:
         self.client = client
         self.metrics = metrics
         self.options = options or Options()
         self.now = now
         self.pools = Informer(client, CiliumLoadBalancerIPPool)
-        self.services = Informer(client, Service)
+        self.services = Informer(client, Service, on_list_page=self._warm)
+        self._warming: list[asyncio.Future[None]] = []
         self.plan: LBIPAMPlan | None = None
         self.runs = 0
         self._pool_parser = ParseCache("CiliumLoadBalancerIPPool", _parse_pool)
@@ -195,6 +214,8 @@ class LBIPAMController:
         self.fast_runs = 0
         # key -> (resourceVersion the write was computed from, status written)
         self._echoes: dict[WriteKey, tuple[str, dict[str, Any]]] = {}
+        # key -> the statuses written whose echoes may still come back, oldest first
+        self._written: dict[WriteKey, list[dict[str, Any]]] = {}
         self.writer: WriteQueue[WriteKey, StatusWrite] = WriteQueue(
             self._write, workers=workers,
             on_change=lambda n: metrics.write_queue.labels(CONTROLLER).set(n))
@@ -202,6 +223,8 @@ class LBIPAMController:
         self.services.add_handler(self._on_service_add, self._on_service_update,
                                   self._on_service_delete)
         self.echoes_ignored = 0
+        self._queued = 0
+        self.foreign_ignored = 0
         self.controller = Controller(CONTROLLER, self._reconcile, interval=None,
                                      debounce=debounce)
 
@@ -232,22 +255,48 @@ class LBIPAMController:
             # (for any other change) reads it from the cache as usual.
             self.echoes_ignored += 1
             return
+        if kind == SERVICE.kind and self._foreign_status(old, new):
+            # Another controller's status on a Service LB-IPAM does not handle (another
+            # loadBalancerClass, not a LoadBalancer): the plan reads nothing of it, and a
+            # full run for it would cost seconds at 10,000 Services.
+            self.foreign_ignored += 1
+            return
         self._on_change(new)
 
+    def _foreign_status(self, old: Obj, new: Obj) -> bool:
+        if not _status_only(old, new):
+            return False
+        key = object_key(new)
+        if key in self._added:
+            return True  # its add is not handled yet: that run reads the cache as it is then
+        if self.plan is None:
+            return False
+        result = self.plan.services.get(key)
+        if result is None or result.handled:
+            return False
+        conditions = (new.get("status") or {}).get("conditions") or []
+        return not any(c.get("type") == SERVICE_CONDITION for c in conditions)
+
     def _own_echo(self, kind: str, old: Obj, new: Obj) -> bool:
-        if old.get("spec") != new.get("spec"):
+        if not _status_only(old, new):
             return False
-        old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
-        if any(old_meta.get(f) != new_meta.get(f)
-               for f in ("labels", "annotations", "generation", "deletionTimestamp")):
-            return False
+        new_meta = new.get("metadata") or {}
         key = (kind, str(new_meta.get("namespace") or ""), str(new_meta.get("name") or ""))
-        written = self._echoes.get(key)
-        status = written[1] if written is not None else None
-        if status is None:
-            pending = self.writer.current(key)
-            status = pending.status if pending is not None else None
-        return status is not None and _stored_like(new.get("status") or {}, status)
+        stored = new.get("status") or {}
+        # The one in flight too, not only a newer one waiting: its echo may come back
+        # before its answer does.
+        if any(_stored_like(stored, w.status) for w in self.writer.pending(key)):
+            return True
+        # Any of our recent writes: with writes to one object back to back (the pool's
+        # counters, one write per new Service) the echo of an older one may come back
+        # after a newer write was done; only the newest one's echo ends the history.
+        written = self._written.get(key) or []
+        for i in range(len(written) - 1, -1, -1):
+            if _stored_like(stored, written[i]):
+                if i == len(written) - 1:
+                    del written[:-1]
+                return True
+        return False
 
     def _on_pool_delete(self, obj: Obj) -> None:
         self._on_delete(POOL.kind, obj)
@@ -260,7 +309,14 @@ class LBIPAMController:
         key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         self.writer.discard(key)
         self._echoes.pop(key, None)
+        self._written.pop(key, None)
         self._on_change(obj)
+
+    def _warm(self, items: list[Obj]) -> None:
+        """Pipelining the cold start: each page of the Services' list is parsed in a worker
+        thread while the event loop reads the next page, so the first run only allocates."""
+        self._warming.append(asyncio.ensure_future(
+            asyncio.to_thread(self._service_parser.warm, items)))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -273,22 +329,42 @@ class LBIPAMController:
 
     async def run_once(self, events: int = 0) -> RunResult:
         """One allocation over the caches as they are now, and its writes queued."""
+        if self._warming:
+            warming, self._warming = self._warming, []
+            await asyncio.gather(*warming)
         added, full = self._added, self._full
         self._added, self._full = set(), False
         pools = self.pools.cache.objects()
         services = self.services.cache.objects()
+        self._prune_echoes()
+        self._queued = 0
         result = None if full or not added else self._fast(added)
         if result is None:
-            result = await asyncio.to_thread(self._compute, pools, services, self.plan)
+            # The writes are queued chunk by chunk from the worker thread as they are worked
+            # out: the writers start while the rest of a cold start's 10,000 are computed.
+            loop = asyncio.get_running_loop()
+            result = await asyncio.to_thread(
+                self._compute, pools, services, self.plan,
+                lambda chunk: loop.call_soon_threadsafe(self._queue, chunk))
+            # (every chunk's callback ran before this: the loop runs them in order)
         else:
             self.fast_runs += 1
+            self._queue(result.writes)
+        queued = self._queued
         self.plan = result.plan
         self.runs += 1
         self.metrics.reconcile_seconds.labels(CONTROLLER).observe(result.seconds)
         self.metrics.reconcile_batch.labels(CONTROLLER).observe(events)
-        self._prune_echoes()
-        queued = 0
-        for write in result.writes:
+        self._report(result.plan)
+        if queued or events > 1:
+            log.info("lbipam: run %d over %d pools, %d services (%d events): %d writes in "
+                     "%.3fs", self.runs, len(pools), len(services), events, queued,
+                     result.seconds)
+        return result
+
+    def _queue(self, writes: Sequence[StatusWrite]) -> None:
+        """Put a run's writes on the write queue, but not those already done or waiting."""
+        for write in writes:
             key = (write.kind, write.namespace, write.name)
             echo = self._echoes.get(key)
             if echo is not None and echo[0] == write.resource_version \
@@ -299,13 +375,7 @@ class LBIPAMController:
                     and same_status(pending.status, write.status):
                 continue  # the same write is waiting or in flight
             self.writer.put(key, write)
-            queued += 1
-        self._report(result.plan)
-        if queued or events > 1:
-            log.info("lbipam: run %d over %d pools, %d services (%d events): %d writes in "
-                     "%.3fs", self.runs, len(pools), len(services), events, queued,
-                     result.seconds)
-        return result
+            self._queued += 1
 
     def _prune_echoes(self) -> None:
         """Forget echoes that came back (or were overtaken by another change)."""
@@ -316,13 +386,19 @@ class LBIPAMController:
                 del self._echoes[key]
 
     def _compute(self, pools: Sequence[Obj], services: Sequence[Obj],
-                 previous: LBIPAMPlan | None) -> RunResult:
-        """A full run: the allocator over every pool and Service."""
+                 previous: LBIPAMPlan | None,
+                 emit: Callable[[list[StatusWrite]], object]) -> RunResult:
+        """A full run: the allocator over every pool and Service (in a worker thread); each
+        chunk of writes goes to `emit` as soon as it is worked out."""
         started = time.perf_counter()
         pool_models = self._pool_parser.models(pools)
         service_models = self._service_parser.models(services)
-        plan, writes = reconcile(pool_models, service_models, self.now(), previous=previous,
-                                 options=self.options)
+        plan, chunks = reconcile_chunks(pool_models, service_models, self.now(),
+                                        previous=previous, options=self.options)
+        writes: list[StatusWrite] = []
+        for chunk in chunks:
+            emit(chunk)
+            writes += chunk
         self._held = HeldAddresses.of(plan)
         return RunResult(plan, writes, time.perf_counter() - started)
 
@@ -391,3 +467,6 @@ class LBIPAMController:
             raise
         self.metrics.writes.labels(CONTROLLER, write.kind, "ok").inc()
         self._echoes[key] = (write.resource_version, write.status)
+        written = self._written.setdefault(key, [])
+        written.append(write.status)
+        del written[:-WRITTEN_KEPT]

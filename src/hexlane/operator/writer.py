@@ -93,6 +93,10 @@ class WriteQueue(Generic[K, W]):
         write = self._desired.get(key)
         return write if write is not None else self._in_flight.get(key)
 
+    def pending(self, key: K) -> list[W]:
+        """Every write for `key` not yet done: the one in flight, then the one waiting."""
+        return [w for w in (self._in_flight.get(key), self._desired.get(key)) if w is not None]
+
     async def wait_idle(self) -> None:
         """Until nothing is waiting or in flight (backing-off writes count as waiting)."""
         await self._idle.wait()
