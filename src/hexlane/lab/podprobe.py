@@ -35,8 +35,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx2
-
 from hexlane.k8s.client import ApiError, KubeClient, load_client_config
 from hexlane.k8s.ratelimit import RateLimiter
 
@@ -197,7 +195,7 @@ async def probe_loop(client: KubeClient, namespace: str, pod: str, plan: str) ->
                 log.warning("reading the plan %s/%s: %s", namespace, plan, e)
             await asyncio.sleep(POLL)
             continue
-        except (httpx2.HTTPError, OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:  # OSError: no answer
             log.warning("reading the plan %s/%s: %s", namespace, plan, e)
             await asyncio.sleep(POLL)
             continue
@@ -221,7 +219,7 @@ async def probe_loop(client: KubeClient, namespace: str, pod: str, plan: str) ->
                 if e.conflict:
                     break  # written already (a restart of this pod)
                 log.warning("writing the results of run %s: %s; retrying", run, e)
-            except (httpx2.HTTPError, OSError) as e:
+            except OSError as e:  # no answer (the transport's TransportError)
                 log.warning("writing the results of run %s: %s; retrying", run, e)
             await asyncio.sleep(POLL)
         log.info("run %s: results written to %s", run, cc.result_name(pod))
