@@ -42,9 +42,11 @@ async def test_unused_identities_are_deleted_after_the_grace(apiserver: Apiserve
         "metadata": {"name": "h", "namespace": ns, "labels": {"app": "host"}},
         "spec": {"nodeName": "n1", "hostNetwork": True,
                  "containers": [{"name": "c", "image": "x"}]}})
-    kept = pod_identity_labels({"app": "kept"}, ns, {})
-    for n, labels in ((300, kept), (301, pod_identity_labels({"app": "gone"}, ns, {})),
-                      (302, pod_identity_labels({"app": "host"}, ns, {}))):
+    # the namespace's labels as the apiserver keeps them (it adds kubernetes.io/metadata.name)
+    ns_labels = api.read(f"/api/v1/namespaces/{ns}")["metadata"].get("labels", {})
+    kept = pod_identity_labels({"app": "kept"}, ns, ns_labels)
+    for n, labels in ((300, kept), (301, pod_identity_labels({"app": "gone"}, ns, ns_labels)),
+                      (302, pod_identity_labels({"app": "host"}, ns, ns_labels))):
         api.create(IDENTITIES, identity_object(n, labels))
     # an object whose name is no allocated number is not the GC's business
     api.create(IDENTITIES, {"apiVersion": "cilium.io/v2", "kind": "CiliumIdentity",
