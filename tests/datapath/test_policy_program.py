@@ -19,6 +19,15 @@ from bpf_lbsetup import Services
 
 from helpers import packets
 from hexlane.datapath import libbpf
+from hexlane.datapath.events import (
+    EVENT_DROP,
+    EVENT_POLICY_VERDICT,
+    EVENT_TRACE,
+    EventReader,
+    VerdictFlag,
+    decode,
+    trace_config,
+)
 from hexlane.datapath.lb import view
 from hexlane.datapath.lb.loader import PROGRAM_FROM_POD, PROGRAM_TO_POD, LbDatapath
 from hexlane.datapath.policy import (
@@ -28,8 +37,17 @@ from hexlane.datapath.policy import (
     PolicyDatapath,
     policy_key,
 )
-from hexlane.policy.maps import EGRESS, INGRESS, IPv4Network, PolicyEntry, with_deny_precedence
-from hexlane.policy.node import EP_F_EGRESS, EP_F_INGRESS
+from hexlane.policy.maps import (
+    EGRESS,
+    INGRESS,
+    MATCH_L3_L4,
+    MATCH_L4_ONLY,
+    MATCH_NONE,
+    IPv4Network,
+    PolicyEntry,
+    with_deny_precedence,
+)
+from hexlane.policy.node import EP_F_AUDIT, EP_F_EGRESS, EP_F_INGRESS
 
 Run = Callable[[str, bytes], libbpf.TestRunResult]
 
@@ -58,10 +76,11 @@ def policy(lb: LbDatapath) -> Iterator[PolicyDatapath]:
 
 
 def program(pd: PolicyDatapath, endpoints: dict[str, tuple[int, int]],
-            entries: list[tuple[str, PolicyEntry]]) -> None:
+            entries: list[tuple[str, PolicyEntry]],
+            cookies: dict[tuple[str, PolicyEntry], int] | None = None) -> None:
     cache = {IPv4Network("0.0.0.0/0"): 2, IPv4Network(f"{WEB}/32"): WEB_ID,
              IPv4Network(f"{CLIENT}/32"): CLIENT_ID, IPv4Network(f"{OTHER}/32"): OTHER_ID}
-    pd.set(cache, endpoints, entries)
+    pd.set(cache, endpoints, entries, cookies)
     result = pd.flush()
     assert not result.failed, result.failed
 
@@ -147,6 +166,7 @@ def test_the_tables_read_back_as_written(lb: LbDatapath, policy: PolicyDatapath)
                (WEB, PolicyEntry(EGRESS, 0))]
     program(policy, {WEB: (WEB_ID, EP_F_INGRESS | EP_F_EGRESS)}, entries)
     for name, size in ((IPCACHE_MAP, (8, 8)), (ENDPOINTS_MAP, (4, 8)), (POLICY_MAP, (16, 8))):
+        # (value of hl_policy: flags, match type, 2 pad, the policies' number)
         m = lb.obj.map(name)
         assert (m.key_size, m.value_size) == size
     assert {bytes(k) for k in policy.policy.raw_keys()} == {policy_key(ip, e)
@@ -190,3 +210,68 @@ def test_a_new_connection_on_a_closed_tuple_is_decided_again(policy: PolicyDatap
     assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 44000, 80, tcp_flags=0x11)
                ).retval == PASS  # FIN
     assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 44000, 80)).retval == SHOT
+
+
+@pytest.fixture
+def verdicts(lb: LbDatapath, services: Services) -> Iterator[EventReader]:
+    """Events on (as the agent switches them on), a drained reader over the ring."""
+    services.sync.set_trace_config(trace_config(
+        on=True, pod_cidr=IPv4Network("10.244.1.0/24"), overlay_ifindex=0, host_ifindex=0))
+    assert not services.sync.flush().failed
+    with EventReader(lb.maps.events) as reader:
+        reader.consume()
+        yield reader
+    services.sync.set_trace_config(trace_config(on=False, pod_cidr=None, overlay_ifindex=0,
+                                                host_ifindex=0))
+    services.sync.flush()
+
+
+@pytest.mark.root
+def test_each_decision_is_reported_with_its_match_and_policies(
+        policy: PolicyDatapath, run: Run, verdicts: EventReader) -> None:
+    """A new connection's first packet gives one policy verdict (Cilium's notification: the
+    direction, the match type, the remote identity, the entry's number for its policies);
+    the rest of the connection gives none; a denial also gives its drop."""
+    web80 = PolicyEntry(INGRESS, CLIENT_ID, TCP, 80, 16)
+    any9000 = PolicyEntry(INGRESS, 0, TCP, 9000, 16)
+    out = PolicyEntry(EGRESS, WEB_ID, TCP, 8080, 16)
+    program(policy, {WEB: (WEB_ID, EP_F_INGRESS), CLIENT: (CLIENT_ID, EP_F_EGRESS)},
+            [(WEB, web80), (WEB, any9000), (CLIENT, out)],
+            {(WEB, web80): 77, (WEB, any9000): 78, (CLIENT, out): 79})
+    assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 45000, 80)).retval == PASS
+    assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 45000, 80, tcp_flags=0x10)
+               ).retval == PASS
+    assert run(PROGRAM_TO_POD, packets.build(OTHER, WEB, 45001, 9000)).retval == PASS
+    assert run(PROGRAM_TO_POD, packets.build(OTHER, WEB, 45002, 81)).retval == SHOT
+    assert run(PROGRAM_FROM_POD, packets.build(CLIENT, WEB, 45003, 8080)).retval == PASS
+    got = [(e.type, e.obs_point, e.reason, e.saddr, e.daddr, e.dport, e.identity, e.cookie)
+           for e in map(decode, verdicts.consume()) if e.type != EVENT_TRACE]
+    ingress, egress = int(VerdictFlag.INGRESS), int(VerdictFlag.EGRESS)
+    assert got == [
+        (EVENT_POLICY_VERDICT, ingress | MATCH_L3_L4 << 3, 0, CLIENT, WEB, 80, CLIENT_ID, 77),
+        (EVENT_POLICY_VERDICT, ingress | MATCH_L4_ONLY << 3, 0, OTHER, WEB, 9000, OTHER_ID,
+         78),
+        (EVENT_POLICY_VERDICT, ingress | MATCH_NONE << 3, 13, OTHER, WEB, 81, OTHER_ID, 0),
+        (EVENT_DROP, 0, 13, OTHER, WEB, 81, 0, 0),
+        (EVENT_POLICY_VERDICT, egress | MATCH_L3_L4 << 3, 0, CLIENT, WEB, 8080, WEB_ID, 79),
+    ]
+
+
+@pytest.mark.root
+def test_an_audited_endpoint_lets_denied_connections_pass_and_says_so(
+        lb: LbDatapath, policy: PolicyDatapath, run: Run, verdicts: EventReader) -> None:
+    deny = PolicyEntry(INGRESS, OTHER_ID, TCP, 80, 16, deny=True)
+    program(policy, {WEB: (WEB_ID, EP_F_INGRESS | EP_F_AUDIT)}, [(WEB, deny)],
+            {(WEB, deny): 5})
+    before = policy_drops(lb)
+    # denied by a rule, then by default: both pass
+    assert run(PROGRAM_TO_POD, packets.build(OTHER, WEB, 46000, 80)).retval == PASS
+    assert run(PROGRAM_TO_POD, packets.build(CLIENT, WEB, 46001, 80)).retval == PASS
+    assert run(PROGRAM_TO_POD, packets.build(OTHER, WEB, 46000, 80, tcp_flags=0x10)
+               ).retval == PASS
+    assert policy_drops(lb) == before
+    audited = int(VerdictFlag.INGRESS | VerdictFlag.AUDITED)
+    assert [(e.type, e.obs_point, e.reason, e.saddr, e.cookie)
+            for e in map(decode, verdicts.consume()) if e.type != EVENT_TRACE] == [
+        (EVENT_POLICY_VERDICT, audited | MATCH_L3_L4 << 3, 0, OTHER, 5),
+        (EVENT_POLICY_VERDICT, audited | MATCH_NONE << 3, 0, CLIENT, 0)]

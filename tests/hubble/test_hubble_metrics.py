@@ -126,8 +126,35 @@ def test_a_wrong_entry_is_an_error_naming_it(entries: list[str], index: int,
 
 def test_metrics_without_flows_are_left_out_with_a_warning() -> None:
     specs, warnings = parse_metric_list(["kafka", "policy", "drop"])
-    assert [s.name for s in specs] == ["drop"]
-    assert len(warnings) == 2 and "'kafka' is left out" in warnings[0]
+    assert [s.name for s in specs] == ["policy", "drop"]
+    assert len(warnings) == 1 and "'kafka' is left out" in warnings[0]
+
+
+def test_policy_counts_verdicts_by_direction_match_and_action_but_not_the_hosts() -> None:
+    m = metrics("policy")
+    v = flow(flags=("SYN",))
+    v.event_type.type = 5
+    v.traffic_direction = flow_pb2.INGRESS
+    v.policy_match_type = 2
+    m.process(v)
+    denied = flow_pb2.Flow()
+    denied.CopyFrom(v)
+    denied.verdict = flow_pb2.DROPPED
+    denied.traffic_direction = flow_pb2.EGRESS
+    denied.policy_match_type = 0
+    m.process(denied)
+    audited = flow_pb2.Flow()
+    audited.CopyFrom(denied)
+    audited.verdict = flow_pb2.AUDIT
+    m.process(audited)
+    host = flow_pb2.Flow()
+    host.CopyFrom(v)
+    host.source.identity = 1
+    m.process(host)
+    m.process(flow(flags=("SYN",)))  # a trace: not a verdict
+    assert series(m, "hubble_policy_verdicts") == {
+        ("ingress", "l3-l4", "forwarded"): 1, ("egress", "none", "dropped"): 1,
+        ("egress", "none", "audit"): 1}
 
 
 # --- handlers -----------------------------------------------------------------------------

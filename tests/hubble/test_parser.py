@@ -12,10 +12,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from hexlane.datapath.events import EVENT_DROP, EVENT_TRACE, Event, EventFlag, ObservationPoint
+from hexlane.datapath.events import (
+    EVENT_DROP,
+    EVENT_POLICY_VERDICT,
+    EVENT_TRACE,
+    Event,
+    EventFlag,
+    ObservationPoint,
+    VerdictFlag,
+)
 from hexlane.hubble.api.flow import flow_pb2
 from hexlane.hubble.endpoints import Endpoints
+from hexlane.hubble.format import flow_type as format_flow_type
+from hexlane.hubble.format import summary_text, verdict_text
 from hexlane.hubble.parser import IDENTITY_HOST, IDENTITY_REMOTE_NODE, IDENTITY_WORLD, FlowParser
+from hexlane.policy.maps import PolicyRef
 
 SYN, ACK = 0x02, 0x10
 
@@ -127,3 +138,42 @@ def test_a_drop() -> None:
     assert (drop.event_type.type, drop.event_type.sub_type) == (1, 158)
     assert drop.destination_service.name == "echo"
     assert drop.traffic_direction == flow_pb2.EGRESS  # leaving a pod of this node
+
+
+def test_a_policy_verdict_names_its_direction_match_and_policies() -> None:
+    """Cilium's policy verdict flow: event type 5, the direction and match type from the
+    flags, FORWARDED / DROPPED (Policy denied) / AUDIT, the remote identity as the datapath
+    saw it (a CIDR identity for a world address), and the deciding policies by number."""
+    eps = endpoints()
+    refs = (PolicyRef("NetworkPolicy", "bar", "allow-client"),
+            PolicyRef("CiliumClusterwideNetworkPolicy", "", "lab-wide"))
+    eps.set_policies({9: refs})
+    parser = FlowParser("n1", eps, 0, policies=eps.policies)
+    ingress = int(VerdictFlag.INGRESS)
+    allowed = parser.flow(event(type=EVENT_POLICY_VERDICT, obs_point=ingress | 2 << 3,
+                                identity=301, cookie=9))
+    assert allowed.event_type.type == 5 and allowed.verdict == flow_pb2.FORWARDED
+    assert allowed.traffic_direction == flow_pb2.INGRESS and allowed.policy_match_type == 2
+    assert allowed.source.identity == 301 and allowed.source.pod_name == "client"
+    assert [(p.kind, p.namespace, p.name) for p in allowed.ingress_allowed_by] == [
+        ("NetworkPolicy", "bar", "allow-client"),
+        ("CiliumClusterwideNetworkPolicy", "", "lab-wide")]
+    assert "k8s:io.cilium.k8s.policy.name=allow-client" in allowed.ingress_allowed_by[0].labels
+    assert format_flow_type(allowed) == "policy-verdict:L3-L4 INGRESS"
+    assert verdict_text(allowed) == "ALLOWED"
+    assert "Policy: NetworkPolicy bar/allow-client" in summary_text(allowed)
+
+    denied = parser.flow(event(type=EVENT_POLICY_VERDICT, obs_point=int(VerdictFlag.EGRESS),
+                               reason=13, saddr="10.42.0.5", daddr="203.0.113.9",
+                               identity=16777217, cookie=0))
+    assert denied.verdict == flow_pb2.DROPPED
+    assert denied.drop_reason_desc == flow_pb2.POLICY_DENIED
+    assert denied.traffic_direction == flow_pb2.EGRESS
+    assert denied.destination.identity == 16777217 and not denied.destination.labels
+    assert not denied.egress_denied_by and verdict_text(denied) == "DENIED"
+
+    audited = parser.flow(event(type=EVENT_POLICY_VERDICT,
+                                obs_point=int(VerdictFlag.INGRESS | VerdictFlag.AUDITED),
+                                identity=301, cookie=9))
+    assert audited.verdict == flow_pb2.AUDIT and verdict_text(audited) == "AUDITED"
+    assert [p.name for p in audited.ingress_denied_by] == ["allow-client", "lab-wide"]

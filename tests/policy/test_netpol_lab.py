@@ -18,6 +18,10 @@ a namespace together, an ipBlock with except and a CIDR (egress to addresses out
 cluster: the client host 10.0.0.2 and the control plane 10.0.0.10), named ports, endPort; a
 Service's ClusterIP (policy sees the backend); changing a policy changes the table; relabelling
 a pod changes what it may reach.
+
+Cilium's policies (issue 20): deny over allow, clusterwide, ICMP, entities, CIDR sets; Hubble's
+policy verdicts name the deciding policy; the lab upgraded to policyEnforcementMode always and
+then policyAuditMode, and set back.
 """
 
 from __future__ import annotations
@@ -445,7 +449,32 @@ def check_cells(world: World, want: dict[Cell, bool]) -> None:
     check_traces(world, table)
 
 
-def test_cilium_deny_wins_over_allow(lab: Lab, world: World) -> None:
+def observe(lab: Lab, *args: str) -> list[dict[str, Any]]:
+    """`hexlane hubble observe ARGS -o json` in the lab (through the relay): the flows."""
+    out = lab.exec("cp", "hexlane", "hubble", "observe", *args, "-o", "json",
+                   check=False).stdout
+    return [json.loads(line)["flow"] for line in out.splitlines()
+            if line.strip() and "flow" in json.loads(line)]
+
+
+def verdict_of(lab: Lab, src: str, dst: str, port: int, *args: str) -> dict[str, Any] | None:
+    """The latest ingress policy verdict (at the destination pod) of src -> dst:port among
+    the last flows."""
+    s_ns, s_pod = src.split("/")
+    for flow in reversed(observe(lab, "--type", "policy-verdict", "--to-pod", dst,
+                                 "--last", "200", *args)):
+        source = flow.get("source", {})
+        if (source.get("namespace"), source.get("pod_name")) == (s_ns, s_pod) and \
+                flow.get("traffic_direction") == "INGRESS" and \
+                flow.get("l4", {}).get("TCP", {}).get("destination_port") == port:
+            return flow
+    return None
+
+
+def test_cilium_deny_wins_over_allow_and_hubble_names_the_policy(lab: Lab, world: World) -> None:
+    """Deny wins over allow; Hubble's policy verdicts name the deciding policy (denied_by for
+    the deny rule, allowed_by for the allow rule), as `hubble observe --verdict DROPPED`
+    prints it."""
     apply(lab, [cnp("cluster-but-y-80", {
         "endpointSelector": A_SEL,
         "ingress": [{"fromEntities": ["cluster"]}],
@@ -457,6 +486,20 @@ def test_cilium_deny_wins_over_allow(lab: Lab, world: World) -> None:
         (f"{NS['y']}/b", a, 80, "TCP"): False, (f"{NS['y']}/c", a, 80, "TCP"): False,
         (f"{NS['y']}/b", a, 81, "TCP"): True, (f"{NS['y']}/b", a, 80, "UDP"): True,
         (f"{NS['z']}/b", a, 80, "TCP"): True, (f"{X}/b", a, 80, "TCP"): True})
+    named = {"kind": "CiliumNetworkPolicy", "namespace": X, "name": "cluster-but-y-80"}
+
+    def names(flow: dict[str, Any], key: str) -> list[dict[str, str]]:
+        return [{k: p.get(k) for k in named} for p in flow.get(key, [])]
+    denied = wait_for("the denial's verdict", lambda: verdict_of(
+        lab, f"{NS['y']}/b", a, 80, "--verdict", "DROPPED"), timeout=20, interval=0.5)
+    assert denied["traffic_direction"] == "INGRESS", denied
+    assert names(denied, "ingress_denied_by") == [named], denied
+    allowed = wait_for("the allowed verdict", lambda: verdict_of(
+        lab, f"{NS['z']}/b", a, 80, "--verdict", "FORWARDED"), timeout=20, interval=0.5)
+    assert names(allowed, "ingress_allowed_by") == [named], allowed
+    text = lab.exec("cp", "hexlane", "hubble", "observe", "--type", "policy-verdict",
+                    "--verdict", "DROPPED", "--to-pod", a, "--last", "200").stdout
+    assert f"Policy: CiliumNetworkPolicy {X}/cluster-but-y-80" in text, text
 
 
 def test_a_clusterwide_policy_selects_in_every_namespace(lab: Lab, world: World) -> None:
@@ -509,3 +552,67 @@ def test_cilium_egress_cidr_set_with_except(lab: Lab, world: World) -> None:
                         (a, f"{X}/b", 80, "TCP"): False,
                         (f"{X}/b", CLIENT, 80, "TCP"): True})
     apply(lab, [])
+
+
+# --- enforcement modes and audit (the shared lab upgraded and set back) ---------------------------
+
+def upgrade(lab: Lab, *sets: str, **wants: object) -> None:
+    """`hexlane lab upgrade --set ...`, then wait until both agents' policy documents say
+    `wants` (e.g. mode="always") and the relay serves both nodes again."""
+    lab.run("upgrade", *[a for s in sets for a in ("--set", s)])
+
+    def says(node: str) -> bool:
+        try:
+            doc = node_policy(lab, node)
+        except RuntimeError:  # (restarting)
+            return False
+        return all(doc.get(k) == v for k, v in wants.items())
+    wait_for(f"both agents with {wants}", lambda: says("node1") and says("node2"),
+             timeout=60, interval=0.5)
+
+
+def hubble_metrics(lab: Lab) -> str:
+    return lab.exec("node1", "curl", "-sS", "-m", "3", f"http://{NODE1_IP}:9965/metrics",
+                    check=False).stdout
+
+
+def test_always_enforces_without_a_policy_and_audit_lets_denials_pass(lab: Lab,
+                                                                      world: World) -> None:
+    """policyEnforcementMode always: with no policy every pod is enforced both ways (only its
+    own host reaches it); a policy opens what it allows. policyAuditMode: what policy denies
+    passes, and its verdict is recorded as AUDIT (Hubble, hubble_policy_verdicts_total)."""
+    a, b, yb = f"{X}/a", f"{X}/b", f"{NS['y']}/b"
+    try:
+        apply(lab, [])
+        upgrade(lab, "policyEnforcementMode=always", "hubble.metrics.enabled={policy,drop}",
+                mode="always")
+        check_cells(world, {(b, a, 80, "TCP"): False, (yb, f"{NS['z']}/c", 81, "UDP"): False,
+                            ("node1", a, 80, "TCP"): True,
+                            ("client", "nodeport-a", world.node_port, "TCP"): False})
+        apply(lab, [cnp("within-x", {"endpointSelector": {},
+                                     "ingress": [{"fromEndpoints": [{}]}],
+                                     "egress": [{"toEndpoints": [{}]}]})])
+        check_cells(world, {(b, a, 80, "TCP"): True, (yb, a, 80, "TCP"): False})
+
+        upgrade(lab, "policyAuditMode=true", audit=True)
+        table = probe(world, [(yb, a, 80, "TCP"), (b, a, 81, "TCP")], 1.0)
+        assert all(table.values()), table  # denied (by default) but audited: passes
+        audited = wait_for("the audited verdict", lambda: verdict_of(
+            lab, yb, a, 80, "--verdict", "AUDIT"), timeout=20, interval=0.5)
+        assert audited["traffic_direction"] == "INGRESS", audited
+        allowed = wait_for("the allowed verdict", lambda: verdict_of(
+            lab, b, a, 81, "--verdict", "FORWARDED"), timeout=20, interval=0.5)
+        assert [p["name"] for p in allowed.get("ingress_allowed_by", [])] == ["within-x"]
+
+        def series(**labels: str) -> list[str]:
+            return [line for line in hubble_metrics(lab).splitlines()
+                    if line.startswith("hubble_policy_verdicts_total{")
+                    and all(f'{k}="{v}"' in line for k, v in labels.items())]
+        wait_for("the audited verdict in hubble_policy_verdicts_total on node1",
+                 lambda: series(action="audit", direction="ingress", match="none"),
+                 timeout=20, interval=0.5)
+        assert series(action="forwarded", direction="ingress", match="l3-only")
+    finally:
+        upgrade(lab, "policyEnforcementMode=default", "policyAuditMode=false",
+                "hubble.metrics.enabled=null", mode="default", audit=False)
+        apply(lab, [])

@@ -67,3 +67,45 @@ def test_pods_without_a_number_wait_and_are_left_out() -> None:
 def test_the_label_index_prefers_the_lowest_number() -> None:
     labels = labelled()[0][1]
     assert labels_index({300: labels, 256: labels, 257: frozenset()})[labels] == 256
+
+
+def test_each_entry_carries_the_number_of_the_policies_it_comes_from() -> None:
+    """The number is the same for the same policies whatever else changes (no rewrite of the
+    others' entries), names every policy that gives the entry, a deny's policy for an allow it
+    overrides, and 0 for hexlane's own entry (the host's access)."""
+    from hexlane.model.netpol import CiliumNetworkPolicy
+    from hexlane.policy.maps import PolicyRef
+
+    also = netpol("shop", {"podSelector": {"matchLabels": {"app": "db"}},
+                           "policyTypes": ["Ingress"],
+                           "ingress": [{"from": [{"podSelector": {"matchLabels":
+                                                                  {"app": "web"}}}],
+                                        "ports": [{"port": 5432}]}]}, name="also")
+    deny = CiliumNetworkPolicy.parse({
+        "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "no-probe", "namespace": "shop"},
+        "spec": {"endpointSelector": {"matchLabels": {"app": "db"}},
+                 "ingressDeny": [{"fromEndpoints": [{"matchLabels": {
+                     "k8s:io.kubernetes.pod.namespace": "ops"}}]}]}})
+    whole = resolve_cluster(PODS, NAMESPACES, POLICIES)
+    allocated = {i: whole.identities[i] for i in set(whole.pod_identity.values())}
+
+    def tables(policies, cilium=()):
+        return datapath_tables(node_policy(labelled(), LOCAL, allocated, policies,
+                                           cilium=cilium))
+
+    one = tables(POLICIES)
+    web = whole.pod_identity[("shop", "web-1")]
+    probe = whole.pod_identity[("ops", "probe")]
+    pg = ("10.244.1.11", PolicyEntry(INGRESS, web, 6, 5432, 16))
+    host = ("10.244.1.11", PolicyEntry(INGRESS, int(ReservedIdentity.HOST)))
+    assert one.cookies[host] == 0
+    assert one.policies[one.cookies[pg]] == (PolicyRef("NetworkPolicy", "shop", "p"),)
+    two = tables([*POLICIES, also], [deny])
+    assert two.policies[two.cookies[pg]] == (PolicyRef("NetworkPolicy", "shop", "also"),
+                                             PolicyRef("NetworkPolicy", "shop", "p"))
+    denied = ("10.244.1.11", PolicyEntry(INGRESS, probe, deny=True))
+    assert two.policies[two.cookies[denied]] == (
+        PolicyRef("CiliumNetworkPolicy", "shop", "no-probe"),)
+    # the same policies, the same number, in any company
+    assert tables(POLICIES, [deny]).cookies[pg] == one.cookies[pg]

@@ -196,7 +196,10 @@ class Agent:
             cluster=values.cluster.name, host_ips=self._host_ips,
             remote_host_ips=self._remote_host_ips,
             on_identities=self.hubble.observer.endpoints.set_identities
-            if self.hubble is not None else None) \
+            if self.hubble is not None else None,
+            on_policies=self.hubble.observer.endpoints.set_policies
+            if self.hubble is not None else None,
+            audit=bool(values.get("policyAuditMode", False))) \
             if self.lb is not None and _enforcing(values) else None
         # Datapath (the endpoint manager and the API once this node is known)
         self.endpoints: EndpointManager | None = None

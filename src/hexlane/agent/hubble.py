@@ -94,7 +94,8 @@ class HubbleObserver:
         self.endpoints = Endpoints(node, cluster, services)
         # Flows name their node as Cilium's do: <cluster>/<node>
         self.parser = FlowParser(f"{cluster}/{node}", self.endpoints, wall_offset_ns(),
-                                 cluster=cluster, interfaces=_interfaces(), local_node=node)
+                                 cluster=cluster, interfaces=_interfaces(), local_node=node,
+                                 policies=self.endpoints.policies)
         #: L7 records are read as they are taken (a response is paired with its request)
         self.l7 = L7Reader()
         self.informers = {name: informers[name] for name in KINDS if name in informers}

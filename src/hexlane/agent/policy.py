@@ -46,7 +46,7 @@ from hexlane.policy.identity import (
     pod_labels,
     reserved_labels,
 )
-from hexlane.policy.maps import IPv4Network
+from hexlane.policy.maps import IPv4Network, PolicyRef
 from hexlane.policy.node import NodePolicy, datapath_tables, node_policy
 from hexlane.policy.resolve import PodInfo, named_ports_by_identity
 from hexlane.policy.trace import End, Trace, trace
@@ -73,7 +73,9 @@ class PolicyEnforcer:
                  label_filter: LabelFilter = DEFAULT_FILTER,
                  host_ips: Callable[[], list[str]] = list,
                  remote_host_ips: Callable[[], list[str]] = list,
-                 on_identities: Callable[[dict[str, int]], None] | None = None) -> None:
+                 on_identities: Callable[[dict[str, int]], None] | None = None,
+                 on_policies: Callable[[dict[int, tuple[PolicyRef, ...]]], None] | None = None,
+                 audit: bool = False) -> None:
         self.node = node
         self.informers = informers
         self.identities = identities
@@ -84,6 +86,11 @@ class PolicyEnforcer:
         self.remote_host_ips = remote_host_ips
         #: told every pod's identity after each sync ("namespace/name" -> number: Hubble)
         self.on_identities = on_identities
+        #: told after each sync which policies each number in the policy map stands for
+        #: (Hubble names the policies of a verdict)
+        self.on_policies = on_policies
+        #: policyAuditMode: what policy denies passes, its verdicts are audited
+        self.audit = audit
         self.datapath: PolicyDatapath | None = None
         self.state: NodePolicy | None = None
         self.problems: list[str] = []
@@ -210,8 +217,10 @@ class PolicyEnforcer:
         else:
             state = self.desired()
         versions = list(self._versions)
-        tables = datapath_tables(state)
-        self.datapath.set(tables.ipcache, tables.endpoints, tables.entries)
+        tables = datapath_tables(state, audit=self.audit)
+        if self.on_policies is not None:  # before the entries that carry the numbers
+            self.on_policies(tables.policies)
+        self.datapath.set(tables.ipcache, tables.endpoints, tables.entries, tables.cookies)
         # The first write of a process reads the maps first: what a previous run left there
         # and nobody wants any more goes too.
         write = self.datapath.flush if self._resynced else self.datapath.resync
@@ -302,7 +311,9 @@ class PolicyEnforcer:
                 "entries": [{"direction": e.direction, "identity": e.identity,
                              "protocol": e.protocol, "port": e.port,
                              "portRange": list(e.port_range) if e.port_range else None,
-                             "deny": e.deny, "text": e.describe()}
+                             "deny": e.deny, "text": e.describe(),
+                             "policies": [str(r) for r in
+                                          sorted(ep.policy.origins.get(e, ()))]}
                             for e in sorted(ep.policy.entries)]}
         return out
 
@@ -313,6 +324,7 @@ class PolicyEnforcer:
         state = self.state
         return {
             "mode": self.mode,
+            "audit": self.audit,
             "loaded": self.datapath is not None,
             "endpoints": self.endpoint_state(),
             "enforced": sum(1 for ep in state.endpoints.values() if ep.flags) if state else 0,

@@ -449,7 +449,8 @@ def _policy_text(policy: Mapping[str, Any]) -> str:
                              "   (policyEnforcementMode never)" if policy.get("mode") == "never"
                              else "")
     endpoints = policy.get("endpoints") or {}
-    text = (f"Enforcing (mode {policy.get('mode')})   {policy.get('enforced', 0)}/"
+    text = (f"{'Auditing' if policy.get('audit') else 'Enforcing'} "
+            f"(mode {policy.get('mode')})   {policy.get('enforced', 0)}/"
             f"{len(endpoints)} endpoints enforced, {policy.get('policyEntries', 0)} policy "
             f"entries, {policy.get('ipcacheEntries', 0)} ipcache entries")
     if policy.get("waiting"):

@@ -57,7 +57,9 @@ def run_get(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"Policy enforcement mode: {doc.get('mode')}")
+    print(f"Policy enforcement mode: {doc.get('mode')}"
+          + (" (audit: what policy denies passes, recorded as AUDIT)" if doc.get("audit")
+             else ""))
     for problem in doc.get("problems") or []:
         print(f"problem: {problem}")
     rules = doc.get("rules") or {}
@@ -68,11 +70,13 @@ def run_get(args: argparse.Namespace) -> int:
                          for w in ("ingress", "egress"))
         print(f"\n{pod} (identity {ep['identity']}, {ep['ip']}): {ways}")
         if ep["entries"]:
-            print(f"  {'DIRECTION':<10} {'IDENTITY':<10} {'PORT/PROTO':<16} VERDICT")
+            print(f"  {'DIRECTION':<10} {'IDENTITY':<10} {'PORT/PROTO':<16} {'VERDICT':<8} "
+                  "DERIVED FROM")
         for e in ep["entries"]:
             port = _ports(e)
+            origin = ", ".join(e.get("policies") or []) or "(hexlane: the host's access)"
             print(f"  {e['direction']:<10} {e['identity'] or 'ANY':<10} {port:<16} "
-                  f"{'deny' if e['deny'] else 'allow'}")
+                  f"{'deny' if e['deny'] else 'allow':<8} {origin}")
     return 0
 
 

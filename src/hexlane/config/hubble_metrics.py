@@ -13,8 +13,8 @@ Context options, accepted by every metric:
 What Cilium would only log, or would accept and ignore, is an error here, with the entry, the
 option and what is accepted: an unknown metric, an unknown option or context, a context
 option without a value, a flag given a value, the same metric twice, `http` with `httpV2`.
-`kafka` and `policy` are Cilium metrics hexlane has no flows for (no Kafka parsing, no policy
-verdicts yet): a warning, and they are left out.
+`kafka` is a Cilium metric hexlane has no flows for (no Kafka parsing): a warning, and it is
+left out.
 
 `parse_metric_list(entries)` returns one `MetricSpec` per metric plus the warnings, and raises
 `MetricOptionError` (with the index of the entry) at the first problem. The handlers that
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 CILIUM_METRICS = ("dns", "drop", "flow", "flows-to-world", "http", "httpV2", "icmp", "kafka",
                   "policy", "port-distribution", "tcp")
 #: those hexlane has no flows for: accepted with a warning, left out
-WITHOUT_FLOWS = {"kafka": "hexlane parses no Kafka", "policy": "hexlane enforces no policy yet"}
+WITHOUT_FLOWS = {"kafka": "hexlane parses no Kafka"}
 #: the metric-specific options of each metric (besides the context options); flags take no
 #: value, `exemplars` takes true or false
 FLAGS = {"dns": ("query", "ignoreAAAA"), "flows-to-world": ("any-drop", "port", "syn-only")}

@@ -656,6 +656,10 @@ _ACTING = (
           "direction; always: every pod is, in both (default deny); never: nothing is "
           "enforced (docs/policy.md). Enforced in the load balancer's pod hooks: needs "
           "kubeProxyReplacement.", choices=("default", "always", "never")),
+    _acts("policyAuditMode", "bool",
+          "enforced pods let what their policy denies pass; the verdicts are recorded as "
+          "AUDIT (Hubble's policy verdicts, hubble_policy_verdicts_total) so policies can "
+          "be written from them before they are enforced (docs/policy.md)."),
     _acts("loadBalancer.algorithm", "enum",
           "backend selection: random, or maglev consistent hashing.",
           choices=("random", "maglev")),

@@ -36,6 +36,7 @@ _ntoa = socket.inet_ntoa
 
 EVENT_DROP = 1  # Cilium's monitor message types (Hubble's event_type.type)
 EVENT_TRACE = 4
+EVENT_POLICY_VERDICT = 5  # a new connection's policy verdict (VerdictFlag in obs_point)
 EVENT_L7 = 129  # Cilium's access log: an L7 record
 
 TRACE_F_ON = 1
@@ -72,6 +73,19 @@ class ObservationPoint(enum.IntEnum):
     TO_ENDPOINT = 101
 
 
+class VerdictFlag(enum.IntFlag):
+    """A policy verdict's flags (its obs_point byte; Cilium's layout): the direction, the
+    match type in bits 3-5 (`(flags & MATCH_MASK) >> MATCH_SHIFT`), audited."""
+
+    INGRESS = 1
+    EGRESS = 2
+    AUDITED = 0x40
+
+
+VERDICT_MATCH_MASK = 0x38
+VERDICT_MATCH_SHIFT = 3
+
+
 class EventFlag(enum.IntFlag):
     REPLY = 1 << 0
     SERVICE = 1 << 1
@@ -85,7 +99,8 @@ class HlEvent(ctypes.Structure):
                 ("tcp_flags", u8), ("proto", u8), ("flags", u8), ("icmp_type", u8),
                 ("icmp_code", u8), ("ifindex", u32), ("len", u32), ("saddr", u32),
                 ("daddr", u32), ("sport", u16), ("dport", u16), ("svc_addr", u32),
-                ("svc_port", u16), ("pad", u16), ("xlated_saddr", u32)]
+                ("svc_port", u16), ("pad", u16), ("xlated_saddr", u32), ("identity", u32),
+                ("cookie", u32)]
 
 
 class HlTraceConfig(ctypes.Structure):
@@ -129,7 +144,8 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
 # The host-order head, then addresses and ports as the packet has them (network order).
 _HEAD = struct.Struct("<QBBBBBBBBII")
 _TUPLE = struct.Struct(">4s4sHH4sHxx4s")
-EVENT_SIZE = _HEAD.size + _TUPLE.size
+_TAIL = struct.Struct("<II")  # policy verdicts: the remote identity, the policies' number
+EVENT_SIZE = _HEAD.size + _TUPLE.size + _TAIL.size
 assert ctypes.sizeof(HlEvent) == EVENT_SIZE
 
 
@@ -154,6 +170,8 @@ class Event(NamedTuple):
     svc_addr: str | None  # the frontend (EventFlag.SERVICE)
     svc_port: int
     xlated_saddr: str | None  # the source the packet left with (SNAT)
+    identity: int = 0  # policy verdicts: the remote side's security identity
+    cookie: int = 0  # policy verdicts: the number of the deciding policies (0: none)
 
     @property
     def is_reply(self) -> bool:
@@ -175,11 +193,16 @@ def decode_at(raw: bytes, at: int) -> Event:
     (ktime, etype, obs, reason, tcp_flags, proto, flags, icmp_type, icmp_code, ifindex,
      length) = _HEAD.unpack_from(raw, at)
     saddr, daddr, sport, dport, svc_addr, svc_port, xlated = _TUPLE.unpack_from(raw, at + 24)
+    identity, cookie = (_TAIL.unpack_from(raw, at + 48) if etype == EVENT_POLICY_VERDICT
+                        else _NO_TAIL)
     return Event(
         ktime, etype, obs, reason, tcp_flags, proto, flags, icmp_type, icmp_code, ifindex,
         length, _ntoa(saddr), _ntoa(daddr), sport, dport,
         _ntoa(svc_addr) if flags & _F_SERVICE else None, svc_port,
-        _ntoa(xlated) if flags & _F_XLATED_SRC else None)
+        _ntoa(xlated) if flags & _F_XLATED_SRC else None, identity, cookie)
+
+
+_NO_TAIL = (0, 0)
 
 
 def trace_config(*, on: bool, pod_cidr: IPv4Network | None, overlay_ifindex: int,

@@ -11,7 +11,7 @@ The byte layouts (checked against the object's BTF in tests/datapath/test_policy
     hl_ipcache    key {u32 prefixlen, be32 addr}, value {u32 identity, u32 pad}
     hl_endpoints  key be32 addr, value {u32 identity, u8 flags, 3 pad}
     hl_policy     key {u32 prefixlen, be32 ep, u32 identity, u8 dir, u8 proto, be16 port},
-                  value {u8 flags, 7 pad}
+                  value {u8 flags, u8 match type, 2 pad, u32 cookie}
 
 A policy entry's prefix length is 32 (the endpoint) plus the entry's own
 (`PolicyEntry.prefix_len`: identity, direction, and the protocol and port bits it covers).
@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hexlane.datapath.reconcile import FlushResult, MapTable, Reconciler, flush_group
-from hexlane.policy.maps import INGRESS, IPv4Network, PolicyEntry
+from hexlane.policy.maps import INGRESS, IPv4Network, PolicyEntry, match_type
 
 IPCACHE_MAP = "hl_ipcache"
 ENDPOINTS_MAP = "hl_endpoints"
@@ -39,8 +39,8 @@ _IPCACHE_KEY = struct.Struct("<I4s")
 _U32_PAIR = struct.Struct("<II")
 _ENDPOINT_VALUE = struct.Struct("<IB3x")
 _POLICY_KEY = struct.Struct("<I4sIBB2s")
-_POLICY_ALLOW = bytes(8)
-_POLICY_DENY = b"\x01" + bytes(7)  # HL_POLICY_F_DENY
+_POLICY_VALUE = struct.Struct("<BBxxI")
+POLICY_F_DENY = 1  # HL_POLICY_F_DENY
 
 
 def _packed(ip: str) -> bytes:
@@ -63,6 +63,17 @@ def policy_key(ep_ip: str, entry: PolicyEntry) -> bytes:
     return _POLICY_KEY.pack(ENDPOINT_PREFIX + entry.prefix_len, _packed(ep_ip), entry.identity,
                             DIRECTION_CODES[entry.direction], entry.protocol,
                             entry.port.to_bytes(2, "big"))
+
+
+def policy_value(entry: PolicyEntry, cookie: int = 0) -> bytes:
+    """Allow or deny, the match type a hit reports, the number of the entry's policies."""
+    return _POLICY_VALUE.pack(POLICY_F_DENY if entry.deny else 0, match_type(entry), cookie)
+
+
+def decode_policy_value(raw: bytes) -> tuple[int, int, int]:
+    """(flags, match type, cookie)."""
+    flags, match, cookie = _POLICY_VALUE.unpack(raw)
+    return flags, match, cookie
 
 
 def decode_policy_key(raw: bytes) -> tuple[int, str, int, int, int, int]:
@@ -95,11 +106,13 @@ class PolicyDatapath:
 
     def set(self, ipcache: Mapping[IPv4Network, int],
             endpoints: Mapping[str, tuple[int, int]],
-            entries: Iterable[tuple[str, PolicyEntry]]) -> None:
+            entries: Iterable[tuple[str, PolicyEntry]],
+            cookies: Mapping[tuple[str, PolicyEntry], int] | None = None) -> None:
+        cookies = cookies or {}
         self.ipcache_rec.set_all({ipcache_key(p): ipcache_value(i) for p, i in ipcache.items()})
         self.endpoints_rec.set_all({_packed(ip): endpoint_value(ident, flags)
                                     for ip, (ident, flags) in endpoints.items()})
-        self.policy_rec.set_all({policy_key(ip, e): _POLICY_DENY if e.deny else _POLICY_ALLOW
+        self.policy_rec.set_all({policy_key(ip, e): policy_value(e, cookies.get((ip, e), 0))
                                  for ip, e in entries})
 
     def flush(self) -> FlushResult:

@@ -24,6 +24,7 @@ from hexlane.hubble.parser import (
     PodInfo,
     Who,
 )
+from hexlane.policy.maps import PolicyRef
 
 #: labels Kubernetes' controllers put on pods that say nothing about what the pod is (Cilium
 #: leaves them out of identities too)
@@ -107,6 +108,7 @@ class Endpoints:
         self._node_ips: dict[str, Who] = {}
         self._host: frozenset[str] = frozenset()
         self._identities: dict[str, int] = {}  # ns/name -> security identity
+        self._policies: dict[int, tuple[PolicyRef, ...]] = {}  # policy map number -> policies
 
     # -- updates --------------------------------------------------------------------------
 
@@ -139,6 +141,14 @@ class Endpoints:
                     pods[address] = replace(who, identity=identities.get(key,
                                                                          IDENTITY_UNKNOWN))
         self._pods = pods
+
+    def set_policies(self, table: Mapping[int, tuple[PolicyRef, ...]]) -> None:
+        """The policies behind each number the policy map's entries carry (the policy
+        controller's): policy verdicts name them from now on."""
+        self._policies = dict(table)
+
+    def policies(self, cookie: int) -> tuple[PolicyRef, ...]:
+        return self._policies.get(cookie, ())
 
     def delete_pod(self, pod: Mapping[str, Any]) -> None:
         self._pods = self._without(_key(pod))

@@ -235,7 +235,21 @@ def summary_text(flow: flow_pb2.Flow) -> str:
     text = flow.Summary or summary(flow)
     if flow.auth_type != flow_pb2.DISABLED:
         text += "; Auth: " + flow_pb2.AuthType.Name(flow.auth_type)
+    names = policy_names(flow)
+    if names:
+        text += "; Policy: " + ", ".join(names)
     return text
+
+
+def policy_names(flow: flow_pb2.Flow) -> list[str]:
+    """The policies a policy verdict names ("NetworkPolicy ns/name"), allowing or denying."""
+    out = []
+    for field_ in (flow.ingress_allowed_by, flow.egress_allowed_by, flow.ingress_denied_by,
+                   flow.egress_denied_by):
+        for p in field_:
+            out.append(f"{p.kind} {p.namespace}/{p.name}" if p.namespace
+                       else f"{p.kind} {p.name}")
+    return out
 
 
 def _join_host_port(host: str, port: str) -> str:

@@ -24,6 +24,7 @@ until policy brings allocated identities. No I/O here: the wall clock offset is 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
@@ -31,7 +32,10 @@ from typing import Protocol
 from hexlane.datapath.events import (
     EVENT_DROP,
     EVENT_L7,
+    EVENT_POLICY_VERDICT,
     EVENT_TRACE,
+    VERDICT_MATCH_MASK,
+    VERDICT_MATCH_SHIFT,
     Event,
     EventBatch,
     EventFlag,
@@ -39,6 +43,7 @@ from hexlane.datapath.events import (
     L7Payload,
     L7Side,
     ObservationPoint,
+    VerdictFlag,
 )
 from hexlane.hubble.api.flow import flow_pb2
 from hexlane.hubble.l7 import (
@@ -50,10 +55,13 @@ from hexlane.hubble.l7 import (
     parse_dns,
     parse_http,
 )
+from hexlane.policy.maps import PolicyRef
 
 _F_L4 = int(EventFlag.L4)
 _F_RESPONSE = int(EventFlag.RESPONSE)
 _TO_ENDPOINT = int(ObservationPoint.TO_ENDPOINT)
+_V_EGRESS = int(VerdictFlag.EGRESS)
+_V_AUDITED = int(VerdictFlag.AUDITED)
 
 # Cilium's reserved identities
 IDENTITY_UNKNOWN = 0
@@ -211,7 +219,8 @@ class FlowParser:
 
     def __init__(self, node_name: str, lookup: Lookup, wall_offset_ns: int, *,
                  cluster: str = "default", interfaces: dict[int, str] | None = None,
-                 local_node: str | None = None) -> None:
+                 local_node: str | None = None,
+                 policies: Callable[[int], Sequence[PolicyRef]] | None = None) -> None:
         self.node_name = node_name  # as flows name it (Cilium's: <cluster>/<node>)
         #: the Node's own name, as pods' spec.nodeName gives it
         self.local_node = local_node if local_node is not None else node_name
@@ -221,6 +230,8 @@ class FlowParser:
         #: ifindex -> name, as the caller knows them (missing: the index alone)
         self.interfaces = interfaces if interfaces is not None else {}
         self.errors = 0  # events that could not be read
+        #: the policies behind a policy verdict's number (the policy controller's table)
+        self.policies = policies
 
     def flow(self, ev: Event, lookup: Lookup | None = None,
              l7: L7Info | None = None) -> flow_pb2.Flow:
@@ -254,6 +265,8 @@ class FlowParser:
                 target.namespace, target.name = svc
         if ev.type == EVENT_L7:
             self._l7(f, ev, l7)
+        elif ev.type == EVENT_POLICY_VERDICT:
+            self._verdict(f, ev)
         elif ev.type == EVENT_DROP:
             reason = DROP_REASONS.get(ev.reason, flow_pb2.DROP_REASON_UNKNOWN)
             f.verdict = flow_pb2.DROPPED
@@ -279,6 +292,37 @@ class FlowParser:
                 ingress = not ingress
             f.traffic_direction = flow_pb2.INGRESS if ingress else flow_pb2.EGRESS
         return f
+
+    def _verdict(self, f: flow_pb2.Flow, ev: Event) -> None:
+        """A policy verdict as Cilium's parser makes one of its notification: the direction,
+        the match type, FORWARDED / DROPPED (Policy denied) / AUDIT, the remote side's
+        identity as the datapath looked it up, and the policies that decided (allowed_by,
+        or denied_by for a deny rule)."""
+        f.event_type.type = EVENT_POLICY_VERDICT
+        egress = bool(ev.obs_point & _V_EGRESS)
+        f.traffic_direction = flow_pb2.EGRESS if egress else flow_pb2.INGRESS
+        f.policy_match_type = (ev.obs_point & VERDICT_MATCH_MASK) >> VERDICT_MATCH_SHIFT
+        if ev.obs_point & _V_AUDITED:
+            f.verdict = flow_pb2.AUDIT
+        elif ev.reason:
+            reason = DROP_REASONS.get(ev.reason, flow_pb2.DROP_REASON_UNKNOWN)
+            f.verdict = flow_pb2.DROPPED
+            f.drop_reason = reason
+            f.drop_reason_desc = reason
+        else:
+            f.verdict = flow_pb2.FORWARDED
+        remote = f.destination if egress else f.source
+        if ev.identity and remote.identity != ev.identity:
+            remote.identity = ev.identity
+            if not remote.pod_name:  # a CIDR identity: the labels of world no longer fit
+                del remote.labels[:]
+        refs = self.policies(ev.cookie) if ev.cookie and self.policies else ()
+        if refs:
+            denied = f.verdict != flow_pb2.FORWARDED
+            target = ((f.egress_denied_by if denied else f.egress_allowed_by) if egress
+                      else (f.ingress_denied_by if denied else f.ingress_allowed_by))
+            target.extend(flow_pb2.Policy(name=r.name, namespace=r.namespace, kind=r.kind,
+                                          labels=r.labels) for r in refs)
 
     @staticmethod
     def _l7(f: flow_pb2.Flow, ev: Event, info: L7Info | None) -> None:

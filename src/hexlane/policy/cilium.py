@@ -27,9 +27,15 @@ Cilium's rules, as resolved here (docs.cilium.io, "Layer 3/4 policies", "Deny po
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from hexlane.model.netpol import CIDRBlock, CiliumNetworkPolicy, CiliumPolicyRule, PolicyPort
+from hexlane.model.netpol import (
+    CIDRBlock,
+    CiliumNetworkPolicy,
+    CiliumPolicyRule,
+    NetworkPolicy,
+    PolicyPort,
+)
 from hexlane.model.node import ContainerPort
 from hexlane.model.selectors import LabelSelector
 from hexlane.policy.identity import (
@@ -48,6 +54,7 @@ from hexlane.policy.maps import (
     WORLD_PREFIX,
     IPv4Network,
     PolicyEntry,
+    PolicyRef,
     port_range_prefixes,
 )
 
@@ -80,6 +87,9 @@ class CiliumResolution:
     ingress_enforced: bool
     egress_enforced: bool
     entries: frozenset[PolicyEntry]
+    #: the policies each entry comes from
+    origins: Mapping[PolicyEntry, frozenset[PolicyRef]] = field(default_factory=dict,
+                                                                compare=False)
 
 
 def _pieces(block: CIDRBlock) -> list[IPv4Network]:
@@ -212,8 +222,9 @@ def resolve_cilium(labels: LabelSet, own_ports: tuple[ContainerPort, ...],
                    cidr_identities: Mapping[IPv4Network, int]) -> CiliumResolution:
     """What the Cilium policies make of the endpoint whose identity has `labels`."""
     enforced = {INGRESS: False, EGRESS: False}
-    entries: set[PolicyEntry] = set()
+    origins: dict[PolicyEntry, set[PolicyRef]] = {}
     for pol in policies:
+        ref = policy_ref(pol)
         for spec in pol.specs:
             if not selects(pol, spec.endpoint_selector, labels):
                 continue
@@ -228,6 +239,13 @@ def resolve_cilium(labels: LabelSet, own_ports: tuple[ContainerPort, ...],
                             if not (rule.ports or rule.icmp_types):
                                 continue  # an empty rule selects nothing
                             remotes = {UNKNOWN_IDENTITY}
-                        entries |= _rule_entries(direction, remotes, rule, is_deny, own_ports,
-                                                 named_ports)
-    return CiliumResolution(enforced[INGRESS], enforced[EGRESS], frozenset(entries))
+                        for e in _rule_entries(direction, remotes, rule, is_deny, own_ports,
+                                               named_ports):
+                            origins.setdefault(e, set()).add(ref)
+    return CiliumResolution(enforced[INGRESS], enforced[EGRESS], frozenset(origins),
+                            {e: frozenset(refs) for e, refs in origins.items()})
+
+
+def policy_ref(pol: CiliumNetworkPolicy | NetworkPolicy) -> PolicyRef:
+    """Which policy `pol` is, as flows name it."""
+    return PolicyRef(pol.KIND, pol.namespace or "", pol.name)

@@ -20,6 +20,7 @@ the policies' CIDR prefixes with their CIDR identities, and 0.0.0.0/0 -> world.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -110,6 +111,81 @@ class PolicyEntry:
         if mine is None:
             return True
         return theirs is not None and mine[0] <= theirs[0] and theirs[1] <= mine[1]
+
+
+# --- where an entry comes from -------------------------------------------------------------------
+
+#: Cilium's policy match types (a policy verdict's policy_match_type): which part of the key hit
+MATCH_NONE, MATCH_L3_ONLY, MATCH_L3_L4, MATCH_L4_ONLY, MATCH_ALL = 0, 1, 2, 3, 4
+MATCH_NAMES = {MATCH_NONE: "none", MATCH_L3_ONLY: "L3-Only", MATCH_L3_L4: "L3-L4",
+               MATCH_L4_ONLY: "L4-Only", MATCH_ALL: "all"}
+
+
+def match_type(entry: PolicyEntry) -> int:
+    """What a hit on `entry` matched: a peer (L3), a port (L4), both, or neither (all)."""
+    if entry.identity != UNKNOWN_IDENTITY:
+        return MATCH_L3_ONLY if entry.protocol == PROTO_ANY else MATCH_L3_L4
+    return MATCH_ALL if entry.protocol == PROTO_ANY else MATCH_L4_ONLY
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PolicyRef:
+    """A policy an entry was derived from (Hubble's flow.Policy): its kind, namespace ("" for
+    a cluster-wide one) and name."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"{self.kind} {where}"
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Cilium's derived-from labels of the policy's rules."""
+        out = [f"k8s:io.cilium.k8s.policy.derived-from={self.kind}",
+               f"k8s:io.cilium.k8s.policy.name={self.name}"]
+        if self.namespace:
+            out.append(f"k8s:io.cilium.k8s.policy.namespace={self.namespace}")
+        return tuple(out)
+
+
+def _cookie_hash(refs: frozenset[PolicyRef]) -> int:
+    text = "\n".join(f"{r.kind}/{r.namespace}/{r.name}" for r in sorted(refs))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little")
+
+
+def policy_cookies(ref_sets: Iterable[frozenset[PolicyRef]]) -> dict[frozenset[PolicyRef], int]:
+    """A number for each set of policies (0 for the empty set: no policy, e.g. default deny),
+    which the datapath carries in the policy entries and reports in its verdicts. A hash of
+    the names, so the same policies keep their number across changes and restarts (no entry
+    rewritten for another's sake); a collision takes the next free number, in a fixed
+    order."""
+    out: dict[frozenset[PolicyRef], int] = {frozenset(): 0}
+    taken = {0}
+    for refs in sorted(set(ref_sets) - {frozenset()}, key=lambda r: sorted(r)):
+        cookie = _cookie_hash(refs) or 1
+        while cookie in taken:
+            cookie = cookie % 0xFFFFFFFF + 1
+        taken.add(cookie)
+        out[refs] = cookie
+    return out
+
+
+def deny_origins(entries: frozenset[PolicyEntry],
+                 origins: Mapping[PolicyEntry, frozenset[PolicyRef]],
+                 ) -> dict[PolicyEntry, frozenset[PolicyRef]]:
+    """The policies behind each entry after `with_deny_precedence`: an allow entry turned deny
+    comes from the deny entries that cover it."""
+    denies = [e for e in origins if e.deny]
+    out: dict[PolicyEntry, frozenset[PolicyRef]] = {}
+    for e in entries:
+        refs = origins.get(e)
+        if refs is None and e.deny:
+            refs = frozenset().union(*(origins[d] for d in denies if d.covers(e)))
+        out[e] = refs or frozenset()
+    return out
 
 
 def _host_mask(bits: int) -> int:

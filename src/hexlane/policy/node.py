@@ -14,7 +14,7 @@ entries keyed by endpoint address) as plain values the datapath edge encodes.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hexlane.model.netpol import CiliumNetworkPolicy, NetworkPolicy
 from hexlane.policy.identity import (
@@ -24,7 +24,13 @@ from hexlane.policy.identity import (
     plan_cidr_identities,
     reserved_labels,
 )
-from hexlane.policy.maps import IPv4Network, PolicyEntry, ipcache_entries
+from hexlane.policy.maps import (
+    IPv4Network,
+    PolicyEntry,
+    PolicyRef,
+    ipcache_entries,
+    policy_cookies,
+)
 from hexlane.policy.resolve import (
     EndpointPolicy,
     PodInfo,
@@ -37,6 +43,7 @@ from hexlane.policy.resolve import (
 #: hl_endpoints flags (bpf/policy.h)
 EP_F_INGRESS = 1
 EP_F_EGRESS = 2
+EP_F_AUDIT = 4  # policyAuditMode: denied connections pass, their verdicts say AUDIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,20 +125,30 @@ def node_policy(pods: Iterable[tuple[PodInfo, LabelSet]], local: Collection[PodK
 @dataclass(frozen=True, slots=True)
 class DatapathTables:
     """The BPF tables (bpf/policy.h) as values: the ipcache; the enforced endpoints (address
-    -> (identity, flags)); the policy entries of each enforced endpoint (address, entry)."""
+    -> (identity, flags)); the policy entries of each enforced endpoint (address, entry),
+    each with the number of the policies it comes from (`cookies`; `policies` names them)."""
 
     ipcache: dict[IPv4Network, int]
     endpoints: dict[str, tuple[int, int]]
     entries: frozenset[tuple[str, PolicyEntry]]
+    cookies: dict[tuple[str, PolicyEntry], int] = field(default_factory=dict)
+    policies: dict[int, tuple[PolicyRef, ...]] = field(default_factory=dict)
 
 
-def datapath_tables(node: NodePolicy) -> DatapathTables:
-    """Only enforced endpoints are in the tables: any other costs the datapath one miss."""
+def datapath_tables(node: NodePolicy, *, audit: bool = False) -> DatapathTables:
+    """Only enforced endpoints are in the tables: any other costs the datapath one miss.
+    `audit` (policyAuditMode): every enforced endpoint lets what its policy denies pass, and
+    reports the verdict as audited."""
     endpoints: dict[str, tuple[int, int]] = {}
-    entries: set[tuple[str, PolicyEntry]] = set()
+    origins: dict[tuple[str, PolicyEntry], frozenset[PolicyRef]] = {}
     for ep in node.endpoints.values():
         if ep.flags:
-            endpoints[ep.ip] = (ep.identity, ep.flags)
-            entries.update((ep.ip, e) for e in ep.policy.entries)
+            endpoints[ep.ip] = (ep.identity, ep.flags | (EP_F_AUDIT if audit else 0))
+            for e in ep.policy.entries:
+                origins[(ep.ip, e)] = ep.policy.origins.get(e, frozenset())
+    numbers = policy_cookies(set(origins.values()))
     return DatapathTables(ipcache=dict(node.ipcache), endpoints=endpoints,
-                          entries=frozenset(entries))
+                          entries=frozenset(origins),
+                          cookies={k: numbers[refs] for k, refs in origins.items()},
+                          policies={n: tuple(sorted(refs)) for refs, n in numbers.items()
+                                    if n})

@@ -41,7 +41,7 @@ from hexlane.model.netpol import (
     PolicyPort,
 )
 from hexlane.model.node import ContainerPort, Pod
-from hexlane.policy.cilium import cilium_prefixes, resolve_cilium
+from hexlane.policy.cilium import cilium_prefixes, policy_ref, resolve_cilium
 from hexlane.policy.identity import (
     DEFAULT_CLUSTER_NAME,
     DEFAULT_FILTER,
@@ -65,6 +65,8 @@ from hexlane.policy.maps import (
     WORLD_PREFIX,
     IPv4Network,
     PolicyEntry,
+    PolicyRef,
+    deny_origins,
     ipcache_entries,
     ipcache_lookup,
     lookup,
@@ -103,6 +105,9 @@ class EndpointPolicy:
     ingress_enforced: bool = False
     egress_enforced: bool = False
     entries: frozenset[PolicyEntry] = frozenset()
+    #: the policies each entry comes from (none: hexlane's own, like the host's access)
+    origins: Mapping[PolicyEntry, frozenset[PolicyRef]] = field(default_factory=dict,
+                                                                compare=False)
 
     def enforced(self, direction: str) -> bool:
         return self.ingress_enforced if direction == INGRESS else self.egress_enforced
@@ -227,11 +232,12 @@ def resolve_endpoint(pod: PodInfo, identity: int, policies: Iterable[NetworkPoli
     labels = identities.get(identity, frozenset())
     ns = identity_namespace(labels)
     pod_labels = k8s_pod_labels(labels)
-    entries: set[PolicyEntry] = set()
+    origins: dict[PolicyEntry, set[PolicyRef]] = {}
     enforced = {INGRESS: False, EGRESS: False}
     for pol in policies:
         if ns is None or pol.namespace != ns or not pol.pod_selector.matches(pod_labels):
             continue
+        entries: set[PolicyEntry] = set()
         for direction, ptype, rules in ((INGRESS, "Ingress", pol.ingress),
                                         (EGRESS, "Egress", pol.egress)):
             if ptype not in pol.policy_types:
@@ -263,14 +269,21 @@ def resolve_endpoint(pod: PodInfo, identity: int, policies: Iterable[NetworkPoli
                         for r in targets:
                             entries.update(_port_entries(direction, r, port,
                                                          named_ports.get(r, ())))
+        ref = policy_ref(pol)
+        for e in entries:
+            origins.setdefault(e, set()).add(ref)
     cil = resolve_cilium(labels, pod.ports, cilium, identities, named_ports, cidr_identities)
-    entries |= cil.entries
+    for e, refs in cil.origins.items():
+        origins.setdefault(e, set()).update(refs)
     enforced[INGRESS] |= cil.ingress_enforced or always
     enforced[EGRESS] |= cil.egress_enforced or always
     if enforced[INGRESS] and allow_localhost:
-        entries.add(PolicyEntry(INGRESS, int(ReservedIdentity.HOST)))
+        origins.setdefault(PolicyEntry(INGRESS, int(ReservedIdentity.HOST)), set())
+    final = with_deny_precedence(origins)
     return EndpointPolicy(ingress_enforced=enforced[INGRESS], egress_enforced=enforced[EGRESS],
-                          entries=with_deny_precedence(entries))
+                          entries=final,
+                          origins=deny_origins(final, {e: frozenset(r)
+                                                       for e, r in origins.items()}))
 
 
 # --- the whole cluster --------------------------------------------------------------------------

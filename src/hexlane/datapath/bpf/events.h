@@ -38,6 +38,7 @@
 /* Cilium's monitor message types, as Hubble's event_type.type reports them */
 #define HL_EVENT_DROP  1
 #define HL_EVENT_TRACE 4
+#define HL_EVENT_POLICY_VERDICT 5
 #define HL_EVENT_L7    129 /* Cilium's access log (its proxy's L7 records) */
 
 /* Cilium's trace observation points (flow.TraceObservationPoint) */
@@ -53,6 +54,14 @@
 #define HL_EV_F_XLATED_SRC   (1 << 2) /* xlated_saddr: the source it left with (SNAT) */
 #define HL_EV_F_L4           (1 << 3) /* sport/dport are parsed (TCP, UDP; ICMP: type/code) */
 #define HL_EV_F_RESPONSE     (1 << 4) /* L7: a response (else a request) */
+
+/* A policy verdict's flags (in hl_event.obs_point), Cilium's layout: the direction (1
+ * ingress, 2 egress), the match type (Cilium's PolicyMatch*) in bits 3-5, audited.
+ */
+#define HL_VERDICT_F_INGRESS 1
+#define HL_VERDICT_F_EGRESS  2
+#define HL_VERDICT_MATCH_SHIFT 3
+#define HL_VERDICT_F_AUDITED 0x40
 
 /* hl_trace_config.flags */
 #define HL_TRACE_F_ON (1 << 0)
@@ -82,7 +91,7 @@
 struct hl_event {
 	__u64 ktime_ns;     /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u8 type;          /* HL_EVENT_* */
-	__u8 obs_point;     /* HL_OBS_* (traces) */
+	__u8 obs_point;     /* HL_OBS_* (traces); policy verdicts: HL_VERDICT_F_* */
 	__u8 reason;        /* enum hl_drop_reason (drops) */
 	__u8 tcp_flags;     /* of this packet */
 	__u8 proto;         /* IPPROTO_*; 0: not parsed */
@@ -99,6 +108,8 @@ struct hl_event {
 	__be16 svc_port;
 	__u16 pad;
 	__be32 xlated_saddr;
+	__u32 identity;     /* policy verdicts: the remote side's security identity */
+	__u32 cookie;       /* policy verdicts: the agent's number for the deciding policies */
 };
 
 /* One direction of a connection, as reported (the client's and the backend's addresses). */

@@ -136,8 +136,8 @@ static __always_inline int hl_policy_check(struct __sk_buff *skb, const struct h
 	else if (hl_tuple_from_skb(skb, &t) < 0)
 		return 0;
 	if (hook->policy == HL_HOOK_POLICY_EGRESS)
-		return hl_policy_egress(&t, t.daddr, t.dport);
-	return hl_policy_ingress(&t);
+		return hl_policy_egress(skb, &t, t.daddr, t.dport);
+	return hl_policy_ingress(skb, &t);
 }
 
 /* A packet the hook sends on itself (`verdict`: a redirect, or TC_ACT_OK), counted as its
@@ -282,7 +282,7 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 			 * sent
 			 */
 			if (hook.policy == HL_HOOK_POLICY_EGRESS) {
-				ret = hl_policy_egress(&sent, sent.daddr, sent.dport);
+				ret = hl_policy_egress(skb, &sent, sent.daddr, sent.dport);
 				if (ret < 0)
 					return hl_drop_traced(skb, &hook, &tr, -ret);
 			}
@@ -333,7 +333,7 @@ static __always_inline int hl_lb4_hook(struct __sk_buff *skb, const struct hl_ho
 	}
 	/* A pod's egress is decided on the backend it now goes to (tr: its address and port). */
 	if (hook.policy == HL_HOOK_POLICY_EGRESS) {
-		ret = hl_policy_egress(&sent, daddr, tr.dport);
+		ret = hl_policy_egress(skb, &sent, daddr, tr.dport);
 		if (ret < 0)
 			return hl_drop_traced(skb, &hook, &tr, -ret);
 	}

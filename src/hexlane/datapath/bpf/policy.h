@@ -46,6 +46,7 @@
 
 #define HL_EP_F_INGRESS 1 /* hl_endpoint.flags: ingress enforced */
 #define HL_EP_F_EGRESS  2 /* egress enforced */
+#define HL_EP_F_AUDIT   4 /* policyAuditMode: a denied connection passes, audited */
 
 #define HL_POLICY_F_DENY 1 /* hl_policy_entry.flags: a deny entry (part 2) */
 
@@ -82,8 +83,9 @@ struct hl_policy_key {
 
 struct hl_policy_entry {
 	__u8 flags; /* HL_POLICY_F_* */
-	__u8 pad[3];
-	__u32 pad2;
+	__u8 match; /* Cilium's policy match type of a hit on this entry (L3-Only, L3-L4, ...) */
+	__u8 pad[2];
+	__u32 cookie; /* the agent's number for the policies the entry comes from */
 };
 
 struct {
@@ -187,11 +189,18 @@ static __always_inline __u32 hl_ipcache_identity(__be32 addr)
 	return e ? e->identity : HL_WORLD_ID;
 }
 
-/* Whether the endpoint `ep` may take a new connection with `identity` on `port`/`proto` in
- * `direction`: the most specific entry with the identity, else with identity 0.
+/* The port a policy entry is keyed by: the destination port, an ICMP message's type. */
+static __always_inline __be16 hl_policy_port(const struct hl_tuple *t, __be16 dport)
+{
+	return t->proto == IPPROTO_ICMP ? bpf_htons(t->icmp_type) : dport;
+}
+
+/* The entry deciding a new connection of endpoint `ep` with `identity` on `port`/`proto` in
+ * `direction`: the most specific entry with the identity, else with identity 0; NULL: none
+ * (denied by default).
  */
-static __always_inline bool hl_policy_allows(__be32 ep, __u32 identity, __u8 direction,
-					     __u8 proto, __be16 port)
+static __always_inline const struct hl_policy_entry *
+hl_policy_lookup(__be32 ep, __u32 identity, __u8 direction, __u8 proto, __be16 port)
 {
 	struct hl_policy_key key = {
 		.prefixlen = HL_POLICY_PREFIX_FULL,
@@ -207,13 +216,59 @@ static __always_inline bool hl_policy_allows(__be32 ep, __u32 identity, __u8 dir
 		key.identity = 0;
 		e = bpf_map_lookup_elem(&hl_policy, &key);
 	}
-	return e && !(e->flags & HL_POLICY_F_DENY);
+	return e;
 }
 
-/* The port a policy entry is keyed by: the destination port, an ICMP message's type. */
-static __always_inline __be16 hl_policy_port(const struct hl_tuple *t, __be16 dport)
+/* A policy verdict for Hubble (Cilium's policy verdict notification): the connection's first
+ * packet as policy saw it (`t`'s source, `daddr`:`dport`), the direction, what matched, the
+ * remote identity and the deciding policies' number; `allowed`, else denied or `audited`.
+ */
+static __always_inline void hl_verdict_report(struct __sk_buff *skb, const struct hl_tuple *t,
+					      __be32 daddr, __be16 dport, __u8 direction,
+					      const struct hl_policy_entry *e, __u32 identity,
+					      bool allowed, bool audited)
 {
-	return t->proto == IPPROTO_ICMP ? bpf_htons(t->icmp_type) : dport;
+	struct hl_event ev = {};
+
+	if (!hl_trace_on())
+		return;
+	ev.ktime_ns = bpf_ktime_get_ns();
+	ev.type = HL_EVENT_POLICY_VERDICT;
+	ev.obs_point = (direction == HL_POLICY_EGRESS ? HL_VERDICT_F_EGRESS : HL_VERDICT_F_INGRESS) |
+		       ((e ? e->match : 0) << HL_VERDICT_MATCH_SHIFT) |
+		       (audited ? HL_VERDICT_F_AUDITED : 0);
+	ev.reason = allowed || audited ? 0 : HL_DROP_POLICY;
+	ev.tcp_flags = t->tcp_flags;
+	ev.proto = t->proto;
+	ev.flags = (t->proto == IPPROTO_TCP || t->proto == IPPROTO_UDP ||
+		    t->proto == IPPROTO_ICMP) ? HL_EV_F_L4 : 0;
+	ev.icmp_type = t->icmp_type;
+	ev.ifindex = skb->ifindex;
+	ev.len = skb->len;
+	ev.saddr = t->saddr;
+	ev.daddr = daddr;
+	ev.sport = t->proto == IPPROTO_ICMP ? 0 : t->sport;
+	ev.dport = t->proto == IPPROTO_ICMP ? 0 : dport;
+	ev.identity = identity;
+	ev.cookie = e ? e->cookie : 0;
+	hl_event_emit(&ev);
+}
+
+/* The verdict on a new connection of endpoint `ep` (its hl_endpoints entry) in `direction`
+ * with the remote `identity`: 0 to let it pass (allowed, or audited), else -HL_DROP_POLICY;
+ * reported either way.
+ */
+static __always_inline int hl_policy_decide(struct __sk_buff *skb, const struct hl_endpoint *ep,
+					    __be32 ep_addr, __u32 identity, __u8 direction,
+					    const struct hl_tuple *t, __be32 daddr, __be16 dport)
+{
+	const struct hl_policy_entry *e = hl_policy_lookup(ep_addr, identity, direction, t->proto,
+							   hl_policy_port(t, dport));
+	bool allowed = e && !(e->flags & HL_POLICY_F_DENY);
+	bool audited = !allowed && (ep->flags & HL_EP_F_AUDIT);
+
+	hl_verdict_report(skb, t, daddr, dport, direction, e, identity, allowed, audited);
+	return allowed || audited ? 0 : -HL_DROP_POLICY;
 }
 
 /* The CT_F_POLICY key of endpoint `ep`'s connection with `remote`. */
@@ -254,8 +309,8 @@ static __always_inline void hl_policy_ct_create(const struct ct4_key *key)
  * `dport` where it goes after service translation (what policy decides on). 0 or
  * -HL_DROP_POLICY.
  */
-static __always_inline int hl_policy_egress(const struct hl_tuple *sent, __be32 daddr,
-					    __be16 dport)
+static __always_inline int hl_policy_egress(struct __sk_buff *skb, const struct hl_tuple *sent,
+					    __be32 daddr, __be16 dport)
 {
 	const struct hl_endpoint *ep = bpf_map_lookup_elem(&hl_endpoints, &sent->saddr);
 	struct ct4_key key;
@@ -266,15 +321,15 @@ static __always_inline int hl_policy_egress(const struct hl_tuple *sent, __be32 
 	if (hl_policy_ct_hit(&key, sent))
 		return 0;
 	if ((ep->flags & HL_EP_F_EGRESS) && daddr != sent->saddr &&
-	    !hl_policy_allows(sent->saddr, hl_ipcache_identity(daddr), HL_POLICY_EGRESS,
-			      sent->proto, hl_policy_port(sent, dport)))
+	    hl_policy_decide(skb, ep, sent->saddr, hl_ipcache_identity(daddr), HL_POLICY_EGRESS,
+			     sent, daddr, dport) < 0)
 		return -HL_DROP_POLICY;
 	hl_policy_ct_create(&key);
 	return 0;
 }
 
 /* Ingress of a pod: the packet as it enters the pod. 0 or -HL_DROP_POLICY. */
-static __always_inline int hl_policy_ingress(const struct hl_tuple *t)
+static __always_inline int hl_policy_ingress(struct __sk_buff *skb, const struct hl_tuple *t)
 {
 	const struct hl_endpoint *ep = bpf_map_lookup_elem(&hl_endpoints, &t->daddr);
 	struct ct4_key key;
@@ -285,8 +340,8 @@ static __always_inline int hl_policy_ingress(const struct hl_tuple *t)
 	if (hl_policy_ct_hit(&key, t))
 		return 0;
 	if ((ep->flags & HL_EP_F_INGRESS) &&
-	    !hl_policy_allows(t->daddr, hl_ipcache_identity(t->saddr), HL_POLICY_INGRESS,
-			      t->proto, hl_policy_port(t, t->dport)))
+	    hl_policy_decide(skb, ep, t->daddr, hl_ipcache_identity(t->saddr), HL_POLICY_INGRESS,
+			     t, t->daddr, t->dport) < 0)
 		return -HL_DROP_POLICY;
 	hl_policy_ct_create(&key);
 	return 0;
@@ -300,7 +355,7 @@ static __always_inline int hl_policy_ingress_skb(struct __sk_buff *skb, const st
 	struct hl_tuple t = {};
 	struct hl_trace none = {};
 
-	if (hl_tuple_from_skb(skb, &t) < 0 || hl_policy_ingress(&t) == 0)
+	if (hl_tuple_from_skb(skb, &t) < 0 || hl_policy_ingress(skb, &t) == 0)
 		return 0;
 	if (!tr) {
 		none.saddr = t.saddr;

@@ -19,7 +19,9 @@ and rules (pkg/hubble/metrics/<name>/handler.go), all under the `hubble_` prefix
 - httpV2: http_requests_total{method,protocol,status,reporter} and
   http_request_duration_seconds{method,reporter}, L7 HTTP responses labelled as their request;
 - flows-to-world: flows_to_world_total{protocol,verdict}, non-reply flows to reserved:world
-  (`any-drop`, `port`, `syn-only`).
+  (`any-drop`, `port`, `syn-only`);
+- policy: policy_verdicts_total{direction,match,action}, the datapath's policy verdicts on
+  new connections (not the host's); hexlane has no L7 policy, so no `l7/...` matches.
 
 Every metric also carries its context labels (`hexlane.hubble.metrics.context`), where
 Cilium puts them (after the metric's own labels, except for drop, dns and http: before).
@@ -436,10 +438,34 @@ class FlowsToWorldHandler(Handler):
         self.flows.inc((*labels, *self.ctx.values(f)))
 
 
+#: Cilium's policy match type names (pkg/monitor/api: PolicyMatchType.String), lower-cased
+_MATCH_NAMES = {0: "none", 1: "l3-only", 2: "l3-l4", 3: "l4-only", 4: "all", 5: "l3-proto",
+                6: "proto-only"}
+_DIRECTIONS = _enum_names(flow_pb2.TrafficDirection)
+_HOST_IDENTITY = 1
+
+
+class PolicyHandler(Handler):
+    """Policy verdicts of new connections, but not the host's (always let into its pods)."""
+
+    def __init__(self, spec: MetricSpec) -> None:
+        super().__init__(spec)
+        self.verdicts = self.family("policy_verdicts", "Total number of Cilium network "
+                                    "policy verdicts", ("direction", "match", "action"))
+
+    def process(self, f: flow_pb2.Flow) -> None:
+        if f.event_type.type != MSG_POLICY_VERDICT or f.source.identity == _HOST_IDENTITY:
+            return
+        self.verdicts.inc((_DIRECTIONS.get(f.traffic_direction, "").lower(),
+                           _MATCH_NAMES.get(f.policy_match_type, str(f.policy_match_type)),
+                           _name(_VERDICTS, f.verdict).lower(), *self.ctx.values(f)))
+
+
 HANDLERS: dict[str, Callable[[MetricSpec], Handler]] = {
     "flow": FlowHandler, "drop": DropHandler, "tcp": TcpHandler,
     "port-distribution": PortDistributionHandler, "icmp": IcmpHandler, "dns": DnsHandler,
     "http": HttpHandler, "httpV2": HttpV2Handler, "flows-to-world": FlowsToWorldHandler,
+    "policy": PolicyHandler,
 }
 
 
