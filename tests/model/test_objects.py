@@ -107,6 +107,10 @@ def test_bad_lbipam_annotation_is_a_warning() -> None:
     s = Service.parse(svc({"type": "LoadBalancer", "ports": [{"port": 80}]},
                           annotations={"io.cilium/lb-ipam-ips": "10.0.0.1, nope"}))
     assert [w.path for w in s.warnings] == ["metadata.annotations[io.cilium/lb-ipam-ips]"]
+    # MetalLB's newer spelling is checked as the older one (LB-IPAM reads both)
+    s = Service.parse(svc({"type": "LoadBalancer", "ports": [{"port": 80}]},
+                          annotations={"metallb.io/loadBalancerIPs": "10.0.0.300"}))
+    assert [w.path for w in s.warnings] == ["metadata.annotations[metallb.io/loadBalancerIPs]"]
 
 
 def slice_(endpoints: list[Any], **kw: Any) -> dict[str, Any]:

@@ -589,6 +589,10 @@ def test_always_enforces_without_a_policy_and_audit_lets_denials_pass(lab: Lab,
         check_cells(world, {(b, a, 80, "TCP"): False, (yb, f"{NS['z']}/c", 81, "UDP"): False,
                             ("node1", a, 80, "TCP"): True,
                             ("client", "nodeport-a", world.node_port, "TCP"): False})
+        wait_for("hubble_drop_total{reason=POLICY_DENIED} on node1", lambda: [
+            line for line in hubble_metrics(lab).splitlines()
+            if line.startswith("hubble_drop_total{") and 'reason="POLICY_DENIED"' in line],
+            timeout=20, interval=0.5)
         apply(lab, [cnp("within-x", {"endpointSelector": {},
                                      "ingress": [{"fromEndpoints": [{}]}],
                                      "egress": [{"toEndpoints": [{}]}]})])

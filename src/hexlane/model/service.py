@@ -36,7 +36,7 @@ IP_FAMILY_POLICIES = ("SingleStack", "PreferDualStack", "RequireDualStack")
 DEFAULT_AFFINITY_TIMEOUT = 10800
 # Annotations whose value is a comma-separated list of requested addresses.
 IP_ANNOTATIONS = ("lbipam.cilium.io/ips", "io.cilium/lb-ipam-ips",
-                  "metallb.universe.tf/loadBalancerIPs")
+                  "metallb.universe.tf/loadBalancerIPs", "metallb.io/loadBalancerIPs")
 
 SPEC_FIELDS = ("type", "selector", "ports", "clusterIP", "clusterIPs", "externalIPs",
                "loadBalancerIP", "loadBalancerClass", "loadBalancerSourceRanges",
